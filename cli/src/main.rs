@@ -1,0 +1,45 @@
+//! `edgecut`: convert, inspect and run edgecut models from the command line.
+
+mod cmd;
+
+use clap::{Parser, Subcommand};
+
+/// edgecut: a compact INT8 inference runtime for the edge.
+#[derive(Parser)]
+#[command(name = "edgecut", version, about, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Convert a Hugging Face checkpoint directory or a llama.cpp GGUF file to edgecut's GGUF.
+    Convert(cmd::convert::Args),
+    /// Show a model file: architecture, hyper-parameters, tokenizer, tensors, identity.
+    Inspect(cmd::inspect::Args),
+}
+
+fn main() {
+    restore_sigpipe();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Convert(a) => cmd::convert::run(a),
+        Command::Inspect(a) => cmd::inspect::run(a),
+    };
+    if let Err(e) = result {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+/// Rust ignores SIGPIPE, which makes `edgecut inspect m.gguf | head` panic on a closed pipe;
+/// restore the default so the process ends quietly like other Unix tools.
+fn restore_sigpipe() {
+    #[cfg(unix)]
+    // SAFETY: setting a signal's disposition to the default is async-signal-safe and done before
+    // any other thread exists.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}

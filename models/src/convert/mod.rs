@@ -1,0 +1,182 @@
+//! `edgecut convert`: Hugging Face checkpoints and llama.cpp GGUF files to edgecut's GGUF layout.
+//!
+//! Matmul weights and embedding tables (every tensor with two or more dimensions whose rows are
+//! whole Q8_0 blocks) take the chosen type (Q8_0 by default); norms, biases and other vectors stay
+//! F32. Names and keys are llama.cpp's; what llama.cpp lacks goes under `edgecut.*`. Data is
+//! converted one tensor at a time and written to a temporary file renamed into place at the end,
+//! so a failed conversion leaves nothing behind.
+
+mod bert;
+mod from_gguf;
+pub mod hf;
+mod tokenizer_meta;
+
+use std::borrow::Cow;
+use std::path::Path;
+
+use edgecut_backends::{quant, DType};
+use edgecut_runtime::gguf::{GgufWriter, TensorSpec, Value};
+
+use crate::error::{ModelError, Result};
+
+/// Type for the weights that get quantized.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum WeightType {
+    /// 8-bit blocks (default): about a quarter of f32's size.
+    #[default]
+    Q8_0,
+    /// IEEE half precision.
+    F16,
+    /// Full precision.
+    F32,
+}
+
+impl WeightType {
+    /// The tensor type.
+    pub fn dtype(self) -> DType {
+        match self {
+            WeightType::Q8_0 => DType::Q8_0,
+            WeightType::F16 => DType::F16,
+            WeightType::F32 => DType::F32,
+        }
+    }
+
+    /// llama.cpp's `general.file_type` (`LLAMA_FTYPE_*`).
+    pub fn file_type(self) -> u32 {
+        match self {
+            WeightType::Q8_0 => 7,
+            WeightType::F16 => 1,
+            WeightType::F32 => 0,
+        }
+    }
+}
+
+impl std::str::FromStr for WeightType {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.to_ascii_lowercase().as_str() {
+            "q8_0" | "q8" => Ok(WeightType::Q8_0),
+            "f16" => Ok(WeightType::F16),
+            "f32" => Ok(WeightType::F32),
+            _ => Err(format!("unknown weight type {s:?} (use q8_0, f16 or f32)")),
+        }
+    }
+}
+
+/// Conversion options.
+#[derive(Clone, Debug, Default)]
+pub struct ConvertOptions {
+    /// Type of matmul weights and embedding tables.
+    pub weight_type: WeightType,
+}
+
+/// Progress of a conversion, reported once per tensor written.
+#[derive(Clone, Debug)]
+pub struct Progress<'a> {
+    /// Tensors written so far, this one included.
+    pub done: usize,
+    /// Tensors in all.
+    pub total: usize,
+    /// The tensor just written.
+    pub name: &'a str,
+}
+
+/// What a conversion wrote.
+#[derive(Clone, Debug)]
+pub struct ConvertReport {
+    /// Architecture written (`general.architecture`).
+    pub architecture: String,
+    /// Tensors written.
+    pub tensors: usize,
+    /// Bytes of the output file.
+    pub bytes: u64,
+}
+
+/// Converts `input` (a checkpoint directory or a GGUF file) to edgecut's GGUF at `output`.
+pub fn convert(
+    input: &Path,
+    output: &Path,
+    opts: &ConvertOptions,
+    progress: &mut dyn FnMut(Progress<'_>),
+) -> Result<ConvertReport> {
+    if input.is_dir() {
+        let ckpt = hf::Checkpoint::open(input)?;
+        let model_type = ckpt.cfg_str("model_type").unwrap_or("").to_string();
+        match model_type.as_str() {
+            "bert" | "distilbert" => bert::convert(&ckpt, output, opts, progress),
+            other => Err(ModelError::Unsupported(format!(
+                "{}: model_type {other:?}; edgecut converts bert and distilbert checkpoints \
+                 (and llama.cpp GGUF files)",
+                input.join("config.json").display()
+            ))),
+        }
+    } else {
+        from_gguf::convert(input, output, opts, progress)
+    }
+}
+
+/// The type a tensor of `dims` (innermost first) gets: `weights` for matrices whose rows are
+/// whole blocks, F32 otherwise.
+pub fn target_type(dims: &[u64], weights: WeightType) -> DType {
+    let t = weights.dtype();
+    if dims.len() >= 2 && dims[0] % t.block_len() as u64 == 0 {
+        t
+    } else {
+        DType::F32
+    }
+}
+
+/// Encodes f32 values as `dtype`.
+pub fn encode(values: &[f32], dtype: DType) -> std::result::Result<Vec<u8>, String> {
+    match dtype {
+        DType::F32 => Ok(quant::f32_to_bytes(values)),
+        DType::F16 => Ok(quant::f32_to_f16_bytes(values)),
+        DType::Q8_0 => quant::quantize_q8_0_vec(values).map_err(|e| e.to_string()),
+        other => Err(format!("edgecut does not write {other}")),
+    }
+}
+
+/// Writes `w` to `output`, fetching each tensor's data with `data` and reporting progress.
+pub(crate) fn write<'d>(
+    w: &GgufWriter,
+    output: &Path,
+    progress: &mut dyn FnMut(Progress<'_>),
+    mut data: impl FnMut(usize, &TensorSpec) -> std::result::Result<Cow<'d, [u8]>, String>,
+) -> Result<ConvertReport> {
+    let total = w.tensors().len();
+    let bytes = w.write_file(output, |i, spec| {
+        let d = data(i, spec)?;
+        progress(Progress {
+            done: i + 1,
+            total,
+            name: &spec.name,
+        });
+        Ok(d)
+    })?;
+    let architecture = w
+        .metadata()
+        .iter()
+        .find(|(k, _)| k == "general.architecture")
+        .and_then(|(_, v)| v.as_str())
+        .unwrap_or("")
+        .to_string();
+    Ok(ConvertReport {
+        architecture,
+        tensors: total,
+        bytes,
+    })
+}
+
+/// Metadata every edgecut-written file carries.
+pub(crate) fn common_metadata(w: &mut GgufWriter, opts: &ConvertOptions, checksum: String) {
+    w.set(
+        "general.file_type",
+        Value::U32(opts.weight_type.file_type()),
+    );
+    w.set("general.quantization_version", Value::U32(2));
+    w.set("edgecut.source.sha256", Value::Str(checksum));
+    w.set(
+        "edgecut.converter",
+        Value::Str(format!("edgecut {}", env!("CARGO_PKG_VERSION"))),
+    );
+}

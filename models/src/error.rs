@@ -1,0 +1,66 @@
+//! Errors from model conversion and model loading.
+
+use std::path::PathBuf;
+
+/// What can go wrong converting or loading a model; each names the file, key or tensor at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum ModelError {
+    /// A file could not be read.
+    #[error("{}: {source}", path.display())]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// A JSON file that does not parse or lacks a field.
+    #[error("{}: {reason}", path.display())]
+    Json {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A safetensors file that does not parse.
+    #[error("{}: invalid safetensors file: {reason}", path.display())]
+    Safetensors {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// An error from the GGUF layer.
+    #[error(transparent)]
+    Gguf(#[from] edgecut_runtime::GgufError),
+    /// A model or feature edgecut does not support.
+    #[error("unsupported: {0}")]
+    Unsupported(String),
+    /// A tensor that the architecture needs is absent.
+    #[error("tensor {0:?} is missing from the checkpoint")]
+    MissingTensor(String),
+    /// A tensor whose shape is not what the configuration says.
+    #[error("tensor {name:?} has shape {found:?}, expected {expected:?}")]
+    Shape {
+        /// The tensor.
+        name: String,
+        /// The shape found (outermost first).
+        found: Vec<usize>,
+        /// The shape expected.
+        expected: Vec<usize>,
+    },
+    /// Invalid input to a model call.
+    #[error("{0}")]
+    Input(String),
+}
+
+impl ModelError {
+    pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        ModelError::Io {
+            path: path.into(),
+            source,
+        }
+    }
+}
+
+/// Result with [`ModelError`].
+pub type Result<T, E = ModelError> = std::result::Result<T, E>;

@@ -1,0 +1,11 @@
+//! edgecut models: one file per architecture, and the converter that writes edgecut's GGUF.
+//!
+//! 1. The converter ([`convert`]) reads Hugging Face checkpoints and llama.cpp GGUF files and
+//!    writes one self-contained GGUF: weights, hyper-parameters and tokenizer.
+//! 2. Names and keys are llama.cpp's, so llama.cpp's tools read edgecut's files and edgecut reads
+//!    theirs.
+
+pub mod convert;
+pub mod error;
+
+pub use error::{ModelError, Result};

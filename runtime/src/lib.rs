@@ -1,0 +1,15 @@
+//! edgecut runtime: the model file and what is built on it.
+//!
+//! 1. Models live in one self-contained GGUF v3 file ([`gguf`]), opened through a read-only memory
+//!    map: tensor views borrow the map, so opening a model reads only its header.
+//! 2. Everything read from a file is checked before use; hostile files give a named
+//!    [`gguf::GgufError`], never a panic.
+//! 3. A model's identity ([`gguf::ModelId`]) is a hash of its metadata and tensor data, so two
+//!    processes can agree they run the same model.
+
+pub mod gguf;
+
+pub use edgecut_backends::DType;
+pub use gguf::{
+    GgufError, GgufFile, GgufWriter, ModelId, TensorInfo, TensorSpec, TensorView, Value,
+};
