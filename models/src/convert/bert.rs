@@ -255,6 +255,9 @@ pub(super) fn convert(
 
     let mut sources = Vec::new();
     for (gname, cands, required) in tensor_map(&h) {
+        if gname.starts_with("cls.") && !is_classifier {
+            continue; // BERT's pooler is only used by classification heads
+        }
         let Some(src) = find(c, &names, &cands) else {
             if required {
                 return Err(ModelError::MissingTensor(cands[0].clone()));

@@ -1,0 +1,110 @@
+//! Helpers for edgecut's integration tests: where the real models and the reference Python are,
+//! and converted model files shared by the tests of one run.
+//!
+//! The real checkpoints come from `scripts/fetch-models.sh` (run by `.ci/run` and by the README's
+//! test command). A test that needs them fails with a message saying how to fetch them rather
+//! than passing silently.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::{Mutex, OnceLock};
+
+use edgecut_models::convert::{convert, ConvertOptions, WeightType};
+
+/// The model cache: `$EDGECUT_MODELS`, or `~/.cache/edgecut/models`.
+pub fn models_dir() -> PathBuf {
+    if let Some(d) = std::env::var_os("EDGECUT_MODELS") {
+        return PathBuf::from(d);
+    }
+    let home = std::env::var_os("HOME").unwrap_or_else(|| "/root".into());
+    Path::new(&home).join(".cache/edgecut/models")
+}
+
+fn need(p: PathBuf) -> PathBuf {
+    assert!(
+        p.exists(),
+        "{} is missing: run scripts/fetch-models.sh (or set EDGECUT_MODELS)",
+        p.display()
+    );
+    p
+}
+
+/// The all-MiniLM-L6-v2 checkpoint directory.
+pub fn minilm_dir() -> PathBuf {
+    need(models_dir().join("all-MiniLM-L6-v2"))
+}
+
+/// The llama.cpp-made SmolLM2-135M-Instruct Q4_1 file.
+pub fn smollm_gguf() -> PathBuf {
+    need(models_dir().join("SmolLM2-135M-Instruct.Q4_1.gguf"))
+}
+
+/// The Python with the reference packages (`gguf`, numpy): `$EDGECUT_PYTHON`, or the venv that
+/// `.ci/run` makes at `~/.cache/edgecut/venv`.
+pub fn python() -> PathBuf {
+    if let Some(p) = std::env::var_os("EDGECUT_PYTHON") {
+        return PathBuf::from(p);
+    }
+    let home = std::env::var_os("HOME").unwrap_or_else(|| "/root".into());
+    let p = Path::new(&home).join(".cache/edgecut/venv/bin/python");
+    assert!(
+        p.exists(),
+        "{} is missing: run .ci/run (or set EDGECUT_PYTHON)",
+        p.display()
+    );
+    p
+}
+
+/// The repository root.
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ has a parent")
+        .to_path_buf()
+}
+
+/// A scratch directory for this test run, under the target directory.
+pub fn scratch() -> PathBuf {
+    let d = repo_root().join("target").join("test-scratch");
+    std::fs::create_dir_all(&d).expect("create scratch dir");
+    d
+}
+
+/// Converts `input` once per test run and returns the output path.
+pub fn converted(input: &Path, tag: &str, weight_type: WeightType) -> PathBuf {
+    static LOCK: OnceLock<Mutex<()>> = OnceLock::new();
+    let _g = LOCK
+        .get_or_init(|| Mutex::new(()))
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    let out = scratch().join(format!(
+        "{tag}-{}-{:?}.gguf",
+        std::process::id(),
+        weight_type
+    ));
+    if !out.exists() {
+        convert(input, &out, &ConvertOptions { weight_type }, &mut |_| {})
+            .unwrap_or_else(|e| panic!("converting {}: {e}", input.display()));
+    }
+    out
+}
+
+/// MiniLM converted with `weight_type`.
+pub fn minilm(weight_type: WeightType) -> PathBuf {
+    converted(&minilm_dir(), "minilm", weight_type)
+}
+
+/// Runs a reference script with [`python`] and returns its stdout, failing loudly on error.
+pub fn run_python(script: &str, args: &[&Path]) -> String {
+    let out = Command::new(python())
+        .arg(repo_root().join(script))
+        .args(args)
+        .output()
+        .expect("start python");
+    assert!(
+        out.status.success(),
+        "{script} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("utf-8 output")
+}
