@@ -10,8 +10,10 @@ use proptest::prelude::*;
 
 /// Real files, whole, with the offset of their data section (the end of the header, where
 /// mutations matter). Mutated in place and restored after each case, so no case copies a file.
-fn real() -> &'static Mutex<Vec<(Vec<u8>, usize)>> {
-    static FILES: OnceLock<Mutex<Vec<(Vec<u8>, usize)>>> = OnceLock::new();
+type Files = Mutex<Vec<(Vec<u8>, usize)>>;
+
+fn real() -> &'static Files {
+    static FILES: OnceLock<Files> = OnceLock::new();
     FILES.get_or_init(|| {
         let files = [minilm(WeightType::Q8_0), smollm_gguf()]
             .iter()

@@ -35,7 +35,7 @@ pub enum GgufError {
         have: u64,
     },
     /// A count that cannot be right for a file of this size.
-    #[error("{what} count {count} is impossible for a file with {have} bytes left")]
+    #[error("{what} count {count} is impossible for a file with {have} bytes left (truncated or corrupt file)")]
     BadCount {
         /// What is counted.
         what: String,

@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Installs what edgecut's tests and demos need on a fresh Debian machine, idempotently:
+#   - Debian packages (only those missing),
+#   - a Python venv for the reference scripts ($EDGECUT_VENV, default ~/.cache/edgecut/venv)
+#     with the pinned packages of tests/reference/requirements.txt,
+#   - the real model checkpoints (scripts/fetch-models.sh).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+APT_PACKAGES=(python3-venv)
+missing=()
+for p in "${APT_PACKAGES[@]}"; do
+    dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
+done
+# Python may come from elsewhere (pyenv) with venv built in; only then is python3-venv optional.
+if [ ${#missing[@]} -gt 0 ] && ! python3 -c 'import venv, ensurepip' 2>/dev/null; then
+    echo "setup: installing ${missing[*]}" >&2
+    SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO=sudo
+    $SUDO apt-get update -qq && $SUDO apt-get install -y -qq "${missing[@]}"
+fi
+
+VENV="${EDGECUT_VENV:-$HOME/.cache/edgecut/venv}"
+if [ ! -x "$VENV/bin/python" ]; then
+    echo "setup: creating $VENV" >&2
+    python3 -m venv "$VENV"
+fi
+stamp="$VENV/.edgecut-requirements"
+if ! cmp -s tests/reference/requirements.txt "$stamp" 2>/dev/null; then
+    echo "setup: installing tests/reference/requirements.txt into $VENV" >&2
+    "$VENV/bin/pip" install --quiet --disable-pip-version-check -r tests/reference/requirements.txt
+    cp tests/reference/requirements.txt "$stamp"
+fi
+
+PYTHON="$VENV/bin/python" scripts/fetch-models.sh >/dev/null
