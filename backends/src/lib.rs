@@ -1,14 +1,21 @@
-//! edgecut backends: the element types and quantization formats that weights come in, and the
-//! kernels the models call.
+//! edgecut backends: element types, quantization formats, and the devices that run the op
+//! contract the models call.
 //!
 //! Design choices, briefly:
-//! 1. Element types follow ggml's numbering ([`DType`]) so a GGUF tensor's type maps straight onto a
-//!    kernel without translation tables.
-//! 2. Q8_0 (32 int8 values + one f16 scale) is the working weight format; other quantized types are
-//!    decoded or re-quantized on load ([`quant`]).
-//! 3. Every SIMD kernel has a scalar reference beside it and is tested against it.
+//! 1. Element types follow ggml's numbering ([`DType`]) so a GGUF tensor's type maps straight onto
+//!    a kernel without translation tables.
+//! 2. Q8_0 (32 int8 values + one f16 scale) is the working weight format; other quantized types
+//!    are decoded or re-quantized on load ([`quant`]).
+//! 3. The op contract ([`ops`]) is a dozen ops described by plain data; the [`Device`] enum picks
+//!    the backend at run time, so no backend generic leaks out of this crate.
+//! 4. Every SIMD kernel has a scalar reference beside it ([`cpu::scalar`]) and is tested against
+//!    it; the set is picked at run time ([`cpu::kernels`]).
 
+pub mod cpu;
+pub mod device;
 pub mod dtype;
+pub mod ops;
 pub mod quant;
 
+pub use device::{Device, DeviceKind};
 pub use dtype::DType;

@@ -1,0 +1,164 @@
+//! The op contract: the few ops the models need, described by plain data. Backends implement
+//! them; models call them through [`crate::Device`].
+
+/// A shape or size that does not fit an op.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum OpError {
+    /// A buffer of the wrong length or a dimension that does not fit.
+    #[error("shape mismatch: {0}")]
+    Shape(String),
+    /// A token id outside the embedding table.
+    #[error("token id {id} is outside the vocabulary of {vocab}")]
+    TokenId {
+        /// The id.
+        id: u32,
+        /// The vocabulary size.
+        vocab: usize,
+    },
+}
+
+impl OpError {
+    /// `Ok` when `got == want`, else a [`OpError::Shape`] naming `what`.
+    pub fn check(what: &str, got: usize, want: usize) -> Result<(), OpError> {
+        if got == want {
+            Ok(())
+        } else {
+            Err(OpError::Shape(format!(
+                "{what} has {got} values, expected {want}"
+            )))
+        }
+    }
+}
+
+/// A weight matrix `[n, k]` (n output rows of k inputs), as stored.
+#[derive(Clone, Copy, Debug)]
+pub enum WeightData<'a> {
+    /// Q8_0 blocks, row-major: `n * k / 32` blocks of 34 bytes.
+    Q8_0(&'a [u8]),
+    /// Plain f32, row-major.
+    F32(&'a [f32]),
+}
+
+/// A linear layer: `y = x W^T + b`.
+#[derive(Clone, Copy, Debug)]
+pub struct Linear<'a> {
+    /// The weights.
+    pub w: WeightData<'a>,
+    /// The bias, `n` values.
+    pub bias: Option<&'a [f32]>,
+    /// Output features.
+    pub n: usize,
+    /// Input features.
+    pub k: usize,
+}
+
+/// Inputs of multi-head attention.
+#[derive(Clone, Copy, Debug)]
+pub struct Attention<'a> {
+    /// Queries, `[batch * seq, heads * head_dim]`.
+    pub q: &'a [f32],
+    /// Keys, same layout.
+    pub k: &'a [f32],
+    /// Values, same layout.
+    pub v: &'a [f32],
+    /// 1 for real tokens, 0 for padding, `[batch * seq]`.
+    pub mask: &'a [u8],
+    /// Sequences in the batch.
+    pub batch: usize,
+    /// Tokens per sequence (padded).
+    pub seq: usize,
+    /// Attention heads.
+    pub heads: usize,
+    /// Dimension per head.
+    pub head_dim: usize,
+}
+
+/// Gathers rows of an embedding table (`[vocab, dim]` in `dtype`) into `out`.
+pub fn embedding_rows(
+    table: &[u8],
+    dtype: crate::DType,
+    vocab: usize,
+    dim: usize,
+    ids: &[u32],
+    out: &mut [f32],
+) -> Result<(), OpError> {
+    OpError::check("embedding output", out.len(), ids.len() * dim)?;
+    let row_bytes = dtype
+        .bytes_for(dim as u64)
+        .ok_or_else(|| OpError::Shape(format!("embedding dim {dim} does not fit {dtype}")))?
+        as usize;
+    OpError::check("embedding table bytes", table.len(), vocab * row_bytes)?;
+    for (&id, o) in ids.iter().zip(out.chunks_exact_mut(dim)) {
+        if id as usize >= vocab {
+            return Err(OpError::TokenId { id, vocab });
+        }
+        let row = &table[id as usize * row_bytes..(id as usize + 1) * row_bytes];
+        crate::quant::dequantize(dtype, row, o).map_err(|e| OpError::Shape(e.to_string()))?;
+    }
+    Ok(())
+}
+
+/// How token vectors become one sentence vector.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Pooling {
+    /// Mean over the real (unmasked) tokens.
+    Mean,
+    /// The first token ([CLS]).
+    Cls,
+}
+
+/// Pools `hidden` (`[batch * seq, dim]`) into `out` (`[batch, dim]`) using `mask`.
+pub fn pool(
+    hidden: &[f32],
+    mask: &[u8],
+    batch: usize,
+    seq: usize,
+    dim: usize,
+    mode: Pooling,
+    out: &mut [f32],
+) -> Result<(), OpError> {
+    OpError::check("pooling input", hidden.len(), batch * seq * dim)?;
+    OpError::check("pooling mask", mask.len(), batch * seq)?;
+    OpError::check("pooling output", out.len(), batch * dim)?;
+    for b in 0..batch {
+        let o = &mut out[b * dim..(b + 1) * dim];
+        match mode {
+            Pooling::Cls => o.copy_from_slice(&hidden[b * seq * dim..(b * seq + 1) * dim]),
+            Pooling::Mean => {
+                o.fill(0.0);
+                let mut n = 0usize;
+                for t in 0..seq {
+                    if mask[b * seq + t] != 0 {
+                        n += 1;
+                        let row = &hidden[(b * seq + t) * dim..(b * seq + t + 1) * dim];
+                        o.iter_mut().zip(row).for_each(|(a, x)| *a += x);
+                    }
+                }
+                let inv = 1.0 / n.max(1) as f32;
+                o.iter_mut().for_each(|a| *a *= inv);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Scales each row of `x` (rows of `dim`) to unit L2 norm (rows of zeros stay zero).
+pub fn l2_normalize(x: &mut [f32], dim: usize) {
+    for row in x.chunks_exact_mut(dim) {
+        let norm = row.iter().map(|v| v * v).sum::<f32>().sqrt();
+        if norm > 0.0 {
+            row.iter_mut().for_each(|v| *v /= norm);
+        }
+    }
+}
+
+/// Softmax of a vector, in place (numerically stable).
+pub fn softmax(x: &mut [f32]) {
+    let max = x.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
+    let mut sum = 0.0;
+    for v in x.iter_mut() {
+        *v = (*v - max).exp();
+        sum += *v;
+    }
+    x.iter_mut().for_each(|v| *v /= sum);
+}

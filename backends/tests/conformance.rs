@@ -1,0 +1,281 @@
+//! Every kernel set this CPU has, and every op, against the scalar reference or an f64
+//! reference, on random shapes including ragged tails (row counts not a multiple of the thread
+//! count or of any SIMD width). Tolerances are stated at each check.
+
+use edgecut_backends::cpu::{erf, gelu_scalar, kernels, scalar, CpuBackend};
+use edgecut_backends::ops::{
+    embedding_rows, l2_normalize, pool, Attention, Linear, Pooling, WeightData,
+};
+use edgecut_backends::{quant, DType};
+
+/// A small deterministic generator (xorshift64*), so failures reproduce.
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545F4914F6CDD1D)
+    }
+    fn f32(&mut self) -> f32 {
+        (self.next() >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0
+    }
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+    fn vec(&mut self, n: usize, scale: f32) -> Vec<f32> {
+        (0..n).map(|_| self.f32() * scale).collect()
+    }
+}
+
+#[test]
+fn every_simd_dot_matches_the_scalar_reference() {
+    let sets = kernels::available();
+    println!("kernel sets on this CPU: {sets:?}");
+    let mut rng = Rng(7);
+    for case in 0..400 {
+        let nb = 1 + rng.below(48);
+        let w = quant::quantize_q8_0_vec(&rng.vec(nb * 32, 3.0)).unwrap();
+        let x = rng.vec(nb * 32, if case % 2 == 0 { 1.0 } else { 100.0 });
+        let mut xq = vec![0i8; nb * 32];
+        let mut xd = vec![0f32; nb];
+        scalar::quantize_row(&x, &mut xq, &mut xd);
+        let want = scalar::dot_q8_0(&w, &xq, &xd);
+        for k in &sets {
+            let got = (k.dot_q8_0)(&w, &xq, &xd);
+            // Integer products are exact; only the f32 sum of per-block terms may be reordered.
+            let tol = 1e-5 * (1.0 + want.abs()) * nb as f32;
+            assert!(
+                (got - want).abs() <= tol,
+                "{} nb={nb}: {got} vs {want}",
+                k.name
+            );
+        }
+    }
+}
+
+fn linear_reference(x: &[f32], m: usize, w: &[f32], n: usize, k: usize, bias: &[f32]) -> Vec<f64> {
+    let mut out = vec![0f64; m * n];
+    for i in 0..m {
+        for j in 0..n {
+            let s: f64 = (0..k)
+                .map(|t| x[i * k + t] as f64 * w[j * k + t] as f64)
+                .sum();
+            out[i * n + j] = s + bias[j] as f64;
+        }
+    }
+    out
+}
+
+#[test]
+fn linear_q8_0_with_every_kernel_set_and_thread_count_matches_f64() {
+    let mut rng = Rng(11);
+    for (m, n, k) in [
+        (1, 1, 32),
+        (3, 5, 64),
+        (7, 33, 384),
+        (17, 129, 96),
+        (1, 384, 1536),
+    ] {
+        let wf = rng.vec(n * k, 0.5);
+        let wq = quant::quantize_q8_0_vec(&wf).unwrap();
+        let mut wdq = vec![0f32; n * k];
+        quant::dequantize_q8_0(&wq, &mut wdq).unwrap();
+        let x = rng.vec(m * k, 2.0);
+        let bias = rng.vec(n, 1.0);
+        let want = linear_reference(&x, m, &wdq, n, k, &bias);
+        for ks in kernels::available() {
+            for threads in [1, 2, 3] {
+                let cpu = CpuBackend::with_kernels(ks, threads);
+                let lin = Linear {
+                    w: WeightData::Q8_0(&wq),
+                    bias: Some(&bias),
+                    n,
+                    k,
+                };
+                let mut out = vec![0f32; m * n];
+                cpu.linear(&x, m, &lin, &mut out).unwrap();
+                for (g, w) in out.iter().zip(&want) {
+                    // Activation quantization: at most half a step (amax/254) per value, so
+                    // |error| <= sum |w| * amax_x / 254 <= k * 0.5 * 2 / 254.
+                    let tol = k as f64 * 0.5 * 2.0 / 254.0 * 0.25 + 1e-4;
+                    assert!(
+                        (*g as f64 - w).abs() <= tol,
+                        "{} t={threads} {m}x{n}x{k}: {g} vs {w}",
+                        ks.name
+                    );
+                }
+            }
+        }
+        // f32 weights: exact up to f32 summation.
+        let cpu = CpuBackend::with_kernels(kernels::SCALAR, 2);
+        let lin = Linear {
+            w: WeightData::F32(&wdq),
+            bias: Some(&bias),
+            n,
+            k,
+        };
+        let mut out = vec![0f32; m * n];
+        cpu.linear(&x, m, &lin, &mut out).unwrap();
+        for (g, w) in out.iter().zip(&want) {
+            assert!(
+                (*g as f64 - w).abs() <= 1e-4 * (1.0 + w.abs()),
+                "f32 {g} vs {w}"
+            );
+        }
+    }
+}
+
+#[test]
+fn linear_rejects_wrong_shapes() {
+    let cpu = CpuBackend::with_kernels(kernels::SCALAR, 1);
+    let w = vec![0u8; 34];
+    let lin = Linear {
+        w: WeightData::Q8_0(&w),
+        bias: None,
+        n: 1,
+        k: 32,
+    };
+    let mut out = vec![0f32; 1];
+    assert!(cpu.linear(&[0.0; 31], 1, &lin, &mut out).is_err());
+    assert!(cpu.linear(&[0.0; 32], 1, &lin, &mut [0f32; 2]).is_err());
+    let bad = Linear {
+        w: WeightData::Q8_0(&w),
+        bias: None,
+        n: 2,
+        k: 32,
+    };
+    assert!(cpu.linear(&[0.0; 32], 1, &bad, &mut [0f32; 2]).is_err());
+}
+
+#[test]
+fn erf_and_gelu_match_known_values() {
+    // erf values to 10 digits (Abramowitz & Stegun table 7.1).
+    for (x, want) in [
+        (0.0, 0.0),
+        (0.5, 0.5204998778),
+        (1.0, 0.8427007929),
+        (2.0, 0.9953222650),
+        (-1.5, -0.9661051465),
+        (3.5, 0.9999992569),
+    ] {
+        assert!((erf(x) as f64 - want).abs() < 2e-7, "erf({x})");
+    }
+    // GELU(1) = 0.8413447461, GELU(-2) = -0.0455002639.
+    assert!((gelu_scalar(1.0) - 0.841_344_75).abs() < 1e-6);
+    assert!((gelu_scalar(-2.0) + 0.045_500_264).abs() < 1e-6);
+}
+
+#[test]
+fn layer_norm_matches_f64() {
+    let mut rng = Rng(3);
+    let cpu = CpuBackend::with_kernels(kernels::SCALAR, 1);
+    for dim in [1, 7, 384] {
+        let mut x = rng.vec(3 * dim, 5.0);
+        let g = rng.vec(dim, 1.0);
+        let b = rng.vec(dim, 1.0);
+        let orig = x.clone();
+        cpu.layer_norm(&mut x, dim, &g, &b, 1e-12).unwrap();
+        for r in 0..3 {
+            let row: Vec<f64> = orig[r * dim..(r + 1) * dim]
+                .iter()
+                .map(|&v| v as f64)
+                .collect();
+            let mean = row.iter().sum::<f64>() / dim as f64;
+            let var = row.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / dim as f64;
+            for i in 0..dim {
+                let want = (row[i] - mean) / (var + 1e-12).sqrt() * g[i] as f64 + b[i] as f64;
+                assert!((x[r * dim + i] as f64 - want).abs() < 1e-4, "dim {dim}");
+            }
+        }
+    }
+    assert!(cpu
+        .layer_norm(&mut [0.0; 5], 2, &[1.0; 2], &[0.0; 2], 1e-5)
+        .is_err());
+}
+
+#[test]
+fn attention_matches_a_naive_reference_with_padding() {
+    let mut rng = Rng(5);
+    let (batch, seq, heads, hd) = (3, 9, 4, 8);
+    let hidden = heads * hd;
+    let q = rng.vec(batch * seq * hidden, 1.0);
+    let k = rng.vec(batch * seq * hidden, 1.0);
+    let v = rng.vec(batch * seq * hidden, 1.0);
+    let lens = [9, 4, 1];
+    let mask: Vec<u8> = (0..batch * seq)
+        .map(|i| (i % seq < lens[i / seq]) as u8)
+        .collect();
+    let a = Attention {
+        q: &q,
+        k: &k,
+        v: &v,
+        mask: &mask,
+        batch,
+        seq,
+        heads,
+        head_dim: hd,
+    };
+    for threads in [1, 2, 5] {
+        let cpu = CpuBackend::with_kernels(kernels::SCALAR, threads);
+        let mut out = vec![0f32; batch * seq * hidden];
+        cpu.attention(&a, &mut out).unwrap();
+        for b in 0..batch {
+            for h in 0..heads {
+                for i in 0..seq {
+                    let at = |s: &[f32], t: usize, d: usize| {
+                        s[(b * seq + t) * hidden + h * hd + d] as f64
+                    };
+                    let scores: Vec<f64> = (0..lens[b])
+                        .map(|j| {
+                            (0..hd).map(|d| at(&q, i, d) * at(&k, j, d)).sum::<f64>()
+                                / (hd as f64).sqrt()
+                        })
+                        .collect();
+                    let mx = scores.iter().cloned().fold(f64::MIN, f64::max);
+                    let e: Vec<f64> = scores.iter().map(|s| (s - mx).exp()).collect();
+                    let z: f64 = e.iter().sum();
+                    for d in 0..hd {
+                        let want: f64 = (0..lens[b]).map(|j| e[j] / z * at(&v, j, d)).sum();
+                        let got = out[(b * seq + i) * hidden + h * hd + d] as f64;
+                        assert!(
+                            (got - want).abs() < 1e-5,
+                            "b{b} h{h} i{i} d{d}: {got} vs {want}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn embedding_pooling_and_normalisation() {
+    let mut rng = Rng(9);
+    let (vocab, dim) = (10, 64);
+    let table = rng.vec(vocab * dim, 1.0);
+    let q = quant::quantize_q8_0_vec(&table).unwrap();
+    let mut out = vec![0f32; 2 * dim];
+    embedding_rows(&q, DType::Q8_0, vocab, dim, &[3, 9], &mut out).unwrap();
+    for (i, id) in [3usize, 9].iter().enumerate() {
+        for d in 0..dim {
+            assert!((out[i * dim + d] - table[id * dim + d]).abs() < 1.0 / 127.0);
+        }
+    }
+    let e = embedding_rows(&q, DType::Q8_0, vocab, dim, &[10], &mut out[..dim]).unwrap_err();
+    assert!(e.to_string().contains("token id 10"));
+
+    let hidden = rng.vec(2 * 3 * 4, 1.0);
+    let mask = [1, 1, 0, 1, 0, 0];
+    let mut pooled = vec![0f32; 2 * 4];
+    pool(&hidden, &mask, 2, 3, 4, Pooling::Mean, &mut pooled).unwrap();
+    for d in 0..4 {
+        assert!((pooled[d] - (hidden[d] + hidden[4 + d]) / 2.0).abs() < 1e-6);
+        assert!((pooled[4 + d] - hidden[12 + d]).abs() < 1e-6);
+    }
+    pool(&hidden, &mask, 2, 3, 4, Pooling::Cls, &mut pooled).unwrap();
+    assert_eq!(&pooled[4..], &hidden[12..16]);
+    l2_normalize(&mut pooled, 4);
+    let n: f32 = pooled[..4].iter().map(|v| v * v).sum();
+    assert!((n - 1.0).abs() < 1e-6);
+}
