@@ -39,6 +39,17 @@ pub enum WeightData<'a> {
     F32(&'a [f32]),
 }
 
+/// How activations are quantized for an INT8 matmul.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum ActQuant {
+    /// int8 per 32 values with an f32 scale (llama.cpp's Q8_0 activations).
+    #[default]
+    Int8,
+    /// int8 plus a second int8 pass over the rounding residual (about 15 bits per value, twice
+    /// the integer work): for inputs with outlier channels, such as BERT's layer-norm outputs.
+    Int8x2,
+}
+
 /// A linear layer: `y = x W^T + b`.
 #[derive(Clone, Copy, Debug)]
 pub struct Linear<'a> {
@@ -50,6 +61,8 @@ pub struct Linear<'a> {
     pub n: usize,
     /// Input features.
     pub k: usize,
+    /// Activation quantization for Q8_0 weights (ignored for f32 weights).
+    pub act: ActQuant,
 }
 
 /// Inputs of multi-head attention.

@@ -18,6 +18,14 @@ enum Command {
     Convert(cmd::convert::Args),
     /// Show a model file: architecture, hyper-parameters, tokenizer, tensors, identity.
     Inspect(cmd::inspect::Args),
+    /// Sentence embeddings of texts (arguments, or one per line of standard input).
+    Embed(cmd::embed::EmbedArgs),
+    /// Cosine similarity of one text to others.
+    Similarity(cmd::embed::SimilarityArgs),
+    /// Classify texts with a sequence-classification model.
+    Classify(cmd::embed::ClassifyArgs),
+    /// Latency and throughput per sentence at fixed token counts.
+    Bench(cmd::bench::Args),
 }
 
 fn main() {
@@ -26,6 +34,10 @@ fn main() {
     let result = match cli.command {
         Command::Convert(a) => cmd::convert::run(a),
         Command::Inspect(a) => cmd::inspect::run(a),
+        Command::Embed(a) => cmd::embed::embed(a),
+        Command::Similarity(a) => cmd::embed::similarity(a),
+        Command::Classify(a) => cmd::embed::classify(a),
+        Command::Bench(a) => cmd::bench::run(a),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");

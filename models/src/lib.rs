@@ -5,7 +5,9 @@
 //! 2. Names and keys are llama.cpp's, so llama.cpp's tools read edgecut's files and edgecut reads
 //!    theirs.
 
+pub mod bert;
 pub mod convert;
 pub mod error;
+pub mod weights;
 
 pub use error::{ModelError, Result};

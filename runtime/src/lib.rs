@@ -8,8 +8,10 @@
 //!    processes can agree they run the same model.
 
 pub mod gguf;
+pub mod tokenizer;
 
 pub use edgecut_backends::DType;
 pub use gguf::{
     GgufError, GgufFile, GgufWriter, ModelId, TensorInfo, TensorSpec, TensorView, Value,
 };
+pub use tokenizer::{Encoded, Tokenizer, TokenizerError};

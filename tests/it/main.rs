@@ -1,5 +1,6 @@
 //! edgecut's integration tests on real models, in one binary.
 
+mod bert_fidelity;
 mod gguf_compat;
 mod mutated_files;
 mod requantize;

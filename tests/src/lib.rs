@@ -108,3 +108,28 @@ pub fn run_python(script: &str, args: &[&Path]) -> String {
     );
     String::from_utf8(out.stdout).expect("utf-8 output")
 }
+
+/// A committed fixture file under `tests/fixtures`, parsed.
+pub fn fixture(name: &str) -> serde_json::Value {
+    let p = repo_root().join("tests/fixtures").join(name);
+    let text = std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+}
+
+/// A JSON array of numbers as f32.
+pub fn f32s(v: &serde_json::Value) -> Vec<f32> {
+    v.as_array()
+        .expect("array")
+        .iter()
+        .map(|x| x.as_f64().expect("number") as f32)
+        .collect()
+}
+
+/// A JSON array of token ids.
+pub fn ids(v: &serde_json::Value) -> Vec<u32> {
+    v.as_array()
+        .expect("array")
+        .iter()
+        .map(|x| x.as_u64().expect("id") as u32)
+        .collect()
+}

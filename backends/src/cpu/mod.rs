@@ -16,7 +16,7 @@ pub use kernels::Kernels;
 pub use nn::{erf, gelu_scalar};
 pub use pool::{default_threads, ThreadPool};
 
-use crate::ops::{Linear, OpError, WeightData};
+use crate::ops::{ActQuant, Linear, OpError, WeightData};
 use crate::quant::{Q8_0_BYTES, QK};
 
 /// The CPU backend: a kernel set and a thread pool. Cheap to clone (the pool is shared).
@@ -58,6 +58,39 @@ impl<T> SharedMut<T> {
         // SAFETY: in bounds (checked above); exclusivity is the caller's contract.
         unsafe { std::slice::from_raw_parts_mut(self.ptr.add(start), len) }
     }
+}
+
+/// Quantizes `m` rows of `k` activations to int8 per 32 values; with two passes, the second
+/// quantizes what the first rounded away. Returns `passes` stacked `[m * k]` value arrays and
+/// `[m * k / 32]` scale arrays.
+fn quantize_activations(x: &[f32], m: usize, k: usize, passes: usize) -> (Vec<i8>, Vec<f32>) {
+    let kb = k / QK;
+    let mut xq = vec![0i8; passes * m * k];
+    let mut xd = vec![0f32; passes * m * kb];
+    let (q1, q2) = xq.split_at_mut(m * k);
+    let (d1, d2) = xd.split_at_mut(m * kb);
+    for i in 0..m {
+        let (xs, qs, ds) = (
+            &x[i * k..(i + 1) * k],
+            &mut q1[i * k..(i + 1) * k],
+            &mut d1[i * kb..(i + 1) * kb],
+        );
+        scalar::quantize_row(xs, qs, ds);
+        if passes == 2 {
+            let r: Vec<f32> = xs
+                .iter()
+                .zip(qs.iter())
+                .enumerate()
+                .map(|(t, (v, q))| v - *q as f32 * ds[t / QK])
+                .collect();
+            scalar::quantize_row(
+                &r,
+                &mut q2[i * k..(i + 1) * k],
+                &mut d2[i * kb..(i + 1) * kb],
+            );
+        }
+    }
+    (xq, xd)
 }
 
 impl CpuBackend {
@@ -122,23 +155,20 @@ impl CpuBackend {
                 }
                 let kb = k / QK;
                 OpError::check("Q8_0 weight bytes", w.len(), n * kb * Q8_0_BYTES)?;
-                let mut xq = vec![0i8; m * k];
-                let mut xd = vec![0f32; m * kb];
-                for i in 0..m {
-                    scalar::quantize_row(
-                        &x[i * k..(i + 1) * k],
-                        &mut xq[i * k..(i + 1) * k],
-                        &mut xd[i * kb..(i + 1) * kb],
-                    );
-                }
+                let passes = if lin.act == ActQuant::Int8x2 { 2 } else { 1 };
+                let (xq, xd) = quantize_activations(x, m, k, passes);
                 let dot = self.kernels.dot_q8_0;
+                let (rs, rd) = (m * k, m * kb); // stride between passes
                 self.parallel(tasks, &|t| {
                     for j in t * chunk..((t + 1) * chunk).min(n) {
                         let row = &w[j * kb * Q8_0_BYTES..(j + 1) * kb * Q8_0_BYTES];
                         let b = lin.bias.map_or(0.0, |b| b[j]);
                         for i in 0..m {
-                            let v =
-                                dot(row, &xq[i * k..(i + 1) * k], &xd[i * kb..(i + 1) * kb]) + b;
+                            let mut v = b;
+                            for p in 0..passes {
+                                let q = &xq[p * rs + i * k..p * rs + (i + 1) * k];
+                                v += dot(row, q, &xd[p * rd + i * kb..p * rd + (i + 1) * kb]);
+                            }
                             // SAFETY: task t writes only columns j of its own chunk.
                             unsafe { outp.set(i * n + j, v) };
                         }

@@ -109,7 +109,7 @@ impl ThreadPool {
         let f: &'static Task =
             unsafe { std::mem::transmute::<&(dyn Fn(usize) + Sync + '_), &'static Task>(f) };
         let ptr = JobPtr(f as *const Task);
-        {
+        let generation = {
             let mut s = lock(&self.inner.state);
             s.job = Some(ptr);
             s.generation += 1;
@@ -117,9 +117,13 @@ impl ThreadPool {
             s.n_tasks = n_tasks;
             s.remaining = n_tasks;
             s.panicked = false;
-        }
+            s.generation
+        };
         self.inner.work.notify_all();
-        let ok = catch_unwind(AssertUnwindSafe(|| take_tasks(&self.inner, ptr))).is_ok();
+        let ok = catch_unwind(AssertUnwindSafe(|| {
+            take_tasks(&self.inner, ptr, generation)
+        }))
+        .is_ok();
         let mut s = lock(&self.inner.state);
         while s.remaining > 0 {
             s = self.inner.done.wait(s).unwrap_or_else(|e| e.into_inner());
@@ -134,12 +138,14 @@ impl ThreadPool {
     }
 }
 
-/// Takes and runs tasks of the current job until none are left.
-fn take_tasks(inner: &Inner, ptr: JobPtr) {
+/// Takes and runs tasks of job `generation` (whose closure is `ptr`) until none are left. A
+/// worker that picked up `ptr` late may find a newer job running: it must not run that job's
+/// tasks with the old closure, so it stops as soon as the generation differs.
+fn take_tasks(inner: &Inner, ptr: JobPtr, generation: u64) {
     loop {
         let i = {
             let mut s = lock(&inner.state);
-            if s.next >= s.n_tasks {
+            if s.generation != generation || s.next >= s.n_tasks {
                 return;
             }
             s.next += 1;
@@ -160,7 +166,7 @@ fn take_tasks(inner: &Inner, ptr: JobPtr) {
 fn worker(inner: &Inner) {
     let mut seen = 0u64;
     loop {
-        let ptr = {
+        let (ptr, generation) = {
             let mut s = lock(&inner.state);
             while !s.shutdown && (s.generation == seen || s.job.is_none()) {
                 s = inner.work.wait(s).unwrap_or_else(|e| e.into_inner());
@@ -169,9 +175,9 @@ fn worker(inner: &Inner) {
                 return;
             }
             seen = s.generation;
-            s.job.expect("job present")
+            (s.job.expect("job present"), s.generation)
         };
-        take_tasks(inner, ptr);
+        take_tasks(inner, ptr, generation);
     }
 }
 
@@ -209,6 +215,21 @@ mod tests {
                 hits[i].fetch_add(1, Ordering::Relaxed);
             });
             assert!(hits.iter().all(|h| h.load(Ordering::Relaxed) == 1));
+        }
+    }
+
+    #[test]
+    fn many_short_jobs_back_to_back() {
+        // Regression: a worker waking late must not run a newer job's tasks with an older
+        // job's closure (seen as a segfault in `edgecut bench`).
+        let pool = ThreadPool::new(2);
+        for round in 0..20_000usize {
+            let want = round % 7;
+            let hits = AtomicUsize::new(0);
+            pool.run(2, &|_| {
+                hits.fetch_add(want, Ordering::Relaxed);
+            });
+            assert_eq!(hits.load(Ordering::Relaxed), 2 * want);
         }
     }
 

@@ -1,0 +1,41 @@
+//! edgecut: a compact INT8 inference runtime for the edge.
+//!
+//! This crate is edgecut's one stable API; `edgecut-backends`, `edgecut-runtime` and
+//! `edgecut-models` are internals that may change.
+//!
+//! ```no_run
+//! let session = edgecut::Session::open("all-MiniLM-L6-v2.q8_0.gguf", &Default::default())?;
+//! let out = session.embed(&["A man is eating food.", "A man is riding a horse."])?;
+//! println!("similarity {}", edgecut::cosine(&out.vectors[0], &out.vectors[1]));
+//! # Ok::<(), edgecut::Error>(())
+//! ```
+
+mod session;
+
+pub use edgecut_backends::DeviceKind;
+pub use edgecut_models::convert::{convert, ConvertOptions, ConvertReport, Progress, WeightType};
+pub use edgecut_runtime::gguf::{GgufFile, ModelId};
+pub use session::{cosine, Classification, Embeddings, Session, SessionOptions, Truncated};
+
+/// Everything that can go wrong, each naming the file, key, tensor or input at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The model file is unreadable or malformed.
+    #[error(transparent)]
+    File(#[from] edgecut_runtime::GgufError),
+    /// The model cannot be built or run.
+    #[error(transparent)]
+    Model(#[from] edgecut_models::ModelError),
+    /// The tokenizer cannot be built or fails.
+    #[error(transparent)]
+    Tokenizer(#[from] edgecut_runtime::TokenizerError),
+    /// The device cannot be opened.
+    #[error("device: {0}")]
+    Device(String),
+    /// The request itself is invalid.
+    #[error("{0}")]
+    Input(String),
+}
+
+/// Result with [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;

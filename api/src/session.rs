@@ -1,0 +1,246 @@
+//! A model opened once and run many times, from any number of threads.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use edgecut_backends::{Device, DeviceKind};
+use edgecut_models::bert::{probabilities, Bert};
+use edgecut_runtime::{GgufFile, Tokenizer};
+
+use crate::{Error, Result};
+
+/// How to open a session.
+#[derive(Clone, Debug)]
+pub struct SessionOptions {
+    /// Device to run on.
+    pub device: DeviceKind,
+    /// Threads per op; 0 picks one per core this process may use (`EDGECUT_THREADS` overrides).
+    pub threads: usize,
+    /// Texts run together in one padded batch (1: each text alone).
+    pub batch_size: usize,
+    /// Tokens per text before truncation; `None` uses the model's default (sentence-transformers'
+    /// `max_seq_length` when the file records it, else the context length).
+    pub max_seq_len: Option<usize>,
+}
+
+impl Default for SessionOptions {
+    fn default() -> Self {
+        SessionOptions {
+            device: DeviceKind::Auto,
+            threads: 0,
+            batch_size: 8,
+            max_seq_len: None,
+        }
+    }
+}
+
+/// A text cut to fit the model.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Truncated {
+    /// Index of the text in the input.
+    pub index: usize,
+    /// Its tokens before the cut.
+    pub tokens: usize,
+    /// Tokens kept.
+    pub kept: usize,
+}
+
+/// Sentence vectors, in input order.
+#[derive(Clone, Debug)]
+pub struct Embeddings {
+    /// One vector per input text.
+    pub vectors: Vec<Vec<f32>>,
+    /// Vector length.
+    pub dim: usize,
+    /// Texts that were truncated.
+    pub truncated: Vec<Truncated>,
+}
+
+/// One text's classification.
+#[derive(Clone, Debug)]
+pub struct Classification {
+    /// Index of the most probable class.
+    pub class: usize,
+    /// Its label (from the file's `edgecut.labels`, else `LABEL_<i>`).
+    pub label: String,
+    /// Raw logits.
+    pub logits: Vec<f32>,
+    /// Softmax probabilities.
+    pub probs: Vec<f32>,
+    /// Whether the text was truncated.
+    pub truncated: bool,
+}
+
+/// An open model. `Send + Sync`: share it (in an `Arc`) between threads.
+pub struct Session {
+    model: Bert,
+    tokenizer: Tokenizer,
+    device: Device,
+    opts: SessionOptions,
+    max_len: usize,
+}
+
+impl std::fmt::Debug for Session {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Session({:?} on {})", self.model, self.device)
+    }
+}
+
+/// Cosine similarity of two vectors (0 when either is zero).
+pub fn cosine(a: &[f32], b: &[f32]) -> f32 {
+    let dot: f64 = a.iter().zip(b).map(|(x, y)| *x as f64 * *y as f64).sum();
+    let na: f64 = a.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt();
+    let nb: f64 = b.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt();
+    if na == 0.0 || nb == 0.0 {
+        0.0
+    } else {
+        (dot / (na * nb)) as f32
+    }
+}
+
+impl Session {
+    /// Opens a model file on a device.
+    pub fn open(path: impl AsRef<Path>, opts: &SessionOptions) -> Result<Session> {
+        let file = Arc::new(GgufFile::open(path.as_ref())?);
+        let model = Bert::load(file.clone())?;
+        let tokenizer = Tokenizer::from_gguf(&file)?;
+        let device = Device::open(opts.device, opts.threads).map_err(Error::Device)?;
+        let max_len = match opts.max_seq_len {
+            None => model.cfg.max_seq_len,
+            Some(n) if (2..=model.cfg.context).contains(&n) => n,
+            Some(n) => {
+                return Err(Error::Input(format!(
+                    "max sequence length {n} is outside 2..={} (the model's context length)",
+                    model.cfg.context
+                )))
+            }
+        };
+        if opts.batch_size == 0 {
+            return Err(Error::Input("batch size must be at least 1".into()));
+        }
+        Ok(Session {
+            model,
+            tokenizer,
+            device,
+            opts: opts.clone(),
+            max_len,
+        })
+    }
+
+    /// The device in use, in words.
+    pub fn device(&self) -> String {
+        self.device.to_string()
+    }
+
+    /// The model file.
+    pub fn file(&self) -> &GgufFile {
+        self.model.file()
+    }
+
+    /// Tokens per text before truncation.
+    pub fn max_seq_len(&self) -> usize {
+        self.max_len
+    }
+
+    /// Tokenizes `text` as the model sees it (special tokens included, truncated).
+    pub fn tokenize(&self, text: &str) -> Result<Vec<u32>> {
+        Ok(self.tokenizer.encode(text, true, Some(self.max_len))?.ids)
+    }
+
+    /// Runs the encoder over `texts` in batches of similar length and hands each batch's
+    /// activation to `head`, which returns one row per text; rows come back in input order.
+    fn run<T>(
+        &self,
+        texts: &[&str],
+        head: impl Fn(&edgecut_models::bert::Activation) -> Result<Vec<T>>,
+    ) -> Result<(Vec<T>, Vec<Truncated>)> {
+        let mut encoded = Vec::with_capacity(texts.len());
+        let mut truncated = Vec::new();
+        for (index, t) in texts.iter().enumerate() {
+            let e = self.tokenizer.encode(t, true, Some(self.max_len))?;
+            if e.truncated() {
+                truncated.push(Truncated {
+                    index,
+                    tokens: e.full_len,
+                    kept: e.ids.len(),
+                });
+            }
+            encoded.push(e.ids);
+        }
+        // Longest first, so each batch pads little.
+        let mut order: Vec<usize> = (0..texts.len()).collect();
+        order.sort_by_key(|&i| std::cmp::Reverse(encoded[i].len()));
+        let mut slots: Vec<Option<T>> = (0..texts.len()).map(|_| None).collect();
+        for chunk in order.chunks(self.opts.batch_size) {
+            let ids: Vec<Vec<u32>> = chunk
+                .iter()
+                .map(|&i| std::mem::take(&mut encoded[i]))
+                .collect();
+            let a = self.model.encode(&self.device, &ids)?;
+            for (&i, row) in chunk.iter().zip(head(&a)?) {
+                slots[i] = Some(row);
+            }
+        }
+        Ok((
+            slots
+                .into_iter()
+                .map(|s| s.expect("every text ran"))
+                .collect(),
+            truncated,
+        ))
+    }
+
+    /// Sentence embeddings of `texts`, in input order. An empty list gives no vectors; an empty
+    /// or all-whitespace text gives the embedding of `[CLS] [SEP]`, as the reference does. Texts
+    /// longer than [`Session::max_seq_len`] tokens are truncated and listed in
+    /// [`Embeddings::truncated`].
+    pub fn embed(&self, texts: &[&str]) -> Result<Embeddings> {
+        let dim = self.model.cfg.hidden;
+        let (vectors, truncated) = self.run(texts, |a| {
+            let pooled = self.model.pool(a)?;
+            Ok(pooled.chunks_exact(dim).map(<[f32]>::to_vec).collect())
+        })?;
+        Ok(Embeddings {
+            vectors,
+            dim,
+            truncated,
+        })
+    }
+
+    /// Classifies `texts` with the model's sequence-classification head.
+    pub fn classify(&self, texts: &[&str]) -> Result<Vec<Classification>> {
+        let n = self.model.n_classes().ok_or_else(|| {
+            Error::Input("this model has no classification head; use embed instead".into())
+        })?;
+        let labels = &self.model.cfg.labels;
+        let (mut out, truncated) = self.run(texts, |a| {
+            let logits = self.model.classify(&self.device, a)?;
+            let probs = probabilities(&logits, n);
+            Ok(logits
+                .chunks_exact(n)
+                .zip(probs.chunks_exact(n))
+                .map(|(l, p)| {
+                    let class = p
+                        .iter()
+                        .enumerate()
+                        .fold(0, |best, (i, v)| if *v > p[best] { i } else { best });
+                    let label = labels
+                        .get(class)
+                        .cloned()
+                        .unwrap_or_else(|| format!("LABEL_{class}"));
+                    Classification {
+                        class,
+                        label,
+                        logits: l.to_vec(),
+                        probs: p.to_vec(),
+                        truncated: false,
+                    }
+                })
+                .collect())
+        })?;
+        for t in truncated {
+            out[t.index].truncated = true;
+        }
+        Ok(out)
+    }
+}

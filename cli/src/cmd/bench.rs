@@ -1,0 +1,92 @@
+//! `edgecut bench`: latency per sentence at fixed token counts, tokenization included.
+
+use std::time::Instant;
+
+use super::session::ModelArgs;
+
+/// Arguments of `edgecut bench`.
+#[derive(clap::Args)]
+pub struct Args {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// Token counts per sentence ([CLS] and [SEP] included).
+    #[arg(long, value_delimiter = ',', default_value = "16,128")]
+    seq: Vec<usize>,
+    /// Sentences per call (each call embeds this many texts in one batch).
+    #[arg(long, value_delimiter = ',', default_value = "1")]
+    batch: Vec<usize>,
+    /// Timed calls per configuration (after 3 untimed warm-up calls).
+    #[arg(long, default_value_t = 50)]
+    iters: usize,
+}
+
+/// A text of exactly `tokens` tokens for a WordPiece vocabulary (each "hello" is one token).
+fn text_of(session: &edgecut::Session, tokens: usize) -> anyhow::Result<String> {
+    let mut words = tokens.saturating_sub(2);
+    loop {
+        let t = vec!["hello"; words].join(" ");
+        let n = session.tokenize(&t)?.len();
+        if n == tokens || words == 0 {
+            return Ok(t);
+        }
+        words = if n > tokens { words - 1 } else { words + 1 };
+    }
+}
+
+fn peak_rss_mb() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))?
+                .split_whitespace()
+                .nth(1)?
+                .parse::<f64>()
+                .ok()
+        })
+        .map_or(0.0, |kib| kib / 1024.0)
+}
+
+/// Prints a table of ms per sentence and sentences per second.
+pub fn run(a: Args) -> anyhow::Result<()> {
+    let session = a.model.open()?;
+    println!("model   {}", a.model.model.display());
+    println!("device  {}", session.device());
+    println!(
+        "{:>5} {:>6} {:>12} {:>12} {:>12} {:>10}",
+        "seq", "batch", "ms/sentence", "p90 ms/sent", "sentences/s", "tokens"
+    );
+    for &seq in &a.seq {
+        if seq < 2 || seq > session.max_seq_len().max(2) {
+            anyhow::bail!(
+                "--seq {seq} is outside 2..={} (raise --max-seq-len)",
+                session.max_seq_len()
+            );
+        }
+        let text = text_of(&session, seq)?;
+        let tokens = session.tokenize(&text)?.len();
+        for &batch in &a.batch {
+            let texts: Vec<&str> = vec![text.as_str(); batch.max(1)];
+            for _ in 0..3 {
+                session.embed(&texts)?;
+            }
+            let mut times: Vec<f64> = (0..a.iters.max(1))
+                .map(|_| {
+                    let t = Instant::now();
+                    session
+                        .embed(&texts)
+                        .map(|_| t.elapsed().as_secs_f64() * 1e3 / texts.len() as f64)
+                })
+                .collect::<Result<_, _>>()?;
+            times.sort_by(f64::total_cmp);
+            let med = times[times.len() / 2];
+            let p90 = times[(times.len() * 9 / 10).min(times.len() - 1)];
+            println!(
+                "{seq:>5} {batch:>6} {med:>12.3} {p90:>12.3} {:>12.1} {tokens:>10}",
+                1e3 / med
+            );
+        }
+    }
+    println!("peak RSS {:.1} MB", peak_rss_mb());
+    Ok(())
+}

@@ -1,0 +1,73 @@
+//! Options shared by every command that runs a model, and reading texts.
+
+use std::io::{BufRead, IsTerminal};
+use std::path::PathBuf;
+
+use anyhow::Context;
+use edgecut::{DeviceKind, Session, SessionOptions};
+
+/// Which model to run, where, and how.
+#[derive(clap::Args, Clone)]
+pub struct ModelArgs {
+    /// The model file (GGUF).
+    #[arg(short, long)]
+    pub model: PathBuf,
+    /// Device: cpu or auto.
+    #[arg(long, default_value = "auto")]
+    pub device: DeviceKind,
+    /// Threads (default: the cores this process may use; EDGECUT_THREADS also sets it).
+    #[arg(long, default_value_t = 0)]
+    pub threads: usize,
+    /// Texts run together in one batch (1 runs each text alone).
+    #[arg(long, default_value_t = 8)]
+    pub batch_size: usize,
+    /// Tokens per text before truncation (default: the model's).
+    #[arg(long)]
+    pub max_seq_len: Option<usize>,
+}
+
+impl ModelArgs {
+    /// Opens the session.
+    pub fn open(&self) -> anyhow::Result<Session> {
+        let opts = SessionOptions {
+            device: self.device,
+            threads: self.threads,
+            batch_size: self.batch_size,
+            max_seq_len: self.max_seq_len,
+        };
+        Session::open(&self.model, &opts)
+            .with_context(|| format!("opening {}", self.model.display()))
+    }
+}
+
+/// The texts of the command line, or else one per line of standard input.
+pub fn texts(args: &[String]) -> anyhow::Result<Vec<String>> {
+    if !args.is_empty() {
+        return Ok(args.to_vec());
+    }
+    let stdin = std::io::stdin();
+    if stdin.is_terminal() {
+        anyhow::bail!("no texts given: pass them as arguments or one per line on standard input");
+    }
+    let lines = stdin
+        .lock()
+        .lines()
+        .collect::<Result<Vec<_>, _>>()
+        .context("reading standard input")?;
+    if lines.is_empty() {
+        anyhow::bail!("no texts given: standard input was empty");
+    }
+    Ok(lines)
+}
+
+/// Warns on stderr about truncated texts.
+pub fn warn_truncated(t: &[edgecut::Truncated]) {
+    for t in t {
+        eprintln!(
+            "warning: text {} has {} tokens; truncated to {} (see --max-seq-len)",
+            t.index + 1,
+            t.tokens,
+            t.kept
+        );
+    }
+}

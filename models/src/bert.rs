@@ -1,0 +1,436 @@
+//! BERT-family encoders: BERT, MiniLM and DistilBERT (post-layer-norm transformer encoders).
+//!
+//! Paper: Devlin et al., "BERT: Pre-training of Deep Bidirectional Transformers for Language
+//! Understanding" (2019); DistilBERT: Sanh et al. (2019). Reference implementation matched:
+//! Hugging Face transformers' `BertModel` / `DistilBertModel` (eager attention), with
+//! sentence-transformers' pooling and normalisation on top.
+//!
+//! The model is a chain of stages, the unit the split planner cuts between:
+//! `embeddings` (token + position + type embeddings, layer norm), `block 0..n-1` (self-attention
+//! and feed-forward, each followed by residual add and layer norm), and `head` (pooling and L2
+//! normalisation, or the classification head).
+
+use std::sync::Arc;
+
+use edgecut_backends::ops::{l2_normalize, pool, softmax, ActQuant, Attention, Pooling};
+use edgecut_backends::Device;
+use edgecut_runtime::gguf::{Array, GgufFile, Value};
+
+use crate::error::{ModelError, Result};
+use crate::weights::{vector, Matrix, Table};
+
+/// Hyper-parameters and options read from the file.
+#[derive(Clone, Debug)]
+pub struct BertConfig {
+    /// Hidden size.
+    pub hidden: usize,
+    /// Attention heads.
+    pub heads: usize,
+    /// Encoder blocks.
+    pub layers: usize,
+    /// Feed-forward size.
+    pub ffn: usize,
+    /// Position embeddings (the hard limit on tokens per text).
+    pub context: usize,
+    /// Default truncation length (sentence-transformers' `max_seq_length`, else `context`).
+    pub max_seq_len: usize,
+    /// Layer norm epsilon.
+    pub eps: f32,
+    /// Sentence pooling.
+    pub pooling: Pooling,
+    /// Whether sentence vectors are L2-normalised.
+    pub normalize: bool,
+    /// Class labels of a classification head (empty without one).
+    pub labels: Vec<String>,
+    /// Activation of the classification head's first layer: `tanh` (BERT) or `relu`
+    /// (DistilBERT).
+    pub classifier_activation: String,
+}
+
+impl BertConfig {
+    /// Reads the configuration of a `bert` file (edgecut's or llama.cpp's).
+    pub fn from_gguf(f: &GgufFile) -> Result<BertConfig> {
+        let arch = f.architecture()?;
+        if arch != "bert" {
+            return Err(ModelError::Unsupported(format!(
+                "model architecture {arch:?} is not a BERT-family encoder (embed and classify need \
+                 general.architecture = \"bert\")"
+            )));
+        }
+        let u = |k: &str| f.get_u64(&format!("bert.{k}")).map(|v| v as usize);
+        let (hidden, heads, layers, ffn, context) = (
+            u("embedding_length")?,
+            u("attention.head_count")?,
+            u("block_count")?,
+            u("feed_forward_length")?,
+            u("context_length")?,
+        );
+        if heads == 0 || hidden % heads != 0 || layers == 0 || context == 0 {
+            return Err(ModelError::Unsupported(format!(
+                "bad hyper-parameters: hidden {hidden}, heads {heads}, blocks {layers}, context {context}"
+            )));
+        }
+        let pooling = match f.get_str("edgecut.pooling").ok() {
+            Some("cls") => Pooling::Cls,
+            Some("mean") => Pooling::Mean,
+            Some(other) => return Err(ModelError::Unsupported(format!("pooling {other:?}"))),
+            // llama.cpp's converter records pooling as LLAMA_POOLING_TYPE (1 mean, 2 CLS).
+            None => match f.get_u64("bert.pooling_type").unwrap_or(2) {
+                1 => Pooling::Mean,
+                _ => Pooling::Cls,
+            },
+        };
+        let labels = match f.get("edgecut.labels") {
+            Some(Value::Array(Array::Str(v))) => v.clone(),
+            _ => Vec::new(),
+        };
+        let act = f.get_str("edgecut.hidden_act").unwrap_or("gelu");
+        if act != "gelu" {
+            return Err(ModelError::Unsupported(format!(
+                "hidden activation {act:?} (edgecut runs gelu)"
+            )));
+        }
+        Ok(BertConfig {
+            hidden,
+            heads,
+            layers,
+            ffn,
+            context,
+            max_seq_len: f
+                .get_u64("edgecut.max_seq_len")
+                .map_or(context, |v| (v as usize).min(context)),
+            eps: f
+                .get_f64("bert.attention.layer_norm_epsilon")
+                .unwrap_or(1e-12) as f32,
+            pooling,
+            // llama.cpp normalises embeddings by default; so does edgecut when the file is silent.
+            normalize: f
+                .get("edgecut.normalize")
+                .and_then(Value::as_bool)
+                .unwrap_or(true),
+            labels,
+            classifier_activation: f
+                .get_str("edgecut.classifier.activation")
+                .unwrap_or("tanh")
+                .to_string(),
+        })
+    }
+}
+
+#[derive(Debug)]
+struct Norm {
+    gamma: Vec<f32>,
+    beta: Vec<f32>,
+}
+
+impl Norm {
+    fn load(f: &GgufFile, prefix: &str, dim: usize) -> Result<Norm> {
+        Ok(Norm {
+            gamma: vector(f, &format!("{prefix}.weight"), dim)?,
+            beta: vector(f, &format!("{prefix}.bias"), dim)?,
+        })
+    }
+}
+
+#[derive(Debug)]
+struct Block {
+    q: Matrix,
+    k: Matrix,
+    v: Matrix,
+    o: Matrix,
+    attn_norm: Norm,
+    up: Matrix,
+    down: Matrix,
+    out_norm: Norm,
+}
+
+/// The activation between stages: token vectors of a padded batch and its mask.
+#[derive(Clone, Debug)]
+pub struct Activation {
+    /// `[batch * seq, hidden]`.
+    pub hidden: Vec<f32>,
+    /// `[batch * seq]`: 1 for tokens, 0 for padding.
+    pub mask: Vec<u8>,
+    /// Texts in the batch.
+    pub batch: usize,
+    /// Tokens per text (padded).
+    pub seq: usize,
+}
+
+/// A loaded BERT-family encoder.
+pub struct Bert {
+    /// Configuration.
+    pub cfg: BertConfig,
+    file: Arc<GgufFile>,
+    tok: Table,
+    pos: Table,
+    types: Option<Table>,
+    emb_norm: Norm,
+    blocks: Vec<Block>,
+    head: Option<(Matrix, Matrix)>,
+}
+
+impl std::fmt::Debug for Bert {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "Bert({} blocks, hidden {})",
+            self.cfg.layers, self.cfg.hidden
+        )
+    }
+}
+
+impl Bert {
+    /// Loads the encoder from an open file, checking every tensor's shape.
+    pub fn load(file: Arc<GgufFile>) -> Result<Bert> {
+        let f = &*file;
+        let cfg = BertConfig::from_gguf(f)?;
+        let h = cfg.hidden;
+        let tok = Table::load(f, "token_embd.weight", h)?;
+        let pos = Table::load(f, "position_embd.weight", h)?;
+        if pos.vocab < cfg.context {
+            return Err(ModelError::Input(format!(
+                "position_embd.weight has {} rows, the context length is {}",
+                pos.vocab, cfg.context
+            )));
+        }
+        let types = match f.tensor("token_types.weight") {
+            Some(_) => Some(Table::load(f, "token_types.weight", h)?),
+            None => None,
+        };
+        let emb_norm = Norm::load(f, "token_embd_norm", h)?;
+        let blocks = (0..cfg.layers)
+            .map(|i| {
+                let p = |n: &str| format!("blk.{i}.{n}");
+                // Layer-norm outputs carry outlier channels that int8 per 32 values rounds badly
+                // (MiniLM min cosine 0.9981 -> 0.9993 with two passes): q, k, v and ffn_up read
+                // them. The attention output and ffn_down inputs stay single-pass.
+                let x2 = |mut m: Matrix| {
+                    m.act = ActQuant::Int8x2;
+                    m
+                };
+                Ok(Block {
+                    q: x2(Matrix::load(f, &p("attn_q"), h, h, true)?),
+                    k: x2(Matrix::load(f, &p("attn_k"), h, h, true)?),
+                    v: x2(Matrix::load(f, &p("attn_v"), h, h, true)?),
+                    o: Matrix::load(f, &p("attn_output"), h, h, true)?,
+                    attn_norm: Norm::load(f, &p("attn_output_norm"), h)?,
+                    up: x2(Matrix::load(f, &p("ffn_up"), cfg.ffn, h, true)?),
+                    down: Matrix::load(f, &p("ffn_down"), h, cfg.ffn, true)?,
+                    out_norm: Norm::load(f, &p("layer_output_norm"), h)?,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let head = match f.tensor("cls.output.weight") {
+            None => None,
+            Some(t) => {
+                let n_labels = t.info.dims.get(1).copied().unwrap_or(0) as usize;
+                Some((
+                    Matrix::load(f, "cls", h, h, true)?,
+                    Matrix::load(f, "cls.output", n_labels, h, true)?,
+                ))
+            }
+        };
+        Ok(Bert {
+            cfg,
+            file,
+            tok,
+            pos,
+            types,
+            emb_norm,
+            blocks,
+            head,
+        })
+    }
+
+    /// The file the model was loaded from.
+    pub fn file(&self) -> &GgufFile {
+        &self.file
+    }
+
+    /// Number of classes of the classification head, if the model has one.
+    pub fn n_classes(&self) -> Option<usize> {
+        self.head.as_ref().map(|(_, o)| o.n)
+    }
+
+    /// Stage `embeddings`: token ids of a batch (each at most `context` long) to token vectors.
+    pub fn embeddings(&self, dev: &Device, ids: &[Vec<u32>]) -> Result<Activation> {
+        let h = self.cfg.hidden;
+        let batch = ids.len();
+        let seq = ids.iter().map(Vec::len).max().unwrap_or(0).max(1);
+        if seq > self.cfg.context {
+            return Err(ModelError::Input(format!(
+                "{seq} tokens exceed the context length {}",
+                self.cfg.context
+            )));
+        }
+        let mut flat = vec![0u32; batch * seq];
+        let mut mask = vec![0u8; batch * seq];
+        for (b, row) in ids.iter().enumerate() {
+            flat[b * seq..b * seq + row.len()].copy_from_slice(row);
+            mask[b * seq..b * seq + row.len()].fill(1);
+        }
+        let mut hidden = vec![0f32; batch * seq * h];
+        self.tok.gather(&self.file, &flat, &mut hidden)?;
+        let positions: Vec<u32> = (0..seq as u32).collect();
+        let mut pos = vec![0f32; seq * h];
+        self.pos.gather(&self.file, &positions, &mut pos)?;
+        let mut ty = vec![0f32; h];
+        if let Some(t) = &self.types {
+            t.gather(&self.file, &[0], &mut ty)?;
+        }
+        for row in hidden.chunks_exact_mut(seq * h) {
+            for (x, (p, t)) in row.iter_mut().zip(pos.iter().zip(ty.iter().cycle())) {
+                *x += p + t;
+            }
+        }
+        let cpu = dev.backend();
+        cpu.layer_norm(
+            &mut hidden,
+            h,
+            &self.emb_norm.gamma,
+            &self.emb_norm.beta,
+            self.cfg.eps,
+        )
+        .map_err(op)?;
+        Ok(Activation {
+            hidden,
+            mask,
+            batch,
+            seq,
+        })
+    }
+
+    /// Stage `block i`: one encoder block, in place.
+    pub fn block(&self, dev: &Device, i: usize, a: &mut Activation) -> Result<()> {
+        let blk = self
+            .blocks
+            .get(i)
+            .ok_or_else(|| ModelError::Input(format!("no block {i}")))?;
+        let (h, f) = (self.cfg.hidden, &*self.file);
+        let rows = a.batch * a.seq;
+        let cpu = dev.backend();
+        let lin = |m: &Matrix, x: &[f32], out: &mut Vec<f32>| {
+            out.resize(rows * m.n, 0.0);
+            cpu.linear(x, rows, &m.linear(f), out).map_err(op)
+        };
+        let (mut q, mut k, mut v, mut ctx, mut o) = (
+            Vec::new(),
+            Vec::new(),
+            Vec::new(),
+            vec![0f32; rows * h],
+            Vec::new(),
+        );
+        lin(&blk.q, &a.hidden, &mut q)?;
+        lin(&blk.k, &a.hidden, &mut k)?;
+        lin(&blk.v, &a.hidden, &mut v)?;
+        let att = Attention {
+            q: &q,
+            k: &k,
+            v: &v,
+            mask: &a.mask,
+            batch: a.batch,
+            seq: a.seq,
+            heads: self.cfg.heads,
+            head_dim: h / self.cfg.heads,
+        };
+        cpu.attention(&att, &mut ctx).map_err(op)?;
+        lin(&blk.o, &ctx, &mut o)?;
+        cpu.add(&mut a.hidden, &o).map_err(op)?;
+        cpu.layer_norm(
+            &mut a.hidden,
+            h,
+            &blk.attn_norm.gamma,
+            &blk.attn_norm.beta,
+            self.cfg.eps,
+        )
+        .map_err(op)?;
+        let mut up = Vec::new();
+        lin(&blk.up, &a.hidden, &mut up)?;
+        cpu.gelu(&mut up);
+        lin(&blk.down, &up, &mut o)?;
+        cpu.add(&mut a.hidden, &o).map_err(op)?;
+        cpu.layer_norm(
+            &mut a.hidden,
+            h,
+            &blk.out_norm.gamma,
+            &blk.out_norm.beta,
+            self.cfg.eps,
+        )
+        .map_err(op)?;
+        Ok(())
+    }
+
+    /// Every stage but the head.
+    pub fn encode(&self, dev: &Device, ids: &[Vec<u32>]) -> Result<Activation> {
+        let mut a = self.embeddings(dev, ids)?;
+        for i in 0..self.cfg.layers {
+            self.block(dev, i, &mut a)?;
+        }
+        Ok(a)
+    }
+
+    /// Stage `head` for embeddings: pooled (and normalised) sentence vectors, `[batch, hidden]`.
+    pub fn pool(&self, a: &Activation) -> Result<Vec<f32>> {
+        let h = self.cfg.hidden;
+        let mut out = vec![0f32; a.batch * h];
+        pool(
+            &a.hidden,
+            &a.mask,
+            a.batch,
+            a.seq,
+            h,
+            self.cfg.pooling,
+            &mut out,
+        )
+        .map_err(op)?;
+        if self.cfg.normalize {
+            l2_normalize(&mut out, h);
+        }
+        Ok(out)
+    }
+
+    /// Stage `head` for classification: logits `[batch, classes]` from the first token.
+    pub fn classify(&self, dev: &Device, a: &Activation) -> Result<Vec<f32>> {
+        let (pre, out) = self.head.as_ref().ok_or_else(|| {
+            ModelError::Unsupported(
+                "this model has no classification head (cls.output.weight)".into(),
+            )
+        })?;
+        let h = self.cfg.hidden;
+        let mut first = vec![0f32; a.batch * h];
+        pool(
+            &a.hidden,
+            &a.mask,
+            a.batch,
+            a.seq,
+            h,
+            Pooling::Cls,
+            &mut first,
+        )
+        .map_err(op)?;
+        let cpu = dev.backend();
+        let mut x = vec![0f32; a.batch * h];
+        cpu.linear(&first, a.batch, &pre.linear(&self.file), &mut x)
+            .map_err(op)?;
+        match self.cfg.classifier_activation.as_str() {
+            "relu" => x.iter_mut().for_each(|v| *v = v.max(0.0)),
+            _ => x.iter_mut().for_each(|v| *v = v.tanh()),
+        }
+        let mut logits = vec![0f32; a.batch * out.n];
+        cpu.linear(&x, a.batch, &out.linear(&self.file), &mut logits)
+            .map_err(op)?;
+        Ok(logits)
+    }
+}
+
+/// Softmax over each row of `logits` (rows of `n`).
+pub fn probabilities(logits: &[f32], n: usize) -> Vec<f32> {
+    let mut p = logits.to_vec();
+    p.chunks_exact_mut(n).for_each(softmax);
+    p
+}
+
+fn op(e: edgecut_backends::ops::OpError) -> ModelError {
+    ModelError::Input(e.to_string())
+}

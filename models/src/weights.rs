@@ -1,0 +1,166 @@
+//! Weights as the kernels want them, loaded from a GGUF file: Q8_0 matrices are borrowed from
+//! the map (zero copy), Q4_0/Q4_1 matrices are re-quantized to Q8_0 once at load, F16/F32
+//! matrices and all vectors are decoded to f32.
+
+use edgecut_backends::ops::{ActQuant, Linear, WeightData};
+use edgecut_backends::{quant, DType};
+use edgecut_runtime::gguf::{GgufFile, TensorView};
+
+use crate::error::{ModelError, Result};
+
+/// Storage of one matrix.
+#[derive(Debug)]
+enum Store {
+    /// Q8_0 data in the file: the index of the tensor.
+    Mapped(usize),
+    /// Q8_0 data re-quantized at load.
+    Q8(Vec<u8>),
+    /// f32 values.
+    F32(Vec<f32>),
+}
+
+/// A matrix `[n, k]` (n rows of k) and its optional bias.
+#[derive(Debug)]
+pub struct Matrix {
+    store: Store,
+    bias: Option<Vec<f32>>,
+    /// Output features (rows).
+    pub n: usize,
+    /// Input features (columns).
+    pub k: usize,
+    /// How the input is quantized (set by the model for inputs with outliers).
+    pub act: ActQuant,
+}
+
+fn index_of(f: &GgufFile, name: &str) -> Result<usize> {
+    f.tensors()
+        .iter()
+        .position(|t| t.name == name)
+        .ok_or_else(|| ModelError::MissingTensor(name.to_string()))
+}
+
+fn expect_dims(v: &TensorView<'_>, dims: &[u64]) -> Result<()> {
+    if v.info.dims != dims {
+        return Err(ModelError::Shape {
+            name: v.info.name.clone(),
+            found: v.info.shape().iter().map(|&d| d as usize).collect(),
+            expected: dims.iter().rev().map(|&d| d as usize).collect(),
+        });
+    }
+    Ok(())
+}
+
+/// A vector tensor decoded to f32, checked to have `len` values.
+pub fn vector(f: &GgufFile, name: &str, len: usize) -> Result<Vec<f32>> {
+    let v = f.require_tensor(name)?;
+    expect_dims(&v, &[len as u64])?;
+    Ok(v.to_f32())
+}
+
+impl Matrix {
+    /// Loads `{prefix}.weight` (`[n, k]`) and `{prefix}.bias` if present (or required).
+    pub fn load(f: &GgufFile, prefix: &str, n: usize, k: usize, bias: bool) -> Result<Matrix> {
+        let wname = format!("{prefix}.weight");
+        let idx = index_of(f, &wname)?;
+        let v = f.view(&f.tensors()[idx]);
+        expect_dims(&v, &[k as u64, n as u64])?;
+        let store = match v.info.dtype {
+            DType::Q8_0 => Store::Mapped(idx),
+            DType::Q4_0 | DType::Q4_1 => Store::Q8(
+                quant::quantize_q8_0_vec(&v.to_f32())
+                    .map_err(|e| ModelError::Input(e.to_string()))?,
+            ),
+            DType::F16 | DType::F32 => Store::F32(v.to_f32()),
+        };
+        let bname = format!("{prefix}.bias");
+        let bias = match (bias, f.tensor(&bname)) {
+            (_, Some(_)) => Some(vector(f, &bname, n)?),
+            (true, None) => return Err(ModelError::MissingTensor(bname)),
+            (false, None) => None,
+        };
+        Ok(Matrix {
+            store,
+            bias,
+            n,
+            k,
+            act: ActQuant::Int8,
+        })
+    }
+
+    /// The op description, borrowing from `f` (the file the matrix was loaded from).
+    pub fn linear<'a>(&'a self, f: &'a GgufFile) -> Linear<'a> {
+        let w = match &self.store {
+            Store::Mapped(i) => WeightData::Q8_0(f.view(&f.tensors()[*i]).data),
+            Store::Q8(v) => WeightData::Q8_0(v),
+            Store::F32(v) => WeightData::F32(v),
+        };
+        Linear {
+            w,
+            bias: self.bias.as_deref(),
+            n: self.n,
+            k: self.k,
+            act: self.act,
+        }
+    }
+
+    /// Bytes of memory the matrix takes outside the file map.
+    pub fn owned_bytes(&self) -> usize {
+        let w = match &self.store {
+            Store::Mapped(_) => 0,
+            Store::Q8(v) => v.len(),
+            Store::F32(v) => v.len() * 4,
+        };
+        w + self.bias.as_ref().map_or(0, |b| b.len() * 4)
+    }
+}
+
+/// An embedding table `[vocab, dim]` in the file, any readable type.
+#[derive(Debug)]
+pub struct Table {
+    index: usize,
+    /// Element type.
+    pub dtype: DType,
+    /// Rows.
+    pub vocab: usize,
+    /// Row length.
+    pub dim: usize,
+}
+
+impl Table {
+    /// Loads `name`, checking its row length is `dim`; returns the row count from the file.
+    pub fn load(f: &GgufFile, name: &str, dim: usize) -> Result<Table> {
+        let index = index_of(f, name)?;
+        let t = &f.tensors()[index];
+        if t.dims.len() != 2 || t.dims[0] != dim as u64 {
+            return Err(ModelError::Shape {
+                name: name.into(),
+                found: t.shape().iter().map(|&d| d as usize).collect(),
+                expected: vec![t.dims.get(1).copied().unwrap_or(0) as usize, dim],
+            });
+        }
+        Ok(Table {
+            index,
+            dtype: t.dtype,
+            vocab: t.dims[1] as usize,
+            dim,
+        })
+    }
+
+    /// The raw table bytes.
+    pub fn data<'a>(&self, f: &'a GgufFile) -> &'a [u8] {
+        f.view(&f.tensors()[self.index]).data
+    }
+
+    /// Gathers rows `ids` into `out` (`ids.len() * dim` values).
+    pub fn gather(&self, f: &GgufFile, ids: &[u32], out: &mut [f32]) -> Result<()> {
+        edgecut_backends::ops::embedding_rows(
+            self.data(f),
+            self.dtype,
+            self.vocab,
+            self.dim,
+            ids,
+            out,
+        )
+        .map_err(|e| ModelError::Input(e.to_string()))
+    }
+}
