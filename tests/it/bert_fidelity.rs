@@ -65,6 +65,15 @@ fn minilm_q8_0_matches_pytorch_on_every_fixture_input() {
 }
 
 #[test]
+fn minilm_made_by_llama_cpp_converter_matches_pytorch() {
+    // No tokenizer.json inside: the tokenizer is rebuilt from tokenizer.ggml.* arrays.
+    let path = repo_root().join("tests/fixtures/llama-cpp/all-MiniLM-L6-v2.q8_0.gguf");
+    let f = edgecut::GgufFile::open(&path).unwrap();
+    assert!(f.get("tokenizer.huggingface.json").is_none());
+    minilm_fidelity(&path, "MiniLM from llama.cpp's converter (Q8_0)");
+}
+
+#[test]
 fn minilm_f32_matches_pytorch_closely() {
     let (min, _) = minilm_fidelity(&minilm(WeightType::F32), "MiniLM F32");
     assert!(
