@@ -27,7 +27,7 @@ pub struct QuantError {
 }
 
 fn check(what: &'static str, len: usize, multiple: usize) -> Result<(), QuantError> {
-    if len % multiple == 0 {
+    if len.is_multiple_of(multiple) {
         Ok(())
     } else {
         Err(QuantError {

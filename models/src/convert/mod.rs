@@ -119,7 +119,7 @@ pub fn convert(
 /// whole blocks, F32 otherwise.
 pub fn target_type(dims: &[u64], weights: WeightType) -> DType {
     let t = weights.dtype();
-    if dims.len() >= 2 && dims[0] % t.block_len() as u64 == 0 {
+    if dims.len() >= 2 && dims[0].is_multiple_of(t.block_len() as u64) {
         t
     } else {
         DType::F32

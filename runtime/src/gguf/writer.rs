@@ -73,7 +73,7 @@ impl GgufWriter {
             return Err(err(format!("bad shape {:?}", spec.dims)));
         }
         let n = spec.dims.iter().try_fold(1u64, |a, &d| a.checked_mul(d));
-        if spec.dims[0] % spec.dtype.block_len() as u64 != 0
+        if !spec.dims[0].is_multiple_of(spec.dtype.block_len() as u64)
             || n.and_then(|n| spec.dtype.bytes_for(n)).is_none()
         {
             return Err(err(format!(
