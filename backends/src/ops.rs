@@ -45,9 +45,12 @@ pub enum ActQuant {
     /// int8 per 32 values with an f32 scale (llama.cpp's Q8_0 activations).
     #[default]
     Int8,
-    /// int8 plus a second int8 pass over the rounding residual (about 15 bits per value, twice
-    /// the integer work): for inputs with outlier channels, such as BERT's layer-norm outputs.
-    Int8x2,
+    /// int8, except each row's outliers (|x| above [`crate::cpu::OUTLIER_RATIO`] times the
+    /// row's median |x|), which are multiplied in f32 with their dequantized weights (after
+    /// LLM.int8()'s decomposition, Dettmers et al. 2022, chosen per row rather than per matrix).
+    /// For inputs with outlier channels, such as BERT's layer-norm outputs: a few columns in
+    /// f32 keep them from coarsening the int8 scale of every block they sit in.
+    Int8Outliers,
 }
 
 /// A linear layer: `y = x W^T + b`.

@@ -81,42 +81,58 @@ fn linear_q8_0_with_every_kernel_set_and_thread_count_matches_f64() {
         let wq = quant::quantize_q8_0_vec(&wf).unwrap();
         let mut wdq = vec![0f32; n * k];
         quant::dequantize_q8_0(&wq, &mut wdq).unwrap();
-        let x = rng.vec(m * k, 2.0);
+        let mut x = rng.vec(m * k, 2.0);
+        // Two outlier channels (+-40 against inliers within +-2), as BERT's layer-norm outputs
+        // have, where k allows.
+        let outlier_cols: Vec<usize> = if k >= 64 {
+            vec![5, k / 2 + 3]
+        } else {
+            Vec::new()
+        };
+        for i in 0..m {
+            for &c in &outlier_cols {
+                x[i * k + c] = if x[i * k + c] < 0.0 { -40.0 } else { 40.0 };
+            }
+        }
         let bias = rng.vec(n, 1.0);
         let want = linear_reference(&x, m, &wdq, n, k, &bias);
+        // Activation quantization rounds each value by at most half a step (amax/254 of its
+        // block); with |w| <= 0.5 and random signs the sum stays under k * 0.5 * amax / 254 / 4.
+        let tol = |amax: f64| k as f64 * 0.5 * amax / 254.0 * 0.25 + 1e-4;
+        let amax_all = if outlier_cols.is_empty() { 2.0 } else { 40.0 };
         for (ks, act, threads) in kernels::available()
             .into_iter()
-            .flat_map(|ks| [(ks, ActQuant::Int8), (ks, ActQuant::Int8x2)])
+            .flat_map(|ks| [(ks, ActQuant::Int8), (ks, ActQuant::Int8Outliers)])
             .flat_map(|(ks, act)| [1, 2, 3].map(|t| (ks, act, t)))
         {
-            {
-                let cpu = CpuBackend::with_kernels(ks, threads);
-                let lin = Linear {
-                    w: WeightData::Q8_0(&wq),
-                    bias: Some(&bias),
-                    n,
-                    k,
-                    act,
-                };
-                let mut out = vec![0f32; m * n];
-                cpu.linear(&x, m, &lin, &mut out).unwrap();
-                for (g, w) in out.iter().zip(&want) {
-                    // Activation quantization: at most half a step (amax/254) per value, and
-                    // random signs, so |error| stays well under k * |w|max * amax_x / 254 / 4.
-                    // The second pass divides the step by about 254 again (we demand 50x).
-                    let tol = k as f64 * 0.5 * 2.0 / 254.0 * 0.25 + 1e-4;
-                    let tol = if act == ActQuant::Int8x2 {
-                        tol / 50.0
-                    } else {
-                        tol
-                    };
-                    assert!(
-                        (*g as f64 - w).abs() <= tol,
-                        "{} {act:?} t={threads} {m}x{n}x{k}: {g} vs {w}",
-                        ks.name
-                    );
-                }
+            let cpu = CpuBackend::with_kernels(ks, threads);
+            let lin = Linear {
+                w: WeightData::Q8_0(&wq),
+                bias: Some(&bias),
+                n,
+                k,
+                act,
+            };
+            let mut out = vec![0f32; m * n];
+            cpu.linear(&x, m, &lin, &mut out).unwrap();
+            // Outlier columns run in f32, so only the inliers' amax (2) sets the error.
+            let tol = if act == ActQuant::Int8Outliers {
+                tol(2.0)
+            } else {
+                tol(amax_all)
+            };
+            for (g, w) in out.iter().zip(&want) {
+                assert!(
+                    (*g as f64 - w).abs() <= tol,
+                    "{} {act:?} t={threads} {m}x{n}x{k}: {g} vs {w}",
+                    ks.name
+                );
             }
+        }
+        for row in x.chunks(k) {
+            let mut found = edgecut_backends::cpu::outlier_columns(row);
+            found.sort();
+            assert_eq!(found, outlier_cols);
         }
         // f32 weights: exact up to f32 summation.
         let cpu = CpuBackend::with_kernels(kernels::SCALAR, 2);

@@ -2,6 +2,7 @@
 //! products picked for this CPU at run time and work spread over a thread pool.
 
 pub mod kernels;
+mod matmul;
 #[cfg(target_arch = "aarch64")]
 mod neon;
 mod nn;
@@ -13,11 +14,11 @@ mod x86;
 use std::sync::Arc;
 
 pub use kernels::Kernels;
+pub use matmul::{outlier_columns, OUTLIER_RATIO};
 pub use nn::{erf, gelu_scalar};
 pub use pool::{default_threads, ThreadPool};
 
-use crate::ops::{ActQuant, Linear, OpError, WeightData};
-use crate::quant::{Q8_0_BYTES, QK};
+use crate::ops::OpError;
 
 /// The CPU backend: a kernel set and a thread pool. Cheap to clone (the pool is shared).
 #[derive(Clone, Debug)]
@@ -63,39 +64,6 @@ impl<T> SharedMut<T> {
     }
 }
 
-/// Quantizes `m` rows of `k` activations to int8 per 32 values; with two passes, the second
-/// quantizes what the first rounded away. Returns `passes` stacked `[m * k]` value arrays and
-/// `[m * k / 32]` scale arrays.
-fn quantize_activations(x: &[f32], m: usize, k: usize, passes: usize) -> (Vec<i8>, Vec<f32>) {
-    let kb = k / QK;
-    let mut xq = vec![0i8; passes * m * k];
-    let mut xd = vec![0f32; passes * m * kb];
-    let (q1, q2) = xq.split_at_mut(m * k);
-    let (d1, d2) = xd.split_at_mut(m * kb);
-    for i in 0..m {
-        let (xs, qs, ds) = (
-            &x[i * k..(i + 1) * k],
-            &mut q1[i * k..(i + 1) * k],
-            &mut d1[i * kb..(i + 1) * kb],
-        );
-        scalar::quantize_row(xs, qs, ds);
-        if passes == 2 {
-            let r: Vec<f32> = xs
-                .iter()
-                .zip(qs.iter())
-                .enumerate()
-                .map(|(t, (v, q))| v - *q as f32 * ds[t / QK])
-                .collect();
-            scalar::quantize_row(
-                &r,
-                &mut q2[i * k..(i + 1) * k],
-                &mut d2[i * kb..(i + 1) * kb],
-            );
-        }
-    }
-    (xq, xd)
-}
-
 impl CpuBackend {
     /// A backend with the best kernels for this CPU and `threads` threads (0: the default,
     /// see [`default_threads`]).
@@ -129,71 +97,6 @@ impl CpuBackend {
     /// Runs `f(task)` for `n` tasks on the pool.
     pub fn parallel(&self, n: usize, f: &(dyn Fn(usize) + Sync)) {
         self.pool.run(n, f)
-    }
-
-    /// `out[m, n] = x[m, k] . W[n, k]^T + bias`, with activations quantized to int8 per 32 values
-    /// on the fly for Q8_0 weights (i32 accumulation per block, as llama.cpp does).
-    pub fn linear(
-        &self,
-        x: &[f32],
-        m: usize,
-        lin: &Linear<'_>,
-        out: &mut [f32],
-    ) -> Result<(), OpError> {
-        let (n, k) = (lin.n, lin.k);
-        OpError::check("linear input", x.len(), m * k)?;
-        OpError::check("linear output", out.len(), m * n)?;
-        if let Some(b) = lin.bias {
-            OpError::check("linear bias", b.len(), n)?;
-        }
-        let tasks = self.threads().min(n).max(1);
-        let chunk = n.div_ceil(tasks);
-        let outp = SharedMut::new(out);
-        match lin.w {
-            WeightData::Q8_0(w) => {
-                if k % QK != 0 {
-                    return Err(OpError::Shape(format!(
-                        "linear: k = {k} is not a multiple of {QK}"
-                    )));
-                }
-                let kb = k / QK;
-                OpError::check("Q8_0 weight bytes", w.len(), n * kb * Q8_0_BYTES)?;
-                let passes = if lin.act == ActQuant::Int8x2 { 2 } else { 1 };
-                let (xq, xd) = quantize_activations(x, m, k, passes);
-                let dot = self.kernels.dot_q8_0;
-                let (rs, rd) = (m * k, m * kb); // stride between passes
-                self.parallel(tasks, &|t| {
-                    for j in t * chunk..((t + 1) * chunk).min(n) {
-                        let row = &w[j * kb * Q8_0_BYTES..(j + 1) * kb * Q8_0_BYTES];
-                        let b = lin.bias.map_or(0.0, |b| b[j]);
-                        for i in 0..m {
-                            let mut v = b;
-                            for p in 0..passes {
-                                let q = &xq[p * rs + i * k..p * rs + (i + 1) * k];
-                                v += dot(row, q, &xd[p * rd + i * kb..p * rd + (i + 1) * kb]);
-                            }
-                            // SAFETY: task t writes only columns j of its own chunk.
-                            unsafe { outp.set(i * n + j, v) };
-                        }
-                    }
-                });
-            }
-            WeightData::F32(w) => {
-                OpError::check("f32 weight", w.len(), n * k)?;
-                self.parallel(tasks, &|t| {
-                    for j in t * chunk..((t + 1) * chunk).min(n) {
-                        let row = &w[j * k..(j + 1) * k];
-                        let b = lin.bias.map_or(0.0, |b| b[j]);
-                        for i in 0..m {
-                            let v = nn::dot_f32(row, &x[i * k..(i + 1) * k]) + b;
-                            // SAFETY: task t writes only columns j of its own chunk.
-                            unsafe { outp.set(i * n + j, v) };
-                        }
-                    }
-                });
-            }
-        }
-        Ok(())
     }
 
     /// Layer normalisation of each row of `x` (rows of `dim`), in place.
