@@ -41,7 +41,19 @@ fn every_simd_dot_matches_the_scalar_reference() {
         let mut xd = vec![0f32; nb];
         scalar::quantize_row(&x, &mut xq, &mut xd);
         let want = scalar::dot_q8_0(&w, &xq, &xd);
+        // Four rows at once: this row and three others.
+        let others: Vec<Vec<u8>> = (0..3)
+            .map(|_| quant::quantize_q8_0_vec(&rng.vec(nb * 32, 3.0)).unwrap())
+            .collect();
+        let rows = [&others[0][..], &w[..], &others[1][..], &others[2][..]];
+        let want4 = scalar::dot4_q8_0(rows, &xq, &xd);
+        assert_eq!(want4[1], want);
         for k in &sets {
+            let got4 = (k.dot4_q8_0)(rows, &xq, &xd);
+            for (g, w) in got4.iter().zip(want4) {
+                let tol = 1e-5 * (1.0 + w.abs()) * nb as f32;
+                assert!((g - w).abs() <= tol, "{} dot4 nb={nb}: {g} vs {w}", k.name);
+            }
             let got = (k.dot_q8_0)(&w, &xq, &xd);
             // Integer products are exact; only the f32 sum of per-block terms may be reordered.
             let tol = 1e-5 * (1.0 + want.abs()) * nb as f32;

@@ -8,6 +8,11 @@ use super::scalar;
 /// [`scalar::dot_q8_0`]).
 pub type DotQ8_0 = fn(w: &[u8], xq: &[i8], xd: &[f32]) -> f32;
 
+/// Four dot products at once: four Q8_0 weight rows with one quantized activation row. Four
+/// independent accumulators hide the latency one chain has, and the activation block is loaded
+/// once for four outputs.
+pub type Dot4Q8_0 = fn(w: [&[u8]; 4], xq: &[i8], xd: &[f32]) -> [f32; 4];
+
 /// One instruction set's kernels.
 #[derive(Clone, Copy)]
 pub struct Kernels {
@@ -15,6 +20,8 @@ pub struct Kernels {
     pub name: &'static str,
     /// Q8_0 x int8 dot product.
     pub dot_q8_0: DotQ8_0,
+    /// Four Q8_0 x int8 dot products sharing the activation row.
+    pub dot4_q8_0: Dot4Q8_0,
 }
 
 impl std::fmt::Debug for Kernels {
@@ -27,6 +34,7 @@ impl std::fmt::Debug for Kernels {
 pub const SCALAR: Kernels = Kernels {
     name: "scalar",
     dot_q8_0: scalar::dot_q8_0,
+    dot4_q8_0: scalar::dot4_q8_0,
 };
 
 /// Every set this CPU can run, best first; the scalar reference is always last.

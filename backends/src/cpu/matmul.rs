@@ -86,19 +86,39 @@ impl CpuBackend {
                         &mut xd[i * kb..(i + 1) * kb],
                     );
                 }
-                let dot = self.kernels.dot_q8_0;
+                let (dot, dot4) = (self.kernels.dot_q8_0, self.kernels.dot4_q8_0);
+                let row_bytes = kb * Q8_0_BYTES;
+                // Tasks take whole groups of four output columns where they can.
+                let chunk = n.div_ceil(tasks).next_multiple_of(4);
                 self.parallel(tasks, &|t| {
-                    for j in t * chunk..((t + 1) * chunk).min(n) {
-                        let wr = &w[j * kb * Q8_0_BYTES..(j + 1) * kb * Q8_0_BYTES];
-                        let b = lin.bias.map_or(0.0, |b| b[j]);
+                    let (j0, j1) = ((t * chunk).min(n), ((t + 1) * chunk).min(n));
+                    let wr = |j: usize| &w[j * row_bytes..(j + 1) * row_bytes];
+                    let fix = |i: usize, j: usize, v: f32| {
+                        let mut v = v + lin.bias.map_or(0.0, |b| b[j]);
+                        for &(c, xc) in &outliers[i] {
+                            v += xc * weight_at(w, kb, j, c);
+                        }
+                        // SAFETY: task t writes only columns j0..j1, its own.
+                        unsafe { outp.set(i * n + j, v) };
+                    };
+                    let mut j = j0;
+                    while j + 4 <= j1 {
+                        let rows = [wr(j), wr(j + 1), wr(j + 2), wr(j + 3)];
                         for i in 0..m {
-                            let mut v =
-                                b + dot(wr, &xq[i * k..(i + 1) * k], &xd[i * kb..(i + 1) * kb]);
-                            for &(c, xc) in &outliers[i] {
-                                v += xc * weight_at(w, kb, j, c);
+                            let v = dot4(rows, &xq[i * k..(i + 1) * k], &xd[i * kb..(i + 1) * kb]);
+                            for (r, v) in v.into_iter().enumerate() {
+                                fix(i, j + r, v);
                             }
-                            // SAFETY: task t writes only columns j of its own chunk.
-                            unsafe { outp.set(i * n + j, v) };
+                        }
+                        j += 4;
+                    }
+                    for j in j..j1 {
+                        for i in 0..m {
+                            fix(
+                                i,
+                                j,
+                                dot(wr(j), &xq[i * k..(i + 1) * k], &xd[i * kb..(i + 1) * kb]),
+                            );
                         }
                     }
                 });

@@ -10,7 +10,12 @@ pub fn available() -> Vec<Kernels> {
     vec![Kernels {
         name: "neon",
         dot_q8_0: dot_q8_0_neon,
+        dot4_q8_0: dot4_q8_0_neon,
     }]
+}
+
+fn dot4_q8_0_neon(w: [&[u8]; 4], xq: &[i8], xd: &[f32]) -> [f32; 4] {
+    w.map(|w| dot_q8_0_neon(w, xq, xd))
 }
 
 fn dot_q8_0_neon(w: &[u8], xq: &[i8], xd: &[f32]) -> f32 {

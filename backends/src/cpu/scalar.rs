@@ -21,6 +21,11 @@ pub fn dot_q8_0(w: &[u8], xq: &[i8], xd: &[f32]) -> f32 {
     acc
 }
 
+/// Four [`dot_q8_0`]s sharing the activation row.
+pub fn dot4_q8_0(w: [&[u8]; 4], xq: &[i8], xd: &[f32]) -> [f32; 4] {
+    w.map(|w| dot_q8_0(w, xq, xd))
+}
+
 /// Quantizes an activation row to int8 with one scale per 32 values (Q8_0 semantics).
 pub fn quantize_row(x: &[f32], q: &mut [i8], d: &mut [f32]) {
     for ((xs, qs), dd) in x

@@ -19,12 +19,14 @@ pub fn available() -> Vec<Kernels> {
         v.push(Kernels {
             name: "avx512vnni",
             dot_q8_0: dot_q8_0_vnni,
+            dot4_q8_0: dot4_q8_0_vnni,
         });
     }
     if avx2 {
         v.push(Kernels {
             name: "avx2",
             dot_q8_0: dot_q8_0_avx2,
+            dot4_q8_0: dot4_q8_0_avx2,
         });
     }
     v
@@ -46,6 +48,96 @@ fn dot_q8_0_avx2(w: &[u8], xq: &[i8], xd: &[f32]) -> f32 {
     // SAFETY: AVX2, FMA and F16C were detected before this function was put in a table, and
     // `check` proved the slices hold `nb` blocks.
     unsafe { dot_avx2(w.as_ptr(), xq.as_ptr(), xd.as_ptr(), nb) }
+}
+
+fn check4(w: &[&[u8]; 4], xq: &[i8], xd: &[f32]) -> usize {
+    let nb = xd.len();
+    assert!(
+        w.iter().all(|w| w.len() >= nb * Q8_0_BYTES) && xq.len() >= nb * QK,
+        "dot4_q8_0: short input"
+    );
+    nb
+}
+
+fn dot4_q8_0_avx2(w: [&[u8]; 4], xq: &[i8], xd: &[f32]) -> [f32; 4] {
+    let nb = check4(&w, xq, xd);
+    let p = w.map(<[u8]>::as_ptr);
+    // SAFETY: AVX2, FMA and F16C were detected before this function was put in a table, and
+    // `check4` proved every slice holds `nb` blocks.
+    unsafe { dot4::<false>(p, xq.as_ptr(), xd.as_ptr(), nb) }
+}
+
+fn dot4_q8_0_vnni(w: [&[u8]; 4], xq: &[i8], xd: &[f32]) -> [f32; 4] {
+    let nb = check4(&w, xq, xd);
+    let p = w.map(<[u8]>::as_ptr);
+    // SAFETY: AVX-512 VNNI/VL, AVX2, FMA and F16C were detected before this function was put
+    // in a table, and `check4` proved every slice holds `nb` blocks.
+    unsafe { dot4_vnni(p, xq.as_ptr(), xd.as_ptr(), nb) }
+}
+
+/// Products of `|x|` (u8 lanes) and `w * sign(x)` (i8 lanes), summed in fours into i32 lanes.
+#[inline]
+#[target_feature(enable = "avx2")]
+fn madd_avx2(ax: __m256i, sw: __m256i) -> __m256i {
+    _mm256_madd_epi16(_mm256_maddubs_epi16(ax, sw), _mm256_set1_epi16(1))
+}
+
+#[inline]
+#[target_feature(enable = "avx2,avx512vnni,avx512vl")]
+fn madd_vnni(ax: __m256i, sw: __m256i) -> __m256i {
+    _mm256_dpbusd_epi32(_mm256_setzero_si256(), ax, sw)
+}
+
+/// # Safety
+/// Each `w[r]` holds `nb` Q8_0 blocks, `xq` `nb * 32` bytes, `xd` `nb` floats; AVX2/FMA/F16C
+/// present (and AVX-512 VNNI/VL when `VNNI`).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn dot4<const VNNI: bool>(
+    w: [*const u8; 4],
+    xq: *const i8,
+    xd: *const f32,
+    nb: usize,
+) -> [f32; 4] {
+    let mut acc = [_mm256_setzero_ps(); 4];
+    for b in 0..nb {
+        // SAFETY: b < nb, so every read is inside the blocks the caller vouched for.
+        unsafe {
+            let xv = _mm256_loadu_si256(xq.add(b * QK) as *const __m256i);
+            let ax = _mm256_sign_epi8(xv, xv);
+            let dx = *xd.add(b);
+            for r in 0..4 {
+                let blk = w[r].add(b * Q8_0_BYTES);
+                let wv = _mm256_loadu_si256(blk.add(2) as *const __m256i);
+                let sw = _mm256_sign_epi8(wv, xv);
+                let p = if VNNI {
+                    madd_vnni_unchecked(ax, sw)
+                } else {
+                    madd_avx2(ax, sw)
+                };
+                let scale = _mm256_set1_ps(f16_scale(blk) * dx);
+                acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), scale, acc[r]);
+            }
+        }
+    }
+    acc.map(|a| hsum(a))
+}
+
+/// # Safety
+/// Only called from `dot4::<true>`, which runs only where AVX-512 VNNI/VL were detected.
+#[inline]
+#[target_feature(enable = "avx2")]
+unsafe fn madd_vnni_unchecked(ax: __m256i, sw: __m256i) -> __m256i {
+    // SAFETY: the caller guarantees AVX-512 VNNI/VL are present.
+    unsafe { madd_vnni(ax, sw) }
+}
+
+/// # Safety
+/// As [`dot4`], with AVX-512 VNNI/VL present.
+#[target_feature(enable = "avx2,fma,f16c,avx512vnni,avx512vl")]
+unsafe fn dot4_vnni(w: [*const u8; 4], xq: *const i8, xd: *const f32, nb: usize) -> [f32; 4] {
+    // SAFETY: forwarded contract; the features `dot4::<true>` needs are enabled here.
+    unsafe { dot4::<true>(w, xq, xd, nb) }
 }
 
 fn dot_q8_0_vnni(w: &[u8], xq: &[i8], xd: &[f32]) -> f32 {
