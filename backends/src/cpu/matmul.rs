@@ -93,13 +93,10 @@ impl CpuBackend {
                 self.parallel(tasks, &|t| {
                     let (j0, j1) = ((t * chunk).min(n), ((t + 1) * chunk).min(n));
                     let wr = |j: usize| &w[j * row_bytes..(j + 1) * row_bytes];
-                    let fix = |i: usize, j: usize, v: f32| {
-                        let mut v = v + lin.bias.map_or(0.0, |b| b[j]);
-                        for &(c, xc) in &outliers[i] {
-                            v += xc * weight_at(w, kb, j, c);
-                        }
+                    let bias = |j: usize| lin.bias.map_or(0.0, |b| b[j]);
+                    let set = |i: usize, j: usize, v: f32| {
                         // SAFETY: task t writes only columns j0..j1, its own.
-                        unsafe { outp.set(i * n + j, v) };
+                        unsafe { outp.set(i * n + j, v + bias(j)) };
                     };
                     let mut j = j0;
                     while j + 4 <= j1 {
@@ -107,18 +104,40 @@ impl CpuBackend {
                         for i in 0..m {
                             let v = dot4(rows, &xq[i * k..(i + 1) * k], &xd[i * kb..(i + 1) * kb]);
                             for (r, v) in v.into_iter().enumerate() {
-                                fix(i, j + r, v);
+                                set(i, j + r, v);
                             }
                         }
                         j += 4;
                     }
                     for j in j..j1 {
                         for i in 0..m {
-                            fix(
+                            set(
                                 i,
                                 j,
                                 dot(wr(j), &xq[i * k..(i + 1) * k], &xd[i * kb..(i + 1) * kb]),
                             );
+                        }
+                    }
+                    // Outliers: each distinct column's weights (for this task's outputs) are
+                    // dequantized once, then added to every row that has that outlier.
+                    let mut columns: Vec<(usize, Vec<f32>)> = Vec::new();
+                    for (i, row) in outliers.iter().enumerate() {
+                        for &(c, xc) in row {
+                            let p = match columns.iter().position(|(cc, _)| *cc == c) {
+                                Some(p) => p,
+                                None => {
+                                    columns.push((
+                                        c,
+                                        (j0..j1).map(|j| weight_at(w, kb, j, c)).collect(),
+                                    ));
+                                    columns.len() - 1
+                                }
+                            };
+                            // SAFETY: task t writes only row i's columns j0..j1, its own.
+                            let out = unsafe { outp.slice(i * n + j0, j1 - j0) };
+                            out.iter_mut()
+                                .zip(&columns[p].1)
+                                .for_each(|(o, w)| *o += xc * w);
                         }
                     }
                 });
