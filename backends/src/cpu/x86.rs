@@ -166,21 +166,29 @@ fn hsum(v: __m256) -> f32 {
     _mm_cvtss_f32(s)
 }
 
+/// One row: [`dot4`]'s loop for a single weight row.
+///
 /// # Safety
-/// `w` holds `nb` Q8_0 blocks, `xq` `nb * 32` bytes, `xd` `nb` floats; AVX2/FMA/F16C present.
+/// `w` holds `nb` Q8_0 blocks, `xq` `nb * 32` bytes, `xd` `nb` floats; AVX2/FMA/F16C present
+/// (and AVX-512 VNNI/VL when `VNNI`).
+#[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn dot_avx2(w: *const u8, xq: *const i8, xd: *const f32, nb: usize) -> f32 {
-    let ones = _mm256_set1_epi16(1);
+unsafe fn dot1<const VNNI: bool>(w: *const u8, xq: *const i8, xd: *const f32, nb: usize) -> f32 {
     let mut acc = _mm256_setzero_ps();
     for b in 0..nb {
-        // SAFETY: b < nb, so every read below is inside the blocks the caller vouched for.
+        // SAFETY: b < nb, so every read below is inside the blocks the caller vouched for, and
+        // the VNNI path is only taken where the caller vouched for VNNI.
         unsafe {
             let blk = w.add(b * Q8_0_BYTES);
             let wv = _mm256_loadu_si256(blk.add(2) as *const __m256i);
             let xv = _mm256_loadu_si256(xq.add(b * QK) as *const __m256i);
             let ax = _mm256_sign_epi8(xv, xv);
             let sw = _mm256_sign_epi8(wv, xv);
-            let p = _mm256_madd_epi16(_mm256_maddubs_epi16(ax, sw), ones);
+            let p = if VNNI {
+                madd_vnni_unchecked(ax, sw)
+            } else {
+                madd_avx2(ax, sw)
+            };
             let scale = _mm256_set1_ps(f16_scale(blk) * *xd.add(b));
             acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), scale, acc);
         }
@@ -189,22 +197,17 @@ unsafe fn dot_avx2(w: *const u8, xq: *const i8, xd: *const f32, nb: usize) -> f3
 }
 
 /// # Safety
-/// As [`dot_avx2`], and AVX-512 VNNI with VL present.
+/// As [`dot1`], with AVX2/FMA/F16C present.
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn dot_avx2(w: *const u8, xq: *const i8, xd: *const f32, nb: usize) -> f32 {
+    // SAFETY: forwarded contract.
+    unsafe { dot1::<false>(w, xq, xd, nb) }
+}
+
+/// # Safety
+/// As [`dot1`], with AVX-512 VNNI/VL present.
 #[target_feature(enable = "avx2,fma,f16c,avx512vnni,avx512vl")]
 unsafe fn dot_vnni(w: *const u8, xq: *const i8, xd: *const f32, nb: usize) -> f32 {
-    let mut acc = _mm256_setzero_ps();
-    for b in 0..nb {
-        // SAFETY: b < nb, so every read below is inside the blocks the caller vouched for.
-        unsafe {
-            let blk = w.add(b * Q8_0_BYTES);
-            let wv = _mm256_loadu_si256(blk.add(2) as *const __m256i);
-            let xv = _mm256_loadu_si256(xq.add(b * QK) as *const __m256i);
-            let ax = _mm256_sign_epi8(xv, xv);
-            let sw = _mm256_sign_epi8(wv, xv);
-            let p = _mm256_dpbusd_epi32(_mm256_setzero_si256(), ax, sw);
-            let scale = _mm256_set1_ps(f16_scale(blk) * *xd.add(b));
-            acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), scale, acc);
-        }
-    }
-    hsum(acc)
+    // SAFETY: forwarded contract; the features `dot1::<true>` needs are enabled here.
+    unsafe { dot1::<true>(w, xq, xd, nb) }
 }
