@@ -102,9 +102,9 @@ impl Session {
     /// Opens a model file on a device.
     pub fn open(path: impl AsRef<Path>, opts: &SessionOptions) -> Result<Session> {
         let file = Arc::new(GgufFile::open(path.as_ref())?);
-        let model = Bert::load(file.clone())?;
-        let tokenizer = Tokenizer::from_gguf(&file)?;
         let device = Device::open(opts.device, opts.threads).map_err(Error::Device)?;
+        let model = Bert::load(file.clone(), &device)?;
+        let tokenizer = Tokenizer::from_gguf(&file)?;
         let max_len = match opts.max_seq_len {
             None => model.cfg.max_seq_len,
             Some(n) if (2..=model.cfg.context).contains(&n) => n,

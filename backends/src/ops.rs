@@ -37,6 +37,9 @@ pub enum WeightData<'a> {
     Q8_0(&'a [u8]),
     /// Plain f32, row-major.
     F32(&'a [f32]),
+    /// Q8_0 weights repacked for the CPU's VNNI GEMM, with the Q8_0 blocks they came from
+    /// (read for outlier columns).
+    Packed(&'a crate::cpu::PackedQ8_0, &'a [u8]),
 }
 
 /// How activations are quantized for an INT8 matmul.

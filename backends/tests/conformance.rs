@@ -118,27 +118,35 @@ fn linear_q8_0_with_every_kernel_set_and_thread_count_matches_f64() {
             .flat_map(|(ks, act)| [1, 2, 3].map(|t| (ks, act, t)))
         {
             let cpu = CpuBackend::with_kernels(ks, threads);
-            let lin = Linear {
-                w: WeightData::Q8_0(&wq),
-                bias: Some(&bias),
-                n,
-                k,
-                act,
-            };
-            let mut out = vec![0f32; m * n];
-            cpu.linear(&x, m, &lin, &mut out).unwrap();
-            // Outlier columns run in f32, so only the inliers' amax (2) sets the error.
-            let tol = if act == ActQuant::Int8Outliers {
-                tol(2.0)
-            } else {
-                tol(amax_all)
-            };
-            for (g, w) in out.iter().zip(&want) {
-                assert!(
-                    (*g as f64 - w).abs() <= tol,
-                    "{} {act:?} t={threads} {m}x{n}x{k}: {g} vs {w}",
-                    ks.name
-                );
+            // Q8_0 blocks as stored, and (where this kernel set has a GEMM) repacked.
+            let packed = cpu.pack(&wq, n, k);
+            let mut weights = vec![WeightData::Q8_0(&wq)];
+            if let Some(p) = &packed {
+                weights.push(WeightData::Packed(p, &wq));
+            }
+            for w in weights {
+                let lin = Linear {
+                    w,
+                    bias: Some(&bias),
+                    n,
+                    k,
+                    act,
+                };
+                let mut out = vec![0f32; m * n];
+                cpu.linear(&x, m, &lin, &mut out).unwrap();
+                // Outlier columns run in f32, so only the inliers' amax (2) sets the error.
+                let tol = if act == ActQuant::Int8Outliers {
+                    tol(2.0)
+                } else {
+                    tol(amax_all)
+                };
+                for (g, w) in out.iter().zip(&want) {
+                    assert!(
+                        (*g as f64 - w).abs() <= tol,
+                        "{} {act:?} t={threads} {m}x{n}x{k}: {g} vs {w}",
+                        ks.name
+                    );
+                }
             }
         }
         for row in x.chunks(k) {

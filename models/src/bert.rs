@@ -181,8 +181,8 @@ impl std::fmt::Debug for Bert {
 }
 
 impl Bert {
-    /// Loads the encoder from an open file, checking every tensor's shape.
-    pub fn load(file: Arc<GgufFile>) -> Result<Bert> {
+    /// Loads the encoder from an open file for `dev`, checking every tensor's shape.
+    pub fn load(file: Arc<GgufFile>, dev: &Device) -> Result<Bert> {
         let f = &*file;
         let cfg = BertConfig::from_gguf(f)?;
         let h = cfg.hidden;
@@ -211,13 +211,13 @@ impl Bert {
                     m
                 };
                 Ok(Block {
-                    q: x2(Matrix::load(f, &p("attn_q"), h, h, true)?),
-                    k: x2(Matrix::load(f, &p("attn_k"), h, h, true)?),
-                    v: x2(Matrix::load(f, &p("attn_v"), h, h, true)?),
-                    o: Matrix::load(f, &p("attn_output"), h, h, true)?,
+                    q: x2(Matrix::load(f, dev, &p("attn_q"), h, h, true)?),
+                    k: x2(Matrix::load(f, dev, &p("attn_k"), h, h, true)?),
+                    v: x2(Matrix::load(f, dev, &p("attn_v"), h, h, true)?),
+                    o: Matrix::load(f, dev, &p("attn_output"), h, h, true)?,
                     attn_norm: Norm::load(f, &p("attn_output_norm"), h)?,
-                    up: x2(Matrix::load(f, &p("ffn_up"), cfg.ffn, h, true)?),
-                    down: Matrix::load(f, &p("ffn_down"), h, cfg.ffn, true)?,
+                    up: x2(Matrix::load(f, dev, &p("ffn_up"), cfg.ffn, h, true)?),
+                    down: Matrix::load(f, dev, &p("ffn_down"), h, cfg.ffn, true)?,
                     out_norm: Norm::load(f, &p("layer_output_norm"), h)?,
                 })
             })
@@ -227,8 +227,8 @@ impl Bert {
             Some(t) => {
                 let n_labels = t.info.dims.get(1).copied().unwrap_or(0) as usize;
                 Some((
-                    Matrix::load(f, "cls", h, h, true)?,
-                    Matrix::load(f, "cls.output", n_labels, h, true)?,
+                    Matrix::load(f, dev, "cls", h, h, true)?,
+                    Matrix::load(f, dev, "cls.output", n_labels, h, true)?,
                 ))
             }
         };

@@ -2,8 +2,9 @@
 //! the map (zero copy), Q4_0/Q4_1 matrices are re-quantized to Q8_0 once at load, F16/F32
 //! matrices and all vectors are decoded to f32.
 
+use edgecut_backends::cpu::PackedQ8_0;
 use edgecut_backends::ops::{ActQuant, Linear, WeightData};
-use edgecut_backends::{quant, DType};
+use edgecut_backends::{quant, DType, Device};
 use edgecut_runtime::gguf::{GgufFile, TensorView};
 
 use crate::error::{ModelError, Result};
@@ -15,6 +16,8 @@ enum Store {
     Mapped(usize),
     /// Q8_0 data re-quantized at load.
     Q8(Vec<u8>),
+    /// Repacked for the device's GEMM, with the Q8_0 data it came from (mapped or owned).
+    Packed(PackedQ8_0, Box<Store>),
     /// f32 values.
     F32(Vec<f32>),
 }
@@ -30,6 +33,16 @@ pub struct Matrix {
     pub k: usize,
     /// How the input is quantized (set by the model for inputs with outliers).
     pub act: ActQuant,
+}
+
+/// The Q8_0 bytes of a mapped or re-quantized matrix.
+fn q8_bytes<'a>(s: &'a Store, f: &'a GgufFile) -> &'a [u8] {
+    match s {
+        Store::Mapped(i) => f.view(&f.tensors()[*i]).data,
+        Store::Q8(v) => v,
+        Store::Packed(_, q8) => q8_bytes(q8, f),
+        Store::F32(_) => &[],
+    }
 }
 
 fn index_of(f: &GgufFile, name: &str) -> Result<usize> {
@@ -58,8 +71,16 @@ pub fn vector(f: &GgufFile, name: &str, len: usize) -> Result<Vec<f32>> {
 }
 
 impl Matrix {
-    /// Loads `{prefix}.weight` (`[n, k]`) and `{prefix}.bias` if present (or required).
-    pub fn load(f: &GgufFile, prefix: &str, n: usize, k: usize, bias: bool) -> Result<Matrix> {
+    /// Loads `{prefix}.weight` (`[n, k]`) and `{prefix}.bias` if present (or required), with
+    /// Q8_0 weights repacked for `dev` where its backend has a GEMM layout.
+    pub fn load(
+        f: &GgufFile,
+        dev: &Device,
+        prefix: &str,
+        n: usize,
+        k: usize,
+        bias: bool,
+    ) -> Result<Matrix> {
         let wname = format!("{prefix}.weight");
         let idx = index_of(f, &wname)?;
         let v = f.view(&f.tensors()[idx]);
@@ -71,6 +92,16 @@ impl Matrix {
                     .map_err(|e| ModelError::Input(e.to_string()))?,
             ),
             DType::F16 | DType::F32 => Store::F32(v.to_f32()),
+        };
+        let store = match &store {
+            Store::Mapped(_) | Store::Q8(_) => {
+                let q8 = q8_bytes(&store, f);
+                match dev.backend().pack(q8, n, k) {
+                    Some(p) => Store::Packed(p, Box::new(store)),
+                    None => store,
+                }
+            }
+            _ => store,
         };
         let bname = format!("{prefix}.bias");
         let bias = match (bias, f.tensor(&bname)) {
@@ -90,8 +121,8 @@ impl Matrix {
     /// The op description, borrowing from `f` (the file the matrix was loaded from).
     pub fn linear<'a>(&'a self, f: &'a GgufFile) -> Linear<'a> {
         let w = match &self.store {
-            Store::Mapped(i) => WeightData::Q8_0(f.view(&f.tensors()[*i]).data),
-            Store::Q8(v) => WeightData::Q8_0(v),
+            Store::Mapped(_) | Store::Q8(_) => WeightData::Q8_0(q8_bytes(&self.store, f)),
+            Store::Packed(p, q8) => WeightData::Packed(p, q8_bytes(q8, f)),
             Store::F32(v) => WeightData::F32(v),
         };
         Linear {
@@ -105,11 +136,15 @@ impl Matrix {
 
     /// Bytes of memory the matrix takes outside the file map.
     pub fn owned_bytes(&self) -> usize {
-        let w = match &self.store {
-            Store::Mapped(_) => 0,
-            Store::Q8(v) => v.len(),
-            Store::F32(v) => v.len() * 4,
-        };
+        fn owned(s: &Store) -> usize {
+            match s {
+                Store::Mapped(_) => 0,
+                Store::Q8(v) => v.len(),
+                Store::Packed(p, q8) => p.bytes() + owned(q8),
+                Store::F32(v) => v.len() * 4,
+            }
+        }
+        let w = owned(&self.store);
         w + self.bias.as_ref().map_or(0, |b| b.len() * 4)
     }
 }

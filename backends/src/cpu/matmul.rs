@@ -4,6 +4,7 @@
 //! block's i32 dot product is scaled in f32, as llama.cpp does. With
 //! [`ActQuant::Int8Outliers`], the few outlier columns are first taken out and multiplied in f32.
 
+use super::packed::{PackedQ8_0, PANEL};
 use super::{scalar, CpuBackend, SharedMut};
 use crate::ops::{ActQuant, Linear, OpError, WeightData};
 use crate::quant::{Q8_0_BYTES, QK};
@@ -39,6 +40,133 @@ fn weight_at(w: &[u8], kb: usize, j: usize, c: usize) -> f32 {
     half::f16::from_le_bytes([blk[0], blk[1]]).to_f32() * (blk[2 + c % QK] as i8) as f32
 }
 
+fn check_q8_0(w: &[u8], n: usize, k: usize) -> Result<(), OpError> {
+    if !k.is_multiple_of(QK) {
+        return Err(OpError::Shape(format!(
+            "linear: k = {k} is not a multiple of {QK}"
+        )));
+    }
+    OpError::check("Q8_0 weight bytes", w.len(), n * (k / QK) * Q8_0_BYTES)
+}
+
+/// Per row: the outlier `(column, value)` pairs (for [`ActQuant::Int8Outliers`]), then the
+/// activations quantized to int8 per 32 values with the outliers zeroed, and their scales.
+#[allow(clippy::type_complexity)]
+fn prepare(
+    x: &[f32],
+    m: usize,
+    k: usize,
+    act: ActQuant,
+) -> (Vec<Vec<(usize, f32)>>, Vec<i8>, Vec<f32>) {
+    let kb = k / QK;
+    let mut outliers: Vec<Vec<(usize, f32)>> = vec![Vec::new(); m];
+    let mut xq = vec![0i8; m * k];
+    let mut xd = vec![0f32; m * kb];
+    let mut row = vec![0f32; k];
+    for i in 0..m {
+        row.copy_from_slice(&x[i * k..(i + 1) * k]);
+        if act == ActQuant::Int8Outliers {
+            for c in outlier_columns(&row) {
+                outliers[i].push((c, row[c]));
+                row[c] = 0.0;
+            }
+        }
+        scalar::quantize_row(
+            &row,
+            &mut xq[i * k..(i + 1) * k],
+            &mut xd[i * kb..(i + 1) * kb],
+        );
+    }
+    (outliers, xq, xd)
+}
+
+/// Adds the outliers' f32 products to output columns `j0..j1` of every row. Each distinct
+/// column's weights are dequantized once, then added to every row that has that outlier.
+fn add_outliers(
+    outp: &SharedMut<f32>,
+    outliers: &[Vec<(usize, f32)>],
+    weight: impl Fn(usize, usize) -> f32,
+    n: usize,
+    j0: usize,
+    j1: usize,
+) {
+    let mut columns: Vec<(usize, Vec<f32>)> = Vec::new();
+    for (i, row) in outliers.iter().enumerate() {
+        for &(c, xc) in row {
+            let p = match columns.iter().position(|(cc, _)| *cc == c) {
+                Some(p) => p,
+                None => {
+                    columns.push((c, (j0..j1).map(|j| weight(j, c)).collect()));
+                    columns.len() - 1
+                }
+            };
+            // SAFETY: the calling task owns columns j0..j1 of every row.
+            let out = unsafe { outp.slice(i * n + j0, j1 - j0) };
+            out.iter_mut()
+                .zip(&columns[p].1)
+                .for_each(|(o, w)| *o += xc * w);
+        }
+    }
+}
+
+/// Runs the packed GEMM for `r` (1 to 4) rows starting at `xu` / `xd`, one panel.
+#[allow(clippy::too_many_arguments)]
+fn packed_rows(
+    pk: &PackedQ8_0,
+    p: usize,
+    xu: &[u8],
+    xd: &[f32],
+    k: usize,
+    kb: usize,
+    r: usize,
+    tile: &mut [[f32; PANEL]; 4],
+) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        let u = |i: usize| &xu[i * k..(i + 1) * k];
+        let d = |i: usize| &xd[i * kb..(i + 1) * kb];
+        // SAFETY: packed weights exist only where `gemm_vnni::available()` held (see
+        // `CpuBackend::pack`); each row slice holds k bytes and k / 32 scales.
+        unsafe {
+            match r {
+                4 => super::gemm_vnni::panel::<4>(
+                    pk,
+                    p,
+                    [u(0), u(1), u(2), u(3)],
+                    [d(0), d(1), d(2), d(3)],
+                    tile,
+                ),
+                3 => {
+                    let mut t = [[0f32; PANEL]; 3];
+                    super::gemm_vnni::panel::<3>(
+                        pk,
+                        p,
+                        [u(0), u(1), u(2)],
+                        [d(0), d(1), d(2)],
+                        &mut t,
+                    );
+                    tile[..3].copy_from_slice(&t);
+                }
+                2 => {
+                    let mut t = [[0f32; PANEL]; 2];
+                    super::gemm_vnni::panel::<2>(pk, p, [u(0), u(1)], [d(0), d(1)], &mut t);
+                    tile[..2].copy_from_slice(&t);
+                }
+                _ => {
+                    let mut t = [[0f32; PANEL]; 1];
+                    super::gemm_vnni::panel::<1>(pk, p, [u(0)], [d(0)], &mut t);
+                    tile[0] = t[0];
+                }
+            }
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = (pk, p, xu, xd, k, kb, r, tile);
+        unreachable!("packed weights are only made on x86-64");
+    }
+}
+
 impl CpuBackend {
     /// `out[m, n] = x[m, k] . W[n, k]^T + bias`.
     pub fn linear(
@@ -59,33 +187,9 @@ impl CpuBackend {
         let outp = SharedMut::new(out);
         match lin.w {
             WeightData::Q8_0(w) => {
-                if k % QK != 0 {
-                    return Err(OpError::Shape(format!(
-                        "linear: k = {k} is not a multiple of {QK}"
-                    )));
-                }
+                check_q8_0(w, n, k)?;
                 let kb = k / QK;
-                OpError::check("Q8_0 weight bytes", w.len(), n * kb * Q8_0_BYTES)?;
-                // Per row: the outlier (column, value) pairs, run in f32; the int8 path sees
-                // zeros in their place.
-                let mut outliers: Vec<Vec<(usize, f32)>> = vec![Vec::new(); m];
-                let mut xq = vec![0i8; m * k];
-                let mut xd = vec![0f32; m * kb];
-                let mut row = vec![0f32; k];
-                for i in 0..m {
-                    row.copy_from_slice(&x[i * k..(i + 1) * k]);
-                    if lin.act == ActQuant::Int8Outliers {
-                        for c in outlier_columns(&row) {
-                            outliers[i].push((c, row[c]));
-                            row[c] = 0.0;
-                        }
-                    }
-                    scalar::quantize_row(
-                        &row,
-                        &mut xq[i * k..(i + 1) * k],
-                        &mut xd[i * kb..(i + 1) * kb],
-                    );
-                }
+                let (outliers, xq, xd) = prepare(x, m, k, lin.act);
                 let (dot, dot4) = (self.kernels.dot_q8_0, self.kernels.dot4_q8_0);
                 let row_bytes = kb * Q8_0_BYTES;
                 // Tasks take whole groups of four output columns where they can.
@@ -118,28 +222,43 @@ impl CpuBackend {
                             );
                         }
                     }
-                    // Outliers: each distinct column's weights (for this task's outputs) are
-                    // dequantized once, then added to every row that has that outlier.
-                    let mut columns: Vec<(usize, Vec<f32>)> = Vec::new();
-                    for (i, row) in outliers.iter().enumerate() {
-                        for &(c, xc) in row {
-                            let p = match columns.iter().position(|(cc, _)| *cc == c) {
-                                Some(p) => p,
-                                None => {
-                                    columns.push((
-                                        c,
-                                        (j0..j1).map(|j| weight_at(w, kb, j, c)).collect(),
-                                    ));
-                                    columns.len() - 1
+                    add_outliers(&outp, &outliers, |j, c| weight_at(w, kb, j, c), n, j0, j1);
+                });
+            }
+            WeightData::Packed(pk, w) => {
+                check_q8_0(w, n, k)?;
+                if pk.n != n || pk.k != k {
+                    return Err(OpError::Shape(format!(
+                        "packed weights are {}x{}, the op wants {n}x{k}",
+                        pk.n, pk.k
+                    )));
+                }
+                let kb = k / QK;
+                let (outliers, xq, xd) = prepare(x, m, k, lin.act);
+                let xu: Vec<u8> = xq.iter().map(|&q| (q as i16 + 128) as u8).collect();
+                let tasks = self.threads().min(pk.panels).max(1);
+                let per = pk.panels.div_ceil(tasks);
+                self.parallel(tasks, &|t| {
+                    let (p0, p1) = ((t * per).min(pk.panels), ((t + 1) * per).min(pk.panels));
+                    for p in p0..p1 {
+                        let mut i = 0;
+                        while i < m {
+                            let r = (m - i).min(4);
+                            let mut tile = [[0f32; PANEL]; 4];
+                            packed_rows(pk, p, &xu[i * k..], &xd[i * kb..], k, kb, r, &mut tile);
+                            for (dr, row) in tile.iter().enumerate().take(r) {
+                                let cols = (n - p * PANEL).min(PANEL);
+                                // SAFETY: task t writes only the columns of its panels p0..p1.
+                                let o = unsafe { outp.slice((i + dr) * n + p * PANEL, cols) };
+                                for (c, (o, v)) in o.iter_mut().zip(row).enumerate() {
+                                    *o = v + lin.bias.map_or(0.0, |b| b[p * PANEL + c]);
                                 }
-                            };
-                            // SAFETY: task t writes only row i's columns j0..j1, its own.
-                            let out = unsafe { outp.slice(i * n + j0, j1 - j0) };
-                            out.iter_mut()
-                                .zip(&columns[p].1)
-                                .for_each(|(o, w)| *o += xc * w);
+                            }
+                            i += r;
                         }
                     }
+                    let (j0, j1) = ((p0 * PANEL).min(n), (p1 * PANEL).min(n));
+                    add_outliers(&outp, &outliers, |j, c| pk.weight(j, c), n, j0, j1);
                 });
             }
             WeightData::F32(w) => {

@@ -1,11 +1,14 @@
 //! The CPU backend: the op contract on f32 activations and Q8_0 (or f32) weights, with INT8 dot
 //! products picked for this CPU at run time and work spread over a thread pool.
 
+#[cfg(target_arch = "x86_64")]
+mod gemm_vnni;
 pub mod kernels;
 mod matmul;
 #[cfg(target_arch = "aarch64")]
 mod neon;
 mod nn;
+mod packed;
 mod pool;
 pub mod scalar;
 #[cfg(target_arch = "x86_64")]
@@ -16,6 +19,7 @@ use std::sync::Arc;
 pub use kernels::Kernels;
 pub use matmul::{outlier_columns, OUTLIER_RATIO};
 pub use nn::{erf, gelu_scalar};
+pub use packed::PackedQ8_0;
 pub use pool::{default_threads, ThreadPool};
 
 use crate::ops::OpError;
@@ -87,6 +91,20 @@ impl CpuBackend {
     /// The kernel set in use.
     pub fn kernels(&self) -> Kernels {
         self.kernels
+    }
+
+    /// Repacks a Q8_0 matrix `[n, k]` for this backend's GEMM, when it has one (AVX-512 VNNI);
+    /// `None` means the Q8_0 blocks are used as they are.
+    pub fn pack(&self, w: &[u8], n: usize, k: usize) -> Option<PackedQ8_0> {
+        #[cfg(target_arch = "x86_64")]
+        if self.kernels.name == "avx512vnni"
+            && gemm_vnni::available()
+            && k.is_multiple_of(crate::quant::QK)
+        {
+            return Some(PackedQ8_0::pack(w, n, k));
+        }
+        let _ = (w, n, k);
+        None
     }
 
     /// Threads used per op.

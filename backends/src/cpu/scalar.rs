@@ -37,7 +37,10 @@ pub fn quantize_row(x: &[f32], q: &mut [i8], d: &mut [f32]) {
         let scale = amax / 127.0;
         let inv = if scale != 0.0 { 1.0 / scale } else { 0.0 };
         for (qi, xi) in qs.iter_mut().zip(xs) {
-            *qi = (xi * inv).round() as i8;
+            // Round half away from zero, as `roundf` does, without the libm call (x86-64's
+            // baseline has no rounding instruction; a truncating conversion vectorises).
+            let r = xi * inv;
+            *qi = (r + 0.5f32.copysign(r)) as i8;
         }
         *dd = scale;
     }

@@ -1,0 +1,78 @@
+//! The AVX-512 VNNI GEMM micro-kernel over [`PackedQ8_0`] weights: up to 4 activation rows x one
+//! 32-column panel per call, int32 accumulation within each 32-value block, then one f32 FMA per
+//! block with the weight and activation scales.
+
+use std::arch::x86_64::*;
+
+use super::packed::{PackedQ8_0, PANEL, PANEL_BLOCK_BYTES};
+use crate::quant::QK;
+
+/// Whether this CPU can run the kernel.
+pub fn available() -> bool {
+    is_x86_feature_detected!("avx512f")
+        && is_x86_feature_detected!("avx512bw")
+        && is_x86_feature_detected!("avx512vnni")
+}
+
+/// `out[r][c] = sum_k x[r][k] * W[panel * 32 + c][k]` for `R` rows (`xu`: activations + 128 as
+/// u8, `xd`: their per-block scales) and one panel. Columns past `n` come out as 0.
+///
+/// # Safety
+/// [`available`] is true; each `xu[r]` holds `k` bytes and each `xd[r]` `k / 32` floats.
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+pub unsafe fn panel<const R: usize>(
+    w: &PackedQ8_0,
+    p: usize,
+    xu: [&[u8]; R],
+    xd: [&[f32]; R],
+    out: &mut [[f32; PANEL]; R],
+) {
+    let kb = w.k / QK;
+    assert!(p < w.panels && xu.iter().all(|x| x.len() >= w.k) && xd.iter().all(|d| d.len() >= kb));
+    let mut acc = [[_mm512_setzero_ps(); 2]; R];
+    for b in 0..kb {
+        let at = p * kb + b;
+        let wp = w.data[at * PANEL_BLOCK_BYTES..(at + 1) * PANEL_BLOCK_BYTES].as_ptr();
+        let mut iacc = [[_mm512_setzero_si512(); 2]; R];
+        for g in 0..QK / 4 {
+            // SAFETY: g < 8, so both 64-byte loads are inside this panel block's 1024 bytes.
+            let (w0, w1) = unsafe {
+                (
+                    _mm512_loadu_si512(wp.add(g * PANEL * 4) as *const __m512i),
+                    _mm512_loadu_si512(wp.add(g * PANEL * 4 + 64) as *const __m512i),
+                )
+            };
+            for r in 0..R {
+                let x4 = &xu[r][b * QK + g * 4..b * QK + g * 4 + 4];
+                let xb = _mm512_set1_epi32(i32::from_le_bytes([x4[0], x4[1], x4[2], x4[3]]));
+                iacc[r][0] = _mm512_dpbusd_epi32(iacc[r][0], xb, w0);
+                iacc[r][1] = _mm512_dpbusd_epi32(iacc[r][1], xb, w1);
+            }
+        }
+        // SAFETY: `at * 32 + 32` is within `scales` and `sums` (one entry per panel column).
+        let (s0, s1, c0, c1) = unsafe {
+            let sp = w.scales.as_ptr().add(at * PANEL);
+            let cp = w.sums.as_ptr().add(at * PANEL);
+            (
+                _mm512_loadu_ps(sp),
+                _mm512_loadu_ps(sp.add(16)),
+                _mm512_loadu_si512(cp as *const __m512i),
+                _mm512_loadu_si512(cp.add(16) as *const __m512i),
+            )
+        };
+        for r in 0..R {
+            let dx = _mm512_set1_ps(xd[r][b]);
+            let f0 = _mm512_cvtepi32_ps(_mm512_sub_epi32(iacc[r][0], c0));
+            let f1 = _mm512_cvtepi32_ps(_mm512_sub_epi32(iacc[r][1], c1));
+            acc[r][0] = _mm512_fmadd_ps(f0, _mm512_mul_ps(s0, dx), acc[r][0]);
+            acc[r][1] = _mm512_fmadd_ps(f1, _mm512_mul_ps(s1, dx), acc[r][1]);
+        }
+    }
+    for r in 0..R {
+        // SAFETY: each output row holds 32 floats.
+        unsafe {
+            _mm512_storeu_ps(out[r].as_mut_ptr(), acc[r][0]);
+            _mm512_storeu_ps(out[r].as_mut_ptr().add(16), acc[r][1]);
+        }
+    }
+}
