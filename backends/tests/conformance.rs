@@ -2,7 +2,7 @@
 //! reference, on random shapes including ragged tails (row counts not a multiple of the thread
 //! count or of any SIMD width). Tolerances are stated at each check.
 
-use edgecut_backends::cpu::{erf, gelu_scalar, kernels, scalar, CpuBackend};
+use edgecut_backends::cpu::{erf, exp_approx, gelu_scalar, kernels, scalar, CpuBackend};
 use edgecut_backends::ops::{
     embedding_rows, l2_normalize, pool, ActQuant, Attention, Linear, Pooling, WeightData,
 };
@@ -214,6 +214,20 @@ fn erf_and_gelu_match_known_values() {
     // GELU(1) = 0.8413447461, GELU(-2) = -0.0455002639.
     assert!((gelu_scalar(1.0) - 0.841_344_8).abs() < 1e-6);
     assert!((gelu_scalar(-2.0) + 0.045_500_264).abs() < 1e-6);
+}
+
+#[test]
+fn exp_approx_matches_f64_exp() {
+    let mut x = -87.0f32;
+    while x < 88.0 {
+        let want = (x as f64).exp();
+        let got = exp_approx(x) as f64;
+        assert!(
+            ((got - want) / want).abs() < 3e-7,
+            "exp({x}): {got} vs {want}"
+        );
+        x += 0.0173;
+    }
 }
 
 #[test]

@@ -5,6 +5,7 @@
 mod gemm_vnni;
 pub mod kernels;
 mod matmul;
+pub(crate) mod multiversion;
 #[cfg(target_arch = "aarch64")]
 mod neon;
 mod nn;
@@ -18,7 +19,7 @@ use std::sync::Arc;
 
 pub use kernels::Kernels;
 pub use matmul::{outlier_columns, OUTLIER_RATIO};
-pub use nn::{erf, gelu_scalar};
+pub use nn::{erf, exp_approx, gelu_scalar};
 pub use packed::PackedQ8_0;
 pub use pool::{default_threads, ThreadPool};
 
@@ -134,15 +135,13 @@ impl CpuBackend {
                 x.len()
             )));
         }
-        for row in x.chunks_exact_mut(dim) {
-            nn::layer_norm_row(row, gamma, beta, eps);
-        }
+        nn::layer_norm_rows(x, dim, gamma, beta, eps);
         Ok(())
     }
 
     /// GELU (the exact, erf-based form BERT uses), in place.
     pub fn gelu(&self, x: &mut [f32]) {
-        x.iter_mut().for_each(|v| *v = gelu_scalar(*v));
+        nn::gelu_slice(x)
     }
 
     /// `a += b`, elementwise.

@@ -1,9 +1,11 @@
 //! Non-GEMM ops on the CPU: layer norm, GELU, attention.
 
+use super::multiversion::multiversion;
 use super::{CpuBackend, SharedMut};
-use crate::ops::{softmax, Attention, OpError};
+use crate::ops::{Attention, OpError};
 
 /// Dot product of two f32 slices, in 8 lanes so the compiler vectorises it.
+#[inline]
 pub fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
     let mut acc = [0f32; 8];
     let (ac, ar) = a.split_at(a.len() / 8 * 8);
@@ -39,15 +41,61 @@ pub fn erf(x: f32) -> f32 {
     x * p / q
 }
 
+/// `e^x` in f32 without a libm call, so loops over it vectorise: `2^n * p(r)` with
+/// `r = x - n ln 2` in [-ln2/2, ln2/2] and a degree-6 Taylor polynomial (relative error below
+/// 3e-7). Inputs are clamped to [-87, 88], where f32 `e^x` is finite and normal.
+#[inline]
+pub fn exp_approx(x: f32) -> f32 {
+    let x = x.clamp(-87.0, 88.0);
+    let n = (x * std::f32::consts::LOG2_E).round();
+    let r = x - n * 0.693_145_75 - n * 1.428_606_8e-6;
+    let mut p = 1.0 / 720.0;
+    p = p * r + 1.0 / 120.0;
+    p = p * r + 1.0 / 24.0;
+    p = p * r + 1.0 / 6.0;
+    p = p * r + 0.5;
+    p = p * r + 1.0;
+    p = p * r + 1.0;
+    p * f32::from_bits(((n as i32 + 127) as u32) << 23)
+}
+
+multiversion! {
+    /// GELU over a slice, in place.
+    pub(super) fn gelu_slice(x: &mut [f32]) {
+        x.iter_mut().for_each(|v| *v = gelu_scalar(*v));
+    }
+}
+
+multiversion! {
+    /// Layer normalisation of each row of `dim` values, in place.
+    pub(super) fn layer_norm_rows(x: &mut [f32], dim: usize, gamma: &[f32], beta: &[f32], eps: f32) {
+        for row in x.chunks_exact_mut(dim) {
+            layer_norm_row(row, gamma, beta, eps);
+        }
+    }
+}
+
 /// GELU as BERT defines it: `x * (1 + erf(x / sqrt(2))) / 2`.
+#[inline]
 pub fn gelu_scalar(x: f32) -> f32 {
     0.5 * x * (1.0 + erf(x * std::f32::consts::FRAC_1_SQRT_2))
 }
 
+#[inline]
+fn sum8(x: impl Iterator<Item = f32>) -> f32 {
+    // Eight partial sums, so the loop vectorises (a single running sum cannot be reordered).
+    let mut acc = [0f32; 8];
+    for (i, v) in x.enumerate() {
+        acc[i % 8] += v;
+    }
+    acc.iter().sum()
+}
+
+#[inline]
 pub(super) fn layer_norm_row(row: &mut [f32], gamma: &[f32], beta: &[f32], eps: f32) {
     let n = row.len() as f32;
-    let mean = row.iter().sum::<f32>() / n;
-    let var = row.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / n;
+    let mean = sum8(row.iter().copied()) / n;
+    let var = sum8(row.iter().map(|v| (v - mean) * (v - mean))) / n;
     let inv = 1.0 / (var + eps).sqrt();
     for ((v, g), b) in row.iter_mut().zip(gamma).zip(beta) {
         *v = (*v - mean) * inv * g + b;
@@ -70,38 +118,55 @@ pub(super) fn attention(
     }
     OpError::check("attention mask", a.mask.len(), rows)?;
     OpError::check("attention output", out.len(), rows * hidden)?;
-    let scale = 1.0 / (a.head_dim as f32).sqrt();
     let outp = SharedMut::new(out);
-    let (seq, hd) = (a.seq, a.head_dim);
     cpu.parallel(a.batch * a.heads, &|task| {
-        let (b, h) = (task / a.heads, task % a.heads);
+        attend_head(a, task / a.heads, task % a.heads, &outp)
+    });
+    Ok(())
+}
+
+multiversion! {
+    /// Attention of one (sequence, head) pair; writes only that head's columns of that
+    /// sequence's rows.
+    fn attend_head(a: &Attention<'_>, b: usize, h: usize, outp: &SharedMut<f32>) {
+        let hidden = a.heads * a.head_dim;
+        let (seq, hd) = (a.seq, a.head_dim);
+        let scale = 1.0 / (hd as f32).sqrt();
         let col = h * hd;
-        // This head's keys and values, contiguous, and only the real (unmasked) tokens.
+        // This head's keys and values, transposed (`kt[d][j]`, `vt[d][j]`), real tokens only, so
+        // both products below run along contiguous keys and vectorise.
         let keep: Vec<usize> = (0..seq).filter(|&j| a.mask[b * seq + j] != 0).collect();
-        let mut kh = Vec::with_capacity(keep.len() * hd);
-        let mut vh = Vec::with_capacity(keep.len() * hd);
-        for &j in &keep {
+        let nk = keep.len();
+        let mut kt = vec![0f32; hd * nk];
+        let mut vt = vec![0f32; hd * nk];
+        for (jj, &j) in keep.iter().enumerate() {
             let at = (b * seq + j) * hidden + col;
-            kh.extend_from_slice(&a.k[at..at + hd]);
-            vh.extend_from_slice(&a.v[at..at + hd]);
+            for d in 0..hd {
+                kt[d * nk + jj] = a.k[at + d];
+                vt[d * nk + jj] = a.v[at + d];
+            }
         }
-        let mut scores = vec![0f32; keep.len()];
+        let mut scores = vec![0f32; nk];
         let mut acc = vec![0f32; hd];
         for i in 0..seq {
             let qi = &a.q[(b * seq + i) * hidden + col..][..hd];
             acc.fill(0.0);
-            if !keep.is_empty() {
-                for (s, kj) in scores.iter_mut().zip(kh.chunks_exact(hd)) {
-                    *s = dot_f32(qi, kj) * scale;
+            if nk > 0 {
+                scores.fill(0.0);
+                for (&qd, kd) in qi.iter().zip(kt.chunks_exact(nk)) {
+                    let qd = qd * scale;
+                    scores.iter_mut().zip(kd).for_each(|(s, k)| *s += qd * k);
                 }
-                softmax(&mut scores);
-                for (&p, vj) in scores.iter().zip(vh.chunks_exact(hd)) {
-                    acc.iter_mut().zip(vj).for_each(|(o, v)| *o += p * v);
+                let max = scores.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
+                scores.iter_mut().for_each(|s| *s = exp_approx(*s - max));
+                let inv = 1.0 / sum8(scores.iter().copied());
+                scores.iter_mut().for_each(|s| *s *= inv);
+                for (o, vd) in acc.iter_mut().zip(vt.chunks_exact(nk)) {
+                    *o = dot_f32(&scores, vd);
                 }
             }
             // SAFETY: task (b, h) writes only row b*seq+i, columns of head h.
             unsafe { outp.slice((b * seq + i) * hidden + col, hd) }.copy_from_slice(&acc);
         }
-    });
-    Ok(())
+    }
 }

@@ -1,0 +1,43 @@
+//! Run-time multiversioning for the autovectorised (non-kernel) CPU code.
+//!
+//! The crate is compiled for the baseline of its target (SSE2 on x86-64), so loops that LLVM
+//! vectorises get 4-wide vectors. [`multiversion!`] compiles a function's body a second time
+//! inside an AVX-512 `#[target_feature]` function and picks it at run time when the CPU has
+//! AVX-512, the way the hand-written kernels are picked. Both versions compute the same
+//! operations in the same order (Rust never contracts or reorders float operations on its own),
+//! so results do not depend on the CPU.
+
+/// Whether the AVX-512 versions can run here.
+#[cfg(target_arch = "x86_64")]
+pub fn avx512() -> bool {
+    std::is_x86_feature_detected!("avx512f")
+        && std::is_x86_feature_detected!("avx512bw")
+        && std::is_x86_feature_detected!("avx512vl")
+        && std::is_x86_feature_detected!("avx2")
+        && std::is_x86_feature_detected!("fma")
+}
+
+/// Defines `fn $name(args) -> ret { body }` with a baseline version and an AVX-512 version of
+/// `body`, chosen at run time.
+macro_rules! multiversion {
+    ($(#[$m:meta])* $vis:vis fn $name:ident($($arg:ident: $ty:ty),* $(,)?) $(-> $ret:ty)? $body:block) => {
+        $(#[$m])*
+        $vis fn $name($($arg: $ty),*) $(-> $ret)? {
+            #[inline(always)]
+            fn inner($($arg: $ty),*) $(-> $ret)? $body
+            #[cfg(target_arch = "x86_64")]
+            {
+                #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma")]
+                fn wide($($arg: $ty),*) $(-> $ret)? {
+                    inner($($arg),*)
+                }
+                if $crate::cpu::multiversion::avx512() {
+                    // SAFETY: the features `wide` is compiled for were detected just above.
+                    return unsafe { wide($($arg),*) };
+                }
+            }
+            inner($($arg),*)
+        }
+    };
+}
+pub(crate) use multiversion;
