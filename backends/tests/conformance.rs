@@ -117,7 +117,7 @@ fn linear_q8_0_with_every_kernel_set_and_thread_count_matches_f64() {
             .flat_map(|ks| [(ks, ActQuant::Int8), (ks, ActQuant::Int8Outliers)])
             .flat_map(|(ks, act)| [1, 2, 3].map(|t| (ks, act, t)))
         {
-            let cpu = CpuBackend::with_kernels(ks, threads);
+            let cpu = CpuBackend::with_kernels(ks, threads).split_everything();
             // Q8_0 blocks as stored, and (where this kernel set has a GEMM) repacked.
             let packed = cpu.pack(&wq, n, k);
             let mut weights = vec![WeightData::Q8_0(&wq)];
@@ -155,7 +155,7 @@ fn linear_q8_0_with_every_kernel_set_and_thread_count_matches_f64() {
             assert_eq!(found, outlier_cols);
         }
         // f32 weights: exact up to f32 summation.
-        let cpu = CpuBackend::with_kernels(kernels::SCALAR, 2);
+        let cpu = CpuBackend::with_kernels(kernels::SCALAR, 2).split_everything();
         let lin = Linear {
             w: WeightData::F32(&wdq),
             bias: Some(&bias),
@@ -281,7 +281,7 @@ fn attention_matches_a_naive_reference_with_padding() {
         head_dim: hd,
     };
     for threads in [1, 2, 5] {
-        let cpu = CpuBackend::with_kernels(kernels::SCALAR, threads);
+        let cpu = CpuBackend::with_kernels(kernels::SCALAR, threads).split_everything();
         let mut out = vec![0f32; batch * seq * hidden];
         cpu.attention(&a, &mut out).unwrap();
         for b in 0..batch {

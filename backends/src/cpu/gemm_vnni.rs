@@ -43,8 +43,11 @@ pub unsafe fn panel<const R: usize>(
                 )
             };
             for r in 0..R {
-                let x4 = &xu[r][b * QK + g * 4..b * QK + g * 4 + 4];
-                let xb = _mm512_set1_epi32(i32::from_le_bytes([x4[0], x4[1], x4[2], x4[3]]));
+                // SAFETY: b * 32 + g * 4 + 4 <= k, which the assert above checked `xu[r]` holds.
+                let x4 = unsafe {
+                    std::ptr::read_unaligned(xu[r].as_ptr().add(b * QK + g * 4) as *const i32)
+                };
+                let xb = _mm512_set1_epi32(x4);
                 iacc[r][0] = _mm512_dpbusd_epi32(iacc[r][0], xb, w0);
                 iacc[r][1] = _mm512_dpbusd_epi32(iacc[r][1], xb, w1);
             }
@@ -61,7 +64,8 @@ pub unsafe fn panel<const R: usize>(
             )
         };
         for r in 0..R {
-            let dx = _mm512_set1_ps(xd[r][b]);
+            // SAFETY: b < kb, and the assert above checked `xd[r]` holds kb scales.
+            let dx = _mm512_set1_ps(unsafe { *xd[r].get_unchecked(b) });
             let f0 = _mm512_cvtepi32_ps(_mm512_sub_epi32(iacc[r][0], c0));
             let f1 = _mm512_cvtepi32_ps(_mm512_sub_epi32(iacc[r][1], c1));
             acc[r][0] = _mm512_fmadd_ps(f0, _mm512_mul_ps(s0, dx), acc[r][0]);

@@ -15,6 +15,8 @@ use crate::quant::{Q8_0_BYTES, QK};
 /// to PyTorch from 0.9981 to 0.9993. (For normal data the threshold sits at about 3.4 standard
 /// deviations; the mean is one vectorisable pass, where a median needs a selection.)
 pub const OUTLIER_RATIO: f32 = 4.2;
+/// Multiply-adds a task must have before a matmul is split across threads.
+pub(crate) const MIN_TASK_MACS: usize = 4 << 20;
 /// At most this fraction of the columns (1/16) is taken out, to bound the f32 work.
 const MAX_OUTLIER_SHARE: usize = 16;
 
@@ -179,7 +181,8 @@ impl CpuBackend {
         if let Some(b) = lin.bias {
             OpError::check("linear bias", b.len(), n)?;
         }
-        let tasks = self.threads().min(n).max(1);
+        // Split only work big enough to pay for waking the other threads (a few microseconds).
+        let tasks = self.tasks_for(m * n * k).min(n);
         let chunk = n.div_ceil(tasks);
         let outp = SharedMut::new(out);
         match lin.w {
@@ -233,7 +236,7 @@ impl CpuBackend {
                 let kb = k / QK;
                 let (outliers, xq, xd) = prepare(x, m, k, lin.act);
                 let xu: Vec<u8> = xq.iter().map(|&q| (q as i16 + 128) as u8).collect();
-                let tasks = self.threads().min(pk.panels).max(1);
+                let tasks = tasks.min(pk.panels);
                 let per = pk.panels.div_ceil(tasks);
                 self.parallel(tasks, &|t| {
                     let (p0, p1) = ((t * per).min(pk.panels), ((t + 1) * per).min(pk.panels));

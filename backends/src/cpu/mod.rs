@@ -30,6 +30,7 @@ use crate::ops::OpError;
 pub struct CpuBackend {
     kernels: Kernels,
     pool: Arc<ThreadPool>,
+    min_task_macs: usize,
 }
 
 /// Mutable access to disjoint parts of one slice from several pool tasks.
@@ -86,7 +87,21 @@ impl CpuBackend {
         CpuBackend {
             kernels,
             pool: Arc::new(ThreadPool::new(threads)),
+            min_task_macs: matmul::MIN_TASK_MACS,
         }
+    }
+
+    /// Splits every op across all threads however small (tests use it to exercise the split
+    /// paths on small shapes).
+    pub fn split_everything(mut self) -> CpuBackend {
+        self.min_task_macs = 1;
+        self
+    }
+
+    /// Tasks for an op of `macs` multiply-adds: only work big enough to pay for waking the
+    /// other threads (a few microseconds) is split.
+    pub(crate) fn tasks_for(&self, macs: usize) -> usize {
+        self.threads().min(macs.div_ceil(self.min_task_macs)).max(1)
     }
 
     /// The kernel set in use.

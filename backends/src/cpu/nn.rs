@@ -119,8 +119,14 @@ pub(super) fn attention(
     OpError::check("attention mask", a.mask.len(), rows)?;
     OpError::check("attention output", out.len(), rows * hidden)?;
     let outp = SharedMut::new(out);
-    cpu.parallel(a.batch * a.heads, &|task| {
-        attend_head(a, task / a.heads, task % a.heads, &outp)
+    // Split only work big enough to pay for waking the other threads.
+    let pairs = a.batch * a.heads;
+    let macs = pairs * a.seq * a.seq * a.head_dim * 2;
+    let tasks = cpu.tasks_for(macs);
+    cpu.parallel(tasks, &|t| {
+        for task in (t * pairs / tasks)..((t + 1) * pairs / tasks) {
+            attend_head(a, task / a.heads, task % a.heads, &outp);
+        }
     });
     Ok(())
 }
@@ -157,7 +163,7 @@ multiversion! {
                     let qd = qd * scale;
                     scores.iter_mut().zip(kd).for_each(|(s, k)| *s += qd * k);
                 }
-                let max = scores.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
+                let max = scores.iter().fold(f32::NEG_INFINITY, |m, &v| if v > m { v } else { m });
                 scores.iter_mut().for_each(|s| *s = exp_approx(*s - max));
                 let inv = 1.0 / sum8(scores.iter().copied());
                 scores.iter_mut().for_each(|s| *s *= inv);

@@ -34,7 +34,10 @@ pub fn quantize_row(x: &[f32], q: &mut [i8], d: &mut [f32]) {
         .zip(q.chunks_exact_mut(QK))
         .zip(d.iter_mut())
     {
-        let amax = xs.iter().fold(0f32, |m, v| m.max(v.abs()));
+        // `a > m ? a : m` rather than `f32::max`, whose NaN rule keeps the loop scalar.
+        let amax = xs
+            .iter()
+            .fold(0f32, |m, v| if v.abs() > m { v.abs() } else { m });
         let scale = amax / 127.0;
         let inv = if scale != 0.0 { 1.0 / scale } else { 0.0 };
         for (qi, xi) in qs.iter_mut().zip(xs) {
