@@ -79,30 +79,30 @@ multiversion! {
     }
 }
 
-/// Adds the outliers' f32 products to output columns `j0..j1` of every row. Each distinct
-/// column's weights are dequantized once, then added to every row that has that outlier.
-fn add_outliers(
+/// Adds the outliers' f32 products to output columns `j0..j1` of every row; `column(c)` gives
+/// weight column `c` for those outputs.
+fn add_outliers<'c>(
     outp: &SharedMut<f32>,
     outliers: &[Vec<(usize, f32)>],
-    weight: impl Fn(usize, usize) -> f32,
+    mut column: impl FnMut(usize) -> std::borrow::Cow<'c, [f32]>,
     n: usize,
     j0: usize,
     j1: usize,
 ) {
-    let mut columns: Vec<(usize, Vec<f32>)> = Vec::new();
+    let mut seen: Vec<(usize, std::borrow::Cow<'c, [f32]>)> = Vec::new();
     for (i, row) in outliers.iter().enumerate() {
         for &(c, xc) in row {
-            let p = match columns.iter().position(|(cc, _)| *cc == c) {
+            let p = match seen.iter().position(|(cc, _)| *cc == c) {
                 Some(p) => p,
                 None => {
-                    columns.push((c, (j0..j1).map(|j| weight(j, c)).collect()));
-                    columns.len() - 1
+                    seen.push((c, column(c)));
+                    seen.len() - 1
                 }
             };
             // SAFETY: the calling task owns columns j0..j1 of every row.
             let out = unsafe { outp.slice(i * n + j0, j1 - j0) };
             out.iter_mut()
-                .zip(&columns[p].1)
+                .zip(seen[p].1.iter())
                 .for_each(|(o, w)| *o += xc * w);
         }
     }
@@ -222,7 +222,19 @@ impl CpuBackend {
                             );
                         }
                     }
-                    add_outliers(&outp, &outliers, |j, c| weight_at(w, kb, j, c), n, j0, j1);
+                    add_outliers(
+                        &outp,
+                        &outliers,
+                        |c| {
+                            (j0..j1)
+                                .map(|j| weight_at(w, kb, j, c))
+                                .collect::<Vec<_>>()
+                                .into()
+                        },
+                        n,
+                        j0,
+                        j1,
+                    );
                 });
             }
             WeightData::Packed(pk, w) => {
@@ -258,7 +270,7 @@ impl CpuBackend {
                         }
                     }
                     let (j0, j1) = ((p0 * PANEL).min(n), (p1 * PANEL).min(n));
-                    add_outliers(&outp, &outliers, |j, c| pk.weight(j, c), n, j0, j1);
+                    add_outliers(&outp, &outliers, |c| pk.column(c)[j0..j1].into(), n, j0, j1);
                 });
             }
             WeightData::F32(w) => {

@@ -10,6 +10,8 @@
 //! Cost: the packed copy takes 32/34 of the Q8_0 bytes plus 8 bytes of scales and sums per 32
 //! weights (about 1.2x the Q8_0 size in all), and the mapped Q8_0 pages are no longer read.
 
+use std::sync::OnceLock;
+
 use crate::quant::{Q8_0_BYTES, QK};
 
 /// Columns per panel.
@@ -28,6 +30,9 @@ pub struct PackedQ8_0 {
     pub(crate) data: Vec<u8>,
     pub(crate) scales: Vec<f32>,
     pub(crate) sums: Vec<i32>,
+    /// Columns of `W` dequantized to f32 on first use as an outlier column (`n` values each).
+    /// A model's outlier channels recur from input to input, so few are ever made.
+    columns: Vec<OnceLock<Box<[f32]>>>,
 }
 
 impl PackedQ8_0 {
@@ -58,6 +63,7 @@ impl PackedQ8_0 {
                 sums[at] = 128 * sum;
             }
         }
+        let columns = (0..k).map(|_| OnceLock::new()).collect();
         PackedQ8_0 {
             n,
             k,
@@ -65,6 +71,7 @@ impl PackedQ8_0 {
             data,
             scales,
             sums,
+            columns,
         }
     }
 
@@ -78,8 +85,19 @@ impl PackedQ8_0 {
         q as f32 * self.scales[at * PANEL + col]
     }
 
+    /// Column `c` of `W` in f32 (`n` values), made on first use and kept.
+    pub fn column(&self, c: usize) -> &[f32] {
+        self.columns[c].get_or_init(|| (0..self.n).map(|j| self.weight(j, c)).collect())
+    }
+
     /// Bytes this copy takes.
     pub fn bytes(&self) -> usize {
-        self.data.len() + 4 * (self.scales.len() + self.sums.len())
+        let cols: usize = self
+            .columns
+            .iter()
+            .filter_map(|c| c.get())
+            .map(|c| c.len() * 4)
+            .sum();
+        self.data.len() + 4 * (self.scales.len() + self.sums.len()) + cols
     }
 }

@@ -26,8 +26,8 @@ pub fn dot4_q8_0(w: [&[u8]; 4], xq: &[i8], xd: &[f32]) -> [f32; 4] {
     w.map(|w| dot_q8_0(w, xq, xd))
 }
 
-#[inline]
 /// Quantizes an activation row to int8 with one scale per 32 values (Q8_0 semantics).
+#[inline(always)]
 pub fn quantize_row(x: &[f32], q: &mut [i8], d: &mut [f32]) {
     for ((xs, qs), dd) in x
         .chunks_exact(QK)
