@@ -188,14 +188,26 @@ fn linear_rejects_wrong_shapes() {
     let mut out = vec![0f32; 1];
     assert!(cpu.linear(&[0.0; 31], 1, &lin, &mut out).is_err());
     assert!(cpu.linear(&[0.0; 32], 1, &lin, &mut [0f32; 2]).is_err());
-    let bad = Linear {
-        w: WeightData::Q8_0(&w),
-        bias: None,
-        n: 2,
-        k: 32,
-        act: ActQuant::Int8,
-    };
+    let bad = Linear { n: 2, ..lin };
     assert!(cpu.linear(&[0.0; 32], 1, &bad, &mut [0f32; 2]).is_err());
+    // Packed weights of another shape than the op's.
+    let vnni = kernels::available()
+        .into_iter()
+        .find(|k| k.name == "avx512vnni");
+    if let Some(ks) = vnni {
+        let cpu = CpuBackend::with_kernels(ks, 1);
+        let w2 = vec![0u8; 2 * 34];
+        let packed = cpu.pack(&w2, 2, 32).expect("VNNI packs");
+        let lin = Linear {
+            w: WeightData::Packed(&packed, &w2[..34]),
+            bias: None,
+            n: 1,
+            k: 32,
+            act: ActQuant::Int8,
+        };
+        let e = cpu.linear(&[0.0; 32], 1, &lin, &mut [0f32; 1]).unwrap_err();
+        assert!(e.to_string().contains("packed weights are 2x32"), "{e}");
+    }
 }
 
 #[test]
