@@ -63,10 +63,27 @@ pub fn repo_root() -> PathBuf {
         .to_path_buf()
 }
 
-/// A scratch directory for this test run, under the target directory.
+/// A scratch directory for this test run, under the target directory. Files in it carry the
+/// process id after their first `-`; the first call in a process removes the files of processes
+/// that have ended, so converted models do not pile up run after run.
 pub fn scratch() -> PathBuf {
+    static CLEANED: OnceLock<()> = OnceLock::new();
     let d = repo_root().join("target").join("test-scratch");
     std::fs::create_dir_all(&d).expect("create scratch dir");
+    CLEANED.get_or_init(|| {
+        for entry in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let pid = name
+                .split(['-', '.'])
+                .find_map(|part| part.parse::<u32>().ok());
+            if let Some(pid) = pid {
+                if pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists() {
+                    let _ = std::fs::remove_file(entry.path())
+                        .or_else(|_| std::fs::remove_dir_all(entry.path()));
+                }
+            }
+        }
+    });
     d
 }
 
