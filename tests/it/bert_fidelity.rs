@@ -237,3 +237,43 @@ fn bad_input_gets_clear_errors_or_documented_results() {
     let e = Session::open("/nonexistent/model.gguf", &SessionOptions::default()).unwrap_err();
     assert!(e.to_string().contains("/nonexistent/model.gguf"), "{e}");
 }
+
+#[test]
+fn one_session_shared_by_threads_gives_the_same_results() {
+    fn send_sync<T: Send + Sync>() {}
+    send_sync::<Session>();
+    let s = std::sync::Arc::new(session(&minilm(WeightType::Q8_0), None, 4));
+    let fx = fixture("minilm.json");
+    let texts: Vec<String> = fx["cases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .take(12)
+        .map(|c| c["text"].as_str().unwrap().to_string())
+        .collect();
+    let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+    let alone = s.embed(&refs).unwrap();
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..4)
+            .map(|t| {
+                let (s, refs) = (s.clone(), refs.clone());
+                scope.spawn(move || {
+                    // Each thread embeds a rotation of the texts, several times.
+                    let mut rotated = refs.clone();
+                    rotated.rotate_left(t * 3);
+                    (0..3)
+                        .map(|_| s.embed(&rotated).unwrap())
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        for (t, h) in handles.into_iter().enumerate() {
+            for out in h.join().unwrap() {
+                for (i, v) in out.vectors.iter().enumerate() {
+                    let orig = (i + t * 3) % refs.len();
+                    assert_eq!(v, &alone.vectors[orig], "thread {t}, text {orig}");
+                }
+            }
+        }
+    });
+}
