@@ -144,6 +144,36 @@ fn summary() {
     }
 }
 
+fn bench_attention(cr: &mut Criterion) {
+    let cpu = CpuBackend::with_kernels(kernels::best(), 1);
+    let mut g = cr.benchmark_group("attention_one_thread");
+    for seq in [16usize, 128] {
+        let (heads, hd) = (12, 32);
+        let n = seq * heads * hd;
+        let q: Vec<f32> = (0..n)
+            .map(|i| ((i * 7919) % 1000) as f32 / 1000.0 - 0.5)
+            .collect();
+        let mask = vec![1u8; seq];
+        let a = edgecut_backends::ops::Attention {
+            q: &q,
+            k: &q,
+            v: &q,
+            mask: &mask,
+            batch: 1,
+            seq,
+            heads,
+            head_dim: hd,
+        };
+        let mut out = vec![0f32; n];
+        g.throughput(Throughput::Elements((2 * heads * seq * seq * hd) as u64));
+        g.bench_function(
+            BenchmarkId::from_parameter(format!("seq{seq}_12x32")),
+            |b| b.iter(|| cpu.attention(&a, black_box(&mut out)).expect("shapes fit")),
+        );
+    }
+    g.finish();
+}
+
 fn bench_gemm(cr: &mut Criterion) {
     let cpu = CpuBackend::with_kernels(kernels::best(), 1);
     let mut g = cr.benchmark_group("linear_q8_0_one_thread");
@@ -161,7 +191,7 @@ fn bench_gemm(cr: &mut Criterion) {
 criterion_group! {
     name = benches;
     config = Criterion::default().sample_size(30);
-    targets = bench_gemm
+    targets = bench_gemm, bench_attention
 }
 
 fn main() {

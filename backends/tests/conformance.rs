@@ -272,8 +272,16 @@ fn layer_norm_matches_f64() {
 
 #[test]
 fn attention_matches_a_naive_reference_with_padding() {
-    let mut rng = Rng(5);
-    let (batch, seq, heads, hd) = (3, 9, 4, 8);
+    // Head sizes 8 (generic path), 32 and 64 (specialised paths); 9 tokens exercise ragged
+    // blocks of query rows.
+    for hd in [8usize, 32, 64] {
+        attention_case(hd);
+    }
+}
+
+fn attention_case(hd: usize) {
+    let mut rng = Rng(5 + hd as u64);
+    let (batch, seq, heads) = (3, 9, 4);
     let hidden = heads * hd;
     let q = rng.vec(batch * seq * hidden, 1.0);
     let k = rng.vec(batch * seq * hidden, 1.0);
