@@ -2,6 +2,8 @@
 //! products picked for this CPU at run time and work spread over a thread pool.
 
 #[cfg(target_arch = "x86_64")]
+mod attn_avx512;
+#[cfg(target_arch = "x86_64")]
 mod gemm_vnni;
 pub mod kernels;
 mod matmul;

@@ -47,7 +47,10 @@ pub fn erf(x: f32) -> f32 {
 #[inline]
 pub fn exp_approx(x: f32) -> f32 {
     let x = x.clamp(-87.0, 88.0);
-    let n = (x * std::f32::consts::LOG2_E).round();
+    // Round to nearest by adding and subtracting 1.5 * 2^23 (exact for |v| < 2^22): no libm
+    // `roundf` call, which the baseline x86-64 target would make.
+    const MAGIC: f32 = 12_582_912.0;
+    let n = (x * std::f32::consts::LOG2_E + MAGIC) - MAGIC;
     let r = x - n * 0.693_145_75 - n * 1.428_606_8e-6;
     let mut p = 1.0 / 720.0;
     p = p * r + 1.0 / 120.0;
@@ -139,6 +142,10 @@ multiversion! {
         let (seq, hd) = (a.seq, a.head_dim);
         let scale = 1.0 / (hd as f32).sqrt();
         let col = h * hd;
+        #[cfg(target_arch = "x86_64")]
+        if hd == super::attn_avx512::HD && super::attn_avx512::available() {
+            return attend_head32(a, b, h, outp);
+        }
         // This head's keys and values, transposed (`kt[d][j]`, `vt[d][j]`), real tokens only, so
         // both products below run along contiguous keys and vectorise.
         let keep: Vec<usize> = (0..seq).filter(|&j| a.mask[b * seq + j] != 0).collect();
@@ -174,5 +181,66 @@ multiversion! {
             // SAFETY: task (b, h) writes only row b*seq+i, columns of head h.
             unsafe { outp.slice((b * seq + i) * hidden + col, hd) }.copy_from_slice(&acc);
         }
+    }
+}
+
+/// Softmax of one row of scores, in place (vectorisable: no libm call).
+#[inline(always)]
+fn softmax_row(s: &mut [f32]) {
+    let max = s
+        .iter()
+        .fold(f32::NEG_INFINITY, |m, &v| if v > m { v } else { m });
+    s.iter_mut().for_each(|v| *v = exp_approx(*v - max));
+    let inv = 1.0 / sum8(s.iter().copied());
+    s.iter_mut().for_each(|v| *v *= inv);
+}
+
+/// [`attend_head`] for heads of 32 with the AVX-512 kernel, four query rows at a time.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+fn attend_head32(a: &Attention<'_>, b: usize, h: usize, outp: &SharedMut<f32>) {
+    use super::attn_avx512::{pv32, scores32, HD};
+    const QB: usize = 4;
+    let hidden = a.heads * HD;
+    let (seq, col) = (a.seq, h * HD);
+    let scale = 1.0 / (HD as f32).sqrt();
+    let keep: Vec<usize> = (0..seq).filter(|&j| a.mask[b * seq + j] != 0).collect();
+    let nk = keep.len();
+    let nkp = nk.next_multiple_of(16).max(16);
+    let mut kt = vec![0f32; HD * nkp];
+    let mut vh = vec![0f32; nk * HD];
+    for (jj, &j) in keep.iter().enumerate() {
+        let at = (b * seq + j) * hidden + col;
+        for d in 0..HD {
+            kt[d * nkp + jj] = a.k[at + d];
+        }
+        vh[jj * HD..(jj + 1) * HD].copy_from_slice(&a.v[at..at + HD]);
+    }
+    let mut scores = vec![0f32; QB * nkp];
+    let mut i0 = 0;
+    while i0 < seq {
+        let rows = (seq - i0).min(QB);
+        let mut q = [[0f32; HD]; QB];
+        for (r, qr) in q.iter_mut().enumerate().take(rows) {
+            let at = (b * seq + i0 + r) * hidden + col;
+            qr.iter_mut()
+                .zip(&a.q[at..at + HD])
+                .for_each(|(o, v)| *o = v * scale);
+        }
+        let mut out = [[0f32; HD]; QB];
+        if nk > 0 {
+            // SAFETY: AVX-512F was checked by the caller (the kernels assert the buffer sizes).
+            unsafe { scores32(&q, &kt, nkp, &mut scores) };
+            for r in 0..rows {
+                softmax_row(&mut scores[r * nkp..r * nkp + nk]);
+            }
+            // SAFETY: as above.
+            unsafe { pv32(&scores, nkp, &vh, nk, &mut out) };
+        }
+        for (r, o) in out.iter().enumerate().take(rows) {
+            // SAFETY: task (b, h) writes only rows of sequence b, columns of head h.
+            unsafe { outp.slice((b * seq + i0 + r) * hidden + col, HD) }.copy_from_slice(o);
+        }
+        i0 += rows;
     }
 }
