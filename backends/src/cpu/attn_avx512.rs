@@ -20,9 +20,11 @@ pub fn available() -> bool {
 ///
 /// # Safety
 /// [`available`] is true.
+// `d` indexes the key rows and every query row at once; an iterator would hide that.
+#[allow(clippy::needless_range_loop)]
 #[target_feature(enable = "avx512f")]
 pub unsafe fn scores32(q: &[[f32; HD]; QB], kt: &[f32], nkp: usize, scores: &mut [f32]) {
-    assert!(kt.len() == HD * nkp && nkp % 16 == 0 && scores.len() == QB * nkp);
+    assert!(kt.len() == HD * nkp && nkp.is_multiple_of(16) && scores.len() == QB * nkp);
     let (ktp, sp) = (kt.as_ptr(), scores.as_mut_ptr());
     for jc in (0..nkp).step_by(16) {
         let mut acc = [_mm512_setzero_ps(); QB];
