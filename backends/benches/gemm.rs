@@ -31,12 +31,17 @@ mod peak {
     /// AVX-512F and AVX-512 VNNI must be present.
     #[target_feature(enable = "avx512f,avx512vnni")]
     unsafe fn chains(iters: u64) -> i32 {
-        let a = _mm512_set1_epi8(3);
-        let b = _mm512_set1_epi8(-2);
+        // Opaque inputs, and the accumulators passed through `black_box` every 64 rounds, so the
+        // compiler can neither fold the chains nor drop them.
+        let a = _mm512_set1_epi8(std::hint::black_box(3));
+        let b = _mm512_set1_epi8(std::hint::black_box(-2));
         let mut acc = [_mm512_setzero_si512(); 12];
-        for _ in 0..iters {
+        for i in 0..iters {
             for v in acc.iter_mut() {
                 *v = _mm512_dpbusd_epi32(*v, a, b);
+            }
+            if i % 64 == 0 {
+                acc = std::hint::black_box(acc);
             }
         }
         let mut s = _mm512_setzero_si512();
