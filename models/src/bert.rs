@@ -133,10 +133,15 @@ impl Norm {
 }
 
 #[derive(Debug)]
+enum Qkv {
+    Stacked(Matrix),
+    Separate(Box<[Matrix; 3]>),
+}
+
+#[derive(Debug)]
 struct Block {
-    q: Matrix,
-    k: Matrix,
-    v: Matrix,
+    /// q, k and v, stacked (3 x hidden rows) when their storage allows, else separate.
+    qkv: Qkv,
     o: Matrix,
     attn_norm: Norm,
     up: Matrix,
@@ -211,9 +216,18 @@ impl Bert {
                     m
                 };
                 Ok(Block {
-                    q: x2(Matrix::load(f, dev, &p("attn_q"), h, h, true)?),
-                    k: x2(Matrix::load(f, dev, &p("attn_k"), h, h, true)?),
-                    v: x2(Matrix::load(f, dev, &p("attn_v"), h, h, true)?),
+                    qkv: {
+                        let parts = ["attn_q", "attn_k", "attn_v"]
+                            .iter()
+                            .map(|n| Matrix::load(f, dev, &p(n), h, h, true).map(x2))
+                            .collect::<Result<Vec<_>>>()?;
+                        match Matrix::stack(parts, f, dev) {
+                            Ok(m) => Qkv::Stacked(m),
+                            Err(parts) => {
+                                Qkv::Separate(Box::new(parts.try_into().expect("three parts")))
+                            }
+                        }
+                    },
                     o: Matrix::load(f, dev, &p("attn_output"), h, h, true)?,
                     attn_norm: Norm::load(f, &p("attn_output_norm"), h)?,
                     up: x2(Matrix::load(f, dev, &p("ffn_up"), cfg.ffn, h, true)?),
@@ -322,9 +336,25 @@ impl Bert {
             vec![0f32; rows * h],
             Vec::new(),
         );
-        lin(&blk.q, &a.hidden, &mut q)?;
-        lin(&blk.k, &a.hidden, &mut k)?;
-        lin(&blk.v, &a.hidden, &mut v)?;
+        match &blk.qkv {
+            Qkv::Stacked(m) => {
+                let mut qkv = Vec::new();
+                lin(m, &a.hidden, &mut qkv)?;
+                for (dst, part) in [&mut q, &mut k, &mut v].into_iter().zip(0..3) {
+                    dst.clear();
+                    dst.extend(
+                        qkv.chunks_exact(3 * h)
+                            .flat_map(|row| &row[part * h..(part + 1) * h]),
+                    );
+                }
+            }
+            Qkv::Separate(parts) => {
+                let [mq, mk, mv] = &**parts;
+                lin(mq, &a.hidden, &mut q)?;
+                lin(mk, &a.hidden, &mut k)?;
+                lin(mv, &a.hidden, &mut v)?;
+            }
+        }
         let att = Attention {
             q: &q,
             k: &k,

@@ -118,6 +118,57 @@ impl Matrix {
         })
     }
 
+    /// Stacks matrices with the same input size into one (their rows one after another), so one
+    /// matmul computes them all and its input is quantized once: BERT's q, k and v read the
+    /// same activations. Q8_0 parts are copied into one owned Q8_0 matrix and repacked for
+    /// `dev`; f32 parts are concatenated. Returns the parts unchanged when they cannot be
+    /// stacked (mixed storage, input sizes or biases).
+    pub fn stack(parts: Vec<Matrix>, f: &GgufFile, dev: &Device) -> Result<Matrix, Vec<Matrix>> {
+        let k = parts.first().map_or(0, |p| p.k);
+        let same = parts.iter().all(|p| {
+            p.k == k && p.act == parts[0].act && p.bias.is_some() == parts[0].bias.is_some()
+        });
+        let q8 = parts.iter().all(|p| !matches!(p.store, Store::F32(_)));
+        let f32s = parts.iter().all(|p| matches!(p.store, Store::F32(_)));
+        if parts.is_empty() || !same || !(q8 || f32s) {
+            return Err(parts);
+        }
+        let n = parts.iter().map(|p| p.n).sum();
+        let store = if q8 {
+            let bytes: Vec<u8> = parts
+                .iter()
+                .flat_map(|p| q8_bytes(&p.store, f).iter().copied())
+                .collect();
+            match dev.backend().pack(&bytes, n, k) {
+                Some(packed) => Store::Packed(packed, Box::new(Store::Q8(bytes))),
+                None => Store::Q8(bytes),
+            }
+        } else {
+            Store::F32(
+                parts
+                    .iter()
+                    .flat_map(|p| match &p.store {
+                        Store::F32(v) => v.iter().copied(),
+                        _ => unreachable!("checked above"),
+                    })
+                    .collect(),
+            )
+        };
+        let bias = parts[0].bias.is_some().then(|| {
+            parts
+                .iter()
+                .flat_map(|p| p.bias.iter().flatten().copied())
+                .collect()
+        });
+        Ok(Matrix {
+            store,
+            bias,
+            n,
+            k,
+            act: parts[0].act,
+        })
+    }
+
     /// The op description, borrowing from `f` (the file the matrix was loaded from).
     pub fn linear<'a>(&'a self, f: &'a GgufFile) -> Linear<'a> {
         let w = match &self.store {
