@@ -250,3 +250,72 @@ impl Table {
         .map_err(|e| ModelError::Input(e.to_string()))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::borrow::Cow;
+
+    use edgecut_backends::quant;
+    use edgecut_runtime::gguf::{GgufFile, GgufWriter, TensorSpec};
+
+    use super::*;
+
+    /// A file with `a` and `b` (Q8_0, 2 x 64) with biases, and `c` (F32, 2 x 64).
+    fn file() -> GgufFile {
+        let mut w = GgufWriter::new();
+        let vals = |seed: f32| -> Vec<f32> { (0..128).map(|i| (i as f32 * seed).sin()).collect() };
+        let mut data: Vec<Vec<u8>> = Vec::new();
+        for (name, dtype, seed) in [
+            ("a", DType::Q8_0, 0.37),
+            ("b", DType::Q8_0, 0.91),
+            ("c", DType::F32, 0.53),
+        ] {
+            w.add_tensor(TensorSpec {
+                name: format!("{name}.weight"),
+                dtype,
+                dims: vec![64, 2],
+            })
+            .unwrap();
+            data.push(match dtype {
+                DType::Q8_0 => quant::quantize_q8_0_vec(&vals(seed)).unwrap(),
+                _ => quant::f32_to_bytes(&vals(seed)),
+            });
+            w.add_tensor(TensorSpec {
+                name: format!("{name}.bias"),
+                dtype: DType::F32,
+                dims: vec![2],
+            })
+            .unwrap();
+            data.push(quant::f32_to_bytes(&[seed, -seed]));
+        }
+        let mut out = Vec::new();
+        w.write_to(&mut out, |i, _| Ok(Cow::Borrowed(&data[i][..])))
+            .unwrap();
+        GgufFile::from_bytes(out).unwrap()
+    }
+
+    fn run(m: &Matrix, f: &GgufFile, dev: &Device, x: &[f32]) -> Vec<f32> {
+        let mut out = vec![0f32; m.n];
+        dev.backend().linear(x, 1, &m.linear(f), &mut out).unwrap();
+        out
+    }
+
+    #[test]
+    fn stacked_matrices_compute_what_the_parts_compute() {
+        let f = file();
+        let dev = Device::cpu();
+        let x: Vec<f32> = (0..64).map(|i| (i as f32 * 0.21).cos()).collect();
+        let load = |n: &str| Matrix::load(&f, &dev, n, 2, 64, true).unwrap();
+        let (a, b) = (run(&load("a"), &f, &dev, &x), run(&load("b"), &f, &dev, &x));
+        let stacked = Matrix::stack(vec![load("a"), load("b")], &f, &dev).expect("same storage");
+        assert_eq!(stacked.n, 4);
+        let both = run(&stacked, &f, &dev, &x);
+        for (g, w) in both.iter().zip(a.iter().chain(&b)) {
+            assert!((g - w).abs() < 1e-5, "{g} vs {w}");
+        }
+        // Q8_0 and f32 parts cannot share one matrix: they come back unchanged.
+        let parts = Matrix::stack(vec![load("a"), load("c")], &f, &dev).unwrap_err();
+        assert_eq!(parts.len(), 2);
+        assert_eq!(run(&parts[0], &f, &dev, &x), a);
+    }
+}
