@@ -3,7 +3,7 @@
 //! llama.cpp's `tokenizer.ggml.*` arrays (WordPiece for `bert`).
 
 use serde_json::{json, Value as Json};
-use tokenizers::{TruncationDirection, TruncationParams, TruncationStrategy};
+use tokenizers::{PostProcessor, TruncationDirection};
 
 use crate::gguf::{Array, GgufFile, Value};
 
@@ -103,29 +103,19 @@ impl Tokenizer {
         special: bool,
         max_len: Option<usize>,
     ) -> Result<Encoded, TokenizerError> {
-        let enc = self
-            .inner
-            .encode(text, special)
-            .map_err(|e| TokenizerError::Encode(e.to_string()))?;
-        let full_len = enc.len();
-        let Some(max) = max_len.filter(|&m| m < full_len) else {
-            return Ok(Encoded {
-                ids: enc.get_ids().to_vec(),
-                full_len,
-            });
+        let err = |e: tokenizers::Error| TokenizerError::Encode(e.to_string());
+        // Encode once without special tokens, cut the text's own tokens so that the special
+        // tokens still fit, then let the post-processor add them.
+        let mut enc = self.inner.encode(text, false).map_err(err)?;
+        let added = match (special, self.inner.get_post_processor()) {
+            (true, Some(p)) => p.added_tokens(false),
+            _ => 0,
         };
-        // Re-encode with truncation so the special tokens are kept after the cut.
-        let mut t = self.inner.clone();
-        t.with_truncation(Some(TruncationParams {
-            max_length: max,
-            strategy: TruncationStrategy::LongestFirst,
-            stride: 0,
-            direction: TruncationDirection::Right,
-        }))
-        .map_err(|e| TokenizerError::Encode(e.to_string()))?;
-        let enc = t
-            .encode(text, special)
-            .map_err(|e| TokenizerError::Encode(e.to_string()))?;
+        let full_len = enc.len() + added;
+        if let Some(max) = max_len.filter(|&m| m < full_len) {
+            enc.truncate(max.saturating_sub(added), 0, TruncationDirection::Right);
+        }
+        let enc = self.inner.post_process(enc, None, special).map_err(err)?;
         Ok(Encoded {
             ids: enc.get_ids().to_vec(),
             full_len,
