@@ -130,6 +130,21 @@ impl Norm {
             beta: vector(f, &format!("{prefix}.bias"), dim)?,
         })
     }
+
+    /// BERT's post-norm residual: `x = LayerNorm(x + delta)`, rows of `dim`.
+    fn residual(
+        &self,
+        dev: &Device,
+        x: &mut [f32],
+        delta: &[f32],
+        dim: usize,
+        eps: f32,
+    ) -> Result<()> {
+        let cpu = dev.backend();
+        cpu.add(x, delta).map_err(op)?;
+        cpu.layer_norm(x, dim, &self.gamma, &self.beta, eps)
+            .map_err(op)
+    }
 }
 
 #[derive(Debug)]
@@ -367,28 +382,14 @@ impl Bert {
         };
         cpu.attention(&att, &mut ctx).map_err(op)?;
         lin(&blk.o, &ctx, &mut o)?;
-        cpu.add(&mut a.hidden, &o).map_err(op)?;
-        cpu.layer_norm(
-            &mut a.hidden,
-            h,
-            &blk.attn_norm.gamma,
-            &blk.attn_norm.beta,
-            self.cfg.eps,
-        )
-        .map_err(op)?;
+        blk.attn_norm
+            .residual(dev, &mut a.hidden, &o, h, self.cfg.eps)?;
         let mut up = Vec::new();
         lin(&blk.up, &a.hidden, &mut up)?;
         cpu.gelu(&mut up);
         lin(&blk.down, &up, &mut o)?;
-        cpu.add(&mut a.hidden, &o).map_err(op)?;
-        cpu.layer_norm(
-            &mut a.hidden,
-            h,
-            &blk.out_norm.gamma,
-            &blk.out_norm.beta,
-            self.cfg.eps,
-        )
-        .map_err(op)?;
+        blk.out_norm
+            .residual(dev, &mut a.hidden, &o, h, self.cfg.eps)?;
         Ok(())
     }
 

@@ -170,10 +170,7 @@ multiversion! {
                     let qd = qd * scale;
                     scores.iter_mut().zip(kd).for_each(|(s, k)| *s += qd * k);
                 }
-                let max = scores.iter().fold(f32::NEG_INFINITY, |m, &v| if v > m { v } else { m });
-                scores.iter_mut().for_each(|s| *s = exp_approx(*s - max));
-                let inv = 1.0 / sum8(scores.iter().copied());
-                scores.iter_mut().for_each(|s| *s *= inv);
+                softmax_row(&mut scores);
                 for (o, vd) in acc.iter_mut().zip(vt.chunks_exact(nk)) {
                     *o = dot_f32(&scores, vd);
                 }
