@@ -1,24 +1,16 @@
 //! The `edgecut` binary, run as a user runs it.
 
+mod common;
+
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
+
+use common::ok as stdout;
 
 use edgecut_tests::{minilm_dir, scratch, smollm_gguf};
 
 fn edgecut(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_edgecut"))
-        .args(args)
-        .output()
-        .expect("run edgecut")
-}
-
-fn stdout(o: &Output) -> String {
-    assert!(
-        o.status.success(),
-        "edgecut failed: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8(o.stdout.clone()).unwrap()
+    common::edgecut(args, None)
 }
 
 fn fails_with(args: &[&str], needle: &str) {

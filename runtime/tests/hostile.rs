@@ -74,6 +74,14 @@ fn after(buf: &[u8], name: &str) -> usize {
     buf.windows(needle.len()).position(|w| w == needle).unwrap() + needle.len()
 }
 
+/// The bytes of a file with metadata and no tensors.
+fn metadata_only(w: &GgufWriter) -> Vec<u8> {
+    let mut out = Vec::new();
+    w.write_to(&mut out, |_, _| Ok(Cow::Borrowed(&[][..])))
+        .unwrap();
+    out
+}
+
 fn err(buf: &[u8]) -> GgufError {
     match parse(buf) {
         Ok(_) => panic!("hostile file parsed"),
@@ -283,9 +291,7 @@ fn duplicates_and_bad_alignment() {
     let mut w = GgufWriter::new();
     w.set("k", Value::U8(1));
     w.set("j", Value::U8(2));
-    let mut out = Vec::new();
-    w.write_to(&mut out, |_, _| Ok(Cow::Borrowed(&[][..])))
-        .unwrap();
+    let mut out = metadata_only(&w);
     let at = after(&out, "j") - 1;
     out[at] = b'k';
     assert!(matches!(err(&out), GgufError::DuplicateKey(_)));
@@ -298,9 +304,7 @@ fn duplicates_and_bad_alignment() {
     ] {
         let mut w = GgufWriter::new();
         w.set("general.alignment", bad);
-        let mut out = Vec::new();
-        w.write_to(&mut out, |_, _| Ok(Cow::Borrowed(&[][..])))
-            .unwrap();
+        let out = metadata_only(&w);
         assert!(matches!(err(&out), GgufError::BadAlignment(_)));
     }
 }
@@ -319,9 +323,7 @@ fn deep_arrays_and_bad_bools() {
     }
     let mut w = GgufWriter::new();
     w.set("deep", Value::Array(a));
-    let mut out = Vec::new();
-    w.write_to(&mut out, |_, _| Ok(Cow::Borrowed(&[][..])))
-        .unwrap();
+    let out = metadata_only(&w);
     assert!(matches!(err(&out), GgufError::TooDeep { .. }));
 }
 
