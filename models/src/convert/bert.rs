@@ -264,7 +264,7 @@ pub(super) fn convert(
             }
             continue;
         };
-        let (_, shape) = c.tensor_f32(&src)?;
+        let shape = c.shape(&src)?;
         check_shape(&gname, &shape, &h)?;
         let dims: Vec<u64> = shape.iter().rev().map(|&d| d as u64).collect();
         let dtype = target_type(&dims, opts.weight_type);

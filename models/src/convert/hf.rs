@@ -73,6 +73,15 @@ impl Checkpoint {
         n
     }
 
+    /// A tensor's shape (outermost first), without reading its data.
+    pub fn shape(&self, name: &str) -> Result<Vec<usize>> {
+        let st = self.tensors();
+        let t = st
+            .tensor(name)
+            .map_err(|_| ModelError::MissingTensor(name.to_string()))?;
+        Ok(t.shape().to_vec())
+    }
+
     /// A tensor decoded to f32, with its shape (outermost first).
     pub fn tensor_f32(&self, name: &str) -> Result<(Vec<f32>, Vec<usize>)> {
         let st = self.tensors();
