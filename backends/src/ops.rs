@@ -40,6 +40,9 @@ pub enum WeightData<'a> {
     /// Q8_0 weights repacked for the CPU's VNNI GEMM, with the Q8_0 blocks they came from
     /// (read for outlier columns).
     Packed(&'a crate::cpu::PackedQ8_0, &'a [u8]),
+    /// Blocks of 32 of a quantized type (Q8_0, Q4_0 or Q4_1), row-major, used as stored and
+    /// multiplied with f32 activations (whatever [`Linear::act`] says).
+    Blocks(crate::DType, &'a [u8]),
 }
 
 /// How activations are quantized for an INT8 matmul.
@@ -54,6 +57,11 @@ pub enum ActQuant {
     /// For inputs with outlier channels, such as BERT's layer-norm outputs: a few columns in
     /// f32 keep them from coarsening the int8 scale of every block they sit in.
     Int8Outliers,
+    /// f32: quantized weights are decoded block by block and multiplied in f32, so the result
+    /// is the f32 matmul of the stored weights (no activation or re-quantization error), at
+    /// the cost of f32 arithmetic. Decoders use it: their greedy choices turn on small logit
+    /// margins.
+    F32,
 }
 
 /// A linear layer: `y = x W^T + b`.
@@ -180,4 +188,40 @@ pub fn softmax(x: &mut [f32]) {
         sum += *v;
     }
     x.iter_mut().for_each(|v| *v /= sum);
+}
+
+/// How rotary embeddings pair the values of a head.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RopeStyle {
+    /// Adjacent pairs `(2i, 2i + 1)`: llama.cpp's layout for `llama` files (its converter permutes
+    /// the q and k rows of Hugging Face checkpoints into it).
+    Interleaved,
+    /// Pairs `(i, i + n/2)`: Hugging Face's `rotate_half` (GPT-NeoX).
+    Halves,
+}
+
+/// Inputs of causal grouped-query attention for rows appended to a KV cache.
+///
+/// Query row `i` sits at position `pos0 + i` and attends to cache positions `0..=pos0 + i`;
+/// its keys and values must already be in the cache. The caches are laid out
+/// `[kv_heads, capacity, head_dim]` so one head's keys are contiguous; query head `h` reads KV
+/// head `h / (heads / kv_heads)`.
+#[derive(Clone, Copy, Debug)]
+pub struct CausalAttention<'a> {
+    /// Queries, `[rows, heads * head_dim]`, rotary embeddings applied.
+    pub q: &'a [f32],
+    /// Key cache, `[kv_heads, capacity, head_dim]`.
+    pub k: &'a [f32],
+    /// Value cache, same layout.
+    pub v: &'a [f32],
+    /// Position of the first query row.
+    pub pos0: usize,
+    /// Positions the cache holds.
+    pub capacity: usize,
+    /// Query heads.
+    pub heads: usize,
+    /// Key/value heads (divides `heads`).
+    pub kv_heads: usize,
+    /// Dimension per head.
+    pub head_dim: usize,
 }

@@ -8,6 +8,12 @@
 pub mod bert;
 pub mod convert;
 pub mod error;
+pub mod kv_cache;
+pub mod llama;
+pub mod sampling;
 pub mod weights;
 
 pub use error::{ModelError, Result};
+pub use kv_cache::KvCache;
+pub use llama::{Llama, LlamaConfig, Logits};
+pub use sampling::{Sampler, SamplingParams};

@@ -20,6 +20,10 @@ enum Store {
     Packed(PackedQ8_0, Box<Store>),
     /// f32 values.
     F32(Vec<f32>),
+    /// Blocks of a quantized type used as stored, with f32 activations: the index of the tensor.
+    Blocks(DType, usize),
+    /// The same, owned (stacked matrices).
+    OwnedBlocks(DType, Vec<u8>),
 }
 
 /// A matrix `[n, k]` (n rows of k) and its optional bias.
@@ -41,6 +45,8 @@ fn q8_bytes<'a>(s: &'a Store, f: &'a GgufFile) -> &'a [u8] {
         Store::Mapped(i) => f.view(&f.tensors()[*i]).data,
         Store::Q8(v) => v,
         Store::Packed(_, q8) => q8_bytes(q8, f),
+        Store::Blocks(_, i) => f.view(&f.tensors()[*i]).data,
+        Store::OwnedBlocks(_, v) => v,
         Store::F32(_) => &[],
     }
 }
@@ -81,11 +87,28 @@ impl Matrix {
         k: usize,
         bias: bool,
     ) -> Result<Matrix> {
+        Self::load_as(f, dev, prefix, n, k, bias, ActQuant::Int8)
+    }
+
+    /// [`Matrix::load`] for inputs quantized as `act`. With [`ActQuant::F32`], Q8_0, Q4_0 and
+    /// Q4_1 weights stay in the map as they are (no copy, no re-quantization).
+    pub fn load_as(
+        f: &GgufFile,
+        dev: &Device,
+        prefix: &str,
+        n: usize,
+        k: usize,
+        bias: bool,
+        act: ActQuant,
+    ) -> Result<Matrix> {
         let wname = format!("{prefix}.weight");
         let idx = index_of(f, &wname)?;
         let v = f.view(&f.tensors()[idx]);
         expect_dims(&v, &[k as u64, n as u64])?;
         let store = match v.info.dtype {
+            dt @ (DType::Q8_0 | DType::Q4_0 | DType::Q4_1) if act == ActQuant::F32 => {
+                Store::Blocks(dt, idx)
+            }
             DType::Q8_0 => Store::Mapped(idx),
             DType::Q4_0 | DType::Q4_1 => Store::Q8(
                 quant::quantize_q8_0_vec(&v.to_f32())
@@ -114,7 +137,7 @@ impl Matrix {
             bias,
             n,
             k,
-            act: ActQuant::Int8,
+            act,
         })
     }
 
@@ -128,13 +151,28 @@ impl Matrix {
         let same = parts.iter().all(|p| {
             p.k == k && p.act == parts[0].act && p.bias.is_some() == parts[0].bias.is_some()
         });
-        let q8 = parts.iter().all(|p| !matches!(p.store, Store::F32(_)));
+        let block_type = |s: &Store| match s {
+            Store::Blocks(dt, _) | Store::OwnedBlocks(dt, _) => Some(*dt),
+            _ => None,
+        };
+        let first_blocks = parts.first().and_then(|p| block_type(&p.store));
+        let blocks =
+            first_blocks.is_some() && parts.iter().all(|p| block_type(&p.store) == first_blocks);
+        let q8 = parts
+            .iter()
+            .all(|p| matches!(p.store, Store::Mapped(_) | Store::Q8(_) | Store::Packed(..)));
         let f32s = parts.iter().all(|p| matches!(p.store, Store::F32(_)));
-        if parts.is_empty() || !same || !(q8 || f32s) {
+        if parts.is_empty() || !same || !(q8 || f32s || blocks) {
             return Err(parts);
         }
         let n = parts.iter().map(|p| p.n).sum();
-        let store = if q8 {
+        let store = if let (true, Some(dt)) = (blocks, first_blocks) {
+            let bytes = parts
+                .iter()
+                .flat_map(|p| q8_bytes(&p.store, f).iter().copied())
+                .collect();
+            Store::OwnedBlocks(dt, bytes)
+        } else if q8 {
             let bytes: Vec<u8> = parts
                 .iter()
                 .flat_map(|p| q8_bytes(&p.store, f).iter().copied())
@@ -175,6 +213,9 @@ impl Matrix {
             Store::Mapped(_) | Store::Q8(_) => WeightData::Q8_0(q8_bytes(&self.store, f)),
             Store::Packed(p, q8) => WeightData::Packed(p, q8_bytes(q8, f)),
             Store::F32(v) => WeightData::F32(v),
+            Store::Blocks(dt, _) | Store::OwnedBlocks(dt, _) => {
+                WeightData::Blocks(*dt, q8_bytes(&self.store, f))
+            }
         };
         Linear {
             w,
@@ -189,8 +230,8 @@ impl Matrix {
     pub fn owned_bytes(&self) -> usize {
         fn owned(s: &Store) -> usize {
             match s {
-                Store::Mapped(_) => 0,
-                Store::Q8(v) => v.len(),
+                Store::Mapped(_) | Store::Blocks(..) => 0,
+                Store::Q8(v) | Store::OwnedBlocks(_, v) => v.len(),
                 Store::Packed(p, q8) => p.bytes() + owned(q8),
                 Store::F32(v) => v.len() * 4,
             }

@@ -7,11 +7,13 @@
 //! 3. A model's identity ([`gguf::ModelId`]) is a hash of its metadata and tensor data, so two
 //!    processes can agree they run the same model.
 
+pub mod chat_template;
 pub mod gguf;
 pub mod tokenizer;
 
+pub use chat_template::{ChatTemplate, Message, TemplateError};
 pub use edgecut_backends::DType;
 pub use gguf::{
     GgufError, GgufFile, GgufWriter, ModelId, TensorInfo, TensorSpec, TensorView, Value,
 };
-pub use tokenizer::{Encoded, Tokenizer, TokenizerError};
+pub use tokenizer::{Encoded, TextStream, Tokenizer, TokenizerError};

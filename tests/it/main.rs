@@ -2,5 +2,6 @@
 
 mod bert_fidelity;
 mod gguf_compat;
+mod llama_fidelity;
 mod mutated_files;
 mod requantize;

@@ -175,8 +175,16 @@ impl CpuBackend {
         // Split only work big enough to pay for waking the other threads (a few microseconds).
         let tasks = self.tasks_for(m * n * k).min(n);
         let chunk = n.div_ceil(tasks);
+        match lin.w {
+            WeightData::Blocks(dtype, w) => return self.linear_dequant(x, m, dtype, w, lin, out),
+            WeightData::Q8_0(w) | WeightData::Packed(_, w) if lin.act == ActQuant::F32 => {
+                return self.linear_dequant(x, m, crate::DType::Q8_0, w, lin, out);
+            }
+            _ => {}
+        }
         let outp = SharedMut::new(out);
         match lin.w {
+            WeightData::Blocks(..) => unreachable!("handled above"),
             WeightData::Q8_0(w) => {
                 check_q8_0(w, n, k)?;
                 let kb = k / QK;

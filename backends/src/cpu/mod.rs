@@ -3,10 +3,12 @@
 
 #[cfg(target_arch = "x86_64")]
 mod attn_avx512;
+mod decoder;
 #[cfg(target_arch = "x86_64")]
 mod gemm_vnni;
 pub mod kernels;
 mod matmul;
+mod matmul_f32;
 pub(crate) mod multiversion;
 #[cfg(target_arch = "aarch64")]
 mod neon;

@@ -183,7 +183,7 @@ multiversion! {
 
 /// Softmax of one row of scores, in place (vectorisable: no libm call).
 #[inline(always)]
-fn softmax_row(s: &mut [f32]) {
+pub(super) fn softmax_row(s: &mut [f32]) {
     let max = s
         .iter()
         .fold(f32::NEG_INFINITY, |m, &v| if v > m { v } else { m });

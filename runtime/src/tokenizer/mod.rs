@@ -1,11 +1,18 @@
 //! The tokenizer a model file carries, built with the `tokenizers` crate: from the whole Hugging
 //! Face `tokenizer.json` under `tokenizer.huggingface.json` when present, else rebuilt from
-//! llama.cpp's `tokenizer.ggml.*` arrays (WordPiece for `bert`).
+//! llama.cpp's `tokenizer.ggml.*` arrays (WordPiece for `bert`, byte-level BPE for `gpt2`).
+//! [`TextStream`] turns generated ids into text piece by piece.
 
-use serde_json::{json, Value as Json};
-use tokenizers::{PostProcessor, TruncationDirection};
+mod ggml;
+mod stream;
 
-use crate::gguf::{Array, GgufFile, Value};
+use std::collections::{HashMap, HashSet};
+
+use tokenizers::{DecoderWrapper, PostProcessor, TruncationDirection};
+
+pub use stream::TextStream;
+
+use crate::gguf::{GgufFile, Value};
 
 /// Why a tokenizer could not be built or used.
 #[derive(Debug, thiserror::Error)]
@@ -41,6 +48,10 @@ impl Encoded {
 pub struct Tokenizer {
     inner: tokenizers::Tokenizer,
     source: &'static str,
+    /// GPT-2's byte-to-character table inverted, for byte-level vocabularies.
+    byte_of: Option<HashMap<char, u8>>,
+    /// Ids of special (control) tokens.
+    special: HashSet<u32>,
 }
 
 impl std::fmt::Debug for Tokenizer {
@@ -61,11 +72,18 @@ impl Tokenizer {
             return Self::from_json(json, "tokenizer.huggingface.json");
         }
         match f.get("tokenizer.ggml.model").and_then(Value::as_str) {
-            Some("bert") => {
-                Self::from_json(&wordpiece_json(f)?.to_string(), "tokenizer.ggml (bert)")
-            }
+            Some("bert") => Self::from_json(
+                &ggml::wordpiece_json(f)?.to_string(),
+                "tokenizer.ggml (bert)",
+            ),
+            Some("gpt2") => Self::from_json(
+                &ggml::bpe_json(f)?.to_string(),
+                "tokenizer.ggml (byte-level BPE)",
+            ),
             Some(other) => Err(TokenizerError::Missing(format!(
-                "tokenizer.ggml.model {other:?} cannot be rebuilt yet (edgecut rebuilds bert)"
+                "tokenizer.ggml.model {other:?} cannot be rebuilt yet (edgecut rebuilds bert and \
+                 gpt2); convert the model from its Hugging Face directory to embed its \
+                 tokenizer.json"
             ))),
             None => Err(TokenizerError::Missing(
                 "neither tokenizer.huggingface.json nor tokenizer.ggml.model is present".into(),
@@ -73,7 +91,8 @@ impl Tokenizer {
         }
     }
 
-    fn from_json(json: &str, source: &'static str) -> Result<Tokenizer, TokenizerError> {
+    /// A tokenizer from a Hugging Face `tokenizer.json` document (`source` names it in errors).
+    pub fn from_json(json: &str, source: &'static str) -> Result<Tokenizer, TokenizerError> {
         let mut inner: tokenizers::Tokenizer = json
             .parse()
             .map_err(|e| TokenizerError::Invalid(format!("{source}: {e}")))?;
@@ -82,7 +101,26 @@ impl Tokenizer {
         inner
             .with_truncation(None)
             .map_err(|e| TokenizerError::Invalid(format!("{source}: {e}")))?;
-        Ok(Tokenizer { inner, source })
+        let byte_of =
+            matches!(inner.get_decoder(), Some(DecoderWrapper::ByteLevel(_))).then(|| {
+                gpt2_byte_chars()
+                    .into_iter()
+                    .enumerate()
+                    .map(|(b, c)| (c, b as u8))
+                    .collect()
+            });
+        let special = inner
+            .get_added_tokens_decoder()
+            .into_iter()
+            .filter(|(_, t)| t.special)
+            .map(|(id, _)| id)
+            .collect();
+        Ok(Tokenizer {
+            inner,
+            source,
+            byte_of,
+            special,
+        })
     }
 
     /// Where the tokenizer came from.
@@ -133,83 +171,45 @@ impl Tokenizer {
     pub fn token_to_id(&self, token: &str) -> Option<u32> {
         self.inner.token_to_id(token)
     }
-}
-
-fn strings<'a>(f: &'a GgufFile, key: &str) -> Result<&'a [String], TokenizerError> {
-    match f.get(key) {
-        Some(Value::Array(Array::Str(v))) => Ok(v),
-        _ => Err(TokenizerError::Missing(format!(
-            "{key} is missing or not an array of strings"
-        ))),
+    /// Whether `id` is a special (control) token, such as `<|im_end|>`.
+    pub fn is_special(&self, id: u32) -> bool {
+        self.special.contains(&id)
     }
-}
 
-/// A Hugging Face WordPiece `tokenizer.json` rebuilt from llama.cpp's arrays. llama.cpp's
-/// converter rewrites the vocabulary to "phantom space" form: `##ing` becomes `ing`, `hello`
-/// becomes `\u{2581}hello`, `[CLS]`-style tokens stay. This undoes that. llama.cpp's WordPiece
-/// always lower-cases, and so does this.
-fn wordpiece_json(f: &GgufFile) -> Result<Json, TokenizerError> {
-    const PHANTOM: char = '\u{2581}';
-    let tokens = strings(f, "tokenizer.ggml.tokens")?;
-    let id = |key: &str| f.get(key).and_then(Value::as_u64).map(|v| v as u32);
-    let mut vocab = serde_json::Map::with_capacity(tokens.len());
-    let mut specials = Vec::new();
-    let types = match f.get("tokenizer.ggml.token_type") {
-        Some(Value::Array(Array::I32(t))) => Some(t),
-        _ => None,
-    };
-    for (i, t) in tokens.iter().enumerate() {
-        let is_bracketed = t.starts_with('[') && t.ends_with(']') && t.len() > 2;
-        let original = if is_bracketed {
-            t.clone()
-        } else if let Some(rest) = t.strip_prefix(PHANTOM) {
-            rest.to_string()
-        } else {
-            format!("##{t}")
-        };
-        let control = types.and_then(|ty| ty.get(i)).is_some_and(|&ty| ty == 3);
-        if control {
-            specials.push(
-                json!({"id": i, "content": original, "single_word": false, "lstrip": false,
-                "rstrip": false, "normalized": false, "special": true}),
-            );
+    /// The text bytes of one token of a byte-level vocabulary (`None` for other vocabularies,
+    /// or an id outside the vocabulary). Special tokens give their literal text.
+    pub fn token_bytes(&self, id: u32) -> Option<Vec<u8>> {
+        let table = self.byte_of.as_ref()?;
+        let tok = self.inner.id_to_token(id)?;
+        if self.is_special(id) {
+            return Some(tok.into_bytes());
         }
-        vocab.entry(original).or_insert(json!(i));
-    }
-    let name = |i: Option<u32>| i.and_then(|i| tokens.get(i as usize)).cloned();
-    let cls_id = id("tokenizer.ggml.cls_token_id").or(id("tokenizer.ggml.bos_token_id"));
-    let sep_id = id("tokenizer.ggml.seperator_token_id").or(id("tokenizer.ggml.eos_token_id"));
-    let (cls, sep) = match (name(cls_id), name(sep_id)) {
-        (Some(c), Some(s)) => (c, s),
-        _ => {
-            return Err(TokenizerError::Missing(
-                "bert tokenizer needs CLS and SEP token ids".into(),
-            ))
-        }
-    };
-    let unk = name(id("tokenizer.ggml.unknown_token_id")).unwrap_or_else(|| "[UNK]".into());
-    Ok(json!({
-        "version": "1.0",
-        "truncation": null,
-        "padding": null,
-        "added_tokens": specials,
-        "normalizer": {"type": "BertNormalizer", "clean_text": true, "handle_chinese_chars": true,
-                       "strip_accents": null, "lowercase": true},
-        "pre_tokenizer": {"type": "BertPreTokenizer"},
-        "post_processor": {
-            "type": "TemplateProcessing",
-            "single": [{"SpecialToken": {"id": cls, "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 0}},
-                       {"SpecialToken": {"id": sep, "type_id": 0}}],
-            "pair": [{"SpecialToken": {"id": cls, "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 0}},
-                     {"SpecialToken": {"id": sep, "type_id": 0}}, {"Sequence": {"id": "B", "type_id": 1}},
-                     {"SpecialToken": {"id": sep, "type_id": 1}}],
-            "special_tokens": {
-                cls.clone(): {"id": cls, "ids": [cls_id], "tokens": [cls]},
-                sep.clone(): {"id": sep, "ids": [sep_id], "tokens": [sep]},
+        // A character outside GPT-2's table (an added non-special token) stands for itself.
+        let mut out = Vec::with_capacity(tok.len());
+        for c in tok.chars() {
+            match table.get(&c) {
+                Some(&b) => out.push(b),
+                None => out.extend_from_slice(c.encode_utf8(&mut [0; 4]).as_bytes()),
             }
-        },
-        "decoder": {"type": "WordPiece", "prefix": "##", "cleanup": true},
-        "model": {"type": "WordPiece", "unk_token": unk, "continuing_subword_prefix": "##",
-                  "max_input_chars_per_word": 100, "vocab": vocab}
-    }))
+        }
+        Some(out)
+    }
+}
+
+/// GPT-2's `bytes_to_unicode`: byte `b` is shown as character `table[b]` in byte-level
+/// vocabularies (printable Latin-1 bytes as themselves, the rest moved to U+0100 and up).
+fn gpt2_byte_chars() -> [char; 256] {
+    let mut table = ['\0'; 256];
+    let mut next = 256u32;
+    for b in 0..=255u8 {
+        let printable = matches!(b, b'!'..=b'~' | 0xA1..=0xAC | 0xAE..=0xFF);
+        table[b as usize] = if printable {
+            b as char
+        } else {
+            let c = char::from_u32(next).expect("U+0100..U+0143 are chars");
+            next += 1;
+            c
+        };
+    }
+    table
 }

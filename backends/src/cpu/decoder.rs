@@ -1,0 +1,191 @@
+//! Decoder ops on the CPU: RMSNorm, rotary position embeddings, SwiGLU and causal grouped-query
+//! attention over a KV cache.
+
+use super::multiversion::multiversion;
+use super::nn::{dot_f32, exp_approx, softmax_row};
+use super::{CpuBackend, SharedMut};
+use crate::ops::{CausalAttention, OpError, RopeStyle};
+
+multiversion! {
+    /// `out = x / rms(x) * gamma`, row by row (rows of `gamma.len()`).
+    pub(super) fn rms_norm_rows(x: &[f32], out: &mut [f32], gamma: &[f32], eps: f32) {
+        let dim = gamma.len();
+        for (row, o) in x.chunks_exact(dim).zip(out.chunks_exact_mut(dim)) {
+            let ss = dot_f32(row, row);
+            let inv = 1.0 / (ss / dim as f32 + eps).sqrt();
+            for ((o, v), g) in o.iter_mut().zip(row).zip(gamma) {
+                *o = v * inv * g;
+            }
+        }
+    }
+}
+
+multiversion! {
+    /// `gate = silu(gate) * up`, elementwise (SwiGLU's gating).
+    pub(super) fn silu_mul(gate: &mut [f32], up: &[f32]) {
+        for (g, u) in gate.iter_mut().zip(up) {
+            *g = *g / (1.0 + exp_approx(-*g)) * u;
+        }
+    }
+}
+
+/// Rotates the first `n_rot` values of each `head_dim` head of each row of `x` (rows of
+/// `heads * head_dim`, row `i` at position `pos0 + i`) by `pos * inv_freq[pair]`.
+pub(super) fn rope(
+    x: &mut [f32],
+    heads: usize,
+    head_dim: usize,
+    pos0: usize,
+    inv_freq: &[f32],
+    style: RopeStyle,
+) {
+    let half = inv_freq.len();
+    let mut cs = vec![(0f32, 0f32); half];
+    for (i, row) in x.chunks_exact_mut(heads * head_dim).enumerate() {
+        let pos = (pos0 + i) as f32;
+        for (c, f) in cs.iter_mut().zip(inv_freq) {
+            let a = pos * f;
+            *c = (a.cos(), a.sin());
+        }
+        for h in row.chunks_exact_mut(head_dim) {
+            for (p, &(cos, sin)) in cs.iter().enumerate() {
+                let (a, b) = match style {
+                    RopeStyle::Interleaved => (2 * p, 2 * p + 1),
+                    RopeStyle::Halves => (p, p + half),
+                };
+                let (x0, x1) = (h[a], h[b]);
+                h[a] = x0 * cos - x1 * sin;
+                h[b] = x0 * sin + x1 * cos;
+            }
+        }
+    }
+}
+
+multiversion! {
+    /// One query row of one head against cache rows `0..len` of its KV head.
+    fn attend_row(q: &[f32], k: &[f32], v: &[f32], len: usize, scale: f32, s: &mut [f32], o: &mut [f32]) {
+        let hd = q.len();
+        for (j, sj) in s[..len].iter_mut().enumerate() {
+            *sj = dot_f32(q, &k[j * hd..(j + 1) * hd]) * scale;
+        }
+        softmax_row(&mut s[..len]);
+        o.iter_mut().for_each(|x| *x = 0.0);
+        for (j, &w) in s[..len].iter().enumerate() {
+            for (x, vv) in o.iter_mut().zip(&v[j * hd..(j + 1) * hd]) {
+                *x += w * vv;
+            }
+        }
+    }
+}
+
+impl CpuBackend {
+    /// RMS normalisation: `out = x / sqrt(mean(x^2) + eps) * gamma`, rows of `gamma.len()`.
+    pub fn rms_norm(
+        &self,
+        x: &[f32],
+        out: &mut [f32],
+        gamma: &[f32],
+        eps: f32,
+    ) -> Result<(), OpError> {
+        let dim = gamma.len();
+        OpError::check("rms norm output", out.len(), x.len())?;
+        if dim == 0 || !x.len().is_multiple_of(dim) {
+            return Err(OpError::Shape(format!(
+                "rms norm: {} values are not rows of {dim}",
+                x.len()
+            )));
+        }
+        rms_norm_rows(x, out, gamma, eps);
+        Ok(())
+    }
+
+    /// SwiGLU gating, `gate = silu(gate) * up`, in place.
+    pub fn silu_mul(&self, gate: &mut [f32], up: &[f32]) -> Result<(), OpError> {
+        OpError::check("swiglu up", up.len(), gate.len())?;
+        silu_mul(gate, up);
+        Ok(())
+    }
+
+    /// Rotary position embeddings on rows of `heads * head_dim` values (row `i` at position
+    /// `pos0 + i`): the first `2 * inv_freq.len()` values of each head are rotated in pairs.
+    pub fn rope(
+        &self,
+        x: &mut [f32],
+        heads: usize,
+        head_dim: usize,
+        pos0: usize,
+        inv_freq: &[f32],
+        style: RopeStyle,
+    ) -> Result<(), OpError> {
+        let width = heads * head_dim;
+        if width == 0 || !x.len().is_multiple_of(width) || 2 * inv_freq.len() > head_dim {
+            return Err(OpError::Shape(format!(
+                "rope: {} values, {heads} heads of {head_dim}, {} frequencies",
+                x.len(),
+                inv_freq.len()
+            )));
+        }
+        rope(x, heads, head_dim, pos0, inv_freq, style);
+        Ok(())
+    }
+
+    /// Causal grouped-query attention of new query rows against a KV cache that already holds
+    /// their keys and values (see [`CausalAttention`]). `out` is `[rows, heads * head_dim]`.
+    pub fn causal_attention(
+        &self,
+        a: &CausalAttention<'_>,
+        out: &mut [f32],
+    ) -> Result<(), OpError> {
+        let (hd, heads, kvh) = (a.head_dim, a.heads, a.kv_heads);
+        if hd == 0 || kvh == 0 || heads % kvh != 0 {
+            return Err(OpError::Shape(format!(
+                "attention: {heads} heads over {kvh} kv heads of {hd}"
+            )));
+        }
+        let rows = a.q.len() / (heads * hd).max(1);
+        OpError::check("attention q", a.q.len(), rows * heads * hd)?;
+        OpError::check("attention output", out.len(), a.q.len())?;
+        let plane = a.capacity * hd;
+        OpError::check("attention k cache", a.k.len(), kvh * plane)?;
+        OpError::check("attention v cache", a.v.len(), kvh * plane)?;
+        if a.pos0 + rows > a.capacity {
+            return Err(OpError::Shape(format!(
+                "attention: positions up to {} do not fit a cache of {}",
+                a.pos0 + rows,
+                a.capacity
+            )));
+        }
+        let group = heads / kvh;
+        let scale = 1.0 / (hd as f32).sqrt();
+        let outp = SharedMut::new(out);
+        // Tasks over heads (and over row blocks when there are many rows), so both threads work
+        // in prefill and in decode.
+        let row_blocks = if rows >= 8 { self.threads() } else { 1 };
+        let per = rows.div_ceil(row_blocks);
+        let tasks = heads * row_blocks;
+        let work = heads * rows * (a.pos0 + rows) * hd;
+        let tasks = if work < 1 << 15 { 1 } else { tasks };
+        let run = |span: std::ops::Range<usize>| {
+            let mut s = vec![0f32; a.pos0 + rows];
+            let mut o = vec![0f32; hd];
+            for task in span {
+                let (h, blk) = (task / row_blocks, task % row_blocks);
+                let g = h / group;
+                let k = &a.k[g * plane..(g + 1) * plane];
+                let v = &a.v[g * plane..(g + 1) * plane];
+                for i in (blk * per).min(rows)..((blk + 1) * per).min(rows) {
+                    let q = &a.q[(i * heads + h) * hd..][..hd];
+                    attend_row(q, k, v, a.pos0 + i + 1, scale, &mut s, &mut o);
+                    // SAFETY: (row i, head h) belongs to exactly one task.
+                    unsafe { outp.slice((i * heads + h) * hd, hd) }.copy_from_slice(&o);
+                }
+            }
+        };
+        if tasks == 1 {
+            run(0..heads * row_blocks);
+        } else {
+            self.parallel(tasks, &|t| run(t..t + 1));
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,194 @@
+//! The linear op with f32 activations and block-quantized weights (Q8_0, Q4_0, Q4_1), for
+//! [`ActQuant::F32`](crate::ops::ActQuant::F32): four weight rows at a time are decoded into an
+//! L1-resident f32 buffer and multiplied with every activation row. The weights are used exactly
+//! as stored (no re-quantization) and the activations are not quantized, so the result equals
+//! the f32 matmul of the decoded weights up to summation order. Decoding is amortised over the
+//! activation rows; with one row (decoding a token) the op is bound by reading the weights.
+
+use std::cell::RefCell;
+
+use super::multiversion::multiversion;
+use super::{CpuBackend, SharedMut};
+use crate::ops::{Linear, OpError};
+use crate::quant::{Q4_0_BYTES, Q4_1_BYTES, Q8_0_BYTES, QK};
+use crate::DType;
+
+/// Multiply-adds below which a matmul runs on one thread: this op is worth splitting much
+/// earlier than the INT8 GEMM, because with one activation row it is bound by memory, and both
+/// threads read weights in parallel.
+const MIN_SPLIT_MACS: usize = 1 << 16;
+
+/// Weight rows decoded and multiplied together.
+const ROWS: usize = 4;
+
+thread_local! {
+    /// Decoded weight rows, per thread, reused across calls.
+    static BUF: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+}
+
+/// f16 bits to f32: the bit-level conversion for normal numbers (every scale a quantizer
+/// writes), the library's for the rest.
+#[inline(always)]
+fn f16(b0: u8, b1: u8) -> f32 {
+    let h = u16::from_le_bytes([b0, b1]);
+    let exp = (h >> 10) & 0x1f;
+    if exp != 0 && exp != 31 {
+        let bits =
+            ((h as u32 & 0x8000) << 16) | ((exp as u32 + 112) << 23) | ((h as u32 & 0x3ff) << 13);
+        f32::from_bits(bits)
+    } else {
+        half::f16::from_bits(h).to_f32()
+    }
+}
+
+/// Bytes per block of 32 for the types this op reads.
+pub(super) fn block_bytes(dtype: DType) -> Option<usize> {
+    match dtype {
+        DType::Q8_0 => Some(Q8_0_BYTES),
+        DType::Q4_0 => Some(Q4_0_BYTES),
+        DType::Q4_1 => Some(Q4_1_BYTES),
+        _ => None,
+    }
+}
+
+/// Decodes one row of blocks into `out` (`QK` values per block).
+#[inline(always)]
+fn decode_row(dtype: DType, row: &[u8], out: &mut [f32]) {
+    match dtype {
+        DType::Q8_0 => {
+            for (b, o) in row.chunks_exact(Q8_0_BYTES).zip(out.chunks_exact_mut(QK)) {
+                let d = f16(b[0], b[1]);
+                for (o, &q) in o.iter_mut().zip(&b[2..]) {
+                    *o = q as i8 as f32 * d;
+                }
+            }
+        }
+        DType::Q4_0 => {
+            for (b, o) in row.chunks_exact(Q4_0_BYTES).zip(out.chunks_exact_mut(QK)) {
+                let d = f16(b[0], b[1]);
+                let (lo, hi) = o.split_at_mut(QK / 2);
+                for ((l, h), &q) in lo.iter_mut().zip(hi).zip(&b[2..]) {
+                    *l = ((q & 0x0f) as i32 - 8) as f32 * d;
+                    *h = ((q >> 4) as i32 - 8) as f32 * d;
+                }
+            }
+        }
+        _ => {
+            for (b, o) in row.chunks_exact(Q4_1_BYTES).zip(out.chunks_exact_mut(QK)) {
+                let (d, m) = (f16(b[0], b[1]), f16(b[2], b[3]));
+                let (lo, hi) = o.split_at_mut(QK / 2);
+                for ((l, h), &q) in lo.iter_mut().zip(hi).zip(&b[4..]) {
+                    *l = (q & 0x0f) as f32 * d + m;
+                    *h = (q >> 4) as f32 * d + m;
+                }
+            }
+        }
+    }
+}
+
+multiversion! {
+    /// Decodes the `rows` weight rows of `w` into `buf` and multiplies them with every activation row,
+    /// writing `out[i][j0 + r]` through `set(i, r, value)`.
+    fn rows_times_x(
+        dtype: DType,
+        w: &[u8],
+        rows: usize,
+        x: &[f32],
+        k: usize,
+        buf: &mut [f32],
+        set: &mut dyn FnMut(usize, usize, f32),
+    ) {
+        let row_bytes = w.len() / rows;
+        for r in 0..rows {
+            decode_row(dtype, &w[r * row_bytes..(r + 1) * row_bytes], &mut buf[r * k..(r + 1) * k]);
+        }
+        for (i, xr) in x.chunks_exact(k).enumerate() {
+            if rows == ROWS {
+                // Four dot products sharing each activation load, eight lanes each.
+                let mut acc = [[0f32; 16]; ROWS];
+                let (w0, rest) = buf.split_at(k);
+                let (w1, rest) = rest.split_at(k);
+                let (w2, w3) = rest.split_at(k);
+                let n16 = k / 16 * 16;
+                for c in (0..n16).step_by(16) {
+                    let xs = &xr[c..c + 16];
+                    for (a, wr) in acc.iter_mut().zip([w0, w1, w2, w3]) {
+                        let ws = &wr[c..c + 16];
+                        for l in 0..16 {
+                            a[l] += ws[l] * xs[l];
+                        }
+                    }
+                }
+                for (r, (a, wr)) in acc.iter().zip([w0, w1, w2, w3]).enumerate() {
+                    let tail: f32 = (n16..k).map(|c| wr[c] * xr[c]).sum();
+                    set(i, r, a.iter().sum::<f32>() + tail);
+                }
+            } else {
+                for r in 0..rows {
+                    set(i, r, super::nn::dot_f32(&buf[r * k..(r + 1) * k], xr));
+                }
+            }
+        }
+    }
+}
+
+impl CpuBackend {
+    /// `out[m, n] = x[m, k] . W[n, k]^T + bias` for block-quantized `w` of `dtype`, in f32.
+    pub(super) fn linear_dequant(
+        &self,
+        x: &[f32],
+        m: usize,
+        dtype: DType,
+        w: &[u8],
+        lin: &Linear<'_>,
+        out: &mut [f32],
+    ) -> Result<(), OpError> {
+        let (n, k) = (lin.n, lin.k);
+        let bb = block_bytes(dtype).ok_or_else(|| {
+            OpError::Shape(format!("{dtype} weights cannot be decoded by blocks"))
+        })?;
+        if !k.is_multiple_of(QK) {
+            return Err(OpError::Shape(format!(
+                "{dtype} rows of {k} are not whole blocks of {QK}"
+            )));
+        }
+        let row_bytes = k / QK * bb;
+        OpError::check(&format!("{dtype} weight bytes"), w.len(), n * row_bytes)?;
+        let macs = m * n * k;
+        let tasks = if macs < MIN_SPLIT_MACS {
+            1
+        } else {
+            self.threads().min(n.div_ceil(ROWS))
+        };
+        let chunk = n.div_ceil(tasks).next_multiple_of(ROWS);
+        let outp = SharedMut::new(out);
+        self.parallel(tasks, &|t| {
+            let (j0, j1) = ((t * chunk).min(n), ((t + 1) * chunk).min(n));
+            BUF.with_borrow_mut(|buf| {
+                if buf.len() < ROWS * k {
+                    buf.resize(ROWS * k, 0.0);
+                }
+                let mut j = j0;
+                while j < j1 {
+                    let rows = (j1 - j).min(ROWS);
+                    let mut set = |i: usize, r: usize, v: f32| {
+                        let b = lin.bias.map_or(0.0, |b| b[j + r]);
+                        // SAFETY: task t writes only columns j0..j1, its own.
+                        unsafe { outp.set(i * n + j + r, v + b) };
+                    };
+                    rows_times_x(
+                        dtype,
+                        &w[j * row_bytes..(j + rows) * row_bytes],
+                        rows,
+                        x,
+                        k,
+                        buf,
+                        &mut set,
+                    );
+                    j += rows;
+                }
+            });
+        });
+        Ok(())
+    }
+}
