@@ -9,12 +9,32 @@
 //! println!("similarity {}", edgecut::cosine(&out.vectors[0], &out.vectors[1]));
 //! # Ok::<(), edgecut::Error>(())
 //! ```
+//!
+//! Decoders generate text, streamed piece by piece:
+//!
+//! ```no_run
+//! let llm = edgecut::Llm::open("SmolLM2-135M-Instruct.Q4_1.gguf", &Default::default())?;
+//! let mut chat = edgecut::Chat::new(&llm, None)?;
+//! let opts = edgecut::GenerateOptions::default();
+//! chat.send("What is the capital of France?", &opts, &mut |piece| {
+//!     print!("{piece}");
+//!     true
+//! })?;
+//! # Ok::<(), edgecut::Error>(())
+//! ```
 
+mod llm;
 mod session;
+mod stop;
 
 pub use edgecut_backends::DeviceKind;
 pub use edgecut_models::convert::{convert, ConvertOptions, ConvertReport, Progress, WeightType};
 pub use edgecut_runtime::gguf::{GgufFile, ModelId};
+pub use edgecut_runtime::Message;
+pub use llm::{
+    Chat, Context, Finish, GenerateOptions, Generation, Llm, LlmOptions, SamplingParams,
+    DEFAULT_CONTEXT,
+};
 pub use session::{cosine, Classification, Embeddings, Session, SessionOptions, Truncated};
 
 /// Everything that can go wrong, each naming the file, key, tensor or input at fault.

@@ -24,7 +24,11 @@ enum Command {
     Similarity(cmd::embed::SimilarityArgs),
     /// Classify texts with a sequence-classification model.
     Classify(cmd::embed::ClassifyArgs),
-    /// Latency and throughput per sentence at fixed token counts.
+    /// Generate text with a Llama-family model, streamed as it is produced.
+    Generate(cmd::generate::GenerateArgs),
+    /// Chat with a Llama-family model (one message per line; the history stays in the KV cache).
+    Chat(cmd::generate::ChatArgs),
+    /// Speed at fixed token counts: encoders ms/sentence, decoders prefill and decode tokens/s.
     Bench(cmd::bench::Args),
 }
 
@@ -37,6 +41,8 @@ fn main() {
         Command::Embed(a) => cmd::embed::embed(a),
         Command::Similarity(a) => cmd::embed::similarity(a),
         Command::Classify(a) => cmd::embed::classify(a),
+        Command::Generate(a) => cmd::generate::generate(a),
+        Command::Chat(a) => cmd::generate::chat(a),
         Command::Bench(a) => cmd::bench::run(a),
     };
     if let Err(e) = result {

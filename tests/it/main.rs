@@ -3,5 +3,6 @@
 mod bert_fidelity;
 mod gguf_compat;
 mod llama_fidelity;
+mod llama_generation;
 mod mutated_files;
 mod requantize;

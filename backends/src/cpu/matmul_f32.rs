@@ -18,6 +18,9 @@ use crate::DType;
 /// threads read weights in parallel.
 const MIN_SPLIT_MACS: usize = 1 << 16;
 
+/// Activation rows up to which weights are decoded in registers for each row (no buffer).
+const FUSED_MAX_M: usize = 2;
+
 /// Weight rows decoded and multiplied together.
 const ROWS: usize = 4;
 
@@ -155,13 +158,18 @@ impl CpuBackend {
         let row_bytes = k / QK * bb;
         OpError::check(&format!("{dtype} weight bytes"), w.len(), n * row_bytes)?;
         let macs = m * n * k;
-        let tasks = if macs < MIN_SPLIT_MACS {
+        let tasks = if macs < MIN_SPLIT_MACS.min(self.min_task_macs) {
             1
         } else {
             self.threads().min(n.div_ceil(ROWS))
         };
         let chunk = n.div_ceil(tasks).next_multiple_of(ROWS);
         let outp = SharedMut::new(out);
+        // The AVX-512 kernels run with the AVX-512 kernel set (the scalar set tests the rest).
+        #[cfg(target_arch = "x86_64")]
+        let fast = self.kernels.name == "avx512vnni"
+            && super::f32_avx512::available()
+            && k.is_multiple_of(16);
         self.parallel(tasks, &|t| {
             let (j0, j1) = ((t * chunk).min(n), ((t + 1) * chunk).min(n));
             BUF.with_borrow_mut(|buf| {
@@ -176,15 +184,43 @@ impl CpuBackend {
                         // SAFETY: task t writes only columns j0..j1, its own.
                         unsafe { outp.set(i * n + j + r, v + b) };
                     };
-                    rows_times_x(
-                        dtype,
-                        &w[j * row_bytes..(j + rows) * row_bytes],
-                        rows,
-                        x,
-                        k,
-                        buf,
-                        &mut set,
-                    );
+                    let w = &w[j * row_bytes..(j + rows) * row_bytes];
+                    #[cfg(target_arch = "x86_64")]
+                    if fast && m <= FUSED_MAX_M && rows == ROWS {
+                        for (i, xr) in x.chunks_exact(k).enumerate() {
+                            // SAFETY: AVX-512 was detected (`fast`); w holds 4 rows.
+                            let v =
+                                unsafe { super::f32_avx512::dot4_blocks(dtype, w, row_bytes, xr) };
+                            for (r, v) in v.into_iter().enumerate() {
+                                set(i, r, v);
+                            }
+                        }
+                        j += rows;
+                        continue;
+                    }
+                    #[cfg(target_arch = "x86_64")]
+                    if fast {
+                        for r in 0..ROWS {
+                            let o = &mut buf[r * k..(r + 1) * k];
+                            if r < rows {
+                                let wr = &w[r * row_bytes..(r + 1) * row_bytes];
+                                // SAFETY: AVX-512 was detected (`fast`); `wr` holds k / 32 blocks.
+                                unsafe { super::f32_avx512::decode_row(dtype, wr, o) };
+                            } else {
+                                o.fill(0.0);
+                            }
+                        }
+                        for (i, xr) in x.chunks_exact(k).enumerate() {
+                            // SAFETY: AVX-512 was detected; buf holds 4 rows of k, k % 16 == 0.
+                            let v = unsafe { super::f32_avx512::dot4(&buf[..ROWS * k], xr) };
+                            for (r, v) in v.into_iter().enumerate().take(rows) {
+                                set(i, r, v);
+                            }
+                        }
+                        j += rows;
+                        continue;
+                    }
+                    rows_times_x(dtype, w, rows, x, k, buf, &mut set);
                     j += rows;
                 }
             });

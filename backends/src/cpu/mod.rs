@@ -5,6 +5,8 @@
 mod attn_avx512;
 mod decoder;
 #[cfg(target_arch = "x86_64")]
+mod f32_avx512;
+#[cfg(target_arch = "x86_64")]
 mod gemm_vnni;
 pub mod kernels;
 mod matmul;

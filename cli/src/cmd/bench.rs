@@ -1,4 +1,5 @@
-//! `edgecut bench`: latency per sentence at fixed token counts, tokenization included.
+//! `edgecut bench`: latency per sentence at fixed token counts, tokenization included (decoders:
+//! see [`super::bench_llm`]).
 
 use std::time::Instant;
 
@@ -15,9 +16,15 @@ pub struct Args {
     /// Sentences per call (each call embeds this many texts in one batch).
     #[arg(long, value_delimiter = ',', default_value = "1")]
     batch: Vec<usize>,
-    /// Timed calls per configuration (after 3 untimed warm-up calls).
-    #[arg(long, default_value_t = 50)]
-    iters: usize,
+    /// Timed calls per configuration (after 3 untimed warm-up calls; decoders: 5 runs after 1).
+    #[arg(long)]
+    iters: Option<usize>,
+    /// Decoders: prompt lengths in tokens.
+    #[arg(long, value_delimiter = ',', default_value = "16,128")]
+    prompt_tokens: Vec<usize>,
+    /// Decoders: tokens generated per run.
+    #[arg(long, default_value_t = 64)]
+    gen_tokens: usize,
 }
 
 /// A text of exactly `tokens` tokens for a WordPiece vocabulary (each "hello" is one token).
@@ -33,7 +40,8 @@ fn text_of(session: &edgecut::Session, tokens: usize) -> anyhow::Result<String> 
     }
 }
 
-fn peak_rss_mb() -> f64 {
+/// Peak resident memory of this process (VmHWM), in MB.
+pub fn peak_rss_mb() -> f64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| {
@@ -49,8 +57,23 @@ fn peak_rss_mb() -> f64 {
 
 /// Prints a table of ms per sentence and sentences per second.
 pub fn run(a: Args) -> anyhow::Result<()> {
-    let session = a.model.open()?;
+    let file = edgecut::GgufFile::open(&a.model.model)?;
     println!("model   {}", a.model.model.display());
+    if file.architecture()? == "llama" {
+        drop(file);
+        let llm = edgecut::Llm::open(
+            &a.model.model,
+            &edgecut::LlmOptions {
+                device: a.model.device,
+                threads: a.model.threads,
+                context: None,
+            },
+        )?;
+        return super::bench_llm::run(&llm, &a.prompt_tokens, a.gen_tokens, a.iters.unwrap_or(5));
+    }
+    drop(file);
+    let iters = a.iters.unwrap_or(50);
+    let session = a.model.open()?;
     println!("device  {}", session.device());
     println!(
         "{:>5} {:>6} {:>12} {:>12} {:>12} {:>10}",
@@ -70,7 +93,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             for _ in 0..3 {
                 session.embed(&texts)?;
             }
-            let mut times: Vec<f64> = (0..a.iters.max(1))
+            let mut times: Vec<f64> = (0..iters.max(1))
                 .map(|_| {
                     let t = Instant::now();
                     session

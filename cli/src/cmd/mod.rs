@@ -1,7 +1,9 @@
 //! One module per subcommand.
 
 pub mod bench;
+pub mod bench_llm;
 pub mod convert;
 pub mod embed;
+pub mod generate;
 pub mod inspect;
 pub mod session;

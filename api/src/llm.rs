@@ -1,0 +1,393 @@
+//! Text generation with a Llama-family decoder: [`Llm`] holds the model, [`Context`] holds one
+//! conversation's KV cache, and [`Chat`] renders messages with the model's chat template and
+//! keeps the history in that cache.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use edgecut_backends::{Device, DeviceKind};
+use edgecut_models::{KvCache, Llama, Logits, Sampler};
+use edgecut_runtime::{ChatTemplate, GgufFile, Message, TextStream, Tokenizer};
+
+pub use edgecut_models::SamplingParams;
+
+use crate::stop::{Step, StopFilter};
+use crate::{Error, Result};
+
+/// Context length used when none is asked for (and the model allows it): enough for long
+/// chats while keeping the KV cache small on edge devices.
+pub const DEFAULT_CONTEXT: usize = 2048;
+
+/// How to open a decoder.
+#[derive(Clone, Debug)]
+pub struct LlmOptions {
+    /// Device to run on.
+    pub device: DeviceKind,
+    /// Threads per op; 0 picks one per core this process may use (`EDGECUT_THREADS` overrides).
+    pub threads: usize,
+    /// Positions of each context's KV cache; `None`: the model's context length, at most
+    /// [`DEFAULT_CONTEXT`].
+    pub context: Option<usize>,
+}
+
+impl Default for LlmOptions {
+    fn default() -> Self {
+        LlmOptions {
+            device: DeviceKind::Auto,
+            threads: 0,
+            context: None,
+        }
+    }
+}
+
+/// How to generate.
+#[derive(Clone, Debug)]
+pub struct GenerateOptions {
+    /// Most tokens to generate.
+    pub max_tokens: usize,
+    /// Sampling settings (default: greedy).
+    pub sampling: SamplingParams,
+    /// Generation stops before any of these strings; they are not part of the output.
+    pub stop: Vec<String>,
+    /// Keep going past end-of-sequence tokens (for benchmarks).
+    pub ignore_eos: bool,
+}
+
+impl Default for GenerateOptions {
+    fn default() -> Self {
+        GenerateOptions {
+            max_tokens: 256,
+            sampling: SamplingParams::default(),
+            stop: Vec::new(),
+            ignore_eos: false,
+        }
+    }
+}
+
+/// Why generation ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Finish {
+    /// The model produced an end-of-sequence or end-of-turn token.
+    EndOfSequence,
+    /// A stop string appeared.
+    StopString,
+    /// `max_tokens` were generated.
+    MaxTokens,
+    /// The context is full (edgecut does not slide the window: start a new context).
+    ContextFull,
+    /// The callback asked to stop.
+    Cancelled,
+}
+
+/// One generation's result and statistics.
+#[derive(Clone, Debug)]
+pub struct Generation {
+    /// The generated text (stop string excluded).
+    pub text: String,
+    /// The generated token ids (the end-of-sequence token excluded).
+    pub tokens: Vec<u32>,
+    /// Why it ended.
+    pub finish: Finish,
+    /// Tokens in the prompt.
+    pub prompt_tokens: usize,
+    /// Prompt tokens whose keys and values were already in the cache (not recomputed).
+    pub cached_tokens: usize,
+    /// Time to run the rest of the prompt and produce the first token.
+    pub prefill: Duration,
+    /// Time spent producing the remaining tokens.
+    pub decode: Duration,
+}
+
+/// An open decoder. `Send + Sync`: share it between threads; each conversation has its own
+/// [`Context`].
+pub struct Llm {
+    model: Llama,
+    tokenizer: Tokenizer,
+    template: Option<ChatTemplate>,
+    device: Device,
+    context: usize,
+}
+
+impl std::fmt::Debug for Llm {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Llm({:?} on {})", self.model, self.device)
+    }
+}
+
+impl Llm {
+    /// Opens a `llama` model file.
+    pub fn open(path: impl AsRef<Path>, opts: &LlmOptions) -> Result<Llm> {
+        let file = Arc::new(GgufFile::open(path.as_ref())?);
+        let device = Device::open(opts.device, opts.threads).map_err(Error::Device)?;
+        let model = Llama::load(file.clone(), &device)?;
+        let tokenizer = Tokenizer::from_gguf(&file)?;
+        let template = ChatTemplate::from_gguf(&file, &tokenizer).ok();
+        let max = model.config.context;
+        let context = match opts.context {
+            None => max.min(DEFAULT_CONTEXT),
+            Some(n) if (2..=max).contains(&n) => n,
+            Some(n) => {
+                return Err(Error::Input(format!(
+                    "context of {n} tokens is outside 2..={max} (the model's context length)"
+                )))
+            }
+        };
+        Ok(Llm {
+            model,
+            tokenizer,
+            template,
+            device,
+            context,
+        })
+    }
+
+    /// The model.
+    pub fn model(&self) -> &Llama {
+        &self.model
+    }
+
+    /// The tokenizer.
+    pub fn tokenizer(&self) -> &Tokenizer {
+        &self.tokenizer
+    }
+
+    /// The device it runs on.
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    /// Positions of each context.
+    pub fn context_len(&self) -> usize {
+        self.context
+    }
+
+    /// Bytes of one context's KV cache.
+    pub fn kv_cache_bytes(&self) -> usize {
+        let c = &self.model.config;
+        2 * c.layers * c.kv_heads * c.head_dim * self.context * 4
+    }
+
+    /// Token ids of `text` as a prompt (with a leading BOS when the model asks for one).
+    pub fn tokenize(&self, text: &str) -> Result<Vec<u32>> {
+        Ok(self.tokenizer.encode(text, true, None)?.ids)
+    }
+
+    /// Renders `messages` with the model's chat template, ending with the assistant's turn.
+    pub fn render_chat(&self, messages: &[Message]) -> Result<String> {
+        let t = self.template.as_ref().ok_or_else(|| {
+            Error::Input("the model file has no chat template (tokenizer.chat_template)".into())
+        })?;
+        t.render(messages, true)
+            .map_err(|e| Error::Input(e.to_string()))
+    }
+
+    /// A new conversation with its own KV cache ([`Llm::kv_cache_bytes`] bytes).
+    pub fn new_context(&self) -> Result<Context<'_>> {
+        Ok(Context {
+            llm: self,
+            cache: self.model.new_cache(self.context)?,
+            tokens: Vec::new(),
+        })
+    }
+
+    /// Generates a continuation of `prompt` (plain text, no chat template) in a fresh context,
+    /// calling `on_text` with each piece; `on_text` returns `false` to stop.
+    pub fn generate(
+        &self,
+        prompt: &str,
+        opts: &GenerateOptions,
+        on_text: &mut dyn FnMut(&str) -> bool,
+    ) -> Result<Generation> {
+        let ids = self.tokenize(prompt)?;
+        self.new_context()?.generate(&ids, opts, on_text)
+    }
+}
+
+/// One conversation: a KV cache and the tokens it holds. Generating from a prompt that starts
+/// with tokens already in the cache computes only the rest.
+pub struct Context<'m> {
+    llm: &'m Llm,
+    cache: KvCache,
+    tokens: Vec<u32>,
+}
+
+impl std::fmt::Debug for Context<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "Context({} of {} positions)",
+            self.tokens.len(),
+            self.cache.capacity()
+        )
+    }
+}
+
+impl Context<'_> {
+    /// The tokens whose keys and values are cached.
+    pub fn tokens(&self) -> &[u32] {
+        &self.tokens
+    }
+
+    /// Forgets everything cached.
+    pub fn clear(&mut self) {
+        self.cache.clear();
+        self.tokens.clear();
+    }
+
+    /// Generates after `prompt` (token ids). The longest prefix of `prompt` already in the
+    /// cache is reused; the rest is computed. Pieces of text go to `on_text` as they are
+    /// produced (valid UTF-8 each); it returns `false` to stop.
+    pub fn generate(
+        &mut self,
+        prompt: &[u32],
+        opts: &GenerateOptions,
+        on_text: &mut dyn FnMut(&str) -> bool,
+    ) -> Result<Generation> {
+        opts.sampling.validate().map_err(Error::Input)?;
+        let model = &self.llm.model;
+        if prompt.is_empty() {
+            return Err(Error::Input("the prompt has no tokens".into()));
+        }
+        if prompt.len() >= self.cache.capacity() {
+            return Err(Error::Input(format!(
+                "the prompt has {} tokens; the context holds {} (use a longer context)",
+                prompt.len(),
+                self.cache.capacity()
+            )));
+        }
+        let start = Instant::now();
+        // Reuse the common prefix, but always recompute at least the last prompt token: its
+        // logits choose the first new token.
+        let common = self
+            .tokens
+            .iter()
+            .zip(prompt)
+            .take_while(|(a, b)| a == b)
+            .count()
+            .min(prompt.len() - 1);
+        self.cache.truncate(common);
+        self.tokens.truncate(common);
+        let mut logits = model.forward(&mut self.cache, &prompt[common..], Logits::Last)?;
+        self.tokens.extend_from_slice(&prompt[common..]);
+        let mut sampler = Sampler::new(opts.sampling.clone());
+        let mut stream = TextStream::new(&self.llm.tokenizer);
+        let mut stops = StopFilter::new(&opts.stop);
+        let mut generated = Vec::new();
+        let mut prefill = None;
+        let finish = loop {
+            if generated.len() == opts.max_tokens {
+                break Finish::MaxTokens;
+            }
+            let next = sampler.sample(&mut logits, &self.tokens);
+            prefill.get_or_insert_with(|| start.elapsed());
+            if !opts.ignore_eos && model.config.stop_ids.contains(&next) {
+                break Finish::EndOfSequence;
+            }
+            generated.push(next);
+            let piece = stream.push(next)?;
+            match stops.push(&piece) {
+                Step::Stop(rest) => {
+                    on_text(&rest);
+                    break Finish::StopString;
+                }
+                Step::Release(out) => {
+                    if !out.is_empty() && !on_text(&out) {
+                        break Finish::Cancelled;
+                    }
+                }
+            }
+            if generated.len() == opts.max_tokens {
+                break Finish::MaxTokens;
+            }
+            if self.tokens.len() == self.cache.capacity() {
+                break Finish::ContextFull;
+            }
+            logits = model.forward(&mut self.cache, &[next], Logits::Last)?;
+            self.tokens.push(next);
+        };
+        if !matches!(finish, Finish::StopString | Finish::Cancelled) {
+            let tail = stream.finish();
+            let mut rest = match stops.push(&tail) {
+                Step::Stop(s) => s,
+                Step::Release(s) => s,
+            };
+            rest.push_str(&stops.finish());
+            if !rest.is_empty() {
+                on_text(&rest);
+            }
+        }
+        let prefill = prefill.unwrap_or_else(|| start.elapsed());
+        Ok(Generation {
+            text: stops.text().to_string(),
+            tokens: generated,
+            finish,
+            prompt_tokens: prompt.len(),
+            cached_tokens: common,
+            prefill,
+            decode: start.elapsed().saturating_sub(prefill),
+        })
+    }
+}
+
+/// A chat: messages rendered with the model's chat template, the history kept in one
+/// [`Context`] so each turn computes only its new tokens.
+pub struct Chat<'m> {
+    ctx: Context<'m>,
+    messages: Vec<Message>,
+}
+
+impl<'m> Chat<'m> {
+    /// A new chat, with an optional system message (the template's default otherwise).
+    pub fn new(llm: &'m Llm, system: Option<&str>) -> Result<Chat<'m>> {
+        if llm.template.is_none() {
+            return Err(Error::Input(
+                "the model file has no chat template (tokenizer.chat_template)".into(),
+            ));
+        }
+        Ok(Chat {
+            ctx: llm.new_context()?,
+            messages: system
+                .map(|s| Message::new("system", s))
+                .into_iter()
+                .collect(),
+        })
+    }
+
+    /// The messages so far.
+    pub fn messages(&self) -> &[Message] {
+        &self.messages
+    }
+
+    /// The conversation's context (its cached tokens).
+    pub fn context(&self) -> &Context<'m> {
+        &self.ctx
+    }
+
+    /// Sends a user message and generates the reply, which joins the history.
+    pub fn send(
+        &mut self,
+        user: &str,
+        opts: &GenerateOptions,
+        on_text: &mut dyn FnMut(&str) -> bool,
+    ) -> Result<Generation> {
+        self.messages.push(Message::new("user", user));
+        let run = (|| {
+            let text = self.ctx.llm.render_chat(&self.messages)?;
+            let ids = self.ctx.llm.tokenize(&text)?;
+            self.ctx.generate(&ids, opts, on_text)
+        })();
+        match run {
+            Ok(g) => {
+                self.messages
+                    .push(Message::new("assistant", g.text.clone()));
+                Ok(g)
+            }
+            Err(e) => {
+                // Nothing lost: the history is as it was before the call.
+                self.messages.pop();
+                Err(e)
+            }
+        }
+    }
+}

@@ -1,0 +1,261 @@
+//! The decoder ops (f32-activation matmul over stored Q8_0/Q4_0/Q4_1 blocks, RMSNorm, SwiGLU,
+//! rotary embeddings, causal grouped-query attention over a KV cache) against naive f64
+//! references, with every kernel set and several thread counts. Tolerances are stated at each
+//! check.
+
+use edgecut_backends::cpu::{kernels, CpuBackend};
+use edgecut_backends::ops::{ActQuant, CausalAttention, Linear, RopeStyle, WeightData};
+use edgecut_backends::{quant, DType};
+
+/// xorshift64*, so failures reproduce.
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545F4914F6CDD1D)
+    }
+    fn f32(&mut self) -> f32 {
+        (self.next() >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0
+    }
+    fn vec(&mut self, n: usize, scale: f32) -> Vec<f32> {
+        (0..n).map(|_| self.f32() * scale).collect()
+    }
+}
+
+/// Random valid blocks of `dtype` for `values` weights: f16 scales (and Q4_1 minimums) and
+/// random quants.
+fn random_blocks(rng: &mut Rng, dtype: DType, values: usize) -> Vec<u8> {
+    let (bytes, header) = match dtype {
+        DType::Q8_0 => (quant::Q8_0_BYTES, 2),
+        DType::Q4_0 => (quant::Q4_0_BYTES, 2),
+        _ => (quant::Q4_1_BYTES, 4),
+    };
+    let mut out = Vec::new();
+    for _ in 0..values / quant::QK {
+        let mut b = vec![0u8; bytes];
+        let d = half::f16::from_f32(0.01 + 0.02 * rng.f32().abs());
+        b[..2].copy_from_slice(&d.to_le_bytes());
+        if header == 4 {
+            b[2..4].copy_from_slice(&half::f16::from_f32(0.1 * rng.f32()).to_le_bytes());
+        }
+        for v in &mut b[header..] {
+            *v = rng.next() as u8;
+        }
+        out.extend(b);
+    }
+    out
+}
+
+#[test]
+fn linear_over_stored_blocks_matches_f64_of_the_decoded_weights() {
+    let mut rng = Rng(5);
+    for dtype in [DType::Q8_0, DType::Q4_0, DType::Q4_1] {
+        for (m, n, k) in [
+            (1, 1, 32),
+            (1, 7, 576),
+            (2, 33, 64),
+            (3, 129, 96),
+            (17, 13, 160),
+        ] {
+            let w = random_blocks(&mut rng, dtype, n * k);
+            let mut wf = vec![0f32; n * k];
+            quant::dequantize(dtype, &w, &mut wf).unwrap();
+            let x = rng.vec(m * k, 3.0);
+            let bias = rng.vec(n, 1.0);
+            let want: Vec<f64> = (0..m * n)
+                .map(|o| {
+                    let (i, j) = (o / n, o % n);
+                    (0..k)
+                        .map(|t| x[i * k + t] as f64 * wf[j * k + t] as f64)
+                        .sum::<f64>()
+                        + bias[j] as f64
+                })
+                .collect();
+            for ks in kernels::available() {
+                for threads in [1, 2, 3] {
+                    let cpu = CpuBackend::with_kernels(ks, threads).split_everything();
+                    let mut out = vec![0f32; m * n];
+                    let lin = Linear {
+                        w: WeightData::Blocks(dtype, &w),
+                        bias: Some(&bias),
+                        n,
+                        k,
+                        act: ActQuant::F32,
+                    };
+                    cpu.linear(&x, m, &lin, &mut out).unwrap();
+                    // f32 arithmetic only: the error is summation rounding, far below 1e-4
+                    // relative to the sum of |terms| (at most k * 3 * 0.6 here).
+                    for (g, w) in out.iter().zip(&want) {
+                        assert!(
+                            (*g as f64 - w).abs() <= 1e-5 * k as f64 * 2.0,
+                            "{dtype} {} t={threads} {m}x{n}x{k}: {g} vs {w}",
+                            ks.name
+                        );
+                    }
+                    // Q8_0 bytes given as Q8_0 weights with f32 activations take the same path.
+                    if dtype == DType::Q8_0 {
+                        let lin = Linear {
+                            w: WeightData::Q8_0(&w),
+                            ..lin
+                        };
+                        let mut again = vec![0f32; m * n];
+                        cpu.linear(&x, m, &lin, &mut again).unwrap();
+                        assert_eq!(again, out);
+                    }
+                }
+            }
+            // Wrong sizes are errors, not panics.
+            let cpu = CpuBackend::with_kernels(kernels::SCALAR, 1);
+            let lin = Linear {
+                w: WeightData::Blocks(dtype, &w[1..]),
+                bias: None,
+                n,
+                k,
+                act: ActQuant::F32,
+            };
+            assert!(cpu.linear(&x, m, &lin, &mut vec![0f32; m * n]).is_err());
+        }
+    }
+}
+
+#[test]
+fn rms_norm_and_swiglu_match_f64() {
+    let mut rng = Rng(9);
+    let cpu = CpuBackend::with_kernels(kernels::SCALAR, 1);
+    let (rows, dim) = (3, 100);
+    let x = rng.vec(rows * dim, 4.0);
+    let g = rng.vec(dim, 1.5);
+    let mut out = vec![0f32; rows * dim];
+    cpu.rms_norm(&x, &mut out, &g, 1e-5).unwrap();
+    for r in 0..rows {
+        let row = &x[r * dim..(r + 1) * dim];
+        let ms = row.iter().map(|v| (*v as f64).powi(2)).sum::<f64>() / dim as f64;
+        for c in 0..dim {
+            let want = row[c] as f64 / (ms + 1e-5).sqrt() * g[c] as f64;
+            assert!((out[r * dim + c] as f64 - want).abs() < 1e-5 * (1.0 + want.abs()));
+        }
+    }
+    assert!(cpu.rms_norm(&x[1..], &mut out[1..], &g, 1e-5).is_err());
+    let mut gate = rng.vec(1000, 12.0);
+    let up = rng.vec(1000, 2.0);
+    let want: Vec<f64> = gate
+        .iter()
+        .zip(&up)
+        .map(|(&a, &b)| a as f64 / (1.0 + (-a as f64).exp()) * b as f64)
+        .collect();
+    cpu.silu_mul(&mut gate, &up).unwrap();
+    for (g, w) in gate.iter().zip(&want) {
+        // exp_approx's relative error is below 3e-7.
+        assert!((*g as f64 - w).abs() < 2e-6 * (1.0 + w.abs()), "{g} vs {w}");
+    }
+}
+
+#[test]
+fn rope_rotates_pairs_by_position_in_both_layouts() {
+    let mut rng = Rng(3);
+    let cpu = CpuBackend::with_kernels(kernels::SCALAR, 1);
+    let (heads, hd, rows, pos0) = (3, 8, 4, 5);
+    let inv: Vec<f32> = (0..hd / 2)
+        .map(|i| 10000f32.powf(-2.0 * i as f32 / hd as f32))
+        .collect();
+    for style in [RopeStyle::Interleaved, RopeStyle::Halves] {
+        let x = rng.vec(rows * heads * hd, 1.0);
+        let mut y = x.clone();
+        cpu.rope(&mut y, heads, hd, pos0, &inv, style).unwrap();
+        for r in 0..rows {
+            for h in 0..heads {
+                let base = (r * heads + h) * hd;
+                for (p, f) in inv.iter().enumerate() {
+                    let (a, b) = match style {
+                        RopeStyle::Interleaved => (2 * p, 2 * p + 1),
+                        RopeStyle::Halves => (p, p + hd / 2),
+                    };
+                    let ang = (pos0 + r) as f64 * *f as f64;
+                    let (x0, x1) = (x[base + a] as f64, x[base + b] as f64);
+                    let (w0, w1) = (
+                        x0 * ang.cos() - x1 * ang.sin(),
+                        x0 * ang.sin() + x1 * ang.cos(),
+                    );
+                    assert!((y[base + a] as f64 - w0).abs() < 1e-5, "{style:?}");
+                    assert!((y[base + b] as f64 - w1).abs() < 1e-5, "{style:?}");
+                }
+            }
+        }
+    }
+    assert!(cpu
+        .rope(&mut [0f32; 7], heads, hd, 0, &inv, RopeStyle::Halves)
+        .is_err());
+}
+
+#[test]
+fn causal_attention_over_a_cache_matches_naive_gqa() {
+    let mut rng = Rng(21);
+    let (heads, kvh, hd, cap) = (6, 2, 16, 40);
+    let k = rng.vec(kvh * cap * hd, 1.5);
+    let v = rng.vec(kvh * cap * hd, 1.0);
+    // Prefill of 12 rows from position 0, and 3 rows appended at position 20 (decode-like).
+    for (pos0, rows) in [(0usize, 12usize), (20, 3), (37, 1)] {
+        let q = rng.vec(rows * heads * hd, 1.5);
+        let a = CausalAttention {
+            q: &q,
+            k: &k,
+            v: &v,
+            pos0,
+            capacity: cap,
+            heads,
+            kv_heads: kvh,
+            head_dim: hd,
+        };
+        for threads in [1, 2, 3] {
+            let cpu = CpuBackend::with_kernels(kernels::SCALAR, threads).split_everything();
+            let mut out = vec![0f32; q.len()];
+            cpu.causal_attention(&a, &mut out).unwrap();
+            for i in 0..rows {
+                for h in 0..heads {
+                    let g = h / (heads / kvh);
+                    let qi = &q[(i * heads + h) * hd..][..hd];
+                    let len = pos0 + i + 1;
+                    let s: Vec<f64> = (0..len)
+                        .map(|j| {
+                            let kj = &k[(g * cap + j) * hd..][..hd];
+                            qi.iter()
+                                .zip(kj)
+                                .map(|(a, b)| *a as f64 * *b as f64)
+                                .sum::<f64>()
+                                / (hd as f64).sqrt()
+                        })
+                        .collect();
+                    let mx = s.iter().cloned().fold(f64::MIN, f64::max);
+                    let e: Vec<f64> = s.iter().map(|x| (x - mx).exp()).collect();
+                    let z: f64 = e.iter().sum();
+                    for d in 0..hd {
+                        let want: f64 = (0..len)
+                            .map(|j| e[j] / z * v[(g * cap + j) * hd + d] as f64)
+                            .sum();
+                        let got = out[(i * heads + h) * hd + d] as f64;
+                        assert!(
+                            (got - want).abs() < 1e-5,
+                            "pos0 {pos0} row {i} head {h} t={threads}: {got} vs {want}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+    // Rows past the cache's capacity are an error.
+    let q = vec![0f32; 2 * heads * hd];
+    let a = CausalAttention {
+        q: &q,
+        k: &k,
+        v: &v,
+        pos0: cap - 1,
+        capacity: cap,
+        heads,
+        kv_heads: kvh,
+        head_dim: hd,
+    };
+    let cpu = CpuBackend::with_kernels(kernels::SCALAR, 1);
+    assert!(cpu.causal_attention(&a, &mut vec![0f32; q.len()]).is_err());
+}

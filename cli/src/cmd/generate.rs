@@ -1,0 +1,240 @@
+//! `edgecut generate` and `edgecut chat`: text generation with a Llama-family model, streamed
+//! to standard output as it is produced.
+
+use std::io::{BufRead, IsTerminal, Read, Write};
+use std::path::PathBuf;
+
+use anyhow::Context as _;
+use edgecut::{
+    Chat, DeviceKind, Finish, GenerateOptions, Generation, Llm, LlmOptions, SamplingParams,
+};
+
+/// Which decoder to run, where.
+#[derive(clap::Args, Clone)]
+pub struct LlmArgs {
+    /// The model file (GGUF, architecture llama).
+    #[arg(short, long)]
+    pub model: PathBuf,
+    /// Device: cpu or auto.
+    #[arg(long, default_value = "auto")]
+    pub device: DeviceKind,
+    /// Threads (default: the cores this process may use; EDGECUT_THREADS also sets it).
+    #[arg(long, default_value_t = 0)]
+    pub threads: usize,
+    /// Context length in tokens, the size of the KV cache (default: the model's, at most 2048).
+    #[arg(long)]
+    pub context: Option<usize>,
+}
+
+impl LlmArgs {
+    /// Opens the model.
+    pub fn open(&self) -> anyhow::Result<Llm> {
+        let opts = LlmOptions {
+            device: self.device,
+            threads: self.threads,
+            context: self.context,
+        };
+        Llm::open(&self.model, &opts).with_context(|| format!("opening {}", self.model.display()))
+    }
+}
+
+/// How tokens are chosen and when generation stops.
+#[derive(clap::Args, Clone)]
+pub struct SamplingArgs {
+    /// Most tokens to generate.
+    #[arg(short = 'n', long, default_value_t = 256)]
+    max_tokens: usize,
+    /// Temperature; 0 (the default) is greedy decoding.
+    #[arg(long, default_value_t = 0.0)]
+    temp: f32,
+    /// Sample only from the k most likely tokens (0: all).
+    #[arg(long, default_value_t = 0)]
+    top_k: usize,
+    /// Sample only from the most likely tokens holding this much probability (1: all).
+    #[arg(long, default_value_t = 1.0)]
+    top_p: f32,
+    /// Penalty on tokens of the last 64 (1: off; 1.1 is a common choice).
+    #[arg(long, default_value_t = 1.0)]
+    repeat_penalty: f32,
+    /// Random seed (default: a new one each run; printed with the statistics).
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Stop before this text (repeatable).
+    #[arg(long)]
+    stop: Vec<String>,
+    /// Print no statistics on standard error.
+    #[arg(short, long)]
+    quiet: bool,
+}
+
+impl SamplingArgs {
+    fn options(&self) -> anyhow::Result<GenerateOptions> {
+        let seed = self.seed.unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos() as u64)
+        });
+        let sampling = SamplingParams {
+            temperature: self.temp,
+            top_k: self.top_k,
+            top_p: self.top_p,
+            repetition_penalty: self.repeat_penalty,
+            seed,
+            ..SamplingParams::default()
+        };
+        sampling.validate().map_err(anyhow::Error::msg)?;
+        Ok(GenerateOptions {
+            max_tokens: self.max_tokens,
+            sampling,
+            stop: self.stop.clone(),
+            ignore_eos: false,
+        })
+    }
+}
+
+/// Arguments of `edgecut generate`.
+#[derive(clap::Args)]
+pub struct GenerateArgs {
+    #[command(flatten)]
+    llm: LlmArgs,
+    #[command(flatten)]
+    sampling: SamplingArgs,
+    /// Wrap the prompt in the model's chat template as one user message.
+    #[arg(long)]
+    chat: bool,
+    /// The prompt (default: all of standard input).
+    prompt: Option<String>,
+}
+
+/// Writes a piece to stdout at once; `false` (stop generating) when stdout is closed.
+fn emit(piece: &str) -> bool {
+    let mut out = std::io::stdout().lock();
+    out.write_all(piece.as_bytes())
+        .and_then(|_| out.flush())
+        .is_ok()
+}
+
+fn stats(g: &Generation, seed: u64, sampled: bool) {
+    let rate = |n: usize, d: std::time::Duration| n as f64 / d.as_secs_f64().max(1e-9);
+    let finish = match g.finish {
+        Finish::EndOfSequence => "end of sequence",
+        Finish::StopString => "stop string",
+        Finish::MaxTokens => "max tokens",
+        Finish::ContextFull => "context full",
+        Finish::Cancelled => "cancelled",
+    };
+    let prefilled = g.prompt_tokens - g.cached_tokens;
+    eprintln!(
+        "[prompt {} tokens ({} cached), prefill {:.1} tokens/s; generated {} tokens, decode \
+         {:.1} tokens/s; stopped: {finish}{}]",
+        g.prompt_tokens,
+        g.cached_tokens,
+        rate(prefilled, g.prefill),
+        g.tokens.len(),
+        rate(g.tokens.len().saturating_sub(1), g.decode),
+        if sampled {
+            format!("; seed {seed}")
+        } else {
+            String::new()
+        }
+    );
+}
+
+/// Runs `edgecut generate`.
+pub fn generate(a: GenerateArgs) -> anyhow::Result<()> {
+    let prompt = match a.prompt {
+        Some(p) => p,
+        None => {
+            let stdin = std::io::stdin();
+            if stdin.is_terminal() {
+                anyhow::bail!("no prompt given: pass it as an argument or on standard input");
+            }
+            let mut s = String::new();
+            stdin
+                .lock()
+                .read_to_string(&mut s)
+                .context("reading standard input")?;
+            s
+        }
+    };
+    let opts = a.sampling.options()?;
+    let llm = a.llm.open()?;
+    let text = if a.chat {
+        llm.render_chat(&[edgecut::Message::new("user", prompt)])?
+    } else {
+        prompt
+    };
+    let ids = llm.tokenize(&text)?;
+    let g = llm.new_context()?.generate(&ids, &opts, &mut emit)?;
+    emit("\n");
+    if !a.sampling.quiet {
+        stats(&g, opts.sampling.seed, opts.sampling.temperature > 0.0);
+    }
+    Ok(())
+}
+
+/// Arguments of `edgecut chat`.
+#[derive(clap::Args)]
+pub struct ChatArgs {
+    #[command(flatten)]
+    llm: LlmArgs,
+    #[command(flatten)]
+    sampling: SamplingArgs,
+    /// System message (default: the chat template's).
+    #[arg(long)]
+    system: Option<String>,
+}
+
+/// Runs `edgecut chat`: one user message per line of standard input; `/reset` starts over,
+/// `/exit` (or end of input) ends.
+pub fn chat(a: ChatArgs) -> anyhow::Result<()> {
+    let opts = a.sampling.options()?;
+    let llm = a.llm.open()?;
+    let interactive = std::io::stdin().is_terminal();
+    let mut chat = Chat::new(&llm, a.system.as_deref())?;
+    if interactive {
+        eprintln!(
+            "edgecut chat: {} ({} context tokens, KV cache {:.1} MB). /reset starts over, \
+             /exit or Ctrl-D ends.",
+            a.llm.model.display(),
+            llm.context_len(),
+            llm.kv_cache_bytes() as f64 / 1e6
+        );
+    }
+    let stdin = std::io::stdin();
+    let mut lines = stdin.lock().lines();
+    loop {
+        if interactive {
+            eprint!("> ");
+        }
+        let Some(line) = lines.next() else { break };
+        let line = line.context("reading standard input")?;
+        let line = line.trim();
+        match line {
+            "" => continue,
+            "/exit" | "/quit" => break,
+            "/reset" => {
+                chat = Chat::new(&llm, a.system.as_deref())?;
+                eprintln!("[history cleared]");
+                continue;
+            }
+            _ => {}
+        }
+        let g = match chat.send(line, &opts, &mut emit) {
+            Ok(g) => g,
+            Err(e) => {
+                // The message is not added to the history; the chat goes on.
+                eprintln!("error: {e:#}");
+                continue;
+            }
+        };
+        emit("\n");
+        if !a.sampling.quiet {
+            stats(&g, opts.sampling.seed, opts.sampling.temperature > 0.0);
+        }
+        if g.finish == Finish::ContextFull {
+            eprintln!("[the context is full: /reset to start a new conversation]");
+        }
+    }
+    Ok(())
+}
