@@ -187,3 +187,12 @@ fn llama_cpp_smollm2_file_is_read_the_same_as_llama_cpp_reads_it() {
         .unwrap()
         .contains("<|im_start|>"));
 }
+
+#[test]
+fn converted_llama_checkpoint_is_read_the_same_by_llama_cpp() {
+    let dir = edgecut_tests::repo_root().join("tests/fixtures/llama-tiny");
+    let path = edgecut_tests::converted(&dir, "llama-tiny", WeightType::Q8_0);
+    let f = assert_same_as_llama_cpp(&path);
+    assert_eq!(f.architecture().unwrap(), "llama");
+    assert_eq!(f.get_str("tokenizer.ggml.model").unwrap(), "gpt2");
+}

@@ -2,6 +2,7 @@
 
 mod bert_fidelity;
 mod gguf_compat;
+mod llama_convert;
 mod llama_fidelity;
 mod llama_generation;
 mod mutated_files;

@@ -9,6 +9,7 @@
 mod bert;
 mod from_gguf;
 pub mod hf;
+mod llama;
 mod tokenizer_meta;
 
 use std::borrow::Cow;
@@ -104,9 +105,10 @@ pub fn convert(
         let model_type = ckpt.cfg_str("model_type").unwrap_or("").to_string();
         match model_type.as_str() {
             "bert" | "distilbert" => bert::convert(&ckpt, output, opts, progress),
+            "llama" => llama::convert(&ckpt, output, opts, progress),
             other => Err(ModelError::Unsupported(format!(
-                "{}: model_type {other:?}; edgecut converts bert and distilbert checkpoints \
-                 (and llama.cpp GGUF files)",
+                "{}: model_type {other:?}; edgecut converts bert, distilbert and llama \
+                 checkpoints (and llama.cpp GGUF files)",
                 input.join("config.json").display()
             ))),
         }

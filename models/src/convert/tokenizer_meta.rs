@@ -11,6 +11,7 @@ use crate::error::{ModelError, Result};
 /// llama.cpp's token types.
 const NORMAL: i32 = 1;
 const CONTROL: i32 = 3;
+const USER_DEFINED: i32 = 4;
 
 /// Writes the WordPiece vocabulary of `tokenizer_json` as `tokenizer.ggml.*` keys.
 pub(super) fn wordpiece(
@@ -99,5 +100,117 @@ pub(super) fn wordpiece(
         "tokenizer.ggml.token_type_count",
         Value::U32(type_count as u32),
     );
+    Ok(())
+}
+
+/// Writes the byte-level BPE vocabulary of `tokenizer_json` as llama.cpp's `gpt2` keys, with
+/// BOS/EOS ids from the model's `config.json` (else `tokenizer_config.json`'s token texts).
+pub(super) fn bpe(
+    w: &mut GgufWriter,
+    tokenizer_json: &str,
+    config: &Json,
+    tokenizer_config: Option<&Json>,
+    path: &Path,
+) -> Result<()> {
+    let err = |reason: String| ModelError::Json {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let j: Json = serde_json::from_str(tokenizer_json).map_err(|e| err(e.to_string()))?;
+    let model = j
+        .get("model")
+        .ok_or_else(|| err("no \"model\" section".into()))?;
+    let kind = model.get("type").and_then(Json::as_str).unwrap_or("");
+    if kind != "BPE" {
+        return Err(ModelError::Unsupported(format!(
+            "{}: tokenizer model {kind:?}; Llama checkpoints need BPE",
+            path.display()
+        )));
+    }
+    let vocab = model
+        .get("vocab")
+        .and_then(Json::as_object)
+        .ok_or_else(|| err("model.vocab is not a map".into()))?;
+    let added: Vec<&Json> = j
+        .get("added_tokens")
+        .and_then(Json::as_array)
+        .into_iter()
+        .flatten()
+        .collect();
+    let size = vocab
+        .values()
+        .chain(added.iter().filter_map(|a| a.get("id")))
+        .filter_map(Json::as_u64)
+        .max()
+        .map_or(0, |m| m as usize + 1);
+    let mut tokens: Vec<Option<String>> = vec![None; size];
+    let mut types = vec![NORMAL; size];
+    for (tok, id) in vocab {
+        let id = id
+            .as_u64()
+            .ok_or_else(|| err(format!("id of token {tok:?} is not an integer")))?;
+        tokens[id as usize] = Some(tok.clone());
+    }
+    for a in &added {
+        let (Some(id), Some(content)) = (
+            a.get("id").and_then(Json::as_u64),
+            a.get("content").and_then(Json::as_str),
+        ) else {
+            return Err(err("an added token lacks its id or content".into()));
+        };
+        tokens[id as usize] = Some(content.to_string());
+        let special = a.get("special").and_then(Json::as_bool).unwrap_or(false);
+        types[id as usize] = if special { CONTROL } else { USER_DEFINED };
+    }
+    let tokens: Vec<String> = tokens
+        .into_iter()
+        .enumerate()
+        .map(|(i, t)| t.ok_or_else(|| err(format!("token id {i} is missing from the vocabulary"))))
+        .collect::<Result<_>>()?;
+    // Merges are "a b" strings (older files) or ["a", "b"] pairs (newer ones).
+    let merges: Vec<String> = model
+        .get("merges")
+        .and_then(Json::as_array)
+        .ok_or_else(|| err("model.merges is not a list".into()))?
+        .iter()
+        .map(|m| match m {
+            Json::String(s) => Ok(s.clone()),
+            Json::Array(p) if p.len() == 2 => Ok(format!(
+                "{} {}",
+                p[0].as_str().unwrap_or_default(),
+                p[1].as_str().unwrap_or_default()
+            )),
+            other => Err(err(format!("merge {other} is neither \"a b\" nor [a, b]"))),
+        })
+        .collect::<Result<_>>()?;
+    let id_of = |key: &str, tok_key: &str| {
+        config.get(key).and_then(Json::as_u64).or_else(|| {
+            let t = tokenizer_config?.get(tok_key)?;
+            let text = t.as_str().or(t.get("content").and_then(Json::as_str))?;
+            tokens.iter().position(|x| x == text).map(|p| p as u64)
+        })
+    };
+    for (key, cfg_key, tok_key) in [
+        ("tokenizer.ggml.bos_token_id", "bos_token_id", "bos_token"),
+        ("tokenizer.ggml.eos_token_id", "eos_token_id", "eos_token"),
+        (
+            "tokenizer.ggml.padding_token_id",
+            "pad_token_id",
+            "pad_token",
+        ),
+    ] {
+        if let Some(id) = id_of(cfg_key, tok_key) {
+            w.set(key, Value::U32(id as u32));
+        }
+    }
+    let add_bos = tokenizer_config
+        .and_then(|t| t.get("add_bos_token"))
+        .and_then(Json::as_bool)
+        .unwrap_or(false);
+    w.set("tokenizer.ggml.model", Value::Str("gpt2".into()));
+    w.set("tokenizer.ggml.add_bos_token", Value::Bool(add_bos));
+    w.set("tokenizer.ggml.tokens", Value::Array(Array::Str(tokens)));
+    w.set("tokenizer.ggml.token_type", Value::Array(Array::I32(types)));
+    w.set("tokenizer.ggml.merges", Value::Array(Array::Str(merges)));
     Ok(())
 }

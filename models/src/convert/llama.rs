@@ -1,0 +1,332 @@
+//! Hugging Face Llama-family checkpoints (`LlamaForCausalLM`: Llama, SmolLM, TinyLlama...) to GGUF
+//! with llama.cpp's `llama` names and layout: the q and k projection rows of each head are
+//! permuted from Hugging Face's rotate-half order to the adjacent-pair order llama.cpp's rotary
+//! embedding uses (what llama.cpp's `convert_hf_to_gguf.py` does), so llama.cpp reads the files
+//! edgecut writes and edgecut runs both the same way.
+
+use std::borrow::Cow;
+use std::path::Path;
+
+use edgecut_runtime::gguf::{GgufWriter, TensorSpec, Value};
+use serde_json::Value as Json;
+
+use super::hf::Checkpoint;
+use super::{
+    common_metadata, encode, target_type, tokenizer_meta, ConvertOptions, ConvertReport, Progress,
+};
+use crate::error::{ModelError, Result};
+
+struct Hparams {
+    hidden: usize,
+    ffn: usize,
+    layers: usize,
+    heads: usize,
+    kv_heads: usize,
+    head_dim: usize,
+    ctx: usize,
+    eps: f64,
+    vocab: usize,
+    rope_theta: f64,
+    rope_linear: Option<f64>,
+    tied: bool,
+}
+
+fn hparams(c: &Checkpoint) -> Result<Hparams> {
+    let heads = c.cfg_usize("num_attention_heads")?;
+    let hidden = c.cfg_usize("hidden_size")?;
+    let unsupported = |what: String| {
+        ModelError::Unsupported(format!("{}: {what}", c.dir.join("config.json").display()))
+    };
+    for flag in ["attention_bias", "mlp_bias"] {
+        if c.config.get(flag).and_then(Json::as_bool) == Some(true) {
+            return Err(unsupported(format!(
+                "{flag} = true (edgecut runs bias-free Llama blocks)"
+            )));
+        }
+    }
+    if let Some(act) = c.cfg_str("hidden_act") {
+        if act != "silu" {
+            return Err(unsupported(format!(
+                "hidden_act {act:?} (edgecut runs SwiGLU with silu)"
+            )));
+        }
+    }
+    // transformers 5 keeps rotary settings under `rope_parameters`, earlier versions at the top.
+    let rope = c
+        .config
+        .get("rope_parameters")
+        .or(c.config.get("rope_scaling"));
+    let rope_theta = c
+        .config
+        .get("rope_theta")
+        .or(rope.and_then(|r| r.get("rope_theta")))
+        .and_then(Json::as_f64)
+        .unwrap_or(10_000.0);
+    let rope_type = rope
+        .and_then(|r| r.get("rope_type").or(r.get("type")))
+        .and_then(Json::as_str)
+        .unwrap_or("default");
+    let rope_linear = match rope_type {
+        "default" => None,
+        "linear" => Some(
+            rope.and_then(|r| r.get("factor"))
+                .and_then(Json::as_f64)
+                .unwrap_or(1.0),
+        ),
+        other => {
+            return Err(unsupported(format!(
+                "rope type {other:?} (edgecut runs default and linear)"
+            )))
+        }
+    };
+    let head_dim = match c.config.get("head_dim").and_then(Json::as_u64) {
+        Some(d) => d as usize,
+        None => hidden.checked_div(heads).unwrap_or(0),
+    };
+    Ok(Hparams {
+        hidden,
+        ffn: c.cfg_usize("intermediate_size")?,
+        layers: c.cfg_usize("num_hidden_layers")?,
+        heads,
+        kv_heads: c.cfg_usize("num_key_value_heads").unwrap_or(heads),
+        head_dim,
+        ctx: c.cfg_usize("max_position_embeddings")?,
+        eps: c.cfg_f64_or("rms_norm_eps", 1e-6)?,
+        vocab: c.cfg_usize("vocab_size")?,
+        rope_theta,
+        rope_linear,
+        tied: c
+            .config
+            .get("tie_word_embeddings")
+            .and_then(Json::as_bool)
+            .unwrap_or(false),
+    })
+}
+
+/// How a source tensor is written.
+#[derive(Clone, Copy)]
+enum Transform {
+    AsIs,
+    /// llama.cpp's q/k permutation for heads of the given count.
+    Permute(usize),
+}
+
+/// Rows of each head reordered from `[2, hd/2]` to `[hd/2, 2]`: new row `2i + s` of a head is
+/// old row `s * hd/2 + i`.
+fn permute(v: &[f32], rows: usize, cols: usize, heads: usize) -> Vec<f32> {
+    let hd = rows / heads;
+    let mut out = vec![0f32; v.len()];
+    for h in 0..heads {
+        for i in 0..hd / 2 {
+            for s in 0..2 {
+                let (new, old) = (h * hd + 2 * i + s, h * hd + s * hd / 2 + i);
+                out[new * cols..(new + 1) * cols].copy_from_slice(&v[old * cols..(old + 1) * cols]);
+            }
+        }
+    }
+    out
+}
+
+pub(super) fn convert(
+    c: &Checkpoint,
+    output: &Path,
+    opts: &ConvertOptions,
+    progress: &mut dyn FnMut(Progress<'_>),
+) -> Result<ConvertReport> {
+    let h = hparams(c)?;
+    if h.heads == 0
+        || h.kv_heads == 0
+        || h.heads % h.kv_heads != 0
+        || h.head_dim == 0
+        || h.head_dim % 2 != 0
+    {
+        return Err(ModelError::Unsupported(format!(
+            "{} heads over {} key/value heads of {}",
+            h.heads, h.kv_heads, h.head_dim
+        )));
+    }
+    let mut w = GgufWriter::new();
+    w.set("general.architecture", Value::Str("llama".into()));
+    let name = c
+        .dir
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    w.set("general.name", Value::Str(name));
+    let u = |v: usize| Value::U32(v as u32);
+    w.set("llama.context_length", u(h.ctx));
+    w.set("llama.embedding_length", u(h.hidden));
+    w.set("llama.feed_forward_length", u(h.ffn));
+    w.set("llama.block_count", u(h.layers));
+    w.set("llama.attention.head_count", u(h.heads));
+    w.set("llama.attention.head_count_kv", u(h.kv_heads));
+    w.set("llama.attention.key_length", u(h.head_dim));
+    w.set("llama.attention.value_length", u(h.head_dim));
+    w.set(
+        "llama.attention.layer_norm_rms_epsilon",
+        Value::F32(h.eps as f32),
+    );
+    w.set("llama.rope.freq_base", Value::F32(h.rope_theta as f32));
+    w.set("llama.rope.dimension_count", u(h.head_dim));
+    w.set("llama.vocab_size", u(h.vocab));
+    if let Some(f) = h.rope_linear {
+        w.set("llama.rope.scaling.type", Value::Str("linear".into()));
+        w.set("llama.rope.scaling.factor", Value::F32(f as f32));
+    }
+    let Some(tok) = &c.tokenizer_json else {
+        return Err(ModelError::Unsupported(format!(
+            "{} has no tokenizer.json; edgecut files carry their tokenizer",
+            c.dir.display()
+        )));
+    };
+    let tok_config = c.optional_json("tokenizer_config.json")?;
+    tokenizer_meta::bpe(
+        &mut w,
+        tok,
+        &c.config,
+        tok_config.as_ref(),
+        &c.dir.join("tokenizer.json"),
+    )?;
+    w.set("tokenizer.huggingface.json", Value::Str(tok.clone()));
+    let template = match std::fs::read_to_string(c.dir.join("chat_template.jinja")) {
+        Ok(t) => Some(t),
+        Err(_) => tok_config
+            .as_ref()
+            .and_then(|t| t.get("chat_template"))
+            .and_then(Json::as_str)
+            .map(str::to_string),
+    };
+    if let Some(t) = template {
+        w.set("tokenizer.chat_template", Value::Str(t));
+    }
+    w.set("edgecut.source.model_type", Value::Str("llama".into()));
+    common_metadata(&mut w, opts, c.checksum()?);
+
+    let (q_rows, kv_rows) = (h.heads * h.head_dim, h.kv_heads * h.head_dim);
+    let mut map: Vec<(String, String, Vec<usize>, Transform)> = vec![
+        (
+            "token_embd.weight".into(),
+            "model.embed_tokens.weight".into(),
+            vec![h.vocab, h.hidden],
+            Transform::AsIs,
+        ),
+        (
+            "output_norm.weight".into(),
+            "model.norm.weight".into(),
+            vec![h.hidden],
+            Transform::AsIs,
+        ),
+    ];
+    if !h.tied || c.has("lm_head.weight") {
+        map.push((
+            "output.weight".into(),
+            "lm_head.weight".into(),
+            vec![h.vocab, h.hidden],
+            Transform::AsIs,
+        ));
+    }
+    for i in 0..h.layers {
+        let l = |s: &str| format!("model.layers.{i}.{s}");
+        let b = |s: &str| format!("blk.{i}.{s}");
+        map.extend([
+            (
+                b("attn_norm.weight"),
+                l("input_layernorm.weight"),
+                vec![h.hidden],
+                Transform::AsIs,
+            ),
+            (
+                b("attn_q.weight"),
+                l("self_attn.q_proj.weight"),
+                vec![q_rows, h.hidden],
+                Transform::Permute(h.heads),
+            ),
+            (
+                b("attn_k.weight"),
+                l("self_attn.k_proj.weight"),
+                vec![kv_rows, h.hidden],
+                Transform::Permute(h.kv_heads),
+            ),
+            (
+                b("attn_v.weight"),
+                l("self_attn.v_proj.weight"),
+                vec![kv_rows, h.hidden],
+                Transform::AsIs,
+            ),
+            (
+                b("attn_output.weight"),
+                l("self_attn.o_proj.weight"),
+                vec![h.hidden, q_rows],
+                Transform::AsIs,
+            ),
+            (
+                b("ffn_norm.weight"),
+                l("post_attention_layernorm.weight"),
+                vec![h.hidden],
+                Transform::AsIs,
+            ),
+            (
+                b("ffn_gate.weight"),
+                l("mlp.gate_proj.weight"),
+                vec![h.ffn, h.hidden],
+                Transform::AsIs,
+            ),
+            (
+                b("ffn_up.weight"),
+                l("mlp.up_proj.weight"),
+                vec![h.ffn, h.hidden],
+                Transform::AsIs,
+            ),
+            (
+                b("ffn_down.weight"),
+                l("mlp.down_proj.weight"),
+                vec![h.hidden, h.ffn],
+                Transform::AsIs,
+            ),
+        ]);
+    }
+    let mut sources = Vec::with_capacity(map.len());
+    for (gname, src, shape, transform) in map {
+        if !c.has(&src) {
+            return Err(ModelError::MissingTensor(src));
+        }
+        let found = c.shape(&src)?;
+        if found != shape {
+            return Err(ModelError::Shape {
+                name: src,
+                found,
+                expected: shape,
+            });
+        }
+        let dims: Vec<u64> = shape.iter().rev().map(|&d| d as u64).collect();
+        let dtype = target_type(&dims, opts.weight_type);
+        w.add_tensor(TensorSpec {
+            name: gname,
+            dtype,
+            dims,
+        })?;
+        sources.push((src, shape, transform));
+    }
+    super::write(&w, output, progress, |i, spec| {
+        let (src, shape, transform) = &sources[i];
+        let (v, _) = c.tensor_f32(src).map_err(|e| e.to_string())?;
+        let v = match *transform {
+            Transform::AsIs => v,
+            Transform::Permute(heads) => permute(&v, shape[0], shape[1], heads),
+        };
+        encode(&v, spec.dtype).map(Cow::Owned)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn permute_interleaves_the_two_halves_of_each_head() {
+        // 2 heads of 4 rows, 1 column: rows [a0 a1 b0 b1] per head become [a0 b0 a1 b1].
+        let v: Vec<f32> = (0..8).map(|i| i as f32).collect();
+        assert_eq!(
+            super::permute(&v, 8, 1, 2),
+            [0., 2., 1., 3., 4., 6., 5., 7.]
+        );
+    }
+}
