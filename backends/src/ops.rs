@@ -203,14 +203,14 @@ pub enum RopeStyle {
 /// Inputs of causal grouped-query attention for rows appended to a KV cache.
 ///
 /// Query row `i` sits at position `pos0 + i` and attends to cache positions `0..=pos0 + i`;
-/// its keys and values must already be in the cache. The caches are laid out
-/// `[kv_heads, capacity, head_dim]` so one head's keys are contiguous; query head `h` reads KV
-/// head `h / (heads / kv_heads)`.
+/// its keys and values must already be in the cache. Keys are stored transposed,
+/// `[kv_heads, head_dim, capacity]`, so scores are computed along positions; values are
+/// `[kv_heads, capacity, head_dim]`. Query head `h` reads KV head `h / (heads / kv_heads)`.
 #[derive(Clone, Copy, Debug)]
 pub struct CausalAttention<'a> {
     /// Queries, `[rows, heads * head_dim]`, rotary embeddings applied.
     pub q: &'a [f32],
-    /// Key cache, `[kv_heads, capacity, head_dim]`.
+    /// Key cache, transposed: `[kv_heads, head_dim, capacity]`.
     pub k: &'a [f32],
     /// Value cache, same layout.
     pub v: &'a [f32],

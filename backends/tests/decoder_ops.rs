@@ -219,10 +219,9 @@ fn causal_attention_over_a_cache_matches_naive_gqa() {
                     let len = pos0 + i + 1;
                     let s: Vec<f64> = (0..len)
                         .map(|j| {
-                            let kj = &k[(g * cap + j) * hd..][..hd];
-                            qi.iter()
-                                .zip(kj)
-                                .map(|(a, b)| *a as f64 * *b as f64)
+                            // Keys are transposed: dimension d of position j at (g hd + d) cap + j.
+                            (0..hd)
+                                .map(|d| qi[d] as f64 * k[(g * hd + d) * cap + j] as f64)
                                 .sum::<f64>()
                                 / (hd as f64).sqrt()
                         })

@@ -3,8 +3,9 @@
 
 use crate::error::{ModelError, Result};
 
-/// Keys and values of every layer for up to `capacity` positions, f32, laid out
-/// `[layer][kv_head][position][head_dim]` so one head's keys are contiguous for attention.
+/// Keys and values of every layer for up to `capacity` positions, f32. Keys are laid out
+/// `[layer][kv_head][head_dim][position]` (attention scores run along positions), values
+/// `[layer][kv_head][position][head_dim]`.
 ///
 /// The first [`KvCache::len`] positions are valid. [`KvCache::truncate`] forgets a suffix (a chat
 /// whose history diverges from what is cached keeps the common prefix and recomputes the rest).

@@ -361,9 +361,13 @@ impl Llama {
                         RopeStyle::Interleaved,
                     )
                     .map_err(op)?;
+                    // Keys transposed (`[kv_head][dim][position]`), values by position.
+                    let pos = pos0 + i;
+                    for (gd, &kv) in kr.iter().enumerate() {
+                        cache.k[l][gd * cap + pos] = kv;
+                    }
                     for g in 0..c.kv_heads {
-                        let at = (g * cap + pos0 + i) * hd;
-                        cache.k[l][at..at + hd].copy_from_slice(&kr[g * hd..(g + 1) * hd]);
+                        let at = (g * cap + pos) * hd;
                         cache.v[l][at..at + hd].copy_from_slice(&vr[g * hd..(g + 1) * hd]);
                     }
                 }

@@ -62,15 +62,23 @@ pub(super) fn rope(
 }
 
 multiversion! {
-    /// One query row of one head against cache rows `0..len` of its KV head.
-    fn attend_row(q: &[f32], k: &[f32], v: &[f32], len: usize, scale: f32, s: &mut [f32], o: &mut [f32]) {
+    /// One query row of one head against positions `0..len` of its KV head (`kt`: keys
+    /// transposed, `[head_dim][cap]`; `v`: `[cap][head_dim]`). The scores are accumulated one
+    /// key dimension at a time over all positions, a loop that vectorises along positions.
+    fn attend_row(q: &[f32], kt: &[f32], v: &[f32], len: usize, scale: f32, s: &mut [f32], o: &mut [f32]) {
         let hd = q.len();
-        for (j, sj) in s[..len].iter_mut().enumerate() {
-            *sj = dot_f32(q, &k[j * hd..(j + 1) * hd]) * scale;
+        let cap = kt.len() / hd;
+        let s = &mut s[..len];
+        s.fill(0.0);
+        for (d, &qd) in q.iter().enumerate() {
+            let qd = qd * scale;
+            for (sj, k) in s.iter_mut().zip(&kt[d * cap..d * cap + len]) {
+                *sj += qd * k;
+            }
         }
-        softmax_row(&mut s[..len]);
+        softmax_row(s);
         o.iter_mut().for_each(|x| *x = 0.0);
-        for (j, &w) in s[..len].iter().enumerate() {
+        for (j, &w) in s.iter().enumerate() {
             for (x, vv) in o.iter_mut().zip(&v[j * hd..(j + 1) * hd]) {
                 *x += w * vv;
             }

@@ -27,6 +27,9 @@ const ROWS: usize = 4;
 thread_local! {
     /// Decoded weight rows, per thread, reused across calls.
     static BUF: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+    /// Activation rows quantized to int16 for the one-row kernel, reused across calls.
+    #[cfg(target_arch = "x86_64")]
+    static ROWS_I16: RefCell<Vec<super::gemv_i16::RowI16>> = const { RefCell::new(Vec::new()) };
 }
 
 /// f16 bits to f32: the bit-level conversion for normal numbers (every scale a quantizer
@@ -170,6 +173,17 @@ impl CpuBackend {
         let fast = self.kernels.name == "avx512vnni"
             && super::f32_avx512::available()
             && k.is_multiple_of(16);
+        #[cfg(target_arch = "x86_64")]
+        let i16_rows = fast && m <= FUSED_MAX_M && super::gemv_i16::available();
+        #[cfg(target_arch = "x86_64")]
+        let mut rows_i16 = ROWS_I16.take();
+        #[cfg(target_arch = "x86_64")]
+        if i16_rows {
+            rows_i16.resize_with(m, Default::default);
+            for (r, xr) in rows_i16.iter_mut().zip(x.chunks_exact(k)) {
+                r.quantize(xr);
+            }
+        }
         self.parallel(tasks, &|t| {
             let (j0, j1) = ((t * chunk).min(n), ((t + 1) * chunk).min(n));
             BUF.with_borrow_mut(|buf| {
@@ -185,6 +199,19 @@ impl CpuBackend {
                         unsafe { outp.set(i * n + j + r, v + b) };
                     };
                     let w = &w[j * row_bytes..(j + rows) * row_bytes];
+                    #[cfg(target_arch = "x86_64")]
+                    if i16_rows && rows == ROWS {
+                        for (i, xr) in rows_i16[..m].iter().enumerate() {
+                            // SAFETY: VNNI was detected (`i16_rows`); w holds 4 rows of
+                            // k / 32 blocks and xr one quantized row of k.
+                            let v = unsafe { super::gemv_i16::dot4(dtype, w, row_bytes, xr) };
+                            for (r, v) in v.into_iter().enumerate() {
+                                set(i, r, v);
+                            }
+                        }
+                        j += rows;
+                        continue;
+                    }
                     #[cfg(target_arch = "x86_64")]
                     if fast && m <= FUSED_MAX_M && rows == ROWS {
                         for (i, xr) in x.chunks_exact(k).enumerate() {
@@ -225,6 +252,8 @@ impl CpuBackend {
                 }
             });
         });
+        #[cfg(target_arch = "x86_64")]
+        ROWS_I16.set(rows_i16);
         Ok(())
     }
 }

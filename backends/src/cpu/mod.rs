@@ -8,6 +8,8 @@ mod decoder;
 mod f32_avx512;
 #[cfg(target_arch = "x86_64")]
 mod gemm_vnni;
+#[cfg(target_arch = "x86_64")]
+mod gemv_i16;
 pub mod kernels;
 mod matmul;
 mod matmul_f32;

@@ -1,11 +1,19 @@
-//! A small scoped thread pool: workers sleep on a condition variable between jobs (no spinning
-//! while idle), the calling thread works too, and one job runs at a time. A caller that finds the
+//! A small scoped thread pool: workers sleep on a condition variable between jobs, the calling
+//! thread works too, and one job runs at a time. Waking a sleeping thread costs tens of
+//! microseconds, as much as a whole matmul of one decoded token, so a thread that has just
+//! finished keeps looking for the next job (or for the job's end) for [`SPIN`] before it sleeps:
+//! back-to-back jobs never sleep, and an idle pool spins for at most that long. A caller that finds the
 //! pool busy (another session thread is using it) runs its tasks inline instead of waiting, so
 //! concurrent callers never oversubscribe the cores.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, TryLockError};
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+/// How long a thread looks for more work before it sleeps.
+pub const SPIN: Duration = Duration::from_micros(100);
 
 type Task = dyn Fn(usize) + Sync;
 
@@ -30,6 +38,26 @@ struct Inner {
     state: Mutex<State>,
     work: Condvar,
     done: Condvar,
+    /// Copies of `state.generation` and `state.remaining`, read without the lock while spinning
+    /// (the lock-protected values decide; these only say when to look).
+    generation: AtomicU64,
+    remaining: AtomicUsize,
+}
+
+/// Spins until `ready()` or [`SPIN`] has passed; returns whether `ready()` held.
+fn spin_until(ready: impl Fn() -> bool) -> bool {
+    let start = Instant::now();
+    loop {
+        for _ in 0..64 {
+            if ready() {
+                return true;
+            }
+            std::hint::spin_loop();
+        }
+        if start.elapsed() >= SPIN {
+            return ready();
+        }
+    }
 }
 
 /// A pool of `threads - 1` workers plus the caller.
@@ -66,6 +94,8 @@ impl ThreadPool {
             }),
             work: Condvar::new(),
             done: Condvar::new(),
+            generation: AtomicU64::new(0),
+            remaining: AtomicUsize::new(0),
         });
         let workers = (1..threads)
             .map(|i| {
@@ -117,6 +147,8 @@ impl ThreadPool {
             s.n_tasks = n_tasks;
             s.remaining = n_tasks;
             s.panicked = false;
+            self.inner.remaining.store(n_tasks, Ordering::Release);
+            self.inner.generation.store(s.generation, Ordering::Release);
             s.generation
         };
         self.inner.work.notify_all();
@@ -124,6 +156,7 @@ impl ThreadPool {
             take_tasks(&self.inner, ptr, generation)
         }))
         .is_ok();
+        spin_until(|| self.inner.remaining.load(Ordering::Acquire) == 0);
         let mut s = lock(&self.inner.state);
         while s.remaining > 0 {
             s = self.inner.done.wait(s).unwrap_or_else(|e| e.into_inner());
@@ -157,6 +190,7 @@ fn take_tasks(inner: &Inner, ptr: JobPtr, generation: u64) {
         let mut s = lock(&inner.state);
         s.panicked |= !ok;
         s.remaining -= 1;
+        inner.remaining.store(s.remaining, Ordering::Release);
         if s.remaining == 0 {
             inner.done.notify_all();
         }
@@ -166,6 +200,7 @@ fn take_tasks(inner: &Inner, ptr: JobPtr, generation: u64) {
 fn worker(inner: &Inner) {
     let mut seen = 0u64;
     loop {
+        spin_until(|| inner.generation.load(Ordering::Acquire) != seen);
         let (ptr, generation) = {
             let mut s = lock(&inner.state);
             while !s.shutdown && (s.generation == seen || s.job.is_none()) {

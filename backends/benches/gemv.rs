@@ -1,0 +1,100 @@
+//! The one-row matmul of token decoding (f32 activations, weights as stored), at SmolLM2's
+//! shapes: decoding is bound by reading the weights, so the figure that matters is GB/s of
+//! weights read, against this machine's memory bandwidth.
+//!
+//! `cargo bench -p edgecut-backends --bench gemv` prints ms, GB/s and ns per 32-weight block on
+//! one and two threads, then criterion's statistics.
+
+#![allow(missing_docs)] // criterion_group! generates an undocumented function
+
+use std::hint::black_box;
+use std::time::Instant;
+
+use criterion::{criterion_group, BenchmarkId, Criterion, Throughput};
+use edgecut_backends::cpu::CpuBackend;
+use edgecut_backends::ops::{ActQuant, Linear, WeightData};
+use edgecut_backends::DType;
+
+/// (name, type, bytes per block, N, K): SmolLM2-135M's fused gate|up, its 30 layers' worth of
+/// that matrix (larger than any cache), and its Q8_0 vocabulary head.
+const SHAPES: [(&str, DType, usize, usize, usize); 3] = [
+    ("gate_up_q4_1_3072x576", DType::Q4_1, 20, 3072, 576),
+    ("x30_q4_1_92160x576", DType::Q4_1, 20, 92160, 576),
+    ("head_q8_0_49152x576", DType::Q8_0, 34, 49152, 576),
+];
+
+fn weights(bb: usize, n: usize, k: usize) -> Vec<u8> {
+    // Valid blocks: f16 scale 0x2020 (small, normal) and arbitrary quants.
+    (0..n * k / 32 * bb)
+        .map(|i| if i % bb < 2 { 0x20 } else { (i * 7) as u8 })
+        .collect()
+}
+
+fn summary() {
+    for threads in [1, 2] {
+        let cpu = CpuBackend::new(threads);
+        println!("{} kernels, {threads} thread(s)", cpu.kernels().name);
+        for (name, dtype, bb, n, k) in SHAPES {
+            let w = weights(bb, n, k);
+            let x: Vec<f32> = (0..k).map(|i| (i as f32).sin()).collect();
+            let mut out = vec![0f32; n];
+            let lin = Linear {
+                w: WeightData::Blocks(dtype, &w),
+                bias: None,
+                n,
+                k,
+                act: ActQuant::F32,
+            };
+            cpu.linear(&x, 1, &lin, &mut out).expect("shapes fit");
+            let reps = (200_000_000 / w.len()).clamp(10, 2000);
+            let t = Instant::now();
+            for _ in 0..reps {
+                cpu.linear(&x, 1, &lin, &mut out).expect("shapes fit");
+            }
+            let dt = t.elapsed().as_secs_f64() / reps as f64;
+            println!(
+                "  {name:<24} {:>7.3} ms {:>6.2} GB/s {:>5.2} ns/block",
+                dt * 1e3,
+                w.len() as f64 / dt / 1e9,
+                dt * 1e9 / (n * k / 32) as f64
+            );
+        }
+    }
+}
+
+fn bench_gemv(cr: &mut Criterion) {
+    let cpu = CpuBackend::new(2);
+    let mut g = cr.benchmark_group("gemv_two_threads");
+    for (name, dtype, bb, n, k) in SHAPES {
+        let w = weights(bb, n, k);
+        let x: Vec<f32> = (0..k).map(|i| (i as f32).cos()).collect();
+        let mut out = vec![0f32; n];
+        let lin = Linear {
+            w: WeightData::Blocks(dtype, &w),
+            bias: None,
+            n,
+            k,
+            act: ActQuant::F32,
+        };
+        g.throughput(Throughput::Bytes(w.len() as u64));
+        g.bench_function(BenchmarkId::from_parameter(name), |b| {
+            b.iter(|| {
+                cpu.linear(&x, 1, &lin, black_box(&mut out))
+                    .expect("shapes fit")
+            })
+        });
+    }
+    g.finish();
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default().sample_size(20);
+    targets = bench_gemv
+}
+
+fn main() {
+    summary();
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+}
