@@ -129,12 +129,13 @@ impl LlamaConfig {
 #[derive(Debug)]
 struct Block {
     attn_norm: Vec<f32>,
-    /// q, k and v stacked: one matmul, one activation quantization.
-    qkv: Matrix,
+    q: Matrix,
+    k: Matrix,
+    v: Matrix,
     wo: Matrix,
     ffn_norm: Vec<f32>,
-    /// gate and up stacked.
-    gate_up: Matrix,
+    gate: Matrix,
+    up: Matrix,
     down: Matrix,
 }
 
@@ -167,7 +168,7 @@ impl std::fmt::Debug for Llama {
 }
 
 /// Rows per chunk of a long prompt: bounds the activation buffers (about `PREFILL_CHUNK * (2 *
-/// ffn + 4 * hidden) * 4` bytes) while keeping matmuls large.
+/// ffn + 6 * hidden) * 4` bytes) while keeping matmuls large.
 const PREFILL_CHUNK: usize = 256;
 
 fn op(e: edgecut_backends::ops::OpError) -> ModelError {
@@ -188,25 +189,18 @@ impl Llama {
             let m = |n: &str, rows: usize, cols: usize| {
                 Matrix::load_as(f, dev, &p(n), rows, cols, false, ActQuant::F32)
             };
-            let stack = |parts: Vec<Matrix>| -> Result<Matrix> {
-                Matrix::stack(parts, f, dev).map_err(|_| {
-                    ModelError::Unsupported(format!(
-                        "blk.{i}: q/k/v or gate/up matrices of mixed storage types"
-                    ))
-                })
-            };
-            let qkv = stack(vec![
-                m("attn_q", c.heads * hd, h)?,
-                m("attn_k", c.kv_heads * hd, h)?,
-                m("attn_v", c.kv_heads * hd, h)?,
-            ])?;
-            let gate_up = stack(vec![m("ffn_gate", c.ffn, h)?, m("ffn_up", c.ffn, h)?])?;
+            // Not stacked (unlike BERT's q/k/v): with f32 activations there is no shared
+            // quantization to save, and separate matrices stay in the map instead of being
+            // copied (44 MB for SmolLM2-135M).
             blocks.push(Block {
                 attn_norm: vector(f, &p("attn_norm.weight"), h)?,
-                qkv,
+                q: m("attn_q", c.heads * hd, h)?,
+                k: m("attn_k", c.kv_heads * hd, h)?,
+                v: m("attn_v", c.kv_heads * hd, h)?,
                 wo: m("attn_output", h, c.heads * hd)?,
                 ffn_norm: vector(f, &p("ffn_norm.weight"), h)?,
-                gate_up,
+                gate: m("ffn_gate", c.ffn, h)?,
+                up: m("ffn_up", c.ffn, h)?,
                 down: m("ffn_down", h, c.ffn)?,
             });
         }
@@ -248,7 +242,7 @@ impl Llama {
     /// Bytes of weights held outside the file map (re-quantized and repacked matrices, norms).
     pub fn owned_bytes(&self) -> usize {
         let b = self.blocks.iter().map(|b| {
-            [&b.qkv, &b.wo, &b.gate_up, &b.down]
+            [&b.q, &b.k, &b.v, &b.wo, &b.gate, &b.up, &b.down]
                 .iter()
                 .map(|m| m.owned_bytes())
                 .sum::<usize>()
@@ -320,19 +314,19 @@ impl Llama {
         let c = &self.config;
         let (t, h, hd) = (ids.len(), c.hidden, c.head_dim);
         let (qw, kvw) = (c.heads * hd, c.kv_heads * hd);
-        let qkv_w = qw + 2 * kvw;
         let pos0 = cache.len();
         let cap = cache.capacity();
         let cpu = self.dev.backend();
         let f = &*self.file;
-        // Buffers: x (residual), xn (normed), qkv, q, att (attention out), gu (gate|up), ff.
+        // Buffers: x (residual), xn (normed), q, k, v, att (attention out), gate, up.
         let sizes = [
             t * h,
             t * h,
-            t * qkv_w,
             t * qw,
+            t * kvw,
+            t * kvw,
             t * qw,
-            t * 2 * c.ffn,
+            t * c.ffn,
             t * c.ffn,
         ];
         let mut scratch = std::mem::take(&mut cache.scratch);
@@ -340,28 +334,23 @@ impl Llama {
         for (b, &n) in scratch.iter_mut().zip(&sizes) {
             b.resize(n, 0.0);
         }
-        let [x, xn, qkv, q, att, gu, ff] = &mut scratch[..] else {
-            unreachable!("seven buffers")
+        let [x, xn, q, k, v, att, gate, up] = &mut scratch[..] else {
+            unreachable!("eight buffers")
         };
         let result = (|| -> Result<()> {
             self.embd.gather(f, ids, x)?;
+            let rope = RopeStyle::Interleaved;
             for (l, b) in self.blocks.iter().enumerate() {
                 cpu.rms_norm(x, xn, &b.attn_norm, c.eps).map_err(op)?;
-                cpu.linear(xn, t, &b.qkv.linear(f), qkv).map_err(op)?;
-                for (i, row) in qkv.chunks_exact_mut(qkv_w).enumerate() {
-                    let (qr, kv) = row.split_at_mut(qw);
-                    let (kr, vr) = kv.split_at_mut(kvw);
-                    q[i * qw..(i + 1) * qw].copy_from_slice(qr);
-                    cpu.rope(
-                        kr,
-                        c.kv_heads,
-                        hd,
-                        pos0 + i,
-                        &self.inv_freq,
-                        RopeStyle::Interleaved,
-                    )
+                cpu.linear(xn, t, &b.q.linear(f), q).map_err(op)?;
+                cpu.linear(xn, t, &b.k.linear(f), k).map_err(op)?;
+                cpu.linear(xn, t, &b.v.linear(f), v).map_err(op)?;
+                cpu.rope(q, c.heads, hd, pos0, &self.inv_freq, rope)
                     .map_err(op)?;
-                    // Keys transposed (`[kv_head][dim][position]`), values by position.
+                cpu.rope(k, c.kv_heads, hd, pos0, &self.inv_freq, rope)
+                    .map_err(op)?;
+                // Keys transposed (`[kv_head][dim][position]`), values by position.
+                for (i, (kr, vr)) in k.chunks_exact(kvw).zip(v.chunks_exact(kvw)).enumerate() {
                     let pos = pos0 + i;
                     for (gd, &kv) in kr.iter().enumerate() {
                         cache.k[l][gd * cap + pos] = kv;
@@ -371,8 +360,6 @@ impl Llama {
                         cache.v[l][at..at + hd].copy_from_slice(&vr[g * hd..(g + 1) * hd]);
                     }
                 }
-                cpu.rope(q, c.heads, hd, pos0, &self.inv_freq, RopeStyle::Interleaved)
-                    .map_err(op)?;
                 let a = CausalAttention {
                     q,
                     k: &cache.k[l],
@@ -387,16 +374,10 @@ impl Llama {
                 cpu.linear(att, t, &b.wo.linear(f), xn).map_err(op)?;
                 cpu.add(x, xn).map_err(op)?;
                 cpu.rms_norm(x, xn, &b.ffn_norm, c.eps).map_err(op)?;
-                cpu.linear(xn, t, &b.gate_up.linear(f), gu).map_err(op)?;
-                for (row, o) in gu
-                    .chunks_exact_mut(2 * c.ffn)
-                    .zip(ff.chunks_exact_mut(c.ffn))
-                {
-                    let (g, u) = row.split_at_mut(c.ffn);
-                    cpu.silu_mul(g, u).map_err(op)?;
-                    o.copy_from_slice(g);
-                }
-                cpu.linear(ff, t, &b.down.linear(f), xn).map_err(op)?;
+                cpu.linear(xn, t, &b.gate.linear(f), gate).map_err(op)?;
+                cpu.linear(xn, t, &b.up.linear(f), up).map_err(op)?;
+                cpu.silu_mul(gate, up).map_err(op)?;
+                cpu.linear(gate, t, &b.down.linear(f), xn).map_err(op)?;
                 cpu.add(x, xn).map_err(op)?;
             }
             if rows_out > 0 {
