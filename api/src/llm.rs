@@ -165,7 +165,7 @@ impl Llm {
     /// Bytes of one context's KV cache.
     pub fn kv_cache_bytes(&self) -> usize {
         let c = &self.model.config;
-        2 * c.layers * c.kv_heads * c.head_dim * self.context * 4
+        2 * c.layers * c.kv_heads * c.head_dim * self.context * 2
     }
 
     /// Token ids of `text` as a prompt (with a leading BOS when the model asks for one).

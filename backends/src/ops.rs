@@ -203,17 +203,18 @@ pub enum RopeStyle {
 /// Inputs of causal grouped-query attention for rows appended to a KV cache.
 ///
 /// Query row `i` sits at position `pos0 + i` and attends to cache positions `0..=pos0 + i`;
-/// its keys and values must already be in the cache. Keys are stored transposed,
+/// its keys and values must already be in the cache, stored as f16 (half the bytes that every
+/// decoded token reads; llama.cpp's default too). Keys are stored transposed,
 /// `[kv_heads, head_dim, capacity]`, so scores are computed along positions; values are
 /// `[kv_heads, capacity, head_dim]`. Query head `h` reads KV head `h / (heads / kv_heads)`.
 #[derive(Clone, Copy, Debug)]
 pub struct CausalAttention<'a> {
     /// Queries, `[rows, heads * head_dim]`, rotary embeddings applied.
     pub q: &'a [f32],
-    /// Key cache, transposed: `[kv_heads, head_dim, capacity]`.
-    pub k: &'a [f32],
-    /// Value cache, same layout.
-    pub v: &'a [f32],
+    /// Key cache, f16, transposed: `[kv_heads, head_dim, capacity]`.
+    pub k: &'a [half::f16],
+    /// Value cache, f16, `[kv_heads, capacity, head_dim]`.
+    pub v: &'a [half::f16],
     /// Position of the first query row.
     pub pos0: usize,
     /// Positions the cache holds.

@@ -195,8 +195,17 @@ fn rope_rotates_pairs_by_position_in_both_layouts() {
 fn causal_attention_over_a_cache_matches_naive_gqa() {
     let mut rng = Rng(21);
     let (heads, kvh, hd, cap) = (6, 2, 16, 40);
-    let k = rng.vec(kvh * cap * hd, 1.5);
-    let v = rng.vec(kvh * cap * hd, 1.0);
+    // The caches are f16; the reference reads the same f16 values.
+    let k: Vec<half::f16> = rng
+        .vec(kvh * cap * hd, 1.5)
+        .into_iter()
+        .map(half::f16::from_f32)
+        .collect();
+    let v: Vec<half::f16> = rng
+        .vec(kvh * cap * hd, 1.0)
+        .into_iter()
+        .map(half::f16::from_f32)
+        .collect();
     // Prefill of 12 rows from position 0, and 3 rows appended at position 20 (decode-like).
     for (pos0, rows) in [(0usize, 12usize), (20, 3), (37, 1)] {
         let q = rng.vec(rows * heads * hd, 1.5);
@@ -210,8 +219,11 @@ fn causal_attention_over_a_cache_matches_naive_gqa() {
             kv_heads: kvh,
             head_dim: hd,
         };
-        for threads in [1, 2, 3] {
-            let cpu = CpuBackend::with_kernels(kernels::SCALAR, threads).split_everything();
+        for (ks, threads) in kernels::available()
+            .into_iter()
+            .flat_map(|ks| [1, 2, 3].map(|t| (ks, t)))
+        {
+            let cpu = CpuBackend::with_kernels(ks, threads).split_everything();
             let mut out = vec![0f32; q.len()];
             cpu.causal_attention(&a, &mut out).unwrap();
             for i in 0..rows {
@@ -223,7 +235,7 @@ fn causal_attention_over_a_cache_matches_naive_gqa() {
                         .map(|j| {
                             // Keys are transposed: dimension d of position j at (g hd + d) cap + j.
                             (0..hd)
-                                .map(|d| qi[d] as f64 * k[(g * hd + d) * cap + j] as f64)
+                                .map(|d| qi[d] as f64 * k[(g * hd + d) * cap + j].to_f64())
                                 .sum::<f64>()
                                 / (hd as f64).sqrt()
                         })
@@ -233,12 +245,13 @@ fn causal_attention_over_a_cache_matches_naive_gqa() {
                     let z: f64 = e.iter().sum();
                     for d in 0..hd {
                         let want: f64 = (0..len)
-                            .map(|j| e[j] / z * v[(g * cap + j) * hd + d] as f64)
+                            .map(|j| e[j] / z * v[(g * cap + j) * hd + d].to_f64())
                             .sum();
                         let got = out[(i * heads + h) * hd + d] as f64;
                         assert!(
                             (got - want).abs() < 1e-5,
-                            "pos0 {pos0} row {i} head {h} t={threads}: {got} vs {want}"
+                            "{} pos0 {pos0} row {i} head {h} t={threads}: {got} vs {want}",
+                            ks.name
                         );
                     }
                 }

@@ -1,9 +1,12 @@
 //! The key/value cache of a decoder: allocated once for the whole context, reused across the turns
 //! of a conversation.
 
+use half::f16;
+
 use crate::error::{ModelError, Result};
 
-/// Keys and values of every layer for up to `capacity` positions, f32. Keys are laid out
+/// Keys and values of every layer for up to `capacity` positions, as f16 (2 bytes a value:
+/// decoding reads the whole cache for every token). Keys are laid out
 /// `[layer][kv_head][head_dim][position]` (attention scores run along positions), values
 /// `[layer][kv_head][position][head_dim]`.
 ///
@@ -11,8 +14,8 @@ use crate::error::{ModelError, Result};
 /// whose history diverges from what is cached keeps the common prefix and recomputes the rest).
 #[derive(Debug)]
 pub struct KvCache {
-    pub(crate) k: Vec<Vec<f32>>,
-    pub(crate) v: Vec<Vec<f32>>,
+    pub(crate) k: Vec<Vec<f16>>,
+    pub(crate) v: Vec<Vec<f16>>,
     capacity: usize,
     len: usize,
     kv_width: usize,
@@ -37,16 +40,16 @@ impl KvCache {
                     "a KV cache of {capacity} positions does not fit in memory"
                 ))
             })?;
-        let alloc = || -> Result<Vec<f32>> {
+        let alloc = || -> Result<Vec<f16>> {
             let mut v = Vec::new();
             v.try_reserve_exact(per_layer).map_err(|_| {
                 ModelError::Input(format!(
                     "cannot allocate a KV cache of {} bytes per layer ({capacity} positions); \
                      ask for a shorter context",
-                    per_layer * 4 * 2
+                    per_layer * 2 * 2
                 ))
             })?;
-            v.resize(per_layer, 0.0);
+            v.resize(per_layer, f16::ZERO);
             Ok(v)
         };
         let k = (0..layers).map(|_| alloc()).collect::<Result<_>>()?;
@@ -88,7 +91,7 @@ impl KvCache {
 
     /// Bytes of memory the cache holds (keys and values of every layer).
     pub fn bytes(&self) -> usize {
-        2 * self.k.len() * self.capacity * self.kv_width * std::mem::size_of::<f32>()
+        2 * self.k.len() * self.capacity * self.kv_width * std::mem::size_of::<f16>()
     }
 
     /// Marks `n` more positions filled (after a forward pass wrote them).

@@ -11,6 +11,8 @@
 
 use std::sync::Arc;
 
+use half::f16;
+
 use edgecut_backends::ops::{ActQuant, CausalAttention, RopeStyle};
 use edgecut_backends::Device;
 use edgecut_runtime::gguf::{GgufFile, Value};
@@ -353,11 +355,13 @@ impl Llama {
                 for (i, (kr, vr)) in k.chunks_exact(kvw).zip(v.chunks_exact(kvw)).enumerate() {
                     let pos = pos0 + i;
                     for (gd, &kv) in kr.iter().enumerate() {
-                        cache.k[l][gd * cap + pos] = kv;
+                        cache.k[l][gd * cap + pos] = f16::from_f32(kv);
                     }
                     for g in 0..c.kv_heads {
                         let at = (g * cap + pos) * hd;
-                        cache.v[l][at..at + hd].copy_from_slice(&vr[g * hd..(g + 1) * hd]);
+                        for (o, &x) in cache.v[l][at..at + hd].iter_mut().zip(&vr[g * hd..]) {
+                            *o = f16::from_f32(x);
+                        }
                     }
                 }
                 let a = CausalAttention {

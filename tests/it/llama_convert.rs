@@ -55,9 +55,10 @@ fn check(weight_type: WeightType, tol: f32) -> f32 {
 
 #[test]
 fn converted_llama_checkpoint_matches_pytorch() {
-    // The checkpoint is f16: F32 and F16 files hold its exact values.
-    check(WeightType::F32, 1e-3);
-    check(WeightType::F16, 1e-3);
+    // The checkpoint is f16: F32 and F16 files hold its exact values; the f16 KV cache
+    // rounds keys and values to 11 bits (measured: 0.001).
+    check(WeightType::F32, 5e-3);
+    check(WeightType::F16, 5e-3);
     // Q8_0 rounds each weight by at most half a step (|w| / 254 of its block).
     check(WeightType::Q8_0, 0.15);
 }

@@ -123,7 +123,8 @@ fn the_context_limit_is_an_error_or_a_finish_reason() {
         },
     )
     .unwrap();
-    assert_eq!(small.kv_cache_bytes(), 2 * 30 * 3 * 64 * 16 * 4);
+    // Keys and values of 30 layers, 3 KV heads of 64, 16 positions, f16.
+    assert_eq!(small.kv_cache_bytes(), 2 * 30 * 3 * 64 * 16 * 2);
     let long = small
         .tokenize(&"one two three four five ".repeat(5))
         .unwrap();

@@ -3,6 +3,8 @@
 
 use super::multiversion::multiversion;
 use super::nn::{dot_f32, exp_approx, softmax_row};
+use half::f16;
+
 use super::{CpuBackend, SharedMut};
 use crate::ops::{CausalAttention, OpError, RopeStyle};
 
@@ -61,27 +63,43 @@ pub(super) fn rope(
     }
 }
 
-multiversion! {
-    /// One query row of one head against positions `0..len` of its KV head (`kt`: keys
-    /// transposed, `[head_dim][cap]`; `v`: `[cap][head_dim]`). The scores are accumulated one
-    /// key dimension at a time over all positions, a loop that vectorises along positions.
-    fn attend_row(q: &[f32], kt: &[f32], v: &[f32], len: usize, scale: f32, s: &mut [f32], o: &mut [f32]) {
-        let hd = q.len();
-        let cap = kt.len() / hd;
-        let s = &mut s[..len];
-        s.fill(0.0);
-        for (d, &qd) in q.iter().enumerate() {
-            let qd = qd * scale;
-            for (sj, k) in s.iter_mut().zip(&kt[d * cap..d * cap + len]) {
-                *sj += qd * k;
-            }
+/// One query row of one head against positions `0..len` of its KV head (`kt`: keys
+/// transposed, `[head_dim][cap]`; `v`: `[cap][head_dim]`; both f16), softmax-weighted.
+#[allow(clippy::too_many_arguments)]
+fn attend_row(
+    fast: bool,
+    q: &[f32],
+    kt: &[f16],
+    v: &[f16],
+    len: usize,
+    scale: f32,
+    s: &mut [f32],
+    o: &mut [f32],
+) {
+    #[cfg(target_arch = "x86_64")]
+    if fast {
+        // SAFETY: `fast` is set only where `attn_f16::available()` holds and head_dim % 16 == 0;
+        // the caller checked the cache sizes and len <= capacity.
+        unsafe { super::attn_f16::attend_row(q, kt, v, len, scale, s, o) };
+        return;
+    }
+    let _ = fast;
+    // The portable version: scores accumulated one key dimension at a time along positions.
+    let hd = q.len();
+    let cap = kt.len() / hd;
+    let s = &mut s[..len];
+    s.fill(0.0);
+    for (d, &qd) in q.iter().enumerate() {
+        let qd = qd * scale;
+        for (sj, k) in s.iter_mut().zip(&kt[d * cap..d * cap + len]) {
+            *sj += qd * k.to_f32();
         }
-        softmax_row(s);
-        o.iter_mut().for_each(|x| *x = 0.0);
-        for (j, &w) in s.iter().enumerate() {
-            for (x, vv) in o.iter_mut().zip(&v[j * hd..(j + 1) * hd]) {
-                *x += w * vv;
-            }
+    }
+    softmax_row(s);
+    o.iter_mut().for_each(|x| *x = 0.0);
+    for (j, &w) in s.iter().enumerate() {
+        for (x, vv) in o.iter_mut().zip(&v[j * hd..(j + 1) * hd]) {
+            *x += w * vv.to_f32();
         }
     }
 }
@@ -165,6 +183,12 @@ impl CpuBackend {
         }
         let group = heads / kvh;
         let scale = 1.0 / (hd as f32).sqrt();
+        #[cfg(target_arch = "x86_64")]
+        let fast = self.kernels.name == "avx512vnni"
+            && super::attn_f16::available()
+            && hd.is_multiple_of(16);
+        #[cfg(not(target_arch = "x86_64"))]
+        let fast = false;
         let outp = SharedMut::new(out);
         // Tasks over heads (and over row blocks when there are many rows), so both threads work
         // in prefill and in decode.
@@ -183,7 +207,7 @@ impl CpuBackend {
                 let v = &a.v[g * plane..(g + 1) * plane];
                 for i in (blk * per).min(rows)..((blk + 1) * per).min(rows) {
                     let q = &a.q[(i * heads + h) * hd..][..hd];
-                    attend_row(q, k, v, a.pos0 + i + 1, scale, &mut s, &mut o);
+                    attend_row(fast, q, k, v, a.pos0 + i + 1, scale, &mut s, &mut o);
                     // SAFETY: (row i, head h) belongs to exactly one task.
                     unsafe { outp.slice((i * heads + h) * hd, hd) }.copy_from_slice(&o);
                 }

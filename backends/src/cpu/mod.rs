@@ -3,6 +3,8 @@
 
 #[cfg(target_arch = "x86_64")]
 mod attn_avx512;
+#[cfg(target_arch = "x86_64")]
+mod attn_f16;
 mod decoder;
 #[cfg(target_arch = "x86_64")]
 mod f32_avx512;

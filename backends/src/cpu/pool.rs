@@ -32,6 +32,10 @@ struct State {
     remaining: usize,
     panicked: bool,
     shutdown: bool,
+    /// Workers waiting on `work`, and whether the caller waits on `done`: a notification (a
+    /// system call) is sent only when someone sleeps.
+    sleeping_workers: usize,
+    caller_sleeping: bool,
 }
 
 struct Inner {
@@ -91,6 +95,8 @@ impl ThreadPool {
                 remaining: 0,
                 panicked: false,
                 shutdown: false,
+                sleeping_workers: 0,
+                caller_sleeping: false,
             }),
             work: Condvar::new(),
             done: Condvar::new(),
@@ -139,7 +145,7 @@ impl ThreadPool {
         let f: &'static Task =
             unsafe { std::mem::transmute::<&(dyn Fn(usize) + Sync + '_), &'static Task>(f) };
         let ptr = JobPtr(f as *const Task);
-        let generation = {
+        let (generation, wake) = {
             let mut s = lock(&self.inner.state);
             s.job = Some(ptr);
             s.generation += 1;
@@ -149,9 +155,11 @@ impl ThreadPool {
             s.panicked = false;
             self.inner.remaining.store(n_tasks, Ordering::Release);
             self.inner.generation.store(s.generation, Ordering::Release);
-            s.generation
+            (s.generation, s.sleeping_workers > 0)
         };
-        self.inner.work.notify_all();
+        if wake {
+            self.inner.work.notify_all();
+        }
         let ok = catch_unwind(AssertUnwindSafe(|| {
             take_tasks(&self.inner, ptr, generation)
         }))
@@ -159,7 +167,9 @@ impl ThreadPool {
         spin_until(|| self.inner.remaining.load(Ordering::Acquire) == 0);
         let mut s = lock(&self.inner.state);
         while s.remaining > 0 {
+            s.caller_sleeping = true;
             s = self.inner.done.wait(s).unwrap_or_else(|e| e.into_inner());
+            s.caller_sleeping = false;
         }
         s.job = None;
         let panicked = s.panicked || !ok;
@@ -191,7 +201,7 @@ fn take_tasks(inner: &Inner, ptr: JobPtr, generation: u64) {
         s.panicked |= !ok;
         s.remaining -= 1;
         inner.remaining.store(s.remaining, Ordering::Release);
-        if s.remaining == 0 {
+        if s.remaining == 0 && s.caller_sleeping {
             inner.done.notify_all();
         }
     }
@@ -204,7 +214,9 @@ fn worker(inner: &Inner) {
         let (ptr, generation) = {
             let mut s = lock(&inner.state);
             while !s.shutdown && (s.generation == seen || s.job.is_none()) {
+                s.sleeping_workers += 1;
                 s = inner.work.wait(s).unwrap_or_else(|e| e.into_inner());
+                s.sleeping_workers -= 1;
             }
             if s.shutdown {
                 return;
