@@ -29,7 +29,11 @@ pub unsafe fn attend_row(
     let hd = q.len();
     let cap = kt.len() / hd;
     assert!(
-        len <= cap && v.len() == kt.len() && s.len() >= len && o.len() == hd && hd % 16 == 0,
+        len <= cap
+            && v.len() == kt.len()
+            && s.len() >= len
+            && o.len() == hd
+            && hd.is_multiple_of(16),
         "attend_row: bad lengths"
     );
     let (kp, vp) = (kt.as_ptr() as *const u16, v.as_ptr() as *const u16);
