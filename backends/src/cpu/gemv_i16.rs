@@ -93,6 +93,9 @@ pub unsafe fn dot4(dtype: DType, w: &[u8], row_bytes: usize, x: &RowI16) -> [f32
     }
 }
 
+/// Row groups of four ahead whose weights are prefetched.
+const PREFETCH_GROUPS: usize = 2;
+
 const Q8_0: u8 = 0;
 const Q4_0: u8 = 1;
 const Q4_1: u8 = 2;
@@ -145,6 +148,10 @@ unsafe fn dot4_t<const T: u8>(w: &[u8], row_bytes: usize, x: &RowI16) -> [f32; 4
         // SAFETY: block `blk` of each of the 4 rows and x.q[32 blk..32 blk + 32] are in bounds
         // (asserted by `dot4`).
         unsafe {
+            // Prefetch the weights two row groups ahead, spread over this group's blocks.
+            let ahead = (PREFETCH_GROUPS * 4 * row_bytes + blk * 4 * row_bytes / nb) & !63;
+            _mm_prefetch::<_MM_HINT_T0>(wp.wrapping_add(ahead) as *const i8);
+            _mm_prefetch::<_MM_HINT_T0>(wp.wrapping_add(ahead + 64) as *const i8);
             let xv = _mm512_loadu_si512(x.q.as_ptr().add(blk * QK) as *const _);
             let (s, sum) = (x.s[blk], x.sum[blk]);
             let b = wp.add(blk * bb);
