@@ -30,6 +30,10 @@ enum Command {
     Chat(cmd::generate::ChatArgs),
     /// Speed at fixed token counts: encoders ms/sentence, decoders prefill and decode tokens/s.
     Bench(cmd::bench::Args),
+    /// Measure each stage of an encoder at several sequence lengths (a profile for `plan`).
+    Profile(cmd::profile::Args),
+    /// Choose where to cut a model between device and server from profiles and the link.
+    Plan(cmd::plan::Args),
 }
 
 fn main() {
@@ -44,6 +48,8 @@ fn main() {
         Command::Generate(a) => cmd::generate::generate(a),
         Command::Chat(a) => cmd::generate::chat(a),
         Command::Bench(a) => cmd::bench::run(a),
+        Command::Profile(a) => cmd::profile::run(a),
+        Command::Plan(a) => cmd::plan::run(a),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");

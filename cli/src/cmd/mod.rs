@@ -6,4 +6,6 @@ pub mod convert;
 pub mod embed;
 pub mod generate;
 pub mod inspect;
+pub mod plan;
+pub mod profile;
 pub mod session;
