@@ -142,6 +142,16 @@ impl Session {
         self.max_len
     }
 
+    /// Length of the sentence vectors [`Session::embed`] returns.
+    pub fn embedding_dim(&self) -> usize {
+        self.model.cfg.hidden
+    }
+
+    /// Classes of the classification head (`None` for a model without one).
+    pub fn n_classes(&self) -> Option<usize> {
+        self.model.n_classes()
+    }
+
     /// Tokenizes `text` as the model sees it (special tokens included, truncated).
     pub fn tokenize(&self, text: &str) -> Result<Vec<u32>> {
         Ok(self.tokenizer.encode(text, true, Some(self.max_len))?.ids)
