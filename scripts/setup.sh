@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what edgecut's tests and demos need on a fresh Debian machine, idempotently:
-#   - Debian packages (only those missing),
+#   - Debian packages (only those missing): python3-venv, and for the ARM tests
+#     gcc-aarch64-linux-gnu, libc6-dev-arm64-cross and qemu-user,
 #   - a Python venv for the reference scripts ($EDGECUT_VENV, default ~/.cache/edgecut/venv)
 #     with the pinned packages of tests/reference/requirements.txt,
 #   - the real model checkpoints (scripts/fetch-models.sh).
@@ -18,6 +19,21 @@ if [ ${#missing[@]} -gt 0 ] && ! python3 -c 'import venv, ensurepip' 2>/dev/null
     SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO=sudo
     $SUDO apt-get update -qq && $SUDO apt-get install -y -qq "${missing[@]}"
 fi
+
+# The ARM cross toolchain and emulator (scripts/test-arm.sh).
+ARM_PACKAGES=(gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user)
+arm_missing=()
+for p in "${ARM_PACKAGES[@]}"; do
+    dpkg -s "$p" >/dev/null 2>&1 || arm_missing+=("$p")
+done
+if [ ${#arm_missing[@]} -gt 0 ]; then
+    echo "setup: installing ${arm_missing[*]}" >&2
+    SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO=sudo
+    $SUDO apt-get update -qq && $SUDO apt-get install -y -qq "${arm_missing[@]}" >/dev/null
+fi
+for t in aarch64-unknown-linux-gnu aarch64-linux-android; do
+    rustup target list --installed | grep -qx "$t" || rustup target add "$t"
+done
 
 VENV="${EDGECUT_VENV:-$HOME/.cache/edgecut/venv}"
 if [ ! -x "$VENV/bin/python" ]; then

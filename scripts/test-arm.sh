@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# ARM builds, tested (called by scripts/test.sh; needs gcc-aarch64-linux-gnu and qemu-user,
+# which scripts/setup.sh installs):
+#   1. the backend conformance suites (NEON kernels included) for aarch64, run under qemu-user;
+#   2. the mobile static library for aarch64 and the C example linked against it, run under
+#      qemu-user: on each architecture it must print the similarity that architecture's CLI
+#      prints (to 1e-4); the x86-64 and aarch64 figures are printed side by side;
+#   3. the mobile static library for Android (aarch64-linux-android; no NDK needed);
+#   4. the stripped size of the CPU-only dynamic library on x86-64 and aarch64.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+for t in aarch64-unknown-linux-gnu aarch64-linux-android; do
+    rustup target list --installed | grep -qx "$t" || rustup target add "$t"
+done
+export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER=aarch64-linux-gnu-gcc
+export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_RUNNER="qemu-aarch64 -L /usr/aarch64-linux-gnu"
+ARM=aarch64-unknown-linux-gnu
+
+echo "test-arm: kernel conformance on $ARM under qemu-user" >&2
+cargo test --release --target $ARM -p edgecut-backends --test conformance --test decoder_ops
+
+echo "test-arm: the C example on x86-64 and on $ARM" >&2
+cargo build --release -p edgecut-cli -p edgecut-mobile
+cargo build --release --target $ARM -p edgecut-mobile -p edgecut-cli
+MODELS="${EDGECUT_MODELS:-$HOME/.cache/edgecut/models}"
+MODEL=target/test-arm-minilm.q8_0.gguf
+[ -f "$MODEL" ] || target/release/edgecut convert "$MODELS/all-MiniLM-L6-v2" -o "$MODEL" >/dev/null
+A="A man is eating food."
+B="A man is riding a horse."
+cc -O2 -Wall -Werror -I mobile/include mobile/examples/embed.c \
+    target/release/libedgecut_mobile.a -lm -lpthread -ldl -o target/embed-x86_64
+aarch64-linux-gnu-gcc -O2 -Wall -Werror -I mobile/include mobile/examples/embed.c \
+    target/$ARM/release/libedgecut_mobile.a -lm -lpthread -ldl -o target/embed-aarch64
+x86=$(target/embed-x86_64 "$MODEL" "$A" "$B" | sed -n 2p | cut -f1)
+arm=$(qemu-aarch64 -L /usr/aarch64-linux-gnu target/embed-aarch64 "$MODEL" "$A" "$B" | sed -n 2p | cut -f1)
+cli_x86=$(target/release/edgecut similarity -m "$MODEL" "$A" "$B" | cut -f1)
+cli_arm=$(qemu-aarch64 -L /usr/aarch64-linux-gnu target/$ARM/release/edgecut similarity -m "$MODEL" "$A" "$B" | cut -f1)
+echo "test-arm: similarity on x86-64: C $x86, CLI $cli_x86; on aarch64 (qemu): C $arm, CLI $cli_arm" >&2
+python3 - "$x86" "$cli_x86" "$arm" "$cli_arm" <<'PY'
+import sys
+x86, cli_x86, arm, cli_arm = map(float, sys.argv[1:])
+assert abs(x86 - cli_x86) <= 1e-4, ("x86-64", x86, cli_x86)
+assert abs(arm - cli_arm) <= 1e-4, ("aarch64", arm, cli_arm)
+PY
+
+echo "test-arm: static library for aarch64-linux-android" >&2
+cargo rustc --release --target aarch64-linux-android -p edgecut-mobile --crate-type staticlib
+
+strip -o target/libedgecut_mobile-x86_64.so target/release/libedgecut_mobile.so
+aarch64-linux-gnu-strip -o target/libedgecut_mobile-aarch64.so target/$ARM/release/libedgecut_mobile.so
+echo "test-arm: stripped libedgecut_mobile.so: x86-64 $(stat -c %s target/libedgecut_mobile-x86_64.so) bytes, aarch64 $(stat -c %s target/libedgecut_mobile-aarch64.so) bytes" >&2
