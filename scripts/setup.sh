@@ -31,7 +31,7 @@ if [ ${#arm_missing[@]} -gt 0 ]; then
     SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO=sudo
     $SUDO apt-get update -qq && $SUDO apt-get install -y -qq "${arm_missing[@]}" >/dev/null
 fi
-for t in aarch64-unknown-linux-gnu aarch64-linux-android; do
+for t in aarch64-unknown-linux-gnu aarch64-linux-android thumbv7em-none-eabihf; do
     rustup target list --installed | grep -qx "$t" || rustup target add "$t"
 done
 

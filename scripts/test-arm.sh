@@ -6,10 +6,11 @@
 #      qemu-user: on each architecture it must print the similarity that architecture's CLI
 #      prints (to 1e-4); the x86-64 and aarch64 figures are printed side by side;
 #   3. the mobile static library for Android (aarch64-linux-android; no NDK needed);
-#   4. the stripped size of the CPU-only dynamic library on x86-64 and aarch64.
+#   4. the stripped size of the CPU-only dynamic library on x86-64 and aarch64;
+#   5. the wire codec for a no_std microcontroller target (thumbv7em-none-eabihf).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-for t in aarch64-unknown-linux-gnu aarch64-linux-android; do
+for t in aarch64-unknown-linux-gnu aarch64-linux-android thumbv7em-none-eabihf; do
     rustup target list --installed | grep -qx "$t" || rustup target add "$t"
 done
 export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER=aarch64-linux-gnu-gcc
@@ -49,3 +50,6 @@ cargo rustc --release --target aarch64-linux-android -p edgecut-mobile --crate-t
 strip -o target/libedgecut_mobile-x86_64.so target/release/libedgecut_mobile.so
 aarch64-linux-gnu-strip -o target/libedgecut_mobile-aarch64.so target/$ARM/release/libedgecut_mobile.so
 echo "test-arm: stripped libedgecut_mobile.so: x86-64 $(stat -c %s target/libedgecut_mobile-x86_64.so) bytes, aarch64 $(stat -c %s target/libedgecut_mobile-aarch64.so) bytes" >&2
+
+echo "test-arm: the wire codec, no_std, for thumbv7em-none-eabihf" >&2
+cargo build --release --target thumbv7em-none-eabihf -p edgecut-wire

@@ -1,0 +1,174 @@
+//! The frames and their fields.
+
+use alloc::string::String;
+use alloc::vec::Vec;
+
+/// How an activation's values are encoded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Encoding {
+    /// Little-endian f32.
+    F32 = 0,
+    /// Little-endian IEEE f16.
+    F16 = 1,
+    /// int8 values, then one little-endian f32 scale per block of 32 values.
+    Int8 = 2,
+}
+
+impl Encoding {
+    /// The encoding of a wire byte.
+    pub fn from_u8(b: u8) -> Option<Encoding> {
+        match b {
+            0 => Some(Encoding::F32),
+            1 => Some(Encoding::F16),
+            2 => Some(Encoding::Int8),
+            _ => None,
+        }
+    }
+
+    /// Bytes of `n` values (`None` on overflow).
+    pub fn bytes(self, n: u64) -> Option<u64> {
+        match self {
+            Encoding::F32 => n.checked_mul(4),
+            Encoding::F16 => n.checked_mul(2),
+            Encoding::Int8 => n.checked_add(n.div_ceil(32).checked_mul(4)?),
+        }
+    }
+}
+
+/// A client's first frame.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Hello {
+    /// The model's identity hash (SHA-256 over its metadata and tensors).
+    pub model_id: [u8; 32],
+    /// Bit i set: the client can send and receive [`Encoding`] i.
+    pub encodings: u8,
+    /// The access token (empty when the server needs none).
+    pub token: Vec<u8>,
+}
+
+/// The server's answer to a [`Hello`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HelloOk {
+    /// Stages of the model (a cut K is in 0..=stages).
+    pub stages: u16,
+    /// Largest batch the server takes in one request.
+    pub max_batch: u16,
+}
+
+/// The activation at the cut, `[batch, seq, width]` values (or `[batch, width]` when
+/// `seq == 0`), with each text's real length (the rest is padding).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Activation {
+    /// Texts.
+    pub batch: u16,
+    /// Tokens per text (padded); 0 for per-text values.
+    pub seq: u16,
+    /// Values per token (per text when `seq == 0`).
+    pub width: u32,
+    /// Real tokens of each text (`batch` entries, each at most `seq`).
+    pub lengths: Vec<u16>,
+    /// How `data` is encoded.
+    pub encoding: Encoding,
+    /// The encoded values.
+    pub data: Vec<u8>,
+}
+
+impl Activation {
+    /// Values in the activation.
+    pub fn values(&self) -> u64 {
+        self.batch as u64 * (self.seq as u64).max(1) * self.width as u64
+    }
+}
+
+/// A request: run stages `cut..` on `activation`. With `cut == 0` the activation is the raw
+/// input: `width == 1`, f32-encoded token ids (exact below 2^24).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Infer {
+    /// The client's id for the request (echoed in the answer).
+    pub request_id: u64,
+    /// Stages run on the device.
+    pub cut: u16,
+    /// The activation at the cut.
+    pub activation: Activation,
+}
+
+/// The answer to an [`Infer`]: `rows x cols` f32 values (a vector or logits per text).
+#[derive(Debug, Clone, PartialEq)]
+pub struct InferResult {
+    /// The request's id.
+    pub request_id: u64,
+    /// Rows (texts).
+    pub rows: u16,
+    /// Values per row.
+    pub cols: u32,
+    /// `rows * cols` values.
+    pub values: Vec<f32>,
+}
+
+/// Why the server refused or failed a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u16)]
+pub enum ErrorCode {
+    /// The frame is malformed.
+    BadFrame = 1,
+    /// The token is missing or wrong.
+    Unauthorized = 2,
+    /// The server runs a different model.
+    WrongModel = 3,
+    /// The cut, shape or encoding does not fit the model.
+    BadRequest = 4,
+    /// The server is overloaded or shutting down; retry or run locally.
+    Unavailable = 5,
+    /// The server failed.
+    Internal = 6,
+}
+
+impl ErrorCode {
+    /// The code of a wire value (unknown codes read as `Internal`).
+    pub fn from_u16(v: u16) -> ErrorCode {
+        match v {
+            1 => ErrorCode::BadFrame,
+            2 => ErrorCode::Unauthorized,
+            3 => ErrorCode::WrongModel,
+            4 => ErrorCode::BadRequest,
+            5 => ErrorCode::Unavailable,
+            _ => ErrorCode::Internal,
+        }
+    }
+}
+
+/// Every frame.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Frame {
+    /// Type 1.
+    Hello(Hello),
+    /// Type 2.
+    HelloOk(HelloOk),
+    /// Type 3.
+    Infer(Infer),
+    /// Type 4.
+    Result(InferResult),
+    /// Type 5: `request_id` 0 for connection-level errors.
+    Error {
+        /// The request, or 0.
+        request_id: u64,
+        /// What went wrong.
+        code: ErrorCode,
+        /// In words (UTF-8, at most 1024 bytes).
+        message: String,
+    },
+}
+
+impl Frame {
+    /// The frame's type byte.
+    pub fn type_byte(&self) -> u8 {
+        match self {
+            Frame::Hello(_) => 1,
+            Frame::HelloOk(_) => 2,
+            Frame::Infer(_) => 3,
+            Frame::Result(_) => 4,
+            Frame::Error { .. } => 5,
+        }
+    }
+}
