@@ -7,22 +7,9 @@ use edgecut_backends::cpu::{kernels, CpuBackend};
 use edgecut_backends::ops::{ActQuant, CausalAttention, Linear, RopeStyle, WeightData};
 use edgecut_backends::{quant, DType};
 
-/// xorshift64*, so failures reproduce.
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545F4914F6CDD1D)
-    }
-    fn f32(&mut self) -> f32 {
-        (self.next() >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0
-    }
-    fn vec(&mut self, n: usize, scale: f32) -> Vec<f32> {
-        (0..n).map(|_| self.f32() * scale).collect()
-    }
-}
+mod common;
+
+use common::Rng;
 
 /// Random valid blocks of `dtype` for `values` weights: f16 scales (and Q4_1 minimums) and
 /// random quants.

@@ -57,19 +57,7 @@ impl RowI16 {
     }
 }
 
-/// f16 bits to f32 on the integer units (the vector units are the bottleneck here): the bit
-/// construction for normal numbers, the library's conversion otherwise.
-#[inline(always)]
-fn f16(h: u16) -> f32 {
-    let exp = (h >> 10) & 0x1f;
-    if exp != 0 && exp != 31 {
-        let bits =
-            ((h as u32 & 0x8000) << 16) | ((exp as u32 + 112) << 23) | ((h as u32 & 0x3ff) << 13);
-        f32::from_bits(bits)
-    } else {
-        half::f16::from_bits(h).to_f32()
-    }
-}
+use crate::quant::f16_bits_to_f32 as f16;
 
 /// Dot products of four rows of `dtype` blocks (`w`: 4 rows of `row_bytes`) with the quantized
 /// activation row `x`.

@@ -32,19 +32,9 @@ thread_local! {
     static ROWS_I16: RefCell<Vec<super::gemv_i16::RowI16>> = const { RefCell::new(Vec::new()) };
 }
 
-/// f16 bits to f32: the bit-level conversion for normal numbers (every scale a quantizer
-/// writes), the library's for the rest.
 #[inline(always)]
 fn f16(b0: u8, b1: u8) -> f32 {
-    let h = u16::from_le_bytes([b0, b1]);
-    let exp = (h >> 10) & 0x1f;
-    if exp != 0 && exp != 31 {
-        let bits =
-            ((h as u32 & 0x8000) << 16) | ((exp as u32 + 112) << 23) | ((h as u32 & 0x3ff) << 13);
-        f32::from_bits(bits)
-    } else {
-        half::f16::from_bits(h).to_f32()
-    }
+    crate::quant::f16_bits_to_f32(u16::from_le_bytes([b0, b1]))
 }
 
 /// Bytes per block of 32 for the types this op reads.
