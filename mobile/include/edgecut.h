@@ -80,15 +80,15 @@ typedef int (*EdgecutPieceCallback)(const char *piece, size_t len, void *user);
 extern "C" {
 #endif // __cplusplus
 
-// The library version, e.g. `"0.1.0"` (static; never null).
+// The library version, e.g. `"0.1.0"` (static; never null). Thread-safe.
 const char *edgecut_version(void);
 
 // The message of the calling thread's last failed call (empty after a success). Valid until the
-// next edgecut call on this thread; never null.
+// next edgecut call on this thread; never null. Thread-safe (each thread has its own).
 const char *edgecut_last_error(void);
 
 // Opens a model file (encoder or decoder, by its architecture) and writes its handle to `out`.
-// `options` may be null (all defaults).
+// `options` may be null (all defaults). Thread-safe; each call opens its own model.
 //
 // # Safety
 // `path` is a NUL-terminated string; `options` is null or points to an `EdgecutOptions`; `out`
@@ -97,11 +97,11 @@ EdgecutStatus edgecut_model_open(const char *path,
                                  const EdgecutOptions *options,
                                  EdgecutModel *out);
 
-// Closes a model. Calls running on it in other threads finish first; later calls with the
-// handle fail with `EDGECUT_STATUS_INVALID_HANDLE`.
+// Closes a model. Thread-safe: calls running on it in other threads finish first; later calls
+// with the handle fail with `EDGECUT_STATUS_INVALID_HANDLE`.
 EdgecutStatus edgecut_model_close(EdgecutModel model);
 
-// Writes the length of the model's sentence vectors to `out` (encoders).
+// Writes the length of the model's sentence vectors to `out` (encoders). Thread-safe.
 //
 // # Safety
 // `out` points to writable memory for a `size_t`.
@@ -110,6 +110,7 @@ EdgecutStatus edgecut_embedding_dim(EdgecutModel model, size_t *out);
 // Embeds `n_texts` texts into `out` (`n_texts * dim` floats, text after text). When
 // `out_len` is smaller than that (query with `out = NULL, out_len = 0`), writes the size
 // needed to `needed` (if not null) and returns `EDGECUT_STATUS_BUFFER_TOO_SMALL`.
+// Thread-safe: several threads may embed with one handle at once.
 //
 // # Safety
 // `texts` points to `n_texts` NUL-terminated strings; `out` is null or has room for `out_len`
@@ -124,7 +125,7 @@ EdgecutStatus edgecut_embed(EdgecutModel model,
 // Classifies `text` with a sequence-classification model: softmax probabilities into `probs`
 // (`probs_len` floats; too small: the class count goes to `n_classes` and
 // `EDGECUT_STATUS_BUFFER_TOO_SMALL` is returned), the class count to `n_classes` and the most
-// probable class to `best` (each if not null).
+// probable class to `best` (each if not null). Thread-safe.
 //
 // # Safety
 // `text` is a NUL-terminated string; `probs` is null or has room for `probs_len` floats;
@@ -140,6 +141,8 @@ EdgecutStatus edgecut_classify(EdgecutModel model,
 // produced (`callback` returns nonzero to stop; the call then returns `EDGECUT_STATUS_OK`).
 // `options` may be null (greedy, 256 tokens). `cancel` may be null; when not, generation stops
 // with `EDGECUT_STATUS_CANCELLED` as soon as another thread sets `*cancel` to nonzero.
+// Thread-safe: each call has its own KV cache, so several generations may share a handle; the
+// callback runs on the calling thread.
 //
 // # Safety
 // `prompt` is a NUL-terminated string; `options` is null or points to an

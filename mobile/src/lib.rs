@@ -189,21 +189,21 @@ fn encoder(l: &Loaded) -> Res<&Session> {
     }
 }
 
-/// The library version, e.g. `"0.1.0"` (static; never null).
+/// The library version, e.g. `"0.1.0"` (static; never null). Thread-safe.
 #[no_mangle]
 pub extern "C" fn edgecut_version() -> *const c_char {
     concat!(env!("CARGO_PKG_VERSION"), "\0").as_ptr() as *const c_char
 }
 
 /// The message of the calling thread's last failed call (empty after a success). Valid until the
-/// next edgecut call on this thread; never null.
+/// next edgecut call on this thread; never null. Thread-safe (each thread has its own).
 #[no_mangle]
 pub extern "C" fn edgecut_last_error() -> *const c_char {
     LAST_ERROR.with(|e| e.borrow().as_ptr())
 }
 
 /// Opens a model file (encoder or decoder, by its architecture) and writes its handle to `out`.
-/// `options` may be null (all defaults).
+/// `options` may be null (all defaults). Thread-safe; each call opens its own model.
 ///
 /// # Safety
 /// `path` is a NUL-terminated string; `options` is null or points to an `EdgecutOptions`; `out`
@@ -277,8 +277,8 @@ pub unsafe extern "C" fn edgecut_model_open(
     })
 }
 
-/// Closes a model. Calls running on it in other threads finish first; later calls with the
-/// handle fail with `EDGECUT_STATUS_INVALID_HANDLE`.
+/// Closes a model. Thread-safe: calls running on it in other threads finish first; later calls
+/// with the handle fail with `EDGECUT_STATUS_INVALID_HANDLE`.
 #[no_mangle]
 pub extern "C" fn edgecut_model_close(model: EdgecutModel) -> EdgecutStatus {
     guard(|| {
@@ -296,7 +296,7 @@ pub extern "C" fn edgecut_model_close(model: EdgecutModel) -> EdgecutStatus {
     })
 }
 
-/// Writes the length of the model's sentence vectors to `out` (encoders).
+/// Writes the length of the model's sentence vectors to `out` (encoders). Thread-safe.
 ///
 /// # Safety
 /// `out` points to writable memory for a `size_t`.
@@ -320,6 +320,7 @@ pub unsafe extern "C" fn edgecut_embedding_dim(
 /// Embeds `n_texts` texts into `out` (`n_texts * dim` floats, text after text). When
 /// `out_len` is smaller than that (query with `out = NULL, out_len = 0`), writes the size
 /// needed to `needed` (if not null) and returns `EDGECUT_STATUS_BUFFER_TOO_SMALL`.
+/// Thread-safe: several threads may embed with one handle at once.
 ///
 /// # Safety
 /// `texts` points to `n_texts` NUL-terminated strings; `out` is null or has room for `out_len`
@@ -383,7 +384,7 @@ pub unsafe extern "C" fn edgecut_embed(
 /// Classifies `text` with a sequence-classification model: softmax probabilities into `probs`
 /// (`probs_len` floats; too small: the class count goes to `n_classes` and
 /// `EDGECUT_STATUS_BUFFER_TOO_SMALL` is returned), the class count to `n_classes` and the most
-/// probable class to `best` (each if not null).
+/// probable class to `best` (each if not null). Thread-safe.
 ///
 /// # Safety
 /// `text` is a NUL-terminated string; `probs` is null or has room for `probs_len` floats;
@@ -438,6 +439,8 @@ pub unsafe extern "C" fn edgecut_classify(
 /// produced (`callback` returns nonzero to stop; the call then returns `EDGECUT_STATUS_OK`).
 /// `options` may be null (greedy, 256 tokens). `cancel` may be null; when not, generation stops
 /// with `EDGECUT_STATUS_CANCELLED` as soon as another thread sets `*cancel` to nonzero.
+/// Thread-safe: each call has its own KV cache, so several generations may share a handle; the
+/// callback runs on the calling thread.
 ///
 /// # Safety
 /// `prompt` is a NUL-terminated string; `options` is null or points to an
