@@ -99,6 +99,15 @@ pub fn read_frame<R: Read>(r: &mut R, limits: &Limits) -> Result<Option<Frame>, 
     if !read_exact(r, &mut h, true)? {
         return Ok(None);
     }
+    let (ty, len) = parse_header(&h, limits)?;
+    let mut payload = vec![0u8; len];
+    read_exact(r, &mut payload, false)?;
+    decode_payload(ty, &payload, limits).map(Some)
+}
+
+/// Checks a frame header; returns the frame type and the payload length (at most
+/// `limits.max_frame`). For readers that do their own I/O (async servers).
+pub fn parse_header(h: &[u8; HEADER_BYTES], limits: &Limits) -> Result<(u8, usize), WireError> {
     if h[..4] != MAGIC {
         return Err(WireError::BadMagic);
     }
@@ -121,13 +130,11 @@ pub fn read_frame<R: Read>(r: &mut R, limits: &Limits) -> Result<Option<Frame>, 
             max: limits.max_frame as u64,
         });
     }
-    let mut payload = vec![0u8; len as usize];
-    read_exact(r, &mut payload, false)?;
-    decode_payload(ty, &payload, limits).map(Some)
+    Ok((ty, len as usize))
 }
 
-/// Decodes the payload of a frame of type `ty`.
-pub(crate) fn decode_payload(ty: u8, p: &[u8], limits: &Limits) -> Result<Frame, WireError> {
+/// Decodes the payload of a frame of type `ty` (from [`parse_header`]).
+pub fn decode_payload(ty: u8, p: &[u8], limits: &Limits) -> Result<Frame, WireError> {
     let mut c = Cursor { b: p };
     let frame = match ty {
         1 => {
@@ -239,7 +246,7 @@ pub(crate) fn decode_payload(ty: u8, p: &[u8], limits: &Limits) -> Result<Frame,
 }
 
 /// The payload of `f`.
-pub(crate) fn encode_payload(f: &Frame) -> Result<Vec<u8>, WireError> {
+fn encode_payload(f: &Frame) -> Result<Vec<u8>, WireError> {
     let mut p = Vec::new();
     match f {
         Frame::Hello(h) => {
@@ -307,16 +314,20 @@ pub(crate) fn encode_payload(f: &Frame) -> Result<Vec<u8>, WireError> {
     Ok(p)
 }
 
+/// The bytes of one frame, header included (for writers that do their own I/O).
+pub fn encode_frame(f: &Frame) -> Result<Vec<u8>, WireError> {
+    let p = encode_payload(f)?;
+    let mut out = Vec::with_capacity(HEADER_BYTES + p.len());
+    out.extend_from_slice(&MAGIC);
+    out.extend_from_slice(&[VERSION, f.type_byte(), 0, 0]);
+    out.extend_from_slice(&(p.len() as u64).to_le_bytes());
+    out.extend_from_slice(&p);
+    Ok(out)
+}
+
 /// Writes one frame and flushes.
 pub fn write_frame<W: Write>(w: &mut W, f: &Frame) -> Result<(), WireError> {
-    let p = encode_payload(f)?;
-    let len = p.len() as u64;
-    let mut h = [0u8; HEADER_BYTES];
-    h[..4].copy_from_slice(&MAGIC);
-    h[4] = VERSION;
-    h[5] = f.type_byte();
-    h[8..].copy_from_slice(&len.to_le_bytes());
-    w.write_all(&h).map_err(|_| WireError::Io)?;
-    w.write_all(&p).map_err(|_| WireError::Io)?;
+    let bytes = encode_frame(f)?;
+    w.write_all(&bytes).map_err(|_| WireError::Io)?;
     w.flush().map_err(|_| WireError::Io)
 }

@@ -18,7 +18,7 @@ extern crate std;
 mod codec;
 mod frame;
 
-pub use codec::{read_frame, write_frame, Limits};
+pub use codec::{decode_payload, encode_frame, parse_header, read_frame, write_frame, Limits};
 pub use frame::{Activation, Encoding, ErrorCode, Frame, Hello, HelloOk, Infer, InferResult};
 
 /// Frame magic, the first four bytes of every frame.
