@@ -25,6 +25,7 @@
 
 mod llm;
 mod session;
+pub mod split;
 mod stop;
 
 pub use edgecut_backends::DeviceKind;

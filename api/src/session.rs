@@ -73,9 +73,9 @@ pub struct Classification {
 
 /// An open model. `Send + Sync`: share it (in an `Arc`) between threads.
 pub struct Session {
-    model: Bert,
-    tokenizer: Tokenizer,
-    device: Device,
+    pub(crate) model: Bert,
+    pub(crate) tokenizer: Tokenizer,
+    pub(crate) device: Device,
     opts: SessionOptions,
     max_len: usize,
 }

@@ -7,3 +7,4 @@ mod llama_fidelity;
 mod llama_generation;
 mod mutated_files;
 mod requantize;
+mod split;

@@ -1,0 +1,191 @@
+//! Split execution of an encoder: the device runs stages `0..cut` and encodes the activation at
+//! the cut as a wire request ([`edgecut_wire::Infer`]); the server runs stages `cut..n` on it.
+//! A cut is the number of stages on the device (`0`: the raw token ids go to the server).
+
+use edgecut_models::bert::Activation;
+use edgecut_wire::{Activation as WireActivation, Encoding, Infer, InferResult};
+use half::f16;
+
+use crate::{Error, Result, Session};
+
+/// Encodes `values` for the wire: f32 or f16 little-endian, or int8 values followed by one f32
+/// scale (`max |x| / 127`) per block of 32.
+pub fn encode_values(values: &[f32], enc: Encoding) -> Vec<u8> {
+    match enc {
+        Encoding::F32 => values.iter().flat_map(|v| v.to_le_bytes()).collect(),
+        Encoding::F16 => values
+            .iter()
+            .flat_map(|v| f16::from_f32(*v).to_le_bytes())
+            .collect(),
+        Encoding::Int8 => {
+            let mut q = Vec::with_capacity(values.len() + values.len().div_ceil(32) * 4);
+            let mut scales = Vec::with_capacity(values.len().div_ceil(32));
+            for block in values.chunks(32) {
+                let amax = block.iter().fold(0f32, |m, v| m.max(v.abs()));
+                let s = amax / 127.0;
+                let inv = if s > 0.0 { 1.0 / s } else { 0.0 };
+                q.extend(
+                    block
+                        .iter()
+                        .map(|v| (v * inv).round().clamp(-127.0, 127.0) as i8 as u8),
+                );
+                scales.push(s);
+            }
+            q.extend(scales.iter().flat_map(|s| s.to_le_bytes()));
+            q
+        }
+    }
+}
+
+/// Decodes `n` values encoded by [`encode_values`]; `None` when `data` is not their size.
+pub fn decode_values(data: &[u8], enc: Encoding, n: usize) -> Option<Vec<f32>> {
+    if enc.bytes(n as u64)? != data.len() as u64 {
+        return None;
+    }
+    Some(match enc {
+        Encoding::F32 => data
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect(),
+        Encoding::F16 => data
+            .chunks_exact(2)
+            .map(|b| f16::from_le_bytes([b[0], b[1]]).to_f32())
+            .collect(),
+        Encoding::Int8 => {
+            let (q, s) = data.split_at(n);
+            let scales: Vec<f32> = s
+                .chunks_exact(4)
+                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                .collect();
+            q.iter()
+                .enumerate()
+                .map(|(i, &v)| v as i8 as f32 * scales[i / 32])
+                .collect()
+        }
+    })
+}
+
+fn bad(msg: impl Into<String>) -> Error {
+    Error::Input(msg.into())
+}
+
+impl Session {
+    /// Stages of the model: embeddings, each block, head.
+    pub fn stage_count(&self) -> usize {
+        self.model.cfg.layers + 2
+    }
+
+    /// Runs stages `0..cut` on `texts` (one padded batch) and returns the request that carries
+    /// the activation at the cut, encoded as `encoding` (cut 0 always sends f32 token ids).
+    pub fn run_device_part(
+        &self,
+        texts: &[&str],
+        cut: usize,
+        encoding: Encoding,
+        request_id: u64,
+    ) -> Result<Infer> {
+        let n = self.stage_count();
+        if cut >= n {
+            return Err(bad(format!(
+                "cut {cut}: a split needs a cut in 0..{n} ({n} runs everything on the device)"
+            )));
+        }
+        if texts.is_empty() || texts.len() > u16::MAX as usize {
+            return Err(bad("a split request carries 1 to 65535 texts"));
+        }
+        let ids: Vec<Vec<u32>> = texts
+            .iter()
+            .map(|t| self.tokenize(t))
+            .collect::<Result<_>>()?;
+        let seq = ids.iter().map(Vec::len).max().unwrap_or(1);
+        let lengths: Vec<u16> = ids.iter().map(|i| i.len() as u16).collect();
+        let batch = texts.len() as u16;
+        let (width, encoding, values) = if cut == 0 {
+            let mut flat = vec![0f32; texts.len() * seq];
+            for (row, t) in flat.chunks_exact_mut(seq).zip(&ids) {
+                row.iter_mut().zip(t).for_each(|(o, &id)| *o = id as f32);
+            }
+            (1, Encoding::F32, flat)
+        } else {
+            let mut a = self.model.embeddings(&self.device, &ids)?;
+            for b in 0..cut - 1 {
+                self.model.block(&self.device, b, &mut a)?;
+            }
+            (self.model.cfg.hidden as u32, encoding, a.hidden)
+        };
+        Ok(Infer {
+            request_id,
+            cut: cut as u16,
+            activation: WireActivation {
+                batch,
+                seq: seq as u16,
+                width,
+                lengths,
+                encoding,
+                data: encode_values(&values, encoding),
+            },
+        })
+    }
+
+    /// Runs stages `cut..n` of a request and returns one sentence vector per text. Every field
+    /// is checked against the model first.
+    pub fn run_server_part(&self, req: &Infer) -> Result<InferResult> {
+        let (n, cut) = (self.stage_count(), req.cut as usize);
+        let a = &req.activation;
+        let (batch, seq) = (a.batch as usize, a.seq as usize);
+        if cut >= n {
+            return Err(bad(format!("cut {cut} is not in 0..{n}")));
+        }
+        if seq == 0 || seq > self.model.cfg.context || a.lengths.len() != batch {
+            return Err(bad(format!(
+                "{batch} texts of {seq} tokens do not fit the model (context {})",
+                self.model.cfg.context
+            )));
+        }
+        let want_width = if cut == 0 { 1 } else { self.model.cfg.hidden };
+        if a.width as usize != want_width {
+            return Err(bad(format!(
+                "width {} at cut {cut}; the model has {want_width}",
+                a.width
+            )));
+        }
+        let values = decode_values(&a.data, a.encoding, batch * seq * want_width)
+            .ok_or_else(|| bad("activation bytes do not match its shape"))?;
+        let mut act = if cut == 0 {
+            let vocab = self.tokenizer.vocab_size();
+            let mut ids = Vec::with_capacity(batch);
+            for (row, &len) in values.chunks_exact(seq).zip(&a.lengths) {
+                let t: Vec<u32> = row[..len as usize]
+                    .iter()
+                    .map(|&v| {
+                        (v >= 0.0 && v.fract() == 0.0 && (v as usize) < vocab).then_some(v as u32)
+                    })
+                    .collect::<Option<_>>()
+                    .ok_or_else(|| bad("a token id is not an integer in the vocabulary"))?;
+                ids.push(t);
+            }
+            self.model.embeddings(&self.device, &ids)?
+        } else {
+            let mut mask = vec![0u8; batch * seq];
+            for (row, &len) in mask.chunks_exact_mut(seq).zip(&a.lengths) {
+                row[..len as usize].fill(1);
+            }
+            Activation {
+                hidden: values,
+                mask,
+                batch,
+                seq,
+            }
+        };
+        for b in cut.saturating_sub(1)..self.model.cfg.layers {
+            self.model.block(&self.device, b, &mut act)?;
+        }
+        let pooled = self.model.pool(&act)?;
+        Ok(InferResult {
+            request_id: req.request_id,
+            rows: a.batch,
+            cols: self.model.cfg.hidden as u32,
+            values: pooled,
+        })
+    }
+}

@@ -1,0 +1,105 @@
+//! Split execution of MiniLM at every cut, through the wire codec's bytes: the server part's
+//! vectors equal local ones with raw ids or f32 on the wire. With int8 or f16 on the wire the
+//! cosine to the local run is at least 0.9995 (measured worst: int8 0.99969, f16 0.99978, both
+//! on the 3-token text "hi"): any perturbation of the activation flips some of the int8
+//! roundings inside the Q8_0 model's later blocks, so even f16 is not closer. Issue 8 asks
+//! for 0.9999 with int8; that needs the server to run those blocks with f32 activations.
+
+use edgecut::{cosine, Session, SessionOptions, WeightType};
+use edgecut_tests::minilm;
+use edgecut_wire::{decode_payload, encode_frame, parse_header, Encoding, Frame, Limits};
+
+/// The request as the server would receive it: encoded to bytes and decoded again.
+fn over_the_wire(f: Frame) -> Frame {
+    let bytes = encode_frame(&f).unwrap();
+    let lim = Limits::default();
+    let (ty, len) = parse_header(bytes[..16].try_into().unwrap(), &lim).unwrap();
+    assert_eq!(len, bytes.len() - 16);
+    decode_payload(ty, &bytes[16..], &lim).unwrap()
+}
+
+#[test]
+fn every_cut_gives_the_local_result() {
+    let m = minilm(WeightType::Q8_0);
+    let s = Session::open(
+        &m,
+        &SessionOptions {
+            batch_size: 16,
+            ..SessionOptions::default()
+        },
+    )
+    .unwrap();
+    let texts = [
+        "A man is eating food.",
+        "A man is riding a horse.",
+        "Ça va? Très bien, merci.",
+        "hi",
+    ];
+    let local = s.embed(&texts).unwrap();
+    let n = s.stage_count();
+    assert_eq!(n, 8);
+    let mut worst_int8 = 1f32; // int8 and f16
+    for cut in 0..n {
+        for enc in [Encoding::F32, Encoding::F16, Encoding::Int8] {
+            let req = s.run_device_part(&texts, cut, enc, cut as u64).unwrap();
+            let Frame::Infer(req) = over_the_wire(Frame::Infer(req)) else {
+                unreachable!()
+            };
+            let res = s.run_server_part(&req).unwrap();
+            assert_eq!(
+                (res.request_id, res.rows as usize, res.cols),
+                (cut as u64, texts.len(), 384)
+            );
+            for (i, v) in res.values.chunks_exact(384).enumerate() {
+                let c = cosine(v, &local.vectors[i]);
+                match (cut, enc) {
+                    // Raw ids and f32 activations: the same arithmetic as the local run.
+                    (0, _) | (_, Encoding::F32) => {
+                        assert_eq!(v, &local.vectors[i][..], "cut {cut} {enc:?} text {i}")
+                    }
+                    _ => {
+                        assert!(c >= 0.9995, "cut {cut} {enc:?} text {i}: {c}");
+                        worst_int8 = worst_int8.min(c);
+                    }
+                }
+            }
+        }
+    }
+    println!("int8 or f16 on the wire: worst cosine to the local run {worst_int8:.6}");
+}
+
+#[test]
+fn bad_requests_are_refused_by_the_server_part() {
+    let m = minilm(WeightType::Q8_0);
+    let s = Session::open(&m, &SessionOptions::default()).unwrap();
+    let good = s.run_device_part(&["hello"], 3, Encoding::Int8, 1).unwrap();
+    assert!(
+        s.run_device_part(&["hello"], 8, Encoding::Int8, 1).is_err(),
+        "cut 8 is not a split"
+    );
+    let mut bad = good.clone();
+    bad.cut = 9;
+    assert!(s
+        .run_server_part(&bad)
+        .unwrap_err()
+        .to_string()
+        .contains("cut 9"));
+    let mut bad = good.clone();
+    bad.activation.width = 100;
+    assert!(s
+        .run_server_part(&bad)
+        .unwrap_err()
+        .to_string()
+        .contains("width 100"));
+    let mut bad = good.clone();
+    bad.activation.data.pop();
+    assert!(s.run_server_part(&bad).is_err());
+    // Raw ids outside the vocabulary or not integers.
+    let mut raw = s.run_device_part(&["hello"], 0, Encoding::F32, 1).unwrap();
+    raw.activation.data[..4].copy_from_slice(&1e9f32.to_le_bytes());
+    assert!(s
+        .run_server_part(&raw)
+        .unwrap_err()
+        .to_string()
+        .contains("vocabulary"));
+}
