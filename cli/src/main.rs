@@ -34,6 +34,8 @@ enum Command {
     Profile(cmd::profile::Args),
     /// Choose where to cut a model between device and server from profiles and the link.
     Plan(cmd::plan::Args),
+    /// Run the stages after the cut for split clients (`edgecut embed --server`).
+    Serve(cmd::serve::Args),
 }
 
 fn main() {
@@ -50,6 +52,7 @@ fn main() {
         Command::Bench(a) => cmd::bench::run(a),
         Command::Profile(a) => cmd::profile::run(a),
         Command::Plan(a) => cmd::plan::run(a),
+        Command::Serve(a) => cmd::serve::run(a),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");

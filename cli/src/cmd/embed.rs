@@ -24,6 +24,18 @@ pub struct EmbedArgs {
     /// Output format: json (a list of vectors) or tsv (one vector per line).
     #[arg(long, value_enum, default_value = "json")]
     format: Format,
+    /// Split with `edgecut serve` at this address (host:port).
+    #[arg(long)]
+    server: Option<String>,
+    /// With --server: stages run on the device (K; 0 sends the token ids).
+    #[arg(long, default_value_t = 1)]
+    cut: usize,
+    /// With --server: a file holding the access token.
+    #[arg(long)]
+    token_file: Option<std::path::PathBuf>,
+    /// With --server: activation encoding on the wire (f32, f16 or int8).
+    #[arg(long, default_value = "int8")]
+    encoding: String,
     /// Texts to embed (default: one per line of standard input).
     texts: Vec<String>,
 }
@@ -33,13 +45,19 @@ pub fn embed(a: EmbedArgs) -> anyhow::Result<()> {
     let texts = texts(&a.texts)?;
     let session = a.model.open()?;
     let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
-    let out = session.embed(&refs)?;
-    warn_truncated(&out.truncated);
+    let vectors = match &a.server {
+        None => {
+            let out = session.embed(&refs)?;
+            warn_truncated(&out.truncated);
+            out.vectors
+        }
+        Some(server) => split_embed(&session, &a, server, &refs)?,
+    };
     let mut w = std::io::BufWriter::new(std::io::stdout().lock());
     match a.format {
-        Format::Json => writeln!(w, "{}", serde_json::to_string(&out.vectors)?)?,
+        Format::Json => writeln!(w, "{}", serde_json::to_string(&vectors)?)?,
         Format::Tsv => {
-            for v in &out.vectors {
+            for v in &vectors {
                 let line: Vec<String> = v.iter().map(|x| x.to_string()).collect();
                 writeln!(w, "{}", line.join("\t"))?;
             }
@@ -112,4 +130,45 @@ pub fn classify(a: ClassifyArgs) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Embeds through `edgecut serve`, falling back to the device (and saying so on stderr).
+fn split_embed(
+    session: &edgecut::Session,
+    a: &EmbedArgs,
+    server: &str,
+    texts: &[&str],
+) -> anyhow::Result<Vec<Vec<f32>>> {
+    use anyhow::Context;
+    let encoding = match a.encoding.as_str() {
+        "f32" => edgecut_wire::Encoding::F32,
+        "f16" => edgecut_wire::Encoding::F16,
+        "int8" => edgecut_wire::Encoding::Int8,
+        e => anyhow::bail!("--encoding {e:?}: expected f32, f16 or int8"),
+    };
+    let token = match &a.token_file {
+        Some(p) => std::fs::read(p).with_context(|| format!("reading {}", p.display()))?,
+        None => Vec::new(),
+    };
+    let token = String::from_utf8_lossy(&token).trim().as_bytes().to_vec();
+    let id = edgecut::GgufFile::open(&a.model.model)?.identity();
+    let cfg = edgecut_server::ClientConfig {
+        server: server.to_string(),
+        token,
+        cut: a.cut,
+        encoding,
+        timeout: std::time::Duration::from_secs(30),
+    };
+    let mut client = edgecut_server::SplitClient::new(session, id.0, cfg);
+    let out = client.embed(texts)?;
+    match &out.fell_back {
+        Some(why) => eprintln!("split: fell back to the device: {why}"),
+        None => eprintln!(
+            "split: cut {}, {} bytes sent, round trip {:.1} ms",
+            a.cut,
+            out.sent_bytes,
+            out.round_trip.map_or(0.0, |d| d.as_secs_f64() * 1e3)
+        ),
+    }
+    Ok(out.vectors)
 }

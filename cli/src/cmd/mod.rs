@@ -8,4 +8,5 @@ pub mod generate;
 pub mod inspect;
 pub mod plan;
 pub mod profile;
+pub mod serve;
 pub mod session;

@@ -1,0 +1,265 @@
+//! `edgecut serve` as a real process on loopback, with split clients and hostile ones. Every
+//! hostile client is followed by a good request, so the server is shown to be up and serving.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use edgecut::{cosine, GgufFile, Session, WeightType};
+use edgecut_server::{ClientConfig, SplitClient};
+use edgecut_tests::{minilm, scratch};
+use edgecut_wire::{encode_frame, read_frame, ErrorCode, Frame, Hello, Limits, MAGIC, VERSION};
+use embedded_io_adapters::std::FromStd;
+
+struct Server {
+    child: Child,
+    addr: String,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start(extra: &[&str]) -> Server {
+    let m = minilm(WeightType::Q8_0);
+    let tok = scratch().join(format!("token-{}", std::process::id()));
+    std::fs::write(&tok, "s3cret\n").unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_edgecut"))
+        .args([
+            "serve",
+            "-m",
+            m.to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:0",
+            "--token-file",
+        ])
+        .arg(&tok)
+        .args(["--frame-timeout", "1", "--idle-timeout", "5"])
+        .args(extra)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The server prints its address once it listens.
+    let mut err = child.stderr.take().unwrap();
+    let mut buf = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let addr = loop {
+        let mut b = [0u8; 256];
+        let n = err.read(&mut b).unwrap();
+        assert!(
+            n > 0 && Instant::now() < deadline,
+            "serve did not start: {}",
+            String::from_utf8_lossy(&buf)
+        );
+        buf.extend_from_slice(&b[..n]);
+        let text = String::from_utf8_lossy(&buf);
+        // Only whole lines: a read may end in the middle of one.
+        let whole = &text[..text.rfind('\n').map_or(0, |i| i + 1)];
+        if let Some(line) = whole
+            .lines()
+            .find(|l| l.starts_with("serve:") && l.contains(" at "))
+        {
+            break line.rsplit(" at ").next().unwrap().trim().to_string();
+        }
+    };
+    // Keep draining stderr so the server never blocks on it.
+    std::thread::spawn(move || {
+        let mut sink = Vec::new();
+        let _ = err.read_to_end(&mut sink);
+    });
+    Server { child, addr }
+}
+
+fn session() -> (Session, [u8; 32]) {
+    let m = minilm(WeightType::Q8_0);
+    (
+        Session::open(&m, &Default::default()).unwrap(),
+        GgufFile::open(&m).unwrap().identity().0,
+    )
+}
+
+fn client<'s>(
+    s: &'s Session,
+    id: [u8; 32],
+    addr: &str,
+    cut: usize,
+    enc: edgecut_wire::Encoding,
+) -> SplitClient<'s> {
+    let cfg = ClientConfig {
+        server: addr.into(),
+        token: b"s3cret".to_vec(),
+        cut,
+        encoding: enc,
+        timeout: Duration::from_secs(20),
+    };
+    SplitClient::new(s, id, cfg)
+}
+
+/// A good request must still be split (not fall back).
+fn still_serving(s: &Session, id: [u8; 32], addr: &str) {
+    let out = client(s, id, addr, 2, edgecut_wire::Encoding::Int8)
+        .embed(&["still there?"])
+        .unwrap();
+    assert_eq!(out.fell_back, None);
+}
+
+#[test]
+fn split_over_tcp_equals_local_at_every_cut() {
+    let srv = start(&[]);
+    let (s, id) = session();
+    let texts = ["A man is eating food.", "A man is riding a horse.", "hi"];
+    let local = s.embed(&texts).unwrap();
+    for cut in 0..s.stage_count() {
+        for enc in [edgecut_wire::Encoding::F32, edgecut_wire::Encoding::Int8] {
+            let out = client(&s, id, &srv.addr, cut, enc).embed(&texts).unwrap();
+            assert_eq!(out.fell_back, None, "cut {cut}");
+            for (v, w) in out.vectors.iter().zip(&local.vectors) {
+                if enc == edgecut_wire::Encoding::F32 {
+                    assert_eq!(v, w, "cut {cut} f32");
+                } else {
+                    assert!(cosine(v, w) >= 0.9995, "cut {cut} int8: {}", cosine(v, w));
+                }
+            }
+        }
+    }
+}
+
+fn raw(addr: &str) -> TcpStream {
+    let s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s
+}
+
+/// Reads what the server answers (an error frame, or nothing) until it closes the connection.
+fn answer(s: TcpStream) -> Option<Frame> {
+    let mut r = FromStd::new(s);
+    read_frame(&mut r, &Limits::default()).ok().flatten()
+}
+
+fn error_code(f: Option<Frame>) -> Option<ErrorCode> {
+    match f {
+        Some(Frame::Error { code, .. }) => Some(code),
+        _ => None,
+    }
+}
+
+#[test]
+fn hostile_clients_get_errors_and_others_are_served() {
+    let srv = start(&[]);
+    let (s, id) = session();
+    let hello = |model_id: [u8; 32], token: &[u8]| {
+        encode_frame(&Frame::Hello(Hello {
+            model_id,
+            encodings: 7,
+            token: token.to_vec(),
+        }))
+        .unwrap()
+    };
+
+    // Garbage bytes.
+    let mut c = raw(&srv.addr);
+    c.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    assert_eq!(error_code(answer(c)), Some(ErrorCode::BadFrame));
+    still_serving(&s, id, &srv.addr);
+
+    // A frame length of 2^63.
+    let mut c = raw(&srv.addr);
+    let mut h = Vec::from(MAGIC);
+    h.extend([VERSION, 1, 0, 0]);
+    h.extend((1u64 << 63).to_le_bytes());
+    c.write_all(&h).unwrap();
+    assert_eq!(error_code(answer(c)), Some(ErrorCode::BadFrame));
+    still_serving(&s, id, &srv.addr);
+
+    // A wrong model hash, a missing token, a wrong token.
+    for (model, token, code) in [
+        ([1u8; 32], &b"s3cret"[..], ErrorCode::WrongModel),
+        (id, &b""[..], ErrorCode::Unauthorized),
+        (id, &b"s3cres"[..], ErrorCode::Unauthorized),
+    ] {
+        let mut c = raw(&srv.addr);
+        c.write_all(&hello(model, token)).unwrap();
+        assert_eq!(error_code(answer(c)), Some(code));
+    }
+    still_serving(&s, id, &srv.addr);
+
+    // A shape whose size overflows, after a good HELLO.
+    let mut c = raw(&srv.addr);
+    c.write_all(&hello(id, b"s3cret")).unwrap();
+    let mut r = FromStd::new(c.try_clone().unwrap());
+    assert!(matches!(
+        read_frame(&mut r, &Limits::default()),
+        Ok(Some(Frame::HelloOk(_)))
+    ));
+    let mut p = Vec::new();
+    p.extend(5u64.to_le_bytes());
+    p.extend(2u16.to_le_bytes());
+    p.push(0);
+    p.extend(u16::MAX.to_le_bytes());
+    p.extend(u16::MAX.to_le_bytes());
+    p.extend(u32::MAX.to_le_bytes());
+    let mut f = Vec::from(MAGIC);
+    f.extend([VERSION, 3, 0, 0]);
+    f.extend((p.len() as u64).to_le_bytes());
+    f.extend(&p);
+    c.write_all(&f).unwrap();
+    assert_eq!(error_code(answer(c)), Some(ErrorCode::BadFrame));
+    still_serving(&s, id, &srv.addr);
+
+    // Half a frame, then silence: dropped after the frame timeout (1 s here).
+    let mut c = raw(&srv.addr);
+    let full = hello(id, b"s3cret");
+    c.write_all(&full[..full.len() / 2]).unwrap();
+    let t = Instant::now();
+    assert_eq!(answer(c), None);
+    assert!(
+        t.elapsed() < Duration::from_secs(8),
+        "dropped after {:?}",
+        t.elapsed()
+    );
+    still_serving(&s, id, &srv.addr);
+
+    // A client that disconnects in the middle of a request.
+    let mut c = raw(&srv.addr);
+    c.write_all(&hello(id, b"s3cret")).unwrap();
+    let req = s
+        .run_device_part(&["bye"], 3, edgecut_wire::Encoding::Int8, 1)
+        .unwrap();
+    let bytes = encode_frame(&Frame::Infer(req)).unwrap();
+    c.write_all(&bytes[..bytes.len() / 2]).unwrap();
+    drop(c);
+    still_serving(&s, id, &srv.addr);
+
+    // 1000 connections opened and left idle, while a client is served.
+    let idle: Vec<TcpStream> = (0..1000)
+        .map(|_| TcpStream::connect(&srv.addr).unwrap())
+        .collect();
+    still_serving(&s, id, &srv.addr);
+    drop(idle);
+    still_serving(&s, id, &srv.addr);
+}
+
+#[test]
+fn a_dead_server_means_a_fallback_and_a_restart_means_splitting_again() {
+    let (s, id) = session();
+    let srv = start(&["--no-batching"]);
+    let addr = srv.addr.clone();
+    let mut c = client(&s, id, &addr, 3, edgecut_wire::Encoding::Int8);
+    assert_eq!(c.embed(&["one"]).unwrap().fell_back, None);
+    drop(srv); // killed
+    let out = c.embed(&["two"]).unwrap();
+    assert!(
+        out.fell_back.is_some(),
+        "the request completes on the device"
+    );
+    let local = s.embed(&["two"]).unwrap();
+    assert_eq!(out.vectors, local.vectors);
+    // A new server on another port: a client pointed at it splits again.
+    let srv2 = start(&[]);
+    let mut c2 = client(&s, id, &srv2.addr, 3, edgecut_wire::Encoding::Int8);
+    assert_eq!(c2.embed(&["three"]).unwrap().fell_back, None);
+}
