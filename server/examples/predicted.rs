@@ -1,0 +1,131 @@
+//! Predicted against measured: every cut of an encoder through the link shaper at 1, 10 and
+//! 100 Mbit/s with a 20 ms round trip, against `edgecut serve` on this machine, next to the
+//! planner's prediction from profiles.
+//!
+//! edgecut serve -m minilm.gguf --threads 1 --listen 127.0.0.1:7073 &
+//! cargo run --release -p edgecut-server --example predicted -- minilm.gguf 127.0.0.1:7073 \
+//!     docs/plan/minilm-device-1thread.json docs/plan/minilm-device-1thread.json
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use edgecut::{GgufFile, Session, SessionOptions};
+use edgecut_partition::{
+    Constraints, Encoding, Link, Objective, Planner, PowerModel, Profile, Scenario,
+};
+use edgecut_server::{ClientConfig, Shape, SplitClient};
+
+fn main() {
+    let a: Vec<String> = std::env::args().collect();
+    if a.len() != 5 {
+        eprintln!(
+            "usage: predicted MODEL.gguf SERVER_ADDR DEVICE_PROFILE.json SERVER_PROFILE.json"
+        );
+        std::process::exit(2);
+    }
+    let (model, server) = (&a[1], a[2].parse().expect("server address"));
+    let load = |p: &str| Profile::from_json(&std::fs::read_to_string(p).unwrap()).unwrap();
+    let (dev, srv) = (load(&a[3]), load(&a[4]));
+    let planner = Planner::new(&dev, Some(&srv)).unwrap();
+    let session = Session::open(
+        model,
+        &SessionOptions {
+            threads: 1,
+            ..SessionOptions::default()
+        },
+    )
+    .unwrap();
+    let id = GgufFile::open(model).unwrap().identity().0;
+    let text = "hello ".repeat(126);
+    let seq = session.tokenize(&text).unwrap().len();
+    let rt = Arc::new(
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap(),
+    );
+    let n = session.stage_count();
+    let cons = Constraints {
+        allow_raw_upload: true,
+        ..Constraints::default()
+    };
+    println!("| link | K | predicted ms | measured ms | measured / predicted |");
+    println!("|---|---|---|---|---|");
+    for mbit in [1.0, 10.0, 100.0] {
+        let link = Link::parse(&format!("{mbit}mbit,20ms")).unwrap();
+        let sc = Scenario {
+            seq,
+            batch: 1,
+            encoding: Encoding::Int8,
+            link,
+            power: PowerModel::PHONE_WIFI,
+        };
+        let shape = Shape {
+            bps: mbit * 1e6,
+            delay: Duration::from_millis(10),
+        };
+        let listener = rt
+            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+            .unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let task = rt.spawn(edgecut_server::shape(listener, server, shape, shape));
+        let mut rows = Vec::new();
+        for k in 0..=n {
+            let cut: Vec<bool> = (0..n).map(|i| i < k).collect();
+            let predicted = planner.evaluate(&cut, &sc).latency_ms;
+            let mut times = Vec::new();
+            if k == n {
+                for _ in 0..6 {
+                    let t = Instant::now();
+                    session.embed(&[&text]).unwrap();
+                    times.push(t.elapsed().as_secs_f64() * 1e3);
+                }
+            } else {
+                let cfg = ClientConfig {
+                    server: addr.clone(),
+                    token: Vec::new(),
+                    cut: k,
+                    encoding: edgecut_wire::Encoding::Int8,
+                    timeout: Duration::from_secs(60),
+                };
+                let mut c = SplitClient::new(&session, id, cfg);
+                for i in 0..6 {
+                    let t = Instant::now();
+                    let out = c.embed(&[&text]).unwrap();
+                    assert!(out.fell_back.is_none(), "{:?}", out.fell_back);
+                    if i > 0 {
+                        // The first request also pays the connection and HELLO.
+                        times.push(t.elapsed().as_secs_f64() * 1e3);
+                    }
+                }
+            }
+            times.sort_by(f64::total_cmp);
+            let measured = times[times.len() / 2];
+            println!(
+                "| {mbit} Mbit/s, 20 ms | {k} | {predicted:.1} | {measured:.1} | {:.2} |",
+                measured / predicted
+            );
+            rows.push((k, predicted, measured));
+        }
+        task.abort();
+        let chosen = planner
+            .best(&sc, Objective::Latency, &cons)
+            .unwrap()
+            .cut
+            .k()
+            .unwrap();
+        let best =
+            rows.iter().cloned().fold(
+                (0, 0.0, f64::INFINITY),
+                |b, r| if r.2 < b.2 { r } else { b },
+            );
+        let chosen_measured = rows.iter().find(|r| r.0 == chosen).unwrap().2;
+        println!(
+            "|  {mbit} Mbit/s: planner picks K={chosen} (measured {chosen_measured:.1} ms); best measured K={} ({:.1} ms): {:.1}% off | | | | |",
+            best.0,
+            best.2,
+            (chosen_measured / best.2 - 1.0) * 100.0
+        );
+    }
+}
