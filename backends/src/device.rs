@@ -64,9 +64,10 @@ impl fmt::Display for Device {
         match self {
             Device::Cpu(c) => write!(
                 f,
-                "cpu ({} kernels, {} threads)",
+                "cpu ({} kernels, {} thread{})",
                 c.kernels().name,
-                c.threads()
+                c.threads(),
+                if c.threads() == 1 { "" } else { "s" }
             ),
         }
     }
