@@ -118,7 +118,11 @@ impl std::fmt::Debug for Llm {
 impl Llm {
     /// Opens a `llama` model file.
     pub fn open(path: impl AsRef<Path>, opts: &LlmOptions) -> Result<Llm> {
-        let file = Arc::new(GgufFile::open(path.as_ref())?);
+        Self::from_file(Arc::new(GgufFile::open(path.as_ref())?), opts)
+    }
+
+    /// A decoder on a model file already open.
+    pub fn from_file(file: Arc<GgufFile>, opts: &LlmOptions) -> Result<Llm> {
         let device = Device::open(opts.device, opts.threads).map_err(Error::Device)?;
         let model = Llama::load(file.clone(), &device)?;
         let tokenizer = Tokenizer::from_gguf(&file)?;

@@ -101,7 +101,12 @@ pub fn cosine(a: &[f32], b: &[f32]) -> f32 {
 impl Session {
     /// Opens a model file on a device.
     pub fn open(path: impl AsRef<Path>, opts: &SessionOptions) -> Result<Session> {
-        let file = Arc::new(GgufFile::open(path.as_ref())?);
+        Self::from_file(Arc::new(GgufFile::open(path.as_ref())?), opts)
+    }
+
+    /// A session on a model file already open (for callers that read the file first, such as
+    /// to dispatch on its architecture).
+    pub fn from_file(file: Arc<GgufFile>, opts: &SessionOptions) -> Result<Session> {
         let device = Device::open(opts.device, opts.threads).map_err(Error::Device)?;
         let model = Bert::load(file.clone(), &device)?;
         let tokenizer = Tokenizer::from_gguf(&file)?;

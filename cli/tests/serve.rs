@@ -6,7 +6,7 @@ use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use edgecut::{cosine, GgufFile, Session, WeightType};
+use edgecut::{cosine, Session, WeightType};
 use edgecut_server::{ClientConfig, SplitClient};
 use edgecut_tests::{minilm, scratch};
 use edgecut_wire::{encode_frame, read_frame, ErrorCode, Frame, Hello, Limits, MAGIC, VERSION};
@@ -75,16 +75,13 @@ fn start(extra: &[&str]) -> Server {
 }
 
 fn session() -> (Session, [u8; 32]) {
-    let m = minilm(WeightType::Q8_0);
-    (
-        Session::open(&m, &Default::default()).unwrap(),
-        GgufFile::open(&m).unwrap().identity().0,
-    )
+    let s = Session::open(minilm(WeightType::Q8_0), &Default::default()).unwrap();
+    let id = s.file().identity().0;
+    (s, id)
 }
 
 fn client<'s>(
     s: &'s Session,
-    id: [u8; 32],
     addr: &str,
     cut: usize,
     enc: edgecut_wire::Encoding,
@@ -96,12 +93,12 @@ fn client<'s>(
         encoding: enc,
         timeout: Duration::from_secs(20),
     };
-    SplitClient::new(s, id, cfg)
+    SplitClient::new(s, cfg)
 }
 
 /// A good request must still be split (not fall back).
-fn still_serving(s: &Session, id: [u8; 32], addr: &str) {
-    let out = client(s, id, addr, 2, edgecut_wire::Encoding::Int8)
+fn still_serving(s: &Session, addr: &str) {
+    let out = client(s, addr, 2, edgecut_wire::Encoding::Int8)
         .embed(&["still there?"])
         .unwrap();
     assert_eq!(out.fell_back, None);
@@ -110,12 +107,12 @@ fn still_serving(s: &Session, id: [u8; 32], addr: &str) {
 #[test]
 fn split_over_tcp_equals_local_at_every_cut() {
     let srv = start(&[]);
-    let (s, id) = session();
+    let (s, _) = session();
     let texts = ["A man is eating food.", "A man is riding a horse.", "hi"];
     let local = s.embed(&texts).unwrap();
     for cut in 0..s.stage_count() {
         for enc in [edgecut_wire::Encoding::F32, edgecut_wire::Encoding::Int8] {
-            let out = client(&s, id, &srv.addr, cut, enc).embed(&texts).unwrap();
+            let out = client(&s, &srv.addr, cut, enc).embed(&texts).unwrap();
             assert_eq!(out.fell_back, None, "cut {cut}");
             for (v, w) in out.vectors.iter().zip(&local.vectors) {
                 if enc == edgecut_wire::Encoding::F32 {
@@ -164,7 +161,7 @@ fn hostile_clients_get_errors_and_others_are_served() {
     let mut c = raw(&srv.addr);
     c.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
     assert_eq!(error_code(answer(c)), Some(ErrorCode::BadFrame));
-    still_serving(&s, id, &srv.addr);
+    still_serving(&s, &srv.addr);
 
     // A frame length of 2^63.
     let mut c = raw(&srv.addr);
@@ -173,7 +170,7 @@ fn hostile_clients_get_errors_and_others_are_served() {
     h.extend((1u64 << 63).to_le_bytes());
     c.write_all(&h).unwrap();
     assert_eq!(error_code(answer(c)), Some(ErrorCode::BadFrame));
-    still_serving(&s, id, &srv.addr);
+    still_serving(&s, &srv.addr);
 
     // A wrong model hash, a missing token, a wrong token.
     for (model, token, code) in [
@@ -185,7 +182,7 @@ fn hostile_clients_get_errors_and_others_are_served() {
         c.write_all(&hello(model, token)).unwrap();
         assert_eq!(error_code(answer(c)), Some(code));
     }
-    still_serving(&s, id, &srv.addr);
+    still_serving(&s, &srv.addr);
 
     // A shape whose size overflows, after a good HELLO.
     let mut c = raw(&srv.addr);
@@ -208,7 +205,7 @@ fn hostile_clients_get_errors_and_others_are_served() {
     f.extend(&p);
     c.write_all(&f).unwrap();
     assert_eq!(error_code(answer(c)), Some(ErrorCode::BadFrame));
-    still_serving(&s, id, &srv.addr);
+    still_serving(&s, &srv.addr);
 
     // Half a frame, then silence: dropped after the frame timeout (1 s here).
     let mut c = raw(&srv.addr);
@@ -221,7 +218,7 @@ fn hostile_clients_get_errors_and_others_are_served() {
         "dropped after {:?}",
         t.elapsed()
     );
-    still_serving(&s, id, &srv.addr);
+    still_serving(&s, &srv.addr);
 
     // A client that disconnects in the middle of a request.
     let mut c = raw(&srv.addr);
@@ -232,23 +229,23 @@ fn hostile_clients_get_errors_and_others_are_served() {
     let bytes = encode_frame(&Frame::Infer(req)).unwrap();
     c.write_all(&bytes[..bytes.len() / 2]).unwrap();
     drop(c);
-    still_serving(&s, id, &srv.addr);
+    still_serving(&s, &srv.addr);
 
     // 1000 connections opened and left idle, while a client is served.
     let idle: Vec<TcpStream> = (0..1000)
         .map(|_| TcpStream::connect(&srv.addr).unwrap())
         .collect();
-    still_serving(&s, id, &srv.addr);
+    still_serving(&s, &srv.addr);
     drop(idle);
-    still_serving(&s, id, &srv.addr);
+    still_serving(&s, &srv.addr);
 }
 
 #[test]
 fn a_dead_server_means_a_fallback_and_a_restart_means_splitting_again() {
-    let (s, id) = session();
+    let (s, _) = session();
     let srv = start(&["--no-batching"]);
     let addr = srv.addr.clone();
-    let mut c = client(&s, id, &addr, 3, edgecut_wire::Encoding::Int8);
+    let mut c = client(&s, &addr, 3, edgecut_wire::Encoding::Int8);
     assert_eq!(c.embed(&["one"]).unwrap().fell_back, None);
     drop(srv); // killed
     let out = c.embed(&["two"]).unwrap();
@@ -260,6 +257,6 @@ fn a_dead_server_means_a_fallback_and_a_restart_means_splitting_again() {
     assert_eq!(out.vectors, local.vectors);
     // A new server on another port: a client pointed at it splits again.
     let srv2 = start(&[]);
-    let mut c2 = client(&s, id, &srv2.addr, 3, edgecut_wire::Encoding::Int8);
+    let mut c2 = client(&s, &srv2.addr, 3, edgecut_wire::Encoding::Int8);
     assert_eq!(c2.embed(&["three"]).unwrap().fell_back, None);
 }

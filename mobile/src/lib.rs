@@ -241,13 +241,14 @@ pub unsafe extern "C" fn edgecut_model_open(
                 )
             }
         };
+        // Opened once: the architecture picks encoder or decoder, built on the same map.
         let file = edgecut::GgufFile::open(path)
             .map_err(|e| Failure(EDGECUT_STATUS_MODEL_ERROR, e.to_string()))?;
         let arch = file
             .architecture()
             .map_err(|e| Failure(EDGECUT_STATUS_MODEL_ERROR, e.to_string()))?
             .to_string();
-        drop(file);
+        let file = std::sync::Arc::new(file);
         let model_err =
             |e: edgecut::Error| Failure(EDGECUT_STATUS_MODEL_ERROR, format!("{path}: {e}"));
         let loaded = if arch == "llama" {
@@ -256,7 +257,7 @@ pub unsafe extern "C" fn edgecut_model_open(
                 threads: o.threads as usize,
                 context: (o.context > 0).then_some(o.context as usize),
             };
-            Loaded::Decoder(Llm::open(path, &opts).map_err(model_err)?)
+            Loaded::Decoder(Llm::from_file(file, &opts).map_err(model_err)?)
         } else {
             let opts = SessionOptions {
                 device,
@@ -264,7 +265,7 @@ pub unsafe extern "C" fn edgecut_model_open(
                 max_seq_len: (o.max_seq_len > 0).then_some(o.max_seq_len as usize),
                 ..SessionOptions::default()
             };
-            Loaded::Encoder(Session::open(path, &opts).map_err(model_err)?)
+            Loaded::Encoder(Session::from_file(file, &opts).map_err(model_err)?)
         };
         let h = NEXT_HANDLE.fetch_add(1, Ordering::Relaxed);
         registry()

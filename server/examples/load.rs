@@ -7,7 +7,7 @@
 
 use std::time::{Duration, Instant};
 
-use edgecut::{GgufFile, Session, SessionOptions};
+use edgecut::{Session, SessionOptions};
 use edgecut_server::{ClientConfig, SplitClient};
 
 fn main() {
@@ -32,7 +32,6 @@ fn main() {
         },
     )
     .unwrap();
-    let id = GgufFile::open(model).unwrap().identity().0;
     let start = Instant::now();
     let results: Vec<(Vec<Duration>, usize)> = std::thread::scope(|s| {
         let hs: Vec<_> = (0..clients)
@@ -46,7 +45,7 @@ fn main() {
                         encoding: edgecut_wire::Encoding::Int8,
                         timeout: Duration::from_secs(60),
                     };
-                    let mut cl = SplitClient::new(session, id, cfg);
+                    let mut cl = SplitClient::new(session, cfg);
                     let mut lat = Vec::with_capacity(requests);
                     let mut fell = 0;
                     for r in 0..requests {

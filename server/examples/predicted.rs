@@ -9,7 +9,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use edgecut::{GgufFile, Session, SessionOptions};
+use edgecut::{Session, SessionOptions};
 use edgecut_partition::{
     Constraints, Encoding, Link, Objective, Planner, PowerModel, Profile, Scenario,
 };
@@ -35,7 +35,6 @@ fn main() {
         },
     )
     .unwrap();
-    let id = GgufFile::open(model).unwrap().identity().0;
     let text = "hello ".repeat(126);
     let seq = session.tokenize(&text).unwrap().len();
     let rt = Arc::new(
@@ -89,7 +88,7 @@ fn main() {
                     encoding: edgecut_wire::Encoding::Int8,
                     timeout: Duration::from_secs(60),
                 };
-                let mut c = SplitClient::new(&session, id, cfg);
+                let mut c = SplitClient::new(&session, cfg);
                 for i in 0..6 {
                     let t = Instant::now();
                     let out = c.embed(&[&text]).unwrap();

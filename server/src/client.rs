@@ -47,8 +47,10 @@ pub struct SplitClient<'s> {
 }
 
 impl<'s> SplitClient<'s> {
-    /// A client for `session` (whose file has identity `model_id`); connects lazily.
-    pub fn new(session: &'s Session, model_id: [u8; 32], cfg: ClientConfig) -> SplitClient<'s> {
+    /// A client for `session`; connects lazily. The HELLO carries the identity of the
+    /// session's model file, hashed here once.
+    pub fn new(session: &'s Session, cfg: ClientConfig) -> SplitClient<'s> {
+        let model_id = session.file().identity().0;
         SplitClient {
             session,
             cfg,

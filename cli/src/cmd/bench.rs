@@ -57,12 +57,12 @@ pub fn peak_rss_mb() -> f64 {
 
 /// Prints a table of ms per sentence and sentences per second.
 pub fn run(a: Args) -> anyhow::Result<()> {
-    let file = edgecut::GgufFile::open(&a.model.model)?;
+    // Opened once: the architecture picks the benchmark, and the model is built on this map.
+    let file = std::sync::Arc::new(edgecut::GgufFile::open(&a.model.model)?);
     println!("model   {}", a.model.model.display());
     if file.architecture()? == "llama" {
-        drop(file);
-        let llm = edgecut::Llm::open(
-            &a.model.model,
+        let llm = edgecut::Llm::from_file(
+            file,
             &edgecut::LlmOptions {
                 device: a.model.device,
                 threads: a.model.threads,
@@ -71,9 +71,8 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         )?;
         return super::bench_llm::run(&llm, &a.prompt_tokens, a.gen_tokens, a.iters.unwrap_or(5));
     }
-    drop(file);
     let iters = a.iters.unwrap_or(50);
-    let session = a.model.open()?;
+    let session = edgecut::Session::from_file(file, &a.model.options())?;
     println!("device  {}", session.device());
     println!(
         "{:>5} {:>6} {:>12} {:>12} {:>12} {:>10}",

@@ -151,7 +151,6 @@ fn split_embed(
         None => Vec::new(),
     };
     let token = String::from_utf8_lossy(&token).trim().as_bytes().to_vec();
-    let id = edgecut::GgufFile::open(&a.model.model)?.identity();
     let cfg = edgecut_server::ClientConfig {
         server: server.to_string(),
         token,
@@ -159,7 +158,7 @@ fn split_embed(
         encoding,
         timeout: std::time::Duration::from_secs(30),
     };
-    let mut client = edgecut_server::SplitClient::new(session, id.0, cfg);
+    let mut client = edgecut_server::SplitClient::new(session, cfg);
     let out = client.embed(texts)?;
     match &out.fell_back {
         Some(why) => eprintln!("split: fell back to the device: {why}"),

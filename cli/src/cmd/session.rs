@@ -27,15 +27,19 @@ pub struct ModelArgs {
 }
 
 impl ModelArgs {
-    /// Opens the session.
-    pub fn open(&self) -> anyhow::Result<Session> {
-        let opts = SessionOptions {
+    /// The session options these arguments ask for.
+    pub fn options(&self) -> SessionOptions {
+        SessionOptions {
             device: self.device,
             threads: self.threads,
             batch_size: self.batch_size,
             max_seq_len: self.max_seq_len,
-        };
-        Session::open(&self.model, &opts)
+        }
+    }
+
+    /// Opens the session.
+    pub fn open(&self) -> anyhow::Result<Session> {
+        Session::open(&self.model, &self.options())
             .with_context(|| format!("opening {}", self.model.display()))
     }
 }
