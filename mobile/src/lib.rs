@@ -169,7 +169,7 @@ unsafe fn text<'a>(p: *const c_char, what: &str) -> Res<&'a str> {
     })
 }
 
-fn model(h: EdgecutModel) -> Res<Arc<Loaded>> {
+fn lookup(h: EdgecutModel) -> Res<Arc<Loaded>> {
     let r = registry().lock().unwrap_or_else(|e| e.into_inner());
     r.get(&h).cloned().ok_or_else(|| {
         Failure(
@@ -310,7 +310,7 @@ pub unsafe extern "C" fn edgecut_embedding_dim(
         if out.is_null() {
             return fail(EDGECUT_STATUS_NULL_POINTER, "out is null");
         }
-        let m = self::model(model)?;
+        let m = lookup(model)?;
         let dim = encoder(&m)?.embedding_dim();
         // SAFETY: checked non-null above.
         unsafe { *out = dim };
@@ -336,7 +336,7 @@ pub unsafe extern "C" fn edgecut_embed(
     needed: *mut usize,
 ) -> EdgecutStatus {
     guard(|| {
-        let m = self::model(model)?;
+        let m = lookup(model)?;
         let s = encoder(&m)?;
         if n_texts == 0 {
             return fail(EDGECUT_STATUS_INVALID_ARGUMENT, "n_texts is 0");
@@ -400,7 +400,7 @@ pub unsafe extern "C" fn edgecut_classify(
     best: *mut usize,
 ) -> EdgecutStatus {
     guard(|| {
-        let m = self::model(model)?;
+        let m = lookup(model)?;
         let s = encoder(&m)?;
         let n = s.n_classes().ok_or_else(|| {
             Failure(
@@ -457,7 +457,7 @@ pub unsafe extern "C" fn edgecut_generate(
     cancel: *const i32,
 ) -> EdgecutStatus {
     guard(|| {
-        let m = self::model(model)?;
+        let m = lookup(model)?;
         let Loaded::Decoder(llm) = &*m else {
             return fail(
                 EDGECUT_STATUS_INVALID_ARGUMENT,

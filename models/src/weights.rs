@@ -22,8 +22,6 @@ enum Store {
     F32(Vec<f32>),
     /// Blocks of a quantized type used as stored, with f32 activations: the index of the tensor.
     Blocks(DType, usize),
-    /// The same, owned (stacked matrices).
-    OwnedBlocks(DType, Vec<u8>),
 }
 
 /// A matrix `[n, k]` (n rows of k) and its optional bias.
@@ -46,7 +44,6 @@ fn q8_bytes<'a>(s: &'a Store, f: &'a GgufFile) -> &'a [u8] {
         Store::Q8(v) => v,
         Store::Packed(_, q8) => q8_bytes(q8, f),
         Store::Blocks(_, i) => f.view(&f.tensors()[*i]).data,
-        Store::OwnedBlocks(_, v) => v,
         Store::F32(_) => &[],
     }
 }
@@ -151,28 +148,15 @@ impl Matrix {
         let same = parts.iter().all(|p| {
             p.k == k && p.act == parts[0].act && p.bias.is_some() == parts[0].bias.is_some()
         });
-        let block_type = |s: &Store| match s {
-            Store::Blocks(dt, _) | Store::OwnedBlocks(dt, _) => Some(*dt),
-            _ => None,
-        };
-        let first_blocks = parts.first().and_then(|p| block_type(&p.store));
-        let blocks =
-            first_blocks.is_some() && parts.iter().all(|p| block_type(&p.store) == first_blocks);
         let q8 = parts
             .iter()
             .all(|p| matches!(p.store, Store::Mapped(_) | Store::Q8(_) | Store::Packed(..)));
         let f32s = parts.iter().all(|p| matches!(p.store, Store::F32(_)));
-        if parts.is_empty() || !same || !(q8 || f32s || blocks) {
+        if parts.is_empty() || !same || !(q8 || f32s) {
             return Err(parts);
         }
         let n = parts.iter().map(|p| p.n).sum();
-        let store = if let (true, Some(dt)) = (blocks, first_blocks) {
-            let bytes = parts
-                .iter()
-                .flat_map(|p| q8_bytes(&p.store, f).iter().copied())
-                .collect();
-            Store::OwnedBlocks(dt, bytes)
-        } else if q8 {
+        let store = if q8 {
             let bytes: Vec<u8> = parts
                 .iter()
                 .flat_map(|p| q8_bytes(&p.store, f).iter().copied())
@@ -213,9 +197,7 @@ impl Matrix {
             Store::Mapped(_) | Store::Q8(_) => WeightData::Q8_0(q8_bytes(&self.store, f)),
             Store::Packed(p, q8) => WeightData::Packed(p, q8_bytes(q8, f)),
             Store::F32(v) => WeightData::F32(v),
-            Store::Blocks(dt, _) | Store::OwnedBlocks(dt, _) => {
-                WeightData::Blocks(*dt, q8_bytes(&self.store, f))
-            }
+            Store::Blocks(dt, _) => WeightData::Blocks(*dt, q8_bytes(&self.store, f)),
         };
         Linear {
             w,
@@ -231,7 +213,7 @@ impl Matrix {
         fn owned(s: &Store) -> usize {
             match s {
                 Store::Mapped(_) | Store::Blocks(..) => 0,
-                Store::Q8(v) | Store::OwnedBlocks(_, v) => v.len(),
+                Store::Q8(v) => v.len(),
                 Store::Packed(p, q8) => p.bytes() + owned(q8),
                 Store::F32(v) => v.len() * 4,
             }

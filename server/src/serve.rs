@@ -374,13 +374,12 @@ fn run_group(s: &Session, group: Vec<Job>, m: &Metrics) {
                 let _ = j.reply.send(Ok(r));
             }
         }
-        Err(e) if group.len() > 1 => {
+        Err(_) if group.len() > 1 => {
             // One bad request must not fail the others: run them one by one.
             for j in group {
                 let r = s.run_server_part(&j.req).map_err(|e| e.to_string());
                 let _ = j.reply.send(r);
             }
-            let _ = e;
         }
         Err(e) => {
             for j in group {

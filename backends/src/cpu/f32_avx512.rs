@@ -1,5 +1,6 @@
 //! AVX-512 kernels of the f32-activation matmul ([`super::matmul_f32`]): decoding Q8_0 / Q4_0 /
-//! Q4_1 blocks to f32, and four dot products that share each activation load.
+//! Q4_1 blocks to f32 (the weights of the prefill path), and four dot products that share each
+//! activation load.
 
 use std::arch::x86_64::*;
 
@@ -106,89 +107,4 @@ pub unsafe fn dot4(w: &[f32], x: &[f32]) -> [f32; 4] {
         _mm512_reduce_add_ps(a2),
         _mm512_reduce_add_ps(a3),
     ]
-}
-
-/// The scale `d` and offset `m` of a block as f32 vectors (`m = -8 d` for Q4_0, 0 for Q8_0).
-///
-/// # Safety
-/// AVX-512F and F16C; `b` points at a block header (2 bytes, 4 for Q4_1).
-#[inline(always)]
-unsafe fn scales(dtype: DType, b: *const u8) -> (__m512, __m512) {
-    // SAFETY: the header's 2 or 4 bytes are readable (caller); unaligned reads.
-    unsafe {
-        if dtype == DType::Q4_1 {
-            let h = _mm_cvtph_ps(_mm_cvtsi32_si128((b as *const i32).read_unaligned()));
-            (
-                _mm512_broadcastss_ps(h),
-                _mm512_broadcastss_ps(_mm_movehdup_ps(h)),
-            )
-        } else {
-            let raw = (b as *const u16).read_unaligned() as i32;
-            let d = _mm512_broadcastss_ps(_mm_cvtph_ps(_mm_cvtsi32_si128(raw)));
-            let m = if dtype == DType::Q4_0 {
-                _mm512_mul_ps(d, _mm512_set1_ps(-8.0))
-            } else {
-                _mm512_setzero_ps()
-            };
-            (d, m)
-        }
-    }
-}
-
-/// One block of 32 decoded to two vectors of 16 f32 values.
-///
-/// # Safety
-/// AVX-512F/BW and F16C; `b` points at a whole block of `dtype`.
-#[inline(always)]
-unsafe fn block(dtype: DType, b: *const u8) -> (__m512, __m512) {
-    // SAFETY: the block's bytes are readable (caller); unaligned reads.
-    unsafe {
-        let (d, m) = scales(dtype, b);
-        let (q0, q1) = if dtype == DType::Q8_0 {
-            let q0 = _mm_loadu_si128(b.add(2) as *const __m128i);
-            let q1 = _mm_loadu_si128(b.add(18) as *const __m128i);
-            (_mm512_cvtepi8_epi32(q0), _mm512_cvtepi8_epi32(q1))
-        } else {
-            let off = if dtype == DType::Q4_1 { 4 } else { 2 };
-            let q = _mm_loadu_si128(b.add(off) as *const __m128i);
-            let mask = _mm_set1_epi8(0x0f);
-            let lo = _mm_and_si128(q, mask);
-            let hi = _mm_and_si128(_mm_srli_epi16(q, 4), mask);
-            (_mm512_cvtepu8_epi32(lo), _mm512_cvtepu8_epi32(hi))
-        };
-        (
-            _mm512_fmadd_ps(_mm512_cvtepi32_ps(q0), d, m),
-            _mm512_fmadd_ps(_mm512_cvtepi32_ps(q1), d, m),
-        )
-    }
-}
-
-/// Dot products of four rows of `dtype` blocks (`w`: 4 rows of `row_bytes`) with `x`, decoding
-/// as it goes: the kernel for one activation row, where decoding into a buffer would cost a
-/// store and a load per value for a single use.
-///
-/// # Safety
-/// AVX-512F/BW/VL and F16C (see [`available`]); `w` holds 4 rows of `x.len() / 32` blocks.
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
-pub unsafe fn dot4_blocks(dtype: DType, w: &[u8], row_bytes: usize, x: &[f32]) -> [f32; 4] {
-    let bb = row_bytes / (x.len() / QK).max(1);
-    assert!(
-        w.len() >= 4 * row_bytes && x.len().is_multiple_of(QK),
-        "dot4_blocks: bad lengths"
-    );
-    let mut acc = [_mm512_setzero_ps(); 4];
-    let (xp, wp) = (x.as_ptr(), w.as_ptr());
-    for blk in 0..x.len() / QK {
-        // SAFETY: block `blk` of each of the 4 rows and x[32 blk..32 blk + 32] are in bounds
-        // (asserted above).
-        unsafe {
-            let x0 = _mm512_loadu_ps(xp.add(blk * QK));
-            let x1 = _mm512_loadu_ps(xp.add(blk * QK + 16));
-            for (r, a) in acc.iter_mut().enumerate() {
-                let (w0, w1) = block(dtype, wp.add(r * row_bytes + blk * bb));
-                *a = _mm512_fmadd_ps(w1, x1, _mm512_fmadd_ps(w0, x0, *a));
-            }
-        }
-    }
-    acc.map(|a| _mm512_reduce_add_ps(a))
 }

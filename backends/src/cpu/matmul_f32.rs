@@ -18,8 +18,9 @@ use crate::DType;
 /// threads read weights in parallel.
 const MIN_SPLIT_MACS: usize = 1 << 16;
 
-/// Activation rows up to which weights are decoded in registers for each row (no buffer).
-const FUSED_MAX_M: usize = 2;
+/// Activation rows up to which the int16 one-row kernel runs (decoding tokens); with more rows
+/// the weights are decoded once into the buffer and shared by all rows.
+const I16_MAX_M: usize = 2;
 
 /// Weight rows decoded and multiplied together.
 const ROWS: usize = 4;
@@ -166,7 +167,7 @@ impl CpuBackend {
             && super::f32_avx512::available()
             && k.is_multiple_of(16);
         #[cfg(target_arch = "x86_64")]
-        let i16_rows = fast && m <= FUSED_MAX_M && super::gemv_i16::available();
+        let i16_rows = fast && m <= I16_MAX_M && super::gemv_i16::available();
         #[cfg(target_arch = "x86_64")]
         let mut rows_i16 = ROWS_I16.take();
         #[cfg(target_arch = "x86_64")]
@@ -197,19 +198,6 @@ impl CpuBackend {
                             // SAFETY: VNNI was detected (`i16_rows`); w holds 4 rows of
                             // k / 32 blocks and xr one quantized row of k.
                             let v = unsafe { super::gemv_i16::dot4(dtype, w, row_bytes, xr) };
-                            for (r, v) in v.into_iter().enumerate() {
-                                set(i, r, v);
-                            }
-                        }
-                        j += rows;
-                        continue;
-                    }
-                    #[cfg(target_arch = "x86_64")]
-                    if fast && m <= FUSED_MAX_M && rows == ROWS {
-                        for (i, xr) in x.chunks_exact(k).enumerate() {
-                            // SAFETY: AVX-512 was detected (`fast`); w holds 4 rows.
-                            let v =
-                                unsafe { super::f32_avx512::dot4_blocks(dtype, w, row_bytes, xr) };
                             for (r, v) in v.into_iter().enumerate() {
                                 set(i, r, v);
                             }
