@@ -13,25 +13,30 @@ const NORMAL: i32 = 1;
 const CONTROL: i32 = 3;
 const USER_DEFINED: i32 = 4;
 
-/// Writes the WordPiece vocabulary of `tokenizer_json` as `tokenizer.ggml.*` keys.
-pub(super) fn wordpiece(
-    w: &mut GgufWriter,
-    tokenizer_json: &str,
-    type_count: usize,
-    path: &Path,
-) -> Result<()> {
-    let err = |reason: String| ModelError::Json {
+/// A JSON error naming `path`.
+fn json_err(path: &Path) -> impl Fn(String) -> ModelError + '_ {
+    move |reason| ModelError::Json {
         path: path.to_path_buf(),
         reason,
-    };
-    let j: Json = serde_json::from_str(tokenizer_json).map_err(|e| err(e.to_string()))?;
+    }
+}
+
+/// The `model` section of a parsed `tokenizer.json` and its vocabulary, checked to be a `kind`
+/// model (what `who` needs).
+fn model_vocab<'j>(
+    j: &'j Json,
+    kind: &str,
+    who: &str,
+    path: &Path,
+) -> Result<(&'j Json, &'j serde_json::Map<String, Json>)> {
+    let err = json_err(path);
     let model = j
         .get("model")
         .ok_or_else(|| err("no \"model\" section".into()))?;
-    let kind = model.get("type").and_then(Json::as_str).unwrap_or("");
-    if kind != "WordPiece" {
+    let found = model.get("type").and_then(Json::as_str).unwrap_or("");
+    if found != kind {
         return Err(ModelError::Unsupported(format!(
-            "{}: tokenizer model {kind:?}; BERT-family checkpoints need WordPiece",
+            "{}: tokenizer model {found:?}; {who} need {kind}",
             path.display()
         )));
     }
@@ -39,6 +44,19 @@ pub(super) fn wordpiece(
         .get("vocab")
         .and_then(Json::as_object)
         .ok_or_else(|| err("model.vocab is not a map".into()))?;
+    Ok((model, vocab))
+}
+
+/// Writes the WordPiece vocabulary of `tokenizer_json` as `tokenizer.ggml.*` keys.
+pub(super) fn wordpiece(
+    w: &mut GgufWriter,
+    tokenizer_json: &str,
+    type_count: usize,
+    path: &Path,
+) -> Result<()> {
+    let err = json_err(path);
+    let j: Json = serde_json::from_str(tokenizer_json).map_err(|e| err(e.to_string()))?;
+    let (_, vocab) = model_vocab(&j, "WordPiece", "BERT-family checkpoints", path)?;
     let mut tokens = vec![None; vocab.len()];
     for (tok, id) in vocab {
         let id = id
@@ -112,25 +130,9 @@ pub(super) fn bpe(
     tokenizer_config: Option<&Json>,
     path: &Path,
 ) -> Result<()> {
-    let err = |reason: String| ModelError::Json {
-        path: path.to_path_buf(),
-        reason,
-    };
+    let err = json_err(path);
     let j: Json = serde_json::from_str(tokenizer_json).map_err(|e| err(e.to_string()))?;
-    let model = j
-        .get("model")
-        .ok_or_else(|| err("no \"model\" section".into()))?;
-    let kind = model.get("type").and_then(Json::as_str).unwrap_or("");
-    if kind != "BPE" {
-        return Err(ModelError::Unsupported(format!(
-            "{}: tokenizer model {kind:?}; Llama checkpoints need BPE",
-            path.display()
-        )));
-    }
-    let vocab = model
-        .get("vocab")
-        .and_then(Json::as_object)
-        .ok_or_else(|| err("model.vocab is not a map".into()))?;
+    let (model, vocab) = model_vocab(&j, "BPE", "Llama checkpoints", path)?;
     let added: Vec<&Json> = j
         .get("added_tokens")
         .and_then(Json::as_array)
