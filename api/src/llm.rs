@@ -169,7 +169,7 @@ impl Llm {
     /// Bytes of one context's KV cache.
     pub fn kv_cache_bytes(&self) -> usize {
         let c = &self.model.config;
-        2 * c.layers * c.kv_heads * c.head_dim * self.context * 2
+        KvCache::bytes_for(c.layers, c.kv_heads * c.head_dim, self.context)
     }
 
     /// Token ids of `text` as a prompt (with a leading BOS when the model asks for one).

@@ -91,7 +91,13 @@ impl KvCache {
 
     /// Bytes of memory the cache holds (keys and values of every layer).
     pub fn bytes(&self) -> usize {
-        2 * self.k.len() * self.capacity * self.kv_width * std::mem::size_of::<f16>()
+        Self::bytes_for(self.k.len(), self.kv_width, self.capacity)
+    }
+
+    /// Bytes a cache of `layers` layers, `kv_width` key values per position and `capacity`
+    /// positions holds, without allocating it.
+    pub fn bytes_for(layers: usize, kv_width: usize, capacity: usize) -> usize {
+        2 * layers * capacity * kv_width * std::mem::size_of::<f16>()
     }
 
     /// Marks `n` more positions filled (after a forward pass wrote them).

@@ -64,8 +64,8 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         let llm = edgecut::Llm::from_file(
             file,
             &edgecut::LlmOptions {
-                device: a.model.device,
-                threads: a.model.threads,
+                device: a.model.run.device,
+                threads: a.model.run.threads,
                 context: None,
             },
         )?;

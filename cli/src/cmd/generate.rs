@@ -5,9 +5,7 @@ use std::io::{BufRead, IsTerminal, Read, Write};
 use std::path::PathBuf;
 
 use anyhow::Context as _;
-use edgecut::{
-    Chat, DeviceKind, Finish, GenerateOptions, Generation, Llm, LlmOptions, SamplingParams,
-};
+use edgecut::{Chat, Finish, GenerateOptions, Generation, Llm, LlmOptions, SamplingParams};
 
 /// Which decoder to run, where.
 #[derive(clap::Args, Clone)]
@@ -15,12 +13,8 @@ pub struct LlmArgs {
     /// The model file (GGUF, architecture llama).
     #[arg(short, long)]
     pub model: PathBuf,
-    /// Device: cpu or auto.
-    #[arg(long, default_value = "auto")]
-    pub device: DeviceKind,
-    /// Threads (default: the cores this process may use; EDGECUT_THREADS also sets it).
-    #[arg(long, default_value_t = 0)]
-    pub threads: usize,
+    #[command(flatten)]
+    pub run: super::session::RunArgs,
     /// Context length in tokens, the size of the KV cache (default: the model's, at most 2048).
     #[arg(long)]
     pub context: Option<usize>,
@@ -30,8 +24,8 @@ impl LlmArgs {
     /// Opens the model.
     pub fn open(&self) -> anyhow::Result<Llm> {
         let opts = LlmOptions {
-            device: self.device,
-            threads: self.threads,
+            device: self.run.device,
+            threads: self.run.threads,
             context: self.context,
         };
         Llm::open(&self.model, &opts).with_context(|| format!("opening {}", self.model.display()))

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::Context;
-use edgecut::{DeviceKind, GgufFile};
+use edgecut::GgufFile;
 use edgecut_backends::Device;
 use edgecut_models::bert::Bert;
 use edgecut_partition::{Graph, Profile, Sample, Tensor};
@@ -18,12 +18,8 @@ pub struct Args {
     /// The model file (a BERT-family encoder).
     #[arg(short, long)]
     model: PathBuf,
-    /// Device: cpu or auto.
-    #[arg(long, default_value = "auto")]
-    device: DeviceKind,
-    /// Threads (default: the cores this process may use).
-    #[arg(long, default_value_t = 0)]
-    threads: usize,
+    #[command(flatten)]
+    run: super::session::RunArgs,
     /// Sequence lengths to measure.
     #[arg(long, value_delimiter = ',', default_value = "16,64,128,512")]
     seq: Vec<usize>,
@@ -104,7 +100,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     let file = Arc::new(
         GgufFile::open(&a.model).with_context(|| format!("opening {}", a.model.display()))?,
     );
-    let dev = Device::open(a.device, a.threads).map_err(anyhow::Error::msg)?;
+    let dev = Device::open(a.run.device, a.run.threads).map_err(anyhow::Error::msg)?;
     let model = Bert::load(file.clone(), &dev)?;
     let tok = Tokenizer::from_gguf(&file)?;
     let mut seqs = a.seq.clone();

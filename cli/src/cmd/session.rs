@@ -6,18 +6,25 @@ use std::path::PathBuf;
 use anyhow::Context;
 use edgecut::{DeviceKind, Session, SessionOptions};
 
-/// Which model to run, where, and how.
-#[derive(clap::Args, Clone)]
-pub struct ModelArgs {
-    /// The model file (GGUF).
-    #[arg(short, long)]
-    pub model: PathBuf,
+/// Where a model runs: the device and the threads of its ops.
+#[derive(clap::Args, Clone, Copy)]
+pub struct RunArgs {
     /// Device: cpu or auto.
     #[arg(long, default_value = "auto")]
     pub device: DeviceKind,
     /// Threads (default: the cores this process may use; EDGECUT_THREADS also sets it).
     #[arg(long, default_value_t = 0)]
     pub threads: usize,
+}
+
+/// Which model to run, where, and how.
+#[derive(clap::Args, Clone)]
+pub struct ModelArgs {
+    /// The model file (GGUF).
+    #[arg(short, long)]
+    pub model: PathBuf,
+    #[command(flatten)]
+    pub run: RunArgs,
     /// Texts run together in one batch (1 runs each text alone).
     #[arg(long, default_value_t = 8)]
     pub batch_size: usize,
@@ -30,8 +37,8 @@ impl ModelArgs {
     /// The session options these arguments ask for.
     pub fn options(&self) -> SessionOptions {
         SessionOptions {
-            device: self.device,
-            threads: self.threads,
+            device: self.run.device,
+            threads: self.run.threads,
             batch_size: self.batch_size,
             max_seq_len: self.max_seq_len,
         }
