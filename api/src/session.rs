@@ -78,6 +78,8 @@ pub struct Session {
     pub(crate) device: Device,
     opts: SessionOptions,
     max_len: usize,
+    /// The model file's identity, hashed on first use.
+    id: std::sync::OnceLock<edgecut_runtime::ModelId>,
 }
 
 impl std::fmt::Debug for Session {
@@ -129,6 +131,7 @@ impl Session {
             device,
             opts: opts.clone(),
             max_len,
+            id: std::sync::OnceLock::new(),
         })
     }
 
@@ -140,6 +143,12 @@ impl Session {
     /// The model file.
     pub fn file(&self) -> &GgufFile {
         self.model.file()
+    }
+
+    /// The model file's identity (a hash of its metadata and tensors, computed once per
+    /// session): what split clients and servers compare.
+    pub fn model_id(&self) -> edgecut_runtime::ModelId {
+        *self.id.get_or_init(|| self.model.file().identity())
     }
 
     /// Tokens per text before truncation.

@@ -76,7 +76,7 @@ fn start(extra: &[&str]) -> Server {
 
 fn session() -> (Session, [u8; 32]) {
     let s = Session::open(minilm(WeightType::Q8_0), &Default::default()).unwrap();
-    let id = s.file().identity().0;
+    let id = s.model_id().0;
     (s, id)
 }
 

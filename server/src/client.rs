@@ -48,9 +48,9 @@ pub struct SplitClient<'s> {
 
 impl<'s> SplitClient<'s> {
     /// A client for `session`; connects lazily. The HELLO carries the identity of the
-    /// session's model file, hashed here once.
+    /// session's model file.
     pub fn new(session: &'s Session, cfg: ClientConfig) -> SplitClient<'s> {
-        let model_id = session.file().identity().0;
+        let model_id = session.model_id().0;
         SplitClient {
             session,
             cfg,

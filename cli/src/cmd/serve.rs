@@ -54,7 +54,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     };
     raise_fd_limit();
     let session = Arc::new(a.model.open()?);
-    let id = session.file().identity();
+    let id = session.model_id();
     let secs = |s: f64| Duration::from_secs_f64(s.max(0.001));
     let cfg = ServeConfig {
         token,
