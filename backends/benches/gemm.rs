@@ -163,6 +163,7 @@ fn bench_attention(cr: &mut Criterion) {
             q: &q,
             k: &q,
             v: &q,
+            stride: heads * hd,
             mask: &mask,
             batch: 1,
             seq,

@@ -82,12 +82,16 @@ pub struct Linear<'a> {
 /// Inputs of multi-head attention.
 #[derive(Clone, Copy, Debug)]
 pub struct Attention<'a> {
-    /// Queries, `[batch * seq, heads * head_dim]`.
+    /// Queries: `batch * seq` rows of `heads * head_dim` values, each row [`stride`](Self::stride)
+    /// floats after the one before.
     pub q: &'a [f32],
     /// Keys, same layout.
     pub k: &'a [f32],
     /// Values, same layout.
     pub v: &'a [f32],
+    /// Floats from one row of `q`, `k` or `v` to the next: `heads * head_dim` for separate
+    /// arrays, `3 * heads * head_dim` for views into one stacked q/k/v product.
+    pub stride: usize,
     /// 1 for real tokens, 0 for padding, `[batch * seq]`.
     pub mask: &'a [u8],
     /// Sequences in the batch.

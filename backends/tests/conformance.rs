@@ -278,12 +278,45 @@ fn attention_case(hd: usize) {
         q: &q,
         k: &k,
         v: &v,
+        stride: hidden,
         mask: &mask,
         batch,
         seq,
         heads,
         head_dim: hd,
     };
+    // The same rows stacked as one q/k/v product (`[row][q | k | v]`), read in place.
+    let stacked: Vec<f32> = (0..batch * seq)
+        .flat_map(|r| [&q, &k, &v].map(|s| &s[r * hidden..(r + 1) * hidden]))
+        .flatten()
+        .copied()
+        .collect();
+    let strided = Attention {
+        q: &stacked,
+        k: &stacked[hidden..],
+        v: &stacked[2 * hidden..],
+        stride: 3 * hidden,
+        ..a
+    };
+    let cpu = CpuBackend::new(2);
+    let (mut sep, mut st) = (
+        vec![0f32; batch * seq * hidden],
+        vec![0f32; batch * seq * hidden],
+    );
+    cpu.attention(&a, &mut sep).unwrap();
+    cpu.attention(&strided, &mut st).unwrap();
+    assert_eq!(
+        sep, st,
+        "strided q/k/v views must give the separate arrays' result"
+    );
+    let short = Attention {
+        stride: hidden - 1,
+        ..a
+    };
+    assert!(
+        cpu.attention(&short, &mut st).is_err(),
+        "a stride below a row is refused"
+    );
     for threads in [1, 2, 5] {
         let cpu = CpuBackend::with_kernels(kernels::SCALAR, threads).split_everything();
         let mut out = vec![0f32; batch * seq * hidden];

@@ -177,6 +177,23 @@ pub struct Activation {
     pub seq: usize,
 }
 
+/// Intermediate buffers of one encoder block, kept per thread so the steady-state forward pass
+/// does not allocate.
+#[derive(Default)]
+struct Scratch {
+    qkv: Vec<f32>,
+    q: Vec<f32>,
+    k: Vec<f32>,
+    v: Vec<f32>,
+    ctx: Vec<f32>,
+    o: Vec<f32>,
+    up: Vec<f32>,
+}
+
+thread_local! {
+    static SCRATCH: std::cell::RefCell<Scratch> = std::cell::RefCell::new(Scratch::default());
+}
+
 /// A loaded BERT-family encoder.
 pub struct Bert {
     /// Configuration.
@@ -344,53 +361,57 @@ impl Bert {
             out.resize(rows * m.n, 0.0);
             cpu.linear(x, rows, &m.linear(f), out).map_err(op)
         };
-        let (mut q, mut k, mut v, mut ctx, mut o) = (
-            Vec::new(),
-            Vec::new(),
-            Vec::new(),
-            vec![0f32; rows * h],
-            Vec::new(),
-        );
-        match &blk.qkv {
-            Qkv::Stacked(m) => {
-                let mut qkv = Vec::new();
-                lin(m, &a.hidden, &mut qkv)?;
-                for (dst, part) in [&mut q, &mut k, &mut v].into_iter().zip(0..3) {
-                    dst.clear();
-                    dst.extend(
-                        qkv.chunks_exact(3 * h)
-                            .flat_map(|row| &row[part * h..(part + 1) * h]),
-                    );
+        SCRATCH.with(|sc| {
+            let mut fresh = Scratch::default();
+            let mut guard = sc.try_borrow_mut();
+            let Scratch {
+                qkv,
+                q,
+                k,
+                v,
+                ctx,
+                o,
+                up,
+            } = match guard.as_deref_mut() {
+                Ok(s) => s,
+                Err(_) => &mut fresh,
+            };
+            let (qs, ks, vs, stride): (&[f32], &[f32], &[f32], usize) = match &blk.qkv {
+                Qkv::Stacked(m) => {
+                    // Attention reads q, k and v in place from the stacked product's rows.
+                    lin(m, &a.hidden, qkv)?;
+                    (&qkv[..], &qkv[h..], &qkv[2 * h..], 3 * h)
                 }
-            }
-            Qkv::Separate(parts) => {
-                let [mq, mk, mv] = &**parts;
-                lin(mq, &a.hidden, &mut q)?;
-                lin(mk, &a.hidden, &mut k)?;
-                lin(mv, &a.hidden, &mut v)?;
-            }
-        }
-        let att = Attention {
-            q: &q,
-            k: &k,
-            v: &v,
-            mask: &a.mask,
-            batch: a.batch,
-            seq: a.seq,
-            heads: self.cfg.heads,
-            head_dim: h / self.cfg.heads,
-        };
-        cpu.attention(&att, &mut ctx).map_err(op)?;
-        lin(&blk.o, &ctx, &mut o)?;
-        blk.attn_norm
-            .residual(dev, &mut a.hidden, &o, h, self.cfg.eps)?;
-        let mut up = Vec::new();
-        lin(&blk.up, &a.hidden, &mut up)?;
-        cpu.gelu(&mut up);
-        lin(&blk.down, &up, &mut o)?;
-        blk.out_norm
-            .residual(dev, &mut a.hidden, &o, h, self.cfg.eps)?;
-        Ok(())
+                Qkv::Separate(parts) => {
+                    let [mq, mk, mv] = &**parts;
+                    lin(mq, &a.hidden, q)?;
+                    lin(mk, &a.hidden, k)?;
+                    lin(mv, &a.hidden, v)?;
+                    (&q[..], &k[..], &v[..], h)
+                }
+            };
+            let att = Attention {
+                q: qs,
+                k: ks,
+                v: vs,
+                stride,
+                mask: &a.mask,
+                batch: a.batch,
+                seq: a.seq,
+                heads: self.cfg.heads,
+                head_dim: h / self.cfg.heads,
+            };
+            ctx.resize(rows * h, 0.0);
+            cpu.attention(&att, ctx).map_err(op)?;
+            lin(&blk.o, ctx, o)?;
+            blk.attn_norm
+                .residual(dev, &mut a.hidden, o, h, self.cfg.eps)?;
+            lin(&blk.up, &a.hidden, up)?;
+            cpu.gelu(up);
+            lin(&blk.down, up, o)?;
+            blk.out_norm
+                .residual(dev, &mut a.hidden, o, h, self.cfg.eps)
+        })
     }
 
     /// Every stage but the head.

@@ -14,8 +14,9 @@ pub fn available() -> bool {
         && is_x86_feature_detected!("avx512vnni")
 }
 
-/// `out[r][c] = sum_k x[r][k] * W[panel * 32 + c][k]` for `R` rows (`xu`: activations + 128 as
-/// u8, `xd`: their per-block scales) and one panel. Columns past `n` come out as 0.
+/// `out[r][c] = sum_k x[r][k] * W[panel * 32 + c][k] + bias[c]` for `R` rows (`xu`: the
+/// activations plus 128 as u8, `xd`: their per-block scales) and the first `out[r].len()` (at
+/// most 32) columns of one panel.
 ///
 /// # Safety
 /// [`available`] is true; each `xu[r]` holds `k` bytes and each `xd[r]` `k / 32` floats.
@@ -25,10 +26,14 @@ pub unsafe fn panel<const R: usize>(
     p: usize,
     xu: [&[u8]; R],
     xd: [&[f32]; R],
-    out: &mut [[f32; PANEL]; R],
+    out: [&mut [f32]; R],
+    bias: Option<&[f32]>,
 ) {
     let kb = w.k / QK;
     assert!(p < w.panels && xu.iter().all(|x| x.len() >= w.k) && xd.iter().all(|d| d.len() >= kb));
+    let cols = out.first().map_or(0, |o| o.len());
+    assert!(cols <= PANEL && out.iter().all(|o| o.len() == cols));
+    assert!(bias.is_none_or(|b| b.len() == cols));
     let mut acc = [[_mm512_setzero_ps(); 2]; R];
     for b in 0..kb {
         let at = p * kb + b;
@@ -72,11 +77,36 @@ pub unsafe fn panel<const R: usize>(
             acc[r][1] = _mm512_fmadd_ps(f1, _mm512_mul_ps(s1, dx), acc[r][1]);
         }
     }
-    for r in 0..R {
-        // SAFETY: each output row holds 32 floats.
+    // Lanes of the two 16-column halves that exist in the output.
+    let m0 = if cols >= 16 {
+        0xffff
+    } else {
+        (1u16 << cols) - 1
+    };
+    let m1 = if cols > 16 {
+        ((1u32 << (cols - 16)) - 1) as u16
+    } else {
+        0
+    };
+    let (b0, b1) = match bias {
+        // SAFETY: masked loads touch only the `cols` floats of `b`.
+        Some(b) => unsafe {
+            (
+                _mm512_maskz_loadu_ps(m0, b.as_ptr()),
+                _mm512_maskz_loadu_ps(m1, b.as_ptr().wrapping_add(16)),
+            )
+        },
+        None => (_mm512_setzero_ps(), _mm512_setzero_ps()),
+    };
+    for (r, o) in out.into_iter().enumerate() {
+        // SAFETY: masked stores touch only the `cols` floats of row r.
         unsafe {
-            _mm512_storeu_ps(out[r].as_mut_ptr(), acc[r][0]);
-            _mm512_storeu_ps(out[r].as_mut_ptr().add(16), acc[r][1]);
+            _mm512_mask_storeu_ps(o.as_mut_ptr(), m0, _mm512_add_ps(acc[r][0], b0));
+            _mm512_mask_storeu_ps(
+                o.as_mut_ptr().wrapping_add(16),
+                m1,
+                _mm512_add_ps(acc[r][1], b1),
+            );
         }
     }
 }

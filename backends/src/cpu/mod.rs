@@ -1,6 +1,7 @@
 //! The CPU backend: the op contract on f32 activations and Q8_0 (or f32) weights, with INT8 dot
 //! products picked for this CPU at run time and work spread over a thread pool.
 
+mod act_quant;
 #[cfg(target_arch = "x86_64")]
 mod attn_avx512;
 #[cfg(target_arch = "x86_64")]
@@ -27,8 +28,8 @@ mod x86;
 
 use std::sync::Arc;
 
+pub use act_quant::{outlier_columns, OUTLIER_RATIO};
 pub use kernels::Kernels;
-pub use matmul::{outlier_columns, OUTLIER_RATIO};
 pub use nn::{erf, exp_approx, gelu_scalar};
 pub use packed::PackedQ8_0;
 pub use pool::{default_threads, ThreadPool};

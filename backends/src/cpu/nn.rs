@@ -112,12 +112,29 @@ pub(super) fn attention(
 ) -> Result<(), OpError> {
     let hidden = a.heads * a.head_dim;
     let rows = a.batch * a.seq;
+    if a.stride < hidden {
+        return Err(OpError::Shape(format!(
+            "attention: row stride {} is below the {hidden} values of a row",
+            a.stride
+        )));
+    }
+    let need = if rows == 0 {
+        0
+    } else {
+        (rows - 1) * a.stride + hidden
+    };
     for (what, s) in [
         ("attention q", a.q),
         ("attention k", a.k),
         ("attention v", a.v),
     ] {
-        OpError::check(what, s.len(), rows * hidden)?;
+        if s.len() < need {
+            return Err(OpError::Shape(format!(
+                "{what}: {} values, {rows} rows of stride {} need {need}",
+                s.len(),
+                a.stride
+            )));
+        }
     }
     OpError::check("attention mask", a.mask.len(), rows)?;
     OpError::check("attention output", out.len(), rows * hidden)?;
@@ -153,7 +170,7 @@ multiversion! {
         let mut kt = vec![0f32; hd * nk];
         let mut vt = vec![0f32; hd * nk];
         for (jj, &j) in keep.iter().enumerate() {
-            let at = (b * seq + j) * hidden + col;
+            let at = (b * seq + j) * a.stride + col;
             for d in 0..hd {
                 kt[d * nk + jj] = a.k[at + d];
                 vt[d * nk + jj] = a.v[at + d];
@@ -162,7 +179,7 @@ multiversion! {
         let mut scores = vec![0f32; nk];
         let mut acc = vec![0f32; hd];
         for i in 0..seq {
-            let qi = &a.q[(b * seq + i) * hidden + col..][..hd];
+            let qi = &a.q[(b * seq + i) * a.stride + col..][..hd];
             acc.fill(0.0);
             if nk > 0 {
                 scores.fill(0.0);
@@ -207,7 +224,7 @@ fn attend_head32(a: &Attention<'_>, b: usize, h: usize, outp: &SharedMut<f32>) {
     let mut kt = vec![0f32; HD * nkp];
     let mut vh = vec![0f32; nk * HD];
     for (jj, &j) in keep.iter().enumerate() {
-        let at = (b * seq + j) * hidden + col;
+        let at = (b * seq + j) * a.stride + col;
         for d in 0..HD {
             kt[d * nkp + jj] = a.k[at + d];
         }
@@ -219,7 +236,7 @@ fn attend_head32(a: &Attention<'_>, b: usize, h: usize, outp: &SharedMut<f32>) {
         let rows = (seq - i0).min(QB);
         let mut q = [[0f32; HD]; QB];
         for (r, qr) in q.iter_mut().enumerate().take(rows) {
-            let at = (b * seq + i0 + r) * hidden + col;
+            let at = (b * seq + i0 + r) * a.stride + col;
             qr.iter_mut()
                 .zip(&a.q[at..at + HD])
                 .for_each(|(o, v)| *o = v * scale);
