@@ -140,9 +140,8 @@ impl Norm {
         dim: usize,
         eps: f32,
     ) -> Result<()> {
-        let cpu = dev.backend();
-        cpu.add(x, delta).map_err(op)?;
-        cpu.layer_norm(x, dim, &self.gamma, &self.beta, eps)
+        dev.backend()
+            .add_layer_norm(x, delta, dim, &self.gamma, &self.beta, eps)
             .map_err(op)
     }
 }

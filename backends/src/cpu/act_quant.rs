@@ -8,7 +8,7 @@
 
 use std::cell::RefCell;
 
-use super::scalar;
+use super::{scalar, CpuBackend, SharedMut};
 use crate::ops::ActQuant;
 use crate::quant::QK;
 
@@ -56,16 +56,29 @@ pub(crate) struct Quantized {
     pub d: Vec<f32>,
     /// Outliers taken out (zero in `q`), rows ascending.
     pub outliers: Vec<Outlier>,
+}
+
+/// A worker's buffers: one row with its outliers zeroed, and the outliers it found.
+#[derive(Default)]
+struct Local {
     row: Vec<f32>,
+    cols: Vec<usize>,
+    found: Vec<Outlier>,
 }
 
 thread_local! {
     static SCRATCH: RefCell<Quantized> = RefCell::new(Quantized::default());
+    static LOCAL: RefCell<Local> = RefCell::new(Local::default());
 }
 
+/// Work of quantizing one value, in multiply-adds (for splitting across threads).
+const QUANT_MACS: usize = 32;
+
 /// Quantizes `x` (`m` rows of `k`, `k` a multiple of 32) with this thread's reused buffers and
-/// hands them to `f`. With `offset`, values are stored as `q + 128` (u8), else as i8 bits.
+/// hands them to `f`; rows are split across `cpu`'s threads when there are enough. With
+/// `offset`, values are stored as `q + 128` (u8), else as i8 bits.
 pub(crate) fn quantize<R>(
+    cpu: &CpuBackend,
     x: &[f32],
     m: usize,
     k: usize,
@@ -81,51 +94,82 @@ pub(crate) fn quantize<R>(
             Ok(q) => q,
             Err(_) => &mut fresh,
         };
-        fill(qz, x, m, k, act, offset);
+        fill(cpu, qz, x, m, k, act, offset);
         f(qz)
     })
 }
 
-fn fill(qz: &mut Quantized, x: &[f32], m: usize, k: usize, act: ActQuant, offset: bool) {
+fn fill(
+    cpu: &CpuBackend,
+    qz: &mut Quantized,
+    x: &[f32],
+    m: usize,
+    k: usize,
+    act: ActQuant,
+    offset: bool,
+) {
     let kb = k / QK;
     qz.q.resize(m * k, 0);
     qz.d.resize(m * kb, 0.0);
     qz.outliers.clear();
-    qz.row.resize(k, 0.0);
-    for i in 0..m {
-        let src = &x[i * k..(i + 1) * k];
-        let cols = if act == ActQuant::Int8Outliers {
-            outliers_of(src)
-        } else {
-            Vec::new()
-        };
-        let row: &[f32] = if cols.is_empty() {
-            src
-        } else {
-            qz.row.copy_from_slice(src);
-            for &c in &cols {
-                qz.outliers.push((i, c, src[c]));
-                qz.row[c] = 0.0;
+    let tasks = cpu.tasks_for(m * k * QUANT_MACS).min(m.max(1));
+    let (qp, dp) = (SharedMut::new(&mut qz.q), SharedMut::new(&mut qz.d));
+    let all = std::sync::Mutex::new(&mut qz.outliers);
+    cpu.parallel(tasks, &|t| {
+        LOCAL.with(|l| {
+            let mut fresh = Local::default();
+            let mut guard = l.try_borrow_mut();
+            let Local { row, cols, found } = match guard.as_deref_mut() {
+                Ok(l) => l,
+                Err(_) => &mut fresh,
+            };
+            found.clear();
+            for i in (t * m / tasks)..((t + 1) * m / tasks) {
+                let src = &x[i * k..(i + 1) * k];
+                cols.clear();
+                if act == ActQuant::Int8Outliers {
+                    outliers_of(src, cols);
+                }
+                let row: &[f32] = if cols.is_empty() {
+                    src
+                } else {
+                    row.clear();
+                    row.extend_from_slice(src);
+                    for &c in cols.iter() {
+                        found.push((i, c, src[c]));
+                        row[c] = 0.0;
+                    }
+                    row
+                };
+                // SAFETY: task t alone writes rows t*m/tasks..(t+1)*m/tasks of `q` and `d`.
+                let (q, d) = unsafe { (qp.slice(i * k, k), dp.slice(i * kb, kb)) };
+                quantize_row(row, q, d, offset);
             }
-            &qz.row
-        };
-        let (q, d) = (
-            &mut qz.q[i * k..(i + 1) * k],
-            &mut qz.d[i * kb..(i + 1) * kb],
-        );
-        quantize_row(row, q, d, offset);
-    }
+            if !found.is_empty() {
+                // A poisoned lock only means another task panicked; the vector is still whole.
+                let mut all = all.lock().unwrap_or_else(|e| e.into_inner());
+                all.extend_from_slice(found);
+            }
+        })
+    });
+    // Tasks append in any order; consumers want rows ascending.
+    qz.outliers.sort_unstable_by_key(|o| (o.0, o.1));
 }
 
-/// [`outlier_columns`], vectorised where AVX-512 is present (the mean is summed in another
-/// order, so a value within rounding of the limit may fall the other way).
-fn outliers_of(row: &[f32]) -> Vec<usize> {
+/// [`outlier_columns`] into `cols`, vectorised where AVX-512 is present (the mean is summed in
+/// another order, so a value within rounding of the limit may fall the other way).
+fn outliers_of(row: &[f32], cols: &mut Vec<usize>) {
     #[cfg(target_arch = "x86_64")]
     if avx512() && row.len().is_multiple_of(16) && row.len() >= MAX_OUTLIER_SHARE {
         // SAFETY: AVX-512F was detected; the row is whole 16-float vectors.
-        return largest(row, unsafe { x86::outliers(row) });
+        unsafe { x86::outliers(row, cols) };
+        if cols.len() > row.len() / MAX_OUTLIER_SHARE {
+            let keep = largest(row, std::mem::take(cols));
+            cols.extend_from_slice(&keep);
+        }
+        return;
     }
-    outlier_columns(row)
+    cols.extend(outlier_columns(row));
 }
 
 fn quantize_row(row: &[f32], q: &mut [u8], d: &mut [f32], offset: bool) {
@@ -154,12 +198,13 @@ mod x86 {
 
     use super::{OUTLIER_RATIO, QK};
 
-    /// Columns of `row` above [`OUTLIER_RATIO`] times its mean magnitude, ascending.
+    /// Pushes the columns of `row` above [`OUTLIER_RATIO`] times its mean magnitude onto `cols`,
+    /// ascending.
     ///
     /// # Safety
     /// AVX-512F is present; `row.len()` is a multiple of 16.
     #[target_feature(enable = "avx512f")]
-    pub unsafe fn outliers(row: &[f32]) -> Vec<usize> {
+    pub unsafe fn outliers(row: &[f32], cols: &mut Vec<usize>) {
         assert!(row.len().is_multiple_of(16));
         let p = row.as_ptr();
         let mut s = _mm512_setzero_ps();
@@ -169,7 +214,6 @@ mod x86 {
         }
         let limit = _mm512_reduce_add_ps(s) / row.len() as f32 * OUTLIER_RATIO;
         let lim = _mm512_set1_ps(limit);
-        let mut cols = Vec::new();
         for c in (0..row.len()).step_by(16) {
             // SAFETY: as above.
             let v = _mm512_abs_ps(unsafe { _mm512_loadu_ps(p.add(c)) });
@@ -179,7 +223,6 @@ mod x86 {
                 mask &= mask - 1;
             }
         }
-        cols
     }
 
     /// `scalar::quantize_row` (same scale, same rounding: half away from zero), values stored

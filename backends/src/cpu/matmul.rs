@@ -5,6 +5,7 @@
 //! [`ActQuant::Int8Outliers`], the few outlier columns are first taken out and multiplied in f32.
 
 use super::act_quant::{quantize, Outlier};
+use super::multiversion::multiversion;
 use super::packed::{PackedQ8_0, PANEL};
 use super::{CpuBackend, SharedMut};
 use crate::ops::{ActQuant, Linear, OpError, WeightData};
@@ -30,6 +31,13 @@ fn check_q8_0(w: &[u8], n: usize, k: usize) -> Result<(), OpError> {
     OpError::check("Q8_0 weight bytes", w.len(), n * (k / QK) * Q8_0_BYTES)
 }
 
+multiversion! {
+    /// `out += a * w`, elementwise.
+    fn axpy(out: &mut [f32], w: &[f32], a: f32) {
+        out.iter_mut().zip(w).for_each(|(o, w)| *o += a * w);
+    }
+}
+
 /// Adds the outliers' f32 products to output columns `j0..j1` of every row; `column(c)` gives
 /// weight column `c` for those outputs.
 fn add_outliers<'c>(
@@ -50,10 +58,7 @@ fn add_outliers<'c>(
             }
         };
         // SAFETY: the calling task owns columns j0..j1 of every row.
-        let out = unsafe { outp.slice(i * n + j0, j1 - j0) };
-        out.iter_mut()
-            .zip(seen[p].1.iter())
-            .for_each(|(o, w)| *o += xc * w);
+        axpy(unsafe { outp.slice(i * n + j0, j1 - j0) }, &seen[p].1, xc);
     }
 }
 
@@ -111,7 +116,7 @@ impl CpuBackend {
             WeightData::Q8_0(w) => {
                 check_q8_0(w, n, k)?;
                 let kb = k / QK;
-                quantize(x, m, k, lin.act, false, |qz| {
+                quantize(self, x, m, k, lin.act, false, |qz| {
                     // SAFETY: i8 and u8 have the same size and alignment; every bit pattern is valid.
                     let xq = unsafe {
                         std::slice::from_raw_parts(qz.q.as_ptr() as *const i8, qz.q.len())
@@ -175,7 +180,7 @@ impl CpuBackend {
                     )));
                 }
                 #[cfg(target_arch = "x86_64")]
-                quantize(x, m, k, lin.act, true, |qz| {
+                quantize(self, x, m, k, lin.act, true, |qz| {
                     let kb = k / QK;
                     let (xu, xd) = (&qz.q[..], &qz.d[..]);
                     let tasks = tasks.min(pk.panels);

@@ -81,6 +81,10 @@ impl<T> SharedMut<T> {
     }
 }
 
+/// Work of one element of a vectorised elementwise op (GELU, layer norm), in multiply-adds,
+/// for deciding whether to split it across threads.
+const ELEMENTWISE_MACS: usize = 16;
+
 impl CpuBackend {
     /// A backend with the best kernels for this CPU and `threads` threads (0: the default,
     /// see [`default_threads`]).
@@ -153,6 +157,32 @@ impl CpuBackend {
         beta: &[f32],
         eps: f32,
     ) -> Result<(), OpError> {
+        self.norm_rows(x, None, dim, gamma, beta, eps)
+    }
+
+    /// BERT's post-norm residual, fused: `x = LayerNorm(x + delta)` per row of `dim`, in place.
+    pub fn add_layer_norm(
+        &self,
+        x: &mut [f32],
+        delta: &[f32],
+        dim: usize,
+        gamma: &[f32],
+        beta: &[f32],
+        eps: f32,
+    ) -> Result<(), OpError> {
+        OpError::check("residual operand", delta.len(), x.len())?;
+        self.norm_rows(x, Some(delta), dim, gamma, beta, eps)
+    }
+
+    fn norm_rows(
+        &self,
+        x: &mut [f32],
+        delta: Option<&[f32]>,
+        dim: usize,
+        gamma: &[f32],
+        beta: &[f32],
+        eps: f32,
+    ) -> Result<(), OpError> {
         OpError::check("layer norm gamma", gamma.len(), dim)?;
         OpError::check("layer norm beta", beta.len(), dim)?;
         if dim == 0 || !x.len().is_multiple_of(dim) {
@@ -161,13 +191,31 @@ impl CpuBackend {
                 x.len()
             )));
         }
-        nn::layer_norm_rows(x, dim, gamma, beta, eps);
+        let rows = x.len() / dim;
+        let tasks = self.tasks_for(x.len() * ELEMENTWISE_MACS).min(rows.max(1));
+        let xp = SharedMut::new(x);
+        self.parallel(tasks, &|t| {
+            let (r0, r1) = (t * rows / tasks, (t + 1) * rows / tasks);
+            // SAFETY: task t alone owns rows r0..r1.
+            let xs = unsafe { xp.slice(r0 * dim, (r1 - r0) * dim) };
+            let ds = delta.map(|d| &d[r0 * dim..r1 * dim]);
+            nn::layer_norm_rows(xs, ds, dim, gamma, beta, eps);
+        });
         Ok(())
     }
 
     /// GELU (the exact, erf-based form BERT uses), in place.
     pub fn gelu(&self, x: &mut [f32]) {
-        nn::gelu_slice(x)
+        let n = x.len();
+        let tasks = self.tasks_for(n * ELEMENTWISE_MACS);
+        let xp = SharedMut::new(x);
+        self.parallel(tasks, &|t| {
+            // Whole 16-value vectors per task.
+            let (a, b) = ((t * n / tasks) & !15, ((t + 1) * n / tasks) & !15);
+            let b = if t + 1 == tasks { n } else { b };
+            // SAFETY: task t alone owns values a..b.
+            nn::gelu_slice(unsafe { xp.slice(a, b - a) });
+        });
     }
 
     /// `a += b`, elementwise.

@@ -70,9 +70,20 @@ multiversion! {
 }
 
 multiversion! {
-    /// Layer normalisation of each row of `dim` values, in place.
-    pub(super) fn layer_norm_rows(x: &mut [f32], dim: usize, gamma: &[f32], beta: &[f32], eps: f32) {
-        for row in x.chunks_exact_mut(dim) {
+    /// Layer normalisation of each row of `dim` values, in place, after adding `delta` (the
+    /// residual) when given.
+    pub(super) fn layer_norm_rows(
+        x: &mut [f32],
+        delta: Option<&[f32]>,
+        dim: usize,
+        gamma: &[f32],
+        beta: &[f32],
+        eps: f32,
+    ) {
+        for (i, row) in x.chunks_exact_mut(dim).enumerate() {
+            if let Some(d) = delta {
+                row.iter_mut().zip(&d[i * dim..(i + 1) * dim]).for_each(|(v, d)| *v += d);
+            }
             layer_norm_row(row, gamma, beta, eps);
         }
     }
@@ -84,21 +95,43 @@ pub fn gelu_scalar(x: f32) -> f32 {
     0.5 * x * (1.0 + erf(x * std::f32::consts::FRAC_1_SQRT_2))
 }
 
-#[inline]
-fn sum8(x: impl Iterator<Item = f32>) -> f32 {
-    // Eight partial sums, so the loop vectorises (a single running sum cannot be reordered).
-    let mut acc = [0f32; 8];
-    for (i, v) in x.enumerate() {
-        acc[i % 8] += v;
+/// Sum of `f(v)` over `x`, in 16 partial sums so the loop vectorises (a single running sum
+/// cannot be reordered).
+#[inline(always)]
+fn sum16(x: &[f32], f: impl Fn(f32) -> f32) -> f32 {
+    let mut acc = [0f32; 16];
+    let chunks = x.chunks_exact(16);
+    let tail: f32 = chunks.remainder().iter().map(|&v| f(v)).sum();
+    for c in chunks {
+        for l in 0..16 {
+            acc[l] += f(c[l]);
+        }
     }
-    acc.iter().sum()
+    acc.iter().sum::<f32>() + tail
 }
 
-#[inline]
+/// Largest value of `x` (`-inf` when empty), in 16 lanes so the loop vectorises.
+#[inline(always)]
+fn max16(x: &[f32]) -> f32 {
+    let mut acc = [f32::NEG_INFINITY; 16];
+    let chunks = x.chunks_exact(16);
+    let tail = chunks
+        .remainder()
+        .iter()
+        .fold(f32::NEG_INFINITY, |m, &v| if v > m { v } else { m });
+    for c in chunks {
+        for l in 0..16 {
+            acc[l] = if c[l] > acc[l] { c[l] } else { acc[l] };
+        }
+    }
+    acc.iter().fold(tail, |m, &v| if v > m { v } else { m })
+}
+
+#[inline(always)]
 pub(super) fn layer_norm_row(row: &mut [f32], gamma: &[f32], beta: &[f32], eps: f32) {
     let n = row.len() as f32;
-    let mean = sum8(row.iter().copied()) / n;
-    let var = sum8(row.iter().map(|v| (v - mean) * (v - mean))) / n;
+    let mean = sum16(row, |v| v) / n;
+    let var = sum16(row, |v| (v - mean) * (v - mean)) / n;
     let inv = 1.0 / (var + eps).sqrt();
     for ((v, g), b) in row.iter_mut().zip(gamma).zip(beta) {
         *v = (*v - mean) * inv * g + b;
@@ -201,11 +234,9 @@ multiversion! {
 /// Softmax of one row of scores, in place (vectorisable: no libm call).
 #[inline(always)]
 pub(super) fn softmax_row(s: &mut [f32]) {
-    let max = s
-        .iter()
-        .fold(f32::NEG_INFINITY, |m, &v| if v > m { v } else { m });
+    let max = max16(s);
     s.iter_mut().for_each(|v| *v = exp_approx(*v - max));
-    let inv = 1.0 / sum8(s.iter().copied());
+    let inv = 1.0 / sum16(s, |v| v);
     s.iter_mut().for_each(|v| *v *= inv);
 }
 
