@@ -26,10 +26,37 @@ pub fn available() -> bool {
 pub unsafe fn scores32(q: &[[f32; HD]; QB], kt: &[f32], nkp: usize, scores: &mut [f32]) {
     assert!(kt.len() == HD * nkp && nkp.is_multiple_of(16) && scores.len() == QB * nkp);
     let (ktp, sp) = (kt.as_ptr(), scores.as_mut_ptr());
-    for jc in (0..nkp).step_by(16) {
+    // Two chunks of 16 keys at a time: eight independent accumulators hide the FMA latency.
+    let mut jc = 0;
+    while jc + 32 <= nkp {
+        let mut acc = [[_mm512_setzero_ps(); 2]; QB];
+        for d in 0..HD {
+            // SAFETY: d < HD and jc + 32 <= nkp, so the 32 floats lie in `kt`.
+            let (k0, k1) = unsafe {
+                (
+                    _mm512_loadu_ps(ktp.add(d * nkp + jc)),
+                    _mm512_loadu_ps(ktp.add(d * nkp + jc + 16)),
+                )
+            };
+            for r in 0..QB {
+                let qv = _mm512_set1_ps(q[r][d]);
+                acc[r][0] = _mm512_fmadd_ps(qv, k0, acc[r][0]);
+                acc[r][1] = _mm512_fmadd_ps(qv, k1, acc[r][1]);
+            }
+        }
+        for (r, a) in acc.iter().enumerate() {
+            // SAFETY: r < QB and jc + 32 <= nkp, inside `scores`.
+            unsafe {
+                _mm512_storeu_ps(sp.add(r * nkp + jc), a[0]);
+                _mm512_storeu_ps(sp.add(r * nkp + jc + 16), a[1]);
+            }
+        }
+        jc += 32;
+    }
+    if jc < nkp {
         let mut acc = [_mm512_setzero_ps(); QB];
         for d in 0..HD {
-            // SAFETY: d < HD and jc + 16 <= nkp, so the 16 floats lie in `kt`.
+            // SAFETY: d < HD and jc + 16 == nkp, so the 16 floats lie in `kt`.
             let kv = unsafe { _mm512_loadu_ps(ktp.add(d * nkp + jc)) };
             for r in 0..QB {
                 acc[r] = _mm512_fmadd_ps(_mm512_set1_ps(q[r][d]), kv, acc[r]);

@@ -244,24 +244,99 @@ pub(super) fn softmax_row(s: &mut [f32]) {
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
 fn attend_head32(a: &Attention<'_>, b: usize, h: usize, outp: &SharedMut<f32>) {
+    use super::attn_avx512::HD;
+    let col = h * HD;
+    let scale = 1.0 / (HD as f32).sqrt();
+    HEAD32.with(|cell| {
+        let mut fresh = Head32::default();
+        let mut guard = cell.try_borrow_mut();
+        let Head32 {
+            keep,
+            kt,
+            vh,
+            scores,
+        } = match guard.as_deref_mut() {
+            Ok(s) => s,
+            Err(_) => &mut fresh,
+        };
+        head32(a, b, col, scale, keep, kt, vh, scores, outp);
+    })
+}
+
+#[cfg(target_arch = "x86_64")]
+multiversion! {
+    /// [`attend_head32`] with its buffers (multiversioned here: the thread-local's closure is a
+    /// function of its own, which would otherwise be compiled for the baseline CPU).
+    #[allow(clippy::too_many_arguments)]
+    fn head32(
+        a: &Attention<'_>,
+        b: usize,
+        col: usize,
+        scale: f32,
+        keep: &mut Vec<usize>,
+        kt: &mut Vec<f32>,
+        vh: &mut Vec<f32>,
+        scores: &mut Vec<f32>,
+        outp: &SharedMut<f32>,
+    ) {
+        use super::attn_avx512::HD;
+        const QB: usize = 4;
+        let seq = a.seq;
+        keep.clear();
+        keep.extend((0..seq).filter(|&j| a.mask[b * seq + j] != 0));
+        let nk = keep.len();
+        let nkp = nk.next_multiple_of(16).max(16);
+        kt.clear();
+        kt.resize(HD * nkp, 0.0);
+        vh.resize(nk * HD, 0.0);
+        for (jj, &j) in keep.iter().enumerate() {
+            let at = (b * seq + j) * a.stride + col;
+            for d in 0..HD {
+                kt[d * nkp + jj] = a.k[at + d];
+            }
+            vh[jj * HD..(jj + 1) * HD].copy_from_slice(&a.v[at..at + HD]);
+        }
+        scores.resize(QB * nkp, 0.0);
+        head32_rows(a, b, col, scale, nk, nkp, kt, vh, scores, outp);
+    }
+}
+
+/// Per-thread buffers of [`attend_head32`]: the kept key positions, the keys transposed, the
+/// values and a block of scores.
+#[cfg(target_arch = "x86_64")]
+#[derive(Default)]
+struct Head32 {
+    keep: Vec<usize>,
+    kt: Vec<f32>,
+    vh: Vec<f32>,
+    scores: Vec<f32>,
+}
+
+#[cfg(target_arch = "x86_64")]
+thread_local! {
+    static HEAD32: std::cell::RefCell<Head32> = std::cell::RefCell::new(Head32::default());
+}
+
+/// The query rows of [`attend_head32`], four at a time.
+#[cfg(target_arch = "x86_64")]
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn head32_rows(
+    a: &Attention<'_>,
+    b: usize,
+    col: usize,
+    scale: f32,
+    nk: usize,
+    nkp: usize,
+    kt: &[f32],
+    vh: &[f32],
+    scores: &mut [f32],
+    outp: &SharedMut<f32>,
+) {
     use super::attn_avx512::{pv32, scores32, HD};
     const QB: usize = 4;
     let hidden = a.heads * HD;
-    let (seq, col) = (a.seq, h * HD);
-    let scale = 1.0 / (HD as f32).sqrt();
-    let keep: Vec<usize> = (0..seq).filter(|&j| a.mask[b * seq + j] != 0).collect();
-    let nk = keep.len();
-    let nkp = nk.next_multiple_of(16).max(16);
-    let mut kt = vec![0f32; HD * nkp];
-    let mut vh = vec![0f32; nk * HD];
-    for (jj, &j) in keep.iter().enumerate() {
-        let at = (b * seq + j) * a.stride + col;
-        for d in 0..HD {
-            kt[d * nkp + jj] = a.k[at + d];
-        }
-        vh[jj * HD..(jj + 1) * HD].copy_from_slice(&a.v[at..at + HD]);
-    }
-    let mut scores = vec![0f32; QB * nkp];
+    let seq = a.seq;
     let mut i0 = 0;
     while i0 < seq {
         let rows = (seq - i0).min(QB);
@@ -275,12 +350,12 @@ fn attend_head32(a: &Attention<'_>, b: usize, h: usize, outp: &SharedMut<f32>) {
         let mut out = [[0f32; HD]; QB];
         if nk > 0 {
             // SAFETY: AVX-512F was checked by the caller (the kernels assert the buffer sizes).
-            unsafe { scores32(&q, &kt, nkp, &mut scores) };
+            unsafe { scores32(&q, kt, nkp, scores) };
             for r in 0..rows {
                 softmax_row(&mut scores[r * nkp..r * nkp + nk]);
             }
             // SAFETY: as above.
-            unsafe { pv32(&scores, nkp, &vh, nk, &mut out) };
+            unsafe { pv32(scores, nkp, vh, nk, &mut out) };
         }
         for (r, o) in out.iter().enumerate().take(rows) {
             // SAFETY: task (b, h) writes only rows of sequence b, columns of head h.
