@@ -218,9 +218,13 @@ proptest! {
         let sc = Scenario { seq: c.seq, batch: c.batch, encoding: c.enc, link: c.link, power: PowerModel::PHONE_WIFI };
         let ts = p.thresholds(&sc, Objective::Latency, &cons);
         let at = |bps: f64| p.best(&Scenario { link: c.link.with_up_bps(bps), ..sc }, Objective::Latency, &cons).map(|b| b.latency_ms);
-        for t in &ts {
+        for (i, t) in ts.iter().enumerate() {
             // Just below a threshold the `below` cut is optimal, just above the `above` one.
-            for (bps, cut) in [(t.up_bps * 0.999, &t.below), (t.up_bps * 1.001, &t.above)] {
+            // "Just" stays on this side of the neighbouring thresholds (their geometric
+            // midpoints), which a random case may put within 0.1% of this one.
+            let lo = if i > 0 { (ts[i - 1].up_bps * t.up_bps).sqrt() } else { 0.0 };
+            let hi = ts.get(i + 1).map_or(f64::INFINITY, |n| (t.up_bps * n.up_bps).sqrt());
+            for (bps, cut) in [((t.up_bps * 0.999).max(lo), &t.below), ((t.up_bps * 1.001).min(hi), &t.above)] {
                 let scn = Scenario { link: c.link.with_up_bps(bps), ..sc };
                 let v = p.evaluate(&cut.on_device, &scn).latency_ms;
                 let best = at(bps).unwrap();
