@@ -12,6 +12,7 @@
 
 use std::sync::Arc;
 
+use edgecut_backends::cpu::with_scratch;
 use edgecut_backends::ops::{l2_normalize, pool, softmax, ActQuant, Attention, Pooling};
 use edgecut_backends::Device;
 use edgecut_runtime::gguf::{Array, GgufFile, Value};
@@ -396,55 +397,52 @@ impl Bert {
             out.resize(rows * m.n, 0.0);
             cpu.linear(x, rows, &m.linear(f), out).map_err(op)
         };
-        SCRATCH.with(|sc| {
-            let mut fresh = Scratch::default();
-            let mut guard = sc.try_borrow_mut();
-            let Scratch {
-                qkv,
-                q,
-                k,
-                v,
-                ctx,
-                o,
-                up,
-            } = match guard.as_deref_mut() {
-                Ok(s) => s,
-                Err(_) => &mut fresh,
-            };
-            let (qs, ks, vs, stride): (&[f32], &[f32], &[f32], usize) = match &blk.qkv {
-                Qkv::Stacked(m) => {
-                    // Attention reads q, k and v in place from the stacked product's rows.
-                    lin(m, hidden, qkv)?;
-                    (&qkv[..], &qkv[h..], &qkv[2 * h..], 3 * h)
-                }
-                Qkv::Separate(parts) => {
-                    let [mq, mk, mv] = &**parts;
-                    lin(mq, hidden, q)?;
-                    lin(mk, hidden, k)?;
-                    lin(mv, hidden, v)?;
-                    (&q[..], &k[..], &v[..], h)
-                }
-            };
-            let att = Attention {
-                q: qs,
-                k: ks,
-                v: vs,
-                stride,
-                mask,
-                batch,
-                seq,
-                heads: self.cfg.heads,
-                head_dim: h / self.cfg.heads,
-            };
-            ctx.resize(rows * h, 0.0);
-            cpu.attention(&att, ctx).map_err(op)?;
-            lin(&blk.o, ctx, o)?;
-            blk.attn_norm.residual(dev, hidden, o, h, self.cfg.eps)?;
-            lin(&blk.up, hidden, up)?;
-            cpu.gelu(up);
-            lin(&blk.down, up, o)?;
-            blk.out_norm.residual(dev, hidden, o, h, self.cfg.eps)
-        })
+        with_scratch(
+            &SCRATCH,
+            |Scratch {
+                 qkv,
+                 q,
+                 k,
+                 v,
+                 ctx,
+                 o,
+                 up,
+             }| {
+                let (qs, ks, vs, stride): (&[f32], &[f32], &[f32], usize) = match &blk.qkv {
+                    Qkv::Stacked(m) => {
+                        // Attention reads q, k and v in place from the stacked product's rows.
+                        lin(m, hidden, qkv)?;
+                        (&qkv[..], &qkv[h..], &qkv[2 * h..], 3 * h)
+                    }
+                    Qkv::Separate(parts) => {
+                        let [mq, mk, mv] = &**parts;
+                        lin(mq, hidden, q)?;
+                        lin(mk, hidden, k)?;
+                        lin(mv, hidden, v)?;
+                        (&q[..], &k[..], &v[..], h)
+                    }
+                };
+                let att = Attention {
+                    q: qs,
+                    k: ks,
+                    v: vs,
+                    stride,
+                    mask,
+                    batch,
+                    seq,
+                    heads: self.cfg.heads,
+                    head_dim: h / self.cfg.heads,
+                };
+                ctx.resize(rows * h, 0.0);
+                cpu.attention(&att, ctx).map_err(op)?;
+                lin(&blk.o, ctx, o)?;
+                blk.attn_norm.residual(dev, hidden, o, h, self.cfg.eps)?;
+                lin(&blk.up, hidden, up)?;
+                cpu.gelu(up);
+                lin(&blk.down, up, o)?;
+                blk.out_norm.residual(dev, hidden, o, h, self.cfg.eps)
+            },
+        )
     }
 
     /// Every stage but the head.

@@ -8,7 +8,7 @@
 
 use std::cell::RefCell;
 
-use super::{scalar, CpuBackend, SharedMut};
+use super::{scalar, with_scratch, CpuBackend, SharedMut};
 use crate::ops::ActQuant;
 use crate::quant::QK;
 
@@ -86,14 +86,7 @@ pub(crate) fn quantize<R>(
     offset: bool,
     f: impl FnOnce(&Quantized) -> R,
 ) -> R {
-    SCRATCH.with(|s| {
-        // A re-entrant call (none today) would get fresh buffers rather than a panic.
-        let mut fresh = Quantized::default();
-        let mut guard = s.try_borrow_mut();
-        let qz = match guard.as_deref_mut() {
-            Ok(q) => q,
-            Err(_) => &mut fresh,
-        };
+    with_scratch(&SCRATCH, |qz| {
         fill(cpu, qz, x, m, k, act, offset);
         f(qz)
     })
@@ -116,13 +109,7 @@ fn fill(
     let (qp, dp) = (SharedMut::new(&mut qz.q), SharedMut::new(&mut qz.d));
     let all = std::sync::Mutex::new(&mut qz.outliers);
     cpu.parallel(tasks, &|t| {
-        LOCAL.with(|l| {
-            let mut fresh = Local::default();
-            let mut guard = l.try_borrow_mut();
-            let Local { row, cols, found } = match guard.as_deref_mut() {
-                Ok(l) => l,
-                Err(_) => &mut fresh,
-            };
+        with_scratch(&LOCAL, |Local { row, cols, found }| {
             found.clear();
             for i in (t * m / tasks)..((t + 1) * m / tasks) {
                 let src = &x[i * k..(i + 1) * k];

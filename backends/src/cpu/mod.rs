@@ -81,6 +81,18 @@ impl<T> SharedMut<T> {
     }
 }
 
+/// Runs `f` with this thread's buffers in `key`, reused from call to call so a steady-state
+/// forward pass does not allocate. A re-entrant call gets fresh buffers rather than a panic.
+pub fn with_scratch<T: Default + 'static, R>(
+    key: &'static std::thread::LocalKey<std::cell::RefCell<T>>,
+    f: impl FnOnce(&mut T) -> R,
+) -> R {
+    key.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut t) => f(&mut t),
+        Err(_) => f(&mut T::default()),
+    })
+}
+
 /// Work of one element of a vectorised elementwise op (GELU, layer norm), in multiply-adds,
 /// for deciding whether to split it across threads.
 const ELEMENTWISE_MACS: usize = 16;

@@ -1,7 +1,7 @@
 //! Non-GEMM ops on the CPU: layer norm, GELU, attention.
 
 use super::multiversion::multiversion;
-use super::{CpuBackend, SharedMut};
+use super::{with_scratch, CpuBackend, SharedMut};
 use crate::ops::{Attention, OpError};
 
 /// Dot product of two f32 slices, in 8 lanes so the compiler vectorises it.
@@ -247,20 +247,17 @@ fn attend_head32(a: &Attention<'_>, b: usize, h: usize, outp: &SharedMut<f32>) {
     use super::attn_avx512::HD;
     let col = h * HD;
     let scale = 1.0 / (HD as f32).sqrt();
-    HEAD32.with(|cell| {
-        let mut fresh = Head32::default();
-        let mut guard = cell.try_borrow_mut();
-        let Head32 {
-            keep,
-            kt,
-            vh,
-            scores,
-        } = match guard.as_deref_mut() {
-            Ok(s) => s,
-            Err(_) => &mut fresh,
-        };
-        head32(a, b, col, scale, keep, kt, vh, scores, outp);
-    })
+    with_scratch(
+        &HEAD32,
+        |Head32 {
+             keep,
+             kt,
+             vh,
+             scores,
+         }| {
+            head32(a, b, col, scale, keep, kt, vh, scores, outp);
+        },
+    )
 }
 
 #[cfg(target_arch = "x86_64")]
