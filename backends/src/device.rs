@@ -5,12 +5,18 @@ use std::str::FromStr;
 
 use crate::cpu::CpuBackend;
 
-/// Where to run: parsed from `--device cpu|auto` (GPU kinds join when their backend lands).
+/// Where to run: parsed from `--device cpu|wgpu|cuda|auto`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum DeviceKind {
     /// The CPU backend.
     Cpu,
-    /// The best available device; today that is the CPU.
+    /// The GPU backend on wgpu (Vulkan, Metal, DX12): the best adapter wgpu finds, a software
+    /// one such as lavapipe included.
+    Wgpu,
+    /// The GPU backend on CUDA.
+    Cuda,
+    /// CUDA if present, else a discrete GPU through wgpu, else the CPU (never a software
+    /// adapter). Only GPU backends this build has are tried.
     #[default]
     Auto,
 }
@@ -20,12 +26,12 @@ impl FromStr for DeviceKind {
     fn from_str(s: &str) -> Result<Self, String> {
         match s.to_ascii_lowercase().as_str() {
             "cpu" => Ok(DeviceKind::Cpu),
+            "wgpu" | "vulkan" | "metal" | "dx12" => Ok(DeviceKind::Wgpu),
+            "cuda" => Ok(DeviceKind::Cuda),
             "auto" => Ok(DeviceKind::Auto),
-            "wgpu" | "cuda" | "vulkan" | "metal" => Err(format!(
-                "device {s:?} is not available in this build: edgecut was built without GPU \
-                 support (use cpu or auto)"
+            _ => Err(format!(
+                "unknown device {s:?} (use cpu, wgpu, cuda or auto)"
             )),
-            _ => Err(format!("unknown device {s:?} (use cpu or auto)")),
         }
     }
 }
@@ -35,14 +41,58 @@ impl FromStr for DeviceKind {
 pub enum Device {
     /// The CPU, with its SIMD kernels picked for this machine.
     Cpu(CpuBackend),
+    /// A GPU (with a CPU backend for host-side work).
+    #[cfg(any(feature = "wgpu", feature = "cuda"))]
+    Gpu(crate::gpu::GpuBackend),
+}
+
+/// The error for a GPU kind this build does not have.
+#[cfg_attr(all(feature = "wgpu", feature = "cuda"), allow(dead_code))]
+fn not_built(kind: &str, feature: &str) -> String {
+    format!(
+        "device {kind} is not available in this build: edgecut was built without GPU support \
+         for it (build with --features {feature}, or use cpu or auto)"
+    )
 }
 
 impl Device {
-    /// Opens the device `kind` with `threads` worker threads (0: one per core this process may
-    /// use).
+    /// Opens the device `kind` with `threads` CPU worker threads (0: one per core this process
+    /// may use). A GPU that is asked for and missing is an error saying what is missing.
     pub fn open(kind: DeviceKind, threads: usize) -> Result<Device, String> {
+        let cpu = CpuBackend::new(threads);
         match kind {
-            DeviceKind::Cpu | DeviceKind::Auto => Ok(Device::Cpu(CpuBackend::new(threads))),
+            DeviceKind::Cpu => Ok(Device::Cpu(cpu)),
+            DeviceKind::Wgpu => {
+                #[cfg(feature = "wgpu")]
+                return crate::gpu::GpuBackend::open(crate::gpu::GpuKind::Wgpu, true, cpu)
+                    .map(Device::Gpu);
+                #[cfg(not(feature = "wgpu"))]
+                Err(not_built("wgpu", "wgpu"))
+            }
+            DeviceKind::Cuda => {
+                #[cfg(feature = "cuda")]
+                return crate::gpu::GpuBackend::open(crate::gpu::GpuKind::Cuda, false, cpu)
+                    .map(Device::Gpu);
+                #[cfg(not(feature = "cuda"))]
+                Err(not_built("cuda", "cuda"))
+            }
+            DeviceKind::Auto => {
+                #[cfg(feature = "cuda")]
+                if let Ok(g) =
+                    crate::gpu::GpuBackend::open(crate::gpu::GpuKind::Cuda, false, cpu.clone())
+                {
+                    return Ok(Device::Gpu(g));
+                }
+                #[cfg(feature = "wgpu")]
+                if let Ok(g) =
+                    crate::gpu::GpuBackend::open(crate::gpu::GpuKind::Wgpu, false, cpu.clone())
+                {
+                    if g.is_discrete() {
+                        return Ok(Device::Gpu(g));
+                    }
+                }
+                Ok(Device::Cpu(cpu))
+            }
         }
     }
 
@@ -51,11 +101,27 @@ impl Device {
         Device::Cpu(CpuBackend::new(0))
     }
 
-    /// The CPU backend, for the ops.
+    /// The CPU backend: the device itself, or a GPU device's host side.
     pub fn backend(&self) -> &CpuBackend {
         match self {
             Device::Cpu(c) => c,
+            #[cfg(any(feature = "wgpu", feature = "cuda"))]
+            Device::Gpu(g) => g.cpu(),
         }
+    }
+
+    /// The GPU, when this is one.
+    #[cfg(any(feature = "wgpu", feature = "cuda"))]
+    pub fn gpu(&self) -> Option<&crate::gpu::GpuBackend> {
+        match self {
+            Device::Gpu(g) => Some(g),
+            Device::Cpu(_) => None,
+        }
+    }
+
+    /// Whether this is a GPU.
+    pub fn is_gpu(&self) -> bool {
+        !matches!(self, Device::Cpu(_))
     }
 }
 
@@ -69,6 +135,8 @@ impl fmt::Display for Device {
                 c.threads(),
                 if c.threads() == 1 { "" } else { "s" }
             ),
+            #[cfg(any(feature = "wgpu", feature = "cuda"))]
+            Device::Gpu(g) => write!(f, "{g}"),
         }
     }
 }

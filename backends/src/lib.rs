@@ -14,6 +14,8 @@
 pub mod cpu;
 pub mod device;
 pub mod dtype;
+#[cfg(any(feature = "wgpu", feature = "cuda"))]
+pub mod gpu;
 pub mod ops;
 pub mod quant;
 

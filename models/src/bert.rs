@@ -10,6 +10,7 @@
 //! and feed-forward, each followed by residual add and layer norm), and `head` (pooling and L2
 //! normalisation, or the classification head).
 
+use std::ops::Range;
 use std::sync::Arc;
 
 use edgecut_backends::cpu::with_scratch;
@@ -119,9 +120,9 @@ impl BertConfig {
 }
 
 #[derive(Debug)]
-struct Norm {
-    gamma: Vec<f32>,
-    beta: Vec<f32>,
+pub(crate) struct Norm {
+    pub(crate) gamma: Vec<f32>,
+    pub(crate) beta: Vec<f32>,
 }
 
 impl Norm {
@@ -148,20 +149,20 @@ impl Norm {
 }
 
 #[derive(Debug)]
-enum Qkv {
+pub(crate) enum Qkv {
     Stacked(Matrix),
     Separate(Box<[Matrix; 3]>),
 }
 
 #[derive(Debug)]
-struct Block {
+pub(crate) struct Block {
     /// q, k and v, stacked (3 x hidden rows) when their storage allows, else separate.
-    qkv: Qkv,
-    o: Matrix,
-    attn_norm: Norm,
-    up: Matrix,
-    down: Matrix,
-    out_norm: Norm,
+    pub(crate) qkv: Qkv,
+    pub(crate) o: Matrix,
+    pub(crate) attn_norm: Norm,
+    pub(crate) up: Matrix,
+    pub(crate) down: Matrix,
+    pub(crate) out_norm: Norm,
 }
 
 /// The activation between stages: token vectors of a padded batch and its mask.
@@ -209,6 +210,9 @@ pub struct Bert {
     emb_norm: Norm,
     blocks: Vec<Block>,
     head: Option<(Matrix, Matrix)>,
+    /// The blocks uploaded, when loaded for a GPU device.
+    #[cfg(any(feature = "wgpu", feature = "cuda"))]
+    gpu: Option<crate::bert_gpu::GpuEncoder>,
 }
 
 impl std::fmt::Debug for Bert {
@@ -282,6 +286,11 @@ impl Bert {
                 ))
             }
         };
+        #[cfg(any(feature = "wgpu", feature = "cuda"))]
+        let gpu = match dev.gpu() {
+            Some(g) => Some(crate::bert_gpu::GpuEncoder::upload(g, &file, &blocks)?),
+            None => None,
+        };
         Ok(Bert {
             cfg,
             file,
@@ -291,6 +300,8 @@ impl Bert {
             emb_norm,
             blocks,
             head,
+            #[cfg(any(feature = "wgpu", feature = "cuda"))]
+            gpu,
         })
     }
 
@@ -354,6 +365,31 @@ impl Bert {
 
     /// Stage `block i`: one encoder block, in place.
     pub fn block(&self, dev: &Device, i: usize, a: &mut Activation) -> Result<()> {
+        self.blocks(dev, i..i + 1, a)
+    }
+
+    /// Stages `block range.start` to `block range.end - 1`, in place. On a GPU device the
+    /// activation crosses to the GPU and back once for the whole run.
+    pub fn blocks(&self, dev: &Device, range: Range<usize>, a: &mut Activation) -> Result<()> {
+        if range.end > self.blocks.len() {
+            return Err(ModelError::Input(format!(
+                "no block {} (the model has {})",
+                range.end - 1,
+                self.blocks.len()
+            )));
+        }
+        #[cfg(any(feature = "wgpu", feature = "cuda"))]
+        if let (Some(g), Some(enc)) = (dev.gpu(), &self.gpu) {
+            return enc.run(g, &self.cfg, range, a);
+        }
+        for i in range {
+            self.cpu_block(dev, i, a)?;
+        }
+        Ok(())
+    }
+
+    /// One encoder block on the CPU, in place.
+    fn cpu_block(&self, dev: &Device, i: usize, a: &mut Activation) -> Result<()> {
         let blk = self
             .blocks
             .get(i)
@@ -448,9 +484,7 @@ impl Bert {
     /// Every stage but the head.
     pub fn encode(&self, dev: &Device, ids: &[Vec<u32>]) -> Result<Activation> {
         let mut a = self.embeddings(dev, ids)?;
-        for i in 0..self.cfg.layers {
-            self.block(dev, i, &mut a)?;
-        }
+        self.blocks(dev, 0..self.cfg.layers, &mut a)?;
         Ok(a)
     }
 

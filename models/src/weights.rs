@@ -113,8 +113,9 @@ impl Matrix {
             ),
             DType::F16 | DType::F32 => Store::F32(v.to_f32()),
         };
+        // A GPU device uploads its own copy: no CPU repacking beside it.
         let store = match &store {
-            Store::Mapped(_) | Store::Q8(_) => {
+            Store::Mapped(_) | Store::Q8(_) if !dev.is_gpu() => {
                 let q8 = q8_bytes(&store, f);
                 match dev.backend().pack(q8, n, k) {
                     Some(p) => Store::Packed(p, Box::new(store)),
@@ -161,7 +162,10 @@ impl Matrix {
                 .iter()
                 .flat_map(|p| q8_bytes(&p.store, f).iter().copied())
                 .collect();
-            match dev.backend().pack(&bytes, n, k) {
+            match (!dev.is_gpu())
+                .then(|| dev.backend().pack(&bytes, n, k))
+                .flatten()
+            {
                 Some(packed) => Store::Packed(packed, Box::new(Store::Q8(bytes))),
                 None => Store::Q8(bytes),
             }
@@ -206,6 +210,21 @@ impl Matrix {
             k: self.k,
             act: self.act,
         }
+    }
+
+    /// The Q8_0 blocks of the weights (mapped, re-quantized or behind a repacked copy), or
+    /// `None` for f32 weights and blocks kept in another type.
+    pub fn q8_0<'a>(&'a self, f: &'a GgufFile) -> Option<&'a [u8]> {
+        match &self.store {
+            Store::Mapped(_) | Store::Q8(_) | Store::Packed(..) => Some(q8_bytes(&self.store, f)),
+            Store::Blocks(DType::Q8_0, _) => Some(q8_bytes(&self.store, f)),
+            Store::Blocks(..) | Store::F32(_) => None,
+        }
+    }
+
+    /// The bias, if the matrix has one.
+    pub fn bias(&self) -> Option<&[f32]> {
+        self.bias.as_deref()
     }
 
     /// Bytes of memory the matrix takes outside the file map.

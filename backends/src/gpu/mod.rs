@@ -1,0 +1,225 @@
+//! The GPU backend: the op contract as CubeCL kernels ([`kernels`]), written once and launched on
+//! cubecl's wgpu runtime (feature `wgpu`: Vulkan, Metal, DX12; `vulkan` for SPIR-V shaders) and
+//! on its CUDA runtime (feature `cuda`, the driver loaded at run time).
+//!
+//! Data stays on the GPU between ops: models upload their weights once ([`GpuBackend::upload_q8_0`],
+//! Q8_0 repacked into int8 words and f32 scales, since Q8_0's 34-byte blocks are not 4-byte
+//! aligned) and pass [`GpuBuffer`]s from op to op; only a stage's input and output cross the bus.
+//!
+//! [`GpuBackend`] hides the runtime: no cubecl generic leaks out of this module.
+
+mod kernels;
+mod open;
+mod ops;
+
+use std::fmt;
+use std::sync::Arc;
+
+use cubecl::server::Handle;
+
+use crate::cpu::CpuBackend;
+use crate::ops::{ActQuant, OpError};
+
+pub use open::GpuKind;
+
+/// A buffer of 4-byte values (f32 or u32) on a GPU.
+#[derive(Clone)]
+pub struct GpuBuffer {
+    handle: Handle,
+    len: usize,
+}
+
+impl GpuBuffer {
+    /// Values in the buffer.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether it holds no values.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+}
+
+impl fmt::Debug for GpuBuffer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "GpuBuffer({} values)", self.len)
+    }
+}
+
+/// A Q8_0 weight matrix `[n, k]` on a GPU: int8 values four to a word, one f32 scale per 32.
+#[derive(Clone, Debug)]
+pub struct GpuMatrix {
+    q: GpuBuffer,
+    d: GpuBuffer,
+    /// Output features (rows).
+    pub n: usize,
+    /// Input features (columns).
+    pub k: usize,
+}
+
+/// Inputs of multi-head attention on a GPU: q, k and v rows read from one buffer at offsets
+/// within rows `stride` apart (a stacked q/k/v product: offsets `0, h, 2h`, stride `3h`).
+#[derive(Clone, Copy, Debug)]
+pub struct GpuAttention<'a> {
+    /// The q/k/v rows, `batch * seq` rows of `stride` values.
+    pub qkv: &'a GpuBuffer,
+    /// Offset of the queries within a row.
+    pub q_off: usize,
+    /// Offset of the keys within a row.
+    pub k_off: usize,
+    /// Offset of the values within a row.
+    pub v_off: usize,
+    /// Values from one row to the next.
+    pub stride: usize,
+    /// One value per token (u32): 1 for tokens, 0 for padding.
+    pub mask: &'a GpuBuffer,
+    /// Texts in the batch.
+    pub batch: usize,
+    /// Tokens per text (padded).
+    pub seq: usize,
+    /// Attention heads.
+    pub heads: usize,
+    /// Dimension per head.
+    pub head_dim: usize,
+}
+
+#[derive(Clone)]
+enum Runtime {
+    #[cfg(feature = "wgpu")]
+    Wgpu(Arc<ops::Gpu<cubecl::wgpu::WgpuRuntime>>),
+    #[cfg(feature = "cuda")]
+    Cuda(Arc<ops::Gpu<cubecl::cuda::CudaRuntime>>),
+}
+
+/// Runs `$e` with `$g` bound to the runtime's [`ops::Gpu`].
+macro_rules! on_gpu {
+    ($self:expr, $g:ident => $e:expr) => {
+        match &$self.rt {
+            #[cfg(feature = "wgpu")]
+            Runtime::Wgpu($g) => $e,
+            #[cfg(feature = "cuda")]
+            Runtime::Cuda($g) => $e,
+        }
+    };
+}
+
+/// A GPU ready to run ops, on the runtime picked at run time. It carries a CPU backend for
+/// the work models keep on the host (token embeddings, pooling, decoders).
+#[derive(Clone)]
+pub struct GpuBackend {
+    rt: Runtime,
+    kind: GpuKind,
+    name: String,
+    software: bool,
+    discrete: bool,
+    cpu: CpuBackend,
+}
+
+impl fmt::Debug for GpuBackend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "GpuBackend({self})")
+    }
+}
+
+impl fmt::Display for GpuBackend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} ({})", self.kind, self.name)
+    }
+}
+
+impl GpuBackend {
+    /// The runtime: wgpu or CUDA.
+    pub fn kind(&self) -> GpuKind {
+        self.kind
+    }
+
+    /// The adapter's name as the driver reports it (with wgpu's shader path).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Whether the adapter is a software rasteriser on the CPU (such as Mesa's lavapipe).
+    pub fn is_software(&self) -> bool {
+        self.software
+    }
+
+    /// Whether the adapter is a discrete GPU (every CUDA device counts as one).
+    pub fn is_discrete(&self) -> bool {
+        self.discrete
+    }
+
+    /// The CPU backend for host-side work.
+    pub fn cpu(&self) -> &CpuBackend {
+        &self.cpu
+    }
+
+    /// A new buffer holding `x`.
+    pub fn upload(&self, x: &[f32]) -> GpuBuffer {
+        on_gpu!(self, g => g.upload_f32(x))
+    }
+
+    /// A new buffer holding `x` (u32 values, such as masks).
+    pub fn upload_u32(&self, x: &[u32]) -> GpuBuffer {
+        on_gpu!(self, g => g.upload_u32(x))
+    }
+
+    /// A new buffer of `len` values, contents unspecified (an op's output).
+    pub fn empty(&self, len: usize) -> GpuBuffer {
+        on_gpu!(self, g => g.empty(len))
+    }
+
+    /// The f32 values of `b` (waits for the ops writing it).
+    pub fn download(&self, b: &GpuBuffer) -> Result<Vec<f32>, OpError> {
+        on_gpu!(self, g => g.download(b)).map_err(OpError::Shape)
+    }
+
+    /// Uploads Q8_0 blocks (`n` rows of `k`, `n * k / 32` blocks of 34 bytes), repacked.
+    pub fn upload_q8_0(&self, blocks: &[u8], n: usize, k: usize) -> Result<GpuMatrix, OpError> {
+        if k == 0 || !k.is_multiple_of(crate::quant::QK) {
+            return Err(OpError::Shape(format!(
+                "Q8_0 rows of {k} values are not whole blocks of 32"
+            )));
+        }
+        OpError::check("Q8_0 weight bytes", blocks.len(), n * k / 32 * 34)?;
+        Ok(on_gpu!(self, g => g.upload_q8_0(blocks, n, k)))
+    }
+
+    /// `out = x w^T + bias` for `rows` rows of `x`, activations quantized as `act`
+    /// ([`ActQuant::Int8`] or [`ActQuant::Int8Outliers`], computed as the CPU does).
+    pub fn linear(
+        &self,
+        x: &GpuBuffer,
+        rows: usize,
+        w: &GpuMatrix,
+        bias: Option<&GpuBuffer>,
+        act: ActQuant,
+        out: &GpuBuffer,
+    ) -> Result<(), OpError> {
+        on_gpu!(self, g => g.linear(x, rows, w, bias, act, out))
+    }
+
+    /// Layer norm of each row of `x` (rows of `dim`) in place, after adding `delta` if given.
+    pub fn layer_norm(
+        &self,
+        x: &GpuBuffer,
+        delta: Option<&GpuBuffer>,
+        dim: usize,
+        gamma: &GpuBuffer,
+        beta: &GpuBuffer,
+        eps: f32,
+    ) -> Result<(), OpError> {
+        on_gpu!(self, g => g.layer_norm(x, delta, dim, gamma, beta, eps))
+    }
+
+    /// GELU (erf form) of every value of `x`, in place.
+    pub fn gelu(&self, x: &GpuBuffer) -> Result<(), OpError> {
+        on_gpu!(self, g => g.gelu(x))
+    }
+
+    /// Multi-head attention with padding masked, into `out` (`batch * seq` rows of
+    /// `heads * head_dim`).
+    pub fn attention(&self, a: &GpuAttention<'_>, out: &GpuBuffer) -> Result<(), OpError> {
+        on_gpu!(self, g => g.attention(a, out))
+    }
+}

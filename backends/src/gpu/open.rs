@@ -1,0 +1,185 @@
+//! Finding and opening a GPU: wgpu adapters (software ones only when asked for), CUDA only
+//! when its driver library is present (cubecl's CUDA runtime panics on a worker thread without
+//! it, and the caller would see only a closed channel).
+
+use std::collections::HashMap;
+use std::fmt;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::{Arc, Mutex};
+
+use super::{ops::Gpu, GpuBackend, Runtime};
+use crate::cpu::CpuBackend;
+
+/// The GPU runtimes edgecut can launch its kernels on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum GpuKind {
+    /// cubecl's wgpu runtime: Vulkan, Metal or DX12.
+    Wgpu,
+    /// cubecl's CUDA runtime: NVIDIA GPUs.
+    Cuda,
+}
+
+impl fmt::Display for GpuKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            GpuKind::Wgpu => "wgpu",
+            GpuKind::Cuda => "cuda",
+        })
+    }
+}
+
+/// A runtime client, its adapter name, and whether the adapter is software and discrete.
+type Opened = (Runtime, String, bool, bool);
+
+/// Clients opened so far: a runtime's client is made once per process.
+fn opened() -> &'static Mutex<HashMap<(GpuKind, bool), Opened>> {
+    static OPENED: std::sync::OnceLock<Mutex<HashMap<(GpuKind, bool), Opened>>> =
+        std::sync::OnceLock::new();
+    OPENED.get_or_init(Default::default)
+}
+
+/// The message of a caught panic.
+fn panic_text(p: Box<dyn std::any::Any + Send>) -> String {
+    p.downcast_ref::<String>()
+        .cloned()
+        .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+        .unwrap_or_else(|| "unknown panic".into())
+}
+
+impl GpuBackend {
+    /// Opens the GPU runtime `kind`, with `cpu` for host-side work. For wgpu, the best adapter
+    /// (discrete, then integrated, then virtual) or, when `allow_software`, a software one such
+    /// as lavapipe if nothing else is there. An error says what is missing.
+    pub fn open(kind: GpuKind, allow_software: bool, cpu: CpuBackend) -> Result<Self, String> {
+        let key = (kind, allow_software);
+        let mut cache = opened().lock().unwrap_or_else(|e| e.into_inner());
+        let (rt, name, software, discrete) = match cache.get(&key) {
+            Some(o) => o.clone(),
+            None => {
+                let o = match kind {
+                    GpuKind::Wgpu => open_wgpu(allow_software)?,
+                    GpuKind::Cuda => open_cuda()?,
+                };
+                cache.insert(key, o.clone());
+                o
+            }
+        };
+        Ok(GpuBackend {
+            rt,
+            kind,
+            name,
+            software,
+            discrete,
+            cpu,
+        })
+    }
+}
+
+#[cfg(not(feature = "wgpu"))]
+fn open_wgpu(_allow_software: bool) -> Result<Opened, String> {
+    Err("edgecut was built without the wgpu backend (build with --features wgpu)".into())
+}
+
+#[cfg(feature = "wgpu")]
+fn open_wgpu(allow_software: bool) -> Result<Opened, String> {
+    use cubecl::wgpu::{
+        init_setup, AutoGraphicsApi, GraphicsApi, RuntimeOptions, WgpuDevice, WgpuRuntime,
+    };
+    use wgpu::DeviceType;
+
+    let backend = AutoGraphicsApi::backend();
+    let instance = wgpu::Instance::new(wgpu::InstanceDescriptor {
+        backends: backend.into(),
+        ..wgpu::InstanceDescriptor::new_without_display_handle()
+    });
+    let adapters = cubecl::future::block_on(instance.enumerate_adapters(backend.into()));
+    let infos: Vec<_> = adapters.iter().map(|a| a.get_info()).collect();
+    // cubecl numbers adapters within their type, in enumeration order.
+    let rank = |t: DeviceType| match t {
+        DeviceType::DiscreteGpu => 0,
+        DeviceType::IntegratedGpu => 1,
+        DeviceType::VirtualGpu => 2,
+        DeviceType::Other => 3,
+        DeviceType::Cpu => 4,
+    };
+    let best = infos
+        .iter()
+        .filter(|i| allow_software || i.device_type != DeviceType::Cpu)
+        .min_by_key(|i| rank(i.device_type));
+    let Some(info) = best else {
+        let seen: Vec<String> = infos.iter().map(|i| i.name.clone()).collect();
+        return Err(if seen.is_empty() {
+            format!(
+                "no {backend:?} adapter found: install a GPU driver (on Debian, for a CPU \
+                 adapter: apt install mesa-vulkan-drivers libvulkan1)"
+            )
+        } else {
+            format!(
+                "no hardware {backend:?} adapter found, only software ones ({}); use --device \
+                 wgpu to run on them",
+                seen.join(", ")
+            )
+        });
+    };
+    let device = match info.device_type {
+        DeviceType::DiscreteGpu => WgpuDevice::DiscreteGpu(0),
+        DeviceType::IntegratedGpu => WgpuDevice::IntegratedGpu(0),
+        DeviceType::VirtualGpu => WgpuDevice::VirtualGpu(0),
+        DeviceType::Cpu => WgpuDevice::Cpu,
+        DeviceType::Other => WgpuDevice::DefaultDevice,
+    };
+    let software = info.device_type == DeviceType::Cpu;
+    let discrete = info.device_type == DeviceType::DiscreteGpu;
+    let client = catch_unwind(AssertUnwindSafe(|| {
+        let setup = init_setup::<AutoGraphicsApi>(&device, RuntimeOptions::default());
+        let name = setup.adapter.get_info().name;
+        (<WgpuRuntime as cubecl::Runtime>::client(&device), name)
+    }))
+    .map_err(|p| {
+        format!(
+            "opening the wgpu adapter {} failed: {}",
+            info.name,
+            panic_text(p)
+        )
+    })?;
+    let shader = <WgpuRuntime as cubecl::Runtime>::name(&client.0);
+    Ok((
+        Runtime::Wgpu(Arc::new(Gpu { client: client.0 })),
+        format!("{}, {shader}", client.1),
+        software,
+        discrete,
+    ))
+}
+
+#[cfg(not(feature = "cuda"))]
+fn open_cuda() -> Result<Opened, String> {
+    Err("edgecut was built without the CUDA backend (build with --features cuda)".into())
+}
+
+#[cfg(feature = "cuda")]
+fn open_cuda() -> Result<Opened, String> {
+    use cubecl::cuda::{CudaDevice, CudaRuntime};
+
+    // SAFETY: only tries to load the driver library; no CUDA call is made through it.
+    if !unsafe { cudarc::driver::sys::is_culib_present() } {
+        return Err(
+            "no CUDA driver found (libcuda could not be loaded): install the NVIDIA driver, or \
+             use --device wgpu or cpu"
+                .into(),
+        );
+    }
+    let client = catch_unwind(|| {
+        let device = CudaDevice::new(0);
+        let client = <CudaRuntime as cubecl::Runtime>::client(&device);
+        // A first allocation proves the context works (errors surface here, not mid-model).
+        let _ = client.empty(4);
+        client
+    })
+    .map_err(|p| format!("opening CUDA device 0 failed: {}", panic_text(p)))?;
+    Ok((
+        Runtime::Cuda(Arc::new(Gpu { client })),
+        "cuda:0".into(),
+        false,
+        true,
+    ))
+}

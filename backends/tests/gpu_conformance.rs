@@ -1,0 +1,291 @@
+//! The GPU ops against the scalar CPU reference (and f64 where the CPU test uses it), one suite
+//! instantiated per GPU runtime this build has. The wgpu suite needs an adapter: on a machine
+//! without a GPU, Mesa's lavapipe (`mesa-vulkan-drivers`) is one, and the suite fails with what
+//! to install when none is found. The CUDA suite runs where a CUDA driver is present and
+//! otherwise checks that opening CUDA fails with a clear error rather than a panic.
+#![cfg(any(feature = "wgpu", feature = "cuda"))]
+
+use edgecut_backends::cpu::{gelu_scalar, kernels, CpuBackend};
+use edgecut_backends::gpu::{GpuAttention, GpuBackend, GpuKind};
+use edgecut_backends::ops::{ActQuant, Attention, Linear, WeightData};
+use edgecut_backends::quant;
+
+mod common;
+
+use common::Rng;
+
+/// The scalar CPU reference, one thread.
+fn reference() -> CpuBackend {
+    CpuBackend::with_kernels(kernels::SCALAR, 1)
+}
+
+/// Largest `|a - b| / (1 + |b|)`.
+fn worst(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs() / (1.0 + y.abs()))
+        .fold(0.0, f32::max)
+}
+
+fn linear_matches_the_scalar_reference(gpu: &GpuBackend) {
+    let mut rng = Rng(21);
+    let cpu = reference();
+    for (m, n, k) in [
+        (1, 1, 32),
+        (3, 5, 64),
+        (7, 33, 384),
+        (17, 129, 96),
+        (1, 384, 1536),
+        (40, 20, 1536),
+    ] {
+        let wq = quant::quantize_q8_0_vec(&rng.vec(n * k, 0.5)).unwrap();
+        let mut x = rng.vec(m * k, 2.0);
+        // Outlier channels (+-40 against inliers within +-2) as BERT's layer-norm outputs have;
+        // with k = 1536 one row carries more than k / 16 of them, so the cap is exercised.
+        for i in 0..m {
+            let cols: Vec<usize> = match (k, i) {
+                (1536, 0) => (0..120).map(|c| c * 12 + 1).collect(),
+                (k, _) if k >= 64 => vec![5, k / 2 + 3],
+                _ => vec![],
+            };
+            for (t, c) in cols.into_iter().enumerate() {
+                x[i * k + c] = (if x[i * k + c] < 0.0 { -40.0 } else { 40.0 }) - t as f32 * 0.1;
+            }
+        }
+        let bias = rng.vec(n, 1.0);
+        let w = gpu.upload_q8_0(&wq, n, k).unwrap();
+        let (xg, bg) = (gpu.upload(&x), gpu.upload(&bias));
+        for act in [ActQuant::Int8, ActQuant::Int8Outliers] {
+            let mut want = vec![0f32; m * n];
+            let lin = Linear {
+                w: WeightData::Q8_0(&wq),
+                bias: Some(&bias),
+                n,
+                k,
+                act,
+            };
+            cpu.linear(&x, m, &lin, &mut want).unwrap();
+            let out = gpu.empty(m * n);
+            gpu.linear(&xg, m, &w, Some(&bg), act, &out).unwrap();
+            let got = gpu.download(&out).unwrap();
+            // The same int8 values and scales on both sides: only the f32 sums of per-block
+            // terms differ in order (k / 32 terms, each rounded at 2^-24 relative).
+            let err = worst(&got, &want);
+            assert!(
+                err <= 2e-5,
+                "{act:?} {m}x{n}x{k}: worst relative error {err}"
+            );
+            // Without a bias.
+            gpu.linear(&xg, m, &w, None, act, &out).unwrap();
+            let nobias = gpu.download(&out).unwrap();
+            for (i, (a, b)) in nobias.iter().zip(&got).enumerate() {
+                assert!((a + bias[i % n] - b).abs() <= 1e-4 * (1.0 + b.abs()));
+            }
+        }
+    }
+}
+
+fn linear_refuses_wrong_shapes(gpu: &GpuBackend) {
+    let wq = quant::quantize_q8_0_vec(&[0.5; 64]).unwrap();
+    assert!(gpu.upload_q8_0(&wq, 2, 30).is_err(), "k not whole blocks");
+    assert!(gpu.upload_q8_0(&wq[..60], 2, 32).is_err(), "short bytes");
+    let w = gpu.upload_q8_0(&wq, 2, 32).unwrap();
+    let x = gpu.upload(&[1.0; 64]);
+    let out = gpu.empty(4);
+    assert!(gpu.linear(&x, 3, &w, None, ActQuant::Int8, &out).is_err());
+    assert!(gpu
+        .linear(
+            &x,
+            2,
+            &w,
+            Some(&gpu.upload(&[0.0; 3])),
+            ActQuant::Int8,
+            &out
+        )
+        .is_err());
+    assert!(gpu.linear(&x, 2, &w, None, ActQuant::F32, &out).is_err());
+    assert!(gpu.linear(&x, 2, &w, None, ActQuant::Int8, &out).is_ok());
+}
+
+fn layer_norm_matches_the_scalar_reference(gpu: &GpuBackend) {
+    let mut rng = Rng(3);
+    let cpu = reference();
+    for dim in [1, 7, 384] {
+        let x = rng.vec(5 * dim, 5.0);
+        let delta = rng.vec(5 * dim, 1.0);
+        let g = rng.vec(dim, 1.0);
+        let b = rng.vec(dim, 1.0);
+        let (gg, bg) = (gpu.upload(&g), gpu.upload(&b));
+        let mut want = x.clone();
+        cpu.layer_norm(&mut want, dim, &g, &b, 1e-12).unwrap();
+        let xg = gpu.upload(&x);
+        gpu.layer_norm(&xg, None, dim, &gg, &bg, 1e-12).unwrap();
+        let err = worst(&gpu.download(&xg).unwrap(), &want);
+        assert!(err <= 1e-5, "dim {dim}: {err}");
+        let mut want = x.clone();
+        cpu.add_layer_norm(&mut want, &delta, dim, &g, &b, 1e-12)
+            .unwrap();
+        let xg = gpu.upload(&x);
+        gpu.layer_norm(&xg, Some(&gpu.upload(&delta)), dim, &gg, &bg, 1e-12)
+            .unwrap();
+        let err = worst(&gpu.download(&xg).unwrap(), &want);
+        assert!(err <= 1e-5, "residual dim {dim}: {err}");
+    }
+    let xg = gpu.upload(&[0.0; 5]);
+    let one = gpu.upload(&[1.0, 1.0]);
+    assert!(gpu.layer_norm(&xg, None, 2, &one, &one, 1e-5).is_err());
+}
+
+fn gelu_matches_the_scalar_reference(gpu: &GpuBackend) {
+    let x: Vec<f32> = (0..2000).map(|i| (i as f32 - 1000.0) * 0.007).collect();
+    let xg = gpu.upload(&x);
+    gpu.gelu(&xg).unwrap();
+    let got = gpu.download(&xg).unwrap();
+    for (g, v) in got.iter().zip(&x) {
+        let want = gelu_scalar(*v);
+        assert!(
+            (g - want).abs() <= 1e-6 * (1.0 + want.abs()),
+            "{v}: {g} vs {want}"
+        );
+    }
+}
+
+fn attention_matches_the_scalar_reference(gpu: &GpuBackend) {
+    let cpu = reference();
+    for hd in [8usize, 32, 64] {
+        let mut rng = Rng(5 + hd as u64);
+        let (batch, seq, heads) = (3, 9, 4);
+        let hidden = heads * hd;
+        let rows = batch * seq;
+        let stacked = rng.vec(rows * 3 * hidden, 1.0);
+        let lens = [9, 4, 1];
+        let mask: Vec<u8> = (0..rows).map(|i| (i % seq < lens[i / seq]) as u8).collect();
+        let a = Attention {
+            q: &stacked,
+            k: &stacked[hidden..],
+            v: &stacked[2 * hidden..],
+            stride: 3 * hidden,
+            mask: &mask,
+            batch,
+            seq,
+            heads,
+            head_dim: hd,
+        };
+        let mut want = vec![0f32; rows * hidden];
+        cpu.attention(&a, &mut want).unwrap();
+        let (qkv, mg) = (
+            gpu.upload(&stacked),
+            gpu.upload_u32(&mask.iter().map(|&m| m as u32).collect::<Vec<_>>()),
+        );
+        let ga = GpuAttention {
+            qkv: &qkv,
+            q_off: 0,
+            k_off: hidden,
+            v_off: 2 * hidden,
+            stride: 3 * hidden,
+            mask: &mg,
+            batch,
+            seq,
+            heads,
+            head_dim: hd,
+        };
+        let out = gpu.empty(rows * hidden);
+        gpu.attention(&ga, &out).unwrap();
+        let err = worst(&gpu.download(&out).unwrap(), &want);
+        assert!(err <= 1e-5, "head size {hd}: {err}");
+        let bad = GpuAttention {
+            v_off: 2 * hidden + 1,
+            ..ga
+        };
+        assert!(gpu.attention(&bad, &out).is_err(), "v past the row stride");
+        let short = gpu.empty(rows * hidden - 1);
+        assert!(gpu.attention(&ga, &short).is_err(), "short output");
+    }
+}
+
+/// Instantiates the suite for one runtime; `open` gives the backend or the reason there is none.
+macro_rules! suite {
+    ($name:ident, $open:expr) => {
+        mod $name {
+            use super::*;
+
+            fn gpu() -> Option<GpuBackend> {
+                let open: fn() -> Result<GpuBackend, String> = $open;
+                match open() {
+                    Ok(g) => {
+                        println!("running on {g}");
+                        Some(g)
+                    }
+                    Err(e) => {
+                        println!("no device: {e}");
+                        None
+                    }
+                }
+            }
+
+            #[test]
+            fn linear() {
+                if let Some(g) = gpu() {
+                    linear_matches_the_scalar_reference(&g);
+                    linear_refuses_wrong_shapes(&g);
+                }
+            }
+
+            #[test]
+            fn layer_norm() {
+                if let Some(g) = gpu() {
+                    layer_norm_matches_the_scalar_reference(&g);
+                }
+            }
+
+            #[test]
+            fn gelu() {
+                if let Some(g) = gpu() {
+                    gelu_matches_the_scalar_reference(&g);
+                }
+            }
+
+            #[test]
+            fn attention() {
+                if let Some(g) = gpu() {
+                    attention_matches_the_scalar_reference(&g);
+                }
+            }
+        }
+    };
+}
+
+// wgpu: an adapter is required (lavapipe counts), so a CI machine without one fails here
+// with the install hint rather than passing on nothing.
+#[cfg(feature = "wgpu")]
+suite!(wgpu, || Ok(GpuBackend::open(
+    GpuKind::Wgpu,
+    true,
+    CpuBackend::new(1)
+)
+.unwrap_or_else(|e| panic!("{e}"))));
+
+// CUDA: runs where a driver is present; elsewhere the open error is checked below.
+#[cfg(feature = "cuda")]
+suite!(cuda, || GpuBackend::open(
+    GpuKind::Cuda,
+    false,
+    CpuBackend::new(1)
+));
+
+#[cfg(feature = "cuda")]
+#[test]
+fn cuda_without_a_driver_is_a_clear_error() {
+    let present = std::path::Path::new("/proc/driver/nvidia").exists();
+    match GpuBackend::open(GpuKind::Cuda, false, CpuBackend::new(1)) {
+        Ok(g) => assert!(present || g.kind() == GpuKind::Cuda),
+        Err(e) => {
+            assert!(!e.is_empty());
+            println!("CUDA: {e}");
+            if !present {
+                assert!(e.contains("CUDA"), "the error names CUDA: {e}");
+            }
+        }
+    }
+}

@@ -1,0 +1,51 @@
+//! MiniLM end to end on the GPU backend through wgpu (on a machine without a GPU, Mesa's
+//! lavapipe): every fixture text's embedding against the CPU backend's and PyTorch's.
+#![cfg(feature = "wgpu")]
+
+use edgecut::{cosine, DeviceKind, Session, SessionOptions, WeightType};
+use edgecut_tests::{f32s, fixture, minilm};
+
+fn session(device: DeviceKind, max_len: usize) -> Session {
+    let opts = SessionOptions {
+        device,
+        max_seq_len: Some(max_len),
+        batch_size: 8,
+        ..SessionOptions::default()
+    };
+    Session::open(minilm(WeightType::Q8_0), &opts).unwrap_or_else(|e| panic!("{device:?}: {e}"))
+}
+
+#[test]
+fn minilm_on_wgpu_matches_the_cpu_backend() {
+    let fx = fixture("minilm.json");
+    let cases = fx["cases"].as_array().unwrap();
+    let (mut to_cpu, mut to_torch) = (Vec::new(), Vec::new());
+    for max_len in [256usize, 512] {
+        let (gpu, cpu) = (
+            session(DeviceKind::Wgpu, max_len),
+            session(DeviceKind::Cpu, max_len),
+        );
+        println!("wgpu device: {}", gpu.device());
+        let group: Vec<_> = cases.iter().filter(|c| c["max_len"] == max_len).collect();
+        let texts: Vec<&str> = group.iter().map(|c| c["text"].as_str().unwrap()).collect();
+        let (g, c) = (gpu.embed(&texts).unwrap(), cpu.embed(&texts).unwrap());
+        for ((t, case), (gv, cv)) in texts
+            .iter()
+            .zip(&group)
+            .zip(g.vectors.iter().zip(&c.vectors))
+        {
+            let (a, b) = (cosine(gv, cv), cosine(gv, &f32s(&case["embedding"])));
+            assert!(a >= 0.9999, "cosine to the CPU backend {a} for {t:?}");
+            assert!(b >= 0.999, "cosine to PyTorch {b} for {t:?}");
+            to_cpu.push(a);
+            to_torch.push(b);
+        }
+    }
+    let min = |v: &[f32]| v.iter().cloned().fold(1.0f32, f32::min);
+    println!(
+        "MiniLM on wgpu, {} texts: cosine to the CPU backend min {:.6}, to PyTorch fp32 min {:.5}",
+        to_cpu.len(),
+        min(&to_cpu),
+        min(&to_torch)
+    );
+}
