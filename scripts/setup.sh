@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what edgecut's tests and demos need on a fresh Debian machine, idempotently:
-#   - Debian packages (only those missing): python3-venv, and for the ARM tests
-#     gcc-aarch64-linux-gnu, libc6-dev-arm64-cross and qemu-user,
+#   - Debian packages (only those missing): python3-venv, for the ARM tests
+#     gcc-aarch64-linux-gnu, libc6-dev-arm64-cross and qemu-user, and for the GPU tests
+#     mesa-vulkan-drivers and libvulkan1 (lavapipe, a Vulkan device on the CPU),
 #   - a Python venv for the reference scripts ($EDGECUT_VENV, default ~/.cache/edgecut/venv)
 #     with the pinned packages of tests/reference/requirements.txt,
 #   - the real model checkpoints (scripts/fetch-models.sh).
@@ -20,8 +21,9 @@ if [ ${#missing[@]} -gt 0 ] && ! python3 -c 'import venv, ensurepip' 2>/dev/null
     $SUDO apt-get update -qq && $SUDO apt-get install -y -qq "${missing[@]}"
 fi
 
-# The ARM cross toolchain and emulator (scripts/test-arm.sh).
-ARM_PACKAGES=(gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user)
+# The ARM cross toolchain and emulator (scripts/test-arm.sh), and a Vulkan driver for the GPU
+# backend's tests on machines without a GPU (Mesa's lavapipe runs Vulkan on the CPU).
+ARM_PACKAGES=(gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user mesa-vulkan-drivers libvulkan1)
 arm_missing=()
 for p in "${ARM_PACKAGES[@]}"; do
     dpkg -s "$p" >/dev/null 2>&1 || arm_missing+=("$p")

@@ -1,10 +1,18 @@
 #!/usr/bin/env bash
 # The test command: sets up what the tests need (scripts/setup.sh), then runs the house checks,
-# every test of the workspace, and the ARM builds and tests under qemu-user (scripts/test-arm.sh).
+# every test of the workspace, the GPU backend's tests (wgpu on lavapipe without a GPU), and
+# the ARM builds and tests under qemu-user (scripts/test-arm.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --release -- -D warnings
 cargo test --workspace --release
+# The GPU backend, behind features: its lints, the conformance suite and MiniLM end to end on
+# wgpu (Vulkan through lavapipe where there is no GPU), and the cuda feature built and failing
+# cleanly where there is no CUDA driver.
+GPU_FEATURES=edgecut-cli/gpu,edgecut-backends/vulkan,edgecut-backends/cuda,edgecut-tests/vulkan,edgecut-tests/cuda
+cargo clippy --workspace --all-targets --release --features "$GPU_FEATURES" -- -D warnings
+cargo test --release -p edgecut-backends --features vulkan,cuda --test gpu_conformance
+cargo test --release -p edgecut-tests --features vulkan,cuda --test it gpu_
 scripts/test-arm.sh

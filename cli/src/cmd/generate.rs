@@ -28,7 +28,16 @@ impl LlmArgs {
             threads: self.run.threads,
             context: self.context,
         };
-        Llm::open(&self.model, &opts).with_context(|| format!("opening {}", self.model.display()))
+        let llm = Llm::open(&self.model, &opts)
+            .with_context(|| format!("opening {}", self.model.display()))?;
+        if llm.device().is_gpu() {
+            eprintln!(
+                "device: {}; decoders run on its host CPU in this version (the GPU kernels \
+                 cover encoders so far)",
+                llm.device()
+            );
+        }
+        Ok(llm)
     }
 }
 

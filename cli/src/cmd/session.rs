@@ -9,7 +9,9 @@ use edgecut::{DeviceKind, Session, SessionOptions};
 /// Where a model runs: the device and the threads of its ops.
 #[derive(clap::Args, Clone, Copy)]
 pub struct RunArgs {
-    /// Device: cpu or auto.
+    /// Device: cpu, wgpu (Vulkan/Metal/DX12, software adapters such as lavapipe included),
+    /// cuda, or auto (CUDA, then a discrete GPU through wgpu, then the CPU). GPU devices need a
+    /// build with `--features gpu` (or wgpu / cuda).
     #[arg(long, default_value = "auto")]
     pub device: DeviceKind,
     /// Threads (default: the cores this process may use; EDGECUT_THREADS also sets it).
@@ -44,10 +46,15 @@ impl ModelArgs {
         }
     }
 
-    /// Opens the session.
+    /// Opens the session, saying on standard error which device runs it when it was not
+    /// named as the CPU.
     pub fn open(&self) -> anyhow::Result<Session> {
-        Session::open(&self.model, &self.options())
-            .with_context(|| format!("opening {}", self.model.display()))
+        let s = Session::open(&self.model, &self.options())
+            .with_context(|| format!("opening {}", self.model.display()))?;
+        if self.run.device != DeviceKind::Cpu {
+            eprintln!("device: {}", s.device());
+        }
+        Ok(s)
     }
 }
 
