@@ -108,9 +108,7 @@ impl Session {
             (1, Encoding::F32, flat)
         } else {
             let mut a = self.model.embeddings(&self.device, &ids)?;
-            for b in 0..cut - 1 {
-                self.model.block(&self.device, b, &mut a)?;
-            }
+            self.model.blocks(&self.device, 0..cut - 1, &mut a)?;
             (self.model.cfg.hidden as u32, encoding, a.hidden)
         };
         Ok(Infer {
@@ -177,9 +175,11 @@ impl Session {
                 seq,
             }
         };
-        for b in cut.saturating_sub(1)..self.model.cfg.layers {
-            self.model.block(&self.device, b, &mut act)?;
-        }
+        self.model.blocks(
+            &self.device,
+            cut.saturating_sub(1)..self.model.cfg.layers,
+            &mut act,
+        )?;
         let pooled = self.model.pool(&act)?;
         Ok(InferResult {
             request_id: req.request_id,

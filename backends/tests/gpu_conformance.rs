@@ -7,8 +7,11 @@
 
 use edgecut_backends::cpu::{gelu_scalar, kernels, CpuBackend};
 use edgecut_backends::gpu::{GpuAttention, GpuBackend, GpuKind};
-use edgecut_backends::ops::{ActQuant, Attention, Linear, WeightData};
+use edgecut_backends::ops::{
+    embedding_rows, ActQuant, Attention, Linear, OpError, RopeStyle, WeightData,
+};
 use edgecut_backends::quant;
+use edgecut_backends::DType;
 
 mod common;
 
@@ -204,6 +207,65 @@ fn attention_matches_the_scalar_reference(gpu: &GpuBackend) {
     }
 }
 
+fn decoder_ops_match_the_scalar_reference(gpu: &GpuBackend) {
+    let mut rng = Rng(9);
+    let cpu = reference();
+    // RMS norm.
+    for dim in [1, 7, 576] {
+        let x = rng.vec(3 * dim, 4.0);
+        let g = rng.vec(dim, 1.0);
+        let mut want = vec![0f32; x.len()];
+        cpu.rms_norm(&x, &mut want, &g, 1e-5).unwrap();
+        let out = gpu.empty(x.len());
+        gpu.rms_norm(&gpu.upload(&x), &out, &gpu.upload(&g), 1e-5)
+            .unwrap();
+        let err = worst(&gpu.download(&out).unwrap(), &want);
+        assert!(err <= 1e-5, "rms norm dim {dim}: {err}");
+    }
+    // SwiGLU (the CPU's exp is a polynomial within 3e-7 relative).
+    let (gate, up) = (rng.vec(1000, 10.0), rng.vec(1000, 2.0));
+    let mut want = gate.clone();
+    cpu.silu_mul(&mut want, &up).unwrap();
+    let gg = gpu.upload(&gate);
+    gpu.silu_mul(&gg, &gpu.upload(&up)).unwrap();
+    let err = worst(&gpu.download(&gg).unwrap(), &want);
+    assert!(err <= 1e-5, "silu: {err}");
+    assert!(gpu.silu_mul(&gg, &gpu.upload(&up[1..])).is_err());
+    // Rotary embeddings in both layouts, positions 5.. (angles up to ~9 radians).
+    let (heads, hd, rows) = (3, 64, 4);
+    let inv: Vec<f32> = (0..hd / 2)
+        .map(|i| 10000f32.powf(-2.0 * i as f32 / hd as f32))
+        .collect();
+    for style in [RopeStyle::Interleaved, RopeStyle::Halves] {
+        let x = rng.vec(rows * heads * hd, 1.0);
+        let mut want = x.clone();
+        cpu.rope(&mut want, heads, hd, 5, &inv, style).unwrap();
+        let xg = gpu.upload(&x);
+        gpu.rope(&xg, heads, hd, 5, &gpu.upload(&inv), style)
+            .unwrap();
+        let err = worst(&gpu.download(&xg).unwrap(), &want);
+        assert!(err <= 2e-6, "rope {style:?}: {err}");
+    }
+    let xg = gpu.upload(&[0.0; 10]);
+    assert!(gpu
+        .rope(&xg, 1, 4, 0, &gpu.upload(&inv), RopeStyle::Halves)
+        .is_err());
+    // Embedding gather from a Q8_0 table: exact.
+    let (vocab, dim) = (50, 64);
+    let table = quant::quantize_q8_0_vec(&rng.vec(vocab * dim, 1.0)).unwrap();
+    let ids = [0u32, 49, 7, 7, 13];
+    let mut want = vec![0f32; ids.len() * dim];
+    embedding_rows(&table, DType::Q8_0, vocab, dim, &ids, &mut want).unwrap();
+    let t = gpu.upload_q8_0(&table, vocab, dim).unwrap();
+    let out = gpu.empty(ids.len() * dim);
+    gpu.gather(&t, &ids, &out).unwrap();
+    assert_eq!(gpu.download(&out).unwrap(), want);
+    assert_eq!(
+        gpu.gather(&t, &[3, 50], &gpu.empty(2 * dim)),
+        Err(OpError::TokenId { id: 50, vocab: 50 })
+    );
+}
+
 /// Instantiates the suite for one runtime; `open` gives the backend or the reason there is none.
 macro_rules! suite {
     ($name:ident, $open:expr) => {
@@ -243,6 +305,13 @@ macro_rules! suite {
             fn gelu() {
                 if let Some(g) = gpu() {
                     gelu_matches_the_scalar_reference(&g);
+                }
+            }
+
+            #[test]
+            fn decoder_ops_and_gather() {
+                if let Some(g) = gpu() {
+                    decoder_ops_match_the_scalar_reference(&g);
                 }
             }
 

@@ -8,6 +8,8 @@
 //!
 //! [`GpuBackend`] hides the runtime: no cubecl generic leaks out of this module.
 
+mod decoder_kernels;
+mod decoder_ops;
 mod kernels;
 mod open;
 mod ops;
@@ -18,7 +20,7 @@ use std::sync::Arc;
 use cubecl::server::Handle;
 
 use crate::cpu::CpuBackend;
-use crate::ops::{ActQuant, OpError};
+use crate::ops::{ActQuant, OpError, RopeStyle};
 
 pub use open::GpuKind;
 
@@ -221,5 +223,41 @@ impl GpuBackend {
     /// `heads * head_dim`).
     pub fn attention(&self, a: &GpuAttention<'_>, out: &GpuBuffer) -> Result<(), OpError> {
         on_gpu!(self, g => g.attention(a, out))
+    }
+
+    /// RMS norm of each row of `x` (rows of `gamma.len()`) into `out`.
+    pub fn rms_norm(
+        &self,
+        x: &GpuBuffer,
+        out: &GpuBuffer,
+        gamma: &GpuBuffer,
+        eps: f32,
+    ) -> Result<(), OpError> {
+        on_gpu!(self, g => g.rms_norm(x, out, gamma, eps))
+    }
+
+    /// SwiGLU's product: `gate = silu(gate) * up`, in place.
+    pub fn silu_mul(&self, gate: &GpuBuffer, up: &GpuBuffer) -> Result<(), OpError> {
+        on_gpu!(self, g => g.silu_mul(gate, up))
+    }
+
+    /// Rotary embeddings of `x` (rows of `heads * head_dim`, the first at position `pos0`),
+    /// in place; `inv_freq` holds one frequency per rotated pair.
+    pub fn rope(
+        &self,
+        x: &GpuBuffer,
+        heads: usize,
+        head_dim: usize,
+        pos0: usize,
+        inv_freq: &GpuBuffer,
+        style: RopeStyle,
+    ) -> Result<(), OpError> {
+        on_gpu!(self, g => g.rope(x, heads, head_dim, pos0, inv_freq, style))
+    }
+
+    /// Embedding gather: rows `ids` of a Q8_0 table uploaded with [`Self::upload_q8_0`]
+    /// (`n` rows of `k`), as f32, into `out`. An id past the table is an error.
+    pub fn gather(&self, table: &GpuMatrix, ids: &[u32], out: &GpuBuffer) -> Result<(), OpError> {
+        on_gpu!(self, g => g.gather(table, ids, out))
     }
 }

@@ -21,7 +21,7 @@ pub(crate) struct Gpu<R: Runtime> {
 }
 
 /// A grid of cubes of [`UNITS`] covering `units` units (in two dimensions past [`MAX_CUBES`]).
-fn grid_1d(units: usize) -> Result<(CubeCount, CubeDim), OpError> {
+pub(crate) fn grid_1d(units: usize) -> Result<(CubeCount, CubeDim), OpError> {
     let cubes = units.div_ceil(UNITS as usize).max(1);
     let x = cubes.min(MAX_CUBES as usize);
     let y = cubes.div_ceil(x);
@@ -37,12 +37,12 @@ fn grid_1d(units: usize) -> Result<(CubeCount, CubeDim), OpError> {
 }
 
 /// `v` as a `u32` kernel argument, or an error naming `what`.
-fn arg(what: &str, v: usize) -> Result<u32, OpError> {
+pub(crate) fn arg(what: &str, v: usize) -> Result<u32, OpError> {
     u32::try_from(v).map_err(|_| OpError::Shape(format!("{what} {v} does not fit 32 bits")))
 }
 
 /// An array argument over `b`'s whole length.
-fn array<R: Runtime>(b: &GpuBuffer) -> ArrayArg<R> {
+pub(crate) fn array<R: Runtime>(b: &GpuBuffer) -> ArrayArg<R> {
     // SAFETY: the length is the buffer's own, recorded when it was created; kernels are
     // launched checked, so no index past it is dereferenced either way.
     unsafe { ArrayArg::from_raw_parts(b.handle.clone(), b.len) }

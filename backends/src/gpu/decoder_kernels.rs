@@ -1,0 +1,97 @@
+//! Kernels of the decoder's ops (RMS norm, SwiGLU, rotary embeddings) and the embedding
+//! gather, in CubeCL, following the CPU backend's formulas (`cpu::decoder`).
+
+use cubecl::prelude::*;
+
+/// `out = x / sqrt(mean(x^2) + eps) * gamma`, each row of `dim`. One unit per row.
+#[cube(launch)]
+pub fn rms_norm(
+    x: &Array<f32>,
+    out: &mut Array<f32>,
+    gamma: &Array<f32>,
+    rows: u32,
+    dim: u32,
+    eps: f32,
+) {
+    let r = ABSOLUTE_POS as u32;
+    if r < rows {
+        let base = (r * dim) as usize;
+        let mut ss = 0.0f32;
+        for c in 0..dim {
+            let v = x[base + c as usize];
+            ss += v * v;
+        }
+        let inv = 1.0f32 / f32::sqrt(ss / f32::cast_from(dim) + eps);
+        for c in 0..dim {
+            out[base + c as usize] = x[base + c as usize] * inv * gamma[c as usize];
+        }
+    }
+}
+
+/// SwiGLU: `gate = silu(gate) * up` over the first `len` values.
+#[cube(launch)]
+pub fn silu_mul(gate: &mut Array<f32>, up: &Array<f32>, len: u32) {
+    let i = ABSOLUTE_POS as u32;
+    if i < len {
+        let g = gate[i as usize];
+        gate[i as usize] = g / (1.0f32 + f32::exp(0.0f32 - g)) * up[i as usize];
+    }
+}
+
+/// Rotary embeddings in place: row `i` of `x` (`rows` of `heads * hd`) sits at position
+/// `pos0 + i`; pair `p` of each head turns by `(pos0 + i) * inv_freq[p]`. Pairs are `(2p, 2p+1)`
+/// when `interleaved` is 1, else `(p, p + half)`. One unit per (row, head, pair).
+#[cube(launch)]
+#[allow(clippy::too_many_arguments)]
+pub fn rope(
+    x: &mut Array<f32>,
+    inv_freq: &Array<f32>,
+    rows: u32,
+    heads: u32,
+    hd: u32,
+    half: u32,
+    pos0: u32,
+    interleaved: u32,
+) {
+    let id = ABSOLUTE_POS as u32;
+    if id < rows * heads * half {
+        let p = id % half;
+        let h = (id / half) % heads;
+        let i = id / (half * heads);
+        let base = i * heads * hd + h * hd;
+        let mut a = base + p;
+        let mut b = base + p + half;
+        if interleaved == 1u32 {
+            a = base + 2u32 * p;
+            b = a + 1u32;
+        }
+        let ang = f32::cast_from(pos0 + i) * inv_freq[p as usize];
+        let (c, s) = (f32::cos(ang), f32::sin(ang));
+        let (x0, x1) = (x[a as usize], x[b as usize]);
+        x[a as usize] = x0 * c - x1 * s;
+        x[b as usize] = x0 * s + x1 * c;
+    }
+}
+
+/// Gathers rows `ids` of a Q8_0 table (packed as `GpuMatrix`: int8 words `q`, scales `d`, rows
+/// of `dim`) into `out` as f32. One unit per output value.
+#[cube(launch)]
+pub fn gather_q8(
+    q: &Array<u32>,
+    d: &Array<f32>,
+    ids: &Array<u32>,
+    out: &mut Array<f32>,
+    n_ids: u32,
+    dim: u32,
+) {
+    let id = ABSOLUTE_POS as u32;
+    if id < n_ids * dim {
+        let t = id / dim;
+        let c = id % dim;
+        let e = ids[t as usize] * dim + c;
+        let word = q[(e / 4u32) as usize];
+        let b = (word >> ((e % 4u32) * 8u32)) & 255u32;
+        let v = i32::cast_from(b) - i32::cast_from((b >> 7u32) * 256u32);
+        out[id as usize] = f32::cast_from(v) * d[(e / 32u32) as usize];
+    }
+}

@@ -1,0 +1,122 @@
+//! Launches of the decoder's ops and the embedding gather (see `decoder_kernels`).
+
+use cubecl::prelude::*;
+
+use super::decoder_kernels as k;
+use super::ops::{arg, array, grid_1d, Gpu};
+use super::{GpuBuffer, GpuMatrix};
+use crate::ops::{OpError, RopeStyle};
+
+impl<R: Runtime> Gpu<R> {
+    /// RMS norm of each row of `x` into `out` (rows of `gamma.len`).
+    pub(crate) fn rms_norm(
+        &self,
+        x: &GpuBuffer,
+        out: &GpuBuffer,
+        gamma: &GpuBuffer,
+        eps: f32,
+    ) -> Result<(), OpError> {
+        let dim = gamma.len;
+        OpError::check("rms norm output", out.len, x.len)?;
+        if dim == 0 || !x.len.is_multiple_of(dim) {
+            return Err(OpError::Shape(format!(
+                "rms norm: {} values are not rows of {dim}",
+                x.len
+            )));
+        }
+        let rows = x.len / dim;
+        let (cc, cd) = grid_1d(rows)?;
+        k::rms_norm::launch::<R>(
+            &self.client,
+            cc,
+            cd,
+            array(x),
+            array(out),
+            array(gamma),
+            arg("rows", rows)?,
+            arg("dim", dim)?,
+            eps,
+        );
+        Ok(())
+    }
+
+    /// `gate = silu(gate) * up`.
+    pub(crate) fn silu_mul(&self, gate: &GpuBuffer, up: &GpuBuffer) -> Result<(), OpError> {
+        OpError::check("swiglu up", up.len, gate.len)?;
+        let (cc, cd) = grid_1d(gate.len)?;
+        k::silu_mul::launch::<R>(
+            &self.client,
+            cc,
+            cd,
+            array(gate),
+            array(up),
+            arg("length", gate.len)?,
+        );
+        Ok(())
+    }
+
+    /// Rotary embeddings of `x` (rows of `heads * head_dim`, the first at `pos0`), in place.
+    pub(crate) fn rope(
+        &self,
+        x: &GpuBuffer,
+        heads: usize,
+        head_dim: usize,
+        pos0: usize,
+        inv_freq: &GpuBuffer,
+        style: RopeStyle,
+    ) -> Result<(), OpError> {
+        let width = heads * head_dim;
+        let half = inv_freq.len;
+        if width == 0 || !x.len.is_multiple_of(width) || 2 * half > head_dim || half == 0 {
+            return Err(OpError::Shape(format!(
+                "rope: {} values, {heads} heads of {head_dim}, {half} frequencies",
+                x.len
+            )));
+        }
+        let rows = x.len / width;
+        arg("last position", pos0 + rows)?;
+        let (cc, cd) = grid_1d(rows * heads * half)?;
+        k::rope::launch::<R>(
+            &self.client,
+            cc,
+            cd,
+            array(x),
+            array(inv_freq),
+            arg("rows", rows)?,
+            arg("heads", heads)?,
+            arg("head size", head_dim)?,
+            arg("frequencies", half)?,
+            arg("position", pos0)?,
+            u32::from(style == RopeStyle::Interleaved),
+        );
+        Ok(())
+    }
+
+    /// Rows `ids` of the Q8_0 table `t` (`t.n` rows of `t.k`) into `out`, as f32.
+    pub(crate) fn gather(
+        &self,
+        t: &GpuMatrix,
+        ids: &[u32],
+        out: &GpuBuffer,
+    ) -> Result<(), OpError> {
+        OpError::check("embedding output", out.len, ids.len() * t.k)?;
+        if let Some(&id) = ids.iter().find(|&&id| id as usize >= t.n) {
+            return Err(OpError::TokenId { id, vocab: t.n });
+        }
+        arg("table values", t.n * t.k)?;
+        let ids_buf = self.upload_u32(ids);
+        let (cc, cd) = grid_1d(ids.len() * t.k)?;
+        k::gather_q8::launch::<R>(
+            &self.client,
+            cc,
+            cd,
+            array(&t.q),
+            array(&t.d),
+            array(&ids_buf),
+            array(out),
+            arg("ids", ids.len())?,
+            arg("dim", t.k)?,
+        );
+        Ok(())
+    }
+}
