@@ -92,6 +92,7 @@ fn client<'s>(
         cut,
         encoding: enc,
         timeout: Duration::from_secs(20),
+        tls: None,
     };
     SplitClient::new(s, cfg)
 }
@@ -259,4 +260,67 @@ fn a_dead_server_means_a_fallback_and_a_restart_means_splitting_again() {
     let srv2 = start(&[]);
     let mut c2 = client(&s, &srv2.addr, 3, edgecut_wire::Encoding::Int8);
     assert_eq!(c2.embed(&["three"]).unwrap().fell_back, None);
+}
+
+#[test]
+fn tls_split_equals_local_and_plain_or_untrusted_clients_fall_back() {
+    let tls = edgecut_tests::repo_root().join("tests/fixtures/tls");
+    let (cert, key, ca) = (
+        tls.join("server.pem"),
+        tls.join("server.key"),
+        tls.join("ca.pem"),
+    );
+    let srv = start(&[
+        "--tls-cert",
+        cert.to_str().unwrap(),
+        "--tls-key",
+        key.to_str().unwrap(),
+    ]);
+    let (s, _) = session();
+    let texts = ["A man is eating food.", "hi"];
+    let local = s.embed(&texts).unwrap();
+    let over = |ca: &std::path::Path, name: &str| {
+        // An empty name: plain TCP.
+        let cfg = ClientConfig {
+            server: srv.addr.clone(),
+            token: b"s3cret".to_vec(),
+            cut: 3,
+            encoding: edgecut_wire::Encoding::F32,
+            timeout: Duration::from_secs(20),
+            tls: (!name.is_empty()).then(|| edgecut_server::TlsClient::new(ca, name).unwrap()),
+        };
+        SplitClient::new(&s, cfg).embed(&texts).unwrap()
+    };
+    // Trusted root, by DNS name and by IP: split, and f32 on the wire is lossless.
+    for name in ["localhost", "127.0.0.1"] {
+        let out = over(&ca, name);
+        assert_eq!(out.fell_back, None, "TLS as {name}");
+        assert_eq!(out.vectors, local.vectors);
+    }
+    // Plain TCP to a TLS server, an untrusted root, a name the certificate does not carry:
+    // each falls back to the device with the reason, and the answer is still right.
+    for (ca, name, why) in [
+        (&ca, "", "TLS"),
+        (&cert, "localhost", "certificate"),
+        (&ca, "example.com", "certificate"),
+    ] {
+        let out = over(ca, name);
+        let reason = out.fell_back.unwrap_or_else(|| panic!("{name:?} split"));
+        assert!(reason.contains(why), "{name:?}: {reason}");
+        assert_eq!(out.vectors, local.vectors);
+    }
+    assert_eq!(over(&ca, "localhost").fell_back, None, "still serving");
+    // The CLI's flags.
+    let m = minilm(WeightType::Q8_0);
+    let tok = scratch().join(format!("token-cli-{}", std::process::id()));
+    std::fs::write(&tok, "s3cret\n").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_edgecut"))
+        .args(["embed", "-m", m.to_str().unwrap(), "--server", &srv.addr])
+        .args(["--cut", "2", "--tls-ca", ca.to_str().unwrap(), "--tls-name"])
+        .args(["localhost", "--token-file", tok.to_str().unwrap(), "hi"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("split: cut 2"), "{err}");
 }

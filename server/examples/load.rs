@@ -44,6 +44,7 @@ fn main() {
                         cut,
                         encoding: edgecut_wire::Encoding::Int8,
                         timeout: Duration::from_secs(60),
+                        tls: None,
                     };
                     let mut cl = SplitClient::new(session, cfg);
                     let mut lat = Vec::with_capacity(requests);

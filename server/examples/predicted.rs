@@ -87,6 +87,7 @@ fn main() {
                     cut: k,
                     encoding: edgecut_wire::Encoding::Int8,
                     timeout: Duration::from_secs(60),
+                    tls: None,
                 };
                 let mut c = SplitClient::new(&session, cfg);
                 for i in 0..6 {

@@ -2,6 +2,7 @@
 //! the cut, sends the activation to `edgecut serve`, and falls back to running everything on
 //! the device when the server is unreachable, refuses, or fails.
 
+use std::io::{Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
 use std::time::{Duration, Instant};
 
@@ -22,7 +23,13 @@ pub struct ClientConfig {
     pub encoding: Encoding,
     /// Connect and per-request timeout.
     pub timeout: Duration,
+    /// TLS to the server (none: plain TCP).
+    pub tls: Option<crate::TlsClient>,
 }
+
+/// A byte stream to the server: plain TCP or TLS over it.
+trait Link: Read + Write + Send {}
+impl<T: Read + Write + Send> Link for T {}
 
 /// What one request did.
 #[derive(Clone, Debug)]
@@ -42,7 +49,7 @@ pub struct SplitClient<'s> {
     session: &'s Session,
     cfg: ClientConfig,
     model_id: [u8; 32],
-    conn: Option<FromStd<TcpStream>>,
+    conn: Option<FromStd<Box<dyn Link>>>,
     next_id: u64,
 }
 
@@ -73,14 +80,40 @@ impl<'s> SplitClient<'s> {
         s.set_read_timeout(Some(self.cfg.timeout)).ok();
         s.set_write_timeout(Some(self.cfg.timeout)).ok();
         s.set_nodelay(true).ok();
-        let mut c = FromStd::new(s);
+        let link: Box<dyn Link> = match &self.cfg.tls {
+            None => Box::new(s),
+            Some(t) => {
+                let conn = rustls::ClientConnection::new(t.config.clone(), t.server_name.clone())
+                    .map_err(|e| format!("TLS: {e}"))?;
+                let mut tls = rustls::StreamOwned::new(conn, s);
+                // Handshake now, so a certificate problem is reported as such.
+                while tls.conn.is_handshaking() {
+                    tls.conn
+                        .complete_io(&mut tls.sock)
+                        .map_err(|e| format!("TLS handshake with {addr}: {e}"))?;
+                }
+                Box::new(tls)
+            }
+        };
+        let mut c = FromStd::new(link);
         let hello = Hello {
             model_id: self.model_id,
             encodings: 0b111,
             token: self.cfg.token.clone(),
         };
         write_frame(&mut c, &Frame::Hello(hello)).map_err(|e| e.to_string())?;
-        match read_frame(&mut c, &Limits::default()).map_err(|e| e.to_string())? {
+        let plain = self.cfg.tls.is_none();
+        let answer = read_frame(&mut c, &Limits::default()).map_err(|e| {
+            if plain {
+                format!(
+                    "no answer to HELLO ({e}); if the server runs with TLS, connect with TLS \
+                     (--tls-ca)"
+                )
+            } else {
+                format!("no answer to HELLO: {e}")
+            }
+        })?;
+        match answer {
             Some(Frame::HelloOk(ok)) if (ok.stages as usize) > self.cfg.cut => {
                 self.conn = Some(c);
                 Ok(())

@@ -12,8 +12,8 @@ use edgecut_wire::{
     decode_payload, encode_frame, parse_header, Activation, Encoding, ErrorCode, Frame, HelloOk,
     Infer, InferResult, Limits, WireError, HEADER_BYTES,
 };
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot, Semaphore};
 
 /// How the server runs.
@@ -37,6 +37,9 @@ pub struct ServeConfig {
     pub max_connections: usize,
     /// Frame limits.
     pub limits: Limits,
+    /// TLS: when set, every connection must complete a TLS handshake (within `hello_timeout`)
+    /// before its HELLO.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 impl Default for ServeConfig {
@@ -51,6 +54,7 @@ impl Default for ServeConfig {
             idle_timeout: Duration::from_secs(120),
             max_connections: 4096,
             limits: Limits::default(),
+            tls: None,
         }
     }
 }
@@ -115,8 +119,8 @@ enum ReadError {
 }
 
 /// Reads one frame: the header within `first` (idle or hello time), the rest within `rest`.
-async fn read_frame(
-    s: &mut TcpStream,
+async fn read_frame<S: AsyncRead + Unpin>(
+    s: &mut S,
     limits: &Limits,
     first: Duration,
     rest: Duration,
@@ -144,7 +148,7 @@ async fn read_frame(
     }
 }
 
-async fn send(s: &mut TcpStream, f: &Frame) -> bool {
+async fn send<S: AsyncWrite + Unpin>(s: &mut S, f: &Frame) -> bool {
     match encode_frame(f) {
         Ok(b) => s.write_all(&b).await.is_ok(),
         Err(_) => false,
@@ -160,7 +164,7 @@ fn error(request_id: u64, code: ErrorCode, message: impl Into<String>) -> Frame 
 }
 
 /// One connection: HELLO, then requests until it closes, errs or times out.
-async fn connection(mut s: TcpStream, ctx: Arc<Ctx>) {
+async fn connection<S: AsyncRead + AsyncWrite + Unpin>(mut s: S, ctx: Arc<Ctx>) {
     let cfg = &ctx.cfg;
     let m = &ctx.metrics;
     let fail = |m: &Metrics| m.errors.fetch_add(1, Ordering::Relaxed);
@@ -429,8 +433,22 @@ pub async fn serve(
                 let _ = s.set_nodelay(true);
                 ctx.metrics.connections.fetch_add(1, Ordering::Relaxed);
                 let c = ctx.clone();
+                let tls = c.cfg.tls.clone().map(tokio_rustls::TlsAcceptor::from);
                 conns.spawn(async move {
-                    connection(s, c).await;
+                    match tls {
+                        None => connection(s, c).await,
+                        Some(acceptor) => {
+                            let hs = tokio::time::timeout(c.cfg.hello_timeout, acceptor.accept(s));
+                            match hs.await {
+                                Ok(Ok(t)) => connection(t, c).await,
+                                // A failed or stalled handshake (plain frames included) ends
+                                // only this connection.
+                                _ => {
+                                    c.metrics.errors.fetch_add(1, Ordering::Relaxed);
+                                }
+                            }
+                        }
+                    }
                     drop(permit);
                 });
             }

@@ -36,6 +36,13 @@ pub struct EmbedArgs {
     /// With --server: activation encoding on the wire (f32, f16 or int8).
     #[arg(long, default_value = "int8")]
     encoding: String,
+    /// With --server: speak TLS, trusting the certificates in this PEM file.
+    #[arg(long)]
+    tls_ca: Option<std::path::PathBuf>,
+    /// With --tls-ca: the name the server's certificate must carry (default: the host of
+    /// --server).
+    #[arg(long, requires = "tls_ca")]
+    tls_name: Option<String>,
     /// Texts to embed (default: one per line of standard input).
     texts: Vec<String>,
 }
@@ -157,6 +164,16 @@ fn split_embed(
         cut: a.cut,
         encoding,
         timeout: std::time::Duration::from_secs(30),
+        tls: match &a.tls_ca {
+            None => None,
+            Some(ca) => {
+                // The name to verify: --tls-name, else the host of --server.
+                let host = server.rsplit_once(':').map_or(server, |(h, _)| h);
+                let host = host.trim_start_matches('[').trim_end_matches(']');
+                let name = a.tls_name.as_deref().unwrap_or(host);
+                Some(edgecut_server::TlsClient::new(ca, name).map_err(anyhow::Error::msg)?)
+            }
+        },
     };
     let mut client = edgecut_server::SplitClient::new(session, cfg);
     let out = client.embed(texts)?;

@@ -38,6 +38,12 @@ pub struct Args {
     /// Serve Prometheus metrics over HTTP at this address.
     #[arg(long)]
     metrics: Option<String>,
+    /// TLS: the server's certificate chain, PEM (with --tls-key).
+    #[arg(long, requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// TLS: the certificate's private key, PEM.
+    #[arg(long, requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
 }
 
 /// Runs `edgecut serve` until Ctrl-C or SIGTERM; requests in flight are answered first.
@@ -52,6 +58,12 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         }
         None => None,
     };
+    let tls = match (&a.tls_cert, &a.tls_key) {
+        (Some(c), Some(k)) => {
+            Some(edgecut_server::tls_server_config(c, k).map_err(anyhow::Error::msg)?)
+        }
+        _ => None,
+    };
     raise_fd_limit();
     let session = Arc::new(a.model.open()?);
     let id = session.model_id();
@@ -64,6 +76,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         hello_timeout: secs(a.frame_timeout),
         frame_timeout: secs(a.frame_timeout),
         idle_timeout: secs(a.idle_timeout),
+        tls,
         ..ServeConfig::default()
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -83,10 +96,11 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             tokio::spawn(edgecut_server::serve_metrics(l, metrics.clone()));
         }
         eprintln!(
-            "serve: {} ({} stages) on {} at {}",
+            "serve: {} ({} stages) on {}{} at {}",
             a.model.model.display(),
             session.stage_count(),
             session.device(),
+            if a.tls_cert.is_some() { ", TLS" } else { "" },
             listener.local_addr()?
         );
         let shutdown = async {
