@@ -185,6 +185,7 @@ impl Session {
             request_id: req.request_id,
             rows: a.batch,
             cols: self.model.cfg.hidden as u32,
+            server_us: 0,
             values: pooled,
         })
     }

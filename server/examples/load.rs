@@ -45,6 +45,7 @@ fn main() {
                         encoding: edgecut_wire::Encoding::Int8,
                         timeout: Duration::from_secs(60),
                         tls: None,
+                        auto: None,
                     };
                     let mut cl = SplitClient::new(session, cfg);
                     let mut lat = Vec::with_capacity(requests);

@@ -13,7 +13,7 @@ use edgecut::{Session, SessionOptions};
 use edgecut_partition::{
     Constraints, Encoding, Link, Objective, Planner, PowerModel, Profile, Scenario,
 };
-use edgecut_server::{ClientConfig, Shape, SplitClient};
+use edgecut_server::{AutoCut, ClientConfig, Shape, SplitClient};
 
 fn main() {
     let a: Vec<String> = std::env::args().collect();
@@ -49,8 +49,10 @@ fn main() {
         allow_raw_upload: true,
         ..Constraints::default()
     };
-    println!("| link | K | predicted ms | measured ms | measured / predicted |");
-    println!("|---|---|---|---|---|");
+    println!(
+        "| link | K | profiles only ms | calibrated ms | measured ms | measured / calibrated |"
+    );
+    println!("|---|---|---|---|---|---|");
     for mbit in [1.0, 10.0, 100.0] {
         let link = Link::parse(&format!("{mbit}mbit,20ms")).unwrap();
         let sc = Scenario {
@@ -69,10 +71,37 @@ fn main() {
             .unwrap();
         let addr = listener.local_addr().unwrap().to_string();
         let task = rt.spawn(edgecut_server::shape(listener, server, shape, shape));
+        let client = |cut: usize, auto: Option<AutoCut>| {
+            let cfg = ClientConfig {
+                server: addr.clone(),
+                token: Vec::new(),
+                cut,
+                encoding: edgecut_wire::Encoding::Int8,
+                timeout: Duration::from_secs(60),
+                tls: None,
+                auto,
+            };
+            SplitClient::new(&session, cfg)
+        };
+        // `--cut auto`'s calibration: four requests at K=1 (the HELLO measures the round trip;
+        // each request the bandwidth and the server's overhead) and two local runs (the
+        // device's speed against its profile), then its predictions for
+        // every cut and its choice, before any other cut is measured.
+        let mut auto = client(0, Some(AutoCut::new(dev.clone(), srv.clone(), n).unwrap()));
+        for _ in 0..4 {
+            auto.embed_at(&[&text], 1).unwrap();
+        }
+        // And two local runs: the device's speed against its profile.
+        for _ in 0..2 {
+            auto.embed_at(&[&text], n).unwrap();
+        }
+        let calibrated = auto.predict_all(seq, 1).unwrap();
+        let est = auto.link_estimate().unwrap();
+        let picked = auto.embed(&[&text]).unwrap().cut;
         let mut rows = Vec::new();
-        for k in 0..=n {
+        for (k, &predicted) in calibrated.iter().enumerate() {
             let cut: Vec<bool> = (0..n).map(|i| i < k).collect();
-            let predicted = planner.evaluate(&cut, &sc).latency_ms;
+            let profiles_only = planner.evaluate(&cut, &sc).latency_ms;
             let mut times = Vec::new();
             if k == n {
                 for _ in 0..6 {
@@ -81,15 +110,7 @@ fn main() {
                     times.push(t.elapsed().as_secs_f64() * 1e3);
                 }
             } else {
-                let cfg = ClientConfig {
-                    server: addr.clone(),
-                    token: Vec::new(),
-                    cut: k,
-                    encoding: edgecut_wire::Encoding::Int8,
-                    timeout: Duration::from_secs(60),
-                    tls: None,
-                };
-                let mut c = SplitClient::new(&session, cfg);
+                let mut c = client(k, None);
                 for i in 0..6 {
                     let t = Instant::now();
                     let out = c.embed(&[&text]).unwrap();
@@ -103,29 +124,38 @@ fn main() {
             times.sort_by(f64::total_cmp);
             let measured = times[times.len() / 2];
             println!(
-                "| {mbit} Mbit/s, 20 ms | {k} | {predicted:.1} | {measured:.1} | {:.2} |",
+                "| {mbit} Mbit/s, 20 ms | {k} | {profiles_only:.1} | {predicted:.1} | {measured:.1} | {:.2} |",
                 measured / predicted
             );
-            rows.push((k, predicted, measured));
+            rows.push((k, measured));
         }
         task.abort();
-        let chosen = planner
+        let planned = planner
             .best(&sc, Objective::Latency, &cons)
             .unwrap()
             .cut
             .k()
             .unwrap();
-        let best =
-            rows.iter().cloned().fold(
-                (0, 0.0, f64::INFINITY),
-                |b, r| if r.2 < b.2 { r } else { b },
-            );
-        let chosen_measured = rows.iter().find(|r| r.0 == chosen).unwrap().2;
+        let best = rows
+            .iter()
+            .cloned()
+            .fold((0, f64::INFINITY), |b, r| if r.1 < b.1 { r } else { b });
+        let at = |k: usize| rows.iter().find(|r| r.0 == k).unwrap().1;
+        let within = rows
+            .iter()
+            .filter(|r| (r.1 / calibrated[r.0] - 1.0).abs() <= 0.2)
+            .count();
         println!(
-            "|  {mbit} Mbit/s: planner picks K={chosen} (measured {chosen_measured:.1} ms); best measured K={} ({:.1} ms): {:.1}% off | | | | |",
+            "|  {mbit} Mbit/s: measured link {:.2} Mbit/s, round trip {:.1} ms, server overhead {:.1} ms, device at {:.2}x its profile; auto picks K={picked} ({:.1} ms measured, {:.1}% off the best, K={} at {:.1} ms); the profiles-only plan K={planned}; {within} of {} calibrated predictions within 20% | | | | | |",
+            est.bps.unwrap_or(0.0) / 1e6,
+            est.rtt_s.unwrap_or(0.0) * 1e3,
+            est.server_extra_ms.unwrap_or(0.0),
+            est.device_scale.unwrap_or(1.0),
+            at(picked),
+            (at(picked) / best.1 - 1.0) * 100.0,
             best.0,
-            best.2,
-            (chosen_measured / best.2 - 1.0) * 100.0
+            best.1,
+            rows.len()
         );
     }
 }

@@ -25,6 +25,9 @@ pub struct ClientConfig {
     pub timeout: Duration,
     /// TLS to the server (none: plain TCP).
     pub tls: Option<crate::TlsClient>,
+    /// Choose the cut per request from profiles and the measured link (`--cut auto`); `cut`
+    /// is then unused.
+    pub auto: Option<crate::AutoCut>,
 }
 
 /// A byte stream to the server: plain TCP or TLS over it.
@@ -42,6 +45,10 @@ pub struct SplitOutcome {
     pub sent_bytes: usize,
     /// Time from sending to the answer (when split).
     pub round_trip: Option<Duration>,
+    /// The cut it ran at (stages on the device; the stage count: all on the device).
+    pub cut: usize,
+    /// With `--cut auto`: the planner's predicted latency for that cut, ms.
+    pub predicted_ms: Option<f64>,
 }
 
 /// A device connected (or not) to a server.
@@ -51,6 +58,7 @@ pub struct SplitClient<'s> {
     model_id: [u8; 32],
     conn: Option<FromStd<Box<dyn Link>>>,
     next_id: u64,
+    auto: Option<crate::auto::AutoState>,
 }
 
 impl<'s> SplitClient<'s> {
@@ -58,16 +66,34 @@ impl<'s> SplitClient<'s> {
     /// session's model file.
     pub fn new(session: &'s Session, cfg: ClientConfig) -> SplitClient<'s> {
         let model_id = session.model_id().0;
+        let auto = cfg.auto.clone().map(crate::auto::AutoState::new);
         SplitClient {
             session,
             cfg,
             model_id,
             conn: None,
             next_id: 1,
+            auto,
         }
     }
 
-    fn connect(&mut self) -> Result<(), String> {
+    /// With `--cut auto`: the predicted latency (ms) of every cut `K = 0..=stages` for `batch`
+    /// texts of `seq` tokens, from the profiles and what has been measured so far.
+    pub fn predict_all(&self, seq: usize, batch: usize) -> Option<Vec<f64>> {
+        self.auto.as_ref().map(|a| {
+            a.predict_all(seq, batch)
+                .into_iter()
+                .map(|b| b.latency_ms)
+                .collect()
+        })
+    }
+
+    /// With `--cut auto`: what the client has measured of the link and server so far.
+    pub fn link_estimate(&self) -> Option<crate::LinkEstimate> {
+        self.auto.as_ref().map(|a| a.est)
+    }
+
+    fn connect(&mut self, cut: usize) -> Result<(), String> {
         let addr = self
             .cfg
             .server
@@ -101,6 +127,7 @@ impl<'s> SplitClient<'s> {
             encodings: 0b111,
             token: self.cfg.token.clone(),
         };
+        let sent = Instant::now();
         write_frame(&mut c, &Frame::Hello(hello)).map_err(|e| e.to_string())?;
         let plain = self.cfg.tls.is_none();
         let answer = read_frame(&mut c, &Limits::default()).map_err(|e| {
@@ -113,14 +140,18 @@ impl<'s> SplitClient<'s> {
                 format!("no answer to HELLO: {e}")
             }
         })?;
+        let rtt = sent.elapsed();
         match answer {
-            Some(Frame::HelloOk(ok)) if (ok.stages as usize) > self.cfg.cut => {
+            Some(Frame::HelloOk(ok)) if (ok.stages as usize) > cut => {
+                if let Some(a) = &mut self.auto {
+                    a.observe_hello(rtt.as_secs_f64());
+                }
                 self.conn = Some(c);
                 Ok(())
             }
             Some(Frame::HelloOk(ok)) => Err(format!(
-                "cut {} is not below the server's {} stages",
-                self.cfg.cut, ok.stages
+                "cut {cut} is not below the server's {} stages",
+                ok.stages
             )),
             Some(Frame::Error { message, code, .. }) => {
                 Err(format!("server refused ({code:?}): {message}"))
@@ -129,18 +160,21 @@ impl<'s> SplitClient<'s> {
         }
     }
 
-    fn split(&mut self, texts: &[&str]) -> Result<(Vec<Vec<f32>>, usize, Duration), String> {
+    /// One split request at `cut`: the vectors, bytes sent, round trip, and the server's time.
+    fn split(&mut self, texts: &[&str], cut: usize) -> Result<Split, String> {
         if self.conn.is_none() {
-            self.connect()?;
+            self.connect(cut)?;
         }
         let id = self.next_id;
         self.next_id += 1;
+        let dev_start = Instant::now();
         let req = self
             .session
-            .run_device_part(texts, self.cfg.cut, self.cfg.encoding, id)
+            .run_device_part(texts, cut, self.cfg.encoding, id)
             .map_err(|e| e.to_string())?;
         let sent = req.activation.data.len();
         let c = self.conn.as_mut().expect("connected above");
+        let device = dev_start.elapsed();
         let t = Instant::now();
         write_frame(c, &Frame::Infer(req)).map_err(|e| e.to_string())?;
         let answer = read_frame(c, &Limits::default()).map_err(|e| e.to_string())?;
@@ -148,14 +182,18 @@ impl<'s> SplitClient<'s> {
         match answer {
             Some(Frame::Result(r)) if r.request_id == id && r.rows as usize == texts.len() => {
                 let cols = r.cols as usize;
-                Ok((
-                    r.values
+                Ok(Split {
+                    vectors: r
+                        .values
                         .chunks_exact(cols.max(1))
                         .map(<[f32]>::to_vec)
                         .collect(),
                     sent,
+                    received: r.values.len() * 4,
                     rtt,
-                ))
+                    server: Duration::from_micros(r.server_us.into()),
+                    device,
+                })
             }
             Some(Frame::Error { message, code, .. }) => {
                 Err(format!("server error ({code:?}): {message}"))
@@ -167,13 +205,84 @@ impl<'s> SplitClient<'s> {
     /// Embeds `texts`, split at the configured cut, or entirely on the device when splitting
     /// fails (the outcome says why). A failed connection is dropped and retried next call.
     pub fn embed(&mut self, texts: &[&str]) -> edgecut::Result<SplitOutcome> {
-        match self.split(texts) {
-            Ok((vectors, sent_bytes, rtt)) => Ok(SplitOutcome {
-                vectors,
+        let (cut, predicted_ms) = match self.auto.is_some() {
+            false => (self.cfg.cut, None),
+            true => {
+                let seq = self.longest(texts)?;
+                let a = self.auto.as_mut().expect("checked");
+                let (k, ms) = a.choose(seq, texts.len().max(1));
+                (k, Some(ms))
+            }
+        };
+        self.run_at(texts, cut, predicted_ms)
+    }
+
+    /// Embeds `texts` split at `cut` whatever the configuration says (with `--cut auto`, the
+    /// request's measurements still update the link estimate): for calibration and
+    /// measurement.
+    pub fn embed_at(&mut self, texts: &[&str], cut: usize) -> edgecut::Result<SplitOutcome> {
+        self.run_at(texts, cut, None)
+    }
+
+    /// Tokens of the longest of `texts`.
+    fn longest(&self, texts: &[&str]) -> edgecut::Result<usize> {
+        let mut seq = 1;
+        for t in texts {
+            seq = seq.max(self.session.tokenize(t)?.len());
+        }
+        Ok(seq)
+    }
+
+    fn run_at(
+        &mut self,
+        texts: &[&str],
+        cut: usize,
+        predicted_ms: Option<f64>,
+    ) -> edgecut::Result<SplitOutcome> {
+        let n = self.session.stage_count();
+        let shape = match self.auto {
+            Some(_) => (self.longest(texts)?, texts.len().max(1)),
+            None => (0, 0),
+        };
+        if cut >= n {
+            // The plan (or the configured cut) runs everything here.
+            let t = Instant::now();
+            let e = self.session.embed(texts)?;
+            if let Some(a) = &mut self.auto {
+                a.observe_device(n, shape.0, shape.1, t.elapsed().as_secs_f64());
+            }
+            return Ok(SplitOutcome {
+                vectors: e.vectors,
                 fell_back: None,
-                sent_bytes,
-                round_trip: Some(rtt),
-            }),
+                sent_bytes: 0,
+                round_trip: None,
+                cut: n,
+                predicted_ms,
+            });
+        }
+        match self.split(texts, cut) {
+            Ok(s) => {
+                if let Some(a) = &mut self.auto {
+                    a.observe_device(cut, shape.0, shape.1, s.device.as_secs_f64());
+                    a.observe_split(
+                        cut,
+                        shape.0,
+                        shape.1,
+                        s.sent,
+                        s.received,
+                        s.rtt.as_secs_f64(),
+                        s.server.as_secs_f64(),
+                    );
+                }
+                Ok(SplitOutcome {
+                    vectors: s.vectors,
+                    fell_back: None,
+                    sent_bytes: s.sent,
+                    round_trip: Some(s.rtt),
+                    cut,
+                    predicted_ms,
+                })
+            }
             Err(reason) => {
                 self.conn = None;
                 let e = self.session.embed(texts)?;
@@ -182,8 +291,20 @@ impl<'s> SplitClient<'s> {
                     fell_back: Some(reason),
                     sent_bytes: 0,
                     round_trip: None,
+                    cut: n,
+                    predicted_ms,
                 })
             }
         }
     }
+}
+
+/// One split request's answer and measurements.
+struct Split {
+    vectors: Vec<Vec<f32>>,
+    sent: usize,
+    received: usize,
+    rtt: Duration,
+    server: Duration,
+    device: Duration,
 }

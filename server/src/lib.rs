@@ -3,12 +3,14 @@
 //! ([`shape`]) for tests and demos. The link may run over TLS ([`tls_server_config`],
 //! [`TlsClient`]).
 
+mod auto;
 mod client;
 mod serve;
 mod shaper;
 mod tls;
 
+pub use auto::{AutoCut, LinkEstimate};
 pub use client::{ClientConfig, SplitClient, SplitOutcome};
 pub use serve::{serve, serve_metrics, Metrics, ServeConfig};
-pub use shaper::{shape, Shape};
+pub use shaper::{shape, shape_controlled, Shape, ShapeControl};
 pub use tls::{server_config as tls_server_config, TlsClient};

@@ -229,6 +229,7 @@ async fn connection<S: AsyncRead + AsyncWrite + Unpin>(mut s: S, ctx: Arc<Ctx>) 
             Err(ReadError::Closed) | Err(ReadError::Timeout) => return,
         };
         let id = req.request_id;
+        let received = Instant::now();
         let (tx, rx) = oneshot::channel();
         let job = Job {
             req,
@@ -237,7 +238,10 @@ async fn connection<S: AsyncRead + AsyncWrite + Unpin>(mut s: S, ctx: Arc<Ctx>) 
         };
         let answer = match ctx.jobs.try_send(job) {
             Ok(()) => match rx.await {
-                Ok(Ok(r)) => Frame::Result(r),
+                Ok(Ok(mut r)) => {
+                    r.server_us = u32::try_from(received.elapsed().as_micros()).unwrap_or(u32::MAX);
+                    Frame::Result(r)
+                }
                 Ok(Err(msg)) => error(id, ErrorCode::BadRequest, msg),
                 Err(_) => error(id, ErrorCode::Unavailable, "the server is shutting down"),
             },
@@ -373,6 +377,7 @@ fn run_group(s: &Session, group: Vec<Job>, m: &Metrics) {
                     request_id: j.req.request_id,
                     rows: n as u16,
                     cols: res.cols,
+                    server_us: 0,
                     values,
                 };
                 let _ = j.reply.send(Ok(r));

@@ -205,6 +205,7 @@ pub fn decode_payload(ty: u8, p: &[u8], limits: &Limits) -> Result<Frame, WireEr
             let request_id = c.u64("result: request id")?;
             let rows = c.u16("result: rows")?;
             let cols = c.u32("result: cols")?;
+            let server_us = c.u32("result: server time")?;
             let n = (rows as u64)
                 .checked_mul(cols as u64)
                 .and_then(|n| n.checked_mul(4));
@@ -222,6 +223,7 @@ pub fn decode_payload(ty: u8, p: &[u8], limits: &Limits) -> Result<Frame, WireEr
                 request_id,
                 rows,
                 cols,
+                server_us,
                 values,
             })
         }
@@ -291,6 +293,7 @@ fn encode_payload(f: &Frame) -> Result<Vec<u8>, WireError> {
             p.extend_from_slice(&r.request_id.to_le_bytes());
             p.extend_from_slice(&r.rows.to_le_bytes());
             p.extend_from_slice(&r.cols.to_le_bytes());
+            p.extend_from_slice(&r.server_us.to_le_bytes());
             for v in &r.values {
                 p.extend_from_slice(&v.to_le_bytes());
             }

@@ -102,6 +102,9 @@ pub struct InferResult {
     pub rows: u16,
     /// Values per row.
     pub cols: u32,
+    /// Microseconds the server held the request, from reading it to answering (queue and
+    /// compute): with the round trip it measures, the client separates the link from the server.
+    pub server_us: u32,
     /// `rows * cols` values.
     pub values: Vec<f32>,
 }

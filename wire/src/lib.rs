@@ -24,7 +24,7 @@ pub use frame::{Activation, Encoding, ErrorCode, Frame, Hello, HelloOk, Infer, I
 /// Frame magic, the first four bytes of every frame.
 pub const MAGIC: [u8; 4] = *b"ECW1";
 /// Protocol version this crate speaks.
-pub const VERSION: u8 = 1;
+pub const VERSION: u8 = 2;
 /// Bytes of a frame header: magic, version, type, two reserved bytes, payload length (u64 LE).
 pub const HEADER_BYTES: usize = 16;
 

@@ -51,6 +51,7 @@ fn every_frame_type_round_trips() {
             request_id: 9,
             rows: 2,
             cols: 3,
+            server_us: 1234,
             values: vec![1.0, -2.5, 3.0, 0.0, 1e-3, 7.0],
         }),
         Frame::Error {

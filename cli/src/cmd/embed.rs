@@ -27,9 +27,16 @@ pub struct EmbedArgs {
     /// Split with `edgecut serve` at this address (host:port).
     #[arg(long)]
     server: Option<String>,
-    /// With --server: stages run on the device (K; 0 sends the token ids).
-    #[arg(long, default_value_t = 1)]
-    cut: usize,
+    /// With --server: stages run on the device (K; 0 sends the token ids), or `auto`: chosen
+    /// per request from --device-profile and --server-profile and the link as measured.
+    #[arg(long, default_value = "1")]
+    cut: String,
+    /// With --cut auto: this device's stage times (`edgecut profile -o`).
+    #[arg(long)]
+    device_profile: Option<std::path::PathBuf>,
+    /// With --cut auto: the server's stage times (`edgecut profile -o` on the server).
+    #[arg(long)]
+    server_profile: Option<std::path::PathBuf>,
     /// With --server: a file holding the access token.
     #[arg(long)]
     token_file: Option<std::path::PathBuf>,
@@ -158,10 +165,34 @@ fn split_embed(
         None => Vec::new(),
     };
     let token = String::from_utf8_lossy(&token).trim().as_bytes().to_vec();
+    let (cut, auto) = if a.cut == "auto" {
+        let load = |p: &Option<std::path::PathBuf>, flag: &str| -> anyhow::Result<_> {
+            let p = p
+                .as_ref()
+                .with_context(|| format!("--cut auto needs {flag}"))?;
+            let text =
+                std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
+            edgecut_partition::Profile::from_json(&text)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))
+        };
+        let (d, s) = (
+            load(&a.device_profile, "--device-profile")?,
+            load(&a.server_profile, "--server-profile")?,
+        );
+        let auto = edgecut_server::AutoCut::new(d, s, session.stage_count())
+            .map_err(anyhow::Error::msg)?;
+        (0, Some(auto))
+    } else {
+        let k = a
+            .cut
+            .parse()
+            .map_err(|_| anyhow::anyhow!("--cut {:?}: expected a stage count or auto", a.cut))?;
+        (k, None)
+    };
     let cfg = edgecut_server::ClientConfig {
         server: server.to_string(),
         token,
-        cut: a.cut,
+        cut,
         encoding,
         timeout: std::time::Duration::from_secs(30),
         tls: match &a.tls_ca {
@@ -174,17 +205,42 @@ fn split_embed(
                 Some(edgecut_server::TlsClient::new(ca, name).map_err(anyhow::Error::msg)?)
             }
         },
+        auto,
     };
     let mut client = edgecut_server::SplitClient::new(session, cfg);
-    let out = client.embed(texts)?;
-    match &out.fell_back {
-        Some(why) => eprintln!("split: fell back to the device: {why}"),
-        None => eprintln!(
-            "split: cut {}, {} bytes sent, round trip {:.1} ms",
-            a.cut,
-            out.sent_bytes,
-            out.round_trip.map_or(0.0, |d| d.as_secs_f64() * 1e3)
-        ),
+    // One request per batch, so --cut auto re-plans between them.
+    let mut vectors = Vec::with_capacity(texts.len());
+    for chunk in texts.chunks(a.model.batch_size.max(1)) {
+        let t = std::time::Instant::now();
+        let out = client.embed(chunk)?;
+        let ms = t.elapsed().as_secs_f64() * 1e3;
+        let predicted = out
+            .predicted_ms
+            .map_or(String::new(), |p| format!(", predicted {p:.1} ms"));
+        match &out.fell_back {
+            Some(why) => eprintln!("split: fell back to the device: {why}"),
+            None if out.cut >= session.stage_count() => {
+                eprintln!(
+                    "split: cut {} (all on the device), {ms:.1} ms{predicted}",
+                    out.cut
+                )
+            }
+            None => eprintln!(
+                "split: cut {}, {} bytes sent, round trip {:.1} ms, {ms:.1} ms{predicted}",
+                out.cut,
+                out.sent_bytes,
+                out.round_trip.map_or(0.0, |d| d.as_secs_f64() * 1e3)
+            ),
+        }
+        if let Some(e) = client.link_estimate() {
+            eprintln!(
+                "split: link estimate: round trip {:.1} ms, {:.2} Mbit/s, server overhead {:.1} ms",
+                e.rtt_s.unwrap_or(0.0) * 1e3,
+                e.bps.unwrap_or(0.0) / 1e6,
+                e.server_extra_ms.unwrap_or(0.0)
+            );
+        }
+        vectors.extend(out.vectors);
     }
-    Ok(out.vectors)
+    Ok(vectors)
 }

@@ -52,6 +52,9 @@ pub struct Tokenizer {
     byte_of: Option<HashMap<char, u8>>,
     /// Ids of special (control) tokens.
     special: HashSet<u32>,
+    /// Vocabulary size with added tokens, counted once: `tokenizers` counts it by building
+    /// the whole vocabulary as a map (milliseconds for 30k tokens) on every call.
+    vocab_size: usize,
 }
 
 impl std::fmt::Debug for Tokenizer {
@@ -115,11 +118,13 @@ impl Tokenizer {
             .filter(|(_, t)| t.special)
             .map(|(id, _)| id)
             .collect();
+        let vocab_size = inner.get_vocab_size(true);
         Ok(Tokenizer {
             inner,
             source,
             byte_of,
             special,
+            vocab_size,
         })
     }
 
@@ -130,7 +135,7 @@ impl Tokenizer {
 
     /// Vocabulary size, added tokens included.
     pub fn vocab_size(&self) -> usize {
-        self.inner.get_vocab_size(true)
+        self.vocab_size
     }
 
     /// Tokenizes `text` (with the model's special tokens when `special`), cut to at most
