@@ -233,11 +233,15 @@ fn split_embed(
             ),
         }
         if let Some(e) = client.link_estimate() {
+            let f = |v: Option<f64>, show: &dyn Fn(f64) -> String| {
+                v.map_or("not measured yet".to_string(), show)
+            };
             eprintln!(
-                "split: link estimate: round trip {:.1} ms, {:.2} Mbit/s, server overhead {:.1} ms",
-                e.rtt_s.unwrap_or(0.0) * 1e3,
-                e.bps.unwrap_or(0.0) / 1e6,
-                e.server_extra_ms.unwrap_or(0.0)
+                "split: measured: round trip {}, link {}, server overhead {}, device {}",
+                f(e.rtt_s, &|v| format!("{:.1} ms", v * 1e3)),
+                f(e.bps, &|v| format!("{:.2} Mbit/s", v / 1e6)),
+                f(e.server_extra_ms, &|v| format!("{v:.1} ms")),
+                f(e.device_scale, &|v| format!("{v:.2}x its profile")),
             );
         }
         vectors.extend(out.vectors);
