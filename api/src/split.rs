@@ -149,6 +149,9 @@ impl Session {
         }
         let values = decode_values(&a.data, a.encoding, batch * seq * want_width)
             .ok_or_else(|| bad("activation bytes do not match its shape"))?;
+        if values.iter().any(|v| !v.is_finite()) {
+            return Err(bad("the activation holds a NaN or an infinity"));
+        }
         let mut act = if cut == 0 {
             let vocab = self.tokenizer.vocab_size();
             let mut ids = Vec::with_capacity(batch);

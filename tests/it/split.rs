@@ -102,4 +102,12 @@ fn bad_requests_are_refused_by_the_server_part() {
         .unwrap_err()
         .to_string()
         .contains("vocabulary"));
+    // A NaN in an f32 activation.
+    let mut nan = s.run_device_part(&["hello"], 3, Encoding::F32, 1).unwrap();
+    nan.activation.data[4..8].copy_from_slice(&f32::NAN.to_le_bytes());
+    assert!(s
+        .run_server_part(&nan)
+        .unwrap_err()
+        .to_string()
+        .contains("NaN"));
 }
