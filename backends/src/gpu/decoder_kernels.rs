@@ -3,6 +3,8 @@
 
 use cubecl::prelude::*;
 
+use super::kernels::byte_i8;
+
 /// `out = x / sqrt(mean(x^2) + eps) * gamma`, each row of `dim`. One unit per row.
 #[cube(launch)]
 pub fn rms_norm(
@@ -89,9 +91,7 @@ pub fn gather_q8(
         let t = id / dim;
         let c = id % dim;
         let e = ids[t as usize] * dim + c;
-        let word = q[(e / 4u32) as usize];
-        let b = (word >> ((e % 4u32) * 8u32)) & 255u32;
-        let v = i32::cast_from(b) - i32::cast_from((b >> 7u32) * 256u32);
+        let v = byte_i8(q[(e / 4u32) as usize], e % 4u32);
         out[id as usize] = f32::cast_from(v) * d[(e / 32u32) as usize];
     }
 }

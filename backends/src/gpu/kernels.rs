@@ -21,7 +21,7 @@ const QW: u32 = QK / 4;
 
 /// Byte `i` (0..4) of `word` as a signed int8 value.
 #[cube]
-fn byte_i8(word: u32, i: u32) -> i32 {
+pub(crate) fn byte_i8(word: u32, i: u32) -> i32 {
     let b = (word >> (i * 8)) & 255u32;
     i32::cast_from(b) - i32::cast_from((b >> 7u32) * 256u32)
 }
