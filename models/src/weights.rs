@@ -73,6 +73,15 @@ pub fn vector(f: &GgufFile, name: &str, len: usize) -> Result<Vec<f32>> {
     Ok(v.to_f32())
 }
 
+/// Q8_0 weights repacked for `dev`'s CPU GEMM, where it has one. A GPU device uploads its own
+/// copy, so none is made beside it.
+fn pack_for(dev: &Device, q8: &[u8], n: usize, k: usize) -> Option<PackedQ8_0> {
+    if dev.is_gpu() {
+        return None;
+    }
+    dev.backend().pack(q8, n, k)
+}
+
 impl Matrix {
     /// Loads `{prefix}.weight` (`[n, k]`) and `{prefix}.bias` if present (or required), with
     /// Q8_0 weights repacked for `dev` where its backend has a GEMM layout.
@@ -113,15 +122,11 @@ impl Matrix {
             ),
             DType::F16 | DType::F32 => Store::F32(v.to_f32()),
         };
-        // A GPU device uploads its own copy: no CPU repacking beside it.
         let store = match &store {
-            Store::Mapped(_) | Store::Q8(_) if !dev.is_gpu() => {
-                let q8 = q8_bytes(&store, f);
-                match dev.backend().pack(q8, n, k) {
-                    Some(p) => Store::Packed(p, Box::new(store)),
-                    None => store,
-                }
-            }
+            Store::Mapped(_) | Store::Q8(_) => match pack_for(dev, q8_bytes(&store, f), n, k) {
+                Some(p) => Store::Packed(p, Box::new(store)),
+                None => store,
+            },
             _ => store,
         };
         let bname = format!("{prefix}.bias");
@@ -162,10 +167,7 @@ impl Matrix {
                 .iter()
                 .flat_map(|p| q8_bytes(&p.store, f).iter().copied())
                 .collect();
-            match (!dev.is_gpu())
-                .then(|| dev.backend().pack(&bytes, n, k))
-                .flatten()
-            {
+            match pack_for(dev, &bytes, n, k) {
                 Some(packed) => Store::Packed(packed, Box::new(Store::Q8(bytes))),
                 None => Store::Q8(bytes),
             }

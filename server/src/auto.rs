@@ -36,7 +36,8 @@ pub struct AutoCut {
 }
 
 impl AutoCut {
-    /// Both profiles, checked to be of one model with `stages` stages (`session.stage_count()`).
+    /// Both profiles, checked to be of one model (the planner checks that) with `stages`
+    /// stages (`session.stage_count()`).
     pub fn new(device: Profile, server: Profile, stages: usize) -> Result<AutoCut, String> {
         Planner::new(&device, Some(&server)).map_err(|e| e.to_string())?;
         let n = device.graph.stages.len();
@@ -44,9 +45,6 @@ impl AutoCut {
             return Err(format!(
                 "the profiles have {n} stages, the model {stages}: profile this model"
             ));
-        }
-        if device.model_id != server.model_id {
-            return Err("the device and server profiles are of different models".into());
         }
         Ok(AutoCut {
             device,
@@ -124,16 +122,23 @@ impl AutoState {
         }
     }
 
-    /// The predicted latency of every cut `K = 0..=stages` for `batch` texts of `seq` tokens.
-    pub(crate) fn predict_all(&self, seq: usize, batch: usize) -> Vec<Breakdown> {
+    /// The profiles' prediction (nothing measured applied) for the first `k` stages on the
+    /// device.
+    fn profiled(&self, k: usize, sc: &Scenario) -> Breakdown {
         let planner = Planner::new(&self.cfg.device, Some(&self.cfg.server))
             .expect("checked in AutoCut::new");
+        let n = self.stages();
+        let cut: Vec<bool> = (0..n).map(|i| i < k).collect();
+        planner.evaluate(&cut, sc)
+    }
+
+    /// The predicted latency of every cut `K = 0..=stages` for `batch` texts of `seq` tokens.
+    pub(crate) fn predict_all(&self, seq: usize, batch: usize) -> Vec<Breakdown> {
         let sc = self.scenario(seq, batch);
         let n = self.stages();
         (0..=n)
             .map(|k| {
-                let cut: Vec<bool> = (0..n).map(|i| i < k).collect();
-                let mut b = planner.evaluate(&cut, &sc);
+                let mut b = self.profiled(k, &sc);
                 let scale = self.est.device_scale.unwrap_or(1.0);
                 b.latency_ms += b.device_ms * (scale - 1.0);
                 b.device_ms *= scale;
@@ -181,12 +186,12 @@ impl AutoState {
     /// Takes the time the device spent on its stages (`k` of them, `k = stages`: the whole
     /// run), against its profile. Runs the profile puts under 2 ms are too short to tell.
     pub(crate) fn observe_device(&mut self, k: usize, seq: usize, batch: usize, secs: f64) {
-        let n = self.stages();
-        let planner = Planner::new(&self.cfg.device, Some(&self.cfg.server))
-            .expect("checked in AutoCut::new");
-        let cut: Vec<bool> = (0..n).map(|i| i < k.min(n)).collect();
-        let predicted = planner.evaluate(&cut, &self.scenario(seq, batch)).device_ms;
-        if self.cfg.calibrate_device && predicted >= 2.0 && secs > 0.0 {
+        if !self.cfg.calibrate_device {
+            return;
+        }
+        let k = k.min(self.stages());
+        let predicted = self.profiled(k, &self.scenario(seq, batch)).device_ms;
+        if predicted >= 2.0 && secs > 0.0 {
             let log = smooth(
                 self.est.device_scale.map(f64::ln),
                 (secs * 1e3 / predicted).ln(),
@@ -217,10 +222,7 @@ impl AutoState {
         if k >= n {
             return;
         }
-        let planner = Planner::new(&self.cfg.device, Some(&self.cfg.server))
-            .expect("checked in AutoCut::new");
-        let cut: Vec<bool> = (0..n).map(|i| i < k).collect();
-        let predicted_server = planner.evaluate(&cut, &self.scenario(seq, batch)).server_ms;
+        let predicted_server = self.profiled(k, &self.scenario(seq, batch)).server_ms;
         self.est.server_extra_ms =
             smooth(self.est.server_extra_ms, server_s * 1e3 - predicted_server);
         let bare = self.est.rtt_s.unwrap_or(0.0);

@@ -205,32 +205,36 @@ impl<'s> SplitClient<'s> {
     /// Embeds `texts`, split at the configured cut, or entirely on the device when splitting
     /// fails (the outcome says why). A failed connection is dropped and retried next call.
     pub fn embed(&mut self, texts: &[&str]) -> edgecut::Result<SplitOutcome> {
-        let (cut, predicted_ms) = match self.auto.is_some() {
-            false => (self.cfg.cut, None),
-            true => {
-                let seq = self.longest(texts)?;
-                let a = self.auto.as_mut().expect("checked");
-                let (k, ms) = a.choose(seq, texts.len().max(1));
+        let shape = self.shape(texts)?;
+        let (cut, predicted_ms) = match (&mut self.auto, shape) {
+            (Some(a), Some((seq, batch))) => {
+                let (k, ms) = a.choose(seq, batch);
                 (k, Some(ms))
             }
+            _ => (self.cfg.cut, None),
         };
-        self.run_at(texts, cut, predicted_ms)
+        self.run_at(texts, cut, predicted_ms, shape)
     }
 
     /// Embeds `texts` split at `cut` whatever the configuration says (with `--cut auto`, the
     /// request's measurements still update the link estimate): for calibration and
     /// measurement.
     pub fn embed_at(&mut self, texts: &[&str], cut: usize) -> edgecut::Result<SplitOutcome> {
-        self.run_at(texts, cut, None)
+        let shape = self.shape(texts)?;
+        self.run_at(texts, cut, None, shape)
     }
 
-    /// Tokens of the longest of `texts`.
-    fn longest(&self, texts: &[&str]) -> edgecut::Result<usize> {
+    /// With `--cut auto`: the request's shape for the planner, `(tokens of the longest text,
+    /// texts)`; `None` otherwise (nothing is tokenized for it then).
+    fn shape(&self, texts: &[&str]) -> edgecut::Result<Option<(usize, usize)>> {
+        if self.auto.is_none() {
+            return Ok(None);
+        }
         let mut seq = 1;
         for t in texts {
             seq = seq.max(self.session.tokenize(t)?.len());
         }
-        Ok(seq)
+        Ok(Some((seq, texts.len().max(1))))
     }
 
     fn run_at(
@@ -238,18 +242,15 @@ impl<'s> SplitClient<'s> {
         texts: &[&str],
         cut: usize,
         predicted_ms: Option<f64>,
+        shape: Option<(usize, usize)>,
     ) -> edgecut::Result<SplitOutcome> {
         let n = self.session.stage_count();
-        let shape = match self.auto {
-            Some(_) => (self.longest(texts)?, texts.len().max(1)),
-            None => (0, 0),
-        };
         if cut >= n {
             // The plan (or the configured cut) runs everything here.
             let t = Instant::now();
             let e = self.session.embed(texts)?;
-            if let Some(a) = &mut self.auto {
-                a.observe_device(n, shape.0, shape.1, t.elapsed().as_secs_f64());
+            if let (Some(a), Some((seq, batch))) = (&mut self.auto, shape) {
+                a.observe_device(n, seq, batch, t.elapsed().as_secs_f64());
             }
             return Ok(SplitOutcome {
                 vectors: e.vectors,
@@ -262,12 +263,12 @@ impl<'s> SplitClient<'s> {
         }
         match self.split(texts, cut) {
             Ok(s) => {
-                if let Some(a) = &mut self.auto {
-                    a.observe_device(cut, shape.0, shape.1, s.device.as_secs_f64());
+                if let (Some(a), Some((seq, batch))) = (&mut self.auto, shape) {
+                    a.observe_device(cut, seq, batch, s.device.as_secs_f64());
                     a.observe_split(
                         cut,
-                        shape.0,
-                        shape.1,
+                        seq,
+                        batch,
                         s.sent,
                         s.received,
                         s.rtt.as_secs_f64(),

@@ -108,8 +108,8 @@ pub fn row_outliers(
 
 /// Quantizes `x` (`rows` of `k`) to int8 per block of 32 values with an f32 scale each
 /// (`amax / 127`, rounding half away from zero), packed four to a word into `q`, scales into
-/// `d`. Values whose magnitude exceeds their row's `thr` are outliers and count as zero. One
-/// unit per block.
+/// `d`. With `outliers` 1, values whose magnitude exceeds their row's `thr` are outliers and
+/// count as zero. One unit per block.
 #[cube(launch)]
 pub fn quantize_blocks(
     x: &Array<f32>,
@@ -118,13 +118,18 @@ pub fn quantize_blocks(
     d: &mut Array<f32>,
     rows: u32,
     k: u32,
+    outliers: u32,
 ) {
     let nb = k / QK;
     let id = ABSOLUTE_POS as u32;
     if id < rows * nb {
         let r = id / nb;
         let b = id % nb;
-        let t = thr[r as usize];
+        // Without outliers (`outliers` 0) `thr` is not read: every value counts.
+        let mut t = 3.4e38f32;
+        if outliers == 1u32 {
+            t = thr[r as usize];
+        }
         let base = r * k + b * QK;
         let mut amax = 0.0f32;
         for i in 0..QK {
@@ -239,7 +244,11 @@ pub fn matmul_q8(
         sync_cube();
     }
     if i < m && j < n {
-        let cnt = ocount[i as usize];
+        // `cap` 0: no outliers were looked for, and `ocount` is not read.
+        let mut cnt = 0u32;
+        if cap > 0u32 {
+            cnt = ocount[i as usize];
+        }
         for o in 0..cnt {
             let slot = (i * cap + o) as usize;
             let c = ocols[slot];

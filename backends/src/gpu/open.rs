@@ -31,10 +31,12 @@ impl fmt::Display for GpuKind {
 /// A runtime client, its adapter name, and whether the adapter is software and discrete.
 type Opened = (Runtime, String, bool, bool);
 
-/// Clients opened so far: a runtime's client is made once per process.
-fn opened() -> &'static Mutex<HashMap<(GpuKind, bool), Opened>> {
-    static OPENED: std::sync::OnceLock<Mutex<HashMap<(GpuKind, bool), Opened>>> =
-        std::sync::OnceLock::new();
+/// What opening each runtime gave: a client is made once per process, and a runtime that is
+/// missing is looked for once (`--device auto` asks on every session it opens).
+type Tried = HashMap<(GpuKind, bool), Result<Opened, String>>;
+
+fn opened() -> &'static Mutex<Tried> {
+    static OPENED: std::sync::OnceLock<Mutex<Tried>> = std::sync::OnceLock::new();
     OPENED.get_or_init(Default::default)
 }
 
@@ -53,17 +55,13 @@ impl GpuBackend {
     pub fn open(kind: GpuKind, allow_software: bool, cpu: CpuBackend) -> Result<Self, String> {
         let key = (kind, allow_software);
         let mut cache = opened().lock().unwrap_or_else(|e| e.into_inner());
-        let (rt, name, software, discrete) = match cache.get(&key) {
-            Some(o) => o.clone(),
-            None => {
-                let o = match kind {
-                    GpuKind::Wgpu => open_wgpu(allow_software)?,
-                    GpuKind::Cuda => open_cuda()?,
-                };
-                cache.insert(key, o.clone());
-                o
-            }
-        };
+        let (rt, name, software, discrete) = cache
+            .entry(key)
+            .or_insert_with(|| match kind {
+                GpuKind::Wgpu => open_wgpu(allow_software),
+                GpuKind::Cuda => open_cuda(),
+            })
+            .clone()?;
         Ok(GpuBackend {
             rt,
             kind,

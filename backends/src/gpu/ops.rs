@@ -166,12 +166,8 @@ impl<R: Runtime> Gpu<R> {
             );
             (thr, cols, vals, count)
         } else {
-            (
-                self.upload_f32(&vec![f32::MAX; rows]),
-                self.empty(1),
-                self.empty(1),
-                self.upload_u32(&vec![0; rows]),
-            )
+            // Not read by the kernels when `cap` is 0.
+            (self.empty(1), self.empty(1), self.empty(1), self.empty(1))
         };
         let (xq, xd) = (self.empty(rows * k / 4), self.empty(rows * k / QK));
         let (cc, cd) = grid_1d(rows * k / QK)?;
@@ -185,6 +181,7 @@ impl<R: Runtime> Gpu<R> {
             array(&xd),
             m32,
             k32,
+            u32::from(cap > 0),
         );
         let tile = kernels::TILE as usize;
         let (gx, gy) = (n.div_ceil(tile), rows.div_ceil(tile));
