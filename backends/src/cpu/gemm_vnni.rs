@@ -38,7 +38,19 @@ pub unsafe fn panel<const R: usize>(
     for b in 0..kb {
         let at = p * kb + b;
         let wp = w.data[at * PANEL_BLOCK_BYTES..(at + 1) * PANEL_BLOCK_BYTES].as_ptr();
-        let mut iacc = [[_mm512_setzero_si512(); 2]; R];
+        // SAFETY: `at * 32 + 32` is within `scales` and `sums` (one entry per panel column).
+        let (s0, s1, c0, c1) = unsafe {
+            let sp = w.scales.as_ptr().add(at * PANEL);
+            let cp = w.sums.as_ptr().add(at * PANEL);
+            (
+                _mm512_loadu_ps(sp),
+                _mm512_loadu_ps(sp.add(16)),
+                _mm512_loadu_si512(cp as *const __m512i),
+                _mm512_loadu_si512(cp.add(16) as *const __m512i),
+            )
+        };
+        // Each block's sums start at -128 * sum(w), which cancels the activations' +128 offset.
+        let mut iacc = [[c0, c1]; R];
         for g in 0..QK / 4 {
             // SAFETY: g < 8, so both 64-byte loads are inside this panel block's 1024 bytes.
             let (w0, w1) = unsafe {
@@ -57,22 +69,11 @@ pub unsafe fn panel<const R: usize>(
                 iacc[r][1] = _mm512_dpbusd_epi32(iacc[r][1], xb, w1);
             }
         }
-        // SAFETY: `at * 32 + 32` is within `scales` and `sums` (one entry per panel column).
-        let (s0, s1, c0, c1) = unsafe {
-            let sp = w.scales.as_ptr().add(at * PANEL);
-            let cp = w.sums.as_ptr().add(at * PANEL);
-            (
-                _mm512_loadu_ps(sp),
-                _mm512_loadu_ps(sp.add(16)),
-                _mm512_loadu_si512(cp as *const __m512i),
-                _mm512_loadu_si512(cp.add(16) as *const __m512i),
-            )
-        };
         for r in 0..R {
             // SAFETY: b < kb, and the assert above checked `xd[r]` holds kb scales.
             let dx = _mm512_set1_ps(unsafe { *xd[r].get_unchecked(b) });
-            let f0 = _mm512_cvtepi32_ps(_mm512_sub_epi32(iacc[r][0], c0));
-            let f1 = _mm512_cvtepi32_ps(_mm512_sub_epi32(iacc[r][1], c1));
+            let f0 = _mm512_cvtepi32_ps(iacc[r][0]);
+            let f1 = _mm512_cvtepi32_ps(iacc[r][1]);
             acc[r][0] = _mm512_fmadd_ps(f0, _mm512_mul_ps(s0, dx), acc[r][0]);
             acc[r][1] = _mm512_fmadd_ps(f1, _mm512_mul_ps(s1, dx), acc[r][1]);
         }

@@ -50,7 +50,8 @@ pub fn exp_approx(x: f32) -> f32 {
     // Round to nearest by adding and subtracting 1.5 * 2^23 (exact for |v| < 2^22): no libm
     // `roundf` call, which the baseline x86-64 target would make.
     const MAGIC: f32 = 12_582_912.0;
-    let n = (x * std::f32::consts::LOG2_E + MAGIC) - MAGIC;
+    let t = x * std::f32::consts::LOG2_E + MAGIC;
+    let n = t - MAGIC;
     let r = x - n * 0.693_145_75 - n * 1.428_606_8e-6;
     let mut p = 1.0 / 720.0;
     p = p * r + 1.0 / 120.0;
@@ -59,7 +60,10 @@ pub fn exp_approx(x: f32) -> f32 {
     p = p * r + 0.5;
     p = p * r + 1.0;
     p = p * r + 1.0;
-    p * f32::from_bits(((n as i32 + 127) as u32) << 23)
+    // 2^n from t's bits, which are MAGIC's plus n in the low mantissa bits (|n| <= 127): integer
+    // arithmetic, where `n as i32` (a saturating conversion) would not vectorise.
+    let biased = t.to_bits().wrapping_sub(MAGIC.to_bits()).wrapping_add(127);
+    p * f32::from_bits(biased << 23)
 }
 
 multiversion! {

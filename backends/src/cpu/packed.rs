@@ -4,8 +4,9 @@
 //! panel and each 32-value block of `k`, 1024 bytes hold the int8 weights ordered
 //! `[group of 4 k-values][32 columns][4 bytes]`, so one 64-byte load gives 16 columns' next four
 //! weights, ready for `vpdpbusd`. Beside them, per panel and block: the 32 columns' f32 scales,
-//! and `128 * sum(w)` per column, which removes the +128 offset that turns int8 activations into
-//! the unsigned bytes `vpdpbusd` multiplies.
+//! and `-128 * sum(w)` per column, the value each block's int32 accumulator starts from, which
+//! removes the +128 offset that turns int8 activations into the unsigned bytes `vpdpbusd`
+//! multiplies (no subtraction after the products).
 //!
 //! Cost: the packed copy takes 32/34 of the Q8_0 bytes plus 8 bytes of scales and sums per 32
 //! weights (about 1.2x the Q8_0 size in all), and the mapped Q8_0 pages are no longer read.
@@ -29,6 +30,7 @@ pub struct PackedQ8_0 {
     pub(crate) panels: usize,
     pub(crate) data: Vec<u8>,
     pub(crate) scales: Vec<f32>,
+    /// `-128 * sum(w)` per panel, block and column: the int32 accumulators' start.
     pub(crate) sums: Vec<i32>,
     /// Columns of `W` dequantized to f32 on first use as an outlier column (`n` values each).
     /// A model's outlier channels recur from input to input, so few are ever made.
@@ -60,7 +62,7 @@ impl PackedQ8_0 {
                     data[base + g * PANEL * 4 + col * 4 + lane] = q;
                     sum += q as i8 as i32;
                 }
-                sums[at] = 128 * sum;
+                sums[at] = -128 * sum;
             }
         }
         let columns = (0..k).map(|_| OnceLock::new()).collect();
