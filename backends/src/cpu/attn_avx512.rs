@@ -1,32 +1,101 @@
-//! Attention for one head of size 32 with AVX-512: four query rows at a time, scores over
-//! chunks of 16 keys in registers (keys transposed), and `P V` with the four output rows in
-//! eight registers. The softmax between them is the caller's (multiversioned) code.
+//! Attention for one head of 32 values with AVX-512, eight query rows at a time: scores against
+//! the head's keys transposed (16 keys per register, 32 keys per pass: 16 accumulators), the
+//! softmax in registers (exponentials and their sums in 16 lanes, no normalisation pass: the
+//! output rows are scaled instead), then `P V` with the eight output rows in 16 registers.
 
 use std::arch::x86_64::*;
 
 /// Query rows per block.
-const QB: usize = 4;
+const QB: usize = 8;
 /// Head size this kernel is written for.
 pub const HD: usize = 32;
 
-/// Whether this CPU can run [`head32`].
+/// Whether this CPU can run [`head`].
 pub fn available() -> bool {
     is_x86_feature_detected!("avx512f")
 }
 
-/// Scores of rows `q` (`QB` rows of [`HD`] values, already scaled) against the keys in `kt`
-/// (`[HD][nkp]`, keys transposed, `nkp` a multiple of 16, padding zero) into `scores`
-/// (`QB * nkp`).
+/// A thread's buffers for [`head`]: the keys transposed and a block of scores.
+#[derive(Default)]
+pub struct Buffers {
+    kt: Vec<f32>,
+    scores: Vec<f32>,
+}
+
+/// One head's attention over one sequence of `seq` tokens.
+///
+/// `q`, `k` and `v` start at this head's first value of the sequence's first row; row `i` is
+/// `stride` floats after row `i - 1`. `keep` lists the key positions that are real tokens
+/// (ascending, each below `seq`). `scale` multiplies every score (`1 / sqrt(HD)`). Row `i`'s
+/// output is handed to `out(i, row)`; with no real key it is zero.
 ///
 /// # Safety
-/// [`available`] is true.
-// `d` indexes the key rows and every query row at once; an iterator would hide that.
-#[allow(clippy::needless_range_loop)]
+/// [`available`] is true. (Slice lengths and positions are checked here.)
 #[target_feature(enable = "avx512f")]
-pub unsafe fn scores32(q: &[[f32; HD]; QB], kt: &[f32], nkp: usize, scores: &mut [f32]) {
+#[allow(clippy::too_many_arguments)]
+pub unsafe fn head(
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    stride: usize,
+    seq: usize,
+    keep: &[usize],
+    scale: f32,
+    buf: &mut Buffers,
+    out: &mut dyn FnMut(usize, &[f32; HD]),
+) {
+    if seq == 0 {
+        return;
+    }
+    let need = (seq - 1) * stride + HD;
+    assert!(stride >= HD && q.len() >= need && k.len() >= need && v.len() >= need);
+    assert!(keep.iter().all(|&j| j < seq));
+    let nk = keep.len();
+    let nkp = nk.next_multiple_of(16).max(16);
+    buf.kt.clear();
+    buf.kt.resize(HD * nkp, 0.0);
+    buf.scores.resize(QB * nkp, 0.0);
+    let ktp = buf.kt.as_mut_ptr();
+    for (jj, &j) in keep.iter().enumerate() {
+        let src = &k[j * stride..j * stride + HD];
+        for (d, &x) in src.iter().enumerate() {
+            // SAFETY: d < HD and jj < nk <= nkp, inside the HD * nkp floats of `kt`.
+            unsafe { *ktp.add(d * nkp + jj) = x };
+        }
+    }
+    let mut i0 = 0;
+    while i0 < seq {
+        let rows = (seq - i0).min(QB);
+        let mut qs = [[0f32; HD]; QB];
+        for (r, qr) in qs.iter_mut().enumerate().take(rows) {
+            let at = (i0 + r) * stride;
+            qr.iter_mut()
+                .zip(&q[at..at + HD])
+                .for_each(|(o, x)| *o = x * scale);
+        }
+        let mut o = [[0f32; HD]; QB];
+        if nk > 0 {
+            // SAFETY: the buffers were sized above (`kt`: HD * nkp, `scores`: QB * nkp), and
+            // every kept position's value row lies in `v` (checked above).
+            unsafe {
+                scores(&qs, &buf.kt, nkp, &mut buf.scores);
+                let inv = softmax(&mut buf.scores, nkp, nk);
+                pv(&buf.scores, nkp, v, stride, keep, &inv, &mut o);
+            }
+        }
+        for (r, row) in o.iter().enumerate().take(rows) {
+            out(i0 + r, row);
+        }
+        i0 += rows;
+    }
+}
+
+/// `scores[r][j] = q[r] . kt[.][j]` for the `QB` rows and all `nkp` (a multiple of 16) keys.
+#[target_feature(enable = "avx512f")]
+#[allow(clippy::needless_range_loop)] // `d` indexes the key rows and every query row at once
+unsafe fn scores(q: &[[f32; HD]; QB], kt: &[f32], nkp: usize, scores: &mut [f32]) {
     assert!(kt.len() == HD * nkp && nkp.is_multiple_of(16) && scores.len() == QB * nkp);
     let (ktp, sp) = (kt.as_ptr(), scores.as_mut_ptr());
-    // Two chunks of 16 keys at a time: eight independent accumulators hide the FMA latency.
     let mut jc = 0;
     while jc + 32 <= nkp {
         let mut acc = [[_mm512_setzero_ps(); 2]; QB];
@@ -69,35 +138,109 @@ pub unsafe fn scores32(q: &[[f32; HD]; QB], kt: &[f32], nkp: usize, scores: &mut
     }
 }
 
-/// `out[r] = sum_j p[r][j] * v[j]` for `QB` rows of probabilities (`p`: `QB * nkp`, the first
-/// `nk` of each row used) and values `vh` (`[nk][HD]`).
-///
-/// # Safety
-/// [`available`] is true.
+/// `e^x` in 16 lanes: the same range reduction and polynomial as
+/// [`exp_approx`](super::nn::exp_approx).
+#[inline]
 #[target_feature(enable = "avx512f")]
-pub unsafe fn pv32(p: &[f32], nkp: usize, vh: &[f32], nk: usize, out: &mut [[f32; HD]; QB]) {
-    assert!(vh.len() == nk * HD && nk <= nkp && p.len() == QB * nkp);
-    let vhp = vh.as_ptr();
-    let mut o = [[_mm512_setzero_ps(); 2]; QB];
-    for j in 0..nk {
-        // SAFETY: j < nk, so both 16-float halves of value row j lie in `vh`.
+fn exp16(x: __m512) -> __m512 {
+    const MAGIC: f32 = 12_582_912.0;
+    let x = _mm512_min_ps(
+        _mm512_max_ps(x, _mm512_set1_ps(-87.0)),
+        _mm512_set1_ps(88.0),
+    );
+    let t = _mm512_fmadd_ps(
+        x,
+        _mm512_set1_ps(std::f32::consts::LOG2_E),
+        _mm512_set1_ps(MAGIC),
+    );
+    let n = _mm512_sub_ps(t, _mm512_set1_ps(MAGIC));
+    let r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693_145_75), x);
+    let r = _mm512_fnmadd_ps(n, _mm512_set1_ps(1.428_606_8e-6), r);
+    let mut p = _mm512_set1_ps(1.0 / 720.0);
+    for c in [1.0 / 120.0, 1.0 / 24.0, 1.0 / 6.0, 0.5, 1.0, 1.0] {
+        p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(c));
+    }
+    // 2^n: t's low mantissa bits hold n; rebias them as an exponent.
+    let bias = MAGIC.to_bits() as i32 - 127;
+    let e = _mm512_slli_epi32::<23>(_mm512_sub_epi32(
+        _mm512_castps_si512(t),
+        _mm512_set1_epi32(bias),
+    ));
+    _mm512_mul_ps(p, _mm512_castsi512_ps(e))
+}
+
+/// Replaces the first `nk` scores of each of the `QB` rows (`nkp` apart) by `e^(s - max)`, the
+/// rest by zero, and returns each row's `1 / sum`.
+#[target_feature(enable = "avx512f")]
+unsafe fn softmax(scores: &mut [f32], nkp: usize, nk: usize) -> [f32; QB] {
+    assert!(scores.len() == QB * nkp && nk <= nkp && nk > 0 && nkp.is_multiple_of(16));
+    let mut inv = [0f32; QB];
+    let tail = nk % 16;
+    let chunks = nk.div_ceil(16);
+    let last: __mmask16 = if tail == 0 { 0xffff } else { (1 << tail) - 1 };
+    for (r, inv) in inv.iter_mut().enumerate() {
+        // SAFETY: row r's nkp floats lie in `scores` (asserted), and chunks * 16 <= nkp.
+        let sp = unsafe { scores.as_mut_ptr().add(r * nkp) };
+        let mut mx = _mm512_set1_ps(f32::NEG_INFINITY);
+        for c in 0..chunks {
+            let m = if c + 1 == chunks { last } else { 0xffff };
+            // SAFETY: as above.
+            let x = unsafe { _mm512_mask_loadu_ps(mx, m, sp.add(c * 16)) };
+            mx = _mm512_max_ps(mx, x);
+        }
+        let mx = _mm512_set1_ps(_mm512_reduce_max_ps(mx));
+        let mut sum = _mm512_setzero_ps();
+        for c in 0..chunks {
+            let m = if c + 1 == chunks { last } else { 0xffff };
+            // SAFETY: as above.
+            unsafe {
+                let x = _mm512_loadu_ps(sp.add(c * 16));
+                let e = _mm512_maskz_mov_ps(m, exp16(_mm512_sub_ps(x, mx)));
+                _mm512_storeu_ps(sp.add(c * 16), e);
+                sum = _mm512_add_ps(sum, e);
+            }
+        }
+        *inv = 1.0 / _mm512_reduce_add_ps(sum);
+    }
+    inv
+}
+
+/// `o[r] = inv[r] * sum_j p[r][j] v[keep[j]]` for the `QB` rows of `p` (`nkp` apart).
+#[target_feature(enable = "avx512f")]
+unsafe fn pv(
+    p: &[f32],
+    nkp: usize,
+    v: &[f32],
+    stride: usize,
+    keep: &[usize],
+    inv: &[f32; QB],
+    o: &mut [[f32; HD]; QB],
+) {
+    let nk = keep.len();
+    assert!(p.len() == QB * nkp && nk <= nkp);
+    let (pp, vp) = (p.as_ptr(), v.as_ptr());
+    let mut acc = [[_mm512_setzero_ps(); 2]; QB];
+    for (j, &at) in keep.iter().enumerate() {
+        // SAFETY: the caller checked that every kept position's HD values lie in `v`.
         let (v0, v1) = unsafe {
             (
-                _mm512_loadu_ps(vhp.add(j * HD)),
-                _mm512_loadu_ps(vhp.add(j * HD + 16)),
+                _mm512_loadu_ps(vp.add(at * stride)),
+                _mm512_loadu_ps(vp.add(at * stride + 16)),
             )
         };
-        for r in 0..QB {
-            let pr = _mm512_set1_ps(p[r * nkp + j]);
-            o[r][0] = _mm512_fmadd_ps(pr, v0, o[r][0]);
-            o[r][1] = _mm512_fmadd_ps(pr, v1, o[r][1]);
+        for (r, a) in acc.iter_mut().enumerate() {
+            // SAFETY: r < QB and j < nk <= nkp, inside `p`.
+            let pr = _mm512_set1_ps(unsafe { *pp.add(r * nkp + j) });
+            a[0] = _mm512_fmadd_ps(pr, v0, a[0]);
+            a[1] = _mm512_fmadd_ps(pr, v1, a[1]);
         }
     }
-    for r in 0..QB {
+    for ((a, o), &s) in acc.iter().zip(o.iter_mut()).zip(inv) {
+        let s = _mm512_set1_ps(s);
         // SAFETY: each output row holds HD = 32 floats.
         unsafe {
-            _mm512_storeu_ps(out[r].as_mut_ptr(), o[r][0]);
-            _mm512_storeu_ps(out[r].as_mut_ptr().add(16), o[r][1]);
+            _mm512_storeu_ps(o.as_mut_ptr(), _mm512_mul_ps(a[0], s));
+            _mm512_storeu_ps(o.as_mut_ptr().add(16), _mm512_mul_ps(a[1], s));
         }
     }
 }

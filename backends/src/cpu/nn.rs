@@ -244,124 +244,47 @@ pub(super) fn softmax_row(s: &mut [f32]) {
     s.iter_mut().for_each(|v| *v *= inv);
 }
 
-/// [`attend_head`] for heads of 32 with the AVX-512 kernel, four query rows at a time.
+/// [`attend_head`] for heads of 32 with the AVX-512 kernel.
 #[cfg(target_arch = "x86_64")]
-#[inline(always)]
 fn attend_head32(a: &Attention<'_>, b: usize, h: usize, outp: &SharedMut<f32>) {
-    use super::attn_avx512::HD;
-    let col = h * HD;
+    use super::attn_avx512::{head, HD};
+    let hidden = a.heads * HD;
+    let seq = a.seq;
+    let (col, row0) = (h * HD, b * seq);
     let scale = 1.0 / (HD as f32).sqrt();
-    with_scratch(
-        &HEAD32,
-        |Head32 {
-             keep,
-             kt,
-             vh,
-             scores,
-         }| {
-            head32(a, b, col, scale, keep, kt, vh, scores, outp);
-        },
-    )
-}
-
-#[cfg(target_arch = "x86_64")]
-multiversion! {
-    /// [`attend_head32`] with its buffers (multiversioned here: the thread-local's closure is a
-    /// function of its own, which would otherwise be compiled for the baseline CPU).
-    #[allow(clippy::too_many_arguments)]
-    fn head32(
-        a: &Attention<'_>,
-        b: usize,
-        col: usize,
-        scale: f32,
-        keep: &mut Vec<usize>,
-        kt: &mut Vec<f32>,
-        vh: &mut Vec<f32>,
-        scores: &mut Vec<f32>,
-        outp: &SharedMut<f32>,
-    ) {
-        use super::attn_avx512::HD;
-        const QB: usize = 4;
-        let seq = a.seq;
+    with_scratch(&HEAD32, |Head32 { keep, buffers }| {
         keep.clear();
-        keep.extend((0..seq).filter(|&j| a.mask[b * seq + j] != 0));
-        let nk = keep.len();
-        let nkp = nk.next_multiple_of(16).max(16);
-        kt.clear();
-        kt.resize(HD * nkp, 0.0);
-        vh.resize(nk * HD, 0.0);
-        for (jj, &j) in keep.iter().enumerate() {
-            let at = (b * seq + j) * a.stride + col;
-            for d in 0..HD {
-                kt[d * nkp + jj] = a.k[at + d];
-            }
-            vh[jj * HD..(jj + 1) * HD].copy_from_slice(&a.v[at..at + HD]);
+        keep.extend((0..seq).filter(|&j| a.mask[row0 + j] != 0));
+        let first = row0 * a.stride + col;
+        // SAFETY: the caller checked AVX-512F; `head` checks the slices against `seq` rows.
+        unsafe {
+            head(
+                &a.q[first..],
+                &a.k[first..],
+                &a.v[first..],
+                a.stride,
+                seq,
+                keep,
+                scale,
+                buffers,
+                &mut |i, o| {
+                    // SAFETY: task (b, h) writes only rows of sequence b, columns of head h.
+                    outp.slice((row0 + i) * hidden + col, HD).copy_from_slice(o)
+                },
+            )
         }
-        scores.resize(QB * nkp, 0.0);
-        head32_rows(a, b, col, scale, nk, nkp, kt, vh, scores, outp);
-    }
+    })
 }
 
-/// Per-thread buffers of [`attend_head32`]: the kept key positions, the keys transposed, the
-/// values and a block of scores.
+/// Per-thread buffers of [`attend_head32`]: the kept key positions and the kernel's buffers.
 #[cfg(target_arch = "x86_64")]
 #[derive(Default)]
 struct Head32 {
     keep: Vec<usize>,
-    kt: Vec<f32>,
-    vh: Vec<f32>,
-    scores: Vec<f32>,
+    buffers: super::attn_avx512::Buffers,
 }
 
 #[cfg(target_arch = "x86_64")]
 thread_local! {
     static HEAD32: std::cell::RefCell<Head32> = std::cell::RefCell::new(Head32::default());
-}
-
-/// The query rows of [`attend_head32`], four at a time.
-#[cfg(target_arch = "x86_64")]
-#[allow(clippy::too_many_arguments)]
-#[inline(always)]
-fn head32_rows(
-    a: &Attention<'_>,
-    b: usize,
-    col: usize,
-    scale: f32,
-    nk: usize,
-    nkp: usize,
-    kt: &[f32],
-    vh: &[f32],
-    scores: &mut [f32],
-    outp: &SharedMut<f32>,
-) {
-    use super::attn_avx512::{pv32, scores32, HD};
-    const QB: usize = 4;
-    let hidden = a.heads * HD;
-    let seq = a.seq;
-    let mut i0 = 0;
-    while i0 < seq {
-        let rows = (seq - i0).min(QB);
-        let mut q = [[0f32; HD]; QB];
-        for (r, qr) in q.iter_mut().enumerate().take(rows) {
-            let at = (b * seq + i0 + r) * a.stride + col;
-            qr.iter_mut()
-                .zip(&a.q[at..at + HD])
-                .for_each(|(o, v)| *o = v * scale);
-        }
-        let mut out = [[0f32; HD]; QB];
-        if nk > 0 {
-            // SAFETY: AVX-512F was checked by the caller (the kernels assert the buffer sizes).
-            unsafe { scores32(&q, kt, nkp, scores) };
-            for r in 0..rows {
-                softmax_row(&mut scores[r * nkp..r * nkp + nk]);
-            }
-            // SAFETY: as above.
-            unsafe { pv32(scores, nkp, vh, nk, &mut out) };
-        }
-        for (r, o) in out.iter().enumerate().take(rows) {
-            // SAFETY: task (b, h) writes only rows of sequence b, columns of head h.
-            unsafe { outp.slice((b * seq + i0 + r) * hidden + col, HD) }.copy_from_slice(o);
-        }
-        i0 += rows;
-    }
 }
