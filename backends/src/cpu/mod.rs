@@ -5,6 +5,8 @@ mod act_quant;
 #[cfg(target_arch = "x86_64")]
 mod attn_avx512;
 #[cfg(target_arch = "x86_64")]
+mod attn_bf16;
+#[cfg(target_arch = "x86_64")]
 mod attn_f16;
 mod decoder;
 #[cfg(target_arch = "x86_64")]
@@ -155,9 +157,31 @@ impl CpuBackend {
         self.pool.threads()
     }
 
-    /// Runs `f(task)` for `n` tasks on the pool.
+    /// Runs `f(task)` for `n` tasks on the pool. Ops called from inside a task run on that
+    /// task's thread alone (the pool is busy), so a caller can make one parallel region of a
+    /// chain of ops over disjoint rows.
     pub fn parallel(&self, n: usize, f: &(dyn Fn(usize) + Sync)) {
         self.pool.run(n, f)
+    }
+
+    /// Splits `data` into chunks of `chunk` values (the last may be shorter) and runs
+    /// `f(index, chunk)` for each on the pool, every chunk borrowed mutably by one task.
+    pub fn for_chunks(
+        &self,
+        data: &mut [f32],
+        chunk: usize,
+        f: &(dyn Fn(usize, &mut [f32]) + Sync),
+    ) {
+        if data.is_empty() || chunk == 0 {
+            return;
+        }
+        let (len, n) = (data.len(), data.len().div_ceil(chunk));
+        let dp = SharedMut::new(data);
+        self.pool.run(n, &|t| {
+            let start = t * chunk;
+            // SAFETY: task t alone takes values start..start + chunk (or to the end).
+            f(t, unsafe { dp.slice(start, chunk.min(len - start)) })
+        })
     }
 
     /// Layer normalisation of each row of `x` (rows of `dim`), in place.

@@ -180,9 +180,14 @@ pub(super) fn attention(
     let pairs = a.batch * a.heads;
     let macs = pairs * a.seq * a.seq * a.head_dim * 2;
     let tasks = cpu.tasks_for(macs);
+    // bf16 products with the fast kernel set where the CPU has them; the reference set keeps f32.
+    #[cfg(target_arch = "x86_64")]
+    let bf16 = cpu.kernels.name == "avx512vnni" && super::attn_bf16::available();
+    #[cfg(not(target_arch = "x86_64"))]
+    let bf16 = false;
     cpu.parallel(tasks, &|t| {
         for task in (t * pairs / tasks)..((t + 1) * pairs / tasks) {
-            attend_head(a, task / a.heads, task % a.heads, &outp);
+            attend_head(a, task / a.heads, task % a.heads, bf16, &outp);
         }
     });
     Ok(())
@@ -191,14 +196,14 @@ pub(super) fn attention(
 multiversion! {
     /// Attention of one (sequence, head) pair; writes only that head's columns of that
     /// sequence's rows.
-    fn attend_head(a: &Attention<'_>, b: usize, h: usize, outp: &SharedMut<f32>) {
+    fn attend_head(a: &Attention<'_>, b: usize, h: usize, bf16: bool, outp: &SharedMut<f32>) {
         let hidden = a.heads * a.head_dim;
         let (seq, hd) = (a.seq, a.head_dim);
         let scale = 1.0 / (hd as f32).sqrt();
         let col = h * hd;
         #[cfg(target_arch = "x86_64")]
         if hd == super::attn_avx512::HD && super::attn_avx512::available() {
-            return attend_head32(a, b, h, outp);
+            return attend_head32(a, b, h, bf16, outp);
         }
         // This head's keys and values, transposed (`kt[d][j]`, `vt[d][j]`), real tokens only, so
         // both products below run along contiguous keys and vectorise.
@@ -246,42 +251,40 @@ pub(super) fn softmax_row(s: &mut [f32]) {
 
 /// [`attend_head`] for heads of 32 with the AVX-512 kernel.
 #[cfg(target_arch = "x86_64")]
-fn attend_head32(a: &Attention<'_>, b: usize, h: usize, outp: &SharedMut<f32>) {
-    use super::attn_avx512::{head, HD};
+fn attend_head32(a: &Attention<'_>, b: usize, h: usize, bf16: bool, outp: &SharedMut<f32>) {
+    use super::attn_avx512::HD;
     let hidden = a.heads * HD;
     let seq = a.seq;
     let (col, row0) = (h * HD, b * seq);
     let scale = 1.0 / (HD as f32).sqrt();
-    with_scratch(&HEAD32, |Head32 { keep, buffers }| {
+    with_scratch(&HEAD32, |Head32 { keep, f32s, bf16s }| {
         keep.clear();
         keep.extend((0..seq).filter(|&j| a.mask[row0 + j] != 0));
         let first = row0 * a.stride + col;
-        // SAFETY: the caller checked AVX-512F; `head` checks the slices against `seq` rows.
+        let (q, k, v) = (&a.q[first..], &a.k[first..], &a.v[first..]);
+        let out = &mut |i: usize, o: &[f32; HD]| {
+            // SAFETY: task (b, h) writes only rows of sequence b, columns of head h.
+            unsafe { outp.slice((row0 + i) * hidden + col, HD) }.copy_from_slice(o)
+        };
+        // SAFETY: the caller checked the kernel's CPU features; `head` checks the slices
+        // against `seq` rows.
         unsafe {
-            head(
-                &a.q[first..],
-                &a.k[first..],
-                &a.v[first..],
-                a.stride,
-                seq,
-                keep,
-                scale,
-                buffers,
-                &mut |i, o| {
-                    // SAFETY: task (b, h) writes only rows of sequence b, columns of head h.
-                    outp.slice((row0 + i) * hidden + col, HD).copy_from_slice(o)
-                },
-            )
+            if bf16 {
+                super::attn_bf16::head(q, k, v, a.stride, seq, keep, scale, bf16s, out)
+            } else {
+                super::attn_avx512::head(q, k, v, a.stride, seq, keep, scale, f32s, out)
+            }
         }
     })
 }
 
-/// Per-thread buffers of [`attend_head32`]: the kept key positions and the kernel's buffers.
+/// Per-thread buffers of [`attend_head32`]: the kept key positions and the kernels' buffers.
 #[cfg(target_arch = "x86_64")]
 #[derive(Default)]
 struct Head32 {
     keep: Vec<usize>,
-    buffers: super::attn_avx512::Buffers,
+    f32s: super::attn_avx512::Buffers,
+    bf16s: super::attn_bf16::Buffers,
 }
 
 #[cfg(target_arch = "x86_64")]
