@@ -255,6 +255,24 @@ fn layer_norm_matches_f64() {
 }
 
 #[test]
+fn gelu_op_matches_the_scalar_function_with_every_kernel_set() {
+    // Values across erf's clamped range and past it, with a ragged tail.
+    let x: Vec<f32> = (0..1001).map(|i| (i as f32 - 500.0) / 50.0).collect();
+    for ks in kernels::available() {
+        let mut y = x.clone();
+        CpuBackend::with_kernels(ks, 2).split_everything().gelu(&mut y);
+        for (v, g) in x.iter().zip(&y) {
+            let want = gelu_scalar(*v);
+            assert!(
+                (g - want).abs() <= 1e-6 * (1.0 + want.abs()),
+                "{}: gelu({v}) = {g}, want {want}",
+                ks.name
+            );
+        }
+    }
+}
+
+#[test]
 fn attention_matches_a_naive_reference_with_padding() {
     // Head sizes 8 (generic path), 32 and 64 (specialised paths); 9 tokens exercise ragged
     // blocks of query rows.

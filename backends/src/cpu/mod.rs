@@ -12,6 +12,8 @@ mod decoder;
 #[cfg(target_arch = "x86_64")]
 mod f32_avx512;
 #[cfg(target_arch = "x86_64")]
+mod gelu_avx512;
+#[cfg(target_arch = "x86_64")]
 mod gemm_vnni;
 #[cfg(target_arch = "x86_64")]
 mod gemv_i16;
@@ -250,7 +252,13 @@ impl CpuBackend {
             let (a, b) = ((t * n / tasks) & !15, ((t + 1) * n / tasks) & !15);
             let b = if t + 1 == tasks { n } else { b };
             // SAFETY: task t alone owns values a..b.
-            nn::gelu_slice(unsafe { xp.slice(a, b - a) });
+            let x = unsafe { xp.slice(a, b - a) };
+            #[cfg(target_arch = "x86_64")]
+            if self.kernels.name != "scalar" && gelu_avx512::available() {
+                // SAFETY: AVX-512F was just detected.
+                return unsafe { gelu_avx512::gelu(x) };
+            }
+            nn::gelu_slice(x);
         });
     }
 

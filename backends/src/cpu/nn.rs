@@ -179,7 +179,9 @@ pub(super) fn attention(
     // Split only work big enough to pay for waking the other threads.
     let pairs = a.batch * a.heads;
     let macs = pairs * a.seq * a.seq * a.head_dim * 2;
-    let tasks = cpu.tasks_for(macs);
+    // Split work takes a head at a time, so threads that finish early take more (a thread the
+    // OS preempted holds up the block for one head at most).
+    let tasks = if cpu.tasks_for(macs) > 1 { pairs } else { 1 };
     // bf16 products with the fast kernel set where the CPU has them; the reference set keeps f32.
     #[cfg(target_arch = "x86_64")]
     let bf16 = cpu.kernels.name == "avx512vnni" && super::attn_bf16::available();
