@@ -260,7 +260,9 @@ fn gelu_op_matches_the_scalar_function_with_every_kernel_set() {
     let x: Vec<f32> = (0..1001).map(|i| (i as f32 - 500.0) / 50.0).collect();
     for ks in kernels::available() {
         let mut y = x.clone();
-        CpuBackend::with_kernels(ks, 2).split_everything().gelu(&mut y);
+        CpuBackend::with_kernels(ks, 2)
+            .split_everything()
+            .gelu(&mut y);
         for (v, g) in x.iter().zip(&y) {
             let want = gelu_scalar(*v);
             assert!(

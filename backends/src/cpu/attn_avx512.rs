@@ -142,7 +142,7 @@ unsafe fn scores(q: &[[f32; HD]; QB], kt: &[f32], nkp: usize, scores: &mut [f32]
 /// [`exp_approx`](super::nn::exp_approx).
 #[inline]
 #[target_feature(enable = "avx512f")]
-pub(super) fn exp16(x: __m512) -> __m512 {
+fn exp16(x: __m512) -> __m512 {
     const MAGIC: f32 = 12_582_912.0;
     let x = _mm512_min_ps(
         _mm512_max_ps(x, _mm512_set1_ps(-87.0)),

@@ -195,6 +195,34 @@ unsafe fn scores(q: &[[u32; HP]; QB], kt: &[u32], nkp: usize, scores: &mut [f32]
     }
 }
 
+/// `e^x` for `x <= 0` in 16 lanes, to the precision bf16 keeps: `2^n * p(r)` with one-step
+/// range reduction and a degree-4 Taylor polynomial on `|r| <= ln2 / 2` (relative error below
+/// 5e-5, against bf16's 2^-9 = 2e-3). Three fewer multiply-adds than
+/// the f32 kernel's `exp16`, a third of this kernel's work otherwise.
+#[inline]
+#[target_feature(enable = "avx512f")]
+fn exp16_coarse(x: __m512) -> __m512 {
+    const MAGIC: f32 = 12_582_912.0;
+    let x = _mm512_max_ps(x, _mm512_set1_ps(-87.0));
+    let t = _mm512_fmadd_ps(
+        x,
+        _mm512_set1_ps(std::f32::consts::LOG2_E),
+        _mm512_set1_ps(MAGIC),
+    );
+    let n = _mm512_sub_ps(t, _mm512_set1_ps(MAGIC));
+    let r = _mm512_fnmadd_ps(n, _mm512_set1_ps(std::f32::consts::LN_2), x);
+    let mut p = _mm512_set1_ps(1.0 / 24.0);
+    for c in [1.0 / 6.0, 0.5, 1.0, 1.0] {
+        p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(c));
+    }
+    let bias = MAGIC.to_bits() as i32 - 127;
+    let e = _mm512_slli_epi32::<23>(_mm512_sub_epi32(
+        _mm512_castps_si512(t),
+        _mm512_set1_epi32(bias),
+    ));
+    _mm512_mul_ps(p, _mm512_castsi512_ps(e))
+}
+
 /// For each of the `QB` rows of `scores` (`nkp` apart): `e^(s - max)` over the first `nk`,
 /// zero past them, rounded to bf16 pairs into `pb` (`nkp / 2` apart); returns each row's
 /// `1 / sum` (summed in f32 before rounding).
@@ -238,10 +266,8 @@ unsafe fn softmax(scores: &[f32], nkp: usize, nk: usize, pb: &mut [u32]) -> [f32
                     _mm512_loadu_ps(sp.add(c1 * 16)),
                 )
             };
-            let e0 =
-                _mm512_maskz_mov_ps(mask(c0), super::attn_avx512::exp16(_mm512_sub_ps(x0, mx)));
-            let e1 =
-                _mm512_maskz_mov_ps(mask(c1), super::attn_avx512::exp16(_mm512_sub_ps(x1, mx)));
+            let e0 = _mm512_maskz_mov_ps(mask(c0), exp16_coarse(_mm512_sub_ps(x0, mx)));
+            let e1 = _mm512_maskz_mov_ps(mask(c1), exp16_coarse(_mm512_sub_ps(x1, mx)));
             sum = _mm512_add_ps(sum, _mm512_add_ps(e0, e1));
             // SAFETY: the 16 pairs of keys c2 * 32.. lie in row r of `pb`; e0/e1 are in registers.
             unsafe {
