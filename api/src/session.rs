@@ -3,6 +3,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
+use edgecut_backends::cpu::AttentionPrecision;
 use edgecut_backends::{Device, DeviceKind};
 use edgecut_models::bert::{probabilities, Bert};
 use edgecut_runtime::{GgufFile, Tokenizer};
@@ -21,6 +22,9 @@ pub struct SessionOptions {
     /// Tokens per text before truncation; `None` uses the model's default (sentence-transformers'
     /// `max_seq_length` when the file records it, else the context length).
     pub max_seq_len: Option<usize>,
+    /// Attention precision on the CPU: `Fast` (bf16 products where the CPU has AVX-512 BF16,
+    /// fidelity unchanged) or `F32`.
+    pub attention: AttentionPrecision,
 }
 
 impl Default for SessionOptions {
@@ -30,6 +34,7 @@ impl Default for SessionOptions {
             threads: 0,
             batch_size: 8,
             max_seq_len: None,
+            attention: AttentionPrecision::Fast,
         }
     }
 }
@@ -109,7 +114,9 @@ impl Session {
     /// A session on a model file already open (for callers that read the file first, such as
     /// to dispatch on its architecture).
     pub fn from_file(file: Arc<GgufFile>, opts: &SessionOptions) -> Result<Session> {
-        let device = Device::open(opts.device, opts.threads).map_err(Error::Device)?;
+        let device = Device::open(opts.device, opts.threads)
+            .map_err(Error::Device)?
+            .with_attention(opts.attention);
         let model = Bert::load(file.clone(), &device)?;
         let tokenizer = Tokenizer::from_gguf(&file)?;
         let max_len = match opts.max_seq_len {

@@ -96,6 +96,16 @@ impl Device {
         }
     }
 
+    /// This device with its CPU backend computing attention at precision `p` (a GPU device's
+    /// encoder blocks run on the GPU, in f32, either way).
+    pub fn with_attention(self, p: crate::cpu::AttentionPrecision) -> Device {
+        match self {
+            Device::Cpu(c) => Device::Cpu(c.with_attention(p)),
+            #[cfg(any(feature = "wgpu", feature = "cuda"))]
+            other => other,
+        }
+    }
+
     /// The CPU device with default threads.
     pub fn cpu() -> Device {
         Device::Cpu(CpuBackend::new(0))

@@ -2,7 +2,9 @@
 //! reference, on random shapes including ragged tails (row counts not a multiple of the thread
 //! count or of any SIMD width). Tolerances are stated at each check.
 
-use edgecut_backends::cpu::{erf, exp_approx, gelu_scalar, kernels, scalar, CpuBackend};
+use edgecut_backends::cpu::{
+    erf, exp_approx, gelu_scalar, kernels, scalar, AttentionPrecision, CpuBackend,
+};
 use edgecut_backends::ops::{
     embedding_rows, l2_normalize, pool, ActQuant, Attention, Linear, Pooling, WeightData,
 };
@@ -341,12 +343,20 @@ fn attention_case(hd: usize) {
     // probabilities to bf16 (2^-9 relative each; values here within +-1, so each score is off
     // by at most sqrt(hd) * 2 * 2^-9 / sqrt(hd) and each output by about 2^-9 plus that
     // score error, below 1e-2 with margin; the worst seen is printed).
+    // Every set asked for f32 attention gives the reference's precision.
     let runs = [1, 2, 5]
-        .map(|t| (kernels::SCALAR, t, 1e-5))
+        .map(|t| (kernels::SCALAR, t, AttentionPrecision::Fast, 1e-5))
         .into_iter()
-        .chain(kernels::available().into_iter().map(|ks| (ks, 2, 1e-2)));
-    for (ks, threads, tol) in runs {
-        let cpu = CpuBackend::with_kernels(ks, threads).split_everything();
+        .chain(kernels::available().into_iter().flat_map(|ks| {
+            [
+                (ks, 2, AttentionPrecision::Fast, 1e-2),
+                (ks, 2, AttentionPrecision::F32, 1e-5),
+            ]
+        }));
+    for (ks, threads, precision, tol) in runs {
+        let cpu = CpuBackend::with_kernels(ks, threads)
+            .split_everything()
+            .with_attention(precision);
         let mut out = vec![0f32; batch * seq * hidden];
         cpu.attention(&a, &mut out).unwrap();
         let mut worst = 0f64;
@@ -379,7 +389,7 @@ fn attention_case(hd: usize) {
             }
         }
         println!(
-            "attention, {} kernels, head {hd}: worst error {worst:.2e}",
+            "attention, {} kernels, {precision:?}, head {hd}: worst error {worst:.2e}",
             ks.name
         );
     }

@@ -2,7 +2,7 @@
 //! lavapipe): every fixture text's embedding against the CPU backend's and PyTorch's.
 #![cfg(feature = "wgpu")]
 
-use edgecut::{cosine, DeviceKind, Session, SessionOptions, WeightType};
+use edgecut::{cosine, AttentionPrecision, DeviceKind, Session, SessionOptions, WeightType};
 use edgecut_tests::{f32s, fixture, minilm};
 
 fn session(device: DeviceKind, max_len: usize) -> Session {
@@ -10,6 +10,9 @@ fn session(device: DeviceKind, max_len: usize) -> Session {
         device,
         max_seq_len: Some(max_len),
         batch_size: 8,
+        // The GPU computes attention in f32; the CPU's default may round it to bf16 (as
+        // faithful to PyTorch, not value for value the same), so the CPU runs f32 here.
+        attention: AttentionPrecision::F32,
         ..SessionOptions::default()
     };
     Session::open(minilm(WeightType::Q8_0), &opts).unwrap_or_else(|e| panic!("{device:?}: {e}"))

@@ -40,12 +40,25 @@ pub use pool::{default_threads, ThreadPool};
 
 use crate::ops::OpError;
 
+/// How the CPU computes the encoder's attention products.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum AttentionPrecision {
+    /// The fastest this CPU offers at unchanged fidelity: with the AVX-512 VNNI kernel set on a
+    /// CPU with AVX-512 BF16, q, k, v and the probabilities rounded to bf16 (products summed
+    /// in f32); elsewhere f32.
+    #[default]
+    Fast,
+    /// f32 throughout, as the GPU backend computes (for comparing backends value for value).
+    F32,
+}
+
 /// The CPU backend: a kernel set and a thread pool. Cheap to clone (the pool is shared).
 #[derive(Clone, Debug)]
 pub struct CpuBackend {
     kernels: Kernels,
     pool: Arc<ThreadPool>,
     min_task_macs: usize,
+    attention: AttentionPrecision,
 }
 
 /// Mutable access to disjoint parts of one slice from several pool tasks.
@@ -119,7 +132,19 @@ impl CpuBackend {
             kernels,
             pool: Arc::new(ThreadPool::new(threads)),
             min_task_macs: matmul::MIN_TASK_MACS,
+            attention: AttentionPrecision::Fast,
         }
+    }
+
+    /// This backend computing attention at precision `p`.
+    pub fn with_attention(mut self, p: AttentionPrecision) -> CpuBackend {
+        self.attention = p;
+        self
+    }
+
+    /// The attention precision asked for (see [`AttentionPrecision`]).
+    pub fn attention_precision(&self) -> AttentionPrecision {
+        self.attention
     }
 
     /// Splits every op across all threads however small (tests use it to exercise the split

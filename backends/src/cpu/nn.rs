@@ -182,9 +182,12 @@ pub(super) fn attention(
     // Split work takes a head at a time, so threads that finish early take more (a thread the
     // OS preempted holds up the block for one head at most).
     let tasks = if cpu.tasks_for(macs) > 1 { pairs } else { 1 };
-    // bf16 products with the fast kernel set where the CPU has them; the reference set keeps f32.
+    // bf16 products with the fast kernel set where the CPU has them, unless f32 was asked for;
+    // the reference set keeps f32.
     #[cfg(target_arch = "x86_64")]
-    let bf16 = cpu.kernels.name == "avx512vnni" && super::attn_bf16::available();
+    let bf16 = cpu.attention == super::AttentionPrecision::Fast
+        && cpu.kernels.name == "avx512vnni"
+        && super::attn_bf16::available();
     #[cfg(not(target_arch = "x86_64"))]
     let bf16 = false;
     cpu.parallel(tasks, &|t| {

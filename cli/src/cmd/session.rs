@@ -4,7 +4,7 @@ use std::io::{BufRead, IsTerminal};
 use std::path::PathBuf;
 
 use anyhow::Context;
-use edgecut::{DeviceKind, Session, SessionOptions};
+use edgecut::{AttentionPrecision, DeviceKind, Session, SessionOptions};
 
 /// Where a model runs: the device and the threads of its ops.
 #[derive(clap::Args, Clone, Copy)]
@@ -33,6 +33,10 @@ pub struct ModelArgs {
     /// Tokens per text before truncation (default: the model's).
     #[arg(long)]
     pub max_seq_len: Option<usize>,
+    /// Attention products in f32 on the CPU (by default they are bf16 where the CPU has
+    /// AVX-512 BF16, at unchanged fidelity to PyTorch).
+    #[arg(long)]
+    pub f32_attention: bool,
 }
 
 impl ModelArgs {
@@ -43,6 +47,11 @@ impl ModelArgs {
             threads: self.run.threads,
             batch_size: self.batch_size,
             max_seq_len: self.max_seq_len,
+            attention: if self.f32_attention {
+                AttentionPrecision::F32
+            } else {
+                AttentionPrecision::Fast
+            },
         }
     }
 
