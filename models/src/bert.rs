@@ -13,12 +13,13 @@
 use std::ops::Range;
 use std::sync::Arc;
 
-use edgecut_backends::cpu::with_scratch;
-use edgecut_backends::ops::{l2_normalize, pool, softmax, ActQuant, Attention, Pooling};
+use edgecut_backends::ops::{l2_normalize, pool, softmax, ActQuant, Pooling};
 use edgecut_backends::Device;
 use edgecut_runtime::gguf::{Array, GgufFile, Value};
 
 use crate::error::{ModelError, Result};
+
+mod cpu;
 use crate::weights::{vector, Matrix, Table};
 
 /// Hyper-parameters and options read from the file.
@@ -176,47 +177,6 @@ pub struct Activation {
     pub batch: usize,
     /// Tokens per text (padded).
     pub seq: usize,
-}
-
-/// Token rows an encoder block runs at once when a batch has more (whole texts; a text longer
-/// than this runs alone): 256 rows keep MiniLM's ffn_up output (1.5 MiB) within L2/L3 reach.
-const GROUP_ROWS: usize = 256;
-
-/// Token rows from which a block on several threads runs as row tasks: each task takes
-/// [`ROWS_PER_TASK`] rows through the q/k/v product, then (after attention, split by heads)
-/// through the attention output, both residual norms, the feed-forward layers and GELU, with
-/// every op inside the task on the task's thread. Three fork-joins a block instead of one or two
-/// per op, and no thread idles between small ops. Below this, ops split their columns instead
-/// (each task then reads only its share of the weights, which matters more for few rows).
-const ROW_TASKS_FROM: usize = 64;
-/// Rows per row task: a multiple of the GEMM's 4-row tile, and enough tasks (4 at 128 rows)
-/// for a thread that was preempted to be covered by the others.
-const ROWS_PER_TASK: usize = 32;
-
-/// Intermediate buffers of one encoder block, kept per thread so the steady-state forward pass
-/// does not allocate.
-#[derive(Default)]
-struct Scratch {
-    qkv: Vec<f32>,
-    q: Vec<f32>,
-    k: Vec<f32>,
-    v: Vec<f32>,
-    ctx: Vec<f32>,
-    o: Vec<f32>,
-    up: Vec<f32>,
-}
-
-/// A row task's buffers (see [`ROW_TASKS_FROM`]).
-#[derive(Default)]
-struct RowScratch {
-    o: Vec<f32>,
-    up: Vec<f32>,
-}
-
-thread_local! {
-    static SCRATCH: std::cell::RefCell<Scratch> = std::cell::RefCell::new(Scratch::default());
-    static ROW_SCRATCH: std::cell::RefCell<RowScratch> =
-        std::cell::RefCell::new(RowScratch::default());
 }
 
 /// A loaded BERT-family encoder.
@@ -402,184 +362,7 @@ impl Bert {
         if let (Some(g), Some(enc)) = (dev.gpu(), &self.gpu) {
             return enc.run(g, &self.cfg, range, a);
         }
-        for i in range {
-            self.cpu_block(dev, i, a)?;
-        }
-        Ok(())
-    }
-
-    /// One encoder block on the CPU, in place.
-    fn cpu_block(&self, dev: &Device, i: usize, a: &mut Activation) -> Result<()> {
-        let blk = self
-            .blocks
-            .get(i)
-            .ok_or_else(|| ModelError::Input(format!("no block {i}")))?;
-        // Texts are independent within a block: a long batch runs a few texts at a time, so the
-        // intermediates (ffn_up is 4x the hidden size) stay in cache instead of streaming
-        // through memory.
-        let h = self.cfg.hidden;
-        let group = (GROUP_ROWS / a.seq.max(1)).max(1);
-        let mut b0 = 0;
-        while b0 < a.batch {
-            let nb = group.min(a.batch - b0);
-            let (r0, r1) = (b0 * a.seq, (b0 + nb) * a.seq);
-            self.block_rows(
-                dev,
-                blk,
-                &mut a.hidden[r0 * h..r1 * h],
-                &a.mask[r0..r1],
-                nb,
-                a.seq,
-            )?;
-            b0 += nb;
-        }
-        Ok(())
-    }
-
-    /// One encoder block over `batch` texts of `seq` tokens (`hidden`: their rows), in place.
-    fn block_rows(
-        &self,
-        dev: &Device,
-        blk: &Block,
-        hidden: &mut [f32],
-        mask: &[u8],
-        batch: usize,
-        seq: usize,
-    ) -> Result<()> {
-        let (h, f) = (self.cfg.hidden, &*self.file);
-        let rows = batch * seq;
-        let cpu = dev.backend();
-        if let Qkv::Stacked(qkv) = &blk.qkv {
-            if cpu.threads() > 1 && rows >= ROW_TASKS_FROM {
-                return self.block_row_tasks(dev, blk, qkv, hidden, mask, batch, seq);
-            }
-        }
-        let lin = |m: &Matrix, x: &[f32], out: &mut Vec<f32>| {
-            out.resize(rows * m.n, 0.0);
-            cpu.linear(x, rows, &m.linear(f), out).map_err(op)
-        };
-        with_scratch(
-            &SCRATCH,
-            |Scratch {
-                 qkv,
-                 q,
-                 k,
-                 v,
-                 ctx,
-                 o,
-                 up,
-             }| {
-                let (qs, ks, vs, stride): (&[f32], &[f32], &[f32], usize) = match &blk.qkv {
-                    Qkv::Stacked(m) => {
-                        // Attention reads q, k and v in place from the stacked product's rows.
-                        lin(m, hidden, qkv)?;
-                        (&qkv[..], &qkv[h..], &qkv[2 * h..], 3 * h)
-                    }
-                    Qkv::Separate(parts) => {
-                        let [mq, mk, mv] = &**parts;
-                        lin(mq, hidden, q)?;
-                        lin(mk, hidden, k)?;
-                        lin(mv, hidden, v)?;
-                        (&q[..], &k[..], &v[..], h)
-                    }
-                };
-                let att = Attention {
-                    q: qs,
-                    k: ks,
-                    v: vs,
-                    stride,
-                    mask,
-                    batch,
-                    seq,
-                    heads: self.cfg.heads,
-                    head_dim: h / self.cfg.heads,
-                };
-                ctx.resize(rows * h, 0.0);
-                cpu.attention(&att, ctx).map_err(op)?;
-                lin(&blk.o, ctx, o)?;
-                blk.attn_norm.residual(dev, hidden, o, h, self.cfg.eps)?;
-                lin(&blk.up, hidden, up)?;
-                cpu.gelu(up);
-                lin(&blk.down, up, o)?;
-                blk.out_norm.residual(dev, hidden, o, h, self.cfg.eps)
-            },
-        )
-    }
-
-    /// [`Self::block_rows`] as row tasks (see [`ROW_TASKS_FROM`]); the same operations on the
-    /// same rows, so the same result.
-    #[allow(clippy::too_many_arguments)]
-    fn block_row_tasks(
-        &self,
-        dev: &Device,
-        blk: &Block,
-        qkv_w: &Matrix,
-        hidden: &mut [f32],
-        mask: &[u8],
-        batch: usize,
-        seq: usize,
-    ) -> Result<()> {
-        let (h, ffn, f, eps) = (self.cfg.hidden, self.cfg.ffn, &*self.file, self.cfg.eps);
-        let rows = batch * seq;
-        let cpu = dev.backend();
-        let failed = std::sync::Mutex::new(None);
-        let fail = |e: edgecut_backends::ops::OpError| {
-            let mut slot = failed.lock().unwrap_or_else(|p| p.into_inner());
-            slot.get_or_insert(e);
-        };
-        with_scratch(&SCRATCH, |s| {
-            s.qkv.resize(rows * 3 * h, 0.0);
-            let x: &[f32] = hidden;
-            cpu.for_chunks(&mut s.qkv, ROWS_PER_TASK * 3 * h, &|t, out| {
-                let r0 = t * ROWS_PER_TASK;
-                let n = out.len() / (3 * h);
-                let lin = qkv_w.linear(f);
-                if let Err(e) = cpu.linear(&x[r0 * h..(r0 + n) * h], n, &lin, out) {
-                    fail(e);
-                }
-            });
-            if let Some(e) = failed.lock().unwrap_or_else(|p| p.into_inner()).take() {
-                return Err(op(e));
-            }
-            let att = Attention {
-                q: &s.qkv,
-                k: &s.qkv[h..],
-                v: &s.qkv[2 * h..],
-                stride: 3 * h,
-                mask,
-                batch,
-                seq,
-                heads: self.cfg.heads,
-                head_dim: h / self.cfg.heads,
-            };
-            s.ctx.resize(rows * h, 0.0);
-            cpu.attention(&att, &mut s.ctx).map_err(op)?;
-            let ctx: &[f32] = &s.ctx;
-            cpu.for_chunks(hidden, ROWS_PER_TASK * h, &|t, x| {
-                let r0 = t * ROWS_PER_TASK;
-                let n = x.len() / h;
-                with_scratch(&ROW_SCRATCH, |RowScratch { o, up }| {
-                    o.resize(n * h, 0.0);
-                    up.resize(n * ffn, 0.0);
-                    let mut run = || -> std::result::Result<(), edgecut_backends::ops::OpError> {
-                        cpu.linear(&ctx[r0 * h..(r0 + n) * h], n, &blk.o.linear(f), o)?;
-                        let (an, on) = (&blk.attn_norm, &blk.out_norm);
-                        cpu.add_layer_norm(x, o, h, &an.gamma, &an.beta, eps)?;
-                        cpu.linear(x, n, &blk.up.linear(f), up)?;
-                        cpu.gelu(up);
-                        cpu.linear(up, n, &blk.down.linear(f), o)?;
-                        cpu.add_layer_norm(x, o, h, &on.gamma, &on.beta, eps)
-                    };
-                    if let Err(e) = run() {
-                        fail(e);
-                    }
-                })
-            });
-            match failed.lock().unwrap_or_else(|p| p.into_inner()).take() {
-                Some(e) => Err(op(e)),
-                None => Ok(()),
-            }
-        })
+        self.cpu_blocks(dev, range, a)
     }
 
     /// Every stage but the head.

@@ -211,6 +211,38 @@ impl CpuBackend {
         })
     }
 
+    /// [`Self::for_chunks`] over two buffers at once: task `t` gets chunk `t` of `a` (chunks of
+    /// `chunk_a`) and chunk `t` of `b` (chunks of `chunk_b`). The two must split into as many
+    /// chunks.
+    pub fn for_chunk_pairs(
+        &self,
+        a: &mut [f32],
+        chunk_a: usize,
+        b: &mut [f32],
+        chunk_b: usize,
+        f: &(dyn Fn(usize, &mut [f32], &mut [f32]) + Sync),
+    ) -> Result<(), OpError> {
+        if chunk_a == 0 || chunk_b == 0 {
+            return Err(OpError::Shape("chunks of zero values".into()));
+        }
+        let n = a.len().div_ceil(chunk_a);
+        OpError::check("chunks of the second buffer", b.len().div_ceil(chunk_b), n)?;
+        let (la, lb) = (a.len(), b.len());
+        let (ap, bp) = (SharedMut::new(a), SharedMut::new(b));
+        self.pool.run(n, &|t| {
+            let (sa, sb) = (t * chunk_a, t * chunk_b);
+            // SAFETY: task t alone takes chunk t of each buffer.
+            let (ca, cb) = unsafe {
+                (
+                    ap.slice(sa, chunk_a.min(la - sa)),
+                    bp.slice(sb, chunk_b.min(lb - sb)),
+                )
+            };
+            f(t, ca, cb)
+        });
+        Ok(())
+    }
+
     /// Layer normalisation of each row of `x` (rows of `dim`), in place.
     pub fn layer_norm(
         &self,
