@@ -142,16 +142,21 @@ fn batching_and_threads_do_not_change_results() {
         .collect();
     let alone = session(&path, None, 1).embed(&texts).unwrap();
     let batched = session(&path, None, 7).embed(&texts).unwrap();
-    let one_thread = Session::open(
-        &path,
-        &SessionOptions {
-            threads: 1,
-            ..Default::default()
-        },
-    )
-    .unwrap()
-    .embed(&texts)
-    .unwrap();
+    let on_threads = |threads| {
+        Session::open(
+            &path,
+            &SessionOptions {
+                threads,
+                ..Default::default()
+            },
+        )
+        .unwrap()
+        .embed(&texts)
+        .unwrap()
+    };
+    // One thread runs the blocks op by op; two or more run batches of 64 rows and more as row
+    // tasks (models/src/bert/cpu.rs): the same operations, so the same bits.
+    let (one_thread, two_threads, three_threads) = (on_threads(1), on_threads(2), on_threads(3));
     for i in 0..texts.len() {
         assert!(
             cosine(&alone.vectors[i], &batched.vectors[i]) > 0.99999,
@@ -160,6 +165,14 @@ fn batching_and_threads_do_not_change_results() {
         assert_eq!(
             batched.vectors[i], one_thread.vectors[i],
             "thread count changed text {i}"
+        );
+        assert_eq!(
+            two_threads.vectors[i], one_thread.vectors[i],
+            "row tasks changed text {i}"
+        );
+        assert_eq!(
+            three_threads.vectors[i], one_thread.vectors[i],
+            "row tasks on three threads changed text {i}"
         );
     }
 }
