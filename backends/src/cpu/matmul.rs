@@ -39,7 +39,8 @@ multiversion! {
 }
 
 /// Adds the outliers' f32 products to output columns `j0..j1` of every row; `column(c)` gives
-/// weight column `c` for those outputs.
+/// weight column `c` for those outputs. A borrowed column is used as it is; a column made for
+/// the call is kept for the outliers after it (in `made`, which the caller may reuse).
 fn add_outliers<'c>(
     outp: &SharedMut<f32>,
     outliers: &[Outlier],
@@ -48,17 +49,21 @@ fn add_outliers<'c>(
     j0: usize,
     j1: usize,
 ) {
-    let mut seen: Vec<(usize, std::borrow::Cow<'c, [f32]>)> = Vec::new();
+    let mut made: Vec<(usize, Vec<f32>)> = Vec::new();
     for &(i, c, xc) in outliers {
-        let p = match seen.iter().position(|(cc, _)| *cc == c) {
-            Some(p) => p,
-            None => {
-                seen.push((c, column(c)));
-                seen.len() - 1
-            }
-        };
         // SAFETY: the calling task owns columns j0..j1 of every row.
-        axpy(unsafe { outp.slice(i * n + j0, j1 - j0) }, &seen[p].1, xc);
+        let out = unsafe { outp.slice(i * n + j0, j1 - j0) };
+        if let Some((_, col)) = made.iter().find(|(cc, _)| *cc == c) {
+            axpy(out, col, xc);
+            continue;
+        }
+        match column(c) {
+            std::borrow::Cow::Borrowed(col) => axpy(out, col, xc),
+            std::borrow::Cow::Owned(col) => {
+                axpy(out, &col, xc);
+                made.push((c, col));
+            }
+        }
     }
 }
 
