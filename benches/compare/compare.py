@@ -3,9 +3,10 @@
 
 Every system embeds the same texts at batch 1 with tokenization included, on the same number of
 threads; the script prints median ms per sentence, ratios to edgecut, and each system's cosine to
-PyTorch fp32 on the committed fixture texts.
+PyTorch fp32 on the committed fixture texts. Timing runs in rounds that take every system in
+turn; each system's figure is its best round's median, and every round's figures are printed.
 
-    ~/.cache/edgecut/refvenv/bin/python benches/compare/compare.py [--threads 2] [--seq 16,128]
+    ~/.cache/edgecut/refvenv/bin/python benches/compare/compare.py [--threads 2] [--seq 16,128] [--rounds 3]
 
 Needs torch, transformers, onnx, onnxruntime (tests/reference/requirements-fixtures.txt plus
 onnxruntime and onnx), the MiniLM checkpoint (scripts/fetch-models.sh) and a release build of the
@@ -83,6 +84,10 @@ def main():
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seq", default="16,128")
     ap.add_argument("--iters", type=int, default=100)
+    ap.add_argument("--rounds", type=int, default=3,
+                    help="timing rounds; each round times every system once, in turn, and each system's "
+                         "figure is its best round's median (load from other guests comes and goes over "
+                         "seconds, so interleaved rounds give every system the same chance of a quiet one)")
     ap.add_argument("--gguf", default=os.path.join(MODELS, "all-MiniLM-L6-v2.q8_0.gguf"))
     ap.add_argument("--edgecut", default=os.path.join(ROOT, "target/release/edgecut"))
     ap.add_argument("--only", help=argparse.SUPPRESS)  # time one system in this process
@@ -140,17 +145,21 @@ def main():
         print(json.dumps(n_ms))
         return
 
-    ms = {}
-    for name in systems:
-        # Each system is timed in a fresh process, so no runtime's idle threads (OpenMP and ONNX
-        # Runtime spin after a run) steal the cores from the next.
-        out = subprocess.run([sys.executable, __file__, "--only", name, "--work", work, "--threads", str(a.threads),
-                              "--seq", a.seq, "--iters", str(a.iters)], capture_output=True, text=True, check=True)
-        ms[name] = json.loads(out.stdout.strip().splitlines()[-1])
-    bench = subprocess.run([a.edgecut, "bench", "-m", a.gguf, "--threads", str(a.threads), "--seq", a.seq,
-                            "--batch", "1", "--iters", str(a.iters)], capture_output=True, text=True, check=True)
-    rows = [l.split() for l in bench.stdout.splitlines() if l.strip() and l.split()[0].isdigit()]
-    ms["edgecut Q8_0"] = [float(r[2]) for r in rows]
+    rounds = {name: [] for name in list(systems) + ["edgecut Q8_0"]}
+    for _ in range(max(a.rounds, 1)):
+        for name in systems:
+            # Each system is timed in a fresh process, so no runtime's idle threads (OpenMP and
+            # ONNX Runtime spin after a run) steal the cores from the next.
+            out = subprocess.run([sys.executable, __file__, "--only", name, "--work", work, "--threads",
+                                  str(a.threads), "--seq", a.seq, "--iters", str(a.iters)],
+                                 capture_output=True, text=True, check=True)
+            rounds[name].append(json.loads(out.stdout.strip().splitlines()[-1]))
+        bench = subprocess.run([a.edgecut, "bench", "-m", a.gguf, "--threads", str(a.threads), "--seq", a.seq,
+                                "--batch", "1", "--iters", str(a.iters)], capture_output=True, text=True, check=True)
+        rows = [l.split() for l in bench.stdout.splitlines() if l.strip() and l.split()[0].isdigit()]
+        rounds["edgecut Q8_0"].append([float(r[2]) for r in rows])
+    # Per system and length: the best round's median.
+    ms = {name: [min(r[i] for r in rs) for i in range(len(seqs))] for name, rs in rounds.items()}
     # Fidelity: cosine to PyTorch fp32 on the fixture texts (max_length 256).
     fx = json.load(open(os.path.join(ROOT, "tests/fixtures/minilm.json")))
     texts = [c["text"] for c in fx["cases"] if c["max_len"] == 256]
@@ -165,7 +174,10 @@ def main():
     got /= np.linalg.norm(got, axis=1, keepdims=True)
     cos["edgecut Q8_0"] = (got * ref).sum(1)
 
-    print(f"MiniLM-L6, batch 1, {a.threads} threads, tokenization included, median of {a.iters}")
+    print(f"MiniLM-L6, batch 1, {a.threads} threads, tokenization included, median of {a.iters}, "
+          f"best of {max(a.rounds, 1)} interleaved rounds")
+    for name, rs in rounds.items():
+        print(f"  rounds, {name}: " + "; ".join(" / ".join(f"{v:.3f}" for v in r) for r in rs))
     print(f"{'system':<14} " + " ".join(f"{'seq ' + s + ' ms':>12}" for s in a.seq.split(",")) + f" {'min cos':>9} {'mean cos':>9}")
     for name in ["PyTorch fp32", "ORT fp32", "ORT INT8", "edgecut Q8_0"]:
         c = cos[name]
