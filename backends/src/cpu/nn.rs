@@ -85,10 +85,12 @@ multiversion! {
         eps: f32,
     ) {
         for (i, row) in x.chunks_exact_mut(dim).enumerate() {
-            if let Some(d) = delta {
-                row.iter_mut().zip(&d[i * dim..(i + 1) * dim]).for_each(|(v, d)| *v += d);
-            }
-            layer_norm_row(row, gamma, beta, eps);
+            // The residual add and the mean in one pass (the same sum, in the same order).
+            let sum = match delta {
+                Some(d) => add_sum16(row, &d[i * dim..(i + 1) * dim]),
+                None => sum16(row, |v| v),
+            };
+            layer_norm_row_with_sum(row, sum, gamma, beta, eps);
         }
     }
 }
@@ -114,6 +116,28 @@ fn sum16(x: &[f32], f: impl Fn(f32) -> f32) -> f32 {
     acc.iter().sum::<f32>() + tail
 }
 
+/// `x += d`, returning the sum of the new `x` as [`sum16`] adds it.
+#[inline(always)]
+fn add_sum16(x: &mut [f32], d: &[f32]) -> f32 {
+    assert_eq!(x.len(), d.len());
+    let mut acc = [0f32; 16];
+    let n = x.len() / 16 * 16;
+    let (xc, xt) = x.split_at_mut(n);
+    let (dc, dt) = d.split_at(n);
+    let mut tail = 0f32;
+    for (v, d) in xt.iter_mut().zip(dt) {
+        *v += d;
+        tail += *v;
+    }
+    for (c, dc) in xc.chunks_exact_mut(16).zip(dc.chunks_exact(16)) {
+        for l in 0..16 {
+            c[l] += dc[l];
+            acc[l] += c[l];
+        }
+    }
+    acc.iter().sum::<f32>() + tail
+}
+
 /// Largest value of `x` (`-inf` when empty), in 16 lanes so the loop vectorises.
 #[inline(always)]
 fn max16(x: &[f32]) -> f32 {
@@ -131,10 +155,11 @@ fn max16(x: &[f32]) -> f32 {
     acc.iter().fold(tail, |m, &v| if v > m { v } else { m })
 }
 
+/// Layer normalisation of one row whose sum ([`sum16`]) is `sum`, in place.
 #[inline(always)]
-pub(super) fn layer_norm_row(row: &mut [f32], gamma: &[f32], beta: &[f32], eps: f32) {
+fn layer_norm_row_with_sum(row: &mut [f32], sum: f32, gamma: &[f32], beta: &[f32], eps: f32) {
     let n = row.len() as f32;
-    let mean = sum16(row, |v| v) / n;
+    let mean = sum / n;
     let var = sum16(row, |v| (v - mean) * (v - mean)) / n;
     let inv = 1.0 / (var + eps).sqrt();
     for ((v, g), b) in row.iter_mut().zip(gamma).zip(beta) {
