@@ -40,6 +40,9 @@ pub use pool::{default_threads, ThreadPool};
 
 use crate::ops::OpError;
 
+/// A task of [`CpuBackend::for_chunk_pairs`]: `(index, chunk of a, chunk of b)`.
+pub type ChunkPairTask<'a> = dyn Fn(usize, &mut [f32], &mut [f32]) + Sync + 'a;
+
 /// How the CPU computes the encoder's attention products.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum AttentionPrecision {
@@ -220,7 +223,7 @@ impl CpuBackend {
         chunk_a: usize,
         b: &mut [f32],
         chunk_b: usize,
-        f: &(dyn Fn(usize, &mut [f32], &mut [f32]) + Sync),
+        f: &ChunkPairTask<'_>,
     ) -> Result<(), OpError> {
         if chunk_a == 0 || chunk_b == 0 {
             return Err(OpError::Shape("chunks of zero values".into()));
