@@ -9,3 +9,4 @@ mod llama_generation;
 mod mutated_files;
 mod requantize;
 mod split;
+mod tokenizer_fast;

@@ -3,6 +3,7 @@
 //! llama.cpp's `tokenizer.ggml.*` arrays (WordPiece for `bert`, byte-level BPE for `gpt2`).
 //! [`TextStream`] turns generated ids into text piece by piece.
 
+mod fast_wordpiece;
 mod ggml;
 mod stream;
 
@@ -55,6 +56,8 @@ pub struct Tokenizer {
     /// Vocabulary size with added tokens, counted once: `tokenizers` counts it by building
     /// the whole vocabulary as a map (milliseconds for 30k tokens) on every call.
     vocab_size: usize,
+    /// BERT WordPiece on ASCII text without `tokenizers`' per-character bookkeeping.
+    fast: Option<fast_wordpiece::FastWordPiece>,
 }
 
 impl std::fmt::Debug for Tokenizer {
@@ -119,12 +122,14 @@ impl Tokenizer {
             .map(|(id, _)| id)
             .collect();
         let vocab_size = inner.get_vocab_size(true);
+        let fast = fast_wordpiece::FastWordPiece::new(&inner);
         Ok(Tokenizer {
             inner,
             source,
             byte_of,
             special,
             vocab_size,
+            fast,
         })
     }
 
@@ -139,17 +144,56 @@ impl Tokenizer {
     }
 
     /// Tokenizes `text` (with the model's special tokens when `special`), cut to at most
-    /// `max_len` tokens (special tokens included) when given.
+    /// `max_len` tokens (special tokens included) when given. A BERT WordPiece tokenizer takes
+    /// a fast path for plain ASCII text (the same ids as [`Self::encode_reference`]).
     pub fn encode(
         &self,
         text: &str,
         special: bool,
         max_len: Option<usize>,
     ) -> Result<Encoded, TokenizerError> {
+        self.encode_with(text, special, max_len, true)
+    }
+
+    /// Whether [`Self::encode`] takes the fast path for `text`.
+    pub fn takes_fast_path(&self, text: &str) -> bool {
+        self.fast.as_ref().is_some_and(|f| f.encode(text).is_some())
+    }
+
+    /// [`Self::encode`] through the `tokenizers` crate only (no fast path), for comparison.
+    pub fn encode_reference(
+        &self,
+        text: &str,
+        special: bool,
+        max_len: Option<usize>,
+    ) -> Result<Encoded, TokenizerError> {
+        self.encode_with(text, special, max_len, false)
+    }
+
+    fn encode_with(
+        &self,
+        text: &str,
+        special: bool,
+        max_len: Option<usize>,
+        fast: bool,
+    ) -> Result<Encoded, TokenizerError> {
         let err = |e: tokenizers::Error| TokenizerError::Encode(e.to_string());
         // Encode once without special tokens, cut the text's own tokens so that the special
         // tokens still fit, then let the post-processor add them.
-        let mut enc = self.inner.encode(text, false).map_err(err)?;
+        let quick = self
+            .fast
+            .as_ref()
+            .filter(|_| fast)
+            .and_then(|f| f.encode(text));
+        let mut enc = match quick {
+            Some(ids) => tokenizers::Encoding::from_tokens(
+                ids.into_iter()
+                    .map(|id| tokenizers::Token::new(id, String::new(), (0, 0)))
+                    .collect(),
+                0,
+            ),
+            None => self.inner.encode(text, false).map_err(err)?,
+        };
         let added = match (special, self.inner.get_post_processor()) {
             (true, Some(p)) => p.added_tokens(false),
             _ => 0,
