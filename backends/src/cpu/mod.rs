@@ -116,6 +116,9 @@ pub fn with_scratch<T: Default + 'static, R>(
 /// Work of one element of a vectorised elementwise op (GELU, layer norm), in multiply-adds,
 /// for deciding whether to split it across threads.
 const ELEMENTWISE_MACS: usize = 16;
+/// Work of one element of layer norm (three passes over its row), in multiply-adds: a
+/// 128-token MiniLM activation splits across two threads.
+const NORM_MACS: usize = 32;
 
 impl CpuBackend {
     /// A backend with the best kernels for this CPU and `threads` threads (0: the default,
@@ -290,7 +293,7 @@ impl CpuBackend {
             )));
         }
         let rows = x.len() / dim;
-        let tasks = self.tasks_for(x.len() * ELEMENTWISE_MACS).min(rows.max(1));
+        let tasks = self.tasks_for(x.len() * NORM_MACS).min(rows.max(1));
         let xp = SharedMut::new(x);
         self.parallel(tasks, &|t| {
             let (r0, r1) = (t * rows / tasks, (t + 1) * rows / tasks);
