@@ -157,7 +157,7 @@ impl Tokenizer {
 
     /// Whether [`Self::encode`] takes the fast path for `text`.
     pub fn takes_fast_path(&self, text: &str) -> bool {
-        self.fast.as_ref().is_some_and(|f| f.encode(text).is_some())
+        self.fast.as_ref().is_some_and(|f| f.accepts(text))
     }
 
     /// [`Self::encode`] through the `tokenizers` crate only (no fast path), for comparison.
@@ -184,7 +184,7 @@ impl Tokenizer {
             .fast
             .as_ref()
             .filter(|_| fast)
-            .and_then(|f| f.encode(text));
+            .and_then(|f| f.encode(&self.inner, text));
         let mut enc = match quick {
             Some(ids) => tokenizers::Encoding::from_tokens(
                 ids.into_iter()
