@@ -15,6 +15,22 @@ pub fn available() -> bool {
     is_x86_feature_detected!("avx512f")
 }
 
+/// Checks the slices and key positions of a [`head`] call (the contract both head kernels
+/// share): `seq` rows of `HD` values, `stride` apart, in each of `q`, `k` and `v`, and every
+/// kept position below `seq`.
+pub(super) fn check_head(
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    stride: usize,
+    seq: usize,
+    keep: &[usize],
+) {
+    let need = (seq.max(1) - 1) * stride + HD;
+    assert!(stride >= HD && q.len() >= need && k.len() >= need && v.len() >= need);
+    assert!(keep.iter().all(|&j| j < seq));
+}
+
 /// A thread's buffers for [`head`]: the keys transposed and a block of scores.
 #[derive(Default)]
 pub struct Buffers {
@@ -47,9 +63,7 @@ pub unsafe fn head(
     if seq == 0 {
         return;
     }
-    let need = (seq - 1) * stride + HD;
-    assert!(stride >= HD && q.len() >= need && k.len() >= need && v.len() >= need);
-    assert!(keep.iter().all(|&j| j < seq));
+    check_head(q, k, v, stride, seq, keep);
     let nk = keep.len();
     let nkp = nk.next_multiple_of(16).max(16);
     buf.kt.clear();

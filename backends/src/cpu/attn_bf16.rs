@@ -14,10 +14,11 @@
 
 use std::arch::x86_64::*;
 
+// The f32 kernel's head size and argument checks: the two kernels share one contract.
+use super::attn_avx512::{check_head, HD};
+
 /// Query rows per block.
 const QB: usize = 8;
-/// Head size this kernel is written for.
-pub const HD: usize = 32;
 /// bf16 pairs per head row.
 const HP: usize = HD / 2;
 
@@ -74,9 +75,7 @@ pub unsafe fn head(
     if seq == 0 {
         return;
     }
-    let need = (seq - 1) * stride + HD;
-    assert!(stride >= HD && q.len() >= need && k.len() >= need && v.len() >= need);
-    assert!(keep.iter().all(|&j| j < seq));
+    check_head(q, k, v, stride, seq, keep);
     let nk = keep.len();
     let nkp = nk.next_multiple_of(32).max(32);
     buf.kt.clear();

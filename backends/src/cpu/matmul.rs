@@ -39,8 +39,8 @@ multiversion! {
 }
 
 /// Adds the outliers' f32 products to output columns `j0..j1` of every row; `column(c)` gives
-/// weight column `c` for those outputs. A borrowed column is used as it is; a column made for
-/// the call is kept for the outliers after it (in `made`, which the caller may reuse).
+/// weight column `c` for those outputs. A borrowed column (the packed copy's) is used as it is;
+/// a column made for the call is kept for the later outliers of the same column.
 fn add_outliers<'c>(
     outp: &SharedMut<f32>,
     outliers: &[Outlier],

@@ -148,11 +148,6 @@ impl CpuBackend {
         self
     }
 
-    /// The attention precision asked for (see [`AttentionPrecision`]).
-    pub fn attention_precision(&self) -> AttentionPrecision {
-        self.attention
-    }
-
     /// Splits every op across all threads however small (tests use it to exercise the split
     /// paths on small shapes).
     pub fn split_everything(mut self) -> CpuBackend {
