@@ -18,9 +18,9 @@ use edgecut_backends::Device;
 use edgecut_runtime::gguf::{Array, GgufFile, Value};
 
 use crate::error::{ModelError, Result};
+use crate::weights::{vector, Matrix, Table};
 
 mod cpu;
-use crate::weights::{vector, Matrix, Table};
 
 /// Hyper-parameters and options read from the file.
 #[derive(Clone, Debug)]

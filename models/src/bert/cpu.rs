@@ -9,7 +9,7 @@
 use std::ops::Range;
 
 use edgecut_backends::cpu::with_scratch;
-use edgecut_backends::ops::{Attention, OpError};
+use edgecut_backends::ops::Attention;
 use edgecut_backends::Device;
 
 use super::{op, Activation, Bert, Block, Qkv};
@@ -55,14 +55,14 @@ thread_local! {
 }
 
 /// The first error a task met (tasks cannot return one).
-struct FirstError(std::sync::Mutex<Option<OpError>>);
+struct FirstError(std::sync::Mutex<Option<ModelError>>);
 
 impl FirstError {
     fn new() -> FirstError {
         FirstError(std::sync::Mutex::new(None))
     }
 
-    fn keep(&self, r: std::result::Result<(), OpError>) {
+    fn keep(&self, r: Result<()>) {
         if let Err(e) = r {
             let mut slot = self.0.lock().unwrap_or_else(|p| p.into_inner());
             slot.get_or_insert(e);
@@ -71,13 +71,21 @@ impl FirstError {
 
     fn take(&self) -> Result<()> {
         match self.0.lock().unwrap_or_else(|p| p.into_inner()).take() {
-            Some(e) => Err(op(e)),
+            Some(e) => Err(e),
             None => Ok(()),
         }
     }
 }
 
 impl Bert {
+    /// Block `i`'s stacked q/k/v matrix, if it has one (row tasks need it).
+    fn stacked_qkv(&self, i: usize) -> Option<&Matrix> {
+        match &self.blocks.get(i)?.qkv {
+            Qkv::Stacked(m) => Some(m),
+            Qkv::Separate(_) => None,
+        }
+    }
+
     /// Blocks `range` on the CPU, in place.
     pub(super) fn cpu_blocks(
         &self,
@@ -92,13 +100,9 @@ impl Bert {
             let nb = group.min(a.batch - b0);
             let (r0, r1) = (b0 * a.seq, (b0 + nb) * a.seq);
             let (hidden, mask) = (&mut a.hidden[r0 * h..r1 * h], &a.mask[r0..r1]);
-            let stacked = |i: usize| match &self.blocks[i].qkv {
-                Qkv::Stacked(m) => Some(m),
-                Qkv::Separate(_) => None,
-            };
             let row_tasks = dev.backend().threads() > 1
                 && nb * a.seq >= ROW_TASKS_FROM
-                && range.clone().all(|i| stacked(i).is_some());
+                && range.clone().all(|i| self.stacked_qkv(i).is_some());
             if row_tasks {
                 self.row_task_blocks(dev, range.clone(), hidden, mask, nb, a.seq)?;
             } else {
@@ -184,11 +188,10 @@ impl Bert {
         let (h, ffn, f, eps) = (self.cfg.hidden, self.cfg.ffn, &*self.file, self.cfg.eps);
         let rows = batch * seq;
         let cpu = dev.backend();
-        let qkv_of = |i: usize| match self.blocks.get(i).map(|b| &b.qkv) {
-            Some(Qkv::Stacked(m)) => Ok(m),
-            _ => Err(ModelError::Input(format!(
-                "block {i} has no stacked q/k/v for row tasks"
-            ))),
+        let qkv_of = |i: usize| {
+            self.stacked_qkv(i).ok_or_else(|| {
+                ModelError::Input(format!("block {i} has no stacked q/k/v for row tasks"))
+            })
         };
         let failed = FirstError::new();
         with_scratch(&SCRATCH, |s| {
@@ -203,7 +206,8 @@ impl Bert {
             let x: &[f32] = hidden;
             cpu.for_chunks(qkv, ROWS_PER_TASK * 3 * h, &|t, out| {
                 let (r0, n) = (t * ROWS_PER_TASK, out.len() / (3 * h));
-                failed.keep(cpu.linear(&x[r0 * h..(r0 + n) * h], n, &first.linear(f), out));
+                let r = cpu.linear(&x[r0 * h..(r0 + n) * h], n, &first.linear(f), out);
+                failed.keep(r.map_err(op));
             });
             failed.take()?;
             for i in range.clone() {
@@ -232,16 +236,18 @@ impl Bert {
                     with_scratch(&ROW_SCRATCH, |RowScratch { o, up }| {
                         o.resize(n * h, 0.0);
                         up.resize(n * ffn, 0.0);
-                        let (an, on) = (&blk.attn_norm, &blk.out_norm);
+                        let lin = |m: &Matrix, x: &[f32], out: &mut [f32]| {
+                            cpu.linear(x, n, &m.linear(f), out).map_err(op)
+                        };
                         failed.keep((|| {
-                            cpu.linear(&ctx[r0 * h..(r0 + n) * h], n, &blk.o.linear(f), o)?;
-                            cpu.add_layer_norm(x, o, h, &an.gamma, &an.beta, eps)?;
-                            cpu.linear(x, n, &blk.up.linear(f), up)?;
+                            lin(&blk.o, &ctx[r0 * h..(r0 + n) * h], o)?;
+                            blk.attn_norm.residual(dev, x, o, h, eps)?;
+                            lin(&blk.up, x, up)?;
                             cpu.gelu(up);
-                            cpu.linear(up, n, &blk.down.linear(f), o)?;
-                            cpu.add_layer_norm(x, o, h, &on.gamma, &on.beta, eps)?;
+                            lin(&blk.down, up, o)?;
+                            blk.out_norm.residual(dev, x, o, h, eps)?;
                             match next {
-                                Some(m) => cpu.linear(x, n, &m.linear(f), next_qkv),
+                                Some(m) => lin(m, x, next_qkv),
                                 None => Ok(()),
                             }
                         })())
