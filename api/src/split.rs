@@ -3,67 +3,11 @@
 //! A cut is the number of stages on the device (`0`: the raw token ids go to the server).
 
 use edgecut_models::bert::Activation;
-use edgecut_wire::{Activation as WireActivation, Encoding, Infer, InferResult};
-use half::f16;
+use edgecut_wire::{
+    decode_values, encode_values, Activation as WireActivation, Encoding, Infer, InferResult,
+};
 
 use crate::{Error, Result, Session};
-
-/// Encodes `values` for the wire: f32 or f16 little-endian, or int8 values followed by one f32
-/// scale (`max |x| / 127`) per block of 32.
-pub fn encode_values(values: &[f32], enc: Encoding) -> Vec<u8> {
-    match enc {
-        Encoding::F32 => values.iter().flat_map(|v| v.to_le_bytes()).collect(),
-        Encoding::F16 => values
-            .iter()
-            .flat_map(|v| f16::from_f32(*v).to_le_bytes())
-            .collect(),
-        Encoding::Int8 => {
-            let mut q = Vec::with_capacity(values.len() + values.len().div_ceil(32) * 4);
-            let mut scales = Vec::with_capacity(values.len().div_ceil(32));
-            for block in values.chunks(32) {
-                let amax = block.iter().fold(0f32, |m, v| m.max(v.abs()));
-                let s = amax / 127.0;
-                let inv = if s > 0.0 { 1.0 / s } else { 0.0 };
-                q.extend(
-                    block
-                        .iter()
-                        .map(|v| (v * inv).round().clamp(-127.0, 127.0) as i8 as u8),
-                );
-                scales.push(s);
-            }
-            q.extend(scales.iter().flat_map(|s| s.to_le_bytes()));
-            q
-        }
-    }
-}
-
-/// Decodes `n` values encoded by [`encode_values`]; `None` when `data` is not their size.
-pub fn decode_values(data: &[u8], enc: Encoding, n: usize) -> Option<Vec<f32>> {
-    if enc.bytes(n as u64)? != data.len() as u64 {
-        return None;
-    }
-    Some(match enc {
-        Encoding::F32 => data
-            .chunks_exact(4)
-            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-            .collect(),
-        Encoding::F16 => data
-            .chunks_exact(2)
-            .map(|b| f16::from_le_bytes([b[0], b[1]]).to_f32())
-            .collect(),
-        Encoding::Int8 => {
-            let (q, s) = data.split_at(n);
-            let scales: Vec<f32> = s
-                .chunks_exact(4)
-                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-                .collect();
-            q.iter()
-                .enumerate()
-                .map(|(i, &v)| v as i8 as f32 * scales[i / 32])
-                .collect()
-        }
-    })
-}
 
 fn bad(msg: impl Into<String>) -> Error {
     Error::Input(msg.into())

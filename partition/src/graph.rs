@@ -5,40 +5,13 @@ use serde::{Deserialize, Serialize};
 
 use crate::PlanError;
 
-/// How activations are encoded on the wire.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
-#[serde(rename_all = "lowercase")]
-pub enum Encoding {
-    /// 4 bytes a value.
-    F32,
-    /// 2 bytes a value.
-    F16,
-    /// 1 byte a value plus one f32 scale per block of 32 (Q8_0-like).
-    #[default]
-    Int8,
-}
+/// How activations are encoded on the wire: the wire's own type, so a plan charges the link for
+/// the bytes a request really sends.
+pub use edgecut_wire::Encoding;
 
-impl Encoding {
-    /// Bytes of `values` values.
-    pub fn bytes(self, values: u64) -> u64 {
-        match self {
-            Encoding::F32 => 4 * values,
-            Encoding::F16 => 2 * values,
-            Encoding::Int8 => values + 4 * values.div_ceil(32),
-        }
-    }
-}
-
-impl std::str::FromStr for Encoding {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "f32" => Ok(Encoding::F32),
-            "f16" => Ok(Encoding::F16),
-            "int8" => Ok(Encoding::Int8),
-            _ => Err(format!("encoding {s:?}: expected f32, f16 or int8")),
-        }
-    }
+/// Wire bytes of `values` values under `enc` (saturating: a size past `u64` is no plan's).
+pub fn encoded_bytes(enc: Encoding, values: u64) -> u64 {
+    enc.bytes(values).unwrap_or(u64::MAX)
 }
 
 /// The size of a stage's output: `per_token * seq + fixed` values per text, plus
@@ -57,7 +30,12 @@ pub struct Tensor {
 impl Tensor {
     /// Wire bytes for `batch` texts of `seq` tokens.
     pub fn bytes(&self, enc: Encoding, seq: u64, batch: u64) -> u64 {
-        batch * (enc.bytes(self.per_token * seq + self.fixed) + self.side_bytes_per_token * seq)
+        let values = self
+            .per_token
+            .saturating_mul(seq)
+            .saturating_add(self.fixed);
+        let side = self.side_bytes_per_token.saturating_mul(seq);
+        batch.saturating_mul(encoded_bytes(enc, values).saturating_add(side))
     }
 }
 
@@ -209,9 +187,9 @@ mod tests {
 
     #[test]
     fn encodings_size_activations() {
-        assert_eq!(Encoding::F32.bytes(64), 256);
-        assert_eq!(Encoding::F16.bytes(64), 128);
-        assert_eq!(Encoding::Int8.bytes(64), 64 + 8);
+        assert_eq!(encoded_bytes(Encoding::F32, 64), 256);
+        assert_eq!(encoded_bytes(Encoding::F16, 64), 128);
+        assert_eq!(encoded_bytes(Encoding::Int8, 64), 64 + 8);
         let x = Tensor {
             per_token: 384,
             fixed: 0,

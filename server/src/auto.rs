@@ -82,15 +82,18 @@ fn smooth(old: Option<f64>, new: f64) -> Option<f64> {
 #[derive(Debug)]
 pub(crate) struct AutoState {
     pub(crate) cfg: AutoCut,
+    /// The encoding the client sends activations in: what the link is charged for.
+    encoding: Encoding,
     pub(crate) est: LinkEstimate,
     current: Option<usize>,
     local_runs: usize,
 }
 
 impl AutoState {
-    pub(crate) fn new(cfg: AutoCut) -> AutoState {
+    pub(crate) fn new(cfg: AutoCut, encoding: Encoding) -> AutoState {
         AutoState {
             cfg,
+            encoding,
             est: LinkEstimate::default(),
             current: None,
             local_runs: 0,
@@ -116,7 +119,7 @@ impl AutoState {
         Scenario {
             seq,
             batch,
-            encoding: Encoding::Int8,
+            encoding: self.encoding,
             link: self.link(),
             power: PowerModel::PHONE_WIFI,
         }
@@ -242,12 +245,42 @@ impl AutoState {
 mod tests {
     use super::*;
 
-    fn state() -> AutoState {
+    fn state_with(encoding: Encoding) -> AutoState {
         let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("../docs/plan/minilm-device-1thread.json");
         let prof = Profile::from_json(&std::fs::read_to_string(p).unwrap()).unwrap();
         let n = prof.graph.stages.len();
-        AutoState::new(AutoCut::new(prof.clone(), prof, n).unwrap())
+        AutoState::new(AutoCut::new(prof.clone(), prof, n).unwrap(), encoding)
+    }
+
+    fn state() -> AutoState {
+        state_with(Encoding::Int8)
+    }
+
+    /// Regression (issue 10): `--cut auto` planned every request as int8 whatever the client
+    /// sent, so f32 uploads were charged about a quarter of their bytes.
+    #[test]
+    fn auto_cut_charges_the_link_for_the_encoding_the_client_sends() {
+        let (seq, batch) = (128, 2);
+        let f32s = state_with(Encoding::F32).predict_all(seq, batch);
+        let int8 = state_with(Encoding::Int8).predict_all(seq, batch);
+        let hidden = 384u64; // MiniLM-L6, whose profile this is
+        let values = hidden * seq as u64;
+        for k in 1..f32s.len() - 1 {
+            // A cut inside the model uploads one hidden vector per token, as the wire encodes it.
+            let side = seq as u64; // the mask, a byte a token
+            assert_eq!(
+                f32s[k].up_bytes,
+                batch as u64 * (4 * values + side),
+                "K={k}"
+            );
+            assert_eq!(
+                int8[k].up_bytes,
+                batch as u64 * (values + 4 * values.div_ceil(32) + side),
+                "K={k}"
+            );
+            assert!(f32s[k].upload_ms > 3.0 * int8[k].upload_ms, "K={k}");
+        }
     }
 
     #[test]

@@ -66,7 +66,10 @@ impl<'s> SplitClient<'s> {
     /// session's model file.
     pub fn new(session: &'s Session, cfg: ClientConfig) -> SplitClient<'s> {
         let model_id = session.model_id().0;
-        let auto = cfg.auto.clone().map(crate::auto::AutoState::new);
+        let auto = cfg
+            .auto
+            .clone()
+            .map(|a| crate::auto::AutoState::new(a, cfg.encoding));
         SplitClient {
             session,
             cfg,

@@ -6,11 +6,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use edgecut::split::{decode_values, encode_values};
 use edgecut::Session;
 use edgecut_wire::{
-    decode_payload, encode_frame, parse_header, Activation, Encoding, ErrorCode, Frame, HelloOk,
-    Infer, InferResult, Limits, WireError, HEADER_BYTES,
+    decode_payload, decode_values, encode_frame, encode_values, parse_header, Activation, Encoding,
+    ErrorCode, Frame, HelloOk, Infer, InferResult, Limits, WireError, HEADER_BYTES,
 };
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpListener;

@@ -3,8 +3,11 @@
 use alloc::string::String;
 use alloc::vec::Vec;
 
-/// How an activation's values are encoded.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// How an activation's values are encoded: on the wire, and in the planner's link costs (the
+/// one type for both, so a plan is made for the bytes a request really sends).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(rename_all = "lowercase"))]
 #[repr(u8)]
 pub enum Encoding {
     /// Little-endian f32.
@@ -12,7 +15,39 @@ pub enum Encoding {
     /// Little-endian IEEE f16.
     F16 = 1,
     /// int8 values, then one little-endian f32 scale per block of 32 values.
+    #[default]
     Int8 = 2,
+}
+
+/// A name that is not an [`Encoding`]'s.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnknownEncoding;
+
+impl core::fmt::Display for UnknownEncoding {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str("unknown encoding: expected f32, f16 or int8")
+    }
+}
+
+#[cfg(feature = "std")]
+impl std::error::Error for UnknownEncoding {}
+
+impl core::str::FromStr for Encoding {
+    type Err = UnknownEncoding;
+    fn from_str(s: &str) -> Result<Self, UnknownEncoding> {
+        match s {
+            "f32" => Ok(Encoding::F32),
+            "f16" => Ok(Encoding::F16),
+            "int8" => Ok(Encoding::Int8),
+            _ => Err(UnknownEncoding),
+        }
+    }
+}
+
+impl core::fmt::Display for Encoding {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(self.name())
+    }
 }
 
 impl Encoding {
@@ -23,6 +58,15 @@ impl Encoding {
             1 => Some(Encoding::F16),
             2 => Some(Encoding::Int8),
             _ => None,
+        }
+    }
+
+    /// The encoding's name (`f32`, `f16`, `int8`), as [`FromStr`](core::str::FromStr) reads it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Encoding::F32 => "f32",
+            Encoding::F16 => "f16",
+            Encoding::Int8 => "int8",
         }
     }
 

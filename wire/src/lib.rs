@@ -17,9 +17,13 @@ extern crate std;
 
 mod codec;
 mod frame;
+mod values;
 
 pub use codec::{decode_payload, encode_frame, parse_header, read_frame, write_frame, Limits};
-pub use frame::{Activation, Encoding, ErrorCode, Frame, Hello, HelloOk, Infer, InferResult};
+pub use frame::{
+    Activation, Encoding, ErrorCode, Frame, Hello, HelloOk, Infer, InferResult, UnknownEncoding,
+};
+pub use values::{decode_values, encode_values, INT8_BLOCK};
 
 /// Frame magic, the first four bytes of every frame.
 pub const MAGIC: [u8; 4] = *b"ECW1";

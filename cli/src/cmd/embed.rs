@@ -42,7 +42,7 @@ pub struct EmbedArgs {
     token_file: Option<std::path::PathBuf>,
     /// With --server: activation encoding on the wire (f32, f16 or int8).
     #[arg(long, default_value = "int8")]
-    encoding: String,
+    encoding: edgecut_wire::Encoding,
     /// With --server: speak TLS, trusting the certificates in this PEM file.
     #[arg(long)]
     tls_ca: Option<std::path::PathBuf>,
@@ -154,12 +154,7 @@ fn split_embed(
     texts: &[&str],
 ) -> anyhow::Result<Vec<Vec<f32>>> {
     use anyhow::Context;
-    let encoding = match a.encoding.as_str() {
-        "f32" => edgecut_wire::Encoding::F32,
-        "f16" => edgecut_wire::Encoding::F16,
-        "int8" => edgecut_wire::Encoding::Int8,
-        e => anyhow::bail!("--encoding {e:?}: expected f32, f16 or int8"),
-    };
+    let encoding = a.encoding;
     let token = match &a.token_file {
         Some(p) => std::fs::read(p).with_context(|| format!("reading {}", p.display()))?,
         None => Vec::new(),
