@@ -29,6 +29,7 @@ pub mod split;
 mod stop;
 
 pub use edgecut_backends::cpu::AttentionPrecision;
+pub use edgecut_backends::cpu::kernels::UnknownKernels;
 pub use edgecut_backends::DeviceKind;
 pub use edgecut_models::convert::{convert, ConvertOptions, ConvertReport, Progress, WeightType};
 pub use edgecut_runtime::gguf::{GgufFile, ModelId};
@@ -57,6 +58,13 @@ pub enum Error {
     /// The request itself is invalid.
     #[error("{0}")]
     Input(String),
+}
+
+/// The CPU kernel set models run with: `EDGECUT_KERNELS` if it names a set this CPU has, else
+/// the best one. `Err` says that `EDGECUT_KERNELS` names a set this CPU lacks (the best set is
+/// used then), for the application to report as it reports things.
+pub fn cpu_kernels() -> std::result::Result<&'static str, UnknownKernels> {
+    edgecut_backends::cpu::kernels::from_env().map(|k| k.name)
 }
 
 /// Result with [`Error`].

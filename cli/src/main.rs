@@ -41,6 +41,9 @@ enum Command {
 fn main() {
     restore_sigpipe();
     let cli = Cli::parse();
+    if let Err(e) = edgecut::cpu_kernels() {
+        eprintln!("edgecut: {e}; using the best set");
+    }
     let result = match cli.command {
         Command::Convert(a) => cmd::convert::run(a),
         Command::Inspect(a) => cmd::inspect::run(a),

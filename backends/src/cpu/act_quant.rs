@@ -121,7 +121,7 @@ fn fill(
                 let src = &x[i * k..(i + 1) * k];
                 cols.clear();
                 if act == ActQuant::Int8Outliers {
-                    outliers_of(src, cols);
+                    outliers_of(&cpu.kernels, src, cols);
                 }
                 let row: &[f32] = if cols.is_empty() {
                     src
@@ -136,7 +136,7 @@ fn fill(
                 };
                 // SAFETY: task t alone writes rows t*m/tasks..(t+1)*m/tasks of `q` and `d`.
                 let (q, d) = unsafe { (qp.slice(i * k, k), dp.slice(i * kb, kb)) };
-                quantize_row(row, q, d, offset);
+                quantize_row(&cpu.kernels, row, q, d, offset);
             }
             if !found.is_empty() {
                 // A poisoned lock only means another task panicked; the vector is still whole.
@@ -151,9 +151,14 @@ fn fill(
 
 /// [`outlier_columns`] into `cols`, vectorised where AVX-512 is present (the mean is summed in
 /// another order, so a value within rounding of the limit may fall the other way).
-fn outliers_of(row: &[f32], cols: &mut Vec<usize>) {
+fn outliers_of(kernels: &super::Kernels, row: &[f32], cols: &mut Vec<usize>) {
     #[cfg(target_arch = "x86_64")]
-    if avx512() && row.len().is_multiple_of(16) && row.len() >= MAX_OUTLIER_SHARE {
+    if kernels.act_quant
+        && avx512_available()
+        && row.len().is_multiple_of(16)
+        && row.len() >= MAX_OUTLIER_SHARE
+    {
+        super::kernels::note_simd();
         // SAFETY: AVX-512F was detected; the row is whole 16-float vectors.
         unsafe { x86::outliers(row, cols) };
         if cols.len() > row.len() / MAX_OUTLIER_SHARE {
@@ -162,16 +167,19 @@ fn outliers_of(row: &[f32], cols: &mut Vec<usize>) {
         }
         return;
     }
+    let _ = kernels;
     cols.extend(outlier_columns(row));
 }
 
-fn quantize_row(row: &[f32], q: &mut [u8], d: &mut [f32], offset: bool) {
+fn quantize_row(kernels: &super::Kernels, row: &[f32], q: &mut [u8], d: &mut [f32], offset: bool) {
     #[cfg(target_arch = "x86_64")]
-    if avx512() {
+    if kernels.act_quant && avx512_available() {
+        super::kernels::note_simd();
         // SAFETY: AVX-512F and BW were detected; `q` holds `row.len()` bytes, `d` one scale
         // per 32 values (the caller sliced them so).
         return unsafe { x86::quantize_row(row, q, d, if offset { 128 } else { 0 }) };
     }
+    let _ = kernels;
     // SAFETY: i8 and u8 have the same size and alignment, and every bit pattern is valid.
     let qi = unsafe { std::slice::from_raw_parts_mut(q.as_mut_ptr() as *mut i8, q.len()) };
     scalar::quantize_row(row, qi, d);
@@ -180,8 +188,9 @@ fn quantize_row(row: &[f32], q: &mut [u8], d: &mut [f32], offset: bool) {
     }
 }
 
+/// Whether this CPU can run the AVX-512 quantization kernels (the table's `act_quant` slot).
 #[cfg(target_arch = "x86_64")]
-fn avx512() -> bool {
+pub(super) fn avx512_available() -> bool {
     std::is_x86_feature_detected!("avx512f") && std::is_x86_feature_detected!("avx512bw")
 }
 

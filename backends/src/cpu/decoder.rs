@@ -121,14 +121,14 @@ impl CpuBackend {
                 x.len()
             )));
         }
-        rms_norm_rows(x, out, gamma, eps);
+        rms_norm_rows(&self.kernels, x, out, gamma, eps);
         Ok(())
     }
 
     /// SwiGLU gating, `gate = silu(gate) * up`, in place.
     pub fn silu_mul(&self, gate: &mut [f32], up: &[f32]) -> Result<(), OpError> {
         OpError::check("swiglu up", up.len(), gate.len())?;
-        silu_mul(gate, up);
+        silu_mul(&self.kernels, gate, up);
         Ok(())
     }
 
@@ -184,9 +184,12 @@ impl CpuBackend {
         let group = heads / kvh;
         let scale = 1.0 / (hd as f32).sqrt();
         #[cfg(target_arch = "x86_64")]
-        let fast = self.kernels.name == "avx512vnni"
-            && super::attn_f16::available()
-            && hd.is_multiple_of(16);
+        let fast =
+            self.kernels.attention_f16 && super::attn_f16::available() && hd.is_multiple_of(16);
+        #[cfg(target_arch = "x86_64")]
+        if fast {
+            super::kernels::note_simd();
+        }
         #[cfg(not(target_arch = "x86_64"))]
         let fast = false;
         let outp = SharedMut::new(out);

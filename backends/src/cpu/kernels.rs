@@ -1,6 +1,11 @@
-//! The kernel table: the scalar reference fills it, and each SIMD instruction set found on this
-//! CPU at run time replaces entries (never `target-cpu=native`, which breaks older CPUs).
+//! The kernel table: the scalar reference fills every slot, and each SIMD instruction set found
+//! on this CPU at run time plugs its kernels into the slots it has (never `target-cpu=native`,
+//! which breaks older CPUs), as tract's `Ops` table is filled by its `plug_*` functions.
+//! Every op picks its kernel from the table alone: no op looks at a set's name or detects CPU
+//! features to choose, so `EDGECUT_KERNELS=scalar` runs the scalar reference everywhere.
 //! `EDGECUT_KERNELS=scalar|avx2|avx512vnni|neon` forces a set, for tests and benchmarks.
+
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::scalar;
 
@@ -13,15 +18,37 @@ pub type DotQ8_0 = fn(w: &[u8], xq: &[i8], xd: &[f32]) -> f32;
 /// once for four outputs.
 pub type Dot4Q8_0 = fn(w: [&[u8]; 4], xq: &[i8], xd: &[f32]) -> [f32; 4];
 
-/// One instruction set's kernels.
+/// One instruction set's kernels: a function for each dot-product slot, and for each other
+/// ISA-specific slot whether this set fills it with its SIMD kernel (`false`: the scalar
+/// reference runs). The slots are crate-private, set only by the detection that proves the
+/// instructions exist, so a table cannot claim what the CPU lacks.
 #[derive(Clone, Copy)]
 pub struct Kernels {
-    /// The instruction set, as `EDGECUT_KERNELS` names it.
+    /// The instruction set, as `EDGECUT_KERNELS` names it (for display; nothing branches on it).
     pub name: &'static str,
     /// Q8_0 x int8 dot product.
     pub dot_q8_0: DotQ8_0,
     /// Four Q8_0 x int8 dot products sharing the activation row.
     pub dot4_q8_0: Dot4Q8_0,
+    /// Autovectorised loops (norms, softmax, SwiGLU, the portable attention, f32 products) in
+    /// their AVX-512 build (`multiversion!`).
+    pub(crate) wide: bool,
+    /// Activation quantization (int8 blocks, outlier columns) with AVX-512.
+    pub(crate) act_quant: bool,
+    /// GELU with AVX-512.
+    pub(crate) gelu: bool,
+    /// The Q8_0 x int8 GEMM on weights repacked for AVX-512 VNNI.
+    pub(crate) gemm_vnni: bool,
+    /// Quantized weights x f32 activations: rows decoded and multiplied with AVX-512.
+    pub(crate) f32_linear: bool,
+    /// Quantized weights x f32 activations for few rows: activations as int16, VNNI products.
+    pub(crate) gemv_i16: bool,
+    /// Encoder attention on heads of 32 with AVX-512, f32 products.
+    pub(crate) attention_f32: bool,
+    /// Encoder attention products in bf16 (AVX-512 BF16), where f32 is not asked for.
+    pub(crate) attention_bf16: bool,
+    /// Decoder attention over the f16 KV cache with AVX-512 (F16C conversions).
+    pub(crate) attention_f16: bool,
 }
 
 impl std::fmt::Debug for Kernels {
@@ -30,12 +57,38 @@ impl std::fmt::Debug for Kernels {
     }
 }
 
-/// The scalar reference set, available everywhere.
+/// The scalar reference set, available everywhere: every slot holds the scalar kernel.
 pub const SCALAR: Kernels = Kernels {
     name: "scalar",
     dot_q8_0: scalar::dot_q8_0,
     dot4_q8_0: scalar::dot4_q8_0,
+    wide: false,
+    act_quant: false,
+    gelu: false,
+    gemm_vnni: false,
+    f32_linear: false,
+    gemv_i16: false,
+    attention_f32: false,
+    attention_bf16: false,
+    attention_f16: false,
 };
+
+impl Kernels {
+    /// Whether any slot holds a SIMD kernel (every set but the scalar reference).
+    pub fn is_simd(&self) -> bool {
+        let k = self;
+        !std::ptr::fn_addr_eq(k.dot_q8_0, SCALAR.dot_q8_0)
+            || k.wide
+            || k.act_quant
+            || k.gelu
+            || k.gemm_vnni
+            || k.f32_linear
+            || k.gemv_i16
+            || k.attention_f32
+            || k.attention_bf16
+            || k.attention_f16
+    }
+}
 
 /// Every set this CPU can run, best first; the scalar reference is always last.
 pub fn available() -> Vec<Kernels> {
@@ -48,17 +101,52 @@ pub fn available() -> Vec<Kernels> {
     v
 }
 
-/// The set to use: `EDGECUT_KERNELS` if it names an available set, else the best one.
-pub fn best() -> Kernels {
+/// Why `EDGECUT_KERNELS` was not followed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("EDGECUT_KERNELS={wanted:?} is not available on this CPU (available: {available})")]
+pub struct UnknownKernels {
+    /// The set asked for.
+    pub wanted: String,
+    /// The sets this CPU has, comma-separated.
+    pub available: String,
+}
+
+/// The set `EDGECUT_KERNELS` names, the best one when it is unset, or an error when it names
+/// a set this CPU does not have (for the caller to report; a library prints nothing).
+pub fn from_env() -> Result<Kernels, UnknownKernels> {
     let all = available();
-    if let Ok(want) = std::env::var("EDGECUT_KERNELS") {
-        if let Some(k) = all.iter().find(|k| k.name == want) {
-            return *k;
+    match std::env::var("EDGECUT_KERNELS") {
+        Ok(want) if !want.is_empty() => {
+            all.iter()
+                .find(|k| k.name == want)
+                .copied()
+                .ok_or_else(|| UnknownKernels {
+                    wanted: want,
+                    available: all.iter().map(|k| k.name).collect::<Vec<_>>().join(", "),
+                })
         }
-        eprintln!(
-            "edgecut: EDGECUT_KERNELS={want:?} is not available on this CPU; using {}",
-            all[0].name
-        );
+        _ => Ok(all[0]),
     }
-    all[0]
+}
+
+/// The set to use: `EDGECUT_KERNELS` if it names an available set, else the best one
+/// ([`from_env`] says when the variable was not followed).
+pub fn best() -> Kernels {
+    from_env().unwrap_or_else(|_| available()[0])
+}
+
+/// Calls of SIMD kernels (any slot but the dot products) since the process started.
+static SIMD_CALLS: AtomicU64 = AtomicU64::new(0);
+
+/// Counts one call of a SIMD kernel picked from a table (an op's call, not each row's).
+#[inline]
+pub(crate) fn note_simd() {
+    SIMD_CALLS.fetch_add(1, Ordering::Relaxed);
+}
+
+/// How many times an op has run a SIMD kernel from a table slot other than the dot products
+/// (which are function pointers the caller can compare): a diagnostic, with which a test shows
+/// that the scalar set takes no SIMD path.
+pub fn simd_calls() -> u64 {
+    SIMD_CALLS.load(Ordering::Relaxed)
 }

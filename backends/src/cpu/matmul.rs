@@ -42,6 +42,7 @@ multiversion! {
 /// weight column `c` for those outputs. A borrowed column (the packed copy's) is used as it is;
 /// a column made for the call is kept for the later outliers of the same column.
 fn add_outliers<'c>(
+    kernels: &super::Kernels,
     outp: &SharedMut<f32>,
     outliers: &[Outlier],
     mut column: impl FnMut(usize) -> std::borrow::Cow<'c, [f32]>,
@@ -54,13 +55,13 @@ fn add_outliers<'c>(
         // SAFETY: the calling task owns columns j0..j1 of every row.
         let out = unsafe { outp.slice(i * n + j0, j1 - j0) };
         if let Some((_, col)) = made.iter().find(|(cc, _)| *cc == c) {
-            axpy(out, col, xc);
+            axpy(kernels, out, col, xc);
             continue;
         }
         match column(c) {
-            std::borrow::Cow::Borrowed(col) => axpy(out, col, xc),
+            std::borrow::Cow::Borrowed(col) => axpy(kernels, out, col, xc),
             std::borrow::Cow::Owned(col) => {
-                axpy(out, &col, xc);
+                axpy(kernels, out, &col, xc);
                 made.push((c, col));
             }
         }
@@ -86,7 +87,8 @@ fn packed_rows<const R: usize>(
     let u: [&[u8]; R] = std::array::from_fn(|i| &xu[i * k..(i + 1) * k]);
     let d: [&[f32]; R] = std::array::from_fn(|i| &xd[i * kb..(i + 1) * kb]);
     // SAFETY: packed weights exist only where `gemm_vnni::available()` held (see
-    // `CpuBackend::pack`); each row slice holds k bytes and k / 32 scales.
+    // `CpuBackend::pack`), and reach here only from a table whose `gemm_vnni` slot is set,
+    // which detection sets only on such CPUs; each row slice holds k bytes and k / 32 scales.
     unsafe { super::gemm_vnni::panel::<R>(pk, p, u, d, out, bias) };
 }
 
@@ -108,7 +110,13 @@ impl CpuBackend {
         // Split only work big enough to pay for waking the other threads (a few microseconds).
         let tasks = self.tasks_for(m * n * k).min(n);
         let chunk = n.div_ceil(tasks);
-        match lin.w {
+        // Weights packed for a GEMM this table lacks (packed by another backend) run from their
+        // Q8_0 blocks.
+        let weights = match lin.w {
+            WeightData::Packed(_, q8) if !self.kernels.gemm_vnni => WeightData::Q8_0(q8),
+            w => w,
+        };
+        match weights {
             WeightData::Blocks(dtype, w) => return self.linear_dequant(x, m, dtype, w, lin, out),
             WeightData::Q8_0(w) | WeightData::Packed(_, w) if lin.act == ActQuant::F32 => {
                 return self.linear_dequant(x, m, crate::DType::Q8_0, w, lin, out);
@@ -116,7 +124,7 @@ impl CpuBackend {
             _ => {}
         }
         let outp = SharedMut::new(out);
-        match lin.w {
+        match weights {
             WeightData::Blocks(..) => unreachable!("handled above"),
             WeightData::Q8_0(w) => {
                 check_q8_0(w, n, k)?;
@@ -161,6 +169,7 @@ impl CpuBackend {
                             }
                         }
                         add_outliers(
+                            &self.kernels,
                             &outp,
                             outliers,
                             |c| {
@@ -184,6 +193,8 @@ impl CpuBackend {
                         pk.n, pk.k
                     )));
                 }
+                #[cfg(target_arch = "x86_64")]
+                super::kernels::note_simd();
                 #[cfg(target_arch = "x86_64")]
                 quantize(self, x, m, k, lin.act, true, |qz| {
                     let kb = k / QK;
@@ -225,6 +236,7 @@ impl CpuBackend {
                         }
                         let (j0, j1) = ((p0 * PANEL).min(n), (p1 * PANEL).min(n));
                         add_outliers(
+                            &self.kernels,
                             &outp,
                             &qz.outliers,
                             |c| pk.column(c)[j0..j1].into(),

@@ -84,6 +84,7 @@ fn decode_row(dtype: DType, row: &[u8], out: &mut [f32]) {
 }
 
 multiversion! {
+    #[allow(clippy::too_many_arguments)]
     /// Decodes the `rows` weight rows of `w` into `buf` and multiplies them with every activation row,
     /// writing `out[i][j0 + r]` through `set(i, r, value)`.
     fn rows_times_x(
@@ -163,11 +164,15 @@ impl CpuBackend {
         let outp = SharedMut::new(out);
         // The AVX-512 kernels run with the AVX-512 kernel set (the scalar set tests the rest).
         #[cfg(target_arch = "x86_64")]
-        let fast = self.kernels.name == "avx512vnni"
-            && super::f32_avx512::available()
-            && k.is_multiple_of(16);
+        let fast =
+            self.kernels.f32_linear && super::f32_avx512::available() && k.is_multiple_of(16);
         #[cfg(target_arch = "x86_64")]
-        let i16_rows = fast && m <= I16_MAX_M && super::gemv_i16::available();
+        let i16_rows =
+            fast && self.kernels.gemv_i16 && m <= I16_MAX_M && super::gemv_i16::available();
+        #[cfg(target_arch = "x86_64")]
+        if fast {
+            super::kernels::note_simd();
+        }
         #[cfg(target_arch = "x86_64")]
         let mut rows_i16 = ROWS_I16.take();
         #[cfg(target_arch = "x86_64")]
@@ -227,7 +232,7 @@ impl CpuBackend {
                         j += rows;
                         continue;
                     }
-                    rows_times_x(dtype, w, rows, x, k, buf, &mut set);
+                    rows_times_x(&self.kernels, dtype, w, rows, x, k, buf, &mut set);
                     j += rows;
                 }
             });

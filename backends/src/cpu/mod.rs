@@ -170,10 +170,7 @@ impl CpuBackend {
     /// `None` means the Q8_0 blocks are used as they are.
     pub fn pack(&self, w: &[u8], n: usize, k: usize) -> Option<PackedQ8_0> {
         #[cfg(target_arch = "x86_64")]
-        if self.kernels.name == "avx512vnni"
-            && gemm_vnni::available()
-            && k.is_multiple_of(crate::quant::QK)
-        {
+        if self.kernels.gemm_vnni && gemm_vnni::available() && k.is_multiple_of(crate::quant::QK) {
             return Some(PackedQ8_0::pack(w, n, k));
         }
         let _ = (w, n, k);
@@ -295,7 +292,7 @@ impl CpuBackend {
             // SAFETY: task t alone owns rows r0..r1.
             let xs = unsafe { xp.slice(r0 * dim, (r1 - r0) * dim) };
             let ds = delta.map(|d| &d[r0 * dim..r1 * dim]);
-            nn::layer_norm_rows(xs, ds, dim, gamma, beta, eps);
+            nn::layer_norm_rows(&self.kernels, xs, ds, dim, gamma, beta, eps);
         });
         Ok(())
     }
@@ -312,11 +309,12 @@ impl CpuBackend {
             // SAFETY: task t alone owns values a..b.
             let x = unsafe { xp.slice(a, b - a) };
             #[cfg(target_arch = "x86_64")]
-            if self.kernels.name != "scalar" && gelu_avx512::available() {
+            if self.kernels.gelu && gelu_avx512::available() {
+                kernels::note_simd();
                 // SAFETY: AVX-512F was just detected.
                 return unsafe { gelu_avx512::gelu(x) };
             }
-            nn::gelu_slice(x);
+            nn::gelu_slice(&self.kernels, x);
         });
     }
 

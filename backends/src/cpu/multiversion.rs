@@ -17,12 +17,16 @@ pub fn avx512() -> bool {
         && std::is_x86_feature_detected!("fma")
 }
 
-/// Defines `fn $name(args) -> ret { body }` with a baseline version and an AVX-512 version of
-/// `body`, chosen at run time.
+/// Defines `fn $name(kernels: &Kernels, args) -> ret { body }` with a baseline version and an
+/// AVX-512 version of `body`; the kernel table's `wide` slot picks one (the scalar set: always
+/// the baseline).
 macro_rules! multiversion {
     ($(#[$m:meta])* $vis:vis fn $name:ident($($arg:ident: $ty:ty),* $(,)?) $(-> $ret:ty)? $body:block) => {
         $(#[$m])*
-        $vis fn $name($($arg: $ty),*) $(-> $ret)? {
+        $vis fn $name(
+            kernels: &$crate::cpu::Kernels,
+            $($arg: $ty),*
+        ) $(-> $ret)? {
             #[inline(always)]
             fn inner($($arg: $ty),*) $(-> $ret)? $body
             #[cfg(target_arch = "x86_64")]
@@ -31,11 +35,13 @@ macro_rules! multiversion {
                 fn wide($($arg: $ty),*) $(-> $ret)? {
                     inner($($arg),*)
                 }
-                if $crate::cpu::multiversion::avx512() {
+                if kernels.wide && $crate::cpu::multiversion::avx512() {
+                    $crate::cpu::kernels::note_simd();
                     // SAFETY: the features `wide` is compiled for were detected just above.
                     return unsafe { wide($($arg),*) };
                 }
             }
+            let _ = kernels;
             inner($($arg),*)
         }
     };

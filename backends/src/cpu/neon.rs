@@ -11,6 +11,7 @@ pub fn available() -> Vec<Kernels> {
         name: "neon",
         dot_q8_0: dot_q8_0_neon,
         dot4_q8_0: dot4_q8_0_neon,
+        ..super::kernels::SCALAR
     }]
 }
 

@@ -211,13 +211,21 @@ pub(super) fn attention(
     // the reference set keeps f32.
     #[cfg(target_arch = "x86_64")]
     let bf16 = cpu.attention == super::AttentionPrecision::Fast
-        && cpu.kernels.name == "avx512vnni"
+        && cpu.kernels.attention_bf16
         && super::attn_bf16::available();
     #[cfg(not(target_arch = "x86_64"))]
     let bf16 = false;
     cpu.parallel(tasks, &|t| {
         for task in (t * pairs / tasks)..((t + 1) * pairs / tasks) {
-            attend_head(a, task / a.heads, task % a.heads, bf16, &outp);
+            attend_head(
+                &cpu.kernels,
+                cpu.kernels.attention_f32,
+                a,
+                task / a.heads,
+                task % a.heads,
+                bf16,
+                &outp,
+            );
         }
     });
     Ok(())
@@ -226,15 +234,24 @@ pub(super) fn attention(
 multiversion! {
     /// Attention of one (sequence, head) pair; writes only that head's columns of that
     /// sequence's rows.
-    fn attend_head(a: &Attention<'_>, b: usize, h: usize, bf16: bool, outp: &SharedMut<f32>) {
+    fn attend_head(
+        head32: bool,
+        a: &Attention<'_>,
+        b: usize,
+        h: usize,
+        bf16: bool,
+        outp: &SharedMut<f32>,
+    ) {
         let hidden = a.heads * a.head_dim;
         let (seq, hd) = (a.seq, a.head_dim);
         let scale = 1.0 / (hd as f32).sqrt();
         let col = h * hd;
         #[cfg(target_arch = "x86_64")]
-        if hd == super::attn_avx512::HD && super::attn_avx512::available() {
+        if head32 && hd == super::attn_avx512::HD && super::attn_avx512::available() {
+            super::kernels::note_simd();
             return attend_head32(a, b, h, bf16, outp);
         }
+        let _ = head32;
         // This head's keys and values, transposed (`kt[d][j]`, `vt[d][j]`), real tokens only, so
         // both products below run along contiguous keys and vectorise.
         let keep: Vec<usize> = (0..seq).filter(|&j| a.mask[b * seq + j] != 0).collect();

@@ -9,26 +9,49 @@ use std::arch::x86_64::*;
 use super::kernels::Kernels;
 use crate::quant::{Q8_0_BYTES, QK};
 
-/// The sets this CPU supports, best first.
+/// The sets this CPU supports, best first, each plugging its kernels into the table's slots
+/// after detecting the features they need.
 pub fn available() -> Vec<Kernels> {
     let mut v = Vec::new();
     let avx2 = is_x86_feature_detected!("avx2")
         && is_x86_feature_detected!("fma")
         && is_x86_feature_detected!("f16c");
-    if avx2 && is_x86_feature_detected!("avx512vnni") && is_x86_feature_detected!("avx512vl") {
+    if !avx2 {
+        return v;
+    }
+    let plain = Kernels {
+        name: "avx2",
+        dot_q8_0: dot_q8_0_avx2,
+        dot4_q8_0: dot4_q8_0_avx2,
+        ..super::kernels::SCALAR
+    };
+    let wide = super::multiversion::avx512();
+    // The AVX-512 slots that need no VNNI.
+    let avx512 = Kernels {
+        name: "avx512",
+        wide,
+        act_quant: super::act_quant::avx512_available(),
+        gelu: super::gelu_avx512::available(),
+        f32_linear: super::f32_avx512::available(),
+        attention_f32: super::attn_avx512::available(),
+        attention_f16: super::attn_f16::available(),
+        ..plain
+    };
+    if is_x86_feature_detected!("avx512vnni") && is_x86_feature_detected!("avx512vl") {
         v.push(Kernels {
             name: "avx512vnni",
             dot_q8_0: dot_q8_0_vnni,
             dot4_q8_0: dot4_q8_0_vnni,
+            gemm_vnni: super::gemm_vnni::available(),
+            gemv_i16: super::gemv_i16::available(),
+            attention_bf16: super::attn_bf16::available(),
+            ..avx512
         });
+    } else if wide {
+        // AVX-512 without VNNI (Skylake-SP): the f32 and elementwise kernels, AVX2 products.
+        v.push(avx512);
     }
-    if avx2 {
-        v.push(Kernels {
-            name: "avx2",
-            dot_q8_0: dot_q8_0_avx2,
-            dot4_q8_0: dot4_q8_0_avx2,
-        });
-    }
+    v.push(plain);
     v
 }
 
