@@ -43,8 +43,9 @@ typedef enum {
 typedef struct {
   // Threads per op; 0: the cores the process may use.
   uint32_t threads;
-  // The device.
-  EdgecutDevice device;
+  // The device, an [`EdgecutDevice`] value. An integer rather than the enum: a value C
+  // passes that names no device is then an error, not undefined behaviour in Rust.
+  uint32_t device;
   // Encoders: tokens per text before truncation; 0: the model's default.
   uint32_t max_seq_len;
   // Decoders: context length (KV cache positions); 0: the model's, at most 2048.

@@ -69,8 +69,9 @@ pub enum EdgecutDevice {
 pub struct EdgecutOptions {
     /// Threads per op; 0: the cores the process may use.
     pub threads: u32,
-    /// The device.
-    pub device: EdgecutDevice,
+    /// The device, an [`EdgecutDevice`] value. An integer rather than the enum: a value C
+    /// passes that names no device is then an error, not undefined behaviour in Rust.
+    pub device: u32,
     /// Encoders: tokens per text before truncation; 0: the model's default.
     pub max_seq_len: u32,
     /// Decoders: context length (KV cache positions); 0: the model's, at most 2048.
@@ -223,7 +224,7 @@ pub unsafe extern "C" fn edgecut_model_open(
         let o = if options.is_null() {
             EdgecutOptions {
                 threads: 0,
-                device: EdgecutDevice::EDGECUT_DEVICE_AUTO,
+                device: EdgecutDevice::EDGECUT_DEVICE_AUTO as u32,
                 max_seq_len: 0,
                 context: 0,
             }
@@ -231,7 +232,7 @@ pub unsafe extern "C" fn edgecut_model_open(
             // SAFETY: non-null and pointing to an EdgecutOptions (the caller's contract).
             unsafe { *options }
         };
-        let device = match o.device as u32 {
+        let device = match o.device {
             0 => DeviceKind::Auto,
             1 => DeviceKind::Cpu,
             d => {

@@ -165,10 +165,23 @@ fn closed_and_made_up_handles_are_statuses() {
         assert!(last_error().contains("nonexistent"));
         let bad = EdgecutOptions {
             threads: 0,
-            device: EdgecutDevice::EDGECUT_DEVICE_AUTO,
+            device: EdgecutDevice::EDGECUT_DEVICE_AUTO as u32,
             max_seq_len: 100_000,
             context: 0,
         };
+        // A device value that names no device is refused (the field is an integer, so C may
+        // pass anything without undefined behaviour on the Rust side).
+        let no_device = EdgecutOptions {
+            device: 7,
+            max_seq_len: 0,
+            ..bad
+        };
+        let p7 = CString::new(minilm(WeightType::Q8_0).to_str().unwrap()).unwrap();
+        assert_eq!(
+            edgecut_model_open(p7.as_ptr(), &no_device, &mut h2),
+            EDGECUT_STATUS_INVALID_ARGUMENT
+        );
+        assert!(last_error().contains("device 7"), "{}", last_error());
         let p = CString::new(minilm(WeightType::Q8_0).to_str().unwrap()).unwrap();
         assert_eq!(
             edgecut_model_open(p.as_ptr(), &bad, &mut h2),

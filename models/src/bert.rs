@@ -45,9 +45,27 @@ pub struct BertConfig {
     pub normalize: bool,
     /// Class labels of a classification head (empty without one).
     pub labels: Vec<String>,
-    /// Activation of the classification head's first layer: `tanh` (BERT) or `relu`
-    /// (DistilBERT).
-    pub classifier_activation: String,
+    /// Activation of the classification head's first layer.
+    pub classifier_activation: ClassifierActivation,
+}
+
+/// The activation of a classification head's first layer (`edgecut.classifier.activation`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ClassifierActivation {
+    /// `tanh`: BERT's pooler.
+    Tanh,
+    /// `relu`: DistilBERT's pre-classifier.
+    Relu,
+}
+
+impl ClassifierActivation {
+    /// Applies the activation in place.
+    fn apply(self, x: &mut [f32]) {
+        match self {
+            ClassifierActivation::Tanh => x.iter_mut().for_each(|v| *v = v.tanh()),
+            ClassifierActivation::Relu => x.iter_mut().for_each(|v| *v = v.max(0.0)),
+        }
+    }
 }
 
 impl BertConfig {
@@ -87,6 +105,16 @@ impl BertConfig {
             Some(Value::Array(Array::Str(v))) => v.clone(),
             _ => Vec::new(),
         };
+        // An activation edgecut does not know is refused at load, not run as another one.
+        let classifier_activation = match f.get_str("edgecut.classifier.activation").ok() {
+            None | Some("tanh") => ClassifierActivation::Tanh,
+            Some("relu") => ClassifierActivation::Relu,
+            Some(other) => {
+                return Err(ModelError::Unsupported(format!(
+                    "classifier activation {other:?} (edgecut runs tanh and relu)"
+                )))
+            }
+        };
         let act = f.get_str("edgecut.hidden_act").unwrap_or("gelu");
         if act != "gelu" {
             return Err(ModelError::Unsupported(format!(
@@ -112,10 +140,7 @@ impl BertConfig {
                 .and_then(Value::as_bool)
                 .unwrap_or(true),
             labels,
-            classifier_activation: f
-                .get_str("edgecut.classifier.activation")
-                .unwrap_or("tanh")
-                .to_string(),
+            classifier_activation,
         })
     }
 }
@@ -417,10 +442,7 @@ impl Bert {
         let mut x = vec![0f32; a.batch * h];
         cpu.linear(&first, a.batch, &pre.linear(&self.file), &mut x)
             .map_err(op)?;
-        match self.cfg.classifier_activation.as_str() {
-            "relu" => x.iter_mut().for_each(|v| *v = v.max(0.0)),
-            _ => x.iter_mut().for_each(|v| *v = v.tanh()),
-        }
+        self.cfg.classifier_activation.apply(&mut x);
         let mut logits = vec![0f32; a.batch * out.n];
         cpu.linear(&x, a.batch, &out.linear(&self.file), &mut logits)
             .map_err(op)?;

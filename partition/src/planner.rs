@@ -396,15 +396,19 @@ impl<'p> Planner<'p> {
             .value(obj)
         };
         let (x1, x2) = (1e-9, 2e-9);
-        let lines: Vec<(Vec<bool>, f64, f64)> = self
+        let lines: Vec<Line> = self
             .graph()
             .cuts()
             .into_iter()
             .filter(|cut| self.feasible(cut, c))
             .map(|cut| {
                 let (y1, y2) = (at(&cut, x1), at(&cut, x2));
-                let b = (y2 - y1) / (x2 - x1);
-                (cut, y1 - b * x1, b)
+                let slope = (y2 - y1) / (x2 - x1);
+                Line {
+                    intercept: y1 - slope * x1,
+                    slope,
+                    cut,
+                }
             })
             .collect();
         if lines.is_empty() {
@@ -414,22 +418,28 @@ impl<'p> Planner<'p> {
         let first = lines
             .iter()
             .enumerate()
-            .min_by(|a, b| (a.1 .1, a.1 .2).partial_cmp(&(b.1 .1, b.1 .2)).unwrap())
+            .min_by(|(_, p), (_, q)| {
+                (p.intercept, p.slope)
+                    .partial_cmp(&(q.intercept, q.slope))
+                    .unwrap()
+            })
             .map(|(i, _)| i)
             .unwrap_or(0);
         let (mut cur, mut x0) = (first, 0.0);
         let mut out = Vec::new();
         loop {
-            let (_, a, b) = &lines[cur];
+            let (a, b) = (lines[cur].intercept, lines[cur].slope);
+            // The first line the envelope meets to the right of x0: a smaller slope, crossing
+            // the current line at the smallest x.
             let next = lines
                 .iter()
                 .enumerate()
-                .filter(|(_, l)| l.2 < *b - 1e-12 * b.abs().max(1.0))
-                .map(|(i, l)| (i, (l.1 - a) / (b - l.2)))
+                .filter(|(_, l)| l.slope < b - 1e-12 * b.abs().max(1.0))
+                .map(|(i, l)| (i, (l.intercept - a) / (b - l.slope)))
                 .filter(|&(_, x)| x >= x0)
                 .min_by(|p, q| {
-                    (p.1, lines[p.0].2)
-                        .partial_cmp(&(q.1, lines[q.0].2))
+                    (p.1, lines[p.0].slope)
+                        .partial_cmp(&(q.1, lines[q.0].slope))
                         .unwrap()
                 });
             let Some((i, x)) = next else { break };
@@ -437,10 +447,10 @@ impl<'p> Planner<'p> {
                 out.push(Threshold {
                     up_bps: 1.0 / x,
                     below: Cut {
-                        on_device: lines[i].0.clone(),
+                        on_device: lines[i].cut.clone(),
                     },
                     above: Cut {
-                        on_device: lines[cur].0.clone(),
+                        on_device: lines[cur].cut.clone(),
                     },
                 });
             }
@@ -450,4 +460,11 @@ impl<'p> Planner<'p> {
         out.reverse();
         out
     }
+}
+
+/// A cut's cost as a line in `x = 1 / upload bandwidth`: `intercept + slope * x`.
+struct Line {
+    cut: Vec<bool>,
+    intercept: f64,
+    slope: f64,
 }

@@ -162,47 +162,35 @@ fn error(request_id: u64, code: ErrorCode, message: impl Into<String>) -> Frame 
     }
 }
 
+/// Counts a refused connection and tells the client why (connection-level: request id 0).
+async fn reject<S: AsyncWrite + Unpin>(s: &mut S, m: &Metrics, code: ErrorCode, why: String) {
+    m.errors.fetch_add(1, Ordering::Relaxed);
+    send(s, &error(0, code, why)).await;
+}
+
 /// One connection: HELLO, then requests until it closes, errs or times out.
 async fn connection<S: AsyncRead + AsyncWrite + Unpin>(mut s: S, ctx: Arc<Ctx>) {
     let cfg = &ctx.cfg;
     let m = &ctx.metrics;
-    let fail = |m: &Metrics| m.errors.fetch_add(1, Ordering::Relaxed);
     let hello = match read_frame(&mut s, &cfg.limits, cfg.hello_timeout, cfg.frame_timeout).await {
         Ok(Frame::Hello(h)) => h,
         Ok(_) => {
-            fail(m);
-            send(
-                &mut s,
-                &error(0, ErrorCode::BadFrame, "the first frame must be HELLO"),
-            )
-            .await;
-            return;
+            let why = "the first frame must be HELLO".into();
+            return reject(&mut s, m, ErrorCode::BadFrame, why).await;
         }
         Err(ReadError::Wire(e)) => {
-            fail(m);
-            send(&mut s, &error(0, ErrorCode::BadFrame, e.to_string())).await;
-            return;
+            return reject(&mut s, m, ErrorCode::BadFrame, e.to_string()).await;
         }
         Err(_) => return,
     };
     if hello.model_id != ctx.model_id {
-        fail(m);
-        send(
-            &mut s,
-            &error(0, ErrorCode::WrongModel, "the server runs another model"),
-        )
-        .await;
-        return;
+        let why = "the server runs another model".into();
+        return reject(&mut s, m, ErrorCode::WrongModel, why).await;
     }
     if let Some(t) = &cfg.token {
         if !same_token(t, &hello.token) {
-            fail(m);
-            send(
-                &mut s,
-                &error(0, ErrorCode::Unauthorized, "missing or wrong token"),
-            )
-            .await;
-            return;
+            let why = "missing or wrong token".into();
+            return reject(&mut s, m, ErrorCode::Unauthorized, why).await;
         }
     }
     let ok = HelloOk {
@@ -216,14 +204,10 @@ async fn connection<S: AsyncRead + AsyncWrite + Unpin>(mut s: S, ctx: Arc<Ctx>) 
         let req = match read_frame(&mut s, &cfg.limits, cfg.idle_timeout, cfg.frame_timeout).await {
             Ok(Frame::Infer(r)) => r,
             Ok(_) => {
-                fail(m);
-                send(&mut s, &error(0, ErrorCode::BadFrame, "expected INFER")).await;
-                return;
+                return reject(&mut s, m, ErrorCode::BadFrame, "expected INFER".into()).await;
             }
             Err(ReadError::Wire(e)) => {
-                fail(m);
-                send(&mut s, &error(0, ErrorCode::BadFrame, e.to_string())).await;
-                return;
+                return reject(&mut s, m, ErrorCode::BadFrame, e.to_string()).await;
             }
             Err(ReadError::Closed) | Err(ReadError::Timeout) => return,
         };
@@ -232,7 +216,7 @@ async fn connection<S: AsyncRead + AsyncWrite + Unpin>(mut s: S, ctx: Arc<Ctx>) 
         let (tx, rx) = oneshot::channel();
         let job = Job {
             req,
-            queued: Instant::now(),
+            queued: received,
             reply: tx,
         };
         let answer = match ctx.jobs.try_send(job) {
@@ -252,7 +236,7 @@ async fn connection<S: AsyncRead + AsyncWrite + Unpin>(mut s: S, ctx: Arc<Ctx>) 
         };
         match &answer {
             Frame::Result(_) => m.requests.fetch_add(1, Ordering::Relaxed),
-            _ => fail(m),
+            _ => m.errors.fetch_add(1, Ordering::Relaxed),
         };
         if !send(&mut s, &answer).await {
             return;

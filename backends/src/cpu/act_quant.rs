@@ -9,20 +9,9 @@
 use std::cell::RefCell;
 
 use super::{scalar, with_scratch, CpuBackend, SharedMut};
-use crate::ops::ActQuant;
+use crate::ops::{ActQuant, OUTLIER_RATIO};
 use crate::quant::QK;
 
-/// A value is an outlier when its magnitude exceeds this many times its row's mean magnitude.
-/// Chosen on MiniLM, whose layer-norm outputs have a few such channels: it lifts the worst cosine
-/// to PyTorch from 0.9981 (no outliers) to 0.9993. Worst cosine over the 38 fixture texts, this
-/// converter's file / llama.cpp's: 4.2x 0.99933 / 0.99938, 5.0x 0.99931 / 0.99929, 5.5x
-/// 0.99930 / 0.99921 (7x: 0.99927 on this converter's, 10x: 0.99918). 5.0 would take about 3%
-/// off the time at 128 tokens (each outlier costs a row of f32 products), but coarser int8
-/// blocks let the GPU backend's other f32 summation order flip more roundings: MiniLM on wgpu
-/// fell to a cosine of 0.99989 to this backend (issue 6 holds it at 0.9999), so 4.2 stays.
-/// (For normal data 4.2 sits at about 3.4 standard deviations; the mean is one vectorisable
-/// pass, where a median needs a selection.)
-pub const OUTLIER_RATIO: f32 = 4.2;
 /// At most this fraction of the columns (1/16) is taken out, to bound the f32 work.
 const MAX_OUTLIER_SHARE: usize = 16;
 

@@ -32,7 +32,8 @@ mod x86;
 
 use std::sync::Arc;
 
-pub use act_quant::{outlier_columns, OUTLIER_RATIO};
+pub use crate::ops::OUTLIER_RATIO;
+pub use act_quant::outlier_columns;
 pub use kernels::Kernels;
 pub use nn::{erf, exp_approx, gelu_scalar};
 pub use packed::PackedQ8_0;

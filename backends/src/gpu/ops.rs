@@ -6,8 +6,7 @@ use cubecl::server::Handle;
 
 use super::kernels;
 use super::{GpuBuffer, GpuMatrix};
-use crate::cpu::OUTLIER_RATIO;
-use crate::ops::{ActQuant, OpError};
+use crate::ops::{ActQuant, OpError, OUTLIER_RATIO};
 use crate::quant::QK;
 
 /// Units per cube for the one-dimensional kernels.
