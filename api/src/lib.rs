@@ -30,7 +30,7 @@ mod stop;
 
 pub use edgecut_backends::cpu::kernels::UnknownKernels;
 pub use edgecut_backends::cpu::AttentionPrecision;
-pub use edgecut_backends::DeviceKind;
+pub use edgecut_backends::{DeviceError, DeviceKind};
 pub use edgecut_models::convert::{convert, ConvertOptions, ConvertReport, Progress, WeightType};
 pub use edgecut_runtime::gguf::{GgufFile, ModelId};
 pub use edgecut_runtime::Message;
@@ -40,24 +40,84 @@ pub use llm::{
 };
 pub use session::{cosine, Classification, Embeddings, Session, SessionOptions, Truncated};
 
-/// Everything that can go wrong, each naming the file, key, tensor or input at fault.
+/// Everything that can go wrong, each naming the file, key, tensor or input at fault. Match on
+/// the variants an application handles (a full context, a model without a classifier, a device
+/// that is missing); the rest carry their cause.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum Error {
     /// The model file is unreadable or malformed.
     #[error(transparent)]
     File(#[from] edgecut_runtime::GgufError),
-    /// The model cannot be built or run.
+    /// The model cannot be built or run (a missing or misshapen tensor, an unsupported
+    /// feature, an op that refused its operands).
     #[error(transparent)]
-    Model(#[from] edgecut_models::ModelError),
+    Model(edgecut_models::ModelError),
     /// The tokenizer cannot be built or fails.
     #[error(transparent)]
     Tokenizer(#[from] edgecut_runtime::TokenizerError),
     /// The device cannot be opened.
-    #[error("device: {0}")]
-    Device(String),
+    #[error(transparent)]
+    Device(#[from] DeviceError),
+    /// The model cannot run on the device asked for (decoders run on the CPU only, so far).
+    #[error("{what} cannot run on device {device} yet (the cpu and auto devices run it)")]
+    DeviceUnsupported {
+        /// The device asked for.
+        device: DeviceKind,
+        /// What cannot run there.
+        what: &'static str,
+    },
+    /// The file's architecture is not what was asked for (or none edgecut runs).
+    #[error("model architecture {architecture:?} is not {expected}")]
+    UnsupportedArchitecture {
+        /// `general.architecture` of the file.
+        architecture: String,
+        /// What was needed.
+        expected: &'static str,
+    },
+    /// Tokens that do not fit the context.
+    #[error("context full: {tokens} tokens do not fit ({used} of {capacity} positions used)")]
+    ContextFull {
+        /// Tokens to add (for a prompt: its tokens and the first one it generates).
+        tokens: usize,
+        /// Positions already used.
+        used: usize,
+        /// Positions in all.
+        capacity: usize,
+    },
+    /// Classification asked of a model without a classification head.
+    #[error("this model has no classification head; embed with it instead")]
+    NoClassifier,
     /// The request itself is invalid.
     #[error("{0}")]
     Input(String),
+}
+
+impl From<edgecut_models::ModelError> for Error {
+    fn from(e: edgecut_models::ModelError) -> Error {
+        use edgecut_models::ModelError as M;
+        match e {
+            M::ContextFull {
+                tokens,
+                used,
+                capacity,
+            } => Error::ContextFull {
+                tokens,
+                used,
+                capacity,
+            },
+            M::NoClassifier => Error::NoClassifier,
+            M::UnsupportedArchitecture {
+                architecture,
+                expected,
+            } => Error::UnsupportedArchitecture {
+                architecture,
+                expected,
+            },
+            M::Gguf(e) => Error::File(e),
+            other => Error::Model(other),
+        }
+    }
 }
 
 /// The CPU kernel set models run with: `EDGECUT_KERNELS` if it names a set this CPU has, else

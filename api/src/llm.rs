@@ -123,7 +123,17 @@ impl Llm {
 
     /// A decoder on a model file already open.
     pub fn from_file(file: Arc<GgufFile>, opts: &LlmOptions) -> Result<Llm> {
-        let device = Device::open(opts.device, opts.threads).map_err(Error::Device)?;
+        // Decoders run on the CPU so far: a GPU asked for by name is an error, not a silent
+        // CPU run; `auto` picks the CPU for them.
+        let device = match opts.device {
+            DeviceKind::Wgpu | DeviceKind::Cuda => {
+                return Err(Error::DeviceUnsupported {
+                    device: opts.device,
+                    what: "a decoder",
+                })
+            }
+            DeviceKind::Cpu | DeviceKind::Auto => Device::open(DeviceKind::Cpu, opts.threads)?,
+        };
         let model = Llama::load(file.clone(), &device)?;
         let tokenizer = Tokenizer::from_gguf(&file)?;
         let template = ChatTemplate::from_gguf(&file, &tokenizer).ok();
@@ -248,17 +258,20 @@ impl Context<'_> {
         opts: &GenerateOptions,
         on_text: &mut dyn FnMut(&str) -> bool,
     ) -> Result<Generation> {
-        opts.sampling.validate().map_err(Error::Input)?;
+        opts.sampling
+            .validate()
+            .map_err(|e| Error::Input(e.to_string()))?;
         let model = &self.llm.model;
         if prompt.is_empty() {
             return Err(Error::Input("the prompt has no tokens".into()));
         }
         if prompt.len() >= self.cache.capacity() {
-            return Err(Error::Input(format!(
-                "the prompt has {} tokens; the context holds {} (use a longer context)",
-                prompt.len(),
-                self.cache.capacity()
-            )));
+            // At least one position must stay free for the first generated token.
+            return Err(Error::ContextFull {
+                tokens: prompt.len() + 1,
+                used: 0,
+                capacity: self.cache.capacity(),
+            });
         }
         let start = Instant::now();
         // Reuse the common prefix, but always recompute at least the last prompt token: its

@@ -114,9 +114,7 @@ impl Session {
     /// A session on a model file already open (for callers that read the file first, such as
     /// to dispatch on its architecture).
     pub fn from_file(file: Arc<GgufFile>, opts: &SessionOptions) -> Result<Session> {
-        let device = Device::open(opts.device, opts.threads)
-            .map_err(Error::Device)?
-            .with_attention(opts.attention);
+        let device = Device::open(opts.device, opts.threads)?.with_attention(opts.attention);
         let model = Bert::load(file.clone(), &device)?;
         let tokenizer = Tokenizer::from_gguf(&file)?;
         let max_len = match opts.max_seq_len {
@@ -240,9 +238,7 @@ impl Session {
 
     /// Classifies `texts` with the model's sequence-classification head.
     pub fn classify(&self, texts: &[&str]) -> Result<Vec<Classification>> {
-        let n = self.model.n_classes().ok_or_else(|| {
-            Error::Input("this model has no classification head; use embed instead".into())
-        })?;
+        let n = self.model.n_classes().ok_or(Error::NoClassifier)?;
         let labels = &self.model.cfg.labels;
         let (mut out, truncated) = self.run(texts, |a| {
             let logits = self.model.classify(&self.device, a)?;

@@ -22,18 +22,53 @@ pub enum DeviceKind {
 }
 
 impl FromStr for DeviceKind {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
+    type Err = DeviceError;
+    fn from_str(s: &str) -> Result<Self, DeviceError> {
         match s.to_ascii_lowercase().as_str() {
             "cpu" => Ok(DeviceKind::Cpu),
             "wgpu" | "vulkan" | "metal" | "dx12" => Ok(DeviceKind::Wgpu),
             "cuda" => Ok(DeviceKind::Cuda),
             "auto" => Ok(DeviceKind::Auto),
-            _ => Err(format!(
-                "unknown device {s:?} (use cpu, wgpu, cuda or auto)"
-            )),
+            _ => Err(DeviceError::Unknown(s.to_string())),
         }
     }
+}
+
+impl fmt::Display for DeviceKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            DeviceKind::Cpu => "cpu",
+            DeviceKind::Wgpu => "wgpu",
+            DeviceKind::Cuda => "cuda",
+            DeviceKind::Auto => "auto",
+        })
+    }
+}
+
+/// Why a device cannot be had. Messages say what is missing, in terms of the library (no
+/// command-line flags: the caller may be an app).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum DeviceError {
+    /// This build has no backend for the device.
+    #[error("device {device} is not available in this build (edgecut was built without its `{feature}` feature)")]
+    NotBuilt {
+        /// The device asked for.
+        device: DeviceKind,
+        /// The cargo feature that adds it.
+        feature: &'static str,
+    },
+    /// The device is absent or failed to open.
+    #[error("device {device} is unavailable: {reason}")]
+    Unavailable {
+        /// The device asked for.
+        device: DeviceKind,
+        /// What is missing or what failed.
+        reason: String,
+    },
+    /// A name that is no device.
+    #[error("unknown device {0:?} (cpu, wgpu, cuda or auto)")]
+    Unknown(String),
 }
 
 /// A device ready to run ops. Enum dispatch: no backend generic leaks past this crate.
@@ -48,17 +83,14 @@ pub enum Device {
 
 /// The error for a GPU kind this build does not have.
 #[cfg_attr(all(feature = "wgpu", feature = "cuda"), allow(dead_code))]
-fn not_built(kind: &str, feature: &str) -> String {
-    format!(
-        "device {kind} is not available in this build: edgecut was built without GPU support \
-         for it (build with --features {feature}, or use cpu or auto)"
-    )
+fn not_built(device: DeviceKind, feature: &'static str) -> DeviceError {
+    DeviceError::NotBuilt { device, feature }
 }
 
 impl Device {
     /// Opens the device `kind` with `threads` CPU worker threads (0: one per core this process
     /// may use). A GPU that is asked for and missing is an error saying what is missing.
-    pub fn open(kind: DeviceKind, threads: usize) -> Result<Device, String> {
+    pub fn open(kind: DeviceKind, threads: usize) -> Result<Device, DeviceError> {
         let cpu = CpuBackend::new(threads);
         match kind {
             DeviceKind::Cpu => Ok(Device::Cpu(cpu)),
@@ -67,14 +99,14 @@ impl Device {
                 return crate::gpu::GpuBackend::open(crate::gpu::GpuKind::Wgpu, true, cpu)
                     .map(Device::Gpu);
                 #[cfg(not(feature = "wgpu"))]
-                Err(not_built("wgpu", "wgpu"))
+                Err(not_built(DeviceKind::Wgpu, "wgpu"))
             }
             DeviceKind::Cuda => {
                 #[cfg(feature = "cuda")]
                 return crate::gpu::GpuBackend::open(crate::gpu::GpuKind::Cuda, false, cpu)
                     .map(Device::Gpu);
                 #[cfg(not(feature = "cuda"))]
-                Err(not_built("cuda", "cuda"))
+                Err(not_built(DeviceKind::Cuda, "cuda"))
             }
             DeviceKind::Auto => {
                 #[cfg(feature = "cuda")]

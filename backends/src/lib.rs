@@ -19,5 +19,5 @@ pub mod gpu;
 pub mod ops;
 pub mod quant;
 
-pub use device::{Device, DeviceKind};
+pub use device::{Device, DeviceError, DeviceKind};
 pub use dtype::DType;

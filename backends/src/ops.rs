@@ -7,6 +7,9 @@ pub enum OpError {
     /// A buffer of the wrong length or a dimension that does not fit.
     #[error("shape mismatch: {0}")]
     Shape(String),
+    /// The device failed (a GPU buffer could not be read back, say).
+    #[error("device: {0}")]
+    Device(String),
     /// A token id outside the embedding table.
     #[error("token id {id} is outside the vocabulary of {vocab}")]
     TokenId {

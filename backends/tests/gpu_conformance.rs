@@ -273,7 +273,7 @@ macro_rules! suite {
             use super::*;
 
             fn gpu() -> Option<GpuBackend> {
-                let open: fn() -> Result<GpuBackend, String> = $open;
+                let open: fn() -> Result<GpuBackend, edgecut_backends::DeviceError> = $open;
                 match open() {
                     Ok(g) => {
                         println!("running on {g}");
@@ -350,10 +350,16 @@ fn cuda_without_a_driver_is_a_clear_error() {
     match GpuBackend::open(GpuKind::Cuda, false, CpuBackend::new(1)) {
         Ok(g) => assert!(present || g.kind() == GpuKind::Cuda),
         Err(e) => {
-            assert!(!e.is_empty());
             println!("CUDA: {e}");
-            if !present {
-                assert!(e.contains("CUDA"), "the error names CUDA: {e}");
+            // A typed error naming the device; without a driver, one that says CUDA is missing.
+            match &e {
+                edgecut_backends::DeviceError::Unavailable { device, reason } => {
+                    assert_eq!(*device, edgecut_backends::DeviceKind::Cuda);
+                    if !present {
+                        assert!(reason.contains("CUDA"), "the error names CUDA: {e}");
+                    }
+                }
+                other => panic!("expected Unavailable, got {other:?}"),
             }
         }
     }

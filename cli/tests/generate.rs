@@ -79,7 +79,7 @@ fn bad_generation_input_is_named() {
         ),
         (
             vec!["generate", "-m", m, "--context", "8", &"word ".repeat(20)],
-            "context holds 8",
+            "of 8 positions",
         ),
         (
             vec!["generate", "-m", "/nonexistent.gguf", "x"],

@@ -121,7 +121,7 @@ fn truncation_is_warned_and_bad_input_is_named() {
         (
             vec!["embed", "-m", m, "--device", "cuda", "x"],
             None,
-            "without GPU support",
+            "without its `cuda` feature",
         ),
         (
             vec!["embed", "-m", m, "--batch-size", "0", "x"],

@@ -492,7 +492,7 @@ pub unsafe extern "C" fn edgecut_generate(
         }
         opts.sampling
             .validate()
-            .map_err(|e| Failure(EDGECUT_STATUS_INVALID_ARGUMENT, e))?;
+            .map_err(|e| Failure(EDGECUT_STATUS_INVALID_ARGUMENT, e.to_string()))?;
         let text = if chat {
             llm.render_chat(&[edgecut::Message::new("user", prompt)])
                 .map_err(|e| Failure(EDGECUT_STATUS_MODEL_ERROR, e.to_string()))?

@@ -73,10 +73,10 @@ impl BertConfig {
     pub fn from_gguf(f: &GgufFile) -> Result<BertConfig> {
         let arch = f.architecture()?;
         if arch != "bert" {
-            return Err(ModelError::Unsupported(format!(
-                "model architecture {arch:?} is not a BERT-family encoder (embed and classify need \
-                 general.architecture = \"bert\")"
-            )));
+            return Err(ModelError::UnsupportedArchitecture {
+                architecture: arch.to_string(),
+                expected: "a BERT-family encoder (general.architecture = \"bert\")",
+            });
         }
         let u = |k: &str| f.get_u64(&format!("bert.{k}")).map(|v| v as usize);
         let (hidden, heads, layers, ffn, context) = (
@@ -170,7 +170,7 @@ impl Norm {
     ) -> Result<()> {
         dev.backend()
             .add_layer_norm(x, delta, dim, &self.gamma, &self.beta, eps)
-            .map_err(op)
+            .map_err(ModelError::from)
     }
 }
 
@@ -326,10 +326,11 @@ impl Bert {
         let batch = ids.len();
         let seq = ids.iter().map(Vec::len).max().unwrap_or(0).max(1);
         if seq > self.cfg.context {
-            return Err(ModelError::Input(format!(
-                "{seq} tokens exceed the context length {}",
-                self.cfg.context
-            )));
+            return Err(ModelError::ContextFull {
+                tokens: seq,
+                used: 0,
+                capacity: self.cfg.context,
+            });
         }
         let mut flat = vec![0u32; batch * seq];
         let mut mask = vec![0u8; batch * seq];
@@ -361,7 +362,7 @@ impl Bert {
             &self.emb_norm.beta,
             self.cfg.eps,
         )
-        .map_err(op)?;
+        .map_err(ModelError::from)?;
         Ok(Activation {
             hidden,
             mask,
@@ -412,7 +413,7 @@ impl Bert {
             self.cfg.pooling,
             &mut out,
         )
-        .map_err(op)?;
+        .map_err(ModelError::from)?;
         if self.cfg.normalize {
             l2_normalize(&mut out, h);
         }
@@ -421,11 +422,7 @@ impl Bert {
 
     /// Stage `head` for classification: logits `[batch, classes]` from the first token.
     pub fn classify(&self, dev: &Device, a: &Activation) -> Result<Vec<f32>> {
-        let (pre, out) = self.head.as_ref().ok_or_else(|| {
-            ModelError::Unsupported(
-                "this model has no classification head (cls.output.weight)".into(),
-            )
-        })?;
+        let (pre, out) = self.head.as_ref().ok_or(ModelError::NoClassifier)?;
         let h = self.cfg.hidden;
         let mut first = vec![0f32; a.batch * h];
         pool(
@@ -437,15 +434,15 @@ impl Bert {
             Pooling::Cls,
             &mut first,
         )
-        .map_err(op)?;
+        .map_err(ModelError::from)?;
         let cpu = dev.backend();
         let mut x = vec![0f32; a.batch * h];
         cpu.linear(&first, a.batch, &pre.linear(&self.file), &mut x)
-            .map_err(op)?;
+            .map_err(ModelError::from)?;
         self.cfg.classifier_activation.apply(&mut x);
         let mut logits = vec![0f32; a.batch * out.n];
         cpu.linear(&x, a.batch, &out.linear(&self.file), &mut logits)
-            .map_err(op)?;
+            .map_err(ModelError::from)?;
         Ok(logits)
     }
 }
@@ -455,8 +452,4 @@ pub fn probabilities(logits: &[f32], n: usize) -> Vec<f32> {
     let mut p = logits.to_vec();
     p.chunks_exact_mut(n).for_each(softmax);
     p
-}
-
-fn op(e: edgecut_backends::ops::OpError) -> ModelError {
-    ModelError::Input(e.to_string())
 }

@@ -41,16 +41,12 @@ pub(crate) struct GpuEncoder {
     blocks: Vec<GpuBlock>,
 }
 
-fn op(e: edgecut_backends::ops::OpError) -> ModelError {
-    ModelError::Input(e.to_string())
-}
-
 /// Q8_0 bytes of `m`, or the error that the GPU backend needs them.
 fn q8<'a>(m: &'a Matrix, f: &'a GgufFile, what: &str) -> Result<&'a [u8]> {
     m.q8_0(f).ok_or_else(|| {
         ModelError::Unsupported(format!(
-            "the GPU backend runs Q8_0 weights, and {what} is stored otherwise: convert the \
-             model with `edgecut convert --type q8_0`, or use --device cpu"
+            "the GPU backend runs Q8_0 weights, and {what} is stored otherwise: a Q8_0 \
+             conversion of the model runs there, any runs on the CPU"
         ))
     })
 }
@@ -76,7 +72,7 @@ fn linear(gpu: &GpuBackend, f: &GgufFile, parts: &[&Matrix], what: &str) -> Resu
         }
     };
     Ok(Linear {
-        w: gpu.upload_q8_0(&bytes, n, k).map_err(op)?,
+        w: gpu.upload_q8_0(&bytes, n, k).map_err(ModelError::from)?,
         bias,
         act: parts[0].act,
     })
@@ -132,7 +128,7 @@ impl GpuEncoder {
         let up = gpu.empty(rows * cfg.ffn);
         let lin = |l: &Linear, x: &GpuBuffer, out: &GpuBuffer| {
             gpu.linear(x, rows, &l.w, l.bias.as_ref(), l.act, out)
-                .map_err(op)
+                .map_err(ModelError::from)
         };
         for b in &self.blocks[range] {
             lin(&b.qkv, &x, &qkv)?;
@@ -148,19 +144,19 @@ impl GpuEncoder {
                 heads: cfg.heads,
                 head_dim: h / cfg.heads,
             };
-            gpu.attention(&att, &ctx).map_err(op)?;
+            gpu.attention(&att, &ctx).map_err(ModelError::from)?;
             lin(&b.o, &ctx, &o)?;
             let n = &b.attn_norm;
             gpu.layer_norm(&x, Some(&o), h, &n.gamma, &n.beta, cfg.eps)
-                .map_err(op)?;
+                .map_err(ModelError::from)?;
             lin(&b.up, &x, &up)?;
-            gpu.gelu(&up).map_err(op)?;
+            gpu.gelu(&up).map_err(ModelError::from)?;
             lin(&b.down, &up, &o)?;
             let n = &b.out_norm;
             gpu.layer_norm(&x, Some(&o), h, &n.gamma, &n.beta, cfg.eps)
-                .map_err(op)?;
+                .map_err(ModelError::from)?;
         }
-        a.hidden = gpu.download(&x).map_err(op)?;
+        a.hidden = gpu.download(&x).map_err(ModelError::from)?;
         Ok(())
     }
 }

@@ -2,8 +2,10 @@
 
 use std::path::PathBuf;
 
-/// What can go wrong converting or loading a model; each names the file, key or tensor at fault.
+/// What can go wrong converting, loading or running a model; each names the file, key, tensor
+/// or input at fault.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum ModelError {
     /// A file could not be read.
     #[error("{}: {source}", path.display())]
@@ -35,6 +37,30 @@ pub enum ModelError {
     /// A model or feature edgecut does not support.
     #[error("unsupported: {0}")]
     Unsupported(String),
+    /// A file of an architecture this model type does not run.
+    #[error("model architecture {architecture:?} is not {expected}")]
+    UnsupportedArchitecture {
+        /// `general.architecture` of the file.
+        architecture: String,
+        /// What was needed (a BERT-family encoder, a Llama-family decoder).
+        expected: &'static str,
+    },
+    /// Tokens that do not fit the context (the KV cache or the position table).
+    #[error("context full: {tokens} tokens do not fit ({used} of {capacity} positions used)")]
+    ContextFull {
+        /// Tokens to add.
+        tokens: usize,
+        /// Positions already used.
+        used: usize,
+        /// Positions in all.
+        capacity: usize,
+    },
+    /// Classification asked of a model without a classification head.
+    #[error("this model has no classification head (cls.output.weight)")]
+    NoClassifier,
+    /// An op refused its operands (a shape, a token id) or the device failed.
+    #[error(transparent)]
+    Op(#[from] edgecut_backends::ops::OpError),
     /// A tensor that the architecture needs is absent.
     #[error("tensor {0:?} is missing from the checkpoint")]
     MissingTensor(String),

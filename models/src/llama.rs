@@ -57,10 +57,10 @@ impl LlamaConfig {
     pub fn from_gguf(f: &GgufFile) -> Result<LlamaConfig> {
         let arch = f.architecture()?;
         if arch != "llama" {
-            return Err(ModelError::Unsupported(format!(
-                "model architecture {arch:?} is not a Llama-family decoder (generate and chat \
-                 need general.architecture = \"llama\")"
-            )));
+            return Err(ModelError::UnsupportedArchitecture {
+                architecture: arch.to_string(),
+                expected: "a Llama-family decoder (general.architecture = \"llama\")",
+            });
         }
         let key = |k: &str| format!("llama.{k}");
         let u = |k: &str| f.get_u64(&key(k)).map(|v| v as usize);
@@ -173,10 +173,6 @@ impl std::fmt::Debug for Llama {
 /// ffn + 6 * hidden) * 4` bytes) while keeping matmuls large.
 const PREFILL_CHUNK: usize = 256;
 
-fn op(e: edgecut_backends::ops::OpError) -> ModelError {
-    ModelError::Input(e.to_string())
-}
-
 impl Llama {
     /// Loads a `llama` file for `dev`: Q8_0 matrices stay in the map, Q4_0/Q4_1 matrices are
     /// re-quantized to Q8_0 once.
@@ -274,18 +270,18 @@ impl Llama {
         }
         let free = cache.capacity() - cache.len();
         if ids.len() > free {
-            return Err(ModelError::Input(format!(
-                "context full: {} tokens do not fit ({} of {} positions used)",
-                ids.len(),
-                cache.len(),
-                cache.capacity()
-            )));
+            return Err(ModelError::ContextFull {
+                tokens: ids.len(),
+                used: cache.len(),
+                capacity: cache.capacity(),
+            });
         }
         if let Some(&bad) = ids.iter().find(|&&id| id as usize >= self.config.vocab) {
-            return Err(ModelError::Input(format!(
-                "token id {bad} is outside the vocabulary of {}",
-                self.config.vocab
-            )));
+            return Err(edgecut_backends::ops::OpError::TokenId {
+                id: bad,
+                vocab: self.config.vocab,
+            }
+            .into());
         }
         let vocab = self.config.vocab;
         let mut logits = Vec::with_capacity(match which {
@@ -343,14 +339,18 @@ impl Llama {
             self.embd.gather(f, ids, x)?;
             let rope = RopeStyle::Interleaved;
             for (l, b) in self.blocks.iter().enumerate() {
-                cpu.rms_norm(x, xn, &b.attn_norm, c.eps).map_err(op)?;
-                cpu.linear(xn, t, &b.q.linear(f), q).map_err(op)?;
-                cpu.linear(xn, t, &b.k.linear(f), k).map_err(op)?;
-                cpu.linear(xn, t, &b.v.linear(f), v).map_err(op)?;
+                cpu.rms_norm(x, xn, &b.attn_norm, c.eps)
+                    .map_err(ModelError::from)?;
+                cpu.linear(xn, t, &b.q.linear(f), q)
+                    .map_err(ModelError::from)?;
+                cpu.linear(xn, t, &b.k.linear(f), k)
+                    .map_err(ModelError::from)?;
+                cpu.linear(xn, t, &b.v.linear(f), v)
+                    .map_err(ModelError::from)?;
                 cpu.rope(q, c.heads, hd, pos0, &self.inv_freq, rope)
-                    .map_err(op)?;
+                    .map_err(ModelError::from)?;
                 cpu.rope(k, c.kv_heads, hd, pos0, &self.inv_freq, rope)
-                    .map_err(op)?;
+                    .map_err(ModelError::from)?;
                 // Keys transposed (`[kv_head][dim][position]`), values by position.
                 for (i, (kr, vr)) in k.chunks_exact(kvw).zip(v.chunks_exact(kvw)).enumerate() {
                     let pos = pos0 + i;
@@ -374,20 +374,26 @@ impl Llama {
                     kv_heads: c.kv_heads,
                     head_dim: hd,
                 };
-                cpu.causal_attention(&a, att).map_err(op)?;
-                cpu.linear(att, t, &b.wo.linear(f), xn).map_err(op)?;
-                cpu.add(x, xn).map_err(op)?;
-                cpu.rms_norm(x, xn, &b.ffn_norm, c.eps).map_err(op)?;
-                cpu.linear(xn, t, &b.gate.linear(f), gate).map_err(op)?;
-                cpu.linear(xn, t, &b.up.linear(f), up).map_err(op)?;
-                cpu.silu_mul(gate, up).map_err(op)?;
-                cpu.linear(gate, t, &b.down.linear(f), xn).map_err(op)?;
-                cpu.add(x, xn).map_err(op)?;
+                cpu.causal_attention(&a, att).map_err(ModelError::from)?;
+                cpu.linear(att, t, &b.wo.linear(f), xn)
+                    .map_err(ModelError::from)?;
+                cpu.add(x, xn).map_err(ModelError::from)?;
+                cpu.rms_norm(x, xn, &b.ffn_norm, c.eps)
+                    .map_err(ModelError::from)?;
+                cpu.linear(xn, t, &b.gate.linear(f), gate)
+                    .map_err(ModelError::from)?;
+                cpu.linear(xn, t, &b.up.linear(f), up)
+                    .map_err(ModelError::from)?;
+                cpu.silu_mul(gate, up).map_err(ModelError::from)?;
+                cpu.linear(gate, t, &b.down.linear(f), xn)
+                    .map_err(ModelError::from)?;
+                cpu.add(x, xn).map_err(ModelError::from)?;
             }
             if rows_out > 0 {
                 let last = &x[(t - rows_out) * h..];
                 let normed = &mut xn[..rows_out * h];
-                cpu.rms_norm(last, normed, &self.norm, c.eps).map_err(op)?;
+                cpu.rms_norm(last, normed, &self.norm, c.eps)
+                    .map_err(ModelError::from)?;
                 let start = logits.len();
                 logits.resize(start + rows_out * c.vocab, 0.0);
                 cpu.linear(
@@ -396,7 +402,7 @@ impl Llama {
                     &self.output.linear(f),
                     &mut logits[start..],
                 )
-                .map_err(op)?;
+                .map_err(ModelError::from)?;
             }
             Ok(())
         })();

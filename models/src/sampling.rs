@@ -34,15 +34,16 @@ impl Default for SamplingParams {
 
 impl SamplingParams {
     /// Checks the values are in range, naming the one that is not.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), crate::ModelError> {
+        let bad = |m: String| Err(crate::ModelError::Input(m));
         if !(self.temperature >= 0.0 && self.temperature.is_finite()) {
-            return Err(format!("temperature {} must be >= 0", self.temperature));
+            return bad(format!("temperature {} must be >= 0", self.temperature));
         }
         if !(self.top_p > 0.0 && self.top_p <= 1.0) {
-            return Err(format!("top-p {} must be in (0, 1]", self.top_p));
+            return bad(format!("top-p {} must be in (0, 1]", self.top_p));
         }
         if !(self.repetition_penalty > 0.0 && self.repetition_penalty.is_finite()) {
-            return Err(format!(
+            return bad(format!(
                 "repetition penalty {} must be > 0",
                 self.repetition_penalty
             ));

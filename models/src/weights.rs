@@ -291,7 +291,7 @@ impl Table {
             ids,
             out,
         )
-        .map_err(|e| ModelError::Input(e.to_string()))
+        .map_err(ModelError::from)
     }
 }
 

@@ -19,6 +19,8 @@
 
 use edgecut_partition::{Breakdown, Encoding, Link, Planner, PowerModel, Profile, Scenario};
 
+use crate::SplitError;
+
 /// Profiles and policy for choosing the cut.
 #[derive(Clone, Debug)]
 pub struct AutoCut {
@@ -38,13 +40,13 @@ pub struct AutoCut {
 impl AutoCut {
     /// Both profiles, checked to be of one model (the planner checks that) with `stages`
     /// stages (`session.stage_count()`).
-    pub fn new(device: Profile, server: Profile, stages: usize) -> Result<AutoCut, String> {
-        Planner::new(&device, Some(&server)).map_err(|e| e.to_string())?;
+    pub fn new(device: Profile, server: Profile, stages: usize) -> Result<AutoCut, SplitError> {
+        Planner::new(&device, Some(&server)).map_err(|e| SplitError::Profile(e.to_string()))?;
         let n = device.graph.stages.len();
         if n != stages {
-            return Err(format!(
+            return Err(SplitError::Profile(format!(
                 "the profiles have {n} stages, the model {stages}: profile this model"
-            ));
+            )));
         }
         Ok(AutoCut {
             device,

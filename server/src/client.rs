@@ -10,6 +10,8 @@ use edgecut::Session;
 use edgecut_wire::{read_frame, write_frame, Encoding, Frame, Hello, Limits};
 use embedded_io_adapters::std::FromStd;
 
+use crate::SplitError;
+
 /// Where and how to split.
 #[derive(Clone, Debug)]
 pub struct ClientConfig {
@@ -96,16 +98,20 @@ impl<'s> SplitClient<'s> {
         self.auto.as_ref().map(|a| a.est)
     }
 
-    fn connect(&mut self, cut: usize) -> Result<(), String> {
+    fn connect(&mut self, cut: usize) -> Result<(), SplitError> {
+        let unreachable = |reason: String| SplitError::Connect {
+            server: self.cfg.server.clone(),
+            reason,
+        };
         let addr = self
             .cfg
             .server
             .to_socket_addrs()
-            .map_err(|e| format!("{}: {e}", self.cfg.server))?
+            .map_err(|e| unreachable(e.to_string()))?
             .next()
-            .ok_or_else(|| format!("{}: no address", self.cfg.server))?;
+            .ok_or_else(|| unreachable("no address".into()))?;
         let s = TcpStream::connect_timeout(&addr, self.cfg.timeout)
-            .map_err(|e| format!("connect {addr}: {e}"))?;
+            .map_err(|e| unreachable(format!("connect {addr}: {e}")))?;
         s.set_read_timeout(Some(self.cfg.timeout)).ok();
         s.set_write_timeout(Some(self.cfg.timeout)).ok();
         s.set_nodelay(true).ok();
@@ -113,13 +119,13 @@ impl<'s> SplitClient<'s> {
             None => Box::new(s),
             Some(t) => {
                 let conn = rustls::ClientConnection::new(t.config.clone(), t.server_name.clone())
-                    .map_err(|e| format!("TLS: {e}"))?;
+                    .map_err(|e| SplitError::Tls(e.to_string()))?;
                 let mut tls = rustls::StreamOwned::new(conn, s);
                 // Handshake now, so a certificate problem is reported as such.
                 while tls.conn.is_handshaking() {
                     tls.conn
                         .complete_io(&mut tls.sock)
-                        .map_err(|e| format!("TLS handshake with {addr}: {e}"))?;
+                        .map_err(|e| SplitError::Tls(format!("handshake with {addr}: {e}")))?;
                 }
                 Box::new(tls)
             }
@@ -131,17 +137,15 @@ impl<'s> SplitClient<'s> {
             token: self.cfg.token.clone(),
         };
         let sent = Instant::now();
-        write_frame(&mut c, &Frame::Hello(hello)).map_err(|e| e.to_string())?;
+        write_frame(&mut c, &Frame::Hello(hello))
+            .map_err(|e| SplitError::Protocol(e.to_string()))?;
         let plain = self.cfg.tls.is_none();
         let answer = read_frame(&mut c, &Limits::default()).map_err(|e| {
-            if plain {
-                format!(
-                    "no answer to HELLO ({e}); if the server runs with TLS, connect with TLS \
-                     (--tls-ca)"
-                )
+            SplitError::Protocol(if plain {
+                format!("no answer to HELLO ({e}); if the server runs with TLS, connect with TLS")
             } else {
                 format!("no answer to HELLO: {e}")
-            }
+            })
         })?;
         let rtt = sent.elapsed();
         match answer {
@@ -152,19 +156,19 @@ impl<'s> SplitClient<'s> {
                 self.conn = Some(c);
                 Ok(())
             }
-            Some(Frame::HelloOk(ok)) => Err(format!(
+            Some(Frame::HelloOk(ok)) => Err(SplitError::Protocol(format!(
                 "cut {cut} is not below the server's {} stages",
                 ok.stages
-            )),
-            Some(Frame::Error { message, code, .. }) => {
-                Err(format!("server refused ({code:?}): {message}"))
-            }
-            other => Err(format!("unexpected answer to HELLO: {other:?}")),
+            ))),
+            Some(Frame::Error { message, code, .. }) => Err(SplitError::Refused { code, message }),
+            other => Err(SplitError::Protocol(format!(
+                "unexpected answer to HELLO: {other:?}"
+            ))),
         }
     }
 
     /// One split request at `cut`: the vectors, bytes sent, round trip, and the server's time.
-    fn split(&mut self, texts: &[&str], cut: usize) -> Result<Split, String> {
+    fn split(&mut self, texts: &[&str], cut: usize) -> Result<Split, SplitError> {
         if self.conn.is_none() {
             self.connect(cut)?;
         }
@@ -173,14 +177,14 @@ impl<'s> SplitClient<'s> {
         let dev_start = Instant::now();
         let req = self
             .session
-            .run_device_part(texts, cut, self.cfg.encoding, id)
-            .map_err(|e| e.to_string())?;
+            .run_device_part(texts, cut, self.cfg.encoding, id)?;
         let sent = req.activation.data.len();
         let c = self.conn.as_mut().expect("connected above");
         let device = dev_start.elapsed();
         let t = Instant::now();
-        write_frame(c, &Frame::Infer(req)).map_err(|e| e.to_string())?;
-        let answer = read_frame(c, &Limits::default()).map_err(|e| e.to_string())?;
+        let broken = |e: edgecut_wire::WireError| SplitError::Protocol(e.to_string());
+        write_frame(c, &Frame::Infer(req)).map_err(broken)?;
+        let answer = read_frame(c, &Limits::default()).map_err(broken)?;
         let rtt = t.elapsed();
         match answer {
             Some(Frame::Result(r)) if r.request_id == id && r.rows as usize == texts.len() => {
@@ -198,10 +202,10 @@ impl<'s> SplitClient<'s> {
                     device,
                 })
             }
-            Some(Frame::Error { message, code, .. }) => {
-                Err(format!("server error ({code:?}): {message}"))
-            }
-            other => Err(format!("unexpected answer: {other:?}")),
+            Some(Frame::Error { message, code, .. }) => Err(SplitError::Refused { code, message }),
+            other => Err(SplitError::Protocol(format!(
+                "unexpected answer: {other:?}"
+            ))),
         }
     }
 
@@ -292,7 +296,7 @@ impl<'s> SplitClient<'s> {
                 let e = self.session.embed(texts)?;
                 Ok(SplitOutcome {
                     vectors: e.vectors,
-                    fell_back: Some(reason),
+                    fell_back: Some(reason.to_string()),
                     sent_bytes: 0,
                     round_trip: None,
                     cut: n,

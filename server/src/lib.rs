@@ -5,12 +5,14 @@
 
 mod auto;
 mod client;
+mod error;
 mod serve;
 mod shaper;
 mod tls;
 
 pub use auto::{AutoCut, LinkEstimate};
 pub use client::{ClientConfig, SplitClient, SplitOutcome};
+pub use error::SplitError;
 pub use serve::{serve, serve_metrics, Metrics, ServeConfig};
 pub use shaper::{shape, shape_controlled, Shape, ShapeControl};
 pub use tls::{server_config as tls_server_config, TlsClient};

@@ -133,11 +133,16 @@ fn the_context_limit_is_an_error_or_a_finish_reason() {
         &greedy(4),
         &mut |_| true,
     );
-    let msg = err.unwrap_err().to_string();
-    assert!(
-        msg.contains(&format!("{} tokens", long.len())) && msg.contains("16"),
-        "{msg}"
-    );
+    // A typed error an application can match on: the prompt and the first token it would
+    // generate do not fit 16 positions.
+    match err {
+        Err(edgecut::Error::ContextFull {
+            tokens,
+            used: 0,
+            capacity: 16,
+        }) => assert_eq!(tokens, long.len() + 1),
+        other => panic!("expected ContextFull, got {other:?}"),
+    }
     let ids = small.tokenize("Count: one two three").unwrap();
     let g = small
         .new_context()
@@ -166,6 +171,24 @@ fn the_context_limit_is_an_error_or_a_finish_reason() {
             },
         );
         assert!(e.unwrap_err().to_string().contains("context"));
+    }
+}
+
+/// Regression (issue 10): a decoder asked to run on a GPU ran on the CPU without a word.
+#[test]
+fn a_decoder_on_a_gpu_is_an_error_until_decoders_run_there() {
+    for device in [edgecut::DeviceKind::Wgpu, edgecut::DeviceKind::Cuda] {
+        let e = Llm::open(
+            smollm_gguf(),
+            &LlmOptions {
+                device,
+                ..LlmOptions::default()
+            },
+        );
+        match e {
+            Err(edgecut::Error::DeviceUnsupported { device: d, .. }) => assert_eq!(d, device),
+            other => panic!("{device:?}: expected DeviceUnsupported, got {other:?}"),
+        }
     }
 }
 

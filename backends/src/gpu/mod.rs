@@ -173,7 +173,7 @@ impl GpuBackend {
 
     /// The f32 values of `b` (waits for the ops writing it).
     pub fn download(&self, b: &GpuBuffer) -> Result<Vec<f32>, OpError> {
-        on_gpu!(self, g => g.download(b)).map_err(OpError::Shape)
+        on_gpu!(self, g => g.download(b))
     }
 
     /// Uploads Q8_0 blocks (`n` rows of `k`, `n * k / 32` blocks of 34 bytes), repacked.

@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex};
 
 use super::{ops::Gpu, GpuBackend, Runtime};
 use crate::cpu::CpuBackend;
+use crate::device::{DeviceError, DeviceKind};
 
 /// The GPU runtimes edgecut can launch its kernels on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -33,11 +34,20 @@ type Opened = (Runtime, String, bool, bool);
 
 /// What opening each runtime gave: a client is made once per process, and a runtime that is
 /// missing is looked for once (`--device auto` asks on every session it opens).
-type Tried = HashMap<(GpuKind, bool), Result<Opened, String>>;
+type Tried = HashMap<(GpuKind, bool), Result<Opened, DeviceError>>;
 
 fn opened() -> &'static Mutex<Tried> {
     static OPENED: std::sync::OnceLock<Mutex<Tried>> = std::sync::OnceLock::new();
     OPENED.get_or_init(Default::default)
+}
+
+/// The wgpu device is unavailable for `reason`.
+#[cfg(feature = "wgpu")]
+fn wgpu_unavailable(reason: String) -> DeviceError {
+    DeviceError::Unavailable {
+        device: DeviceKind::Wgpu,
+        reason,
+    }
 }
 
 /// The message of a caught panic.
@@ -52,7 +62,7 @@ impl GpuBackend {
     /// Opens the GPU runtime `kind`, with `cpu` for host-side work. For wgpu, the best adapter
     /// (discrete, then integrated, then virtual) or, when `allow_software`, a software one such
     /// as lavapipe if nothing else is there. An error says what is missing.
-    pub fn open(kind: GpuKind, allow_software: bool, cpu: CpuBackend) -> Result<Self, String> {
+    pub fn open(kind: GpuKind, allow_software: bool, cpu: CpuBackend) -> Result<Self, DeviceError> {
         let key = (kind, allow_software);
         let mut cache = opened().lock().unwrap_or_else(|e| e.into_inner());
         let (rt, name, software, discrete) = cache
@@ -74,12 +84,15 @@ impl GpuBackend {
 }
 
 #[cfg(not(feature = "wgpu"))]
-fn open_wgpu(_allow_software: bool) -> Result<Opened, String> {
-    Err("edgecut was built without the wgpu backend (build with --features wgpu)".into())
+fn open_wgpu(_allow_software: bool) -> Result<Opened, DeviceError> {
+    Err(DeviceError::NotBuilt {
+        device: DeviceKind::Wgpu,
+        feature: "wgpu",
+    })
 }
 
 #[cfg(feature = "wgpu")]
-fn open_wgpu(allow_software: bool) -> Result<Opened, String> {
+fn open_wgpu(allow_software: bool) -> Result<Opened, DeviceError> {
     use cubecl::wgpu::{
         init_setup, AutoGraphicsApi, GraphicsApi, RuntimeOptions, WgpuDevice, WgpuRuntime,
     };
@@ -106,18 +119,19 @@ fn open_wgpu(allow_software: bool) -> Result<Opened, String> {
         .min_by_key(|i| rank(i.device_type));
     let Some(info) = best else {
         let seen: Vec<String> = infos.iter().map(|i| i.name.clone()).collect();
-        return Err(if seen.is_empty() {
+        let reason = if seen.is_empty() {
             format!(
-                "no {backend:?} adapter found: install a GPU driver (on Debian, for a CPU \
-                 adapter: apt install mesa-vulkan-drivers libvulkan1)"
+                "no {backend:?} adapter found: install a GPU driver (on Debian, Mesa's \
+                 mesa-vulkan-drivers and libvulkan1 packages give a CPU adapter)"
             )
         } else {
             format!(
-                "no hardware {backend:?} adapter found, only software ones ({}); use --device \
-                 wgpu to run on them",
+                "no hardware {backend:?} adapter found, only software ones ({}); the wgpu \
+                 device (not auto) runs on them",
                 seen.join(", ")
             )
-        });
+        };
+        return Err(wgpu_unavailable(reason));
     };
     let device = match info.device_type {
         DeviceType::DiscreteGpu => WgpuDevice::DiscreteGpu(0),
@@ -134,11 +148,11 @@ fn open_wgpu(allow_software: bool) -> Result<Opened, String> {
         (<WgpuRuntime as cubecl::Runtime>::client(&device), name)
     }))
     .map_err(|p| {
-        format!(
-            "opening the wgpu adapter {} failed: {}",
+        wgpu_unavailable(format!(
+            "opening the adapter {} failed: {}",
             info.name,
             panic_text(p)
-        )
+        ))
     })?;
     let shader = <WgpuRuntime as cubecl::Runtime>::name(&client.0);
     Ok((
@@ -150,21 +164,25 @@ fn open_wgpu(allow_software: bool) -> Result<Opened, String> {
 }
 
 #[cfg(not(feature = "cuda"))]
-fn open_cuda() -> Result<Opened, String> {
-    Err("edgecut was built without the CUDA backend (build with --features cuda)".into())
+fn open_cuda() -> Result<Opened, DeviceError> {
+    Err(DeviceError::NotBuilt {
+        device: DeviceKind::Cuda,
+        feature: "cuda",
+    })
 }
 
 #[cfg(feature = "cuda")]
-fn open_cuda() -> Result<Opened, String> {
+fn open_cuda() -> Result<Opened, DeviceError> {
     use cubecl::cuda::{CudaDevice, CudaRuntime};
 
     // SAFETY: only tries to load the driver library; no CUDA call is made through it.
     if !unsafe { cudarc::driver::sys::is_culib_present() } {
-        return Err(
-            "no CUDA driver found (libcuda could not be loaded): install the NVIDIA driver, or \
-             use --device wgpu or cpu"
+        return Err(DeviceError::Unavailable {
+            device: DeviceKind::Cuda,
+            reason: "no CUDA driver found (libcuda could not be loaded): install the NVIDIA \
+                     driver"
                 .into(),
-        );
+        });
     }
     let client = catch_unwind(|| {
         let device = CudaDevice::new(0);
@@ -173,7 +191,10 @@ fn open_cuda() -> Result<Opened, String> {
         let _ = client.empty(4);
         client
     })
-    .map_err(|p| format!("opening CUDA device 0 failed: {}", panic_text(p)))?;
+    .map_err(|p| DeviceError::Unavailable {
+        device: DeviceKind::Cuda,
+        reason: format!("opening CUDA device 0 failed: {}", panic_text(p)),
+    })?;
     Ok((
         Runtime::Cuda(Arc::new(Gpu { client })),
         "cuda:0".into(),

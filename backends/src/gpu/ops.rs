@@ -71,18 +71,18 @@ impl<R: Runtime> Gpu<R> {
     }
 
     /// The f32 values of `b`.
-    pub(crate) fn download(&self, b: &GpuBuffer) -> Result<Vec<f32>, String> {
+    pub(crate) fn download(&self, b: &GpuBuffer) -> Result<Vec<f32>, OpError> {
         let bytes = self
             .client
             .read_one(b.handle.clone())
-            .map_err(|e| format!("reading a GPU buffer failed: {e:?}"))?;
+            .map_err(|e| OpError::Device(format!("reading a GPU buffer failed: {e:?}")))?;
         let v = f32::from_bytes(&bytes);
         if v.len() < b.len {
-            return Err(format!(
+            return Err(OpError::Device(format!(
                 "a GPU buffer of {} values read back {}",
                 b.len,
                 v.len()
-            ));
+            )));
         }
         Ok(v[..b.len].to_vec())
     }

@@ -28,16 +28,8 @@ impl LlmArgs {
             threads: self.run.threads,
             context: self.context,
         };
-        let llm = Llm::open(&self.model, &opts)
-            .with_context(|| format!("opening {}", self.model.display()))?;
-        if llm.device().is_gpu() {
-            eprintln!(
-                "device: {}; decoders run on its host CPU in this version (the GPU kernels \
-                 cover encoders so far)",
-                llm.device()
-            );
-        }
-        Ok(llm)
+        // A GPU asked for by name is an error from the library (decoders run on the CPU so far).
+        Llm::open(&self.model, &opts).with_context(|| format!("opening {}", self.model.display()))
     }
 }
 
@@ -85,7 +77,7 @@ impl SamplingArgs {
             seed,
             ..SamplingParams::default()
         };
-        sampling.validate().map_err(anyhow::Error::msg)?;
+        sampling.validate()?;
         Ok(GenerateOptions {
             max_tokens: self.max_tokens,
             sampling,

@@ -12,7 +12,7 @@ use edgecut_backends::cpu::with_scratch;
 use edgecut_backends::ops::Attention;
 use edgecut_backends::Device;
 
-use super::{op, Activation, Bert, Block, Qkv};
+use super::{Activation, Bert, Block, Qkv};
 use crate::error::{ModelError, Result};
 use crate::weights::Matrix;
 
@@ -131,7 +131,8 @@ impl Bert {
         let cpu = dev.backend();
         let lin = |m: &Matrix, x: &[f32], out: &mut Vec<f32>| {
             out.resize(rows * m.n, 0.0);
-            cpu.linear(x, rows, &m.linear(f), out).map_err(op)
+            cpu.linear(x, rows, &m.linear(f), out)
+                .map_err(ModelError::from)
         };
         with_scratch(&SCRATCH, |s| {
             let (qs, ks, vs, stride): (&[f32], &[f32], &[f32], usize) = match &blk.qkv {
@@ -160,7 +161,9 @@ impl Bert {
                 head_dim: h / self.cfg.heads,
             };
             s.ctx.resize(rows * h, 0.0);
-            dev.backend().attention(&att, &mut s.ctx).map_err(op)?;
+            dev.backend()
+                .attention(&att, &mut s.ctx)
+                .map_err(ModelError::from)?;
             lin(&blk.o, &s.ctx, &mut s.o)?;
             blk.attn_norm.residual(dev, hidden, &s.o, h, self.cfg.eps)?;
             lin(&blk.up, hidden, &mut s.up)?;
@@ -207,7 +210,7 @@ impl Bert {
             cpu.for_chunks(qkv, ROWS_PER_TASK * 3 * h, &|t, out| {
                 let (r0, n) = (t * ROWS_PER_TASK, out.len() / (3 * h));
                 let r = cpu.linear(&x[r0 * h..(r0 + n) * h], n, &first.linear(f), out);
-                failed.keep(r.map_err(op));
+                failed.keep(r.map_err(ModelError::from));
             });
             failed.take()?;
             for i in range.clone() {
@@ -223,7 +226,7 @@ impl Bert {
                     heads: self.cfg.heads,
                     head_dim: h / self.cfg.heads,
                 };
-                cpu.attention(&att, ctx).map_err(op)?;
+                cpu.attention(&att, ctx).map_err(ModelError::from)?;
                 let next = if i + 1 < range.end {
                     Some(qkv_of(i + 1)?)
                 } else {
@@ -237,7 +240,8 @@ impl Bert {
                         o.resize(n * h, 0.0);
                         up.resize(n * ffn, 0.0);
                         let lin = |m: &Matrix, x: &[f32], out: &mut [f32]| {
-                            cpu.linear(x, n, &m.linear(f), out).map_err(op)
+                            cpu.linear(x, n, &m.linear(f), out)
+                                .map_err(ModelError::from)
                         };
                         failed.keep((|| {
                             lin(&blk.o, &ctx[r0 * h..(r0 + n) * h], o)?;
@@ -254,7 +258,7 @@ impl Bert {
                     })
                 };
                 cpu.for_chunk_pairs(hidden, chunk, qkv, ROWS_PER_TASK * 3 * h, &task)
-                    .map_err(op)?;
+                    .map_err(ModelError::from)?;
                 failed.take()?;
             }
             Ok(())
