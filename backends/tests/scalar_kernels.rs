@@ -127,6 +127,7 @@ fn the_scalar_set_takes_no_simd_path_and_the_best_set_does() {
     assert!(CpuBackend::with_kernels(s, 1)
         .pack(&[0; 34 * 4], 4, 32)
         .is_none());
+    kernels::count_simd_calls(true);
     let before = kernels::simd_calls();
     run_every_op(s);
     assert_eq!(

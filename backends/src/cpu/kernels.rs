@@ -5,7 +5,7 @@
 //! features to choose, so `EDGECUT_KERNELS=scalar` runs the scalar reference everywhere.
 //! `EDGECUT_KERNELS=scalar|avx2|avx512vnni|neon` forces a set, for tests and benchmarks.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use super::scalar;
 
@@ -135,18 +135,31 @@ pub fn best() -> Kernels {
     from_env().unwrap_or_else(|_| available()[0])
 }
 
-/// Calls of SIMD kernels (any slot but the dot products) since the process started.
+/// Whether SIMD kernel calls are counted (off unless a diagnostic asks: some are made per row,
+/// and one shared counter written from every thread would cost the hot paths).
+static COUNTING: AtomicBool = AtomicBool::new(false);
+/// Calls of SIMD kernels (any slot but the dot products) while counting.
 static SIMD_CALLS: AtomicU64 = AtomicU64::new(0);
 
-/// Counts one call of a SIMD kernel picked from a table (an op's call, not each row's).
+/// Counts one call of a SIMD kernel picked from a table, when counting is on (a load of a flag
+/// no thread writes otherwise).
+// Only the x86-64 kernels have slots beyond the dot products so far.
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 #[inline]
 pub(crate) fn note_simd() {
-    SIMD_CALLS.fetch_add(1, Ordering::Relaxed);
+    if COUNTING.load(Ordering::Relaxed) {
+        SIMD_CALLS.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// Turns the count of [`simd_calls`] on or off (process-wide; off by default).
+pub fn count_simd_calls(on: bool) {
+    COUNTING.store(on, Ordering::Relaxed);
 }
 
 /// How many times an op has run a SIMD kernel from a table slot other than the dot products
-/// (which are function pointers the caller can compare): a diagnostic, with which a test shows
-/// that the scalar set takes no SIMD path.
+/// (which are function pointers the caller can compare) while [`count_simd_calls`] was on: a
+/// diagnostic, with which a test shows that the scalar set takes no SIMD path.
 pub fn simd_calls() -> u64 {
     SIMD_CALLS.load(Ordering::Relaxed)
 }
