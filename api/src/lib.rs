@@ -29,7 +29,7 @@ pub mod split;
 mod stop;
 
 pub use edgecut_backends::cpu::kernels::UnknownKernels;
-pub use edgecut_backends::cpu::AttentionPrecision;
+pub use edgecut_backends::AttentionPrecision;
 pub use edgecut_backends::{DeviceError, DeviceKind};
 pub use edgecut_models::convert::{convert, ConvertOptions, ConvertReport, Progress, WeightType};
 pub use edgecut_runtime::gguf::{GgufFile, ModelId};

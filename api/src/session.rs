@@ -3,7 +3,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use edgecut_backends::cpu::AttentionPrecision;
+use edgecut_backends::AttentionPrecision;
 use edgecut_backends::{Device, DeviceKind};
 use edgecut_models::bert::{probabilities, Bert};
 use edgecut_runtime::{GgufFile, Tokenizer};
@@ -205,7 +205,7 @@ impl Session {
                 .iter()
                 .map(|&i| std::mem::take(&mut encoded[i]))
                 .collect();
-            let a = self.model.encode(&self.device, &ids)?;
+            let a = self.model.encode(&ids)?;
             for (&i, row) in chunk.iter().zip(head(&a)?) {
                 slots[i] = Some(row);
             }
@@ -241,7 +241,7 @@ impl Session {
         let n = self.model.n_classes().ok_or(Error::NoClassifier)?;
         let labels = &self.model.cfg.labels;
         let (mut out, truncated) = self.run(texts, |a| {
-            let logits = self.model.classify(&self.device, a)?;
+            let logits = self.model.classify(a)?;
             let probs = probabilities(&logits, n);
             Ok(logits
                 .chunks_exact(n)

@@ -51,8 +51,8 @@ impl Session {
             }
             (1, Encoding::F32, flat)
         } else {
-            let mut a = self.model.embeddings(&self.device, &ids)?;
-            self.model.blocks(&self.device, 0..cut - 1, &mut a)?;
+            let mut a = self.model.embeddings(&ids)?;
+            self.model.blocks(0..cut - 1, &mut a)?;
             (self.model.cfg.hidden as u32, encoding, a.hidden)
         };
         Ok(Infer {
@@ -109,7 +109,7 @@ impl Session {
                     .ok_or_else(|| bad("a token id is not an integer in the vocabulary"))?;
                 ids.push(t);
             }
-            self.model.embeddings(&self.device, &ids)?
+            self.model.embeddings(&ids)?
         } else {
             let mut mask = vec![0u8; batch * seq];
             for (row, &len) in mask.chunks_exact_mut(seq).zip(&a.lengths) {
@@ -122,11 +122,8 @@ impl Session {
                 seq,
             }
         };
-        self.model.blocks(
-            &self.device,
-            cut.saturating_sub(1)..self.model.cfg.layers,
-            &mut act,
-        )?;
+        self.model
+            .blocks(cut.saturating_sub(1)..self.model.cfg.layers, &mut act)?;
         let pooled = self.model.pool(&act)?;
         Ok(InferResult {
             request_id: req.request_id,

@@ -3,6 +3,7 @@
 use std::fmt;
 use std::str::FromStr;
 
+use crate::backend::Backend;
 use crate::cpu::CpuBackend;
 
 /// Where to run: parsed from `--device cpu|wgpu|cuda|auto`.
@@ -87,7 +88,26 @@ fn not_built(device: DeviceKind, feature: &'static str) -> DeviceError {
     DeviceError::NotBuilt { device, feature }
 }
 
+/// Something built for one backend: a model monomorphised over the backend it runs on. The
+/// [`Device`] enum calls [`Instantiate::on`] with its backend: the one place a device is
+/// matched on.
+pub trait Instantiate {
+    /// What is built.
+    type Output;
+    /// Builds it on `backend`.
+    fn on<B: Backend>(self, backend: &B) -> Self::Output;
+}
+
 impl Device {
+    /// Builds `what` for this device's backend.
+    pub fn instantiate<I: Instantiate>(&self, what: I) -> I::Output {
+        match self {
+            Device::Cpu(c) => what.on(c),
+            #[cfg(any(feature = "wgpu", feature = "cuda"))]
+            Device::Gpu(g) => what.on(g),
+        }
+    }
+
     /// Opens the device `kind` with `threads` CPU worker threads (0: one per core this process
     /// may use). A GPU that is asked for and missing is an error saying what is missing.
     pub fn open(kind: DeviceKind, threads: usize) -> Result<Device, DeviceError> {
@@ -130,7 +150,7 @@ impl Device {
 
     /// This device with its CPU backend computing attention at precision `p` (a GPU device's
     /// encoder blocks run on the GPU, in f32, either way).
-    pub fn with_attention(self, p: crate::cpu::AttentionPrecision) -> Device {
+    pub fn with_attention(self, p: crate::AttentionPrecision) -> Device {
         match self {
             Device::Cpu(c) => Device::Cpu(c.with_attention(p)),
             #[cfg(any(feature = "wgpu", feature = "cuda"))]

@@ -11,13 +11,19 @@
 //! 4. Every SIMD kernel has a scalar reference beside it ([`cpu::scalar`]) and is tested against
 //!    it; the set is picked at run time ([`cpu::kernels`]).
 
+pub mod backend;
 pub mod cpu;
 pub mod device;
 pub mod dtype;
+pub mod encoder;
 #[cfg(any(feature = "wgpu", feature = "cuda"))]
 pub mod gpu;
 pub mod ops;
 pub mod quant;
 
-pub use device::{Device, DeviceError, DeviceKind};
+pub use backend::{
+    Act, AttentionPrecision, Backend, KvShape, Op, PreparedMatrix, SharedStorage, Storage,
+    WeightSource,
+};
+pub use device::{Device, DeviceError, DeviceKind, Instantiate};
 pub use dtype::DType;

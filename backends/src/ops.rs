@@ -10,6 +10,17 @@ pub enum OpError {
     /// The device failed (a GPU buffer could not be read back, say).
     #[error("device: {0}")]
     Device(String),
+    /// An op or a weight layout this backend does not run (ask `Backend::supports` first).
+    #[error("{what} is not supported on {backend}")]
+    Unsupported {
+        /// What was asked.
+        what: String,
+        /// The backend, in words.
+        backend: String,
+    },
+    /// Memory for a buffer or a cache could not be had.
+    #[error("{0}")]
+    OutOfMemory(String),
     /// A token id outside the embedding table.
     #[error("token id {id} is outside the vocabulary of {vocab}")]
     TokenId {

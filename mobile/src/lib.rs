@@ -107,8 +107,9 @@ pub type EdgecutPieceCallback =
     Option<unsafe extern "C" fn(piece: *const c_char, len: usize, user: *mut c_void) -> c_int>;
 
 enum Loaded {
-    Encoder(Session),
-    Decoder(Llm),
+    // Boxed: both are large (the tokenizer), and handles move the enum into an `Arc`.
+    Encoder(Box<Session>),
+    Decoder(Box<Llm>),
 }
 
 fn registry() -> &'static Mutex<HashMap<u64, Arc<Loaded>>> {
@@ -258,7 +259,7 @@ pub unsafe extern "C" fn edgecut_model_open(
                 threads: o.threads as usize,
                 context: (o.context > 0).then_some(o.context as usize),
             };
-            Loaded::Decoder(Llm::from_file(file, &opts).map_err(model_err)?)
+            Loaded::Decoder(Box::new(Llm::from_file(file, &opts).map_err(model_err)?))
         } else {
             let opts = SessionOptions {
                 device,
@@ -266,7 +267,9 @@ pub unsafe extern "C" fn edgecut_model_open(
                 max_seq_len: (o.max_seq_len > 0).then_some(o.max_seq_len as usize),
                 ..SessionOptions::default()
             };
-            Loaded::Encoder(Session::from_file(file, &opts).map_err(model_err)?)
+            Loaded::Encoder(Box::new(
+                Session::from_file(file, &opts).map_err(model_err)?,
+            ))
         };
         let h = NEXT_HANDLE.fetch_add(1, Ordering::Relaxed);
         registry()

@@ -13,14 +13,14 @@
 use std::ops::Range;
 use std::sync::Arc;
 
-use edgecut_backends::ops::{l2_normalize, pool, softmax, ActQuant, Pooling};
-use edgecut_backends::Device;
+use edgecut_backends::ops::{l2_normalize, pool, softmax, Pooling};
+use edgecut_backends::{Act, Device};
 use edgecut_runtime::gguf::{Array, GgufFile, Value};
 
 use crate::error::{ModelError, Result};
-use crate::weights::{vector, Matrix, Table};
+use crate::weights::Table;
 
-mod cpu;
+mod on;
 
 /// Hyper-parameters and options read from the file.
 #[derive(Clone, Debug)]
@@ -59,11 +59,11 @@ pub enum ClassifierActivation {
 }
 
 impl ClassifierActivation {
-    /// Applies the activation in place.
-    fn apply(self, x: &mut [f32]) {
+    /// The contract's activation.
+    fn act(self) -> Act {
         match self {
-            ClassifierActivation::Tanh => x.iter_mut().for_each(|v| *v = v.tanh()),
-            ClassifierActivation::Relu => x.iter_mut().for_each(|v| *v = v.max(0.0)),
+            ClassifierActivation::Tanh => Act::Tanh,
+            ClassifierActivation::Relu => Act::Relu,
         }
     }
 }
@@ -145,52 +145,6 @@ impl BertConfig {
     }
 }
 
-#[derive(Debug)]
-pub(crate) struct Norm {
-    pub(crate) gamma: Vec<f32>,
-    pub(crate) beta: Vec<f32>,
-}
-
-impl Norm {
-    fn load(f: &GgufFile, prefix: &str, dim: usize) -> Result<Norm> {
-        Ok(Norm {
-            gamma: vector(f, &format!("{prefix}.weight"), dim)?,
-            beta: vector(f, &format!("{prefix}.bias"), dim)?,
-        })
-    }
-
-    /// BERT's post-norm residual: `x = LayerNorm(x + delta)`, rows of `dim`.
-    fn residual(
-        &self,
-        dev: &Device,
-        x: &mut [f32],
-        delta: &[f32],
-        dim: usize,
-        eps: f32,
-    ) -> Result<()> {
-        dev.backend()
-            .add_layer_norm(x, delta, dim, &self.gamma, &self.beta, eps)
-            .map_err(ModelError::from)
-    }
-}
-
-#[derive(Debug)]
-pub(crate) enum Qkv {
-    Stacked(Matrix),
-    Separate(Box<[Matrix; 3]>),
-}
-
-#[derive(Debug)]
-pub(crate) struct Block {
-    /// q, k and v, stacked (3 x hidden rows) when their storage allows, else separate.
-    pub(crate) qkv: Qkv,
-    pub(crate) o: Matrix,
-    pub(crate) attn_norm: Norm,
-    pub(crate) up: Matrix,
-    pub(crate) down: Matrix,
-    pub(crate) out_norm: Norm,
-}
-
 /// The activation between stages: token vectors of a padded batch and its mask.
 #[derive(Clone, Debug)]
 pub struct Activation {
@@ -204,7 +158,7 @@ pub struct Activation {
     pub seq: usize,
 }
 
-/// A loaded BERT-family encoder.
+/// A loaded BERT-family encoder, on the device it was loaded for.
 pub struct Bert {
     /// Configuration.
     pub cfg: BertConfig,
@@ -212,12 +166,8 @@ pub struct Bert {
     tok: Table,
     pos: Table,
     types: Option<Table>,
-    emb_norm: Norm,
-    blocks: Vec<Block>,
-    head: Option<(Matrix, Matrix)>,
-    /// The blocks uploaded, when loaded for a GPU device.
-    #[cfg(any(feature = "wgpu", feature = "cuda"))]
-    gpu: Option<crate::bert_gpu::GpuEncoder>,
+    /// The embedding norm, the blocks and the head, prepared for the device's backend.
+    on: Box<dyn on::Encoder>,
 }
 
 impl std::fmt::Debug for Bert {
@@ -248,65 +198,17 @@ impl Bert {
             Some(_) => Some(Table::load(f, "token_types.weight", h)?),
             None => None,
         };
-        let emb_norm = Norm::load(f, "token_embd_norm", h)?;
-        let blocks = (0..cfg.layers)
-            .map(|i| {
-                let p = |n: &str| format!("blk.{i}.{n}");
-                // Layer-norm outputs carry outlier channels that make int8 per 32 values coarse
-                // (MiniLM's worst cosine to PyTorch 0.9981); q, k, v and ffn_up read them, so
-                // their outlier columns run in f32 (worst cosine 0.9993). The attention output
-                // and ffn_down inputs gain little from it.
-                let x2 = |mut m: Matrix| {
-                    m.act = ActQuant::Int8Outliers;
-                    m
-                };
-                Ok(Block {
-                    qkv: {
-                        let parts = ["attn_q", "attn_k", "attn_v"]
-                            .iter()
-                            .map(|n| Matrix::load(f, dev, &p(n), h, h, true).map(x2))
-                            .collect::<Result<Vec<_>>>()?;
-                        match Matrix::stack(parts, f, dev) {
-                            Ok(m) => Qkv::Stacked(m),
-                            Err(parts) => {
-                                Qkv::Separate(Box::new(parts.try_into().expect("three parts")))
-                            }
-                        }
-                    },
-                    o: Matrix::load(f, dev, &p("attn_output"), h, h, true)?,
-                    attn_norm: Norm::load(f, &p("attn_output_norm"), h)?,
-                    up: x2(Matrix::load(f, dev, &p("ffn_up"), cfg.ffn, h, true)?),
-                    down: Matrix::load(f, dev, &p("ffn_down"), h, cfg.ffn, true)?,
-                    out_norm: Norm::load(f, &p("layer_output_norm"), h)?,
-                })
-            })
-            .collect::<Result<Vec<_>>>()?;
-        let head = match f.tensor("cls.output.weight") {
-            None => None,
-            Some(t) => {
-                let n_labels = t.info.dims.get(1).copied().unwrap_or(0) as usize;
-                Some((
-                    Matrix::load(f, dev, "cls", h, h, true)?,
-                    Matrix::load(f, dev, "cls.output", n_labels, h, true)?,
-                ))
-            }
-        };
-        #[cfg(any(feature = "wgpu", feature = "cuda"))]
-        let gpu = match dev.gpu() {
-            Some(g) => Some(crate::bert_gpu::GpuEncoder::upload(g, &file, &blocks)?),
-            None => None,
-        };
+        let on = dev.instantiate(on::Load {
+            file: &file,
+            cfg: &cfg,
+        })?;
         Ok(Bert {
             cfg,
             file,
             tok,
             pos,
             types,
-            emb_norm,
-            blocks,
-            head,
-            #[cfg(any(feature = "wgpu", feature = "cuda"))]
-            gpu,
+            on,
         })
     }
 
@@ -315,13 +217,23 @@ impl Bert {
         &self.file
     }
 
+    /// The device the model runs on, in words.
+    pub fn device(&self) -> String {
+        self.on.describe()
+    }
+
     /// Number of classes of the classification head, if the model has one.
     pub fn n_classes(&self) -> Option<usize> {
-        self.head.as_ref().map(|(_, o)| o.n)
+        self.on.n_classes()
+    }
+
+    /// Bytes of weights held outside the file map (copies, repacked layouts, device memory).
+    pub fn owned_bytes(&self) -> usize {
+        self.on.owned_bytes()
     }
 
     /// Stage `embeddings`: token ids of a batch (each at most `context` long) to token vectors.
-    pub fn embeddings(&self, dev: &Device, ids: &[Vec<u32>]) -> Result<Activation> {
+    pub fn embeddings(&self, ids: &[Vec<u32>]) -> Result<Activation> {
         let h = self.cfg.hidden;
         let batch = ids.len();
         let seq = ids.iter().map(Vec::len).max().unwrap_or(0).max(1);
@@ -354,15 +266,7 @@ impl Bert {
         for row in hidden.chunks_exact_mut(seq * h) {
             row.iter_mut().zip(&pos).for_each(|(x, p)| *x += p);
         }
-        let cpu = dev.backend();
-        cpu.layer_norm(
-            &mut hidden,
-            h,
-            &self.emb_norm.gamma,
-            &self.emb_norm.beta,
-            self.cfg.eps,
-        )
-        .map_err(ModelError::from)?;
+        let hidden = self.on.embedding_norm(hidden)?;
         Ok(Activation {
             hidden,
             mask,
@@ -372,31 +276,36 @@ impl Bert {
     }
 
     /// Stage `block i`: one encoder block, in place.
-    pub fn block(&self, dev: &Device, i: usize, a: &mut Activation) -> Result<()> {
-        self.blocks(dev, i..i + 1, a)
+    pub fn block(&self, i: usize, a: &mut Activation) -> Result<()> {
+        self.blocks(i..i + 1, a)
     }
 
-    /// Stages `block range.start` to `block range.end - 1`, in place. On a GPU device the
-    /// activation crosses to the GPU and back once for the whole run.
-    pub fn blocks(&self, dev: &Device, range: Range<usize>, a: &mut Activation) -> Result<()> {
-        if range.end > self.blocks.len() {
+    /// Stages `block range.start` to `block range.end - 1`, in place. On a GPU the activation
+    /// crosses to the device and back once for the whole run.
+    pub fn blocks(&self, range: Range<usize>, a: &mut Activation) -> Result<()> {
+        if range.start > range.end || range.end > self.cfg.layers {
             return Err(ModelError::Input(format!(
-                "no block {} (the model has {})",
-                range.end - 1,
-                self.blocks.len()
+                "no blocks {}..{} (the model has {})",
+                range.start, range.end, self.cfg.layers
             )));
         }
-        #[cfg(any(feature = "wgpu", feature = "cuda"))]
-        if let (Some(g), Some(enc)) = (dev.gpu(), &self.gpu) {
-            return enc.run(g, &self.cfg, range, a);
+        let rows = a.batch * a.seq;
+        if a.hidden.len() != rows * self.cfg.hidden || a.mask.len() != rows {
+            return Err(ModelError::Input(format!(
+                "an activation of {} values and {} mask entries is not {} texts of {} tokens",
+                a.hidden.len(),
+                a.mask.len(),
+                a.batch,
+                a.seq
+            )));
         }
-        self.cpu_blocks(dev, range, a)
+        self.on.blocks(range, a)
     }
 
     /// Every stage but the head.
-    pub fn encode(&self, dev: &Device, ids: &[Vec<u32>]) -> Result<Activation> {
-        let mut a = self.embeddings(dev, ids)?;
-        self.blocks(dev, 0..self.cfg.layers, &mut a)?;
+    pub fn encode(&self, ids: &[Vec<u32>]) -> Result<Activation> {
+        let mut a = self.embeddings(ids)?;
+        self.blocks(0..self.cfg.layers, &mut a)?;
         Ok(a)
     }
 
@@ -412,8 +321,7 @@ impl Bert {
             h,
             self.cfg.pooling,
             &mut out,
-        )
-        .map_err(ModelError::from)?;
+        )?;
         if self.cfg.normalize {
             l2_normalize(&mut out, h);
         }
@@ -421,8 +329,7 @@ impl Bert {
     }
 
     /// Stage `head` for classification: logits `[batch, classes]` from the first token.
-    pub fn classify(&self, dev: &Device, a: &Activation) -> Result<Vec<f32>> {
-        let (pre, out) = self.head.as_ref().ok_or(ModelError::NoClassifier)?;
+    pub fn classify(&self, a: &Activation) -> Result<Vec<f32>> {
         let h = self.cfg.hidden;
         let mut first = vec![0f32; a.batch * h];
         pool(
@@ -433,17 +340,8 @@ impl Bert {
             h,
             Pooling::Cls,
             &mut first,
-        )
-        .map_err(ModelError::from)?;
-        let cpu = dev.backend();
-        let mut x = vec![0f32; a.batch * h];
-        cpu.linear(&first, a.batch, &pre.linear(&self.file), &mut x)
-            .map_err(ModelError::from)?;
-        self.cfg.classifier_activation.apply(&mut x);
-        let mut logits = vec![0f32; a.batch * out.n];
-        cpu.linear(&x, a.batch, &out.linear(&self.file), &mut logits)
-            .map_err(ModelError::from)?;
-        Ok(logits)
+        )?;
+        self.on.classify(first, a.batch)
     }
 }
 

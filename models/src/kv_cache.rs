@@ -1,67 +1,58 @@
-//! The key/value cache of a decoder: allocated once for the whole context, reused across the turns
-//! of a conversation.
+//! The key/value cache of a decoder: allocated once for the whole context, reused across the
+//! turns of a conversation. Its storage is the backend's (in the layout the backend's attention
+//! reads); this type tracks which layers it covers and how many positions are filled.
 
-use half::f16;
+use std::any::Any;
+use std::ops::Range;
 
-use crate::error::{ModelError, Result};
-
-/// Keys and values of every layer for up to `capacity` positions, as f16 (2 bytes a value:
-/// decoding reads the whole cache for every token). Keys are laid out
-/// `[layer][kv_head][head_dim][position]` (attention scores run along positions), values
-/// `[layer][kv_head][position][head_dim]`.
+/// Keys and values of a range of layers (all of them, or one part of a model run in parts) for
+/// up to `capacity` positions, as f16 (2 bytes a value: decoding reads the whole cache for
+/// every token).
 ///
 /// The first [`KvCache::len`] positions are valid. [`KvCache::truncate`] forgets a suffix (a chat
 /// whose history diverges from what is cached keeps the common prefix and recomputes the rest).
-#[derive(Debug)]
 pub struct KvCache {
-    pub(crate) k: Vec<Vec<f16>>,
-    pub(crate) v: Vec<Vec<f16>>,
+    /// The model that made it (its load's serial number).
+    owner: u64,
+    layers: Range<usize>,
     capacity: usize,
     len: usize,
     kv_width: usize,
-    /// Activation buffers of the forward pass, kept between calls so decoding allocates nothing.
-    pub(crate) scratch: Vec<Vec<f32>>,
+    /// The backend's cache and the forward pass's buffers.
+    state: Box<dyn Any + Send + Sync>,
+}
+
+impl std::fmt::Debug for KvCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "KvCache(layers {:?}, {} of {} positions)",
+            self.layers, self.len, self.capacity
+        )
+    }
 }
 
 impl KvCache {
-    /// A cache for `layers` layers of `kv_heads * head_dim` keys per position. Fails (without
-    /// allocating) when the size overflows or the allocation fails.
-    pub fn new(
-        layers: usize,
-        kv_heads: usize,
-        head_dim: usize,
+    pub(crate) fn new(
+        owner: u64,
+        layers: Range<usize>,
+        kv_width: usize,
         capacity: usize,
-    ) -> Result<KvCache> {
-        let per_layer = kv_heads
-            .checked_mul(head_dim)
-            .and_then(|w| w.checked_mul(capacity))
-            .ok_or_else(|| {
-                ModelError::Input(format!(
-                    "a KV cache of {capacity} positions does not fit in memory"
-                ))
-            })?;
-        let alloc = || -> Result<Vec<f16>> {
-            let mut v = Vec::new();
-            v.try_reserve_exact(per_layer).map_err(|_| {
-                ModelError::Input(format!(
-                    "cannot allocate a KV cache of {} bytes per layer ({capacity} positions); \
-                     ask for a shorter context",
-                    per_layer * 2 * 2
-                ))
-            })?;
-            v.resize(per_layer, f16::ZERO);
-            Ok(v)
-        };
-        let k = (0..layers).map(|_| alloc()).collect::<Result<_>>()?;
-        let v = (0..layers).map(|_| alloc()).collect::<Result<_>>()?;
-        Ok(KvCache {
-            k,
-            v,
+        state: Box<dyn Any + Send + Sync>,
+    ) -> KvCache {
+        KvCache {
+            owner,
+            layers,
             capacity,
             len: 0,
-            kv_width: kv_heads * head_dim,
-            scratch: Vec::new(),
-        })
+            kv_width,
+            state,
+        }
+    }
+
+    /// The layers the cache holds.
+    pub fn layers(&self) -> Range<usize> {
+        self.layers.clone()
     }
 
     /// Positions the cache can hold (the context length).
@@ -89,15 +80,23 @@ impl KvCache {
         self.len = 0;
     }
 
-    /// Bytes of memory the cache holds (keys and values of every layer).
+    /// Bytes of memory the cache holds (keys and values of its layers).
     pub fn bytes(&self) -> usize {
-        Self::bytes_for(self.k.len(), self.kv_width, self.capacity)
+        Self::bytes_for(self.layers.len(), self.kv_width, self.capacity)
     }
 
     /// Bytes a cache of `layers` layers, `kv_width` key values per position and `capacity`
     /// positions holds, without allocating it.
     pub fn bytes_for(layers: usize, kv_width: usize, capacity: usize) -> usize {
-        2 * layers * capacity * kv_width * std::mem::size_of::<f16>()
+        2 * layers * capacity * kv_width * 2
+    }
+
+    pub(crate) fn owner(&self) -> u64 {
+        self.owner
+    }
+
+    pub(crate) fn state_mut(&mut self) -> &mut (dyn Any + Send + Sync) {
+        &mut *self.state
     }
 
     /// Marks `n` more positions filled (after a forward pass wrote them).

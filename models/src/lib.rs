@@ -6,8 +6,6 @@
 //!    theirs.
 
 pub mod bert;
-#[cfg(any(feature = "wgpu", feature = "cuda"))]
-mod bert_gpu;
 pub mod convert;
 pub mod error;
 pub mod kv_cache;

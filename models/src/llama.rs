@@ -9,17 +9,17 @@
 //! Stages: `embeddings`, `block 0..n-1`, `head` (final norm and the vocabulary projection, tied
 //! to the embedding table when the file has no `output.weight`).
 
+use std::ops::Range;
 use std::sync::Arc;
 
-use half::f16;
-
-use edgecut_backends::ops::{ActQuant, CausalAttention, RopeStyle};
 use edgecut_backends::Device;
 use edgecut_runtime::gguf::{GgufFile, Value};
 
 use crate::error::{ModelError, Result};
 use crate::kv_cache::KvCache;
-use crate::weights::{vector, Matrix, Table};
+use crate::weights::Table;
+
+mod on;
 
 /// Hyper-parameters read from the file.
 #[derive(Clone, Debug)]
@@ -128,19 +128,6 @@ impl LlamaConfig {
     }
 }
 
-#[derive(Debug)]
-struct Block {
-    attn_norm: Vec<f32>,
-    q: Matrix,
-    k: Matrix,
-    v: Matrix,
-    wo: Matrix,
-    ffn_norm: Vec<f32>,
-    gate: Matrix,
-    up: Matrix,
-    down: Matrix,
-}
-
 /// Which logits a forward pass returns.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Logits {
@@ -150,17 +137,20 @@ pub enum Logits {
     All,
 }
 
-/// A loaded Llama-family decoder.
+/// A loaded Llama-family decoder, on the device it was loaded for.
+///
+/// Stages: [`Llama::embed`] (token ids to vectors), [`Llama::blocks`] (the layers a
+/// [`KvCache`] covers, appending to it), [`Llama::head`] (final norm and vocabulary
+/// projection). [`Llama::forward`] runs all three; two caches over two layer ranges run a
+/// model in two parts (a split between a device and a server) and give the one-range logits.
 pub struct Llama {
     /// Hyper-parameters.
     pub config: LlamaConfig,
+    /// A serial number of this load: a cache runs only with the model that made it.
+    serial: u64,
     file: Arc<GgufFile>,
-    dev: Device,
     embd: Table,
-    blocks: Vec<Block>,
-    norm: Vec<f32>,
-    output: Matrix,
-    inv_freq: Vec<f32>,
+    on: Box<dyn on::Decoder>,
 }
 
 impl std::fmt::Debug for Llama {
@@ -174,61 +164,22 @@ impl std::fmt::Debug for Llama {
 const PREFILL_CHUNK: usize = 256;
 
 impl Llama {
-    /// Loads a `llama` file for `dev`: Q8_0 matrices stay in the map, Q4_0/Q4_1 matrices are
-    /// re-quantized to Q8_0 once.
+    /// Loads a `llama` file for `dev`; the backend prepares the weights (on the CPU: quantized
+    /// matrices stay in the map and are multiplied with f32 activations as stored).
     pub fn load(file: Arc<GgufFile>, dev: &Device) -> Result<Llama> {
-        let c = LlamaConfig::from_gguf(&file)?;
-        let f = &*file;
-        let (h, hd) = (c.hidden, c.head_dim);
-        let embd = Table::load(f, "token_embd.weight", h)?;
-        let mut blocks = Vec::with_capacity(c.layers);
-        for i in 0..c.layers {
-            let p = |n: &str| format!("blk.{i}.{n}");
-            let m = |n: &str, rows: usize, cols: usize| {
-                Matrix::load_as(f, dev, &p(n), rows, cols, false, ActQuant::F32)
-            };
-            // Not stacked (unlike BERT's q/k/v): with f32 activations there is no shared
-            // quantization to save, and separate matrices stay in the map instead of being
-            // copied (44 MB for SmolLM2-135M).
-            blocks.push(Block {
-                attn_norm: vector(f, &p("attn_norm.weight"), h)?,
-                q: m("attn_q", c.heads * hd, h)?,
-                k: m("attn_k", c.kv_heads * hd, h)?,
-                v: m("attn_v", c.kv_heads * hd, h)?,
-                wo: m("attn_output", h, c.heads * hd)?,
-                ffn_norm: vector(f, &p("ffn_norm.weight"), h)?,
-                gate: m("ffn_gate", c.ffn, h)?,
-                up: m("ffn_up", c.ffn, h)?,
-                down: m("ffn_down", h, c.ffn)?,
-            });
-        }
-        let out_name = if f.tensor("output.weight").is_some() {
-            "output"
-        } else {
-            "token_embd"
-        };
-        let output = Matrix::load_as(f, dev, out_name, c.vocab, h, false, ActQuant::F32)?;
-        let half = c.rope_dims / 2;
-        let mut inv_freq: Vec<f32> = (0..half)
-            .map(|i| {
-                let f = (c.rope_base as f64).powf(-(2.0 * i as f64) / c.rope_dims as f64);
-                (f / c.rope_scale as f64) as f32
-            })
-            .collect();
-        // Per-frequency factors (Llama 3.1's rope scaling, stored by llama.cpp as a tensor).
-        if f.tensor("rope_freqs.weight").is_some() {
-            let factors = vector(f, "rope_freqs.weight", half)?;
-            inv_freq.iter_mut().zip(factors).for_each(|(v, d)| *v /= d);
-        }
+        let config = LlamaConfig::from_gguf(&file)?;
+        let embd = Table::load(&file, "token_embd.weight", config.hidden)?;
+        let on = dev.instantiate(on::Load {
+            file: &file,
+            cfg: &config,
+        })?;
+        static LOADS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
         Ok(Llama {
-            norm: vector(f, "output_norm.weight", h)?,
-            config: c,
-            file: file.clone(),
-            dev: dev.clone(),
+            config,
+            serial: LOADS.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+            file,
             embd,
-            blocks,
-            output,
-            inv_freq,
+            on,
         })
     }
 
@@ -237,20 +188,24 @@ impl Llama {
         &self.file
     }
 
-    /// Bytes of weights held outside the file map (re-quantized and repacked matrices, norms).
-    pub fn owned_bytes(&self) -> usize {
-        let b = self.blocks.iter().map(|b| {
-            [&b.q, &b.k, &b.v, &b.wo, &b.gate, &b.up, &b.down]
-                .iter()
-                .map(|m| m.owned_bytes())
-                .sum::<usize>()
-                + (b.attn_norm.len() + b.ffn_norm.len()) * 4
-        });
-        b.sum::<usize>() + self.output.owned_bytes() + self.norm.len() * 4
+    /// The device the model runs on, in words.
+    pub fn device(&self) -> String {
+        self.on.describe()
     }
 
-    /// An empty KV cache for `positions` positions (at most the model's context length).
+    /// Bytes of weights held outside the file map (re-quantized and repacked matrices, norms).
+    pub fn owned_bytes(&self) -> usize {
+        self.on.owned_bytes()
+    }
+
+    /// An empty KV cache of every layer for `positions` positions (at most the model's context).
     pub fn new_cache(&self, positions: usize) -> Result<KvCache> {
+        self.new_cache_for(0..self.config.layers, positions)
+    }
+
+    /// An empty KV cache of `layers` for `positions` positions: one part of a model run in
+    /// parts ([`Llama::blocks`]).
+    pub fn new_cache_for(&self, layers: Range<usize>, positions: usize) -> Result<KvCache> {
         let c = &self.config;
         if positions == 0 || positions > c.context {
             return Err(ModelError::Input(format!(
@@ -258,15 +213,94 @@ impl Llama {
                 c.context
             )));
         }
-        KvCache::new(c.layers, c.kv_heads, c.head_dim, positions)
+        if layers.start >= layers.end || layers.end > c.layers {
+            return Err(ModelError::Input(format!(
+                "layers {}..{}: the model has 0..{}",
+                layers.start, layers.end, c.layers
+            )));
+        }
+        let state = self.on.new_state(layers.clone(), positions)?;
+        Ok(KvCache::new(
+            self.serial,
+            layers,
+            c.kv_heads * c.head_dim,
+            positions,
+            state,
+        ))
     }
 
-    /// Runs `ids` at the positions after what `cache` holds, appends their keys and values to
-    /// it, and returns the logits `which` asks for. Fails, leaving the cache as it was, when the
-    /// tokens do not fit the cache or an id is outside the vocabulary.
+    /// Stage `embeddings`: the vectors of `ids`, `[ids.len(), hidden]`.
+    pub fn embed(&self, ids: &[u32]) -> Result<Vec<f32>> {
+        if let Some(&bad) = ids.iter().find(|&&id| id as usize >= self.config.vocab) {
+            return Err(edgecut_backends::ops::OpError::TokenId {
+                id: bad,
+                vocab: self.config.vocab,
+            }
+            .into());
+        }
+        let mut x = vec![0f32; ids.len() * self.config.hidden];
+        self.embd.gather(&self.file, ids, &mut x)?;
+        Ok(x)
+    }
+
+    /// Stages `block i` for the layers `cache` covers, on rows `x` (`[rows, hidden]`) at the
+    /// positions after what the cache holds; appends their keys and values to it. Fails,
+    /// leaving the cache as it was, when the rows do not fit.
+    pub fn blocks(&self, cache: &mut KvCache, x: Vec<f32>) -> Result<Vec<f32>> {
+        let h = self.config.hidden;
+        if x.is_empty() || !x.len().is_multiple_of(h) {
+            return Err(ModelError::Input(format!(
+                "{} values are not rows of {h}",
+                x.len()
+            )));
+        }
+        if cache.owner() != self.serial {
+            return Err(ModelError::Input(
+                "the KV cache belongs to another model (caches run only with the model that \
+                 made them)"
+                    .into(),
+            ));
+        }
+        let rows = x.len() / h;
+        if rows > cache.capacity() - cache.len() {
+            return Err(ModelError::ContextFull {
+                tokens: rows,
+                used: cache.len(),
+                capacity: cache.capacity(),
+            });
+        }
+        let pos0 = cache.len();
+        let layers = cache.layers();
+        let out = self.on.run(cache.state_mut(), layers, x, pos0)?;
+        cache.advance(rows);
+        Ok(out)
+    }
+
+    /// Stage `head`: the logits of rows `x` (`[rows, hidden]`), `[rows, vocab]`.
+    pub fn head(&self, x: &[f32]) -> Result<Vec<f32>> {
+        let h = self.config.hidden;
+        if x.is_empty() || !x.len().is_multiple_of(h) {
+            return Err(ModelError::Input(format!(
+                "{} values are not rows of {h}",
+                x.len()
+            )));
+        }
+        self.on.head(x.to_vec(), x.len() / h)
+    }
+
+    /// Runs `ids` at the positions after what `cache` (of every layer) holds, appends their
+    /// keys and values to it, and returns the logits `which` asks for. Fails, leaving the cache
+    /// as it was, when the tokens do not fit the cache or an id is outside the vocabulary.
     pub fn forward(&self, cache: &mut KvCache, ids: &[u32], which: Logits) -> Result<Vec<f32>> {
         if ids.is_empty() {
             return Err(ModelError::Input("no tokens to run".into()));
+        }
+        if cache.layers() != (0..self.config.layers) {
+            return Err(ModelError::Input(format!(
+                "a cache of layers {:?} cannot run the whole model (0..{})",
+                cache.layers(),
+                self.config.layers
+            )));
         }
         let free = cache.capacity() - cache.len();
         if ids.len() > free {
@@ -276,6 +310,7 @@ impl Llama {
                 capacity: cache.capacity(),
             });
         }
+        // Every id is checked before any position is written.
         if let Some(&bad) = ids.iter().find(|&&id| id as usize >= self.config.vocab) {
             return Err(edgecut_backends::ops::OpError::TokenId {
                 id: bad,
@@ -283,7 +318,7 @@ impl Llama {
             }
             .into());
         }
-        let vocab = self.config.vocab;
+        let (h, vocab) = (self.config.hidden, self.config.vocab);
         let mut logits = Vec::with_capacity(match which {
             Logits::Last => vocab,
             Logits::All => vocab * ids.len(),
@@ -296,119 +331,12 @@ impl Llama {
                 Logits::Last if ci + 1 == n_chunks => 1,
                 Logits::Last => 0,
             };
-            self.forward_chunk(cache, chunk, rows_out, &mut logits)?;
+            let x = self.blocks(cache, self.embed(chunk)?)?;
+            if rows_out > 0 {
+                let t = chunk.len();
+                logits.extend(self.head(&x[(t - rows_out) * h..])?);
+            }
         }
         Ok(logits)
-    }
-
-    /// One chunk: embeddings, every block, and the logits of the last `rows_out` rows.
-    fn forward_chunk(
-        &self,
-        cache: &mut KvCache,
-        ids: &[u32],
-        rows_out: usize,
-        logits: &mut Vec<f32>,
-    ) -> Result<()> {
-        let c = &self.config;
-        let (t, h, hd) = (ids.len(), c.hidden, c.head_dim);
-        let (qw, kvw) = (c.heads * hd, c.kv_heads * hd);
-        let pos0 = cache.len();
-        let cap = cache.capacity();
-        let cpu = self.dev.backend();
-        let f = &*self.file;
-        // Buffers: x (residual), xn (normed), q, k, v, att (attention out), gate, up.
-        let sizes = [
-            t * h,
-            t * h,
-            t * qw,
-            t * kvw,
-            t * kvw,
-            t * qw,
-            t * c.ffn,
-            t * c.ffn,
-        ];
-        let mut scratch = std::mem::take(&mut cache.scratch);
-        scratch.resize_with(sizes.len(), Vec::new);
-        for (b, &n) in scratch.iter_mut().zip(&sizes) {
-            b.resize(n, 0.0);
-        }
-        let [x, xn, q, k, v, att, gate, up] = &mut scratch[..] else {
-            unreachable!("eight buffers")
-        };
-        let result = (|| -> Result<()> {
-            self.embd.gather(f, ids, x)?;
-            let rope = RopeStyle::Interleaved;
-            for (l, b) in self.blocks.iter().enumerate() {
-                cpu.rms_norm(x, xn, &b.attn_norm, c.eps)
-                    .map_err(ModelError::from)?;
-                cpu.linear(xn, t, &b.q.linear(f), q)
-                    .map_err(ModelError::from)?;
-                cpu.linear(xn, t, &b.k.linear(f), k)
-                    .map_err(ModelError::from)?;
-                cpu.linear(xn, t, &b.v.linear(f), v)
-                    .map_err(ModelError::from)?;
-                cpu.rope(q, c.heads, hd, pos0, &self.inv_freq, rope)
-                    .map_err(ModelError::from)?;
-                cpu.rope(k, c.kv_heads, hd, pos0, &self.inv_freq, rope)
-                    .map_err(ModelError::from)?;
-                // Keys transposed (`[kv_head][dim][position]`), values by position.
-                for (i, (kr, vr)) in k.chunks_exact(kvw).zip(v.chunks_exact(kvw)).enumerate() {
-                    let pos = pos0 + i;
-                    for (gd, &kv) in kr.iter().enumerate() {
-                        cache.k[l][gd * cap + pos] = f16::from_f32(kv);
-                    }
-                    for g in 0..c.kv_heads {
-                        let at = (g * cap + pos) * hd;
-                        for (o, &x) in cache.v[l][at..at + hd].iter_mut().zip(&vr[g * hd..]) {
-                            *o = f16::from_f32(x);
-                        }
-                    }
-                }
-                let a = CausalAttention {
-                    q,
-                    k: &cache.k[l],
-                    v: &cache.v[l],
-                    pos0,
-                    capacity: cap,
-                    heads: c.heads,
-                    kv_heads: c.kv_heads,
-                    head_dim: hd,
-                };
-                cpu.causal_attention(&a, att).map_err(ModelError::from)?;
-                cpu.linear(att, t, &b.wo.linear(f), xn)
-                    .map_err(ModelError::from)?;
-                cpu.add(x, xn).map_err(ModelError::from)?;
-                cpu.rms_norm(x, xn, &b.ffn_norm, c.eps)
-                    .map_err(ModelError::from)?;
-                cpu.linear(xn, t, &b.gate.linear(f), gate)
-                    .map_err(ModelError::from)?;
-                cpu.linear(xn, t, &b.up.linear(f), up)
-                    .map_err(ModelError::from)?;
-                cpu.silu_mul(gate, up).map_err(ModelError::from)?;
-                cpu.linear(gate, t, &b.down.linear(f), xn)
-                    .map_err(ModelError::from)?;
-                cpu.add(x, xn).map_err(ModelError::from)?;
-            }
-            if rows_out > 0 {
-                let last = &x[(t - rows_out) * h..];
-                let normed = &mut xn[..rows_out * h];
-                cpu.rms_norm(last, normed, &self.norm, c.eps)
-                    .map_err(ModelError::from)?;
-                let start = logits.len();
-                logits.resize(start + rows_out * c.vocab, 0.0);
-                cpu.linear(
-                    normed,
-                    rows_out,
-                    &self.output.linear(f),
-                    &mut logits[start..],
-                )
-                .map_err(ModelError::from)?;
-            }
-            Ok(())
-        })();
-        cache.scratch = scratch;
-        result?;
-        cache.advance(t);
-        Ok(())
     }
 }

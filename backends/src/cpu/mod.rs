@@ -8,6 +8,7 @@ mod attn_avx512;
 mod attn_bf16;
 #[cfg(target_arch = "x86_64")]
 mod attn_f16;
+mod contract;
 mod decoder;
 #[cfg(target_arch = "x86_64")]
 mod f32_avx512;
@@ -27,34 +28,26 @@ mod nn;
 mod packed;
 mod pool;
 pub mod scalar;
+mod weights;
 #[cfg(target_arch = "x86_64")]
 mod x86;
 
 use std::sync::Arc;
 
+pub use crate::backend::AttentionPrecision;
 pub use crate::ops::OUTLIER_RATIO;
 pub use act_quant::outlier_columns;
+pub use contract::CpuKvCache;
 pub use kernels::Kernels;
 pub use nn::{erf, exp_approx, gelu_scalar};
 pub use packed::PackedQ8_0;
 pub use pool::{default_threads, ThreadPool};
+pub use weights::CpuMatrix;
 
 use crate::ops::OpError;
 
 /// A task of [`CpuBackend::for_chunk_pairs`]: `(index, chunk of a, chunk of b)`.
 pub type ChunkPairTask<'a> = dyn Fn(usize, &mut [f32], &mut [f32]) + Sync + 'a;
-
-/// How the CPU computes the encoder's attention products.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum AttentionPrecision {
-    /// The fastest this CPU offers at unchanged fidelity: with the AVX-512 VNNI kernel set on a
-    /// CPU with AVX-512 BF16, q, k, v and the probabilities rounded to bf16 (products summed
-    /// in f32); elsewhere f32.
-    #[default]
-    Fast,
-    /// f32 throughout, as the GPU backend computes (for comparing backends value for value).
-    F32,
-}
 
 /// The CPU backend: a kernel set and a thread pool. Cheap to clone (the pool is shared).
 #[derive(Clone, Debug)]

@@ -8,6 +8,7 @@
 //!
 //! [`GpuBackend`] hides the runtime: no cubecl generic leaks out of this module.
 
+mod contract;
 mod decoder_kernels;
 mod decoder_ops;
 mod kernels;
@@ -22,6 +23,7 @@ use cubecl::server::Handle;
 use crate::cpu::CpuBackend;
 use crate::ops::{ActQuant, OpError, RopeStyle};
 
+pub use contract::{GpuKvCache, GpuLinear};
 pub use open::GpuKind;
 
 /// A buffer of 4-byte values (f32 or u32) on a GPU.

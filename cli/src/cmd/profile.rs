@@ -125,14 +125,14 @@ pub fn run(a: Args) -> anyhow::Result<()> {
                 }
                 *t = Instant::now();
             };
-            let mut act = model.embeddings(&dev, std::slice::from_ref(&ids))?;
+            let mut act = model.embeddings(std::slice::from_ref(&ids))?;
             lap(0, &mut t);
             for b in 0..model.cfg.layers {
-                model.block(&dev, b, &mut act)?;
+                model.block(b, &mut act)?;
                 lap(b + 1, &mut t);
             }
             if model.n_classes().is_some() {
-                model.classify(&dev, &act)?;
+                model.classify(&act)?;
             } else {
                 model.pool(&act)?;
             }

@@ -51,6 +51,13 @@ impl TensorView<'_> {
     }
 }
 
+/// The file's bytes, which prepared weights may keep reading in place (zero copy).
+impl edgecut_backends::Storage for GgufFile {
+    fn bytes(&self) -> &[u8] {
+        self.bytes.as_slice()
+    }
+}
+
 impl GgufFile {
     /// Opens and maps `path` read-only and parses its header. Tensor data is not read.
     ///

@@ -1,0 +1,301 @@
+//! The backend contract: the dozen ops the models need, the capability query that says which of
+//! them a backend runs, weight preparation owned by the backend, device buffers, and a KV cache
+//! whose layout the backend owns. The CPU ([`crate::cpu::CpuBackend`]) and the GPU
+//! (`gpu::GpuBackend`) implement it; models are written once, generic over it, and the
+//! [`crate::Device`] enum picks the implementation once, at the top ([`crate::Device::instantiate`]).
+//!
+//! A fused op is a backend's override of a method whose default is the op-by-op sequence: the
+//! encoder block ([`Backend::encoder_blocks`], written once in [`crate::encoder`]) is the one
+//! there is; the CPU overrides it with row tasks, and a test holds the two bit-identical.
+
+use std::ops::DerefMut;
+use std::sync::Arc;
+
+use crate::encoder::{EncoderBlock, EncoderDims};
+use crate::ops::{ActQuant, OpError, RopeStyle};
+use crate::DType;
+
+/// Bytes a prepared weight may keep borrowing instead of copying (a memory-mapped model file).
+pub trait Storage: Send + Sync {
+    /// The whole storage.
+    fn bytes(&self) -> &[u8];
+}
+
+/// Shared [`Storage`]: what a zero-copy weight holds on to.
+pub type SharedStorage = Arc<dyn Storage>;
+
+/// A weight matrix `[n, k]` as stored, for [`Backend::prepare`].
+#[derive(Clone, Copy)]
+pub struct WeightSource<'a> {
+    /// How the values are stored (blocks of 32 for the quantized types).
+    pub dtype: DType,
+    /// The stored bytes, row-major.
+    pub data: &'a [u8],
+    /// Storage that holds `data` and outlives the weight: a backend may keep it and read `data`
+    /// in place (zero copy). `None`: `data` is the caller's, copy what is kept.
+    pub storage: Option<&'a SharedStorage>,
+    /// Output features (rows).
+    pub n: usize,
+    /// Input features (columns).
+    pub k: usize,
+    /// The bias, `n` values.
+    pub bias: Option<&'a [f32]>,
+    /// How the input is multiplied: int8 (with or without f32 outlier columns), or f32 against
+    /// the stored blocks as they are.
+    pub act: ActQuant,
+}
+
+/// What every prepared matrix tells about itself.
+pub trait PreparedMatrix: Send + Sync {
+    /// Output features.
+    fn n(&self) -> usize;
+    /// Input features.
+    fn k(&self) -> usize;
+    /// Bytes held outside the model file (copies, repacked layouts, device memory).
+    fn owned_bytes(&self) -> usize;
+}
+
+/// How encoder attention products are computed: a backend-neutral choice (the CPU honours it;
+/// the GPU computes f32 either way).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum AttentionPrecision {
+    /// The fastest this CPU offers at unchanged fidelity: with the AVX-512 VNNI kernel set on a
+    /// CPU with AVX-512 BF16, q, k, v and the probabilities rounded to bf16 (products summed
+    /// in f32); elsewhere f32.
+    #[default]
+    Fast,
+    /// f32 throughout, as the GPU backend computes (for comparing backends value for value).
+    F32,
+}
+
+/// An elementwise activation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Act {
+    /// GELU, the exact erf form (BERT's feed-forward).
+    Gelu,
+    /// tanh (BERT's pooler).
+    Tanh,
+    /// max(0, x) (DistilBERT's pre-classifier).
+    Relu,
+}
+
+/// The ops of the contract, for [`Backend::supports`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Op {
+    /// [`Backend::linear`] on int8-quantized activations.
+    LinearInt8,
+    /// [`Backend::linear`] on f32 activations against quantized blocks as stored (decoders).
+    LinearF32,
+    /// [`Backend::layer_norm`].
+    LayerNorm,
+    /// [`Backend::activate`].
+    Activate(Act),
+    /// [`Backend::attention`] (encoders: padded batches, no cache).
+    Attention,
+    /// [`Backend::rms_norm`].
+    RmsNorm,
+    /// [`Backend::silu_mul`].
+    SiluMul,
+    /// [`Backend::add`].
+    Add,
+    /// [`Backend::rope`].
+    Rope,
+    /// [`Backend::kv_cache`], [`Backend::kv_append`] and [`Backend::causal_attention`].
+    CausalAttention,
+}
+
+impl Op {
+    /// Every op a decoder (a Llama block) needs.
+    pub const DECODER: [Op; 6] = [
+        Op::LinearF32,
+        Op::RmsNorm,
+        Op::SiluMul,
+        Op::Add,
+        Op::Rope,
+        Op::CausalAttention,
+    ];
+    /// Every op an encoder (a BERT block) needs.
+    pub const ENCODER: [Op; 4] = [
+        Op::LinearInt8,
+        Op::LayerNorm,
+        Op::Activate(Act::Gelu),
+        Op::Attention,
+    ];
+}
+
+/// Multi-head attention over padded batches: q, k and v rows read at offsets within rows
+/// `stride` apart (a stacked q/k/v product: offsets `0, h, 2h`, stride `3h`).
+pub struct EncoderAttention<'a, T: ?Sized> {
+    /// Holds the queries.
+    pub q: &'a T,
+    /// Holds the keys.
+    pub k: &'a T,
+    /// Holds the values.
+    pub v: &'a T,
+    /// Offsets of q, k and v within a row.
+    pub offsets: [usize; 3],
+    /// Values from one row to the next.
+    pub stride: usize,
+    /// 1 for tokens, 0 for padding, `[batch * seq]`.
+    pub mask: &'a [u8],
+    /// Texts.
+    pub batch: usize,
+    /// Tokens per text (padded).
+    pub seq: usize,
+    /// Heads.
+    pub heads: usize,
+    /// Values per head.
+    pub head_dim: usize,
+}
+
+/// The shape of a KV cache: layers, key/value heads, values per head, positions.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct KvShape {
+    /// Layers the cache holds.
+    pub layers: usize,
+    /// Key/value heads.
+    pub kv_heads: usize,
+    /// Values per head.
+    pub head_dim: usize,
+    /// Positions.
+    pub capacity: usize,
+}
+
+impl KvShape {
+    /// Bytes of keys and values at f16.
+    pub fn bytes(&self) -> usize {
+        2 * self.layers * self.capacity * self.kv_heads * self.head_dim * 2
+    }
+}
+
+/// A backend: a device with its kernels. Tensors are flat f32 values (`Tensor`, borrowed;
+/// `Buffer`, owned); weights and vectors are prepared once, at load, into the backend's own
+/// layout. Every op checks its operands and answers a shape that does not fit with
+/// [`OpError::Shape`]; an op the backend does not run answers [`OpError::Unsupported`] (ask
+/// [`Backend::supports`] first).
+pub trait Backend: Clone + Send + Sync + Sized + 'static {
+    /// Values on the device (CPU: `[f32]`).
+    type Tensor: ?Sized + Send + Sync;
+    /// An owned tensor (CPU: `Vec<f32>`).
+    type Buffer: DerefMut<Target = Self::Tensor> + Send + Sync;
+    /// A prepared weight matrix with its bias.
+    type Matrix: PreparedMatrix;
+    /// A prepared vector (norm weights, rotary frequencies).
+    type Vector: Send + Sync;
+    /// A KV cache in the backend's layout.
+    type KvCache: Send + Sync;
+
+    /// The device in words (kernels, threads, adapter).
+    fn describe(&self) -> String;
+    /// Whether the backend runs `op`.
+    fn supports(&self, op: Op) -> bool;
+
+    /// Prepares a weight matrix: kept in place, re-quantized, repacked or uploaded.
+    fn prepare(&self, w: WeightSource<'_>) -> Result<Self::Matrix, OpError>;
+    /// Prepares a vector.
+    fn vector(&self, v: &[f32]) -> Self::Vector;
+    /// Host values onto the device.
+    fn upload(&self, x: Vec<f32>) -> Self::Buffer;
+    /// A buffer's values back on the host.
+    fn download(&self, x: Self::Buffer) -> Result<Vec<f32>, OpError>;
+    /// A buffer of `len` values, contents unspecified.
+    fn buffer(&self, len: usize) -> Self::Buffer;
+    /// Makes `b` hold `len` values (contents unspecified), reusing it where it can.
+    fn resize(&self, b: &mut Self::Buffer, len: usize);
+    /// Values in a tensor.
+    fn len(&self, x: &Self::Tensor) -> usize;
+
+    /// `out = x W^T + bias` for `rows` rows of `x`.
+    fn linear(
+        &self,
+        x: &Self::Tensor,
+        rows: usize,
+        w: &Self::Matrix,
+        out: &mut Self::Tensor,
+    ) -> Result<(), OpError>;
+    /// Layer norm of each row of `x` (rows of `dim`) in place, after adding `residual`.
+    fn layer_norm(
+        &self,
+        x: &mut Self::Tensor,
+        residual: Option<&Self::Tensor>,
+        dim: usize,
+        gamma: &Self::Vector,
+        beta: &Self::Vector,
+        eps: f32,
+    ) -> Result<(), OpError>;
+    /// An activation of every value, in place.
+    fn activate(&self, x: &mut Self::Tensor, act: Act) -> Result<(), OpError>;
+    /// Multi-head attention with padding masked, into `out` (`batch * seq` rows of
+    /// `heads * head_dim`).
+    fn attention(
+        &self,
+        a: &EncoderAttention<'_, Self::Tensor>,
+        out: &mut Self::Tensor,
+    ) -> Result<(), OpError>;
+    /// RMS norm of each row of `x` (rows of `dim`) into `out`.
+    fn rms_norm(
+        &self,
+        x: &Self::Tensor,
+        out: &mut Self::Tensor,
+        dim: usize,
+        gamma: &Self::Vector,
+        eps: f32,
+    ) -> Result<(), OpError>;
+    /// SwiGLU's product: `gate = silu(gate) * up`.
+    fn silu_mul(&self, gate: &mut Self::Tensor, up: &Self::Tensor) -> Result<(), OpError>;
+    /// `a += b`.
+    fn add(&self, a: &mut Self::Tensor, b: &Self::Tensor) -> Result<(), OpError>;
+    /// Rotary embeddings of rows of `heads * head_dim` (row `i` at position `pos0 + i`), in
+    /// place; `inv_freq` holds one frequency per rotated pair.
+    #[allow(clippy::too_many_arguments)]
+    fn rope(
+        &self,
+        x: &mut Self::Tensor,
+        heads: usize,
+        head_dim: usize,
+        pos0: usize,
+        inv_freq: &Self::Vector,
+        style: RopeStyle,
+    ) -> Result<(), OpError>;
+
+    /// An empty KV cache (fails without allocating when it does not fit in memory).
+    fn kv_cache(&self, shape: KvShape) -> Result<Self::KvCache, OpError>;
+    /// Stores the keys and values of rows at positions `pos0..` of `layer`
+    /// (`[rows, kv_heads * head_dim]` each).
+    fn kv_append(
+        &self,
+        cache: &mut Self::KvCache,
+        layer: usize,
+        pos0: usize,
+        k: &Self::Tensor,
+        v: &Self::Tensor,
+    ) -> Result<(), OpError>;
+    /// Causal grouped-query attention of query rows at positions `pos0..` (`[rows, heads *
+    /// head_dim]`, rotary applied) against `layer` of a cache that holds their keys and
+    /// values; query head `h` reads KV head `h / (heads / kv_heads)`.
+    fn causal_attention(
+        &self,
+        q: &Self::Tensor,
+        cache: &Self::KvCache,
+        layer: usize,
+        pos0: usize,
+        heads: usize,
+        out: &mut Self::Tensor,
+    ) -> Result<(), OpError>;
+
+    /// Encoder blocks over `batch` texts of `seq` tokens (`x`: their rows), in place. The
+    /// default runs them op by op ([`crate::encoder::blocks_op_by_op`]); a backend may fuse.
+    fn encoder_blocks(
+        &self,
+        blocks: &[EncoderBlock<Self>],
+        dims: &EncoderDims,
+        x: &mut Self::Tensor,
+        mask: &[u8],
+        batch: usize,
+        seq: usize,
+    ) -> Result<(), OpError> {
+        crate::encoder::blocks_op_by_op(self, blocks, dims, x, mask, batch, seq)
+    }
+}

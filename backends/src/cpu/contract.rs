@@ -1,0 +1,409 @@
+//! The CPU backend under the contract ([`Backend`]): tensors are f32 slices, vectors f32
+//! vectors, and the KV cache f16 in the layout its attention kernel reads. The encoder blocks
+//! are fused into row tasks (see [`CpuBackend::encoder_blocks`]).
+
+use half::f16;
+
+use crate::backend::{Act, Backend, EncoderAttention, KvShape, Op, WeightSource};
+use crate::encoder::{self, EncoderBlock, EncoderDims, Qkv, Scratch};
+use crate::ops::{Attention, CausalAttention, OpError, RopeStyle};
+
+use super::{with_scratch, CpuBackend, CpuMatrix};
+
+/// Keys and values of a range of layers for up to `capacity` positions, as f16 (decoding reads
+/// the whole cache for every token). Keys are laid out `[layer][kv_head][head_dim][position]`
+/// (attention scores run along positions), values `[layer][kv_head][position][head_dim]`.
+pub struct CpuKvCache {
+    k: Vec<Vec<f16>>,
+    v: Vec<Vec<f16>>,
+    shape: KvShape,
+}
+
+impl std::fmt::Debug for CpuKvCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "CpuKvCache({:?})", self.shape)
+    }
+}
+
+/// Token rows an encoder block runs at once when a batch has more (whole texts; a text longer
+/// than this runs alone): 256 rows keep MiniLM's ffn_up output (1.5 MiB) within L2/L3 reach.
+const GROUP_ROWS: usize = 256;
+/// Token rows from which blocks on several threads run as row tasks. Below this, ops split
+/// their columns instead (each task then reads only its share of the weights, which matters
+/// more for few rows).
+const ROW_TASKS_FROM: usize = 64;
+/// Rows per row task: a multiple of the GEMM's 4-row tile, and enough tasks (4 at 128 rows)
+/// for a thread that was preempted to be covered by the others.
+const ROWS_PER_TASK: usize = 32;
+
+thread_local! {
+    /// The blocks' buffers, kept per thread so a steady-state forward pass does not allocate.
+    static SCRATCH: std::cell::RefCell<Option<Scratch<CpuBackend>>> =
+        const { std::cell::RefCell::new(None) };
+    /// A row task's buffers (`o`, `up`).
+    static ROW_SCRATCH: std::cell::RefCell<(Vec<f32>, Vec<f32>)> =
+        const { std::cell::RefCell::new((Vec::new(), Vec::new())) };
+}
+
+/// The first error a task met (tasks cannot return one).
+struct FirstError(std::sync::Mutex<Option<OpError>>);
+
+impl FirstError {
+    fn keep(&self, r: Result<(), OpError>) {
+        if let Err(e) = r {
+            let mut slot = self.0.lock().unwrap_or_else(|p| p.into_inner());
+            slot.get_or_insert(e);
+        }
+    }
+
+    fn take(&self) -> Result<(), OpError> {
+        match self.0.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+}
+
+impl CpuBackend {
+    /// Blocks (each with stacked q/k/v) as row tasks, in place. Per block: attention split by
+    /// heads, then one task per [`ROWS_PER_TASK`] rows through [`encoder::rows_part`] and the
+    /// next block's q/k/v product, every op inside a task on the task's thread. Two fork-joins
+    /// a block instead of one or two per op, and no thread idles between small ops.
+    #[allow(clippy::too_many_arguments)]
+    fn row_task_blocks(
+        &self,
+        blocks: &[EncoderBlock<CpuBackend>],
+        dims: &EncoderDims,
+        hidden: &mut [f32],
+        mask: &[u8],
+        batch: usize,
+        seq: usize,
+        s: &mut Scratch<CpuBackend>,
+    ) -> Result<(), OpError> {
+        let (h, ffn) = (dims.hidden, dims.ffn);
+        let rows = batch * seq;
+        fn stacked(b: &EncoderBlock<CpuBackend>) -> Result<&CpuMatrix, OpError> {
+            match &b.qkv {
+                Qkv::Stacked(m) => Ok(m),
+                Qkv::Separate(_) => Err(OpError::Shape("row tasks need stacked q/k/v".into())),
+            }
+        }
+        let failed = FirstError(std::sync::Mutex::new(None));
+        let Some(first) = blocks.first() else {
+            return Ok(());
+        };
+        s.qkv.resize(rows * 3 * h, 0.0);
+        // The first block's q/k/v; each later one's comes from the task before it.
+        let first = stacked(first)?;
+        let x: &[f32] = hidden;
+        self.for_chunks(&mut s.qkv, ROWS_PER_TASK * 3 * h, &|t, out| {
+            let (r0, n) = (t * ROWS_PER_TASK, out.len() / (3 * h));
+            failed.keep(self.linear(&x[r0 * h..(r0 + n) * h], n, &first.linear(), out));
+        });
+        failed.take()?;
+        for (i, blk) in blocks.iter().enumerate() {
+            encoder::attend(self, blk, dims, s, mask, batch, seq)?;
+            let next = match blocks.get(i + 1) {
+                Some(b) => Some(stacked(b)?),
+                None => None,
+            };
+            let ctx: &[f32] = &s.ctx;
+            let task = |t: usize, x: &mut [f32], next_qkv: &mut [f32]| {
+                let (r0, n) = (t * ROWS_PER_TASK, x.len() / h);
+                with_scratch(&ROW_SCRATCH, |(o, up)| {
+                    o.resize(n * h, 0.0);
+                    up.resize(n * ffn, 0.0);
+                    let ctx = &ctx[r0 * h..(r0 + n) * h];
+                    failed.keep((|| {
+                        encoder::rows_part(self, blk, dims, ctx, x, n, o, up)?;
+                        match next {
+                            Some(m) => self.linear(x, n, &m.linear(), next_qkv),
+                            None => Ok(()),
+                        }
+                    })())
+                })
+            };
+            let chunk = ROWS_PER_TASK * h;
+            self.for_chunk_pairs(hidden, chunk, &mut s.qkv, ROWS_PER_TASK * 3 * h, &task)?;
+            failed.take()?;
+        }
+        Ok(())
+    }
+}
+
+impl Backend for CpuBackend {
+    type Tensor = [f32];
+    type Buffer = Vec<f32>;
+    type Matrix = CpuMatrix;
+    type Vector = Vec<f32>;
+    type KvCache = CpuKvCache;
+
+    fn describe(&self) -> String {
+        let t = self.threads();
+        let s = if t == 1 { "" } else { "s" };
+        format!("cpu ({} kernels, {t} thread{s})", self.kernels().name)
+    }
+
+    fn supports(&self, _op: Op) -> bool {
+        true
+    }
+
+    fn prepare(&self, w: WeightSource<'_>) -> Result<CpuMatrix, OpError> {
+        self.prepare_matrix(w)
+    }
+
+    fn vector(&self, v: &[f32]) -> Vec<f32> {
+        v.to_vec()
+    }
+
+    fn upload(&self, x: Vec<f32>) -> Vec<f32> {
+        x
+    }
+
+    fn download(&self, x: Vec<f32>) -> Result<Vec<f32>, OpError> {
+        Ok(x)
+    }
+
+    fn buffer(&self, len: usize) -> Vec<f32> {
+        vec![0.0; len]
+    }
+
+    fn resize(&self, b: &mut Vec<f32>, len: usize) {
+        b.resize(len, 0.0);
+    }
+
+    fn len(&self, x: &[f32]) -> usize {
+        x.len()
+    }
+
+    fn linear(
+        &self,
+        x: &[f32],
+        rows: usize,
+        w: &CpuMatrix,
+        out: &mut [f32],
+    ) -> Result<(), OpError> {
+        CpuBackend::linear(self, x, rows, &w.linear(), out)
+    }
+
+    fn layer_norm(
+        &self,
+        x: &mut [f32],
+        residual: Option<&[f32]>,
+        dim: usize,
+        gamma: &Vec<f32>,
+        beta: &Vec<f32>,
+        eps: f32,
+    ) -> Result<(), OpError> {
+        match residual {
+            Some(d) => self.add_layer_norm(x, d, dim, gamma, beta, eps),
+            None => CpuBackend::layer_norm(self, x, dim, gamma, beta, eps),
+        }
+    }
+
+    fn activate(&self, x: &mut [f32], act: Act) -> Result<(), OpError> {
+        match act {
+            Act::Gelu => self.gelu(x),
+            Act::Tanh => x.iter_mut().for_each(|v| *v = v.tanh()),
+            Act::Relu => x.iter_mut().for_each(|v| *v = v.max(0.0)),
+        }
+        Ok(())
+    }
+
+    fn attention(&self, a: &EncoderAttention<'_, [f32]>, out: &mut [f32]) -> Result<(), OpError> {
+        let [qo, ko, vo] = a.offsets;
+        fn part<'a>(s: &'a [f32], o: usize, what: &str) -> Result<&'a [f32], OpError> {
+            s.get(o..)
+                .ok_or_else(|| OpError::Shape(format!("attention {what} offset {o} past its end")))
+        }
+        let att = Attention {
+            q: part(a.q, qo, "q")?,
+            k: part(a.k, ko, "k")?,
+            v: part(a.v, vo, "v")?,
+            stride: a.stride,
+            mask: a.mask,
+            batch: a.batch,
+            seq: a.seq,
+            heads: a.heads,
+            head_dim: a.head_dim,
+        };
+        CpuBackend::attention(self, &att, out)
+    }
+
+    fn rms_norm(
+        &self,
+        x: &[f32],
+        out: &mut [f32],
+        dim: usize,
+        gamma: &Vec<f32>,
+        eps: f32,
+    ) -> Result<(), OpError> {
+        OpError::check("rms norm weight", gamma.len(), dim)?;
+        CpuBackend::rms_norm(self, x, out, gamma, eps)
+    }
+
+    fn silu_mul(&self, gate: &mut [f32], up: &[f32]) -> Result<(), OpError> {
+        CpuBackend::silu_mul(self, gate, up)
+    }
+
+    fn add(&self, a: &mut [f32], b: &[f32]) -> Result<(), OpError> {
+        CpuBackend::add(self, a, b)
+    }
+
+    fn rope(
+        &self,
+        x: &mut [f32],
+        heads: usize,
+        head_dim: usize,
+        pos0: usize,
+        inv_freq: &Vec<f32>,
+        style: RopeStyle,
+    ) -> Result<(), OpError> {
+        CpuBackend::rope(self, x, heads, head_dim, pos0, inv_freq, style)
+    }
+
+    fn kv_cache(&self, shape: KvShape) -> Result<CpuKvCache, OpError> {
+        let per_layer = shape
+            .kv_heads
+            .checked_mul(shape.head_dim)
+            .and_then(|w| w.checked_mul(shape.capacity))
+            .ok_or_else(|| {
+                OpError::OutOfMemory(format!(
+                    "a KV cache of {} positions does not fit in memory",
+                    shape.capacity
+                ))
+            })?;
+        let alloc = || -> Result<Vec<f16>, OpError> {
+            let mut v = Vec::new();
+            v.try_reserve_exact(per_layer).map_err(|_| {
+                OpError::OutOfMemory(format!(
+                    "cannot allocate a KV cache of {} bytes per layer ({} positions)",
+                    per_layer * 2 * 2,
+                    shape.capacity
+                ))
+            })?;
+            v.resize(per_layer, f16::ZERO);
+            Ok(v)
+        };
+        let k = (0..shape.layers)
+            .map(|_| alloc())
+            .collect::<Result<_, _>>()?;
+        let v = (0..shape.layers)
+            .map(|_| alloc())
+            .collect::<Result<_, _>>()?;
+        Ok(CpuKvCache { k, v, shape })
+    }
+
+    fn kv_append(
+        &self,
+        cache: &mut CpuKvCache,
+        layer: usize,
+        pos0: usize,
+        k: &[f32],
+        v: &[f32],
+    ) -> Result<(), OpError> {
+        let KvShape {
+            layers,
+            kv_heads,
+            head_dim: hd,
+            capacity: cap,
+        } = cache.shape;
+        let kvw = kv_heads * hd;
+        let rows = k.len() / kvw.max(1);
+        OpError::check("kv append keys", k.len(), rows * kvw)?;
+        OpError::check("kv append values", v.len(), k.len())?;
+        if layer >= layers || pos0 + rows > cap {
+            return Err(OpError::Shape(format!(
+                "kv append: layer {layer} of {layers}, positions {pos0}..{} of {cap}",
+                pos0 + rows
+            )));
+        }
+        let (kc, vc) = (&mut cache.k[layer], &mut cache.v[layer]);
+        // Keys transposed (`[kv_head][dim][position]`), values by position.
+        for (i, (kr, vr)) in k.chunks_exact(kvw).zip(v.chunks_exact(kvw)).enumerate() {
+            let pos = pos0 + i;
+            for (gd, &kv) in kr.iter().enumerate() {
+                kc[gd * cap + pos] = f16::from_f32(kv);
+            }
+            for g in 0..kv_heads {
+                let at = (g * cap + pos) * hd;
+                for (o, &x) in vc[at..at + hd].iter_mut().zip(&vr[g * hd..]) {
+                    *o = f16::from_f32(x);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn causal_attention(
+        &self,
+        q: &[f32],
+        cache: &CpuKvCache,
+        layer: usize,
+        pos0: usize,
+        heads: usize,
+        out: &mut [f32],
+    ) -> Result<(), OpError> {
+        let s = cache.shape;
+        if layer >= s.layers {
+            return Err(OpError::Shape(format!(
+                "attention: layer {layer} of a cache of {}",
+                s.layers
+            )));
+        }
+        let a = CausalAttention {
+            q,
+            k: &cache.k[layer],
+            v: &cache.v[layer],
+            pos0,
+            capacity: s.capacity,
+            heads,
+            kv_heads: s.kv_heads,
+            head_dim: s.head_dim,
+        };
+        CpuBackend::causal_attention(self, &a, out)
+    }
+
+    /// Long batches run a few texts at a time ([`GROUP_ROWS`] token rows) through every block,
+    /// so the intermediates stay in cache. Within a group, on one thread or for few rows, the
+    /// contract's op-by-op default runs (each op split across the pool by output columns); from
+    /// [`ROW_TASKS_FROM`] rows on several threads, row tasks ([`Self::row_task_blocks`]). Both
+    /// run the same ops on the same rows: the same result, bit for bit.
+    fn encoder_blocks(
+        &self,
+        blocks: &[EncoderBlock<CpuBackend>],
+        dims: &EncoderDims,
+        x: &mut [f32],
+        mask: &[u8],
+        batch: usize,
+        seq: usize,
+    ) -> Result<(), OpError> {
+        let h = dims.hidden;
+        OpError::check("encoder input", x.len(), batch * seq * h)?;
+        OpError::check("encoder mask", mask.len(), batch * seq)?;
+        let group = (GROUP_ROWS / seq.max(1)).max(1);
+        let stacked = blocks.iter().all(|b| matches!(b.qkv, Qkv::Stacked(_)));
+        SCRATCH.with(|cell| {
+            // A re-entrant call (from inside a pool task) gets fresh buffers, not a panic.
+            let mut guard = cell.try_borrow_mut().ok();
+            let mut fresh = None;
+            let s = match guard.as_deref_mut() {
+                Some(slot) => slot.get_or_insert_with(|| Scratch::new(self)),
+                None => fresh.insert(Scratch::new(self)),
+            };
+            let mut b0 = 0;
+            while b0 < batch {
+                let nb = group.min(batch - b0);
+                let (r0, r1) = (b0 * seq, (b0 + nb) * seq);
+                let (xs, ms) = (&mut x[r0 * h..r1 * h], &mask[r0..r1]);
+                if stacked && self.threads() > 1 && nb * seq >= ROW_TASKS_FROM {
+                    self.row_task_blocks(blocks, dims, xs, ms, nb, seq, s)?;
+                } else {
+                    encoder::blocks_with_scratch(self, blocks, dims, xs, ms, nb, seq, s)?;
+                }
+                b0 += nb;
+            }
+            Ok(())
+        })
+    }
+}

@@ -1,0 +1,220 @@
+//! The encoder block (BERT's post-norm transformer block), written once against the contract:
+//! `x = LN(x + O(attention(QKV x)))`, then `x = LN(x + Down(GELU(Up x)))`.
+//!
+//! It is split where the data flow splits: [`attention_part`] needs every row of a text (it mixes
+//! tokens), [`rows_part`] works on each row alone (the attention output projection, the first
+//! residual norm, the feed-forward and the second norm). [`blocks_op_by_op`] runs both over all
+//! rows, one op after another: the contract's default. A backend that fuses (the CPU's row
+//! tasks) runs [`rows_part`] on chunks of rows, so the block's math still exists once.
+
+use crate::backend::{Act, Backend, EncoderAttention, PreparedMatrix};
+use crate::ops::OpError;
+
+/// q, k and v: one stacked `[3 hidden, hidden]` matrix (one product, the input quantized
+/// once), or three when their storage differs.
+pub enum Qkv<M> {
+    /// Stacked rows q, k, v.
+    Stacked(M),
+    /// Separate q, k, v.
+    Separate(Box<[M; 3]>),
+}
+
+/// A layer norm's parameters.
+pub struct LayerNorm<B: Backend> {
+    /// Scale.
+    pub gamma: B::Vector,
+    /// Shift.
+    pub beta: B::Vector,
+}
+
+/// One encoder block's weights, prepared for backend `B`.
+pub struct EncoderBlock<B: Backend> {
+    /// q, k, v.
+    pub qkv: Qkv<B::Matrix>,
+    /// The attention output projection.
+    pub o: B::Matrix,
+    /// The norm after attention.
+    pub attn_norm: LayerNorm<B>,
+    /// The feed-forward's first matrix.
+    pub up: B::Matrix,
+    /// The feed-forward's second matrix.
+    pub down: B::Matrix,
+    /// The norm after the feed-forward.
+    pub out_norm: LayerNorm<B>,
+}
+
+/// Sizes shared by every block.
+#[derive(Clone, Copy, Debug)]
+pub struct EncoderDims {
+    /// Hidden size.
+    pub hidden: usize,
+    /// Heads.
+    pub heads: usize,
+    /// Feed-forward size.
+    pub ffn: usize,
+    /// Layer norm epsilon.
+    pub eps: f32,
+}
+
+/// The buffers one run of blocks uses.
+pub struct Scratch<B: Backend> {
+    /// q, k, v (stacked, or q alone).
+    pub qkv: B::Buffer,
+    /// k, when separate.
+    pub k: B::Buffer,
+    /// v, when separate.
+    pub v: B::Buffer,
+    /// Attention output.
+    pub ctx: B::Buffer,
+    /// Row-part buffers.
+    pub o: B::Buffer,
+    /// The feed-forward's inner activation.
+    pub up: B::Buffer,
+}
+
+impl<B: Backend> Scratch<B> {
+    /// Empty buffers on `b`.
+    pub fn new(b: &B) -> Scratch<B> {
+        Scratch {
+            qkv: b.buffer(0),
+            k: b.buffer(0),
+            v: b.buffer(0),
+            ctx: b.buffer(0),
+            o: b.buffer(0),
+            up: b.buffer(0),
+        }
+    }
+}
+
+/// The q/k/v product of `rows` rows of `x` into `s`, then attention into `s.ctx`.
+#[allow(clippy::too_many_arguments)]
+pub fn attention_part<B: Backend>(
+    b: &B,
+    blk: &EncoderBlock<B>,
+    dims: &EncoderDims,
+    x: &B::Tensor,
+    mask: &[u8],
+    batch: usize,
+    seq: usize,
+    s: &mut Scratch<B>,
+) -> Result<(), OpError> {
+    let rows = batch * seq;
+    match &blk.qkv {
+        Qkv::Stacked(m) => {
+            b.resize(&mut s.qkv, rows * m.n());
+            b.linear(x, rows, m, &mut s.qkv)?;
+        }
+        Qkv::Separate(parts) => {
+            let [mq, mk, mv] = &**parts;
+            for (m, out) in [(mq, &mut s.qkv), (mk, &mut s.k), (mv, &mut s.v)] {
+                b.resize(out, rows * m.n());
+                b.linear(x, rows, m, out)?;
+            }
+        }
+    }
+    attend(b, blk, dims, s, mask, batch, seq)
+}
+
+/// Attention over q/k/v already in `s` (stacked or separate), into `s.ctx`.
+pub fn attend<B: Backend>(
+    b: &B,
+    blk: &EncoderBlock<B>,
+    dims: &EncoderDims,
+    s: &mut Scratch<B>,
+    mask: &[u8],
+    batch: usize,
+    seq: usize,
+) -> Result<(), OpError> {
+    let h = dims.hidden;
+    let a = match &blk.qkv {
+        Qkv::Stacked(_) => EncoderAttention {
+            q: &*s.qkv,
+            k: &*s.qkv,
+            v: &*s.qkv,
+            offsets: [0, h, 2 * h],
+            stride: 3 * h,
+            mask,
+            batch,
+            seq,
+            heads: dims.heads,
+            head_dim: h / dims.heads,
+        },
+        Qkv::Separate(_) => EncoderAttention {
+            q: &*s.qkv,
+            k: &*s.k,
+            v: &*s.v,
+            offsets: [0, 0, 0],
+            stride: h,
+            mask,
+            batch,
+            seq,
+            heads: dims.heads,
+            head_dim: h / dims.heads,
+        },
+    };
+    b.resize(&mut s.ctx, batch * seq * h);
+    b.attention(&a, &mut s.ctx)
+}
+
+/// The row-local rest of a block on `rows` rows: `x = LN(x + O ctx)`, then
+/// `x = LN(x + Down(GELU(Up x)))`, with `o` and `up` as the caller's buffers (`rows * hidden`
+/// and `rows * ffn` values).
+#[allow(clippy::too_many_arguments)]
+pub fn rows_part<B: Backend>(
+    b: &B,
+    blk: &EncoderBlock<B>,
+    dims: &EncoderDims,
+    ctx: &B::Tensor,
+    x: &mut B::Tensor,
+    rows: usize,
+    o: &mut B::Tensor,
+    up: &mut B::Tensor,
+) -> Result<(), OpError> {
+    let (h, eps) = (dims.hidden, dims.eps);
+    b.linear(ctx, rows, &blk.o, o)?;
+    let n = &blk.attn_norm;
+    b.layer_norm(x, Some(o), h, &n.gamma, &n.beta, eps)?;
+    b.linear(x, rows, &blk.up, up)?;
+    b.activate(up, Act::Gelu)?;
+    b.linear(up, rows, &blk.down, o)?;
+    let n = &blk.out_norm;
+    b.layer_norm(x, Some(o), h, &n.gamma, &n.beta, eps)
+}
+
+/// Blocks op by op over all rows, with the caller's scratch: the contract's default.
+#[allow(clippy::too_many_arguments)]
+pub fn blocks_with_scratch<B: Backend>(
+    b: &B,
+    blocks: &[EncoderBlock<B>],
+    dims: &EncoderDims,
+    x: &mut B::Tensor,
+    mask: &[u8],
+    batch: usize,
+    seq: usize,
+    s: &mut Scratch<B>,
+) -> Result<(), OpError> {
+    let rows = batch * seq;
+    OpError::check("encoder input", b.len(x), rows * dims.hidden)?;
+    OpError::check("encoder mask", mask.len(), rows)?;
+    for blk in blocks {
+        attention_part(b, blk, dims, x, mask, batch, seq, s)?;
+        b.resize(&mut s.o, rows * dims.hidden);
+        b.resize(&mut s.up, rows * dims.ffn);
+        rows_part(b, blk, dims, &s.ctx, x, rows, &mut s.o, &mut s.up)?;
+    }
+    Ok(())
+}
+
+/// [`blocks_with_scratch`] with fresh buffers.
+pub fn blocks_op_by_op<B: Backend>(
+    b: &B,
+    blocks: &[EncoderBlock<B>],
+    dims: &EncoderDims,
+    x: &mut B::Tensor,
+    mask: &[u8],
+    batch: usize,
+    seq: usize,
+) -> Result<(), OpError> {
+    let mut s = Scratch::new(b);
+    blocks_with_scratch(b, blocks, dims, x, mask, batch, seq, &mut s)
+}

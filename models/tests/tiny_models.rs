@@ -1,0 +1,135 @@
+//! Model-level tests on tiny random models the tests write themselves (no checkpoint needed):
+//! the CPU's fused encoder blocks equal the contract's op-by-op default bit for bit at 1, 2 and
+//! 3 threads; a model run as two stage ranges equals the one-range run (BERT blocks; Llama
+//! with two KV-cache halves); prefill and token-by-token decoding agree.
+
+mod common;
+
+use edgecut_backends::{Device, DeviceKind};
+use edgecut_models::bert::Bert;
+use edgecut_models::{Llama, Logits};
+
+use common::{tiny_bert, tiny_llama, Rng, BERT, LLAMA};
+
+fn cpu(threads: usize) -> Device {
+    Device::open(DeviceKind::Cpu, threads).unwrap()
+}
+
+/// Two texts of 40 and 33 tokens: 80 padded rows, past the 64 from which row tasks run.
+fn texts() -> Vec<Vec<u32>> {
+    let mut r = Rng(5);
+    let mut id = || ((r.f32() + 1.0) * 49.0) as u32 % 100;
+    vec![
+        (0..40).map(|_| id()).collect(),
+        (0..33).map(|_| id()).collect(),
+    ]
+}
+
+#[test]
+fn fused_encoder_blocks_equal_the_op_by_op_default_at_1_2_and_3_threads() {
+    let file = tiny_bert(1);
+    // One thread runs the contract's default, op by op; several threads run the CPU's row
+    // tasks (80 rows).
+    let one = Bert::load(file.clone(), &cpu(1)).unwrap();
+    let want = one.encode(&texts()).unwrap();
+    assert!(want.hidden.iter().all(|v| v.is_finite()));
+    for threads in [2, 3] {
+        let m = Bert::load(file.clone(), &cpu(threads)).unwrap();
+        let got = m.encode(&texts()).unwrap();
+        assert_eq!(got.hidden, want.hidden, "{threads} threads");
+    }
+    // And the tests can tell models apart: another seed gives other values.
+    let other = Bert::load(tiny_bert(2), &cpu(1)).unwrap();
+    assert_ne!(other.encode(&texts()).unwrap().hidden, want.hidden);
+}
+
+#[test]
+fn bert_as_two_stage_ranges_equals_one_range() {
+    let (_, _, layers, _) = BERT;
+    let m = Bert::load(tiny_bert(3), &cpu(2)).unwrap();
+    let whole = m.encode(&texts()).unwrap();
+    for cut in 0..=layers {
+        let mut a = m.embeddings(&texts()).unwrap();
+        m.blocks(0..cut, &mut a).unwrap();
+        m.blocks(cut..layers, &mut a).unwrap();
+        assert_eq!(a.hidden, whole.hidden, "cut after block {cut}");
+    }
+    // The head works on either, and a range past the model is refused.
+    assert_eq!(m.classify(&whole).unwrap().len(), 2 * 3);
+    let mut a = m.embeddings(&texts()).unwrap();
+    assert!(m.blocks(0..layers + 1, &mut a).is_err());
+}
+
+fn ids(n: usize, seed: u64) -> Vec<u32> {
+    let mut r = Rng(seed);
+    (0..n)
+        .map(|_| ((r.f32() + 1.0) * 60.0) as u32 % 120)
+        .collect()
+}
+
+#[test]
+fn llama_as_two_stage_ranges_with_two_cache_halves_equals_one_range() {
+    let (h, _, _, layers, _) = LLAMA;
+    let m = Llama::load(tiny_llama(4), &cpu(2)).unwrap();
+    let prompt = ids(12, 9);
+    let mut whole = m.new_cache(32).unwrap();
+    let mut lo = m.new_cache_for(0..2, 32).unwrap();
+    let mut hi = m.new_cache_for(2..layers, 32).unwrap();
+    assert_eq!(lo.bytes() + hi.bytes(), whole.bytes());
+    let want = m.forward(&mut whole, &prompt, Logits::All).unwrap();
+    let x = m.blocks(&mut lo, m.embed(&prompt).unwrap()).unwrap();
+    let x = m.blocks(&mut hi, x).unwrap();
+    assert_eq!(m.head(&x).unwrap(), want, "prefill");
+    // Then token by token, each half keeping its own cache.
+    for (step, &id) in ids(4, 11).iter().enumerate() {
+        let want = m.forward(&mut whole, &[id], Logits::Last).unwrap();
+        let x = m.blocks(&mut lo, m.embed(&[id]).unwrap()).unwrap();
+        let x = m.blocks(&mut hi, x).unwrap();
+        assert_eq!(m.head(&x[x.len() - h..]).unwrap(), want, "step {step}");
+    }
+    assert_eq!((lo.len(), hi.len(), whole.len()), (16, 16, 16));
+    // A half cannot run the whole model, and caches do not cross models (not even a model
+    // loaded from the same file).
+    assert!(m.forward(&mut lo, &[1], Logits::Last).is_err());
+    let other = Llama::load(tiny_llama(4), &cpu(2)).unwrap();
+    let mut foreign = other.new_cache_for(0..2, 32).unwrap();
+    let err = m.blocks(&mut foreign, m.embed(&[1]).unwrap()).unwrap_err();
+    assert!(err.to_string().contains("another model"), "{err}");
+    assert!(foreign.is_empty());
+}
+
+#[test]
+fn llama_prefill_agrees_with_token_by_token_decoding() {
+    let m = Llama::load(tiny_llama(6), &cpu(1)).unwrap();
+    let prompt = ids(10, 13);
+    let mut a = m.new_cache(16).unwrap();
+    let all = m.forward(&mut a, &prompt, Logits::All).unwrap();
+    let mut b = m.new_cache(16).unwrap();
+    let vocab = m.config.vocab;
+    for (i, &id) in prompt.iter().enumerate() {
+        let one = m.forward(&mut b, &[id], Logits::Last).unwrap();
+        let row = &all[i * vocab..(i + 1) * vocab];
+        // Different row counts take different f32 product kernels (few rows: int16
+        // activations): the same math, not the same roundings.
+        let scale = row.iter().fold(0f32, |s, v| s.max(v.abs()));
+        for (x, y) in one.iter().zip(row) {
+            assert!(
+                (x - y).abs() <= 2e-2 * scale.max(1.0),
+                "position {i}: {x} vs {y}"
+            );
+        }
+    }
+    // The context is enforced with a typed error.
+    let err = m.forward(&mut b, &ids(7, 1), Logits::Last).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            edgecut_models::ModelError::ContextFull {
+                tokens: 7,
+                used: 10,
+                capacity: 16
+            }
+        ),
+        "{err}"
+    );
+}
