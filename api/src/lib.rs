@@ -24,8 +24,10 @@
 //! ```
 
 mod llm;
+mod model;
 mod session;
 pub mod split;
+pub mod stages;
 mod stop;
 
 pub use edgecut_backends::cpu::kernels::UnknownKernels;
@@ -38,7 +40,19 @@ pub use llm::{
     Chat, Context, Finish, GenerateOptions, Generation, Llm, LlmOptions, SamplingParams,
     DEFAULT_CONTEXT,
 };
+pub use model::Model;
 pub use session::{cosine, Classification, Embeddings, Session, SessionOptions, Truncated};
+pub use stages::{Stage, StageGraph, StageId, StageOutput};
+
+// The handles are shared between threads: a compile-time check that they stay shareable.
+const _: fn() = || {
+    fn shareable<T: Send + Sync>() {}
+    shareable::<Session>();
+    shareable::<Llm>();
+    shareable::<Context>();
+    shareable::<Chat>();
+    shareable::<Model>();
+};
 
 /// Everything that can go wrong, each naming the file, key, tensor or input at fault. Match on
 /// the variants an application handles (a full context, a model without a classifier, a device

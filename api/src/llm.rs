@@ -99,19 +99,26 @@ pub struct Generation {
     pub decode: Duration,
 }
 
-/// An open decoder. `Send + Sync`: share it between threads; each conversation has its own
-/// [`Context`].
+/// An open decoder: a cheap handle (clones share the model). `Send + Sync`: share it between
+/// threads; each conversation has its own [`Context`], which holds a handle of its own, so
+/// contexts and chats can live apart from the `Llm` they came from.
+#[derive(Clone)]
 pub struct Llm {
-    model: Llama,
+    pub(crate) inner: Arc<LlmInner>,
+}
+
+pub(crate) struct LlmInner {
+    pub(crate) model: Llama,
     tokenizer: Tokenizer,
     template: Option<ChatTemplate>,
     device: Device,
     context: usize,
+    id: std::sync::OnceLock<crate::ModelId>,
 }
 
 impl std::fmt::Debug for Llm {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Llm({:?} on {})", self.model, self.device)
+        write!(f, "Llm({:?} on {})", self.inner.model, self.inner.device)
     }
 }
 
@@ -148,48 +155,69 @@ impl Llm {
             }
         };
         Ok(Llm {
-            model,
-            tokenizer,
-            template,
-            device,
-            context,
+            inner: Arc::new(LlmInner {
+                model,
+                tokenizer,
+                template,
+                device,
+                context,
+                id: std::sync::OnceLock::new(),
+            }),
         })
     }
 
-    /// The model.
-    pub fn model(&self) -> &Llama {
-        &self.model
-    }
-
-    /// The tokenizer.
-    pub fn tokenizer(&self) -> &Tokenizer {
-        &self.tokenizer
-    }
-
-    /// The device it runs on.
-    pub fn device(&self) -> &Device {
-        &self.device
+    /// The device it runs on, in words.
+    pub fn device(&self) -> String {
+        self.inner.device.to_string()
     }
 
     /// Positions of each context.
     pub fn context_len(&self) -> usize {
-        self.context
+        self.inner.context
+    }
+
+    /// Tokens of the vocabulary (the length of a row of logits).
+    pub fn vocab_size(&self) -> usize {
+        self.inner.model.config.vocab
+    }
+
+    /// Bytes of weights held outside the file map (re-quantized or repacked copies, norms).
+    pub fn owned_bytes(&self) -> usize {
+        self.inner.model.owned_bytes()
+    }
+
+    /// The model file's identity (a hash of its metadata and tensors, computed once).
+    pub fn model_id(&self) -> crate::ModelId {
+        *self
+            .inner
+            .id
+            .get_or_init(|| self.inner.model.file().identity())
     }
 
     /// Bytes of one context's KV cache.
     pub fn kv_cache_bytes(&self) -> usize {
-        let c = &self.model.config;
-        KvCache::bytes_for(c.layers, c.kv_heads * c.head_dim, self.context)
+        let c = &self.inner.model.config;
+        KvCache::bytes_for(c.layers, c.kv_heads * c.head_dim, self.inner.context)
     }
 
     /// Token ids of `text` as a prompt (with a leading BOS when the model asks for one).
     pub fn tokenize(&self, text: &str) -> Result<Vec<u32>> {
-        Ok(self.tokenizer.encode(text, true, None)?.ids)
+        Ok(self.inner.tokenizer.encode(text, true, None)?.ids)
+    }
+
+    /// The text of token ids, special tokens left out (as generation shows it).
+    pub fn detokenize(&self, ids: &[u32]) -> Result<String> {
+        Ok(self.inner.tokenizer.decode(ids, true)?)
+    }
+
+    /// Whether the file has a chat template ([`Chat`] needs one).
+    pub fn has_chat_template(&self) -> bool {
+        self.inner.template.is_some()
     }
 
     /// Renders `messages` with the model's chat template, ending with the assistant's turn.
     pub fn render_chat(&self, messages: &[Message]) -> Result<String> {
-        let t = self.template.as_ref().ok_or_else(|| {
+        let t = self.inner.template.as_ref().ok_or_else(|| {
             Error::Input("the model file has no chat template (tokenizer.chat_template)".into())
         })?;
         t.render(messages, true)
@@ -197,10 +225,10 @@ impl Llm {
     }
 
     /// A new conversation with its own KV cache ([`Llm::kv_cache_bytes`] bytes).
-    pub fn new_context(&self) -> Result<Context<'_>> {
+    pub fn new_context(&self) -> Result<Context> {
         Ok(Context {
-            llm: self,
-            cache: self.model.new_cache(self.context)?,
+            llm: self.clone(),
+            cache: self.inner.model.new_cache(self.inner.context)?,
             tokens: Vec::new(),
         })
     }
@@ -220,13 +248,13 @@ impl Llm {
 
 /// One conversation: a KV cache and the tokens it holds. Generating from a prompt that starts
 /// with tokens already in the cache computes only the rest.
-pub struct Context<'m> {
-    llm: &'m Llm,
+pub struct Context {
+    llm: Llm,
     cache: KvCache,
     tokens: Vec<u32>,
 }
 
-impl std::fmt::Debug for Context<'_> {
+impl std::fmt::Debug for Context {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
@@ -237,7 +265,35 @@ impl std::fmt::Debug for Context<'_> {
     }
 }
 
-impl Context<'_> {
+impl Context {
+    /// The model this context runs.
+    pub fn llm(&self) -> &Llm {
+        &self.llm
+    }
+
+    /// Runs `ids` after the tokens already cached, keeps them in the cache, and returns the
+    /// logits of every position, `[ids.len(), vocab]` (for scoring and evaluation).
+    pub fn logits(&mut self, ids: &[u32]) -> Result<Vec<f32>> {
+        let l = self
+            .llm
+            .inner
+            .model
+            .forward(&mut self.cache, ids, Logits::All)?;
+        self.tokens.extend_from_slice(ids);
+        Ok(l)
+    }
+
+    /// [`Context::logits`] of the last position only, `[vocab]` (what generation computes).
+    pub fn last_logits(&mut self, ids: &[u32]) -> Result<Vec<f32>> {
+        let l = self
+            .llm
+            .inner
+            .model
+            .forward(&mut self.cache, ids, Logits::Last)?;
+        self.tokens.extend_from_slice(ids);
+        Ok(l)
+    }
+
     /// The tokens whose keys and values are cached.
     pub fn tokens(&self) -> &[u32] {
         &self.tokens
@@ -261,7 +317,7 @@ impl Context<'_> {
         opts.sampling
             .validate()
             .map_err(|e| Error::Input(e.to_string()))?;
-        let model = &self.llm.model;
+        let model = &self.llm.inner.model;
         if prompt.is_empty() {
             return Err(Error::Input("the prompt has no tokens".into()));
         }
@@ -288,7 +344,7 @@ impl Context<'_> {
         let mut logits = model.forward(&mut self.cache, &prompt[common..], Logits::Last)?;
         self.tokens.extend_from_slice(&prompt[common..]);
         let mut sampler = Sampler::new(opts.sampling.clone());
-        let mut stream = TextStream::new(&self.llm.tokenizer);
+        let mut stream = TextStream::new(&self.llm.inner.tokenizer);
         let mut stops = StopFilter::new(&opts.stop);
         let mut generated = Vec::new();
         let mut prefill = None;
@@ -349,15 +405,15 @@ impl Context<'_> {
 
 /// A chat: messages rendered with the model's chat template, the history kept in one
 /// [`Context`] so each turn computes only its new tokens.
-pub struct Chat<'m> {
-    ctx: Context<'m>,
+pub struct Chat {
+    ctx: Context,
     messages: Vec<Message>,
 }
 
-impl<'m> Chat<'m> {
+impl Chat {
     /// A new chat, with an optional system message (the template's default otherwise).
-    pub fn new(llm: &'m Llm, system: Option<&str>) -> Result<Chat<'m>> {
-        if llm.template.is_none() {
+    pub fn new(llm: &Llm, system: Option<&str>) -> Result<Chat> {
+        if llm.inner.template.is_none() {
             return Err(Error::Input(
                 "the model file has no chat template (tokenizer.chat_template)".into(),
             ));
@@ -377,7 +433,7 @@ impl<'m> Chat<'m> {
     }
 
     /// The conversation's context (its cached tokens).
-    pub fn context(&self) -> &Context<'m> {
+    pub fn context(&self) -> &Context {
         &self.ctx
     }
 

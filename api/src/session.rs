@@ -79,7 +79,8 @@ pub struct Classification {
 /// An open model. `Send + Sync`: share it (in an `Arc`) between threads.
 pub struct Session {
     pub(crate) model: Bert,
-    pub(crate) tokenizer: Tokenizer,
+    // Boxed: the tokenizer is large, and sessions move into enums and handles.
+    pub(crate) tokenizer: Box<Tokenizer>,
     pub(crate) device: Device,
     opts: SessionOptions,
     max_len: usize,
@@ -116,7 +117,7 @@ impl Session {
     pub fn from_file(file: Arc<GgufFile>, opts: &SessionOptions) -> Result<Session> {
         let device = Device::open(opts.device, opts.threads)?.with_attention(opts.attention);
         let model = Bert::load(file.clone(), &device)?;
-        let tokenizer = Tokenizer::from_gguf(&file)?;
+        let tokenizer = Box::new(Tokenizer::from_gguf(&file)?);
         let max_len = match opts.max_seq_len {
             None => model.cfg.max_seq_len,
             Some(n) if (2..=model.cfg.context).contains(&n) => n,

@@ -14,11 +14,6 @@ fn bad(msg: impl Into<String>) -> Error {
 }
 
 impl Session {
-    /// Stages of the model: embeddings, each block, head.
-    pub fn stage_count(&self) -> usize {
-        self.model.cfg.layers + 2
-    }
-
     /// Runs stages `0..cut` on `texts` (one padded batch) and returns the request that carries
     /// the activation at the cut, encoded as `encoding` (cut 0 always sends f32 token ids).
     pub fn run_device_part(
@@ -52,7 +47,8 @@ impl Session {
             (1, Encoding::F32, flat)
         } else {
             let mut a = self.model.embeddings(&ids)?;
-            self.model.blocks(0..cut - 1, &mut a)?;
+            self.model
+                .blocks(self.stages().device_blocks(cut), &mut a)?;
             (self.model.cfg.hidden as u32, encoding, a.hidden)
         };
         Ok(Infer {
@@ -123,7 +119,7 @@ impl Session {
             }
         };
         self.model
-            .blocks(cut.saturating_sub(1)..self.model.cfg.layers, &mut act)?;
+            .blocks(self.stages().server_blocks(cut), &mut act)?;
         let pooled = self.model.pool(&act)?;
         Ok(InferResult {
             request_id: req.request_id,

@@ -76,6 +76,49 @@ fn profile_measures_every_stage_and_plan_reads_it() {
     std::fs::remove_file(&out).ok();
 }
 
+/// Issue 10: stages are the model's, so `profile` runs a decoder as it runs an encoder, with
+/// no model-specific code in the CLI.
+#[test]
+fn profile_runs_a_decoder_stage_by_stage() {
+    let m = edgecut_tests::smollm_gguf();
+    let out = scratch().join(format!("profile-smollm-{}.json", std::process::id()));
+    let o = edgecut(
+        &[
+            "profile",
+            "-m",
+            m.to_str().unwrap(),
+            "--seq",
+            "8",
+            "--iters",
+            "1",
+            "-o",
+            out.to_str().unwrap(),
+        ],
+        None,
+    );
+    ok(&o);
+    let p: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
+    let stages = p["graph"]["stages"].as_array().unwrap();
+    // SmolLM2-135M: embeddings, 30 blocks, head (the vocabulary's logits of the last token).
+    assert_eq!(stages.len(), 32);
+    assert_eq!(stages[1]["name"], "block 0");
+    assert_eq!(stages[31]["output"]["fixed"], 49152);
+    assert_eq!(stages[5]["output"]["per_token"], 576);
+    let weights: u64 = stages
+        .iter()
+        .map(|s| s["weight_bytes"].as_u64().unwrap())
+        .sum();
+    let f = edgecut::GgufFile::open(&m).unwrap();
+    assert_eq!(weights, f.tensors().iter().map(|t| t.size).sum::<u64>());
+    let times = p["times"].as_array().unwrap();
+    assert_eq!(times.len(), 32);
+    assert!(times
+        .iter()
+        .all(|row| row[0]["median_ms"].as_f64().unwrap() > 0.0));
+    std::fs::remove_file(&out).ok();
+}
+
 #[test]
 fn plan_on_the_committed_profiles() {
     let dir = repo_root().join("docs/plan");

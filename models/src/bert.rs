@@ -18,6 +18,7 @@ use edgecut_backends::{Act, Device};
 use edgecut_runtime::gguf::{Array, GgufFile, Value};
 
 use crate::error::{ModelError, Result};
+use crate::stages::{StageGraph, StageOutput};
 use crate::weights::Table;
 
 mod on;
@@ -230,6 +231,20 @@ impl Bert {
     /// Bytes of weights held outside the file map (copies, repacked layouts, device memory).
     pub fn owned_bytes(&self) -> usize {
         self.on.owned_bytes()
+    }
+
+    /// The model's stages: embeddings, each block, the head (pooling or the classifier), with
+    /// their weight bytes; a block hands on `hidden` values and a mask byte per token.
+    pub fn stages(&self) -> StageGraph {
+        let h = self.cfg.hidden as u64;
+        let out = self.n_classes().map_or(h, |c| c as u64);
+        let head = StageOutput {
+            per_token: 0,
+            fixed: out,
+            side_bytes_per_token: 0,
+        };
+        // Raw input: a u32 token id and a mask byte per token.
+        StageGraph::chain(&self.file, self.cfg.layers, &["cls"], h, 1, head, 5)
     }
 
     /// Stage `embeddings`: token ids of a batch (each at most `context` long) to token vectors.

@@ -11,6 +11,7 @@ pub mod error;
 pub mod kv_cache;
 pub mod llama;
 pub mod sampling;
+pub mod stages;
 pub mod weights;
 
 pub use error::{ModelError, Result};

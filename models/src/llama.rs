@@ -17,6 +17,7 @@ use edgecut_runtime::gguf::{GgufFile, Value};
 
 use crate::error::{ModelError, Result};
 use crate::kv_cache::KvCache;
+use crate::stages::{StageGraph, StageOutput};
 use crate::weights::Table;
 
 mod on;
@@ -227,6 +228,22 @@ impl Llama {
             positions,
             state,
         ))
+    }
+
+    /// The model's stages: embeddings, each block, the head (final norm and vocabulary
+    /// projection: the last position's logits), with their weight bytes; a block hands on
+    /// `hidden` values per token. A tied head (no `output.weight`) reads the embedding table,
+    /// which then counts for the embeddings.
+    pub fn stages(&self) -> StageGraph {
+        let c = &self.config;
+        let head = StageOutput {
+            per_token: 0,
+            fixed: c.vocab as u64,
+            side_bytes_per_token: 0,
+        };
+        let names: &[&str] = &["output_norm", "output."];
+        // Raw input: a u32 token id per token.
+        StageGraph::chain(&self.file, c.layers, names, c.hidden as u64, 0, head, 4)
     }
 
     /// Stage `embeddings`: the vectors of `ids`, `[ids.len(), hidden]`.

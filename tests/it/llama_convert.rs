@@ -3,7 +3,6 @@
 //! against the PyTorch logits `tests/reference/make_llama_fixtures.py` recorded.
 
 use edgecut::{Llm, LlmOptions, WeightType};
-use edgecut_models::Logits;
 use edgecut_tests::{converted, f32s, fixture, ids, repo_root};
 
 fn check(weight_type: WeightType, tol: f32) -> f32 {
@@ -25,12 +24,8 @@ fn check(weight_type: WeightType, tol: f32) -> f32 {
             .unwrap()
             .to_string();
         assert_eq!(llm.tokenize(&text).unwrap(), want_ids, "{name}: ids");
-        let mut cache = llm.model().new_cache(128).unwrap();
-        let all = llm
-            .model()
-            .forward(&mut cache, &want_ids, Logits::All)
-            .unwrap();
-        let vocab = llm.model().config.vocab;
+        let all = llm.new_context().unwrap().logits(&want_ids).unwrap();
+        let vocab = llm.vocab_size();
         let rows = [(0, "first_top5"), (want_ids.len() - 1, "top5")];
         for (row, key) in rows {
             let logits = &all[row * vocab..(row + 1) * vocab];

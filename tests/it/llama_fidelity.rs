@@ -4,7 +4,6 @@
 //! `edgecut convert` to Q8_0.
 
 use edgecut::{GenerateOptions, Llm, LlmOptions, Message, WeightType};
-use edgecut_models::Logits;
 use edgecut_tests::{converted, f32s, fixture, ids, smollm_gguf};
 
 struct Case {
@@ -62,8 +61,7 @@ fn fidelity(path: &std::path::Path, label: &str) -> (Vec<usize>, f32) {
         }
         let got = llm.tokenize(&c.text).unwrap();
         assert_eq!(got, c.ids, "{label} {}: token ids", c.name);
-        let mut cache = llm.model().new_cache(64).unwrap();
-        let logits = llm.model().forward(&mut cache, &got, Logits::Last).unwrap();
+        let logits = llm.new_context().unwrap().last_logits(&got).unwrap();
         for (&id, &want) in c.top5_ids.iter().zip(&c.top5_logits) {
             worst = worst.max((logits[id as usize] - want).abs());
         }

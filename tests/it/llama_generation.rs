@@ -75,7 +75,7 @@ fn streamed_pieces_join_to_the_decoded_text() {
         })
         .unwrap();
     assert_eq!(pieces.concat(), g.text);
-    assert_eq!(g.text, llm.tokenizer().decode(&g.tokens, true).unwrap());
+    assert_eq!(g.text, llm.detokenize(&g.tokens).unwrap());
     assert!(g.text.contains('🍡'), "{:?}", g.text);
     assert!(
         pieces.len() < g.tokens.len(),

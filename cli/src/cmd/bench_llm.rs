@@ -27,7 +27,7 @@ pub fn run(llm: &Llm, prompts: &[usize], gen: usize, iters: usize) -> anyhow::Re
         llm.device(),
         llm.context_len(),
         llm.kv_cache_bytes() as f64 / 1e6,
-        llm.model().owned_bytes() as f64 / 1e6
+        llm.owned_bytes() as f64 / 1e6
     );
     println!(
         "{:>7} {:>7} {:>12} {:>14} {:>12} {:>14}",

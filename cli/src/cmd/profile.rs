@@ -1,21 +1,15 @@
-//! `edgecut profile`: measures each stage of an encoder on this machine at several sequence
-//! lengths and writes a profile for `edgecut plan`.
+//! `edgecut profile`: measures each stage of a model (encoder or decoder: the model lists its
+//! stages) on this machine at several sequence lengths and writes a profile for `edgecut plan`.
 
 use std::path::PathBuf;
-use std::sync::Arc;
-use std::time::Instant;
 
 use anyhow::Context;
-use edgecut::GgufFile;
-use edgecut_backends::Device;
-use edgecut_models::bert::Bert;
 use edgecut_partition::{Graph, Profile, Sample, Tensor};
-use edgecut_runtime::Tokenizer;
 
 /// Arguments of `edgecut profile`.
 #[derive(clap::Args)]
 pub struct Args {
-    /// The model file (a BERT-family encoder).
+    /// The model file (an encoder or a decoder).
     #[arg(short, long)]
     model: PathBuf,
     #[command(flatten)]
@@ -43,46 +37,22 @@ fn cpu_name() -> String {
         .unwrap_or_else(|| std::env::consts::ARCH.to_string())
 }
 
-/// The encoder's stage chain: embeddings, blocks, head, with weight bytes from the file.
-fn graph(f: &GgufFile, model: &Bert) -> Graph {
-    let bytes = |pred: &dyn Fn(&str) -> bool| -> u64 {
-        f.tensors()
-            .iter()
-            .filter(|t| pred(&t.name))
-            .map(|t| t.size)
-            .sum()
-    };
-    let h = model.cfg.hidden as u64;
-    let tokens = Tensor {
-        per_token: h,
-        fixed: 0,
-        side_bytes_per_token: 1,
-    };
-    let mut stages = vec![(
-        "embeddings".to_string(),
-        bytes(&|n| !n.starts_with("blk.") && !n.starts_with("cls")),
-        tokens.clone(),
-    )];
-    for i in 0..model.cfg.layers {
-        let prefix = format!("blk.{i}.");
-        stages.push((
-            format!("block {i}"),
-            bytes(&|n| n.starts_with(&prefix)),
-            tokens.clone(),
-        ));
-    }
-    let out = model.n_classes().map_or(h, |c| c as u64);
-    stages.push((
-        "head".to_string(),
-        bytes(&|n| n.starts_with("cls")),
-        Tensor {
-            per_token: 0,
-            fixed: out,
-            side_bytes_per_token: 0,
-        },
-    ));
-    // Raw input: a u32 token id and a mask byte per token.
-    Graph::chain(stages, 5)
+/// The model's own stage chain, as the planner reads it.
+fn graph(g: &edgecut::StageGraph) -> Graph {
+    let stages = g
+        .stages
+        .iter()
+        .map(|s| {
+            let o = s.output;
+            let out = Tensor {
+                per_token: o.per_token,
+                fixed: o.fixed,
+                side_bytes_per_token: o.side_bytes_per_token,
+            };
+            (s.id.to_string(), s.weight_bytes, out)
+        })
+        .collect();
+    Graph::chain(stages, g.input_bytes_per_token)
 }
 
 fn stats(mut v: Vec<f64>) -> Sample {
@@ -97,46 +67,29 @@ fn stats(mut v: Vec<f64>) -> Sample {
 
 /// Runs `edgecut profile`.
 pub fn run(a: Args) -> anyhow::Result<()> {
-    let file = Arc::new(
-        GgufFile::open(&a.model).with_context(|| format!("opening {}", a.model.display()))?,
-    );
-    let dev = Device::open(a.run.device, a.run.threads).map_err(anyhow::Error::msg)?;
-    let model = Bert::load(file.clone(), &dev)?;
-    let tok = Tokenizer::from_gguf(&file)?;
+    let model = a
+        .run
+        .open_model(&a.model)
+        .with_context(|| format!("opening {}", a.model.display()))?;
     let mut seqs = a.seq.clone();
     seqs.sort_unstable();
     seqs.dedup();
-    if let Some(&bad) = seqs.iter().find(|&&s| s < 2 || s > model.cfg.context) {
-        anyhow::bail!(
-            "--seq {bad} is outside 2..={} (the model's context)",
-            model.cfg.context
-        );
+    let max = model.max_tokens();
+    if let Some(&bad) = seqs.iter().find(|&&s| s < 2 || s > max) {
+        anyhow::bail!("--seq {bad} is outside 2..={max} (the model's limit)");
     }
-    let n = model.cfg.layers + 2;
+    let stages = model.stages();
+    let n = stages.len();
     let mut times: Vec<Vec<Sample>> = vec![Vec::new(); n];
     for &seq in &seqs {
-        let ids = tok.encode(&"hello ".repeat(seq), true, Some(seq))?.ids;
         let mut samples: Vec<Vec<f64>> = vec![Vec::new(); n];
         for it in 0..a.iters.max(1) + 3 {
-            let mut t = Instant::now();
-            let mut lap = |i: usize, t: &mut Instant| {
-                if it >= 3 {
-                    samples[i].push(t.elapsed().as_secs_f64() * 1e3);
+            let t = model.time_stages(seq)?;
+            if it >= 3 {
+                for (s, d) in samples.iter_mut().zip(t) {
+                    s.push(d.as_secs_f64() * 1e3);
                 }
-                *t = Instant::now();
-            };
-            let mut act = model.embeddings(std::slice::from_ref(&ids))?;
-            lap(0, &mut t);
-            for b in 0..model.cfg.layers {
-                model.block(b, &mut act)?;
-                lap(b + 1, &mut t);
             }
-            if model.n_classes().is_some() {
-                model.classify(&act)?;
-            } else {
-                model.pool(&act)?;
-            }
-            lap(n - 1, &mut t);
         }
         for (row, s) in times.iter_mut().zip(samples) {
             row.push(stats(s));
@@ -148,14 +101,14 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         eprintln!("profile: {seq} tokens: {total:.2} ms over {n} stages");
     }
     let profile = Profile {
-        machine: format!("{dev} on {}", cpu_name()),
+        machine: format!("{} on {}", model.device(), cpu_name()),
         model: a
             .model
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default(),
-        model_id: file.identity().to_string(),
-        graph: graph(&file, &model),
+        model_id: model.model_id().to_string(),
+        graph: graph(&stages),
         seqs,
         times,
     };

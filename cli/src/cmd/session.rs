@@ -19,6 +19,23 @@ pub struct RunArgs {
     pub threads: usize,
 }
 
+impl RunArgs {
+    /// Opens `path` as whatever model it is (the file's architecture says) on this device.
+    pub fn open_model(&self, path: &std::path::Path) -> edgecut::Result<edgecut::Model> {
+        let enc = SessionOptions {
+            device: self.device,
+            threads: self.threads,
+            ..SessionOptions::default()
+        };
+        let dec = edgecut::LlmOptions {
+            device: self.device,
+            threads: self.threads,
+            ..edgecut::LlmOptions::default()
+        };
+        edgecut::Model::open(path, &enc, &dec)
+    }
+}
+
 /// Which model to run, where, and how.
 #[derive(clap::Args, Clone)]
 pub struct ModelArgs {

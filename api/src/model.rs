@@ -1,0 +1,87 @@
+//! Opening a model whatever it is: the file's architecture picks an encoder or a decoder.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use edgecut_runtime::GgufFile;
+
+use crate::stages::StageGraph;
+use crate::{Error, Llm, LlmOptions, Result, Session, SessionOptions};
+
+/// A model of either kind, opened from a file whose architecture says which.
+#[derive(Debug)]
+#[non_exhaustive]
+// A model is opened once and held where it is used; moving a few hundred bytes is no concern.
+#[allow(clippy::large_enum_variant)]
+pub enum Model {
+    /// An encoder (`bert`): embeddings and classification.
+    Encoder(Session),
+    /// A decoder (`llama`): generation and chat.
+    Decoder(Llm),
+}
+
+impl Model {
+    /// The model's stages.
+    pub fn stages(&self) -> StageGraph {
+        match self {
+            Model::Encoder(s) => s.stages(),
+            Model::Decoder(l) => l.stages(),
+        }
+    }
+
+    /// Each stage's time on an input of `seq` tokens (see [`Session::time_stages`],
+    /// [`Llm::time_stages`]).
+    pub fn time_stages(&self, seq: usize) -> Result<Vec<Duration>> {
+        match self {
+            Model::Encoder(s) => s.time_stages(seq),
+            Model::Decoder(l) => l.time_stages(seq),
+        }
+    }
+
+    /// The device in use, in words.
+    pub fn device(&self) -> String {
+        match self {
+            Model::Encoder(s) => s.device(),
+            Model::Decoder(l) => l.device(),
+        }
+    }
+
+    /// The model file's identity.
+    pub fn model_id(&self) -> crate::ModelId {
+        match self {
+            Model::Encoder(s) => s.model_id(),
+            Model::Decoder(l) => l.model_id(),
+        }
+    }
+
+    /// The longest input the model takes, in tokens.
+    pub fn max_tokens(&self) -> usize {
+        match self {
+            Model::Encoder(s) => s.max_seq_len(),
+            Model::Decoder(l) => l.context_len(),
+        }
+    }
+}
+
+impl Model {
+    /// Opens `path`: a `bert` file as an encoder with `encoder`'s options, a `llama` file as a
+    /// decoder with `decoder`'s; any other architecture is
+    /// [`Error::UnsupportedArchitecture`].
+    pub fn open(
+        path: impl AsRef<Path>,
+        encoder: &SessionOptions,
+        decoder: &LlmOptions,
+    ) -> Result<Model> {
+        let file = Arc::new(GgufFile::open(path.as_ref())?);
+        let arch = file.architecture()?.to_string();
+        match arch.as_str() {
+            "bert" => Ok(Model::Encoder(Session::from_file(file, encoder)?)),
+            "llama" => Ok(Model::Decoder(Llm::from_file(file, decoder)?)),
+            _ => Err(Error::UnsupportedArchitecture {
+                architecture: arch,
+                expected: "a BERT-family encoder or a Llama-family decoder",
+            }),
+        }
+    }
+}

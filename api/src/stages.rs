@@ -1,0 +1,105 @@
+//! Stages in the facade: every model lists its stages ([`StageGraph`]: embeddings, each block,
+//! the head, with weight bytes and output sizes) and times them one by one on an input of a
+//! given length, which is what `edgecut profile` records for the planner. The same for encoders
+//! and decoders: no caller needs to know which it has.
+
+use std::time::{Duration, Instant};
+
+pub use edgecut_models::stages::{Stage, StageGraph, StageId, StageOutput};
+
+use crate::{Error, Llm, Result, Session};
+
+/// A text of `seq` tokens for `tokenize` (special tokens included): repeated "hello", with
+/// the token count checked.
+fn ids_of(seq: usize, tokenize: impl Fn(&str) -> Result<Vec<u32>>) -> Result<Vec<u32>> {
+    let mut words = seq;
+    loop {
+        let ids = tokenize(&"hello ".repeat(words))?;
+        if ids.len() >= seq || words > 4 * seq + 8 {
+            let mut ids = ids;
+            ids.truncate(seq);
+            return Ok(ids);
+        }
+        words += seq - ids.len();
+    }
+}
+
+impl Session {
+    /// The model's stages.
+    pub fn stages(&self) -> StageGraph {
+        self.model.stages()
+    }
+
+    /// Stages of the model: embeddings, each block, head.
+    pub fn stage_count(&self) -> usize {
+        self.stages().len()
+    }
+
+    /// Runs every stage once on one text of `seq` tokens and returns each stage's time, in
+    /// stage order.
+    pub fn time_stages(&self, seq: usize) -> Result<Vec<Duration>> {
+        if seq < 2 || seq > self.max_seq_len() {
+            return Err(Error::Input(format!(
+                "{seq} tokens is outside 2..={} (the model's limit)",
+                self.max_seq_len()
+            )));
+        }
+        let ids = ids_of(seq, |t| self.tokenize(t))?;
+        let mut times = Vec::with_capacity(self.stage_count());
+        let mut t = Instant::now();
+        let mut lap = |t: &mut Instant| {
+            times.push(t.elapsed());
+            *t = Instant::now();
+        };
+        let mut a = self.model.embeddings(std::slice::from_ref(&ids))?;
+        lap(&mut t);
+        for b in 0..self.model.cfg.layers {
+            self.model.block(b, &mut a)?;
+            lap(&mut t);
+        }
+        if self.model.n_classes().is_some() {
+            self.model.classify(&a)?;
+        } else {
+            self.model.pool(&a)?;
+        }
+        lap(&mut t);
+        Ok(times)
+    }
+}
+
+impl Llm {
+    /// The model's stages.
+    pub fn stages(&self) -> StageGraph {
+        self.inner.model.stages()
+    }
+
+    /// Runs every stage once on a prompt of `seq` tokens (a prefill) and returns each stage's
+    /// time, in stage order; the head computes the last position's logits.
+    pub fn time_stages(&self, seq: usize) -> Result<Vec<Duration>> {
+        let m = &self.inner.model;
+        if seq < 1 || seq > self.context_len() {
+            return Err(Error::Input(format!(
+                "{seq} tokens is outside 1..={} (the context)",
+                self.context_len()
+            )));
+        }
+        let ids = ids_of(seq, |t| self.tokenize(t))?;
+        // One cache per block, made before the clock starts.
+        let mut caches = (0..m.config.layers)
+            .map(|l| m.new_cache_for(l..l + 1, seq))
+            .collect::<std::result::Result<Vec<_>, _>>()?;
+        let mut times = Vec::with_capacity(caches.len() + 2);
+        let t = Instant::now();
+        let mut x = m.embed(&ids)?;
+        times.push(t.elapsed());
+        for c in &mut caches {
+            let t = Instant::now();
+            x = m.blocks(c, x)?;
+            times.push(t.elapsed());
+        }
+        let t = Instant::now();
+        m.head(&x[x.len() - m.config.hidden..])?;
+        times.push(t.elapsed());
+        Ok(times)
+    }
+}
