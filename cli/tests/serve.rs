@@ -85,7 +85,7 @@ fn client<'s>(
     addr: &str,
     cut: usize,
     enc: edgecut_wire::Encoding,
-) -> SplitClient<'s> {
+) -> SplitClient<&'s Session> {
     let cfg = ClientConfig {
         server: addr.into(),
         token: b"s3cret".to_vec(),
@@ -396,7 +396,7 @@ fn auto_cut_follows_the_link_as_it_changes() {
     let mut c = SplitClient::new(&s, cfg);
     let text = "hello ".repeat(60);
     let local = s.embed(&[&text]).unwrap().vectors.remove(0);
-    let run = |c: &mut SplitClient| {
+    let run = |c: &mut SplitClient<&Session>| {
         let o = c.embed(&[&text]).unwrap();
         assert_eq!(o.fell_back, None);
         assert!(cosine(&o.vectors[0], &local) >= 0.999);

@@ -77,6 +77,29 @@ typedef struct {
 // during the call); returns nonzero to stop generating.
 typedef int (*EdgecutPieceCallback)(const char *piece, size_t len, void *user);
 
+// A chat handle (0 is never a valid handle): a conversation on a decoder whose history stays
+// in its KV cache across turns.
+typedef uint64_t EdgecutChat;
+
+// How to split; zero-initialised fields take the defaults.
+typedef struct {
+  // `host:port` of `edgecut serve` (NUL-terminated; required).
+  const char *server;
+  // The access token (NUL-terminated), or null for none.
+  const char *token;
+  // Stages run on the device (K): 0 sends the token ids; the stage count runs everything
+  // on the device.
+  uint32_t cut;
+  // Activation encoding on the wire: 0 int8 with per-32 scales (the default), 1 f16, 2 f32
+  // (exact: the split result equals the local one).
+  uint32_t encoding;
+  // Connect and per-request timeout in milliseconds; 0: 10 000.
+  uint32_t timeout_ms;
+} EdgecutSplitOptions;
+
+// A split handle (0 is never a valid handle).
+typedef uint64_t EdgecutSplit;
+
 #ifdef __cplusplus
 extern "C" {
 #endif // __cplusplus
@@ -155,6 +178,71 @@ EdgecutStatus edgecut_generate(EdgecutModel model,
                                EdgecutPieceCallback callback,
                                void *user,
                                const int32_t *cancel);
+
+// Opens a chat on a decoder with the model's chat template, with an optional system message
+// (`system` may be null), and writes its handle to `out`. The chat keeps the model alive; it
+// has its own KV cache (the model's context length). Thread-safe.
+//
+// # Safety
+// `system` is null or a NUL-terminated string; `out` points to writable memory for a handle.
+EdgecutStatus edgecut_chat_open(EdgecutModel model, const char *system, EdgecutChat *out);
+
+// Sends a user message and streams the reply to `callback` (as [`edgecut_generate`]; the
+// `chat` field of `options` is ignored: a chat always uses the template). The reply joins the
+// history; only the new tokens are computed: `reused` (if not null) receives how many prompt
+// tokens came from the cache. A failed turn leaves the history as it was. One thread at a time
+// per chat (a second caller waits).
+//
+// # Safety
+// As [`edgecut_generate`], with `message` a NUL-terminated string and `reused` null or
+// writable.
+EdgecutStatus edgecut_chat_send(EdgecutChat chat,
+                                const char *message,
+                                const EdgecutGenerateOptions *options,
+                                EdgecutPieceCallback callback,
+                                void *user,
+                                const int32_t *cancel,
+                                size_t *reused);
+
+// Writes to `out` how many tokens of the conversation are in the chat's KV cache (what the
+// next turn does not recompute). Thread-safe.
+//
+// # Safety
+// `out` points to writable memory for a `size_t`.
+EdgecutStatus edgecut_chat_cached_tokens(EdgecutChat chat, size_t *out);
+
+// Closes a chat (its KV cache is freed when a turn running on it returns). Thread-safe.
+EdgecutStatus edgecut_chat_close(EdgecutChat chat);
+
+// Opens a split of an encoder model with `edgecut serve` and writes its handle to `out`. Nothing
+// is sent until the first embedding (the connection is lazy, and re-made after a failure). The
+// split keeps the model alive. Thread-safe.
+//
+// # Safety
+// `options` points to an `EdgecutSplitOptions` whose strings are NUL-terminated (or null where
+// allowed); `out` points to writable memory for a handle.
+EdgecutStatus edgecut_split_open(EdgecutModel model,
+                                 const EdgecutSplitOptions *options,
+                                 EdgecutSplit *out);
+
+// Embeds `text` split with the server into `out` (`out_len` floats; too small: the size goes
+// to `needed` and `EDGECUT_STATUS_BUFFER_TOO_SMALL` is returned, as [`crate::edgecut_embed`]).
+// `fell_back` (if not null) is set to 1 when the text was embedded on the device alone (the
+// server unreachable, refusing or failing: [`crate::edgecut_last_error`] then holds the
+// reason, and the status is still OK), else 0. One thread at a time per split handle.
+//
+// # Safety
+// `text` is a NUL-terminated string; `out` is null or has room for `out_len` floats; `needed`
+// and `fell_back` are null or writable.
+EdgecutStatus edgecut_split_embed(EdgecutSplit split,
+                                  const char *text,
+                                  float *out,
+                                  size_t out_len,
+                                  size_t *needed,
+                                  uint8_t *fell_back);
+
+// Closes a split handle (its connection closes). Thread-safe.
+EdgecutStatus edgecut_split_close(EdgecutSplit split);
 
 #ifdef __cplusplus
 }  // extern "C"

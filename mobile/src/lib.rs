@@ -17,13 +17,22 @@
 
 use std::cell::RefCell;
 use std::collections::HashMap;
-use std::ffi::{c_char, c_int, c_void, CStr, CString};
+use std::ffi::{c_char, CStr, CString};
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
-use edgecut::{
-    DeviceKind, GenerateOptions, Llm, LlmOptions, SamplingParams, Session, SessionOptions,
+use edgecut::{DeviceKind, Llm, LlmOptions, Model, Session, SessionOptions};
+
+mod generate;
+mod split;
+
+pub use generate::{
+    edgecut_chat_cached_tokens, edgecut_chat_close, edgecut_chat_open, edgecut_chat_send,
+    edgecut_generate, EdgecutChat, EdgecutGenerateOptions, EdgecutPieceCallback,
+};
+pub use split::{
+    edgecut_split_close, edgecut_split_embed, edgecut_split_open, EdgecutSplit, EdgecutSplitOptions,
 };
 
 /// What a call did.
@@ -50,7 +59,7 @@ pub enum EdgecutStatus {
     /// An internal error (a bug); the library is still usable.
     EDGECUT_STATUS_PANIC = 8,
 }
-use EdgecutStatus::*;
+pub(crate) use EdgecutStatus::*;
 
 /// The device to run on.
 #[repr(C)]
@@ -78,67 +87,43 @@ pub struct EdgecutOptions {
     pub context: u32,
 }
 
-/// How to generate; zero-initialised means greedy with 256 tokens at most.
-#[repr(C)]
-#[derive(Clone, Copy, Debug)]
-pub struct EdgecutGenerateOptions {
-    /// Most tokens to generate; 0: 256.
-    pub max_tokens: u32,
-    /// Temperature; 0: greedy.
-    pub temperature: f32,
-    /// Sample among the k most likely tokens; 0: all.
-    pub top_k: u32,
-    /// Sample among the most likely tokens holding this probability; 0 or 1: all.
-    pub top_p: f32,
-    /// Repetition penalty; 0 or 1: off.
-    pub repetition_penalty: f32,
-    /// Random seed.
-    pub seed: u64,
-    /// Nonzero: wrap the prompt in the model's chat template as one user message.
-    pub chat: u8,
-}
-
 /// A model handle (0 is never a valid handle).
 pub type EdgecutModel = u64;
 
-/// Receives each piece of generated text (`len` bytes of UTF-8, not NUL-terminated, valid only
-/// during the call); returns nonzero to stop generating.
-pub type EdgecutPieceCallback =
-    Option<unsafe extern "C" fn(piece: *const c_char, len: usize, user: *mut c_void) -> c_int>;
-
-enum Loaded {
-    // Boxed: both are large (the tokenizer), and handles move the enum into an `Arc`.
-    Encoder(Box<Session>),
+pub(crate) enum Loaded {
+    // An `Arc` of its own: a split handle keeps the encoder it runs alive.
+    Encoder(Arc<Session>),
+    // Boxed: a decoder is large, and handles move the enum into an `Arc`.
     Decoder(Box<Llm>),
 }
 
-fn registry() -> &'static Mutex<HashMap<u64, Arc<Loaded>>> {
+pub(crate) fn registry() -> &'static Mutex<HashMap<u64, Arc<Loaded>>> {
     static R: OnceLock<Mutex<HashMap<u64, Arc<Loaded>>>> = OnceLock::new();
     R.get_or_init(|| Mutex::new(HashMap::new()))
 }
 
-static NEXT_HANDLE: AtomicU64 = AtomicU64::new(1);
+pub(crate) static NEXT_HANDLE: AtomicU64 = AtomicU64::new(1);
 
 thread_local! {
     static LAST_ERROR: RefCell<CString> = RefCell::new(CString::default());
 }
 
 /// A failed call: its status and message.
-struct Failure(EdgecutStatus, String);
+pub(crate) struct Failure(EdgecutStatus, String);
 
-type Res<T = ()> = Result<T, Failure>;
+pub(crate) type Res<T = ()> = Result<T, Failure>;
 
-fn fail<T>(status: EdgecutStatus, msg: impl Into<String>) -> Res<T> {
+pub(crate) fn fail<T>(status: EdgecutStatus, msg: impl Into<String>) -> Res<T> {
     Err(Failure(status, msg.into()))
 }
 
-fn set_error(msg: &str) {
+pub(crate) fn set_error(msg: &str) {
     let c = CString::new(msg.replace('\0', " ")).unwrap_or_default();
     LAST_ERROR.with(|e| *e.borrow_mut() = c);
 }
 
 /// Runs `f`, turning errors and panics into a status and the thread's last error.
-fn guard(f: impl FnOnce() -> Res) -> EdgecutStatus {
+pub(crate) fn guard(f: impl FnOnce() -> Res) -> EdgecutStatus {
     match catch_unwind(AssertUnwindSafe(f)) {
         Ok(Ok(())) => {
             set_error("");
@@ -157,7 +142,7 @@ fn guard(f: impl FnOnce() -> Res) -> EdgecutStatus {
 
 /// # Safety
 /// `p` is null or a NUL-terminated string valid for the call.
-unsafe fn text<'a>(p: *const c_char, what: &str) -> Res<&'a str> {
+pub(crate) unsafe fn text<'a>(p: *const c_char, what: &str) -> Res<&'a str> {
     if p.is_null() {
         return fail(EDGECUT_STATUS_NULL_POINTER, format!("{what} is null"));
     }
@@ -171,7 +156,7 @@ unsafe fn text<'a>(p: *const c_char, what: &str) -> Res<&'a str> {
     })
 }
 
-fn lookup(h: EdgecutModel) -> Res<Arc<Loaded>> {
+pub(crate) fn lookup(h: EdgecutModel) -> Res<Arc<Loaded>> {
     let r = registry().lock().unwrap_or_else(|e| e.into_inner());
     r.get(&h).cloned().ok_or_else(|| {
         Failure(
@@ -181,7 +166,7 @@ fn lookup(h: EdgecutModel) -> Res<Arc<Loaded>> {
     })
 }
 
-fn encoder(l: &Loaded) -> Res<&Session> {
+pub(crate) fn encoder(l: &Loaded) -> Res<&Session> {
     match l {
         Loaded::Encoder(s) => Ok(s),
         Loaded::Decoder(_) => fail(
@@ -243,33 +228,29 @@ pub unsafe extern "C" fn edgecut_model_open(
                 )
             }
         };
-        // Opened once: the architecture picks encoder or decoder, built on the same map.
-        let file = edgecut::GgufFile::open(path)
-            .map_err(|e| Failure(EDGECUT_STATUS_MODEL_ERROR, e.to_string()))?;
-        let arch = file
-            .architecture()
-            .map_err(|e| Failure(EDGECUT_STATUS_MODEL_ERROR, e.to_string()))?
-            .to_string();
-        let file = std::sync::Arc::new(file);
-        let model_err =
-            |e: edgecut::Error| Failure(EDGECUT_STATUS_MODEL_ERROR, format!("{path}: {e}"));
-        let loaded = if arch == "llama" {
-            let opts = LlmOptions {
-                device,
-                threads: o.threads as usize,
-                context: (o.context > 0).then_some(o.context as usize),
-            };
-            Loaded::Decoder(Box::new(Llm::from_file(file, &opts).map_err(model_err)?))
-        } else {
-            let opts = SessionOptions {
-                device,
-                threads: o.threads as usize,
-                max_seq_len: (o.max_seq_len > 0).then_some(o.max_seq_len as usize),
-                ..SessionOptions::default()
-            };
-            Loaded::Encoder(Box::new(
-                Session::from_file(file, &opts).map_err(model_err)?,
-            ))
+        // The file's architecture picks encoder or decoder (the facade's `Model::open`).
+        let enc = SessionOptions {
+            device,
+            threads: o.threads as usize,
+            max_seq_len: (o.max_seq_len > 0).then_some(o.max_seq_len as usize),
+            ..SessionOptions::default()
+        };
+        let dec = LlmOptions {
+            device,
+            threads: o.threads as usize,
+            context: (o.context > 0).then_some(o.context as usize),
+        };
+        let loaded = match Model::open(path, &enc, &dec)
+            .map_err(|e| Failure(EDGECUT_STATUS_MODEL_ERROR, format!("{path}: {e}")))?
+        {
+            Model::Encoder(s) => Loaded::Encoder(Arc::new(s)),
+            Model::Decoder(l) => Loaded::Decoder(Box::new(l)),
+            _ => {
+                return fail(
+                    EDGECUT_STATUS_MODEL_ERROR,
+                    "a kind of model the C ABI lacks",
+                )
+            }
         };
         let h = NEXT_HANDLE.fetch_add(1, Ordering::Relaxed);
         registry()
@@ -435,98 +416,6 @@ pub unsafe extern "C" fn edgecut_classify(
         if !best.is_null() {
             // SAFETY: non-null and writable.
             unsafe { *best = c[0].class };
-        }
-        Ok(())
-    })
-}
-
-/// Generates text after `prompt` with a decoder, calling `callback` with each piece as it is
-/// produced (`callback` returns nonzero to stop; the call then returns `EDGECUT_STATUS_OK`).
-/// `options` may be null (greedy, 256 tokens). `cancel` may be null; when not, generation stops
-/// with `EDGECUT_STATUS_CANCELLED` as soon as another thread sets `*cancel` to nonzero.
-/// Thread-safe: each call has its own KV cache, so several generations may share a handle; the
-/// callback runs on the calling thread.
-///
-/// # Safety
-/// `prompt` is a NUL-terminated string; `options` is null or points to an
-/// `EdgecutGenerateOptions`; `cancel` is null or points to an `int32_t` that stays valid for the
-/// call and is written atomically by other threads; `callback` is safe to call with `user`.
-#[no_mangle]
-pub unsafe extern "C" fn edgecut_generate(
-    model: EdgecutModel,
-    prompt: *const c_char,
-    options: *const EdgecutGenerateOptions,
-    callback: EdgecutPieceCallback,
-    user: *mut c_void,
-    cancel: *const i32,
-) -> EdgecutStatus {
-    guard(|| {
-        let m = lookup(model)?;
-        let Loaded::Decoder(llm) = &*m else {
-            return fail(
-                EDGECUT_STATUS_INVALID_ARGUMENT,
-                "this model is an encoder; use edgecut_embed",
-            );
-        };
-        // SAFETY: checked for null inside.
-        let prompt = unsafe { text(prompt, "prompt") }?;
-        let o = if options.is_null() {
-            None
-        } else {
-            // SAFETY: non-null and pointing to an EdgecutGenerateOptions (the contract).
-            Some(unsafe { *options })
-        };
-        let mut opts = GenerateOptions::default();
-        let mut chat = false;
-        if let Some(o) = o {
-            if o.max_tokens > 0 {
-                opts.max_tokens = o.max_tokens as usize;
-            }
-            let nonzero = |v: f32, d: f32| if v == 0.0 { d } else { v };
-            opts.sampling = SamplingParams {
-                temperature: o.temperature,
-                top_k: o.top_k as usize,
-                top_p: nonzero(o.top_p, 1.0),
-                repetition_penalty: nonzero(o.repetition_penalty, 1.0),
-                seed: o.seed,
-                ..SamplingParams::default()
-            };
-            chat = o.chat != 0;
-        }
-        opts.sampling
-            .validate()
-            .map_err(|e| Failure(EDGECUT_STATUS_INVALID_ARGUMENT, e.to_string()))?;
-        let text = if chat {
-            llm.render_chat(&[edgecut::Message::new("user", prompt)])
-                .map_err(|e| Failure(EDGECUT_STATUS_MODEL_ERROR, e.to_string()))?
-        } else {
-            prompt.to_string()
-        };
-        // SAFETY: `cancel` is null or valid for the call and written atomically (the contract);
-        // AtomicI32 has the layout of i32.
-        let flag: Option<&AtomicI32> = unsafe { (cancel as *const AtomicI32).as_ref() };
-        let mut cancelled = false;
-        let mut on_piece = |piece: &str| -> bool {
-            if flag.is_some_and(|f| f.load(Ordering::Relaxed) != 0) {
-                cancelled = true;
-                return false;
-            }
-            match callback {
-                // SAFETY: the piece is valid for the call; `user` is the caller's.
-                Some(cb) => unsafe { cb(piece.as_ptr() as *const c_char, piece.len(), user) == 0 },
-                None => true,
-            }
-        };
-        let ids = llm
-            .tokenize(&text)
-            .map_err(|e| Failure(EDGECUT_STATUS_MODEL_ERROR, e.to_string()))?;
-        let mut ctx = llm
-            .new_context()
-            .map_err(|e| Failure(EDGECUT_STATUS_MODEL_ERROR, e.to_string()))?;
-        ctx.generate(&ids, &opts, &mut on_piece)
-            .map_err(|e| Failure(EDGECUT_STATUS_MODEL_ERROR, e.to_string()))?;
-        if cancelled || flag.is_some_and(|f| f.load(Ordering::Relaxed) != 0) {
-            return fail(EDGECUT_STATUS_CANCELLED, "generation was cancelled");
         }
         Ok(())
     })

@@ -409,3 +409,71 @@ fn generation_streams_through_the_callback_and_can_be_cancelled() {
     edgecut_model_close(h);
     edgecut_model_close(m);
 }
+
+/// Issue 10: a C chat handle keeps the conversation in its KV cache across turns, so the second
+/// turn reuses the first turn's tokens instead of recomputing them.
+#[test]
+fn a_chat_handle_keeps_its_history_in_the_cache_across_turns() {
+    let h = open(&smollm_gguf());
+    let opts = EdgecutGenerateOptions {
+        max_tokens: 6,
+        temperature: 0.0,
+        top_k: 0,
+        top_p: 0.0,
+        repetition_penalty: 0.0,
+        seed: 0,
+        chat: 0,
+    };
+    let mut chat = 0;
+    // SAFETY: a valid system message and a writable handle.
+    let st = unsafe { edgecut_chat_open(h, c"You are brief.".as_ptr(), &mut chat) };
+    assert_eq!(st, EDGECUT_STATUS_OK, "{}", last_error());
+    let send = |msg: &CStr, text: &mut Vec<u8>, reused: &mut usize| {
+        // SAFETY: valid message, options, callback, user pointer and out pointer.
+        unsafe {
+            edgecut_chat_send(
+                chat,
+                msg.as_ptr(),
+                &opts,
+                Some(collect),
+                text as *mut Vec<u8> as *mut c_void,
+                null(),
+                reused,
+            )
+        }
+    };
+    let (mut first, mut second) = (Vec::new(), Vec::new());
+    let (mut reused1, mut reused2, mut cached1, mut cached2) = (usize::MAX, 0, 0, 0);
+    assert_eq!(send(c"Hello!", &mut first, &mut reused1), EDGECUT_STATUS_OK);
+    assert_eq!(reused1, 0, "a new chat has nothing cached");
+    // SAFETY: a writable count.
+    let st = unsafe { edgecut_chat_cached_tokens(chat, &mut cached1) };
+    assert_eq!(st, EDGECUT_STATUS_OK);
+    assert!(cached1 > 10 && !first.is_empty(), "{cached1}");
+    assert_eq!(
+        send(c"And again?", &mut second, &mut reused2),
+        EDGECUT_STATUS_OK
+    );
+    // SAFETY: a writable count.
+    let st = unsafe { edgecut_chat_cached_tokens(chat, &mut cached2) };
+    assert_eq!(st, EDGECUT_STATUS_OK);
+    // The second turn's prompt starts with the whole first turn: all of it (less at most the
+    // reply's last token, whose keys the reply never computed) came from the cache.
+    assert!(
+        reused2 + 1 >= cached1 && reused2 <= cached1,
+        "{reused2} of {cached1}"
+    );
+    assert!(cached2 > cached1);
+    // Closing the model leaves the chat usable (it holds the model); closing the chat ends it.
+    assert_eq!(edgecut_model_close(h), EDGECUT_STATUS_OK);
+    let mut third = Vec::new();
+    let mut r3 = 0;
+    assert_eq!(send(c"Bye.", &mut third, &mut r3), EDGECUT_STATUS_OK);
+    assert!(r3 >= cached2 - 1);
+    assert_eq!(edgecut_chat_close(chat), EDGECUT_STATUS_OK);
+    assert_eq!(edgecut_chat_close(chat), EDGECUT_STATUS_INVALID_HANDLE);
+    assert_eq!(
+        send(c"Still there?", &mut third, &mut r3),
+        EDGECUT_STATUS_INVALID_HANDLE
+    );
+}

@@ -1,8 +1,11 @@
-//! `mobile/examples/embed.c`, built with the system C compiler against the static library and
-//! run on MiniLM: it prints the similarity the Rust API gives (to 1e-4).
+//! The C examples, built with the system C compiler against the static library and run on
+//! MiniLM: `embed.c` prints the similarity the Rust API gives (to 1e-4); `split.c` embeds
+//! through a real `edgecut serve` on loopback and falls back to the device when it is gone.
 
-use std::path::PathBuf;
-use std::process::Command;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
 use edgecut::{cosine, Session, WeightType};
 use edgecut_tests::{minilm, scratch};
@@ -19,22 +22,27 @@ fn static_lib() -> PathBuf {
         .unwrap_or_else(|| panic!("no libedgecut_mobile.a near {}", exe.display()))
 }
 
-#[test]
-fn c_example_prints_the_same_similarity_as_the_rust_api() {
+/// Builds `examples/{name}.c` against the static library.
+fn build_example(name: &str) -> PathBuf {
     let dir = env!("CARGO_MANIFEST_DIR");
-    let lib = static_lib();
-    let exe = scratch().join(format!("embed-example-{}", std::process::id()));
+    let exe = scratch().join(format!("{name}-example-{}", std::process::id()));
     let cc = std::env::var("CC").unwrap_or_else(|_| "cc".into());
     let st = Command::new(&cc)
         .args(["-O2", "-Wall", "-Wextra", "-Werror", "-I"])
         .arg(format!("{dir}/include"))
-        .arg(format!("{dir}/examples/embed.c"))
-        .arg(&lib)
+        .arg(format!("{dir}/examples/{name}.c"))
+        .arg(static_lib())
         .args(["-lm", "-lpthread", "-ldl", "-o"])
         .arg(&exe)
         .status()
         .expect("run the C compiler");
-    assert!(st.success(), "{cc} failed to build examples/embed.c");
+    assert!(st.success(), "{cc} failed to build examples/{name}.c");
+    exe
+}
+
+#[test]
+fn c_example_prints_the_same_similarity_as_the_rust_api() {
+    let exe = build_example("embed");
     let m = minilm(WeightType::Q8_0);
     let (a, b) = ("A man is eating food.", "A man is riding a horse.");
     let out = Command::new(&exe).arg(&m).args([a, b]).output().unwrap();
@@ -60,5 +68,96 @@ fn c_example_prints_the_same_similarity_as_the_rust_api() {
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("nonexistent"));
+    std::fs::remove_file(&exe).ok();
+}
+
+/// The `edgecut` CLI built beside this test (`cargo test --workspace` builds it).
+fn cli() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let dir = exe.parent().unwrap().parent().unwrap();
+    let cli = dir.join("edgecut");
+    assert!(
+        cli.exists(),
+        "no {}: build the CLI first (cargo build --release -p edgecut-cli)",
+        cli.display()
+    );
+    cli
+}
+
+/// `edgecut serve` on a free loopback port, and its address.
+fn serve(model: &Path) -> (std::process::Child, String) {
+    let mut child = Command::new(cli())
+        .args(["serve", "-m"])
+        .arg(model)
+        .args(["--listen", "127.0.0.1:0", "--device", "cpu"])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut err = child.stderr.take().unwrap();
+    let (mut buf, deadline) = (Vec::new(), Instant::now() + Duration::from_secs(60));
+    let addr = loop {
+        let mut b = [0u8; 256];
+        let n = err.read(&mut b).unwrap();
+        assert!(n > 0 && Instant::now() < deadline, "serve did not start");
+        buf.extend_from_slice(&b[..n]);
+        let text = String::from_utf8_lossy(&buf);
+        let whole = &text[..text.rfind('\n').map_or(0, |i| i + 1)];
+        if let Some(l) = whole
+            .lines()
+            .find(|l| l.starts_with("serve:") && l.contains(" at "))
+        {
+            break l.rsplit(" at ").next().unwrap().trim().to_string();
+        }
+    };
+    std::thread::spawn(move || {
+        let _ = err.read_to_end(&mut Vec::new());
+    });
+    (child, addr)
+}
+
+/// Issue 10: split embedding from C, through a real server on loopback, and the fallback.
+#[test]
+fn c_split_example_embeds_through_a_server_and_falls_back_without_it() {
+    let exe = build_example("split");
+    let m = minilm(WeightType::Q8_0);
+    let text = "A man is eating food.";
+    let run = |addr: &str, cut: &str, enc: &str| {
+        let out = Command::new(&exe)
+            .arg(&m)
+            .args([addr, cut, enc, text])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let s = String::from_utf8(out.stdout).unwrap();
+        let diff: f64 = s
+            .lines()
+            .find_map(|l| l.strip_prefix("max |split - local| = "))
+            .expect("a difference line")
+            .parse()
+            .unwrap();
+        (s, diff)
+    };
+    let (mut server, addr) = serve(&m);
+    // f32 on the wire: exactly the local result; int8: close to it.
+    let (out, diff) = run(&addr, "3", "f32");
+    assert!(out.starts_with("split\n"), "{out}");
+    assert_eq!(diff, 0.0, "{out}");
+    let (out, diff) = run(&addr, "0", "int8");
+    assert!(out.starts_with("split\n"), "{out}");
+    assert_eq!(diff, 0.0, "cut 0 sends token ids: {out}");
+    let (out, diff) = run(&addr, "4", "int8");
+    assert!(out.starts_with("split\n"), "{out}");
+    assert!(diff > 0.0 && diff < 0.02, "{out}");
+    // The server goes away: the device embeds alone, and says why.
+    let _ = server.kill();
+    let _ = server.wait();
+    let (out, diff) = run(&addr, "3", "int8");
+    assert!(out.starts_with("fell back: "), "{out}");
+    assert!(out.contains(&addr) || out.contains("refused"), "{out}");
+    assert_eq!(diff, 0.0, "{out}");
     std::fs::remove_file(&exe).ok();
 }

@@ -48,7 +48,8 @@ pub enum SplitError {
 }
 
 impl SplitError {
-    pub(crate) fn pem(path: &std::path::Path, e: impl std::fmt::Display) -> SplitError {
+    /// A PEM file's error.
+    pub fn pem(path: &std::path::Path, e: impl std::fmt::Display) -> SplitError {
         SplitError::Pem {
             path: path.to_path_buf(),
             reason: e.to_string(),

@@ -4,6 +4,7 @@
 
 use std::io::{Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
+use std::ops::Deref;
 use std::time::{Duration, Instant};
 
 use edgecut::Session;
@@ -53,9 +54,10 @@ pub struct SplitOutcome {
     pub predicted_ms: Option<f64>,
 }
 
-/// A device connected (or not) to a server.
-pub struct SplitClient<'s> {
-    session: &'s Session,
+/// A device connected (or not) to a server, running `S` (a `&Session`, an `Arc<Session>`:
+/// anything that derefs to one).
+pub struct SplitClient<S: Deref<Target = Session>> {
+    session: S,
     cfg: ClientConfig,
     model_id: [u8; 32],
     conn: Option<FromStd<Box<dyn Link>>>,
@@ -63,10 +65,10 @@ pub struct SplitClient<'s> {
     auto: Option<crate::auto::AutoState>,
 }
 
-impl<'s> SplitClient<'s> {
+impl<S: Deref<Target = Session>> SplitClient<S> {
     /// A client for `session`; connects lazily. The HELLO carries the identity of the
     /// session's model file.
-    pub fn new(session: &'s Session, cfg: ClientConfig) -> SplitClient<'s> {
+    pub fn new(session: S, cfg: ClientConfig) -> SplitClient<S> {
         let model_id = session.model_id().0;
         let auto = cfg
             .auto
@@ -117,6 +119,9 @@ impl<'s> SplitClient<'s> {
         s.set_nodelay(true).ok();
         let link: Box<dyn Link> = match &self.cfg.tls {
             None => Box::new(s),
+            #[cfg(not(feature = "tls"))]
+            Some(t) => t.never(),
+            #[cfg(feature = "tls")]
             Some(t) => {
                 let conn = rustls::ClientConnection::new(t.config.clone(), t.server_name.clone())
                     .map_err(|e| SplitError::Tls(e.to_string()))?;

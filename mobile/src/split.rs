@@ -1,0 +1,212 @@
+//! Split embedding through the C ABI: the device runs the first stages of an encoder and
+//! `edgecut serve` the rest ([`edgecut_split_open`], [`edgecut_split_embed`]); when the server
+//! is unreachable, refuses or fails, the text is embedded on the device and the call says so.
+//! Plain TCP (the mobile library carries no TLS, so its Android build needs no C toolchain).
+
+use std::collections::HashMap;
+use std::ffi::c_char;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use edgecut::Session;
+use edgecut_split::{ClientConfig, SplitClient};
+use edgecut_wire::Encoding;
+
+use crate::EdgecutStatus::*;
+use crate::{
+    fail, guard, lookup, text, EdgecutModel, EdgecutStatus, Failure, Loaded, Res, NEXT_HANDLE,
+};
+
+/// How to split; zero-initialised fields take the defaults.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct EdgecutSplitOptions {
+    /// `host:port` of `edgecut serve` (NUL-terminated; required).
+    pub server: *const c_char,
+    /// The access token (NUL-terminated), or null for none.
+    pub token: *const c_char,
+    /// Stages run on the device (K): 0 sends the token ids; the stage count runs everything
+    /// on the device.
+    pub cut: u32,
+    /// Activation encoding on the wire: 0 int8 with per-32 scales (the default), 1 f16, 2 f32
+    /// (exact: the split result equals the local one).
+    pub encoding: u32,
+    /// Connect and per-request timeout in milliseconds; 0: 10 000.
+    pub timeout_ms: u32,
+}
+
+/// A split handle (0 is never a valid handle).
+pub type EdgecutSplit = u64;
+
+type Client = SplitClient<Arc<Session>>;
+
+fn splits() -> &'static Mutex<HashMap<u64, Arc<Mutex<Client>>>> {
+    static R: OnceLock<Mutex<HashMap<u64, Arc<Mutex<Client>>>>> = OnceLock::new();
+    R.get_or_init(|| Mutex::new(HashMap::new()))
+}
+
+/// Opens a split of an encoder model with `edgecut serve` and writes its handle to `out`. Nothing
+/// is sent until the first embedding (the connection is lazy, and re-made after a failure). The
+/// split keeps the model alive. Thread-safe.
+///
+/// # Safety
+/// `options` points to an `EdgecutSplitOptions` whose strings are NUL-terminated (or null where
+/// allowed); `out` points to writable memory for a handle.
+#[no_mangle]
+pub unsafe extern "C" fn edgecut_split_open(
+    model: EdgecutModel,
+    options: *const EdgecutSplitOptions,
+    out: *mut EdgecutSplit,
+) -> EdgecutStatus {
+    guard(|| {
+        if out.is_null() || options.is_null() {
+            return fail(EDGECUT_STATUS_NULL_POINTER, "options or out is null");
+        }
+        // SAFETY: non-null and pointing to an EdgecutSplitOptions (the contract).
+        let o = unsafe { *options };
+        // SAFETY: checked for null inside.
+        let server = unsafe { text(o.server, "server") }?.to_string();
+        let token = if o.token.is_null() {
+            Vec::new()
+        } else {
+            // SAFETY: non-null and NUL-terminated (the contract).
+            unsafe { text(o.token, "token") }?.as_bytes().to_vec()
+        };
+        let encoding = match o.encoding {
+            0 => Encoding::Int8,
+            1 => Encoding::F16,
+            2 => Encoding::F32,
+            e => {
+                return fail(
+                    EDGECUT_STATUS_INVALID_ARGUMENT,
+                    format!("encoding {e} is not 0 (int8), 1 (f16) or 2 (f32)"),
+                )
+            }
+        };
+        let m = lookup(model)?;
+        let Loaded::Encoder(session) = &*m else {
+            return fail(
+                EDGECUT_STATUS_INVALID_ARGUMENT,
+                "split embedding needs an encoder model",
+            );
+        };
+        let stages = session.stage_count();
+        if o.cut as usize > stages {
+            return fail(
+                EDGECUT_STATUS_INVALID_ARGUMENT,
+                format!("cut {} is not in 0..={stages} (the model's stages)", o.cut),
+            );
+        }
+        let timeout = if o.timeout_ms == 0 {
+            10_000
+        } else {
+            o.timeout_ms
+        };
+        let cfg = ClientConfig {
+            server,
+            token,
+            cut: o.cut as usize,
+            encoding,
+            timeout: Duration::from_millis(timeout.into()),
+            tls: None,
+            auto: None,
+        };
+        let client = SplitClient::new(session.clone(), cfg);
+        let h = NEXT_HANDLE.fetch_add(1, Ordering::Relaxed);
+        splits()
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(h, Arc::new(Mutex::new(client)));
+        // SAFETY: checked non-null above.
+        unsafe { *out = h };
+        Ok(())
+    })
+}
+
+fn split_of(h: EdgecutSplit) -> Res<Arc<Mutex<Client>>> {
+    let r = splits().lock().unwrap_or_else(|e| e.into_inner());
+    r.get(&h).cloned().ok_or_else(|| {
+        Failure(
+            EDGECUT_STATUS_INVALID_HANDLE,
+            format!("split handle {h} is unknown or closed"),
+        )
+    })
+}
+
+/// Embeds `text` split with the server into `out` (`out_len` floats; too small: the size goes
+/// to `needed` and `EDGECUT_STATUS_BUFFER_TOO_SMALL` is returned, as [`crate::edgecut_embed`]).
+/// `fell_back` (if not null) is set to 1 when the text was embedded on the device alone (the
+/// server unreachable, refusing or failing: [`crate::edgecut_last_error`] then holds the
+/// reason, and the status is still OK), else 0. One thread at a time per split handle.
+///
+/// # Safety
+/// `text` is a NUL-terminated string; `out` is null or has room for `out_len` floats; `needed`
+/// and `fell_back` are null or writable.
+#[no_mangle]
+pub unsafe extern "C" fn edgecut_split_embed(
+    split: EdgecutSplit,
+    text: *const c_char,
+    out: *mut f32,
+    out_len: usize,
+    needed: *mut usize,
+    fell_back: *mut u8,
+) -> EdgecutStatus {
+    let mut reason = None;
+    let status = guard(|| {
+        let c = split_of(split)?;
+        // SAFETY: checked for null inside.
+        let t = unsafe { crate::text(text, "text") }?;
+        let mut c = c.lock().unwrap_or_else(|e| e.into_inner());
+        let o = c
+            .embed(&[t])
+            .map_err(|e| Failure(EDGECUT_STATUS_MODEL_ERROR, e.to_string()))?;
+        let v = o.vectors.first().map(Vec::as_slice).unwrap_or_default();
+        if !needed.is_null() {
+            // SAFETY: non-null and writable (the caller's contract).
+            unsafe { *needed = v.len() };
+        }
+        if out_len < v.len() {
+            return fail(
+                EDGECUT_STATUS_BUFFER_TOO_SMALL,
+                format!(
+                    "the output buffer holds {out_len} floats; the vector has {}",
+                    v.len()
+                ),
+            );
+        }
+        if out.is_null() {
+            return fail(EDGECUT_STATUS_NULL_POINTER, "out is null");
+        }
+        // SAFETY: out has room for out_len >= v.len() floats (checked above).
+        unsafe { std::slice::from_raw_parts_mut(out, v.len()) }.copy_from_slice(v);
+        if !fell_back.is_null() {
+            // SAFETY: non-null and writable (the caller's contract).
+            unsafe { *fell_back = u8::from(o.fell_back.is_some()) };
+        }
+        reason = o.fell_back;
+        Ok(())
+    });
+    if let Some(r) = reason {
+        crate::set_error(&format!("ran on the device: {r}"));
+    }
+    status
+}
+
+/// Closes a split handle (its connection closes). Thread-safe.
+#[no_mangle]
+pub extern "C" fn edgecut_split_close(split: EdgecutSplit) -> EdgecutStatus {
+    guard(|| {
+        let removed = splits()
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&split);
+        match removed {
+            Some(_) => Ok(()),
+            None => fail(
+                EDGECUT_STATUS_INVALID_HANDLE,
+                format!("split handle {split} is unknown or closed"),
+            ),
+        }
+    })
+}
