@@ -23,6 +23,7 @@
 //! # Ok::<(), edgecut::Error>(())
 //! ```
 
+mod device;
 mod llm;
 mod model;
 mod session;
@@ -30,6 +31,7 @@ pub mod split;
 pub mod stages;
 mod stop;
 
+pub use device::SharedDevice;
 pub use edgecut_backends::cpu::kernels::UnknownKernels;
 pub use edgecut_backends::AttentionPrecision;
 pub use edgecut_backends::{DeviceError, DeviceKind};

@@ -13,14 +13,16 @@ use edgecut_runtime::{ChatTemplate, GgufFile, Message, TextStream, Tokenizer};
 pub use edgecut_models::SamplingParams;
 
 use crate::stop::{Step, StopFilter};
-use crate::{Error, Result};
+use crate::{Error, Result, SharedDevice};
 
 /// Context length used when none is asked for (and the model allows it): enough for long
 /// chats while keeping the KV cache small on edge devices.
 pub const DEFAULT_CONTEXT: usize = 2048;
 
-/// How to open a decoder.
+/// How to open a decoder: `LlmOptions::default()` and `with_*` setters (fields may be added in
+/// later versions).
 #[derive(Clone, Debug)]
+#[non_exhaustive]
 pub struct LlmOptions {
     /// Device to run on.
     pub device: DeviceKind,
@@ -29,6 +31,35 @@ pub struct LlmOptions {
     /// Positions of each context's KV cache; `None`: the model's context length, at most
     /// [`DEFAULT_CONTEXT`].
     pub context: Option<usize>,
+    /// A device shared with other models (its thread pool); `device` and `threads` are then
+    /// unused.
+    pub shared_device: Option<SharedDevice>,
+}
+
+impl LlmOptions {
+    /// The device to run on.
+    pub fn with_device(mut self, device: DeviceKind) -> Self {
+        self.device = device;
+        self
+    }
+
+    /// Threads per op (0: one per core).
+    pub fn with_threads(mut self, threads: usize) -> Self {
+        self.threads = threads;
+        self
+    }
+
+    /// Positions of each context (`None`: the model's, at most [`DEFAULT_CONTEXT`]).
+    pub fn with_context(mut self, context: Option<usize>) -> Self {
+        self.context = context;
+        self
+    }
+
+    /// Runs on `device`, shared with other models.
+    pub fn with_shared_device(mut self, device: SharedDevice) -> Self {
+        self.shared_device = Some(device);
+        self
+    }
 }
 
 impl Default for LlmOptions {
@@ -37,12 +68,15 @@ impl Default for LlmOptions {
             device: DeviceKind::Auto,
             threads: 0,
             context: None,
+            shared_device: None,
         }
     }
 }
 
-/// How to generate.
+/// How to generate: `GenerateOptions::default()` and `with_*` setters (fields may be added in
+/// later versions).
 #[derive(Clone, Debug)]
+#[non_exhaustive]
 pub struct GenerateOptions {
     /// Most tokens to generate.
     pub max_tokens: usize,
@@ -52,6 +86,32 @@ pub struct GenerateOptions {
     pub stop: Vec<String>,
     /// Keep going past end-of-sequence tokens (for benchmarks).
     pub ignore_eos: bool,
+}
+
+impl GenerateOptions {
+    /// Most tokens to generate.
+    pub fn with_max_tokens(mut self, max_tokens: usize) -> Self {
+        self.max_tokens = max_tokens;
+        self
+    }
+
+    /// Sampling settings.
+    pub fn with_sampling(mut self, sampling: SamplingParams) -> Self {
+        self.sampling = sampling;
+        self
+    }
+
+    /// Stop strings.
+    pub fn with_stop(mut self, stop: Vec<String>) -> Self {
+        self.stop = stop;
+        self
+    }
+
+    /// Keep going past end-of-sequence tokens.
+    pub fn with_ignore_eos(mut self, ignore_eos: bool) -> Self {
+        self.ignore_eos = ignore_eos;
+        self
+    }
 }
 
 impl Default for GenerateOptions {
@@ -67,6 +127,7 @@ impl Default for GenerateOptions {
 
 /// Why generation ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Finish {
     /// The model produced an end-of-sequence or end-of-turn token.
     EndOfSequence,
@@ -82,6 +143,7 @@ pub enum Finish {
 
 /// One generation's result and statistics.
 #[derive(Clone, Debug)]
+#[non_exhaustive]
 pub struct Generation {
     /// The generated text (stop string excluded).
     pub text: String,
@@ -132,14 +194,23 @@ impl Llm {
     pub fn from_file(file: Arc<GgufFile>, opts: &LlmOptions) -> Result<Llm> {
         // Decoders run on the CPU so far: a GPU asked for by name is an error, not a silent
         // CPU run; `auto` picks the CPU for them.
-        let device = match opts.device {
-            DeviceKind::Wgpu | DeviceKind::Cuda => {
+        let device = match (&opts.shared_device, opts.device) {
+            (Some(d), _) if d.is_gpu() => {
+                return Err(Error::DeviceUnsupported {
+                    device: d.kind,
+                    what: "a decoder",
+                })
+            }
+            (Some(d), _) => d.device.clone(),
+            (None, DeviceKind::Wgpu | DeviceKind::Cuda) => {
                 return Err(Error::DeviceUnsupported {
                     device: opts.device,
                     what: "a decoder",
                 })
             }
-            DeviceKind::Cpu | DeviceKind::Auto => Device::open(DeviceKind::Cpu, opts.threads)?,
+            (None, DeviceKind::Cpu | DeviceKind::Auto) => {
+                Device::open(DeviceKind::Cpu, opts.threads)?
+            }
         };
         let model = Llama::load(file.clone(), &device)?;
         let tokenizer = Tokenizer::from_gguf(&file)?;

@@ -8,10 +8,12 @@ use edgecut_backends::{Device, DeviceKind};
 use edgecut_models::bert::{probabilities, Bert};
 use edgecut_runtime::{GgufFile, Tokenizer};
 
-use crate::{Error, Result};
+use crate::{Error, Result, SharedDevice};
 
-/// How to open a session.
+/// How to open a session: `SessionOptions::default()` and `with_*` setters (fields may be added
+/// in later versions).
 #[derive(Clone, Debug)]
+#[non_exhaustive]
 pub struct SessionOptions {
     /// Device to run on.
     pub device: DeviceKind,
@@ -25,6 +27,47 @@ pub struct SessionOptions {
     /// Attention precision on the CPU: `Fast` (bf16 products where the CPU has AVX-512 BF16,
     /// fidelity unchanged) or `F32`.
     pub attention: AttentionPrecision,
+    /// A device shared with other models (its thread pool); `device` and `threads` are then
+    /// unused.
+    pub shared_device: Option<SharedDevice>,
+}
+
+impl SessionOptions {
+    /// The device to run on.
+    pub fn with_device(mut self, device: DeviceKind) -> Self {
+        self.device = device;
+        self
+    }
+
+    /// Threads per op (0: one per core).
+    pub fn with_threads(mut self, threads: usize) -> Self {
+        self.threads = threads;
+        self
+    }
+
+    /// Texts run together in one padded batch.
+    pub fn with_batch_size(mut self, batch_size: usize) -> Self {
+        self.batch_size = batch_size;
+        self
+    }
+
+    /// Tokens per text before truncation (`None`: the model's default).
+    pub fn with_max_seq_len(mut self, max_seq_len: Option<usize>) -> Self {
+        self.max_seq_len = max_seq_len;
+        self
+    }
+
+    /// Attention precision on the CPU.
+    pub fn with_attention(mut self, attention: AttentionPrecision) -> Self {
+        self.attention = attention;
+        self
+    }
+
+    /// Runs on `device`, shared with other models.
+    pub fn with_shared_device(mut self, device: SharedDevice) -> Self {
+        self.shared_device = Some(device);
+        self
+    }
 }
 
 impl Default for SessionOptions {
@@ -35,12 +78,14 @@ impl Default for SessionOptions {
             batch_size: 8,
             max_seq_len: None,
             attention: AttentionPrecision::Fast,
+            shared_device: None,
         }
     }
 }
 
 /// A text cut to fit the model.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Truncated {
     /// Index of the text in the input.
     pub index: usize,
@@ -52,6 +97,7 @@ pub struct Truncated {
 
 /// Sentence vectors, in input order.
 #[derive(Clone, Debug)]
+#[non_exhaustive]
 pub struct Embeddings {
     /// One vector per input text.
     pub vectors: Vec<Vec<f32>>,
@@ -63,6 +109,7 @@ pub struct Embeddings {
 
 /// One text's classification.
 #[derive(Clone, Debug)]
+#[non_exhaustive]
 pub struct Classification {
     /// Index of the most probable class.
     pub class: usize,
@@ -115,7 +162,11 @@ impl Session {
     /// A session on a model file already open (for callers that read the file first, such as
     /// to dispatch on its architecture).
     pub fn from_file(file: Arc<GgufFile>, opts: &SessionOptions) -> Result<Session> {
-        let device = Device::open(opts.device, opts.threads)?.with_attention(opts.attention);
+        let device = match &opts.shared_device {
+            Some(d) => d.device.clone(),
+            None => Device::open(opts.device, opts.threads)?,
+        }
+        .with_attention(opts.attention);
         let model = Bert::load(file.clone(), &device)?;
         let tokenizer = Box::new(Tokenizer::from_gguf(&file)?);
         let max_len = match opts.max_seq_len {

@@ -229,17 +229,14 @@ pub unsafe extern "C" fn edgecut_model_open(
             }
         };
         // The file's architecture picks encoder or decoder (the facade's `Model::open`).
-        let enc = SessionOptions {
-            device,
-            threads: o.threads as usize,
-            max_seq_len: (o.max_seq_len > 0).then_some(o.max_seq_len as usize),
-            ..SessionOptions::default()
-        };
-        let dec = LlmOptions {
-            device,
-            threads: o.threads as usize,
-            context: (o.context > 0).then_some(o.context as usize),
-        };
+        let enc = SessionOptions::default()
+            .with_device(device)
+            .with_threads(o.threads as usize)
+            .with_max_seq_len((o.max_seq_len > 0).then_some(o.max_seq_len as usize));
+        let dec = LlmOptions::default()
+            .with_device(device)
+            .with_threads(o.threads as usize)
+            .with_context((o.context > 0).then_some(o.context as usize));
         let loaded = match Model::open(path, &enc, &dec)
             .map_err(|e| Failure(EDGECUT_STATUS_MODEL_ERROR, format!("{path}: {e}")))?
         {

@@ -24,14 +24,7 @@ fn main() {
     );
     // One thread per client, one op thread each: the device side stays light (cut 1 runs the
     // embeddings only).
-    let session = Session::open(
-        model,
-        &SessionOptions {
-            threads: 1,
-            ..SessionOptions::default()
-        },
-    )
-    .unwrap();
+    let session = Session::open(model, &SessionOptions::default().with_threads(1)).unwrap();
     let start = Instant::now();
     let results: Vec<(Vec<Duration>, usize)> = std::thread::scope(|s| {
         let hs: Vec<_> = (0..clients)

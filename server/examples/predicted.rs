@@ -27,14 +27,7 @@ fn main() {
     let load = |p: &str| Profile::from_json(&std::fs::read_to_string(p).unwrap()).unwrap();
     let (dev, srv) = (load(&a[3]), load(&a[4]));
     let planner = Planner::new(&dev, Some(&srv)).unwrap();
-    let session = Session::open(
-        model,
-        &SessionOptions {
-            threads: 1,
-            ..SessionOptions::default()
-        },
-    )
-    .unwrap();
+    let session = Session::open(model, &SessionOptions::default().with_threads(1)).unwrap();
     let text = "hello ".repeat(126);
     let seq = session.tokenize(&text).unwrap().len();
     let rt = Arc::new(

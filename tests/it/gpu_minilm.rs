@@ -6,15 +6,13 @@ use edgecut::{cosine, AttentionPrecision, DeviceKind, Session, SessionOptions, W
 use edgecut_tests::{f32s, fixture, minilm};
 
 fn session(device: DeviceKind, max_len: usize) -> Session {
-    let opts = SessionOptions {
-        device,
-        max_seq_len: Some(max_len),
-        batch_size: 8,
-        // The GPU computes attention in f32; the CPU's default may round it to bf16 (as
-        // faithful to PyTorch, not value for value the same), so the CPU runs f32 here.
-        attention: AttentionPrecision::F32,
-        ..SessionOptions::default()
-    };
+    // The GPU computes attention in f32; the CPU's default may round it to bf16 (as faithful
+    // to PyTorch, not value for value the same), so the CPU runs f32 here.
+    let opts = SessionOptions::default()
+        .with_device(device)
+        .with_max_seq_len(Some(max_len))
+        .with_batch_size(8)
+        .with_attention(AttentionPrecision::F32);
     Session::open(minilm(WeightType::Q8_0), &opts).unwrap_or_else(|e| panic!("{device:?}: {e}"))
 }
 

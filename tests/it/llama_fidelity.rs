@@ -65,11 +65,9 @@ fn fidelity(path: &std::path::Path, label: &str) -> (Vec<usize>, f32) {
         for (&id, &want) in c.top5_ids.iter().zip(&c.top5_logits) {
             worst = worst.max((logits[id as usize] - want).abs());
         }
-        let opts = GenerateOptions {
-            max_tokens: c.greedy.len(),
-            ignore_eos: true,
-            ..GenerateOptions::default()
-        };
+        let opts = GenerateOptions::default()
+            .with_max_tokens(c.greedy.len())
+            .with_ignore_eos(true);
         let g = llm
             .new_context()
             .unwrap()

@@ -12,10 +12,7 @@ fn llm() -> &'static Llm {
 }
 
 fn greedy(n: usize) -> GenerateOptions {
-    GenerateOptions {
-        max_tokens: n,
-        ..GenerateOptions::default()
-    }
+    GenerateOptions::default().with_max_tokens(n)
 }
 
 #[test]
@@ -63,11 +60,9 @@ fn streamed_pieces_join_to_the_decoded_text() {
     // The greedy continuation of this prompt is emoji, several byte-level tokens each.
     let prompt = "I love pizza 🍕 and tacos 🌮! Café naïve Straße 😀 👍🏽";
     let mut pieces = Vec::new();
-    let opts = GenerateOptions {
-        max_tokens: 20,
-        ignore_eos: true,
-        ..GenerateOptions::default()
-    };
+    let opts = GenerateOptions::default()
+        .with_max_tokens(20)
+        .with_ignore_eos(true);
     let g = llm
         .generate(prompt, &opts, &mut |p| {
             pieces.push(p.to_string());
@@ -86,10 +81,7 @@ fn streamed_pieces_join_to_the_decoded_text() {
 #[test]
 fn stop_strings_end_generation_before_them() {
     let llm = llm();
-    let opts = GenerateOptions {
-        stop: vec!["answer".into()],
-        ..greedy(32)
-    };
+    let opts = greedy(32).with_stop(vec!["answer".into()]);
     let mut shown = String::new();
     let g = llm
         .generate("The capital of France is", &opts, &mut |p| {
@@ -115,14 +107,7 @@ fn stop_strings_end_generation_before_them() {
 
 #[test]
 fn the_context_limit_is_an_error_or_a_finish_reason() {
-    let small = Llm::open(
-        smollm_gguf(),
-        &LlmOptions {
-            context: Some(16),
-            ..LlmOptions::default()
-        },
-    )
-    .unwrap();
+    let small = Llm::open(smollm_gguf(), &LlmOptions::default().with_context(Some(16))).unwrap();
     // Keys and values of 30 layers, 3 KV heads of 64, 16 positions, f16.
     assert_eq!(small.kv_cache_bytes(), 2 * 30 * 3 * 64 * 16 * 2);
     let long = small
@@ -147,14 +132,7 @@ fn the_context_limit_is_an_error_or_a_finish_reason() {
     let g = small
         .new_context()
         .unwrap()
-        .generate(
-            &ids,
-            &GenerateOptions {
-                ignore_eos: true,
-                ..greedy(100)
-            },
-            &mut |_| true,
-        )
+        .generate(&ids, &greedy(100).with_ignore_eos(true), &mut |_| true)
         .unwrap();
     assert_eq!(g.finish, Finish::ContextFull);
     assert_eq!(
@@ -165,10 +143,7 @@ fn the_context_limit_is_an_error_or_a_finish_reason() {
     for ctx in [0usize, 9000] {
         let e = Llm::open(
             smollm_gguf(),
-            &LlmOptions {
-                context: Some(ctx),
-                ..LlmOptions::default()
-            },
+            &LlmOptions::default().with_context(Some(ctx)),
         );
         assert!(e.unwrap_err().to_string().contains("context"));
     }
@@ -178,13 +153,7 @@ fn the_context_limit_is_an_error_or_a_finish_reason() {
 #[test]
 fn a_decoder_on_a_gpu_is_an_error_until_decoders_run_there() {
     for device in [edgecut::DeviceKind::Wgpu, edgecut::DeviceKind::Cuda] {
-        let e = Llm::open(
-            smollm_gguf(),
-            &LlmOptions {
-                device,
-                ..LlmOptions::default()
-            },
-        );
+        let e = Llm::open(smollm_gguf(), &LlmOptions::default().with_device(device));
         match e {
             Err(edgecut::Error::DeviceUnsupported { device: d, .. }) => assert_eq!(d, device),
             other => panic!("{device:?}: expected DeviceUnsupported, got {other:?}"),
@@ -195,18 +164,18 @@ fn a_decoder_on_a_gpu_is_an_error_until_decoders_run_there() {
 #[test]
 fn sampling_is_reproducible_by_seed() {
     let llm = llm();
-    let opts = |seed| GenerateOptions {
-        max_tokens: 24,
-        ignore_eos: true,
-        sampling: SamplingParams {
-            temperature: 1.0,
-            top_k: 40,
-            top_p: 0.95,
-            repetition_penalty: 1.1,
-            seed,
-            ..SamplingParams::default()
-        },
-        ..GenerateOptions::default()
+    let opts = |seed| {
+        GenerateOptions::default()
+            .with_max_tokens(24)
+            .with_ignore_eos(true)
+            .with_sampling(SamplingParams {
+                temperature: 1.0,
+                top_k: 40,
+                top_p: 0.95,
+                repetition_penalty: 1.1,
+                seed,
+                ..SamplingParams::default()
+            })
     };
     let run = |seed| {
         llm.generate("Once upon a time", &opts(seed), &mut |_| true)
@@ -220,13 +189,10 @@ fn sampling_is_reproducible_by_seed() {
         others.iter().any(|o| *o != a),
         "different seeds give different text"
     );
-    let bad = GenerateOptions {
-        sampling: SamplingParams {
-            top_p: 1.5,
-            ..SamplingParams::default()
-        },
-        ..GenerateOptions::default()
-    };
+    let bad = GenerateOptions::default().with_sampling(SamplingParams {
+        top_p: 1.5,
+        ..SamplingParams::default()
+    });
     let e = llm.generate("x", &bad, &mut |_| true).unwrap_err();
     assert!(e.to_string().contains("top-p"), "{e}");
 }

@@ -21,14 +21,7 @@ fn over_the_wire(f: Frame) -> Frame {
 #[test]
 fn every_cut_gives_the_local_result() {
     let m = minilm(WeightType::Q8_0);
-    let s = Session::open(
-        &m,
-        &SessionOptions {
-            batch_size: 16,
-            ..SessionOptions::default()
-        },
-    )
-    .unwrap();
+    let s = Session::open(&m, &SessionOptions::default().with_batch_size(16)).unwrap();
     let texts = [
         "A man is eating food.",
         "A man is riding a horse.",

@@ -63,11 +63,10 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     if file.architecture()? == "llama" {
         let llm = edgecut::Llm::from_file(
             file,
-            &edgecut::LlmOptions {
-                device: a.model.run.device,
-                threads: a.model.run.threads,
-                context: None,
-            },
+            &edgecut::LlmOptions::default()
+                .with_device(a.model.run.device)
+                .with_threads(a.model.run.threads)
+                .with_context(None),
         )?;
         return super::bench_llm::run(&llm, &a.prompt_tokens, a.gen_tokens, a.iters.unwrap_or(5));
     }

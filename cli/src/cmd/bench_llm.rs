@@ -33,11 +33,9 @@ pub fn run(llm: &Llm, prompts: &[usize], gen: usize, iters: usize) -> anyhow::Re
         "{:>7} {:>7} {:>12} {:>14} {:>12} {:>14}",
         "prompt", "gen", "prefill ms", "prefill tok/s", "ms/token", "decode tok/s"
     );
-    let opts = GenerateOptions {
-        max_tokens: gen.max(2),
-        ignore_eos: true,
-        ..GenerateOptions::default()
-    };
+    let opts = GenerateOptions::default()
+        .with_max_tokens(gen.max(2))
+        .with_ignore_eos(true);
     for &p in prompts {
         if p + opts.max_tokens > llm.context_len() {
             anyhow::bail!(

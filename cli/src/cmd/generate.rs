@@ -23,11 +23,10 @@ pub struct LlmArgs {
 impl LlmArgs {
     /// Opens the model.
     pub fn open(&self) -> anyhow::Result<Llm> {
-        let opts = LlmOptions {
-            device: self.run.device,
-            threads: self.run.threads,
-            context: self.context,
-        };
+        let opts = LlmOptions::default()
+            .with_device(self.run.device)
+            .with_threads(self.run.threads)
+            .with_context(self.context);
         // A GPU asked for by name is an error from the library (decoders run on the CPU so far).
         Llm::open(&self.model, &opts).with_context(|| format!("opening {}", self.model.display()))
     }
@@ -78,12 +77,11 @@ impl SamplingArgs {
             ..SamplingParams::default()
         };
         sampling.validate()?;
-        Ok(GenerateOptions {
-            max_tokens: self.max_tokens,
-            sampling,
-            stop: self.stop.clone(),
-            ignore_eos: false,
-        })
+        Ok(GenerateOptions::default()
+            .with_max_tokens(self.max_tokens)
+            .with_sampling(sampling)
+            .with_stop(self.stop.clone())
+            .with_ignore_eos(false))
     }
 }
 
@@ -117,6 +115,7 @@ fn stats(g: &Generation, seed: u64, sampled: bool) {
         Finish::MaxTokens => "max tokens",
         Finish::ContextFull => "context full",
         Finish::Cancelled => "cancelled",
+        _ => "another reason",
     };
     let prefilled = g.prompt_tokens - g.cached_tokens;
     eprintln!(

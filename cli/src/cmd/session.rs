@@ -22,16 +22,12 @@ pub struct RunArgs {
 impl RunArgs {
     /// Opens `path` as whatever model it is (the file's architecture says) on this device.
     pub fn open_model(&self, path: &std::path::Path) -> edgecut::Result<edgecut::Model> {
-        let enc = SessionOptions {
-            device: self.device,
-            threads: self.threads,
-            ..SessionOptions::default()
-        };
-        let dec = edgecut::LlmOptions {
-            device: self.device,
-            threads: self.threads,
-            ..edgecut::LlmOptions::default()
-        };
+        let enc = SessionOptions::default()
+            .with_device(self.device)
+            .with_threads(self.threads);
+        let dec = edgecut::LlmOptions::default()
+            .with_device(self.device)
+            .with_threads(self.threads);
         edgecut::Model::open(path, &enc, &dec)
     }
 }
@@ -59,17 +55,16 @@ pub struct ModelArgs {
 impl ModelArgs {
     /// The session options these arguments ask for.
     pub fn options(&self) -> SessionOptions {
-        SessionOptions {
-            device: self.run.device,
-            threads: self.run.threads,
-            batch_size: self.batch_size,
-            max_seq_len: self.max_seq_len,
-            attention: if self.f32_attention {
+        SessionOptions::default()
+            .with_device(self.run.device)
+            .with_threads(self.run.threads)
+            .with_batch_size(self.batch_size)
+            .with_max_seq_len(self.max_seq_len)
+            .with_attention(if self.f32_attention {
                 AttentionPrecision::F32
             } else {
                 AttentionPrecision::Fast
-            },
-        }
+            })
     }
 
     /// Opens the session, saying on standard error which device runs it when it was not
