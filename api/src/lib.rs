@@ -32,8 +32,8 @@ pub mod stages;
 mod stop;
 
 pub use device::SharedDevice;
-pub use edgecut_backends::cpu::kernels::UnknownKernels;
 pub use edgecut_backends::AttentionPrecision;
+pub use edgecut_backends::UnknownKernels;
 pub use edgecut_backends::{DeviceError, DeviceKind};
 pub use edgecut_models::convert::{convert, ConvertOptions, ConvertReport, Progress, WeightType};
 pub use edgecut_runtime::gguf::{GgufFile, ModelId};
@@ -140,7 +140,7 @@ impl From<edgecut_models::ModelError> for Error {
 /// the best one. `Err` says that `EDGECUT_KERNELS` names a set this CPU lacks (the best set is
 /// used then), for the application to report as it reports things.
 pub fn cpu_kernels() -> std::result::Result<&'static str, UnknownKernels> {
-    edgecut_backends::cpu::kernels::from_env().map(|k| k.name)
+    edgecut_backends::cpu_kernels_from_env()
 }
 
 /// Result with [`Error`].

@@ -12,7 +12,8 @@ use std::time::Instant;
 
 use criterion::{criterion_group, BenchmarkId, Criterion, Throughput};
 use edgecut_backends::cpu::{kernels, CpuBackend};
-use edgecut_backends::ops::{ActQuant, Linear, WeightData};
+use edgecut_backends::cpu::{Linear, WeightData};
+use edgecut_backends::ops::ActQuant;
 use edgecut_backends::quant;
 
 /// MiniLM's matmuls at 128 tokens: (name, M, N, K).
@@ -159,7 +160,7 @@ fn bench_attention(cr: &mut Criterion) {
             .map(|i| ((i * 7919) % 1000) as f32 / 1000.0 - 0.5)
             .collect();
         let mask = vec![1u8; seq];
-        let a = edgecut_backends::ops::Attention {
+        let a = edgecut_backends::cpu::Attention {
             q: &q,
             k: &q,
             v: &q,

@@ -12,7 +12,8 @@ use std::time::Instant;
 
 use criterion::{criterion_group, BenchmarkId, Criterion, Throughput};
 use edgecut_backends::cpu::CpuBackend;
-use edgecut_backends::ops::{ActQuant, Linear, WeightData};
+use edgecut_backends::cpu::{Linear, WeightData};
+use edgecut_backends::ops::ActQuant;
 use edgecut_backends::DType;
 
 /// (name, type, bytes per block, N, K): SmolLM2-135M's fused gate|up, its 30 layers' worth of

@@ -108,42 +108,39 @@ impl Device {
         }
     }
 
-    /// Opens the device `kind` with `threads` CPU worker threads (0: one per core this process
-    /// may use). A GPU that is asked for and missing is an error saying what is missing.
+    /// Opens the device `kind`; a CPU with `threads` threads (0: one per core this process may
+    /// use). A GPU that is asked for and missing is an error saying what is missing.
     pub fn open(kind: DeviceKind, threads: usize) -> Result<Device, DeviceError> {
-        let cpu = CpuBackend::new(threads);
+        // The CPU's pool is made only when the CPU is the device.
+        let cpu = || CpuBackend::new(threads);
         match kind {
-            DeviceKind::Cpu => Ok(Device::Cpu(cpu)),
+            DeviceKind::Cpu => Ok(Device::Cpu(cpu())),
             DeviceKind::Wgpu => {
                 #[cfg(feature = "wgpu")]
-                return crate::gpu::GpuBackend::open(crate::gpu::GpuKind::Wgpu, true, cpu)
+                return crate::gpu::GpuBackend::open(crate::gpu::GpuKind::Wgpu, true)
                     .map(Device::Gpu);
                 #[cfg(not(feature = "wgpu"))]
                 Err(not_built(DeviceKind::Wgpu, "wgpu"))
             }
             DeviceKind::Cuda => {
                 #[cfg(feature = "cuda")]
-                return crate::gpu::GpuBackend::open(crate::gpu::GpuKind::Cuda, false, cpu)
+                return crate::gpu::GpuBackend::open(crate::gpu::GpuKind::Cuda, false)
                     .map(Device::Gpu);
                 #[cfg(not(feature = "cuda"))]
                 Err(not_built(DeviceKind::Cuda, "cuda"))
             }
             DeviceKind::Auto => {
                 #[cfg(feature = "cuda")]
-                if let Ok(g) =
-                    crate::gpu::GpuBackend::open(crate::gpu::GpuKind::Cuda, false, cpu.clone())
-                {
+                if let Ok(g) = crate::gpu::GpuBackend::open(crate::gpu::GpuKind::Cuda, false) {
                     return Ok(Device::Gpu(g));
                 }
                 #[cfg(feature = "wgpu")]
-                if let Ok(g) =
-                    crate::gpu::GpuBackend::open(crate::gpu::GpuKind::Wgpu, false, cpu.clone())
-                {
+                if let Ok(g) = crate::gpu::GpuBackend::open(crate::gpu::GpuKind::Wgpu, false) {
                     if g.is_discrete() {
                         return Ok(Device::Gpu(g));
                     }
                 }
-                Ok(Device::Cpu(cpu))
+                Ok(Device::Cpu(cpu()))
             }
         }
     }
@@ -161,15 +158,6 @@ impl Device {
     /// The CPU device with default threads.
     pub fn cpu() -> Device {
         Device::Cpu(CpuBackend::new(0))
-    }
-
-    /// The CPU backend: the device itself, or a GPU device's host side.
-    pub fn backend(&self) -> &CpuBackend {
-        match self {
-            Device::Cpu(c) => c,
-            #[cfg(any(feature = "wgpu", feature = "cuda"))]
-            Device::Gpu(g) => g.cpu(),
-        }
     }
 
     /// The GPU, when this is one.

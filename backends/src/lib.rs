@@ -27,3 +27,11 @@ pub use backend::{
 };
 pub use device::{Device, DeviceError, DeviceKind, Instantiate};
 pub use dtype::DType;
+
+/// The CPU kernel set `EDGECUT_KERNELS` asks for (the best one when unset), by name, or why it
+/// cannot be had (see [`cpu::kernels::from_env`]).
+pub fn cpu_kernels_from_env() -> Result<&'static str, UnknownKernels> {
+    cpu::kernels::from_env().map(|k| k.name)
+}
+
+pub use cpu::kernels::UnknownKernels;

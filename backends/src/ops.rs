@@ -1,5 +1,6 @@
-//! The op contract: the few ops the models need, described by plain data. Backends implement
-//! them; models call them through [`crate::Device`].
+//! What every backend shares: op errors, how activations are quantized, rotary and pooling
+//! choices, and the host-side ops (embedding gathers, pooling, normalisation) that run on the
+//! CPU whatever the device. The contract itself is [`crate::backend`].
 
 /// A shape or size that does not fit an op.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -56,21 +57,6 @@ impl OpError {
 /// pass, where a median needs a selection.)
 pub const OUTLIER_RATIO: f32 = 4.2;
 
-/// A weight matrix `[n, k]` (n output rows of k inputs), as stored.
-#[derive(Clone, Copy, Debug)]
-pub enum WeightData<'a> {
-    /// Q8_0 blocks, row-major: `n * k / 32` blocks of 34 bytes.
-    Q8_0(&'a [u8]),
-    /// Plain f32, row-major.
-    F32(&'a [f32]),
-    /// Q8_0 weights repacked for the CPU's VNNI GEMM, with the Q8_0 blocks they came from
-    /// (read for outlier columns).
-    Packed(&'a crate::cpu::PackedQ8_0, &'a [u8]),
-    /// Blocks of 32 of a quantized type (Q8_0, Q4_0 or Q4_1), row-major, used as stored and
-    /// multiplied with f32 activations (whatever [`Linear::act`] says).
-    Blocks(crate::DType, &'a [u8]),
-}
-
 /// How activations are quantized for an INT8 matmul.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum ActQuant {
@@ -87,46 +73,6 @@ pub enum ActQuant {
     /// the cost of f32 arithmetic. Decoders use it: their greedy choices turn on small logit
     /// margins.
     F32,
-}
-
-/// A linear layer: `y = x W^T + b`.
-#[derive(Clone, Copy, Debug)]
-pub struct Linear<'a> {
-    /// The weights.
-    pub w: WeightData<'a>,
-    /// The bias, `n` values.
-    pub bias: Option<&'a [f32]>,
-    /// Output features.
-    pub n: usize,
-    /// Input features.
-    pub k: usize,
-    /// Activation quantization for Q8_0 weights (ignored for f32 weights).
-    pub act: ActQuant,
-}
-
-/// Inputs of multi-head attention.
-#[derive(Clone, Copy, Debug)]
-pub struct Attention<'a> {
-    /// Queries: `batch * seq` rows of `heads * head_dim` values, each row [`stride`](Self::stride)
-    /// floats after the one before.
-    pub q: &'a [f32],
-    /// Keys, same layout.
-    pub k: &'a [f32],
-    /// Values, same layout.
-    pub v: &'a [f32],
-    /// Floats from one row of `q`, `k` or `v` to the next: `heads * head_dim` for separate
-    /// arrays, `3 * heads * head_dim` for views into one stacked q/k/v product.
-    pub stride: usize,
-    /// 1 for real tokens, 0 for padding, `[batch * seq]`.
-    pub mask: &'a [u8],
-    /// Sequences in the batch.
-    pub batch: usize,
-    /// Tokens per sequence (padded).
-    pub seq: usize,
-    /// Attention heads.
-    pub heads: usize,
-    /// Dimension per head.
-    pub head_dim: usize,
 }
 
 /// Gathers rows of an embedding table (`[vocab, dim]` in `dtype`) into `out`.
@@ -227,31 +173,4 @@ pub enum RopeStyle {
     Interleaved,
     /// Pairs `(i, i + n/2)`: Hugging Face's `rotate_half` (GPT-NeoX).
     Halves,
-}
-
-/// Inputs of causal grouped-query attention for rows appended to a KV cache.
-///
-/// Query row `i` sits at position `pos0 + i` and attends to cache positions `0..=pos0 + i`;
-/// its keys and values must already be in the cache, stored as f16 (half the bytes that every
-/// decoded token reads; llama.cpp's default too). Keys are stored transposed,
-/// `[kv_heads, head_dim, capacity]`, so scores are computed along positions; values are
-/// `[kv_heads, capacity, head_dim]`. Query head `h` reads KV head `h / (heads / kv_heads)`.
-#[derive(Clone, Copy, Debug)]
-pub struct CausalAttention<'a> {
-    /// Queries, `[rows, heads * head_dim]`, rotary embeddings applied.
-    pub q: &'a [f32],
-    /// Key cache, f16, transposed: `[kv_heads, head_dim, capacity]`.
-    pub k: &'a [half::f16],
-    /// Value cache, f16, `[kv_heads, capacity, head_dim]`.
-    pub v: &'a [half::f16],
-    /// Position of the first query row.
-    pub pos0: usize,
-    /// Positions the cache holds.
-    pub capacity: usize,
-    /// Query heads.
-    pub heads: usize,
-    /// Key/value heads (divides `heads`).
-    pub kv_heads: usize,
-    /// Dimension per head.
-    pub head_dim: usize,
 }

@@ -3,11 +3,10 @@
 //! count or of any SIMD width). Tolerances are stated at each check.
 
 use edgecut_backends::cpu::{
-    erf, exp_approx, gelu_scalar, kernels, scalar, AttentionPrecision, CpuBackend,
+    erf, exp_approx, gelu_scalar, kernels, scalar, Attention, AttentionPrecision, CpuBackend,
+    Linear, WeightData,
 };
-use edgecut_backends::ops::{
-    embedding_rows, l2_normalize, pool, ActQuant, Attention, Linear, Pooling, WeightData,
-};
+use edgecut_backends::ops::{embedding_rows, l2_normalize, pool, ActQuant, Pooling};
 use edgecut_backends::{quant, DType};
 
 mod common;

@@ -3,8 +3,8 @@
 //! references, with every kernel set and several thread counts. Tolerances are stated at each
 //! check.
 
-use edgecut_backends::cpu::{kernels, CpuBackend};
-use edgecut_backends::ops::{ActQuant, CausalAttention, Linear, RopeStyle, WeightData};
+use edgecut_backends::cpu::{kernels, CausalAttention, CpuBackend, Linear, WeightData};
+use edgecut_backends::ops::{ActQuant, RopeStyle};
 use edgecut_backends::{quant, DType};
 
 mod common;

@@ -5,11 +5,9 @@
 //! otherwise checks that opening CUDA fails with a clear error rather than a panic.
 #![cfg(any(feature = "wgpu", feature = "cuda"))]
 
-use edgecut_backends::cpu::{gelu_scalar, kernels, CpuBackend};
+use edgecut_backends::cpu::{gelu_scalar, kernels, Attention, CpuBackend, Linear, WeightData};
 use edgecut_backends::gpu::{GpuAttention, GpuBackend, GpuKind};
-use edgecut_backends::ops::{
-    embedding_rows, ActQuant, Attention, Linear, OpError, RopeStyle, WeightData,
-};
+use edgecut_backends::ops::{embedding_rows, ActQuant, OpError, RopeStyle};
 use edgecut_backends::quant;
 use edgecut_backends::DType;
 
@@ -328,26 +326,19 @@ macro_rules! suite {
 // wgpu: an adapter is required (lavapipe counts), so a CI machine without one fails here
 // with the install hint rather than passing on nothing.
 #[cfg(feature = "wgpu")]
-suite!(wgpu, || Ok(GpuBackend::open(
-    GpuKind::Wgpu,
-    true,
-    CpuBackend::new(1)
-)
-.unwrap_or_else(|e| panic!("{e}"))));
+suite!(wgpu, || Ok(
+    GpuBackend::open(GpuKind::Wgpu, true).unwrap_or_else(|e| panic!("{e}"))
+));
 
 // CUDA: runs where a driver is present; elsewhere the open error is checked below.
 #[cfg(feature = "cuda")]
-suite!(cuda, || GpuBackend::open(
-    GpuKind::Cuda,
-    false,
-    CpuBackend::new(1)
-));
+suite!(cuda, || GpuBackend::open(GpuKind::Cuda, false));
 
 #[cfg(feature = "cuda")]
 #[test]
 fn cuda_without_a_driver_is_a_clear_error() {
     let present = std::path::Path::new("/proc/driver/nvidia").exists();
-    match GpuBackend::open(GpuKind::Cuda, false, CpuBackend::new(1)) {
+    match GpuBackend::open(GpuKind::Cuda, false) {
         Ok(g) => assert!(present || g.kind() == GpuKind::Cuda),
         Err(e) => {
             println!("CUDA: {e}");

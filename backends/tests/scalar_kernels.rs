@@ -3,8 +3,11 @@
 //! same ops with this CPU's best set do move it (so the count can fail). Its own test binary,
 //! with one test: the count is process-wide.
 
-use edgecut_backends::cpu::{kernels, scalar, AttentionPrecision, CpuBackend, Kernels};
-use edgecut_backends::ops::{ActQuant, Attention, CausalAttention, Linear, RopeStyle, WeightData};
+use edgecut_backends::cpu::{
+    kernels, scalar, Attention, AttentionPrecision, CausalAttention, CpuBackend, Kernels, Linear,
+    WeightData,
+};
+use edgecut_backends::ops::{ActQuant, RopeStyle};
 use edgecut_backends::{quant, DType};
 use half::f16;
 

@@ -4,9 +4,10 @@
 
 use half::f16;
 
+use super::{Attention, CausalAttention};
 use crate::backend::{Act, Backend, EncoderAttention, KvShape, Op, WeightSource};
 use crate::encoder::{self, EncoderBlock, EncoderDims, Qkv, Scratch};
-use crate::ops::{Attention, CausalAttention, OpError, RopeStyle};
+use crate::ops::{OpError, RopeStyle};
 
 use super::{with_scratch, CpuBackend, CpuMatrix};
 

@@ -5,8 +5,9 @@ use super::multiversion::multiversion;
 use super::nn::{dot_f32, exp_approx, softmax_row};
 use half::f16;
 
+use super::CausalAttention;
 use super::{CpuBackend, SharedMut};
-use crate::ops::{CausalAttention, OpError, RopeStyle};
+use crate::ops::{OpError, RopeStyle};
 
 multiversion! {
     /// `out = x / rms(x) * gamma`, row by row (rows of `gamma.len()`).

@@ -8,7 +8,8 @@ use super::act_quant::{quantize, Outlier};
 use super::multiversion::multiversion;
 use super::packed::{PackedQ8_0, PANEL};
 use super::{CpuBackend, SharedMut};
-use crate::ops::{ActQuant, Linear, OpError, WeightData};
+use super::{Linear, WeightData};
+use crate::ops::{ActQuant, OpError};
 use crate::quant::{Q8_0_BYTES, QK};
 
 /// Multiply-adds a task must have before a matmul is split across threads. 1 M since the pool's

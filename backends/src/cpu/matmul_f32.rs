@@ -8,8 +8,9 @@
 use std::cell::RefCell;
 
 use super::multiversion::multiversion;
+use super::Linear;
 use super::{CpuBackend, SharedMut};
-use crate::ops::{Linear, OpError};
+use crate::ops::OpError;
 use crate::quant::{Q4_0_BYTES, Q4_1_BYTES, Q8_0_BYTES, QK};
 use crate::DType;
 

@@ -10,6 +10,7 @@ mod attn_bf16;
 mod attn_f16;
 mod contract;
 mod decoder;
+mod descriptors;
 #[cfg(target_arch = "x86_64")]
 mod f32_avx512;
 #[cfg(target_arch = "x86_64")]
@@ -38,6 +39,7 @@ pub use crate::backend::AttentionPrecision;
 pub use crate::ops::OUTLIER_RATIO;
 pub use act_quant::outlier_columns;
 pub use contract::CpuKvCache;
+pub use descriptors::{Attention, CausalAttention, Linear, WeightData};
 pub use kernels::Kernels;
 pub use nn::{erf, exp_approx, gelu_scalar};
 pub use packed::PackedQ8_0;
@@ -322,7 +324,7 @@ impl CpuBackend {
     /// Multi-head softmax attention over padded batches. `q`, `k`, `v` and `out` are
     /// `[batch * seq, heads * head_dim]`; `mask` is `[batch * seq]` with 1 for real tokens and 0
     /// for padding (padded keys get no weight).
-    pub fn attention(&self, a: &crate::ops::Attention<'_>, out: &mut [f32]) -> Result<(), OpError> {
+    pub fn attention(&self, a: &Attention<'_>, out: &mut [f32]) -> Result<(), OpError> {
         nn::attention(self, a, out)
     }
 }

@@ -1,8 +1,9 @@
 //! Non-GEMM ops on the CPU: layer norm, GELU, attention.
 
 use super::multiversion::multiversion;
+use super::Attention;
 use super::{with_scratch, CpuBackend, SharedMut};
-use crate::ops::{Attention, OpError};
+use crate::ops::OpError;
 
 /// Dot product of two f32 slices, in 8 lanes so the compiler vectorises it.
 #[inline]

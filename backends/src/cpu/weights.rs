@@ -3,8 +3,9 @@
 //! Q4_0/Q4_1 matrices are re-quantized to Q8_0 once; F16/F32 matrices are decoded to f32. With
 //! f32 activations ([`ActQuant::F32`]) quantized blocks are used as stored, in place.
 
+use super::{Linear, WeightData};
 use crate::backend::{PreparedMatrix, SharedStorage, WeightSource};
-use crate::ops::{ActQuant, Linear, OpError, WeightData};
+use crate::ops::{ActQuant, OpError};
 use crate::{quant, DType};
 
 use super::{CpuBackend, PackedQ8_0};

@@ -20,7 +20,6 @@ use std::sync::Arc;
 
 use cubecl::server::Handle;
 
-use crate::cpu::CpuBackend;
 use crate::ops::{ActQuant, OpError, RopeStyle};
 
 pub use contract::{GpuKvCache, GpuLinear};
@@ -108,8 +107,7 @@ macro_rules! on_gpu {
     };
 }
 
-/// A GPU ready to run ops, on the runtime picked at run time. It carries a CPU backend for
-/// the work models keep on the host (token embeddings, pooling, decoders).
+/// A GPU ready to run ops, on the runtime picked at run time.
 #[derive(Clone)]
 pub struct GpuBackend {
     rt: Runtime,
@@ -117,7 +115,6 @@ pub struct GpuBackend {
     name: String,
     software: bool,
     discrete: bool,
-    cpu: CpuBackend,
 }
 
 impl fmt::Debug for GpuBackend {
@@ -151,11 +148,6 @@ impl GpuBackend {
     /// Whether the adapter is a discrete GPU (every CUDA device counts as one).
     pub fn is_discrete(&self) -> bool {
         self.discrete
-    }
-
-    /// The CPU backend for host-side work.
-    pub fn cpu(&self) -> &CpuBackend {
-        &self.cpu
     }
 
     /// A new buffer holding `x`.

@@ -8,7 +8,6 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::{Arc, Mutex};
 
 use super::{ops::Gpu, GpuBackend, Runtime};
-use crate::cpu::CpuBackend;
 use crate::device::{DeviceError, DeviceKind};
 
 /// The GPU runtimes edgecut can launch its kernels on.
@@ -59,10 +58,10 @@ fn panic_text(p: Box<dyn std::any::Any + Send>) -> String {
 }
 
 impl GpuBackend {
-    /// Opens the GPU runtime `kind`, with `cpu` for host-side work. For wgpu, the best adapter
+    /// Opens the GPU runtime `kind`. For wgpu, the best adapter
     /// (discrete, then integrated, then virtual) or, when `allow_software`, a software one such
     /// as lavapipe if nothing else is there. An error says what is missing.
-    pub fn open(kind: GpuKind, allow_software: bool, cpu: CpuBackend) -> Result<Self, DeviceError> {
+    pub fn open(kind: GpuKind, allow_software: bool) -> Result<Self, DeviceError> {
         let key = (kind, allow_software);
         let mut cache = opened().lock().unwrap_or_else(|e| e.into_inner());
         let (rt, name, software, discrete) = cache
@@ -78,7 +77,6 @@ impl GpuBackend {
             name,
             software,
             discrete,
-            cpu,
         })
     }
 }

@@ -4,7 +4,7 @@ use std::io::IsTerminal;
 use std::path::PathBuf;
 
 use anyhow::Context;
-use edgecut_models::convert::{convert, ConvertOptions, WeightType};
+use edgecut::{convert, ConvertOptions, WeightType};
 use indicatif::{ProgressBar, ProgressStyle};
 
 /// Arguments of `edgecut convert`.

@@ -1,0 +1,86 @@
+//! The CPU's op descriptors: plain data that [`super::CpuBackend`]'s inherent ops take (the
+//! contract's methods build them from prepared weights and tensors).
+
+use crate::ops::ActQuant;
+
+/// A weight matrix `[n, k]` (n output rows of k inputs), as stored.
+#[derive(Clone, Copy, Debug)]
+pub enum WeightData<'a> {
+    /// Q8_0 blocks, row-major: `n * k / 32` blocks of 34 bytes.
+    Q8_0(&'a [u8]),
+    /// Plain f32, row-major.
+    F32(&'a [f32]),
+    /// Q8_0 weights repacked for the CPU's VNNI GEMM, with the Q8_0 blocks they came from
+    /// (read for outlier columns).
+    Packed(&'a super::PackedQ8_0, &'a [u8]),
+    /// Blocks of 32 of a quantized type (Q8_0, Q4_0 or Q4_1), row-major, used as stored and
+    /// multiplied with f32 activations (whatever [`Linear::act`] says).
+    Blocks(crate::DType, &'a [u8]),
+}
+
+/// A linear layer: `y = x W^T + b`.
+#[derive(Clone, Copy, Debug)]
+pub struct Linear<'a> {
+    /// The weights.
+    pub w: WeightData<'a>,
+    /// The bias, `n` values.
+    pub bias: Option<&'a [f32]>,
+    /// Output features.
+    pub n: usize,
+    /// Input features.
+    pub k: usize,
+    /// Activation quantization for Q8_0 weights (ignored for f32 weights).
+    pub act: ActQuant,
+}
+
+/// Inputs of multi-head attention.
+#[derive(Clone, Copy, Debug)]
+pub struct Attention<'a> {
+    /// Queries: `batch * seq` rows of `heads * head_dim` values, each row [`stride`](Self::stride)
+    /// floats after the one before.
+    pub q: &'a [f32],
+    /// Keys, same layout.
+    pub k: &'a [f32],
+    /// Values, same layout.
+    pub v: &'a [f32],
+    /// Floats from one row of `q`, `k` or `v` to the next: `heads * head_dim` for separate
+    /// arrays, `3 * heads * head_dim` for views into one stacked q/k/v product.
+    pub stride: usize,
+    /// 1 for real tokens, 0 for padding, `[batch * seq]`.
+    pub mask: &'a [u8],
+    /// Sequences in the batch.
+    pub batch: usize,
+    /// Tokens per sequence (padded).
+    pub seq: usize,
+    /// Attention heads.
+    pub heads: usize,
+    /// Dimension per head.
+    pub head_dim: usize,
+}
+
+/// Inputs of causal grouped-query attention for rows appended to a KV cache.
+///
+/// Query row `i` sits at position `pos0 + i` and attends to cache positions `0..=pos0 + i`;
+/// its keys and values must already be in the cache, stored as f16 (half the bytes that every
+/// decoded token reads; llama.cpp's default too). Keys are stored transposed,
+/// `[kv_heads, head_dim, capacity]`, so scores are computed along positions; values are
+/// `[kv_heads, capacity, head_dim]`. Query head `h` reads KV head `h / (heads / kv_heads)`.
+#[derive(Clone, Copy, Debug)]
+pub struct CausalAttention<'a> {
+    /// Queries, `[rows, heads * head_dim]`, rotary embeddings applied.
+    pub q: &'a [f32],
+    /// Key cache, f16, transposed: `[kv_heads, head_dim, capacity]`.
+    pub k: &'a [half::f16],
+    /// Value cache, f16, `[kv_heads, capacity, head_dim]`.
+    pub v: &'a [half::f16],
+    /// Position of the first query row.
+    pub pos0: usize,
+    /// Positions the cache holds.
+    pub capacity: usize,
+    /// Query heads.
+    pub heads: usize,
+    /// Key/value heads (divides `heads`).
+    pub kv_heads: usize,
+    /// Dimension per head.
+    pub head_dim: usize,
+}
