@@ -5,7 +5,7 @@
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    if let Ok(h) = edgecut_runtime::gguf::parse(data) {
+    if let Ok(h) = edgecut_format::gguf::parse(data) {
         for t in &h.tensors {
             let end = h.data_offset + t.offset + t.size;
             assert!(end <= data.len() as u64);

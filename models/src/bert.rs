@@ -15,7 +15,7 @@ use std::sync::Arc;
 
 use edgecut_backends::ops::{l2_normalize, pool, softmax, Pooling};
 use edgecut_backends::{Act, Device};
-use edgecut_runtime::gguf::{Array, GgufFile, Value};
+use edgecut_format::gguf::{Array, GgufFile, Value};
 
 use crate::error::{ModelError, Result};
 use crate::stages::{StageGraph, StageOutput};

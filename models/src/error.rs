@@ -33,7 +33,7 @@ pub enum ModelError {
     },
     /// An error from the GGUF layer.
     #[error(transparent)]
-    Gguf(#[from] edgecut_runtime::GgufError),
+    Gguf(#[from] edgecut_format::GgufError),
     /// A model or feature edgecut does not support.
     #[error("unsupported: {0}")]
     Unsupported(String),
@@ -80,6 +80,8 @@ pub enum ModelError {
 }
 
 impl ModelError {
+    // The converter's: files it reads.
+    #[cfg_attr(not(feature = "convert"), allow(dead_code))]
     pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         ModelError::Io {
             path: path.into(),

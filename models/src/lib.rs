@@ -6,6 +6,7 @@
 //!    theirs.
 
 pub mod bert;
+#[cfg(feature = "convert")]
 pub mod convert;
 pub mod error;
 pub mod kv_cache;

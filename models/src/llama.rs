@@ -13,7 +13,7 @@ use std::ops::Range;
 use std::sync::Arc;
 
 use edgecut_backends::Device;
-use edgecut_runtime::gguf::{GgufFile, Value};
+use edgecut_format::gguf::{GgufFile, Value};
 
 use crate::error::{ModelError, Result};
 use crate::kv_cache::KvCache;

@@ -7,7 +7,7 @@
 use std::fmt;
 use std::ops::Range;
 
-use edgecut_runtime::gguf::GgufFile;
+use edgecut_format::gguf::GgufFile;
 
 /// Which stage.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

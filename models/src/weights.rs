@@ -7,7 +7,7 @@ use std::sync::Arc;
 use edgecut_backends::encoder::Qkv;
 use edgecut_backends::ops::ActQuant;
 use edgecut_backends::{Backend, DType, SharedStorage, WeightSource};
-use edgecut_runtime::gguf::{GgufFile, TensorView};
+use edgecut_format::gguf::{GgufFile, TensorView};
 
 use crate::error::{ModelError, Result};
 

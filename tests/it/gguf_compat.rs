@@ -3,13 +3,13 @@
 
 use std::path::Path;
 
+use edgecut_format::gguf::{Array, GgufFile, Value};
 use edgecut_models::convert::WeightType;
-use edgecut_runtime::gguf::{Array, GgufFile, Value};
 use edgecut_tests::{minilm, minilm_dir, run_python, smollm_gguf};
 use serde_json::Value as Json;
 
 fn type_name(v: &Value) -> &'static str {
-    use edgecut_runtime::gguf::ValueType::*;
+    use edgecut_format::gguf::ValueType::*;
     match v.value_type() {
         U8 => "UINT8",
         I8 => "INT8",
@@ -93,11 +93,11 @@ fn assert_same_as_llama_cpp(path: &Path) -> GgufFile {
             assert_eq!(
                 elem,
                 type_name(&match a.elem_type() {
-                    edgecut_runtime::gguf::ValueType::Str => Value::Str(String::new()),
-                    edgecut_runtime::gguf::ValueType::I32 => Value::I32(0),
-                    edgecut_runtime::gguf::ValueType::U32 => Value::U32(0),
-                    edgecut_runtime::gguf::ValueType::F32 => Value::F32(0.0),
-                    edgecut_runtime::gguf::ValueType::U8 => Value::U8(0),
+                    edgecut_format::gguf::ValueType::Str => Value::Str(String::new()),
+                    edgecut_format::gguf::ValueType::I32 => Value::I32(0),
+                    edgecut_format::gguf::ValueType::U32 => Value::U32(0),
+                    edgecut_format::gguf::ValueType::F32 => Value::F32(0.0),
+                    edgecut_format::gguf::ValueType::U8 => Value::U8(0),
                     t => panic!("array of {t:?}"),
                 }),
                 "element type of {k}"

@@ -4,7 +4,7 @@
 use edgecut_models::convert::WeightType;
 use std::sync::{Mutex, OnceLock};
 
-use edgecut_runtime::gguf::parse;
+use edgecut_format::gguf::parse;
 use edgecut_tests::{minilm, smollm_gguf};
 use proptest::prelude::*;
 

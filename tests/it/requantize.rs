@@ -1,8 +1,8 @@
 //! `edgecut convert some.gguf`: llama.cpp's Q4_1 file re-quantized to edgecut's Q8_0 layout.
 
+use edgecut_format::gguf::GgufFile;
+use edgecut_format::DType;
 use edgecut_models::convert::WeightType;
-use edgecut_runtime::gguf::GgufFile;
-use edgecut_runtime::DType;
 use edgecut_tests::{converted, smollm_gguf};
 
 #[test]

@@ -4,7 +4,7 @@
 //! over-long words, texts holding special tokens), with and without truncation.
 
 use edgecut::{GgufFile, WeightType};
-use edgecut_runtime::Tokenizer;
+use edgecut_format::Tokenizer;
 use edgecut_tests::{fixture, minilm, repo_root};
 
 /// A small deterministic generator (tests must not depend on a seed source).

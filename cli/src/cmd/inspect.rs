@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use edgecut_runtime::gguf::{Array, GgufFile, Value};
+use edgecut_format::gguf::{Array, GgufFile, Value};
 use serde_json::json;
 
 /// Arguments of `edgecut inspect`.

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use edgecut_backends::encoder::{EncoderBlock, EncoderDims, LayerNorm};
 use edgecut_backends::ops::ActQuant;
 use edgecut_backends::{Backend, Instantiate, PreparedMatrix};
-use edgecut_runtime::gguf::GgufFile;
+use edgecut_format::gguf::GgufFile;
 
 use super::{Activation, BertConfig, ClassifierActivation};
 use crate::error::Result;

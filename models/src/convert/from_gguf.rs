@@ -4,7 +4,7 @@
 use std::borrow::Cow;
 use std::path::Path;
 
-use edgecut_runtime::gguf::{GgufFile, GgufWriter, TensorSpec, Value};
+use edgecut_format::gguf::{GgufFile, GgufWriter, TensorSpec, Value};
 
 use super::{common_metadata, encode, target_type, ConvertOptions, ConvertReport, Progress};
 use crate::error::Result;

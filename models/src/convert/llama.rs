@@ -7,7 +7,7 @@
 use std::borrow::Cow;
 use std::path::Path;
 
-use edgecut_runtime::gguf::{GgufWriter, TensorSpec, Value};
+use edgecut_format::gguf::{GgufWriter, TensorSpec, Value};
 use serde_json::Value as Json;
 
 use super::hf::Checkpoint;

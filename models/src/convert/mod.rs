@@ -16,7 +16,7 @@ use std::borrow::Cow;
 use std::path::Path;
 
 use edgecut_backends::{quant, DType};
-use edgecut_runtime::gguf::{GgufWriter, TensorSpec, Value};
+use edgecut_format::gguf::{GgufWriter, TensorSpec, Value};
 
 use crate::error::{ModelError, Result};
 

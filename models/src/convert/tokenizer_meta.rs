@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use edgecut_runtime::gguf::{Array, GgufWriter, Value};
+use edgecut_format::gguf::{Array, GgufWriter, Value};
 use serde_json::Value as Json;
 
 use crate::error::{ModelError, Result};

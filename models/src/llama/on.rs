@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use edgecut_backends::ops::{ActQuant, RopeStyle};
 use edgecut_backends::{Backend, Instantiate, KvShape, Op, PreparedMatrix};
-use edgecut_runtime::gguf::GgufFile;
+use edgecut_format::gguf::GgufFile;
 
 use super::LlamaConfig;
 use crate::error::{ModelError, Result};

@@ -6,7 +6,7 @@ use std::borrow::Cow;
 use std::sync::Arc;
 
 use edgecut_backends::{quant, DType};
-use edgecut_runtime::gguf::{GgufFile, GgufWriter, TensorSpec, Value};
+use edgecut_format::gguf::{GgufFile, GgufWriter, TensorSpec, Value};
 
 /// A small deterministic generator (xorshift64*).
 pub struct Rng(pub u64);

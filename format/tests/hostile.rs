@@ -2,10 +2,10 @@
 
 use std::borrow::Cow;
 
-use edgecut_runtime::gguf::{
+use edgecut_format::gguf::{
     encode_str, parse, Array, GgufError, GgufFile, GgufWriter, TensorSpec, Value,
 };
-use edgecut_runtime::DType;
+use edgecut_format::DType;
 
 /// A small valid file with every kind of section: scalar, string and array keys, and tensors of
 /// three types. Returns the bytes and the section boundaries (byte offsets).

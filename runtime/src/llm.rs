@@ -7,8 +7,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use edgecut_backends::{Device, DeviceKind};
+use edgecut_format::{ChatTemplate, GgufFile, Message, TextStream, Tokenizer};
 use edgecut_models::{KvCache, Llama, Logits, Sampler};
-use edgecut_runtime::{ChatTemplate, GgufFile, Message, TextStream, Tokenizer};
 
 pub use edgecut_models::SamplingParams;
 

@@ -4,7 +4,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use edgecut_runtime::GgufFile;
+use edgecut_format::GgufFile;
 
 use crate::stages::StageGraph;
 use crate::{Error, Llm, LlmOptions, Result, Session, SessionOptions};

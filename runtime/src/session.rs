@@ -5,8 +5,8 @@ use std::sync::Arc;
 
 use edgecut_backends::AttentionPrecision;
 use edgecut_backends::{Device, DeviceKind};
+use edgecut_format::{GgufFile, Tokenizer};
 use edgecut_models::bert::{probabilities, Bert};
-use edgecut_runtime::{GgufFile, Tokenizer};
 
 use crate::{Error, Result, SharedDevice};
 
@@ -132,7 +132,7 @@ pub struct Session {
     opts: SessionOptions,
     max_len: usize,
     /// The model file's identity, hashed on first use.
-    id: std::sync::OnceLock<edgecut_runtime::ModelId>,
+    id: std::sync::OnceLock<edgecut_format::ModelId>,
 }
 
 impl std::fmt::Debug for Session {
@@ -204,7 +204,7 @@ impl Session {
 
     /// The model file's identity (a hash of its metadata and tensors, computed once per
     /// session): what split clients and servers compare.
-    pub fn model_id(&self) -> edgecut_runtime::ModelId {
+    pub fn model_id(&self) -> edgecut_format::ModelId {
         *self.id.get_or_init(|| self.model.file().identity())
     }
 

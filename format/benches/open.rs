@@ -3,7 +3,7 @@
 //!
 //! `EDGECUT_MODEL` names the file (default: the MiniLM Q8_0 file `scripts/demo.sh` writes to
 //! `~/.cache/edgecut/models/all-MiniLM-L6-v2.q8_0.gguf`).
-//! Run: `cargo bench -p edgecut-runtime --bench open`.
+//! Run: `cargo bench -p edgecut-format --bench open`.
 
 #![allow(missing_docs)] // criterion_group! generates an undocumented function
 
@@ -11,7 +11,7 @@ use std::hint::black_box;
 use std::path::PathBuf;
 
 use criterion::{criterion_group, Criterion};
-use edgecut_runtime::GgufFile;
+use edgecut_format::GgufFile;
 
 fn model() -> PathBuf {
     std::env::var_os("EDGECUT_MODEL")
