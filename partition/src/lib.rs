@@ -40,6 +40,9 @@ pub enum PlanError {
     /// A link or power model value out of range, or unparsable.
     #[error("invalid link: {0}")]
     Link(String),
+    /// A name that is no objective.
+    #[error("objective {0:?}: expected latency, energy or server")]
+    Objective(String),
     /// No cut satisfies the constraints.
     #[error("no cut satisfies the constraints: {0}")]
     Infeasible(String),

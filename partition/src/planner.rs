@@ -26,15 +26,13 @@ pub enum Objective {
 }
 
 impl std::str::FromStr for Objective {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
+    type Err = PlanError;
+    fn from_str(s: &str) -> Result<Self, PlanError> {
         match s {
             "latency" => Ok(Objective::Latency),
             "energy" => Ok(Objective::Energy),
             "server" => Ok(Objective::Server),
-            _ => Err(format!(
-                "objective {s:?}: expected latency, energy or server"
-            )),
+            _ => Err(PlanError::Objective(s.to_string())),
         }
     }
 }

@@ -99,7 +99,7 @@ impl Metrics {
 struct Job {
     req: Infer,
     queued: Instant,
-    reply: oneshot::Sender<Result<InferResult, String>>,
+    reply: oneshot::Sender<Result<InferResult, BadRequest>>,
 }
 
 /// Compares without an early exit, so the time taken does not tell how much of a token matched.
@@ -151,6 +151,16 @@ async fn send<S: AsyncWrite + Unpin>(s: &mut S, f: &Frame) -> bool {
     match encode_frame(f) {
         Ok(b) => s.write_all(&b).await.is_ok(),
         Err(_) => false,
+    }
+}
+
+/// Why a request was refused, in the words its ERROR frame carries to the client.
+#[derive(Clone, Debug)]
+struct BadRequest(String);
+
+impl From<edgecut::Error> for BadRequest {
+    fn from(e: edgecut::Error) -> BadRequest {
+        BadRequest(e.to_string())
     }
 }
 
@@ -225,7 +235,7 @@ async fn connection<S: AsyncRead + AsyncWrite + Unpin>(mut s: S, ctx: Arc<Ctx>) 
                     r.server_us = u32::try_from(received.elapsed().as_micros()).unwrap_or(u32::MAX);
                     Frame::Result(r)
                 }
-                Ok(Err(msg)) => error(id, ErrorCode::BadRequest, msg),
+                Ok(Err(BadRequest(msg))) => error(id, ErrorCode::BadRequest, msg),
                 Err(_) => error(id, ErrorCode::Unavailable, "the server is shutting down"),
             },
             Err(_) => error(
@@ -345,8 +355,8 @@ fn run_group(s: &Session, group: Vec<Job>, m: &Metrics) {
         merge(&reqs)
     };
     let result = match merged {
-        Some(r) => s.run_server_part(&r).map_err(|e| e.to_string()),
-        None => Err("activation bytes do not match its shape".into()),
+        Some(r) => s.run_server_part(&r).map_err(BadRequest::from),
+        None => Err(BadRequest("activation bytes do not match its shape".into())),
     };
     match result {
         Ok(res) => {
@@ -369,7 +379,7 @@ fn run_group(s: &Session, group: Vec<Job>, m: &Metrics) {
         Err(_) if group.len() > 1 => {
             // One bad request must not fail the others: run them one by one.
             for j in group {
-                let r = s.run_server_part(&j.req).map_err(|e| e.to_string());
+                let r = s.run_server_part(&j.req).map_err(BadRequest::from);
                 let _ = j.reply.send(r);
             }
         }

@@ -152,7 +152,18 @@ pub enum GgufError {
     /// Something a writer was asked to write that GGUF cannot hold.
     #[error("cannot write GGUF: {0}")]
     Write(String),
+    /// A writer's source of tensor data failed.
+    #[error("tensor {tensor:?}: {source}")]
+    Data {
+        /// The tensor being written.
+        tensor: String,
+        /// What the source said.
+        source: DataError,
+    },
 }
+
+/// The error a writer's tensor-data source returns.
+pub type DataError = Box<dyn std::error::Error + Send + Sync>;
 
 impl GgufError {
     pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {

@@ -29,7 +29,7 @@ mod parse;
 mod value;
 mod writer;
 
-pub use error::{GgufError, Result};
+pub use error::{DataError, GgufError, Result};
 pub use file::{GgufFile, TensorView};
 pub use identity::ModelId;
 pub use parse::{parse, Header, MAGIC};

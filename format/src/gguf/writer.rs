@@ -7,7 +7,7 @@ use std::path::Path;
 
 use edgecut_backends::DType;
 
-use super::error::{GgufError, Result};
+use super::error::{DataError, GgufError, Result};
 use super::value::{encode_str, Value};
 use super::{DEFAULT_ALIGNMENT, MAX_DIMS, MAX_NAME_LEN};
 
@@ -131,30 +131,33 @@ impl GgufWriter {
     pub fn write_to<'d, W: Write>(
         &self,
         w: &mut W,
-        mut data: impl FnMut(usize, &TensorSpec) -> std::result::Result<Cow<'d, [u8]>, String>,
-    ) -> std::result::Result<u64, String> {
+        mut data: impl FnMut(usize, &TensorSpec) -> std::result::Result<Cow<'d, [u8]>, DataError>,
+    ) -> Result<u64> {
         let align = self.alignment();
         let (header, _) = self.header_bytes();
-        w.write_all(&header).map_err(|e| e.to_string())?;
+        let io = |e: std::io::Error| GgufError::Write(e.to_string());
+        w.write_all(&header).map_err(io)?;
         let mut written = header.len() as u64;
         let zeros = vec![0u8; align as usize];
         for (i, t) in self.tensors.iter().enumerate() {
-            let bytes = data(i, t)?;
+            let bytes = data(i, t).map_err(|source| GgufError::Data {
+                tensor: t.name.clone(),
+                source,
+            })?;
             if bytes.len() as u64 != t.size() {
-                return Err(format!(
+                return Err(GgufError::Write(format!(
                     "tensor {:?}: got {} bytes of data, its shape and type need {}",
                     t.name,
                     bytes.len(),
                     t.size()
-                ));
+                )));
             }
-            w.write_all(&bytes).map_err(|e| e.to_string())?;
+            w.write_all(&bytes).map_err(io)?;
             let pad = (bytes.len() as u64).next_multiple_of(align) - bytes.len() as u64;
-            w.write_all(&zeros[..pad as usize])
-                .map_err(|e| e.to_string())?;
+            w.write_all(&zeros[..pad as usize]).map_err(io)?;
             written += bytes.len() as u64 + pad;
         }
-        w.flush().map_err(|e| e.to_string())?;
+        w.flush().map_err(io)?;
         Ok(written)
     }
 
@@ -163,7 +166,7 @@ impl GgufWriter {
     pub fn write_file<'d>(
         &self,
         path: &Path,
-        data: impl FnMut(usize, &TensorSpec) -> std::result::Result<Cow<'d, [u8]>, String>,
+        data: impl FnMut(usize, &TensorSpec) -> std::result::Result<Cow<'d, [u8]>, DataError>,
     ) -> Result<u64> {
         let dir = path
             .parent()
@@ -177,7 +180,7 @@ impl GgufWriter {
         let result = (|| {
             let f = std::fs::File::create(&tmp).map_err(|e| GgufError::io(&tmp, e))?;
             let mut w = BufWriter::with_capacity(1 << 20, f);
-            let n = self.write_to(&mut w, data).map_err(GgufError::Write)?;
+            let n = self.write_to(&mut w, data)?;
             let f = w
                 .into_inner()
                 .map_err(|e| GgufError::io(&tmp, e.into_error()))?;

@@ -276,7 +276,7 @@ pub(super) fn convert(
         sources.push(src);
     }
     super::write(&w, output, progress, |i, spec| {
-        let (v, _) = c.tensor_f32(&sources[i]).map_err(|e| e.to_string())?;
+        let (v, _) = c.tensor_f32(&sources[i])?;
         encode(&v, spec.dtype).map(Cow::Owned)
     })
 }

@@ -309,7 +309,7 @@ pub(super) fn convert(
     }
     super::write(&w, output, progress, |i, spec| {
         let (src, shape, transform) = &sources[i];
-        let (v, _) = c.tensor_f32(src).map_err(|e| e.to_string())?;
+        let (v, _) = c.tensor_f32(src)?;
         let v = match *transform {
             Transform::AsIs => v,
             Transform::Permute(heads) => permute(&v, shape[0], shape[1], heads),

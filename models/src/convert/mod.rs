@@ -52,14 +52,19 @@ impl WeightType {
     }
 }
 
+/// A name that is no [`WeightType`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown weight type {0:?} (q8_0, f16 or f32)")]
+pub struct UnknownWeightType(pub String);
+
 impl std::str::FromStr for WeightType {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
+    type Err = UnknownWeightType;
+    fn from_str(s: &str) -> Result<Self, UnknownWeightType> {
         match s.to_ascii_lowercase().as_str() {
             "q8_0" | "q8" => Ok(WeightType::Q8_0),
             "f16" => Ok(WeightType::F16),
             "f32" => Ok(WeightType::F32),
-            _ => Err(format!("unknown weight type {s:?} (use q8_0, f16 or f32)")),
+            _ => Err(UnknownWeightType(s.to_string())),
         }
     }
 }
@@ -129,12 +134,13 @@ pub fn target_type(dims: &[u64], weights: WeightType) -> DType {
 }
 
 /// Encodes f32 values as `dtype`.
-pub fn encode(values: &[f32], dtype: DType) -> std::result::Result<Vec<u8>, String> {
+pub fn encode(values: &[f32], dtype: DType) -> Result<Vec<u8>> {
     match dtype {
         DType::F32 => Ok(quant::f32_to_bytes(values)),
         DType::F16 => Ok(quant::f32_to_f16_bytes(values)),
-        DType::Q8_0 => quant::quantize_q8_0_vec(values).map_err(|e| e.to_string()),
-        other => Err(format!("edgecut does not write {other}")),
+        DType::Q8_0 => quant::quantize_q8_0_vec(values)
+            .map_err(|e| ModelError::Unsupported(format!("Q8_0 encoding: {e}"))),
+        other => Err(ModelError::Unsupported(format!("writing {other} tensors"))),
     }
 }
 
@@ -143,11 +149,11 @@ pub(crate) fn write<'d>(
     w: &GgufWriter,
     output: &Path,
     progress: &mut dyn FnMut(Progress<'_>),
-    mut data: impl FnMut(usize, &TensorSpec) -> std::result::Result<Cow<'d, [u8]>, String>,
+    mut data: impl FnMut(usize, &TensorSpec) -> Result<Cow<'d, [u8]>>,
 ) -> Result<ConvertReport> {
     let total = w.tensors().len();
     let bytes = w.write_file(output, |i, spec| {
-        let d = data(i, spec)?;
+        let d = data(i, spec).map_err(|e| -> edgecut_format::gguf::DataError { Box::new(e) })?;
         progress(Progress {
             done: i + 1,
             total,
