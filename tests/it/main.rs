@@ -9,4 +9,5 @@ mod llama_generation;
 mod mutated_files;
 mod requantize;
 mod split;
+mod stages;
 mod tokenizer_fast;
