@@ -6,7 +6,8 @@
 #      qemu-user: on each architecture it must print the similarity that architecture's CLI
 #      prints (to 1e-4); the x86-64 and aarch64 figures are printed side by side;
 #   3. the mobile static library for Android (aarch64-linux-android; no NDK needed);
-#   4. the stripped size of the CPU-only dynamic library on x86-64 and aarch64;
+#   4. the stripped size of the CPU-only dynamic library on x86-64 and aarch64, built on its
+#      own, and that it depends on neither tokio nor safetensors;
 #   5. the wire codec for a no_std microcontroller target (thumbv7em-none-eabihf).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -47,6 +48,15 @@ PY
 echo "test-arm: static library for aarch64-linux-android" >&2
 cargo rustc --release --target aarch64-linux-android -p edgecut-mobile --crate-type staticlib
 
+# The library as an app links it: built on its own (built beside the CLI, cargo unifies the
+# CLI's features into it, the converter among them), with neither an async runtime nor the
+# converter's safetensors in its dependencies.
+if cargo tree -p edgecut-mobile -e normal | grep -E 'tokio|safetensors'; then
+    echo "test-arm: libedgecut_mobile depends on tokio or safetensors" >&2
+    exit 1
+fi
+cargo build --release -p edgecut-mobile
+cargo build --release --target $ARM -p edgecut-mobile
 strip -o target/libedgecut_mobile-x86_64.so target/release/libedgecut_mobile.so
 aarch64-linux-gnu-strip -o target/libedgecut_mobile-aarch64.so target/$ARM/release/libedgecut_mobile.so
 echo "test-arm: stripped libedgecut_mobile.so: x86-64 $(stat -c %s target/libedgecut_mobile-x86_64.so) bytes, aarch64 $(stat -c %s target/libedgecut_mobile-aarch64.so) bytes" >&2
