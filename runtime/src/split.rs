@@ -65,9 +65,10 @@ impl Session {
         })
     }
 
-    /// Runs stages `cut..n` of a request and returns one sentence vector per text. Every field
-    /// is checked against the model first.
-    pub fn run_server_part(&self, req: &Infer) -> Result<InferResult> {
+    /// Checks every field of a request against the model and decodes its activation (nothing
+    /// sized by the request is allocated before its sizes are checked): what the server runs,
+    /// alone or merged with other requests of the same cut and length.
+    pub fn accept(&self, req: &Infer) -> Result<ServerInput> {
         let (n, cut) = (self.stage_count(), req.cut as usize);
         let a = &req.activation;
         let (batch, seq) = (a.batch as usize, a.seq as usize);
@@ -79,6 +80,9 @@ impl Session {
                 "{batch} texts of {seq} tokens do not fit the model (context {})",
                 self.model.cfg.context
             )));
+        }
+        if a.lengths.iter().any(|&l| l as usize > seq) {
+            return Err(bad("a text is longer than the activation's tokens"));
         }
         let want_width = if cut == 0 { 1 } else { self.model.cfg.hidden };
         if a.width as usize != want_width {
@@ -92,7 +96,7 @@ impl Session {
         if values.iter().any(|v| !v.is_finite()) {
             return Err(bad("the activation holds a NaN or an infinity"));
         }
-        let mut act = if cut == 0 {
+        let data = if cut == 0 {
             let vocab = self.tokenizer.vocab_size();
             let mut ids = Vec::with_capacity(batch);
             for (row, &len) in values.chunks_exact(seq).zip(&a.lengths) {
@@ -105,28 +109,109 @@ impl Session {
                     .ok_or_else(|| bad("a token id is not an integer in the vocabulary"))?;
                 ids.push(t);
             }
-            self.model.embeddings(&ids)?
+            Input::Ids(ids)
         } else {
-            let mut mask = vec![0u8; batch * seq];
-            for (row, &len) in mask.chunks_exact_mut(seq).zip(&a.lengths) {
-                row[..len as usize].fill(1);
-            }
-            Activation {
-                hidden: values,
-                mask,
-                batch,
-                seq,
+            Input::Hidden(values)
+        };
+        Ok(ServerInput {
+            cut,
+            seq,
+            lengths: a.lengths.clone(),
+            data,
+        })
+    }
+
+    /// Runs stages `cut..n` of accepted input and returns one sentence vector per text,
+    /// `[texts, embedding_dim]`.
+    pub fn run_accepted(&self, input: ServerInput) -> Result<Vec<f32>> {
+        let ServerInput {
+            cut,
+            seq,
+            lengths,
+            data,
+        } = input;
+        let batch = lengths.len();
+        let mut act = match data {
+            Input::Ids(ids) => self.model.embeddings(&ids)?,
+            Input::Hidden(hidden) => {
+                let mut mask = vec![0u8; batch * seq];
+                for (row, &len) in mask.chunks_exact_mut(seq).zip(&lengths) {
+                    row[..len as usize].fill(1);
+                }
+                Activation {
+                    hidden,
+                    mask,
+                    batch,
+                    seq,
+                }
             }
         };
         self.model
             .blocks(self.stages().server_blocks(cut), &mut act)?;
-        let pooled = self.model.pool(&act)?;
+        Ok(self.model.pool(&act)?)
+    }
+
+    /// Runs stages `cut..n` of a request and returns one sentence vector per text. Every field
+    /// is checked against the model first.
+    pub fn run_server_part(&self, req: &Infer) -> Result<InferResult> {
+        let input = self.accept(req)?;
+        let rows = input.texts() as u16;
+        let values = self.run_accepted(input)?;
         Ok(InferResult {
             request_id: req.request_id,
-            rows: a.batch,
+            rows,
             cols: self.model.cfg.hidden as u32,
             server_us: 0,
-            values: pooled,
+            values,
         })
+    }
+}
+
+/// A request's activation, checked against the model and decoded ([`Session::accept`]): what
+/// the server runs. Requests of the same cut and length merge into one batch.
+#[derive(Debug)]
+pub struct ServerInput {
+    cut: usize,
+    seq: usize,
+    lengths: Vec<u16>,
+    data: Input,
+}
+
+#[derive(Debug)]
+enum Input {
+    /// Cut 0: each text's token ids.
+    Ids(Vec<Vec<u32>>),
+    /// A cut inside the model: `[texts * seq, hidden]` values.
+    Hidden(Vec<f32>),
+}
+
+impl ServerInput {
+    /// Texts in the input.
+    pub fn texts(&self) -> usize {
+        self.lengths.len()
+    }
+
+    /// The cut and the padded length: inputs merge only when both agree.
+    pub fn shape(&self) -> (usize, usize) {
+        (self.cut, self.seq)
+    }
+
+    /// One input holding `parts`' texts in order (their activations appended, nothing
+    /// re-encoded). All must have one shape.
+    pub fn merge(parts: Vec<ServerInput>) -> Result<ServerInput> {
+        let mut it = parts.into_iter();
+        let mut out = it.next().ok_or_else(|| bad("nothing to merge"))?;
+        for p in it {
+            if p.shape() != out.shape() {
+                return Err(bad("inputs of different cuts or lengths do not merge"));
+            }
+            out.lengths.extend_from_slice(&p.lengths);
+            match (&mut out.data, p.data) {
+                (Input::Ids(a), Input::Ids(b)) => a.extend(b),
+                (Input::Hidden(a), Input::Hidden(b)) => a.extend(b),
+                _ => return Err(bad("inputs of different cuts do not merge")),
+            }
+        }
+        Ok(out)
     }
 }

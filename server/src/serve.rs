@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 
 use edgecut::Session;
 use edgecut_wire::{
-    decode_payload, decode_values, encode_frame, encode_values, parse_header, Activation, Encoding,
-    ErrorCode, Frame, HelloOk, Infer, InferResult, Limits, WireError, HEADER_BYTES,
+    decode_payload, encode_frame, parse_header, ErrorCode, Frame, HelloOk, Infer, InferResult,
+    Limits, WireError, HEADER_BYTES,
 };
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpListener;
@@ -262,38 +262,6 @@ struct Ctx {
     jobs: mpsc::Sender<Job>,
 }
 
-/// Several requests of the same cut and length as one: their activations decoded and
-/// concatenated (f32, lossless).
-fn merge(reqs: &[&Infer]) -> Option<Infer> {
-    let a0 = &reqs[0].activation;
-    let width = a0.width as usize;
-    let per_text = a0.seq as usize * width;
-    let mut values = Vec::new();
-    let mut lengths = Vec::new();
-    for r in reqs {
-        let a = &r.activation;
-        values.extend(decode_values(
-            &a.data,
-            a.encoding,
-            a.batch as usize * per_text,
-        )?);
-        lengths.extend_from_slice(&a.lengths);
-    }
-    let batch = u16::try_from(lengths.len()).ok()?;
-    Some(Infer {
-        request_id: 0,
-        cut: reqs[0].cut,
-        activation: Activation {
-            batch,
-            seq: a0.seq,
-            width: a0.width,
-            lengths,
-            encoding: Encoding::F32,
-            data: encode_values(&values, Encoding::F32),
-        },
-    })
-}
-
 /// Takes jobs, groups those with the same cut, length and width (up to `max_batch` texts,
 /// waiting at most `max_wait` for more), runs each group on a blocking thread and answers.
 async fn batcher(
@@ -348,43 +316,53 @@ fn run_group(s: &Session, group: Vec<Job>, m: &Metrics) {
     m.batches.fetch_add(1, Ordering::Relaxed);
     m.batched_requests
         .fetch_add(group.len() as u64, Ordering::Relaxed);
-    let reqs: Vec<&Infer> = group.iter().map(|j| &j.req).collect();
-    let merged = if reqs.len() == 1 {
-        Some(reqs[0].clone())
-    } else {
-        merge(&reqs)
-    };
-    let result = match merged {
-        Some(r) => s.run_server_part(&r).map_err(BadRequest::from),
-        None => Err(BadRequest("activation bytes do not match its shape".into())),
-    };
+    // Each request is checked and decoded on its own (a bad one fails alone), then the good
+    // ones' activations are appended into one batch: nothing is re-encoded.
+    let mut accepted = Vec::with_capacity(group.len());
+    let mut jobs = Vec::with_capacity(group.len());
+    for j in group {
+        match s.accept(&j.req) {
+            Ok(input) => {
+                accepted.push(input);
+                jobs.push(j);
+            }
+            Err(e) => {
+                let _ = j.reply.send(Err(BadRequest::from(e)));
+            }
+        }
+    }
+    if jobs.is_empty() {
+        return;
+    }
+    let dim = s.embedding_dim();
+    let result = edgecut::split::ServerInput::merge(accepted)
+        .and_then(|input| s.run_accepted(input))
+        .map_err(BadRequest::from);
     match result {
-        Ok(res) => {
-            let cols = res.cols as usize;
+        Ok(values) => {
             let mut row = 0;
-            for j in group {
+            for j in jobs {
                 let n = j.req.activation.batch as usize;
-                let values = res.values[row * cols..(row + n) * cols].to_vec();
-                row += n;
                 let r = InferResult {
                     request_id: j.req.request_id,
                     rows: n as u16,
-                    cols: res.cols,
+                    cols: dim as u32,
                     server_us: 0,
-                    values,
+                    values: values[row * dim..(row + n) * dim].to_vec(),
                 };
+                row += n;
                 let _ = j.reply.send(Ok(r));
             }
         }
-        Err(_) if group.len() > 1 => {
-            // One bad request must not fail the others: run them one by one.
-            for j in group {
+        Err(_) if jobs.len() > 1 => {
+            // One request must not fail the others: run them one by one.
+            for j in jobs {
                 let r = s.run_server_part(&j.req).map_err(BadRequest::from);
                 let _ = j.reply.send(r);
             }
         }
         Err(e) => {
-            for j in group {
+            for j in jobs {
                 let _ = j.reply.send(Err(e.clone()));
             }
         }

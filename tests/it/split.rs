@@ -104,3 +104,39 @@ fn bad_requests_are_refused_by_the_server_part() {
         .to_string()
         .contains("NaN"));
 }
+
+/// Issue 10: the server merges requests as decoded activations (nothing re-encoded), and the
+/// merged run gives each request's own result.
+#[test]
+fn merged_requests_give_each_requests_own_result() {
+    let m = minilm(WeightType::Q8_0);
+    let s = Session::open(&m, &SessionOptions::default().with_batch_size(16)).unwrap();
+    for (cut, encs) in [
+        (0, [Encoding::F32, Encoding::F32]),
+        (3, [Encoding::Int8, Encoding::F32]),
+    ] {
+        let a = s
+            .run_device_part(&["A man is eating food.", "hi there"], cut, encs[0], 1)
+            .unwrap();
+        let b = s
+            .run_device_part(&["A man is eating fruit."], cut, encs[1], 2)
+            .unwrap();
+        // The same padded length, as the server groups them.
+        assert_eq!(a.activation.seq, b.activation.seq);
+        let alone: Vec<f32> = [&a, &b]
+            .iter()
+            .flat_map(|r| s.run_server_part(r).unwrap().values)
+            .collect();
+        let merged =
+            edgecut::split::ServerInput::merge(vec![s.accept(&a).unwrap(), s.accept(&b).unwrap()])
+                .unwrap();
+        assert_eq!(merged.texts(), 3);
+        assert_eq!(s.run_accepted(merged).unwrap(), alone, "cut {cut}");
+    }
+    // Inputs of different cuts do not merge.
+    let a = s.run_device_part(&["hello"], 2, Encoding::F32, 1).unwrap();
+    let b = s.run_device_part(&["hello"], 3, Encoding::F32, 2).unwrap();
+    let err =
+        edgecut::split::ServerInput::merge(vec![s.accept(&a).unwrap(), s.accept(&b).unwrap()]);
+    assert!(err.is_err());
+}
