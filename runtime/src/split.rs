@@ -4,7 +4,8 @@
 
 use edgecut_models::bert::Activation;
 use edgecut_wire::{
-    decode_values, encode_values, Activation as WireActivation, Encoding, Infer, InferResult,
+    decode_ids, decode_values, encode_ids, encode_values, Activation as WireActivation, Encoding,
+    Infer, InferResult,
 };
 
 use crate::{Error, Result, Session};
@@ -39,17 +40,22 @@ impl Session {
         let seq = ids.iter().map(Vec::len).max().unwrap_or(1);
         let lengths: Vec<u16> = ids.iter().map(|i| i.len() as u16).collect();
         let batch = texts.len() as u16;
-        let (width, encoding, values) = if cut == 0 {
-            let mut flat = vec![0f32; texts.len() * seq];
+        let (width, encoding, data) = if cut == 0 {
+            // The raw input: token ids as integers, padded with 0.
+            let mut flat = vec![0u32; texts.len() * seq];
             for (row, t) in flat.chunks_exact_mut(seq).zip(&ids) {
-                row.iter_mut().zip(t).for_each(|(o, &id)| *o = id as f32);
+                row[..t.len()].copy_from_slice(t);
             }
-            (1, Encoding::F32, flat)
+            (1, Encoding::U32, encode_ids(&flat))
         } else {
+            if encoding == Encoding::U32 {
+                return Err(bad("u32 carries token ids (cut 0), not activations"));
+            }
             let mut a = self.model.embeddings(&ids)?;
             self.model
                 .blocks(self.stages().device_blocks(cut), &mut a)?;
-            (self.model.cfg.hidden as u32, encoding, a.hidden)
+            let data = encode_values(&a.hidden, encoding);
+            (self.model.cfg.hidden as u32, encoding, data)
         };
         Ok(Infer {
             request_id,
@@ -60,7 +66,7 @@ impl Session {
                 width,
                 lengths,
                 encoding,
-                data: encode_values(&values, encoding),
+                data,
             },
         })
     }
@@ -91,26 +97,34 @@ impl Session {
                 a.width
             )));
         }
-        let values = decode_values(&a.data, a.encoding, batch * seq * want_width)
-            .ok_or_else(|| bad("activation bytes do not match its shape"))?;
-        if values.iter().any(|v| !v.is_finite()) {
-            return Err(bad("the activation holds a NaN or an infinity"));
+        // Cut 0 carries token ids as integers; any other cut, activations as values.
+        if (cut == 0) != (a.encoding == Encoding::U32) {
+            return Err(bad(format!(
+                "encoding {} at cut {cut}: token ids (cut 0) travel as u32, activations as \
+                 f32, f16 or int8",
+                a.encoding
+            )));
         }
+        let n_values = batch * seq * want_width;
         let data = if cut == 0 {
+            let flat = decode_ids(&a.data, n_values)
+                .ok_or_else(|| bad("activation bytes do not match its shape"))?;
             let vocab = self.tokenizer.vocab_size();
             let mut ids = Vec::with_capacity(batch);
-            for (row, &len) in values.chunks_exact(seq).zip(&a.lengths) {
-                let t: Vec<u32> = row[..len as usize]
-                    .iter()
-                    .map(|&v| {
-                        (v >= 0.0 && v.fract() == 0.0 && (v as usize) < vocab).then_some(v as u32)
-                    })
-                    .collect::<Option<_>>()
-                    .ok_or_else(|| bad("a token id is not an integer in the vocabulary"))?;
-                ids.push(t);
+            for (row, &len) in flat.chunks_exact(seq).zip(&a.lengths) {
+                let t = &row[..len as usize];
+                if t.iter().any(|&id| id as usize >= vocab) {
+                    return Err(bad("a token id is outside the vocabulary"));
+                }
+                ids.push(t.to_vec());
             }
             Input::Ids(ids)
         } else {
+            let values = decode_values(&a.data, a.encoding, n_values)
+                .ok_or_else(|| bad("activation bytes do not match its shape"))?;
+            if values.iter().any(|v| !v.is_finite()) {
+                return Err(bad("the activation holds a NaN or an infinity"));
+            }
             Input::Hidden(values)
         };
         Ok(ServerInput {

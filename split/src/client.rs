@@ -138,7 +138,7 @@ impl<S: Deref<Target = Session>> SplitClient<S> {
         let mut c = FromStd::new(link);
         let hello = Hello {
             model_id: self.model_id,
-            encodings: 0b111,
+            encodings: 0b1111,
             token: self.cfg.token.clone(),
         };
         let sent = Instant::now();

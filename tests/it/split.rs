@@ -95,6 +95,18 @@ fn bad_requests_are_refused_by_the_server_part() {
         .unwrap_err()
         .to_string()
         .contains("vocabulary"));
+    // Token ids travel as integers (wire version 3): an f32 cut-0 request (version 2's) and u32
+    // activations are refused.
+    let raw = s.run_device_part(&["hello"], 0, Encoding::Int8, 1).unwrap();
+    assert_eq!(raw.activation.encoding, Encoding::U32);
+    let mut as_f32 = raw.clone();
+    as_f32.activation.encoding = Encoding::F32;
+    assert!(s
+        .run_server_part(&as_f32)
+        .unwrap_err()
+        .to_string()
+        .contains("u32"));
+    assert!(s.run_device_part(&["hello"], 3, Encoding::U32, 1).is_err());
     // A NaN in an f32 activation.
     let mut nan = s.run_device_part(&["hello"], 3, Encoding::F32, 1).unwrap();
     nan.activation.data[4..8].copy_from_slice(&f32::NAN.to_le_bytes());

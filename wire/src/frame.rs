@@ -17,6 +17,8 @@ pub enum Encoding {
     /// int8 values, then one little-endian f32 scale per block of 32 values.
     #[default]
     Int8 = 2,
+    /// Little-endian u32 integers: token ids (the raw input a cut before every stage sends).
+    U32 = 3,
 }
 
 /// A name that is not an [`Encoding`]'s.
@@ -39,6 +41,7 @@ impl core::str::FromStr for Encoding {
             "f32" => Ok(Encoding::F32),
             "f16" => Ok(Encoding::F16),
             "int8" => Ok(Encoding::Int8),
+            "u32" => Ok(Encoding::U32),
             _ => Err(UnknownEncoding),
         }
     }
@@ -57,6 +60,7 @@ impl Encoding {
             0 => Some(Encoding::F32),
             1 => Some(Encoding::F16),
             2 => Some(Encoding::Int8),
+            3 => Some(Encoding::U32),
             _ => None,
         }
     }
@@ -67,13 +71,14 @@ impl Encoding {
             Encoding::F32 => "f32",
             Encoding::F16 => "f16",
             Encoding::Int8 => "int8",
+            Encoding::U32 => "u32",
         }
     }
 
     /// Bytes of `n` values (`None` on overflow).
     pub fn bytes(self, n: u64) -> Option<u64> {
         match self {
-            Encoding::F32 => n.checked_mul(4),
+            Encoding::F32 | Encoding::U32 => n.checked_mul(4),
             Encoding::F16 => n.checked_mul(2),
             Encoding::Int8 => n.checked_add(n.div_ceil(32).checked_mul(4)?),
         }
@@ -126,7 +131,7 @@ impl Activation {
 }
 
 /// A request: run stages `cut..` on `activation`. With `cut == 0` the activation is the raw
-/// input: `width == 1`, f32-encoded token ids (exact below 2^24).
+/// input: `width == 1`, token ids as [`Encoding::U32`].
 #[derive(Debug, Clone, PartialEq)]
 pub struct Infer {
     /// The client's id for the request (echoed in the answer).

@@ -23,12 +23,12 @@ pub use codec::{decode_payload, encode_frame, parse_header, read_frame, write_fr
 pub use frame::{
     Activation, Encoding, ErrorCode, Frame, Hello, HelloOk, Infer, InferResult, UnknownEncoding,
 };
-pub use values::{decode_values, encode_values, INT8_BLOCK};
+pub use values::{decode_ids, decode_values, encode_ids, encode_values, INT8_BLOCK};
 
 /// Frame magic, the first four bytes of every frame.
 pub const MAGIC: [u8; 4] = *b"ECW1";
-/// Protocol version this crate speaks.
-pub const VERSION: u8 = 2;
+/// Protocol version this crate speaks (3: token ids at cut 0 travel as u32).
+pub const VERSION: u8 = 3;
 /// Bytes of a frame header: magic, version, type, two reserved bytes, payload length (u64 LE).
 pub const HEADER_BYTES: usize = 16;
 

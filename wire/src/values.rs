@@ -12,11 +12,33 @@ use crate::frame::Encoding;
 /// Values per int8 block, each block with one f32 scale (`max |x| / 127`).
 pub const INT8_BLOCK: usize = 32;
 
+/// Token ids as [`Encoding::U32`].
+pub fn encode_ids(ids: &[u32]) -> Vec<u8> {
+    ids.iter().flat_map(|v| v.to_le_bytes()).collect()
+}
+
+/// `n` token ids encoded by [`encode_ids`]; `None` when `data` is not their size.
+pub fn decode_ids(data: &[u8], n: usize) -> Option<Vec<u32>> {
+    if Encoding::U32.bytes(n as u64)? != data.len() as u64 {
+        return None;
+    }
+    Some(
+        data.chunks_exact(4)
+            .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect(),
+    )
+}
+
 /// Encodes `values` as `enc`: f32 or f16 little-endian, or int8 values followed by one f32
-/// scale (`max |x| / 127`) per block of [`INT8_BLOCK`].
+/// scale (`max |x| / 127`) per block of [`INT8_BLOCK`]; as [`Encoding::U32`], each value
+/// rounded toward zero and saturated to an integer (ids go through [`encode_ids`]).
 pub fn encode_values(values: &[f32], enc: Encoding) -> Vec<u8> {
     match enc {
         Encoding::F32 => values.iter().flat_map(|v| v.to_le_bytes()).collect(),
+        Encoding::U32 => values
+            .iter()
+            .flat_map(|v| (*v as u32).to_le_bytes())
+            .collect(),
         Encoding::F16 => values
             .iter()
             .flat_map(|v| f16::from_f32(*v).to_le_bytes())
@@ -66,6 +88,10 @@ pub fn decode_values(data: &[u8], enc: Encoding, n: usize) -> Option<Vec<f32>> {
     let le = |b: &[u8]| f32::from_le_bytes([b[0], b[1], b[2], b[3]]);
     Some(match enc {
         Encoding::F32 => data.chunks_exact(4).map(le).collect(),
+        Encoding::U32 => data
+            .chunks_exact(4)
+            .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as f32)
+            .collect(),
         Encoding::F16 => data
             .chunks_exact(2)
             .map(|b| f16::from_le_bytes([b[0], b[1]]).to_f32())
@@ -102,6 +128,7 @@ mod tests {
                     Encoding::F16 => amax / 1024.0,
                     // Half a step of max|x| / 127.
                     Encoding::Int8 => amax / 254.0 * 1.0001,
+                    Encoding::U32 => unreachable!("not in this loop"),
                 };
                 for (a, b) in xs.iter().zip(ys) {
                     assert!((a - b).abs() <= tol, "{enc:?} block {blk}: {a} vs {b}");
@@ -139,9 +166,12 @@ mod tests {
 
     #[test]
     fn names_parse_back() {
-        for enc in [Encoding::F32, Encoding::F16, Encoding::Int8] {
+        for enc in [Encoding::F32, Encoding::F16, Encoding::Int8, Encoding::U32] {
             assert_eq!(enc.name().parse::<Encoding>(), Ok(enc));
         }
+        let ids = [0u32, 7, 30_521, u32::MAX];
+        assert_eq!(decode_ids(&encode_ids(&ids), 4), Some(ids.to_vec()));
+        assert_eq!(decode_ids(&encode_ids(&ids), 3), None);
         assert!("i8".parse::<Encoding>().is_err());
     }
 }
