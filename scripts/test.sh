@@ -13,6 +13,6 @@ cargo test --workspace --release
 # cleanly where there is no CUDA driver.
 GPU_FEATURES=edgecut-cli/gpu,edgecut-backends/vulkan,edgecut-backends/cuda,edgecut-tests/vulkan,edgecut-tests/cuda
 cargo clippy --workspace --all-targets --release --features "$GPU_FEATURES" -- -D warnings
-cargo test --release -p edgecut-backends --features vulkan,cuda --test gpu_conformance
+cargo test --release -p edgecut-backends --features vulkan,cuda --test gpu_conformance --test contract
 cargo test --release -p edgecut-tests --features vulkan,cuda --test it gpu_
 scripts/test-arm.sh

@@ -1,0 +1,395 @@
+//! One conformance suite for the backend contract ([`Backend`]), instantiated per backend: every
+//! CPU kernel set at 1, 2 and 3 threads, wgpu (lavapipe where there is no GPU) and CUDA where a
+//! driver is present. Each op the backend [`supports`](Backend::supports) is checked against an
+//! f64 reference with a stated tolerance; each op it does not support must answer
+//! `OpError::Unsupported`, not a wrong result. The fused encoder blocks are checked against the
+//! contract's op-by-op default.
+
+use edgecut_backends::cpu::{kernels, AttentionPrecision, CpuBackend};
+use edgecut_backends::encoder::{self, EncoderBlock, EncoderDims, LayerNorm, Qkv};
+use edgecut_backends::ops::{ActQuant, OpError, RopeStyle};
+use edgecut_backends::{quant, Act, Backend, DType, KvShape, Op, WeightSource};
+
+mod common;
+
+use common::Rng;
+
+fn up<B: Backend>(b: &B, v: &[f32]) -> B::Buffer {
+    b.upload(v.to_vec())
+}
+
+fn down<B: Backend>(b: &B, x: B::Buffer) -> Vec<f32> {
+    b.download(x).unwrap()
+}
+
+fn close(what: &str, got: &[f32], want: &[f64], tol: impl Fn(usize) -> f64) {
+    assert_eq!(got.len(), want.len(), "{what}: length");
+    for (i, (g, w)) in got.iter().zip(want).enumerate() {
+        let d = (*g as f64 - w).abs();
+        assert!(
+            d <= tol(i),
+            "{what}[{i}]: {g} vs {w} (off by {d}, tolerance {})",
+            tol(i)
+        );
+    }
+}
+
+/// A Q8_0 matrix `[n, k]` with a bias, prepared on `b`, and its dequantized f64 values.
+fn matrix<B: Backend>(
+    b: &B,
+    rng: &mut Rng,
+    n: usize,
+    k: usize,
+    act: ActQuant,
+) -> (B::Matrix, Vec<f64>, Vec<f32>) {
+    let q = quant::quantize_q8_0_vec(&rng.vec(n * k, 0.5)).unwrap();
+    let mut w = vec![0f32; n * k];
+    quant::dequantize(DType::Q8_0, &q, &mut w).unwrap();
+    let bias = rng.vec(n, 0.1);
+    let m = b
+        .prepare(WeightSource {
+            dtype: DType::Q8_0,
+            data: &q,
+            storage: None,
+            n,
+            k,
+            bias: Some(&bias),
+            act,
+        })
+        .unwrap();
+    (m, w.iter().map(|&v| v as f64).collect(), bias)
+}
+
+fn linear<B: Backend>(b: &B, rng: &mut Rng) {
+    let (m, n, k) = (5, 40, 64);
+    for act in [ActQuant::Int8, ActQuant::Int8Outliers] {
+        let (w, wf, bias) = matrix(b, rng, n, k, act);
+        let mut x = rng.vec(m * k, 1.0);
+        x[3] = 9.0; // an outlier column
+        let xb = up(b, &x);
+        let mut out = b.buffer(m * n);
+        b.linear(&xb, m, &w, &mut out).unwrap();
+        let mut want = vec![0f64; m * n];
+        let mut mag = vec![0f64; m * n];
+        for i in 0..m {
+            for j in 0..n {
+                let row = &x[i * k..(i + 1) * k];
+                want[i * n + j] = bias[j] as f64
+                    + row
+                        .iter()
+                        .zip(&wf[j * k..])
+                        .map(|(a, w)| *a as f64 * w)
+                        .sum::<f64>();
+                mag[i * n + j] = row
+                    .iter()
+                    .zip(&wf[j * k..])
+                    .map(|(a, w)| (*a as f64 * w).abs())
+                    .sum();
+            }
+        }
+        // Activations quantized to int8 per 32: at most half a step (max|x| / 254) per value.
+        close(&format!("linear {act:?}"), &down(b, out), &want, |i| {
+            0.02 * mag[i] + 1e-4
+        });
+        // A wrong input size is a shape error.
+        let mut out = b.buffer(m * n);
+        assert!(matches!(
+            b.linear(&up(b, &x[..k * 2]), m, &w, &mut out),
+            Err(OpError::Shape(_))
+        ));
+    }
+    // f32 activations against stored blocks: exact products of the stored weights, or refused.
+    let q = quant::quantize_q8_0_vec(&rng.vec(n * k, 0.5)).unwrap();
+    let src = WeightSource {
+        dtype: DType::Q8_0,
+        data: &q,
+        storage: None,
+        n,
+        k,
+        bias: None,
+        act: ActQuant::F32,
+    };
+    match b.prepare(src) {
+        Ok(w) => {
+            assert!(b.supports(Op::LinearF32));
+            let mut wf = vec![0f32; n * k];
+            quant::dequantize(DType::Q8_0, &q, &mut wf).unwrap();
+            let x = rng.vec(m * k, 1.0);
+            let mut out = b.buffer(m * n);
+            b.linear(&up(b, &x), m, &w, &mut out).unwrap();
+            let want: Vec<f64> = (0..m * n)
+                .map(|ij| {
+                    let (i, j) = (ij / n, ij % n);
+                    (0..k)
+                        .map(|t| x[i * k + t] as f64 * wf[j * k + t] as f64)
+                        .sum()
+                })
+                .collect();
+            // int16 activations on the few-row path: within 1e-3 of the magnitude.
+            close("linear F32", &down(b, out), &want, |_| 2e-3);
+        }
+        Err(e) => {
+            assert!(!b.supports(Op::LinearF32));
+            assert!(matches!(e, OpError::Unsupported { .. }), "{e}");
+        }
+    }
+}
+
+fn norms_and_activations<B: Backend>(b: &B, rng: &mut Rng) {
+    let (rows, dim) = (3, 48);
+    let x = rng.vec(rows * dim, 2.0);
+    let d = rng.vec(rows * dim, 0.5);
+    let (g, bt) = (rng.vec(dim, 1.0), rng.vec(dim, 0.2));
+    let (gv, bv) = (b.vector(&g), b.vector(&bt));
+    let mut xb = up(b, &x);
+    b.layer_norm(&mut xb, Some(&up(b, &d)), dim, &gv, &bv, 1e-5)
+        .unwrap();
+    let mut want = Vec::new();
+    for r in 0..rows {
+        let v: Vec<f64> = (0..dim)
+            .map(|c| (x[r * dim + c] + d[r * dim + c]) as f64)
+            .collect();
+        let mean = v.iter().sum::<f64>() / dim as f64;
+        let var = v.iter().map(|a| (a - mean).powi(2)).sum::<f64>() / dim as f64;
+        for c in 0..dim {
+            want.push((v[c] - mean) / (var + 1e-5).sqrt() * g[c] as f64 + bt[c] as f64);
+        }
+    }
+    close("layer norm", &down(b, xb), &want, |_| 1e-4);
+    for act in [Act::Gelu, Act::Tanh, Act::Relu] {
+        let mut xb = up(b, &x);
+        b.activate(&mut xb, act).unwrap();
+        let want: Vec<f64> = x
+            .iter()
+            .map(|&v| {
+                let v = v as f64;
+                match act {
+                    Act::Gelu => 0.5 * v * (1.0 + erf64(v / std::f64::consts::SQRT_2)),
+                    Act::Tanh => v.tanh(),
+                    _ => v.max(0.0),
+                }
+            })
+            .collect();
+        close(&format!("{act:?}"), &down(b, xb), &want, |_| 1e-5);
+    }
+    // RMS norm and SwiGLU.
+    let mut out = b.buffer(rows * dim);
+    b.rms_norm(&up(b, &x), &mut out, dim, &gv, 1e-6).unwrap();
+    let want: Vec<f64> = (0..rows * dim)
+        .map(|i| {
+            let r = i / dim;
+            let row = &x[r * dim..(r + 1) * dim];
+            let ms = row.iter().map(|&v| (v as f64).powi(2)).sum::<f64>() / dim as f64;
+            x[i] as f64 / (ms + 1e-6).sqrt() * g[i % dim] as f64
+        })
+        .collect();
+    close("rms norm", &down(b, out), &want, |_| 1e-4);
+    let mut gate = up(b, &x);
+    b.silu_mul(&mut gate, &up(b, &d)).unwrap();
+    let want: Vec<f64> = x
+        .iter()
+        .zip(&d)
+        .map(|(&a, &u)| a as f64 / (1.0 + (-a as f64).exp()) * u as f64)
+        .collect();
+    close("silu mul", &down(b, gate), &want, |_| 1e-4);
+    // add: supported or refused.
+    let mut a = up(b, &x);
+    match b.add(&mut a, &up(b, &d)) {
+        Ok(()) => {
+            let want: Vec<f64> = x.iter().zip(&d).map(|(a, c)| (*a + *c) as f64).collect();
+            close("add", &down(b, a), &want, |_| 0.0);
+        }
+        Err(e) => assert!(!b.supports(Op::Add) && matches!(e, OpError::Unsupported { .. })),
+    }
+}
+
+fn erf64(x: f64) -> f64 {
+    // Abramowitz-Stegun 7.1.26 is too coarse for 1e-5; integrate instead (Simpson, fine grid).
+    let n = 2000;
+    let h = x / n as f64;
+    let f = |t: f64| (-t * t).exp();
+    let mut s = f(0.0) + f(x);
+    for i in 1..n {
+        s += f(i as f64 * h) * if i % 2 == 1 { 4.0 } else { 2.0 };
+    }
+    s * h / 3.0 * 2.0 / std::f64::consts::PI.sqrt()
+}
+
+fn rope_and_cache<B: Backend>(b: &B, rng: &mut Rng) {
+    let (heads, kv_heads, hd, rows, pos0) = (4, 2, 16, 3, 2);
+    let inv: Vec<f32> = (0..hd / 2)
+        .map(|i| 1.0 / 10_000f32.powf(2.0 * i as f32 / hd as f32))
+        .collect();
+    let q = rng.vec(rows * heads * hd, 1.0);
+    let mut qb = up(b, &q);
+    b.rope(
+        &mut qb,
+        heads,
+        hd,
+        pos0,
+        &b.vector(&inv),
+        RopeStyle::Interleaved,
+    )
+    .unwrap();
+    let mut want = Vec::new();
+    for r in 0..rows {
+        for h in 0..heads {
+            let v = &q[(r * heads + h) * hd..][..hd];
+            for p in 0..hd / 2 {
+                let a = (pos0 + r) as f64 * inv[p] as f64;
+                let (x0, x1) = (v[2 * p] as f64, v[2 * p + 1] as f64);
+                want.push(x0 * a.cos() - x1 * a.sin());
+                want.push(x0 * a.sin() + x1 * a.cos());
+            }
+        }
+    }
+    let roped = down(b, qb);
+    close("rope", &roped, &want, |_| 1e-4);
+    let shape = KvShape {
+        layers: 1,
+        kv_heads,
+        head_dim: hd,
+        capacity: 8,
+    };
+    let mut cache = match b.kv_cache(shape) {
+        Ok(c) => c,
+        Err(e) => {
+            assert!(!b.supports(Op::CausalAttention));
+            assert!(matches!(e, OpError::Unsupported { .. }), "{e}");
+            return;
+        }
+    };
+    // Positions 0..pos0 + rows filled, then the last `rows` queries attend causally.
+    let t = pos0 + rows;
+    let k = rng.vec(t * kv_heads * hd, 1.0);
+    let v = rng.vec(t * kv_heads * hd, 1.0);
+    let kvw = kv_heads * hd;
+    b.kv_append(
+        &mut cache,
+        0,
+        0,
+        &up(b, &k[..pos0 * kvw]),
+        &up(b, &v[..pos0 * kvw]),
+    )
+    .unwrap();
+    b.kv_append(
+        &mut cache,
+        0,
+        pos0,
+        &up(b, &k[pos0 * kvw..]),
+        &up(b, &v[pos0 * kvw..]),
+    )
+    .unwrap();
+    let mut out = b.buffer(rows * heads * hd);
+    b.causal_attention(&up(b, &roped), &cache, 0, pos0, heads, &mut out)
+        .unwrap();
+    let f16 = |x: f32| half::f16::from_f32(x).to_f64();
+    let mut want = Vec::new();
+    for r in 0..rows {
+        for h in 0..heads {
+            let g = h / (heads / kv_heads);
+            let qv = &roped[(r * heads + h) * hd..][..hd];
+            let n = pos0 + r + 1;
+            let s: Vec<f64> = (0..n)
+                .map(|j| {
+                    (0..hd)
+                        .map(|d| qv[d] as f64 * f16(k[j * kvw + g * hd + d]))
+                        .sum::<f64>()
+                        / (hd as f64).sqrt()
+                })
+                .collect();
+            let m = s.iter().cloned().fold(f64::MIN, f64::max);
+            let e: Vec<f64> = s.iter().map(|x| (x - m).exp()).collect();
+            let z: f64 = e.iter().sum();
+            for d in 0..hd {
+                want.push(
+                    (0..n)
+                        .map(|j| e[j] / z * f16(v[j * kvw + g * hd + d]))
+                        .sum(),
+                );
+            }
+        }
+    }
+    close("causal attention", &down(b, out), &want, |_| 1e-3);
+}
+
+fn encoder<B: Backend>(b: &B, rng: &mut Rng) {
+    let dims = EncoderDims {
+        hidden: 64,
+        heads: 2,
+        ffn: 96,
+        eps: 1e-12,
+    };
+    let h = dims.hidden;
+    let norm = |rng: &mut Rng| LayerNorm::<B> {
+        gamma: b.vector(&rng.vec(h, 0.1).iter().map(|v| v + 1.0).collect::<Vec<_>>()),
+        beta: b.vector(&rng.vec(h, 0.05)),
+    };
+    let blocks: Vec<EncoderBlock<B>> = (0..2)
+        .map(|_| EncoderBlock {
+            qkv: Qkv::Stacked(matrix(b, rng, 3 * h, h, ActQuant::Int8Outliers).0),
+            o: matrix(b, rng, h, h, ActQuant::Int8).0,
+            attn_norm: norm(rng),
+            up: matrix(b, rng, dims.ffn, h, ActQuant::Int8Outliers).0,
+            down: matrix(b, rng, h, dims.ffn, ActQuant::Int8).0,
+            out_norm: norm(rng),
+        })
+        .collect();
+    // 3 texts of 40 tokens (120 rows: past the CPU's row-task threshold), padding masked.
+    let (batch, seq) = (3, 40);
+    let x = rng.vec(batch * seq * h, 1.0);
+    let mut mask = vec![1u8; batch * seq];
+    mask[seq - 5..seq].fill(0);
+    let mut fused = up(b, &x);
+    b.encoder_blocks(&blocks, &dims, &mut fused, &mask, batch, seq)
+        .unwrap();
+    let mut plain = up(b, &x);
+    encoder::blocks_op_by_op(b, &blocks, &dims, &mut plain, &mask, batch, seq).unwrap();
+    let (fused, plain) = (down(b, fused), down(b, plain));
+    assert!(fused.iter().all(|v| v.is_finite()));
+    assert_eq!(fused, plain, "encoder blocks: fused against op by op");
+    // A wrong mask is a shape error, not a panic.
+    let mut y = up(b, &x);
+    assert!(b
+        .encoder_blocks(&blocks, &dims, &mut y, &mask[1..], batch, seq)
+        .is_err());
+}
+
+/// The suite body, for any backend.
+fn suite<B: Backend>(b: &B) {
+    println!("contract suite on {}", b.describe());
+    let mut rng = Rng(42);
+    linear(b, &mut rng);
+    norms_and_activations(b, &mut rng);
+    rope_and_cache(b, &mut rng);
+    encoder(b, &mut rng);
+}
+
+#[test]
+fn every_cpu_kernel_set_at_1_2_and_3_threads() {
+    for ks in kernels::available() {
+        for threads in [1, 2, 3] {
+            let cpu = CpuBackend::with_kernels(ks, threads).with_attention(AttentionPrecision::F32);
+            suite(&cpu);
+            suite(&cpu.clone().split_everything());
+        }
+    }
+}
+
+#[cfg(feature = "wgpu")]
+#[test]
+fn wgpu() {
+    use edgecut_backends::gpu::{GpuBackend, GpuKind};
+    // An adapter is required (lavapipe counts): no silent pass on nothing.
+    suite(&GpuBackend::open(GpuKind::Wgpu, true).unwrap_or_else(|e| panic!("{e}")));
+}
+
+#[cfg(feature = "cuda")]
+#[test]
+fn cuda() {
+    use edgecut_backends::gpu::{GpuBackend, GpuKind};
+    match GpuBackend::open(GpuKind::Cuda, false) {
+        Ok(g) => suite(&g),
+        Err(e) => println!("no CUDA device: {e}"),
+    }
+}
