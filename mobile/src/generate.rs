@@ -12,7 +12,8 @@ use edgecut::{Chat, GenerateOptions, Llm, SamplingParams};
 
 use crate::EdgecutStatus::*;
 use crate::{
-    fail, guard, lookup, text, EdgecutModel, EdgecutStatus, Failure, Loaded, Res, NEXT_HANDLE,
+    close_handle, fail, guard, handle, lookup, text, EdgecutModel, EdgecutStatus, Failure, Loaded,
+    Res, NEXT_HANDLE,
 };
 
 /// How to generate; zero-initialised means greedy with 256 tokens at most.
@@ -172,13 +173,7 @@ fn chats() -> &'static Mutex<HashMap<u64, Arc<Mutex<Chat>>>> {
 }
 
 fn chat_of(h: EdgecutChat) -> Res<Arc<Mutex<Chat>>> {
-    let r = chats().lock().unwrap_or_else(|e| e.into_inner());
-    r.get(&h).cloned().ok_or_else(|| {
-        Failure(
-            EDGECUT_STATUS_INVALID_HANDLE,
-            format!("chat handle {h} is unknown or closed"),
-        )
-    })
+    handle(chats(), h, "chat")
 }
 
 /// Opens a chat on a decoder with the model's chat template, with an optional system message
@@ -289,17 +284,5 @@ pub unsafe extern "C" fn edgecut_chat_cached_tokens(
 /// Closes a chat (its KV cache is freed when a turn running on it returns). Thread-safe.
 #[no_mangle]
 pub extern "C" fn edgecut_chat_close(chat: EdgecutChat) -> EdgecutStatus {
-    guard(|| {
-        let removed = chats()
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&chat);
-        match removed {
-            Some(_) => Ok(()),
-            None => fail(
-                EDGECUT_STATUS_INVALID_HANDLE,
-                format!("chat handle {chat} is unknown or closed"),
-            ),
-        }
-    })
+    guard(|| close_handle(chats(), chat, "chat"))
 }

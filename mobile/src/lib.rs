@@ -156,14 +156,31 @@ pub(crate) unsafe fn text<'a>(p: *const c_char, what: &str) -> Res<&'a str> {
     })
 }
 
-pub(crate) fn lookup(h: EdgecutModel) -> Res<Arc<Loaded>> {
-    let r = registry().lock().unwrap_or_else(|e| e.into_inner());
+/// The entry of handle `h` (a `what` handle) in `map`, or the invalid-handle failure.
+pub(crate) fn handle<T: Clone>(map: &Mutex<HashMap<u64, T>>, h: u64, what: &str) -> Res<T> {
+    let r = map.lock().unwrap_or_else(|e| e.into_inner());
     r.get(&h).cloned().ok_or_else(|| {
         Failure(
             EDGECUT_STATUS_INVALID_HANDLE,
-            format!("model handle {h} is unknown or closed"),
+            format!("{what} handle {h} is unknown or closed"),
         )
     })
+}
+
+/// Removes handle `h` (a `what` handle) from `map`; what it held is freed when the last call
+/// using it returns.
+pub(crate) fn close_handle<T>(map: &Mutex<HashMap<u64, T>>, h: u64, what: &str) -> Res {
+    match map.lock().unwrap_or_else(|e| e.into_inner()).remove(&h) {
+        Some(_) => Ok(()),
+        None => fail(
+            EDGECUT_STATUS_INVALID_HANDLE,
+            format!("{what} handle {h} is unknown or closed"),
+        ),
+    }
+}
+
+pub(crate) fn lookup(h: EdgecutModel) -> Res<Arc<Loaded>> {
+    handle(registry(), h, "model")
 }
 
 pub(crate) fn encoder(l: &Loaded) -> Res<&Session> {
@@ -264,19 +281,7 @@ pub unsafe extern "C" fn edgecut_model_open(
 /// with the handle fail with `EDGECUT_STATUS_INVALID_HANDLE`.
 #[no_mangle]
 pub extern "C" fn edgecut_model_close(model: EdgecutModel) -> EdgecutStatus {
-    guard(|| {
-        let removed = registry()
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&model);
-        match removed {
-            Some(_) => Ok(()),
-            None => fail(
-                EDGECUT_STATUS_INVALID_HANDLE,
-                format!("model handle {model} is unknown or closed"),
-            ),
-        }
-    })
+    guard(|| close_handle(registry(), model, "model"))
 }
 
 /// Writes the length of the model's sentence vectors to `out` (encoders). Thread-safe.

@@ -15,7 +15,8 @@ use edgecut_wire::Encoding;
 
 use crate::EdgecutStatus::*;
 use crate::{
-    fail, guard, lookup, text, EdgecutModel, EdgecutStatus, Failure, Loaded, Res, NEXT_HANDLE,
+    close_handle, fail, guard, handle, lookup, text, EdgecutModel, EdgecutStatus, Failure, Loaded,
+    Res, NEXT_HANDLE,
 };
 
 /// How to split; zero-initialised fields take the defaults.
@@ -125,13 +126,7 @@ pub unsafe extern "C" fn edgecut_split_open(
 }
 
 fn split_of(h: EdgecutSplit) -> Res<Arc<Mutex<Client>>> {
-    let r = splits().lock().unwrap_or_else(|e| e.into_inner());
-    r.get(&h).cloned().ok_or_else(|| {
-        Failure(
-            EDGECUT_STATUS_INVALID_HANDLE,
-            format!("split handle {h} is unknown or closed"),
-        )
-    })
+    handle(splits(), h, "split")
 }
 
 /// Embeds `text` split with the server into `out` (`out_len` floats; too small: the size goes
@@ -196,17 +191,5 @@ pub unsafe extern "C" fn edgecut_split_embed(
 /// Closes a split handle (its connection closes). Thread-safe.
 #[no_mangle]
 pub extern "C" fn edgecut_split_close(split: EdgecutSplit) -> EdgecutStatus {
-    guard(|| {
-        let removed = splits()
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&split);
-        match removed {
-            Some(_) => Ok(()),
-            None => fail(
-                EDGECUT_STATUS_INVALID_HANDLE,
-                format!("split handle {split} is unknown or closed"),
-            ),
-        }
-    })
+    guard(|| close_handle(splits(), split, "split"))
 }
