@@ -178,15 +178,9 @@ impl Device {
 impl fmt::Display for Device {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Device::Cpu(c) => write!(
-                f,
-                "cpu ({} kernels, {} thread{})",
-                c.kernels().name,
-                c.threads(),
-                if c.threads() == 1 { "" } else { "s" }
-            ),
+            Device::Cpu(c) => f.write_str(&c.describe()),
             #[cfg(any(feature = "wgpu", feature = "cuda"))]
-            Device::Gpu(g) => write!(f, "{g}"),
+            Device::Gpu(g) => f.write_str(&g.describe()),
         }
     }
 }

@@ -126,31 +126,22 @@ pub fn attend<B: Backend>(
     seq: usize,
 ) -> Result<(), OpError> {
     let h = dims.hidden;
-    let a = match &blk.qkv {
-        Qkv::Stacked(_) => EncoderAttention {
-            q: &*s.qkv,
-            k: &*s.qkv,
-            v: &*s.qkv,
-            offsets: [0, h, 2 * h],
-            stride: 3 * h,
-            mask,
-            batch,
-            seq,
-            heads: dims.heads,
-            head_dim: h / dims.heads,
-        },
-        Qkv::Separate(_) => EncoderAttention {
-            q: &*s.qkv,
-            k: &*s.k,
-            v: &*s.v,
-            offsets: [0, 0, 0],
-            stride: h,
-            mask,
-            batch,
-            seq,
-            heads: dims.heads,
-            head_dim: h / dims.heads,
-        },
+    // Stacked: q, k and v at offsets within one product's rows; separate: three buffers.
+    let (k, v, offsets, stride) = match &blk.qkv {
+        Qkv::Stacked(_) => (&*s.qkv, &*s.qkv, [0, h, 2 * h], 3 * h),
+        Qkv::Separate(_) => (&*s.k, &*s.v, [0, 0, 0], h),
+    };
+    let a = EncoderAttention {
+        q: &*s.qkv,
+        k,
+        v,
+        offsets,
+        stride,
+        mask,
+        batch,
+        seq,
+        heads: dims.heads,
+        head_dim: h / dims.heads,
     };
     b.resize(&mut s.ctx, batch * seq * h);
     b.attention(&a, &mut s.ctx)

@@ -1,9 +1,9 @@
 //! `edgecut serve` as a real process on loopback, with split clients and hostile ones. Every
 //! hostile client is followed by a good request, so the server is shown to be up and serving.
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::net::TcpStream;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use edgecut::{cosine, Session, WeightType};
@@ -28,49 +28,19 @@ fn start(extra: &[&str]) -> Server {
     let m = minilm(WeightType::Q8_0);
     let tok = scratch().join(format!("token-{}", std::process::id()));
     std::fs::write(&tok, "s3cret\n").unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_edgecut"))
-        .args([
-            "serve",
-            "-m",
-            m.to_str().unwrap(),
-            "--listen",
-            "127.0.0.1:0",
-            "--token-file",
-        ])
-        .arg(&tok)
-        .args(["--frame-timeout", "1", "--idle-timeout", "5"])
-        .args(extra)
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    // The server prints its address once it listens.
-    let mut err = child.stderr.take().unwrap();
-    let mut buf = Vec::new();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let addr = loop {
-        let mut b = [0u8; 256];
-        let n = err.read(&mut b).unwrap();
-        assert!(
-            n > 0 && Instant::now() < deadline,
-            "serve did not start: {}",
-            String::from_utf8_lossy(&buf)
-        );
-        buf.extend_from_slice(&b[..n]);
-        let text = String::from_utf8_lossy(&buf);
-        // Only whole lines: a read may end in the middle of one.
-        let whole = &text[..text.rfind('\n').map_or(0, |i| i + 1)];
-        if let Some(line) = whole
-            .lines()
-            .find(|l| l.starts_with("serve:") && l.contains(" at "))
-        {
-            break line.rsplit(" at ").next().unwrap().trim().to_string();
-        }
-    };
-    // Keep draining stderr so the server never blocks on it.
-    std::thread::spawn(move || {
-        let mut sink = Vec::new();
-        let _ = err.read_to_end(&mut sink);
-    });
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_edgecut"));
+    cmd.args([
+        "serve",
+        "-m",
+        m.to_str().unwrap(),
+        "--listen",
+        "127.0.0.1:0",
+        "--token-file",
+    ])
+    .arg(&tok)
+    .args(["--frame-timeout", "1", "--idle-timeout", "5"])
+    .args(extra);
+    let (child, addr) = edgecut_tests::spawn_serve(cmd);
     Server { child, addr }
 }
 

@@ -2,10 +2,8 @@
 //! MiniLM: `embed.c` prints the similarity the Rust API gives (to 1e-4); `split.c` embeds
 //! through a real `edgecut serve` on loopback and falls back to the device when it is gone.
 
-use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
 
 use edgecut::{cosine, Session, WeightType};
 use edgecut_tests::{minilm, scratch};
@@ -86,33 +84,11 @@ fn cli() -> PathBuf {
 
 /// `edgecut serve` on a free loopback port, and its address.
 fn serve(model: &Path) -> (std::process::Child, String) {
-    let mut child = Command::new(cli())
-        .args(["serve", "-m"])
+    let mut cmd = Command::new(cli());
+    cmd.args(["serve", "-m"])
         .arg(model)
-        .args(["--listen", "127.0.0.1:0", "--device", "cpu"])
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut err = child.stderr.take().unwrap();
-    let (mut buf, deadline) = (Vec::new(), Instant::now() + Duration::from_secs(60));
-    let addr = loop {
-        let mut b = [0u8; 256];
-        let n = err.read(&mut b).unwrap();
-        assert!(n > 0 && Instant::now() < deadline, "serve did not start");
-        buf.extend_from_slice(&b[..n]);
-        let text = String::from_utf8_lossy(&buf);
-        let whole = &text[..text.rfind('\n').map_or(0, |i| i + 1)];
-        if let Some(l) = whole
-            .lines()
-            .find(|l| l.starts_with("serve:") && l.contains(" at "))
-        {
-            break l.rsplit(" at ").next().unwrap().trim().to_string();
-        }
-    };
-    std::thread::spawn(move || {
-        let _ = err.read_to_end(&mut Vec::new());
-    });
-    (child, addr)
+        .args(["--listen", "127.0.0.1:0", "--device", "cpu"]);
+    edgecut_tests::spawn_serve(cmd)
 }
 
 /// Issue 10: split embedding from C, through a real server on loopback, and the fallback.

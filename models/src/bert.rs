@@ -218,11 +218,6 @@ impl Bert {
         &self.file
     }
 
-    /// The device the model runs on, in words.
-    pub fn device(&self) -> String {
-        self.on.describe()
-    }
-
     /// Number of classes of the classification head, if the model has one.
     pub fn n_classes(&self) -> Option<usize> {
         self.on.n_classes()

@@ -189,11 +189,6 @@ impl Llama {
         &self.file
     }
 
-    /// The device the model runs on, in words.
-    pub fn device(&self) -> String {
-        self.on.describe()
-    }
-
     /// Bytes of weights held outside the file map (re-quantized and repacked matrices, norms).
     pub fn owned_bytes(&self) -> usize {
         self.on.owned_bytes()
@@ -248,13 +243,7 @@ impl Llama {
 
     /// Stage `embeddings`: the vectors of `ids`, `[ids.len(), hidden]`.
     pub fn embed(&self, ids: &[u32]) -> Result<Vec<f32>> {
-        if let Some(&bad) = ids.iter().find(|&&id| id as usize >= self.config.vocab) {
-            return Err(edgecut_backends::ops::OpError::TokenId {
-                id: bad,
-                vocab: self.config.vocab,
-            }
-            .into());
-        }
+        // The gather refuses an id past the table (OpError::TokenId).
         let mut x = vec![0f32; ids.len() * self.config.hidden];
         self.embd.gather(&self.file, ids, &mut x)?;
         Ok(x)
@@ -264,13 +253,7 @@ impl Llama {
     /// positions after what the cache holds; appends their keys and values to it. Fails,
     /// leaving the cache as it was, when the rows do not fit.
     pub fn blocks(&self, cache: &mut KvCache, x: Vec<f32>) -> Result<Vec<f32>> {
-        let h = self.config.hidden;
-        if x.is_empty() || !x.len().is_multiple_of(h) {
-            return Err(ModelError::Input(format!(
-                "{} values are not rows of {h}",
-                x.len()
-            )));
-        }
+        let rows = self.rows(&x)?;
         if cache.owner() != self.serial {
             return Err(ModelError::Input(
                 "the KV cache belongs to another model (caches run only with the model that \
@@ -278,7 +261,6 @@ impl Llama {
                     .into(),
             ));
         }
-        let rows = x.len() / h;
         if rows > cache.capacity() - cache.len() {
             return Err(ModelError::ContextFull {
                 tokens: rows,
@@ -295,6 +277,12 @@ impl Llama {
 
     /// Stage `head`: the logits of rows `x` (`[rows, hidden]`), `[rows, vocab]`.
     pub fn head(&self, x: &[f32]) -> Result<Vec<f32>> {
+        let rows = self.rows(x)?;
+        self.on.head(x.to_vec(), rows)
+    }
+
+    /// Rows of `hidden` values in `x` (at least one).
+    fn rows(&self, x: &[f32]) -> Result<usize> {
         let h = self.config.hidden;
         if x.is_empty() || !x.len().is_multiple_of(h) {
             return Err(ModelError::Input(format!(
@@ -302,7 +290,7 @@ impl Llama {
                 x.len()
             )));
         }
-        self.on.head(x.to_vec(), x.len() / h)
+        Ok(x.len() / h)
     }
 
     /// Runs `ids` at the positions after what `cache` (of every layer) holds, appends their

@@ -62,11 +62,6 @@ impl<'a, B: Backend> Weights<'a, B> {
         }
     }
 
-    /// The backend the weights are prepared for.
-    pub fn backend(&self) -> &'a B {
-        self.backend
-    }
-
     fn source(&self, prefix: &str, n: usize, k: usize, bias: Bias) -> Result<Source<'a>> {
         let w = self.file.require_tensor(&format!("{prefix}.weight"))?;
         expect_dims(&w, &[k as u64, n as u64])?;

@@ -171,7 +171,7 @@ pub struct Llm {
 
 pub(crate) struct LlmInner {
     pub(crate) model: Llama,
-    tokenizer: Tokenizer,
+    pub(crate) tokenizer: Tokenizer,
     template: Option<ChatTemplate>,
     device: Device,
     context: usize,

@@ -9,19 +9,10 @@ pub use edgecut_models::stages::{Stage, StageGraph, StageId, StageOutput};
 
 use crate::{Error, Llm, Result, Session};
 
-/// A text of `seq` tokens for `tokenize` (special tokens included): repeated "hello", with
-/// the token count checked.
-fn ids_of(seq: usize, tokenize: impl Fn(&str) -> Result<Vec<u32>>) -> Result<Vec<u32>> {
-    let mut words = seq;
-    loop {
-        let ids = tokenize(&"hello ".repeat(words))?;
-        if ids.len() >= seq || words > 4 * seq + 8 {
-            let mut ids = ids;
-            ids.truncate(seq);
-            return Ok(ids);
-        }
-        words += seq - ids.len();
-    }
+/// A text of at least `seq` tokens: the tokenizer truncates it to exactly `seq`, special
+/// tokens included (as `edgecut bench` and `edgecut profile` build their inputs).
+fn long_text(seq: usize) -> String {
+    "hello ".repeat(seq)
 }
 
 impl Session {
@@ -44,7 +35,7 @@ impl Session {
                 self.max_seq_len()
             )));
         }
-        let ids = ids_of(seq, |t| self.tokenize(t))?;
+        let ids = self.tokenizer.encode(&long_text(seq), true, Some(seq))?.ids;
         let mut times = Vec::with_capacity(self.stage_count());
         let mut t = Instant::now();
         let mut lap = |t: &mut Instant| {
@@ -83,7 +74,11 @@ impl Llm {
                 self.context_len()
             )));
         }
-        let ids = ids_of(seq, |t| self.tokenize(t))?;
+        let ids = self
+            .inner
+            .tokenizer
+            .encode(&long_text(seq), true, Some(seq))?
+            .ids;
         // One cache per block, made before the clock starts.
         let mut caches = (0..m.config.layers)
             .map(|l| m.new_cache_for(l..l + 1, seq))

@@ -150,3 +150,42 @@ pub fn ids(v: &serde_json::Value) -> Vec<u32> {
         .map(|x| x.as_u64().expect("id") as u32)
         .collect()
 }
+
+/// Starts `edgecut serve` as `cmd` describes it (listening on a free port, `127.0.0.1:0`) and
+/// returns the process and the address it printed once listening. Its standard error is
+/// drained in the background so the server never blocks on it.
+pub fn spawn_serve(mut cmd: Command) -> (std::process::Child, String) {
+    use std::io::Read;
+    let mut child = cmd
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start edgecut serve");
+    let mut err = child.stderr.take().expect("piped stderr");
+    let (mut buf, deadline) = (
+        Vec::new(),
+        std::time::Instant::now() + std::time::Duration::from_secs(60),
+    );
+    let addr = loop {
+        let mut b = [0u8; 256];
+        let n = err.read(&mut b).unwrap();
+        assert!(
+            n > 0 && std::time::Instant::now() < deadline,
+            "serve did not start: {}",
+            String::from_utf8_lossy(&buf)
+        );
+        buf.extend_from_slice(&b[..n]);
+        let text = String::from_utf8_lossy(&buf);
+        // Only whole lines: a read may end in the middle of one.
+        let whole = &text[..text.rfind('\n').map_or(0, |i| i + 1)];
+        if let Some(line) = whole
+            .lines()
+            .find(|l| l.starts_with("serve:") && l.contains(" at "))
+        {
+            break line.rsplit(" at ").next().unwrap().trim().to_string();
+        }
+    };
+    std::thread::spawn(move || {
+        let _ = err.read_to_end(&mut Vec::new());
+    });
+    (child, addr)
+}

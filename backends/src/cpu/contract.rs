@@ -39,11 +39,25 @@ const ROWS_PER_TASK: usize = 32;
 
 thread_local! {
     /// The blocks' buffers, kept per thread so a steady-state forward pass does not allocate.
-    static SCRATCH: std::cell::RefCell<Option<Scratch<CpuBackend>>> =
-        const { std::cell::RefCell::new(None) };
+    static SCRATCH: std::cell::RefCell<Scratch<CpuBackend>> =
+        std::cell::RefCell::new(Scratch::default());
     /// A row task's buffers (`o`, `up`).
     static ROW_SCRATCH: std::cell::RefCell<(Vec<f32>, Vec<f32>)> =
         const { std::cell::RefCell::new((Vec::new(), Vec::new())) };
+}
+
+/// CPU buffers start empty (so the thread-local scratch can be made without a backend).
+impl Default for Scratch<CpuBackend> {
+    fn default() -> Self {
+        Scratch {
+            qkv: Vec::new(),
+            k: Vec::new(),
+            v: Vec::new(),
+            ctx: Vec::new(),
+            o: Vec::new(),
+            up: Vec::new(),
+        }
+    }
 }
 
 /// The first error a task met (tasks cannot return one).
@@ -384,14 +398,7 @@ impl Backend for CpuBackend {
         OpError::check("encoder mask", mask.len(), batch * seq)?;
         let group = (GROUP_ROWS / seq.max(1)).max(1);
         let stacked = blocks.iter().all(|b| matches!(b.qkv, Qkv::Stacked(_)));
-        SCRATCH.with(|cell| {
-            // A re-entrant call (from inside a pool task) gets fresh buffers, not a panic.
-            let mut guard = cell.try_borrow_mut().ok();
-            let mut fresh = None;
-            let s = match guard.as_deref_mut() {
-                Some(slot) => slot.get_or_insert_with(|| Scratch::new(self)),
-                None => fresh.insert(Scratch::new(self)),
-            };
+        with_scratch(&SCRATCH, |s| {
             let mut b0 = 0;
             while b0 < batch {
                 let nb = group.min(batch - b0);

@@ -16,7 +16,6 @@ use crate::weights::{Bias, Weights};
 
 /// What the model asks of its backend-specific half.
 pub(super) trait Encoder: Send + Sync {
-    fn describe(&self) -> String;
     fn n_classes(&self) -> Option<usize>;
     fn owned_bytes(&self) -> usize;
     /// The embedding layer norm of summed embeddings `[rows, hidden]`.
@@ -108,10 +107,6 @@ impl Instantiate for Load<'_> {
 }
 
 impl<B: Backend> Encoder for On<B> {
-    fn describe(&self) -> String {
-        self.b.describe()
-    }
-
     fn n_classes(&self) -> Option<usize> {
         self.head.as_ref().map(|h| h.out.n())
     }

@@ -17,7 +17,6 @@ use crate::weights::{vector, Bias, Weights};
 
 /// What the model asks of its backend-specific half.
 pub(super) trait Decoder: Send + Sync {
-    fn describe(&self) -> String;
     fn owned_bytes(&self) -> usize;
     /// A cache's backend half for `layers` and `capacity` positions.
     fn new_state(
@@ -59,10 +58,10 @@ struct On<B: Backend> {
     inv_freq: B::Vector,
 }
 
-/// A KV cache's backend half: the cache of layers `layers` and the activation buffers.
+/// A KV cache's backend half: the backend's cache of the `KvCache`'s layers and the
+/// activation buffers.
 struct State<B: Backend> {
     kv: B::KvCache,
-    layers: Range<usize>,
     /// xn (normed), q, k, v, att (attention out), gate, up.
     scratch: [B::Buffer; 7],
 }
@@ -176,10 +175,6 @@ impl<B: Backend> On<B> {
 }
 
 impl<B: Backend> Decoder for On<B> {
-    fn describe(&self) -> String {
-        self.b.describe()
-    }
-
     fn owned_bytes(&self) -> usize {
         let b = self.blocks.iter().map(|b| {
             [&b.q, &b.k, &b.v, &b.wo, &b.gate, &b.up, &b.down]
@@ -204,11 +199,7 @@ impl<B: Backend> Decoder for On<B> {
             capacity,
         })?;
         let scratch = std::array::from_fn(|_| self.b.buffer(0));
-        Ok(Box::new(State::<B> {
-            kv,
-            layers,
-            scratch,
-        }))
+        Ok(Box::new(State::<B> { kv, scratch }))
     }
 
     fn run(
@@ -221,12 +212,6 @@ impl<B: Backend> Decoder for On<B> {
         let st = state.downcast_mut::<State<B>>().ok_or_else(|| {
             ModelError::Input("the KV cache was made by another model or device".into())
         })?;
-        if st.layers != layers {
-            return Err(ModelError::Input(format!(
-                "the KV cache holds layers {:?}, not {layers:?}",
-                st.layers
-            )));
-        }
         let c = &self.c;
         let t = x.len() / c.hidden;
         let (qw, kvw) = (c.heads * c.head_dim, c.kv_heads * c.head_dim);
