@@ -5,7 +5,7 @@
 use edgecut_models::bert::Activation;
 use edgecut_wire::{
     decode_ids, decode_values, encode_ids, encode_values, Activation as WireActivation, Encoding,
-    Infer, InferResult,
+    Infer, InferResult, InferShape,
 };
 
 use crate::{Error, Result, Session};
@@ -71,40 +71,62 @@ impl Session {
         })
     }
 
+    /// Checks a request's fixed fields (cut, padded length, width, encoding) against the model:
+    /// what a server can refuse from the first bytes of a request, before the activation is
+    /// received or anything sized by it is allocated.
+    pub fn check_shape(&self, shape: &InferShape) -> Result<()> {
+        let (n, cut, seq) = (self.stage_count(), shape.cut as usize, shape.seq as usize);
+        if cut >= n {
+            return Err(bad(format!("cut {cut} is not in 0..{n}")));
+        }
+        if seq == 0 || seq > self.model.cfg.context {
+            return Err(bad(format!(
+                "texts of {seq} tokens do not fit the model (context {})",
+                self.model.cfg.context
+            )));
+        }
+        let want_width = if cut == 0 { 1 } else { self.model.cfg.hidden };
+        if shape.width as usize != want_width {
+            return Err(bad(format!(
+                "width {} at cut {cut}; the model has {want_width}",
+                shape.width
+            )));
+        }
+        // Cut 0 carries token ids as integers; any other cut, activations as values.
+        if (cut == 0) != (shape.encoding == Encoding::U32) {
+            return Err(bad(format!(
+                "encoding {} at cut {cut}: token ids (cut 0) travel as u32, activations as \
+                 f32, f16 or int8",
+                shape.encoding
+            )));
+        }
+        Ok(())
+    }
+
     /// Checks every field of a request against the model and decodes its activation (nothing
     /// sized by the request is allocated before its sizes are checked): what the server runs,
     /// alone or merged with other requests of the same cut and length.
     pub fn accept(&self, req: &Infer) -> Result<ServerInput> {
-        let (n, cut) = (self.stage_count(), req.cut as usize);
         let a = &req.activation;
-        let (batch, seq) = (a.batch as usize, a.seq as usize);
-        if cut >= n {
-            return Err(bad(format!("cut {cut} is not in 0..{n}")));
-        }
-        if seq == 0 || seq > self.model.cfg.context || a.lengths.len() != batch {
+        self.check_shape(&InferShape {
+            request_id: req.request_id,
+            cut: req.cut,
+            encoding: a.encoding,
+            batch: a.batch,
+            seq: a.seq,
+            width: a.width,
+        })?;
+        let (cut, batch, seq) = (req.cut as usize, a.batch as usize, a.seq as usize);
+        if a.lengths.len() != batch {
             return Err(bad(format!(
-                "{batch} texts of {seq} tokens do not fit the model (context {})",
-                self.model.cfg.context
+                "{} lengths for {batch} texts",
+                a.lengths.len()
             )));
         }
         if a.lengths.iter().any(|&l| l as usize > seq) {
             return Err(bad("a text is longer than the activation's tokens"));
         }
-        let want_width = if cut == 0 { 1 } else { self.model.cfg.hidden };
-        if a.width as usize != want_width {
-            return Err(bad(format!(
-                "width {} at cut {cut}; the model has {want_width}",
-                a.width
-            )));
-        }
-        // Cut 0 carries token ids as integers; any other cut, activations as values.
-        if (cut == 0) != (a.encoding == Encoding::U32) {
-            return Err(bad(format!(
-                "encoding {} at cut {cut}: token ids (cut 0) travel as u32, activations as \
-                 f32, f16 or int8",
-                a.encoding
-            )));
-        }
+        let want_width = a.width as usize;
         let n_values = batch * seq * want_width;
         let data = if cut == 0 {
             let flat = decode_ids(&a.data, n_values)
@@ -205,6 +227,22 @@ impl ServerInput {
         self.lengths.len()
     }
 
+    /// Texts (cut 0) or values (any other cut) held: what a merge appends.
+    fn len(&self) -> usize {
+        match &self.data {
+            Input::Ids(a) => a.len(),
+            Input::Hidden(a) => a.len(),
+        }
+    }
+
+    /// Bytes the decoded input holds: what a server accounts for while it is queued.
+    pub fn bytes(&self) -> usize {
+        match &self.data {
+            Input::Ids(a) => a.iter().map(|t| t.len() * 4 + 24).sum(),
+            Input::Hidden(a) => a.len() * 4,
+        }
+    }
+
     /// The cut and the padded length: inputs merge only when both agree.
     pub fn shape(&self) -> (usize, usize) {
         (self.cut, self.seq)
@@ -213,8 +251,14 @@ impl ServerInput {
     /// One input holding `parts`' texts in order (their activations appended, nothing
     /// re-encoded). All must have one shape.
     pub fn merge(parts: Vec<ServerInput>) -> Result<ServerInput> {
+        let total: usize = parts.iter().map(ServerInput::len).sum();
         let mut it = parts.into_iter();
         let mut out = it.next().ok_or_else(|| bad("nothing to merge"))?;
+        // One allocation for the whole batch, not a doubling per append.
+        match &mut out.data {
+            Input::Ids(a) => a.reserve(total.saturating_sub(a.len())),
+            Input::Hidden(a) => a.reserve(total.saturating_sub(a.len())),
+        }
         for p in it {
             if p.shape() != out.shape() {
                 return Err(bad("inputs of different cuts or lengths do not merge"));

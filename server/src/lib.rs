@@ -1,15 +1,27 @@
 //! `edgecut serve` ([`serve`]): the server side of split inference on tokio, speaking the
-//! frames of `edgecut-wire`, optionally over TLS ([`tls_server_config`]); and a user-space link
-//! shaper ([`shape`]) for tests and demos. The device side is `edgecut-split` (blocking, no
-//! tokio), re-exported here for callers that use both.
+//! frames of `edgecut-wire`, optionally over TLS ([`tls_server_config`]), with every limit of
+//! [`ServeConfig`] enforced (`docs/wire.md` lists them); its Prometheus endpoint
+//! ([`serve_metrics`]); and a user-space link shaper ([`shape`]) for tests and demos. The
+//! device side is `edgecut-split` (blocking, no tokio), re-exported here for callers that use
+//! both.
 
+mod batcher;
+mod config;
+mod connection;
+mod guard;
+mod http;
+mod metrics;
 mod serve;
 mod shaper;
 mod tls;
 
+pub use config::{HttpLimits, ServeConfig};
 pub use edgecut_split::{
     AutoCut, ClientConfig, LinkEstimate, SplitClient, SplitError, SplitOutcome, TlsClient,
 };
-pub use serve::{serve, serve_metrics, Metrics, ServeConfig};
+pub use guard::read_token_file;
+pub use http::serve_http;
+pub use metrics::{serve_metrics, Metrics};
+pub use serve::serve;
 pub use shaper::{shape, shape_controlled, Shape, ShapeControl};
 pub use tls::server_config as tls_server_config;

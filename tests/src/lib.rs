@@ -154,7 +154,16 @@ pub fn ids(v: &serde_json::Value) -> Vec<u32> {
 /// Starts `edgecut serve` as `cmd` describes it (listening on a free port, `127.0.0.1:0`) and
 /// returns the process and the address it printed once listening. Its standard error is
 /// drained in the background so the server never blocks on it.
-pub fn spawn_serve(mut cmd: Command) -> (std::process::Child, String) {
+pub fn spawn_serve(cmd: Command) -> (std::process::Child, String) {
+    let (child, addr, _) = spawn_serve_logged(cmd);
+    (child, addr)
+}
+
+/// [`spawn_serve`], also returning the server's standard error as it grows (start-up lines
+/// first: the metrics address, for one).
+pub fn spawn_serve_logged(
+    mut cmd: Command,
+) -> (std::process::Child, String, std::sync::Arc<Mutex<String>>) {
     use std::io::Read;
     let mut child = cmd
         .stderr(std::process::Stdio::piped())
@@ -184,8 +193,18 @@ pub fn spawn_serve(mut cmd: Command) -> (std::process::Child, String) {
             break line.rsplit(" at ").next().unwrap().trim().to_string();
         }
     };
+    let log = std::sync::Arc::new(Mutex::new(String::from_utf8_lossy(&buf).into_owned()));
+    let l = log.clone();
     std::thread::spawn(move || {
-        let _ = err.read_to_end(&mut Vec::new());
+        let mut b = [0u8; 1024];
+        while let Ok(n) = err.read(&mut b) {
+            if n == 0 {
+                break;
+            }
+            l.lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push_str(&String::from_utf8_lossy(&b[..n]));
+        }
     });
-    (child, addr)
+    (child, addr, log)
 }

@@ -37,7 +37,74 @@ impl Default for Limits {
 /// Longest error message, bytes.
 const MAX_MESSAGE: usize = 1024;
 /// Longest access token, bytes.
-const MAX_TOKEN: usize = 512;
+pub const MAX_TOKEN: usize = 512;
+/// Largest HELLO payload: model id, encodings, token length, token.
+pub const MAX_HELLO_BYTES: usize = 32 + 1 + 2 + MAX_TOKEN;
+/// Bytes of an INFER payload's fixed fields (request id, cut, encoding, batch, seq, width),
+/// which [`parse_infer_prefix`] reads before the rest of the payload is received.
+pub const INFER_PREFIX_BYTES: usize = 19;
+
+/// The fixed fields of an INFER payload: enough to check a request against a model, and to
+/// know its full size, before its lengths and activation are received or allocated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InferShape {
+    /// The client's request id.
+    pub request_id: u64,
+    /// Stages run on the device.
+    pub cut: u16,
+    /// How the activation is encoded.
+    pub encoding: Encoding,
+    /// Texts (1..=limit).
+    pub batch: u16,
+    /// Tokens per text, padded (0: per-text values).
+    pub seq: u16,
+    /// Values per token.
+    pub width: u32,
+}
+
+impl InferShape {
+    /// Values in the activation: `batch * max(seq, 1) * width`.
+    pub fn values(&self) -> u64 {
+        self.batch as u64 * (self.seq as u64).max(1) * self.width as u64
+    }
+
+    /// Bytes of the whole payload this shape needs (fields, lengths, activation); `None` when
+    /// the size overflows.
+    pub fn payload_bytes(&self) -> Option<u64> {
+        let data = self.encoding.bytes(self.values())?;
+        data.checked_add(INFER_PREFIX_BYTES as u64 + 2 * self.batch as u64)
+    }
+}
+
+/// Reads and checks (against `limits`) the fixed fields of an INFER payload.
+pub fn parse_infer_prefix(p: &[u8], limits: &Limits) -> Result<InferShape, WireError> {
+    let mut c = Cursor { b: p };
+    infer_prefix(&mut c, limits)
+}
+
+fn infer_prefix(c: &mut Cursor<'_>, limits: &Limits) -> Result<InferShape, WireError> {
+    let request_id = c.u64("infer: request id")?;
+    let cut = c.u16("infer: cut")?;
+    let encoding = Encoding::from_u8(c.u8("infer: encoding")?)
+        .ok_or(WireError::Invalid("infer: unknown encoding"))?;
+    let batch = c.u16("infer: batch")?;
+    let seq = c.u16("infer: seq")?;
+    let width = c.u32("infer: width")?;
+    if batch == 0 || batch > limits.max_batch {
+        return Err(WireError::Invalid("infer: batch is 0 or above the limit"));
+    }
+    if seq > limits.max_seq || width == 0 || width > limits.max_width {
+        return Err(WireError::Invalid("infer: seq or width above the limit"));
+    }
+    Ok(InferShape {
+        request_id,
+        cut,
+        encoding,
+        batch,
+        seq,
+        width,
+    })
+}
 
 /// A bounds-checked reader over a payload.
 struct Cursor<'a> {
@@ -157,19 +224,14 @@ pub fn decode_payload(ty: u8, p: &[u8], limits: &Limits) -> Result<Frame, WireEr
             max_batch: c.u16("hello-ok: max batch")?,
         }),
         3 => {
-            let request_id = c.u64("infer: request id")?;
-            let cut = c.u16("infer: cut")?;
-            let encoding = Encoding::from_u8(c.u8("infer: encoding")?)
-                .ok_or(WireError::Invalid("infer: unknown encoding"))?;
-            let batch = c.u16("infer: batch")?;
-            let seq = c.u16("infer: seq")?;
-            let width = c.u32("infer: width")?;
-            if batch == 0 || batch > limits.max_batch {
-                return Err(WireError::Invalid("infer: batch is 0 or above the limit"));
-            }
-            if seq > limits.max_seq || width == 0 || width > limits.max_width {
-                return Err(WireError::Invalid("infer: seq or width above the limit"));
-            }
+            let InferShape {
+                request_id,
+                cut,
+                encoding,
+                batch,
+                seq,
+                width,
+            } = infer_prefix(&mut c, limits)?;
             let mut lengths = Vec::with_capacity(batch as usize);
             for _ in 0..batch {
                 let l = c.u16("infer: lengths")?;

@@ -19,7 +19,10 @@ mod codec;
 mod frame;
 mod values;
 
-pub use codec::{decode_payload, encode_frame, parse_header, read_frame, write_frame, Limits};
+pub use codec::{
+    decode_payload, encode_frame, parse_header, parse_infer_prefix, read_frame, write_frame,
+    InferShape, Limits, INFER_PREFIX_BYTES, MAX_HELLO_BYTES, MAX_TOKEN,
+};
 pub use frame::{
     Activation, Encoding, ErrorCode, Frame, Hello, HelloOk, Infer, InferResult, UnknownEncoding,
 };

@@ -201,3 +201,47 @@ proptest! {
         prop_assert_eq!(decode(&encode(&f), &Limits::default()).unwrap(), Some(f));
     }
 }
+
+#[test]
+fn an_infer_prefix_tells_the_whole_payload_size_and_is_checked() {
+    for (batch, seq, width, enc) in [
+        (1, 5, 384, Encoding::F32),
+        (3, 7, 33, Encoding::Int8),
+        (2, 0, 10, Encoding::F16),
+        (4, 9, 1, Encoding::U32),
+    ] {
+        let bytes = encode(&infer(batch, seq, width, enc));
+        let payload = &bytes[HEADER_BYTES..];
+        let shape = parse_infer_prefix(&payload[..INFER_PREFIX_BYTES], &Limits::default()).unwrap();
+        assert_eq!(
+            (shape.batch, shape.seq, shape.width, shape.encoding),
+            (batch, seq, width, enc)
+        );
+        assert_eq!(
+            shape.payload_bytes(),
+            Some(payload.len() as u64),
+            "{batch} {seq} {width} {enc:?}"
+        );
+    }
+    let bytes = encode(&infer(3, 4, 8, Encoding::F32));
+    let prefix = &bytes[HEADER_BYTES..HEADER_BYTES + INFER_PREFIX_BYTES];
+    let tight = Limits {
+        max_batch: 2,
+        ..Limits::default()
+    };
+    assert!(parse_infer_prefix(prefix, &tight).is_err());
+    assert!(parse_infer_prefix(&prefix[..INFER_PREFIX_BYTES - 1], &Limits::default()).is_err());
+    // The largest shape's size overflows u64: no size, so it matches no frame length.
+    let huge = InferShape {
+        request_id: 0,
+        cut: 1,
+        encoding: Encoding::F32,
+        batch: u16::MAX,
+        seq: u16::MAX,
+        width: u32::MAX,
+    };
+    assert_eq!(huge.payload_bytes(), None);
+    assert!(InferShape { width: 1, ..huge }
+        .payload_bytes()
+        .is_some_and(|b| b > u32::MAX as u64));
+}

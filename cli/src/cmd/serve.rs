@@ -20,9 +20,19 @@ pub struct Args {
     /// A file holding the token clients must send (none: no token needed).
     #[arg(long)]
     token_file: Option<PathBuf>,
-    /// Most texts batched together across clients.
+    /// Most texts in one request (advertised to clients) and in one batch across clients.
     #[arg(long, default_value_t = 32)]
     max_batch: usize,
+    /// Most tokens (texts x padded length) one request may ask the model to run.
+    #[arg(long, default_value_t = 32 * 512)]
+    max_request_tokens: usize,
+    /// MiB that requests may hold at once over all clients (frames and decoded activations);
+    /// a request that does not fit waits up to --frame-timeout, then is refused.
+    #[arg(long, default_value_t = 1024)]
+    max_request_memory_mb: usize,
+    /// Most client connections open at once.
+    #[arg(long, default_value_t = 4096)]
+    max_connections: usize,
     /// Longest wait, in ms, for more requests to join a batch.
     #[arg(long, default_value_t = 2.0)]
     max_wait_ms: f64,
@@ -35,6 +45,15 @@ pub struct Args {
     /// Seconds a client may stay silent between requests.
     #[arg(long, default_value_t = 120.0)]
     idle_timeout: f64,
+    /// Seconds a client has to take a reply before it is dropped.
+    #[arg(long, default_value_t = 10.0)]
+    write_timeout: f64,
+    /// Seconds given to requests in flight after SIGTERM or Ctrl-C (a second one exits at once).
+    #[arg(long, default_value_t = 10.0)]
+    drain_timeout: f64,
+    /// Failed HELLOs (wrong token) allowed per client address per minute.
+    #[arg(long, default_value_t = 10)]
+    failed_hellos_per_minute: u32,
     /// Serve Prometheus metrics over HTTP at this address.
     #[arg(long)]
     metrics: Option<String>,
@@ -49,13 +68,16 @@ pub struct Args {
 /// Runs `edgecut serve` until Ctrl-C or SIGTERM; requests in flight are answered first.
 pub fn run(a: Args) -> anyhow::Result<()> {
     anyhow::ensure!(a.max_batch >= 1, "--max-batch must be at least 1");
+    anyhow::ensure!(
+        a.max_connections >= 1,
+        "--max-connections must be at least 1"
+    );
+    anyhow::ensure!(
+        a.max_request_memory_mb >= 1,
+        "--max-request-memory-mb must be at least 1"
+    );
     let token = match &a.token_file {
-        Some(p) => {
-            let t = std::fs::read(p).with_context(|| format!("reading {}", p.display()))?;
-            let t = String::from_utf8_lossy(&t).trim().as_bytes().to_vec();
-            anyhow::ensure!(!t.is_empty(), "{} is empty", p.display());
-            Some(t)
-        }
+        Some(p) => Some(edgecut_server::read_token_file(p).map_err(anyhow::Error::msg)?),
         None => None,
     };
     let tls = match (&a.tls_cert, &a.tls_key) {
@@ -76,6 +98,12 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         hello_timeout: secs(a.frame_timeout),
         frame_timeout: secs(a.frame_timeout),
         idle_timeout: secs(a.idle_timeout),
+        write_timeout: secs(a.write_timeout),
+        drain_timeout: Duration::from_secs_f64(a.drain_timeout.max(0.0)),
+        max_request_tokens: a.max_request_tokens,
+        max_request_memory: a.max_request_memory_mb << 20,
+        max_connections: a.max_connections,
+        failed_hellos_per_minute: a.failed_hellos_per_minute,
         tls,
         ..ServeConfig::default()
     };
@@ -93,7 +121,8 @@ pub fn run(a: Args) -> anyhow::Result<()> {
                 .await
                 .with_context(|| format!("metrics on {m}"))?;
             eprintln!("serve: metrics on http://{}", l.local_addr()?);
-            tokio::spawn(edgecut_server::serve_metrics(l, metrics.clone()));
+            let limits = edgecut_server::HttpLimits::default();
+            tokio::spawn(edgecut_server::serve_metrics(l, metrics.clone(), limits));
         }
         eprintln!(
             "serve: {} ({} stages) on {}{} at {}",
@@ -103,24 +132,56 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             if a.tls_cert.is_some() { ", TLS" } else { "" },
             listener.local_addr()?
         );
-        let shutdown = async {
-            #[cfg(unix)]
-            {
-                let mut term =
-                    tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-                        .expect("install a SIGTERM handler");
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = term.recv() => {}
-                }
-            }
-            #[cfg(not(unix))]
-            let _ = tokio::signal::ctrl_c().await;
-            eprintln!("serve: shutting down; answering requests in flight");
+        let mut signals = Signals::new();
+        let drain = a.drain_timeout;
+        let shutdown = async move {
+            signals.next().await;
+            eprintln!(
+                "serve: shutting down; answering requests in flight for up to {drain} s (a second \
+                 signal exits at once)"
+            );
+            tokio::spawn(async move {
+                signals.next().await;
+                eprintln!("serve: second signal; exiting now");
+                std::process::exit(130);
+            });
         };
         edgecut_server::serve(session, id.0, listener, cfg, metrics, shutdown).await?;
         anyhow::Ok(())
     })
+}
+
+/// Ctrl-C and (on Unix) SIGTERM, registered once so that a second signal is never missed.
+struct Signals {
+    #[cfg(unix)]
+    both: Option<(tokio::signal::unix::Signal, tokio::signal::unix::Signal)>,
+}
+
+impl Signals {
+    fn new() -> Signals {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{signal, SignalKind};
+            let both = signal(SignalKind::terminate())
+                .and_then(|t| Ok((t, signal(SignalKind::interrupt())?)))
+                .ok();
+            Signals { both }
+        }
+        #[cfg(not(unix))]
+        Signals {}
+    }
+
+    async fn next(&mut self) {
+        #[cfg(unix)]
+        if let Some((term, int)) = &mut self.both {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+            return;
+        }
+        let _ = tokio::signal::ctrl_c().await;
+    }
 }
 
 /// Raises the soft limit on open files to the hard limit: every client is a descriptor.
