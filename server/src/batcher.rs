@@ -12,7 +12,7 @@ use std::time::Instant;
 use edgecut::split::ServerInput;
 use edgecut::Session;
 use edgecut_wire::InferResult;
-use tokio::sync::{mpsc, oneshot, watch, OwnedSemaphorePermit};
+use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::config::ServeConfig;
 use crate::metrics::Metrics;
@@ -52,7 +52,7 @@ pub(crate) struct Ticket {
     pub(crate) conn: Arc<Conn>,
     pub(crate) reply: oneshot::Sender<Result<InferResult, BadRequest>>,
     /// Its share of the request memory, given back when it is answered or dropped.
-    pub(crate) _memory: OwnedSemaphorePermit,
+    pub(crate) _memory: crate::connection::Held,
 }
 
 /// Takes jobs and runs them, one group at a time, until the channel closes or the phase

@@ -17,7 +17,7 @@ use edgecut_wire::{
     HEADER_BYTES, INFER_PREFIX_BYTES, MAX_HELLO_BYTES,
 };
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
-use tokio::sync::{mpsc, oneshot, watch, Semaphore};
+use tokio::sync::{mpsc, oneshot, watch, OwnedSemaphorePermit, Semaphore};
 use tokio::time::timeout_at;
 
 use crate::batcher::{BadRequest, Conn, Job, Ticket};
@@ -47,6 +47,45 @@ enum End {
     Timeout,
     /// The server tells the client why, then closes.
     Refuse(ErrorCode, String),
+}
+
+/// A request past its checks, its memory held, the rest of its frame still to be read.
+struct Admitted {
+    request_id: u64,
+    /// Tokens: its cost in the fair queue.
+    cost: u64,
+    /// Payload bytes still to be read.
+    left: u64,
+    deadline: tokio::time::Instant,
+    memory: Held,
+}
+
+/// A request's share of the request memory; the `edgecut_request_bytes` gauge shows it for as
+/// long as it is held (until the request is answered or dropped).
+pub(crate) struct Held {
+    _permit: OwnedSemaphorePermit,
+    bytes: i64,
+    metrics: Arc<Metrics>,
+}
+
+impl Held {
+    fn new(permit: OwnedSemaphorePermit, metrics: Arc<Metrics>) -> Held {
+        let bytes = permit.num_permits() as i64 * 1024;
+        metrics.request_bytes.fetch_add(bytes, Ordering::Relaxed);
+        Held {
+            _permit: permit,
+            bytes,
+            metrics,
+        }
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        self.metrics
+            .request_bytes
+            .fetch_sub(self.bytes, Ordering::Relaxed);
+    }
 }
 
 /// A request refused with the connection kept: the rest of its frame is read and dropped.
@@ -353,7 +392,7 @@ impl<S: AsyncRead + AsyncWrite> Link<S> {
             );
             return skip(ErrorCode::BadRequest, why);
         }
-        let memory =
+        let permit =
             match timeout_at(deadline, ctx.memory.clone().acquire_many_owned(kib(need))).await {
                 Ok(Ok(p)) => p,
                 _ => {
@@ -362,47 +401,48 @@ impl<S: AsyncRead + AsyncWrite> Link<S> {
                     return skip(ErrorCode::Unavailable, why);
                 }
             };
-        let held = kib(need) as i64 * 1024;
-        ctx.metrics.request_bytes.fetch_add(held, Ordering::Relaxed);
-        let answer = self
-            .run(
-                conn,
-                &mut payload,
-                left,
-                deadline,
-                shape.request_id,
-                tokens,
-                memory,
-            )
-            .await;
-        ctx.metrics.request_bytes.fetch_sub(held, Ordering::Relaxed);
-        answer.map_err(Err)
+        let admitted = Admitted {
+            request_id: shape.request_id,
+            cost: tokens,
+            left,
+            deadline,
+            memory: Held::new(permit, ctx.metrics.clone()),
+        };
+        self.run(conn, payload, admitted).await.map_err(Err)
     }
 
     /// Receives the rest of a request whose memory is held, decodes and checks it, queues it
     /// and waits for its answer while watching the client.
-    #[allow(clippy::too_many_arguments)]
     async fn run(
         &mut self,
         conn: &Arc<Conn>,
-        payload: &mut Vec<u8>,
-        left: u64,
-        deadline: tokio::time::Instant,
-        request_id: u64,
-        cost: u64,
-        memory: tokio::sync::OwnedSemaphorePermit,
+        mut payload: Vec<u8>,
+        a: Admitted,
     ) -> Result<Frame, End> {
+        let Admitted {
+            request_id,
+            cost,
+            left,
+            deadline,
+            memory,
+        } = a;
         let ctx = self.ctx.clone();
-        self.read_into(payload, left, deadline).await?;
-        let req = match decode_payload(3, payload, &ctx.cfg.limits) {
+        self.read_into(&mut payload, left, deadline).await?;
+        let req = match decode_payload(3, &payload, &ctx.cfg.limits) {
             Ok(Frame::Infer(r)) => r,
             Ok(_) => unreachable!("type 3 decodes as INFER"),
             Err(e) => return Err(End::Refuse(ErrorCode::BadFrame, e.to_string())),
         };
-        *payload = Vec::new();
-        let s = ctx.session.clone();
-        // Decoding a large activation takes milliseconds: off the async workers.
-        let input = match tokio::task::spawn_blocking(move || s.accept(&req)).await {
+        drop(payload);
+        // Decoding a large activation takes milliseconds: off the async workers. A small one
+        // takes microseconds, less than the hop to a blocking thread.
+        let accepted = if left < 1 << 20 {
+            Ok(ctx.session.accept(&req))
+        } else {
+            let s = ctx.session.clone();
+            tokio::task::spawn_blocking(move || s.accept(&req)).await
+        };
+        let input = match accepted {
             Ok(Ok(i)) => i,
             Ok(Err(e)) => return Ok(error(request_id, ErrorCode::BadRequest, e.to_string())),
             Err(_) => return Ok(error(request_id, ErrorCode::Internal, "decoding failed")),
@@ -421,11 +461,13 @@ impl<S: AsyncRead + AsyncWrite> Link<S> {
             },
             input,
         };
+        // Counted before the batcher can take it, so that the gauge never goes below zero.
+        ctx.metrics.queued.fetch_add(1, Ordering::Relaxed);
         if ctx.jobs.try_send(job).is_err() {
+            ctx.metrics.queued.fetch_sub(1, Ordering::Relaxed);
             let why = "the server is overloaded; run locally";
             return Ok(error(request_id, ErrorCode::Unavailable, why));
         }
-        ctx.metrics.queued.fetch_add(1, Ordering::Relaxed);
         let mut phase = self.phase.clone();
         let mut watching = self.early.is_none();
         let mut byte = [0u8; 1];

@@ -34,6 +34,9 @@ fn token_files_are_taken_byte_for_byte_and_checked_at_start() {
         .unwrap();
     let mut out = out;
     let exited = wait_exit(&mut out, std::time::Duration::from_secs(20));
+    if exited.is_none() {
+        let _ = out.kill();
+    }
     let status = out.wait_with_output().unwrap();
     let err = String::from_utf8_lossy(&status.stderr).into_owned();
     println!(
@@ -108,7 +111,15 @@ fn results_that_are_not_finite_are_refused_not_sent() {
     let (f, _) = timed(&mut c, &infer_frame(3, Encoding::F32, 2, 8, 384, 3.0e38));
     let mut c2 = authed(&srv.addr, id);
     let (g, _) = timed(&mut c2, &infer_frame(3, Encoding::F32, 2, 8, 384, 0.5));
-    println!("activations of 3e38: {f:?}");
+    let seen = match &f {
+        Some(Frame::Result(r)) => format!(
+            "a RESULT with {} of {} values NaN",
+            r.values.iter().filter(|v| v.is_nan()).count(),
+            r.values.len()
+        ),
+        other => format!("{other:?}"),
+    };
+    println!("activations of 3e38: {seen}");
     match f {
         Some(Frame::Error { code, message, .. }) => {
             assert_eq!(code, ErrorCode::BadRequest);
