@@ -17,5 +17,5 @@ pub mod weights;
 
 pub use error::{ModelError, Result};
 pub use kv_cache::KvCache;
-pub use llama::{Llama, LlamaConfig, Logits};
+pub use llama::{Llama, LlamaConfig, Logits, PREFILL_CHUNK};
 pub use sampling::{Sampler, SamplingParams};

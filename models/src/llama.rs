@@ -162,7 +162,7 @@ impl std::fmt::Debug for Llama {
 
 /// Rows per chunk of a long prompt: bounds the activation buffers (about `PREFILL_CHUNK * (2 *
 /// ffn + 6 * hidden) * 4` bytes) while keeping matmuls large.
-const PREFILL_CHUNK: usize = 256;
+pub const PREFILL_CHUNK: usize = 256;
 
 impl Llama {
     /// Loads a `llama` file for `dev`; the backend prepares the weights (on the CPU: quantized

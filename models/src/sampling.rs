@@ -95,6 +95,15 @@ impl Sampler {
         &self.params
     }
 
+    /// Advances the generator as one [`Sampler::sample`] with these settings does (nothing when
+    /// greedy): for a token drawn elsewhere with the same settings and seed (a split server),
+    /// so that this sampler goes on with the same sequence.
+    pub fn skip(&mut self) {
+        if !(self.params.temperature == 0.0 || self.params.top_k == 1) {
+            self.rng.next_f32();
+        }
+    }
+
     /// Picks the next token from `logits` (changed in place by the repetition penalty), given the
     /// tokens of the context so far (`history`).
     pub fn sample(&mut self, logits: &mut [f32], history: &[u32]) -> u32 {

@@ -23,6 +23,7 @@
 //! # Ok::<(), edgecut::Error>(())
 //! ```
 
+mod decode_split;
 mod device;
 mod llm;
 mod model;

@@ -247,6 +247,16 @@ impl Llm {
         self.inner.context
     }
 
+    /// Values per position between blocks (what a split decoder sends per token).
+    pub fn hidden_size(&self) -> usize {
+        self.inner.model.config.hidden
+    }
+
+    /// Blocks (layers) of the model: a split decoder's cut is in `1..blocks`.
+    pub fn blocks(&self) -> usize {
+        self.inner.model.config.layers
+    }
+
     /// Tokens of the vocabulary (the length of a row of logits).
     pub fn vocab_size(&self) -> usize {
         self.inner.model.config.vocab
@@ -415,55 +425,26 @@ impl Context {
         let mut logits = model.forward(&mut self.cache, &prompt[common..], Logits::Last)?;
         self.tokens.extend_from_slice(&prompt[common..]);
         let mut sampler = Sampler::new(opts.sampling.clone());
-        let mut stream = TextStream::new(&self.llm.inner.tokenizer);
-        let mut stops = StopFilter::new(&opts.stop);
-        let mut generated = Vec::new();
-        let mut prefill = None;
-        let finish = loop {
-            if generated.len() == opts.max_tokens {
-                break Finish::MaxTokens;
-            }
-            let next = sampler.sample(&mut logits, &self.tokens);
-            prefill.get_or_insert_with(|| start.elapsed());
-            if !opts.ignore_eos && model.config.stop_ids.contains(&next) {
-                break Finish::EndOfSequence;
-            }
-            generated.push(next);
-            let piece = stream.push(next)?;
-            match stops.push(&piece) {
-                Step::Stop(rest) => {
-                    on_text(&rest);
-                    break Finish::StopString;
+        let llm = self.llm.clone();
+        let capacity = self.cache.capacity();
+        let (generated, finish, text, prefill) = decode_loop(
+            &llm.inner.tokenizer,
+            &model.config.stop_ids,
+            opts,
+            prompt.len(),
+            capacity,
+            start,
+            on_text,
+            &mut |prev| {
+                if let Some(t) = prev {
+                    logits = model.forward(&mut self.cache, &[t], Logits::Last)?;
+                    self.tokens.push(t);
                 }
-                Step::Release(out) => {
-                    if !out.is_empty() && !on_text(&out) {
-                        break Finish::Cancelled;
-                    }
-                }
-            }
-            if generated.len() == opts.max_tokens {
-                break Finish::MaxTokens;
-            }
-            if self.tokens.len() == self.cache.capacity() {
-                break Finish::ContextFull;
-            }
-            logits = model.forward(&mut self.cache, &[next], Logits::Last)?;
-            self.tokens.push(next);
-        };
-        if !matches!(finish, Finish::StopString | Finish::Cancelled) {
-            let tail = stream.finish();
-            let mut rest = match stops.push(&tail) {
-                Step::Stop(s) => s,
-                Step::Release(s) => s,
-            };
-            rest.push_str(&stops.finish());
-            if !rest.is_empty() {
-                on_text(&rest);
-            }
-        }
-        let prefill = prefill.unwrap_or_else(|| start.elapsed());
+                Ok(sampler.sample(&mut logits, &self.tokens))
+            },
+        )?;
         Ok(Generation {
-            text: stops.text().to_string(),
+            text,
             tokens: generated,
             finish,
             prompt_tokens: prompt.len(),
@@ -472,6 +453,77 @@ impl Context {
             decode: start.elapsed().saturating_sub(prefill),
         })
     }
+}
+
+/// A long prompt's runs: the chunks [`Llama::forward`] runs it in, so that a split run groups
+/// positions as a local one does (and its numbers are the same).
+pub(crate) fn prefill_chunks(ids: &[u32]) -> Vec<&[u32]> {
+    ids.chunks(edgecut_models::PREFILL_CHUNK).collect()
+}
+
+/// The generation loop shared by local and split decoding. `next(prev)` returns the next token:
+/// from the prompt's logits when `prev` is `None`, else after running `prev` (the token just
+/// generated). `in_cache` positions (the prompt) are held before the first call, of
+/// `capacity`. Text goes to `on_text` with stop strings held back. Returns the tokens, why it
+/// ended, the text and the time to the first token.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn decode_loop(
+    tokenizer: &edgecut_format::Tokenizer,
+    stop_ids: &[u32],
+    opts: &GenerateOptions,
+    in_cache: usize,
+    capacity: usize,
+    start: Instant,
+    on_text: &mut dyn FnMut(&str) -> bool,
+    next: &mut dyn FnMut(Option<u32>) -> Result<u32>,
+) -> Result<(Vec<u32>, Finish, String, Duration)> {
+    let mut stream = TextStream::new(tokenizer);
+    let mut stops = StopFilter::new(&opts.stop);
+    let mut generated: Vec<u32> = Vec::new();
+    let mut prefill = None;
+    let finish = loop {
+        if generated.len() == opts.max_tokens {
+            break Finish::MaxTokens;
+        }
+        let t = next(generated.last().copied())?;
+        prefill.get_or_insert_with(|| start.elapsed());
+        if !opts.ignore_eos && stop_ids.contains(&t) {
+            break Finish::EndOfSequence;
+        }
+        generated.push(t);
+        let piece = stream.push(t)?;
+        match stops.push(&piece) {
+            Step::Stop(rest) => {
+                on_text(&rest);
+                break Finish::StopString;
+            }
+            Step::Release(out) => {
+                if !out.is_empty() && !on_text(&out) {
+                    break Finish::Cancelled;
+                }
+            }
+        }
+        if generated.len() == opts.max_tokens {
+            break Finish::MaxTokens;
+        }
+        // The token just generated needs a free position to run.
+        if in_cache + generated.len() - 1 == capacity {
+            break Finish::ContextFull;
+        }
+    };
+    if !matches!(finish, Finish::StopString | Finish::Cancelled) {
+        let tail = stream.finish();
+        let mut rest = match stops.push(&tail) {
+            Step::Stop(s) => s,
+            Step::Release(s) => s,
+        };
+        rest.push_str(&stops.finish());
+        if !rest.is_empty() {
+            on_text(&rest);
+        }
+    }
+    let prefill = prefill.unwrap_or_else(|| start.elapsed());
+    Ok((generated, finish, stops.text().to_string(), prefill))
 }
 
 /// A chat: messages rendered with the model's chat template, the history kept in one

@@ -1,6 +1,8 @@
 //! Split execution of an encoder: the device runs stages `0..cut` and encodes the activation at
 //! the cut as a wire request ([`edgecut_wire::Infer`]); the server runs stages `cut..n` on it.
 //! A cut is the number of stages on the device (`0`: the raw token ids go to the server).
+//! Decoders split token by token: [`SplitDecoder`] on the device, [`ServerDecoder`] on the
+//! server.
 
 use edgecut_models::bert::Activation;
 use edgecut_wire::{
@@ -8,6 +10,7 @@ use edgecut_wire::{
     Infer, InferResult, InferShape,
 };
 
+pub use crate::decode_split::{DecodeLink, ServerDecoder, SplitDecoder, SplitGeneration};
 use crate::{Error, Result, Session};
 
 fn bad(msg: impl Into<String>) -> Error {

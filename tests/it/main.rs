@@ -9,5 +9,6 @@ mod llama_generation;
 mod mutated_files;
 mod requantize;
 mod split;
+mod split_decode;
 mod stages;
 mod tokenizer_fast;

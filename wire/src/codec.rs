@@ -107,12 +107,12 @@ fn infer_prefix(c: &mut Cursor<'_>, limits: &Limits) -> Result<InferShape, WireE
 }
 
 /// A bounds-checked reader over a payload.
-struct Cursor<'a> {
-    b: &'a [u8],
+pub(crate) struct Cursor<'a> {
+    pub(crate) b: &'a [u8],
 }
 
 impl<'a> Cursor<'a> {
-    fn take(&mut self, n: usize, what: &'static str) -> Result<&'a [u8], WireError> {
+    pub(crate) fn take(&mut self, n: usize, what: &'static str) -> Result<&'a [u8], WireError> {
         if n > self.b.len() {
             return Err(WireError::Invalid(what));
         }
@@ -120,24 +120,28 @@ impl<'a> Cursor<'a> {
         self.b = t;
         Ok(h)
     }
-    fn u8(&mut self, what: &'static str) -> Result<u8, WireError> {
+    pub(crate) fn u8(&mut self, what: &'static str) -> Result<u8, WireError> {
         Ok(self.take(1, what)?[0])
     }
-    fn u16(&mut self, what: &'static str) -> Result<u16, WireError> {
+    pub(crate) fn u16(&mut self, what: &'static str) -> Result<u16, WireError> {
         let b = self.take(2, what)?;
         Ok(u16::from_le_bytes([b[0], b[1]]))
     }
-    fn u32(&mut self, what: &'static str) -> Result<u32, WireError> {
+    pub(crate) fn u32(&mut self, what: &'static str) -> Result<u32, WireError> {
         let b = self.take(4, what)?;
         Ok(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
     }
-    fn u64(&mut self, what: &'static str) -> Result<u64, WireError> {
+    pub(crate) fn u64(&mut self, what: &'static str) -> Result<u64, WireError> {
         let b = self.take(8, what)?;
         let mut a = [0u8; 8];
         a.copy_from_slice(b);
         Ok(u64::from_le_bytes(a))
     }
-    fn end(&self) -> Result<(), WireError> {
+    /// Bytes not read yet.
+    pub(crate) fn left(&self) -> usize {
+        self.b.len()
+    }
+    pub(crate) fn end(&self) -> Result<(), WireError> {
         if self.b.is_empty() {
             Ok(())
         } else {
@@ -182,7 +186,7 @@ pub fn parse_header(h: &[u8; HEADER_BYTES], limits: &Limits) -> Result<(u8, usiz
         return Err(WireError::Version(h[4]));
     }
     let ty = h[5];
-    if !(1..=5).contains(&ty) {
+    if !(1..=10).contains(&ty) {
         return Err(WireError::FrameType(ty));
     }
     let mut l = [0u8; 8];
@@ -289,6 +293,13 @@ pub fn decode_payload(ty: u8, p: &[u8], limits: &Limits) -> Result<Frame, WireEr
                 values,
             })
         }
+        6 => Frame::Open(crate::decode::decode_open(&mut c)?),
+        7 => Frame::Opened(crate::decode::decode_opened(&mut c)?),
+        8 => Frame::Step(crate::decode::decode_step(&mut c, limits.max_width)?),
+        9 => Frame::Next(crate::decode::decode_next(&mut c)?),
+        10 => Frame::Close {
+            session: c.u64("close: session")?,
+        },
         _ => {
             let request_id = c.u64("error: request id")?;
             let code = ErrorCode::from_u16(c.u16("error: code")?);
@@ -360,6 +371,11 @@ fn encode_payload(f: &Frame) -> Result<Vec<u8>, WireError> {
                 p.extend_from_slice(&v.to_le_bytes());
             }
         }
+        Frame::Open(o) => crate::decode::encode_open(o, &mut p),
+        Frame::Opened(o) => crate::decode::encode_opened(o, &mut p),
+        Frame::Step(st) => crate::decode::encode_step(st, &mut p)?,
+        Frame::Next(n) => crate::decode::encode_next(n, &mut p)?,
+        Frame::Close { session } => p.extend_from_slice(&session.to_le_bytes()),
         Frame::Error {
             request_id,
             code,

@@ -210,6 +210,19 @@ pub enum Frame {
         /// In words (UTF-8, at most 1024 bytes).
         message: String,
     },
+    /// Type 6: open a decoder session.
+    Open(crate::Open),
+    /// Type 7: the session is open.
+    Opened(crate::Opened),
+    /// Type 8: hidden states at the cut.
+    Step(crate::Step),
+    /// Type 9: the answer to a step.
+    Next(crate::Next),
+    /// Type 10: close a decoder session.
+    Close {
+        /// The session.
+        session: u64,
+    },
 }
 
 impl Frame {
@@ -221,6 +234,11 @@ impl Frame {
             Frame::Infer(_) => 3,
             Frame::Result(_) => 4,
             Frame::Error { .. } => 5,
+            Frame::Open(_) => 6,
+            Frame::Opened(_) => 7,
+            Frame::Step(_) => 8,
+            Frame::Next(_) => 9,
+            Frame::Close { .. } => 10,
         }
     }
 }

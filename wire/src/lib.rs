@@ -16,12 +16,17 @@ extern crate alloc;
 extern crate std;
 
 mod codec;
+mod decode;
 mod frame;
 mod values;
 
 pub use codec::{
     decode_payload, encode_frame, parse_header, parse_infer_prefix, read_frame, write_frame,
     InferShape, Limits, INFER_PREFIX_BYTES, MAX_HELLO_BYTES, MAX_TOKEN,
+};
+pub use decode::{
+    Next, Open, Opened, Step, MAX_CONTEXT, MAX_STEP_ROWS, MAX_TOP_LOGITS, NO_TOKEN,
+    STEP_PREFIX_BYTES,
 };
 pub use frame::{
     Activation, Encoding, ErrorCode, Frame, Hello, HelloOk, Infer, InferResult, UnknownEncoding,

@@ -1,0 +1,414 @@
+//! Split decoding: the device runs a decoder's embeddings and blocks `0..cut` token by token and
+//! keeps the hidden states at the cut of every position; a server runs blocks `cut..n` and the
+//! head over its own KV cache of those layers ([`ServerDecoder`]) and answers the next token.
+//! When the server is lost, refuses or fails, the device ([`SplitDecoder`]) rebuilds those
+//! layers' cache from the stored hidden states, in the groups the server ran them, and goes on
+//! alone from the same position: the reply is the one an uninterrupted local run gives (bit for
+//! bit with f32 on the wire; with f16 or int8 the tokens after the fallback are those of a local
+//! run over the prompt and the tokens received). The transport is a [`DecodeLink`]
+//! (`edgecut-split`'s client over TCP, or anything else).
+
+use std::time::Instant;
+
+use edgecut_models::{KvCache, Sampler, SamplingParams};
+
+use crate::llm::{decode_loop, prefill_chunks, GenerateOptions, Generation};
+use crate::{Error, Llm, Result};
+
+/// Where blocks `cut..n` and the head run while the split holds.
+pub trait DecodeLink {
+    /// Runs the server's layers on `hidden` (`rows x hidden` values at the cut, for positions
+    /// `position..position + rows`; `position` is at most what the server holds: less rewinds
+    /// it). `sample`: answer the token after the last row. `Err(reason)`: the server is lost,
+    /// refused or failed; the device goes on alone.
+    fn step(
+        &mut self,
+        position: usize,
+        hidden: &[f32],
+        sample: bool,
+    ) -> std::result::Result<Option<u32>, String>;
+}
+
+/// How a split generation went.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct SplitGeneration {
+    /// The generation, as a local one reports it.
+    pub generation: Generation,
+    /// `Some((tokens, reason))`: the server was lost after `tokens` generated tokens of this
+    /// turn and the device finished alone.
+    pub fell_back: Option<(usize, String)>,
+}
+
+/// The server's half of a split decoder session: blocks `cut..n` and the head, with their own
+/// KV cache.
+pub struct ServerDecoder {
+    llm: Llm,
+    cut: usize,
+    cache: KvCache,
+    sampler: Sampler,
+    /// The groups of rows run so far (a rewind drops those past it).
+    held: usize,
+}
+
+impl std::fmt::Debug for ServerDecoder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "ServerDecoder(cut {}, {:?})", self.cut, self.cache)
+    }
+}
+
+impl ServerDecoder {
+    /// A session of `context` positions for a device that runs blocks `0..cut`, sampling with
+    /// `sampling` (a repetition penalty needs the prompt's tokens, which the server never sees:
+    /// refused).
+    pub fn open(llm: &Llm, cut: usize, context: usize, sampling: SamplingParams) -> Result<Self> {
+        let layers = llm.inner.model.config.layers;
+        if cut == 0 || cut >= layers {
+            return Err(Error::Input(format!(
+                "cut {cut}: a split decoder runs 1 to {} blocks on the device",
+                layers - 1
+            )));
+        }
+        sampling
+            .validate()
+            .map_err(|e| Error::Input(e.to_string()))?;
+        if sampling.repetition_penalty != 1.0 {
+            return Err(Error::Input(
+                "a repetition penalty needs the prompt's tokens, which a split server never \
+                 sees: sample on the device (top logits) or drop the penalty"
+                    .into(),
+            ));
+        }
+        let cache = llm.inner.model.new_cache_for(cut..layers, context)?;
+        Ok(ServerDecoder {
+            llm: llm.clone(),
+            cut,
+            cache,
+            sampler: Sampler::new(sampling),
+            held: 0,
+        })
+    }
+
+    /// Bytes of the session's KV cache.
+    pub fn kv_bytes(&self) -> usize {
+        self.cache.bytes()
+    }
+
+    /// Positions held.
+    pub fn held(&self) -> usize {
+        self.held
+    }
+
+    /// Positions the session may fill.
+    pub fn capacity(&self) -> usize {
+        self.cache.capacity()
+    }
+
+    /// Runs the rows `hidden` at `position` (at most [`ServerDecoder::held`]: less rewinds)
+    /// through blocks `cut..n`; with `sample`, the head on the last row and the next token.
+    /// Checks every value before any is run.
+    pub fn step(&mut self, position: usize, hidden: Vec<f32>, sample: bool) -> Result<Option<u32>> {
+        let model = &self.llm.inner.model;
+        let h = model.config.hidden;
+        if hidden.is_empty() || !hidden.len().is_multiple_of(h) {
+            return Err(Error::Input(format!(
+                "{} values are not rows of {h}",
+                hidden.len()
+            )));
+        }
+        if position > self.held {
+            return Err(Error::Input(format!(
+                "position {position} after {} held: positions must follow each other",
+                self.held
+            )));
+        }
+        if hidden.iter().any(|v| !v.is_finite()) {
+            return Err(Error::Input(
+                "the hidden states hold a NaN or an infinity".into(),
+            ));
+        }
+        self.cache.truncate(position);
+        self.held = position;
+        let rows = hidden.len() / h;
+        let out = model.blocks(&mut self.cache, hidden)?;
+        self.held += rows;
+        if !sample {
+            return Ok(None);
+        }
+        let mut logits = model.head(&out[(rows - 1) * h..])?;
+        if logits.iter().any(|v| !v.is_finite()) {
+            return Err(Error::Input(
+                "the logits are not finite: the hidden states overflowed".into(),
+            ));
+        }
+        Ok(Some(self.sampler.sample(&mut logits, &[])))
+    }
+}
+
+/// The device's half of a split decoder: embeddings and blocks `0..cut`, the hidden states at
+/// the cut of every position, and (after a fallback) blocks `cut..n` of its own.
+pub struct SplitDecoder {
+    llm: Llm,
+    cut: usize,
+    lower: KvCache,
+    /// Blocks `cut..n` on the device, rebuilt when the server was lost.
+    upper: Option<KvCache>,
+    /// `[positions, hidden]` values at the cut.
+    stored: Vec<f32>,
+    /// Rows of each run, in order: how the server ran them, and how a fallback replays them.
+    groups: Vec<usize>,
+    tokens: Vec<u32>,
+    /// Positions the server holds (`None`: no session there; the next turn re-sends them all).
+    server: Option<usize>,
+}
+
+impl std::fmt::Debug for SplitDecoder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "SplitDecoder(cut {}, {} positions, {})",
+            self.cut,
+            self.tokens.len(),
+            if self.upper.is_some() {
+                "local"
+            } else {
+                "split"
+            }
+        )
+    }
+}
+
+impl SplitDecoder {
+    /// A conversation that runs blocks `0..cut` here, the rest on a server while one answers.
+    pub fn new(llm: &Llm, cut: usize) -> Result<SplitDecoder> {
+        let layers = llm.inner.model.config.layers;
+        if cut == 0 || cut >= layers {
+            return Err(Error::Input(format!(
+                "cut {cut}: a split decoder runs 1 to {} blocks on the device",
+                layers - 1
+            )));
+        }
+        Ok(SplitDecoder {
+            llm: llm.clone(),
+            cut,
+            lower: llm.inner.model.new_cache_for(0..cut, llm.context_len())?,
+            upper: None,
+            stored: Vec::new(),
+            groups: Vec::new(),
+            tokens: Vec::new(),
+            server: None,
+        })
+    }
+
+    /// Blocks on the device.
+    pub fn cut(&self) -> usize {
+        self.cut
+    }
+
+    /// The tokens of the conversation so far.
+    pub fn tokens(&self) -> &[u32] {
+        &self.tokens
+    }
+
+    /// Whether the device runs every layer (the server was lost and not yet back).
+    pub fn is_local(&self) -> bool {
+        self.upper.is_some()
+    }
+
+    /// Forgets positions from `len` on, everywhere.
+    fn truncate(&mut self, len: usize) {
+        let h = self.llm.inner.model.config.hidden;
+        self.lower.truncate(len);
+        if let Some(u) = &mut self.upper {
+            u.truncate(len);
+        }
+        self.stored.truncate(len * h);
+        self.tokens.truncate(len);
+        let mut at = 0;
+        self.groups.retain_mut(|g| {
+            let keep = (len - at.min(len)).min(*g);
+            at += *g;
+            *g = keep;
+            keep > 0
+        });
+        self.server = self.server.map(|s| s.min(len));
+    }
+
+    /// Rebuilds blocks `cut..n` here from the stored hidden states, group by group as the
+    /// server ran them; the output of the last row.
+    fn rebuild(&mut self) -> Result<Vec<f32>> {
+        let model = &self.llm.inner.model;
+        let h = model.config.hidden;
+        let mut upper =
+            model.new_cache_for(self.cut..model.config.layers, self.lower.capacity())?;
+        let mut at = 0;
+        let mut last = Vec::new();
+        for &g in &self.groups {
+            let rows = self.stored[at * h..(at + g) * h].to_vec();
+            let out = model.blocks(&mut upper, rows)?;
+            last = out[(g - 1) * h..].to_vec();
+            at += g;
+        }
+        self.upper = Some(upper);
+        self.server = None;
+        Ok(last)
+    }
+
+    /// Runs `ids` through blocks `0..cut` here and the rest there (or here after a fallback);
+    /// with `sample`, the next token.
+    fn run(
+        &mut self,
+        ids: &[u32],
+        sample: bool,
+        sampler: &mut Sampler,
+        link: &mut dyn DecodeLink,
+        fell: &mut Option<String>,
+    ) -> Result<Option<u32>> {
+        let llm = self.llm.clone();
+        let model = &llm.inner.model;
+        let h = model.config.hidden;
+        let position = self.tokens.len();
+        let x = model.blocks(&mut self.lower, model.embed(ids)?)?;
+        self.stored.extend_from_slice(&x);
+        self.groups.push(ids.len());
+        self.tokens.extend_from_slice(ids);
+        if self.upper.is_none() {
+            match link.step(position, &x, sample) {
+                Ok(t) => {
+                    self.server = Some(position + ids.len());
+                    if let Some(t) = t {
+                        // The server drew the token with the same seed: keep this sampler's
+                        // generator in step, so that a fallback continues its sequence.
+                        sampler.skip();
+                        return Ok(Some(t));
+                    }
+                    return Ok(None);
+                }
+                Err(reason) => {
+                    *fell = Some(reason);
+                    let last = self.rebuild()?;
+                    if !sample {
+                        return Ok(None);
+                    }
+                    let mut logits = model.head(&last)?;
+                    return Ok(Some(sampler.sample(&mut logits, &self.tokens)));
+                }
+            }
+        }
+        let upper = self.upper.as_mut().expect("local");
+        let out = model.blocks(upper, x)?;
+        if !sample {
+            return Ok(None);
+        }
+        let mut logits = model.head(&out[(ids.len() - 1) * h..])?;
+        Ok(Some(sampler.sample(&mut logits, &self.tokens)))
+    }
+
+    /// Re-sends the stored positions `from..to` to the server, group by group; false when it
+    /// does not take them.
+    fn resend(&mut self, to: usize, link: &mut dyn DecodeLink) -> bool {
+        let h = self.llm.inner.model.config.hidden;
+        let mut at = 0;
+        for &g in &self.groups {
+            if at + g > to {
+                break;
+            }
+            if link
+                .step(at, &self.stored[at * h..(at + g) * h], false)
+                .is_err()
+            {
+                return false;
+            }
+            at += g;
+        }
+        at == to
+    }
+
+    /// Generates after `prompt` as [`crate::Context::generate`] does, the layers after the cut
+    /// on the server behind `link` while it answers. A turn after a fallback tries the server
+    /// again (re-sending the stored hidden states first).
+    pub fn generate(
+        &mut self,
+        prompt: &[u32],
+        opts: &GenerateOptions,
+        link: &mut dyn DecodeLink,
+        on_text: &mut dyn FnMut(&str) -> bool,
+    ) -> Result<SplitGeneration> {
+        opts.sampling
+            .validate()
+            .map_err(|e| Error::Input(e.to_string()))?;
+        let capacity = self.lower.capacity();
+        if prompt.is_empty() {
+            return Err(Error::Input("the prompt has no tokens".into()));
+        }
+        if prompt.len() >= capacity {
+            return Err(Error::ContextFull {
+                tokens: prompt.len() + 1,
+                used: 0,
+                capacity,
+            });
+        }
+        let start = Instant::now();
+        let common = self
+            .tokens
+            .iter()
+            .zip(prompt)
+            .take_while(|(a, b)| a == b)
+            .count()
+            .min(prompt.len() - 1);
+        self.truncate(common);
+        let mut fell = None;
+        // Back to the server when it holds less than the common prefix (a new session, or the
+        // first turn after a fallback); stay here if it does not take them.
+        if self.server.is_none_or(|s| s < common) {
+            if self.resend(common, link) {
+                self.upper = None;
+                self.server = Some(common);
+            } else if self.upper.is_none() && common > 0 {
+                fell = Some("the server did not take the conversation so far".to_string());
+                self.rebuild()?;
+            }
+        }
+        let mut sampler = Sampler::new(opts.sampling.clone());
+        let chunks = prefill_chunks(&prompt[common..]);
+        let n = chunks.len();
+        let mut first = None;
+        for (i, chunk) in chunks.into_iter().enumerate() {
+            first = self.run(chunk, i + 1 == n, &mut sampler, link, &mut fell)?;
+        }
+        let mut at_fallback = fell.as_ref().map(|_| 0);
+        let llm = self.llm.clone();
+        let (tokens, finish, text, prefill) = decode_loop(
+            &llm.inner.tokenizer,
+            &llm.inner.model.config.stop_ids,
+            opts,
+            prompt.len(),
+            capacity,
+            start,
+            on_text,
+            &mut |prev| match prev {
+                None => Ok(first.take().expect("the prompt's run samples")),
+                Some(t) => {
+                    let was = fell.is_some();
+                    let next = self.run(&[t], true, &mut sampler, link, &mut fell)?;
+                    if !was && fell.is_some() {
+                        at_fallback = Some(self.tokens.len() - prompt.len());
+                    }
+                    Ok(next.expect("a sampled run"))
+                }
+            },
+        )?;
+        Ok(SplitGeneration {
+            generation: Generation {
+                text,
+                tokens,
+                finish,
+                prompt_tokens: prompt.len(),
+                cached_tokens: common,
+                prefill,
+                decode: start.elapsed().saturating_sub(prefill),
+            },
+            fell_back: fell.map(|r| (at_fallback.unwrap_or(0), r)),
+        })
+    }
+}
