@@ -43,6 +43,12 @@ pub struct ServeConfig {
     /// Failed HELLOs (wrong token) allowed per client address per minute, in a burst of as
     /// many; past it, HELLOs from that address are refused unchecked until it refills.
     pub failed_hellos_per_minute: u32,
+    /// Decoder sessions open at once over all connections (more are refused: UNAVAILABLE).
+    pub max_sessions: usize,
+    /// Most positions one decoder session may hold (at most the model's context).
+    pub max_session_context: usize,
+    /// A decoder session unused this long is evicted and its KV cache freed.
+    pub session_idle_timeout: Duration,
     /// Frame limits.
     pub limits: Limits,
     /// TLS: when set, every connection must complete a TLS handshake (within `hello_timeout`)
@@ -67,6 +73,9 @@ impl Default for ServeConfig {
             max_connections: 4096,
             send_buffer: 256 << 10,
             failed_hellos_per_minute: 10,
+            max_sessions: 16,
+            max_session_context: 2048,
+            session_idle_timeout: Duration::from_secs(60),
             limits: Limits::default(),
             tls: None,
         }

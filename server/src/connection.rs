@@ -29,7 +29,10 @@ use crate::serve::Phase;
 /// What every connection shares.
 pub(crate) struct Ctx {
     pub(crate) cfg: ServeConfig,
-    pub(crate) session: Arc<Session>,
+    /// The encoder served (None: a decoder).
+    pub(crate) session: Option<Arc<Session>>,
+    /// The decoder served and its sessions' limits (None: an encoder).
+    pub(crate) decoding: Option<crate::sessions::Decoding>,
     pub(crate) model_id: [u8; 32],
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) jobs: mpsc::Sender<Job>,
@@ -40,7 +43,7 @@ pub(crate) struct Ctx {
 }
 
 /// Why a connection ends (or a request is refused).
-enum End {
+pub(crate) enum End {
     /// The client closed or the socket failed: nothing more to say.
     Gone,
     /// A deadline passed (counted; nothing more to say).
@@ -69,7 +72,7 @@ pub(crate) struct Held {
 }
 
 impl Held {
-    fn new(permit: OwnedSemaphorePermit, metrics: Arc<Metrics>) -> Held {
+    pub(crate) fn new(permit: OwnedSemaphorePermit, metrics: Arc<Metrics>) -> Held {
         let bytes = permit.num_permits() as i64 * 1024;
         metrics.request_bytes.fetch_add(bytes, Ordering::Relaxed);
         Held {
@@ -96,16 +99,16 @@ struct Skip {
     why: String,
 }
 
-struct Link<S> {
-    rd: ReadHalf<S>,
-    wr: WriteHalf<S>,
+pub(crate) struct Link<S> {
+    pub(crate) rd: ReadHalf<S>,
+    pub(crate) wr: WriteHalf<S>,
     /// A byte read while watching for the client's departure: the start of its next frame.
     early: Option<u8>,
-    ctx: Arc<Ctx>,
-    phase: watch::Receiver<Phase>,
+    pub(crate) ctx: Arc<Ctx>,
+    pub(crate) phase: watch::Receiver<Phase>,
 }
 
-fn kib(bytes: u64) -> u32 {
+pub(crate) fn kib(bytes: u64) -> u32 {
     bytes.div_ceil(1024).min(u32::MAX as u64) as u32
 }
 
@@ -123,6 +126,7 @@ pub(crate) async fn connection<S: AsyncRead + AsyncWrite>(s: S, peer: IpAddr, ct
     let m = &ctx.metrics;
     m.open_connections.fetch_add(1, Ordering::Relaxed);
     let end = match l.hello(peer).await {
+        Ok(()) if ctx.decoding.is_some() => l.decoder_requests().await,
         Ok(()) => l.requests().await,
         Err(e) => e,
     };
@@ -139,7 +143,7 @@ pub(crate) async fn connection<S: AsyncRead + AsyncWrite>(s: S, peer: IpAddr, ct
     m.open_connections.fetch_sub(1, Ordering::Relaxed);
 }
 
-fn error(request_id: u64, code: ErrorCode, message: impl Into<String>) -> Frame {
+pub(crate) fn error(request_id: u64, code: ErrorCode, message: impl Into<String>) -> Frame {
     Frame::Error {
         request_id,
         code,
@@ -147,13 +151,13 @@ fn error(request_id: u64, code: ErrorCode, message: impl Into<String>) -> Frame 
     }
 }
 
-fn shutting_down() -> End {
+pub(crate) fn shutting_down() -> End {
     End::Refuse(ErrorCode::Unavailable, "the server is shutting down".into())
 }
 
 impl<S: AsyncRead + AsyncWrite> Link<S> {
     /// Writes a frame within the write timeout; false when the client did not take it.
-    async fn send(&mut self, f: &Frame) -> bool {
+    pub(crate) async fn send(&mut self, f: &Frame) -> bool {
         let Ok(bytes) = encode_frame(f) else {
             return false;
         };
@@ -175,7 +179,10 @@ impl<S: AsyncRead + AsyncWrite> Link<S> {
 
     /// Reads a frame header: its first byte within `wait` (ending early when the server
     /// drains), the rest by the returned frame deadline.
-    async fn header(&mut self, wait: Duration) -> Result<(u8, usize, tokio::time::Instant), End> {
+    pub(crate) async fn header(
+        &mut self,
+        wait: Duration,
+    ) -> Result<(u8, usize, tokio::time::Instant), End> {
         let mut h = [0u8; HEADER_BYTES];
         match self.early.take() {
             Some(b) => h[0] = b,
@@ -212,7 +219,7 @@ impl<S: AsyncRead + AsyncWrite> Link<S> {
 
     /// Appends `n` bytes to `buf`, growing it as they arrive (a client that announces more than
     /// it sends holds only what it sent).
-    async fn read_into(
+    pub(crate) async fn read_into(
         &mut self,
         buf: &mut Vec<u8>,
         n: u64,
@@ -229,7 +236,11 @@ impl<S: AsyncRead + AsyncWrite> Link<S> {
     }
 
     /// Reads and drops `n` bytes (the rest of a refused request) without holding them.
-    async fn discard(&mut self, n: u64, deadline: tokio::time::Instant) -> Result<(), End> {
+    pub(crate) async fn discard(
+        &mut self,
+        n: u64,
+        deadline: tokio::time::Instant,
+    ) -> Result<(), End> {
         let (mut src, mut sink) = ((&mut self.rd).take(n), tokio::io::sink());
         match timeout_at(deadline, tokio::io::copy(&mut src, &mut sink)).await {
             Err(_) => Err(End::Timeout),
@@ -285,7 +296,11 @@ impl<S: AsyncRead + AsyncWrite> Link<S> {
             return Err(End::Refuse(ErrorCode::WrongModel, why));
         }
         let ok = HelloOk {
-            stages: self.ctx.session.stage_count() as u16,
+            stages: match (&self.ctx.session, &self.ctx.decoding) {
+                (Some(s), _) => s.stage_count() as u16,
+                (None, Some(d)) => d.llm.blocks() as u16,
+                (None, None) => 0,
+            },
             max_batch: cfg.max_batch.min(u16::MAX as usize) as u16,
         };
         if self.send(&Frame::HelloOk(ok)).await {
@@ -378,7 +393,13 @@ impl<S: AsyncRead + AsyncWrite> Link<S> {
             );
             return skip(ErrorCode::BadRequest, why);
         }
-        if let Err(e) = ctx.session.check_shape(&shape) {
+        let Some(session) = &ctx.session else {
+            return Err(Err(End::Refuse(
+                ErrorCode::BadFrame,
+                "expected INFER".into(),
+            )));
+        };
+        if let Err(e) = session.check_shape(&shape) {
             return skip(ErrorCode::BadRequest, e.to_string());
         }
         // The frame and its decoded activation (f32) are held until the request is answered.
@@ -434,12 +455,16 @@ impl<S: AsyncRead + AsyncWrite> Link<S> {
             Err(e) => return Err(End::Refuse(ErrorCode::BadFrame, e.to_string())),
         };
         drop(payload);
+        let session = ctx
+            .session
+            .clone()
+            .expect("INFER reaches run only on an encoder server");
         // Decoding a large activation takes milliseconds: off the async workers. A small one
         // takes microseconds, less than the hop to a blocking thread.
         let accepted = if left < 1 << 20 {
-            Ok(ctx.session.accept(&req))
+            Ok(session.accept(&req))
         } else {
-            let s = ctx.session.clone();
+            let s = session;
             tokio::task::spawn_blocking(move || s.accept(&req)).await
         };
         let input = match accepted {

@@ -12,16 +12,18 @@ mod guard;
 mod http;
 mod metrics;
 mod serve;
+mod sessions;
 mod shaper;
 mod tls;
 
 pub use config::{HttpLimits, ServeConfig};
 pub use edgecut_split::{
-    AutoCut, ClientConfig, LinkEstimate, SplitClient, SplitError, SplitOutcome, TlsClient,
+    AutoCut, ClientConfig, DecoderLink, LinkEstimate, LinkStats, SplitClient, SplitError,
+    SplitOutcome, TlsClient,
 };
 pub use guard::read_token_file;
 pub use http::serve_http;
 pub use metrics::{serve_metrics, Metrics};
-pub use serve::serve;
+pub use serve::{serve, ServedModel};
 pub use shaper::{shape, shape_controlled, Shape, ShapeControl};
 pub use tls::server_config as tls_server_config;

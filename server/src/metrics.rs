@@ -43,6 +43,16 @@ pub struct Metrics {
     pub queued: AtomicI64,
     /// Bytes held by requests now (frames and decoded activations).
     pub request_bytes: AtomicI64,
+    /// Decoder sessions open now.
+    pub sessions: AtomicI64,
+    /// Bytes of the decoder sessions' KV caches now.
+    pub kv_bytes: AtomicI64,
+    /// Decoder sessions evicted for idling.
+    pub evicted: AtomicU64,
+    /// Decoder steps run.
+    pub decode_steps: AtomicU64,
+    /// Positions run by decoder steps (prompt chunks and generated tokens).
+    pub decode_rows: AtomicU64,
 }
 
 impl Metrics {
@@ -114,6 +124,21 @@ impl Metrics {
             "Connections dropped for a frame or HELLO that did not arrive in time.",
             c(&self.read_timeouts).to_string(),
         );
+        counter(
+            "edgecut_sessions_evicted_total",
+            "Decoder sessions evicted for idling.",
+            c(&self.evicted).to_string(),
+        );
+        counter(
+            "edgecut_decode_steps_total",
+            "Decoder steps run.",
+            c(&self.decode_steps).to_string(),
+        );
+        counter(
+            "edgecut_decode_positions_total",
+            "Positions run by decoder steps.",
+            c(&self.decode_rows).to_string(),
+        );
         let mut gauge = |name: &str, help: &str, v: i64| {
             out += &format!("# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}\n");
         };
@@ -131,6 +156,16 @@ impl Metrics {
             "edgecut_request_bytes",
             "Bytes held by requests now.",
             g(&self.request_bytes),
+        );
+        gauge(
+            "edgecut_sessions",
+            "Decoder sessions open now.",
+            g(&self.sessions),
+        );
+        gauge(
+            "edgecut_kv_bytes",
+            "Bytes of the decoder sessions' KV caches now.",
+            g(&self.kv_bytes),
         );
         out
     }

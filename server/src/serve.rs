@@ -14,6 +14,18 @@ use crate::config::ServeConfig;
 use crate::connection::{connection, Ctx};
 use crate::guard::FailedHellos;
 use crate::metrics::Metrics;
+use crate::sessions::Decoding;
+
+/// The model a server runs.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub enum ServedModel {
+    /// An encoder: devices send INFER requests (split at any stage).
+    Encoder(Arc<Session>),
+    /// A decoder: devices open sessions and send the hidden states at their cut, token by
+    /// token.
+    Decoder(edgecut::Llm),
+}
 
 /// Where the server is in its life; connections and the queue watch it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -27,13 +39,12 @@ pub(crate) enum Phase {
     Stopping,
 }
 
-/// Serves `session` on `listener` until `shutdown` completes; then stops accepting, answers
+/// Serves `model` on `listener` until `shutdown` completes; then stops accepting, answers
 /// the requests in flight for up to `cfg.drain_timeout`, tells every other client that the
 /// server is shutting down (an UNAVAILABLE error) and returns once the model run in progress,
 /// if any, ends.
 pub async fn serve(
-    session: Arc<Session>,
-    model_id: [u8; 32],
+    model: ServedModel,
     listener: TcpListener,
     cfg: ServeConfig,
     metrics: Arc<Metrics>,
@@ -42,13 +53,33 @@ pub async fn serve(
     // Every connection has at most one request queued.
     let (tx, rx) = mpsc::channel(cfg.max_connections.max(1));
     let (phase_tx, phase) = watch::channel(Phase::Running);
-    let batch_task = tokio::spawn(batcher(
-        session.clone(),
-        rx,
-        cfg.clone(),
-        metrics.clone(),
-        phase.clone(),
-    ));
+    let (session, decoding, model_id) = match model {
+        ServedModel::Encoder(s) => {
+            let id = s.model_id().0;
+            (Some(s), None, id)
+        }
+        ServedModel::Decoder(llm) => {
+            let d = Decoding {
+                slots: Arc::new(Semaphore::new(cfg.max_sessions)),
+                run: tokio::sync::Mutex::new(()),
+                max_context: cfg.max_session_context.min(llm.context_len()),
+                idle: cfg.session_idle_timeout,
+                llm,
+            };
+            let id = d.llm.model_id().0;
+            (None, Some(d), id)
+        }
+    };
+    let batch_task = match &session {
+        Some(s) => tokio::spawn(batcher(
+            s.clone(),
+            rx,
+            cfg.clone(),
+            metrics.clone(),
+            phase.clone(),
+        )),
+        None => tokio::spawn(async {}),
+    };
     let slots = Arc::new(Semaphore::new(cfg.max_connections));
     let memory_kib = (cfg.max_request_memory / 1024).clamp(1, Semaphore::MAX_PERMITS);
     let ctx = Arc::new(Ctx {
@@ -56,13 +87,15 @@ pub async fn serve(
         memory: Arc::new(Semaphore::new(memory_kib)),
         cfg,
         session,
+        decoding,
         model_id,
         metrics,
         jobs: tx,
         phase,
     });
     // Four of the largest replies fit, whatever the configured size.
-    let largest_reply = ctx.cfg.max_batch * ctx.session.embedding_dim() * 4 + 64;
+    let dim = ctx.session.as_ref().map_or(0, |s| s.embedding_dim());
+    let largest_reply = ctx.cfg.max_batch * dim * 4 + 64;
     let send_buffer = ctx.cfg.send_buffer.max(4 * largest_reply);
     let mut conns = tokio::task::JoinSet::new();
     tokio::pin!(shutdown);

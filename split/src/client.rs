@@ -8,7 +8,7 @@ use std::ops::Deref;
 use std::time::{Duration, Instant};
 
 use edgecut::Session;
-use edgecut_wire::{read_frame, write_frame, Encoding, Frame, Hello, Limits};
+use edgecut_wire::{read_frame, write_frame, Encoding, Frame, Hello, HelloOk, Limits};
 use embedded_io_adapters::std::FromStd;
 
 use crate::SplitError;
@@ -34,8 +34,75 @@ pub struct ClientConfig {
 }
 
 /// A byte stream to the server: plain TCP or TLS over it.
-trait Link: Read + Write + Send {}
+pub(crate) trait Link: Read + Write + Send {}
+/// A frame reader and writer over a [`Link`].
+pub(crate) type Conn = FromStd<Box<dyn Link>>;
 impl<T: Read + Write + Send> Link for T {}
+
+/// A stream to the server past its HELLO (plain TCP or TLS, per `cfg`): the stream, the
+/// server's HELLO_OK, and the HELLO's round trip.
+pub(crate) fn open_connection(
+    cfg: &ClientConfig,
+    model_id: [u8; 32],
+) -> Result<(Conn, HelloOk, Duration), SplitError> {
+    let unreachable = |reason: String| SplitError::Connect {
+        server: cfg.server.clone(),
+        reason,
+    };
+    let addr = cfg
+        .server
+        .to_socket_addrs()
+        .map_err(|e| unreachable(e.to_string()))?
+        .next()
+        .ok_or_else(|| unreachable("no address".into()))?;
+    let s = TcpStream::connect_timeout(&addr, cfg.timeout)
+        .map_err(|e| unreachable(format!("connect {addr}: {e}")))?;
+    s.set_read_timeout(Some(cfg.timeout)).ok();
+    s.set_write_timeout(Some(cfg.timeout)).ok();
+    s.set_nodelay(true).ok();
+    let link: Box<dyn Link> = match &cfg.tls {
+        None => Box::new(s),
+        #[cfg(not(feature = "tls"))]
+        Some(t) => t.never(),
+        #[cfg(feature = "tls")]
+        Some(t) => {
+            let conn = rustls::ClientConnection::new(t.config.clone(), t.server_name.clone())
+                .map_err(|e| SplitError::Tls(e.to_string()))?;
+            let mut tls = rustls::StreamOwned::new(conn, s);
+            // Handshake now, so a certificate problem is reported as such.
+            while tls.conn.is_handshaking() {
+                tls.conn
+                    .complete_io(&mut tls.sock)
+                    .map_err(|e| SplitError::Tls(format!("handshake with {addr}: {e}")))?;
+            }
+            Box::new(tls)
+        }
+    };
+    let mut c = FromStd::new(link);
+    let hello = Hello {
+        model_id,
+        encodings: 0b1111,
+        token: cfg.token.clone(),
+    };
+    let sent = Instant::now();
+    write_frame(&mut c, &Frame::Hello(hello)).map_err(|e| SplitError::Protocol(e.to_string()))?;
+    let plain = cfg.tls.is_none();
+    let answer = read_frame(&mut c, &Limits::default()).map_err(|e| {
+        SplitError::Protocol(if plain {
+            format!("no answer to HELLO ({e}); if the server runs with TLS, connect with TLS")
+        } else {
+            format!("no answer to HELLO: {e}")
+        })
+    })?;
+    let rtt = sent.elapsed();
+    match answer {
+        Some(Frame::HelloOk(ok)) => Ok((c, ok, rtt)),
+        Some(Frame::Error { message, code, .. }) => Err(SplitError::Refused { code, message }),
+        other => Err(SplitError::Protocol(format!(
+            "unexpected answer to HELLO: {other:?}"
+        ))),
+    }
+}
 
 /// What one request did.
 #[derive(Clone, Debug)]
@@ -60,7 +127,7 @@ pub struct SplitClient<S: Deref<Target = Session>> {
     session: S,
     cfg: ClientConfig,
     model_id: [u8; 32],
-    conn: Option<FromStd<Box<dyn Link>>>,
+    conn: Option<Conn>,
     next_id: u64,
     auto: Option<crate::auto::AutoState>,
 }
@@ -101,75 +168,18 @@ impl<S: Deref<Target = Session>> SplitClient<S> {
     }
 
     fn connect(&mut self, cut: usize) -> Result<(), SplitError> {
-        let unreachable = |reason: String| SplitError::Connect {
-            server: self.cfg.server.clone(),
-            reason,
-        };
-        let addr = self
-            .cfg
-            .server
-            .to_socket_addrs()
-            .map_err(|e| unreachable(e.to_string()))?
-            .next()
-            .ok_or_else(|| unreachable("no address".into()))?;
-        let s = TcpStream::connect_timeout(&addr, self.cfg.timeout)
-            .map_err(|e| unreachable(format!("connect {addr}: {e}")))?;
-        s.set_read_timeout(Some(self.cfg.timeout)).ok();
-        s.set_write_timeout(Some(self.cfg.timeout)).ok();
-        s.set_nodelay(true).ok();
-        let link: Box<dyn Link> = match &self.cfg.tls {
-            None => Box::new(s),
-            #[cfg(not(feature = "tls"))]
-            Some(t) => t.never(),
-            #[cfg(feature = "tls")]
-            Some(t) => {
-                let conn = rustls::ClientConnection::new(t.config.clone(), t.server_name.clone())
-                    .map_err(|e| SplitError::Tls(e.to_string()))?;
-                let mut tls = rustls::StreamOwned::new(conn, s);
-                // Handshake now, so a certificate problem is reported as such.
-                while tls.conn.is_handshaking() {
-                    tls.conn
-                        .complete_io(&mut tls.sock)
-                        .map_err(|e| SplitError::Tls(format!("handshake with {addr}: {e}")))?;
-                }
-                Box::new(tls)
-            }
-        };
-        let mut c = FromStd::new(link);
-        let hello = Hello {
-            model_id: self.model_id,
-            encodings: 0b1111,
-            token: self.cfg.token.clone(),
-        };
-        let sent = Instant::now();
-        write_frame(&mut c, &Frame::Hello(hello))
-            .map_err(|e| SplitError::Protocol(e.to_string()))?;
-        let plain = self.cfg.tls.is_none();
-        let answer = read_frame(&mut c, &Limits::default()).map_err(|e| {
-            SplitError::Protocol(if plain {
-                format!("no answer to HELLO ({e}); if the server runs with TLS, connect with TLS")
-            } else {
-                format!("no answer to HELLO: {e}")
-            })
-        })?;
-        let rtt = sent.elapsed();
-        match answer {
-            Some(Frame::HelloOk(ok)) if (ok.stages as usize) > cut => {
-                if let Some(a) = &mut self.auto {
-                    a.observe_hello(rtt.as_secs_f64());
-                }
-                self.conn = Some(c);
-                Ok(())
-            }
-            Some(Frame::HelloOk(ok)) => Err(SplitError::Protocol(format!(
+        let (c, ok, rtt) = open_connection(&self.cfg, self.model_id)?;
+        if (ok.stages as usize) <= cut {
+            return Err(SplitError::Protocol(format!(
                 "cut {cut} is not below the server's {} stages",
                 ok.stages
-            ))),
-            Some(Frame::Error { message, code, .. }) => Err(SplitError::Refused { code, message }),
-            other => Err(SplitError::Protocol(format!(
-                "unexpected answer to HELLO: {other:?}"
-            ))),
+            )));
         }
+        if let Some(a) = &mut self.auto {
+            a.observe_hello(rtt.as_secs_f64());
+        }
+        self.conn = Some(c);
+        Ok(())
     }
 
     /// One split request at `cut`: the vectors, bytes sent, round trip, and the server's time.

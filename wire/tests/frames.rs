@@ -32,6 +32,19 @@ fn infer(batch: u16, seq: u16, width: u32, enc: Encoding) -> Frame {
     })
 }
 
+fn step(session: u64, position: u32, rows: u16, width: u32, enc: Encoding) -> Frame {
+    let n = rows as u64 * width as u64;
+    Frame::Step(Step {
+        session,
+        position,
+        rows,
+        width,
+        sample: true,
+        encoding: enc,
+        data: (0..enc.bytes(n).unwrap()).map(|i| i as u8).collect(),
+    })
+}
+
 #[test]
 fn every_frame_type_round_trips() {
     let frames = vec![
@@ -59,6 +72,30 @@ fn every_frame_type_round_trips() {
             code: ErrorCode::Unauthorized,
             message: "bad token ✗".into(),
         },
+        Frame::Open(Open {
+            cut: 15,
+            context: 2048,
+            encoding: Encoding::Int8,
+            top_logits: 0,
+            temperature: 0.7,
+            top_k: 40,
+            top_p: 0.95,
+            seed: 7,
+        }),
+        Frame::Opened(Opened {
+            session: 3,
+            context: 2048,
+        }),
+        step(3, 17, 2, 576, Encoding::F16),
+        step(3, 0, 1, 5, Encoding::Int8),
+        Frame::Next(Next {
+            session: 3,
+            held: 19,
+            token: 42,
+            server_us: 900,
+            top: vec![(42, 3.5), (7, -1.0)],
+        }),
+        Frame::Close { session: 3 },
     ];
     let mut stream = Vec::new();
     for f in &frames {
@@ -244,4 +281,73 @@ fn an_infer_prefix_tells_the_whole_payload_size_and_is_checked() {
     assert!(InferShape { width: 1, ..huge }
         .payload_bytes()
         .is_some_and(|b| b > u32::MAX as u64));
+}
+
+#[test]
+fn hostile_decoder_frames_are_invalid() {
+    let limits = Limits::default();
+    let payload = |f: &Frame| encode(f)[HEADER_BYTES..].to_vec();
+    let open = Open {
+        cut: 1,
+        context: 16,
+        encoding: Encoding::F32,
+        top_logits: 0,
+        temperature: 0.0,
+        top_k: 0,
+        top_p: 1.0,
+        seed: 0,
+    };
+    for bad in [
+        Open {
+            context: 0,
+            ..open.clone()
+        },
+        Open {
+            context: MAX_CONTEXT + 1,
+            ..open.clone()
+        },
+        Open {
+            top_logits: MAX_TOP_LOGITS + 1,
+            ..open.clone()
+        },
+        Open {
+            temperature: f32::NAN,
+            ..open.clone()
+        },
+        Open {
+            top_p: 0.0,
+            ..open.clone()
+        },
+    ] {
+        assert!(
+            decode_payload(6, &payload(&Frame::Open(bad.clone())), &limits).is_err(),
+            "{bad:?}"
+        );
+    }
+    // A STEP whose data does not match rows x width, with 0 rows, too many rows, an unknown
+    // sample flag or u32 values.
+    let good = payload(&step(1, 0, 2, 8, Encoding::F32));
+    assert!(decode_payload(8, &good, &limits).is_ok());
+    assert!(decode_payload(8, &good[..good.len() - 1], &limits).is_err());
+    let mut rows0 = good.clone();
+    rows0[12..14].copy_from_slice(&0u16.to_le_bytes());
+    assert!(decode_payload(8, &rows0, &limits).is_err());
+    let mut many = good.clone();
+    many[12..14].copy_from_slice(&(MAX_STEP_ROWS + 1).to_le_bytes());
+    assert!(decode_payload(8, &many, &limits).is_err());
+    let mut flag = good.clone();
+    flag[18] = 2;
+    assert!(decode_payload(8, &flag, &limits).is_err());
+    let mut ids = good.clone();
+    ids[19] = Encoding::U32 as u8;
+    assert!(decode_payload(8, &ids, &limits).is_err());
+    // A NEXT whose logits do not match their count.
+    let next = payload(&Frame::Next(Next {
+        session: 1,
+        held: 1,
+        token: NO_TOKEN,
+        server_us: 0,
+        top: vec![(1, 1.0)],
+    }));
+    assert!(decode_payload(9, &next[..next.len() - 4], &limits).is_err());
 }

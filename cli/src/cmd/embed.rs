@@ -156,10 +156,9 @@ fn split_embed(
     use anyhow::Context;
     let encoding = a.encoding;
     let token = match &a.token_file {
-        Some(p) => std::fs::read(p).with_context(|| format!("reading {}", p.display()))?,
+        Some(p) => edgecut_server::read_token_file(p).map_err(anyhow::Error::msg)?,
         None => Vec::new(),
     };
-    let token = String::from_utf8_lossy(&token).trim().as_bytes().to_vec();
     let (cut, auto) = if a.cut == "auto" {
         let load = |p: &Option<std::path::PathBuf>, flag: &str| -> anyhow::Result<_> {
             let p = p

@@ -32,6 +32,158 @@ impl LlmArgs {
     }
 }
 
+/// Splitting a decoder with `edgecut serve` running the same model.
+#[derive(clap::Args, Clone)]
+pub struct DecodeSplitArgs {
+    /// Split with `edgecut serve` at this address (host:port): blocks after --cut run there,
+    /// token by token; when it is lost the device finishes alone, losing nothing.
+    #[arg(long)]
+    server: Option<String>,
+    /// With --server: blocks run on the device (1 to the model's blocks - 1).
+    #[arg(long, default_value_t = 1)]
+    cut: usize,
+    /// With --server: a file holding the access token.
+    #[arg(long)]
+    token_file: Option<PathBuf>,
+    /// With --server: hidden states on the wire as f32 (exact), f16 or int8.
+    #[arg(long, default_value = "f16")]
+    encoding: edgecut_wire::Encoding,
+    /// With --server: speak TLS, trusting the certificates in this PEM file.
+    #[arg(long)]
+    tls_ca: Option<PathBuf>,
+    /// With --tls-ca: the name the server's certificate must carry (default: the host).
+    #[arg(long, requires = "tls_ca")]
+    tls_name: Option<String>,
+}
+
+impl DecodeSplitArgs {
+    /// The link to the server, when one is asked for.
+    fn link(
+        &self,
+        llm: &Llm,
+        sampling: &SamplingParams,
+    ) -> anyhow::Result<Option<edgecut_server::DecoderLink>> {
+        let Some(server) = &self.server else {
+            return Ok(None);
+        };
+        let token = match &self.token_file {
+            Some(p) => edgecut_server::read_token_file(p).map_err(anyhow::Error::msg)?,
+            None => Vec::new(),
+        };
+        let tls = match &self.tls_ca {
+            None => None,
+            Some(ca) => {
+                let host = server.rsplit_once(':').map_or(server.as_str(), |(h, _)| h);
+                let host = host.trim_start_matches('[').trim_end_matches(']');
+                let name = self.tls_name.as_deref().unwrap_or(host);
+                Some(edgecut_server::TlsClient::new(ca, name).map_err(anyhow::Error::msg)?)
+            }
+        };
+        let cfg = edgecut_server::ClientConfig {
+            server: server.clone(),
+            token,
+            cut: self.cut,
+            encoding: self.encoding,
+            timeout: std::time::Duration::from_secs(30),
+            tls,
+            auto: None,
+        };
+        Ok(Some(edgecut_server::DecoderLink::new(
+            llm,
+            cfg,
+            sampling.clone(),
+        )))
+    }
+}
+
+/// One conversation, on this device or split with a server (one per process: its size is no
+/// concern).
+#[allow(clippy::large_enum_variant)]
+enum Conversation {
+    Local(Chat),
+    Split {
+        decoder: edgecut::split::SplitDecoder,
+        link: edgecut_server::DecoderLink,
+        messages: Vec<edgecut::Message>,
+    },
+}
+
+impl Conversation {
+    fn new(
+        llm: &Llm,
+        system: Option<&str>,
+        link: Option<edgecut_server::DecoderLink>,
+        cut: usize,
+    ) -> anyhow::Result<Conversation> {
+        Ok(match link {
+            None => Conversation::Local(Chat::new(llm, system)?),
+            Some(link) => Conversation::Split {
+                decoder: edgecut::split::SplitDecoder::new(llm, cut)?,
+                link,
+                messages: system
+                    .map(|s| edgecut::Message::new("system", s))
+                    .into_iter()
+                    .collect(),
+            },
+        })
+    }
+
+    /// Sends a user message; the reply joins the history (nothing joins on an error).
+    fn send(
+        &mut self,
+        llm: &Llm,
+        user: &str,
+        opts: &GenerateOptions,
+    ) -> anyhow::Result<Generation> {
+        match self {
+            Conversation::Local(chat) => Ok(chat.send(user, opts, &mut emit)?),
+            Conversation::Split {
+                decoder,
+                link,
+                messages,
+            } => {
+                messages.push(edgecut::Message::new("user", user));
+                let run = llm
+                    .render_chat(messages)
+                    .and_then(|text| llm.tokenize(&text))
+                    .and_then(|ids| decoder.generate(&ids, opts, link, &mut emit));
+                match run {
+                    Ok(g) => {
+                        report_split(&g, link);
+                        messages.push(edgecut::Message::new(
+                            "assistant",
+                            g.generation.text.clone(),
+                        ));
+                        Ok(g.generation)
+                    }
+                    Err(e) => {
+                        messages.pop();
+                        Err(e.into())
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Says on standard error when a split generation fell back to the device.
+fn report_split(g: &edgecut::split::SplitGeneration, link: &edgecut_server::DecoderLink) {
+    match &g.fell_back {
+        Some((at, why)) => eprintln!(
+            "[split: the server was lost after {at} tokens ({why}); finished on the device]"
+        ),
+        None => {
+            let s = link.stats;
+            eprintln!(
+                "[split: {} steps, {} positions, {:.0} bytes up per position]",
+                s.steps,
+                s.positions,
+                s.bytes_up as f64 / s.positions.max(1) as f64
+            );
+        }
+    }
+}
+
 /// How tokens are chosen and when generation stops.
 #[derive(clap::Args, Clone)]
 pub struct SamplingArgs {
@@ -92,6 +244,8 @@ pub struct GenerateArgs {
     llm: LlmArgs,
     #[command(flatten)]
     sampling: SamplingArgs,
+    #[command(flatten)]
+    split: DecodeSplitArgs,
     /// Wrap the prompt in the model's chat template as one user message.
     #[arg(long)]
     chat: bool,
@@ -159,7 +313,23 @@ pub fn generate(a: GenerateArgs) -> anyhow::Result<()> {
         prompt
     };
     let ids = llm.tokenize(&text)?;
-    let g = llm.new_context()?.generate(&ids, &opts, &mut emit)?;
+    let g = match a.split.link(&llm, &opts.sampling)? {
+        None => llm.new_context()?.generate(&ids, &opts, &mut emit)?,
+        Some(mut link) => {
+            let mut d = edgecut::split::SplitDecoder::new(&llm, a.split.cut)?;
+            let g = d.generate(&ids, &opts, &mut link, &mut emit)?;
+            emit("\n");
+            report_split(&g, &link);
+            if !a.sampling.quiet {
+                stats(
+                    &g.generation,
+                    opts.sampling.seed,
+                    opts.sampling.temperature > 0.0,
+                );
+            }
+            return Ok(());
+        }
+    };
     emit("\n");
     if !a.sampling.quiet {
         stats(&g, opts.sampling.seed, opts.sampling.temperature > 0.0);
@@ -174,6 +344,8 @@ pub struct ChatArgs {
     llm: LlmArgs,
     #[command(flatten)]
     sampling: SamplingArgs,
+    #[command(flatten)]
+    split: DecodeSplitArgs,
     /// System message (default: the chat template's).
     #[arg(long)]
     system: Option<String>,
@@ -185,7 +357,11 @@ pub fn chat(a: ChatArgs) -> anyhow::Result<()> {
     let opts = a.sampling.options()?;
     let llm = a.llm.open()?;
     let interactive = std::io::stdin().is_terminal();
-    let mut chat = Chat::new(&llm, a.system.as_deref())?;
+    let new_chat = || -> anyhow::Result<Conversation> {
+        let link = a.split.link(&llm, &opts.sampling)?;
+        Conversation::new(&llm, a.system.as_deref(), link, a.split.cut)
+    };
+    let mut chat = new_chat()?;
     if interactive {
         eprintln!(
             "edgecut chat: {} ({} context tokens, KV cache {:.1} MB). /reset starts over, \
@@ -208,13 +384,13 @@ pub fn chat(a: ChatArgs) -> anyhow::Result<()> {
             "" => continue,
             "/exit" | "/quit" => break,
             "/reset" => {
-                chat = Chat::new(&llm, a.system.as_deref())?;
+                chat = new_chat()?;
                 eprintln!("[history cleared]");
                 continue;
             }
             _ => {}
         }
-        let g = match chat.send(line, &opts, &mut emit) {
+        let g = match chat.send(&llm, line, &opts) {
             Ok(g) => g,
             Err(e) => {
                 // The message is not added to the history; the chat goes on.

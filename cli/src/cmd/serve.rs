@@ -51,6 +51,15 @@ pub struct Args {
     /// Seconds given to requests in flight after SIGTERM or Ctrl-C (a second one exits at once).
     #[arg(long, default_value_t = 10.0)]
     drain_timeout: f64,
+    /// Decoder sessions open at once over all clients (a decoder model).
+    #[arg(long, default_value_t = 16)]
+    max_sessions: usize,
+    /// Most positions one decoder session may hold (at most the model's context, and 2048).
+    #[arg(long, default_value_t = 2048)]
+    max_session_context: usize,
+    /// Seconds a decoder session may stay unused before it is evicted.
+    #[arg(long, default_value_t = 60.0)]
+    session_idle_timeout: f64,
     /// Failed HELLOs (wrong token) allowed per client address per minute.
     #[arg(long, default_value_t = 10)]
     failed_hellos_per_minute: u32,
@@ -87,8 +96,23 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         _ => None,
     };
     raise_fd_limit();
-    let session = Arc::new(a.model.open()?);
-    let id = session.model_id();
+    let path = &a.model.model;
+    let file =
+        edgecut::GgufFile::open(path).with_context(|| format!("opening {}", path.display()))?;
+    let (served, stages, device) = if file.architecture()? == "llama" {
+        let opts = edgecut::LlmOptions::default()
+            .with_device(a.model.run.device)
+            .with_threads(a.model.run.threads);
+        let llm = edgecut::Llm::from_file(Arc::new(file), &opts)
+            .with_context(|| format!("opening {}", path.display()))?;
+        let (stages, device) = (llm.blocks(), llm.device());
+        (edgecut_server::ServedModel::Decoder(llm), stages, device)
+    } else {
+        drop(file);
+        let s = Arc::new(a.model.open()?);
+        let (stages, device) = (s.stage_count(), s.device());
+        (edgecut_server::ServedModel::Encoder(s), stages, device)
+    };
     let secs = |s: f64| Duration::from_secs_f64(s.max(0.001));
     let cfg = ServeConfig {
         token,
@@ -104,6 +128,9 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         max_request_memory: a.max_request_memory_mb << 20,
         max_connections: a.max_connections,
         failed_hellos_per_minute: a.failed_hellos_per_minute,
+        max_sessions: a.max_sessions,
+        max_session_context: a.max_session_context,
+        session_idle_timeout: secs(a.session_idle_timeout),
         tls,
         ..ServeConfig::default()
     };
@@ -127,8 +154,8 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         eprintln!(
             "serve: {} ({} stages) on {}{} at {}",
             a.model.model.display(),
-            session.stage_count(),
-            session.device(),
+            stages,
+            device,
             if a.tls_cert.is_some() { ", TLS" } else { "" },
             listener.local_addr()?
         );
@@ -146,7 +173,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
                 std::process::exit(130);
             });
         };
-        edgecut_server::serve(session, id.0, listener, cfg, metrics, shutdown).await?;
+        edgecut_server::serve(served, listener, cfg, metrics, shutdown).await?;
         anyhow::Ok(())
     })
 }

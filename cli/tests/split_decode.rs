@@ -1,0 +1,333 @@
+//! Split decoding against a real `edgecut serve` process running SmolLM2 on loopback: the split
+//! reply equals the local one, a server killed mid-reply costs nothing, a restarted server is
+//! used again, and hostile or careless clients (unknown sessions, positions out of order, a
+//! step before OPEN, NaN, too many sessions, a session left open) are refused or evicted while
+//! other sessions are served.
+
+use std::io::Write;
+use std::net::TcpStream;
+use std::process::{Child, Command};
+use std::time::{Duration, Instant};
+
+use edgecut::split::{DecodeLink, SplitDecoder};
+use edgecut::{GenerateOptions, Llm, LlmOptions, SamplingParams};
+use edgecut_server::{ClientConfig, DecoderLink};
+use edgecut_tests::{scratch, smollm_gguf};
+use edgecut_wire::{
+    encode_frame, encode_values, read_frame, Encoding, ErrorCode, Frame, Hello, Limits, Open, Step,
+};
+use embedded_io_adapters::std::FromStd;
+
+struct Server {
+    child: Child,
+    addr: String,
+    metrics: String,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start(extra: &[&str]) -> Server {
+    let tok = scratch().join(format!("dtoken-{}", std::process::id()));
+    std::fs::write(&tok, "s3cret\n").unwrap();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_edgecut"));
+    cmd.args(["serve", "-m"])
+        .arg(smollm_gguf())
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--metrics",
+            "127.0.0.1:0",
+            "--token-file",
+        ])
+        .arg(&tok)
+        .args(extra);
+    let (child, addr, log) = edgecut_tests::spawn_serve_logged(cmd);
+    let metrics = log
+        .lock()
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("serve: metrics on http://"))
+        .unwrap()
+        .trim()
+        .to_string();
+    Server {
+        child,
+        addr,
+        metrics,
+    }
+}
+
+fn metric(srv: &Server, name: &str) -> Option<f64> {
+    let mut c = TcpStream::connect(&srv.metrics).unwrap();
+    c.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut out = String::new();
+    std::io::Read::read_to_string(&mut c, &mut out).unwrap();
+    out.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+}
+
+fn llm() -> Llm {
+    Llm::open(smollm_gguf(), &LlmOptions::default()).unwrap()
+}
+
+fn link(llm: &Llm, addr: &str, cut: usize, encoding: Encoding) -> DecoderLink {
+    let cfg = ClientConfig {
+        server: addr.into(),
+        token: b"s3cret".to_vec(),
+        cut,
+        encoding,
+        timeout: Duration::from_secs(30),
+        tls: None,
+        auto: None,
+    };
+    DecoderLink::new(llm, cfg, SamplingParams::default())
+}
+
+fn opts(n: usize) -> GenerateOptions {
+    GenerateOptions::default()
+        .with_max_tokens(n)
+        .with_ignore_eos(true)
+}
+
+fn local(llm: &Llm, prompt: &[u32], n: usize) -> Vec<u32> {
+    llm.new_context()
+        .unwrap()
+        .generate(prompt, &opts(n), &mut |_| true)
+        .unwrap()
+        .tokens
+}
+
+const PROMPT: &str = "The three largest cities of Europe are";
+
+#[test]
+fn split_over_tcp_equals_local_and_a_killed_server_costs_nothing() {
+    let llm = llm();
+    let prompt = llm.tokenize(PROMPT).unwrap();
+    let want = local(&llm, &prompt, 32);
+    let srv = start(&[]);
+    for cut in [1, 15, 29] {
+        let mut l = link(&llm, &srv.addr, cut, Encoding::F32);
+        let mut d = SplitDecoder::new(&llm, cut).unwrap();
+        let g = d
+            .generate(&prompt, &opts(32), &mut l, &mut |_| true)
+            .unwrap();
+        assert_eq!(g.fell_back, None, "cut {cut}");
+        assert_eq!(g.generation.tokens, want, "cut {cut}");
+        println!(
+            "cut {cut}: {} bytes up per position (f32), {:.1} ms per round trip",
+            l.stats.bytes_up / l.stats.positions,
+            l.stats.round_trips.as_secs_f64() * 1e3 / l.stats.steps as f64
+        );
+    }
+
+    // The server is killed after the 10th token: the device finishes alone.
+    struct KillAfter<'a> {
+        inner: DecoderLink,
+        sampled: usize,
+        server: &'a mut Option<Server>,
+    }
+    impl DecodeLink for KillAfter<'_> {
+        fn step(
+            &mut self,
+            position: usize,
+            hidden: &[f32],
+            sample: bool,
+        ) -> Result<Option<u32>, String> {
+            if sample && self.sampled == 10 {
+                self.server.take(); // killed
+            }
+            self.sampled += sample as usize;
+            self.inner.step(position, hidden, sample)
+        }
+    }
+    let mut server = Some(srv);
+    let addr = server.as_ref().unwrap().addr.clone();
+    let mut k = KillAfter {
+        inner: link(&llm, &addr, 15, Encoding::F32),
+        sampled: 0,
+        server: &mut server,
+    };
+    let mut d = SplitDecoder::new(&llm, 15).unwrap();
+    let g = d
+        .generate(&prompt, &opts(32), &mut k, &mut |_| true)
+        .unwrap();
+    let (at, why) = g.fell_back.clone().expect("it fell back");
+    println!("killed after 10 tokens: fell back at {at} ({why})");
+    assert_eq!(at, 10);
+    assert_eq!(g.generation.tokens, want);
+    assert!(d.is_local());
+
+    // A new server: the next turn splits again, re-sending the conversation first.
+    let srv2 = start(&[]);
+    let mut l2 = link(&llm, &srv2.addr, 15, Encoding::F32);
+    let mut turn2 = d.tokens().to_vec();
+    turn2.extend(llm.tokenize(" and").unwrap());
+    let g2 = d
+        .generate(&turn2, &opts(8), &mut l2, &mut |_| true)
+        .unwrap();
+    assert_eq!(g2.fell_back, None);
+    assert!(!d.is_local());
+    assert_eq!(g2.generation.tokens, local(&llm, &turn2, 8));
+    assert!(l2.stats.positions >= turn2.len());
+
+    // int8: the tokens after a fallback continue what was received, as a local run would.
+    let mut server = Some(start(&[]));
+    let addr = server.as_ref().unwrap().addr.clone();
+    let mut k = KillAfter {
+        inner: link(&llm, &addr, 15, Encoding::Int8),
+        sampled: 0,
+        server: &mut server,
+    };
+    let mut d = SplitDecoder::new(&llm, 15).unwrap();
+    let g = d
+        .generate(&prompt, &opts(32), &mut k, &mut |_| true)
+        .unwrap();
+    assert_eq!(g.fell_back.map(|f| f.0), Some(10));
+    let got = g.generation.tokens;
+    let mut so_far = prompt.clone();
+    so_far.extend_from_slice(&got[..10]);
+    assert_eq!(&got[10..], &local(&llm, &so_far, 22)[..]);
+}
+
+fn raw(addr: &str, id: [u8; 32]) -> FromStd<TcpStream> {
+    let s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let mut c = FromStd::new(s);
+    send(
+        &mut c,
+        &Frame::Hello(Hello {
+            model_id: id,
+            encodings: 7,
+            token: b"s3cret".to_vec(),
+        }),
+    );
+    assert!(matches!(answer(&mut c), Some(Frame::HelloOk(_))));
+    c
+}
+
+fn send(c: &mut FromStd<TcpStream>, f: &Frame) {
+    c.inner_mut().write_all(&encode_frame(f).unwrap()).unwrap();
+}
+
+fn answer(c: &mut FromStd<TcpStream>) -> Option<Frame> {
+    read_frame(c, &Limits::default()).ok().flatten()
+}
+
+fn open(cut: u16) -> Frame {
+    Frame::Open(Open {
+        cut,
+        context: 64,
+        encoding: Encoding::F32,
+        top_logits: 0,
+        temperature: 0.0,
+        top_k: 0,
+        top_p: 1.0,
+        seed: 0,
+    })
+}
+
+fn step(session: u64, position: u32, values: &[f32]) -> Frame {
+    Frame::Step(Step {
+        session,
+        position,
+        rows: (values.len() / 576) as u16,
+        width: 576,
+        sample: true,
+        encoding: Encoding::F32,
+        data: encode_values(values, Encoding::F32),
+    })
+}
+
+fn code(f: Option<Frame>) -> Option<ErrorCode> {
+    match f {
+        Some(Frame::Error { code, .. }) => Some(code),
+        other => panic!("expected an error, got {other:?}"),
+    }
+}
+
+/// A good split generation still runs split (no fallback).
+fn still_serving(llm: &Llm, addr: &str) {
+    let prompt = llm.tokenize("Hi").unwrap();
+    let mut l = link(llm, addr, 15, Encoding::F16);
+    let mut d = SplitDecoder::new(llm, 15).unwrap();
+    let g = d
+        .generate(&prompt, &opts(4), &mut l, &mut |_| true)
+        .unwrap();
+    assert_eq!(g.fell_back, None);
+}
+
+#[test]
+fn hostile_sessions_are_refused_and_idle_ones_evicted() {
+    let llm = llm();
+    let id = llm.model_id().0;
+    let srv = start(&["--max-sessions", "2", "--session-idle-timeout", "1"]);
+    let mut c = raw(&srv.addr, id);
+    let row = vec![0.1f32; 576];
+    // A step before any OPEN, then for a session that does not exist.
+    send(&mut c, &step(1, 0, &row));
+    assert_eq!(code(answer(&mut c)), Some(ErrorCode::BadRequest));
+    send(&mut c, &open(15));
+    let Some(Frame::Opened(o)) = answer(&mut c) else {
+        panic!("no session")
+    };
+    send(&mut c, &step(o.session + 7, 0, &row));
+    assert_eq!(code(answer(&mut c)), Some(ErrorCode::BadRequest));
+    // Positions past what the session holds; NaN; a cut outside the model.
+    send(&mut c, &step(o.session, 5, &row));
+    assert_eq!(code(answer(&mut c)), Some(ErrorCode::BadRequest));
+    let mut nan = row.clone();
+    nan[3] = f32::NAN;
+    send(&mut c, &step(o.session, 0, &nan));
+    assert_eq!(code(answer(&mut c)), Some(ErrorCode::BadRequest));
+    send(&mut c, &open(30));
+    assert_eq!(code(answer(&mut c)), Some(ErrorCode::BadRequest));
+    // The session still works after all that.
+    send(&mut c, &step(o.session, 0, &row));
+    assert!(matches!(answer(&mut c), Some(Frame::Next(n)) if n.held == 1));
+    still_serving(&llm, &srv.addr);
+
+    // Two sessions are the limit: a third is refused, and a device asking for it falls back.
+    // (The good client's session ends with its connection: wait for it to be freed.)
+    let t = Instant::now();
+    while metric(&srv, "edgecut_sessions") != Some(1.0) && t.elapsed() < Duration::from_secs(5) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    send(&mut c, &open(15));
+    assert!(matches!(answer(&mut c), Some(Frame::Opened(_))));
+    let kv = metric(&srv, "edgecut_kv_bytes").unwrap();
+    assert_eq!(metric(&srv, "edgecut_sessions"), Some(2.0));
+    let mut c2 = raw(&srv.addr, id);
+    send(&mut c2, &open(15));
+    assert_eq!(code(answer(&mut c2)), Some(ErrorCode::Unavailable));
+    let prompt = llm.tokenize("Hi").unwrap();
+    let mut l = link(&llm, &srv.addr, 15, Encoding::F16);
+    let mut d = SplitDecoder::new(&llm, 15).unwrap();
+    let g = d
+        .generate(&prompt, &opts(4), &mut l, &mut |_| true)
+        .unwrap();
+    let why = g.fell_back.expect("no session: the device runs alone").1;
+    assert!(why.contains("sessions"), "{why}");
+    assert_eq!(g.generation.tokens, local(&llm, &prompt, 4));
+
+    // Left open and silent: evicted after the idle time, the KV memory given back.
+    let t = Instant::now();
+    while metric(&srv, "edgecut_sessions") != Some(0.0) && t.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    println!(
+        "2 sessions held {kv} KV bytes; evicted after {:.1?} (idle timeout 1 s)",
+        t.elapsed()
+    );
+    assert_eq!(metric(&srv, "edgecut_sessions"), Some(0.0));
+    assert_eq!(metric(&srv, "edgecut_kv_bytes"), Some(0.0));
+    assert_eq!(metric(&srv, "edgecut_sessions_evicted_total"), Some(2.0));
+    send(&mut c, &step(o.session, 1, &row));
+    assert_eq!(code(answer(&mut c)), Some(ErrorCode::BadRequest), "evicted");
+    still_serving(&llm, &srv.addr);
+}

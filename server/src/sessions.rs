@@ -1,0 +1,322 @@
+//! Split decoding on the server: a connection's decoder sessions (OPEN, STEP, CLOSE), each a
+//! [`ServerDecoder`] with its KV cache of the layers after the device's cut. Sessions are
+//! bounded in number (over all connections) and in context, evicted when idle, and freed with
+//! their connection; their KV bytes show in `edgecut_kv_bytes`.
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Instant;
+
+use edgecut::split::ServerDecoder;
+use edgecut::{Llm, SamplingParams};
+use edgecut_wire::{decode_values, ErrorCode, Frame, Next, Open, Opened, Step, NO_TOKEN};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::{Mutex, OwnedSemaphorePermit, Semaphore};
+
+use crate::connection::{error, kib, End, Held, Link};
+
+use crate::metrics::Metrics;
+
+/// One session: its half of the model, when it was last used, its slot among all sessions.
+struct Session {
+    dec: Option<ServerDecoder>,
+    last: Instant,
+    _slot: OwnedSemaphorePermit,
+    kv: i64,
+}
+
+/// What all connections share for decoding.
+pub(crate) struct Decoding {
+    pub(crate) llm: Llm,
+    /// Sessions over all connections.
+    pub(crate) slots: Arc<Semaphore>,
+    /// One model run at a time (FIFO): the model's own threads use the cores.
+    pub(crate) run: Mutex<()>,
+    pub(crate) max_context: usize,
+    pub(crate) idle: std::time::Duration,
+}
+
+/// A connection's sessions.
+pub(crate) struct Sessions {
+    map: HashMap<u64, Session>,
+    next_id: u64,
+    metrics: Arc<Metrics>,
+}
+
+impl Drop for Sessions {
+    fn drop(&mut self) {
+        for (_, s) in self.map.drain() {
+            self.metrics.sessions.fetch_sub(1, Ordering::Relaxed);
+            self.metrics.kv_bytes.fetch_sub(s.kv, Ordering::Relaxed);
+        }
+    }
+}
+
+fn refuse(session: u64, code: ErrorCode, why: impl Into<String>) -> Frame {
+    error(session, code, why)
+}
+
+impl Sessions {
+    pub(crate) fn new(metrics: Arc<Metrics>) -> Sessions {
+        Sessions {
+            map: HashMap::new(),
+            next_id: 1,
+            metrics,
+        }
+    }
+
+    /// Whether the connection holds any session.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+
+    fn remove(&mut self, id: u64) -> bool {
+        match self.map.remove(&id) {
+            Some(s) => {
+                self.metrics.sessions.fetch_sub(1, Ordering::Relaxed);
+                self.metrics.kv_bytes.fetch_sub(s.kv, Ordering::Relaxed);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Drops the sessions unused for longer than `idle` (all of them with `idle` zero).
+    pub(crate) fn evict(&mut self, idle: std::time::Duration) {
+        let old: Vec<u64> = self
+            .map
+            .iter()
+            .filter(|(_, s)| s.last.elapsed() >= idle)
+            .map(|(&id, _)| id)
+            .collect();
+        for id in old {
+            self.remove(id);
+            self.metrics.evicted.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// OPEN: a new session, or why not.
+    pub(crate) fn open(&mut self, d: &Decoding, o: &Open) -> Frame {
+        let context = o.context as usize;
+        if context > d.max_context {
+            let why = format!(
+                "a context of {context} positions; this server gives a session at most {}",
+                d.max_context
+            );
+            return refuse(0, ErrorCode::BadRequest, why);
+        }
+        if o.top_logits != 0 {
+            let why = "this server samples the next token itself (top logits are not offered)";
+            return refuse(0, ErrorCode::BadRequest, why);
+        }
+        let Ok(slot) = d.slots.clone().try_acquire_owned() else {
+            let why = "the server has as many sessions as it allows; run locally";
+            return refuse(0, ErrorCode::Unavailable, why);
+        };
+        let sampling = SamplingParams {
+            temperature: o.temperature,
+            top_k: o.top_k as usize,
+            top_p: o.top_p,
+            seed: o.seed,
+            ..SamplingParams::default()
+        };
+        let dec = match ServerDecoder::open(&d.llm, o.cut as usize, context, sampling) {
+            Ok(dec) => dec,
+            Err(e) => return refuse(0, ErrorCode::BadRequest, e.to_string()),
+        };
+        let id = self.next_id;
+        self.next_id += 1;
+        let kv = dec.kv_bytes() as i64;
+        self.metrics.sessions.fetch_add(1, Ordering::Relaxed);
+        self.metrics.kv_bytes.fetch_add(kv, Ordering::Relaxed);
+        self.map.insert(
+            id,
+            Session {
+                dec: Some(dec),
+                last: Instant::now(),
+                _slot: slot,
+                kv,
+            },
+        );
+        Frame::Opened(Opened {
+            session: id,
+            context: context as u32,
+        })
+    }
+
+    /// CLOSE: frees the session (no answer).
+    pub(crate) fn close(&mut self, id: u64) {
+        self.remove(id);
+    }
+
+    /// STEP: runs the rows and answers NEXT, or why not (the session is kept when the step
+    /// was refused before it ran).
+    pub(crate) async fn step(&mut self, d: &Decoding, s: Step) -> Frame {
+        let id = s.session;
+        let h = d.llm.hidden_size();
+        let Some(sess) = self.map.get_mut(&id) else {
+            return refuse(
+                id,
+                ErrorCode::BadRequest,
+                format!("no session {id} on this connection"),
+            );
+        };
+        let Some(dec) = sess.dec.take() else {
+            return refuse(id, ErrorCode::Internal, "the session was lost");
+        };
+        let (position, rows) = (s.position as usize, s.rows as usize);
+        let check = if s.width as usize != h {
+            Err(format!("width {}; the model's hidden size is {h}", s.width))
+        } else if position > dec.held() {
+            Err(format!(
+                "position {position} after {} held: a step follows the positions before it",
+                dec.held()
+            ))
+        } else if position + rows >= dec.capacity() {
+            Err(format!(
+                "positions {position}..{} do not fit the session's context of {}",
+                position + rows,
+                dec.capacity()
+            ))
+        } else {
+            Ok(())
+        };
+        if let Err(why) = check {
+            sess.dec = Some(dec);
+            return refuse(id, ErrorCode::BadRequest, why);
+        }
+        let Some(values) = decode_values(&s.data, s.encoding, rows * h) else {
+            sess.dec = Some(dec);
+            return refuse(
+                id,
+                ErrorCode::BadRequest,
+                "the data does not match its shape",
+            );
+        };
+        let t = Instant::now();
+        let _turn = d.run.lock().await;
+        let sample = s.sample;
+        let (dec, out) = match tokio::task::spawn_blocking(move || {
+            let mut dec = dec;
+            let out = dec.step(position, values, sample);
+            (dec, out)
+        })
+        .await
+        {
+            Ok(r) => r,
+            Err(_) => {
+                self.remove(id);
+                return refuse(id, ErrorCode::Internal, "the step failed");
+            }
+        };
+        drop(_turn);
+        let held = dec.held() as u32;
+        if let Some(sess) = self.map.get_mut(&id) {
+            sess.dec = Some(dec);
+            sess.last = Instant::now();
+        }
+        let m = &self.metrics;
+        m.decode_steps.fetch_add(1, Ordering::Relaxed);
+        m.decode_rows.fetch_add(rows as u64, Ordering::Relaxed);
+        match out {
+            Ok(token) => Frame::Next(Next {
+                session: id,
+                held,
+                token: token.unwrap_or(NO_TOKEN),
+                server_us: u32::try_from(t.elapsed().as_micros()).unwrap_or(u32::MAX),
+                top: Vec::new(),
+            }),
+            Err(e) => refuse(id, ErrorCode::BadRequest, e.to_string()),
+        }
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite> Link<S> {
+    /// A decoder server's connection after its HELLO: OPEN, STEP and CLOSE frames until it
+    /// ends. Its sessions end with it; a connection silent for the session idle time loses
+    /// them (and, silent for the idle timeout, is closed).
+    pub(crate) async fn decoder_requests(&mut self) -> End {
+        let ctx = self.ctx.clone();
+        let cfg = &ctx.cfg;
+        let d = ctx.decoding.as_ref().expect("a decoder server");
+        let mut sessions = Sessions::new(ctx.metrics.clone());
+        loop {
+            let wait = if sessions.is_empty() {
+                cfg.idle_timeout
+            } else {
+                d.idle.min(cfg.idle_timeout)
+            };
+            let (ty, len, deadline) = match self.header(wait).await {
+                Ok(h) => h,
+                Err(End::Timeout) if !sessions.is_empty() => {
+                    sessions.evict(std::time::Duration::ZERO);
+                    continue;
+                }
+                Err(e) => return e,
+            };
+            sessions.evict(d.idle);
+            let h = d.llm.hidden_size() as u64;
+            let max_step = edgecut_wire::STEP_PREFIX_BYTES as u64
+                + edgecut_wire::MAX_STEP_ROWS.min(d.max_context as u16) as u64 * h * 4;
+            let fits = match ty {
+                6 => len == OPEN_BYTES,
+                8 => (len as u64) <= max_step,
+                10 => len == 8,
+                _ => {
+                    let why = "expected OPEN, STEP or CLOSE (this server runs a decoder)";
+                    return End::Refuse(ErrorCode::BadFrame, why.into());
+                }
+            };
+            if !fits {
+                let why = format!("a frame of type {ty} and {len} bytes does not fit this model");
+                return End::Refuse(ErrorCode::BadFrame, why);
+            }
+            // A step's frame and its f32 values are charged to the request memory.
+            let need = len as u64 * 5;
+            let permit = match tokio::time::timeout_at(
+                deadline,
+                ctx.memory.clone().acquire_many_owned(kib(need)),
+            )
+            .await
+            {
+                Ok(Ok(p)) => Held::new(p, ctx.metrics.clone()),
+                _ => {
+                    ctx.metrics.over_memory.fetch_add(1, Ordering::Relaxed);
+                    let why = "the server's request memory is full; run locally";
+                    return End::Refuse(ErrorCode::Unavailable, why.into());
+                }
+            };
+            let mut payload = Vec::new();
+            if let Err(e) = self.read_into(&mut payload, len as u64, deadline).await {
+                return e;
+            }
+            let frame = match edgecut_wire::decode_payload(ty, &payload, &cfg.limits) {
+                Ok(f) => f,
+                Err(e) => return End::Refuse(ErrorCode::BadFrame, e.to_string()),
+            };
+            drop(payload);
+            let answer = match frame {
+                Frame::Open(o) => sessions.open(d, &o),
+                Frame::Step(st) => sessions.step(d, st).await,
+                Frame::Close { session } => {
+                    sessions.close(session);
+                    continue;
+                }
+                _ => unreachable!("types 6, 8 and 10 decode as OPEN, STEP and CLOSE"),
+            };
+            drop(permit);
+            let m = &ctx.metrics;
+            match &answer {
+                Frame::Error { .. } => m.errors.fetch_add(1, Ordering::Relaxed),
+                _ => m.requests.fetch_add(1, Ordering::Relaxed),
+            };
+            if !self.send(&answer).await {
+                return End::Gone;
+            }
+        }
+    }
+}
+
+/// Bytes of an OPEN payload.
+const OPEN_BYTES: usize = 2 + 4 + 1 + 2 + 4 + 4 + 4 + 8;

@@ -1,0 +1,185 @@
+//! The device's link to `edgecut serve` for split decoding: a [`DecodeLink`] that opens a
+//! decoder session on the server (OPEN), sends each run's hidden states at the cut (STEP) and
+//! reads the next token (NEXT). Any failure drops the connection and is returned, and the
+//! device's [`edgecut::split::SplitDecoder`] goes on alone; the next call connects again.
+
+use std::time::{Duration, Instant};
+
+use edgecut::split::DecodeLink;
+use edgecut::{Llm, SamplingParams};
+use edgecut_wire::{encode_values, read_frame, write_frame, Frame, Limits, Open, Step, NO_TOKEN};
+
+use crate::client::{open_connection, Conn};
+use crate::{ClientConfig, SplitError};
+
+/// What the link has carried so far.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct LinkStats {
+    /// STEP frames answered.
+    pub steps: usize,
+    /// Positions sent.
+    pub positions: usize,
+    /// Bytes sent (frames, headers included).
+    pub bytes_up: usize,
+    /// Bytes received.
+    pub bytes_down: usize,
+    /// Round trips of the STEPs, summed.
+    pub round_trips: Duration,
+    /// The server's own time on them, summed.
+    pub server: Duration,
+}
+
+/// A device's connection (or not) to a split decoding server.
+pub struct DecoderLink {
+    llm: Llm,
+    cfg: ClientConfig,
+    sampling: SamplingParams,
+    conn: Option<Conn>,
+    session: Option<u64>,
+    /// What it has carried.
+    pub stats: LinkStats,
+}
+
+impl DecoderLink {
+    /// A link for `llm` split at `cfg.cut` blocks, with the server sampling as `sampling` says
+    /// (greedy by default; a repetition penalty cannot be split and is refused by the server).
+    pub fn new(llm: &Llm, cfg: ClientConfig, sampling: SamplingParams) -> DecoderLink {
+        DecoderLink {
+            llm: llm.clone(),
+            cfg,
+            sampling,
+            conn: None,
+            session: None,
+            stats: LinkStats::default(),
+        }
+    }
+
+    fn exchange(&mut self, f: &Frame) -> Result<Frame, SplitError> {
+        let c = self.conn.as_mut().expect("connected");
+        let bytes =
+            edgecut_wire::encode_frame(f).map_err(|e| SplitError::Protocol(e.to_string()))?;
+        self.stats.bytes_up += bytes.len();
+        write_frame(c, f).map_err(|e| SplitError::Protocol(e.to_string()))?;
+        match read_frame(c, &Limits::default()) {
+            Ok(Some(Frame::Error { code, message, .. })) => {
+                Err(SplitError::Refused { code, message })
+            }
+            Ok(Some(f)) => Ok(f),
+            Ok(None) => Err(SplitError::Protocol(
+                "the server closed the connection".into(),
+            )),
+            Err(e) => Err(SplitError::Protocol(e.to_string())),
+        }
+    }
+
+    fn ensure_session(&mut self) -> Result<u64, SplitError> {
+        if self.conn.is_none() {
+            let (c, ok, _) = open_connection(&self.cfg, self.llm.model_id().0)?;
+            if ok.stages as usize != self.llm.blocks() {
+                return Err(SplitError::Protocol(format!(
+                    "the server's model has {} blocks, this one {}",
+                    ok.stages,
+                    self.llm.blocks()
+                )));
+            }
+            self.conn = Some(c);
+            self.session = None;
+        }
+        if let Some(s) = self.session {
+            return Ok(s);
+        }
+        let p = &self.sampling;
+        let open = Frame::Open(Open {
+            cut: self.cfg.cut as u16,
+            context: self.llm.context_len() as u32,
+            encoding: self.cfg.encoding,
+            top_logits: 0,
+            temperature: p.temperature,
+            top_k: p.top_k as u32,
+            top_p: p.top_p,
+            seed: p.seed,
+        });
+        match self.exchange(&open)? {
+            Frame::Opened(o) => {
+                self.session = Some(o.session);
+                Ok(o.session)
+            }
+            other => Err(SplitError::Protocol(format!(
+                "unexpected answer to OPEN: {other:?}"
+            ))),
+        }
+    }
+
+    fn try_step(
+        &mut self,
+        position: usize,
+        hidden: &[f32],
+        sample: bool,
+    ) -> Result<Option<u32>, SplitError> {
+        let session = self.ensure_session()?;
+        let h = self.llm.hidden_size();
+        let rows = hidden.len() / h;
+        let step = Frame::Step(Step {
+            session,
+            position: position as u32,
+            rows: rows as u16,
+            width: h as u32,
+            sample,
+            encoding: self.cfg.encoding,
+            data: encode_values(hidden, self.cfg.encoding),
+        });
+        let t = Instant::now();
+        let answer = self.exchange(&step)?;
+        let rtt = t.elapsed();
+        match answer {
+            Frame::Next(n) if n.session == session && n.held as usize == position + rows => {
+                self.stats.steps += 1;
+                self.stats.positions += rows;
+                self.stats.bytes_down += edgecut_wire::HEADER_BYTES + 22 + 8 * n.top.len();
+                self.stats.round_trips += rtt;
+                self.stats.server += Duration::from_micros(n.server_us.into());
+                match (sample, n.token) {
+                    (false, _) => Ok(None),
+                    (true, NO_TOKEN) => Err(SplitError::Protocol("NEXT without a token".into())),
+                    (true, t) if (t as usize) < self.llm.vocab_size() => Ok(Some(t)),
+                    (true, t) => Err(SplitError::Protocol(format!(
+                        "token {t} outside the vocabulary"
+                    ))),
+                }
+            }
+            other => Err(SplitError::Protocol(format!(
+                "unexpected answer to STEP: {other:?}"
+            ))),
+        }
+    }
+
+    /// Closes the session on the server (when there is one) and the connection.
+    pub fn close(&mut self) {
+        if let (Some(c), Some(session)) = (self.conn.as_mut(), self.session) {
+            let _ = write_frame(c, &Frame::Close { session });
+        }
+        self.conn = None;
+        self.session = None;
+    }
+}
+
+impl Drop for DecoderLink {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+impl DecodeLink for DecoderLink {
+    fn step(
+        &mut self,
+        position: usize,
+        hidden: &[f32],
+        sample: bool,
+    ) -> Result<Option<u32>, String> {
+        self.try_step(position, hidden, sample).map_err(|e| {
+            self.conn = None;
+            self.session = None;
+            e.to_string()
+        })
+    }
+}
