@@ -275,6 +275,61 @@ impl Llama {
         Ok(out)
     }
 
+    /// [`Llama::blocks`] for several conversations at once, each with its own cache (all of the
+    /// same layers): `xs[i]` runs at the positions after what `caches[i]` holds. The matrix
+    /// products of all rows run together (the weights are read once for the batch: what makes
+    /// decoding many conversations cheaper than decoding them one by one); attention runs per
+    /// conversation. Checks every cache and row count before anything runs.
+    pub fn blocks_many(
+        &self,
+        caches: &mut [&mut KvCache],
+        xs: Vec<Vec<f32>>,
+    ) -> Result<Vec<Vec<f32>>> {
+        if caches.len() != xs.len() || caches.is_empty() {
+            return Err(ModelError::Input(format!(
+                "{} caches for {} inputs",
+                caches.len(),
+                xs.len()
+            )));
+        }
+        let layers = caches[0].layers();
+        let mut rows = Vec::with_capacity(xs.len());
+        let mut pos0 = Vec::with_capacity(xs.len());
+        for (cache, x) in caches.iter().zip(&xs) {
+            let n = self.rows(x)?;
+            if cache.owner() != self.serial || cache.layers() != layers {
+                return Err(ModelError::Input(
+                    "the KV caches of one batch belong to this model and cover the same layers"
+                        .into(),
+                ));
+            }
+            if n > cache.capacity() - cache.len() {
+                return Err(ModelError::ContextFull {
+                    tokens: n,
+                    used: cache.len(),
+                    capacity: cache.capacity(),
+                });
+            }
+            rows.push(n);
+            pos0.push(cache.len());
+        }
+        let x: Vec<f32> = xs.concat();
+        let out = {
+            let mut states: Vec<&mut (dyn std::any::Any + Send + Sync)> =
+                caches.iter_mut().map(|c| c.state_mut()).collect();
+            self.on.run_many(&mut states, layers, x, &rows, &pos0)?
+        };
+        let h = self.config.hidden;
+        let mut at = 0;
+        let mut outs = Vec::with_capacity(rows.len());
+        for (cache, &n) in caches.iter_mut().zip(&rows) {
+            cache.advance(n);
+            outs.push(out[at * h..(at + n) * h].to_vec());
+            at += n;
+        }
+        Ok(outs)
+    }
+
     /// Stage `head`: the logits of rows `x` (`[rows, hidden]`), `[rows, vocab]`.
     pub fn head(&self, x: &[f32]) -> Result<Vec<f32>> {
         let rows = self.rows(x)?;

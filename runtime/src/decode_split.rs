@@ -104,12 +104,9 @@ impl ServerDecoder {
         self.cache.capacity()
     }
 
-    /// Runs the rows `hidden` at `position` (at most [`ServerDecoder::held`]: less rewinds)
-    /// through blocks `cut..n`; with `sample`, the head on the last row and the next token.
-    /// Checks every value before any is run.
-    pub fn step(&mut self, position: usize, hidden: Vec<f32>, sample: bool) -> Result<Option<u32>> {
-        let model = &self.llm.inner.model;
-        let h = model.config.hidden;
+    /// Checks a step's rows against the session before anything runs.
+    fn check(&self, position: usize, hidden: &[f32]) -> Result<usize> {
+        let h = self.llm.inner.model.config.hidden;
         if hidden.is_empty() || !hidden.len().is_multiple_of(h) {
             return Err(Error::Input(format!(
                 "{} values are not rows of {h}",
@@ -122,27 +119,153 @@ impl ServerDecoder {
                 self.held
             )));
         }
+        let rows = hidden.len() / h;
+        if position + rows > self.cache.capacity() {
+            return Err(Error::ContextFull {
+                tokens: rows,
+                used: position,
+                capacity: self.cache.capacity(),
+            });
+        }
         if hidden.iter().any(|v| !v.is_finite()) {
             return Err(Error::Input(
                 "the hidden states hold a NaN or an infinity".into(),
             ));
         }
-        self.cache.truncate(position);
-        self.held = position;
-        let rows = hidden.len() / h;
-        let out = model.blocks(&mut self.cache, hidden)?;
-        self.held += rows;
-        if !sample {
-            return Ok(None);
-        }
-        let mut logits = model.head(&out[(rows - 1) * h..])?;
+        Ok(rows)
+    }
+
+    /// Samples from the logits of a step's last row.
+    fn pick(&mut self, mut logits: Vec<f32>) -> Result<u32> {
         if logits.iter().any(|v| !v.is_finite()) {
             return Err(Error::Input(
                 "the logits are not finite: the hidden states overflowed".into(),
             ));
         }
-        Ok(Some(self.sampler.sample(&mut logits, &[])))
+        Ok(self.sampler.sample(&mut logits, &[]))
     }
+
+    /// Runs the rows `hidden` at `position` (at most [`ServerDecoder::held`]: less rewinds)
+    /// through blocks `cut..n`; with `sample`, the head on the last row and the next token.
+    /// Checks every value before any is run.
+    pub fn step(&mut self, position: usize, hidden: Vec<f32>, sample: bool) -> Result<Option<u32>> {
+        let rows = self.check(position, &hidden)?;
+        let model = &self.llm.inner.model;
+        let h = model.config.hidden;
+        self.cache.truncate(position);
+        self.held = position;
+        let out = model.blocks(&mut self.cache, hidden)?;
+        self.held += rows;
+        if !sample {
+            return Ok(None);
+        }
+        let logits = model.head(&out[(rows - 1) * h..])?;
+        self.pick(logits).map(Some)
+    }
+
+    /// The steps of several sessions of one model at once (each as [`ServerDecoder::step`]
+    /// would run it): sessions of one cut run their matrix products on all their rows
+    /// together, and the heads of all sampled rows run together. Each step is checked on its
+    /// own; one refused does not hold the others back.
+    pub fn step_many(mut steps: Vec<DecodeStep<'_>>) -> Vec<Result<Option<u32>>> {
+        let n = steps.len();
+        let mut results: Vec<Option<Result<Option<u32>>>> = (0..n).map(|_| None).collect();
+        let mut passed = vec![false; n];
+        for (i, st) in steps.iter().enumerate() {
+            match st.dec.check(st.position, &st.hidden) {
+                Ok(_) => passed[i] = true,
+                Err(e) => results[i] = Some(Err(e)),
+            }
+        }
+        let mut cuts: Vec<usize> = (0..n)
+            .filter(|&i| passed[i])
+            .map(|i| steps[i].dec.cut)
+            .collect();
+        cuts.sort_unstable();
+        cuts.dedup();
+        let mut outs: Vec<Option<Vec<f32>>> = (0..n).map(|_| None).collect();
+        for cut in cuts {
+            let idx: Vec<usize> = (0..n)
+                .filter(|&i| passed[i] && steps[i].dec.cut == cut)
+                .collect();
+            let llm = steps[idx[0]].dec.llm.clone();
+            let mut xs = Vec::with_capacity(idx.len());
+            for &i in &idx {
+                let st = &mut steps[i];
+                st.dec.cache.truncate(st.position);
+                st.dec.held = st.position;
+                xs.push(std::mem::take(&mut st.hidden));
+            }
+            let mut caches: Vec<&mut KvCache> = steps
+                .iter_mut()
+                .enumerate()
+                .filter(|(i, _)| idx.contains(i))
+                .map(|(_, st)| &mut st.dec.cache)
+                .collect();
+            let run = llm.inner.model.blocks_many(&mut caches, xs);
+            drop(caches);
+            match run {
+                Ok(o) => {
+                    let h = llm.inner.model.config.hidden;
+                    for (&i, out) in idx.iter().zip(o) {
+                        steps[i].dec.held += out.len() / h;
+                        outs[i] = Some(out);
+                    }
+                }
+                Err(e) => {
+                    for &i in &idx {
+                        results[i] = Some(Err(Error::Input(e.to_string())));
+                    }
+                }
+            }
+        }
+        let sampled: Vec<usize> = (0..n)
+            .filter(|&i| outs[i].is_some() && steps[i].sample)
+            .collect();
+        for i in 0..n {
+            if outs[i].is_some() && !steps[i].sample {
+                results[i] = Some(Ok(None));
+            }
+        }
+        if let Some(&first) = sampled.first() {
+            let llm = steps[first].dec.llm.clone();
+            let (h, vocab) = (llm.inner.model.config.hidden, llm.inner.model.config.vocab);
+            let mut last = Vec::with_capacity(sampled.len() * h);
+            for &i in &sampled {
+                let o = outs[i].as_ref().expect("ran");
+                last.extend_from_slice(&o[o.len() - h..]);
+            }
+            match llm.inner.model.head(&last) {
+                Ok(logits) => {
+                    for (j, &i) in sampled.iter().enumerate() {
+                        let l = logits[j * vocab..(j + 1) * vocab].to_vec();
+                        results[i] = Some(steps[i].dec.pick(l).map(Some));
+                    }
+                }
+                Err(e) => {
+                    for &i in &sampled {
+                        results[i] = Some(Err(Error::Input(e.to_string())));
+                    }
+                }
+            }
+        }
+        results
+            .into_iter()
+            .map(|r| r.unwrap_or_else(|| Err(Error::Input("the step did not run".into()))))
+            .collect()
+    }
+}
+
+/// One session's step for [`ServerDecoder::step_many`].
+pub struct DecodeStep<'a> {
+    /// The session.
+    pub dec: &'a mut ServerDecoder,
+    /// Position of the first row.
+    pub position: usize,
+    /// `rows x hidden` values at the cut.
+    pub hidden: Vec<f32>,
+    /// Whether to answer the next token.
+    pub sample: bool,
 }
 
 /// The device's half of a split decoder: embeddings and blocks `0..cut`, the hidden states at

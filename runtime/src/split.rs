@@ -10,7 +10,9 @@ use edgecut_wire::{
     Infer, InferResult, InferShape,
 };
 
-pub use crate::decode_split::{DecodeLink, ServerDecoder, SplitDecoder, SplitGeneration};
+pub use crate::decode_split::{
+    DecodeLink, DecodeStep, ServerDecoder, SplitDecoder, SplitGeneration,
+};
 use crate::{Error, Result, Session};
 
 fn bad(msg: impl Into<String>) -> Error {

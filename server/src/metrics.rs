@@ -53,6 +53,10 @@ pub struct Metrics {
     pub decode_steps: AtomicU64,
     /// Positions run by decoder steps (prompt chunks and generated tokens).
     pub decode_rows: AtomicU64,
+    /// Batches of decoder steps run (mean batch = `decode_batched / decode_batches`).
+    pub decode_batches: AtomicU64,
+    /// Decoder steps over all batches.
+    pub decode_batched: AtomicU64,
 }
 
 impl Metrics {
@@ -138,6 +142,16 @@ impl Metrics {
             "edgecut_decode_positions_total",
             "Positions run by decoder steps.",
             c(&self.decode_rows).to_string(),
+        );
+        counter(
+            "edgecut_decode_batches_total",
+            "Batches of decoder steps run (sessions stepped together).",
+            c(&self.decode_batches).to_string(),
+        );
+        counter(
+            "edgecut_decode_batched_steps_total",
+            "Decoder steps over all batches.",
+            c(&self.decode_batched).to_string(),
         );
         let mut gauge = |name: &str, help: &str, v: i64| {
             out += &format!("# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}\n");

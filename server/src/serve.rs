@@ -14,7 +14,7 @@ use crate::config::ServeConfig;
 use crate::connection::{connection, Ctx};
 use crate::guard::FailedHellos;
 use crate::metrics::Metrics;
-use crate::sessions::Decoding;
+use crate::sessions::{decode_batcher, Decoding};
 
 /// The model a server runs.
 #[derive(Clone, Debug)]
@@ -53,15 +53,18 @@ pub async fn serve(
     // Every connection has at most one request queued.
     let (tx, rx) = mpsc::channel(cfg.max_connections.max(1));
     let (phase_tx, phase) = watch::channel(Phase::Running);
+    let mut decode_task = None;
     let (session, decoding, model_id) = match model {
         ServedModel::Encoder(s) => {
             let id = s.model_id().0;
             (Some(s), None, id)
         }
         ServedModel::Decoder(llm) => {
+            let (jobs, queue) = mpsc::channel(cfg.max_sessions.max(1));
+            decode_task = Some(tokio::spawn(decode_batcher(queue, metrics.clone())));
             let d = Decoding {
                 slots: Arc::new(Semaphore::new(cfg.max_sessions)),
-                run: tokio::sync::Mutex::new(()),
+                jobs,
                 max_context: cfg.max_session_context.min(llm.context_len()),
                 idle: cfg.session_idle_timeout,
                 llm,
@@ -152,5 +155,8 @@ pub async fn serve(
     drop(ctx);
     // Ends when the group running now does: a model run cannot be interrupted.
     let _ = batch_task.await;
+    if let Some(t) = decode_task {
+        let _ = t.await;
+    }
     Ok(())
 }

@@ -8,11 +8,11 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 
-use edgecut::split::ServerDecoder;
+use edgecut::split::{DecodeStep, ServerDecoder};
 use edgecut::{Llm, SamplingParams};
 use edgecut_wire::{decode_values, ErrorCode, Frame, Next, Open, Opened, Step, NO_TOKEN};
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::sync::{Mutex, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 
 use crate::connection::{error, kib, End, Held, Link};
 
@@ -31,8 +31,8 @@ pub(crate) struct Decoding {
     pub(crate) llm: Llm,
     /// Sessions over all connections.
     pub(crate) slots: Arc<Semaphore>,
-    /// One model run at a time (FIFO): the model's own threads use the cores.
-    pub(crate) run: Mutex<()>,
+    /// The decode batcher's queue.
+    pub(crate) jobs: mpsc::Sender<StepJob>,
     pub(crate) max_context: usize,
     pub(crate) idle: std::time::Duration,
 }
@@ -195,22 +195,22 @@ impl Sessions {
             );
         };
         let t = Instant::now();
-        let _turn = d.run.lock().await;
-        let sample = s.sample;
-        let (dec, out) = match tokio::task::spawn_blocking(move || {
-            let mut dec = dec;
-            let out = dec.step(position, values, sample);
-            (dec, out)
-        })
-        .await
-        {
-            Ok(r) => r,
-            Err(_) => {
-                self.remove(id);
-                return refuse(id, ErrorCode::Internal, "the step failed");
-            }
+        let (tx, rx) = oneshot::channel();
+        let job = StepJob {
+            dec,
+            position,
+            hidden: values,
+            sample: s.sample,
+            reply: tx,
         };
-        drop(_turn);
+        if d.jobs.send(job).await.is_err() {
+            self.remove(id);
+            return refuse(id, ErrorCode::Unavailable, "the server is shutting down");
+        }
+        let Ok((dec, out)) = rx.await else {
+            self.remove(id);
+            return refuse(id, ErrorCode::Internal, "the step failed");
+        };
         let held = dec.held() as u32;
         if let Some(sess) = self.map.get_mut(&id) {
             sess.dec = Some(dec);
@@ -320,3 +320,47 @@ impl<S: AsyncRead + AsyncWrite> Link<S> {
 
 /// Bytes of an OPEN payload.
 const OPEN_BYTES: usize = 2 + 4 + 1 + 2 + 4 + 4 + 4 + 8;
+
+/// A session's step on its way to the decode batcher, the session with it.
+pub(crate) struct StepJob {
+    dec: ServerDecoder,
+    position: usize,
+    hidden: Vec<f32>,
+    sample: bool,
+    reply: oneshot::Sender<(ServerDecoder, edgecut::Result<Option<u32>>)>,
+}
+
+/// Runs the steps of every session that are waiting, together (continuous batching across
+/// devices: the matrix products of all of them read each weight once), one batch at a time;
+/// a step that arrives while a batch runs joins the next. Nothing waits for company: a lone
+/// session runs at once.
+pub(crate) async fn decode_batcher(mut rx: mpsc::Receiver<StepJob>, metrics: Arc<Metrics>) {
+    while let Some(first) = rx.recv().await {
+        let mut jobs = vec![first];
+        while let Ok(j) = rx.try_recv() {
+            jobs.push(j);
+        }
+        metrics.decode_batches.fetch_add(1, Ordering::Relaxed);
+        metrics
+            .decode_batched
+            .fetch_add(jobs.len() as u64, Ordering::Relaxed);
+        let _ = tokio::task::spawn_blocking(move || {
+            let mut jobs = jobs;
+            let steps = jobs
+                .iter_mut()
+                .map(|j| DecodeStep {
+                    dec: &mut j.dec,
+                    position: j.position,
+                    hidden: std::mem::take(&mut j.hidden),
+                    sample: j.sample,
+                })
+                .collect();
+            let results = ServerDecoder::step_many(steps);
+            for (j, r) in jobs.into_iter().zip(results) {
+                // A connection that went away drops its session with the answer.
+                let _ = j.reply.send((j.dec, r));
+            }
+        })
+        .await;
+    }
+}

@@ -209,3 +209,82 @@ fn a_lost_server_mid_reply_loses_nothing() {
     assert!(!d.is_local(), "split again");
     assert_eq!(second.generation.tokens, local(llm, &turn2, 12));
 }
+
+/// A link that records what it was sent and answered.
+struct Recording {
+    inner: InProcess,
+    calls: Vec<(usize, Vec<f32>, bool, Option<u32>)>,
+}
+
+impl DecodeLink for Recording {
+    fn step(
+        &mut self,
+        position: usize,
+        hidden: &[f32],
+        sample: bool,
+    ) -> Result<Option<u32>, String> {
+        let out = self.inner.step(position, hidden, sample)?;
+        self.calls.push((position, hidden.to_vec(), sample, out));
+        Ok(out)
+    }
+}
+
+#[test]
+fn sessions_stepped_together_answer_as_each_alone() {
+    use edgecut::split::DecodeStep;
+    let llm = smollm();
+    let cut = llm.blocks() / 2;
+    let opts = GenerateOptions::default()
+        .with_max_tokens(12)
+        .with_ignore_eos(true);
+    // Each prompt alone, recorded.
+    let recs: Vec<Recording> = prompts()
+        .into_iter()
+        .take(6)
+        .map(|(_, prompt)| {
+            let mut r = Recording {
+                inner: InProcess::new(llm, cut, Encoding::F32),
+                calls: Vec::new(),
+            };
+            SplitDecoder::new(llm, cut)
+                .unwrap()
+                .generate(&prompt, &opts, &mut r, &mut |_| true)
+                .unwrap();
+            r
+        })
+        .collect();
+    // The same steps, the sessions stepped together after their prompts.
+    let mut servers: Vec<ServerDecoder> = recs
+        .iter()
+        .map(|r| {
+            let mut s = ServerDecoder::open(llm, cut, llm.context_len(), SamplingParams::default())
+                .unwrap();
+            let (p, h, sample, want) = &r.calls[0];
+            assert_eq!(s.step(*p, h.clone(), *sample).unwrap(), *want);
+            s
+        })
+        .collect();
+    let steps = recs.iter().map(|r| r.calls.len()).min().unwrap();
+    let (mut same, mut total) = (0, 0);
+    for k in 1..steps {
+        let batch: Vec<DecodeStep> = servers
+            .iter_mut()
+            .zip(&recs)
+            .map(|(s, r)| DecodeStep {
+                dec: s,
+                position: r.calls[k].0,
+                hidden: r.calls[k].1.clone(),
+                sample: r.calls[k].2,
+            })
+            .collect();
+        for (got, r) in ServerDecoder::step_many(batch).into_iter().zip(&recs) {
+            total += 1;
+            same += (got.unwrap() == r.calls[k].3) as usize;
+        }
+    }
+    println!(
+        "{} sessions stepped together: {same} of {total} tokens as each alone",
+        recs.len()
+    );
+    assert_eq!(same, total);
+}

@@ -32,6 +32,18 @@ pub(super) trait Decoder: Send + Sync {
         x: Vec<f32>,
         pos0: usize,
     ) -> Result<Vec<f32>>;
+    /// [`Decoder::run`] for several caches at once (one conversation each): `rows[i]` rows of
+    /// `x` at positions `pos0[i]..` go with `states[i]`. The matrix products run on all rows
+    /// together (each weight read once for the batch); rotary embedding and attention run per
+    /// conversation.
+    fn run_many(
+        &self,
+        states: &mut [&mut (dyn Any + Send + Sync)],
+        layers: Range<usize>,
+        x: Vec<f32>,
+        rows: &[usize],
+        pos0: &[usize],
+    ) -> Result<Vec<f32>>;
     /// The final norm and the vocabulary projection of `rows` rows.
     fn head(&self, x: Vec<f32>, rows: usize) -> Result<Vec<f32>>;
 }
@@ -174,6 +186,57 @@ impl<B: Backend> On<B> {
     }
 }
 
+impl<B: Backend> On<B> {
+    /// One Llama block on the rows of several conversations: `parts[i]` is conversation i's
+    /// (state, first row, rows, first position). Matrix products run on every row at once; the
+    /// rows of each conversation go through rotary embedding, its KV cache and attention on
+    /// their own (copied out of and back into the batch).
+    fn block_many(
+        &self,
+        blk: &Block<B>,
+        states: &mut [&mut State<B>],
+        parts: &[(usize, usize, usize)],
+        layer: usize,
+        x: &mut B::Tensor,
+        t: usize,
+    ) -> Result<()> {
+        let (b, c) = (&self.b, &self.c);
+        let (h, hd) = (c.hidden, c.head_dim);
+        let (qw, kvw) = (c.heads * hd, c.kv_heads * hd);
+        let rope = RopeStyle::Interleaved;
+        let mut xn = b.buffer(t * h);
+        let (mut q, mut k, mut v) = (b.buffer(t * qw), b.buffer(t * kvw), b.buffer(t * kvw));
+        b.rms_norm(x, &mut xn, h, &blk.attn_norm, c.eps)?;
+        b.linear(&xn, t, &blk.q, &mut q)?;
+        b.linear(&xn, t, &blk.k, &mut k)?;
+        b.linear(&xn, t, &blk.v, &mut v)?;
+        let (q, k, v) = (b.download(q)?, b.download(k)?, b.download(v)?);
+        let mut att = vec![0f32; t * qw];
+        for (st, &(row, n, pos0)) in states.iter_mut().zip(parts) {
+            let mut qs = b.upload(q[row * qw..(row + n) * qw].to_vec());
+            let mut ks = b.upload(k[row * kvw..(row + n) * kvw].to_vec());
+            let vs = b.upload(v[row * kvw..(row + n) * kvw].to_vec());
+            b.rope(&mut qs, c.heads, hd, pos0, &self.inv_freq, rope)?;
+            b.rope(&mut ks, c.kv_heads, hd, pos0, &self.inv_freq, rope)?;
+            b.kv_append(&mut st.kv, layer, pos0, &ks, &vs)?;
+            let mut out = b.buffer(n * qw);
+            b.causal_attention(&qs, &st.kv, layer, pos0, c.heads, &mut out)?;
+            att[row * qw..(row + n) * qw].copy_from_slice(&b.download(out)?);
+        }
+        let att = b.upload(att);
+        b.linear(&att, t, &blk.wo, &mut xn)?;
+        b.add(x, &xn)?;
+        let (mut gate, mut up) = (b.buffer(t * c.ffn), b.buffer(t * c.ffn));
+        b.rms_norm(x, &mut xn, h, &blk.ffn_norm, c.eps)?;
+        b.linear(&xn, t, &blk.gate, &mut gate)?;
+        b.linear(&xn, t, &blk.up, &mut up)?;
+        b.silu_mul(&mut gate, &up)?;
+        b.linear(&gate, t, &blk.down, &mut xn)?;
+        b.add(x, &xn)?;
+        Ok(())
+    }
+}
+
 impl<B: Backend> Decoder for On<B> {
     fn owned_bytes(&self) -> usize {
         let b = self.blocks.iter().map(|b| {
@@ -230,6 +293,34 @@ impl<B: Backend> Decoder for On<B> {
         let mut x = self.b.upload(x);
         for (i, l) in layers.clone().enumerate() {
             self.block(&self.blocks[l], st, i, &mut x, t, pos0)?;
+        }
+        Ok(self.b.download(x)?)
+    }
+
+    fn run_many(
+        &self,
+        states: &mut [&mut (dyn Any + Send + Sync)],
+        layers: Range<usize>,
+        x: Vec<f32>,
+        rows: &[usize],
+        pos0: &[usize],
+    ) -> Result<Vec<f32>> {
+        let mut sts = Vec::with_capacity(states.len());
+        for s in states.iter_mut() {
+            sts.push(s.downcast_mut::<State<B>>().ok_or_else(|| {
+                ModelError::Input("a KV cache was made by another model or device".into())
+            })?);
+        }
+        let t = x.len() / self.c.hidden;
+        let mut parts = Vec::with_capacity(rows.len());
+        let mut row = 0;
+        for (&n, &p) in rows.iter().zip(pos0) {
+            parts.push((row, n, p));
+            row += n;
+        }
+        let mut x = self.b.upload(x);
+        for (i, l) in layers.clone().enumerate() {
+            self.block_many(&self.blocks[l], &mut sts, &parts, i, &mut x, t)?;
         }
         Ok(self.b.download(x)?)
     }
