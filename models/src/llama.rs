@@ -227,7 +227,7 @@ impl Llama {
 
     /// The model's stages: embeddings, each block, the head (final norm and vocabulary
     /// projection: the last position's logits), with their weight bytes; a block hands on
-    /// `hidden` values per token. A tied head (no `output.weight`) reads the embedding table,
+    /// `hidden` values per token and holds its keys and values (f16) per position. A tied head (no `output.weight`) reads the embedding table,
     /// which then counts for the embeddings.
     pub fn stages(&self) -> StageGraph {
         let c = &self.config;
@@ -238,7 +238,12 @@ impl Llama {
         };
         let names: &[&str] = &["output_norm", "output."];
         // Raw input: a u32 token id per token.
-        StageGraph::chain(&self.file, c.layers, names, c.hidden as u64, 0, head, 4)
+        let mut g = StageGraph::chain(&self.file, c.layers, names, c.hidden as u64, 0, head, 4);
+        let kv = KvCache::bytes_for(1, c.kv_heads * c.head_dim, 1) as u64;
+        for s in &mut g.stages[1..=c.layers] {
+            s.kv_bytes_per_token = kv;
+        }
+        g
     }
 
     /// Stage `embeddings`: the vectors of `ids`, `[ids.len(), hidden]`.

@@ -50,6 +50,8 @@ pub struct Stage {
     pub id: StageId,
     /// Bytes of weights (as stored in the file) the stage reads.
     pub weight_bytes: u64,
+    /// Bytes of KV cache the stage holds per position (a decoder's blocks; 0 otherwise).
+    pub kv_bytes_per_token: u64,
     /// Its output.
     pub output: StageOutput,
 }
@@ -108,6 +110,7 @@ impl StageGraph {
                 .map(|(id, weight_bytes)| Stage {
                     id,
                     weight_bytes,
+                    kv_bytes_per_token: 0,
                     output: if id == StageId::Head {
                         head_out
                     } else {
@@ -166,6 +169,7 @@ mod tests {
                         i => StageId::Block(i - 1),
                     },
                     weight_bytes: 0,
+                    kv_bytes_per_token: 0,
                     output: StageOutput {
                         per_token: 1,
                         fixed: 0,

@@ -46,6 +46,9 @@ pub struct Stage {
     pub name: String,
     /// Bytes of its weights (what a device running it must hold).
     pub weight_bytes: u64,
+    /// Bytes of KV cache it holds per position (a decoder's blocks; 0 otherwise).
+    #[serde(default)]
+    pub kv_bytes_per_token: u64,
     /// The stages whose outputs it reads; empty: it reads the model's input.
     pub inputs: Vec<usize>,
     /// Its output.
@@ -74,6 +77,7 @@ impl Graph {
                 .into_iter()
                 .enumerate()
                 .map(|(i, (name, weight_bytes, output))| Stage {
+                    kv_bytes_per_token: 0,
                     name,
                     weight_bytes,
                     inputs: if i == 0 { vec![] } else { vec![i - 1] },

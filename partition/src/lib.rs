@@ -15,13 +15,15 @@
 //! (Hu et al., INFOCOM'19: DAG partitioning) and Edgent (Li et al., 2018: re-planning as the
 //! bandwidth changes).
 
-pub mod graph;
+pub mod decode;
+mod graph;
 pub mod link;
 pub mod planner;
 pub mod profile;
 pub mod replan;
 pub mod svg;
 
+pub use decode::{DecodeBreakdown, DecodePlan, DecodePlanner, DecodeScenario};
 pub use graph::{Encoding, Graph, Stage, Tensor};
 pub use link::{Link, PowerModel};
 pub use planner::{Breakdown, Constraints, Cut, Objective, Plan, Planner, Scenario};

@@ -149,6 +149,7 @@ fn arb_case() -> impl Strategy<Value = Case> {
                         Stage {
                             name: format!("s{i}"),
                             weight_bytes: w,
+                            kv_bytes_per_token: 0,
                             inputs,
                             output: Tensor {
                                 per_token,

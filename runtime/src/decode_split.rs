@@ -168,6 +168,11 @@ impl ServerDecoder {
     /// together, and the heads of all sampled rows run together. Each step is checked on its
     /// own; one refused does not hold the others back.
     pub fn step_many(mut steps: Vec<DecodeStep<'_>>) -> Vec<Result<Option<u32>>> {
+        if let [one] = &mut steps[..] {
+            // Alone: the model's own path, with its buffers kept between steps.
+            let hidden = std::mem::take(&mut one.hidden);
+            return vec![one.dec.step(one.position, hidden, one.sample)];
+        }
         let n = steps.len();
         let mut results: Vec<Option<Result<Option<u32>>>> = (0..n).map(|_| None).collect();
         let mut passed = vec![false; n];

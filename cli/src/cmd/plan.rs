@@ -5,7 +5,8 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use edgecut_partition::{
-    Breakdown, Constraints, Encoding, Link, Objective, Plan, Planner, PowerModel, Profile, Scenario,
+    Breakdown, Constraints, DecodePlanner, DecodeScenario, Encoding, Link, Objective, Plan,
+    Planner, PowerModel, Profile, Scenario,
 };
 
 /// Arguments of `edgecut plan`.
@@ -47,6 +48,19 @@ pub struct Args {
     /// Draw predicted cost against bandwidth for every cut to this SVG file.
     #[arg(long)]
     plot: Option<PathBuf>,
+    /// Plan split decoding (a decoder's profiles): the cut for the time to the first token
+    /// plus the reply's tokens, under --memory-budget (weights and KV cache).
+    #[arg(long)]
+    decode: bool,
+    /// With --decode: prompt tokens of the turn.
+    #[arg(long, default_value_t = 64)]
+    prompt: usize,
+    /// With --decode: tokens of the reply.
+    #[arg(long, default_value_t = 128)]
+    reply: usize,
+    /// With --decode: positions of the conversation's KV cache.
+    #[arg(long, default_value_t = 2048)]
+    context: usize,
 }
 
 fn bytes(s: &str) -> anyhow::Result<u64> {
@@ -133,9 +147,76 @@ fn print(p: &Planner<'_>, sc: &Scenario, plan: &Plan) {
     }
 }
 
+/// `edgecut plan --decode`: every cut's predicted turn, and the best.
+fn run_decode(a: &Args, dev: &Profile) -> anyhow::Result<()> {
+    let srv = load(a.server.as_ref().context("--decode needs --server")?)?;
+    let planner = DecodePlanner::new(dev, &srv)?;
+    anyhow::ensure!(
+        a.prompt >= 1 && a.context > a.prompt,
+        "--prompt must be at least 1 and below --context"
+    );
+    let budget = a.memory_budget.as_deref().map(bytes).transpose()?;
+    let mut out = Vec::new();
+    for l in &a.link {
+        let sc = DecodeScenario {
+            prompt: a.prompt,
+            reply: a.reply,
+            context: a.context,
+            link: Link::parse(l)?,
+            encoding: a.encoding,
+        };
+        let plan = planner.plan(&sc, budget)?;
+        if !a.json {
+            println!(
+                "link {:.3} Mbit/s up, round trip {:.1} ms; prompt {} tokens, reply {}, {:?} on the wire",
+                sc.link.up_bps / 1e6,
+                sc.link.rtt_s * 1e3,
+                sc.prompt,
+                sc.reply,
+                sc.encoding
+            );
+            println!("     K   first token ms   step ms (device + link + server)   tokens/s   turn ms   device memory");
+            for b in &plan.all {
+                println!(
+                    "  {} {:>3}   {:>14.1}   {:>7.2} ({:.2} + {:.2} + {:.2})   {:>8.1}   {:>7.0}   {}",
+                    if b.k == plan.best.k { "*" } else { " " },
+                    b.k,
+                    b.first_token_ms,
+                    b.step_ms,
+                    b.device_step_ms,
+                    b.link_step_ms,
+                    b.server_step_ms,
+                    b.tokens_per_s,
+                    b.turn_ms,
+                    human(b.device_weight_bytes + b.device_kv_bytes)
+                );
+            }
+            let b = &plan.best;
+            println!(
+                "  best: K = {} of {} blocks on the device ({}): first token {:.1} ms, {:.1} tokens/s, {} up and {} down per token",
+                b.k,
+                planner.blocks(),
+                if b.k == planner.blocks() { "all here" } else { "the rest and the head on the server" },
+                b.first_token_ms,
+                b.tokens_per_s,
+                human(b.up_bytes_per_token),
+                human(b.down_bytes_per_token)
+            );
+        }
+        out.push(serde_json::json!({"scenario": sc, "plan": plan}));
+    }
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&out)?);
+    }
+    Ok(())
+}
+
 /// Runs `edgecut plan`.
 pub fn run(a: Args) -> anyhow::Result<()> {
     let dev = load(&a.device)?;
+    if a.decode {
+        return run_decode(&a, &dev);
+    }
     let srv = a.server.as_ref().map(load).transpose()?;
     let planner = Planner::new(&dev, srv.as_ref())?;
     let power = PowerModel::preset(&a.power)?;

@@ -52,7 +52,11 @@ fn graph(g: &edgecut::StageGraph) -> Graph {
             (s.id.to_string(), s.weight_bytes, out)
         })
         .collect();
-    Graph::chain(stages, g.input_bytes_per_token)
+    let mut graph = Graph::chain(stages, g.input_bytes_per_token);
+    for (p, s) in graph.stages.iter_mut().zip(&g.stages) {
+        p.kv_bytes_per_token = s.kv_bytes_per_token;
+    }
+    graph
 }
 
 fn stats(mut v: Vec<f64>) -> Sample {
@@ -75,8 +79,15 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     seqs.sort_unstable();
     seqs.dedup();
     let max = model.max_tokens();
-    if let Some(&bad) = seqs.iter().find(|&&s| s < 2 || s > max) {
-        anyhow::bail!("--seq {bad} is outside 2..={max} (the model's limit)");
+    // A decoder's one-token time is its decode step (what `plan --decode` reads); an encoder
+    // needs two tokens ([CLS] and [SEP]).
+    let min = if matches!(model, edgecut::Model::Decoder(_)) {
+        1
+    } else {
+        2
+    };
+    if let Some(&bad) = seqs.iter().find(|&&s| s < min || s > max) {
+        anyhow::bail!("--seq {bad} is outside {min}..={max} (the model's limit)");
     }
     let stages = model.stages();
     let n = stages.len();

@@ -1,0 +1,142 @@
+//! The split-decoding planner on synthetic profiles: its arithmetic, the cut it picks as the
+//! link and the device change, the memory budget, and the profiles it refuses.
+
+use edgecut_partition::{
+    DecodePlanner, DecodeScenario, Encoding, Graph, Link, PlanError, Profile, Sample, Tensor,
+};
+
+const BLOCKS: usize = 6;
+const HIDDEN: u64 = 64;
+const KV: u64 = 256;
+
+/// A decoder of `BLOCKS` blocks whose stages take `ms_per_token * seq + fixed` ms.
+fn profile(model: &str, embed: f64, block: f64, head: f64) -> Profile {
+    let t = |per_token| Tensor {
+        per_token,
+        fixed: 0,
+        side_bytes_per_token: 0,
+    };
+    let mut stages = vec![("embeddings".to_string(), 1000, t(HIDDEN))];
+    for i in 0..BLOCKS {
+        stages.push((format!("block {i}"), 10_000, t(HIDDEN)));
+    }
+    stages.push(("head".to_string(), 5000, t(0)));
+    let mut graph = Graph::chain(stages, 4);
+    for s in &mut graph.stages[1..=BLOCKS] {
+        s.kv_bytes_per_token = KV;
+    }
+    let seqs = vec![1, 16, 64];
+    let times = (0..BLOCKS + 2)
+        .map(|i| {
+            let per = match i {
+                0 => embed,
+                i if i <= BLOCKS => block,
+                _ => head,
+            };
+            seqs.iter()
+                .map(|&s| {
+                    let m = per * s as f64 + 0.1;
+                    Sample {
+                        median_ms: m,
+                        p10_ms: m,
+                        p90_ms: m,
+                    }
+                })
+                .collect()
+        })
+        .collect();
+    Profile {
+        machine: model.into(),
+        model: "m".into(),
+        model_id: model.into(),
+        graph,
+        seqs,
+        times,
+    }
+}
+
+fn scenario(link: &str, enc: Encoding) -> DecodeScenario {
+    DecodeScenario {
+        prompt: 16,
+        reply: 32,
+        context: 128,
+        link: Link::parse(link).unwrap(),
+        encoding: enc,
+    }
+}
+
+#[test]
+fn the_arithmetic_of_one_cut() {
+    let (d, s) = (profile("x", 0.1, 1.0, 0.5), profile("x", 0.01, 0.1, 0.05));
+    let p = DecodePlanner::new(&d, &s).unwrap();
+    let sc = scenario("8mbit,10ms", Encoding::F32);
+    let b = p.evaluate(2, &sc);
+    // Device: embeddings and 2 blocks at one token; server: 4 blocks and the head.
+    assert!((b.device_step_ms - (0.2 + 2.0 * 1.1)).abs() < 1e-9, "{b:?}");
+    assert!(
+        (b.server_step_ms - (4.0 * 0.2 + 0.15)).abs() < 1e-9,
+        "{b:?}"
+    );
+    // 64 f32 values + 36 bytes up at 8 Mbit/s, 38 down, the round trip and the per-message
+    // cost.
+    assert_eq!(b.up_bytes_per_token, 64 * 4 + 36);
+    let link =
+        (b.up_bytes_per_token + 38) as f64 * 8.0 / 8e6 * 1e3 + 10.0 + sc.link.per_message_s * 1e3;
+    assert!((b.link_step_ms - link).abs() < 1e-9, "{b:?}");
+    assert!((b.turn_ms - (b.first_token_ms + 31.0 * b.step_ms)).abs() < 1e-9);
+    assert_eq!(b.device_weight_bytes, 1000 + 2 * 10_000);
+    assert_eq!(
+        (b.device_kv_bytes, b.server_kv_bytes),
+        (2 * KV * 128, 4 * KV * 128)
+    );
+    // int8 sends a quarter plus scales.
+    let b8 = p.evaluate(2, &scenario("8mbit,10ms", Encoding::Int8));
+    assert_eq!(b8.up_bytes_per_token, 64 + 8 + 36);
+    // All on the device: no link, the head here.
+    let all = p.evaluate(BLOCKS, &sc);
+    assert_eq!((all.link_step_ms, all.up_bytes_per_token), (0.0, 0));
+    assert!(
+        (all.step_ms - (0.2 + 6.0 * 1.1 + 0.6)).abs() < 1e-9,
+        "{all:?}"
+    );
+}
+
+#[test]
+fn the_cut_follows_the_link_and_the_budget() {
+    // A slow device and a fast server: on a fast link the server takes all it can (K = 1); over
+    // a link whose round trip costs more than the device's whole step, the device keeps all.
+    let (d, s) = (profile("x", 0.1, 1.0, 0.5), profile("x", 0.01, 0.1, 0.05));
+    let p = DecodePlanner::new(&d, &s).unwrap();
+    let fast = p
+        .plan(&scenario("100mbit,2ms", Encoding::F16), None)
+        .unwrap();
+    assert_eq!(fast.best.k, 1);
+    let slow = p
+        .plan(&scenario("1mbit,200ms", Encoding::F16), None)
+        .unwrap();
+    assert_eq!(slow.best.k, BLOCKS);
+    assert_eq!(fast.all.len(), BLOCKS);
+    // A budget that holds the embeddings and one block with its cache, but not two.
+    let one = 1000 + 10_000 + KV * 128;
+    let tight = p
+        .plan(&scenario("1mbit,200ms", Encoding::F16), Some(one))
+        .unwrap();
+    assert_eq!(tight.best.k, 1);
+    assert_eq!(tight.all.len(), 1);
+    assert!(matches!(
+        p.plan(&scenario("1mbit,200ms", Encoding::F16), Some(one - 1)),
+        Err(PlanError::Infeasible(_))
+    ));
+}
+
+#[test]
+fn profiles_of_other_models_or_of_encoders_are_refused() {
+    let d = profile("x", 0.1, 1.0, 0.5);
+    assert!(DecodePlanner::new(&d, &profile("y", 0.1, 1.0, 0.5)).is_err());
+    let mut enc = d.clone();
+    for s in &mut enc.graph.stages {
+        s.kv_bytes_per_token = 0;
+    }
+    let e = DecodePlanner::new(&enc, &enc).err().unwrap().to_string();
+    assert!(e.contains("decoder"), "{e}");
+}
