@@ -87,8 +87,8 @@ typedef struct {
   const char *server;
   // The access token (NUL-terminated), or null for none.
   const char *token;
-  // Stages run on the device (K): 0 sends the token ids; the stage count runs everything
-  // on the device.
+  // Stages run on the device (K). An encoder: 0 sends the token ids; the stage count runs
+  // everything on the device. A decoder: blocks on the device, 1 to its blocks - 1.
   uint32_t cut;
   // Activation encoding on the wire: 0 int8 with per-32 scales (the default), 1 f16, 2 f32
   // (exact: the split result equals the local one).
@@ -214,8 +214,9 @@ EdgecutStatus edgecut_chat_cached_tokens(EdgecutChat chat, size_t *out);
 // Closes a chat (its KV cache is freed when a turn running on it returns). Thread-safe.
 EdgecutStatus edgecut_chat_close(EdgecutChat chat);
 
-// Opens a split of an encoder model with `edgecut serve` and writes its handle to `out`. Nothing
-// is sent until the first embedding (the connection is lazy, and re-made after a failure). The
+// Opens a split of a model with `edgecut serve` (running the same model) and writes its handle
+// to `out`: an encoder's for [`edgecut_split_embed`], a decoder's for
+// [`edgecut_split_generate`]. Nothing is sent until the first call (the connection is lazy, and re-made after a failure). The
 // split keeps the model alive. Thread-safe.
 //
 // # Safety
@@ -240,6 +241,25 @@ EdgecutStatus edgecut_split_embed(EdgecutSplit split,
                                   size_t out_len,
                                   size_t *needed,
                                   uint8_t *fell_back);
+
+// Generates after `prompt` on a decoder split (as [`crate::edgecut_generate`]: `options`,
+// `callback`, `user` and `cancel` alike; `chat` wraps the prompt in the chat template). The
+// conversation stays in the handle: a prompt that starts with the conversation so far (a
+// chat's next turn) computes only its new tokens, here and on the server. `fell_back` (if not
+// null) is set to 1 when the server was lost, refused or failed and the device finished alone
+// (the reply is the one a local run gives; [`crate::edgecut_last_error`] holds the reason and
+// the status is still OK), else 0. The next call tries the server again. One thread at a time
+// per split handle.
+//
+// # Safety
+// As [`crate::edgecut_generate`], with `fell_back` null or writable.
+EdgecutStatus edgecut_split_generate(EdgecutSplit split,
+                                     const char *prompt,
+                                     const EdgecutGenerateOptions *options,
+                                     EdgecutPieceCallback callback,
+                                     void *user,
+                                     const int32_t *cancel,
+                                     uint8_t *fell_back);
 
 // Closes a split handle (its connection closes). Thread-safe.
 EdgecutStatus edgecut_split_close(EdgecutSplit split);

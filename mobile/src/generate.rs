@@ -104,7 +104,9 @@ fn decoder(l: &Loaded) -> Res<&Llm> {
 ///
 /// # Safety
 /// `options` is null or points to an `EdgecutGenerateOptions`.
-unsafe fn generate_options(options: *const EdgecutGenerateOptions) -> Res<(GenerateOptions, bool)> {
+pub(crate) unsafe fn generate_options(
+    options: *const EdgecutGenerateOptions,
+) -> Res<(GenerateOptions, bool)> {
     let mut opts = GenerateOptions::default();
     let mut chat = false;
     if !options.is_null() {
@@ -135,7 +137,7 @@ unsafe fn generate_options(options: *const EdgecutGenerateOptions) -> Res<(Gener
 /// # Safety
 /// `callback` is safe to call with `user`; `cancel` is null or valid for the call and written
 /// atomically by other threads.
-unsafe fn stream(
+pub(crate) unsafe fn stream(
     callback: EdgecutPieceCallback,
     user: *mut c_void,
     cancel: *const i32,

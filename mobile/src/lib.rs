@@ -32,7 +32,8 @@ pub use generate::{
     edgecut_generate, EdgecutChat, EdgecutGenerateOptions, EdgecutPieceCallback,
 };
 pub use split::{
-    edgecut_split_close, edgecut_split_embed, edgecut_split_open, EdgecutSplit, EdgecutSplitOptions,
+    edgecut_split_close, edgecut_split_embed, edgecut_split_generate, edgecut_split_open,
+    EdgecutSplit, EdgecutSplitOptions,
 };
 
 /// What a call did.

@@ -1,7 +1,9 @@
-//! Split embedding through the C ABI: the device runs the first stages of an encoder and
-//! `edgecut serve` the rest ([`edgecut_split_open`], [`edgecut_split_embed`]); when the server
-//! is unreachable, refuses or fails, the text is embedded on the device and the call says so.
-//! Plain TCP (the mobile library carries no TLS, so its Android build needs no C toolchain).
+//! Split inference through the C ABI: the device runs the first stages of a model and
+//! `edgecut serve` the rest ([`edgecut_split_open`]). An encoder embeds
+//! ([`edgecut_split_embed`]); a decoder generates token by token ([`edgecut_split_generate`],
+//! the conversation kept across calls). When the server is unreachable, refuses or fails, the
+//! device finishes alone, losing nothing, and the call says so. Plain TCP (the mobile library
+//! carries no TLS, so its Android build needs no C toolchain).
 
 use std::collections::HashMap;
 use std::ffi::c_char;
@@ -9,8 +11,9 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
-use edgecut::Session;
-use edgecut_split::{ClientConfig, SplitClient};
+use edgecut::split::SplitDecoder;
+use edgecut::{Llm, SamplingParams, Session};
+use edgecut_split::{ClientConfig, DecoderLink, SplitClient};
 use edgecut_wire::Encoding;
 
 use crate::EdgecutStatus::*;
@@ -27,8 +30,8 @@ pub struct EdgecutSplitOptions {
     pub server: *const c_char,
     /// The access token (NUL-terminated), or null for none.
     pub token: *const c_char,
-    /// Stages run on the device (K): 0 sends the token ids; the stage count runs everything
-    /// on the device.
+    /// Stages run on the device (K). An encoder: 0 sends the token ids; the stage count runs
+    /// everything on the device. A decoder: blocks on the device, 1 to its blocks - 1.
     pub cut: u32,
     /// Activation encoding on the wire: 0 int8 with per-32 scales (the default), 1 f16, 2 f32
     /// (exact: the split result equals the local one).
@@ -40,15 +43,24 @@ pub struct EdgecutSplitOptions {
 /// A split handle (0 is never a valid handle).
 pub type EdgecutSplit = u64;
 
-type Client = SplitClient<Arc<Session>>;
+/// What a split handle holds: an encoder's client, or a decoder's conversation and link.
+enum Client {
+    Encoder(SplitClient<Arc<Session>>),
+    Decoder {
+        llm: Llm,
+        conversation: SplitDecoder,
+        link: DecoderLink,
+    },
+}
 
 fn splits() -> &'static Mutex<HashMap<u64, Arc<Mutex<Client>>>> {
     static R: OnceLock<Mutex<HashMap<u64, Arc<Mutex<Client>>>>> = OnceLock::new();
     R.get_or_init(|| Mutex::new(HashMap::new()))
 }
 
-/// Opens a split of an encoder model with `edgecut serve` and writes its handle to `out`. Nothing
-/// is sent until the first embedding (the connection is lazy, and re-made after a failure). The
+/// Opens a split of a model with `edgecut serve` (running the same model) and writes its handle
+/// to `out`: an encoder's for [`edgecut_split_embed`], a decoder's for
+/// [`edgecut_split_generate`]. Nothing is sent until the first call (the connection is lazy, and re-made after a failure). The
 /// split keeps the model alive. Thread-safe.
 ///
 /// # Safety
@@ -86,19 +98,6 @@ pub unsafe extern "C" fn edgecut_split_open(
             }
         };
         let m = lookup(model)?;
-        let Loaded::Encoder(session) = &*m else {
-            return fail(
-                EDGECUT_STATUS_INVALID_ARGUMENT,
-                "split embedding needs an encoder model",
-            );
-        };
-        let stages = session.stage_count();
-        if o.cut as usize > stages {
-            return fail(
-                EDGECUT_STATUS_INVALID_ARGUMENT,
-                format!("cut {} is not in 0..={stages} (the model's stages)", o.cut),
-            );
-        }
         let timeout = if o.timeout_ms == 0 {
             10_000
         } else {
@@ -113,7 +112,27 @@ pub unsafe extern "C" fn edgecut_split_open(
             tls: None,
             auto: None,
         };
-        let client = SplitClient::new(session.clone(), cfg);
+        let client = match &*m {
+            Loaded::Encoder(session) => {
+                let stages = session.stage_count();
+                if o.cut as usize > stages {
+                    return fail(
+                        EDGECUT_STATUS_INVALID_ARGUMENT,
+                        format!("cut {} is not in 0..={stages} (the model's stages)", o.cut),
+                    );
+                }
+                Client::Encoder(SplitClient::new(session.clone(), cfg))
+            }
+            Loaded::Decoder(llm) => {
+                let conversation = SplitDecoder::new(llm, o.cut as usize)
+                    .map_err(|e| Failure(EDGECUT_STATUS_INVALID_ARGUMENT, e.to_string()))?;
+                Client::Decoder {
+                    llm: (**llm).clone(),
+                    conversation,
+                    link: DecoderLink::new(llm, cfg, SamplingParams::default()),
+                }
+            }
+        };
         let h = NEXT_HANDLE.fetch_add(1, Ordering::Relaxed);
         splits()
             .lock()
@@ -153,6 +172,12 @@ pub unsafe extern "C" fn edgecut_split_embed(
         // SAFETY: checked for null inside.
         let t = unsafe { crate::text(text, "text") }?;
         let mut c = c.lock().unwrap_or_else(|e| e.into_inner());
+        let Client::Encoder(c) = &mut *c else {
+            return fail(
+                EDGECUT_STATUS_INVALID_ARGUMENT,
+                "this split runs a decoder; use edgecut_split_generate",
+            );
+        };
         let o = c
             .embed(&[t])
             .map_err(|e| Failure(EDGECUT_STATUS_MODEL_ERROR, e.to_string()))?;
@@ -184,6 +209,77 @@ pub unsafe extern "C" fn edgecut_split_embed(
     });
     if let Some(r) = reason {
         crate::set_error(&format!("ran on the device: {r}"));
+    }
+    status
+}
+
+/// Generates after `prompt` on a decoder split (as [`crate::edgecut_generate`]: `options`,
+/// `callback`, `user` and `cancel` alike; `chat` wraps the prompt in the chat template). The
+/// conversation stays in the handle: a prompt that starts with the conversation so far (a
+/// chat's next turn) computes only its new tokens, here and on the server. `fell_back` (if not
+/// null) is set to 1 when the server was lost, refused or failed and the device finished alone
+/// (the reply is the one a local run gives; [`crate::edgecut_last_error`] holds the reason and
+/// the status is still OK), else 0. The next call tries the server again. One thread at a time
+/// per split handle.
+///
+/// # Safety
+/// As [`crate::edgecut_generate`], with `fell_back` null or writable.
+#[no_mangle]
+pub unsafe extern "C" fn edgecut_split_generate(
+    split: EdgecutSplit,
+    prompt: *const c_char,
+    options: *const crate::generate::EdgecutGenerateOptions,
+    callback: crate::generate::EdgecutPieceCallback,
+    user: *mut std::ffi::c_void,
+    cancel: *const i32,
+    fell_back: *mut u8,
+) -> EdgecutStatus {
+    let mut reason = None;
+    let status = guard(|| {
+        let c = split_of(split)?;
+        // SAFETY: checked for null inside.
+        let prompt = unsafe { crate::text(prompt, "prompt") }?;
+        // SAFETY: null or pointing to an EdgecutGenerateOptions (the caller's contract).
+        let (opts, chat) = unsafe { crate::generate::generate_options(options) }?;
+        let mut c = c.lock().unwrap_or_else(|e| e.into_inner());
+        let Client::Decoder {
+            llm,
+            conversation,
+            link,
+        } = &mut *c
+        else {
+            return fail(
+                EDGECUT_STATUS_INVALID_ARGUMENT,
+                "this split runs an encoder; use edgecut_split_embed",
+            );
+        };
+        let model = |e: edgecut::Error| Failure(EDGECUT_STATUS_MODEL_ERROR, e.to_string());
+        let text = if chat {
+            llm.render_chat(&[edgecut::Message::new("user", prompt)])
+                .map_err(model)?
+        } else {
+            prompt.to_string()
+        };
+        let ids = llm.tokenize(&text).map_err(model)?;
+        link.set_sampling(opts.sampling.clone());
+        let mut fell = None;
+        // SAFETY: the caller's contract on `callback`, `user` and `cancel`.
+        unsafe {
+            crate::generate::stream(callback, user, cancel, |on_piece| {
+                conversation
+                    .generate(&ids, &opts, link, on_piece)
+                    .map(|g| fell = g.fell_back)
+            })
+        }?;
+        if !fell_back.is_null() {
+            // SAFETY: non-null and writable (the caller's contract).
+            unsafe { *fell_back = u8::from(fell.is_some()) };
+        }
+        reason = fell.map(|(at, why)| format!("after {at} tokens: {why}"));
+        Ok(())
+    });
+    if let Some(r) = reason {
+        crate::set_error(&format!("finished on the device: {r}"));
     }
     status
 }

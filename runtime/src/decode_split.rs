@@ -27,6 +27,12 @@ pub trait DecodeLink {
         hidden: &[f32],
         sample: bool,
     ) -> std::result::Result<Option<u32>, String>;
+
+    /// Positions the server holds for this conversation, when the link knows (a link with no
+    /// session holds 0: the next turn then re-sends the conversation). `None`: unknown.
+    fn held(&self) -> Option<usize> {
+        None
+    }
 }
 
 /// How a split generation went.
@@ -486,6 +492,9 @@ impl SplitDecoder {
             .min(prompt.len() - 1);
         self.truncate(common);
         let mut fell = None;
+        if let Some(h) = link.held() {
+            self.server = Some(self.server.map_or(h, |s| s.min(h)));
+        }
         // Back to the server when it holds less than the common prefix (a new session, or the
         // first turn after a fallback); stay here if it does not take them.
         if self.server.is_none_or(|s| s < common) {

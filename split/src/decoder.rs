@@ -36,6 +36,8 @@ pub struct DecoderLink {
     sampling: SamplingParams,
     conn: Option<Conn>,
     session: Option<u64>,
+    /// Positions the session holds.
+    held: usize,
     /// What it has carried.
     pub stats: LinkStats,
 }
@@ -50,6 +52,7 @@ impl DecoderLink {
             sampling,
             conn: None,
             session: None,
+            held: 0,
             stats: LinkStats::default(),
         }
     }
@@ -102,6 +105,7 @@ impl DecoderLink {
         match self.exchange(&open)? {
             Frame::Opened(o) => {
                 self.session = Some(o.session);
+                self.held = 0;
                 Ok(o.session)
             }
             other => Err(SplitError::Protocol(format!(
@@ -133,6 +137,7 @@ impl DecoderLink {
         let rtt = t.elapsed();
         match answer {
             Frame::Next(n) if n.session == session && n.held as usize == position + rows => {
+                self.held = position + rows;
                 self.stats.steps += 1;
                 self.stats.positions += rows;
                 self.stats.bytes_down += edgecut_wire::HEADER_BYTES + 22 + 8 * n.top.len();
@@ -150,6 +155,15 @@ impl DecoderLink {
             other => Err(SplitError::Protocol(format!(
                 "unexpected answer to STEP: {other:?}"
             ))),
+        }
+    }
+
+    /// The sampling the server uses from the next turn on (a change opens a new session: the
+    /// device re-sends the conversation).
+    pub fn set_sampling(&mut self, sampling: SamplingParams) {
+        if sampling != self.sampling {
+            self.close();
+            self.sampling = sampling;
         }
     }
 
@@ -181,5 +195,9 @@ impl DecodeLink for DecoderLink {
             self.session = None;
             e.to_string()
         })
+    }
+
+    fn held(&self) -> Option<usize> {
+        Some(if self.session.is_some() { self.held } else { 0 })
     }
 }
