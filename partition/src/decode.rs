@@ -84,6 +84,25 @@ pub struct DecodePlan {
     pub all: Vec<DecodeBreakdown>,
 }
 
+/// What measured steps say beside the profiles: the server's step against its profile, and
+/// the link's cost beyond bandwidth and round trip (framing, timers, wake-ups). From one turn at
+/// one K ([`DecodePlanner::calibrate`]); applied to every K by [`DecodePlanner::evaluate_with`].
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+pub struct DecodeCalibration {
+    /// Measured server step / the profile's.
+    pub server_scale: f64,
+    /// Measured round trip - measured server step - the link's predicted cost, ms per message.
+    pub link_extra_ms: f64,
+}
+
+impl DecodeCalibration {
+    /// The profiles as they are.
+    pub const NONE: DecodeCalibration = DecodeCalibration {
+        server_scale: 1.0,
+        link_extra_ms: 0.0,
+    };
+}
+
 /// Plans split decoding between a device and a server profiled on the same decoder.
 pub struct DecodePlanner<'p> {
     device: &'p Profile,
@@ -125,8 +144,38 @@ impl<'p> DecodePlanner<'p> {
         self.blocks
     }
 
-    /// Predicted cost of a turn at `k` blocks on the device (`1..=blocks`).
+    /// Predicted cost of a turn at `k` blocks on the device (`1..=blocks`), from the profiles.
     pub fn evaluate(&self, k: usize, sc: &DecodeScenario) -> DecodeBreakdown {
+        self.evaluate_with(k, sc, &DecodeCalibration::NONE)
+    }
+
+    /// What a turn at `k` measured (per step: the server's own time, from NEXT, and the round
+    /// trip) says against the profiles' prediction for it.
+    pub fn calibrate(
+        &self,
+        k: usize,
+        sc: &DecodeScenario,
+        server_ms: f64,
+        round_trip_ms: f64,
+    ) -> DecodeCalibration {
+        let b = self.evaluate(k, sc);
+        if k >= self.blocks || b.server_step_ms <= 0.0 {
+            return DecodeCalibration::NONE;
+        }
+        DecodeCalibration {
+            server_scale: (server_ms / b.server_step_ms).max(0.1),
+            link_extra_ms: (round_trip_ms - server_ms - b.link_step_ms).max(0.0),
+        }
+    }
+
+    /// [`DecodePlanner::evaluate`] with a calibration applied to the server's stages and to
+    /// every message on the link.
+    pub fn evaluate_with(
+        &self,
+        k: usize,
+        sc: &DecodeScenario,
+        cal: &DecodeCalibration,
+    ) -> DecodeBreakdown {
         let n = self.blocks;
         let k = k.clamp(1, n);
         let head = n + 1;
@@ -148,10 +197,10 @@ impl<'p> DecodePlanner<'p> {
             step = dev_step;
         } else {
             dev_step = sum(d, 0..k + 1, 1.0);
-            srv_step = sum(s, k + 1..head, 1.0) + s.stage_ms(head, 1.0);
+            srv_step = (sum(s, k + 1..head, 1.0) + s.stage_ms(head, 1.0)) * cal.server_scale;
             up = encoded_bytes(sc.encoding, hidden) + STEP_OVERHEAD;
             down = NEXT_BYTES;
-            let fixed = (l.rtt_s + l.per_message_s) * 1e3;
+            let fixed = (l.rtt_s + l.per_message_s) * 1e3 + cal.link_extra_ms;
             link_step = ms(up, l.up_bps) + fixed + ms(down, l.down_bps);
             step = dev_step + srv_step + link_step;
             let chunks = (sc.prompt.max(1) as u64).div_ceil(PREFILL_CHUNK);
@@ -160,8 +209,7 @@ impl<'p> DecodePlanner<'p> {
             first = sum(d, 0..k + 1, p)
                 + ms(prompt_up, l.up_bps)
                 + chunks as f64 * fixed
-                + sum(s, k + 1..head, p)
-                + s.stage_ms(head, 1.0)
+                + (sum(s, k + 1..head, p) + s.stage_ms(head, 1.0)) * cal.server_scale
                 + ms(chunks * down, l.down_bps);
         }
         let kv = |range: std::ops::Range<usize>| -> u64 {
@@ -200,8 +248,19 @@ impl<'p> DecodePlanner<'p> {
         sc: &DecodeScenario,
         memory_budget: Option<u64>,
     ) -> Result<DecodePlan, PlanError> {
+        self.plan_with(sc, memory_budget, &DecodeCalibration::NONE)
+    }
+
+    /// [`DecodePlanner::plan`] with a calibration from measured turns (re-planning between
+    /// turns as the link and the server are measured).
+    pub fn plan_with(
+        &self,
+        sc: &DecodeScenario,
+        memory_budget: Option<u64>,
+        cal: &DecodeCalibration,
+    ) -> Result<DecodePlan, PlanError> {
         let all: Vec<DecodeBreakdown> = (1..=self.blocks)
-            .map(|k| self.evaluate(k, sc))
+            .map(|k| self.evaluate_with(k, sc, cal))
             .filter(|b| {
                 memory_budget.is_none_or(|m| b.device_weight_bytes + b.device_kv_bytes <= m)
             })

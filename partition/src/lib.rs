@@ -23,7 +23,7 @@ pub mod profile;
 pub mod replan;
 pub mod svg;
 
-pub use decode::{DecodeBreakdown, DecodePlan, DecodePlanner, DecodeScenario};
+pub use decode::{DecodeBreakdown, DecodeCalibration, DecodePlan, DecodePlanner, DecodeScenario};
 pub use graph::{Encoding, Graph, Stage, Tensor};
 pub use link::{Link, PowerModel};
 pub use planner::{Breakdown, Constraints, Cut, Objective, Plan, Planner, Scenario};

@@ -140,3 +140,26 @@ fn profiles_of_other_models_or_of_encoders_are_refused() {
     let e = DecodePlanner::new(&enc, &enc).err().unwrap().to_string();
     assert!(e.contains("decoder"), "{e}");
 }
+
+#[test]
+fn a_calibration_from_one_cut_moves_every_split_cut_and_not_the_device() {
+    let (d, s) = (profile("x", 0.1, 1.0, 0.5), profile("x", 0.01, 0.1, 0.05));
+    let p = DecodePlanner::new(&d, &s).unwrap();
+    let sc = scenario("100mbit,2ms", Encoding::F16);
+    let b = p.evaluate(1, &sc);
+    // Measured: the server 1.5x its profile, and 3 ms more per message on the link.
+    let server = b.server_step_ms * 1.5;
+    let cal = p.calibrate(1, &sc, server, server + b.link_step_ms + 3.0);
+    assert!((cal.server_scale - 1.5).abs() < 1e-9 && (cal.link_extra_ms - 3.0).abs() < 1e-9);
+    let c = p.evaluate_with(1, &sc, &cal);
+    assert!((c.step_ms - (b.device_step_ms + server + b.link_step_ms + 3.0)).abs() < 1e-9);
+    let (b4, c4) = (p.evaluate(4, &sc), p.evaluate_with(4, &sc, &cal));
+    assert!((c4.server_step_ms - 1.5 * b4.server_step_ms).abs() < 1e-9);
+    assert_eq!(c4.device_step_ms, b4.device_step_ms);
+    // All on the device: nothing to calibrate.
+    assert_eq!(p.evaluate_with(BLOCKS, &sc, &cal), p.evaluate(BLOCKS, &sc));
+    // With the link that much dearer, the device alone wins where the profiles said split.
+    assert_eq!(p.plan(&sc, None).unwrap().best.k, 1);
+    let slow = p.calibrate(1, &sc, server, server + b.link_step_ms + 60.0);
+    assert_eq!(p.plan_with(&sc, None, &slow).unwrap().best.k, BLOCKS);
+}

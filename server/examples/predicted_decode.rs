@@ -1,4 +1,5 @@
-//! Split decoding, predicted against measured: SmolLM2 split at several K through the link
+//! Split decoding, predicted against measured (from the profiles alone, and calibrated by the
+//! steps of K = 1 on that link: the server's time from NEXT and the round trip): SmolLM2 split at several K through the link
 //! shaper at 1, 10 and 100 Mbit/s with 2 and 20 ms round trips, against `edgecut serve` on this
 //! machine, next to `DecodePlanner`'s predictions from the two profiles. The device runs one
 //! thread (as its profile was measured); the device and the server never compute at the same
@@ -15,7 +16,9 @@ use std::time::Duration;
 
 use edgecut::split::SplitDecoder;
 use edgecut::{GenerateOptions, Llm, LlmOptions, SamplingParams};
-use edgecut_partition::{DecodePlanner, DecodeScenario, Encoding, Link, Profile};
+use edgecut_partition::{
+    DecodeCalibration, DecodePlanner, DecodeScenario, Encoding, Link, Profile,
+};
 use edgecut_server::{ClientConfig, DecoderLink, Shape};
 
 const PROMPT: usize = 32;
@@ -33,7 +36,8 @@ fn main() {
         eprintln!("usage: predicted_decode MODEL.gguf SERVER_ADDR DEVICE_PROFILE SERVER_PROFILE");
         std::process::exit(2);
     }
-    let (model, server) = (&a[1], a[2].parse().expect("server address"));
+    let (model, server): (&String, std::net::SocketAddr) =
+        (&a[1], a[2].parse().expect("server address"));
     let load = |p: &str| Profile::from_json(&std::fs::read_to_string(p).unwrap()).unwrap();
     let (dev, srv) = (load(&a[3]), load(&a[4]));
     let planner = DecodePlanner::new(&dev, &srv).unwrap();
@@ -56,10 +60,10 @@ fn main() {
             .unwrap(),
     );
     println!(
-        "| link | K | first token ms: predicted / measured | tokens/s: predicted / measured | turn ms: predicted / measured | server ms per step: predicted / measured | round trip ms per step (link + server): predicted / measured |"
+        "| link | K | first token ms: profiles / calibrated / measured | tokens/s: profiles / calibrated / measured | turn ms: profiles / calibrated / measured | server ms per step: predicted / measured | round trip ms per step (link + server): predicted / measured |"
     );
     println!("|---|---|---|---|---|---|---|");
-    let (mut within, mut total) = (0, 0);
+    let (mut within, mut within_cal, mut total) = (0, 0, 0);
     let links: Vec<(f64, f64)> = match std::env::var("LINKS") {
         // "100:2,10:20": Mbit/s and round trip ms.
         Ok(v) => v
@@ -83,10 +87,15 @@ fn main() {
             prompt: PROMPT,
             reply: REPLY,
             context: llm.context_len(),
-            link: Link::parse(&format!("{mbit}mbit,{rtt_ms}ms")).unwrap(),
+            link: Link::parse(&format!(
+                "{}mbit,{rtt_ms}ms",
+                if mbit == 0.0 { 10000.0 } else { mbit }
+            ))
+            .unwrap(),
             encoding: Encoding::F16,
         };
-        let plan = planner.plan(&sc, None).unwrap();
+        let mut plan = planner.plan(&sc, None).unwrap();
+        let mut cal = DecodeCalibration::NONE;
         let shape = Shape {
             bps: mbit * 1e6,
             delay: Duration::from_secs_f64(rtt_ms / 2e3),
@@ -95,13 +104,32 @@ fn main() {
             .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
             .unwrap();
         let addr = listener.local_addr().unwrap().to_string();
-        let task = rt.spawn(edgecut_server::shape(listener, server, shape, shape));
-        let mut ks = vec![1, 8, 15, 22, 29, n];
+        // A link of 0 Mbit/s: straight to the server, no shaper.
+        let (task, addr) = if mbit == 0.0 {
+            drop(listener);
+            (rt.spawn(async {}), server.to_string())
+        } else {
+            (
+                rt.spawn(edgecut_server::shape(listener, server, shape, shape)),
+                addr,
+            )
+        };
+        // KS="1,15": only these cuts (and the plan's).
+        let mut ks: Vec<usize> = match std::env::var("KS") {
+            Ok(v) => v.split(',').map(|k| k.parse().unwrap()).collect(),
+            Err(_) => vec![1, 8, 15, 22, 29, n],
+        };
         if !ks.contains(&plan.best.k) {
             ks.push(plan.best.k);
         }
         let mut measured_turns = Vec::new();
-        for k in ks {
+        // K = 1 first: its steps calibrate the predictions of every other K (and the plan).
+        ks.retain(|&k| k != 1);
+        ks.insert(0, 1);
+        let mut i = 0;
+        while i < ks.len() {
+            let k = ks[i];
+            i += 1;
             let (mut first, mut rate, mut turn) = (Vec::new(), Vec::new(), Vec::new());
             let (mut server_ms, mut rtt_ms_seen) = (Vec::new(), Vec::new());
             for _ in 0..3 {
@@ -138,9 +166,26 @@ fn main() {
             }
             let b = planner.evaluate(k, &sc);
             let (f, r, t) = (median(first), median(rate), median(turn));
-            for (p, m) in [(b.first_token_ms, f), (b.tokens_per_s, r)] {
+            if k == 1 {
+                cal = planner.calibrate(
+                    1,
+                    &sc,
+                    median(server_ms.clone()),
+                    median(rtt_ms_seen.clone()),
+                );
+                plan = planner.plan_with(&sc, None, &cal).unwrap();
+                if !ks.contains(&plan.best.k) {
+                    ks.push(plan.best.k);
+                }
+            }
+            let c = planner.evaluate_with(k, &sc, &cal);
+            for (p, q, m) in [
+                (b.first_token_ms, c.first_token_ms, f),
+                (b.tokens_per_s, c.tokens_per_s, r),
+            ] {
                 total += 1;
                 within += ((m / p - 1.0).abs() <= 0.2) as usize;
+                within_cal += ((m / q - 1.0).abs() <= 0.2) as usize;
             }
             let per_step = if server_ms.is_empty() {
                 String::new()
@@ -154,11 +199,14 @@ fn main() {
                 )
             };
             println!(
-                "| {mbit} Mbit/s, {rtt_ms} ms | {k}{} | {:.0} / {f:.0} | {:.1} / {r:.1} | {:.0} / {t:.0} | {per_step} |",
+                "| {mbit} Mbit/s, {rtt_ms} ms | {k}{} | {:.0} / {:.0} / {f:.0} | {:.1} / {:.1} / {r:.1} | {:.0} / {:.0} / {t:.0} | {per_step} |",
                 if k == plan.best.k { " (plan)" } else { "" },
                 b.first_token_ms,
+                c.first_token_ms,
                 b.tokens_per_s,
-                b.turn_ms
+                c.tokens_per_s,
+                b.turn_ms,
+                c.turn_ms
             );
             measured_turns.push((k, t));
         }
@@ -180,5 +228,7 @@ fn main() {
             (planned / best.1 - 1.0) * 100.0
         );
     }
-    println!("\npredictions within 20% of the measurement: {within} of {total}");
+    println!(
+        "\npredictions within 20% of the measurement: from the profiles {within} of {total}; calibrated at K = 1 {within_cal} of {total}"
+    );
 }
