@@ -69,26 +69,8 @@ fn c_example_prints_the_same_similarity_as_the_rust_api() {
     std::fs::remove_file(&exe).ok();
 }
 
-/// The `edgecut` CLI built beside this test (`cargo test --workspace` builds it).
-fn cli() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let dir = exe.parent().unwrap().parent().unwrap();
-    let cli = dir.join("edgecut");
-    assert!(
-        cli.exists(),
-        "no {}: build the CLI first (cargo build --release -p edgecut-cli)",
-        cli.display()
-    );
-    cli
-}
-
-/// `edgecut serve` on a free loopback port, and its address.
 fn serve(model: &Path) -> (std::process::Child, String) {
-    let mut cmd = Command::new(cli());
-    cmd.args(["serve", "-m"])
-        .arg(model)
-        .args(["--listen", "127.0.0.1:0", "--device", "cpu"]);
-    edgecut_tests::spawn_serve(cmd)
+    edgecut_tests::serve_model(model)
 }
 
 /// Issue 10: split embedding from C, through a real server on loopback, and the fallback.

@@ -4,31 +4,13 @@
 //! saying so, when the server is gone.
 
 use std::ffi::{c_char, c_int, c_void, CStr, CString};
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 
 use edgecut_mobile::*;
 use edgecut_tests::smollm_gguf;
 
-/// The `edgecut` CLI built beside this test (`cargo test --workspace` builds it).
-fn cli() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let dir = exe.parent().unwrap().parent().unwrap();
-    let cli = dir.join("edgecut");
-    assert!(
-        cli.exists(),
-        "no {}: build the CLI first (cargo build --release -p edgecut-cli)",
-        cli.display()
-    );
-    cli
-}
-
 fn serve(model: &Path) -> (std::process::Child, String) {
-    let mut cmd = Command::new(cli());
-    cmd.args(["serve", "-m"])
-        .arg(model)
-        .args(["--listen", "127.0.0.1:0", "--device", "cpu"]);
-    edgecut_tests::spawn_serve(cmd)
+    edgecut_tests::serve_model(model)
 }
 
 unsafe extern "C" fn collect(piece: *const c_char, len: usize, user: *mut c_void) -> c_int {

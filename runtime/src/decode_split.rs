@@ -12,7 +12,7 @@ use std::time::Instant;
 
 use edgecut_models::{KvCache, Sampler, SamplingParams};
 
-use crate::llm::{decode_loop, prefill_chunks, GenerateOptions, Generation};
+use crate::llm::{decode_loop, prefill_chunks, start_turn, GenerateOptions, Generation};
 use crate::{Error, Llm, Result};
 
 /// Where blocks `cut..n` and the head run while the split holds.
@@ -468,28 +468,9 @@ impl SplitDecoder {
         link: &mut dyn DecodeLink,
         on_text: &mut dyn FnMut(&str) -> bool,
     ) -> Result<SplitGeneration> {
-        opts.sampling
-            .validate()
-            .map_err(|e| Error::Input(e.to_string()))?;
         let capacity = self.lower.capacity();
-        if prompt.is_empty() {
-            return Err(Error::Input("the prompt has no tokens".into()));
-        }
-        if prompt.len() >= capacity {
-            return Err(Error::ContextFull {
-                tokens: prompt.len() + 1,
-                used: 0,
-                capacity,
-            });
-        }
+        let common = start_turn(prompt, &self.tokens, capacity, opts)?;
         let start = Instant::now();
-        let common = self
-            .tokens
-            .iter()
-            .zip(prompt)
-            .take_while(|(a, b)| a == b)
-            .count()
-            .min(prompt.len() - 1);
         self.truncate(common);
         let mut fell = None;
         if let Some(h) = link.held() {

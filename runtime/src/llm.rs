@@ -395,31 +395,9 @@ impl Context {
         opts: &GenerateOptions,
         on_text: &mut dyn FnMut(&str) -> bool,
     ) -> Result<Generation> {
-        opts.sampling
-            .validate()
-            .map_err(|e| Error::Input(e.to_string()))?;
         let model = &self.llm.inner.model;
-        if prompt.is_empty() {
-            return Err(Error::Input("the prompt has no tokens".into()));
-        }
-        if prompt.len() >= self.cache.capacity() {
-            // At least one position must stay free for the first generated token.
-            return Err(Error::ContextFull {
-                tokens: prompt.len() + 1,
-                used: 0,
-                capacity: self.cache.capacity(),
-            });
-        }
+        let common = start_turn(prompt, &self.tokens, self.cache.capacity(), opts)?;
         let start = Instant::now();
-        // Reuse the common prefix, but always recompute at least the last prompt token: its
-        // logits choose the first new token.
-        let common = self
-            .tokens
-            .iter()
-            .zip(prompt)
-            .take_while(|(a, b)| a == b)
-            .count()
-            .min(prompt.len() - 1);
         self.cache.truncate(common);
         self.tokens.truncate(common);
         let mut logits = model.forward(&mut self.cache, &prompt[common..], Logits::Last)?;
@@ -453,6 +431,38 @@ impl Context {
             decode: start.elapsed().saturating_sub(prefill),
         })
     }
+}
+
+/// Checks a turn's prompt and settings against a context of `capacity` positions holding
+/// `cached`, and returns how many of the prompt's first tokens the context already holds: the
+/// longest common prefix, but never the last prompt token (its logits choose the first new
+/// token, so it is always run).
+pub(crate) fn start_turn(
+    prompt: &[u32],
+    cached: &[u32],
+    capacity: usize,
+    opts: &GenerateOptions,
+) -> Result<usize> {
+    opts.sampling
+        .validate()
+        .map_err(|e| Error::Input(e.to_string()))?;
+    if prompt.is_empty() {
+        return Err(Error::Input("the prompt has no tokens".into()));
+    }
+    if prompt.len() >= capacity {
+        // At least one position must stay free for the first generated token.
+        return Err(Error::ContextFull {
+            tokens: prompt.len() + 1,
+            used: 0,
+            capacity,
+        });
+    }
+    Ok(cached
+        .iter()
+        .zip(prompt)
+        .take_while(|(a, b)| a == b)
+        .count()
+        .min(prompt.len() - 1))
 }
 
 /// A long prompt's runs: the chunks [`Llama::forward`] runs it in, so that a split run groups

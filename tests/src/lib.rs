@@ -151,6 +151,32 @@ pub fn ids(v: &serde_json::Value) -> Vec<u32> {
         .collect()
 }
 
+/// The `edgecut` CLI built beside the running test binary (`cargo test --workspace` builds it),
+/// for tests of crates that do not depend on the CLI.
+pub fn cli_exe() -> PathBuf {
+    let exe = std::env::current_exe().expect("the test binary's path");
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("a target directory");
+    let cli = dir.join("edgecut");
+    assert!(
+        cli.exists(),
+        "no {}: build the CLI first (cargo build --release -p edgecut-cli)",
+        cli.display()
+    );
+    cli
+}
+
+/// `edgecut serve -m model` on the CPU, on a free loopback port: the process and its address.
+pub fn serve_model(model: &Path) -> (std::process::Child, String) {
+    let mut cmd = Command::new(cli_exe());
+    cmd.args(["serve", "-m"])
+        .arg(model)
+        .args(["--listen", "127.0.0.1:0", "--device", "cpu"]);
+    spawn_serve(cmd)
+}
+
 /// Starts `edgecut serve` as `cmd` describes it (listening on a free port, `127.0.0.1:0`) and
 /// returns the process and the address it printed once listening. Its standard error is
 /// drained in the background so the server never blocks on it.
