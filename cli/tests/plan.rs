@@ -111,6 +111,9 @@ fn profile_runs_a_decoder_stage_by_stage() {
         .sum();
     let f = edgecut::GgufFile::open(&m).unwrap();
     assert_eq!(weights, f.tensors().iter().map(|t| t.size).sum::<u64>());
+    // Each block holds its keys and values: 2 x 3 KV heads x 64 x 2 bytes (f16) a position.
+    assert_eq!(stages[1]["kv_bytes_per_token"], 768);
+    assert_eq!(stages[0]["kv_bytes_per_token"], 0);
     let times = p["times"].as_array().unwrap();
     assert_eq!(times.len(), 32);
     assert!(times
@@ -278,4 +281,73 @@ fn bad_plan_input_is_named() {
     }
     std::fs::remove_file(&other).ok();
     std::fs::remove_file(&truncated).ok();
+}
+
+#[test]
+fn plan_decode_on_the_committed_smollm2_profiles() {
+    let dir = repo_root().join("docs/plan");
+    let dev = dir.join("smollm2-device-slow4x.json");
+    let srv = dir.join("smollm2-server-2threads.json");
+    let (dev, srv) = (dev.to_str().unwrap(), srv.to_str().unwrap());
+    let plan = |link: &str, extra: &[&str]| -> serde_json::Value {
+        let mut args = vec![
+            "plan",
+            "--decode",
+            "--device",
+            dev,
+            "--server",
+            srv,
+            "--link",
+            link,
+            "--prompt",
+            "64",
+            "--reply",
+            "128",
+            "--encoding",
+            "f16",
+            "--json",
+        ];
+        args.extend_from_slice(extra);
+        let out = ok(&edgecut(&args, None));
+        serde_json::from_str::<serde_json::Value>(&out).unwrap()[0]["plan"].clone()
+    };
+    // A 4x slower device and a fast link: one block here, the rest on the server.
+    let fast = plan("100mbit,5ms", &[]);
+    assert_eq!(fast["best"]["k"], 1);
+    assert_eq!(fast["all"].as_array().unwrap().len(), 30);
+    assert_eq!(fast["best"]["up_bytes_per_token"], 576 * 2 + 36);
+    // A round trip dearer than the device's whole step: everything here.
+    assert_eq!(plan("1mbit,200ms", &[])["best"]["k"], 30);
+    // A budget under the whole model and its cache: the whole model is no option.
+    let tight = plan("1mbit,200ms", &["--memory-budget", "100MB"]);
+    let ks: Vec<u64> = tight["all"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["k"].as_u64().unwrap())
+        .collect();
+    assert!(!ks.contains(&30) && ks.contains(&1), "{ks:?}");
+    // An encoder's profiles are no decoder's, and --decode needs a server.
+    let minilm = dir.join("minilm-device-1thread.json");
+    let o = edgecut(
+        &[
+            "plan",
+            "--decode",
+            "--device",
+            minilm.to_str().unwrap(),
+            "--server",
+            minilm.to_str().unwrap(),
+            "--link",
+            "10mbit,20ms",
+        ],
+        None,
+    );
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("decoder"));
+    let o = edgecut(
+        &["plan", "--decode", "--device", dev, "--link", "10mbit,20ms"],
+        None,
+    );
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("--server"));
 }
