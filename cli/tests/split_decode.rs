@@ -9,7 +9,7 @@ use std::net::TcpStream;
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
-use edgecut::split::{DecodeLink, SplitDecoder};
+use edgecut::split::{DecodeLink, LinkError, SplitDecoder};
 use edgecut::{GenerateOptions, Llm, LlmOptions, SamplingParams};
 use edgecut_server::{ClientConfig, DecoderLink};
 use edgecut_tests::{scratch, smollm_gguf};
@@ -63,13 +63,7 @@ fn start(extra: &[&str]) -> Server {
 }
 
 fn metric(srv: &Server, name: &str) -> Option<f64> {
-    let mut c = TcpStream::connect(&srv.metrics).unwrap();
-    c.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-        .unwrap();
-    let mut out = String::new();
-    std::io::Read::read_to_string(&mut c, &mut out).unwrap();
-    out.lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+    edgecut_tests::metric(&srv.metrics, name)
 }
 
 fn llm() -> Llm {
@@ -127,36 +121,7 @@ fn split_over_tcp_equals_local_and_a_killed_server_costs_nothing() {
     }
 
     // The server is killed after the 10th token: the device finishes alone.
-    struct KillAfter<'a> {
-        inner: DecoderLink,
-        sampled: usize,
-        server: &'a mut Option<Server>,
-    }
-    impl DecodeLink for KillAfter<'_> {
-        fn step(
-            &mut self,
-            position: usize,
-            hidden: &[f32],
-            sample: bool,
-        ) -> Result<Option<u32>, String> {
-            if sample && self.sampled == 10 {
-                self.server.take(); // killed
-            }
-            self.sampled += sample as usize;
-            self.inner.step(position, hidden, sample)
-        }
-    }
-    let mut server = Some(srv);
-    let addr = server.as_ref().unwrap().addr.clone();
-    let mut k = KillAfter {
-        inner: link(&llm, &addr, 15, Encoding::F32),
-        sampled: 0,
-        server: &mut server,
-    };
-    let mut d = SplitDecoder::new(&llm, 15).unwrap();
-    let g = d
-        .generate(&prompt, &opts(32), &mut k, &mut |_| true)
-        .unwrap();
+    let (g, mut d) = killed_after_10(&llm, &prompt, srv, Encoding::F32);
     let (at, why) = g.fell_back.clone().expect("it fell back");
     println!("killed after 10 tokens: fell back at {at} ({why})");
     assert_eq!(at, 10);
@@ -177,22 +142,51 @@ fn split_over_tcp_equals_local_and_a_killed_server_costs_nothing() {
     assert!(l2.stats.positions >= turn2.len());
 
     // int8: the tokens after a fallback continue what was received, as a local run would.
-    let mut server = Some(start(&[]));
-    let addr = server.as_ref().unwrap().addr.clone();
-    let mut k = KillAfter {
-        inner: link(&llm, &addr, 15, Encoding::Int8),
-        sampled: 0,
-        server: &mut server,
-    };
-    let mut d = SplitDecoder::new(&llm, 15).unwrap();
-    let g = d
-        .generate(&prompt, &opts(32), &mut k, &mut |_| true)
-        .unwrap();
+    let (g, _) = killed_after_10(&llm, &prompt, start(&[]), Encoding::Int8);
     assert_eq!(g.fell_back.map(|f| f.0), Some(10));
     let got = g.generation.tokens;
     let mut so_far = prompt.clone();
     so_far.extend_from_slice(&got[..10]);
     assert_eq!(&got[10..], &local(&llm, &so_far, 22)[..]);
+}
+
+/// A split generation of 32 tokens at K = 15 through `srv`, which is killed before the 11th
+/// token is asked for; the generation and the decoder that ran it.
+fn killed_after_10(
+    llm: &Llm,
+    prompt: &[u32],
+    srv: Server,
+    encoding: Encoding,
+) -> (edgecut::split::SplitGeneration, SplitDecoder) {
+    struct KillAfter {
+        inner: DecoderLink,
+        sampled: usize,
+        server: Option<Server>,
+    }
+    impl DecodeLink for KillAfter {
+        fn step(
+            &mut self,
+            position: usize,
+            hidden: &[f32],
+            sample: bool,
+        ) -> Result<Option<u32>, LinkError> {
+            if sample && self.sampled == 10 {
+                self.server.take(); // killed
+            }
+            self.sampled += sample as usize;
+            self.inner.step(position, hidden, sample)
+        }
+    }
+    let mut k = KillAfter {
+        inner: link(llm, &srv.addr, 15, encoding),
+        sampled: 0,
+        server: Some(srv),
+    };
+    let mut d = SplitDecoder::new(llm, 15).unwrap();
+    let g = d
+        .generate(prompt, &opts(32), &mut k, &mut |_| true)
+        .unwrap();
+    (g, d)
 }
 
 fn raw(addr: &str, id: [u8; 32]) -> FromStd<TcpStream> {

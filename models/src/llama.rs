@@ -318,6 +318,12 @@ impl Llama {
             rows.push(n);
             pos0.push(cache.len());
         }
+        if let ([cache], [_]) = (&mut caches[..], &xs[..]) {
+            // One conversation: the plain path, whose buffers stay in the cache between calls
+            // (the batched one copies each conversation's rows per layer).
+            let x = xs.into_iter().next().expect("one input");
+            return Ok(vec![self.blocks(cache, x)?]);
+        }
         let x: Vec<f32> = xs.concat();
         let out = {
             let mut states: Vec<&mut (dyn std::any::Any + Send + Sync)> =

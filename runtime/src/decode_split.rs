@@ -15,6 +15,10 @@ use edgecut_models::{KvCache, Sampler, SamplingParams};
 use crate::llm::{decode_loop, prefill_chunks, start_turn, GenerateOptions, Generation};
 use crate::{Error, Llm, Result};
 
+/// Why a link could not run a step (the server lost, refusing or failing): the link's own
+/// error, kept as it is.
+pub type LinkError = Box<dyn std::error::Error + Send + Sync>;
+
 /// Where blocks `cut..n` and the head run while the split holds.
 pub trait DecodeLink {
     /// Runs the server's layers on `hidden` (`rows x hidden` values at the cut, for positions
@@ -26,7 +30,7 @@ pub trait DecodeLink {
         position: usize,
         hidden: &[f32],
         sample: bool,
-    ) -> std::result::Result<Option<u32>, String>;
+    ) -> std::result::Result<Option<u32>, LinkError>;
 
     /// Positions the server holds for this conversation, when the link knows (a link with no
     /// session holds 0: the next turn then re-sends the conversation). `None`: unknown.
@@ -174,11 +178,6 @@ impl ServerDecoder {
     /// together, and the heads of all sampled rows run together. Each step is checked on its
     /// own; one refused does not hold the others back.
     pub fn step_many(mut steps: Vec<DecodeStep<'_>>) -> Vec<Result<Option<u32>>> {
-        if let [one] = &mut steps[..] {
-            // Alone: the model's own path, with its buffers kept between steps.
-            let hidden = std::mem::take(&mut one.hidden);
-            return vec![one.dec.step(one.position, hidden, one.sample)];
-        }
         let n = steps.len();
         let mut results: Vec<Option<Result<Option<u32>>>> = (0..n).map(|_| None).collect();
         let mut passed = vec![false; n];
@@ -419,7 +418,7 @@ impl SplitDecoder {
                     return Ok(None);
                 }
                 Err(reason) => {
-                    *fell = Some(reason);
+                    *fell = Some(reason.to_string());
                     let last = self.rebuild()?;
                     if !sample {
                         return Ok(None);

@@ -11,7 +11,7 @@ use edgecut_wire::{
 };
 
 pub use crate::decode_split::{
-    DecodeLink, DecodeStep, ServerDecoder, SplitDecoder, SplitGeneration,
+    DecodeLink, DecodeStep, LinkError, ServerDecoder, SplitDecoder, SplitGeneration,
 };
 use crate::{Error, Result, Session};
 

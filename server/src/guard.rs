@@ -3,27 +3,59 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use edgecut_wire::MAX_TOKEN;
 
+/// Why a token file cannot be used.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TokenFileError {
+    /// The file cannot be read.
+    #[error("reading {}: {source}", path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why not.
+        source: std::io::Error,
+    },
+    /// The file holds only whitespace.
+    #[error("{} holds no token", path.display())]
+    Empty {
+        /// The file.
+        path: PathBuf,
+    },
+    /// The token is longer than a HELLO carries.
+    #[error("{} holds a token of {len} bytes; a HELLO carries at most {MAX_TOKEN}", path.display())]
+    TooLong {
+        /// The file.
+        path: PathBuf,
+        /// The token's bytes.
+        len: usize,
+    },
+}
+
 /// Reads an access token from a file: its bytes as they are (binary tokens allowed), less
 /// leading and trailing ASCII whitespace (the newline an editor adds). Empty tokens, and tokens
 /// longer than a HELLO can carry (512 bytes), are refused.
-pub fn read_token_file(path: &Path) -> Result<Vec<u8>, String> {
-    let t = std::fs::read(path).map_err(|e| format!("reading {}: {e}", path.display()))?;
+pub fn read_token_file(path: &Path) -> Result<Vec<u8>, TokenFileError> {
+    let t = std::fs::read(path).map_err(|source| TokenFileError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
     let t = t.trim_ascii();
     if t.is_empty() {
-        return Err(format!("{} holds no token", path.display()));
+        return Err(TokenFileError::Empty {
+            path: path.to_path_buf(),
+        });
     }
     if t.len() > MAX_TOKEN {
-        return Err(format!(
-            "{} holds a token of {} bytes; a HELLO carries at most {MAX_TOKEN}",
-            path.display(),
-            t.len()
-        ));
+        return Err(TokenFileError::TooLong {
+            path: path.to_path_buf(),
+            len: t.len(),
+        });
     }
     Ok(t.to_vec())
 }

@@ -21,7 +21,7 @@ pub use edgecut_split::{
     AutoCut, ClientConfig, DecoderLink, LinkEstimate, LinkStats, SplitClient, SplitError,
     SplitOutcome, TlsClient,
 };
-pub use guard::read_token_file;
+pub use guard::{read_token_file, TokenFileError};
 pub use http::serve_http;
 pub use metrics::{serve_metrics, Metrics};
 pub use serve::{serve, ServedModel};

@@ -162,37 +162,19 @@ impl Sessions {
                 format!("no session {id} on this connection"),
             );
         };
-        let Some(dec) = sess.dec.take() else {
-            return refuse(id, ErrorCode::Internal, "the session was lost");
-        };
         let (position, rows) = (s.position as usize, s.rows as usize);
-        let check = if s.width as usize != h {
-            Err(format!("width {}; the model's hidden size is {h}", s.width))
-        } else if position > dec.held() {
-            Err(format!(
-                "position {position} after {} held: a step follows the positions before it",
-                dec.held()
-            ))
-        } else if position + rows >= dec.capacity() {
-            Err(format!(
-                "positions {position}..{} do not fit the session's context of {}",
-                position + rows,
-                dec.capacity()
-            ))
-        } else {
-            Ok(())
-        };
-        if let Err(why) = check {
-            sess.dec = Some(dec);
+        if s.width as usize != h {
+            let why = format!("width {}; the model's hidden size is {h}", s.width);
             return refuse(id, ErrorCode::BadRequest, why);
         }
         let Some(values) = decode_values(&s.data, s.encoding, rows * h) else {
-            sess.dec = Some(dec);
-            return refuse(
-                id,
-                ErrorCode::BadRequest,
-                "the data does not match its shape",
-            );
+            let why = "the data does not match its shape";
+            return refuse(id, ErrorCode::BadRequest, why);
+        };
+        // Positions, context and values are the session's own checks (ServerDecoder), made
+        // before anything runs; a refused step leaves the session as it was.
+        let Some(dec) = sess.dec.take() else {
+            return refuse(id, ErrorCode::Internal, "the session was lost");
         };
         let t = Instant::now();
         let (tx, rx) = oneshot::channel();

@@ -5,7 +5,7 @@
 
 use std::time::{Duration, Instant};
 
-use edgecut::split::DecodeLink;
+use edgecut::split::{DecodeLink, LinkError};
 use edgecut::{Llm, SamplingParams};
 use edgecut_wire::{encode_values, read_frame, write_frame, Frame, Limits, Open, Step, NO_TOKEN};
 
@@ -189,11 +189,11 @@ impl DecodeLink for DecoderLink {
         position: usize,
         hidden: &[f32],
         sample: bool,
-    ) -> Result<Option<u32>, String> {
+    ) -> Result<Option<u32>, LinkError> {
         self.try_step(position, hidden, sample).map_err(|e| {
             self.conn = None;
             self.session = None;
-            e.to_string()
+            e.into()
         })
     }
 

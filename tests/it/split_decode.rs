@@ -6,7 +6,7 @@
 
 use std::sync::OnceLock;
 
-use edgecut::split::{DecodeLink, ServerDecoder, SplitDecoder};
+use edgecut::split::{DecodeLink, LinkError, ServerDecoder, SplitDecoder};
 use edgecut::{GenerateOptions, Llm, LlmOptions, SamplingParams, WeightType};
 use edgecut_tests::{converted, fixture, ids, repo_root, smollm_gguf};
 use edgecut_wire::{decode_values, encode_values, Encoding};
@@ -57,7 +57,7 @@ impl DecodeLink for InProcess {
         position: usize,
         hidden: &[f32],
         sample: bool,
-    ) -> Result<Option<u32>, String> {
+    ) -> Result<Option<u32>, LinkError> {
         if self.fail_after.is_some_and(|n| self.sampled >= n) {
             self.server = None;
             return Err("the link is down".into());
@@ -79,8 +79,7 @@ impl DecodeLink for InProcess {
             .server
             .as_mut()
             .unwrap()
-            .step(position, values, sample)
-            .map_err(|e| e.to_string())?;
+            .step(position, values, sample)?;
         self.sampled += sample as usize;
         Ok(out)
     }
@@ -222,7 +221,7 @@ impl DecodeLink for Recording {
         position: usize,
         hidden: &[f32],
         sample: bool,
-    ) -> Result<Option<u32>, String> {
+    ) -> Result<Option<u32>, LinkError> {
         let out = self.inner.step(position, hidden, sample)?;
         self.calls.push((position, hidden.to_vec(), sample, out));
         Ok(out)

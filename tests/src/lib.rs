@@ -177,6 +177,19 @@ pub fn serve_model(model: &Path) -> (std::process::Child, String) {
     spawn_serve(cmd)
 }
 
+/// A metric's value from a Prometheus endpoint at `addr` (`None`: no such metric).
+pub fn metric(addr: &str, name: &str) -> Option<f64> {
+    use std::io::{Read, Write};
+    let mut c = std::net::TcpStream::connect(addr).ok()?;
+    c.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .ok()?;
+    let mut out = String::new();
+    c.read_to_string(&mut out).ok()?;
+    out.lines()
+        .filter(|l| !l.starts_with('#'))
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+}
+
 /// Starts `edgecut serve` as `cmd` describes it (listening on a free port, `127.0.0.1:0`) and
 /// returns the process and the address it printed once listening. Its standard error is
 /// drained in the background so the server never blocks on it.

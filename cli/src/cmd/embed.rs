@@ -156,7 +156,7 @@ fn split_embed(
     use anyhow::Context;
     let encoding = a.encoding;
     let token = match &a.token_file {
-        Some(p) => edgecut_server::read_token_file(p).map_err(anyhow::Error::msg)?,
+        Some(p) => edgecut_server::read_token_file(p)?,
         None => Vec::new(),
     };
     let (cut, auto) = if a.cut == "auto" {
@@ -189,16 +189,7 @@ fn split_embed(
         cut,
         encoding,
         timeout: std::time::Duration::from_secs(30),
-        tls: match &a.tls_ca {
-            None => None,
-            Some(ca) => {
-                // The name to verify: --tls-name, else the host of --server.
-                let host = server.rsplit_once(':').map_or(server, |(h, _)| h);
-                let host = host.trim_start_matches('[').trim_end_matches(']');
-                let name = a.tls_name.as_deref().unwrap_or(host);
-                Some(edgecut_server::TlsClient::new(ca, name).map_err(anyhow::Error::msg)?)
-            }
-        },
+        tls: super::split_tls(server, a.tls_ca.as_deref(), a.tls_name.as_deref())?,
         auto,
     };
     let mut client = edgecut_server::SplitClient::new(session, cfg);

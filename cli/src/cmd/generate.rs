@@ -67,18 +67,10 @@ impl DecodeSplitArgs {
             return Ok(None);
         };
         let token = match &self.token_file {
-            Some(p) => edgecut_server::read_token_file(p).map_err(anyhow::Error::msg)?,
+            Some(p) => edgecut_server::read_token_file(p)?,
             None => Vec::new(),
         };
-        let tls = match &self.tls_ca {
-            None => None,
-            Some(ca) => {
-                let host = server.rsplit_once(':').map_or(server.as_str(), |(h, _)| h);
-                let host = host.trim_start_matches('[').trim_end_matches(']');
-                let name = self.tls_name.as_deref().unwrap_or(host);
-                Some(edgecut_server::TlsClient::new(ca, name).map_err(anyhow::Error::msg)?)
-            }
-        };
+        let tls = super::split_tls(server, self.tls_ca.as_deref(), self.tls_name.as_deref())?;
         let cfg = edgecut_server::ClientConfig {
             server: server.clone(),
             token,

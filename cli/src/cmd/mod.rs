@@ -10,3 +10,19 @@ pub mod plan;
 pub mod profile;
 pub mod serve;
 pub mod session;
+
+/// TLS to `server` (`host:port`) trusting the certificates in `ca`, verifying `name` or else the
+/// host of `server`; `None` without `ca` (plain TCP).
+pub fn split_tls(
+    server: &str,
+    ca: Option<&std::path::Path>,
+    name: Option<&str>,
+) -> anyhow::Result<Option<edgecut_server::TlsClient>> {
+    let Some(ca) = ca else {
+        return Ok(None);
+    };
+    let host = server.rsplit_once(':').map_or(server, |(h, _)| h);
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let client = edgecut_server::TlsClient::new(ca, name.unwrap_or(host));
+    Ok(Some(client.map_err(anyhow::Error::msg)?))
+}

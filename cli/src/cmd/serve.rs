@@ -86,7 +86,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         "--max-request-memory-mb must be at least 1"
     );
     let token = match &a.token_file {
-        Some(p) => Some(edgecut_server::read_token_file(p).map_err(anyhow::Error::msg)?),
+        Some(p) => Some(edgecut_server::read_token_file(p)?),
         None => None,
     };
     let tls = match (&a.tls_cert, &a.tls_key) {

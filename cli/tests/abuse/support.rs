@@ -200,11 +200,7 @@ pub fn http(addr: &str, request: &[u8]) -> (u16, String) {
 
 /// A metric's value (`None` when the server does not have it).
 pub fn metric(srv: &Server, name: &str) -> Option<f64> {
-    let req = "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
-    let (_, body) = http(&srv.metrics, req.as_bytes());
-    body.lines()
-        .filter(|l| !l.starts_with('#'))
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+    edgecut_tests::metric(&srv.metrics, name)
 }
 
 pub fn hello(model_id: [u8; 32], token: &[u8]) -> Vec<u8> {
