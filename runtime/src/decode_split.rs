@@ -12,7 +12,8 @@ use std::time::Instant;
 
 use edgecut_models::{KvCache, Sampler, SamplingParams};
 
-use crate::llm::{decode_loop, prefill_chunks, start_turn, GenerateOptions, Generation};
+use crate::generation::decode_loop;
+use crate::llm::{prefill_chunks, start_turn, GenerateOptions, Generation};
 use crate::{Error, Llm, Result};
 
 /// Why a link could not run a step (the server lost, refusing or failing): the link's own

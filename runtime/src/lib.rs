@@ -25,6 +25,7 @@
 
 mod decode_split;
 mod device;
+mod generation;
 mod llm;
 mod model;
 mod session;
@@ -40,6 +41,7 @@ pub use edgecut_format::gguf::{GgufFile, ModelId};
 pub use edgecut_format::Message;
 #[cfg(feature = "convert")]
 pub use edgecut_models::convert::{convert, ConvertOptions, ConvertReport, Progress, WeightType};
+pub use generation::Turn;
 pub use llm::{
     Chat, Context, Finish, GenerateOptions, Generation, Llm, LlmOptions, SamplingParams,
     DEFAULT_CONTEXT,

@@ -7,12 +7,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use edgecut_backends::{Device, DeviceKind};
-use edgecut_format::{ChatTemplate, GgufFile, Message, TextStream, Tokenizer};
+use edgecut_format::{ChatTemplate, GgufFile, Message, Tokenizer};
 use edgecut_models::{KvCache, Llama, Logits, Sampler};
 
 pub use edgecut_models::SamplingParams;
 
-use crate::stop::{Step, StopFilter};
+use crate::generation::decode_loop;
 use crate::{Error, Result, SharedDevice};
 
 /// Context length used when none is asked for (and the model allows it): enough for long
@@ -330,9 +330,9 @@ impl Llm {
 /// One conversation: a KV cache and the tokens it holds. Generating from a prompt that starts
 /// with tokens already in the cache computes only the rest.
 pub struct Context {
-    llm: Llm,
-    cache: KvCache,
-    tokens: Vec<u32>,
+    pub(crate) llm: Llm,
+    pub(crate) cache: KvCache,
+    pub(crate) tokens: Vec<u32>,
 }
 
 impl std::fmt::Debug for Context {
@@ -469,71 +469,6 @@ pub(crate) fn start_turn(
 /// positions as a local one does (and its numbers are the same).
 pub(crate) fn prefill_chunks(ids: &[u32]) -> Vec<&[u32]> {
     ids.chunks(edgecut_models::PREFILL_CHUNK).collect()
-}
-
-/// The generation loop shared by local and split decoding. `next(prev)` returns the next token:
-/// from the prompt's logits when `prev` is `None`, else after running `prev` (the token just
-/// generated). `in_cache` positions (the prompt) are held before the first call, of
-/// `capacity`. Text goes to `on_text` with stop strings held back. Returns the tokens, why it
-/// ended, the text and the time to the first token.
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn decode_loop(
-    tokenizer: &edgecut_format::Tokenizer,
-    stop_ids: &[u32],
-    opts: &GenerateOptions,
-    in_cache: usize,
-    capacity: usize,
-    start: Instant,
-    on_text: &mut dyn FnMut(&str) -> bool,
-    next: &mut dyn FnMut(Option<u32>) -> Result<u32>,
-) -> Result<(Vec<u32>, Finish, String, Duration)> {
-    let mut stream = TextStream::new(tokenizer);
-    let mut stops = StopFilter::new(&opts.stop);
-    let mut generated: Vec<u32> = Vec::new();
-    let mut prefill = None;
-    let finish = loop {
-        if generated.len() == opts.max_tokens {
-            break Finish::MaxTokens;
-        }
-        let t = next(generated.last().copied())?;
-        prefill.get_or_insert_with(|| start.elapsed());
-        if !opts.ignore_eos && stop_ids.contains(&t) {
-            break Finish::EndOfSequence;
-        }
-        generated.push(t);
-        let piece = stream.push(t)?;
-        match stops.push(&piece) {
-            Step::Stop(rest) => {
-                on_text(&rest);
-                break Finish::StopString;
-            }
-            Step::Release(out) => {
-                if !out.is_empty() && !on_text(&out) {
-                    break Finish::Cancelled;
-                }
-            }
-        }
-        if generated.len() == opts.max_tokens {
-            break Finish::MaxTokens;
-        }
-        // The token just generated needs a free position to run.
-        if in_cache + generated.len() - 1 == capacity {
-            break Finish::ContextFull;
-        }
-    };
-    if !matches!(finish, Finish::StopString | Finish::Cancelled) {
-        let tail = stream.finish();
-        let mut rest = match stops.push(&tail) {
-            Step::Stop(s) => s,
-            Step::Release(s) => s,
-        };
-        rest.push_str(&stops.finish());
-        if !rest.is_empty() {
-            on_text(&rest);
-        }
-    }
-    let prefill = prefill.unwrap_or_else(|| start.elapsed());
-    Ok((generated, finish, stops.text().to_string(), prefill))
 }
 
 /// A chat: messages rendered with the model's chat template, the history kept in one

@@ -12,3 +12,4 @@ mod split;
 mod split_decode;
 mod stages;
 mod tokenizer_fast;
+mod turns;

@@ -1,0 +1,368 @@
+//! Token-by-token generation shared by every way edgecut decodes: [`Emitter`] turns sampled
+//! tokens into released text and a [`Finish`] (stop tokens, stop strings held back, the token
+//! and context limits); [`decode_loop`] drives it for one conversation (local and split); and
+//! [`Turn`] with [`Llm::step_turns`] drives many at once, one token each per step, with their
+//! decode steps in one forward (continuous batching, as a server runs its slots).
+
+use std::time::{Duration, Instant};
+
+use edgecut_format::{TextStream, Tokenizer};
+use edgecut_models::{KvCache, Logits, Sampler};
+
+use crate::llm::{start_turn, Context, Finish, GenerateOptions, Generation};
+use crate::stop::{Step, StopFilter};
+use crate::{Error, Llm, Result};
+
+/// Sampled tokens in, text out: holds back what may be the start of a stop string and ends the
+/// generation at a stop token, a stop string, `max_tokens` or a full context.
+pub(crate) struct Emitter<'t> {
+    stream: TextStream<'t>,
+    stops: StopFilter,
+    stop_ids: &'t [u32],
+    generated: Vec<u32>,
+    max_tokens: usize,
+    ignore_eos: bool,
+    /// Positions held before the first generated token (the prompt).
+    in_cache: usize,
+    capacity: usize,
+}
+
+impl<'t> Emitter<'t> {
+    pub(crate) fn new(
+        tokenizer: &'t Tokenizer,
+        stop_ids: &'t [u32],
+        opts: &GenerateOptions,
+        in_cache: usize,
+        capacity: usize,
+    ) -> Emitter<'t> {
+        Emitter {
+            stream: TextStream::new(tokenizer),
+            stops: StopFilter::new(&opts.stop),
+            stop_ids,
+            generated: Vec::new(),
+            max_tokens: opts.max_tokens,
+            ignore_eos: opts.ignore_eos,
+            in_cache,
+            capacity,
+        }
+    }
+
+    /// Whether the generation is over before another token is drawn (`max_tokens` of 0).
+    pub(crate) fn done_before_draw(&self) -> Option<Finish> {
+        (self.generated.len() == self.max_tokens).then_some(Finish::MaxTokens)
+    }
+
+    /// Takes the token just drawn; releases text to `on_text` (which returns `false` to stop)
+    /// and says whether the generation is over.
+    pub(crate) fn push(
+        &mut self,
+        t: u32,
+        on_text: &mut dyn FnMut(&str) -> bool,
+    ) -> Result<Option<Finish>> {
+        if !self.ignore_eos && self.stop_ids.contains(&t) {
+            return Ok(Some(Finish::EndOfSequence));
+        }
+        self.generated.push(t);
+        let piece = self.stream.push(t)?;
+        match self.stops.push(&piece) {
+            Step::Stop(rest) => {
+                on_text(&rest);
+                return Ok(Some(Finish::StopString));
+            }
+            Step::Release(out) => {
+                if !out.is_empty() && !on_text(&out) {
+                    return Ok(Some(Finish::Cancelled));
+                }
+            }
+        }
+        if self.generated.len() == self.max_tokens {
+            return Ok(Some(Finish::MaxTokens));
+        }
+        // The token just generated needs a free position to run.
+        if self.in_cache + self.generated.len() - 1 == self.capacity {
+            return Ok(Some(Finish::ContextFull));
+        }
+        Ok(None)
+    }
+
+    /// Ends the generation: text still held back (an unfinished character, a possible stop
+    /// string that was not one) goes to `on_text` unless the generation was stopped.
+    pub(crate) fn end(&mut self, finish: Finish, on_text: &mut dyn FnMut(&str) -> bool) {
+        if matches!(finish, Finish::StopString | Finish::Cancelled) {
+            return;
+        }
+        let tail = self.stream.finish();
+        let mut rest = match self.stops.push(&tail) {
+            Step::Stop(s) => s,
+            Step::Release(s) => s,
+        };
+        rest.push_str(&self.stops.finish());
+        if !rest.is_empty() {
+            on_text(&rest);
+        }
+    }
+
+    /// The tokens generated so far (a stop token excluded).
+    pub(crate) fn generated(&self) -> &[u32] {
+        &self.generated
+    }
+
+    /// The text released so far and held back (a stop string excluded).
+    pub(crate) fn text(&self) -> &str {
+        self.stops.text()
+    }
+}
+
+/// The generation loop shared by local and split decoding. `next(prev)` returns the next token:
+/// from the prompt's logits when `prev` is `None`, else after running `prev` (the token just
+/// generated). `in_cache` positions (the prompt) are held before the first call, of
+/// `capacity`. Text goes to `on_text` with stop strings held back. Returns the tokens, why it
+/// ended, the text and the time to the first token.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn decode_loop(
+    tokenizer: &Tokenizer,
+    stop_ids: &[u32],
+    opts: &GenerateOptions,
+    in_cache: usize,
+    capacity: usize,
+    start: Instant,
+    on_text: &mut dyn FnMut(&str) -> bool,
+    next: &mut dyn FnMut(Option<u32>) -> Result<u32>,
+) -> Result<(Vec<u32>, Finish, String, Duration)> {
+    let mut e = Emitter::new(tokenizer, stop_ids, opts, in_cache, capacity);
+    let mut prefill = None;
+    let finish = loop {
+        if let Some(f) = e.done_before_draw() {
+            break f;
+        }
+        let t = next(e.generated().last().copied())?;
+        prefill.get_or_insert_with(|| start.elapsed());
+        if let Some(f) = e.push(t, on_text)? {
+            break f;
+        }
+    };
+    e.end(finish, on_text);
+    let prefill = prefill.unwrap_or_else(|| start.elapsed());
+    Ok((
+        e.generated().to_vec(),
+        finish,
+        e.text().to_string(),
+        prefill,
+    ))
+}
+
+/// Where a [`Turn`] is.
+enum TurnState {
+    /// The prompt (after the cached prefix) has not run yet.
+    Prompt,
+    /// This token was drawn and released; it runs at the next step.
+    Drawn(u32),
+    /// Over.
+    Done(Finish),
+}
+
+/// One generation advanced a token at a time by [`Llm::step_turns`] beside others: a context
+/// (whose cached prefix of the prompt is reused), a sampler, and the text released so far.
+/// The tokens it draws are those [`Context::generate`] draws for the same prompt and options.
+pub struct Turn<'a> {
+    ctx: Context,
+    prompt: Vec<u32>,
+    cached: usize,
+    sampler: Sampler,
+    emit: Emitter<'a>,
+    state: TurnState,
+    start: Instant,
+    first_token: Option<Duration>,
+}
+
+impl std::fmt::Debug for Turn<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "Turn({} prompt tokens, {} generated, {:?})",
+            self.prompt.len(),
+            self.emit.generated().len(),
+            self.finished()
+        )
+    }
+}
+
+impl<'a> Turn<'a> {
+    /// A generation after `prompt` in `ctx`, a context of `llm` (the longest prefix of `prompt`
+    /// it holds is kept, the rest dropped); nothing runs until [`Llm::step_turns`].
+    pub fn new(
+        llm: &'a Llm,
+        mut ctx: Context,
+        prompt: Vec<u32>,
+        opts: &GenerateOptions,
+    ) -> Result<Turn<'a>> {
+        if !std::sync::Arc::ptr_eq(&llm.inner, &ctx.llm.inner) {
+            return Err(Error::Input(
+                "the context belongs to another model (contexts run only with their own)".into(),
+            ));
+        }
+        let common = start_turn(&prompt, &ctx.tokens, ctx.cache.capacity(), opts)?;
+        ctx.cache.truncate(common);
+        ctx.tokens.truncate(common);
+        let inner = &llm.inner;
+        let emit = Emitter::new(
+            &inner.tokenizer,
+            &inner.model.config.stop_ids,
+            opts,
+            prompt.len(),
+            ctx.cache.capacity(),
+        );
+        let state = match emit.done_before_draw() {
+            Some(f) => TurnState::Done(f),
+            None => TurnState::Prompt,
+        };
+        Ok(Turn {
+            ctx,
+            prompt,
+            cached: common,
+            sampler: Sampler::new(opts.sampling.clone()),
+            emit,
+            state,
+            start: Instant::now(),
+            first_token: None,
+        })
+    }
+
+    /// Why it ended; `None` while it goes on.
+    pub fn finished(&self) -> Option<Finish> {
+        match self.state {
+            TurnState::Done(f) => Some(f),
+            _ => None,
+        }
+    }
+
+    /// Stops it ([`Finish::Cancelled`]); its context keeps what ran.
+    pub fn cancel(&mut self) {
+        if self.finished().is_none() {
+            self.state = TurnState::Done(Finish::Cancelled);
+        }
+    }
+
+    /// Tokens generated so far.
+    pub fn generated(&self) -> usize {
+        self.emit.generated().len()
+    }
+
+    /// Tokens in the prompt, and how many of them the context already held.
+    pub fn prompt_tokens(&self) -> (usize, usize) {
+        (self.prompt.len(), self.cached)
+    }
+
+    /// Time from the turn's creation to its first token, once drawn.
+    pub fn first_token(&self) -> Option<Duration> {
+        self.first_token
+    }
+
+    /// The generation so far (whole once [`Turn::finished`]).
+    pub fn generation(&self) -> Generation {
+        let prefill = self.first_token.unwrap_or_default();
+        Generation {
+            text: self.emit.text().to_string(),
+            tokens: self.emit.generated().to_vec(),
+            finish: self.finished().unwrap_or(Finish::Cancelled),
+            prompt_tokens: self.prompt.len(),
+            cached_tokens: self.cached,
+            prefill,
+            decode: self.start.elapsed().saturating_sub(prefill),
+        }
+    }
+
+    /// The context back, holding the prompt and what was generated and run (for the next
+    /// turn that shares its prefix).
+    pub fn into_context(self) -> Context {
+        self.ctx
+    }
+
+    /// Takes logits of the turn's last position: draws, releases text, and moves on.
+    fn take(&mut self, mut logits: Vec<f32>) -> Result<String> {
+        let t = self.sampler.sample(&mut logits, &self.ctx.tokens);
+        self.first_token.get_or_insert_with(|| self.start.elapsed());
+        let mut text = String::new();
+        let mut out = |s: &str| {
+            text.push_str(s);
+            true
+        };
+        match self.emit.push(t, &mut out)? {
+            Some(f) => {
+                self.emit.end(f, &mut out);
+                self.state = TurnState::Done(f);
+            }
+            None => self.state = TurnState::Drawn(t),
+        }
+        Ok(text)
+    }
+}
+
+impl Llm {
+    /// Advances every turn not yet finished by one token and returns the text each released
+    /// (empty for a finished turn). A turn whose prompt has not run runs it (alone: prompts
+    /// differ in length); the others run their last token together (one forward: their matrix
+    /// products share one pass over the weights, attention runs per turn). A turn that fails
+    /// ends as cancelled with its error; the others go on.
+    pub fn step_turns(&self, turns: &mut [&mut Turn<'_>]) -> Vec<Result<String>> {
+        let model = &self.inner.model;
+        let (h, vocab) = (model.config.hidden, model.config.vocab);
+        let mut out: Vec<Result<String>> = (0..turns.len()).map(|_| Ok(String::new())).collect();
+        let mut batch = Vec::new();
+        for (i, turn) in turns.iter_mut().enumerate() {
+            match turn.state {
+                TurnState::Prompt => {
+                    let run = (|| {
+                        let rest = &turn.prompt[turn.cached..];
+                        let logits = model.forward(&mut turn.ctx.cache, rest, Logits::Last)?;
+                        turn.ctx.tokens.extend_from_slice(rest);
+                        turn.take(logits)
+                    })();
+                    out[i] = run;
+                }
+                TurnState::Drawn(t) => batch.push((i, t)),
+                TurnState::Done(_) => {}
+            }
+        }
+        if !batch.is_empty() {
+            let ids: Vec<u32> = batch.iter().map(|&(_, t)| t).collect();
+            let run = (|| -> Result<Vec<f32>> {
+                let x = model.embed(&ids)?;
+                let xs: Vec<Vec<f32>> = x.chunks_exact(h).map(<[f32]>::to_vec).collect();
+                let mut caches: Vec<&mut KvCache> = Vec::with_capacity(batch.len());
+                let mut rest: &mut [&mut Turn<'_>] = turns;
+                let mut at = 0;
+                for &(i, _) in &batch {
+                    let (_, tail) = rest.split_at_mut(i - at);
+                    let (one, tail) = tail.split_first_mut().expect("index in range");
+                    caches.push(&mut one.ctx.cache);
+                    rest = tail;
+                    at = i + 1;
+                }
+                let ys = model.blocks_many(&mut caches, xs)?;
+                Ok(model.head(&ys.concat())?)
+            })();
+            match run {
+                Ok(logits) => {
+                    for (j, &(i, t)) in batch.iter().enumerate() {
+                        let turn = &mut turns[i];
+                        turn.ctx.tokens.push(t);
+                        out[i] = turn.take(logits[j * vocab..(j + 1) * vocab].to_vec());
+                    }
+                }
+                Err(e) => {
+                    let msg = e.to_string();
+                    for &(i, _) in &batch {
+                        out[i] = Err(Error::Input(format!("the decode step failed: {msg}")));
+                    }
+                }
+            }
+        }
+        for (turn, r) in turns.iter_mut().zip(&out) {
+            if r.is_err() {
+                turn.cancel();
+            }
+        }
+        out
+    }
+}
