@@ -228,6 +228,12 @@ impl Session {
         Ok(self.tokenizer.encode(text, true, Some(self.max_len))?.ids)
     }
 
+    /// Tokens of `text` as the model sees it, special tokens included, before any truncation
+    /// (more than [`Session::max_seq_len`] means [`Session::embed`] would truncate it).
+    pub fn count_tokens(&self, text: &str) -> Result<usize> {
+        Ok(self.tokenizer.encode(text, true, None)?.full_len)
+    }
+
     /// Runs the encoder over `texts` in batches of similar length and hands each batch's
     /// activation to `head`, which returns one row per text; rows come back in input order.
     fn run<T>(

@@ -1,22 +1,54 @@
-//! HTTP/1.1 listeners (the metrics endpoint) on hyper, with the split listener's properties:
-//! a connection limit, header and connection timeouts, hyper's header-size limit (431), and an
-//! accept loop that backs off when descriptors run out instead of spinning.
+//! HTTP/1.1 listeners (the metrics endpoint, the API) on hyper, with the split listener's
+//! properties: a connection limit, header and connection timeouts, hyper's header-size limit
+//! (431), an accept loop that backs off when descriptors run out instead of spinning,
+//! optional TLS (the server's rustls set-up), and a graceful shutdown that lets requests in
+//! flight finish.
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
+use tokio::sync::{watch, Semaphore};
 
 use crate::config::HttpLimits;
 
 /// Serves `app` on `listener` until the task is dropped.
 pub async fn serve_http(listener: TcpListener, app: axum::Router, limits: HttpLimits) {
+    serve_http_until(
+        listener,
+        app,
+        limits,
+        None,
+        std::future::pending(),
+        Duration::ZERO,
+    )
+    .await
+}
+
+/// Serves `app` on `listener` (over TLS with `tls`) until `shutdown` completes; then stops
+/// accepting, lets each connection finish the request it is answering (a stream to its end)
+/// and closes it, waiting at most `drain` for them all.
+pub async fn serve_http_until(
+    listener: TcpListener,
+    app: axum::Router,
+    limits: HttpLimits,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    shutdown: impl Future<Output = ()>,
+    drain: Duration,
+) {
     let slots = Arc::new(Semaphore::new(limits.max_connections));
+    let tls = tls.map(tokio_rustls::TlsAcceptor::from);
+    let (stop_tx, stop) = watch::channel(false);
+    tokio::pin!(shutdown);
     loop {
-        let Ok((s, _)) = listener.accept().await else {
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            _ = &mut shutdown => break,
+        };
+        let Ok((s, _)) = accepted else {
             // Out of file descriptors or a transient error: back off instead of spinning.
             tokio::time::sleep(Duration::from_millis(50)).await;
             continue;
@@ -25,17 +57,56 @@ pub async fn serve_http(listener: TcpListener, app: axum::Router, limits: HttpLi
             drop(s);
             continue;
         };
-        let svc = TowerToHyperService::new(app.clone());
-        let limits = limits.clone();
+        let app = app.clone();
+        let (limits, tls, stop) = (limits.clone(), tls.clone(), stop.clone());
         tokio::spawn(async move {
-            let mut b = hyper::server::conn::http1::Builder::new();
-            // Requests whose headers pass 16 KiB get 431.
-            b.timer(TokioTimer::new())
-                .header_read_timeout(limits.header_timeout)
-                .max_buf_size(16 << 10);
-            let conn = b.serve_connection(TokioIo::new(s), svc);
-            let _ = tokio::time::timeout(limits.connection_timeout, conn).await;
+            match tls {
+                None => connection(s, app, &limits, stop).await,
+                Some(acceptor) => {
+                    let hs = tokio::time::timeout(limits.header_timeout, acceptor.accept(s));
+                    if let Ok(Ok(s)) = hs.await {
+                        connection(s, app, &limits, stop).await;
+                    }
+                }
+            }
             drop(permit);
         });
+    }
+    drop(listener);
+    let _ = stop_tx.send(true);
+    // Every connection holds a permit until it closes.
+    let all = u32::try_from(limits.max_connections).unwrap_or(u32::MAX);
+    let _ = tokio::time::timeout(drain, slots.acquire_many(all)).await;
+}
+
+/// One connection: requests until the client closes, the connection timeout, or a shutdown
+/// (after the request in progress).
+async fn connection<S>(
+    s: S,
+    app: axum::Router,
+    limits: &HttpLimits,
+    mut stop: watch::Receiver<bool>,
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let svc = TowerToHyperService::new(app);
+    let mut b = hyper::server::conn::http1::Builder::new();
+    // Requests whose headers pass 16 KiB get 431.
+    b.timer(TokioTimer::new())
+        .header_read_timeout(limits.header_timeout)
+        .max_buf_size(16 << 10);
+    let conn = b.serve_connection(TokioIo::new(s), svc);
+    tokio::pin!(conn);
+    let deadline = tokio::time::sleep(limits.connection_timeout);
+    tokio::pin!(deadline);
+    tokio::select! {
+        _ = &mut conn => return,
+        _ = &mut deadline => return,
+        _ = stop.wait_for(|s| *s) => {}
+    }
+    conn.as_mut().graceful_shutdown();
+    tokio::select! {
+        _ = conn => {}
+        _ = deadline => {}
     }
 }

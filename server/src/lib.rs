@@ -5,6 +5,7 @@
 //! device side is `edgecut-split` (blocking, no tokio), re-exported here for callers that use
 //! both.
 
+pub mod api;
 mod batcher;
 mod config;
 mod connection;
@@ -22,7 +23,7 @@ pub use edgecut_split::{
     SplitOutcome, TlsClient,
 };
 pub use guard::{read_token_file, TokenFileError};
-pub use http::serve_http;
+pub use http::{serve_http, serve_http_until};
 pub use metrics::{serve_metrics, Metrics};
 pub use serve::{serve, ServedModel};
 pub use shaper::{shape, shape_controlled, Shape, ShapeControl};

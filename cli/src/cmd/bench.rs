@@ -64,14 +64,14 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         let llm = edgecut::Llm::from_file(
             file,
             &edgecut::LlmOptions::default()
-                .with_device(a.model.run.device)
-                .with_threads(a.model.run.threads)
+                .with_device(a.model.enc.run.device)
+                .with_threads(a.model.enc.run.threads)
                 .with_context(None),
         )?;
         return super::bench_llm::run(&llm, &a.prompt_tokens, a.gen_tokens, a.iters.unwrap_or(5));
     }
     let iters = a.iters.unwrap_or(50);
-    let session = edgecut::Session::from_file(file, &a.model.options())?;
+    let session = edgecut::Session::from_file(file, &a.model.enc.options())?;
     println!("device  {}", session.device());
     println!(
         "{:>5} {:>6} {:>12} {:>12} {:>12} {:>10}",

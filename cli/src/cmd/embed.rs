@@ -195,7 +195,7 @@ fn split_embed(
     let mut client = edgecut_server::SplitClient::new(session, cfg);
     // One request per batch, so --cut auto re-plans between them.
     let mut vectors = Vec::with_capacity(texts.len());
-    for chunk in texts.chunks(a.model.batch_size.max(1)) {
+    for chunk in texts.chunks(a.model.enc.batch_size.max(1)) {
         let t = std::time::Instant::now();
         let out = client.embed(chunk)?;
         let ms = t.elapsed().as_secs_f64() * 1e3;

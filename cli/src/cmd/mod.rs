@@ -9,6 +9,7 @@ pub mod inspect;
 pub mod plan;
 pub mod profile;
 pub mod serve;
+pub mod serve_api;
 pub mod session;
 
 /// TLS to `server` (`host:port`) trusting the certificates in `ca`, verifying `name` or else the

@@ -1,4 +1,5 @@
-//! `edgecut serve`: the server side of split inference.
+//! `edgecut serve`: the server side of split inference, and the OpenAI-compatible HTTP API
+//! (`--http`, [`super::serve_api`]), alone or beside it.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -7,16 +8,23 @@ use std::time::Duration;
 use anyhow::Context;
 use edgecut_server::{Metrics, ServeConfig};
 
-use super::session::ModelArgs;
+use super::serve_api::{load, HttpArgs, Loaded};
+use super::session::EncoderArgs;
 
 /// Arguments of `edgecut serve`.
 #[derive(clap::Args)]
 pub struct Args {
+    /// A model file (GGUF); repeat for more (the HTTP API serves each under its file name
+    /// without `.gguf`; the split listener serves the first).
+    #[arg(short = 'm', long = "model", required = true)]
+    models: Vec<PathBuf>,
     #[command(flatten)]
-    model: ModelArgs,
-    /// Address to listen on.
-    #[arg(long, default_value = "127.0.0.1:7070")]
-    listen: String,
+    enc: EncoderArgs,
+    /// Address of the split listener (default 127.0.0.1:7070; with --http, none unless given).
+    #[arg(long)]
+    listen: Option<String>,
+    #[command(flatten)]
+    http: HttpArgs,
     /// A file holding the token clients must send (none: no token needed).
     #[arg(long)]
     token_file: Option<PathBuf>,
@@ -96,22 +104,10 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         _ => None,
     };
     raise_fd_limit();
-    let path = &a.model.model;
-    let file =
-        edgecut::GgufFile::open(path).with_context(|| format!("opening {}", path.display()))?;
-    let (served, stages, device) = if file.architecture()? == "llama" {
-        let opts = edgecut::LlmOptions::default()
-            .with_device(a.model.run.device)
-            .with_threads(a.model.run.threads);
-        let llm = edgecut::Llm::from_file(Arc::new(file), &opts)
-            .with_context(|| format!("opening {}", path.display()))?;
-        let (stages, device) = (llm.blocks(), llm.device());
-        (edgecut_server::ServedModel::Decoder(llm), stages, device)
-    } else {
-        drop(file);
-        let s = Arc::new(a.model.open()?);
-        let (stages, device) = (s.stage_count(), s.device());
-        (edgecut_server::ServedModel::Encoder(s), stages, device)
+    let listen = match (&a.listen, &a.http.http) {
+        (Some(l), _) => Some(l.clone()),
+        (None, None) => Some("127.0.0.1:7070".to_string()),
+        (None, Some(_)) => None,
     };
     let secs = |s: f64| Duration::from_secs_f64(s.max(0.001));
     let cfg = ServeConfig {
@@ -131,17 +127,15 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         max_sessions: a.max_sessions,
         max_session_context: a.max_session_context,
         session_idle_timeout: secs(a.session_idle_timeout),
-        tls,
+        tls: tls.clone(),
         ..ServeConfig::default()
     };
+    let api_cfg = a.http.config(a.max_wait_ms)?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()?;
     rt.block_on(async move {
-        let listener = tokio::net::TcpListener::bind(&a.listen)
-            .await
-            .with_context(|| format!("listening on {}", a.listen))?;
         let metrics = Arc::new(Metrics::default());
         if let Some(m) = &a.metrics {
             let l = tokio::net::TcpListener::bind(m)
@@ -151,29 +145,96 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             let limits = edgecut_server::HttpLimits::default();
             tokio::spawn(edgecut_server::serve_metrics(l, metrics.clone(), limits));
         }
-        eprintln!(
-            "serve: {} ({} stages) on {}{} at {}",
-            a.model.model.display(),
-            stages,
-            device,
-            if a.tls_cert.is_some() { ", TLS" } else { "" },
-            listener.local_addr()?
-        );
+        let (stop_tx, stop) = tokio::sync::watch::channel(false);
+        let stopped = move || {
+            let mut stop = stop.clone();
+            async move {
+                let _ = stop.wait_for(|s| *s).await;
+            }
+        };
+        // The API listens before the models load: /health answers 503 until they are in.
+        let api = match &a.http.http {
+            None => None,
+            Some(addr) => {
+                let l = tokio::net::TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("HTTP API on {addr}"))?;
+                let split_metrics = listen.is_some().then(|| metrics.clone());
+                let api = edgecut_server::api::Api::new(api_cfg, split_metrics);
+                eprintln!(
+                    "serve: HTTP API on {}://{} (loading models)",
+                    if tls.is_some() { "https" } else { "http" },
+                    l.local_addr()?
+                );
+                let task = tokio::spawn(edgecut_server::serve_http_until(
+                    l,
+                    api.router(),
+                    a.http.limits(),
+                    tls.clone(),
+                    stopped(),
+                    cfg.drain_timeout,
+                ));
+                Some((api, task))
+            }
+        };
+        let (paths, enc) = (a.models.clone(), a.enc.clone());
+        let loaded = tokio::task::spawn_blocking(move || load(&paths, &enc)).await??;
+        let split_model = loaded.first().map(Loaded::split_model);
+        if let Some((api, _)) = &api {
+            let names: Vec<String> = loaded.iter().map(|m| m.name.clone()).collect();
+            api.ready(loaded.iter().map(Loaded::api_model).collect())
+                .map_err(anyhow::Error::msg)?;
+            eprintln!("serve: HTTP API ready: {}", names.join(", "));
+        }
         let mut signals = Signals::new();
         let drain = a.drain_timeout;
+        let api_handle = api.as_ref().map(|(api, _)| api.clone());
         let shutdown = async move {
             signals.next().await;
             eprintln!(
                 "serve: shutting down; answering requests in flight for up to {drain} s (a second \
                  signal exits at once)"
             );
+            if let Some(api) = api_handle {
+                api.drain();
+            }
+            let _ = stop_tx.send(true);
             tokio::spawn(async move {
                 signals.next().await;
                 eprintln!("serve: second signal; exiting now");
                 std::process::exit(130);
             });
         };
-        edgecut_server::serve(served, listener, cfg, metrics, shutdown).await?;
+        match (listen, split_model) {
+            (Some(addr), Some((served, stages, device))) => {
+                let listener = tokio::net::TcpListener::bind(&addr)
+                    .await
+                    .with_context(|| format!("listening on {addr}"))?;
+                eprintln!(
+                    "serve: {} ({} stages) on {}{} at {}",
+                    a.models[0].display(),
+                    stages,
+                    device,
+                    if a.tls_cert.is_some() { ", TLS" } else { "" },
+                    listener.local_addr()?
+                );
+                let split = edgecut_server::serve(served, listener, cfg, metrics, shutdown);
+                match api {
+                    Some((_, task)) => {
+                        let (s, t) = tokio::join!(split, task);
+                        s?;
+                        t?;
+                    }
+                    None => split.await?,
+                }
+            }
+            _ => {
+                shutdown.await;
+                if let Some((_, task)) = api {
+                    task.await?;
+                }
+            }
+        }
         anyhow::Ok(())
     })
 }

@@ -32,12 +32,9 @@ impl RunArgs {
     }
 }
 
-/// Which model to run, where, and how.
+/// How an encoder runs: where, in which batches, how long its inputs may be.
 #[derive(clap::Args, Clone)]
-pub struct ModelArgs {
-    /// The model file (GGUF).
-    #[arg(short, long)]
-    pub model: PathBuf,
+pub struct EncoderArgs {
     #[command(flatten)]
     pub run: RunArgs,
     /// Texts run together in one batch (1 runs each text alone).
@@ -52,7 +49,7 @@ pub struct ModelArgs {
     pub f32_attention: bool,
 }
 
-impl ModelArgs {
+impl EncoderArgs {
     /// The session options these arguments ask for.
     pub fn options(&self) -> SessionOptions {
         SessionOptions::default()
@@ -67,15 +64,32 @@ impl ModelArgs {
             })
     }
 
-    /// Opens the session, saying on standard error which device runs it when it was not
-    /// named as the CPU.
-    pub fn open(&self) -> anyhow::Result<Session> {
-        let s = Session::open(&self.model, &self.options())
-            .with_context(|| format!("opening {}", self.model.display()))?;
+    /// Opens `path` as a session, saying on standard error which device runs it when it was
+    /// not named as the CPU.
+    pub fn open(&self, path: &std::path::Path) -> anyhow::Result<Session> {
+        let s = Session::open(path, &self.options())
+            .with_context(|| format!("opening {}", path.display()))?;
         if self.run.device != DeviceKind::Cpu {
             eprintln!("device: {}", s.device());
         }
         Ok(s)
+    }
+}
+
+/// Which model to run, where, and how.
+#[derive(clap::Args, Clone)]
+pub struct ModelArgs {
+    /// The model file (GGUF).
+    #[arg(short, long)]
+    pub model: PathBuf,
+    #[command(flatten)]
+    pub enc: EncoderArgs,
+}
+
+impl ModelArgs {
+    /// Opens the session ([`EncoderArgs::open`]).
+    pub fn open(&self) -> anyhow::Result<Session> {
+        self.enc.open(&self.model)
     }
 }
 

@@ -1,0 +1,162 @@
+//! `edgecut serve --http`: the flags of the OpenAI-compatible API and the loading of the
+//! models it serves.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use edgecut_server::api::{model_name, ApiConfig, ApiModel};
+use edgecut_server::{HttpLimits, ServedModel};
+
+use super::session::EncoderArgs;
+
+/// The HTTP API's flags.
+#[derive(clap::Args, Clone)]
+pub struct HttpArgs {
+    /// Serve the OpenAI-compatible HTTP API at this address (docs/openapi.yaml).
+    #[arg(long)]
+    pub http: Option<String>,
+    /// The API key clients must send as `Authorization: Bearer KEY`.
+    #[arg(long, conflicts_with = "api_key_file")]
+    api_key: Option<String>,
+    /// A file holding the API key (ASCII whitespace around it is trimmed).
+    #[arg(long)]
+    api_key_file: Option<PathBuf>,
+    /// Ask the API key on /health and /metrics too (open by default, for probes and scrapers).
+    #[arg(long)]
+    api_key_for_health: bool,
+    /// Generations run at once per generation model, each with its own KV cache.
+    #[arg(long, default_value_t = 8)]
+    http_slots: usize,
+    /// Requests run at once per embedding model (their texts join batches).
+    #[arg(long, default_value_t = 128)]
+    http_max_concurrent: usize,
+    /// Requests that may wait for a place per model; past it, 429 with Retry-After.
+    #[arg(long, default_value_t = 256)]
+    http_max_queue: usize,
+    /// Largest request body, KiB (past it, 413).
+    #[arg(long, default_value_t = 2048)]
+    http_max_body_kb: usize,
+    /// Most texts in one embedding or classification request.
+    #[arg(long, default_value_t = 512)]
+    http_max_inputs: usize,
+    /// Most tokens one generation may ask for (and chat's default).
+    #[arg(long, default_value_t = 2048)]
+    http_max_tokens: usize,
+    /// Tokens at which an embedding batch closes (with --max-wait-ms, the longest wait).
+    #[arg(long, default_value_t = 8192)]
+    http_batch_tokens: usize,
+    /// Most HTTP connections open at once.
+    #[arg(long, default_value_t = 1024)]
+    http_max_connections: usize,
+    /// Seconds an HTTP connection may stay open (a long stream included).
+    #[arg(long, default_value_t = 600.0)]
+    http_connection_timeout: f64,
+    /// An origin allowed by CORS (repeat for more; `*` for any). None: no CORS headers.
+    #[arg(long)]
+    cors_origin: Vec<String>,
+}
+
+impl HttpArgs {
+    /// The API's settings.
+    pub fn config(&self, max_wait_ms: f64) -> anyhow::Result<ApiConfig> {
+        anyhow::ensure!(self.http_slots >= 1, "--http-slots must be at least 1");
+        anyhow::ensure!(
+            self.http_max_concurrent >= 1,
+            "--http-max-concurrent must be at least 1"
+        );
+        let api_key = match (&self.api_key, &self.api_key_file) {
+            (Some(k), _) => {
+                anyhow::ensure!(!k.is_empty(), "--api-key is empty");
+                Some(k.as_bytes().to_vec())
+            }
+            (None, Some(p)) => Some(edgecut_server::read_token_file(p)?),
+            (None, None) => None,
+        };
+        let mut c = ApiConfig::default();
+        c.api_key = api_key;
+        c.key_for_health_and_metrics = self.api_key_for_health;
+        c.slots = self.http_slots;
+        c.max_concurrent = self.http_max_concurrent;
+        c.max_queue = self.http_max_queue;
+        c.max_body_bytes = self.http_max_body_kb.max(1) << 10;
+        c.max_inputs = self.http_max_inputs.max(1);
+        c.max_tokens = self.http_max_tokens.max(1);
+        c.batch_tokens = self.http_batch_tokens.max(1);
+        c.max_wait = Duration::from_secs_f64(max_wait_ms.max(0.0) / 1e3);
+        c.cors_origins = self.cors_origin.clone();
+        Ok(c)
+    }
+
+    /// The API listener's limits.
+    pub fn limits(&self) -> HttpLimits {
+        HttpLimits {
+            max_connections: self.http_max_connections.max(1),
+            connection_timeout: Duration::from_secs_f64(self.http_connection_timeout.max(1.0)),
+            ..HttpLimits::default()
+        }
+    }
+}
+
+/// A model loaded for serving.
+pub struct Loaded {
+    /// The name clients use.
+    pub name: String,
+    model: Model,
+}
+
+enum Model {
+    Encoder(Arc<edgecut::Session>),
+    Decoder(edgecut::Llm),
+}
+
+impl Loaded {
+    /// The model for the split listener, with its stage count and device.
+    pub fn split_model(&self) -> (ServedModel, usize, String) {
+        match &self.model {
+            Model::Encoder(s) => (ServedModel::Encoder(s.clone()), s.stage_count(), s.device()),
+            Model::Decoder(l) => (ServedModel::Decoder(l.clone()), l.blocks(), l.device()),
+        }
+    }
+
+    /// The model for the API.
+    pub fn api_model(&self) -> ApiModel {
+        let name = self.name.clone();
+        match &self.model {
+            Model::Encoder(session) => ApiModel::Embedder {
+                name,
+                session: session.clone(),
+            },
+            Model::Decoder(llm) => ApiModel::Generator {
+                name,
+                llm: llm.clone(),
+            },
+        }
+    }
+}
+
+/// Opens every model file as what its architecture says (`llama`: a decoder).
+pub fn load(paths: &[PathBuf], enc: &EncoderArgs) -> anyhow::Result<Vec<Loaded>> {
+    paths.iter().map(|p| load_one(p, enc)).collect()
+}
+
+fn load_one(path: &Path, enc: &EncoderArgs) -> anyhow::Result<Loaded> {
+    let file =
+        edgecut::GgufFile::open(path).with_context(|| format!("opening {}", path.display()))?;
+    let model = if file.architecture()? == "llama" {
+        let opts = edgecut::LlmOptions::default()
+            .with_device(enc.run.device)
+            .with_threads(enc.run.threads);
+        let llm = edgecut::Llm::from_file(Arc::new(file), &opts)
+            .with_context(|| format!("opening {}", path.display()))?;
+        Model::Decoder(llm)
+    } else {
+        drop(file);
+        Model::Encoder(Arc::new(enc.open(path)?))
+    };
+    Ok(Loaded {
+        name: model_name(path),
+        model,
+    })
+}

@@ -1,0 +1,458 @@
+//! `POST /v1/chat/completions` and `POST /v1/completions`: a prompt (the model's chat template
+//! over the messages, or the text as it is) goes to the model's slots ([`super::slots`]); the
+//! answer is one JSON object, or with `stream: true` server-sent events ending in `[DONE]`.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use axum::extract::State;
+use axum::response::sse::{Event as Sse, KeepAlive};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use edgecut::{Finish, GenerateOptions, Llm, Message, SamplingParams};
+use futures_util::stream::{self, Stream};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver};
+
+use super::admission::Place;
+use super::embed::enter;
+use super::error::{ApiError, Body};
+use super::slots::{Event, Job};
+use super::{ApiState, Kind, Served};
+
+/// `stop`: one string or several.
+#[derive(Deserialize)]
+#[serde(untagged)]
+pub(crate) enum Stop {
+    One(String),
+    Many(Vec<String>),
+}
+
+/// `stream_options`.
+#[derive(Deserialize, Default)]
+pub(crate) struct StreamOptions {
+    #[serde(default)]
+    include_usage: Option<bool>,
+}
+
+/// Settings shared by both routes.
+#[derive(Deserialize)]
+pub(crate) struct Settings {
+    #[serde(default)]
+    temperature: Option<f32>,
+    #[serde(default)]
+    top_p: Option<f32>,
+    #[serde(default)]
+    max_tokens: Option<u64>,
+    #[serde(default)]
+    max_completion_tokens: Option<u64>,
+    #[serde(default)]
+    stop: Option<Stop>,
+    #[serde(default)]
+    seed: Option<i64>,
+    #[serde(default)]
+    stream: Option<bool>,
+    #[serde(default)]
+    stream_options: Option<StreamOptions>,
+    #[serde(default)]
+    n: Option<u64>,
+}
+
+/// A message's content: text, or parts of which only text ones are taken.
+#[derive(Deserialize)]
+#[serde(untagged)]
+pub(crate) enum Content {
+    Text(String),
+    Parts(Vec<Part>),
+}
+
+#[derive(Deserialize)]
+pub(crate) struct Part {
+    #[serde(rename = "type")]
+    kind: String,
+    #[serde(default)]
+    text: Option<String>,
+}
+
+#[derive(Deserialize)]
+pub(crate) struct ChatMessage {
+    role: String,
+    #[serde(default)]
+    content: Option<Content>,
+}
+
+/// The body of `POST /v1/chat/completions`.
+#[derive(Deserialize)]
+pub(crate) struct ChatRequest {
+    model: String,
+    messages: Vec<ChatMessage>,
+    #[serde(flatten)]
+    settings: Settings,
+}
+
+/// The body of `POST /v1/completions`.
+#[derive(Deserialize)]
+pub(crate) struct CompletionRequest {
+    model: String,
+    prompt: super::Input,
+    #[serde(flatten)]
+    settings: Settings,
+}
+
+fn messages(list: Vec<ChatMessage>) -> Result<Vec<Message>, ApiError> {
+    if list.is_empty() {
+        return Err(ApiError::param("messages", "`messages` is empty"));
+    }
+    list.into_iter()
+        .enumerate()
+        .map(|(i, m)| {
+            let role = match m.role.as_str() {
+                "system" | "developer" => "system",
+                "user" => "user",
+                "assistant" => "assistant",
+                r => {
+                    return Err(ApiError::param(
+                        "messages",
+                        format!("message {i}: role {r:?} is not system, developer, user or assistant"),
+                    ))
+                }
+            };
+            let text = match m.content {
+                None => String::new(),
+                Some(Content::Text(t)) => t,
+                Some(Content::Parts(parts)) => {
+                    let mut t = String::new();
+                    for p in parts {
+                        match (p.kind.as_str(), p.text) {
+                            ("text", Some(s)) => t.push_str(&s),
+                            (k, _) => {
+                                return Err(ApiError::param(
+                                    "messages",
+                                    format!("message {i}: a content part of type {k:?}; only text parts are taken"),
+                                ))
+                            }
+                        }
+                    }
+                    t
+                }
+            };
+            Ok(Message::new(role, text))
+        })
+        .collect()
+}
+
+/// Generation options from the request's settings, checked against the limits.
+fn options(
+    st: &ApiState,
+    s: &Settings,
+    default_max: u64,
+    prompt: usize,
+    llm: &Llm,
+) -> Result<GenerateOptions, ApiError> {
+    if s.n.unwrap_or(1) != 1 {
+        return Err(ApiError::param("n", "one choice per request (n = 1)"));
+    }
+    let temperature = s.temperature.unwrap_or(1.0);
+    if !(0.0..=2.0).contains(&temperature) {
+        return Err(ApiError::param(
+            "temperature",
+            format!("temperature {temperature} is outside 0..=2"),
+        ));
+    }
+    let top_p = s.top_p.unwrap_or(1.0);
+    if !(top_p > 0.0 && top_p <= 1.0) {
+        return Err(ApiError::param(
+            "top_p",
+            format!("top_p {top_p} is outside (0, 1]"),
+        ));
+    }
+    let max = s
+        .max_completion_tokens
+        .or(s.max_tokens)
+        .unwrap_or(default_max);
+    if max == 0 || max > st.cfg.max_tokens as u64 {
+        return Err(ApiError::param(
+            "max_tokens",
+            format!(
+                "max_tokens {max} is outside 1..={} (--http-max-tokens)",
+                st.cfg.max_tokens
+            ),
+        ));
+    }
+    if prompt >= llm.context_len() {
+        return Err(ApiError {
+            code: Some("context_length_exceeded"),
+            ..ApiError::param(
+                "messages",
+                format!(
+                    "the prompt is {prompt} tokens; the context holds {} (with one for the reply)",
+                    llm.context_len()
+                ),
+            )
+        });
+    }
+    let stop = match &s.stop {
+        None => Vec::new(),
+        Some(Stop::One(s)) => vec![s.clone()],
+        Some(Stop::Many(v)) => v.clone(),
+    };
+    if stop.len() > 16 {
+        return Err(ApiError::param(
+            "stop",
+            format!("{} stop strings; at most 16", stop.len()),
+        ));
+    }
+    let seed = match s.seed {
+        Some(s) => s as u64,
+        None => SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0),
+    };
+    Ok(GenerateOptions::default()
+        .with_max_tokens(max as usize)
+        .with_stop(stop)
+        .with_sampling(SamplingParams {
+            temperature,
+            top_p,
+            seed,
+            ..SamplingParams::default()
+        }))
+}
+
+fn generator<'a>(st: &'a ApiState, model: &str) -> Result<(&'a Served, &'a Llm), ApiError> {
+    let served = st.model(model)?;
+    match &served.kind {
+        Kind::Generator { llm, .. } => Ok((served, llm)),
+        Kind::Embedder { .. } => Err(ApiError::param(
+            "model",
+            format!("{model} is an embedding model; generation needs a decoder"),
+        )),
+    }
+}
+
+pub(crate) async fn chat(
+    State(st): State<Arc<ApiState>>,
+    Body(req): Body<ChatRequest>,
+) -> Result<Response, ApiError> {
+    let (served, llm) = generator(&st, &req.model)?;
+    let msgs = messages(req.messages)?;
+    let text = llm.render_chat(&msgs)?;
+    let prompt = llm.tokenize(&text)?;
+    let default_max = st.cfg.max_tokens as u64;
+    let opts = options(&st, &req.settings, default_max, prompt.len(), llm)?;
+    run(&st, served, prompt, opts, &req.settings, true).await
+}
+
+pub(crate) async fn completion(
+    State(st): State<Arc<ApiState>>,
+    Body(req): Body<CompletionRequest>,
+) -> Result<Response, ApiError> {
+    let (served, llm) = generator(&st, &req.model)?;
+    let mut texts = req.prompt.texts()?;
+    if texts.len() != 1 {
+        return Err(ApiError::param("prompt", "one prompt per request"));
+    }
+    let prompt = llm.tokenize(&texts.remove(0))?;
+    // OpenAI's default for completions.
+    let opts = options(&st, &req.settings, 16, prompt.len(), llm)?;
+    run(&st, served, prompt, opts, &req.settings, false).await
+}
+
+/// The request's identity and shape of its chunks.
+struct Reply {
+    id: String,
+    created: u64,
+    model: String,
+    chat: bool,
+}
+
+impl Reply {
+    fn chunk(&self, text: Option<&str>, finish: Option<&str>, first: bool) -> Value {
+        let choice = if self.chat {
+            let mut delta = json!({});
+            if first {
+                delta["role"] = json!("assistant");
+            }
+            if let Some(t) = text {
+                delta["content"] = json!(t);
+            }
+            json!({"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish})
+        } else {
+            json!({"index": 0, "text": text.unwrap_or(""), "logprobs": null, "finish_reason": finish})
+        };
+        json!({
+            "id": self.id,
+            "object": if self.chat { "chat.completion.chunk" } else { "text_completion" },
+            "created": self.created,
+            "model": self.model,
+            "choices": [choice],
+        })
+    }
+
+    fn whole(&self, text: String, finish: &str, usage: Value) -> Value {
+        let choice = if self.chat {
+            json!({"index": 0, "message": {"role": "assistant", "content": text},
+                   "logprobs": null, "finish_reason": finish})
+        } else {
+            json!({"index": 0, "text": text, "logprobs": null, "finish_reason": finish})
+        };
+        json!({
+            "id": self.id,
+            "object": if self.chat { "chat.completion" } else { "text_completion" },
+            "created": self.created,
+            "model": self.model,
+            "choices": [choice],
+            "usage": usage,
+        })
+    }
+}
+
+fn finish_reason(f: Finish) -> &'static str {
+    match f {
+        Finish::MaxTokens | Finish::ContextFull => "length",
+        _ => "stop",
+    }
+}
+
+fn usage(prompt: usize, completion: usize) -> Value {
+    json!({"prompt_tokens": prompt, "completion_tokens": completion,
+           "total_tokens": prompt + completion})
+}
+
+async fn run(
+    st: &ApiState,
+    served: &Served,
+    prompt: Vec<u32>,
+    opts: GenerateOptions,
+    settings: &Settings,
+    chat: bool,
+) -> Result<Response, ApiError> {
+    let Kind::Generator { slots, .. } = &served.kind else {
+        unreachable!("checked by generator()")
+    };
+    let queued = Instant::now();
+    let place = enter(served).await?;
+    let (events, rx) = unbounded_channel();
+    slots
+        .send(Job {
+            prompt,
+            opts,
+            queued,
+            events,
+        })
+        .map_err(ApiError::unavailable)?;
+    let created = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let reply = Reply {
+        id: format!(
+            "{}-{:x}",
+            if chat { "chatcmpl" } else { "cmpl" },
+            st.next_id()
+        ),
+        created,
+        model: served.name.clone(),
+        chat,
+    };
+    if settings.stream.unwrap_or(false) {
+        let include_usage = settings
+            .stream_options
+            .as_ref()
+            .and_then(|o| o.include_usage)
+            .unwrap_or(false);
+        let stream = sse(reply, rx, place, include_usage);
+        return Ok(axum::response::Sse::new(stream)
+            .keep_alive(KeepAlive::default())
+            .into_response());
+    }
+    let mut rx = rx;
+    let mut text = String::new();
+    loop {
+        match rx.recv().await {
+            Some(Event::Text(t)) => text.push_str(&t),
+            Some(Event::Done {
+                finish,
+                prompt_tokens,
+                completion_tokens,
+            }) => {
+                drop(place);
+                let u = usage(prompt_tokens, completion_tokens);
+                return Ok(Json(reply.whole(text, finish_reason(finish), u)).into_response());
+            }
+            Some(Event::Failed(e)) => return Err(ApiError::invalid(e)),
+            None => return Err(ApiError::unavailable("the generation thread has stopped")),
+        }
+    }
+}
+
+/// Where a stream is.
+struct Streaming {
+    reply: Reply,
+    rx: UnboundedReceiver<Event>,
+    /// Held until the stream ends or its client goes.
+    place: Option<Place>,
+    include_usage: bool,
+    first: bool,
+    /// Events left to send after the end: the usage chunk and `[DONE]`.
+    tail: Vec<Sse>,
+}
+
+fn sse(
+    reply: Reply,
+    rx: UnboundedReceiver<Event>,
+    place: Place,
+    include_usage: bool,
+) -> impl Stream<Item = Result<Sse, Infallible>> {
+    let s = Streaming {
+        reply,
+        rx,
+        place: Some(place),
+        include_usage,
+        first: true,
+        tail: Vec::new(),
+    };
+    stream::unfold(s, |mut s| async move {
+        if let Some(e) = s.tail.pop() {
+            return Some((Ok(e), s));
+        }
+        s.place.as_ref()?;
+        let event = match s.rx.recv().await {
+            Some(Event::Text(t)) => {
+                let c = s.reply.chunk(Some(&t), None, s.first);
+                s.first = false;
+                Sse::default().data(c.to_string())
+            }
+            Some(Event::Done {
+                finish,
+                prompt_tokens,
+                completion_tokens,
+            }) => {
+                s.place = None;
+                s.tail.push(Sse::default().data("[DONE]"));
+                if s.include_usage {
+                    let mut u = s.reply.chunk(None, None, false);
+                    u["choices"] = json!([]);
+                    u["usage"] = usage(prompt_tokens, completion_tokens);
+                    s.tail.push(Sse::default().data(u.to_string()));
+                }
+                let c = s.reply.chunk(None, Some(finish_reason(finish)), s.first);
+                Sse::default().data(c.to_string())
+            }
+            Some(Event::Failed(e)) => {
+                s.place = None;
+                s.tail.push(Sse::default().data("[DONE]"));
+                Sse::default().data(ApiError::invalid(e).body().to_string())
+            }
+            None => {
+                s.place = None;
+                let e = ApiError::unavailable("the generation thread has stopped");
+                Sse::default().data(e.body().to_string())
+            }
+        };
+        Some((Ok(event), s))
+    })
+}

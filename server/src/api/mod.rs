@@ -1,0 +1,256 @@
+//! edgecut's OpenAI-compatible HTTP API (`edgecut serve --http`): embeddings, chat and text
+//! completions, classification, tokenization, model listing, health and Prometheus metrics,
+//! for one or more models at once. Embedding requests are batched across clients
+//! ([`embed::EmbedQueue`]); generations run in slots, continuously batched ([`slots`]). Every
+//! model admits a bounded number of requests ([`admission`]); past it, 429 with `Retry-After`.
+//! `docs/openapi.yaml` is the contract.
+
+mod admission;
+mod chat;
+mod embed;
+mod error;
+mod metrics;
+mod routes;
+mod slots;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::Deserialize;
+
+use admission::Admission;
+use error::ApiError;
+use metrics::{ModelMetrics, RouteMetrics};
+
+/// The API's settings: `ApiConfig::default()` and fields (the CLI's `--http-*` flags).
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct ApiConfig {
+    /// The key clients must send as `Authorization: Bearer KEY` (none: open).
+    pub api_key: Option<Vec<u8>>,
+    /// Whether `/health` and `/metrics` need the key too.
+    pub key_for_health_and_metrics: bool,
+    /// Largest request body.
+    pub max_body_bytes: usize,
+    /// Most texts in one embedding or classification request.
+    pub max_inputs: usize,
+    /// Most tokens one generation may ask for (and the default for chat).
+    pub max_tokens: usize,
+    /// Generations run at once per generation model (each with its own KV cache).
+    pub slots: usize,
+    /// Requests run at once per embedding model (their texts join batches).
+    pub max_concurrent: usize,
+    /// Requests that may wait for a place, per model; past it, 429.
+    pub max_queue: usize,
+    /// Tokens at which an embedding batch closes.
+    pub batch_tokens: usize,
+    /// Longest wait for more requests to join an embedding batch.
+    pub max_wait: Duration,
+    /// Origins allowed by CORS (none: no CORS headers; `*`: any).
+    pub cors_origins: Vec<String>,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        ApiConfig {
+            api_key: None,
+            key_for_health_and_metrics: false,
+            max_body_bytes: 2 << 20,
+            max_inputs: 512,
+            max_tokens: 2048,
+            slots: 8,
+            max_concurrent: 128,
+            max_queue: 256,
+            batch_tokens: 8192,
+            max_wait: Duration::from_millis(2),
+            cors_origins: Vec::new(),
+        }
+    }
+}
+
+/// A model to serve, with the name clients use for it.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub enum ApiModel {
+    /// An encoder: embeddings and classification.
+    Embedder {
+        /// The name in requests (`model`).
+        name: String,
+        /// The model.
+        session: Arc<edgecut::Session>,
+    },
+    /// A decoder: chat and text completions.
+    Generator {
+        /// The name in requests (`model`).
+        name: String,
+        /// The model.
+        llm: edgecut::Llm,
+    },
+}
+
+/// The API's state: created before the models load (`/health` answers 503 until
+/// [`Api::ready`]), shared by the routes.
+#[derive(Clone, Debug)]
+pub struct Api {
+    state: Arc<ApiState>,
+}
+
+#[derive(Debug)]
+pub(crate) struct ApiState {
+    cfg: ApiConfig,
+    models: OnceLock<Vec<Served>>,
+    routes: RouteMetrics,
+    ids: AtomicU64,
+    created: u64,
+    /// The split listener's metrics, shown beside the API's when both run.
+    split: Option<Arc<crate::Metrics>>,
+    draining: std::sync::atomic::AtomicBool,
+}
+
+#[derive(Debug)]
+pub(crate) struct Served {
+    name: String,
+    kind: Kind,
+    admission: Admission,
+    places: usize,
+    metrics: Arc<ModelMetrics>,
+}
+
+#[derive(Debug)]
+pub(crate) enum Kind {
+    Embedder {
+        session: Arc<edgecut::Session>,
+        queue: embed::EmbedQueue,
+    },
+    Generator {
+        llm: edgecut::Llm,
+        slots: slots::Slots,
+    },
+}
+
+impl Api {
+    /// The API before its models are loaded; `split`: the split listener's metrics, to show
+    /// on `/metrics` too.
+    pub fn new(cfg: ApiConfig, split: Option<Arc<crate::Metrics>>) -> Api {
+        Api {
+            state: Arc::new(ApiState {
+                cfg,
+                models: OnceLock::new(),
+                routes: RouteMetrics::default(),
+                ids: AtomicU64::new(1),
+                created: SystemTime::now()
+                    .duration_since(UNIX_EPOCH)
+                    .map(|d| d.as_secs())
+                    .unwrap_or(0),
+                split,
+                draining: Default::default(),
+            }),
+        }
+    }
+
+    /// Serves `models` from now on (their batching threads start); a second call is refused.
+    pub fn ready(&self, models: Vec<ApiModel>) -> Result<(), String> {
+        let cfg = &self.state.cfg;
+        let mut names = std::collections::HashSet::new();
+        let mut served = Vec::with_capacity(models.len());
+        for m in models {
+            let metrics = Arc::new(ModelMetrics::new());
+            let (name, kind, places) = match m {
+                ApiModel::Embedder { name, session } => {
+                    let queue = embed::EmbedQueue::start(
+                        session.clone(),
+                        metrics.clone(),
+                        cfg.batch_tokens,
+                        cfg.max_wait,
+                    );
+                    (name, Kind::Embedder { session, queue }, cfg.max_concurrent)
+                }
+                ApiModel::Generator { name, llm } => {
+                    let slots = slots::Slots::start(llm.clone(), cfg.slots, metrics.clone());
+                    (name, Kind::Generator { llm, slots }, cfg.slots)
+                }
+            };
+            if !names.insert(name.clone()) {
+                return Err(format!("two models are named {name:?}"));
+            }
+            served.push(Served {
+                name,
+                kind,
+                admission: Admission::new(places, cfg.max_queue),
+                places,
+                metrics,
+            });
+        }
+        self.state
+            .models
+            .set(served)
+            .map_err(|_| "the models are already loaded".to_string())
+    }
+
+    /// From now on `/health` answers 503 (a load balancer stops sending); requests in flight
+    /// go on.
+    pub fn drain(&self) {
+        self.state.draining.store(true, Ordering::SeqCst);
+    }
+
+    /// The router serving this API.
+    pub fn router(&self) -> axum::Router {
+        routes::router(self.state.clone())
+    }
+}
+
+impl ApiState {
+    fn served(&self) -> Result<&[Served], ApiError> {
+        self.models
+            .get()
+            .map(Vec::as_slice)
+            .ok_or_else(|| ApiError::unavailable("the models are loading; retry shortly"))
+    }
+
+    /// The model named `name`, or 404.
+    fn model(&self, name: &str) -> Result<&Served, ApiError> {
+        let all = self.served()?;
+        all.iter().find(|m| m.name == name).ok_or_else(|| {
+            let names: Vec<String> = all.iter().map(|m| m.name.clone()).collect();
+            ApiError::no_model(name, &names)
+        })
+    }
+
+    fn next_id(&self) -> u64 {
+        self.ids.fetch_add(1, Ordering::Relaxed)
+    }
+}
+
+/// Texts of a request: one string or several.
+#[derive(Deserialize)]
+#[serde(untagged)]
+pub(crate) enum Input {
+    One(String),
+    Many(Vec<String>),
+    Other(serde::de::IgnoredAny),
+}
+
+impl Input {
+    fn texts(self) -> Result<Vec<String>, ApiError> {
+        match self {
+            Input::One(s) => Ok(vec![s]),
+            Input::Many(v) => Ok(v),
+            Input::Other(_) => Err(ApiError::param(
+                "input",
+                "`input` must be a string or an array of strings (token arrays are not taken)",
+            )),
+        }
+    }
+}
+
+/// The name a model file is served under: its file name without `.gguf`.
+pub fn model_name(path: &std::path::Path) -> String {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| path.display().to_string());
+    name.strip_suffix(".gguf")
+        .map(str::to_string)
+        .unwrap_or(name)
+}

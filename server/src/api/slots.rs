@@ -1,0 +1,196 @@
+//! A generation model's slots: one thread runs every active generation a token per step, their
+//! decode steps in one forward ([`edgecut::Llm::step_turns`]); a new request takes a free slot
+//! between steps, in the context whose cached tokens share the longest prefix with its prompt.
+//! A request whose client has gone (its event receiver dropped) is stopped at the next step and
+//! its slot freed.
+
+use std::sync::atomic::Ordering;
+use std::sync::mpsc::{Receiver, Sender, TryRecvError};
+use std::sync::Arc;
+use std::time::Instant;
+
+use edgecut::{Context, Finish, GenerateOptions, Llm, Turn};
+use tokio::sync::mpsc::UnboundedSender;
+
+use super::metrics::ModelMetrics;
+
+/// What a generation sends its request.
+#[derive(Debug)]
+pub(crate) enum Event {
+    /// Text released (never empty).
+    Text(String),
+    /// The end, with the prompt's and the completion's tokens.
+    Done {
+        finish: Finish,
+        prompt_tokens: usize,
+        completion_tokens: usize,
+    },
+    /// The generation failed (the message says why).
+    Failed(String),
+}
+
+/// A request for a slot.
+pub(crate) struct Job {
+    pub prompt: Vec<u32>,
+    pub opts: GenerateOptions,
+    pub queued: Instant,
+    pub events: UnboundedSender<Event>,
+}
+
+/// The queue of a generation model.
+#[derive(Debug)]
+pub(crate) struct Slots {
+    jobs: Sender<Job>,
+}
+
+impl Slots {
+    /// Starts the thread that runs `slots` generations at once.
+    pub fn start(llm: Llm, slots: usize, metrics: Arc<ModelMetrics>) -> Slots {
+        let (jobs, rx) = std::sync::mpsc::channel();
+        std::thread::Builder::new()
+            .name("edgecut-slots".into())
+            .spawn(move || run(&llm, slots.max(1), &metrics, &rx))
+            .expect("spawning the generation thread");
+        Slots { jobs }
+    }
+
+    /// Queues a job (the caller holds a place, so at most `slots` jobs are in).
+    pub fn send(&self, job: Job) -> Result<(), String> {
+        self.jobs
+            .send(job)
+            .map_err(|_| "the model's generation thread has stopped".to_string())
+    }
+}
+
+struct Active<'a> {
+    turn: Turn<'a>,
+    events: UnboundedSender<Event>,
+}
+
+fn run(llm: &Llm, slots: usize, metrics: &ModelMetrics, rx: &Receiver<Job>) {
+    let mut free: Vec<Context> = Vec::new();
+    let mut active: Vec<Active<'_>> = Vec::new();
+    loop {
+        // New jobs between steps; block only when nothing runs.
+        while active.len() < slots {
+            let job = if active.is_empty() {
+                match rx.recv() {
+                    Ok(j) => j,
+                    Err(_) => return,
+                }
+            } else {
+                match rx.try_recv() {
+                    Ok(j) => j,
+                    Err(TryRecvError::Empty) => break,
+                    Err(TryRecvError::Disconnected) => return,
+                }
+            };
+            metrics.queue.time(job.queued.elapsed());
+            if job.events.is_closed() {
+                metrics.cancelled.fetch_add(1, Ordering::Relaxed);
+                continue;
+            }
+            let ctx = match take_context(llm, &mut free, &job.prompt) {
+                Ok(c) => c,
+                Err(e) => {
+                    let _ = job.events.send(Event::Failed(e.to_string()));
+                    continue;
+                }
+            };
+            match Turn::new(llm, ctx, job.prompt, &job.opts) {
+                Ok(turn) => active.push(Active {
+                    turn,
+                    events: job.events,
+                }),
+                Err(e) => {
+                    // The context went with the refused turn; a new one is made when needed.
+                    let _ = job.events.send(Event::Failed(e.to_string()));
+                }
+            }
+        }
+        let decoding = active
+            .iter()
+            .filter(|a| a.turn.generated() > 0 && a.turn.finished().is_none())
+            .count();
+        let start = Instant::now();
+        let texts = {
+            let mut turns: Vec<&mut Turn<'_>> = active.iter_mut().map(|a| &mut a.turn).collect();
+            llm.step_turns(&mut turns)
+        };
+        let took = start.elapsed();
+        metrics.inference.time(took);
+        if decoding > 0 {
+            metrics.batch.observe(decoding as f64);
+        }
+        for (a, text) in active.iter_mut().zip(texts) {
+            let before = a.turn.first_token();
+            match text {
+                Ok(t) if !t.is_empty() => {
+                    if a.events.send(Event::Text(t)).is_err() {
+                        a.turn.cancel();
+                    }
+                }
+                Ok(_) => {
+                    if a.events.is_closed() {
+                        a.turn.cancel();
+                    }
+                }
+                Err(e) => {
+                    let _ = a.events.send(Event::Failed(e.to_string()));
+                }
+            }
+            if before.is_none() {
+                if let Some(d) = a.turn.first_token() {
+                    metrics.first_token.time(d);
+                }
+            } else if a.turn.generated() > 0 {
+                metrics
+                    .decode_us
+                    .fetch_add(took.as_micros() as u64, Ordering::Relaxed);
+            }
+        }
+        // Finished turns leave; their contexts keep their tokens for a later prompt.
+        let mut i = 0;
+        while i < active.len() {
+            let Some(finish) = active[i].turn.finished() else {
+                i += 1;
+                continue;
+            };
+            let a = active.swap_remove(i);
+            let (prompt, cached) = a.turn.prompt_tokens();
+            let completion = a.turn.generated();
+            metrics
+                .prompt_tokens
+                .fetch_add((prompt - cached) as u64, Ordering::Relaxed);
+            metrics
+                .generated_tokens
+                .fetch_add(completion as u64, Ordering::Relaxed);
+            if finish == Finish::Cancelled {
+                metrics.cancelled.fetch_add(1, Ordering::Relaxed);
+            } else {
+                let _ = a.events.send(Event::Done {
+                    finish,
+                    prompt_tokens: prompt,
+                    completion_tokens: completion,
+                });
+            }
+            free.push(a.turn.into_context());
+        }
+    }
+}
+
+/// The free context sharing the longest prefix with `prompt`, or a new one when none is free
+/// (so there are never more contexts than slots).
+fn take_context(llm: &Llm, free: &mut Vec<Context>, prompt: &[u32]) -> edgecut::Result<Context> {
+    let shared = |c: &Context| {
+        c.tokens()
+            .iter()
+            .zip(prompt)
+            .take_while(|(a, b)| a == b)
+            .count()
+    };
+    match (0..free.len()).max_by_key(|&i| shared(&free[i])) {
+        Some(i) => Ok(free.swap_remove(i)),
+        None => llm.new_context(),
+    }
+}
