@@ -198,10 +198,41 @@ pub fn spawn_serve(cmd: Command) -> (std::process::Child, String) {
     (child, addr)
 }
 
-/// [`spawn_serve`], also returning the server's standard error as it grows (start-up lines
-/// first: the metrics address, for one).
+/// [`spawn_serve`], also returning what the server has written to standard error so far
+/// (the rest is appended as it comes).
 pub fn spawn_serve_logged(
+    cmd: Command,
+) -> (std::process::Child, String, std::sync::Arc<Mutex<String>>) {
+    spawn_logged(cmd, |whole| {
+        let line = whole
+            .lines()
+            .find(|l| l.starts_with("serve:") && l.contains(" at "))?;
+        Some(line.rsplit(" at ").next()?.trim().to_string())
+    })
+}
+
+/// `edgecut serve --http 127.0.0.1:0` as `cmd` describes it (the rest of its arguments
+/// given): the process, the API's base URL once its models are loaded, and its log.
+pub fn spawn_http_api(
+    cmd: Command,
+) -> (std::process::Child, String, std::sync::Arc<Mutex<String>>) {
+    spawn_logged(cmd, |whole| {
+        whole
+            .lines()
+            .find(|l| l.starts_with("serve: HTTP API ready"))?;
+        let line = whole
+            .lines()
+            .find(|l| l.starts_with("serve: HTTP API on "))?;
+        let url = line.strip_prefix("serve: HTTP API on ")?;
+        Some(url.split(' ').next()?.to_string())
+    })
+}
+
+/// Starts `cmd`, reads its standard error until `find` (given the whole lines so far) returns
+/// the address, and drains the rest in the background.
+fn spawn_logged(
     mut cmd: Command,
+    find: impl Fn(&str) -> Option<String>,
 ) -> (std::process::Child, String, std::sync::Arc<Mutex<String>>) {
     use std::io::Read;
     let mut child = cmd
@@ -225,11 +256,8 @@ pub fn spawn_serve_logged(
         let text = String::from_utf8_lossy(&buf);
         // Only whole lines: a read may end in the middle of one.
         let whole = &text[..text.rfind('\n').map_or(0, |i| i + 1)];
-        if let Some(line) = whole
-            .lines()
-            .find(|l| l.starts_with("serve:") && l.contains(" at "))
-        {
-            break line.rsplit(" at ").next().unwrap().trim().to_string();
+        if let Some(addr) = find(whole) {
+            break addr;
         }
     };
     let log = std::sync::Arc::new(Mutex::new(String::from_utf8_lossy(&buf).into_owned()));
@@ -246,4 +274,64 @@ pub fn spawn_serve_logged(
         }
     });
     (child, addr, log)
+}
+
+/// An HTTP answer: status, `Retry-After` if any, body.
+#[derive(Debug)]
+pub struct HttpReply {
+    /// The status code.
+    pub status: u16,
+    /// The `Retry-After` header.
+    pub retry_after: Option<String>,
+    /// The body as text.
+    pub body: String,
+}
+
+impl HttpReply {
+    /// The body as JSON (panics, showing it, when it is not).
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.body))
+    }
+}
+
+/// An HTTP request with ureq: `body` JSON text (POST) or none (GET), `key` as a Bearer token.
+pub fn http(url: &str, key: Option<&str>, body: Option<&str>) -> HttpReply {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(std::time::Duration::from_secs(120)))
+        .build()
+        .into();
+    let auth = key.map(|k| format!("Bearer {k}"));
+    let r = match body {
+        Some(b) => {
+            let mut req = agent.post(url).header("content-type", "application/json");
+            if let Some(a) = &auth {
+                req = req.header("authorization", a);
+            }
+            req.send(b)
+        }
+        None => {
+            let mut req = agent.get(url);
+            if let Some(a) = &auth {
+                req = req.header("authorization", a);
+            }
+            req.call()
+        }
+    };
+    let mut r = r.unwrap_or_else(|e| panic!("{url}: {e}"));
+    let retry_after = r
+        .headers()
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    HttpReply {
+        status: r.status().as_u16(),
+        retry_after,
+        body: r
+            .body_mut()
+            .with_config()
+            .limit(64 << 20)
+            .read_to_string()
+            .unwrap_or_default(),
+    }
 }

@@ -58,6 +58,9 @@ pub(crate) struct Settings {
     stream_options: Option<StreamOptions>,
     #[serde(default)]
     n: Option<u64>,
+    /// Keep going past end-of-sequence tokens (llama.cpp's extension; for benchmarks).
+    #[serde(default)]
+    ignore_eos: Option<bool>,
 }
 
 /// A message's content: text, or parts of which only text ones are taken.
@@ -213,6 +216,7 @@ fn options(
     };
     Ok(GenerateOptions::default()
         .with_max_tokens(max as usize)
+        .with_ignore_eos(s.ignore_eos.unwrap_or(false))
         .with_stop(stop)
         .with_sampling(SamplingParams {
             temperature,

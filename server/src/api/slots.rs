@@ -112,6 +112,10 @@ fn run(llm: &Llm, slots: usize, metrics: &ModelMetrics, rx: &Receiver<Job>) {
             .iter()
             .filter(|a| a.turn.generated() > 0 && a.turn.finished().is_none())
             .count();
+        let had_first: Vec<bool> = active
+            .iter()
+            .map(|a| a.turn.first_token().is_some())
+            .collect();
         let start = Instant::now();
         let texts = {
             let mut turns: Vec<&mut Turn<'_>> = active.iter_mut().map(|a| &mut a.turn).collect();
@@ -122,8 +126,7 @@ fn run(llm: &Llm, slots: usize, metrics: &ModelMetrics, rx: &Receiver<Job>) {
         if decoding > 0 {
             metrics.batch.observe(decoding as f64);
         }
-        for (a, text) in active.iter_mut().zip(texts) {
-            let before = a.turn.first_token();
+        for ((a, text), had_first) in active.iter_mut().zip(texts).zip(had_first) {
             match text {
                 Ok(t) if !t.is_empty() => {
                     if a.events.send(Event::Text(t)).is_err() {
@@ -139,7 +142,7 @@ fn run(llm: &Llm, slots: usize, metrics: &ModelMetrics, rx: &Receiver<Job>) {
                     let _ = a.events.send(Event::Failed(e.to_string()));
                 }
             }
-            if before.is_none() {
+            if !had_first {
                 if let Some(d) = a.turn.first_token() {
                     metrics.first_token.time(d);
                 }
