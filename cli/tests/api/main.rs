@@ -33,8 +33,11 @@ pub fn names() -> (String, String) {
 
 /// A server process that is killed when dropped.
 pub struct Server {
+    /// The process.
     pub child: Child,
+    /// The API's base URL.
     pub url: String,
+    /// What it wrote to standard error.
     pub log: std::sync::Arc<std::sync::Mutex<String>>,
 }
 
