@@ -1,0 +1,189 @@
+//! Load on an OpenAI-compatible server (edgecut's `serve --http`, or a peer such as
+//! llama-cpp-python's server) from client threads on this machine: requests per second,
+//! p50/p99 latency per route, errors, and for chat the completion tokens per second of all
+//! clients together.
+//!
+//! ```text
+//! load_api URL embed MODEL CLIENTS REQUESTS
+//! load_api URL chat MODEL CLIENTS REQUESTS MAX_TOKENS
+//! load_api URL mixed EMBED_MODEL CHAT_MODEL      (64 x 100 embeddings and 8 x 5 chats at once)
+//! ```
+
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+const WORDS: [&str; 16] = [
+    "river", "engine", "garden", "market", "silver", "planet", "doctor", "window", "winter",
+    "forest", "signal", "bridge", "coffee", "letter", "island", "camera",
+];
+
+/// One request's outcome: its latency, whether it succeeded, completion tokens.
+struct Done {
+    took: Duration,
+    ok: bool,
+    tokens: u64,
+}
+
+fn agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(600)))
+        .build()
+        .into()
+}
+
+fn post(agent: &ureq::Agent, url: &str, body: &Value) -> (bool, Value, Duration) {
+    let start = Instant::now();
+    let r = agent
+        .post(url)
+        .header("content-type", "application/json")
+        .send(body.to_string());
+    let took = start.elapsed();
+    match r {
+        Ok(mut r) => {
+            let ok = r.status() == 200;
+            let text = r.body_mut().read_to_string().unwrap_or_default();
+            let v = serde_json::from_str(&text).unwrap_or(Value::Null);
+            if !ok {
+                eprintln!("{}: {}", r.status(), text.chars().take(200).collect::<String>());
+            }
+            (ok, v, took)
+        }
+        Err(e) => {
+            eprintln!("{url}: {e}");
+            (false, Value::Null, took)
+        }
+    }
+}
+
+fn sentence(client: usize, i: usize) -> String {
+    let w = |k: usize| WORDS[(client * 7 + i * 3 + k) % WORDS.len()];
+    format!(
+        "The {} near the {} was quiet when the {} and the {} arrived at the {} number {i}.",
+        w(0),
+        w(1),
+        w(2),
+        w(3),
+        w(4)
+    )
+}
+
+fn embed_client(base: &str, model: &str, client: usize, n: usize) -> Vec<Done> {
+    let a = agent();
+    let url = format!("{base}/v1/embeddings");
+    (0..n)
+        .map(|i| {
+            let body = json!({"model": model, "input": sentence(client, i)});
+            let (ok, v, took) = post(&a, &url, &body);
+            let ok = ok && v["data"][0]["embedding"].as_array().is_some_and(|e| !e.is_empty());
+            Done { took, ok, tokens: 0 }
+        })
+        .collect()
+}
+
+fn chat_client(base: &str, model: &str, client: usize, n: usize, max_tokens: usize) -> Vec<Done> {
+    let a = agent();
+    let url = format!("{base}/v1/chat/completions");
+    (0..n)
+        .map(|i| {
+            let body = json!({
+                "model": model,
+                "messages": [{"role": "user", "content": format!(
+                    "Tell me a short story about a {} and a {}.",
+                    WORDS[(client + i) % 16], WORDS[(client * 3 + i + 5) % 16])}],
+                "max_tokens": max_tokens,
+                "temperature": 0,
+                "ignore_eos": true,
+            });
+            let (ok, v, took) = post(&a, &url, &body);
+            let tokens = v["usage"]["completion_tokens"].as_u64().unwrap_or(0);
+            Done { took, ok, tokens }
+        })
+        .collect()
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i].as_secs_f64() * 1e3
+}
+
+fn report(what: &str, done: &[Done], wall: Duration) {
+    let mut lat: Vec<Duration> = done.iter().map(|d| d.took).collect();
+    lat.sort();
+    let errors = done.iter().filter(|d| !d.ok).count();
+    let tokens: u64 = done.iter().map(|d| d.tokens).sum();
+    let secs = wall.as_secs_f64();
+    print!(
+        "{what}: {} requests in {secs:.2} s = {:.1} req/s; p50 {:.1} ms, p99 {:.1} ms; {errors} errors",
+        done.len(),
+        done.len() as f64 / secs,
+        percentile(&lat, 0.5),
+        percentile(&lat, 0.99),
+    );
+    if tokens > 0 {
+        print!("; {tokens} completion tokens = {:.1} tokens/s", tokens as f64 / secs);
+    }
+    println!();
+}
+
+fn run<F>(clients: usize, f: F) -> (Vec<Done>, Duration)
+where
+    F: Fn(usize) -> Vec<Done> + Sync,
+{
+    let start = Instant::now();
+    let done = std::thread::scope(|s| {
+        let f = &f;
+        let hs: Vec<_> = (0..clients).map(|c| s.spawn(move || f(c))).collect();
+        hs.into_iter().flat_map(|h| h.join().unwrap()).collect()
+    });
+    (done, start.elapsed())
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let usage = "load_api URL embed MODEL CLIENTS REQUESTS | URL chat MODEL CLIENTS REQUESTS \
+                 MAX_TOKENS | URL mixed EMBED_MODEL CHAT_MODEL";
+    let n = |i: usize| -> usize {
+        args.get(i)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| panic!("{usage}"))
+    };
+    let base = args.first().expect(usage).trim_end_matches('/').to_string();
+    match args.get(1).map(String::as_str) {
+        Some("embed") => {
+            let (model, clients, reqs) = (&args[2], n(3), n(4));
+            let (d, w) = run(clients, |c| embed_client(&base, model, c, reqs));
+            report(&format!("embeddings, {clients} clients"), &d, w);
+        }
+        Some("chat") => {
+            let (model, clients, reqs, max) = (&args[2], n(3), n(4), n(5));
+            let (d, w) = run(clients, |c| chat_client(&base, model, c, reqs, max));
+            report(&format!("chat, {clients} clients"), &d, w);
+        }
+        Some("mixed") => {
+            let (em, cm) = (&args[2], &args[3]);
+            let start = Instant::now();
+            let ((e, ew), (c, cw)) = std::thread::scope(|s| {
+                let e = s.spawn(|| {
+                    let t = Instant::now();
+                    let (d, _) = run(64, |c| embed_client(&base, em, c, 100));
+                    (d, t.elapsed())
+                });
+                let c = s.spawn(|| {
+                    let t = Instant::now();
+                    let (d, _) = run(8, |k| chat_client(&base, cm, k, 5, 64));
+                    (d, t.elapsed())
+                });
+                (e.join().unwrap(), c.join().unwrap())
+            });
+            report("mixed: embeddings, 64 clients x 100", &e, ew);
+            report("mixed: chat, 8 clients x 5 (64 tokens)", &c, cw);
+            println!("mixed: all done in {:.2} s", start.elapsed().as_secs_f64());
+        }
+        _ => panic!("{usage}"),
+    }
+}
