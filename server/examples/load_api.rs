@@ -46,7 +46,11 @@ fn post(agent: &ureq::Agent, url: &str, body: &Value) -> (bool, Value, Duration)
             let text = r.body_mut().read_to_string().unwrap_or_default();
             let v = serde_json::from_str(&text).unwrap_or(Value::Null);
             if !ok {
-                eprintln!("{}: {}", r.status(), text.chars().take(200).collect::<String>());
+                eprintln!(
+                    "{}: {}",
+                    r.status(),
+                    text.chars().take(200).collect::<String>()
+                );
             }
             (ok, v, took)
         }
@@ -76,8 +80,15 @@ fn embed_client(base: &str, model: &str, client: usize, n: usize) -> Vec<Done> {
         .map(|i| {
             let body = json!({"model": model, "input": sentence(client, i)});
             let (ok, v, took) = post(&a, &url, &body);
-            let ok = ok && v["data"][0]["embedding"].as_array().is_some_and(|e| !e.is_empty());
-            Done { took, ok, tokens: 0 }
+            let ok = ok
+                && v["data"][0]["embedding"]
+                    .as_array()
+                    .is_some_and(|e| !e.is_empty());
+            Done {
+                took,
+                ok,
+                tokens: 0,
+            }
         })
         .collect()
 }
@@ -125,7 +136,10 @@ fn report(what: &str, done: &[Done], wall: Duration) {
         percentile(&lat, 0.99),
     );
     if tokens > 0 {
-        print!("; {tokens} completion tokens = {:.1} tokens/s", tokens as f64 / secs);
+        print!(
+            "; {tokens} completion tokens = {:.1} tokens/s",
+            tokens as f64 / secs
+        );
     }
     println!();
 }

@@ -223,7 +223,19 @@ impl CpuBackend {
                                 o.fill(0.0);
                             }
                         }
-                        for (i, xr) in x.chunks_exact(k).enumerate() {
+                        // Four activation rows at a time share the loads; the rest one by one.
+                        let quads = m / 4 * 4;
+                        for (q, xq) in x[..quads * k].chunks_exact(4 * k).enumerate() {
+                            // SAFETY: AVX-512 was detected; buf and xq hold 4 rows of k,
+                            // k % 16 == 0.
+                            let v = unsafe { super::f32_avx512::dot4x4(&buf[..ROWS * k], xq, k) };
+                            for (i, v) in v.into_iter().enumerate() {
+                                for (r, v) in v.into_iter().enumerate().take(rows) {
+                                    set(4 * q + i, r, v);
+                                }
+                            }
+                        }
+                        for (i, xr) in x.chunks_exact(k).enumerate().skip(quads) {
                             // SAFETY: AVX-512 was detected; buf holds 4 rows of k, k % 16 == 0.
                             let v = unsafe { super::f32_avx512::dot4(&buf[..ROWS * k], xr) };
                             for (r, v) in v.into_iter().enumerate().take(rows) {

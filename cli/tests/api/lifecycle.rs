@@ -135,3 +135,47 @@ fn shutdown_finishes_the_request_in_flight() {
     let status = s.child.wait().unwrap();
     assert!(status.success(), "{status:?}: {}", s.log.lock().unwrap());
 }
+
+#[test]
+fn a_repeated_conversation_reuses_the_slot_that_holds_it() {
+    let s = serve(&["--http-slots", "2"]);
+    let url = format!("{}/v1/chat/completions", s.url);
+    let addr = s.url.trim_start_matches("http://").to_string();
+    let (_, generator) = names();
+    let prompt_tokens = || {
+        metric(
+            &addr,
+            &format!("edgecut_prompt_tokens_total{{model=\"{generator}\"}}"),
+        )
+        .unwrap()
+    };
+    let first = http(&url, None, Some(&chat_body(8, false)));
+    assert_eq!(first.status, 200, "{}", first.body);
+    let whole = first.json()["usage"]["prompt_tokens"].as_f64().unwrap();
+    assert_eq!(
+        prompt_tokens(),
+        whole,
+        "the first request runs its whole prompt"
+    );
+    // The same conversation with the reply and a new message: only the new tokens run.
+    let reply = first.json()["choices"][0]["message"]["content"].clone();
+    let body = json!({
+        "model": generator,
+        "messages": [
+            {"role": "user", "content": "Write a long story about a lighthouse."},
+            {"role": "assistant", "content": reply},
+            {"role": "user", "content": "Shorter, please."},
+        ],
+        "max_tokens": 4,
+        "temperature": 0,
+    });
+    let second = http(&url, None, Some(&body.to_string()));
+    assert_eq!(second.status, 200, "{}", second.body);
+    let asked = second.json()["usage"]["prompt_tokens"].as_f64().unwrap();
+    let ran = prompt_tokens() - whole;
+    println!("second turn: {asked} prompt tokens, {ran} run");
+    assert!(
+        ran < asked - whole / 2.0,
+        "{ran} of {asked} ran: the cached prefix was not reused"
+    );
+}

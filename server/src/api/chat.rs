@@ -40,10 +40,11 @@ pub(crate) struct StreamOptions {
 /// Settings shared by both routes.
 #[derive(Deserialize)]
 pub(crate) struct Settings {
+    // f64, so that the range checks see the number as sent (not rounded to f32).
     #[serde(default)]
-    temperature: Option<f32>,
+    temperature: Option<f64>,
     #[serde(default)]
-    top_p: Option<f32>,
+    top_p: Option<f64>,
     #[serde(default)]
     max_tokens: Option<u64>,
     #[serde(default)]
@@ -153,6 +154,7 @@ fn options(
     default_max: u64,
     prompt: usize,
     llm: &Llm,
+    chat: bool,
 ) -> Result<GenerateOptions, ApiError> {
     if s.n.unwrap_or(1) != 1 {
         return Err(ApiError::param("n", "one choice per request (n = 1)"));
@@ -171,24 +173,29 @@ fn options(
             format!("top_p {top_p} is outside (0, 1]"),
         ));
     }
-    let max = s
-        .max_completion_tokens
-        .or(s.max_tokens)
-        .unwrap_or(default_max);
+    let (max, param) = match (s.max_completion_tokens, s.max_tokens) {
+        (Some(m), _) => (m, "max_completion_tokens"),
+        (None, Some(m)) => (m, "max_tokens"),
+        (None, None) => (default_max, "max_tokens"),
+    };
     if max == 0 || max > st.cfg.max_tokens as u64 {
         return Err(ApiError::param(
-            "max_tokens",
+            param,
             format!(
-                "max_tokens {max} is outside 1..={} (--http-max-tokens)",
+                "{param} {max} is outside 1..={} (--http-max-tokens)",
                 st.cfg.max_tokens
             ),
         ));
+    }
+    let what = if chat { "messages" } else { "prompt" };
+    if prompt == 0 {
+        return Err(ApiError::param(what, "the prompt has no tokens"));
     }
     if prompt >= llm.context_len() {
         return Err(ApiError {
             code: Some("context_length_exceeded"),
             ..ApiError::param(
-                "messages",
+                what,
                 format!(
                     "the prompt is {prompt} tokens; the context holds {} (with one for the reply)",
                     llm.context_len()
@@ -219,8 +226,9 @@ fn options(
         .with_ignore_eos(s.ignore_eos.unwrap_or(false))
         .with_stop(stop)
         .with_sampling(SamplingParams {
-            temperature,
-            top_p,
+            temperature: temperature as f32,
+            // A top_p too small for f32 keeps the most likely token, as the smallest f32 does.
+            top_p: (top_p as f32).max(f32::MIN_POSITIVE),
             seed,
             ..SamplingParams::default()
         }))
@@ -246,7 +254,7 @@ pub(crate) async fn chat(
     let text = llm.render_chat(&msgs)?;
     let prompt = llm.tokenize(&text)?;
     let default_max = st.cfg.max_tokens as u64;
-    let opts = options(&st, &req.settings, default_max, prompt.len(), llm)?;
+    let opts = options(&st, &req.settings, default_max, prompt.len(), llm, true)?;
     run(&st, served, prompt, opts, &req.settings, true).await
 }
 
@@ -261,7 +269,7 @@ pub(crate) async fn completion(
     }
     let prompt = llm.tokenize(&texts.remove(0))?;
     // OpenAI's default for completions.
-    let opts = options(&st, &req.settings, 16, prompt.len(), llm)?;
+    let opts = options(&st, &req.settings, 16, prompt.len(), llm, false)?;
     run(&st, served, prompt, opts, &req.settings, false).await
 }
 

@@ -2,7 +2,7 @@
 //! `edgecut_http_requests_total` is requests per second), request, queue and inference
 //! durations, batch sizes, time to first token and generated tokens (per model), named after
 //! text-embeddings-inference's `te_*` and llama.cpp's `llamacpp:*` where they have one
-//! (`docs/openapi.md` maps them).
+//! (the README's HTTP API section lists them).
 
 use std::collections::BTreeMap;
 use std::fmt::Write;

@@ -142,8 +142,9 @@ async fn models(State(st): State<Arc<ApiState>>) -> Result<Json<Value>, ApiError
 
 async fn model(
     State(st): State<Arc<ApiState>>,
-    axum::extract::Path(id): axum::extract::Path<String>,
+    id: Result<axum::extract::Path<String>, axum::extract::rejection::PathRejection>,
 ) -> Result<Json<Value>, ApiError> {
+    let axum::extract::Path(id) = id.map_err(|e| ApiError::param("id", e.body_text()))?;
     let m = st.model(&id)?;
     Ok(Json(model_object(&st, &m.name)))
 }
