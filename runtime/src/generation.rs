@@ -7,7 +7,7 @@
 use std::time::{Duration, Instant};
 
 use edgecut_format::{TextStream, Tokenizer};
-use edgecut_models::{KvCache, Logits, Sampler};
+use edgecut_models::{KvCache, Sampler};
 
 use crate::llm::{start_turn, Context, Finish, GenerateOptions, Generation};
 use crate::stop::{Step, StopFilter};
@@ -299,62 +299,86 @@ impl<'a> Turn<'a> {
 }
 
 impl Llm {
-    /// Advances every turn not yet finished by one token and returns the text each released
-    /// (empty for a finished turn). A turn whose prompt has not run runs it (alone: prompts
-    /// differ in length); the others run their last token together (one forward: their matrix
-    /// products share one pass over the weights, attention runs per turn). A turn that fails
-    /// ends as cancelled with its error; the others go on.
+    /// Advances every turn not yet finished by one step and returns the text each released
+    /// (empty for a finished turn, or one still running its prompt). All turns run in one
+    /// forward: a turn whose prompt has not run gives its next chunk of up to
+    /// [`edgecut_models::PREFILL_CHUNK`] positions (the chunks a lone run groups it in), the
+    /// others their last token; the matrix products of all rows share one pass over the weights,
+    /// attention runs per turn, and the head runs on the rows that draw a token. A failed step
+    /// ends its turns as cancelled with the error.
     pub fn step_turns(&self, turns: &mut [&mut Turn<'_>]) -> Vec<Result<String>> {
         let model = &self.inner.model;
         let (h, vocab) = (model.config.hidden, model.config.vocab);
         let mut out: Vec<Result<String>> = (0..turns.len()).map(|_| Ok(String::new())).collect();
-        let mut batch = Vec::new();
-        for (i, turn) in turns.iter_mut().enumerate() {
+        // Each running turn's rows, and whether its last row draws a token.
+        let mut batch: Vec<(usize, Vec<u32>, bool)> = Vec::new();
+        for (i, turn) in turns.iter().enumerate() {
             match turn.state {
                 TurnState::Prompt => {
-                    let run = (|| {
-                        let rest = &turn.prompt[turn.cached..];
-                        let logits = model.forward(&mut turn.ctx.cache, rest, Logits::Last)?;
-                        turn.ctx.tokens.extend_from_slice(rest);
-                        turn.take(logits)
-                    })();
-                    out[i] = run;
+                    let done = turn.ctx.tokens.len();
+                    let end = (done + edgecut_models::PREFILL_CHUNK).min(turn.prompt.len());
+                    let rows = turn.prompt[done..end].to_vec();
+                    batch.push((i, rows, end == turn.prompt.len()));
                 }
-                TurnState::Drawn(t) => batch.push((i, t)),
+                TurnState::Drawn(t) => batch.push((i, vec![t], true)),
                 TurnState::Done(_) => {}
             }
         }
-        if !batch.is_empty() {
-            let ids: Vec<u32> = batch.iter().map(|&(_, t)| t).collect();
-            let run = (|| -> Result<Vec<f32>> {
-                let x = model.embed(&ids)?;
-                let xs: Vec<Vec<f32>> = x.chunks_exact(h).map(<[f32]>::to_vec).collect();
-                let mut caches: Vec<&mut KvCache> = Vec::with_capacity(batch.len());
-                let mut rest: &mut [&mut Turn<'_>] = turns;
-                let mut at = 0;
-                for &(i, _) in &batch {
-                    let (_, tail) = rest.split_at_mut(i - at);
-                    let (one, tail) = tail.split_first_mut().expect("index in range");
-                    caches.push(&mut one.ctx.cache);
-                    rest = tail;
-                    at = i + 1;
-                }
-                let ys = model.blocks_many(&mut caches, xs)?;
-                Ok(model.head(&ys.concat())?)
-            })();
-            match run {
-                Ok(logits) => {
-                    for (j, &(i, t)) in batch.iter().enumerate() {
-                        let turn = &mut turns[i];
-                        turn.ctx.tokens.push(t);
-                        out[i] = turn.take(logits[j * vocab..(j + 1) * vocab].to_vec());
+        if batch.is_empty() {
+            return out;
+        }
+        let run = (|| -> Result<Vec<f32>> {
+            let ids: Vec<u32> = batch
+                .iter()
+                .flat_map(|(_, r, _)| r.iter().copied())
+                .collect();
+            let x = model.embed(&ids)?;
+            let mut xs = Vec::with_capacity(batch.len());
+            let mut at = 0;
+            for (_, rows, _) in &batch {
+                xs.push(x[at * h..(at + rows.len()) * h].to_vec());
+                at += rows.len();
+            }
+            let mut caches: Vec<&mut KvCache> = Vec::with_capacity(batch.len());
+            let mut rest: &mut [&mut Turn<'_>] = turns;
+            let mut next = 0;
+            for (i, _, _) in &batch {
+                let (_, tail) = rest.split_at_mut(i - next);
+                let (one, tail) = tail.split_first_mut().expect("index in range");
+                caches.push(&mut one.ctx.cache);
+                rest = tail;
+                next = i + 1;
+            }
+            let ys = model.blocks_many(&mut caches, xs)?;
+            // The last row of each turn that draws.
+            let last: Vec<f32> = ys
+                .iter()
+                .zip(&batch)
+                .filter(|(_, (_, _, draws))| *draws)
+                .flat_map(|(y, _)| y[y.len() - h..].iter().copied())
+                .collect();
+            if last.is_empty() {
+                return Ok(Vec::new());
+            }
+            Ok(model.head(&last)?)
+        })();
+        match run {
+            Ok(logits) => {
+                let mut drawn = 0;
+                for (i, rows, draws) in batch {
+                    let turn = &mut turns[i];
+                    turn.ctx.tokens.extend_from_slice(&rows);
+                    if draws {
+                        let l = logits[drawn * vocab..(drawn + 1) * vocab].to_vec();
+                        out[i] = turn.take(l);
+                        drawn += 1;
                     }
                 }
-                Err(e) => {
-                    let msg = e.to_string();
-                    for &(i, _) in &batch {
-                        out[i] = Err(Error::Input(format!("the decode step failed: {msg}")));
-                    }
+            }
+            Err(e) => {
+                let msg = e.to_string();
+                for (i, _, _) in &batch {
+                    out[*i] = Err(Error::Input(format!("the step failed: {msg}")));
                 }
             }
         }

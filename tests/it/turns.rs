@@ -41,7 +41,16 @@ fn options(i: usize) -> GenerateOptions {
 #[test]
 fn turns_stepped_together_generate_as_each_alone() {
     let llm = smollm();
-    let prompts = prompts();
+    let mut prompts = prompts();
+    // A prompt of three prefill chunks, run a chunk per step beside the others' tokens.
+    let long: Vec<u32> = prompts
+        .iter()
+        .flatten()
+        .copied()
+        .cycle()
+        .take(600)
+        .collect();
+    prompts.insert(1, long);
     let alone: Vec<_> = prompts
         .iter()
         .enumerate()

@@ -159,7 +159,11 @@ impl CpuBackend {
         } else {
             // One task per thread: more (so a thread slowed by another process takes fewer)
             // measured no faster with the other core busy, and slower on an idle machine.
-            self.threads().min(n.div_ceil(ROWS))
+            // With several activation rows each weight row costs more, and a thread that
+            // starts late (woken, or slowed by another process) holds the others up more: more
+            // tasks than threads let the first free thread take the rest.
+            let per_thread = if m > I16_MAX_M { 4 } else { 1 };
+            (self.threads() * per_thread).min(n.div_ceil(ROWS))
         };
         let chunk = n.div_ceil(tasks).next_multiple_of(ROWS);
         let outp = SharedMut::new(out);
