@@ -1,7 +1,9 @@
 //! Load on an OpenAI-compatible server (edgecut's `serve --http`, or a peer such as
 //! llama-cpp-python's server) from client threads on this machine: requests per second,
-//! p50/p99 latency per route, errors, and for chat the completion tokens per second of all
-//! clients together.
+//! p50/p99 latency per route, errors, and for chat (streamed) the completion tokens per second
+//! of all clients over the wall time, time to first token, and the decode rate: each client's
+//! tokens after the first over its time from first to last token, summed over the clients
+//! (what the clients receive while decoding, prompts excluded).
 //!
 //! ```text
 //! load_api URL embed MODEL CLIENTS REQUESTS
@@ -18,11 +20,14 @@ const WORDS: [&str; 16] = [
     "forest", "signal", "bridge", "coffee", "letter", "island", "camera",
 ];
 
-/// One request's outcome: its latency, whether it succeeded, completion tokens.
+/// One request's outcome: its latency, whether it succeeded, completion tokens, and for a
+/// stream the times to its first and last text.
 struct Done {
     took: Duration,
     ok: bool,
     tokens: u64,
+    first: Option<Duration>,
+    last: Option<Duration>,
 }
 
 fn agent() -> ureq::Agent {
@@ -88,9 +93,82 @@ fn embed_client(base: &str, model: &str, client: usize, n: usize) -> Vec<Done> {
                 took,
                 ok,
                 tokens: 0,
+                first: None,
+                last: None,
             }
         })
         .collect()
+}
+
+/// A streamed chat completion: success, completion tokens (from the usage chunk), and the
+/// times of the first and last text chunks.
+fn stream(agent: &ureq::Agent, url: &str, body: &Value) -> Done {
+    use std::io::BufRead;
+    let start = Instant::now();
+    let r = agent
+        .post(url)
+        .header("content-type", "application/json")
+        .send(body.to_string());
+    let mut r = match r {
+        Ok(r) if r.status() == 200 => r,
+        Ok(mut r) => {
+            let text = r.body_mut().read_to_string().unwrap_or_default();
+            eprintln!(
+                "{}: {}",
+                r.status(),
+                text.chars().take(200).collect::<String>()
+            );
+            return Done {
+                took: start.elapsed(),
+                ok: false,
+                tokens: 0,
+                first: None,
+                last: None,
+            };
+        }
+        Err(e) => {
+            eprintln!("{url}: {e}");
+            return Done {
+                took: start.elapsed(),
+                ok: false,
+                tokens: 0,
+                first: None,
+                last: None,
+            };
+        }
+    };
+    let (mut first, mut last, mut tokens, mut ok) = (None, None, 0, false);
+    let reader = std::io::BufReader::new(r.body_mut().as_reader());
+    for line in reader.lines() {
+        let Ok(line) = line else { break };
+        let Some(data) = line.strip_prefix("data: ") else {
+            continue;
+        };
+        if data == "[DONE]" {
+            ok = true;
+            break;
+        }
+        let v: Value = serde_json::from_str(data).unwrap_or(Value::Null);
+        if v["choices"][0]["delta"]["content"]
+            .as_str()
+            .is_some_and(|t| !t.is_empty())
+        {
+            let t = start.elapsed();
+            first.get_or_insert(t);
+            last = Some(t);
+            tokens += 1;
+        }
+        if let Some(n) = v["usage"]["completion_tokens"].as_u64() {
+            tokens = n;
+        }
+    }
+    Done {
+        took: start.elapsed(),
+        ok,
+        tokens,
+        first,
+        last,
+    }
 }
 
 fn chat_client(base: &str, model: &str, client: usize, n: usize, max_tokens: usize) -> Vec<Done> {
@@ -106,10 +184,10 @@ fn chat_client(base: &str, model: &str, client: usize, n: usize, max_tokens: usi
                 "max_tokens": max_tokens,
                 "temperature": 0,
                 "ignore_eos": true,
+                "stream": true,
+                "stream_options": {"include_usage": true},
             });
-            let (ok, v, took) = post(&a, &url, &body);
-            let tokens = v["usage"]["completion_tokens"].as_u64().unwrap_or(0);
-            Done { took, ok, tokens }
+            stream(&a, &url, &body)
         })
         .collect()
 }
@@ -122,7 +200,8 @@ fn percentile(sorted: &[Duration], p: f64) -> f64 {
     sorted[i].as_secs_f64() * 1e3
 }
 
-fn report(what: &str, done: &[Done], wall: Duration) {
+fn report(what: &str, by_client: &[Vec<Done>], wall: Duration) {
+    let done: Vec<&Done> = by_client.iter().flatten().collect();
     let mut lat: Vec<Duration> = done.iter().map(|d| d.took).collect();
     lat.sort();
     let errors = done.iter().filter(|d| !d.ok).count();
@@ -140,11 +219,21 @@ fn report(what: &str, done: &[Done], wall: Duration) {
             "; {tokens} completion tokens = {:.1} tokens/s",
             tokens as f64 / secs
         );
+        let mut ttft: Vec<Duration> = done.iter().filter_map(|d| d.first).collect();
+        ttft.sort();
+        if let Some(rate) = decode_rate(by_client) {
+            print!(
+                "; first token p50 {:.0} ms; decode {rate:.1} tokens/s",
+                percentile(&ttft, 0.5)
+            );
+        }
     }
     println!();
 }
 
-fn run<F>(clients: usize, f: F) -> (Vec<Done>, Duration)
+/// Runs `f(client)` on `clients` threads at once: every request's outcome, by client, and the
+/// wall time.
+fn run<F>(clients: usize, f: F) -> (Vec<Vec<Done>>, Duration)
 where
     F: Fn(usize) -> Vec<Done> + Sync,
 {
@@ -152,9 +241,29 @@ where
     let done = std::thread::scope(|s| {
         let f = &f;
         let hs: Vec<_> = (0..clients).map(|c| s.spawn(move || f(c))).collect();
-        hs.into_iter().flat_map(|h| h.join().unwrap()).collect()
+        hs.into_iter().map(|h| h.join().unwrap()).collect()
     });
     (done, start.elapsed())
+}
+
+/// The decode rate of all clients together: each client's tokens after the first of each
+/// request over its time from first to last text, summed over clients.
+fn decode_rate(by_client: &[Vec<Done>]) -> Option<f64> {
+    let mut total = 0.0;
+    for c in by_client {
+        let (mut n, mut t) = (0u64, 0f64);
+        for d in c {
+            if let (Some(f), Some(l)) = (d.first, d.last) {
+                n += d.tokens.saturating_sub(1);
+                t += (l - f).as_secs_f64();
+            }
+        }
+        if t == 0.0 {
+            return None;
+        }
+        total += n as f64 / t;
+    }
+    Some(total)
 }
 
 fn main() {

@@ -12,11 +12,6 @@ pub fn available() -> bool {
     super::multiversion::avx512()
 }
 
-#[inline(always)]
-fn f16_at(b: &[u8], at: usize) -> f32 {
-    half::f16::from_le_bytes([b[at], b[at + 1]]).to_f32()
-}
-
 /// Decodes one row of `dtype` blocks into `out` (`QK` values per block; `row` holds
 /// `out.len() / QK` whole blocks, checked by the caller).
 ///
@@ -28,7 +23,11 @@ pub unsafe fn decode_row(dtype: DType, row: &[u8], out: &mut [f32]) {
     match dtype {
         DType::Q8_0 => {
             for (b, o) in row.chunks_exact(Q8_0_BYTES).zip(out.chunks_exact_mut(QK)) {
-                let d = _mm512_set1_ps(f16_at(b, 0));
+                // F16C in this function's instruction set (`half` would check the CPU at run
+                // time on every block).
+                // SAFETY: a block holds 34 bytes; the load is an unaligned one.
+                let d = unsafe { (b.as_ptr() as *const i32).read_unaligned() };
+                let d = _mm512_broadcastss_ps(_mm_cvtph_ps(_mm_cvtsi32_si128(d)));
                 // SAFETY: each block holds 2 + 32 bytes and each output chunk 32 f32 values; the
                 // loads and stores are unaligned ones.
                 unsafe {
@@ -48,11 +47,16 @@ pub unsafe fn decode_row(dtype: DType, row: &[u8], out: &mut [f32]) {
                 (Q4_1_BYTES, 4)
             };
             for (b, o) in row.chunks_exact(bytes).zip(out.chunks_exact_mut(QK)) {
-                let d = _mm512_set1_ps(f16_at(b, 0));
+                // The scale (and Q4_1's offset) by F16C in this function's instruction set
+                // (`half` would check the CPU at run time on every block).
+                // SAFETY: a block holds at least 18 bytes; the load is an unaligned one.
+                let dm = unsafe { (b.as_ptr() as *const i32).read_unaligned() };
+                let dm = _mm_cvtph_ps(_mm_cvtsi32_si128(dm));
+                let d = _mm512_broadcastss_ps(dm);
                 let m = if dtype == DType::Q4_0 {
-                    _mm512_set1_ps(-8.0 * f16_at(b, 0))
+                    _mm512_mul_ps(_mm512_set1_ps(-8.0), d)
                 } else {
-                    _mm512_set1_ps(f16_at(b, 2))
+                    _mm512_broadcastss_ps(_mm_movehdup_ps(dm))
                 };
                 // SAFETY: each block holds its header and 16 bytes of nibbles, each output chunk
                 // 32 f32 values; the loads and stores are unaligned ones.
@@ -144,7 +148,15 @@ pub unsafe fn dot4x4(w: &[f32], x: &[f32], k: usize) -> [[f32; 4]; 4] {
         }
         c += 16;
     }
-    acc.map(|a| a.map(|v| _mm512_reduce_add_ps(v)))
+    // Plain loops, not closures: a closure does not inherit this function's instruction set,
+    // so the reductions in one would be calls.
+    let mut out = [[0f32; 4]; 4];
+    for i in 0..4 {
+        for r in 0..4 {
+            out[i][r] = _mm512_reduce_add_ps(acc[i][r]);
+        }
+    }
+    out
 }
 
 #[cfg(test)]
