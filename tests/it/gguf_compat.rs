@@ -196,3 +196,34 @@ fn converted_llama_checkpoint_is_read_the_same_by_llama_cpp() {
     assert_eq!(f.architecture().unwrap(), "llama");
     assert_eq!(f.get_str("tokenizer.ggml.model").unwrap(), "gpt2");
 }
+
+#[test]
+fn a_converted_wordpiece_vocabulary_is_in_llama_cpps_phantom_space_form() {
+    // llama.cpp tokenizes a BERT file from these arrays; in the raw form every word was [UNK].
+    let f = GgufFile::open(minilm(WeightType::Q8_0)).unwrap();
+    let Some(Value::Array(Array::Str(tokens))) = f.get("tokenizer.ggml.tokens") else {
+        panic!("no tokenizer.ggml.tokens");
+    };
+    let vocab: Vec<String> = std::fs::read_to_string(minilm_dir().join("vocab.txt"))
+        .unwrap()
+        .lines()
+        .map(str::to_string)
+        .collect();
+    assert_eq!(tokens.len(), vocab.len());
+    let (mut words, mut pieces) = (0, 0);
+    for (t, v) in tokens.iter().zip(&vocab) {
+        if v.starts_with('[') && v.ends_with(']') {
+            assert_eq!(t, v);
+        } else if let Some(rest) = v.strip_prefix("##") {
+            assert_eq!(t, rest);
+            pieces += 1;
+        } else {
+            assert_eq!(t, &format!("\u{2581}{v}"));
+            words += 1;
+        }
+    }
+    assert!(
+        words > 20_000 && pieces > 5_000,
+        "{words} words, {pieces} pieces"
+    );
+}

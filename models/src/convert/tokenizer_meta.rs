@@ -112,6 +112,22 @@ pub(super) fn wordpiece(
         }
     }
     w.set("tokenizer.ggml.model", Value::Str("bert".into()));
+    // llama.cpp's "phantom space" form of a WordPiece vocabulary (`hello` as `\u{2581}hello`,
+    // `##ing` as `ing`, `[CLS]`-style tokens as they are), so llama.cpp tokenizes the file as
+    // its own converter's; edgecut reads the tokenizer.json it also stores, and undoes the form
+    // when a file has only these arrays (`format::tokenizer::ggml`).
+    let tokens: Vec<String> = tokens
+        .into_iter()
+        .map(|t| {
+            if t.starts_with('[') && t.ends_with(']') && t.len() > 2 {
+                t
+            } else if let Some(rest) = t.strip_prefix("##") {
+                rest.to_string()
+            } else {
+                format!("\u{2581}{t}")
+            }
+        })
+        .collect();
     w.set("tokenizer.ggml.tokens", Value::Array(Array::Str(tokens)));
     w.set("tokenizer.ggml.token_type", Value::Array(Array::I32(types)));
     w.set(
