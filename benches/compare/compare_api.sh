@@ -65,8 +65,9 @@ peer_up() {
     "$PEER" -m llama_cpp.server --model "$EMB" --embedding true --n_threads 2 \
         --n_threads_batch 2 --port "$LE" 2>"$WORK/peer-emb.log" >&2 &
     PE=$!; PIDS+=("$PE")
+    # Requests queue rather than interrupt the one running (the default drops it).
     "$PEER" -m llama_cpp.server --model "$GEN" --n_threads 2 --n_threads_batch 2 \
-        --n_ctx 2048 --port "$LG" 2>"$WORK/peer-gen.log" >&2 &
+        --n_ctx 2048 --interrupt_requests false --port "$LG" 2>"$WORK/peer-gen.log" >&2 &
     PG=$!; PIDS+=("$PG")
     wait_up "http://127.0.0.1:$LE/v1/models"
     wait_up "http://127.0.0.1:$LG/v1/models"

@@ -1,9 +1,10 @@
 //! Load on an OpenAI-compatible server (edgecut's `serve --http`, or a peer such as
 //! llama-cpp-python's server) from client threads on this machine: requests per second,
 //! p50/p99 latency per route, errors, and for chat (streamed) the completion tokens per second
-//! of all clients over the wall time, time to first token, and the decode rate: each client's
-//! tokens after the first over its time from first to last token, summed over the clients
-//! (what the clients receive while decoding, prompts excluded).
+//! of all clients over the wall time, time to first token, and the decode rate: the tokens
+//! after each request's first over the time during which some request was between its first
+//! and last token (what the clients receive while decoding, prompts excluded; a server that
+//! serves one request at a time gets no credit for the others waiting).
 //!
 //! ```text
 //! load_api URL embed MODEL CLIENTS REQUESTS
@@ -21,13 +22,15 @@ const WORDS: [&str; 16] = [
 ];
 
 /// One request's outcome: its latency, whether it succeeded, completion tokens, and for a
-/// stream the times to its first and last text.
+/// stream the times of its first and last text.
 struct Done {
     took: Duration,
     ok: bool,
     tokens: u64,
-    first: Option<Duration>,
-    last: Option<Duration>,
+    first: Option<Instant>,
+    last: Option<Instant>,
+    /// Time from sending to the first text.
+    ttft: Option<Duration>,
 }
 
 fn agent() -> ureq::Agent {
@@ -95,6 +98,7 @@ fn embed_client(base: &str, model: &str, client: usize, n: usize) -> Vec<Done> {
                 tokens: 0,
                 first: None,
                 last: None,
+                ttft: None,
             }
         })
         .collect()
@@ -124,6 +128,7 @@ fn stream(agent: &ureq::Agent, url: &str, body: &Value) -> Done {
                 tokens: 0,
                 first: None,
                 last: None,
+                ttft: None,
             };
         }
         Err(e) => {
@@ -134,10 +139,11 @@ fn stream(agent: &ureq::Agent, url: &str, body: &Value) -> Done {
                 tokens: 0,
                 first: None,
                 last: None,
+                ttft: None,
             };
         }
     };
-    let (mut first, mut last, mut tokens, mut ok) = (None, None, 0, false);
+    let (mut first, mut last, mut tokens, mut ok, mut finished) = (None, None, 0, false, false);
     let reader = std::io::BufReader::new(r.body_mut().as_reader());
     for line in reader.lines() {
         let Ok(line) = line else { break };
@@ -153,7 +159,7 @@ fn stream(agent: &ureq::Agent, url: &str, body: &Value) -> Done {
             .as_str()
             .is_some_and(|t| !t.is_empty())
         {
-            let t = start.elapsed();
+            let t = Instant::now();
             first.get_or_insert(t);
             last = Some(t);
             tokens += 1;
@@ -161,6 +167,13 @@ fn stream(agent: &ureq::Agent, url: &str, body: &Value) -> Done {
         if let Some(n) = v["usage"]["completion_tokens"].as_u64() {
             tokens = n;
         }
+        finished |= v["choices"][0]["finish_reason"].is_string();
+    }
+    // A stream that ends without a finish reason was cut short (a peer that drops a running
+    // request for a new one).
+    ok &= finished;
+    if !ok {
+        eprintln!("a stream ended without a finish reason after {tokens} tokens");
     }
     Done {
         took: start.elapsed(),
@@ -168,6 +181,7 @@ fn stream(agent: &ureq::Agent, url: &str, body: &Value) -> Done {
         tokens,
         first,
         last,
+        ttft: first.map(|f| f - start),
     }
 }
 
@@ -219,7 +233,7 @@ fn report(what: &str, by_client: &[Vec<Done>], wall: Duration) {
             "; {tokens} completion tokens = {:.1} tokens/s",
             tokens as f64 / secs
         );
-        let mut ttft: Vec<Duration> = done.iter().filter_map(|d| d.first).collect();
+        let mut ttft: Vec<Duration> = done.iter().filter_map(|d| d.ttft).collect();
         ttft.sort();
         if let Some(rate) = decode_rate(by_client) {
             print!(
@@ -246,24 +260,32 @@ where
     (done, start.elapsed())
 }
 
-/// The decode rate of all clients together: each client's tokens after the first of each
-/// request over its time from first to last text, summed over clients.
+/// The decode rate of all clients together: the tokens after each request's first over the
+/// length of the union of the requests' first-to-last intervals.
 fn decode_rate(by_client: &[Vec<Done>]) -> Option<f64> {
-    let mut total = 0.0;
-    for c in by_client {
-        let (mut n, mut t) = (0u64, 0f64);
-        for d in c {
-            if let (Some(f), Some(l)) = (d.first, d.last) {
-                n += d.tokens.saturating_sub(1);
-                t += (l - f).as_secs_f64();
+    let mut spans: Vec<(Instant, Instant, u64)> = by_client
+        .iter()
+        .flatten()
+        .filter_map(|d| Some((d.first?, d.last?, d.tokens.saturating_sub(1))))
+        .collect();
+    spans.sort_by_key(|s| s.0);
+    let tokens: u64 = spans.iter().map(|s| s.2).sum();
+    let mut covered = Duration::ZERO;
+    let mut open: Option<(Instant, Instant)> = None;
+    for (a, b, _) in spans {
+        open = match open {
+            Some((s, e)) if a <= e => Some((s, e.max(b))),
+            Some((s, e)) => {
+                covered += e - s;
+                Some((a, b))
             }
-        }
-        if t == 0.0 {
-            return None;
-        }
-        total += n as f64 / t;
+            None => Some((a, b)),
+        };
     }
-    Some(total)
+    if let Some((s, e)) = open {
+        covered += e - s;
+    }
+    (covered > Duration::ZERO).then(|| tokens as f64 / covered.as_secs_f64())
 }
 
 fn main() {

@@ -7,6 +7,7 @@
 mod errors;
 mod lifecycle;
 mod openai;
+mod security;
 
 use std::path::PathBuf;
 use std::process::{Child, Command};
