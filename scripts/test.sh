@@ -10,6 +10,8 @@ cargo clippy --workspace --all-targets --release -- -D warnings
 cargo test --workspace --release
 # The HTTP API against its contract, docs/openapi.yaml (schemathesis, about a minute).
 scripts/schemathesis.sh target/release/edgecut
+# The Helm chart, manifests, recording and adapter rules, and the HPA arithmetic.
+scripts/deploy-validate.sh
 # The GPU backend, behind features: its lints, the conformance suite and MiniLM end to end on
 # wgpu (Vulkan through lavapipe where there is no GPU), and the cuda feature built and failing
 # cleanly where there is no CUDA driver.
