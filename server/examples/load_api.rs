@@ -8,6 +8,7 @@
 //!
 //! ```text
 //! load_api URL embed MODEL CLIENTS REQUESTS
+//! load_api URL embed-for MODEL CLIENTS SECONDS
 //! load_api URL chat MODEL CLIENTS REQUESTS MAX_TOKENS
 //! load_api URL mixed EMBED_MODEL CHAT_MODEL      (64 x 100 embeddings and 8 x 5 chats at once)
 //! ```
@@ -82,9 +83,21 @@ fn sentence(client: usize, i: usize) -> String {
 }
 
 fn embed_client(base: &str, model: &str, client: usize, n: usize) -> Vec<Done> {
+    embed_until(base, model, client, n, None)
+}
+
+/// Embedding requests, one after another, until `n` are done or `until` has passed.
+fn embed_until(
+    base: &str,
+    model: &str,
+    client: usize,
+    n: usize,
+    until: Option<Instant>,
+) -> Vec<Done> {
     let a = agent();
     let url = format!("{base}/v1/embeddings");
     (0..n)
+        .take_while(|_| until.is_none_or(|u| Instant::now() < u))
         .map(|i| {
             let body = json!({"model": model, "input": sentence(client, i)});
             let (ok, v, took) = post(&a, &url, &body);
@@ -290,8 +303,8 @@ fn decode_rate(by_client: &[Vec<Done>]) -> Option<f64> {
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let usage = "load_api URL embed MODEL CLIENTS REQUESTS | URL chat MODEL CLIENTS REQUESTS \
-                 MAX_TOKENS | URL mixed EMBED_MODEL CHAT_MODEL";
+    let usage = "load_api URL embed MODEL CLIENTS REQUESTS | URL embed-for MODEL CLIENTS SECONDS \
+                 | URL chat MODEL CLIENTS REQUESTS MAX_TOKENS | URL mixed EMBED_MODEL CHAT_MODEL";
     let n = |i: usize| -> usize {
         args.get(i)
             .and_then(|s| s.parse().ok())
@@ -303,6 +316,18 @@ fn main() {
             let (model, clients, reqs) = (&args[2], n(3), n(4));
             let (d, w) = run(clients, |c| embed_client(&base, model, c, reqs));
             report(&format!("embeddings, {clients} clients"), &d, w);
+        }
+        Some("embed-for") => {
+            let (model, clients, secs) = (&args[2], n(3), n(4));
+            let until = Instant::now() + Duration::from_secs(secs as u64);
+            let (d, w) = run(clients, |c| {
+                embed_until(&base, model, c, usize::MAX, Some(until))
+            });
+            report(
+                &format!("embeddings, {clients} clients for {secs} s"),
+                &d,
+                w,
+            );
         }
         Some("chat") => {
             let (model, clients, reqs, max) = (&args[2], n(3), n(4), n(5));
