@@ -74,7 +74,7 @@ docs = [d for d in yaml.safe_load_all(open(sys.argv[1])) if d and d["kind"] == "
 # the probes' port by number.
 for d in docs:
     for c in d["spec"]["template"]["spec"]["containers"]:
-        port = c.pop("ports")[0]["containerPort"]
+        port = c.pop("ports")[0]["containerPort"]  # http first
         for probe in ("readinessProbe", "livenessProbe"):
             c[probe]["httpGet"]["port"] = port
 yaml.safe_dump_all(docs, open(sys.argv[2], "w"))
@@ -89,10 +89,10 @@ echo "replicas: ${pods[0]} at $A, ${pods[1]} at $B"
 wait_for "http://$A:8080/health" "${pods[0]}"
 wait_for "http://$B:8080/health" "${pods[1]}"
 
-LB=$(free_port)
+LB=$(free_port); SPLIT=$(free_port)
 mkdir -p "$WORK/nginx"
-sed -e "s|@WORK@|$WORK/nginx|g" -e "s|@A@|$A|" -e "s|@B@|$B|" -e "s|@PORT@|$LB|" \
-    deploy/check/nginx.conf.in > "$WORK/nginx/nginx.conf"
+sed -e "s|@WORK@|$WORK/nginx|g" -e "s|@A@|$A|g" -e "s|@B@|$B|g" -e "s|@PORT@|$LB|" \
+    -e "s|@SPLIT@|$SPLIT|" deploy/check/nginx.conf.in > "$WORK/nginx/nginx.conf"
 nginx -c "$WORK/nginx/nginx.conf" -g 'daemon off;' &
 PIDS+=($!)
 PROM=$(free_port)
@@ -124,6 +124,17 @@ assert off <= 0.10, f"requests_per_second is {100 * off:.1f}% off the client's r
 PY
 
 echo "== one replica killed in the middle of a run"
+# Two split clients (devices running MiniLM's first 3 stages) through the balancer's TCP
+# proxy: round robin puts one on each replica.
+python3 -c 'for i in range(600): print(f"split request {i}: the device sends stage 3 to the server")' \
+    > "$WORK/texts.txt"
+for d in 1 2; do
+    "$ROOT/target/release/edgecut" embed --device cpu --threads 1 --batch-size 1 \
+        -m "$MODELS/$EMB.gguf" --server "127.0.0.1:$SPLIT" --cut 3 --encoding f32 \
+        < "$WORK/texts.txt" > "$WORK/split$d.json" 2> "$WORK/split$d.err" &
+    eval "device$d=\$!"
+    sleep 0.3
+done
 ( sleep 5; podman pod kill "${pods[1]}" >/dev/null; echo "killed ${pods[1]} at 5 s" ) &
 killer=$!
 $LOAD "http://127.0.0.1:$LB" embed-for "$EMB" 16 12 | tee "$WORK/load2.txt"
@@ -136,6 +147,25 @@ echo "with a replica killed: $lost of $total requests failed (nginx retried the 
 # Bounded: at most the requests in flight on the killed replica (16 clients).
 [ "$lost" -le 16 ] || fail "$lost requests failed"
 served=$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$LB/health")
+wait "$device1" "$device2" || fail "a split client failed"
+"$ROOT/target/release/edgecut" embed --device cpu -m "$MODELS/$EMB.gguf" < "$WORK/texts.txt" \
+    > "$WORK/local.json"
+python3 - "$WORK" <<'PY'
+import json, math, sys
+w = sys.argv[1]
+local = json.load(open(f"{w}/local.json"))
+for d in (1, 2):
+    got = json.load(open(f"{w}/split{d}.json"))
+    err = open(f"{w}/split{d}.err").read()
+    fell = err.count("fell back")
+    assert len(got) == len(local), f"device {d}: {len(got)} of {len(local)} embeddings"
+    worst = min(sum(a * b for a, b in zip(g, l)) /
+                (math.sqrt(sum(a * a for a in g)) * math.sqrt(sum(b * b for b in l)))
+                for g, l in zip(got, local))
+    print(f"split device {d}: {len(got)} of {len(local)} embeddings, {fell} fallbacks to the"
+          f" device, worst cosine to local {worst:.6f}")
+    assert worst >= 0.9999
+PY
 echo "after the kill the balancer answers /health with $served"
 [ "$served" = 200 ] || fail "the balancer does not answer after the kill"
 echo "deploy-check: passed"
