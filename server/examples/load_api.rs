@@ -34,6 +34,20 @@ struct Done {
     ttft: Option<Duration>,
 }
 
+impl Done {
+    /// A request that failed before any answer.
+    fn failed(start: Instant) -> Done {
+        Done {
+            took: start.elapsed(),
+            ok: false,
+            tokens: 0,
+            first: None,
+            last: None,
+            ttft: None,
+        }
+    }
+}
+
 fn agent() -> ureq::Agent {
     ureq::Agent::config_builder()
         .http_status_as_error(false)
@@ -135,25 +149,11 @@ fn stream(agent: &ureq::Agent, url: &str, body: &Value) -> Done {
                 r.status(),
                 text.chars().take(200).collect::<String>()
             );
-            return Done {
-                took: start.elapsed(),
-                ok: false,
-                tokens: 0,
-                first: None,
-                last: None,
-                ttft: None,
-            };
+            return Done::failed(start);
         }
         Err(e) => {
             eprintln!("{url}: {e}");
-            return Done {
-                took: start.elapsed(),
-                ok: false,
-                tokens: 0,
-                first: None,
-                last: None,
-                ttft: None,
-            };
+            return Done::failed(start);
         }
     };
     let (mut first, mut last, mut tokens, mut ok, mut finished) = (None, None, 0, false, false);

@@ -226,12 +226,7 @@ pub(crate) async fn embeddings(
             json!({"object": "embedding", "index": i, "embedding": embedding})
         })
         .collect();
-    Ok(Json(json!({
-        "object": "list",
-        "data": data,
-        "model": served.name,
-        "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
-    })))
+    Ok(Json(list(data, &served.name, tokens)))
 }
 
 /// Takes a place in the model's admission, or refuses with 429.
@@ -288,10 +283,15 @@ pub(crate) async fn classify(
                    "score": c.probs[c.class], "probs": c.probs})
         })
         .collect();
-    Ok(Json(json!({
+    Ok(Json(list(data, &served.name, tokens)))
+}
+
+/// The answer of an input route: a list of results, the model, and the tokens run.
+fn list(data: Vec<Value>, model: &str, tokens: usize) -> Value {
+    json!({
         "object": "list",
         "data": data,
-        "model": served.name,
+        "model": model,
         "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
-    })))
+    })
 }
