@@ -182,8 +182,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         let split_model = loaded.first().map(Loaded::split_model);
         if let Some((api, _)) = &api {
             let names: Vec<String> = loaded.iter().map(|m| m.name.clone()).collect();
-            api.ready(loaded.iter().map(Loaded::api_model).collect())
-                .map_err(anyhow::Error::msg)?;
+            api.ready(loaded.iter().map(Loaded::api_model).collect())?;
             eprintln!("serve: HTTP API ready: {}", names.join(", "));
         }
         let mut signals = Signals::new();

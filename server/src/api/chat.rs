@@ -17,9 +17,8 @@ use serde_json::{json, Value};
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver};
 
 use super::admission::Place;
-use super::embed::enter;
 use super::error::{ApiError, Body};
-use super::slots::{Event, Job};
+use super::slots::{Event, Job, Slots};
 use super::{ApiState, Kind, Served};
 
 /// `stop`: one string or several.
@@ -234,10 +233,14 @@ fn options(
         }))
 }
 
-fn generator<'a>(st: &'a ApiState, model: &str) -> Result<(&'a Served, &'a Llm), ApiError> {
+/// The generation model named `model`: the model, its decoder and its slots.
+fn generator<'a>(
+    st: &'a ApiState,
+    model: &str,
+) -> Result<(&'a Served, &'a Llm, &'a Slots), ApiError> {
     let served = st.model(model)?;
     match &served.kind {
-        Kind::Generator { llm, .. } => Ok((served, llm)),
+        Kind::Generator { llm, slots } => Ok((served, llm, slots)),
         Kind::Embedder { .. } => Err(ApiError::param(
             "model",
             format!("{model} is an embedding model; generation needs a decoder"),
@@ -249,20 +252,20 @@ pub(crate) async fn chat(
     State(st): State<Arc<ApiState>>,
     Body(req): Body<ChatRequest>,
 ) -> Result<Response, ApiError> {
-    let (served, llm) = generator(&st, &req.model)?;
+    let (served, llm, slots) = generator(&st, &req.model)?;
     let msgs = messages(req.messages)?;
     let text = llm.render_chat(&msgs)?;
     let prompt = llm.tokenize(&text)?;
     let default_max = st.cfg.max_tokens as u64;
     let opts = options(&st, &req.settings, default_max, prompt.len(), llm, true)?;
-    run(&st, served, prompt, opts, &req.settings, true).await
+    run(&st, served, slots, prompt, opts, &req.settings, true).await
 }
 
 pub(crate) async fn completion(
     State(st): State<Arc<ApiState>>,
     Body(req): Body<CompletionRequest>,
 ) -> Result<Response, ApiError> {
-    let (served, llm) = generator(&st, &req.model)?;
+    let (served, llm, slots) = generator(&st, &req.model)?;
     let mut texts = req.prompt.texts()?;
     if texts.len() != 1 {
         return Err(ApiError::param("prompt", "one prompt per request"));
@@ -270,7 +273,7 @@ pub(crate) async fn completion(
     let prompt = llm.tokenize(&texts.remove(0))?;
     // OpenAI's default for completions.
     let opts = options(&st, &req.settings, 16, prompt.len(), llm, false)?;
-    run(&st, served, prompt, opts, &req.settings, false).await
+    run(&st, served, slots, prompt, opts, &req.settings, false).await
 }
 
 /// The request's identity and shape of its chunks.
@@ -337,25 +340,21 @@ fn usage(prompt: usize, completion: usize) -> Value {
 async fn run(
     st: &ApiState,
     served: &Served,
+    slots: &Slots,
     prompt: Vec<u32>,
     opts: GenerateOptions,
     settings: &Settings,
     chat: bool,
 ) -> Result<Response, ApiError> {
-    let Kind::Generator { slots, .. } = &served.kind else {
-        unreachable!("checked by generator()")
-    };
     let queued = Instant::now();
-    let place = enter(served).await?;
+    let place = served.enter().await?;
     let (events, rx) = unbounded_channel();
-    slots
-        .send(Job {
-            prompt,
-            opts,
-            queued,
-            events,
-        })
-        .map_err(ApiError::unavailable)?;
+    slots.send(Job {
+        prompt,
+        opts,
+        queued,
+        events,
+    })?;
     let created = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())

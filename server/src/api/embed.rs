@@ -15,7 +15,7 @@ use tokio::sync::oneshot;
 
 use super::error::{ApiError, Body};
 use super::metrics::ModelMetrics;
-use super::{ApiState, Input, Kind, Served};
+use super::{ApiState, Input, Kind};
 
 /// One request's texts on their way to a batch.
 struct Job {
@@ -198,7 +198,7 @@ pub(crate) async fn embeddings(
     let counts = count_tokens(&st, session, &texts)?;
     let tokens: usize = counts.iter().sum();
     let queued = Instant::now();
-    let _place = enter(served).await?;
+    let _place = served.enter().await?;
     let (reply, rx) = oneshot::channel();
     let job = Job {
         texts,
@@ -229,17 +229,6 @@ pub(crate) async fn embeddings(
     Ok(Json(list(data, &served.name, tokens)))
 }
 
-/// Takes a place in the model's admission, or refuses with 429.
-pub(crate) async fn enter(served: &Served) -> Result<super::admission::Place, ApiError> {
-    match served.admission.enter().await {
-        Some(p) => Ok(p),
-        None => {
-            served.metrics.refused.fetch_add(1, Ordering::Relaxed);
-            Err(ApiError::busy(&served.name))
-        }
-    }
-}
-
 /// The body of `POST /v1/classify`.
 #[derive(Deserialize)]
 pub(crate) struct ClassifyRequest {
@@ -267,7 +256,7 @@ pub(crate) async fn classify(
     let texts = req.input.texts()?;
     let counts = count_tokens(&st, session, &texts)?;
     let tokens: usize = counts.iter().sum();
-    let _place = enter(served).await?;
+    let _place = served.enter().await?;
     let session = session.clone();
     let out = tokio::task::spawn_blocking(move || {
         let refs: Vec<&str> = texts.iter().map(String::as_str).collect();

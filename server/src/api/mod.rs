@@ -89,6 +89,18 @@ pub enum ApiModel {
     },
 }
 
+/// Why [`Api::ready`] refused its models.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ReadyError {
+    /// Two models have one name (requests could not tell them apart).
+    #[error("two models are named {0:?}")]
+    SameName(String),
+    /// The models were already given.
+    #[error("the models are already loaded")]
+    AlreadyLoaded,
+}
+
 /// The API's state: created before the models load (`/health` answers 503 until
 /// [`Api::ready`]), shared by the routes.
 #[derive(Clone, Debug)]
@@ -150,9 +162,21 @@ impl Api {
     }
 
     /// Serves `models` from now on (their batching threads start); a second call is refused.
-    pub fn ready(&self, models: Vec<ApiModel>) -> Result<(), String> {
+    pub fn ready(&self, models: Vec<ApiModel>) -> Result<(), ReadyError> {
         let cfg = &self.state.cfg;
+        // Names first: no worker starts for models that will not be served.
         let mut names = std::collections::HashSet::new();
+        for m in &models {
+            let name = match m {
+                ApiModel::Embedder { name, .. } | ApiModel::Generator { name, .. } => name,
+            };
+            if !names.insert(name) {
+                return Err(ReadyError::SameName(name.clone()));
+            }
+        }
+        if self.state.models.get().is_some() {
+            return Err(ReadyError::AlreadyLoaded);
+        }
         let mut served = Vec::with_capacity(models.len());
         for m in models {
             let metrics = Arc::new(ModelMetrics::new());
@@ -171,9 +195,6 @@ impl Api {
                     (name, Kind::Generator { llm, slots }, cfg.slots)
                 }
             };
-            if !names.insert(name.clone()) {
-                return Err(format!("two models are named {name:?}"));
-            }
             served.push(Served {
                 name,
                 kind,
@@ -185,7 +206,7 @@ impl Api {
         self.state
             .models
             .set(served)
-            .map_err(|_| "the models are already loaded".to_string())
+            .map_err(|_| ReadyError::AlreadyLoaded)
     }
 
     /// From now on `/health` answers 503 (a load balancer stops sending); requests in flight
@@ -197,6 +218,19 @@ impl Api {
     /// The router serving this API.
     pub fn router(&self) -> axum::Router {
         routes::router(self.state.clone())
+    }
+}
+
+impl Served {
+    /// Takes a place in the model's admission, or refuses with 429 (counted).
+    async fn enter(&self) -> Result<admission::Place, ApiError> {
+        match self.admission.enter().await {
+            Some(p) => Ok(p),
+            None => {
+                self.metrics.refused.fetch_add(1, Ordering::Relaxed);
+                Err(ApiError::busy(&self.name))
+            }
+        }
     }
 }
 

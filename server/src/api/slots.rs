@@ -12,6 +12,7 @@ use std::time::Instant;
 use edgecut::{Context, Finish, GenerateOptions, Llm, Turn};
 use tokio::sync::mpsc::UnboundedSender;
 
+use super::error::ApiError;
 use super::metrics::ModelMetrics;
 
 /// What a generation sends its request.
@@ -55,10 +56,10 @@ impl Slots {
     }
 
     /// Queues a job (the caller holds a place, so at most `slots` jobs are in).
-    pub fn send(&self, job: Job) -> Result<(), String> {
+    pub fn send(&self, job: Job) -> Result<(), ApiError> {
         self.jobs
             .send(job)
-            .map_err(|_| "the model's generation thread has stopped".to_string())
+            .map_err(|_| ApiError::unavailable("the model's generation thread has stopped"))
     }
 }
 
