@@ -279,8 +279,8 @@ impl<'a> Turn<'a> {
     }
 
     /// Takes logits of the turn's last position: draws, releases text, and moves on.
-    fn take(&mut self, mut logits: Vec<f32>) -> Result<String> {
-        let t = self.sampler.sample(&mut logits, &self.ctx.tokens);
+    fn take(&mut self, logits: &mut [f32]) -> Result<String> {
+        let t = self.sampler.sample(logits, &self.ctx.tokens);
         self.first_token.get_or_insert_with(|| self.start.elapsed());
         let mut text = String::new();
         let mut out = |s: &str| {
@@ -339,16 +339,12 @@ impl Llm {
                 xs.push(x[at * h..(at + rows.len()) * h].to_vec());
                 at += rows.len();
             }
-            let mut caches: Vec<&mut KvCache> = Vec::with_capacity(batch.len());
-            let mut rest: &mut [&mut Turn<'_>] = turns;
-            let mut next = 0;
-            for (i, _, _) in &batch {
-                let (_, tail) = rest.split_at_mut(i - next);
-                let (one, tail) = tail.split_first_mut().expect("index in range");
-                caches.push(&mut one.ctx.cache);
-                rest = tail;
-                next = i + 1;
-            }
+            // The running turns' caches, in batch order (the batch lists turns in order).
+            let mut caches: Vec<&mut KvCache> = turns
+                .iter_mut()
+                .filter(|t| !matches!(t.state, TurnState::Done(_)))
+                .map(|t| &mut t.ctx.cache)
+                .collect();
             let ys = model.blocks_many(&mut caches, xs)?;
             // The last row of each turn that draws.
             let last: Vec<f32> = ys
@@ -363,15 +359,14 @@ impl Llm {
             Ok(model.head(&last)?)
         })();
         match run {
-            Ok(logits) => {
-                let mut drawn = 0;
+            Ok(mut logits) => {
+                let mut rows_of = logits.chunks_exact_mut(vocab.max(1));
                 for (i, rows, draws) in batch {
                     let turn = &mut turns[i];
                     turn.ctx.tokens.extend_from_slice(&rows);
                     if draws {
-                        let l = logits[drawn * vocab..(drawn + 1) * vocab].to_vec();
+                        let l = rows_of.next().expect("a row of logits per drawing turn");
                         out[i] = turn.take(l);
-                        drawn += 1;
                     }
                 }
             }
