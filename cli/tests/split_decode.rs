@@ -47,14 +47,7 @@ fn start(extra: &[&str]) -> Server {
         .arg(&tok)
         .args(extra);
     let (child, addr, log) = edgecut_tests::spawn_serve_logged(cmd);
-    let metrics = log
-        .lock()
-        .unwrap()
-        .lines()
-        .find_map(|l| l.strip_prefix("serve: metrics on http://"))
-        .unwrap()
-        .trim()
-        .to_string();
+    let metrics = edgecut_tests::metrics_address(&log);
     Server {
         child,
         addr,

@@ -211,6 +211,17 @@ pub fn spawn_serve_logged(
     })
 }
 
+/// The metrics address (`--metrics`) a server wrote to its log on start.
+pub fn metrics_address(log: &Mutex<String>) -> String {
+    log.lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .lines()
+        .find_map(|l| l.strip_prefix("serve: metrics on http://"))
+        .expect("the server printed its metrics address")
+        .trim()
+        .to_string()
+}
+
 /// `edgecut serve --http 127.0.0.1:0` as `cmd` describes it (the rest of its arguments
 /// given): the process, the API's base URL once its models are loaded, and its log.
 pub fn spawn_http_api(

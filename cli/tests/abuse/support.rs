@@ -111,14 +111,7 @@ pub fn start(extra: &[&str]) -> Server {
 
 pub fn spawn(cmd: Command) -> Server {
     let (child, addr, log) = edgecut_tests::spawn_serve_logged(cmd);
-    let metrics = log
-        .lock()
-        .unwrap()
-        .lines()
-        .find_map(|l| l.strip_prefix("serve: metrics on http://"))
-        .expect("the metrics address")
-        .trim()
-        .to_string();
+    let metrics = edgecut_tests::metrics_address(&log);
     Server {
         child,
         addr,

@@ -15,6 +15,17 @@ const TEXTS: [&str; 3] = [
     "The new movie is awesome, and everyone agrees.",
 ];
 
+/// The standard output of `cmd`, which must succeed (its standard error shown if not).
+fn stdout(mut cmd: Command) -> Vec<u8> {
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{cmd:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
+
 fn cosine(a: &[f64], b: &[f64]) -> f64 {
     let dot: f64 = a.iter().zip(b).map(|(x, y)| x * y).sum();
     let n = |v: &[f64]| v.iter().map(|x| x * x).sum::<f64>().sqrt();
@@ -34,32 +45,19 @@ fn the_openai_client_gets_what_the_cli_gets() {
     let s = serve(&[]);
     let (embedder, generator) = names();
     let (emb_path, gen_path) = models();
-    let out = Command::new(python())
+    let mut client = Command::new(python());
+    client
         .arg(repo_root().join("tests/api/openai_client.py"))
         .args([&s.url, &embedder, &generator, PROMPT])
-        .args(TEXTS)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "openai_client.py: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let got: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        .args(TEXTS);
+    let got: serde_json::Value = serde_json::from_slice(&stdout(client)).unwrap();
 
     // Embeddings: the CLI's, from the same file.
-    let cli = Command::new(cli_exe())
-        .args(["embed", "--device", "cpu", "-m"])
+    let mut cli = Command::new(cli_exe());
+    cli.args(["embed", "--device", "cpu", "-m"])
         .arg(&emb_path)
-        .args(TEXTS)
-        .output()
-        .unwrap();
-    assert!(
-        cli.status.success(),
-        "{}",
-        String::from_utf8_lossy(&cli.stderr)
-    );
-    let want: serde_json::Value = serde_json::from_slice(&cli.stdout).unwrap();
+        .args(TEXTS);
+    let want: serde_json::Value = serde_json::from_slice(&stdout(cli)).unwrap();
     let api = got["embeddings"].as_array().unwrap();
     assert_eq!(api.len(), TEXTS.len());
     for (i, (a, w)) in api.iter().zip(want.as_array().unwrap()).enumerate() {
@@ -72,18 +70,11 @@ fn the_openai_client_gets_what_the_cli_gets() {
     assert!(got["embedding_usage"].as_u64().unwrap() >= TEXTS.len() as u64 * 3);
 
     // The streamed greedy chat: the text `edgecut generate --chat` prints.
-    let cli = Command::new(cli_exe())
-        .args(["generate", "--chat", "--device", "cpu", "-n", "48", "-m"])
+    let mut cli = Command::new(cli_exe());
+    cli.args(["generate", "--chat", "--device", "cpu", "-n", "48", "-m"])
         .arg(&gen_path)
-        .arg(PROMPT)
-        .output()
-        .unwrap();
-    assert!(
-        cli.status.success(),
-        "{}",
-        String::from_utf8_lossy(&cli.stderr)
-    );
-    let want = String::from_utf8(cli.stdout).unwrap();
+        .arg(PROMPT);
+    let want = String::from_utf8(stdout(cli)).unwrap();
     let streamed = got["stream_text"].as_str().unwrap();
     println!("streamed in {} chunks: {streamed:?}", got["stream_chunks"]);
     assert_eq!(streamed.trim_end(), want.trim_end());
