@@ -3,7 +3,9 @@
 //! weights read, against this machine's memory bandwidth.
 //!
 //! `cargo bench -p edgecut-backends --bench gemv` prints ms, GB/s and ns per 32-weight block on
-//! one and two threads, then criterion's statistics.
+//! one and two threads, for one activation row (a token) and for eight (eight conversations
+//! decoded together: the weights are read once for all eight), then criterion's statistics.
+//! `GEMV_SUMMARY_ONLY=1` stops after the summary; `GEMV_CASES=1x8,2x8` picks threads x rows.
 
 #![allow(missing_docs)] // criterion_group! generates an undocumented function
 
@@ -32,13 +34,27 @@ fn weights(bb: usize, n: usize, k: usize) -> Vec<u8> {
 }
 
 fn summary() {
-    for threads in [1, 2] {
+    // GEMV_CASES=THREADSxROWS,... picks cases (e.g. `1x8,2x8`).
+    let cases: Vec<(usize, usize)> = std::env::var("GEMV_CASES")
+        .map(|v| {
+            v.split(',')
+                .map(|c| {
+                    let (t, m) = c.split_once('x').expect("GEMV_CASES: THREADSxROWS");
+                    (t.parse().expect("threads"), m.parse().expect("rows"))
+                })
+                .collect()
+        })
+        .unwrap_or(vec![(1, 1), (2, 1), (1, 8), (2, 8)]);
+    for (threads, m) in cases {
         let cpu = CpuBackend::new(threads);
-        println!("{} kernels, {threads} thread(s)", cpu.kernels().name);
+        println!(
+            "{} kernels, {threads} thread(s), {m} activation row(s)",
+            cpu.kernels().name
+        );
         for (name, dtype, bb, n, k) in SHAPES {
             let w = weights(bb, n, k);
-            let x: Vec<f32> = (0..k).map(|i| (i as f32).sin()).collect();
-            let mut out = vec![0f32; n];
+            let x: Vec<f32> = (0..m * k).map(|i| (i as f32).sin()).collect();
+            let mut out = vec![0f32; m * n];
             let lin = Linear {
                 w: WeightData::Blocks(dtype, &w),
                 bias: None,
@@ -46,11 +62,11 @@ fn summary() {
                 k,
                 act: ActQuant::F32,
             };
-            cpu.linear(&x, 1, &lin, &mut out).expect("shapes fit");
-            let reps = (200_000_000 / w.len()).clamp(10, 2000);
+            cpu.linear(&x, m, &lin, &mut out).expect("shapes fit");
+            let reps = (200_000_000 / w.len() / m).clamp(10, 2000);
             let t = Instant::now();
             for _ in 0..reps {
-                cpu.linear(&x, 1, &lin, &mut out).expect("shapes fit");
+                cpu.linear(&x, m, &lin, &mut out).expect("shapes fit");
             }
             let dt = t.elapsed().as_secs_f64() / reps as f64;
             println!(
@@ -96,6 +112,9 @@ criterion_group! {
 
 fn main() {
     summary();
+    if std::env::var_os("GEMV_SUMMARY_ONLY").is_some() {
+        return;
+    }
     benches();
     Criterion::default().configure_from_args().final_summary();
 }

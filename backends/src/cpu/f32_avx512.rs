@@ -12,66 +12,137 @@ pub fn available() -> bool {
     super::multiversion::avx512()
 }
 
+/// Blocks whose scales are converted together (one F16C conversion of sixteen).
+pub(super) const SCALE_GROUP: usize = 16;
+
+/// Bytes per block and the offset of its quants, for the types these kernels decode.
+pub(super) fn layout(dtype: DType) -> (usize, usize) {
+    match dtype {
+        DType::Q8_0 => (Q8_0_BYTES, 2),
+        DType::Q4_0 => (Q4_0_BYTES, 2),
+        DType::Q4_1 => (Q4_1_BYTES, 4),
+        _ => unreachable!("the caller checks the type"),
+    }
+}
+
+/// The scales `d` and offsets `m` (`w = d q + m`; Q4_0's `m` is `-8 d`) of the `n <= 16`
+/// blocks of `bytes` bytes at `blocks`, as f32: one gather and one F16C conversion for all,
+/// then each is broadcast from memory (a load, not a shuffle on the vector ports).
+///
+/// # Safety
+/// AVX-512F and F16C; `blocks` points at `n` whole blocks.
+#[inline(always)]
+pub(super) unsafe fn scales(
+    dtype: DType,
+    blocks: *const u8,
+    bytes: usize,
+    n: usize,
+) -> ([f32; SCALE_GROUP], [f32; SCALE_GROUP]) {
+    let (mut d, mut m) = ([0f32; SCALE_GROUP], [0f32; SCALE_GROUP]);
+    // SAFETY: the gather reads the first four bytes of each of the n blocks (the mask leaves
+    // the lanes past n unread); each array holds sixteen values; unaligned stores.
+    unsafe {
+        let at = _mm512_mullo_epi32(
+            _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+            _mm512_set1_epi32(bytes as i32),
+        );
+        let lanes = if n >= SCALE_GROUP {
+            !0
+        } else {
+            (1u16 << n) - 1
+        };
+        // Each lane: the block's scale in its low 16 bits, Q4_1's offset in its high ones.
+        let dm = _mm512_mask_i32gather_epi32::<1>(
+            _mm512_setzero_si512(),
+            lanes,
+            at,
+            blocks as *const i32,
+        );
+        let dv = _mm512_cvtph_ps(_mm512_cvtepi32_epi16(dm));
+        let mv = match dtype {
+            DType::Q4_1 => _mm512_cvtph_ps(_mm512_cvtepi32_epi16(_mm512_srli_epi32(dm, 16))),
+            // Q4_0 stores q + 8: w = d q - 8 d (exact: a power of two times d).
+            _ => _mm512_mul_ps(_mm512_set1_ps(-8.0), dv),
+        };
+        _mm512_storeu_ps(d.as_mut_ptr(), dv);
+        _mm512_storeu_ps(m.as_mut_ptr(), mv);
+    }
+    (d, m)
+}
+
+/// The values 0..16, the quants a 4-bit block's table is indexed by.
+#[inline(always)]
+pub(super) fn iota() -> __m512 {
+    // SAFETY: AVX-512F, which every caller's instruction set has.
+    unsafe {
+        _mm512_setr_ps(
+            0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0, 10.0, 11.0, 12.0, 13.0, 14.0, 15.0,
+        )
+    }
+}
+
+/// One block at `b` decoded to its 32 f32 weights (two vectors), with scale `d` and offset
+/// `m`. A 4-bit block is a 16-entry table `d q + m` looked up with each byte's nibbles as
+/// indices: five vector instructions, against thirteen widening and converting every nibble,
+/// and each entry is the same fused multiply-add of the same values.
+///
+/// # Safety
+/// AVX-512F/BW; `b` points at a whole block of `dtype`, whose quants start at `qs`.
+#[inline(always)]
+pub(super) unsafe fn block(
+    dtype: DType,
+    b: *const u8,
+    qs: usize,
+    d: f32,
+    m: f32,
+    iota: __m512,
+) -> (__m512, __m512) {
+    // SAFETY: the block's bytes are readable (caller); unaligned loads.
+    unsafe {
+        let dv = _mm512_set1_ps(d);
+        if dtype == DType::Q8_0 {
+            let q0 = _mm_loadu_si128(b.add(2) as *const __m128i);
+            let q1 = _mm_loadu_si128(b.add(18) as *const __m128i);
+            let f0 = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(q0));
+            let f1 = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(q1));
+            return (_mm512_mul_ps(f0, dv), _mm512_mul_ps(f1, dv));
+        }
+        let table = _mm512_fmadd_ps(iota, dv, _mm512_set1_ps(m));
+        // Each lane holds one byte; the permutation reads an index's low four bits, so the
+        // low nibble needs no mask.
+        let q = _mm512_cvtepu8_epi32(_mm_loadu_si128(b.add(qs) as *const __m128i));
+        (
+            _mm512_permutexvar_ps(q, table),
+            _mm512_permutexvar_ps(_mm512_srli_epi32(q, 4), table),
+        )
+    }
+}
+
 /// Decodes one row of `dtype` blocks into `out` (`QK` values per block; `row` holds
-/// `out.len() / QK` whole blocks, checked by the caller).
+/// `out.len() / QK` whole blocks, checked by the caller), by [`scales`] and [`block`].
 ///
 /// # Safety
 /// The CPU must have AVX-512F/BW/VL (see [`available`]).
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
 pub unsafe fn decode_row(dtype: DType, row: &[u8], out: &mut [f32]) {
-    let mask = _mm_set1_epi8(0x0f);
-    match dtype {
-        DType::Q8_0 => {
-            for (b, o) in row.chunks_exact(Q8_0_BYTES).zip(out.chunks_exact_mut(QK)) {
-                // F16C in this function's instruction set (`half` would check the CPU at run
-                // time on every block).
-                // SAFETY: a block holds 34 bytes; the load is an unaligned one.
-                let d = unsafe { (b.as_ptr() as *const i32).read_unaligned() };
-                let d = _mm512_broadcastss_ps(_mm_cvtph_ps(_mm_cvtsi32_si128(d)));
-                // SAFETY: each block holds 2 + 32 bytes and each output chunk 32 f32 values; the
-                // loads and stores are unaligned ones.
-                unsafe {
-                    let q0 = _mm_loadu_si128(b.as_ptr().add(2) as *const __m128i);
-                    let q1 = _mm_loadu_si128(b.as_ptr().add(18) as *const __m128i);
-                    let f0 = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(q0));
-                    let f1 = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(q1));
-                    _mm512_storeu_ps(o.as_mut_ptr(), _mm512_mul_ps(f0, d));
-                    _mm512_storeu_ps(o.as_mut_ptr().add(16), _mm512_mul_ps(f1, d));
-                }
+    let (bytes, qs) = layout(dtype);
+    let iota = iota();
+    for (blocks, outs) in row
+        .chunks(SCALE_GROUP * bytes)
+        .zip(out.chunks_mut(SCALE_GROUP * QK))
+    {
+        let n = blocks.len() / bytes;
+        // SAFETY: `blocks` holds n whole blocks; the CPU features are this function's.
+        let (d, m) = unsafe { scales(dtype, blocks.as_ptr(), bytes, n) };
+        for b in 0..n {
+            // SAFETY: block b of this group holds `bytes` bytes and its output chunk 32 f32
+            // values (b < n); the stores are unaligned ones.
+            unsafe {
+                let (lo, hi) = block(dtype, blocks.as_ptr().add(b * bytes), qs, d[b], m[b], iota);
+                _mm512_storeu_ps(outs.as_mut_ptr().add(b * QK), lo);
+                _mm512_storeu_ps(outs.as_mut_ptr().add(b * QK + 16), hi);
             }
         }
-        DType::Q4_0 | DType::Q4_1 => {
-            let (bytes, qs) = if dtype == DType::Q4_0 {
-                (Q4_0_BYTES, 2)
-            } else {
-                (Q4_1_BYTES, 4)
-            };
-            for (b, o) in row.chunks_exact(bytes).zip(out.chunks_exact_mut(QK)) {
-                // The scale (and Q4_1's offset) by F16C in this function's instruction set
-                // (`half` would check the CPU at run time on every block).
-                // SAFETY: a block holds at least 18 bytes; the load is an unaligned one.
-                let dm = unsafe { (b.as_ptr() as *const i32).read_unaligned() };
-                let dm = _mm_cvtph_ps(_mm_cvtsi32_si128(dm));
-                let d = _mm512_broadcastss_ps(dm);
-                let m = if dtype == DType::Q4_0 {
-                    _mm512_mul_ps(_mm512_set1_ps(-8.0), d)
-                } else {
-                    _mm512_broadcastss_ps(_mm_movehdup_ps(dm))
-                };
-                // SAFETY: each block holds its header and 16 bytes of nibbles, each output chunk
-                // 32 f32 values; the loads and stores are unaligned ones.
-                unsafe {
-                    let q = _mm_loadu_si128(b.as_ptr().add(qs) as *const __m128i);
-                    let lo = _mm_and_si128(q, mask);
-                    let hi = _mm_and_si128(_mm_srli_epi16(q, 4), mask);
-                    let f0 = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(lo));
-                    let f1 = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(hi));
-                    _mm512_storeu_ps(o.as_mut_ptr(), _mm512_fmadd_ps(f0, d, m));
-                    _mm512_storeu_ps(o.as_mut_ptr().add(16), _mm512_fmadd_ps(f1, d, m));
-                }
-            }
-        }
-        _ => unreachable!("the caller checks the type"),
     }
 }
 
@@ -105,19 +176,47 @@ pub unsafe fn dot4(w: &[f32], x: &[f32]) -> [f32; 4] {
         }
         c += 16;
     }
-    [
-        _mm512_reduce_add_ps(a0),
-        _mm512_reduce_add_ps(a1),
-        _mm512_reduce_add_ps(a2),
-        _mm512_reduce_add_ps(a3),
-    ]
+    // SAFETY: AVX-512F is enabled in this function.
+    unsafe { reduce4([a0, a1, a2, a3]) }
+}
+
+/// The sums of four vectors' lanes, by one transposing tree: thirteen instructions for the
+/// four, against about eight each alone. [`dot4`] and [`dot4x4`] both reduce by it, so they
+/// agree bit for bit.
+///
+/// # Safety
+/// The CPU must have AVX-512F.
+#[inline(always)]
+pub(super) unsafe fn reduce4(a: [__m512; 4]) -> [f32; 4] {
+    // SAFETY: register-only AVX-512F operations (the caller's instruction set).
+    unsafe {
+        // [a0 lanes 0+2, 1+3 | a1 lanes 0+2, 1+3] (128-bit lanes), the same for a2, a3.
+        let s01 = _mm512_add_ps(
+            _mm512_shuffle_f32x4::<0b01_00_01_00>(a[0], a[1]),
+            _mm512_shuffle_f32x4::<0b11_10_11_10>(a[0], a[1]),
+        );
+        let s23 = _mm512_add_ps(
+            _mm512_shuffle_f32x4::<0b01_00_01_00>(a[2], a[3]),
+            _mm512_shuffle_f32x4::<0b11_10_11_10>(a[2], a[3]),
+        );
+        // One 128-bit lane per input, then the four values within each lane.
+        let t = _mm512_add_ps(
+            _mm512_shuffle_f32x4::<0b10_00_10_00>(s01, s23),
+            _mm512_shuffle_f32x4::<0b11_01_11_01>(s01, s23),
+        );
+        let t = _mm512_add_ps(t, _mm512_permute_ps::<0b01_00_11_10>(t));
+        let t = _mm512_add_ps(t, _mm512_permute_ps::<0b10_11_00_01>(t));
+        let mut v = [0f32; 16];
+        _mm512_storeu_ps(v.as_mut_ptr(), t);
+        [v[0], v[4], v[8], v[12]]
+    }
 }
 
 /// [`dot4`] of four activation rows at once: `out[i][r]` is the dot product of activation row
 /// `i` (`x[i * k..]`) with weight row `r` (`w[r * k..]`). Sixteen accumulators share each
 /// weight and activation load (eight loads per sixteen multiply-adds, against five per four
-/// in [`dot4`]); each pair is summed in the order [`dot4`] sums it, so the results are the same
-/// bit for bit.
+/// in [`dot4`]); each pair is summed in the order [`dot4`] sums it (lane by lane, then
+/// [`reduce4`]), so the results are the same bit for bit.
 ///
 /// # Safety
 /// The CPU must have AVX-512F (see [`available`]); `w` and `x` hold at least `4 * k` values.
@@ -148,15 +247,15 @@ pub unsafe fn dot4x4(w: &[f32], x: &[f32], k: usize) -> [[f32; 4]; 4] {
         }
         c += 16;
     }
-    // Plain loops, not closures: a closure does not inherit this function's instruction set,
-    // so the reductions in one would be calls.
-    let mut out = [[0f32; 4]; 4];
-    for i in 0..4 {
-        for r in 0..4 {
-            out[i][r] = _mm512_reduce_add_ps(acc[i][r]);
-        }
+    // SAFETY: AVX-512F is enabled in this function.
+    unsafe {
+        [
+            reduce4(acc[0]),
+            reduce4(acc[1]),
+            reduce4(acc[2]),
+            reduce4(acc[3]),
+        ]
     }
-    out
 }
 
 #[cfg(test)]

@@ -26,6 +26,20 @@ const I16_MAX_M: usize = 2;
 /// Weight rows decoded and multiplied together.
 const ROWS: usize = 4;
 
+/// Activation rows up to which weights are decoded in registers for each group of up to eight
+/// rows ([`super::f32_rows_avx512`]: several conversations decoding together); above it (a
+/// prompt), a buffer of decoded weights serves every row.
+#[cfg(target_arch = "x86_64")]
+const FUSED_MAX_M: usize = 16;
+
+/// Writes two weight rows' results (`v[i]` for activation row `i`) into columns `p, p + 1`.
+#[cfg(target_arch = "x86_64")]
+fn place<const N: usize>(res: &mut [[f32; ROWS]], p: usize, v: [[f32; 2]; N]) {
+    for (r, v) in res.iter_mut().zip(v) {
+        r[p..p + 2].copy_from_slice(&v);
+    }
+}
+
 thread_local! {
     /// Decoded weight rows, per thread, reused across calls.
     static BUF: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
@@ -201,16 +215,78 @@ impl CpuBackend {
                         // SAFETY: task t writes only columns j0..j1, its own.
                         unsafe { outp.set(i * n + j + r, v + b) };
                     };
+                    // Activation row i's results for weight rows j..j + rows, plus the bias: a
+                    // slice per row, not a call per value (this is the inner loop of a step).
+                    #[cfg(target_arch = "x86_64")]
+                    let put = |i: usize, v: [f32; ROWS]| {
+                        // SAFETY: task t writes only columns j0..j1 (j + rows <= j1), its own.
+                        let o = unsafe { outp.slice(i * n + j, rows) };
+                        match lin.bias {
+                            Some(b) => {
+                                for ((o, v), b) in o.iter_mut().zip(v).zip(&b[j..j + rows]) {
+                                    *o = v + b;
+                                }
+                            }
+                            None => o.copy_from_slice(&v[..rows]),
+                        }
+                    };
                     let w = &w[j * row_bytes..(j + rows) * row_bytes];
                     #[cfg(target_arch = "x86_64")]
                     if i16_rows && rows == ROWS {
                         for (i, xr) in rows_i16[..m].iter().enumerate() {
                             // SAFETY: VNNI was detected (`i16_rows`); w holds 4 rows of
                             // k / 32 blocks and xr one quantized row of k.
-                            let v = unsafe { super::gemv_i16::dot4(dtype, w, row_bytes, xr) };
-                            for (r, v) in v.into_iter().enumerate() {
-                                set(i, r, v);
+                            put(i, unsafe { super::gemv_i16::dot4(dtype, w, row_bytes, xr) });
+                        }
+                        j += rows;
+                        continue;
+                    }
+                    #[cfg(target_arch = "x86_64")]
+                    if fast && m <= FUSED_MAX_M && rows == ROWS {
+                        use super::f32_rows_avx512::{dot2, MAX_ROWS};
+                        let mut i0 = 0;
+                        while i0 < m {
+                            let take = match m - i0 {
+                                8.. => 8,
+                                4..=7 => 4,
+                                2 | 3 => 2,
+                                _ => 1,
+                            };
+                            let xs = &x[i0 * k..(i0 + take) * k];
+                            let mut res = [[0f32; ROWS]; MAX_ROWS];
+                            for p in [0, 2] {
+                                let wp = &w[p * row_bytes..(p + 2) * row_bytes];
+                                // SAFETY: AVX-512 was detected (`fast`); wp holds two rows of
+                                // k / 32 blocks and xs `take` rows of k.
+                                unsafe {
+                                    match take {
+                                        8 => place(
+                                            &mut res,
+                                            p,
+                                            dot2::<8>(dtype, wp, row_bytes, xs, k),
+                                        ),
+                                        4 => place(
+                                            &mut res,
+                                            p,
+                                            dot2::<4>(dtype, wp, row_bytes, xs, k),
+                                        ),
+                                        2 => place(
+                                            &mut res,
+                                            p,
+                                            dot2::<2>(dtype, wp, row_bytes, xs, k),
+                                        ),
+                                        _ => place(
+                                            &mut res,
+                                            p,
+                                            dot2::<1>(dtype, wp, row_bytes, xs, k),
+                                        ),
+                                    }
+                                }
                             }
+                            for (i, v) in res[..take].iter().enumerate() {
+                                put(i0 + i, *v);
+                            }
+                            i0 += take;
                         }
                         j += rows;
                         continue;
@@ -234,17 +310,12 @@ impl CpuBackend {
                             // k % 16 == 0.
                             let v = unsafe { super::f32_avx512::dot4x4(&buf[..ROWS * k], xq, k) };
                             for (i, v) in v.into_iter().enumerate() {
-                                for (r, v) in v.into_iter().enumerate().take(rows) {
-                                    set(4 * q + i, r, v);
-                                }
+                                put(4 * q + i, v);
                             }
                         }
                         for (i, xr) in x.chunks_exact(k).enumerate().skip(quads) {
                             // SAFETY: AVX-512 was detected; buf holds 4 rows of k, k % 16 == 0.
-                            let v = unsafe { super::f32_avx512::dot4(&buf[..ROWS * k], xr) };
-                            for (r, v) in v.into_iter().enumerate().take(rows) {
-                                set(i, r, v);
-                            }
+                            put(i, unsafe { super::f32_avx512::dot4(&buf[..ROWS * k], xr) });
                         }
                         j += rows;
                         continue;

@@ -14,6 +14,8 @@ mod descriptors;
 #[cfg(target_arch = "x86_64")]
 mod f32_avx512;
 #[cfg(target_arch = "x86_64")]
+mod f32_rows_avx512;
+#[cfg(target_arch = "x86_64")]
 mod gelu_avx512;
 #[cfg(target_arch = "x86_64")]
 mod gemm_vnni;
