@@ -284,6 +284,27 @@ pub trait Backend: Clone + Send + Sync + Sized + 'static {
         heads: usize,
         out: &mut Self::Tensor,
     ) -> Result<(), OpError>;
+    /// [`Backend::causal_attention`] of several conversations at `layer` (a decode step of
+    /// several at once): conversation `i`'s query rows `q[i]`, at positions `pos0[i]..` of
+    /// `caches[i]`, into `out[i]`. Each result is the one [`Backend::causal_attention`] gives.
+    /// The default runs them one after another; a backend may run them together (the CPU
+    /// backend: one parallel region over every conversation's heads, where one conversation's
+    /// few rows are too little work to share out).
+    fn causal_attention_many(
+        &self,
+        q: &[&Self::Tensor],
+        caches: &[&Self::KvCache],
+        layer: usize,
+        pos0: &[usize],
+        heads: usize,
+        out: &mut [&mut Self::Tensor],
+    ) -> Result<(), OpError> {
+        check_many(q.len(), caches.len(), pos0.len(), out.len())?;
+        for (((q, cache), &pos0), out) in q.iter().zip(caches).zip(pos0).zip(out.iter_mut()) {
+            self.causal_attention(q, cache, layer, pos0, heads, out)?;
+        }
+        Ok(())
+    }
 
     /// Encoder blocks over `batch` texts of `seq` tokens (`x`: their rows), in place. The
     /// default runs them op by op ([`crate::encoder::blocks_op_by_op`]); a backend may fuse.
@@ -298,4 +319,15 @@ pub trait Backend: Clone + Send + Sync + Sized + 'static {
     ) -> Result<(), OpError> {
         crate::encoder::blocks_op_by_op(self, blocks, dims, x, mask, batch, seq)
     }
+}
+
+/// The operands of [`Backend::causal_attention_many`] name as many conversations each.
+pub fn check_many(q: usize, caches: usize, pos0: usize, out: usize) -> Result<(), OpError> {
+    if caches != q || pos0 != q || out != q {
+        return Err(OpError::Shape(format!(
+            "attention of several conversations: {q} queries, {caches} caches, {pos0} \
+             positions, {out} outputs"
+        )));
+    }
+    Ok(())
 }

@@ -310,7 +310,42 @@ fn rope_and_cache<B: Backend>(b: &B, rng: &mut Rng) {
             }
         }
     }
-    close("causal attention", &down(b, out), &want, |_| 1e-3);
+    let single = down(b, out);
+    close("causal attention", &single, &want, |_| 1e-3);
+
+    // Several conversations at once: the checked one, and a second cache with one query row
+    // at position 4; each result equals its own single call.
+    let mut other = b.kv_cache(shape).unwrap();
+    let (k2, v2) = (rng.vec(5 * kvw, 1.0), rng.vec(5 * kvw, 1.0));
+    b.kv_append(&mut other, 0, 0, &up(b, &k2), &up(b, &v2))
+        .unwrap();
+    let q2 = up(b, &rng.vec(heads * hd, 1.0));
+    let mut alone = b.buffer(heads * hd);
+    b.causal_attention(&q2, &other, 0, 4, heads, &mut alone)
+        .unwrap();
+    let q1 = up(b, &roped);
+    let (mut o1, mut o2) = (b.buffer(rows * heads * hd), b.buffer(heads * hd));
+    b.causal_attention_many(
+        &[&*q1, &*q2],
+        &[&cache, &other],
+        0,
+        &[pos0, 4],
+        heads,
+        &mut [&mut *o1, &mut *o2],
+    )
+    .unwrap();
+    assert_eq!(down(b, o1), single, "attention of several: the first");
+    assert_eq!(
+        down(b, o2),
+        down(b, alone),
+        "attention of several: the second"
+    );
+    // Operands that name different numbers of conversations are a shape error.
+    let mut o3 = b.buffer(heads * hd);
+    let e = b
+        .causal_attention_many(&[&*q2], &[&other, &cache], 0, &[4], heads, &mut [&mut *o3])
+        .unwrap_err();
+    assert!(matches!(e, OpError::Shape(_)), "{e}");
 }
 
 fn encoder<B: Backend>(b: &B, rng: &mut Rng) {

@@ -260,3 +260,60 @@ fn causal_attention_over_a_cache_matches_naive_gqa() {
     let cpu = CpuBackend::with_kernels(kernels::SCALAR, 1);
     assert!(cpu.causal_attention(&a, &mut vec![0f32; q.len()]).is_err());
 }
+
+#[test]
+fn attention_of_several_conversations_in_one_region_equals_each_alone() {
+    let mut rng = Rng(77);
+    let (heads, kvh, hd, cap) = (6, 2, 16, 400);
+    let cache = |rng: &mut Rng| -> (Vec<half::f16>, Vec<half::f16>) {
+        let mut f = |s| {
+            rng.vec(kvh * cap * hd, s)
+                .into_iter()
+                .map(half::f16::from_f32)
+                .collect()
+        };
+        (f(1.5), f(1.0))
+    };
+    // Eight decoding conversations at long positions: together past the work one thread does
+    // alone, each alone below it, so the region is parallel and the single calls are not.
+    let convs: Vec<_> = (0..8)
+        .map(|i| {
+            let (k, v) = cache(&mut rng);
+            (k, v, 200 + 17 * i, rng.vec(heads * hd, 1.5))
+        })
+        .collect();
+    let all: Vec<CausalAttention> = convs
+        .iter()
+        .map(|(k, v, pos0, q)| CausalAttention {
+            q,
+            k,
+            v,
+            pos0: *pos0,
+            capacity: cap,
+            heads,
+            kv_heads: kvh,
+            head_dim: hd,
+        })
+        .collect();
+    for ks in kernels::available() {
+        for threads in [1, 2, 3] {
+            let cpu = CpuBackend::with_kernels(ks, threads);
+            let mut outs = vec![vec![0f32; heads * hd]; convs.len()];
+            let mut refs: Vec<&mut [f32]> = outs.iter_mut().map(|o| &mut o[..]).collect();
+            cpu.causal_attention_many(&all, &mut refs).unwrap();
+            for (i, a) in all.iter().enumerate() {
+                let mut alone = vec![0f32; heads * hd];
+                cpu.causal_attention(a, &mut alone).unwrap();
+                assert_eq!(outs[i], alone, "{} t={threads} conversation {i}", ks.name);
+                assert!(alone.iter().all(|v| v.is_finite()));
+            }
+            // A conversation that does not fit its cache fails the whole call, before any runs.
+            let mut bad = all.clone();
+            bad[5].pos0 = cap;
+            let mut outs = vec![vec![f32::NAN; heads * hd]; convs.len()];
+            let mut refs: Vec<&mut [f32]> = outs.iter_mut().map(|o| &mut o[..]).collect();
+            assert!(cpu.causal_attention_many(&bad, &mut refs).is_err());
+            assert!(outs.iter().flatten().all(|v| v.is_nan()), "nothing written");
+        }
+    }
+}

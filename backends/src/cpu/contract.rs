@@ -359,24 +359,40 @@ impl Backend for CpuBackend {
         heads: usize,
         out: &mut [f32],
     ) -> Result<(), OpError> {
-        let s = cache.shape;
-        if layer >= s.layers {
-            return Err(OpError::Shape(format!(
-                "attention: layer {layer} of a cache of {}",
-                s.layers
-            )));
+        Backend::causal_attention_many(self, &[q], &[cache], layer, &[pos0], heads, &mut [out])
+    }
+
+    fn causal_attention_many(
+        &self,
+        q: &[&[f32]],
+        caches: &[&CpuKvCache],
+        layer: usize,
+        pos0: &[usize],
+        heads: usize,
+        out: &mut [&mut [f32]],
+    ) -> Result<(), OpError> {
+        crate::backend::check_many(q.len(), caches.len(), pos0.len(), out.len())?;
+        let mut all = Vec::with_capacity(q.len());
+        for ((q, cache), &pos0) in q.iter().zip(caches).zip(pos0) {
+            let s = cache.shape;
+            if layer >= s.layers {
+                return Err(OpError::Shape(format!(
+                    "attention: layer {layer} of a cache of {}",
+                    s.layers
+                )));
+            }
+            all.push(CausalAttention {
+                q,
+                k: &cache.k[layer],
+                v: &cache.v[layer],
+                pos0,
+                capacity: s.capacity,
+                heads,
+                kv_heads: s.kv_heads,
+                head_dim: s.head_dim,
+            });
         }
-        let a = CausalAttention {
-            q,
-            k: &cache.k[layer],
-            v: &cache.v[layer],
-            pos0,
-            capacity: s.capacity,
-            heads,
-            kv_heads: s.kv_heads,
-            head_dim: s.head_dim,
-        };
-        CpuBackend::causal_attention(self, &a, out)
+        CpuBackend::causal_attention_many(self, &all, out)
     }
 
     /// Long batches run a few texts at a time ([`GROUP_ROWS`] token rows) through every block,

@@ -163,6 +163,74 @@ impl CpuBackend {
         a: &CausalAttention<'_>,
         out: &mut [f32],
     ) -> Result<(), OpError> {
+        self.causal_attention_many(std::slice::from_ref(a), &mut [out])
+    }
+
+    /// [`Self::causal_attention`] of several conversations (`a[i]` into `out[i]`), all checked
+    /// before any runs, in one parallel region over every conversation's heads: a decode step
+    /// of several conversations has a few rows each, too little work per call to share out.
+    /// Each result is the one the single call gives, bit for bit.
+    pub fn causal_attention_many(
+        &self,
+        a: &[CausalAttention<'_>],
+        out: &mut [&mut [f32]],
+    ) -> Result<(), OpError> {
+        OpError::check("attention outputs", out.len(), a.len())?;
+        let plans = a
+            .iter()
+            .zip(out.iter())
+            .map(|(a, o)| AttentionPlan::new(a, o, self.threads()))
+            .collect::<Result<Vec<_>, _>>()?;
+        #[cfg(target_arch = "x86_64")]
+        let fast = self.kernels.attention_f16 && super::attn_f16::available();
+        #[cfg(target_arch = "x86_64")]
+        if fast {
+            super::kernels::note_simd();
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        let fast = false;
+        // Task t of the whole region: conversation i's task t - first[i].
+        let mut first = Vec::with_capacity(plans.len() + 1);
+        first.push(0);
+        for p in &plans {
+            first.push(first.last().copied().unwrap_or(0) + p.tasks);
+        }
+        let tasks = first.last().copied().unwrap_or(0);
+        let work: usize = plans.iter().map(|p| p.work).sum();
+        let outs: Vec<SharedMut<f32>> = out.iter_mut().map(|o| SharedMut::new(o)).collect();
+        let run = |span: std::ops::Range<usize>| {
+            let longest = a.iter().zip(&plans).map(|(a, p)| a.pos0 + p.rows);
+            let mut s = vec![0f32; longest.max().unwrap_or(0)];
+            let mut o = vec![0f32; a.first().map_or(0, |a| a.head_dim)];
+            for task in span {
+                let i = first.partition_point(|&f| f <= task) - 1;
+                let (a, p) = (&a[i], &plans[i]);
+                let fast = fast && a.head_dim.is_multiple_of(16);
+                o.resize(a.head_dim, 0.0);
+                p.run(a, task - first[i], fast, &mut s, &mut o, &outs[i]);
+            }
+        };
+        if tasks <= 1 || work < 1 << 15 {
+            run(0..tasks);
+        } else {
+            self.parallel(tasks, &|t| run(t..t + 1));
+        }
+        Ok(())
+    }
+}
+
+/// One conversation's attention, checked, cut into tasks over heads (and over row blocks when
+/// there are many rows, so both threads work in prefill too).
+struct AttentionPlan {
+    rows: usize,
+    row_blocks: usize,
+    per: usize,
+    tasks: usize,
+    work: usize,
+}
+
+impl AttentionPlan {
+    fn new(a: &CausalAttention<'_>, out: &[f32], threads: usize) -> Result<Self, OpError> {
         let (hd, heads, kvh) = (a.head_dim, a.heads, a.kv_heads);
         if hd == 0 || kvh == 0 || heads % kvh != 0 {
             return Err(OpError::Shape(format!(
@@ -182,46 +250,39 @@ impl CpuBackend {
                 a.capacity
             )));
         }
-        let group = heads / kvh;
+        let row_blocks = if rows >= 8 { threads } else { 1 };
+        Ok(AttentionPlan {
+            rows,
+            row_blocks,
+            per: rows.div_ceil(row_blocks),
+            tasks: heads * row_blocks,
+            work: heads * rows * (a.pos0 + rows) * hd,
+        })
+    }
+
+    /// Task `task`: one head over one block of rows, into `out`.
+    fn run(
+        &self,
+        a: &CausalAttention<'_>,
+        task: usize,
+        fast: bool,
+        s: &mut Vec<f32>,
+        o: &mut [f32],
+        out: &SharedMut<f32>,
+    ) {
+        let (hd, heads) = (a.head_dim, a.heads);
+        let plane = a.capacity * hd;
         let scale = 1.0 / (hd as f32).sqrt();
-        #[cfg(target_arch = "x86_64")]
-        let fast =
-            self.kernels.attention_f16 && super::attn_f16::available() && hd.is_multiple_of(16);
-        #[cfg(target_arch = "x86_64")]
-        if fast {
-            super::kernels::note_simd();
+        let (h, blk) = (task / self.row_blocks, task % self.row_blocks);
+        let g = h / (heads / a.kv_heads);
+        let k = &a.k[g * plane..(g + 1) * plane];
+        let v = &a.v[g * plane..(g + 1) * plane];
+        s.resize(s.len().max(a.pos0 + self.rows), 0.0);
+        for i in (blk * self.per).min(self.rows)..((blk + 1) * self.per).min(self.rows) {
+            let q = &a.q[(i * heads + h) * hd..][..hd];
+            attend_row(fast, q, k, v, a.pos0 + i + 1, scale, s, o);
+            // SAFETY: (row i, head h) of this conversation belongs to exactly one task.
+            unsafe { out.slice((i * heads + h) * hd, hd) }.copy_from_slice(o);
         }
-        #[cfg(not(target_arch = "x86_64"))]
-        let fast = false;
-        let outp = SharedMut::new(out);
-        // Tasks over heads (and over row blocks when there are many rows), so both threads work
-        // in prefill and in decode.
-        let row_blocks = if rows >= 8 { self.threads() } else { 1 };
-        let per = rows.div_ceil(row_blocks);
-        let tasks = heads * row_blocks;
-        let work = heads * rows * (a.pos0 + rows) * hd;
-        let tasks = if work < 1 << 15 { 1 } else { tasks };
-        let run = |span: std::ops::Range<usize>| {
-            let mut s = vec![0f32; a.pos0 + rows];
-            let mut o = vec![0f32; hd];
-            for task in span {
-                let (h, blk) = (task / row_blocks, task % row_blocks);
-                let g = h / group;
-                let k = &a.k[g * plane..(g + 1) * plane];
-                let v = &a.v[g * plane..(g + 1) * plane];
-                for i in (blk * per).min(rows)..((blk + 1) * per).min(rows) {
-                    let q = &a.q[(i * heads + h) * hd..][..hd];
-                    attend_row(fast, q, k, v, a.pos0 + i + 1, scale, &mut s, &mut o);
-                    // SAFETY: (row i, head h) belongs to exactly one task.
-                    unsafe { outp.slice((i * heads + h) * hd, hd) }.copy_from_slice(&o);
-                }
-            }
-        };
-        if tasks == 1 {
-            run(0..heads * row_blocks);
-        } else {
-            self.parallel(tasks, &|t| run(t..t + 1));
-        }
-        Ok(())
     }
 }

@@ -211,17 +211,30 @@ impl<B: Backend> On<B> {
         b.linear(&xn, t, &blk.k, &mut k)?;
         b.linear(&xn, t, &blk.v, &mut v)?;
         let (q, k, v) = (b.download(q)?, b.download(k)?, b.download(v)?);
-        let mut att = vec![0f32; t * qw];
+        // Each conversation's rows at its own positions into its own cache; then the attention
+        // of all of them in one call (the backend may run them together).
+        let mut qs = Vec::with_capacity(parts.len());
+        let mut outs = Vec::with_capacity(parts.len());
         for (st, &(row, n, pos0)) in states.iter_mut().zip(parts) {
-            let mut qs = b.upload(q[row * qw..(row + n) * qw].to_vec());
+            let mut qi = b.upload(q[row * qw..(row + n) * qw].to_vec());
             let mut ks = b.upload(k[row * kvw..(row + n) * kvw].to_vec());
             let vs = b.upload(v[row * kvw..(row + n) * kvw].to_vec());
-            b.rope(&mut qs, c.heads, hd, pos0, &self.inv_freq, rope)?;
+            b.rope(&mut qi, c.heads, hd, pos0, &self.inv_freq, rope)?;
             b.rope(&mut ks, c.kv_heads, hd, pos0, &self.inv_freq, rope)?;
             b.kv_append(&mut st.kv, layer, pos0, &ks, &vs)?;
-            let mut out = b.buffer(n * qw);
-            b.causal_attention(&qs, &st.kv, layer, pos0, c.heads, &mut out)?;
-            att[row * qw..(row + n) * qw].copy_from_slice(&b.download(out)?);
+            qs.push(qi);
+            outs.push(b.buffer(n * qw));
+        }
+        {
+            let q: Vec<&B::Tensor> = qs.iter().map(|q| &**q).collect();
+            let caches: Vec<&B::KvCache> = states.iter().map(|st| &st.kv).collect();
+            let pos0: Vec<usize> = parts.iter().map(|p| p.2).collect();
+            let mut out: Vec<&mut B::Tensor> = outs.iter_mut().map(|o| &mut **o).collect();
+            b.causal_attention_many(&q, &caches, layer, &pos0, c.heads, &mut out)?;
+        }
+        let mut att = Vec::with_capacity(t * qw);
+        for o in outs {
+            att.extend_from_slice(&b.download(o)?);
         }
         let att = b.upload(att);
         b.linear(&att, t, &blk.wo, &mut xn)?;
