@@ -176,11 +176,6 @@ impl CpuBackend {
         out: &mut [&mut [f32]],
     ) -> Result<(), OpError> {
         OpError::check("attention outputs", out.len(), a.len())?;
-        let plans = a
-            .iter()
-            .zip(out.iter())
-            .map(|(a, o)| AttentionPlan::new(a, o, self.threads()))
-            .collect::<Result<Vec<_>, _>>()?;
         #[cfg(target_arch = "x86_64")]
         let fast = self.kernels.attention_f16 && super::attn_f16::available();
         #[cfg(target_arch = "x86_64")]
@@ -189,6 +184,11 @@ impl CpuBackend {
         }
         #[cfg(not(target_arch = "x86_64"))]
         let fast = false;
+        let plans = a
+            .iter()
+            .zip(out.iter())
+            .map(|(a, o)| AttentionPlan::new(a, o, self.threads(), fast))
+            .collect::<Result<Vec<_>, _>>()?;
         // Task t of the whole region: conversation i's task t - first[i].
         let mut first = Vec::with_capacity(plans.len() + 1);
         first.push(0);
@@ -199,14 +199,11 @@ impl CpuBackend {
         let work: usize = plans.iter().map(|p| p.work).sum();
         let outs: Vec<SharedMut<f32>> = out.iter_mut().map(|o| SharedMut::new(o)).collect();
         let run = |span: std::ops::Range<usize>| {
-            let longest = a.iter().zip(&plans).map(|(a, p)| a.pos0 + p.rows);
-            let mut s = vec![0f32; longest.max().unwrap_or(0)];
-            let mut o = vec![0f32; a.first().map_or(0, |a| a.head_dim)];
+            let (mut s, mut o) = (Vec::new(), Vec::new());
             for task in span {
                 let i = first.partition_point(|&f| f <= task) - 1;
                 let (a, p) = (&a[i], &plans[i]);
                 let fast = fast && a.head_dim.is_multiple_of(16);
-                o.resize(a.head_dim, 0.0);
                 p.run(a, task - first[i], fast, &mut s, &mut o, &outs[i]);
             }
         };
@@ -220,17 +217,26 @@ impl CpuBackend {
 }
 
 /// One conversation's attention, checked, cut into tasks over heads (and over row blocks when
-/// there are many rows, so both threads work in prefill too).
+/// there are many rows, so both threads work in prefill too). With the AVX-512 kernel a task
+/// takes up to four query heads of one KV head ([`super::attn_f16::attend_group`]: each key
+/// and value converted once for all of them).
 struct AttentionPlan {
     rows: usize,
     row_blocks: usize,
     per: usize,
+    /// Query heads per task (all of one KV head).
+    heads: usize,
     tasks: usize,
     work: usize,
 }
 
 impl AttentionPlan {
-    fn new(a: &CausalAttention<'_>, out: &[f32], threads: usize) -> Result<Self, OpError> {
+    fn new(
+        a: &CausalAttention<'_>,
+        out: &[f32],
+        threads: usize,
+        fast: bool,
+    ) -> Result<Self, OpError> {
         let (hd, heads, kvh) = (a.head_dim, a.heads, a.kv_heads);
         if hd == 0 || kvh == 0 || heads % kvh != 0 {
             return Err(OpError::Shape(format!(
@@ -251,38 +257,65 @@ impl AttentionPlan {
             )));
         }
         let row_blocks = if rows >= 8 { threads } else { 1 };
+        let group = heads / kvh;
+        let per_task = if !fast || !hd.is_multiple_of(16) || hd > 64 {
+            1
+        } else {
+            (1..=4).rev().find(|g| group % g == 0).unwrap_or(1)
+        };
         Ok(AttentionPlan {
             rows,
             row_blocks,
             per: rows.div_ceil(row_blocks),
-            tasks: heads * row_blocks,
+            heads: per_task,
+            tasks: heads / per_task * row_blocks,
             work: heads * rows * (a.pos0 + rows) * hd,
         })
     }
 
-    /// Task `task`: one head over one block of rows, into `out`.
+    /// Task `task`: `self.heads` query heads over one block of rows, into `out`.
     fn run(
         &self,
         a: &CausalAttention<'_>,
         task: usize,
         fast: bool,
         s: &mut Vec<f32>,
-        o: &mut [f32],
+        o: &mut Vec<f32>,
         out: &SharedMut<f32>,
     ) {
-        let (hd, heads) = (a.head_dim, a.heads);
+        let (hd, heads, n) = (a.head_dim, a.heads, self.heads);
         let plane = a.capacity * hd;
         let scale = 1.0 / (hd as f32).sqrt();
-        let (h, blk) = (task / self.row_blocks, task % self.row_blocks);
-        let g = h / (heads / a.kv_heads);
+        let (h0, blk) = (task / self.row_blocks * n, task % self.row_blocks);
+        let g = h0 / (heads / a.kv_heads);
         let k = &a.k[g * plane..(g + 1) * plane];
         let v = &a.v[g * plane..(g + 1) * plane];
-        s.resize(s.len().max(a.pos0 + self.rows), 0.0);
+        s.resize(s.len().max(n * (a.pos0 + self.rows)), 0.0);
+        o.resize(n * hd, 0.0);
         for i in (blk * self.per).min(self.rows)..((blk + 1) * self.per).min(self.rows) {
-            let q = &a.q[(i * heads + h) * hd..][..hd];
-            attend_row(fast, q, k, v, a.pos0 + i + 1, scale, s, o);
-            // SAFETY: (row i, head h) of this conversation belongs to exactly one task.
-            unsafe { out.slice((i * heads + h) * hd, hd) }.copy_from_slice(o);
+            let at = (i * heads + h0) * hd;
+            let q = &a.q[at..at + n * hd];
+            let len = a.pos0 + i + 1;
+            #[cfg(target_arch = "x86_64")]
+            if n > 1 {
+                // SAFETY: `n > 1` only with the AVX-512 kernel available (`fast`), head_dim a
+                // multiple of 16 up to 64 and n up to 4 (`new`); the cache sizes and
+                // len <= capacity were checked.
+                unsafe {
+                    use super::attn_f16::attend_group;
+                    match n {
+                        2 => attend_group::<2>(q, k, v, len, scale, s, o),
+                        3 => attend_group::<3>(q, k, v, len, scale, s, o),
+                        _ => attend_group::<4>(q, k, v, len, scale, s, o),
+                    }
+                }
+            } else {
+                attend_row(fast, q, k, v, len, scale, s, o);
+            }
+            #[cfg(not(target_arch = "x86_64"))]
+            attend_row(fast, q, k, v, len, scale, s, o);
+            // SAFETY: (row i, heads h0..h0 + n) of this conversation belong to one task.
+            unsafe { out.slice(at, n * hd) }.copy_from_slice(o);
         }
     }
 }
