@@ -131,7 +131,7 @@ pub unsafe fn attend_group<const G: usize>(
             }
         }
         for (g, a) in acc.iter().enumerate() {
-            // SAFETY: s holds G * len values; the masked store writes only g len + j..len.
+            // SAFETY: s holds G * len values; the masked store writes only g len + j..g len + len.
             unsafe { _mm512_mask_storeu_ps(s.as_mut_ptr().add(g * len + j), mask, *a) };
         }
         j += 16;

@@ -258,10 +258,15 @@ impl AttentionPlan {
         }
         let row_blocks = if rows >= 8 { threads } else { 1 };
         let group = heads / kvh;
+        // The most heads per task (up to four, all of one KV head) that still leave a task for
+        // every thread.
         let per_task = if !fast || !hd.is_multiple_of(16) || hd > 64 {
             1
         } else {
-            (1..=4).rev().find(|g| group % g == 0).unwrap_or(1)
+            (1..=4)
+                .rev()
+                .find(|&g| group % g == 0 && heads / g >= threads)
+                .unwrap_or(1)
         };
         Ok(AttentionPlan {
             rows,

@@ -30,7 +30,7 @@ pub(super) fn layout(dtype: DType) -> (usize, usize) {
 /// then each is broadcast from memory (a load, not a shuffle on the vector ports).
 ///
 /// # Safety
-/// AVX-512F and F16C; `blocks` points at `n` whole blocks.
+/// AVX-512F; `blocks` points at `n` whole blocks.
 #[inline(always)]
 pub(super) unsafe fn scales(
     dtype: DType,
@@ -71,9 +71,12 @@ pub(super) unsafe fn scales(
 }
 
 /// The values 0..16, the quants a 4-bit block's table is indexed by.
+///
+/// # Safety
+/// The CPU must have AVX-512F.
 #[inline(always)]
-pub(super) fn iota() -> __m512 {
-    // SAFETY: AVX-512F, which every caller's instruction set has.
+pub(super) unsafe fn iota() -> __m512 {
+    // SAFETY: AVX-512F (the caller's contract); a register-only operation.
     unsafe {
         _mm512_setr_ps(
             0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0, 10.0, 11.0, 12.0, 13.0, 14.0, 15.0,
@@ -119,14 +122,21 @@ pub(super) unsafe fn block(
 }
 
 /// Decodes one row of `dtype` blocks into `out` (`QK` values per block; `row` holds
-/// `out.len() / QK` whole blocks, checked by the caller), by [`scales`] and [`block`].
+/// `out.len() / QK` whole blocks, asserted), by [`scales`] and [`block`].
 ///
 /// # Safety
 /// The CPU must have AVX-512F/BW/VL (see [`available`]).
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma")]
 pub unsafe fn decode_row(dtype: DType, row: &[u8], out: &mut [f32]) {
     let (bytes, qs) = layout(dtype);
-    let iota = iota();
+    assert!(
+        row.len().is_multiple_of(bytes) && row.len() / bytes * QK == out.len(),
+        "decode_row: {} bytes of {dtype} for {} values",
+        row.len(),
+        out.len()
+    );
+    // SAFETY: AVX-512F is enabled in this function.
+    let iota = unsafe { iota() };
     for (blocks, outs) in row
         .chunks(SCALE_GROUP * bytes)
         .zip(out.chunks_mut(SCALE_GROUP * QK))

@@ -22,8 +22,8 @@ pub const MAX_ROWS: usize = 8;
 /// row `r` of `w` (two rows of `row_bytes`, blocks of `dtype`: Q8_0, Q4_0 or Q4_1).
 ///
 /// # Safety
-/// The CPU must have AVX-512F/BW/VL and F16C (see [`super::f32_avx512::available`]).
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
+/// The CPU must have AVX-512F/BW/VL (see [`super::f32_avx512::available`]).
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma")]
 pub unsafe fn dot2<const N: usize>(
     dtype: DType,
     w: &[u8],
@@ -41,7 +41,8 @@ pub unsafe fn dot2<const N: usize>(
             && x.len() >= N * k,
         "dot2: bad lengths"
     );
-    let iota = iota();
+    // SAFETY: AVX-512F is enabled in this function.
+    let iota = unsafe { iota() };
     let mut acc = [[_mm512_setzero_ps(); 2]; N];
     let (wp, xp) = (w.as_ptr(), x.as_ptr());
     let mut g = 0;
