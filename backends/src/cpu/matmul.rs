@@ -6,6 +6,7 @@
 
 use super::act_quant::{quantize, Outlier};
 use super::multiversion::multiversion;
+#[cfg(target_arch = "x86_64")]
 use super::packed::{PackedQ8_0, PANEL};
 use super::{CpuBackend, SharedMut};
 use super::{Linear, WeightData};
@@ -71,6 +72,7 @@ fn add_outliers<'c>(
 
 /// Activation rows per packed micro-tile: 4 rows x 32 columns keep 16 zmm accumulators, and each
 /// weight load feeds 8 `vpdpbusd`. (6 rows measured no faster on Zen 4.)
+#[cfg(target_arch = "x86_64")]
 const TILE_ROWS: usize = 4;
 
 /// Runs the packed GEMM for `R` (1 to [`TILE_ROWS`]) rows starting at `xu` / `xd`, one panel,

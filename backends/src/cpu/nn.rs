@@ -1,8 +1,10 @@
 //! Non-GEMM ops on the CPU: layer norm, GELU, attention.
 
 use super::multiversion::multiversion;
+#[cfg(target_arch = "x86_64")]
+use super::with_scratch;
 use super::Attention;
-use super::{with_scratch, CpuBackend, SharedMut};
+use super::{CpuBackend, SharedMut};
 use crate::ops::OpError;
 
 /// Dot product of two f32 slices, in 8 lanes so the compiler vectorises it.
@@ -252,7 +254,7 @@ multiversion! {
             super::kernels::note_simd();
             return attend_head32(a, b, h, bf16, outp);
         }
-        let _ = head32;
+        let _ = (head32, bf16);
         // This head's keys and values, transposed (`kt[d][j]`, `vt[d][j]`), real tokens only, so
         // both products below run along contiguous keys and vectorise.
         let keep: Vec<usize> = (0..seq).filter(|&j| a.mask[b * seq + j] != 0).collect();

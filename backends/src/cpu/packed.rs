@@ -27,6 +27,8 @@ pub struct PackedQ8_0 {
     pub n: usize,
     /// Input features.
     pub k: usize,
+    /// Panels of [`PANEL`] output rows (read by the x86-64 GEMM only).
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
     pub(crate) panels: usize,
     pub(crate) data: Vec<u8>,
     pub(crate) scales: Vec<f32>,
