@@ -249,18 +249,9 @@ fn a_dead_server_means_a_fallback_and_a_restart_means_splitting_again() {
 
 #[test]
 fn tls_split_equals_local_and_plain_or_untrusted_clients_fall_back() {
-    let tls = edgecut_tests::repo_root().join("tests/fixtures/tls");
-    let (cert, key, ca) = (
-        tls.join("server.pem"),
-        tls.join("server.key"),
-        tls.join("ca.pem"),
-    );
-    let srv = start(&[
-        "--tls-cert",
-        cert.to_str().unwrap(),
-        "--tls-key",
-        key.to_str().unwrap(),
-    ]);
+    let tls = edgecut_tests::TlsFixture::load();
+    let (cert, ca) = (&tls.cert, &tls.ca);
+    let srv = start(&tls.serve_args());
     let (s, _) = session();
     let texts = ["A man is eating food.", "hi"];
     let local = s.embed(&texts).unwrap();
@@ -279,23 +270,23 @@ fn tls_split_equals_local_and_plain_or_untrusted_clients_fall_back() {
     };
     // Trusted root, by DNS name and by IP: split, and f32 on the wire is lossless.
     for name in ["localhost", "127.0.0.1"] {
-        let out = over(&ca, name);
+        let out = over(ca, name);
         assert_eq!(out.fell_back, None, "TLS as {name}");
         assert_eq!(out.vectors, local.vectors);
     }
     // Plain TCP to a TLS server, an untrusted root, a name the certificate does not carry:
     // each falls back to the device with the reason, and the answer is still right.
     for (ca, name, why) in [
-        (&ca, "", "TLS"),
-        (&cert, "localhost", "certificate"),
-        (&ca, "example.com", "certificate"),
+        (ca, "", "TLS"),
+        (cert, "localhost", "certificate"),
+        (ca, "example.com", "certificate"),
     ] {
         let out = over(ca, name);
         let reason = out.fell_back.unwrap_or_else(|| panic!("{name:?} split"));
         assert!(reason.contains(why), "{name:?}: {reason}");
         assert_eq!(out.vectors, local.vectors);
     }
-    assert_eq!(over(&ca, "localhost").fell_back, None, "still serving");
+    assert_eq!(over(ca, "localhost").fell_back, None, "still serving");
     // The CLI's flags.
     let m = minilm(WeightType::Q8_0);
     let tok = scratch().join(format!("token-cli-{}", std::process::id()));

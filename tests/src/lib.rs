@@ -63,6 +63,39 @@ pub fn repo_root() -> PathBuf {
         .to_path_buf()
 }
 
+/// The committed test certificates (`tests/fixtures/tls`): the server's certificate and key,
+/// and the CA that signed it.
+pub struct TlsFixture {
+    /// The server certificate (PEM).
+    pub cert: PathBuf,
+    /// The server's private key (PEM).
+    pub key: PathBuf,
+    /// The CA a client trusts (PEM).
+    pub ca: PathBuf,
+}
+
+impl TlsFixture {
+    /// The fixture's files.
+    pub fn load() -> Self {
+        let dir = repo_root().join("tests/fixtures/tls");
+        TlsFixture {
+            cert: dir.join("server.pem"),
+            key: dir.join("server.key"),
+            ca: dir.join("ca.pem"),
+        }
+    }
+
+    /// `--tls-cert CERT --tls-key KEY`, for `edgecut serve`.
+    pub fn serve_args(&self) -> [&str; 4] {
+        [
+            "--tls-cert",
+            self.cert.to_str().expect("a UTF-8 path"),
+            "--tls-key",
+            self.key.to_str().expect("a UTF-8 path"),
+        ]
+    }
+}
+
 /// A scratch directory for this test run, under the target directory. Files in it carry the
 /// process id after their first `-`; the first call in a process removes the files of processes
 /// that have ended, so converted models do not pile up run after run.

@@ -3,7 +3,7 @@
 
 use std::process::Command;
 
-use edgecut_tests::{http, repo_root};
+use edgecut_tests::{http, TlsFixture};
 
 use crate::{names, serve};
 
@@ -23,18 +23,9 @@ fn curl(args: &[&str]) -> (String, String) {
 
 #[test]
 fn the_api_speaks_tls_and_refuses_plain_clients() {
-    let tls = repo_root().join("tests/fixtures/tls");
-    let (cert, key, ca) = (
-        tls.join("server.pem"),
-        tls.join("server.key"),
-        tls.join("ca.pem"),
-    );
-    let s = serve(&[
-        "--tls-cert",
-        cert.to_str().unwrap(),
-        "--tls-key",
-        key.to_str().unwrap(),
-    ]);
+    let tls = TlsFixture::load();
+    let ca = &tls.ca;
+    let s = serve(&tls.serve_args());
     assert!(s.url.starts_with("https://"), "{}", s.url);
     let (embedder, _) = names();
     let body = format!("{{\"model\": \"{embedder}\", \"input\": \"over TLS\"}}");
