@@ -12,11 +12,13 @@ cargo test --workspace --release
 scripts/schemathesis.sh target/release/edgecut
 # The Helm chart, manifests, recording and adapter rules, and the HPA arithmetic.
 scripts/deploy-validate.sh
-# The GPU backend, behind features: its lints, the conformance suite and MiniLM end to end on
-# wgpu (Vulkan through lavapipe where there is no GPU), and the cuda feature built and failing
-# cleanly where there is no CUDA driver.
+# The GPU backend, behind features: its lints, the conformance suite, MiniLM and SmolLM2 end to
+# end on wgpu (Vulkan through lavapipe where there is no GPU; two of SmolLM2's ten prompts,
+# EDGECUT_GPU_LLAMA_ALL=1 for all), a tiny random Llama against the scalar CPU, and the cuda
+# feature built and failing cleanly where there is no CUDA driver.
 GPU_FEATURES=edgecut-cli/gpu,edgecut-backends/vulkan,edgecut-backends/cuda,edgecut-tests/vulkan,edgecut-tests/cuda
 cargo clippy --workspace --all-targets --release --features "$GPU_FEATURES" -- -D warnings
 cargo test --release -p edgecut-backends --features vulkan,cuda --test gpu_conformance --test contract
+cargo test --release -p edgecut-models --features vulkan --test tiny_models on_wgpu
 cargo test --release -p edgecut-tests --features vulkan,cuda --test it gpu_
 scripts/test-arm.sh

@@ -264,6 +264,137 @@ fn decoder_ops_match_the_scalar_reference(gpu: &GpuBackend) {
     );
 }
 
+/// f16 bits as the CPU's cache holds them (`half`, round to nearest even).
+fn f16(x: f32) -> f32 {
+    half::f16::from_f32(x).to_f32()
+}
+
+/// The KV cache's f16 conversion, bit for bit: one position's attention returns its values
+/// (softmax of one score is 1), so the output is the cache's value of each input.
+fn kv_cache_rounds_as_the_cpu(gpu: &GpuBackend) {
+    let tiny = 2f32.powi(-24);
+    let mut v = vec![
+        0.0,
+        -0.0,
+        1.0,
+        -2.5,
+        65504.0,
+        65519.0,
+        65520.0, // rounds up to infinity
+        1e6,
+        -1e6,
+        f32::INFINITY,
+        tiny,
+        tiny / 2.0,                               // a tie: to even, zero
+        tiny * 1.5,                               // a tie: to even, two units
+        tiny * 0.75,                              // above half a unit: one unit
+        1e-8,                                     // under half a unit: zero
+        6.1e-5,                                   // subnormal, near the smallest normal
+        6.104e-5,                                 // the smallest normal, rounded
+        1.0 + 2f32.powi(-11),                     // a tie: to even, 1
+        1.0 + 3.0 * 2f32.powi(-11),               // a tie: to even, 1 + 2^-9
+        -(1.0 + 2f32.powi(-11) + 2f32.powi(-20)), // just above a tie
+        f32::MIN_POSITIVE,
+    ];
+    let mut rng = Rng(17);
+    while v.len() < 64 {
+        let e = rng.below(40) as i32 - 26;
+        v.push(rng.f32() * 2f32.powi(e));
+    }
+    let shape = edgecut_backends::KvShape {
+        layers: 2,
+        kv_heads: 1,
+        head_dim: 64,
+        capacity: 3,
+    };
+    let cache = gpu.kv_cache(shape).unwrap();
+    let k = gpu.upload(&rng.vec(64, 1.0));
+    gpu.kv_append(&cache, 1, 0, &k, &gpu.upload(&v)).unwrap();
+    let out = gpu.empty(64);
+    gpu.causal_attention(&gpu.upload(&rng.vec(64, 1.0)), &cache, 1, 0, 1, &out)
+        .unwrap();
+    let got = gpu.download(&out).unwrap();
+    for (i, (g, x)) in got.iter().zip(&v).enumerate() {
+        assert!(
+            *g == f16(*x),
+            "value {i}: {x:e} became {g:e}, the CPU keeps {:e}",
+            f16(*x)
+        );
+    }
+    // Past the capacity, another layer than the cache has, keys and values of unequal sizes:
+    // shape errors.
+    assert!(gpu.kv_append(&cache, 1, 3, &k, &k).is_err());
+    assert!(gpu.kv_append(&cache, 2, 0, &k, &k).is_err());
+    assert!(gpu.kv_append(&cache, 0, 0, &k, &gpu.empty(32)).is_err());
+    assert!(gpu.causal_attention(&k, &cache, 0, 3, 1, &out).is_err());
+}
+
+/// A SmolLM2-sized step (9 heads over 3 KV heads of 64, 100 positions; one row, then 16) and
+/// its matmuls (Q4_1 and Q8_0, 576 x 1536) against the scalar CPU backend through the contract.
+fn decoder_step_matches_the_cpu(gpu: &GpuBackend) {
+    use edgecut_backends::{Backend, KvShape, WeightSource};
+    let cpu = reference();
+    let mut rng = Rng(23);
+    let (heads, kvh, hd, cap) = (9, 3, 64, 128);
+    let shape = KvShape {
+        layers: 2,
+        kv_heads: kvh,
+        head_dim: hd,
+        capacity: cap,
+    };
+    let (mut cc, mut gc) = (
+        Backend::kv_cache(&cpu, shape).unwrap(),
+        Backend::kv_cache(gpu, shape).unwrap(),
+    );
+    let kvw = kvh * hd;
+    for (pos0, rows) in [(0, 84), (84, 16)] {
+        let (k, v) = (rng.vec(rows * kvw, 2.0), rng.vec(rows * kvw, 1.0));
+        Backend::kv_append(&cpu, &mut cc, 1, pos0, &k, &v).unwrap();
+        Backend::kv_append(gpu, &mut gc, 1, pos0, &gpu.upload(&k), &gpu.upload(&v)).unwrap();
+    }
+    for (pos0, rows) in [(99, 1), (84, 16)] {
+        let q = rng.vec(rows * heads * hd, 1.0);
+        let mut want = vec![0f32; q.len()];
+        Backend::causal_attention(&cpu, &q, &cc, 1, pos0, heads, &mut want).unwrap();
+        let mut out = gpu.empty(q.len());
+        Backend::causal_attention(gpu, &gpu.upload(&q), &gc, 1, pos0, heads, &mut out).unwrap();
+        let err = worst(&gpu.download(&out).unwrap(), &want);
+        assert!(err <= 1e-5, "attention at {pos0} x {rows}: {err}");
+    }
+    for (dtype, n, k) in [(DType::Q4_1, 1536, 576), (DType::Q8_0, 576, 1536)] {
+        let data = match dtype {
+            DType::Q8_0 => quant::quantize_q8_0_vec(&rng.vec(n * k, 0.5)).unwrap(),
+            _ => (0..n * k / 32)
+                .flat_map(|_| {
+                    let mut b = half::f16::from_f32(rng.f32() * 0.02).to_le_bytes().to_vec();
+                    b.extend(half::f16::from_f32(rng.f32() * 0.1).to_le_bytes());
+                    b.extend((0..16).map(|_| rng.next() as u8));
+                    b
+                })
+                .collect(),
+        };
+        let src = WeightSource {
+            dtype,
+            data: &data,
+            storage: None,
+            n,
+            k,
+            bias: None,
+            act: ActQuant::F32,
+        };
+        let (wc, wg) = (cpu.prepare(src).unwrap(), gpu.prepare(src).unwrap());
+        for m in [1, 40] {
+            let x = rng.vec(m * k, 3.0);
+            let mut want = vec![0f32; m * n];
+            Backend::linear(&cpu, &x, m, &wc, &mut want).unwrap();
+            let mut out = gpu.empty(m * n);
+            Backend::linear(gpu, &gpu.upload(&x), m, &wg, &mut out).unwrap();
+            let err = worst(&gpu.download(&out).unwrap(), &want);
+            assert!(err <= 1e-4, "{dtype} {m}x{k} . {n}: {err}");
+        }
+    }
+}
+
 /// Instantiates the suite for one runtime; `open` gives the backend or the reason there is none.
 macro_rules! suite {
     ($name:ident, $open:expr) => {
@@ -310,6 +441,14 @@ macro_rules! suite {
             fn decoder_ops_and_gather() {
                 if let Some(g) = gpu() {
                     decoder_ops_match_the_scalar_reference(&g);
+                }
+            }
+
+            #[test]
+            fn kv_cache_and_decoder_step() {
+                if let Some(g) = gpu() {
+                    kv_cache_rounds_as_the_cpu(&g);
+                    decoder_step_matches_the_cpu(&g);
                 }
             }
 

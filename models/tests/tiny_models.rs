@@ -133,3 +133,61 @@ fn llama_prefill_agrees_with_token_by_token_decoding() {
         "{err}"
     );
 }
+
+/// The tiny Llama on the GPU (wgpu: lavapipe without a GPU) against the scalar CPU backend
+/// (f32 products): prefill logits, then decode steps, within 1e-4 of the largest logit; greedy
+/// choices equal. Two conversations in one step (`forward_many`) as well.
+#[cfg(feature = "wgpu")]
+#[test]
+fn llama_on_wgpu_matches_the_scalar_cpu() {
+    use edgecut_backends::cpu::{kernels, CpuBackend};
+    let scalar = Device::Cpu(CpuBackend::with_kernels(kernels::SCALAR, 1));
+    let gpu = Device::open(DeviceKind::Wgpu, 1).unwrap_or_else(|e| panic!("{e}"));
+    let (c, g) = (
+        Llama::load(tiny_llama(8), &scalar).unwrap(),
+        Llama::load(tiny_llama(8), &gpu).unwrap(),
+    );
+    let vocab = c.config.vocab;
+    let close = |what: &str, got: &[f32], want: &[f32]| {
+        assert_eq!(got.len(), want.len(), "{what}");
+        let scale = want.iter().fold(1f32, |s, v| s.max(v.abs()));
+        for (i, (x, y)) in got.iter().zip(want).enumerate() {
+            assert!((x - y).abs() <= 1e-4 * scale, "{what} [{i}]: {x} vs {y}");
+        }
+        let argmax = |v: &[f32]| {
+            v.chunks(vocab)
+                .map(|r| (0..r.len()).max_by(|&a, &b| r[a].total_cmp(&r[b])).unwrap())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(argmax(got), argmax(want), "{what}: greedy choices");
+    };
+    let (mut cc, mut gc) = (c.new_cache(48).unwrap(), g.new_cache(48).unwrap());
+    let prompt = ids(21, 3);
+    close(
+        "prefill",
+        &g.forward(&mut gc, &prompt, Logits::All).unwrap(),
+        &c.forward(&mut cc, &prompt, Logits::All).unwrap(),
+    );
+    for (step, &id) in ids(6, 4).iter().enumerate() {
+        close(
+            &format!("step {step}"),
+            &g.forward(&mut gc, &[id], Logits::Last).unwrap(),
+            &c.forward(&mut cc, &[id], Logits::Last).unwrap(),
+        );
+    }
+    assert_eq!(gc.len(), cc.len());
+    // Two conversations in one step (a new one's prompt and the first's next token).
+    let (mut c2, mut g2) = (c.new_cache(48).unwrap(), g.new_cache(48).unwrap());
+    let two = |m: &Llama, a: &mut edgecut_models::KvCache, b: &mut edgecut_models::KvCache| {
+        let xs = vec![m.embed(&[7]).unwrap(), m.embed(&ids(5, 6)).unwrap()];
+        let ys = m.blocks_many(&mut [a, b], xs).unwrap();
+        ys.iter()
+            .flat_map(|y| m.head(y).unwrap())
+            .collect::<Vec<f32>>()
+    };
+    close(
+        "two conversations",
+        &two(&g, &mut gc, &mut g2),
+        &two(&c, &mut cc, &mut c2),
+    );
+}

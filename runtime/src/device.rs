@@ -11,7 +11,6 @@ use crate::Result;
 #[derive(Clone, Debug)]
 pub struct SharedDevice {
     pub(crate) device: Device,
-    pub(crate) kind: DeviceKind,
 }
 
 impl SharedDevice {
@@ -19,7 +18,6 @@ impl SharedDevice {
     pub fn open(kind: DeviceKind, threads: usize) -> Result<SharedDevice> {
         Ok(SharedDevice {
             device: Device::open(kind, threads)?,
-            kind,
         })
     }
 

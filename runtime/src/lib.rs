@@ -79,8 +79,8 @@ pub enum Error {
     /// The device cannot be opened.
     #[error(transparent)]
     Device(#[from] DeviceError),
-    /// The model cannot run on the device asked for (decoders run on the CPU only, so far).
-    #[error("{what} cannot run on device {device} yet (the cpu and auto devices run it)")]
+    /// The model cannot run on the device asked for.
+    #[error("{what} cannot run on device {device} (the cpu device runs it)")]
     DeviceUnsupported {
         /// The device asked for.
         device: DeviceKind,

@@ -2,6 +2,7 @@
 
 mod bert_fidelity;
 mod gguf_compat;
+mod gpu_llama;
 mod gpu_minilm;
 mod llama_convert;
 mod llama_fidelity;

@@ -1,40 +1,50 @@
-//! The GPU backend under the contract ([`Backend`]): tensors are GPU buffers, weights Q8_0
-//! repacked and uploaded once. Decoder ops that need a KV cache on the GPU (and f32-activation
-//! products over stored blocks) are not here yet: [`Backend::supports`] says so, and the ops
-//! answer [`OpError::Unsupported`].
+//! The GPU backend under the contract ([`Backend`]): tensors are GPU buffers, weights repacked
+//! and uploaded once (Q8_0 int8 words for an encoder's int8 products; the stored blocks for a
+//! decoder's f32 products), the KV cache in GPU memory as f16.
 
 use crate::backend::{Act, Backend, EncoderAttention, KvShape, Op, PreparedMatrix, WeightSource};
 use crate::ops::{ActQuant, OpError, RopeStyle};
 use crate::{quant, DType};
 
-use super::{GpuAttention, GpuBackend, GpuBuffer, GpuMatrix};
+use super::{GpuAttention, GpuBackend, GpuBlocks, GpuBuffer, GpuKvCache, GpuMatrix};
 
-/// A weight matrix on the GPU with its bias and how its input is quantized.
+/// A weight matrix on the GPU with its bias, in the layout its products need.
 pub struct GpuLinear {
-    w: GpuMatrix,
+    w: Weights,
     bias: Option<GpuBuffer>,
-    act: ActQuant,
+}
+
+enum Weights {
+    /// Q8_0 words for int8 activations (with or without outlier columns).
+    Int8(GpuMatrix, ActQuant),
+    /// The stored values for f32 activations.
+    F32(GpuBlocks),
 }
 
 impl PreparedMatrix for GpuLinear {
     fn n(&self) -> usize {
-        self.w.n
+        match &self.w {
+            Weights::Int8(w, _) => w.n,
+            Weights::F32(w) => w.n,
+        }
     }
 
     fn k(&self) -> usize {
-        self.w.k
+        match &self.w {
+            Weights::Int8(w, _) => w.k,
+            Weights::F32(w) => w.k,
+        }
     }
 
     fn owned_bytes(&self) -> usize {
-        // Device memory: int8 values and an f32 scale per 32, and the bias.
-        self.w.n * self.w.k
-            + self.w.n * self.w.k / quant::QK * 4
-            + self.bias.as_ref().map_or(0, |b| b.len() * 4)
+        // Device memory: the repacked values and scales, and the bias.
+        let w = match &self.w {
+            Weights::Int8(w, _) => w.n * w.k + w.n * w.k / quant::QK * 4,
+            Weights::F32(w) => w.bytes(),
+        };
+        w + self.bias.as_ref().map_or(0, |b| b.len() * 4)
     }
 }
-
-/// No KV cache lives on the GPU yet ([`Op::CausalAttention`] is unsupported).
-pub enum GpuKvCache {}
 
 impl GpuBackend {
     fn unsupported(&self, what: impl Into<String>) -> OpError {
@@ -56,13 +66,24 @@ impl Backend for GpuBackend {
         self.to_string()
     }
 
-    fn supports(&self, op: Op) -> bool {
-        !matches!(op, Op::LinearF32 | Op::Add | Op::CausalAttention)
+    /// Every op of the contract.
+    fn supports(&self, _op: Op) -> bool {
+        true
     }
 
     fn prepare(&self, w: WeightSource<'_>) -> Result<GpuLinear, OpError> {
+        let bias = match w.bias {
+            Some(b) => {
+                OpError::check("bias", b.len(), w.n)?;
+                Some(self.upload(b))
+            }
+            None => None,
+        };
         if w.act == ActQuant::F32 {
-            return Err(self.unsupported("f32 activations against stored blocks"));
+            return Ok(GpuLinear {
+                w: Weights::F32(self.upload_blocks(w.dtype, w.data, w.n, w.k)?),
+                bias,
+            });
         }
         let q8 = match w.dtype {
             DType::Q8_0 => std::borrow::Cow::Borrowed(w.data),
@@ -81,17 +102,9 @@ impl Backend for GpuBackend {
                 )))
             }
         };
-        let bias = match w.bias {
-            Some(b) => {
-                OpError::check("bias", b.len(), w.n)?;
-                Some(self.upload(b))
-            }
-            None => None,
-        };
         Ok(GpuLinear {
-            w: self.upload_q8_0(&q8, w.n, w.k)?,
+            w: Weights::Int8(self.upload_q8_0(&q8, w.n, w.k)?, w.act),
             bias,
-            act: w.act,
         })
     }
 
@@ -128,7 +141,12 @@ impl Backend for GpuBackend {
         w: &GpuLinear,
         out: &mut GpuBuffer,
     ) -> Result<(), OpError> {
-        GpuBackend::linear(self, x, rows, &w.w, w.bias.as_ref(), w.act, out)
+        match &w.w {
+            Weights::Int8(m, act) => {
+                GpuBackend::linear(self, x, rows, m, w.bias.as_ref(), *act, out)
+            }
+            Weights::F32(m) => self.linear_f32(x, rows, m, w.bias.as_ref(), out),
+        }
     }
 
     fn layer_norm(
@@ -201,8 +219,8 @@ impl Backend for GpuBackend {
         GpuBackend::silu_mul(self, gate, up)
     }
 
-    fn add(&self, _a: &mut GpuBuffer, _b: &GpuBuffer) -> Result<(), OpError> {
-        Err(self.unsupported("add"))
+    fn add(&self, a: &mut GpuBuffer, b: &GpuBuffer) -> Result<(), OpError> {
+        GpuBackend::add(self, a, b)
     }
 
     fn rope(
@@ -217,30 +235,30 @@ impl Backend for GpuBackend {
         GpuBackend::rope(self, x, heads, head_dim, pos0, inv_freq, style)
     }
 
-    fn kv_cache(&self, _shape: KvShape) -> Result<GpuKvCache, OpError> {
-        Err(self.unsupported("a KV cache (decoders)"))
+    fn kv_cache(&self, shape: KvShape) -> Result<GpuKvCache, OpError> {
+        GpuBackend::kv_cache(self, shape)
     }
 
     fn kv_append(
         &self,
         cache: &mut GpuKvCache,
-        _layer: usize,
-        _pos0: usize,
-        _k: &GpuBuffer,
-        _v: &GpuBuffer,
+        layer: usize,
+        pos0: usize,
+        k: &GpuBuffer,
+        v: &GpuBuffer,
     ) -> Result<(), OpError> {
-        match *cache {}
+        GpuBackend::kv_append(self, cache, layer, pos0, k, v)
     }
 
     fn causal_attention(
         &self,
-        _q: &GpuBuffer,
+        q: &GpuBuffer,
         cache: &GpuKvCache,
-        _layer: usize,
-        _pos0: usize,
-        _heads: usize,
-        _out: &mut GpuBuffer,
+        layer: usize,
+        pos0: usize,
+        heads: usize,
+        out: &mut GpuBuffer,
     ) -> Result<(), OpError> {
-        match *cache {}
+        GpuBackend::causal_attention(self, q, cache, layer, pos0, heads, out)
     }
 }

@@ -12,6 +12,8 @@ mod contract;
 mod decoder_kernels;
 mod decoder_ops;
 mod kernels;
+mod kv;
+mod matmul_blocks;
 mod open;
 mod ops;
 
@@ -22,7 +24,8 @@ use cubecl::server::Handle;
 
 use crate::ops::{ActQuant, OpError, RopeStyle};
 
-pub use contract::{GpuKvCache, GpuLinear};
+pub use contract::GpuLinear;
+pub use kv::GpuKvCache;
 pub use open::GpuKind;
 
 /// A buffer of 4-byte values (f32 or u32) on a GPU.
@@ -59,6 +62,28 @@ pub struct GpuMatrix {
     pub n: usize,
     /// Input features (columns).
     pub k: usize,
+}
+
+/// A weight matrix `[n, k]` on a GPU for f32 activations, its stored values repacked into aligned
+/// words: Q8_0, Q4_0 and Q4_1 blocks as quantized words with f32 scales (and Q4_1's minimums),
+/// f16 and f32 matrices as f32 words.
+#[derive(Clone, Debug)]
+pub struct GpuBlocks {
+    kind: u32,
+    q: GpuBuffer,
+    d: GpuBuffer,
+    mn: GpuBuffer,
+    /// Output features (rows).
+    pub n: usize,
+    /// Input features (columns).
+    pub k: usize,
+}
+
+impl GpuBlocks {
+    /// Bytes of device memory the matrix holds.
+    pub fn bytes(&self) -> usize {
+        (self.q.len() + self.d.len() + self.mn.len()) * 4
+    }
 }
 
 /// Inputs of multi-head attention on a GPU: q, k and v rows read from one buffer at offsets
@@ -247,6 +272,66 @@ impl GpuBackend {
         style: RopeStyle,
     ) -> Result<(), OpError> {
         on_gpu!(self, g => g.rope(x, heads, head_dim, pos0, inv_freq, style))
+    }
+
+    /// Uploads a matrix of `n` rows of `k` values stored as `dtype` (Q8_0, Q4_0, Q4_1, F16
+    /// or F32) for products with f32 activations ([`Self::linear_f32`]).
+    pub fn upload_blocks(
+        &self,
+        dtype: crate::DType,
+        data: &[u8],
+        n: usize,
+        k: usize,
+    ) -> Result<GpuBlocks, OpError> {
+        on_gpu!(self, g => g.upload_blocks(dtype, data, n, k))
+    }
+
+    /// `out = x w^T + bias` for `rows` rows of f32 activations `x`.
+    pub fn linear_f32(
+        &self,
+        x: &GpuBuffer,
+        rows: usize,
+        w: &GpuBlocks,
+        bias: Option<&GpuBuffer>,
+        out: &GpuBuffer,
+    ) -> Result<(), OpError> {
+        on_gpu!(self, g => g.linear_f32(x, rows, w, bias, out))
+    }
+
+    /// `a += b`.
+    pub fn add(&self, a: &GpuBuffer, b: &GpuBuffer) -> Result<(), OpError> {
+        on_gpu!(self, g => g.add(a, b))
+    }
+
+    /// An empty KV cache of `shape` in GPU memory (keys and values as f16).
+    pub fn kv_cache(&self, shape: crate::backend::KvShape) -> Result<GpuKvCache, OpError> {
+        on_gpu!(self, g => g.kv_cache(shape))
+    }
+
+    /// Stores keys and values (`[rows, kv_heads * head_dim]`) at positions `pos0..` of `layer`.
+    pub fn kv_append(
+        &self,
+        cache: &GpuKvCache,
+        layer: usize,
+        pos0: usize,
+        k: &GpuBuffer,
+        v: &GpuBuffer,
+    ) -> Result<(), OpError> {
+        on_gpu!(self, g => g.kv_append(cache, layer, pos0, k, v))
+    }
+
+    /// Causal grouped-query attention of query rows `q` (at positions `pos0..`, `heads` heads)
+    /// against `layer` of `cache`, into `out`.
+    pub fn causal_attention(
+        &self,
+        q: &GpuBuffer,
+        cache: &GpuKvCache,
+        layer: usize,
+        pos0: usize,
+        heads: usize,
+        out: &GpuBuffer,
+    ) -> Result<(), OpError> {
+        on_gpu!(self, g => g.causal_attention(q, cache, layer, pos0, heads, out))
     }
 
     /// Embedding gather: rows `ids` of a Q8_0 table uploaded with [`Self::upload_q8_0`]

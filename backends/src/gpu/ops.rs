@@ -12,7 +12,7 @@ use crate::quant::QK;
 /// Units per cube for the one-dimensional kernels.
 const UNITS: u32 = 64;
 /// The most cubes along one grid dimension every runtime accepts.
-const MAX_CUBES: u32 = 65_535;
+pub(crate) const MAX_CUBES: u32 = 65_535;
 
 /// One runtime's client, with the launches of the op contract.
 pub(crate) struct Gpu<R: Runtime> {

@@ -1,0 +1,403 @@
+//! Products of f32 activations with weights kept in their stored blocks (a decoder's matmuls):
+//! Q8_0, Q4_0 and Q4_1 blocks repacked at upload into aligned words (the quantized values) and
+//! f32 scales (and Q4_1's minimums), since the stored blocks (34, 18 and 20 bytes) are not
+//! 4-byte aligned; f16 and f32 matrices as f32 words. The values are the stored ones: an f16
+//! scale widens to f32 exactly.
+//!
+//! Two kernels: for a few rows (decode) a cube reduces one output over the whole row (every unit
+//! takes words of the row, then a tree in shared memory); for more rows (prefill) 16 x 16 output
+//! tiles with a block of both operands staged in shared memory (the weights decoded once per
+//! tile instead of once per output).
+
+use cubecl::prelude::*;
+
+use super::kernels::byte_i8;
+use super::ops::{arg, array, Gpu, MAX_CUBES};
+use super::{GpuBlocks, GpuBuffer};
+use crate::ops::OpError;
+use crate::{quant, DType};
+
+/// Word layouts of [`GpuBlocks`] (the `kind` argument of the kernels).
+const KIND_Q8_0: u32 = 0;
+const KIND_Q4_0: u32 = 1;
+const KIND_Q4_1: u32 = 2;
+const KIND_F32: u32 = 3;
+/// Units of a row-reducing cube (a power of two: the reduction halves it).
+const ROW_UNITS: u32 = 64;
+/// Output tile side of the tiled kernel.
+const TILE: u32 = 16;
+/// Shared-memory row stride of a staged block (32 values and one of padding, so the 16 units
+/// reading 16 rows at the same column hit different banks).
+const STRIDE: u32 = 33;
+/// Up to this many activation rows take the row-reducing kernel.
+pub(crate) const GEMV_MAX_ROWS: usize = 4;
+
+/// Packed words per block of 32 values for `kind`.
+#[cube]
+fn words_per_block(kind: u32) -> u32 {
+    let mut w = 8u32;
+    if kind == KIND_Q4_0 {
+        w = 4u32;
+    }
+    if kind == KIND_Q4_1 {
+        w = 4u32;
+    }
+    if kind == KIND_F32 {
+        w = 32u32;
+    }
+    w
+}
+
+/// Value `e` (0..32) of block `blk` (its words from `wbase`).
+#[cube]
+fn block_value(
+    q: &Array<u32>,
+    d: &Array<f32>,
+    mn: &Array<f32>,
+    kind: u32,
+    blk: u32,
+    wbase: u32,
+    e: u32,
+) -> f32 {
+    let mut v = 0.0f32;
+    if kind == KIND_F32 {
+        v = f32::reinterpret(q[(wbase + e) as usize]);
+    }
+    if kind == KIND_Q8_0 {
+        v = f32::cast_from(byte_i8(q[(wbase + e / 4u32) as usize], e % 4u32)) * d[blk as usize];
+    }
+    if kind == KIND_Q4_0 || kind == KIND_Q4_1 {
+        // Byte j of a 4-bit block holds value j (low nibble) and value j + 16 (high nibble).
+        let j = e % 16u32;
+        let byte = (q[(wbase + j / 4u32) as usize] >> ((j % 4u32) * 8u32)) & 255u32;
+        let mut nib = byte & 15u32;
+        if e >= 16u32 {
+            nib = byte >> 4u32;
+        }
+        if kind == KIND_Q4_0 {
+            v = (f32::cast_from(nib) - 8.0f32) * d[blk as usize];
+        } else {
+            v = f32::cast_from(nib) * d[blk as usize] + mn[blk as usize];
+        }
+    }
+    v
+}
+
+/// `out[i, j] = x[i] · w[j] + bias[j]`, one cube of [`ROW_UNITS`] per output (`CUBE_POS_X`: the
+/// weight row, `CUBE_POS_Y`: the activation row). Unit `t` takes words `t, t + 64, ..` of the
+/// weight row (4 or 8 values each), then the cube sums the units' parts in shared memory.
+#[cube(launch)]
+#[allow(clippy::too_many_arguments)]
+pub fn gemv_blocks(
+    x: &Array<f32>,
+    q: &Array<u32>,
+    d: &Array<f32>,
+    mn: &Array<f32>,
+    bias: &Array<f32>,
+    out: &mut Array<f32>,
+    n: u32,
+    k: u32,
+    kind: u32,
+    has_bias: u32,
+) {
+    let mut part = SharedMemory::<f32>::new(ROW_UNITS as usize);
+    let j = CUBE_POS_X;
+    let i = CUBE_POS_Y;
+    let t = UNIT_POS_X;
+    let nb = k / 32u32;
+    let wpb = words_per_block(kind);
+    let words = nb * wpb;
+    let xb = i * k;
+    let mut acc = 0.0f32;
+    if j < n {
+        for wi in range_stepped(t, words, ROW_UNITS) {
+            let b = wi / wpb;
+            let w = wi % wpb;
+            let blk = j * nb + b;
+            let word = q[(j * words + wi) as usize];
+            if kind == KIND_F32 {
+                acc += x[(xb + b * 32u32 + w) as usize] * f32::reinterpret(word);
+            } else if kind == KIND_Q8_0 {
+                let c = xb + b * 32u32 + w * 4u32;
+                let mut s = 0.0f32;
+                for e in 0..4u32 {
+                    s += f32::cast_from(byte_i8(word, e)) * x[(c + e) as usize];
+                }
+                acc += s * d[blk as usize];
+            } else {
+                let c = xb + b * 32u32 + w * 4u32;
+                let mut s = 0.0f32;
+                let mut sx = 0.0f32;
+                for e in 0..4u32 {
+                    let byte = (word >> (e * 8u32)) & 255u32;
+                    let (lo, hi) = (x[(c + e) as usize], x[(c + 16u32 + e) as usize]);
+                    let (nl, nh) = (f32::cast_from(byte & 15u32), f32::cast_from(byte >> 4u32));
+                    if kind == KIND_Q4_0 {
+                        s += (nl - 8.0f32) * lo + (nh - 8.0f32) * hi;
+                    } else {
+                        s += nl * lo + nh * hi;
+                        sx += lo + hi;
+                    }
+                }
+                // Q4_1: sum((d q + m) x) = d sum(q x) + m sum(x).
+                acc += s * d[blk as usize];
+                if kind == KIND_Q4_1 {
+                    acc += sx * mn[blk as usize];
+                }
+            }
+        }
+    }
+    part[t as usize] = acc;
+    sync_cube();
+    let mut half = CUBE_DIM_X / 2u32;
+    while half > 0u32 {
+        if t < half {
+            part[t as usize] = part[t as usize] + part[(t + half) as usize];
+        }
+        sync_cube();
+        half /= 2u32;
+    }
+    if t == 0u32 && j < n {
+        let mut v = part[0];
+        if has_bias == 1u32 {
+            v += bias[j as usize];
+        }
+        out[(i * n + j) as usize] = v;
+    }
+}
+
+/// `out = x w^T + bias` for `m` rows: a cube computes a [`TILE`] x [`TILE`] output tile; per
+/// block of 32 inputs its 256 units stage 16 activation rows and decode 16 weight rows into
+/// shared memory, then each unit sums its output's 32 products.
+#[cube(launch)]
+#[allow(clippy::too_many_arguments)]
+pub fn gemm_blocks(
+    x: &Array<f32>,
+    q: &Array<u32>,
+    d: &Array<f32>,
+    mn: &Array<f32>,
+    bias: &Array<f32>,
+    out: &mut Array<f32>,
+    m: u32,
+    n: u32,
+    k: u32,
+    kind: u32,
+    has_bias: u32,
+) {
+    let mut sx = SharedMemory::<f32>::new((TILE * STRIDE) as usize);
+    let mut sw = SharedMemory::<f32>::new((TILE * STRIDE) as usize);
+    let tx = UNIT_POS_X;
+    let ty = UNIT_POS_Y;
+    let row0 = CUBE_POS_Y * TILE;
+    let col0 = CUBE_POS_X * TILE;
+    let lin = ty * TILE + tx;
+    let nb = k / 32u32;
+    let wpb = words_per_block(kind);
+    let words = nb * wpb;
+    let mut acc = 0.0f32;
+    for b in 0..nb {
+        // 16 x 32 values of each operand, two per unit.
+        for h in 0..2u32 {
+            let e = lin * 2u32 + h;
+            let (r, c) = (e / 32u32, e % 32u32);
+            let rr = row0 + r;
+            let mut xv = 0.0f32;
+            if rr < m {
+                xv = x[(rr * k + b * 32u32 + c) as usize];
+            }
+            sx[(r * STRIDE + c) as usize] = xv;
+            let cc = col0 + r;
+            let mut wv = 0.0f32;
+            if cc < n {
+                wv = block_value(q, d, mn, kind, cc * nb + b, cc * words + b * wpb, c);
+            }
+            sw[(r * STRIDE + c) as usize] = wv;
+        }
+        sync_cube();
+        for e in 0..32u32 {
+            acc += sx[(ty * STRIDE + e) as usize] * sw[(tx * STRIDE + e) as usize];
+        }
+        sync_cube();
+    }
+    let (i, j) = (row0 + ty, col0 + tx);
+    if i < m && j < n {
+        if has_bias == 1u32 {
+            acc += bias[j as usize];
+        }
+        out[(i * n + j) as usize] = acc;
+    }
+}
+
+/// `a += b` over the first `len` values.
+#[cube(launch)]
+pub fn add(a: &mut Array<f32>, b: &Array<f32>, len: u32) {
+    let i = ABSOLUTE_POS as u32;
+    if i < len {
+        a[i as usize] = a[i as usize] + b[i as usize];
+    }
+}
+
+/// A matrix repacked on the host, before upload.
+struct Repacked {
+    kind: u32,
+    q: Vec<u32>,
+    d: Vec<f32>,
+    mn: Vec<f32>,
+}
+
+/// Host side: the words, scales and minimums of `n` rows of `k` values stored as `dtype`.
+fn repack(dtype: DType, data: &[u8], n: usize, k: usize) -> Result<Repacked, OpError> {
+    let f16 = |b: &[u8]| half::f16::from_le_bytes([b[0], b[1]]).to_f32();
+    let words = |qs: &[u8], out: &mut Vec<u32>| {
+        out.extend(
+            qs.chunks_exact(4)
+                .map(|w| u32::from_le_bytes([w[0], w[1], w[2], w[3]])),
+        )
+    };
+    let blocks = n * k / quant::QK;
+    let (mut q, mut d, mut mn) = (Vec::new(), Vec::new(), Vec::new());
+    let kind = match dtype {
+        DType::Q8_0 | DType::Q4_0 | DType::Q4_1 => {
+            let (size, off, kind) = match dtype {
+                DType::Q8_0 => (34, 2, KIND_Q8_0),
+                DType::Q4_0 => (18, 2, KIND_Q4_0),
+                _ => (20, 4, KIND_Q4_1),
+            };
+            OpError::check("weight bytes", data.len(), blocks * size)?;
+            q.reserve(blocks * (size - off) / 4);
+            d.reserve(blocks);
+            for b in data.chunks_exact(size) {
+                d.push(f16(b));
+                if kind == KIND_Q4_1 {
+                    mn.push(f16(&b[2..]));
+                }
+                words(&b[off..], &mut q);
+            }
+            kind
+        }
+        DType::F16 | DType::F32 => {
+            let mut f = vec![0f32; n * k];
+            quant::dequantize(dtype, data, &mut f).map_err(|e| OpError::Shape(e.to_string()))?;
+            q = f.into_iter().map(f32::to_bits).collect();
+            KIND_F32
+        }
+    };
+    Ok(Repacked { kind, q, d, mn })
+}
+
+impl<R: Runtime> Gpu<R> {
+    /// Uploads a matrix of `n` rows of `k` values stored as `dtype` (see [`repack`]).
+    pub(crate) fn upload_blocks(
+        &self,
+        dtype: DType,
+        data: &[u8],
+        n: usize,
+        k: usize,
+    ) -> Result<GpuBlocks, OpError> {
+        if k == 0 || !k.is_multiple_of(quant::QK) {
+            return Err(OpError::Shape(format!(
+                "rows of {k} values are not whole blocks of 32"
+            )));
+        }
+        let Repacked { kind, q, d, mn } = repack(dtype, data, n, k)?;
+        arg("weight words", q.len())?;
+        Ok(GpuBlocks {
+            kind,
+            q: self.upload_u32(&q),
+            d: self.upload_f32(&d),
+            mn: self.upload_f32(&mn),
+            n,
+            k,
+        })
+    }
+
+    /// `out = x w^T + bias` for `rows` rows of f32 `x`.
+    pub(crate) fn linear_f32(
+        &self,
+        x: &GpuBuffer,
+        rows: usize,
+        w: &GpuBlocks,
+        bias: Option<&GpuBuffer>,
+        out: &GpuBuffer,
+    ) -> Result<(), OpError> {
+        let (n, k) = (w.n, w.k);
+        OpError::check("linear input", x.len, rows * k)?;
+        OpError::check("linear output", out.len, rows * n)?;
+        if let Some(b) = bias {
+            OpError::check("linear bias", b.len, n)?;
+        }
+        let (m32, n32, k32) = (arg("rows", rows)?, arg("outputs", n)?, arg("inputs", k)?);
+        arg("output values", rows * n)?;
+        let dummy;
+        let bias_buf = match bias {
+            Some(b) => b,
+            None => {
+                dummy = self.empty(1);
+                &dummy
+            }
+        };
+        let has_bias = u32::from(bias.is_some());
+        if rows <= GEMV_MAX_ROWS {
+            if n > MAX_CUBES as usize {
+                return Err(OpError::Shape(format!(
+                    "{n} outputs are more than one launch covers"
+                )));
+            }
+            gemv_blocks::launch::<R>(
+                &self.client,
+                CubeCount::Static(n32, m32.max(1), 1),
+                CubeDim::new_1d(ROW_UNITS),
+                array(x),
+                array(&w.q),
+                array(&w.d),
+                array(&w.mn),
+                array(bias_buf),
+                array(out),
+                n32,
+                k32,
+                w.kind,
+                has_bias,
+            );
+        } else {
+            let tile = TILE as usize;
+            let (gx, gy) = (n.div_ceil(tile), rows.div_ceil(tile));
+            if gx > MAX_CUBES as usize || gy > MAX_CUBES as usize {
+                return Err(OpError::Shape(format!(
+                    "a {rows}x{n} product is more than one launch covers"
+                )));
+            }
+            gemm_blocks::launch::<R>(
+                &self.client,
+                CubeCount::Static(gx as u32, gy as u32, 1),
+                CubeDim::new_2d(TILE, TILE),
+                array(x),
+                array(&w.q),
+                array(&w.d),
+                array(&w.mn),
+                array(bias_buf),
+                array(out),
+                m32,
+                n32,
+                k32,
+                w.kind,
+                has_bias,
+            );
+        }
+        Ok(())
+    }
+
+    /// `a += b`.
+    pub(crate) fn add(&self, a: &GpuBuffer, b: &GpuBuffer) -> Result<(), OpError> {
+        OpError::check("add operand", b.len, a.len)?;
+        let (cc, cd) = super::ops::grid_1d(a.len)?;
+        add::launch::<R>(
+            &self.client,
+            cc,
+            cd,
+            array(a),
+            array(b),
+            arg("length", a.len)?,
+        );
+        Ok(())
+    }
+}
