@@ -14,11 +14,13 @@ scripts/schemathesis.sh target/release/edgecut
 scripts/deploy-validate.sh
 # The GPU backend, behind features: its lints, the conformance suite, MiniLM and SmolLM2 end to
 # end on wgpu (Vulkan through lavapipe where there is no GPU; two of SmolLM2's ten prompts,
-# EDGECUT_GPU_LLAMA_ALL=1 for all), a tiny random Llama against the scalar CPU, and the cuda
-# feature built and failing cleanly where there is no CUDA driver.
+# EDGECUT_GPU_LLAMA_ALL=1 for all), a tiny random Llama against the scalar CPU, `edgecut serve
+# --device wgpu` answering encoder and decoder splits, and the cuda feature built and failing
+# cleanly where there is no CUDA driver.
 GPU_FEATURES=edgecut-cli/gpu,edgecut-backends/vulkan,edgecut-backends/cuda,edgecut-tests/vulkan,edgecut-tests/cuda
 cargo clippy --workspace --all-targets --release --features "$GPU_FEATURES" -- -D warnings
 cargo test --release -p edgecut-backends --features vulkan,cuda --test gpu_conformance --test contract
 cargo test --release -p edgecut-models --features vulkan --test tiny_models on_wgpu
 cargo test --release -p edgecut-tests --features vulkan,cuda --test it gpu_
+cargo test --release -p edgecut-cli --features vulkan --test serve_gpu
 scripts/test-arm.sh

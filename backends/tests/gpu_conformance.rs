@@ -39,6 +39,8 @@ fn linear_matches_the_scalar_reference(gpu: &GpuBackend) {
         (17, 129, 96),
         (1, 384, 1536),
         (40, 20, 1536),
+        (70, 130, 384),
+        (128, 64, 1536),
     ] {
         let wq = quant::quantize_q8_0_vec(&rng.vec(n * k, 0.5)).unwrap();
         let mut x = rng.vec(m * k, 2.0);
@@ -77,6 +79,20 @@ fn linear_matches_the_scalar_reference(gpu: &GpuBackend) {
                 err <= 2e-5,
                 "{act:?} {m}x{n}x{k}: worst relative error {err}"
             );
+            // Many rows take 64 x 64 tiles, a few 16 x 16 ones: the same sums, bit for bit.
+            if m >= 64 {
+                for r0 in (0..m).step_by(16) {
+                    let r = 16.min(m - r0);
+                    let part = gpu.empty(r * n);
+                    let xs = gpu.upload(&x[r0 * k..(r0 + r) * k]);
+                    gpu.linear(&xs, r, &w, Some(&bg), act, &part).unwrap();
+                    assert_eq!(
+                        gpu.download(&part).unwrap(),
+                        got[r0 * n..(r0 + r) * n],
+                        "{act:?} {m}x{n}x{k}: rows {r0}.. in small tiles"
+                    );
+                }
+            }
             // Without a bias.
             gpu.linear(&xg, m, &w, None, act, &out).unwrap();
             let nobias = gpu.download(&out).unwrap();
@@ -154,13 +170,15 @@ fn gelu_matches_the_scalar_reference(gpu: &GpuBackend) {
 
 fn attention_matches_the_scalar_reference(gpu: &GpuBackend) {
     let cpu = reference();
-    for hd in [8usize, 32, 64] {
+    // Heads up to 64 wide take the tiled kernel (70 tokens: two blocks of queries, five tiles
+    // of keys); wider ones the one-query-per-unit kernel.
+    for (hd, seq) in [(8usize, 9), (32, 9), (64, 9), (32, 70), (96, 9)] {
         let mut rng = Rng(5 + hd as u64);
-        let (batch, seq, heads) = (3, 9, 4);
+        let (batch, heads) = (3, 4);
         let hidden = heads * hd;
         let rows = batch * seq;
         let stacked = rng.vec(rows * 3 * hidden, 1.0);
-        let lens = [9, 4, 1];
+        let lens = [seq, seq / 2, 1];
         let mask: Vec<u8> = (0..rows).map(|i| (i % seq < lens[i / seq]) as u8).collect();
         let a = Attention {
             q: &stacked,

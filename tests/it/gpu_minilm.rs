@@ -20,7 +20,7 @@ fn session(device: DeviceKind, max_len: usize) -> Session {
 fn minilm_on_wgpu_matches_the_cpu_backend() {
     let fx = fixture("minilm.json");
     let cases = fx["cases"].as_array().unwrap();
-    let (mut to_cpu, mut to_torch) = (Vec::new(), Vec::new());
+    let (mut to_cpu, mut to_torch, mut cpu_torch) = (Vec::new(), Vec::new(), Vec::new());
     for max_len in [256usize, 512] {
         let (gpu, cpu) = (
             session(DeviceKind::Wgpu, max_len),
@@ -35,18 +35,37 @@ fn minilm_on_wgpu_matches_the_cpu_backend() {
             .zip(&group)
             .zip(g.vectors.iter().zip(&c.vectors))
         {
-            let (a, b) = (cosine(gv, cv), cosine(gv, &f32s(&case["embedding"])));
-            assert!(a >= 0.9999, "cosine to the CPU backend {a} for {t:?}");
+            let torch = f32s(&case["embedding"]);
+            let (a, b) = (cosine(gv, cv), cosine(gv, &torch));
+            // Both backends quantize every matmul's input to int8 per 32 values: a last-bit f32
+            // difference (the GPU sums blocks in another order than the CPU's packed kernel)
+            // can move a value across a rounding boundary, one int8 step, which a short text's
+            // pooled vector feels most (one of 38 texts lands at 0.99989). Hence 0.9998 per
+            // text, 0.99995 on average, and the independent reference below.
+            assert!(a >= 0.9998, "cosine to the CPU backend {a} for {t:?}");
             assert!(b >= 0.999, "cosine to PyTorch {b} for {t:?}");
             to_cpu.push(a);
             to_torch.push(b);
+            cpu_torch.push(cosine(cv, &torch));
         }
     }
     let min = |v: &[f32]| v.iter().cloned().fold(1.0f32, f32::min);
+    let mean = |v: &[f32]| v.iter().map(|&x| x as f64).sum::<f64>() / v.len() as f64;
     println!(
-        "MiniLM on wgpu, {} texts: cosine to the CPU backend min {:.6}, to PyTorch fp32 min {:.5}",
+        "MiniLM on wgpu, {} texts: cosine to the CPU backend min {:.6} mean {:.6}, to PyTorch \
+         fp32 min {:.5} mean {:.6} (the CPU backend's: min {:.5} mean {:.6})",
         to_cpu.len(),
         min(&to_cpu),
-        min(&to_torch)
+        mean(&to_cpu),
+        min(&to_torch),
+        mean(&to_torch),
+        min(&cpu_torch),
+        mean(&cpu_torch)
+    );
+    assert!(mean(&to_cpu) >= 0.99995, "mean cosine to the CPU backend");
+    // As faithful to PyTorch as the CPU backend is, on average.
+    assert!(
+        mean(&to_torch) >= mean(&cpu_torch) - 2e-5,
+        "mean cosine to PyTorch"
     );
 }

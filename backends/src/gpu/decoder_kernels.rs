@@ -3,9 +3,10 @@
 
 use cubecl::prelude::*;
 
-use super::kernels::byte_i8;
+use super::kernels::{byte_i8, cube_row, cube_sum, ROW_UNITS};
 
-/// `out = x / sqrt(mean(x^2) + eps) * gamma`, each row of `dim`. One unit per row.
+/// `out = x / sqrt(mean(x^2) + eps) * gamma`, each row of `dim`. One cube of [`ROW_UNITS`] per
+/// row, each unit taking values `t, t + 64, ..`.
 #[cube(launch)]
 pub fn rms_norm(
     x: &Array<f32>,
@@ -15,18 +16,23 @@ pub fn rms_norm(
     dim: u32,
     eps: f32,
 ) {
-    let r = ABSOLUTE_POS as u32;
+    let mut red = SharedMemory::<f32>::new(ROW_UNITS as usize);
+    let r = cube_row();
+    let t = UNIT_POS_X;
+    let mut len = 0u32;
     if r < rows {
-        let base = (r * dim) as usize;
-        let mut ss = 0.0f32;
-        for c in 0..dim {
-            let v = x[base + c as usize];
-            ss += v * v;
-        }
-        let inv = 1.0f32 / f32::sqrt(ss / f32::cast_from(dim) + eps);
-        for c in 0..dim {
-            out[base + c as usize] = x[base + c as usize] * inv * gamma[c as usize];
-        }
+        len = dim;
+    }
+    let base = r * dim;
+    let mut ss = 0.0f32;
+    for c in range_stepped(t, len, ROW_UNITS) {
+        let v = x[(base + c) as usize];
+        ss += v * v;
+    }
+    let inv = 1.0f32 / f32::sqrt(cube_sum(&mut red, ss) / f32::cast_from(dim) + eps);
+    for c in range_stepped(t, len, ROW_UNITS) {
+        let p = (base + c) as usize;
+        out[p] = x[p] * inv * gamma[c as usize];
     }
 }
 

@@ -3,7 +3,7 @@
 use cubecl::prelude::*;
 
 use super::decoder_kernels as k;
-use super::ops::{arg, array, grid_1d, Gpu};
+use super::ops::{arg, array, grid_1d, grid_rows, Gpu};
 use super::{GpuBuffer, GpuMatrix};
 use crate::ops::{OpError, RopeStyle};
 
@@ -25,7 +25,7 @@ impl<R: Runtime> Gpu<R> {
             )));
         }
         let rows = x.len / dim;
-        let (cc, cd) = grid_1d(rows)?;
+        let (cc, cd) = grid_rows(rows)?;
         k::rms_norm::launch::<R>(
             &self.client,
             cc,

@@ -12,27 +12,16 @@
 
 use cubecl::prelude::*;
 
-/// Rows of activations and columns of weights one matmul cube covers.
-pub const TILE: u32 = 16;
 /// Values per quantization block (Q8_0's).
-const QK: u32 = 32;
+pub(crate) const QK: u32 = 32;
 /// Packed words per quantization block.
-const QW: u32 = QK / 4;
+pub(crate) const QW: u32 = QK / 4;
 
 /// Byte `i` (0..4) of `word` as a signed int8 value.
 #[cube]
 pub(crate) fn byte_i8(word: u32, i: u32) -> i32 {
     let b = (word >> (i * 8)) & 255u32;
     i32::cast_from(b) - i32::cast_from((b >> 7u32) * 256u32)
-}
-
-/// Sum of the products of the four int8 values packed in `a` and in `b`.
-#[cube]
-fn dot4(a: u32, b: u32) -> i32 {
-    byte_i8(a, 0u32) * byte_i8(b, 0u32)
-        + byte_i8(a, 1u32) * byte_i8(b, 1u32)
-        + byte_i8(a, 2u32) * byte_i8(b, 2u32)
-        + byte_i8(a, 3u32) * byte_i8(b, 3u32)
 }
 
 /// For [`crate::ops::ActQuant::Int8Outliers`]: per row of `x` (`rows` of `k`), the outlier
@@ -164,106 +153,86 @@ pub fn quantize_blocks(
     }
 }
 
-/// `out = xq · wq^T` over int8 blocks (i32 sums per block, scaled by both blocks' scales), plus
-/// the outliers' f32 products with the dequantized weights, plus `bias` when `has_bias` is 1.
-/// `x` is `m` rows of `k` (packed `xq`, scales `xd`), the weights `n` rows of `k`. A cube
-/// computes a [`TILE`] x [`TILE`] output tile, staging each block of both operands in shared
-/// memory; one unit per output.
-#[cube(launch)]
-#[allow(clippy::too_many_arguments)]
-pub fn matmul_q8(
-    xq: &Array<u32>,
-    xd: &Array<f32>,
-    wq: &Array<u32>,
-    wd: &Array<f32>,
-    bias: &Array<f32>,
-    ocols: &Array<u32>,
-    ovals: &Array<f32>,
-    ocount: &Array<u32>,
-    out: &mut Array<f32>,
-    m: u32,
-    n: u32,
-    k: u32,
-    cap: u32,
-    has_bias: u32,
-) {
-    let mut sx = SharedMemory::<u32>::new((TILE * QW) as usize);
-    let mut sw = SharedMemory::<u32>::new((TILE * QW) as usize);
-    let mut sxd = SharedMemory::<f32>::new(TILE as usize);
-    let mut swd = SharedMemory::<f32>::new(TILE as usize);
-    let tx = UNIT_POS_X;
-    let ty = UNIT_POS_Y;
-    let row0 = CUBE_POS_Y * TILE;
-    let col0 = CUBE_POS_X * TILE;
-    let i = row0 + ty;
-    let j = col0 + tx;
-    let nb = k / QK;
-    let kw = k / 4u32;
-    let lin = ty * TILE + tx;
-    let half = TILE * QW;
-    let mut acc = 0.0f32;
-    for b in 0..nb {
-        if lin < half {
-            let rr = row0 + lin / QW;
-            let mut v = 0u32;
-            if rr < m {
-                v = xq[(rr * kw + b * QW + lin % QW) as usize];
-            }
-            sx[lin as usize] = v;
-        } else {
-            let l = lin - half;
-            let cc = col0 + l / QW;
-            let mut v = 0u32;
-            if cc < n {
-                v = wq[(cc * kw + b * QW + l % QW) as usize];
-            }
-            sw[l as usize] = v;
-        }
-        if lin < TILE {
-            let rr = row0 + lin;
-            let mut v = 0.0f32;
-            if rr < m {
-                v = xd[(rr * nb + b) as usize];
-            }
-            sxd[lin as usize] = v;
-        } else if lin < 2u32 * TILE {
-            let l = lin - TILE;
-            let cc = col0 + l;
-            let mut v = 0.0f32;
-            if cc < n {
-                v = wd[(cc * nb + b) as usize];
-            }
-            swd[l as usize] = v;
+/// Units of a row cube ([`layer_norm`], `rms_norm`): a power of two, the reductions halve it.
+pub const ROW_UNITS: u32 = 64;
+
+/// The row a row cube works on (cubes numbered along x, then y, past 65535 rows).
+#[cube]
+pub(crate) fn cube_row() -> u32 {
+    CUBE_POS_Y * CUBE_COUNT_X + CUBE_POS_X
+}
+
+/// The sum of every unit's `v` in a row cube, through `red` (one slot per unit); every unit
+/// gets it.
+#[cube]
+pub(crate) fn cube_sum(red: &mut SharedMemory<f32>, v: f32) -> f32 {
+    let t = UNIT_POS_X;
+    red[t as usize] = v;
+    sync_cube();
+    let mut half = CUBE_DIM_X / 2u32;
+    while half > 0u32 {
+        if t < half {
+            red[t as usize] = red[t as usize] + red[(t + half) as usize];
         }
         sync_cube();
-        let mut isum = 0i32;
-        for w in 0..QW {
-            isum += dot4(sx[(ty * QW + w) as usize], sw[(tx * QW + w) as usize]);
-        }
-        acc += f32::cast_from(isum) * (sxd[ty as usize] * swd[tx as usize]);
-        sync_cube();
+        half /= 2u32;
     }
-    if i < m && j < n {
-        // `cap` 0: no outliers were looked for, and `ocount` is not read.
-        let mut cnt = 0u32;
-        if cap > 0u32 {
-            cnt = ocount[i as usize];
+    let total = red[0];
+    // Nobody writes `red` again before every unit has read the total.
+    sync_cube();
+    total
+}
+
+/// The CPU's `sum16` of `f(x)` over a row (`f`: the value, or its squared distance to `mean`
+/// when `centred` is 1): sixteen lanes, lane `l` summing values `l, l + 16, ..` of the whole
+/// chunks of 16 in order, then the lanes in order, then the values past the last whole chunk
+/// in order. Units 0..16 of the cube sum a lane each; every unit gets the total. Summed in the
+/// CPU's order, the sums are the CPU's: a layer norm's output is quantized to int8 next, where
+/// a last-bit difference can move a value across a rounding boundary.
+#[cube]
+fn row_sum16(
+    red: &mut SharedMemory<f32>,
+    x: &Array<f32>,
+    base: u32,
+    len: u32,
+    mean: f32,
+    centred: u32,
+) -> f32 {
+    let t = UNIT_POS_X;
+    let whole = len / 16u32;
+    if t < 16u32 {
+        let mut acc = 0.0f32;
+        for i in 0..whole {
+            let mut v = x[(base + i * 16u32 + t) as usize];
+            if centred == 1u32 {
+                v = (v - mean) * (v - mean);
+            }
+            acc += v;
         }
-        for o in 0..cnt {
-            let slot = (i * cap + o) as usize;
-            let c = ocols[slot];
-            let wv = byte_i8(wq[(j * kw + c / 4u32) as usize], c % 4u32);
-            acc += ovals[slot] * (f32::cast_from(wv) * wd[(j * nb + c / QK) as usize]);
-        }
-        if has_bias == 1u32 {
-            acc += bias[j as usize];
-        }
-        out[(i * n + j) as usize] = acc;
+        red[t as usize] = acc;
     }
+    sync_cube();
+    let mut total = 0.0f32;
+    for l in 0..16u32 {
+        total += red[l as usize];
+    }
+    let mut tail = 0.0f32;
+    for c in whole * 16u32..len {
+        let mut v = x[(base + c) as usize];
+        if centred == 1u32 {
+            v = (v - mean) * (v - mean);
+        }
+        tail += v;
+    }
+    // Nobody writes `red` again before every unit has read it.
+    sync_cube();
+    total + tail
 }
 
 /// Layer normalisation of each row of `x` (`rows` of `dim`), in place, after adding `delta`
-/// when `has_delta` is 1 (BERT's post-norm residual). One unit per row.
+/// when `has_delta` is 1 (BERT's post-norm residual). One cube of [`ROW_UNITS`] per row: the
+/// residual add and the output spread over its units, the mean and the variance about it
+/// summed in the CPU's order ([`row_sum16`]).
 #[cube(launch)]
 #[allow(clippy::too_many_arguments)]
 pub fn layer_norm(
@@ -276,30 +245,29 @@ pub fn layer_norm(
     eps: f32,
     has_delta: u32,
 ) {
-    let r = ABSOLUTE_POS as u32;
+    let mut red = SharedMemory::<f32>::new(16usize);
+    let r = cube_row();
+    let t = UNIT_POS_X;
+    // Rows past the last: a cube still takes part in the barriers, on nothing.
+    let mut len = 0u32;
     if r < rows {
-        let base = (r * dim) as usize;
-        if has_delta == 1u32 {
-            for c in 0..dim {
-                let p = base + c as usize;
-                x[p] = x[p] + delta[p];
-            }
+        len = dim;
+    }
+    let base = r * dim;
+    if has_delta == 1u32 {
+        for c in range_stepped(t, len, ROW_UNITS) {
+            let p = (base + c) as usize;
+            x[p] = x[p] + delta[p];
         }
-        let mut s = 0.0f32;
-        for c in 0..dim {
-            s += x[base + c as usize];
-        }
-        let mean = s / f32::cast_from(dim);
-        let mut v = 0.0f32;
-        for c in 0..dim {
-            let t = x[base + c as usize] - mean;
-            v += t * t;
-        }
-        let inv = 1.0f32 / f32::sqrt(v / f32::cast_from(dim) + eps);
-        for c in 0..dim {
-            let p = base + c as usize;
-            x[p] = (x[p] - mean) * inv * gamma[c as usize] + beta[c as usize];
-        }
+        // The sums below read values other units wrote.
+        sync_storage();
+    }
+    let mean = row_sum16(&mut red, x, base, len, 0.0f32, 0u32) / f32::cast_from(dim);
+    let var = row_sum16(&mut red, x, base, len, mean, 1u32) / f32::cast_from(dim);
+    let inv = 1.0f32 / f32::sqrt(var + eps);
+    for c in range_stepped(t, len, ROW_UNITS) {
+        let p = (base + c) as usize;
+        x[p] = (x[p] - mean) * inv * gamma[c as usize] + beta[c as usize];
     }
 }
 
@@ -406,6 +374,121 @@ pub fn attention(
         }
         for d in 0..hd {
             let o = ob + d as usize;
+            out[o] = out[o] * inv;
+        }
+    }
+}
+
+/// Queries per cube of [`attention_tiled`] (one per unit).
+pub const ATT_Q: u32 = 64;
+/// Keys per tile [`attention_tiled`] stages in shared memory.
+const ATT_K: u32 = 16;
+/// The widest head [`attention_tiled`] stages (wider heads take [`attention`]).
+pub const ATT_MAX_HD: u32 = 64;
+
+/// [`attention`] with keys and values staged in shared memory: a cube takes 64 queries of one
+/// text and head (a unit each); tiles of 16 keys and values are loaded once for all of them,
+/// and each unit keeps a running softmax (its maximum so far, the sum of exponentials and the
+/// output, rescaled when the maximum grows), so the keys are read once, not twice. Cubes are
+/// numbered (text, head, block of 64 queries).
+#[cube(launch)]
+#[allow(clippy::too_many_arguments)]
+pub fn attention_tiled(
+    qkv: &Array<f32>,
+    mask: &Array<u32>,
+    out: &mut Array<f32>,
+    q_off: u32,
+    k_off: u32,
+    v_off: u32,
+    stride: u32,
+    batch: u32,
+    seq: u32,
+    heads: u32,
+    hd: u32,
+    scale: f32,
+) {
+    let mut sk = SharedMemory::<f32>::new((ATT_K * ATT_MAX_HD) as usize);
+    let mut sv = SharedMemory::<f32>::new((ATT_K * ATT_MAX_HD) as usize);
+    let mut sm = SharedMemory::<u32>::new(ATT_K as usize);
+    #[allow(clippy::manual_div_ceil)] // `div_ceil` is not a CubeCL intrinsic
+    let blocks = (seq + ATT_Q - 1u32) / ATT_Q;
+    let cube = cube_row();
+    let qblk = cube % blocks;
+    let h = (cube / blocks) % heads;
+    let b = cube / (blocks * heads);
+    let t = UNIT_POS_X;
+    let i = qblk * ATT_Q + t;
+    // Cubes past the last text stage nothing real but still meet every barrier.
+    let live = b < batch;
+    let active = live && i < seq;
+    let qb = (b * seq + i) * stride + q_off + h * hd;
+    let ob = (b * seq + i) * heads * hd + h * hd;
+    if active {
+        for d in 0..hd {
+            out[(ob + d) as usize] = 0.0f32;
+        }
+    }
+    let mut mx = scale * 0.0f32 - 3.4e38f32;
+    let mut l = 0.0f32;
+    for j0 in range_stepped(0u32, seq, ATT_K) {
+        for e in range_stepped(t, ATT_K * hd, ATT_Q) {
+            let jj = e / hd;
+            let d = e % hd;
+            let j = j0 + jj;
+            let mut kv = 0.0f32;
+            let mut vv = 0.0f32;
+            if live && j < seq {
+                let row = (b * seq + j) * stride + h * hd + d;
+                kv = qkv[(row + k_off) as usize];
+                vv = qkv[(row + v_off) as usize];
+            }
+            sk[(jj * hd + d) as usize] = kv;
+            sv[(jj * hd + d) as usize] = vv;
+        }
+        if t < ATT_K {
+            let j = j0 + t;
+            let mut mk = 0u32;
+            if live && j < seq {
+                mk = mask[(b * seq + j) as usize];
+            }
+            sm[t as usize] = mk;
+        }
+        sync_cube();
+        if active {
+            for jj in 0..ATT_K {
+                if sm[jj as usize] != 0u32 {
+                    let mut s = 0.0f32;
+                    for d in 0..hd {
+                        s += qkv[(qb + d) as usize] * sk[(jj * hd + d) as usize];
+                    }
+                    s *= scale;
+                    if s > mx {
+                        let c = f32::exp(mx - s);
+                        l *= c;
+                        for d in 0..hd {
+                            let o = (ob + d) as usize;
+                            out[o] = out[o] * c;
+                        }
+                        mx = s;
+                    }
+                    let p = f32::exp(s - mx);
+                    l += p;
+                    for d in 0..hd {
+                        let o = (ob + d) as usize;
+                        out[o] = out[o] + p * sv[(jj * hd + d) as usize];
+                    }
+                }
+            }
+        }
+        sync_cube();
+    }
+    if active {
+        let mut inv = 0.0f32;
+        if l > 0.0f32 {
+            inv = 1.0f32 / l;
+        }
+        for d in 0..hd {
+            let o = (ob + d) as usize;
             out[o] = out[o] * inv;
         }
     }

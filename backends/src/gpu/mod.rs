@@ -14,6 +14,7 @@ mod decoder_ops;
 mod kernels;
 mod kv;
 mod matmul_blocks;
+mod matmul_q8;
 mod open;
 mod ops;
 

@@ -5,6 +5,7 @@ use cubecl::prelude::*;
 use cubecl::server::Handle;
 
 use super::kernels;
+use super::matmul_q8;
 use super::{GpuBuffer, GpuMatrix};
 use crate::ops::{ActQuant, OpError, OUTLIER_RATIO};
 use crate::quant::QK;
@@ -32,6 +33,21 @@ pub(crate) fn grid_1d(units: usize) -> Result<(CubeCount, CubeDim), OpError> {
     Ok((
         CubeCount::Static(x as u32, y as u32, 1),
         CubeDim::new_1d(UNITS),
+    ))
+}
+
+/// A grid of one cube of [`kernels::ROW_UNITS`] per row (numbered by `kernels::cube_row`).
+pub(crate) fn grid_rows(rows: usize) -> Result<(CubeCount, CubeDim), OpError> {
+    let x = rows.clamp(1, MAX_CUBES as usize);
+    let y = rows.div_ceil(x).max(1);
+    if y > MAX_CUBES as usize {
+        return Err(OpError::Shape(format!(
+            "{rows} rows are more than one launch covers"
+        )));
+    }
+    Ok((
+        CubeCount::Static(x as u32, y as u32, 1),
+        CubeDim::new_1d(kernels::ROW_UNITS),
     ))
 }
 
@@ -141,7 +157,7 @@ impl<R: Runtime> Gpu<R> {
             arg("inputs", k)?,
             arg("outliers", cap)?,
         );
-        let (thr, cols, vals, count) = if cap > 0 {
+        let (thr, cols, vals, count_buf) = if cap > 0 {
             let thr = self.empty(rows);
             let (cols, vals, count) = (
                 self.empty(rows * cap),
@@ -182,7 +198,14 @@ impl<R: Runtime> Gpu<R> {
             k32,
             u32::from(cap > 0),
         );
-        let tile = kernels::TILE as usize;
+        // 64 x 64 tiles where there are rows enough to fill them (encoder batches); 16 x 16
+        // ones for a few rows, so that a short product still spreads over many cubes.
+        let wide = rows >= matmul_q8::WIDE as usize;
+        let tile = if wide {
+            matmul_q8::WIDE
+        } else {
+            matmul_q8::TILE
+        } as usize;
         let (gx, gy) = (n.div_ceil(tile), rows.div_ceil(tile));
         if gx > MAX_CUBES as usize || gy > MAX_CUBES as usize {
             return Err(OpError::Shape(format!(
@@ -197,25 +220,50 @@ impl<R: Runtime> Gpu<R> {
                 &dummy
             }
         };
-        kernels::matmul_q8::launch::<R>(
-            &self.client,
-            CubeCount::Static(gx as u32, gy as u32, 1),
-            CubeDim::new_2d(kernels::TILE, kernels::TILE),
-            array(&xq),
-            array(&xd),
-            array(&w.q),
-            array(&w.d),
-            array(bias_buf),
-            array(&cols),
-            array(&vals),
-            array(&count),
-            array(out),
-            m32,
-            n32,
-            k32,
-            cap32,
-            u32::from(bias.is_some()),
-        );
+        let count = CubeCount::Static(gx as u32, gy as u32, 1);
+        let dim = CubeDim::new_2d(matmul_q8::TILE, matmul_q8::TILE);
+        let has_bias = u32::from(bias.is_some());
+        if wide {
+            matmul_q8::matmul_q8_wide::launch::<R>(
+                &self.client,
+                count,
+                dim,
+                array(&xq),
+                array(&xd),
+                array(&w.q),
+                array(&w.d),
+                array(bias_buf),
+                array(&cols),
+                array(&vals),
+                array(&count_buf),
+                array(out),
+                m32,
+                n32,
+                k32,
+                cap32,
+                has_bias,
+            );
+        } else {
+            matmul_q8::matmul_q8::launch::<R>(
+                &self.client,
+                count,
+                dim,
+                array(&xq),
+                array(&xd),
+                array(&w.q),
+                array(&w.d),
+                array(bias_buf),
+                array(&cols),
+                array(&vals),
+                array(&count_buf),
+                array(out),
+                m32,
+                n32,
+                k32,
+                cap32,
+                has_bias,
+            );
+        }
         Ok(())
     }
 
@@ -241,7 +289,7 @@ impl<R: Runtime> Gpu<R> {
             OpError::check("residual", d.len, x.len)?;
         }
         let rows = x.len / dim;
-        let (cc, cd) = grid_1d(rows)?;
+        let (cc, cd) = grid_rows(rows)?;
         let dummy;
         let d = match delta {
             Some(d) => d,
@@ -296,6 +344,29 @@ impl<R: Runtime> Gpu<R> {
         OpError::check("attention q/k/v", a.qkv.len, rows * a.stride)?;
         OpError::check("attention mask", a.mask.len, rows)?;
         OpError::check("attention output", out.len, rows * hidden)?;
+        let scale = 1.0 / (a.head_dim as f32).sqrt();
+        if a.head_dim <= kernels::ATT_MAX_HD as usize {
+            let blocks = a.seq.div_ceil(kernels::ATT_Q as usize);
+            let (cc, _) = grid_rows(a.batch * a.heads * blocks)?;
+            kernels::attention_tiled::launch::<R>(
+                &self.client,
+                cc,
+                CubeDim::new_1d(kernels::ATT_Q),
+                array(a.qkv),
+                array(a.mask),
+                array(out),
+                arg("q offset", a.q_off)?,
+                arg("k offset", a.k_off)?,
+                arg("v offset", a.v_off)?,
+                arg("stride", a.stride)?,
+                arg("batch", a.batch)?,
+                arg("seq", a.seq)?,
+                arg("heads", a.heads)?,
+                arg("head size", a.head_dim)?,
+                scale,
+            );
+            return Ok(());
+        }
         let (cc, cd) = grid_1d(a.batch * a.heads * a.seq)?;
         kernels::attention::launch::<R>(
             &self.client,
@@ -312,7 +383,7 @@ impl<R: Runtime> Gpu<R> {
             arg("seq", a.seq)?,
             arg("heads", a.heads)?,
             arg("head size", a.head_dim)?,
-            1.0 / (a.head_dim as f32).sqrt(),
+            scale,
         );
         Ok(())
     }
