@@ -247,6 +247,10 @@ pub trait Backend: Clone + Send + Sync + Sized + 'static {
     fn silu_mul(&self, gate: &mut Self::Tensor, up: &Self::Tensor) -> Result<(), OpError>;
     /// `a += b`.
     fn add(&self, a: &mut Self::Tensor, b: &Self::Tensor) -> Result<(), OpError>;
+    /// The index of the largest value of each row of `width` values of `x` (the first of
+    /// equal ones): greedy decoding's choice, made where the logits are, so that a GPU sends
+    /// back a few bytes per row instead of the whole vocabulary's logits.
+    fn argmax(&self, x: &Self::Tensor, width: usize) -> Result<Vec<u32>, OpError>;
     /// Rotary embeddings of rows of `heads * head_dim` (row `i` at position `pos0 + i`), in
     /// place; `inv_freq` holds one frequency per rotated pair.
     #[allow(clippy::too_many_arguments)]

@@ -437,6 +437,35 @@ fn encoder<B: Backend>(b: &B, rng: &mut Rng) {
         .is_err());
 }
 
+/// The index of each row's largest value, the first of equal ones, at a vocabulary's width and
+/// a small one; a wrong width is a shape error.
+fn argmax<B: Backend>(b: &B, rng: &mut Rng) {
+    for (rows, width) in [(3, 49152), (5, 7)] {
+        let mut x = rng.vec(rows * width, 10.0);
+        // Row 0: the largest value twice (the first wins); row 1: at the last index.
+        x[1] = 50.0;
+        x[width - 3] = 50.0;
+        x[2 * width - 1] = 60.0;
+        let want: Vec<u32> = x
+            .chunks(width)
+            .map(|r| {
+                let m = r.iter().cloned().fold(f32::MIN, f32::max);
+                r.iter().position(|&v| v == m).unwrap() as u32
+            })
+            .collect();
+        assert_eq!((want[0], want[1]), (1, 2 * width as u32 - 1 - width as u32));
+        assert_eq!(
+            b.argmax(&up(b, &x), width).unwrap(),
+            want,
+            "argmax at width {width}"
+        );
+    }
+    assert!(matches!(
+        b.argmax(&up(b, &[1.0; 10]), 3),
+        Err(OpError::Shape(_))
+    ));
+}
+
 /// The suite body, for any backend.
 fn suite<B: Backend>(b: &B) {
     println!("contract suite on {}", b.describe());
@@ -444,6 +473,7 @@ fn suite<B: Backend>(b: &B) {
     linear(b, &mut rng);
     norms_and_activations(b, &mut rng);
     rope_and_cache(b, &mut rng);
+    argmax(b, &mut rng);
     encoder(b, &mut rng);
 }
 

@@ -66,7 +66,11 @@ fn data(rng: &mut Rng, name: &str, dtype: DType, n: u64) -> anyhow::Result<Vec<u
         DType::F32 => {
             let norm = name.ends_with("norm.weight");
             for _ in 0..n {
-                let v = if norm { 1.0 + 0.1 * rng.f32() } else { 0.02 * rng.f32() };
+                let v = if norm {
+                    1.0 + 0.1 * rng.f32()
+                } else {
+                    0.02 * rng.f32()
+                };
                 out.extend(v.to_le_bytes());
             }
         }

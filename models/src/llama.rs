@@ -359,12 +359,31 @@ impl Llama {
         Ok(x.len() / h)
     }
 
-    /// Runs `ids` at the positions after what `cache` (of every layer) holds, appends their
-    /// keys and values to it, and returns the logits `which` asks for. Fails, leaving the cache
-    /// as it was, when the tokens do not fit the cache or an id is outside the vocabulary.
-    pub fn forward(&self, cache: &mut KvCache, ids: &[u32], which: Logits) -> Result<Vec<f32>> {
+    /// Greedy decoding's step: runs `id` at the position after what `cache` (of every layer)
+    /// holds and returns the id of the next token's largest logit, chosen on the backend (a GPU
+    /// sends back 4 bytes instead of the vocabulary's logits). The same choice as the first
+    /// largest of [`Llama::forward`]'s logits. Fails, leaving the cache as it was, as
+    /// [`Llama::forward`] does.
+    pub fn forward_greedy(&self, cache: &mut KvCache, id: u32) -> Result<u32> {
+        self.check_run(cache, &[id])?;
+        let x = self.embed(&[id])?;
+        let pos0 = cache.len();
+        let next = self.on.greedy_step(cache.state_mut(), x, pos0)?;
+        cache.advance(1);
+        Ok(next)
+    }
+
+    /// What [`Llama::forward`] and [`Llama::forward_greedy`] check before anything runs.
+    fn check_run(&self, cache: &KvCache, ids: &[u32]) -> Result<()> {
         if ids.is_empty() {
             return Err(ModelError::Input("no tokens to run".into()));
+        }
+        if cache.owner() != self.serial {
+            return Err(ModelError::Input(
+                "the KV cache belongs to another model (caches run only with the model that \
+                 made them)"
+                    .into(),
+            ));
         }
         if cache.layers() != (0..self.config.layers) {
             return Err(ModelError::Input(format!(
@@ -389,6 +408,14 @@ impl Llama {
             }
             .into());
         }
+        Ok(())
+    }
+
+    /// Runs `ids` at the positions after what `cache` (of every layer) holds, appends their
+    /// keys and values to it, and returns the logits `which` asks for. Fails, leaving the cache
+    /// as it was, when the tokens do not fit the cache or an id is outside the vocabulary.
+    pub fn forward(&self, cache: &mut KvCache, ids: &[u32], which: Logits) -> Result<Vec<f32>> {
+        self.check_run(cache, ids)?;
         let (h, vocab) = (self.config.hidden, self.config.vocab);
         let mut logits = Vec::with_capacity(match which {
             Logits::Last => vocab,

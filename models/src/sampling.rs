@@ -33,6 +33,13 @@ impl Default for SamplingParams {
 }
 
 impl SamplingParams {
+    /// Whether every choice is the largest logit and nothing else changes the logits (no
+    /// repetition penalty): what [`Sampler::sample`] then gives is the logits' argmax, which a
+    /// backend can pick where the logits are (`Llama::forward_greedy`).
+    pub fn is_greedy(&self) -> bool {
+        (self.temperature == 0.0 || self.top_k == 1) && self.repetition_penalty == 1.0
+    }
+
     /// Checks the values are in range, naming the one that is not.
     pub fn validate(&self) -> Result<(), crate::ModelError> {
         let bad = |m: String| Err(crate::ModelError::Input(m));

@@ -134,6 +134,42 @@ fn llama_prefill_agrees_with_token_by_token_decoding() {
     );
 }
 
+/// Greedy decoding's step chooses on the backend what the largest of `forward`'s logits is,
+/// and fails as `forward` does, leaving the cache as it was.
+#[test]
+fn llama_greedy_step_equals_the_argmax_of_the_logits() {
+    let m = Llama::load(tiny_llama(7), &cpu(2)).unwrap();
+    let (mut a, mut b) = (m.new_cache(16).unwrap(), m.new_cache(16).unwrap());
+    let prompt = ids(9, 2);
+    m.forward(&mut a, &prompt, Logits::Last).unwrap();
+    m.forward(&mut b, &prompt, Logits::Last).unwrap();
+    let mut t = 5;
+    for _ in 0..6 {
+        let logits = m.forward(&mut a, &[t], Logits::Last).unwrap();
+        let want = edgecut_models::sampling::argmax(&logits);
+        let got = m.forward_greedy(&mut b, t).unwrap();
+        assert_eq!(got, want);
+        t = got;
+    }
+    assert_eq!(b.len(), 15);
+    let vocab = m.config.vocab as u32;
+    assert!(
+        m.forward_greedy(&mut b, vocab).is_err(),
+        "an id past the vocabulary"
+    );
+    m.forward_greedy(&mut b, 1).unwrap();
+    assert!(matches!(
+        m.forward_greedy(&mut b, 1),
+        Err(edgecut_models::ModelError::ContextFull { .. })
+    ));
+    assert_eq!(b.len(), 16);
+    let mut half = m.new_cache_for(0..2, 16).unwrap();
+    assert!(
+        m.forward_greedy(&mut half, 1).is_err(),
+        "a cache of some layers"
+    );
+}
+
 /// The tiny Llama on the GPU (wgpu: lavapipe without a GPU) against the scalar CPU backend
 /// (f32 products): prefill logits, then decode steps, within 1e-4 of the largest logit; greedy
 /// choices equal. Two conversations in one step (`forward_many`) as well.
@@ -174,6 +210,20 @@ fn llama_on_wgpu_matches_the_scalar_cpu() {
             &g.forward(&mut gc, &[id], Logits::Last).unwrap(),
             &c.forward(&mut cc, &[id], Logits::Last).unwrap(),
         );
+    }
+    // Greedy steps chosen on the GPU, as on the CPU.
+    let (mut ga, mut ca) = (g.new_cache(48).unwrap(), c.new_cache(48).unwrap());
+    g.forward(&mut ga, &prompt, Logits::Last).unwrap();
+    c.forward(&mut ca, &prompt, Logits::Last).unwrap();
+    let mut t = 3;
+    for _ in 0..5 {
+        let next = g.forward_greedy(&mut ga, t).unwrap();
+        assert_eq!(
+            next,
+            c.forward_greedy(&mut ca, t).unwrap(),
+            "greedy step on the GPU"
+        );
+        t = next;
     }
     assert_eq!(gc.len(), cc.len());
     // Two conversations in one step (a new one's prompt and the first's next token).

@@ -391,6 +391,7 @@ impl Context {
         let mut logits = model.forward(&mut self.cache, &prompt[common..], Logits::Last)?;
         self.tokens.extend_from_slice(&prompt[common..]);
         let mut sampler = Sampler::new(opts.sampling.clone());
+        let greedy = opts.sampling.is_greedy();
         let llm = self.llm.clone();
         let capacity = self.cache.capacity();
         let (generated, finish, text, prefill) = decode_loop(
@@ -403,6 +404,12 @@ impl Context {
             on_text,
             &mut |prev| {
                 if let Some(t) = prev {
+                    if greedy {
+                        // The choice made where the logits are (a GPU returns 4 bytes).
+                        let next = model.forward_greedy(&mut self.cache, t)?;
+                        self.tokens.push(t);
+                        return Ok(next);
+                    }
                     logits = model.forward(&mut self.cache, &[t], Logits::Last)?;
                     self.tokens.push(t);
                 }

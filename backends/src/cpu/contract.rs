@@ -266,6 +266,26 @@ impl Backend for CpuBackend {
         CpuBackend::add(self, a, b)
     }
 
+    fn argmax(&self, x: &[f32], width: usize) -> Result<Vec<u32>, OpError> {
+        if width == 0 || !x.len().is_multiple_of(width) {
+            return Err(OpError::Shape(format!(
+                "argmax: {} values are not rows of {width}",
+                x.len()
+            )));
+        }
+        Ok(x.chunks_exact(width)
+            .map(|r| {
+                let mut best = 0;
+                for (i, &v) in r.iter().enumerate() {
+                    if v > r[best] {
+                        best = i;
+                    }
+                }
+                best as u32
+            })
+            .collect())
+    }
+
     fn rope(
         &self,
         x: &mut [f32],

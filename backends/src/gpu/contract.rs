@@ -223,6 +223,10 @@ impl Backend for GpuBackend {
         GpuBackend::add(self, a, b)
     }
 
+    fn argmax(&self, x: &GpuBuffer, width: usize) -> Result<Vec<u32>, OpError> {
+        GpuBackend::argmax(self, x, width)
+    }
+
     fn rope(
         &self,
         x: &mut GpuBuffer,

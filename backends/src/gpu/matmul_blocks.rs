@@ -245,6 +245,54 @@ struct Repacked {
     mn: Vec<f32>,
 }
 
+/// Units of an [`argmax`] cube (a power of two: the reduction halves it).
+const ARGMAX_UNITS: u32 = 256;
+
+/// The index of the largest value of row `CUBE_POS_X` (of `width` values) into `out`, as a
+/// `u32`; the first of equal values, a NaN never (a row with nothing else gives 0). Unit `t`
+/// scans values `t, t + 256, ..`, then the cube keeps the better of pairs in shared memory.
+#[cube(launch)]
+pub fn argmax(x: &Array<f32>, out: &mut Array<u32>, width: u32) {
+    let mut bv = SharedMemory::<f32>::new(ARGMAX_UNITS as usize);
+    let mut bi = SharedMemory::<u32>::new(ARGMAX_UNITS as usize);
+    let r = CUBE_POS_X;
+    let t = UNIT_POS_X;
+    let base = r * width;
+    let mut v = f32::cast_from(width) * 0.0f32 - 3.4e38f32;
+    // No index yet: past every real one, so any real one wins a tie against it.
+    let mut i = 4294967295u32;
+    for c in range_stepped(t, width, ARGMAX_UNITS) {
+        let x0 = x[(base + c) as usize];
+        if x0 > v || (i == 4294967295u32 && x0 == v) {
+            v = x0;
+            i = c;
+        }
+    }
+    bv[t as usize] = v;
+    bi[t as usize] = i;
+    sync_cube();
+    let mut half = CUBE_DIM_X / 2u32;
+    while half > 0u32 {
+        if t < half {
+            let (ov, oi) = (bv[(t + half) as usize], bi[(t + half) as usize]);
+            let (mv, mi) = (bv[t as usize], bi[t as usize]);
+            if ov > mv || (ov == mv && oi < mi) {
+                bv[t as usize] = ov;
+                bi[t as usize] = oi;
+            }
+        }
+        sync_cube();
+        half /= 2u32;
+    }
+    if t == 0u32 {
+        let mut best = bi[0];
+        if best == 4294967295u32 {
+            best = 0u32;
+        }
+        out[r as usize] = best;
+    }
+}
+
 /// Host side: the words, scales and minimums of `n` rows of `k` values stored as `dtype`.
 fn repack(dtype: DType, data: &[u8], n: usize, k: usize) -> Result<Repacked, OpError> {
     let f16 = |b: &[u8]| half::f16::from_le_bytes([b[0], b[1]]).to_f32();
@@ -384,6 +432,33 @@ impl<R: Runtime> Gpu<R> {
             );
         }
         Ok(())
+    }
+
+    /// The index of the largest value of each row of `width` values of `x`.
+    pub(crate) fn argmax(&self, x: &GpuBuffer, width: usize) -> Result<Vec<u32>, OpError> {
+        if width == 0 || !x.len.is_multiple_of(width) {
+            return Err(OpError::Shape(format!(
+                "argmax: {} values are not rows of {width}",
+                x.len
+            )));
+        }
+        let rows = x.len / width;
+        if rows > MAX_CUBES as usize {
+            return Err(OpError::Shape(format!(
+                "argmax of {rows} rows in one launch"
+            )));
+        }
+        let out = self.empty(rows);
+        argmax::launch::<R>(
+            &self.client,
+            CubeCount::Static(rows.max(1) as u32, 1, 1),
+            CubeDim::new_1d(ARGMAX_UNITS),
+            array(x),
+            array(&out),
+            arg("row width", width)?,
+        );
+        // The kernel wrote u32 indices: their bits, read back through the f32 download.
+        Ok(self.download(&out)?.into_iter().map(f32::to_bits).collect())
     }
 
     /// `a += b`.

@@ -304,6 +304,12 @@ impl GpuBackend {
         on_gpu!(self, g => g.add(a, b))
     }
 
+    /// The index of the largest value of each row of `width` values of `x` (the first of equal
+    /// ones; a NaN is never chosen): only the indices come back from the GPU.
+    pub fn argmax(&self, x: &GpuBuffer, width: usize) -> Result<Vec<u32>, OpError> {
+        on_gpu!(self, g => g.argmax(x, width))
+    }
+
     /// An empty KV cache of `shape` in GPU memory (keys and values as f16).
     pub fn kv_cache(&self, shape: crate::backend::KvShape) -> Result<GpuKvCache, OpError> {
         on_gpu!(self, g => g.kv_cache(shape))

@@ -46,6 +46,15 @@ pub(super) trait Decoder: Send + Sync {
     ) -> Result<Vec<f32>>;
     /// The final norm and the vocabulary projection of `rows` rows.
     fn head(&self, x: Vec<f32>, rows: usize) -> Result<Vec<f32>>;
+    /// [`Decoder::run`] of every layer on one row, then the head and the greedy choice, all on
+    /// the backend: only the chosen token's id comes back (a GPU sends 4 bytes, not the
+    /// vocabulary's logits).
+    fn greedy_step(
+        &self,
+        state: &mut (dyn Any + Send + Sync),
+        x: Vec<f32>,
+        pos0: usize,
+    ) -> Result<u32>;
 }
 
 struct Block<B: Backend> {
@@ -250,6 +259,51 @@ impl<B: Backend> On<B> {
     }
 }
 
+impl<B: Backend> On<B> {
+    /// [`Decoder::run`], the output left on the backend.
+    fn run_on(
+        &self,
+        state: &mut (dyn Any + Send + Sync),
+        layers: Range<usize>,
+        x: Vec<f32>,
+        pos0: usize,
+    ) -> Result<B::Buffer> {
+        let st = state.downcast_mut::<State<B>>().ok_or_else(|| {
+            ModelError::Input("the KV cache was made by another model or device".into())
+        })?;
+        let c = &self.c;
+        let t = x.len() / c.hidden;
+        let (qw, kvw) = (c.heads * c.head_dim, c.kv_heads * c.head_dim);
+        let sizes = [
+            t * c.hidden,
+            t * qw,
+            t * kvw,
+            t * kvw,
+            t * qw,
+            t * c.ffn,
+            t * c.ffn,
+        ];
+        for (buf, n) in st.scratch.iter_mut().zip(sizes) {
+            self.b.resize(buf, n);
+        }
+        let mut x = self.b.upload(x);
+        for (i, l) in layers.clone().enumerate() {
+            self.block(&self.blocks[l], st, i, &mut x, t, pos0)?;
+        }
+        Ok(x)
+    }
+
+    /// The final norm and the vocabulary projection of `rows` rows on the backend.
+    fn head_on(&self, x: &B::Tensor, rows: usize) -> Result<B::Buffer> {
+        let c = &self.c;
+        let mut xn = self.b.buffer(rows * c.hidden);
+        self.b.rms_norm(x, &mut xn, c.hidden, &self.norm, c.eps)?;
+        let mut logits = self.b.buffer(rows * c.vocab);
+        self.b.linear(&xn, rows, &self.output, &mut logits)?;
+        Ok(logits)
+    }
+}
+
 impl<B: Backend> Decoder for On<B> {
     fn owned_bytes(&self) -> usize {
         let b = self.blocks.iter().map(|b| {
@@ -285,28 +339,7 @@ impl<B: Backend> Decoder for On<B> {
         x: Vec<f32>,
         pos0: usize,
     ) -> Result<Vec<f32>> {
-        let st = state.downcast_mut::<State<B>>().ok_or_else(|| {
-            ModelError::Input("the KV cache was made by another model or device".into())
-        })?;
-        let c = &self.c;
-        let t = x.len() / c.hidden;
-        let (qw, kvw) = (c.heads * c.head_dim, c.kv_heads * c.head_dim);
-        let sizes = [
-            t * c.hidden,
-            t * qw,
-            t * kvw,
-            t * kvw,
-            t * qw,
-            t * c.ffn,
-            t * c.ffn,
-        ];
-        for (buf, n) in st.scratch.iter_mut().zip(sizes) {
-            self.b.resize(buf, n);
-        }
-        let mut x = self.b.upload(x);
-        for (i, l) in layers.clone().enumerate() {
-            self.block(&self.blocks[l], st, i, &mut x, t, pos0)?;
-        }
+        let x = self.run_on(state, layers, x, pos0)?;
         Ok(self.b.download(x)?)
     }
 
@@ -339,12 +372,21 @@ impl<B: Backend> Decoder for On<B> {
     }
 
     fn head(&self, x: Vec<f32>, rows: usize) -> Result<Vec<f32>> {
-        let c = &self.c;
         let x = self.b.upload(x);
-        let mut xn = self.b.buffer(rows * c.hidden);
-        self.b.rms_norm(&x, &mut xn, c.hidden, &self.norm, c.eps)?;
-        let mut logits = self.b.buffer(rows * c.vocab);
-        self.b.linear(&xn, rows, &self.output, &mut logits)?;
-        Ok(self.b.download(logits)?)
+        Ok(self.b.download(self.head_on(&x, rows)?)?)
+    }
+
+    fn greedy_step(
+        &self,
+        state: &mut (dyn Any + Send + Sync),
+        x: Vec<f32>,
+        pos0: usize,
+    ) -> Result<u32> {
+        let x = self.run_on(state, 0..self.c.layers, x, pos0)?;
+        let logits = self.head_on(&x, 1)?;
+        let ids = self.b.argmax(&logits, self.c.vocab)?;
+        ids.first()
+            .copied()
+            .ok_or_else(|| ModelError::Input("a greedy step of no row".into()))
     }
 }
