@@ -22,6 +22,8 @@ build() {
     mkdir -p "$DIR"
     cargo build --release -p edgecut-cli --features gpu
     cargo build --release -p edgecut-cli --example random_weights
+    cargo test --release -p edgecut-backends --features vulkan,cuda --no-run \
+        --test contract --test gpu_conformance
     strip -o "$DIR/edgecut" target/release/edgecut
     strip -o "$DIR/random_weights" target/release/examples/random_weights
     for t in contract gpu_conformance; do
@@ -73,7 +75,8 @@ run() {
         if [ -f "$DIR/$f.gz" ]; then gunzip -c "$DIR/$f.gz" >"$T/$f"; else cp "$DIR/$f" "$T/$f"; fi
     done
     chmod +x "$T/edgecut" "$T/random_weights" "$T/contract" "$T/gpu_conformance"
-    if ! ldconfig -p 2>/dev/null | grep -q libvulkan.so.1; then
+    # (A here-string, not a pipe: `grep -q` closing early would fail the pipe under pipefail.)
+    if ! grep -q libvulkan.so.1 <<<"$(ldconfig -p 2>/dev/null || true)"; then
         for d in "$DIR"/libvulkan1_*.deb; do
             [ -f "$d" ] && dpkg-deb -x "$d" "$T/vk" &&
                 export LD_LIBRARY_PATH="$T/vk/usr/lib/x86_64-linux-gnu:${LD_LIBRARY_PATH:-}"
@@ -98,32 +101,42 @@ run() {
     done
     local devs="cpu cuda wgpu" software=0
     for dev in $devs; do
-        if ! "$T/edgecut" bench -m "$T/minilm-q8_0.gguf" --device "$dev" --seq 16 --iters 1 \
-            >"$LOG" 2>&1; then
-            R[fid_$dev]="absent"
+        if ! timeout 300 "$T/edgecut" bench -m "$T/minilm-q8_0.gguf" --device "$dev" --seq 16 \
+            --iters 1 >"$LOG" 2>&1; then
+            # No such device is "absent"; a device that is there and fails is a failure.
+            if grep -q "is unavailable\|not available in this build" "$LOG"; then
+                R[fid_$dev]=absent
+            else
+                R[fid_$dev]=FAIL
+                cp "$LOG" "$T/bench-$dev.log"
+            fi
             continue
         fi
         grep -q llvmpipe "$LOG" && [ "$dev" = wgpu ] && software=1
-        R[fid_$dev]=$(python3 scripts/gpucheck/fidelity.py "$T/edgecut" "$T/minilm-q8_0.gguf" \
-            "$dev" tests/fixtures/minilm.json | awk '{print $2}')
+        R[fid_$dev]=$(timeout 600 python3 scripts/gpucheck/fidelity.py "$T/edgecut" \
+            "$T/minilm-q8_0.gguf" "$dev" tests/fixtures/minilm.json | awk '{print $2}') ||
+            R[fid_$dev]=FAIL
         # A software adapter (lavapipe) runs small batches only, for orientation.
         local sizes="1 32 128"
         [ "$dev" = wgpu ] && [ $software = 1 ] && sizes="1 8"
         for b in $sizes; do
-            R[mini_${b}_$dev]=$("$T/edgecut" bench -m "$T/minilm-q8_0.gguf" --device "$dev" \
-                --seq 128 --batch "$b" --batch-size "$b" --iters 3 2>/dev/null | sentences)
+            # A failed run (out of memory at 128, say) leaves its cell empty, not the table.
+            R[mini_${b}_$dev]=$(timeout 300 "$T/edgecut" bench -m "$T/minilm-q8_0.gguf" \
+                --device "$dev" --seq 128 --batch "$b" --batch-size "$b" --iters 3 \
+                2>>"$T/bench-$dev.log" | sentences) || R[mini_${b}_$dev]=FAIL
         done
         local gen=64 iters=3
         if [ "$dev" = wgpu ] && [ $software = 1 ]; then gen=8 iters=1; fi
-        "$T/edgecut" bench -m "$T/decoder.gguf" --device "$dev" --prompt-tokens 128 \
-            --gen-tokens $gen --iters $iters >"$LOG" 2>&1 || true
+        timeout 600 "$T/edgecut" bench -m "$T/decoder.gguf" --device "$dev" --prompt-tokens 128 \
+            --gen-tokens $gen --iters $iters >"$LOG" 2>&1 || echo "decoder bench on $dev failed" >>"$LOG"
+        cp "$LOG" "$T/decoder-$dev.log"
         R[prefill_$dev]=$(awk '$1 == 128 {print $4}' "$LOG")
         R[decode_$dev]=$(awk '$1 == 128 {print $6}' "$LOG")
     done
     local pdev=cpu
     [ -n "$gpu" ] && pdev=cuda
     if [ -n "$py" ]; then
-        while read -r k v; do R[torch_$k]=$v; done < <("$py" scripts/gpucheck/peer.py "$pdev" 2>"$T/peer.log" || true)
+        while read -r k v; do R[torch_$k]=$v; done < <(timeout 600 "$py" scripts/gpucheck/peer.py "$pdev" 2>"$T/peer.log" || true)
     fi
     local ratio="-"
     if [ -n "${R[decode_cuda]:-}" ] && [ -n "${R[decode_wgpu]:-}" ]; then

@@ -248,7 +248,7 @@ pub trait Backend: Clone + Send + Sync + Sized + 'static {
     /// `a += b`.
     fn add(&self, a: &mut Self::Tensor, b: &Self::Tensor) -> Result<(), OpError>;
     /// The index of the largest value of each row of `width` values of `x` (the first of
-    /// equal ones): greedy decoding's choice, made where the logits are, so that a GPU sends
+    /// equal ones; rows holding NaN may differ between backends): greedy decoding's choice, made where the logits are, so that a GPU sends
     /// back a few bytes per row instead of the whole vocabulary's logits.
     fn argmax(&self, x: &Self::Tensor, width: usize) -> Result<Vec<u32>, OpError>;
     /// Rotary embeddings of rows of `heads * head_dim` (row `i` at position `pos0 + i`), in

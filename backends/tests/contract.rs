@@ -460,6 +460,10 @@ fn argmax<B: Backend>(b: &B, rng: &mut Rng) {
             "argmax at width {width}"
         );
     }
+    // The lowest values: infinities count, equal ones give the first.
+    let inf = f32::NEG_INFINITY;
+    let low = [inf, f32::MIN, inf, inf];
+    assert_eq!(b.argmax(&up(b, &low), 2).unwrap(), vec![1, 0]);
     assert!(matches!(
         b.argmax(&up(b, &[1.0; 10]), 3),
         Err(OpError::Shape(_))

@@ -79,7 +79,8 @@ pub enum Error {
     /// The device cannot be opened.
     #[error(transparent)]
     Device(#[from] DeviceError),
-    /// The model cannot run on the device asked for.
+    /// The model cannot run on the device asked for. (Decoders asked for a GPU gave it until
+    /// they ran there; no model gives it now. Kept so that code matching it still compiles.)
     #[error("{what} cannot run on device {device} (the cpu device runs it)")]
     DeviceUnsupported {
         /// The device asked for.

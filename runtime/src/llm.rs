@@ -192,9 +192,10 @@ impl Llm {
 
     /// A decoder on a model file already open.
     pub fn from_file(file: Arc<GgufFile>, opts: &LlmOptions) -> Result<Llm> {
-        // A GPU runs a decoder when asked for by name (`wgpu`, `cuda`); `auto` keeps decoders
-        // on the CPU, which decodes one conversation faster than the GPU kernels measured so far
-        // (docs/benchmarks.md).
+        // A GPU runs a decoder when asked for by name (`wgpu`, `cuda`), or when it is the
+        // shared device the application handed over; `auto` keeps decoders on the CPU, which
+        // decodes one conversation faster than the GPU kernels measured so far
+        // (docs/benchmarks-gpu.md).
         let device = match (&opts.shared_device, opts.device) {
             (Some(d), _) => d.device.clone(),
             (None, DeviceKind::Auto) => Device::open(DeviceKind::Cpu, opts.threads)?,

@@ -101,3 +101,62 @@ pub fn gather_q8(
         out[id as usize] = f32::cast_from(v) * d[(e / 32u32) as usize];
     }
 }
+
+/// `a += b` over the first `len` values.
+#[cube(launch)]
+pub fn add(a: &mut Array<f32>, b: &Array<f32>, len: u32) {
+    let i = ABSOLUTE_POS as u32;
+    if i < len {
+        a[i as usize] = a[i as usize] + b[i as usize];
+    }
+}
+
+/// Units of an [`argmax`] cube (a power of two: the reduction halves it).
+pub(crate) const ARGMAX_UNITS: u32 = 256;
+
+/// The index of the largest value of row `CUBE_POS_X` (of `width` values) into `out`, as a
+/// `u32`; the first of equal values (as the CPU's scan), a NaN never (the CPU's scan keeps a NaN
+/// at index 0; a row of NaNs gives 0). Unit `t`
+/// scans values `t, t + 256, ..`, then the cube keeps the better of pairs in shared memory.
+#[cube(launch)]
+pub fn argmax(x: &Array<f32>, out: &mut Array<u32>, width: u32) {
+    let mut bv = SharedMemory::<f32>::new(ARGMAX_UNITS as usize);
+    let mut bi = SharedMemory::<u32>::new(ARGMAX_UNITS as usize);
+    let r = CUBE_POS_X;
+    let t = UNIT_POS_X;
+    let base = r * width;
+    // -inf (bits 0xff800000).
+    let mut v = f32::reinterpret(4286578688u32);
+    // No index yet: past every real one, so any real one wins a tie against it.
+    let mut i = 4294967295u32;
+    for c in range_stepped(t, width, ARGMAX_UNITS) {
+        let x0 = x[(base + c) as usize];
+        if x0 > v || (i == 4294967295u32 && x0 == v) {
+            v = x0;
+            i = c;
+        }
+    }
+    bv[t as usize] = v;
+    bi[t as usize] = i;
+    sync_cube();
+    let mut half = CUBE_DIM_X / 2u32;
+    while half > 0u32 {
+        if t < half {
+            let (ov, oi) = (bv[(t + half) as usize], bi[(t + half) as usize]);
+            let (mv, mi) = (bv[t as usize], bi[t as usize]);
+            if ov > mv || (ov == mv && oi < mi) {
+                bv[t as usize] = ov;
+                bi[t as usize] = oi;
+            }
+        }
+        sync_cube();
+        half /= 2u32;
+    }
+    if t == 0u32 {
+        let mut best = bi[0];
+        if best == 4294967295u32 {
+            best = 0u32;
+        }
+        out[r as usize] = best;
+    }
+}

@@ -3,7 +3,7 @@
 use cubecl::prelude::*;
 
 use super::decoder_kernels as k;
-use super::ops::{arg, array, grid_1d, grid_rows, Gpu};
+use super::ops::{arg, array, grid_1d, grid_rows, Gpu, MAX_CUBES};
 use super::{GpuBuffer, GpuMatrix};
 use crate::ops::{OpError, RopeStyle};
 
@@ -116,6 +116,49 @@ impl<R: Runtime> Gpu<R> {
             array(out),
             arg("ids", ids.len())?,
             arg("dim", t.k)?,
+        );
+        Ok(())
+    }
+
+    /// The index of the largest value of each row of `width` values of `x`.
+    pub(crate) fn argmax(&self, x: &GpuBuffer, width: usize) -> Result<Vec<u32>, OpError> {
+        if width == 0 || !x.len.is_multiple_of(width) {
+            return Err(OpError::Shape(format!(
+                "argmax: {} values are not rows of {width}",
+                x.len
+            )));
+        }
+        let rows = x.len / width;
+        arg("argmax values", x.len)?;
+        if rows > MAX_CUBES as usize {
+            return Err(OpError::Shape(format!(
+                "argmax of {rows} rows in one launch"
+            )));
+        }
+        let out = self.empty(rows);
+        k::argmax::launch::<R>(
+            &self.client,
+            CubeCount::Static(rows.max(1) as u32, 1, 1),
+            CubeDim::new_1d(k::ARGMAX_UNITS),
+            array(x),
+            array(&out),
+            arg("row width", width)?,
+        );
+        // The kernel wrote u32 indices: their bits, read back through the f32 download.
+        Ok(self.download(&out)?.into_iter().map(f32::to_bits).collect())
+    }
+
+    /// `a += b`.
+    pub(crate) fn add(&self, a: &GpuBuffer, b: &GpuBuffer) -> Result<(), OpError> {
+        OpError::check("add operand", b.len, a.len)?;
+        let (cc, cd) = grid_1d(a.len)?;
+        k::add::launch::<R>(
+            &self.client,
+            cc,
+            cd,
+            array(a),
+            array(b),
+            arg("length", a.len)?,
         );
         Ok(())
     }

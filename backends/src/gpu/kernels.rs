@@ -187,8 +187,10 @@ pub(crate) fn cube_sum(red: &mut SharedMemory<f32>, v: f32) -> f32 {
 /// when `centred` is 1): sixteen lanes, lane `l` summing values `l, l + 16, ..` of the whole
 /// chunks of 16 in order, then the lanes in order, then the values past the last whole chunk
 /// in order. Units 0..16 of the cube sum a lane each; every unit gets the total. Summed in the
-/// CPU's order, the sums are the CPU's: a layer norm's output is quantized to int8 next, where
-/// a last-bit difference can move a value across a rounding boundary.
+/// CPU's order, the sums are the CPU's where the shader compiler does not fuse a multiply and
+/// an add (SPIR-V as lavapipe runs it: tested bit for bit; NVRTC may fuse, by default): a layer
+/// norm's output is quantized to int8 next, where a last-bit difference can move a value
+/// across a rounding boundary.
 #[cube]
 fn row_sum16(
     red: &mut SharedMemory<f32>,

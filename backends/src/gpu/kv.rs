@@ -1,13 +1,15 @@
 //! A decoder's KV cache on the GPU and causal grouped-query attention over it. Keys and values
 //! are kept as f16, as on the CPU (half the memory of f32), two to a `u32` word (WGSL has no
 //! 16-bit storage type everywhere): the conversion is written out in integer arithmetic,
-//! rounding to nearest even as the CPU's `half` does, so both caches hold the same bits.
+//! rounding to nearest even as the CPU's `half` does, so both caches hold the same bits for
+//! every number (a NaN stays a NaN, its payload not kept).
 //!
 //! Layout per layer: `[kv_head][position][head_dim / 2 words]`, so a head's keys at successive
 //! positions are contiguous.
 
 use cubecl::prelude::*;
 
+use super::kernels::cube_sum;
 use super::ops::{arg, array, grid_1d, Gpu, MAX_CUBES};
 use super::GpuBuffer;
 use crate::backend::KvShape;
@@ -184,17 +186,7 @@ pub fn causal_attention(
         sc[(sb + j) as usize] = p;
         l += p;
     }
-    red[t as usize] = l;
-    sync_cube();
-    half = CUBE_DIM_X / 2u32;
-    while half > 0u32 {
-        if t < half {
-            red[t as usize] = red[t as usize] + red[(t + half) as usize];
-        }
-        sync_cube();
-        half /= 2u32;
-    }
-    let inv = 1.0f32 / red[0];
+    let inv = 1.0f32 / cube_sum(&mut red, l);
     // Every unit reads every position's probability next, written by other units.
     sync_storage();
     for dd in range_stepped(t, hd, UNITS) {
@@ -220,8 +212,9 @@ impl<R: Runtime> Gpu<R> {
             )));
         }
         let words = shape
-            .layers
-            .checked_mul(shape.kv_heads * shape.head_dim / 2)
+            .kv_heads
+            .checked_mul(shape.head_dim / 2)
+            .and_then(|w| w.checked_mul(shape.layers))
             .and_then(|w| w.checked_mul(shape.capacity))
             .filter(|&w| u32::try_from(w).is_ok())
             .ok_or_else(|| {
@@ -262,6 +255,7 @@ impl<R: Runtime> Gpu<R> {
                 pos0 + rows
             )));
         }
+        arg("kv append values", k.len)?;
         let (cc, cd) = grid_1d(rows * kvw / 2)?;
         kv_append::launch::<R>(
             &self.client,

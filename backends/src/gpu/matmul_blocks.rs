@@ -11,7 +11,7 @@
 
 use cubecl::prelude::*;
 
-use super::kernels::byte_i8;
+use super::kernels::{byte_i8, cube_row, cube_sum, ROW_UNITS};
 use super::ops::{arg, array, Gpu, MAX_CUBES};
 use super::{GpuBlocks, GpuBuffer};
 use crate::ops::OpError;
@@ -22,8 +22,6 @@ const KIND_Q8_0: u32 = 0;
 const KIND_Q4_0: u32 = 1;
 const KIND_Q4_1: u32 = 2;
 const KIND_F32: u32 = 3;
-/// Units of a row-reducing cube (a power of two: the reduction halves it).
-const ROW_UNITS: u32 = 64;
 /// Output tile side of the tiled kernel.
 const TILE: u32 = 16;
 /// Shared-memory row stride of a staged block (32 values and one of padding, so the 16 units
@@ -83,8 +81,9 @@ fn block_value(
     v
 }
 
-/// `out[i, j] = x[i] · w[j] + bias[j]`, one cube of [`ROW_UNITS`] per output (`CUBE_POS_X`: the
-/// weight row, `CUBE_POS_Y`: the activation row). Unit `t` takes words `t, t + 64, ..` of the
+/// `out[i, j] = x[i] · w[j] + bias[j]`, one cube of [`ROW_UNITS`] per output (the weight row
+/// numbered along x then y, so a vocabulary past 65,535 rows fits; `CUBE_POS_Z`: the
+/// activation row). Unit `t` takes words `t, t + 64, ..` of the
 /// weight row (4 or 8 values each), then the cube sums the units' parts in shared memory.
 #[cube(launch)]
 #[allow(clippy::too_many_arguments)]
@@ -101,8 +100,8 @@ pub fn gemv_blocks(
     has_bias: u32,
 ) {
     let mut part = SharedMemory::<f32>::new(ROW_UNITS as usize);
-    let j = CUBE_POS_X;
-    let i = CUBE_POS_Y;
+    let j = cube_row();
+    let i = CUBE_POS_Z;
     let t = UNIT_POS_X;
     let nb = k / 32u32;
     let wpb = words_per_block(kind);
@@ -147,18 +146,9 @@ pub fn gemv_blocks(
             }
         }
     }
-    part[t as usize] = acc;
-    sync_cube();
-    let mut half = CUBE_DIM_X / 2u32;
-    while half > 0u32 {
-        if t < half {
-            part[t as usize] = part[t as usize] + part[(t + half) as usize];
-        }
-        sync_cube();
-        half /= 2u32;
-    }
+    let total = cube_sum(&mut part, acc);
     if t == 0u32 && j < n {
-        let mut v = part[0];
+        let mut v = total;
         if has_bias == 1u32 {
             v += bias[j as usize];
         }
@@ -228,69 +218,12 @@ pub fn gemm_blocks(
     }
 }
 
-/// `a += b` over the first `len` values.
-#[cube(launch)]
-pub fn add(a: &mut Array<f32>, b: &Array<f32>, len: u32) {
-    let i = ABSOLUTE_POS as u32;
-    if i < len {
-        a[i as usize] = a[i as usize] + b[i as usize];
-    }
-}
-
 /// A matrix repacked on the host, before upload.
 struct Repacked {
     kind: u32,
     q: Vec<u32>,
     d: Vec<f32>,
     mn: Vec<f32>,
-}
-
-/// Units of an [`argmax`] cube (a power of two: the reduction halves it).
-const ARGMAX_UNITS: u32 = 256;
-
-/// The index of the largest value of row `CUBE_POS_X` (of `width` values) into `out`, as a
-/// `u32`; the first of equal values, a NaN never (a row with nothing else gives 0). Unit `t`
-/// scans values `t, t + 256, ..`, then the cube keeps the better of pairs in shared memory.
-#[cube(launch)]
-pub fn argmax(x: &Array<f32>, out: &mut Array<u32>, width: u32) {
-    let mut bv = SharedMemory::<f32>::new(ARGMAX_UNITS as usize);
-    let mut bi = SharedMemory::<u32>::new(ARGMAX_UNITS as usize);
-    let r = CUBE_POS_X;
-    let t = UNIT_POS_X;
-    let base = r * width;
-    let mut v = f32::cast_from(width) * 0.0f32 - 3.4e38f32;
-    // No index yet: past every real one, so any real one wins a tie against it.
-    let mut i = 4294967295u32;
-    for c in range_stepped(t, width, ARGMAX_UNITS) {
-        let x0 = x[(base + c) as usize];
-        if x0 > v || (i == 4294967295u32 && x0 == v) {
-            v = x0;
-            i = c;
-        }
-    }
-    bv[t as usize] = v;
-    bi[t as usize] = i;
-    sync_cube();
-    let mut half = CUBE_DIM_X / 2u32;
-    while half > 0u32 {
-        if t < half {
-            let (ov, oi) = (bv[(t + half) as usize], bi[(t + half) as usize]);
-            let (mv, mi) = (bv[t as usize], bi[t as usize]);
-            if ov > mv || (ov == mv && oi < mi) {
-                bv[t as usize] = ov;
-                bi[t as usize] = oi;
-            }
-        }
-        sync_cube();
-        half /= 2u32;
-    }
-    if t == 0u32 {
-        let mut best = bi[0];
-        if best == 4294967295u32 {
-            best = 0u32;
-        }
-        out[r as usize] = best;
-    }
 }
 
 /// Host side: the words, scales and minimums of `n` rows of `k` values stored as `dtype`.
@@ -376,6 +309,7 @@ impl<R: Runtime> Gpu<R> {
         }
         let (m32, n32, k32) = (arg("rows", rows)?, arg("outputs", n)?, arg("inputs", k)?);
         arg("output values", rows * n)?;
+        arg("input values", rows * k)?;
         let dummy;
         let bias_buf = match bias {
             Some(b) => b,
@@ -386,15 +320,13 @@ impl<R: Runtime> Gpu<R> {
         };
         let has_bias = u32::from(bias.is_some());
         if rows <= GEMV_MAX_ROWS {
-            if n > MAX_CUBES as usize {
-                return Err(OpError::Shape(format!(
-                    "{n} outputs are more than one launch covers"
-                )));
-            }
+            let (CubeCount::Static(gx, gy, _), dim) = super::ops::grid_rows(n)? else {
+                unreachable!("grid_rows gives a static count")
+            };
             gemv_blocks::launch::<R>(
                 &self.client,
-                CubeCount::Static(n32, m32.max(1), 1),
-                CubeDim::new_1d(ROW_UNITS),
+                CubeCount::Static(gx, gy, m32.max(1)),
+                dim,
                 array(x),
                 array(&w.q),
                 array(&w.d),
@@ -431,48 +363,6 @@ impl<R: Runtime> Gpu<R> {
                 has_bias,
             );
         }
-        Ok(())
-    }
-
-    /// The index of the largest value of each row of `width` values of `x`.
-    pub(crate) fn argmax(&self, x: &GpuBuffer, width: usize) -> Result<Vec<u32>, OpError> {
-        if width == 0 || !x.len.is_multiple_of(width) {
-            return Err(OpError::Shape(format!(
-                "argmax: {} values are not rows of {width}",
-                x.len
-            )));
-        }
-        let rows = x.len / width;
-        if rows > MAX_CUBES as usize {
-            return Err(OpError::Shape(format!(
-                "argmax of {rows} rows in one launch"
-            )));
-        }
-        let out = self.empty(rows);
-        argmax::launch::<R>(
-            &self.client,
-            CubeCount::Static(rows.max(1) as u32, 1, 1),
-            CubeDim::new_1d(ARGMAX_UNITS),
-            array(x),
-            array(&out),
-            arg("row width", width)?,
-        );
-        // The kernel wrote u32 indices: their bits, read back through the f32 download.
-        Ok(self.download(&out)?.into_iter().map(f32::to_bits).collect())
-    }
-
-    /// `a += b`.
-    pub(crate) fn add(&self, a: &GpuBuffer, b: &GpuBuffer) -> Result<(), OpError> {
-        OpError::check("add operand", b.len, a.len)?;
-        let (cc, cd) = super::ops::grid_1d(a.len)?;
-        add::launch::<R>(
-            &self.client,
-            cc,
-            cd,
-            array(a),
-            array(b),
-            arg("length", a.len)?,
-        );
         Ok(())
     }
 }
