@@ -325,6 +325,37 @@ pub trait Backend: Clone + Send + Sync + Sized + 'static {
     }
 }
 
+impl KvShape {
+    /// Checks a [`Backend::kv_append`] of `k` and `v` (`k_len` and `v_len` values) at positions
+    /// `pos0..` of `layer` against the cache's shape; returns the rows appended.
+    pub fn check_append(
+        &self,
+        layer: usize,
+        pos0: usize,
+        k_len: usize,
+        v_len: usize,
+    ) -> Result<usize, OpError> {
+        let kvw = self.kv_heads * self.head_dim;
+        if kvw == 0 {
+            return Err(OpError::Shape(
+                "kv append to a cache of rows of no values".into(),
+            ));
+        }
+        let rows = k_len / kvw;
+        OpError::check("kv append keys", k_len, rows * kvw)?;
+        OpError::check("kv append values", v_len, k_len)?;
+        if layer >= self.layers || pos0 + rows > self.capacity {
+            return Err(OpError::Shape(format!(
+                "kv append: layer {layer} of {}, positions {pos0}..{} of {}",
+                self.layers,
+                pos0 + rows,
+                self.capacity
+            )));
+        }
+        Ok(rows)
+    }
+}
+
 /// The operands of [`Backend::causal_attention_many`] name as many conversations each.
 pub fn check_many(q: usize, caches: usize, pos0: usize, out: usize) -> Result<(), OpError> {
     if caches != q || pos0 != q || out != q {

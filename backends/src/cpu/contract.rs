@@ -338,22 +338,14 @@ impl Backend for CpuBackend {
         k: &[f32],
         v: &[f32],
     ) -> Result<(), OpError> {
+        cache.shape.check_append(layer, pos0, k.len(), v.len())?;
         let KvShape {
-            layers,
             kv_heads,
             head_dim: hd,
             capacity: cap,
+            ..
         } = cache.shape;
         let kvw = kv_heads * hd;
-        let rows = k.len() / kvw.max(1);
-        OpError::check("kv append keys", k.len(), rows * kvw)?;
-        OpError::check("kv append values", v.len(), k.len())?;
-        if layer >= layers || pos0 + rows > cap {
-            return Err(OpError::Shape(format!(
-                "kv append: layer {layer} of {layers}, positions {pos0}..{} of {cap}",
-                pos0 + rows
-            )));
-        }
         let (kc, vc) = (&mut cache.k[layer], &mut cache.v[layer]);
         // Keys transposed (`[kv_head][dim][position]`), values by position. Whole rows are
         // converted at once (`half` converts a slice with F16C; one value at a time it checks

@@ -239,22 +239,14 @@ impl<R: Runtime> Gpu<R> {
         k: &GpuBuffer,
         v: &GpuBuffer,
     ) -> Result<(), OpError> {
+        let rows = cache.shape.check_append(layer, pos0, k.len, v.len)?;
         let KvShape {
-            layers,
             kv_heads,
             head_dim: hd,
             capacity: cap,
+            ..
         } = cache.shape;
         let kvw = kv_heads * hd;
-        let rows = k.len / kvw;
-        OpError::check("kv append keys", k.len, rows * kvw)?;
-        OpError::check("kv append values", v.len, k.len)?;
-        if layer >= layers || pos0 + rows > cap {
-            return Err(OpError::Shape(format!(
-                "kv append: layer {layer} of {layers}, positions {pos0}..{} of {cap}",
-                pos0 + rows
-            )));
-        }
         arg("kv append values", k.len)?;
         let (cc, cd) = grid_1d(rows * kvw / 2)?;
         kv_append::launch::<R>(

@@ -219,15 +219,15 @@ pub fn gemm_blocks(
 }
 
 /// A matrix repacked on the host, before upload.
-struct Repacked {
+pub(super) struct Repacked {
     kind: u32,
-    q: Vec<u32>,
-    d: Vec<f32>,
+    pub(super) q: Vec<u32>,
+    pub(super) d: Vec<f32>,
     mn: Vec<f32>,
 }
 
 /// Host side: the words, scales and minimums of `n` rows of `k` values stored as `dtype`.
-fn repack(dtype: DType, data: &[u8], n: usize, k: usize) -> Result<Repacked, OpError> {
+pub(super) fn repack(dtype: DType, data: &[u8], n: usize, k: usize) -> Result<Repacked, OpError> {
     let f16 = |b: &[u8]| half::f16::from_le_bytes([b[0], b[1]]).to_f32();
     let words = |qs: &[u8], out: &mut Vec<u32>| {
         out.extend(

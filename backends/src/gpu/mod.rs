@@ -204,7 +204,7 @@ impl GpuBackend {
             )));
         }
         OpError::check("Q8_0 weight bytes", blocks.len(), n * k / 32 * 34)?;
-        Ok(on_gpu!(self, g => g.upload_q8_0(blocks, n, k)))
+        on_gpu!(self, g => g.upload_q8_0(blocks, n, k))
     }
 
     /// `out = x w^T + bias` for `rows` rows of `x`, activations quantized as `act`

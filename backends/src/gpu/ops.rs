@@ -104,24 +104,20 @@ impl<R: Runtime> Gpu<R> {
     }
 
     /// Repacks Q8_0 blocks (`n` rows of `k`) into int8 words and f32 scales and uploads them.
-    pub(crate) fn upload_q8_0(&self, blocks: &[u8], n: usize, k: usize) -> GpuMatrix {
-        let nb = n * k / QK;
-        let mut q = Vec::with_capacity(nb * QK / 4);
-        let mut d = Vec::with_capacity(nb);
-        for b in blocks.chunks_exact(34) {
-            d.push(half::f16::from_le_bytes([b[0], b[1]]).to_f32());
-            q.extend(
-                b[2..]
-                    .chunks_exact(4)
-                    .map(|w| u32::from_le_bytes([w[0], w[1], w[2], w[3]])),
-            );
-        }
-        GpuMatrix {
-            q: self.upload_u32(&q),
-            d: self.upload_f32(&d),
+    pub(crate) fn upload_q8_0(
+        &self,
+        blocks: &[u8],
+        n: usize,
+        k: usize,
+    ) -> Result<GpuMatrix, OpError> {
+        // The same words and scales as a Q8_0 matrix for f32 activations.
+        let r = super::matmul_blocks::repack(crate::DType::Q8_0, blocks, n, k)?;
+        Ok(GpuMatrix {
+            q: self.upload_u32(&r.q),
+            d: self.upload_f32(&r.d),
             n,
             k,
-        }
+        })
     }
 
     /// `out = x w^T + bias` with `x` quantized as `act` on the GPU.
