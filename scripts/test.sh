@@ -20,7 +20,7 @@ scripts/deploy-validate.sh
 GPU_FEATURES=edgecut-cli/gpu,edgecut-backends/vulkan,edgecut-backends/cuda,edgecut-tests/vulkan,edgecut-tests/cuda
 cargo clippy --workspace --all-targets --release --features "$GPU_FEATURES" -- -D warnings
 cargo test --release -p edgecut-backends --features vulkan,cuda --test gpu_conformance --test contract
-cargo test --release -p edgecut-models --features vulkan --test tiny_models on_wgpu
+cargo test --release -p edgecut-models --features vulkan,cuda --test tiny_models on_wgpu
 cargo test --release -p edgecut-tests --features vulkan,cuda --test it gpu_
-cargo test --release -p edgecut-cli --features vulkan --test serve_gpu
+cargo test --release -p edgecut-cli --features gpu --test serve_gpu
 scripts/test-arm.sh
