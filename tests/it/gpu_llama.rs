@@ -4,20 +4,8 @@
 //! default two prompts run (a plain text and a chat); `EDGECUT_GPU_LLAMA_ALL=1` runs all ten.
 #![cfg(feature = "wgpu")]
 
-use edgecut::{DeviceKind, GenerateOptions, Llm, LlmOptions};
-use edgecut_tests::{f32s, fixture, ids, smollm_gguf};
-
-/// Greedy tokens of `prompt` on `llm`.
-fn greedy(llm: &Llm, prompt: &[u32], n: usize) -> Vec<u32> {
-    let opts = GenerateOptions::default()
-        .with_max_tokens(n)
-        .with_ignore_eos(true);
-    llm.new_context()
-        .unwrap()
-        .generate(prompt, &opts, &mut |_| true)
-        .unwrap()
-        .tokens
-}
+use edgecut::{DeviceKind, Llm, LlmOptions};
+use edgecut_tests::{f32s, fixture, greedy, ids, smollm_gguf};
 
 fn agreement(a: &[u32], b: &[u32]) -> usize {
     a.iter().zip(b).take_while(|(x, y)| x == y).count()

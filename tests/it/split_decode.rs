@@ -8,7 +8,7 @@ use std::sync::OnceLock;
 
 use edgecut::split::{DecodeLink, LinkError, ServerDecoder, SplitDecoder};
 use edgecut::{GenerateOptions, Llm, LlmOptions, SamplingParams, WeightType};
-use edgecut_tests::{converted, fixture, ids, repo_root, smollm_gguf};
+use edgecut_tests::{converted, fixture, greedy, ids, repo_root, smollm_gguf};
 use edgecut_wire::{decode_values, encode_values, Encoding};
 
 fn smollm() -> &'static Llm {
@@ -94,17 +94,6 @@ fn prompts() -> Vec<(String, Vec<u32>)> {
         .collect()
 }
 
-fn local(llm: &Llm, prompt: &[u32], n: usize) -> Vec<u32> {
-    let opts = GenerateOptions::default()
-        .with_max_tokens(n)
-        .with_ignore_eos(true);
-    llm.new_context()
-        .unwrap()
-        .generate(prompt, &opts, &mut |_| true)
-        .unwrap()
-        .tokens
-}
-
 fn split(
     llm: &Llm,
     prompt: &[u32],
@@ -124,7 +113,7 @@ fn split_greedy_equals_local_with_f32_at_every_cut_tried() {
     let llm = smollm();
     let n = llm.blocks();
     for (name, prompt) in prompts() {
-        let want = local(llm, &prompt, 32);
+        let want = greedy(llm, &prompt, 32);
         for cut in [1, n / 2, n - 1] {
             let mut link = InProcess::new(llm, cut, Encoding::F32);
             let (got, fell) = split(llm, &prompt, 32, &mut link);
@@ -134,7 +123,7 @@ fn split_greedy_equals_local_with_f32_at_every_cut_tried() {
     }
     let tiny = tiny();
     let prompt: Vec<u32> = (1..20).collect();
-    let want = local(&tiny, &prompt, 32);
+    let want = greedy(&tiny, &prompt, 32);
     for cut in 1..tiny.blocks() {
         let mut link = InProcess::new(&tiny, cut, Encoding::F32);
         assert_eq!(
@@ -153,7 +142,7 @@ fn lossy_encodings_agree_on_the_first_token_and_report_how_long_after() {
         let mut agree = Vec::new();
         let mut up = 0;
         for (name, prompt) in prompts() {
-            let want = local(llm, &prompt, 32);
+            let want = greedy(llm, &prompt, 32);
             let mut link = InProcess::new(llm, cut, enc);
             let (got, _) = split(llm, &prompt, 32, &mut link);
             assert_eq!(got[0], want[0], "{name} {enc:?}: the first token");
@@ -173,7 +162,7 @@ fn a_lost_server_mid_reply_loses_nothing() {
     let llm = smollm();
     let cut = llm.blocks() / 2;
     let prompt = &prompts()[0].1;
-    let want = local(llm, prompt, 32);
+    let want = greedy(llm, prompt, 32);
     // f32: the reply equals an uninterrupted local run.
     let mut link = InProcess::new(llm, cut, Encoding::F32);
     link.fail_after = Some(10);
@@ -189,7 +178,7 @@ fn a_lost_server_mid_reply_loses_nothing() {
     assert_eq!(fell.map(|f| f.0), Some(10));
     let mut so_far = prompt.clone();
     so_far.extend_from_slice(&got[..10]);
-    assert_eq!(&got[10..], &local(llm, &so_far, 22)[..]);
+    assert_eq!(&got[10..], &greedy(llm, &so_far, 22)[..]);
 
     // A conversation goes on after a fallback, and splits again when the server is back.
     let mut link = InProcess::new(llm, cut, Encoding::F32);
@@ -206,7 +195,7 @@ fn a_lost_server_mid_reply_loses_nothing() {
     let second = d.generate(&turn2, &opts, &mut link, &mut |_| true).unwrap();
     assert_eq!(second.fell_back, None);
     assert!(!d.is_local(), "split again");
-    assert_eq!(second.generation.tokens, local(llm, &turn2, 12));
+    assert_eq!(second.generation.tokens, greedy(llm, &turn2, 12));
 }
 
 /// A link that records what it was sent and answered.

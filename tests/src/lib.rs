@@ -201,6 +201,19 @@ pub fn cli_exe() -> PathBuf {
     cli
 }
 
+/// The `n` greedy tokens `llm` generates after `prompt` (end of sequence ignored), from a fresh
+/// context.
+pub fn greedy(llm: &edgecut::Llm, prompt: &[u32], n: usize) -> Vec<u32> {
+    let opts = edgecut::GenerateOptions::default()
+        .with_max_tokens(n)
+        .with_ignore_eos(true);
+    llm.new_context()
+        .unwrap()
+        .generate(prompt, &opts, &mut |_| true)
+        .unwrap()
+        .tokens
+}
+
 /// `edgecut serve -m model` on the CPU, on a free loopback port: the process and its address.
 pub fn serve_model(model: &Path) -> (std::process::Child, String) {
     let mut cmd = Command::new(cli_exe());

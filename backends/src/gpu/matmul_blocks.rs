@@ -302,11 +302,7 @@ impl<R: Runtime> Gpu<R> {
         out: &GpuBuffer,
     ) -> Result<(), OpError> {
         let (n, k) = (w.n, w.k);
-        OpError::check("linear input", x.len, rows * k)?;
-        OpError::check("linear output", out.len, rows * n)?;
-        if let Some(b) = bias {
-            OpError::check("linear bias", b.len, n)?;
-        }
+        super::ops::check_linear(x, rows, (n, k), bias, out)?;
         let (m32, n32, k32) = (arg("rows", rows)?, arg("outputs", n)?, arg("inputs", k)?);
         arg("output values", rows * n)?;
         arg("input values", rows * k)?;

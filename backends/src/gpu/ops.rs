@@ -51,6 +51,22 @@ pub(crate) fn grid_rows(rows: usize) -> Result<(CubeCount, CubeDim), OpError> {
     ))
 }
 
+/// The operands of a product `out = x w^T + bias` of `rows` rows against `n x k` weights.
+pub(crate) fn check_linear(
+    x: &GpuBuffer,
+    rows: usize,
+    (n, k): (usize, usize),
+    bias: Option<&GpuBuffer>,
+    out: &GpuBuffer,
+) -> Result<(), OpError> {
+    OpError::check("linear input", x.len, rows * k)?;
+    OpError::check("linear output", out.len, rows * n)?;
+    if let Some(b) = bias {
+        OpError::check("linear bias", b.len, n)?;
+    }
+    Ok(())
+}
+
 /// `v` as a `u32` kernel argument, or an error naming `what`.
 pub(crate) fn arg(what: &str, v: usize) -> Result<u32, OpError> {
     u32::try_from(v).map_err(|_| OpError::Shape(format!("{what} {v} does not fit 32 bits")))
@@ -131,11 +147,7 @@ impl<R: Runtime> Gpu<R> {
         out: &GpuBuffer,
     ) -> Result<(), OpError> {
         let (n, k) = (w.n, w.k);
-        OpError::check("linear input", x.len, rows * k)?;
-        OpError::check("linear output", out.len, rows * n)?;
-        if let Some(b) = bias {
-            OpError::check("linear bias", b.len, n)?;
-        }
+        check_linear(x, rows, (n, k), bias, out)?;
         let outliers = match act {
             ActQuant::Int8 => false,
             ActQuant::Int8Outliers => true,
