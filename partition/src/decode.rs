@@ -3,7 +3,8 @@
 //! tokens, under the device's memory budget (weights and KV cache of its blocks).
 //!
 //! The model of one turn of `prompt` tokens and a reply of `reply` tokens, split at K:
-//! - first token = device prefill (embeddings, blocks `0..K` at `prompt` tokens) + upload of
+//! - first token = (for a new session: the connection, HELLO and OPEN, three round trips) +
+//!   device prefill (embeddings, blocks `0..K` at `prompt` tokens) + upload of
 //!   `prompt` hidden states + round trip + server prefill (blocks `K..N` at `prompt` tokens)
 //!   + the head on one row + the NEXT frame back;
 //! - each further token = device step (stages `0..=K` at one token) + upload of one hidden
@@ -42,6 +43,10 @@ pub struct DecodeScenario {
     pub link: Link,
     /// Hidden states on the wire.
     pub encoding: Encoding,
+    /// Whether the turn opens the session: the device connects (TCP's handshake), says HELLO
+    /// and OPENs before its prompt goes up, three round trips more (a TLS handshake adds one,
+    /// not counted). Later turns of a conversation reuse the session.
+    pub new_session: bool,
 }
 
 /// The predicted cost of one cut.
@@ -84,15 +89,22 @@ pub struct DecodePlan {
     pub all: Vec<DecodeBreakdown>,
 }
 
-/// What measured steps say beside the profiles: the server's step against its profile, and
-/// the link's cost beyond bandwidth and round trip (framing, timers, wake-ups). From one turn at
-/// one K ([`DecodePlanner::calibrate`]); applied to every K by [`DecodePlanner::evaluate_with`].
+/// What measured turns say beside the profiles: the server's step against its profile, the
+/// link's cost beyond bandwidth and round trip (framing, timers, wake-ups), and the device's
+/// own step and prefill against its profile. The server's and the link's from one split turn
+/// ([`DecodePlanner::calibrate`]), the device's from one turn run all here
+/// ([`DecodePlanner::calibrate_device`]); applied to every K by
+/// [`DecodePlanner::evaluate_with`].
 #[derive(Clone, Copy, Debug, PartialEq, Serialize)]
 pub struct DecodeCalibration {
     /// Measured server step / the profile's.
     pub server_scale: f64,
     /// Measured round trip - measured server step - the link's predicted cost, ms per message.
     pub link_extra_ms: f64,
+    /// Measured device step / the profile's (the device's stages at one token).
+    pub device_scale: f64,
+    /// Measured device prefill / the profile's (the device's stages at the prompt's length).
+    pub device_prefill_scale: f64,
 }
 
 impl DecodeCalibration {
@@ -100,6 +112,8 @@ impl DecodeCalibration {
     pub const NONE: DecodeCalibration = DecodeCalibration {
         server_scale: 1.0,
         link_extra_ms: 0.0,
+        device_scale: 1.0,
+        device_prefill_scale: 1.0,
     };
 }
 
@@ -149,22 +163,51 @@ impl<'p> DecodePlanner<'p> {
         self.evaluate_with(k, sc, &DecodeCalibration::NONE)
     }
 
-    /// What a turn at `k` measured (per step: the server's own time, from NEXT, and the round
-    /// trip) says against the profiles' prediction for it.
+    /// What a split turn at `k` measured (per one-token step: the server's own time, from
+    /// NEXT, and the round trip) says against the profiles' prediction for it: the server's
+    /// scale and the link's extra cost, on top of `cal` (whose device side is kept).
     pub fn calibrate(
         &self,
         k: usize,
         sc: &DecodeScenario,
         server_ms: f64,
         round_trip_ms: f64,
+        cal: &DecodeCalibration,
     ) -> DecodeCalibration {
         let b = self.evaluate(k, sc);
-        if k >= self.blocks || b.server_step_ms <= 0.0 {
-            return DecodeCalibration::NONE;
+        if k >= self.blocks || b.server_step_ms <= 0.0 || server_ms.is_nan() || server_ms <= 0.0 {
+            return *cal;
         }
         DecodeCalibration {
             server_scale: (server_ms / b.server_step_ms).max(0.1),
             link_extra_ms: (round_trip_ms - server_ms - b.link_step_ms).max(0.0),
+            ..*cal
+        }
+    }
+
+    /// What a turn run all on the device measured (its first token and its step) says against
+    /// the device's profile: the device's scales, on top of `cal` (whose server and link sides
+    /// are kept).
+    pub fn calibrate_device(
+        &self,
+        sc: &DecodeScenario,
+        first_token_ms: f64,
+        step_ms: f64,
+        cal: &DecodeCalibration,
+    ) -> DecodeCalibration {
+        let b = self.evaluate(self.blocks, sc);
+        if first_token_ms.is_nan()
+            || step_ms.is_nan()
+            || first_token_ms <= 0.0
+            || step_ms <= 0.0
+            || b.step_ms <= 0.0
+        {
+            return *cal;
+        }
+        DecodeCalibration {
+            device_scale: (step_ms / b.step_ms).max(0.1),
+            device_prefill_scale: (first_token_ms / b.first_token_ms).max(0.1),
+            ..*cal
         }
     }
 
@@ -189,14 +232,15 @@ impl<'p> DecodePlanner<'p> {
         let l = &sc.link;
         let ms = |bytes: u64, bps: f64| bytes as f64 * 8.0 / bps * 1e3;
         let (first, step, dev_step, srv_step, link_step, up, down);
+        let (ds, dp) = (cal.device_scale, cal.device_prefill_scale);
         if k == n {
             // Everything here, the head included.
-            dev_step = sum(d, 0..head, 1.0) + d.stage_ms(head, 1.0);
-            first = sum(d, 0..head, p) + d.stage_ms(head, 1.0);
+            dev_step = (sum(d, 0..head, 1.0) + d.stage_ms(head, 1.0)) * ds;
+            first = (sum(d, 0..head, p) + d.stage_ms(head, 1.0)) * dp;
             (srv_step, link_step, up, down) = (0.0, 0.0, 0, 0);
             step = dev_step;
         } else {
-            dev_step = sum(d, 0..k + 1, 1.0);
+            dev_step = sum(d, 0..k + 1, 1.0) * ds;
             srv_step = (sum(s, k + 1..head, 1.0) + s.stage_ms(head, 1.0)) * cal.server_scale;
             up = encoded_bytes(sc.encoding, hidden) + STEP_OVERHEAD;
             down = NEXT_BYTES;
@@ -206,7 +250,14 @@ impl<'p> DecodePlanner<'p> {
             let chunks = (sc.prompt.max(1) as u64).div_ceil(PREFILL_CHUNK);
             let prompt_up = encoded_bytes(sc.encoding, hidden * sc.prompt.max(1) as u64)
                 + chunks * STEP_OVERHEAD;
-            first = sum(d, 0..k + 1, p)
+            // Connection, HELLO and OPEN: round trips and two small messages.
+            let setup = if sc.new_session {
+                3.0 * l.rtt_s * 1e3 + 2.0 * (l.per_message_s * 1e3 + cal.link_extra_ms)
+            } else {
+                0.0
+            };
+            first = setup
+                + sum(d, 0..k + 1, p) * dp
                 + ms(prompt_up, l.up_bps)
                 + chunks as f64 * fixed
                 + (sum(s, k + 1..head, p) + s.stage_ms(head, 1.0)) * cal.server_scale

@@ -2,7 +2,8 @@
 //! link and the device change, the memory budget, and the profiles it refuses.
 
 use edgecut_partition::{
-    DecodePlanner, DecodeScenario, Encoding, Graph, Link, PlanError, Profile, Sample, Tensor,
+    DecodeCalibration, DecodePlanner, DecodeScenario, Encoding, Graph, Link, PlanError, Profile,
+    Sample, Tensor,
 };
 
 const BLOCKS: usize = 6;
@@ -62,6 +63,7 @@ fn scenario(link: &str, enc: Encoding) -> DecodeScenario {
         context: 128,
         link: Link::parse(link).unwrap(),
         encoding: enc,
+        new_session: false,
     }
 }
 
@@ -84,6 +86,32 @@ fn the_arithmetic_of_one_cut() {
         (b.up_bytes_per_token + 38) as f64 * 8.0 / 8e6 * 1e3 + 10.0 + sc.link.per_message_s * 1e3;
     assert!((b.link_step_ms - link).abs() < 1e-9, "{b:?}");
     assert!((b.turn_ms - (b.first_token_ms + 31.0 * b.step_ms)).abs() < 1e-9);
+    // A new session: the connection, HELLO and OPEN before the prompt; nothing else changes.
+    let open = p.evaluate(
+        2,
+        &DecodeScenario {
+            new_session: true,
+            ..sc
+        },
+    );
+    let setup = 3.0 * 10.0 + 2.0 * sc.link.per_message_s * 1e3;
+    assert!(
+        (open.first_token_ms - b.first_token_ms - setup).abs() < 1e-9,
+        "{open:?}"
+    );
+    assert_eq!(open.step_ms, b.step_ms);
+    // All on the device, there is no session to open.
+    let all_open = p.evaluate(
+        BLOCKS,
+        &DecodeScenario {
+            new_session: true,
+            ..sc
+        },
+    );
+    assert_eq!(
+        all_open.first_token_ms,
+        p.evaluate(BLOCKS, &sc).first_token_ms
+    );
     assert_eq!(b.device_weight_bytes, 1000 + 2 * 10_000);
     assert_eq!(
         (b.device_kv_bytes, b.server_kv_bytes),
@@ -149,7 +177,13 @@ fn a_calibration_from_one_cut_moves_every_split_cut_and_not_the_device() {
     let b = p.evaluate(1, &sc);
     // Measured: the server 1.5x its profile, and 3 ms more per message on the link.
     let server = b.server_step_ms * 1.5;
-    let cal = p.calibrate(1, &sc, server, server + b.link_step_ms + 3.0);
+    let cal = p.calibrate(
+        1,
+        &sc,
+        server,
+        server + b.link_step_ms + 3.0,
+        &DecodeCalibration::NONE,
+    );
     assert!((cal.server_scale - 1.5).abs() < 1e-9 && (cal.link_extra_ms - 3.0).abs() < 1e-9);
     let c = p.evaluate_with(1, &sc, &cal);
     assert!((c.step_ms - (b.device_step_ms + server + b.link_step_ms + 3.0)).abs() < 1e-9);
@@ -160,6 +194,56 @@ fn a_calibration_from_one_cut_moves_every_split_cut_and_not_the_device() {
     assert_eq!(p.evaluate_with(BLOCKS, &sc, &cal), p.evaluate(BLOCKS, &sc));
     // With the link that much dearer, the device alone wins where the profiles said split.
     assert_eq!(p.plan(&sc, None).unwrap().best.k, 1);
-    let slow = p.calibrate(1, &sc, server, server + b.link_step_ms + 60.0);
+    let slow = p.calibrate(
+        1,
+        &sc,
+        server,
+        server + b.link_step_ms + 60.0,
+        &DecodeCalibration::NONE,
+    );
     assert_eq!(p.plan_with(&sc, None, &slow).unwrap().best.k, BLOCKS);
+}
+
+#[test]
+fn a_local_turn_calibrates_the_device_at_every_cut_and_keeps_the_server() {
+    let (d, s) = (profile("x", 0.1, 1.0, 0.5), profile("x", 0.01, 0.1, 0.05));
+    let p = DecodePlanner::new(&d, &s).unwrap();
+    let sc = scenario("100mbit,2ms", Encoding::F16);
+    let all = p.evaluate(BLOCKS, &sc);
+    // Measured all here: steps 1.25x the profile, the prompt 0.8x.
+    let dev = p.calibrate_device(
+        &sc,
+        all.first_token_ms * 0.8,
+        all.step_ms * 1.25,
+        &DecodeCalibration::NONE,
+    );
+    assert!((dev.device_scale - 1.25).abs() < 1e-9, "{dev:?}");
+    assert!((dev.device_prefill_scale - 0.8).abs() < 1e-9, "{dev:?}");
+    let c = p.evaluate_with(BLOCKS, &sc, &dev);
+    assert!((c.step_ms - 1.25 * all.step_ms).abs() < 1e-9);
+    assert!((c.first_token_ms - 0.8 * all.first_token_ms).abs() < 1e-9);
+    // At a split cut the device's part scales, the server's and the link's do not.
+    let (b3, c3) = (p.evaluate(3, &sc), p.evaluate_with(3, &sc, &dev));
+    assert!((c3.device_step_ms - 1.25 * b3.device_step_ms).abs() < 1e-9);
+    assert_eq!(
+        (c3.server_step_ms, c3.link_step_ms),
+        (b3.server_step_ms, b3.link_step_ms)
+    );
+    // The server's calibration on top keeps the device's, and the other way round.
+    let b1 = p.evaluate(1, &sc);
+    let both = p.calibrate(
+        1,
+        &sc,
+        b1.server_step_ms * 2.0,
+        b1.server_step_ms * 2.0 + b1.link_step_ms,
+        &dev,
+    );
+    assert_eq!(
+        (both.device_scale, both.server_scale),
+        (dev.device_scale, 2.0)
+    );
+    let again = p.calibrate_device(&sc, all.first_token_ms, all.step_ms, &both);
+    assert_eq!((again.device_scale, again.server_scale), (1.0, 2.0));
+    // A measurement of nothing changes nothing.
+    assert_eq!(p.calibrate_device(&sc, 0.0, f64::NAN, &both), both);
 }

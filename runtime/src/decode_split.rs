@@ -313,13 +313,14 @@ impl std::fmt::Debug for SplitDecoder {
 }
 
 impl SplitDecoder {
-    /// A conversation that runs blocks `0..cut` here, the rest on a server while one answers.
+    /// A conversation that runs blocks `0..cut` here, the rest on a server while one answers;
+    /// at `cut` = the model's blocks, all here (no server: what a planner chooses when the
+    /// link costs more than it saves).
     pub fn new(llm: &Llm, cut: usize) -> Result<SplitDecoder> {
         let layers = llm.inner.model.config.layers;
-        if cut == 0 || cut >= layers {
+        if cut == 0 || cut > layers {
             return Err(Error::Input(format!(
-                "cut {cut}: a split decoder runs 1 to {} blocks on the device",
-                layers - 1
+                "cut {cut}: a split decoder runs 1 to {layers} blocks on the device"
             )));
         }
         Ok(SplitDecoder {
@@ -344,9 +345,15 @@ impl SplitDecoder {
         &self.tokens
     }
 
-    /// Whether the device runs every layer (the server was lost and not yet back).
+    /// Whether the device runs every layer (the cut is the model's last block, or the server
+    /// was lost and not yet back).
     pub fn is_local(&self) -> bool {
-        self.upper.is_some()
+        self.upper.is_some() || self.all_here()
+    }
+
+    /// Whether the cut keeps every block here.
+    fn all_here(&self) -> bool {
+        self.cut == self.llm.inner.model.config.layers
     }
 
     /// Forgets positions from `len` on, everywhere.
@@ -403,6 +410,14 @@ impl SplitDecoder {
         let h = model.config.hidden;
         let position = self.tokens.len();
         let x = model.blocks(&mut self.lower, model.embed(ids)?)?;
+        if self.all_here() {
+            self.tokens.extend_from_slice(ids);
+            if !sample {
+                return Ok(None);
+            }
+            let mut logits = model.head(&x[(ids.len() - 1) * h..])?;
+            return Ok(Some(sampler.sample(&mut logits, &self.tokens)));
+        }
         self.stored.extend_from_slice(&x);
         self.groups.push(ids.len());
         self.tokens.extend_from_slice(ids);
@@ -478,7 +493,7 @@ impl SplitDecoder {
         }
         // Back to the server when it holds less than the common prefix (a new session, or the
         // first turn after a fallback); stay here if it does not take them.
-        if self.server.is_none_or(|s| s < common) {
+        if !self.all_here() && self.server.is_none_or(|s| s < common) {
             if self.resend(common, link) {
                 self.upper = None;
                 self.server = Some(common);

@@ -19,8 +19,8 @@ mod tls;
 
 pub use config::{HttpLimits, ServeConfig};
 pub use edgecut_split::{
-    AutoCut, ClientConfig, DecoderLink, LinkEstimate, LinkStats, SplitClient, SplitError,
-    SplitOutcome, TlsClient,
+    AutoCut, ClientConfig, DecodeAuto, DecodeTurn, DecoderLink, LinkEstimate, LinkStats,
+    SplitClient, SplitError, SplitOutcome, StepStats, TlsClient,
 };
 pub use guard::{read_token_file, TokenFileError};
 pub use http::{serve_http, serve_http_until};

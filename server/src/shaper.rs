@@ -1,15 +1,21 @@
 //! A user-space link shaper (kernel netem is not available on these machines): a TCP proxy
 //! that delivers each direction's bytes no faster than a bandwidth and after a one-way delay.
+//!
+//! Delivery runs on plain threads that sleep until each chunk's time: the async runtime's
+//! timer rounds every wait up to its millisecond tick, which added 1-3 ms to each round trip
+//! of a small message (more than a whole split decode step's link cost on a fast link), while
+//! a thread's sleep wakes within tens of microseconds of its deadline.
+//!
+//! The client's TCP handshake completes at once on the proxy's listener, where a real link
+//! takes a round trip before the client can send: the first bytes up leave one round trip
+//! after the connection was accepted, so that a new connection costs what it would.
 
-use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::io::{Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::sync::{mpsc, Arc, Mutex};
+use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::mpsc;
-use tokio::time::Instant;
+use tokio::net::TcpListener;
 
 /// One direction of a shaped link.
 #[derive(Clone, Copy, Debug)]
@@ -25,21 +31,32 @@ pub type ShapeControl = Arc<Mutex<(Shape, Shape)>>;
 
 /// Reads from `from`, and writes each chunk to `to` when a link of the current shape would
 /// have delivered it: chunks leave one after another at `bps` and arrive `delay` later.
-async fn pump(mut from: OwnedReadHalf, mut to: OwnedWriteHalf, ctl: ShapeControl, up: bool) {
-    let (tx, mut rx) = mpsc::unbounded_channel::<(Instant, Vec<u8>)>();
-    let writer = tokio::spawn(async move {
-        while let Some((at, chunk)) = rx.recv().await {
-            tokio::time::sleep_until(at).await;
-            if to.write_all(&chunk).await.is_err() {
+/// Nothing leaves before `first`. Returns when `from` ends (after delivering what it sent) or
+/// `to` fails.
+fn pump(mut from: TcpStream, mut to: TcpStream, ctl: ShapeControl, up: bool, first: Instant) {
+    let (tx, rx) = mpsc::channel::<(Instant, Vec<u8>)>();
+    // When the far side fails, the reader must stop too: shutting its socket's read side
+    // ends a blocked read.
+    let from_again = from.try_clone();
+    let writer = std::thread::spawn(move || {
+        for (at, chunk) in rx {
+            let now = Instant::now();
+            if at > now {
+                std::thread::sleep(at - now);
+            }
+            if to.write_all(&chunk).is_err() {
+                if let Ok(f) = &from_again {
+                    let _ = f.shutdown(Shutdown::Read);
+                }
                 return;
             }
         }
-        let _ = to.shutdown().await;
+        let _ = to.shutdown(Shutdown::Write);
     });
-    let mut free_at = Instant::now();
+    let mut free_at = first;
     let mut buf = vec![0u8; 16 * 1024];
     loop {
-        let n = match from.read(&mut buf).await {
+        let n = match from.read(&mut buf) {
             Ok(0) | Err(_) => break,
             Ok(n) => n,
         };
@@ -59,11 +76,32 @@ async fn pump(mut from: OwnedReadHalf, mut to: OwnedWriteHalf, ctl: ShapeControl
         }
     }
     drop(tx);
-    let _ = writer.await;
+    let _ = writer.join();
+}
+
+/// Relays one accepted connection to `upstream`, each direction on its own threads.
+fn relay(client: TcpStream, upstream: SocketAddr, ctl: ShapeControl) {
+    let Ok(server) = TcpStream::connect(upstream) else {
+        return;
+    };
+    for s in [&client, &server] {
+        let _ = s.set_nodelay(true);
+    }
+    let (Ok(c2), Ok(s2)) = (client.try_clone(), server.try_clone()) else {
+        return;
+    };
+    let now = Instant::now();
+    let (u, d) = *ctl.lock().unwrap_or_else(|e| e.into_inner());
+    let handshake = now + u.delay + d.delay;
+    let up_ctl = ctl.clone();
+    let up = std::thread::spawn(move || pump(client, server, up_ctl, true, handshake));
+    pump(s2, c2, ctl, false, now);
+    let _ = up.join();
 }
 
 /// Accepts connections on `listener` and relays each to `upstream` through a link shaped
-/// `up` (client to server) and `down` (server to client). Runs until the task is dropped.
+/// `up` (client to server) and `down` (server to client). Runs until the task is dropped
+/// (connections already accepted run until either end closes).
 pub async fn shape(listener: TcpListener, upstream: SocketAddr, up: Shape, down: Shape) {
     shape_controlled(listener, upstream, Arc::new(Mutex::new((up, down)))).await
 }
@@ -76,16 +114,13 @@ pub async fn shape_controlled(listener: TcpListener, upstream: SocketAddr, ctl: 
             tokio::time::sleep(Duration::from_millis(10)).await;
             continue;
         };
+        let Ok(client) = client.into_std() else {
+            continue;
+        };
+        if client.set_nonblocking(false).is_err() {
+            continue;
+        }
         let ctl = ctl.clone();
-        tokio::spawn(async move {
-            let Ok(server) = TcpStream::connect(upstream).await else {
-                return;
-            };
-            let _ = client.set_nodelay(true);
-            let _ = server.set_nodelay(true);
-            let (cr, cw) = client.into_split();
-            let (sr, sw) = server.into_split();
-            tokio::join!(pump(cr, sw, ctl.clone(), true), pump(sr, cw, ctl, false));
-        });
+        std::thread::spawn(move || relay(client, upstream, ctl));
     }
 }

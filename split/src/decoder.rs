@@ -27,6 +27,52 @@ pub struct LinkStats {
     pub round_trips: Duration,
     /// The server's own time on them, summed.
     pub server: Duration,
+    /// Of the STEPs, those of one row answered with a token (decode steps).
+    pub decode: StepStats,
+    /// Of the STEPs, those of several rows (a prompt's, or a conversation re-sent): they take
+    /// longer on both the link and the server.
+    pub prompt: StepStats,
+    /// The smallest HELLO round trip (the link's round trip and little else).
+    pub hello_round_trip: Option<Duration>,
+}
+
+/// STEPs of one kind, summed.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct StepStats {
+    /// STEP frames answered.
+    pub steps: usize,
+    /// Positions they carried.
+    pub positions: usize,
+    /// Bytes of their frames.
+    pub bytes_up: usize,
+    /// Their round trips.
+    pub round_trips: Duration,
+    /// The server's own time on them.
+    pub server: Duration,
+}
+
+impl LinkStats {
+    /// What was carried since `before` (the same link's stats earlier).
+    pub fn since(&self, before: &LinkStats) -> LinkStats {
+        let d = |a: &StepStats, b: &StepStats| StepStats {
+            steps: a.steps - b.steps.min(a.steps),
+            positions: a.positions - b.positions.min(a.positions),
+            bytes_up: a.bytes_up - b.bytes_up.min(a.bytes_up),
+            round_trips: a.round_trips.saturating_sub(b.round_trips),
+            server: a.server.saturating_sub(b.server),
+        };
+        LinkStats {
+            steps: self.steps - before.steps.min(self.steps),
+            positions: self.positions - before.positions.min(self.positions),
+            bytes_up: self.bytes_up - before.bytes_up.min(self.bytes_up),
+            bytes_down: self.bytes_down - before.bytes_down.min(self.bytes_down),
+            round_trips: self.round_trips.saturating_sub(before.round_trips),
+            server: self.server.saturating_sub(before.server),
+            decode: d(&self.decode, &before.decode),
+            prompt: d(&self.prompt, &before.prompt),
+            hello_round_trip: self.hello_round_trip,
+        }
+    }
 }
 
 /// A device's connection (or not) to a split decoding server.
@@ -75,9 +121,19 @@ impl DecoderLink {
         }
     }
 
-    fn ensure_session(&mut self) -> Result<u64, SplitError> {
+    /// Connects (the HELLO exchange) unless connected, and returns the smallest HELLO round
+    /// trip so far: how `--cut auto` measures the link's round trip before a turn, and finds
+    /// out whether the server is there at all.
+    pub fn probe(&mut self) -> Result<Duration, SplitError> {
+        self.connect()?;
+        Ok(self.stats.hello_round_trip.unwrap_or_default())
+    }
+
+    fn connect(&mut self) -> Result<(), SplitError> {
         if self.conn.is_none() {
-            let (c, ok, _) = open_connection(&self.cfg, self.llm.model_id().0)?;
+            let (c, ok, hello) = open_connection(&self.cfg, self.llm.model_id().0)?;
+            let best = self.stats.hello_round_trip.map_or(hello, |b| b.min(hello));
+            self.stats.hello_round_trip = Some(best);
             if ok.stages as usize != self.llm.blocks() {
                 return Err(SplitError::Protocol(format!(
                     "the server's model has {} blocks, this one {}",
@@ -88,6 +144,11 @@ impl DecoderLink {
             self.conn = Some(c);
             self.session = None;
         }
+        Ok(())
+    }
+
+    fn ensure_session(&mut self) -> Result<u64, SplitError> {
+        self.connect()?;
         if let Some(s) = self.session {
             return Ok(s);
         }
@@ -132,9 +193,9 @@ impl DecoderLink {
             encoding: self.cfg.encoding,
             data: encode_values(hidden, self.cfg.encoding),
         });
-        let t = Instant::now();
+        let (t, before) = (Instant::now(), self.stats.bytes_up);
         let answer = self.exchange(&step)?;
-        let rtt = t.elapsed();
+        let (rtt, frame_bytes) = (t.elapsed(), self.stats.bytes_up - before);
         match answer {
             Frame::Next(n) if n.session == session && n.held as usize == position + rows => {
                 self.held = position + rows;
@@ -142,7 +203,22 @@ impl DecoderLink {
                 self.stats.positions += rows;
                 self.stats.bytes_down += edgecut_wire::HEADER_BYTES + 22 + 8 * n.top.len();
                 self.stats.round_trips += rtt;
-                self.stats.server += Duration::from_micros(n.server_us.into());
+                let server = Duration::from_micros(n.server_us.into());
+                self.stats.server += server;
+                // A one-row STEP that samples is a decode step; one that does not re-sends a
+                // conversation (no head on the server), counted in the totals only.
+                let kind = match (rows, sample) {
+                    (1, true) => Some(&mut self.stats.decode),
+                    (1, false) => None,
+                    _ => Some(&mut self.stats.prompt),
+                };
+                if let Some(kind) = kind {
+                    kind.steps += 1;
+                    kind.positions += rows;
+                    kind.bytes_up += frame_bytes;
+                    kind.round_trips += rtt;
+                    kind.server += server;
+                }
                 match (sample, n.token) {
                     (false, _) => Ok(None),
                     (true, NO_TOKEN) => Err(SplitError::Protocol("NEXT without a token".into())),
@@ -165,6 +241,20 @@ impl DecoderLink {
             self.close();
             self.sampling = sampling;
         }
+    }
+
+    /// Blocks the device runs from the next turn on (a new cut opens a new session: the device
+    /// re-sends the conversation at the new cut).
+    pub fn set_cut(&mut self, cut: usize) {
+        if cut != self.cfg.cut {
+            self.close();
+            self.cfg.cut = cut;
+        }
+    }
+
+    /// Blocks the device runs.
+    pub fn cut(&self) -> usize {
+        self.cfg.cut
     }
 
     /// Closes the session on the server (when there is one) and the connection.

@@ -7,13 +7,15 @@
 
 mod auto;
 mod client;
+mod decode_auto;
 mod decoder;
 mod error;
 mod tls;
 
 pub use auto::{AutoCut, LinkEstimate};
 pub use client::{ClientConfig, SplitClient, SplitOutcome};
-pub use decoder::{DecoderLink, LinkStats};
+pub use decode_auto::{DecodeAuto, DecodeTurn};
+pub use decoder::{DecoderLink, LinkStats, StepStats};
 pub use error::SplitError;
 #[cfg(feature = "tls")]
 pub use tls::pem_certs;

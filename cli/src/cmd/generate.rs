@@ -7,6 +7,8 @@ use std::path::PathBuf;
 use anyhow::Context as _;
 use edgecut::{Chat, Finish, GenerateOptions, Generation, Llm, LlmOptions, SamplingParams};
 
+use super::generate_split::{DecodeSplitArgs, SplitConversation};
+
 /// Which decoder to run, where.
 #[derive(clap::Args, Clone)]
 pub struct LlmArgs {
@@ -32,70 +34,13 @@ impl LlmArgs {
     }
 }
 
-/// Splitting a decoder with `edgecut serve` running the same model.
-#[derive(clap::Args, Clone)]
-pub struct DecodeSplitArgs {
-    /// Split with `edgecut serve` at this address (host:port): blocks after --cut run there,
-    /// token by token; when it is lost the device finishes alone, losing nothing.
-    #[arg(long)]
-    server: Option<String>,
-    /// With --server: blocks run on the device (1 to the model's blocks - 1).
-    #[arg(long, default_value_t = 1)]
-    cut: usize,
-    /// With --server: a file holding the access token.
-    #[arg(long)]
-    token_file: Option<PathBuf>,
-    /// With --server: hidden states on the wire as f32 (exact), f16 or int8.
-    #[arg(long, default_value = "f16")]
-    encoding: edgecut_wire::Encoding,
-    /// With --server: speak TLS, trusting the certificates in this PEM file.
-    #[arg(long)]
-    tls_ca: Option<PathBuf>,
-    /// With --tls-ca: the name the server's certificate must carry (default: the host).
-    #[arg(long, requires = "tls_ca")]
-    tls_name: Option<String>,
-}
-
-impl DecodeSplitArgs {
-    /// The link to the server, when one is asked for.
-    fn link(
-        &self,
-        llm: &Llm,
-        sampling: &SamplingParams,
-    ) -> anyhow::Result<Option<edgecut_server::DecoderLink>> {
-        let Some(server) = &self.server else {
-            return Ok(None);
-        };
-        let token = match &self.token_file {
-            Some(p) => edgecut_server::read_token_file(p)?,
-            None => Vec::new(),
-        };
-        let tls = super::split_tls(server, self.tls_ca.as_deref(), self.tls_name.as_deref())?;
-        let cfg = edgecut_server::ClientConfig {
-            server: server.clone(),
-            token,
-            cut: self.cut,
-            encoding: self.encoding,
-            timeout: std::time::Duration::from_secs(30),
-            tls,
-            auto: None,
-        };
-        Ok(Some(edgecut_server::DecoderLink::new(
-            llm,
-            cfg,
-            sampling.clone(),
-        )))
-    }
-}
-
 /// One conversation, on this device or split with a server (one per process: its size is no
 /// concern).
 #[allow(clippy::large_enum_variant)]
 enum Conversation {
     Local(Chat),
     Split {
-        decoder: edgecut::split::SplitDecoder,
-        link: edgecut_server::DecoderLink,
+        split: SplitConversation,
         messages: Vec<edgecut::Message>,
     },
 }
@@ -104,14 +49,12 @@ impl Conversation {
     fn new(
         llm: &Llm,
         system: Option<&str>,
-        link: Option<edgecut_server::DecoderLink>,
-        cut: usize,
+        split: Option<SplitConversation>,
     ) -> anyhow::Result<Conversation> {
-        Ok(match link {
+        Ok(match split {
             None => Conversation::Local(Chat::new(llm, system)?),
-            Some(link) => Conversation::Split {
-                decoder: edgecut::split::SplitDecoder::new(llm, cut)?,
-                link,
+            Some(split) => Conversation::Split {
+                split,
                 messages: system
                     .map(|s| edgecut::Message::new("system", s))
                     .into_iter()
@@ -126,22 +69,19 @@ impl Conversation {
         llm: &Llm,
         user: &str,
         opts: &GenerateOptions,
+        quiet: bool,
     ) -> anyhow::Result<Generation> {
         match self {
             Conversation::Local(chat) => Ok(chat.send(user, opts, &mut emit)?),
-            Conversation::Split {
-                decoder,
-                link,
-                messages,
-            } => {
+            Conversation::Split { split, messages } => {
                 messages.push(edgecut::Message::new("user", user));
                 let run = llm
                     .render_chat(messages)
                     .and_then(|text| llm.tokenize(&text))
-                    .and_then(|ids| decoder.generate(&ids, opts, link, &mut emit));
+                    .map_err(anyhow::Error::from)
+                    .and_then(|ids| split.turn(llm, &ids, opts, quiet, &mut emit));
                 match run {
                     Ok(g) => {
-                        report_split(&g, link);
                         messages.push(edgecut::Message::new(
                             "assistant",
                             g.generation.text.clone(),
@@ -150,28 +90,10 @@ impl Conversation {
                     }
                     Err(e) => {
                         messages.pop();
-                        Err(e.into())
+                        Err(e)
                     }
                 }
             }
-        }
-    }
-}
-
-/// Says on standard error when a split generation fell back to the device.
-fn report_split(g: &edgecut::split::SplitGeneration, link: &edgecut_server::DecoderLink) {
-    match &g.fell_back {
-        Some((at, why)) => eprintln!(
-            "[split: the server was lost after {at} tokens ({why}); finished on the device]"
-        ),
-        None => {
-            let s = link.stats;
-            eprintln!(
-                "[split: {} steps, {} positions, {:.0} bytes up per position]",
-                s.steps,
-                s.positions,
-                s.bytes_up as f64 / s.positions.max(1) as f64
-            );
         }
     }
 }
@@ -305,13 +227,11 @@ pub fn generate(a: GenerateArgs) -> anyhow::Result<()> {
         prompt
     };
     let ids = llm.tokenize(&text)?;
-    let g = match a.split.link(&llm, &opts.sampling)? {
+    let g = match SplitConversation::open(&llm, &a.split, &opts.sampling)? {
         None => llm.new_context()?.generate(&ids, &opts, &mut emit)?,
-        Some(mut link) => {
-            let mut d = edgecut::split::SplitDecoder::new(&llm, a.split.cut)?;
-            let g = d.generate(&ids, &opts, &mut link, &mut emit)?;
+        Some(mut split) => {
+            let g = split.turn(&llm, &ids, &opts, a.sampling.quiet, &mut emit)?;
             emit("\n");
-            report_split(&g, &link);
             if !a.sampling.quiet {
                 stats(
                     &g.generation,
@@ -350,8 +270,8 @@ pub fn chat(a: ChatArgs) -> anyhow::Result<()> {
     let llm = a.llm.open()?;
     let interactive = std::io::stdin().is_terminal();
     let new_chat = || -> anyhow::Result<Conversation> {
-        let link = a.split.link(&llm, &opts.sampling)?;
-        Conversation::new(&llm, a.system.as_deref(), link, a.split.cut)
+        let split = SplitConversation::open(&llm, &a.split, &opts.sampling)?;
+        Conversation::new(&llm, a.system.as_deref(), split)
     };
     let mut chat = new_chat()?;
     if interactive {
@@ -382,7 +302,7 @@ pub fn chat(a: ChatArgs) -> anyhow::Result<()> {
             }
             _ => {}
         }
-        let g = match chat.send(&llm, line, &opts) {
+        let g = match chat.send(&llm, line, &opts, a.sampling.quiet) {
             Ok(g) => g,
             Err(e) => {
                 // The message is not added to the history; the chat goes on.

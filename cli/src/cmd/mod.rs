@@ -5,6 +5,7 @@ pub mod bench_llm;
 pub mod convert;
 pub mod embed;
 pub mod generate;
+mod generate_split;
 pub mod inspect;
 pub mod plan;
 pub mod profile;

@@ -61,6 +61,10 @@ pub struct Args {
     /// With --decode: positions of the conversation's KV cache.
     #[arg(long, default_value_t = 2048)]
     context: usize,
+    /// With --decode: plan a later turn of a conversation (its session is open: no
+    /// connection, HELLO or OPEN before the prompt goes up).
+    #[arg(long)]
+    later_turn: bool,
 }
 
 fn bytes(s: &str) -> anyhow::Result<u64> {
@@ -164,6 +168,7 @@ fn run_decode(a: &Args, dev: &Profile) -> anyhow::Result<()> {
             context: a.context,
             link: Link::parse(l)?,
             encoding: a.encoding,
+            new_session: !a.later_turn,
         };
         let plan = planner.plan(&sc, budget)?;
         if !a.json {
