@@ -124,6 +124,19 @@ pub unsafe extern "C" fn edgecut_split_open(
                 Client::Encoder(SplitClient::new(session.clone(), cfg))
             }
             Loaded::Decoder(llm) => {
+                // The facade's SplitDecoder also takes the block count (all here); a split
+                // handle keeps the range it documents.
+                let n = llm.blocks();
+                if o.cut as usize >= n {
+                    return fail(
+                        EDGECUT_STATUS_INVALID_ARGUMENT,
+                        format!(
+                            "cut {}: a split decoder runs 1 to {} blocks on the device",
+                            o.cut,
+                            n - 1
+                        ),
+                    );
+                }
                 let conversation = SplitDecoder::new(llm, o.cut as usize)
                     .map_err(|e| Failure(EDGECUT_STATUS_INVALID_ARGUMENT, e.to_string()))?;
                 Client::Decoder {

@@ -134,6 +134,47 @@ fn split_greedy_equals_local_with_f32_at_every_cut_tried() {
     }
 }
 
+/// A link that must not be used.
+struct Unused;
+
+impl DecodeLink for Unused {
+    fn step(&mut self, _: usize, _: &[f32], _: bool) -> Result<Option<u32>, LinkError> {
+        panic!("a decoder with every block here stepped the server");
+    }
+
+    fn held(&self) -> Option<usize> {
+        None
+    }
+}
+
+#[test]
+fn a_cut_at_the_block_count_runs_all_here_over_turns_without_the_link() {
+    let tiny = tiny();
+    let n = tiny.blocks();
+    let opts = GenerateOptions::default()
+        .with_max_tokens(12)
+        .with_ignore_eos(true);
+    let mut d = SplitDecoder::new(&tiny, n).unwrap();
+    assert!(d.is_local());
+    let first: Vec<u32> = (1..20).collect();
+    let g = d
+        .generate(&first, &opts, &mut Unused, &mut |_| true)
+        .unwrap();
+    assert_eq!(g.generation.tokens, greedy(&tiny, &first, 12));
+    assert_eq!(g.fell_back, None);
+    // A second turn continues the conversation (its cache reused) as a local run of the whole.
+    let mut second = first.clone();
+    second.extend_from_slice(&g.generation.tokens);
+    second.extend_from_slice(&[7, 8, 9]);
+    let g2 = d
+        .generate(&second, &opts, &mut Unused, &mut |_| true)
+        .unwrap();
+    // The last token drawn was never run: the cache holds the prompt and 11 of the 12.
+    assert_eq!(g2.generation.cached_tokens, first.len() + 11);
+    assert_eq!(g2.generation.tokens, greedy(&tiny, &second, 12));
+    assert!(SplitDecoder::new(&tiny, n + 1).is_err());
+}
+
 #[test]
 fn lossy_encodings_agree_on_the_first_token_and_report_how_long_after() {
     let llm = smollm();
