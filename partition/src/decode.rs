@@ -93,13 +93,16 @@ pub struct DecodePlan {
 /// link's cost beyond bandwidth and round trip (framing, timers, wake-ups), and the device's
 /// own step and prefill against its profile. The server's and the link's from one split turn
 /// ([`DecodePlanner::calibrate`]), the device's from one turn run all here
-/// ([`DecodePlanner::calibrate_device`]); applied to every K by
+/// ([`DecodePlanner::calibrate_device`]; a split turn's device time can set `device_scale` as
+/// well, as `edgecut_split::DecodeAuto` does); applied to every K by
 /// [`DecodePlanner::evaluate_with`].
 #[derive(Clone, Copy, Debug, PartialEq, Serialize)]
 pub struct DecodeCalibration {
     /// Measured server step / the profile's.
     pub server_scale: f64,
-    /// Measured round trip - measured server step - the link's predicted cost, ms per message.
+    /// Measured round trip - measured server step - the link's predicted cost, ms per message
+    /// (negative, down to the round trip and per-message cost, where those were taken too
+    /// long).
     pub link_extra_ms: f64,
     /// Measured device step / the profile's (the device's stages at one token).
     pub device_scale: f64,
@@ -180,7 +183,10 @@ impl<'p> DecodePlanner<'p> {
         }
         DecodeCalibration {
             server_scale: (server_ms / b.server_step_ms).max(0.1),
-            link_extra_ms: (round_trip_ms - server_ms - b.link_step_ms).max(0.0),
+            // Negative where the link's round trip was taken too long (a HELLO held by a proxy),
+            // down to cancelling the round trip and per-message cost (bytes still cost).
+            link_extra_ms: (round_trip_ms - server_ms - b.link_step_ms)
+                .max(-(sc.link.rtt_s + sc.link.per_message_s) * 1e3),
             ..*cal
         }
     }
@@ -211,8 +217,8 @@ impl<'p> DecodePlanner<'p> {
         }
     }
 
-    /// [`DecodePlanner::evaluate`] with a calibration applied to the server's stages and to
-    /// every message on the link.
+    /// [`DecodePlanner::evaluate`] with a calibration applied to the device's stages, the
+    /// server's stages and every message on the link.
     pub fn evaluate_with(
         &self,
         k: usize,

@@ -194,6 +194,20 @@ fn a_calibration_from_one_cut_moves_every_split_cut_and_not_the_device() {
     assert_eq!(p.evaluate_with(BLOCKS, &sc, &cal), p.evaluate(BLOCKS, &sc));
     // With the link that much dearer, the device alone wins where the profiles said split.
     assert_eq!(p.plan(&sc, None).unwrap().best.k, 1);
+    // A round trip measured shorter than predicted: a negative extra, never below the round
+    // trip and per-message cost.
+    let quick = p.calibrate(
+        1,
+        &sc,
+        server,
+        server + b.link_step_ms - 1.0,
+        &DecodeCalibration::NONE,
+    );
+    assert!((quick.link_extra_ms + 1.0).abs() < 1e-9, "{quick:?}");
+    let none = p.calibrate(1, &sc, server, server, &DecodeCalibration::NONE);
+    let floor = -(sc.link.rtt_s + sc.link.per_message_s) * 1e3;
+    assert!((none.link_extra_ms - floor).abs() < 1e-9, "{none:?}");
+    assert!(p.evaluate_with(1, &sc, &none).link_step_ms > 0.0);
     let slow = p.calibrate(
         1,
         &sc,

@@ -8,7 +8,9 @@
 //!
 //! The client's TCP handshake completes at once on the proxy's listener, where a real link
 //! takes a round trip before the client can send: the first bytes up leave one round trip
-//! after the connection was accepted, so that a new connection costs what it would.
+//! after the connection was accepted, so that a new connection costs what it would. (A client
+//! that times its first exchange from the end of `connect` therefore sees two round trips
+//! there, where a real link shows one.)
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
@@ -70,7 +72,9 @@ fn pump(mut from: TcpStream, mut to: TcpStream, ctl: ShapeControl, up: bool, fir
         };
         let now = Instant::now();
         let start = free_at.max(now);
-        free_at = start + Duration::from_secs_f64(n as f64 * 8.0 / shape.bps);
+        // At least a bit per second: a zero or negative bandwidth would have no delivery time.
+        let bits_per_s = if shape.bps >= 1.0 { shape.bps } else { 1.0 };
+        free_at = start + Duration::from_secs_f64((n as f64 * 8.0 / bits_per_s).min(1e6));
         if tx.send((free_at + shape.delay, buf[..n].to_vec())).is_err() {
             break;
         }
@@ -100,8 +104,9 @@ fn relay(client: TcpStream, upstream: SocketAddr, ctl: ShapeControl) {
 }
 
 /// Accepts connections on `listener` and relays each to `upstream` through a link shaped
-/// `up` (client to server) and `down` (server to client). Runs until the task is dropped
-/// (connections already accepted run until either end closes).
+/// `up` (client to server) and `down` (server to client). Runs until the task is dropped;
+/// a connection already accepted runs on until both directions have ended (each ends when its
+/// sender closes, or when the far side stops taking bytes).
 pub async fn shape(listener: TcpListener, upstream: SocketAddr, up: Shape, down: Shape) {
     shape_controlled(listener, upstream, Arc::new(Mutex::new((up, down)))).await
 }

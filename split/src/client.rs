@@ -40,10 +40,12 @@ pub(crate) type Conn = FromStd<Box<dyn Link>>;
 impl<T: Read + Write + Send> Link for T {}
 
 /// A stream to the server past its HELLO (plain TCP or TLS, per `cfg`): the stream, the
-/// server's HELLO_OK, and the HELLO's round trip.
+/// server's HELLO_OK, and the HELLO's round trip. The connection and the HELLO wait at most
+/// `hello_timeout` (and `cfg.timeout`); requests after it, `cfg.timeout`.
 pub(crate) fn open_connection(
     cfg: &ClientConfig,
     model_id: [u8; 32],
+    hello_timeout: Duration,
 ) -> Result<(Conn, HelloOk, Duration), SplitError> {
     let unreachable = |reason: String| SplitError::Connect {
         server: cfg.server.clone(),
@@ -55,11 +57,14 @@ pub(crate) fn open_connection(
         .map_err(|e| unreachable(e.to_string()))?
         .next()
         .ok_or_else(|| unreachable("no address".into()))?;
-    let s = TcpStream::connect_timeout(&addr, cfg.timeout)
+    let first = hello_timeout.min(cfg.timeout);
+    let s = TcpStream::connect_timeout(&addr, first)
         .map_err(|e| unreachable(format!("connect {addr}: {e}")))?;
-    s.set_read_timeout(Some(cfg.timeout)).ok();
-    s.set_write_timeout(Some(cfg.timeout)).ok();
+    s.set_read_timeout(Some(first)).ok();
+    s.set_write_timeout(Some(first)).ok();
     s.set_nodelay(true).ok();
+    // The same socket, to set the requests' timeouts once the HELLO is answered.
+    let ctl = s.try_clone().ok();
     let link: Box<dyn Link> = match &cfg.tls {
         None => Box::new(s),
         #[cfg(not(feature = "tls"))]
@@ -95,6 +100,10 @@ pub(crate) fn open_connection(
         })
     })?;
     let rtt = sent.elapsed();
+    if let Some(ctl) = ctl {
+        ctl.set_read_timeout(Some(cfg.timeout)).ok();
+        ctl.set_write_timeout(Some(cfg.timeout)).ok();
+    }
     match answer {
         Some(Frame::HelloOk(ok)) => Ok((c, ok, rtt)),
         Some(Frame::Error { message, code, .. }) => Err(SplitError::Refused { code, message }),
@@ -168,7 +177,7 @@ impl<S: Deref<Target = Session>> SplitClient<S> {
     }
 
     fn connect(&mut self, cut: usize) -> Result<(), SplitError> {
-        let (c, ok, rtt) = open_connection(&self.cfg, self.model_id)?;
+        let (c, ok, rtt) = open_connection(&self.cfg, self.model_id, self.cfg.timeout)?;
         if (ok.stages as usize) <= cut {
             return Err(SplitError::Protocol(format!(
                 "cut {cut} is not below the server's {} stages",

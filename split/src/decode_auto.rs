@@ -181,7 +181,8 @@ impl DecodeAuto {
             let extra_bytes =
                 q.bytes_up as f64 / q.steps as f64 - d.bytes_up as f64 / d.steps as f64;
             let extra_s = (q_rtt - q_srv) - (d_rtt - d_srv);
-            if extra_bytes > 1e3 {
+            // Only a prompt big enough to take measurable time on a fast link says anything.
+            if extra_bytes > 8e3 {
                 let bps = if extra_s > 1e-4 {
                     extra_bytes * 8.0 / extra_s
                 } else {
@@ -192,11 +193,11 @@ impl DecodeAuto {
         }
         let sc = self.scenario(1, t, false);
         self.cal = p.calibrate(k, &sc, d_srv * 1e3, d_rtt * 1e3, &self.cal);
-        // The device: the decode time less its round trips, per step, against its profile at
-        // this cut.
-        {
-            let device =
-                (decode.as_secs_f64() - d.round_trips.as_secs_f64()) * 1e3 / d.steps as f64;
+        // The device: each decode step less its round trip, against its profile at this cut.
+        // (`steps`, not the STEPs counted: a prompt of one new token is a one-row STEP too,
+        // sent before the first token.)
+        if steps > 0 {
+            let device = decode.as_secs_f64() * 1e3 / steps as f64 - d_rtt * 1e3;
             let profiled = p.evaluate(k, &sc).device_step_ms;
             if device > 0.0 && profiled > 0.0 {
                 self.cal.device_scale = (device / profiled).max(0.1);

@@ -32,7 +32,9 @@ pub struct LinkStats {
     /// Of the STEPs, those of several rows (a prompt's, or a conversation re-sent): they take
     /// longer on both the link and the server.
     pub prompt: StepStats,
-    /// The smallest HELLO round trip (the link's round trip and little else).
+    /// The smallest HELLO round trip (the link's round trip and little else; through
+    /// `edgecut_server::shape`, which holds a new connection's first bytes for the handshake it
+    /// cannot delay, two).
     pub hello_round_trip: Option<Duration>,
 }
 
@@ -74,6 +76,10 @@ impl LinkStats {
         }
     }
 }
+
+/// How long [`DecoderLink::probe`] waits for a connection and its HELLO: a server that drops
+/// packets instead of refusing must not hold a turn for the whole request timeout.
+pub const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// A device's connection (or not) to a split decoding server.
 pub struct DecoderLink {
@@ -121,17 +127,26 @@ impl DecoderLink {
         }
     }
 
-    /// Connects (the HELLO exchange) unless connected, and returns the smallest HELLO round
-    /// trip so far: how `--cut auto` measures the link's round trip before a turn, and finds
-    /// out whether the server is there at all.
+    /// Whether the server is there, and the smallest HELLO round trip so far: how `--cut auto`
+    /// measures the link's round trip before a turn. Without an open session it says HELLO
+    /// again on a new connection (an idle one may be gone), waiting at most [`PROBE_TIMEOUT`]
+    /// for the connection and the answer; with one, the session is the proof.
     pub fn probe(&mut self) -> Result<Duration, SplitError> {
-        self.connect()?;
+        if self.session.is_none() {
+            self.conn = None;
+            self.connect_within(PROBE_TIMEOUT)?;
+        }
         Ok(self.stats.hello_round_trip.unwrap_or_default())
     }
 
     fn connect(&mut self) -> Result<(), SplitError> {
+        self.connect_within(self.cfg.timeout)
+    }
+
+    /// Connects unless connected, the connection and the HELLO within `hello_timeout`.
+    fn connect_within(&mut self, hello_timeout: Duration) -> Result<(), SplitError> {
         if self.conn.is_none() {
-            let (c, ok, hello) = open_connection(&self.cfg, self.llm.model_id().0)?;
+            let (c, ok, hello) = open_connection(&self.cfg, self.llm.model_id().0, hello_timeout)?;
             let best = self.stats.hello_round_trip.map_or(hello, |b| b.min(hello));
             self.stats.hello_round_trip = Some(best);
             if ok.stages as usize != self.llm.blocks() {
@@ -247,7 +262,12 @@ impl DecoderLink {
     /// re-sends the conversation at the new cut).
     pub fn set_cut(&mut self, cut: usize) {
         if cut != self.cfg.cut {
-            self.close();
+            // The cut travels in OPEN, not in HELLO: the connection stays.
+            if let (Some(c), Some(session)) = (self.conn.as_mut(), self.session.take()) {
+                if write_frame(c, &Frame::Close { session }).is_err() {
+                    self.conn = None;
+                }
+            }
             self.cfg.cut = cut;
         }
     }

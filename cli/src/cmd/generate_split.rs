@@ -138,10 +138,10 @@ impl SplitConversation {
             encoding: self.encoding,
         };
         let current = (self.turns > 0).then(|| self.decoder.cut());
-        // Before the first turn, and while everything runs here, a HELLO says whether the
-        // server is there and what the round trip is.
+        // Before the first turn, while everything runs here, and after a turn that lost the
+        // server, a HELLO says whether the server is there and what the round trip is.
         let probe = match current {
-            Some(c) if c < n => None,
+            Some(c) if c < n && !self.decoder.is_local() => None,
             _ => Some(self.link.probe()),
         };
         let auto = self.auto.as_mut().expect("checked above");
@@ -174,6 +174,8 @@ impl SplitConversation {
         if k != self.decoder.cut() {
             self.decoder = SplitDecoder::new(llm, k)?;
             self.link.set_cut(k);
+            // The new cut runs the whole conversation.
+            return Ok(Some(DecodeTurn { held: 0, ..turn }));
         }
         Ok(Some(turn))
     }
@@ -196,8 +198,9 @@ impl SplitConversation {
         if let (Some(auto), Some(t), None) = (&mut self.auto, planned, &g.fell_back) {
             let gen = &g.generation;
             let k = self.decoder.cut();
-            // The end-of-sequence token was drawn by one more step.
-            let eos = gen.finish == edgecut::Finish::EndOfSequence;
+            // The end-of-sequence token was drawn by one more step (by the prompt's run when
+            // it came first).
+            let eos = gen.finish == edgecut::Finish::EndOfSequence && !gen.tokens.is_empty();
             let steps = gen.tokens.len().saturating_sub(1) + eos as usize;
             auto.observe(k, &t, &stats, gen.prefill, gen.decode, steps);
         }

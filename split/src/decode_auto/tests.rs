@@ -82,7 +82,7 @@ fn stats(
         decode: StepStats {
             steps,
             positions: steps,
-            bytes_up: steps * 164,
+            bytes_up: steps * 1188,
             round_trips: ms(rtt_ms * steps as f64),
             server: ms(server_ms * steps as f64),
         },
@@ -108,7 +108,7 @@ fn a_slow_device_splits_and_moves_home_when_the_link_proves_slow() {
     // Measured: a 400 ms round trip (a satellite link), the server as profiled (5 blocks and
     // the head at one token).
     let server = 5.0 * 0.2 + 0.15;
-    let st = stats(31, 400.0 + server, server, 16 * 164, 400.5 + server, 400.0);
+    let st = stats(31, 400.0 + server, server, 16 * 1188, 400.5 + server, 400.0);
     let step = 11.2 + 400.0 + server;
     a.observe(
         first,
@@ -132,9 +132,9 @@ fn a_slow_device_splits_and_moves_home_when_the_link_proves_slow() {
 #[test]
 fn the_bandwidth_comes_from_the_prompt_against_a_token() {
     let mut a = DecodeAuto::new(profile(0.1, 1.0, 0.5), profile(0.01, 0.1, 0.05), BLOCKS).unwrap();
-    // 1 Mbit/s: 16 x 164 bytes more than one token's 164 take 15 x 164 x 8 / 1e6 s longer.
-    let extra_ms = 15.0 * 164.0 * 8.0 / 1e6 * 1e3;
-    let st = stats(31, 12.0, 2.0, 16 * 164, 12.0 + extra_ms, 10.0);
+    // 1 Mbit/s: 16 x 1188 bytes more than one token's 1188 take 15 x 1188 x 8 / 1e6 s longer.
+    let extra_ms = 15.0 * 1188.0 * 8.0 / 1e6 * 1e3;
+    let st = stats(31, 12.0, 2.0, 16 * 1188, 12.0 + extra_ms, 10.0);
     a.observe(
         1,
         &turn(16, 0),
@@ -180,12 +180,12 @@ fn moving_the_cut_must_pay_for_sending_the_conversation_again() {
     // A slow device, a fast server, and a fast link measured (1 ms, 100 Mbit/s).
     let mut a = DecodeAuto::new(profile(0.1, 1.0, 0.5), profile(0.01, 0.1, 0.05), BLOCKS).unwrap();
     let server = 5.0 * 0.2 + 0.15;
-    let extra_ms = 15.0 * 164.0 * 8.0 / 100e6 * 1e3;
+    let extra_ms = 15.0 * 1188.0 * 8.0 / 100e6 * 1e3;
     let st = stats(
         31,
         1.0 + server,
         server,
-        16 * 164,
+        16 * 1188,
         1.0 + server + extra_ms,
         1.0,
     );
