@@ -33,13 +33,29 @@ fn every_simd_dot_matches_the_scalar_reference() {
         let rows = [&others[0][..], &w[..], &others[1][..], &others[2][..]];
         let want4 = scalar::dot4_q8_0(rows, &xq, &xd);
         assert_eq!(want4[1], want);
+        // A second activation row, for the sets that take two at once.
+        let x2 = rng.vec(nb * 32, 10.0);
+        let (mut xq2, mut xd2) = (vec![0i8; nb * 32], vec![0f32; nb]);
+        scalar::quantize_row(&x2, &mut xq2, &mut xd2);
+        let want4_2 = scalar::dot4_q8_0(rows, &xq2, &xd2);
         for k in &sets {
+            if let Some(dot4x2) = k.dot4x2_q8_0 {
+                // Block sums are exact in int32 and added in the reference's order: the same
+                // bits.
+                let got = dot4x2(rows, [&xq, &xq2], [&xd, &xd2]);
+                assert_eq!(got, [want4, want4_2], "{} dot4x2 nb={nb}", k.name);
+            }
             let got4 = (k.dot4_q8_0)(rows, &xq, &xd);
             for (g, w) in got4.iter().zip(want4) {
                 let tol = 1e-5 * (1.0 + w.abs()) * nb as f32;
                 assert!((g - w).abs() <= tol, "{} dot4 nb={nb}: {g} vs {w}", k.name);
             }
             let got = (k.dot_q8_0)(&w, &xq, &xd);
+            if cfg!(target_arch = "aarch64") {
+                // The aarch64 sets add the exact block sums in the reference's order.
+                assert_eq!(got, want, "{} nb={nb}", k.name);
+                assert_eq!(got4, want4, "{} dot4 nb={nb}", k.name);
+            }
             // Integer products are exact; only the f32 sum of per-block terms may be reordered.
             let tol = 1e-5 * (1.0 + want.abs()) * nb as f32;
             assert!(

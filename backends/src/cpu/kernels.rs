@@ -3,7 +3,8 @@
 //! which breaks older CPUs), as tract's `Ops` table is filled by its `plug_*` functions.
 //! Every op picks its kernel from the table alone: no op looks at a set's name or detects CPU
 //! features to choose, so `EDGECUT_KERNELS=scalar` runs the scalar reference everywhere.
-//! `EDGECUT_KERNELS=scalar|avx2|avx512vnni|neon` forces a set, for tests and benchmarks.
+//! `EDGECUT_KERNELS=scalar|avx2|avx512|avx512vnni|neon|dotprod|i8mm` forces a set, for tests
+//! and benchmarks.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
@@ -18,6 +19,12 @@ pub type DotQ8_0 = fn(w: &[u8], xq: &[i8], xd: &[f32]) -> f32;
 /// once for four outputs.
 pub type Dot4Q8_0 = fn(w: [&[u8]; 4], xq: &[i8], xd: &[f32]) -> [f32; 4];
 
+/// Eight dot products at once: four Q8_0 weight rows with two quantized activation rows
+/// (`[activation row][weight row]`), for matrix instructions that take two rows of each
+/// (Arm's `smmla`). Sets without such an instruction leave the slot empty and the products run
+/// as two [`Dot4Q8_0`]s.
+pub type Dot4x2Q8_0 = fn(w: [&[u8]; 4], xq: [&[i8]; 2], xd: [&[f32]; 2]) -> [[f32; 4]; 2];
+
 /// One instruction set's kernels: a function for each dot-product slot, and for each other
 /// ISA-specific slot whether this set fills it with its SIMD kernel (`false`: the scalar
 /// reference runs). The slots are crate-private, set only by the detection that proves the
@@ -30,6 +37,9 @@ pub struct Kernels {
     pub dot_q8_0: DotQ8_0,
     /// Four Q8_0 x int8 dot products sharing the activation row.
     pub dot4_q8_0: Dot4Q8_0,
+    /// Four Q8_0 rows against two activation rows, where a matrix instruction does it in one
+    /// pass (`None`: two [`Kernels::dot4_q8_0`] calls).
+    pub dot4x2_q8_0: Option<Dot4x2Q8_0>,
     /// Autovectorised loops (norms, softmax, SwiGLU, the portable attention, f32 products) in
     /// their AVX-512 build (`multiversion!`).
     pub(crate) wide: bool,
@@ -62,6 +72,7 @@ pub const SCALAR: Kernels = Kernels {
     name: "scalar",
     dot_q8_0: scalar::dot_q8_0,
     dot4_q8_0: scalar::dot4_q8_0,
+    dot4x2_q8_0: None,
     wide: false,
     act_quant: false,
     gelu: false,
@@ -78,6 +89,7 @@ impl Kernels {
     pub fn is_simd(&self) -> bool {
         let k = self;
         !std::ptr::fn_addr_eq(k.dot_q8_0, SCALAR.dot_q8_0)
+            || k.dot4x2_q8_0.is_some()
             || k.wide
             || k.act_quant
             || k.gelu

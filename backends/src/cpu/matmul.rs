@@ -139,6 +139,7 @@ impl CpuBackend {
                     };
                     let (xd, outliers) = (&qz.d[..], &qz.outliers[..]);
                     let (dot, dot4) = (self.kernels.dot_q8_0, self.kernels.dot4_q8_0);
+                    let dot4x2 = self.kernels.dot4x2_q8_0;
                     let row_bytes = kb * Q8_0_BYTES;
                     // Tasks take whole groups of four output columns where they can.
                     let chunk = n.div_ceil(tasks).next_multiple_of(4);
@@ -153,9 +154,28 @@ impl CpuBackend {
                         let mut j = j0;
                         while j + 4 <= j1 {
                             let rows = [wr(j), wr(j + 1), wr(j + 2), wr(j + 3)];
-                            for i in 0..m {
-                                let v =
-                                    dot4(rows, &xq[i * k..(i + 1) * k], &xd[i * kb..(i + 1) * kb]);
+                            let xrow = |i: usize| &xq[i * k..(i + 1) * k];
+                            let drow = |i: usize| &xd[i * kb..(i + 1) * kb];
+                            // Two activation rows at a time where a matrix instruction takes
+                            // them together; the rest one by one.
+                            let mut i0 = 0;
+                            if let Some(dot4x2) = dot4x2 {
+                                while i0 + 2 <= m {
+                                    let v = dot4x2(
+                                        rows,
+                                        [xrow(i0), xrow(i0 + 1)],
+                                        [drow(i0), drow(i0 + 1)],
+                                    );
+                                    for (a, v) in v.into_iter().enumerate() {
+                                        for (r, v) in v.into_iter().enumerate() {
+                                            set(i0 + a, j + r, v);
+                                        }
+                                    }
+                                    i0 += 2;
+                                }
+                            }
+                            for i in i0..m {
+                                let v = dot4(rows, xrow(i), drow(i));
                                 for (r, v) in v.into_iter().enumerate() {
                                     set(i, j + r, v);
                                 }
