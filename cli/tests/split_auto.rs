@@ -160,3 +160,57 @@ impl Drop for KillOnDrop {
         let _ = self.0.wait();
     }
 }
+
+#[test]
+fn cut_auto_keeps_to_the_memory_budget() {
+    // A device four times faster than this machine: the planner would keep all 30 blocks here
+    // (143.8 MB of weights and KV cache at 2048 positions); 60 MB leaves room for fewer.
+    let (device, server) = profiles(0.25);
+    let (child, addr) = edgecut_tests::serve_model(&smollm_gguf());
+    let _server = KillOnDrop(child);
+    let run = |budget: Option<&str>| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_edgecut"));
+        cmd.args(["generate", "-m"])
+            .arg(smollm_gguf())
+            .args(["--threads", "1", "-n", "6", "--encoding", "f32"])
+            .args(["--server", &addr, "--cut", "auto", "--device-profile"])
+            .arg(&device)
+            .arg("--server-profile")
+            .arg(&server);
+        if let Some(b) = budget {
+            cmd.args(["--memory-budget", b]);
+        }
+        let out = cmd.arg("The capital of France is").output().unwrap();
+        assert!(out.status.success(), "{out:?}");
+        let err = String::from_utf8(out.stderr).unwrap();
+        let cut: usize = err
+            .split("[split: cut ")
+            .nth(1)
+            .and_then(|s| s.split(' ').next())
+            .and_then(|k| k.parse().ok())
+            .unwrap_or_else(|| panic!("no cut said:\n{err}"));
+        (cut, String::from_utf8(out.stdout).unwrap())
+    };
+    let (all, text) = run(None);
+    assert_eq!(all, 30);
+    let (k, split_text) = run(Some("60MB"));
+    assert!(k < 30, "{k}");
+    assert_eq!(split_text, text);
+    // The budget needs --cut auto.
+    let out = Command::new(env!("CARGO_BIN_EXE_edgecut"))
+        .args(["generate", "-m"])
+        .arg(smollm_gguf())
+        .args([
+            "--server",
+            &addr,
+            "--cut",
+            "3",
+            "--memory-budget",
+            "60MB",
+            "x",
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--memory-budget goes with --cut auto"));
+}

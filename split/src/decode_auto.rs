@@ -53,6 +53,9 @@ pub struct DecodeAuto {
     /// Relative gain another cut must promise (its prefill of the whole conversation
     /// included) before the cut moves (0.15: 15%).
     pub margin: f64,
+    /// Bytes the device may hold for its blocks' weights and KV cache (`None`: no limit); cuts
+    /// that need more are not chosen.
+    pub memory_budget: Option<u64>,
     cal: DecodeCalibration,
     rtt_s: Option<f64>,
     bps: Option<f64>,
@@ -73,6 +76,7 @@ impl DecodeAuto {
             device,
             server,
             margin: 0.15,
+            memory_budget: None,
             cal: DecodeCalibration::NONE,
             rtt_s: None,
             bps: None,
@@ -116,15 +120,30 @@ impl DecodeAuto {
     pub fn choose(&self, current: Option<usize>, t: &DecodeTurn) -> usize {
         let p = self.planner();
         let fresh = self.scenario(t.conversation, t, true);
+        let fits = |b: &edgecut_partition::DecodeBreakdown| {
+            self.memory_budget
+                .is_none_or(|m| b.device_weight_bytes + b.device_kv_bytes <= m)
+        };
+        // Where no cut fits, the smallest (K = 1) holds the least.
         let best = (1..=p.blocks())
             .map(|k| p.evaluate_with(k, &fresh, &self.cal))
-            .min_by(|a, b| a.turn_ms.total_cmp(&b.turn_ms))
+            .filter(|b| fits(b) || b.k == 1)
+            .min_by(|a, b| {
+                (!fits(a), a.turn_ms)
+                    .partial_cmp(&(!fits(b), b.turn_ms))
+                    .unwrap_or(std::cmp::Ordering::Equal)
+            })
             .expect("a decoder has blocks");
         let Some(c) = current else {
             return best.k;
         };
         let open = self.scenario(t.conversation - t.held.min(t.conversation), t, false);
-        let stay = p.evaluate_with(c, &open, &self.cal).turn_ms;
+        let here = p.evaluate_with(c, &open, &self.cal);
+        // A cut over the budget (it was lowered) is left whatever it costs.
+        if !fits(&here) && fits(&best) {
+            return best.k;
+        }
+        let stay = here.turn_ms;
         if best.k != c && best.turn_ms < stay * (1.0 - self.margin) {
             best.k
         } else {

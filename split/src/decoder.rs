@@ -111,10 +111,14 @@ impl DecoderLink {
 
     fn exchange(&mut self, f: &Frame) -> Result<Frame, SplitError> {
         let c = self.conn.as_mut().expect("connected");
+        // Encoded once: its length is counted, its bytes sent.
         let bytes =
             edgecut_wire::encode_frame(f).map_err(|e| SplitError::Protocol(e.to_string()))?;
         self.stats.bytes_up += bytes.len();
-        write_frame(c, f).map_err(|e| SplitError::Protocol(e.to_string()))?;
+        let stream = c.inner_mut();
+        std::io::Write::write_all(stream, &bytes)
+            .and_then(|_| std::io::Write::flush(stream))
+            .map_err(|e| SplitError::Protocol(format!("sending a frame: {e}")))?;
         match read_frame(c, &Limits::default()) {
             Ok(Some(Frame::Error { code, message, .. })) => {
                 Err(SplitError::Refused { code, message })

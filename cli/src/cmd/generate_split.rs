@@ -27,6 +27,10 @@ pub struct DecodeSplitArgs {
     /// With --cut auto: the server's stage times (`edgecut profile` on the server).
     #[arg(long)]
     server_profile: Option<PathBuf>,
+    /// With --cut auto: the most this device may hold for its blocks' weights and KV cache
+    /// (e.g. 100MB); cuts that need more are not chosen.
+    #[arg(long)]
+    memory_budget: Option<String>,
     /// With --server: a file holding the access token.
     #[arg(long)]
     token_file: Option<PathBuf>,
@@ -69,15 +73,22 @@ impl SplitConversation {
             return Ok(None);
         };
         let n = llm.blocks();
+        anyhow::ensure!(
+            a.cut == "auto" || a.memory_budget.is_none(),
+            "--memory-budget goes with --cut auto"
+        );
         let (cut, auto) = if a.cut == "auto" {
             let (d, s) = (
                 profile(a.device_profile.as_deref(), "--device-profile")?,
                 profile(a.server_profile.as_deref(), "--server-profile")?,
             );
-            (
-                1,
-                Some(DecodeAuto::new(d, s, n).map_err(anyhow::Error::msg)?),
-            )
+            let mut auto = DecodeAuto::new(d, s, n).map_err(anyhow::Error::msg)?;
+            auto.memory_budget = a
+                .memory_budget
+                .as_deref()
+                .map(super::plan::bytes)
+                .transpose()?;
+            (1, Some(auto))
         } else {
             let k: usize = a.cut.parse().map_err(|_| {
                 anyhow::anyhow!(

@@ -67,7 +67,8 @@ pub struct Args {
     later_turn: bool,
 }
 
-fn bytes(s: &str) -> anyhow::Result<u64> {
+/// A size such as `100MB`, `2GB` or `512KB`, in bytes.
+pub(super) fn bytes(s: &str) -> anyhow::Result<u64> {
     let t = s.trim().to_ascii_uppercase();
     for (u, f) in [("GB", 1e9), ("MB", 1e6), ("KB", 1e3), ("B", 1.0)] {
         if let Some(n) = t.strip_suffix(u) {

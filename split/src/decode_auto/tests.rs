@@ -218,3 +218,22 @@ fn profiles_of_another_model_are_refused() {
         DecodeAuto::new(profile(0.1, 1.0, 0.5), profile(0.01, 0.1, 0.05), BLOCKS + 1).unwrap_err();
     assert!(e.to_string().contains("profile this model"), "{e}");
 }
+
+#[test]
+fn the_memory_budget_bounds_the_cut() {
+    // A server ten times slower than the device: the more blocks here, the better.
+    let mut a = DecodeAuto::new(profile(0.1, 1.0, 0.5), profile(1.0, 10.0, 5.0), BLOCKS).unwrap();
+    let t = turn(16, 0);
+    assert_eq!(a.choose(None, &t), BLOCKS);
+    // Weights 1000 + 10,000 a block (the head's 5000 when all here), KV 256 x 512 a block.
+    let per_block = 10_000 + 256 * 512;
+    a.memory_budget = Some(1000 + 3 * per_block);
+    let k = a.choose(None, &t);
+    assert_eq!(k, 3, "the largest cut that fits");
+    // Already over a lowered budget: it moves, margin or not.
+    a.memory_budget = Some(1000 + per_block);
+    assert_eq!(a.choose(Some(BLOCKS), &turn(200, 190)), 1);
+    // Nothing fits: the least memory.
+    a.memory_budget = Some(10);
+    assert_eq!(a.choose(None, &t), 1);
+}
