@@ -93,6 +93,70 @@ fn local(llm: &Llm, prompt: &[u32], n: usize) -> Vec<u32> {
 const PROMPT: &str = "The three largest cities of Europe are";
 
 #[test]
+fn a_repetition_penalty_splits_over_tcp_as_a_local_run_samples() {
+    let srv = start(&[]);
+    let llm = llm();
+    let prompt = llm
+        .tokenize("The capital of France is Paris. The capital of France is")
+        .unwrap();
+    for sampling in [
+        SamplingParams {
+            repetition_penalty: 1.5,
+            ..SamplingParams::default()
+        },
+        SamplingParams {
+            repetition_penalty: 1.3,
+            temperature: 0.8,
+            top_k: 40,
+            seed: 7,
+            ..SamplingParams::default()
+        },
+    ] {
+        let o = opts(24).with_sampling(sampling.clone());
+        let want = llm
+            .new_context()
+            .unwrap()
+            .generate(&prompt, &o, &mut |_| true)
+            .unwrap()
+            .tokens;
+        let mut l = link(&llm, &srv.addr, 15, Encoding::F32);
+        l.set_sampling(sampling.clone());
+        let g = SplitDecoder::new(&llm, 15)
+            .unwrap()
+            .generate(&prompt, &o, &mut l, &mut |_| true)
+            .unwrap();
+        assert_eq!(g.fell_back, None, "{sampling:?}");
+        assert_eq!(g.generation.tokens, want, "{sampling:?}");
+        // Each token's NEXT carried the logits: 8 bytes each.
+        let n = edgecut::split::top_logits_for(&sampling).unwrap().unwrap();
+        assert!(l.stats.bytes_down >= 24 * 8 * n, "{:?}", l.stats);
+    }
+    // A penalty over the whole vocabulary: the device runs alone and says why.
+    let whole = SamplingParams {
+        repetition_penalty: 1.3,
+        temperature: 0.8,
+        seed: 7,
+        ..SamplingParams::default()
+    };
+    let o = opts(12).with_sampling(whole.clone());
+    let want = llm
+        .new_context()
+        .unwrap()
+        .generate(&prompt, &o, &mut |_| true)
+        .unwrap()
+        .tokens;
+    let mut l = link(&llm, &srv.addr, 15, Encoding::F32);
+    l.set_sampling(whole);
+    let g = SplitDecoder::new(&llm, 15)
+        .unwrap()
+        .generate(&prompt, &o, &mut l, &mut |_| true)
+        .unwrap();
+    let (_, why) = g.fell_back.expect("not split");
+    assert!(why.contains("whole vocabulary"), "{why}");
+    assert_eq!(g.generation.tokens, want);
+}
+
+#[test]
 fn split_over_tcp_equals_local_and_a_killed_server_costs_nothing() {
     let llm = llm();
     let prompt = llm.tokenize(PROMPT).unwrap();

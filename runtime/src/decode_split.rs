@@ -38,6 +38,80 @@ pub trait DecodeLink {
     fn held(&self) -> Option<usize> {
         None
     }
+
+    /// As [`DecodeLink::step`] with `sample`, but the answer is the server's `n` largest logits
+    /// after the last row, `(token, logit)`, largest first (ties: the lower token first): the
+    /// device samples itself, as it must with a repetition penalty (the server never sees the
+    /// tokens). `n` is the link's to ask for when it opens its session
+    /// ([`top_logits_for`]). A link that cannot answer so fails the step, and the device goes
+    /// on alone.
+    fn step_top(
+        &mut self,
+        position: usize,
+        hidden: &[f32],
+    ) -> std::result::Result<Vec<(u32, f32)>, LinkError> {
+        let _ = (position, hidden);
+        Err("this link cannot send logits for the device to sample".into())
+    }
+}
+
+/// How many of the server's logits a device needs to sample exactly as a local run does with
+/// `sampling`: `Ok(None)` without a repetition penalty (the server samples with the device's
+/// seed), `Ok(Some(n))` with one. A penalty above 1 only lowers the logits of the (at most
+/// `penalty_window`) tokens it touches, so the top-`k` after it lie among the `k + window`
+/// largest before it; greedy choice is top-1. Sampling the whole vocabulary (`top_k` 0 with a
+/// temperature), or a penalty below 1 (which can lift any token), needs every logit:
+/// `Err(why)`, and the device runs alone.
+pub fn top_logits_for(sampling: &SamplingParams) -> std::result::Result<Option<usize>, String> {
+    let p = sampling;
+    if p.repetition_penalty == 1.0 {
+        return Ok(None);
+    }
+    if p.repetition_penalty < 1.0 {
+        return Err(format!(
+            "a repetition penalty of {} (below 1) can lift any token: a split needs every \
+             logit for it, so the device runs alone",
+            p.repetition_penalty
+        ));
+    }
+    let k = if p.temperature == 0.0 { 1 } else { p.top_k };
+    let n = k.saturating_add(p.penalty_window);
+    if k == 0 || n > MAX_TOP as usize {
+        return Err(format!(
+            "sampling from {} with a repetition penalty needs more than the {MAX_TOP} logits a \
+             server sends: with --top-k {} or less it splits; now the device runs alone",
+            if k == 0 {
+                "the whole vocabulary".to_string()
+            } else {
+                format!("the top {k}")
+            },
+            (MAX_TOP as usize).saturating_sub(p.penalty_window)
+        ));
+    }
+    Ok(Some(n))
+}
+
+/// The most logits a server sends per step (the wire's limit).
+pub const MAX_TOP: u16 = 1024;
+
+/// The `n` largest of `logits`, largest first, ties by lower index (the sampler's order).
+fn top_n(logits: &[f32], n: usize) -> Vec<(u32, f32)> {
+    let by = |a: &(u32, f32), b: &(u32, f32)| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0));
+    let mut all: Vec<(u32, f32)> = logits
+        .iter()
+        .enumerate()
+        .map(|(i, &l)| (i as u32, l))
+        .collect();
+    let n = n.min(all.len());
+    if n == 0 {
+        return Vec::new();
+    }
+    if n < all.len() {
+        all.select_nth_unstable_by(n - 1, by);
+        all.truncate(n);
+    }
+    all.sort_unstable_by(by);
+    all
 }
 
 /// How a split generation went.
@@ -60,6 +134,10 @@ pub struct ServerDecoder {
     sampler: Sampler,
     /// The groups of rows run so far (a rewind drops those past it).
     held: usize,
+    /// Logits to answer instead of a token (0: sample here).
+    top: usize,
+    /// The last sampled step's largest logits, in top-logits mode.
+    top_out: Option<Vec<(u32, f32)>>,
 }
 
 impl std::fmt::Debug for ServerDecoder {
@@ -97,6 +175,8 @@ impl ServerDecoder {
             cache,
             sampler: Sampler::new(sampling),
             held: 0,
+            top: 0,
+            top_out: None,
         })
     }
 
@@ -147,13 +227,33 @@ impl ServerDecoder {
     }
 
     /// Samples from the logits of a step's last row.
-    fn pick(&mut self, mut logits: Vec<f32>) -> Result<u32> {
+    /// The next token; in top-logits mode `None`, the largest logits kept for
+    /// [`ServerDecoder::take_top`].
+    fn pick(&mut self, mut logits: Vec<f32>) -> Result<Option<u32>> {
         if logits.iter().any(|v| !v.is_finite()) {
             return Err(Error::Input(
                 "the logits are not finite: the hidden states overflowed".into(),
             ));
         }
-        Ok(self.sampler.sample(&mut logits, &[]))
+        if self.top > 0 {
+            self.top_out = Some(top_n(&logits, self.top));
+            return Ok(None);
+        }
+        Ok(Some(self.sampler.sample(&mut logits, &[])))
+    }
+
+    /// Answers each sampled step with the `n` largest logits instead of a token (`n` >= 1,
+    /// at most [`MAX_TOP`]): the device samples (a repetition penalty). A sampled step then
+    /// returns `Ok(None)` and leaves them for [`ServerDecoder::take_top`].
+    pub fn with_top_logits(mut self, n: usize) -> Self {
+        self.top = n.min(MAX_TOP as usize);
+        self
+    }
+
+    /// The largest logits of the last sampled step, in top-logits mode (taken: a second call
+    /// gives `None`).
+    pub fn take_top(&mut self) -> Option<Vec<(u32, f32)>> {
+        self.top_out.take()
     }
 
     /// Runs the rows `hidden` at `position` (at most [`ServerDecoder::held`]: less rewinds)
@@ -171,7 +271,7 @@ impl ServerDecoder {
             return Ok(None);
         }
         let logits = model.head(&out[(rows - 1) * h..])?;
-        self.pick(logits).map(Some)
+        self.pick(logits)
     }
 
     /// The steps of several sessions of one model at once (each as [`ServerDecoder::step`]
@@ -250,7 +350,7 @@ impl ServerDecoder {
                 Ok(logits) => {
                     for (j, &i) in sampled.iter().enumerate() {
                         let l = logits[j * vocab..(j + 1) * vocab].to_vec();
-                        results[i] = Some(steps[i].dec.pick(l).map(Some));
+                        results[i] = Some(steps[i].dec.pick(l));
                     }
                 }
                 Err(e) => {
@@ -421,6 +521,33 @@ impl SplitDecoder {
         self.stored.extend_from_slice(&x);
         self.groups.push(ids.len());
         self.tokens.extend_from_slice(ids);
+        // A repetition penalty needs the conversation's tokens, which only the device has: it
+        // samples itself from the server's largest logits.
+        let own_draw = sample && sampler.params().repetition_penalty != 1.0;
+        if self.upper.is_none() && own_draw {
+            match link.step_top(position, &x) {
+                Ok(top) => {
+                    self.server = Some(position + ids.len());
+                    let vocab = model.config.vocab;
+                    if top.is_empty() || top.iter().any(|&(t, l)| t as usize >= vocab || l.is_nan())
+                    {
+                        *fell = Some("the server's logits are not of this model".to_string());
+                    } else {
+                        // Every other token below the smallest sent: out of reach of the
+                        // sampler, as the argument of `top_logits_for` shows.
+                        let mut logits = vec![f32::NEG_INFINITY; vocab];
+                        for &(t, l) in &top {
+                            logits[t as usize] = l;
+                        }
+                        return Ok(Some(sampler.sample(&mut logits, &self.tokens)));
+                    }
+                }
+                Err(reason) => *fell = Some(reason.to_string()),
+            }
+            let last = self.rebuild()?;
+            let mut logits = model.head(&last)?;
+            return Ok(Some(sampler.sample(&mut logits, &self.tokens)));
+        }
         if self.upper.is_none() {
             match link.step(position, &x, sample) {
                 Ok(t) => {

@@ -11,7 +11,8 @@ use edgecut_wire::{
 };
 
 pub use crate::decode_split::{
-    DecodeLink, DecodeStep, LinkError, ServerDecoder, SplitDecoder, SplitGeneration,
+    top_logits_for, DecodeLink, DecodeStep, LinkError, ServerDecoder, SplitDecoder,
+    SplitGeneration, MAX_TOP,
 };
 use crate::{Error, Result, Session};
 

@@ -106,10 +106,6 @@ impl Sessions {
             );
             return refuse(0, ErrorCode::BadRequest, why);
         }
-        if o.top_logits != 0 {
-            let why = "this server samples the next token itself (top logits are not offered)";
-            return refuse(0, ErrorCode::BadRequest, why);
-        }
         let Ok(slot) = d.slots.clone().try_acquire_owned() else {
             let why = "the server has as many sessions as it allows; run locally";
             return refuse(0, ErrorCode::Unavailable, why);
@@ -121,7 +117,12 @@ impl Sessions {
             seed: o.seed,
             ..SamplingParams::default()
         };
-        let dec = match ServerDecoder::open(&d.llm, o.cut as usize, context, sampling) {
+        // Top logits (the device samples, with a repetition penalty), or a token sampled here.
+        let opened = ServerDecoder::open(&d.llm, o.cut as usize, context, sampling);
+        let dec = match opened.map(|dec| match o.top_logits {
+            0 => dec,
+            n => dec.with_top_logits(n as usize),
+        }) {
             Ok(dec) => dec,
             Err(e) => return refuse(0, ErrorCode::BadRequest, e.to_string()),
         };
@@ -189,10 +190,11 @@ impl Sessions {
             self.remove(id);
             return refuse(id, ErrorCode::Unavailable, "the server is shutting down");
         }
-        let Ok((dec, out)) = rx.await else {
+        let Ok((mut dec, out)) = rx.await else {
             self.remove(id);
             return refuse(id, ErrorCode::Internal, "the step failed");
         };
+        let top = dec.take_top().unwrap_or_default();
         let held = dec.held() as u32;
         if let Some(sess) = self.map.get_mut(&id) {
             sess.dec = Some(dec);
@@ -207,7 +209,7 @@ impl Sessions {
                 held,
                 token: token.unwrap_or(NO_TOKEN),
                 server_us: u32::try_from(t.elapsed().as_micros()).unwrap_or(u32::MAX),
-                top: Vec::new(),
+                top,
             }),
             Err(e) => refuse(id, ErrorCode::BadRequest, e.to_string()),
         }

@@ -96,7 +96,9 @@ pub struct DecoderLink {
 
 impl DecoderLink {
     /// A link for `llm` split at `cfg.cut` blocks, with the server sampling as `sampling` says
-    /// (greedy by default; a repetition penalty cannot be split and is refused by the server).
+    /// (greedy by default); with a repetition penalty the server sends its largest logits and
+    /// the device samples ([`edgecut::split::top_logits_for`] says how many, and which
+    /// samplings cannot be split).
     pub fn new(llm: &Llm, cfg: ClientConfig, sampling: SamplingParams) -> DecoderLink {
         DecoderLink {
             llm: llm.clone(),
@@ -172,11 +174,13 @@ impl DecoderLink {
             return Ok(s);
         }
         let p = &self.sampling;
+        // With a repetition penalty the device samples, from the server's largest logits.
+        let top = edgecut::split::top_logits_for(p).map_err(SplitError::Protocol)?;
         let open = Frame::Open(Open {
             cut: self.cfg.cut as u16,
             context: self.llm.context_len() as u32,
             encoding: self.cfg.encoding,
-            top_logits: 0,
+            top_logits: top.unwrap_or(0) as u16,
             temperature: p.temperature,
             top_k: p.top_k as u32,
             top_p: p.top_p,
@@ -200,6 +204,62 @@ impl DecoderLink {
         hidden: &[f32],
         sample: bool,
     ) -> Result<Option<u32>, SplitError> {
+        if sample && self.sampling.repetition_penalty != 1.0 {
+            return Err(SplitError::Protocol(
+                "with a repetition penalty the device samples: ask for the logits".into(),
+            ));
+        }
+        let n = self.exchange_step(position, hidden, sample)?;
+        match (sample, n.token) {
+            (false, _) => Ok(None),
+            (true, NO_TOKEN) => Err(SplitError::Protocol("NEXT without a token".into())),
+            (true, t) if (t as usize) < self.llm.vocab_size() => Ok(Some(t)),
+            (true, t) => Err(SplitError::Protocol(format!(
+                "token {t} outside the vocabulary"
+            ))),
+        }
+    }
+
+    /// A sampled STEP answered with the server's largest logits (the session was opened
+    /// asking for them).
+    fn try_step_top(
+        &mut self,
+        position: usize,
+        hidden: &[f32],
+    ) -> Result<Vec<(u32, f32)>, SplitError> {
+        let want = edgecut::split::top_logits_for(&self.sampling)
+            .map_err(SplitError::Protocol)?
+            .ok_or_else(|| {
+                SplitError::Protocol("no repetition penalty: the server samples".into())
+            })?;
+        let n = self.exchange_step(position, hidden, true)?;
+        let vocab = self.llm.vocab_size();
+        if n.token != NO_TOKEN || n.top.len() != want.min(vocab) {
+            return Err(SplitError::Protocol(format!(
+                "asked for {want} logits, the server sent {} (token {})",
+                n.top.len(),
+                n.token
+            )));
+        }
+        if let Some(&(t, _)) = n
+            .top
+            .iter()
+            .find(|&&(t, l)| t as usize >= vocab || !l.is_finite())
+        {
+            return Err(SplitError::Protocol(format!(
+                "logit of token {t}: outside the vocabulary or not finite"
+            )));
+        }
+        Ok(n.top)
+    }
+
+    /// Sends one STEP and takes its NEXT, counting both.
+    fn exchange_step(
+        &mut self,
+        position: usize,
+        hidden: &[f32],
+        sample: bool,
+    ) -> Result<edgecut_wire::Next, SplitError> {
         let session = self.ensure_session()?;
         let h = self.llm.hidden_size();
         let rows = hidden.len() / h;
@@ -238,14 +298,7 @@ impl DecoderLink {
                     kind.round_trips += rtt;
                     kind.server += server;
                 }
-                match (sample, n.token) {
-                    (false, _) => Ok(None),
-                    (true, NO_TOKEN) => Err(SplitError::Protocol("NEXT without a token".into())),
-                    (true, t) if (t as usize) < self.llm.vocab_size() => Ok(Some(t)),
-                    (true, t) => Err(SplitError::Protocol(format!(
-                        "token {t} outside the vocabulary"
-                    ))),
-                }
+                Ok(n)
             }
             other => Err(SplitError::Protocol(format!(
                 "unexpected answer to STEP: {other:?}"
@@ -313,5 +366,13 @@ impl DecodeLink for DecoderLink {
 
     fn held(&self) -> Option<usize> {
         Some(if self.session.is_some() { self.held } else { 0 })
+    }
+
+    fn step_top(&mut self, position: usize, hidden: &[f32]) -> Result<Vec<(u32, f32)>, LinkError> {
+        self.try_step_top(position, hidden).map_err(|e| {
+            self.conn = None;
+            self.session = None;
+            e.into()
+        })
     }
 }

@@ -6,7 +6,7 @@
 
 use std::sync::OnceLock;
 
-use edgecut::split::{DecodeLink, LinkError, ServerDecoder, SplitDecoder};
+use edgecut::split::{top_logits_for, DecodeLink, LinkError, ServerDecoder, SplitDecoder, MAX_TOP};
 use edgecut::{GenerateOptions, Llm, LlmOptions, SamplingParams, WeightType};
 use edgecut_tests::{converted, fixture, greedy, ids, repo_root, smollm_gguf};
 use edgecut_wire::{decode_values, encode_values, Encoding};
@@ -35,6 +35,10 @@ struct InProcess {
     sampled: usize,
     fail_after: Option<usize>,
     bytes_up: usize,
+    /// Logits the server answers with (0: it samples).
+    top: usize,
+    /// Steps answered with logits.
+    top_steps: usize,
 }
 
 impl InProcess {
@@ -47,6 +51,8 @@ impl InProcess {
             sampled: 0,
             fail_after: None,
             bytes_up: 0,
+            top: 0,
+            top_steps: 0,
         }
     }
 }
@@ -70,7 +76,11 @@ impl DecodeLink for InProcess {
                 SamplingParams::default(),
             )
             .map_err(|e| e.to_string())?;
-            self.server = Some(s);
+            self.server = Some(if self.top > 0 {
+                s.with_top_logits(self.top)
+            } else {
+                s
+            });
         }
         let bytes = encode_values(hidden, self.encoding);
         self.bytes_up += bytes.len();
@@ -82,6 +92,21 @@ impl DecodeLink for InProcess {
             .step(position, values, sample)?;
         self.sampled += sample as usize;
         Ok(out)
+    }
+
+    fn step_top(&mut self, position: usize, hidden: &[f32]) -> Result<Vec<(u32, f32)>, LinkError> {
+        if self.top == 0 {
+            return Err("this server samples itself".into());
+        }
+        let answer = self.step(position, hidden, true)?;
+        assert_eq!(answer, None, "a server in top-logits mode answers no token");
+        self.top_steps += 1;
+        Ok(self
+            .server
+            .as_mut()
+            .unwrap()
+            .take_top()
+            .expect("the logits of a sampled step"))
     }
 }
 
@@ -173,6 +198,82 @@ fn a_cut_at_the_block_count_runs_all_here_over_turns_without_the_link() {
     assert_eq!(g2.generation.cached_tokens, first.len() + 11);
     assert_eq!(g2.generation.tokens, greedy(&tiny, &second, 12));
     assert!(SplitDecoder::new(&tiny, n + 1).is_err());
+}
+
+#[test]
+fn a_repetition_penalty_splits_with_the_device_sampling_from_the_top_logits() {
+    assert_eq!(MAX_TOP, edgecut_wire::MAX_TOP_LOGITS);
+    let llm = smollm();
+    let cut = 15;
+    let greedy_penalty = SamplingParams {
+        repetition_penalty: 1.5,
+        ..SamplingParams::default()
+    };
+    let sampled_penalty = SamplingParams {
+        repetition_penalty: 1.3,
+        temperature: 0.8,
+        top_k: 40,
+        seed: 7,
+        ..SamplingParams::default()
+    };
+    assert_eq!(top_logits_for(&greedy_penalty), Ok(Some(65)));
+    assert_eq!(top_logits_for(&sampled_penalty), Ok(Some(104)));
+    assert_eq!(top_logits_for(&SamplingParams::default()), Ok(None));
+    for (name, prompt) in prompts().into_iter().take(4) {
+        for sampling in [&greedy_penalty, &sampled_penalty] {
+            let opts = GenerateOptions::default()
+                .with_max_tokens(32)
+                .with_ignore_eos(true)
+                .with_sampling(sampling.clone());
+            let want = llm
+                .new_context()
+                .unwrap()
+                .generate(&prompt, &opts, &mut |_| true)
+                .unwrap()
+                .tokens;
+            let mut link = InProcess::new(llm, cut, Encoding::F32);
+            link.top = top_logits_for(sampling).unwrap().unwrap();
+            let mut d = SplitDecoder::new(llm, cut).unwrap();
+            let g = d
+                .generate(&prompt, &opts, &mut link, &mut |_| true)
+                .unwrap();
+            assert_eq!(g.fell_back, None, "{name}");
+            assert_eq!(g.generation.tokens, want, "{name} {sampling:?}");
+            // Every token was drawn on the device from the server's logits.
+            assert_eq!(link.top_steps, 32, "{name}");
+        }
+    }
+    // Sampling the whole vocabulary with a penalty cannot be split: the device runs alone,
+    // says why, and answers as a local run.
+    let whole = SamplingParams {
+        top_k: 0,
+        ..sampled_penalty.clone()
+    };
+    let why = top_logits_for(&whole).unwrap_err();
+    assert!(why.contains("whole vocabulary"), "{why}");
+    let below = SamplingParams {
+        repetition_penalty: 0.9,
+        ..greedy_penalty.clone()
+    };
+    assert!(top_logits_for(&below).unwrap_err().contains("below 1"));
+    let (_, prompt) = &prompts()[0];
+    let opts = GenerateOptions::default()
+        .with_max_tokens(16)
+        .with_ignore_eos(true)
+        .with_sampling(whole);
+    let want = llm
+        .new_context()
+        .unwrap()
+        .generate(prompt, &opts, &mut |_| true)
+        .unwrap()
+        .tokens;
+    let mut link = InProcess::new(llm, cut, Encoding::F32);
+    let g = SplitDecoder::new(llm, cut)
+        .unwrap()
+        .generate(prompt, &opts, &mut link, &mut |_| true)
+        .unwrap();
+    assert!(g.fell_back.is_some());
+    assert_eq!(g.generation.tokens, want);
 }
 
 #[test]
