@@ -92,6 +92,31 @@ fn local(llm: &Llm, prompt: &[u32], n: usize) -> Vec<u32> {
 
 const PROMPT: &str = "The three largest cities of Europe are";
 
+/// A local run and a split one at cut 15 over `addr` (f32 on the wire), both sampling as
+/// `sampling`: the local tokens, the split generation and its link.
+fn local_and_split(
+    llm: &Llm,
+    addr: &str,
+    prompt: &[u32],
+    n: usize,
+    sampling: &SamplingParams,
+) -> (Vec<u32>, edgecut::split::SplitGeneration, DecoderLink) {
+    let o = opts(n).with_sampling(sampling.clone());
+    let want = llm
+        .new_context()
+        .unwrap()
+        .generate(prompt, &o, &mut |_| true)
+        .unwrap()
+        .tokens;
+    let mut l = link(llm, addr, 15, Encoding::F32);
+    l.set_sampling(sampling.clone());
+    let g = SplitDecoder::new(llm, 15)
+        .unwrap()
+        .generate(prompt, &o, &mut l, &mut |_| true)
+        .unwrap();
+    (want, g, l)
+}
+
 #[test]
 fn a_repetition_penalty_splits_over_tcp_as_a_local_run_samples() {
     let srv = start(&[]);
@@ -112,19 +137,7 @@ fn a_repetition_penalty_splits_over_tcp_as_a_local_run_samples() {
             ..SamplingParams::default()
         },
     ] {
-        let o = opts(24).with_sampling(sampling.clone());
-        let want = llm
-            .new_context()
-            .unwrap()
-            .generate(&prompt, &o, &mut |_| true)
-            .unwrap()
-            .tokens;
-        let mut l = link(&llm, &srv.addr, 15, Encoding::F32);
-        l.set_sampling(sampling.clone());
-        let g = SplitDecoder::new(&llm, 15)
-            .unwrap()
-            .generate(&prompt, &o, &mut l, &mut |_| true)
-            .unwrap();
+        let (want, g, l) = local_and_split(&llm, &srv.addr, &prompt, 24, &sampling);
         assert_eq!(g.fell_back, None, "{sampling:?}");
         assert_eq!(g.generation.tokens, want, "{sampling:?}");
         // Each token's NEXT carried the logits: 8 bytes each.
@@ -138,19 +151,7 @@ fn a_repetition_penalty_splits_over_tcp_as_a_local_run_samples() {
         seed: 7,
         ..SamplingParams::default()
     };
-    let o = opts(12).with_sampling(whole.clone());
-    let want = llm
-        .new_context()
-        .unwrap()
-        .generate(&prompt, &o, &mut |_| true)
-        .unwrap()
-        .tokens;
-    let mut l = link(&llm, &srv.addr, 15, Encoding::F32);
-    l.set_sampling(whole);
-    let g = SplitDecoder::new(&llm, 15)
-        .unwrap()
-        .generate(&prompt, &o, &mut l, &mut |_| true)
-        .unwrap();
+    let (want, g, _) = local_and_split(&llm, &srv.addr, &prompt, 12, &whole);
     let (_, why) = g.fell_back.expect("not split");
     assert!(why.contains("whole vocabulary"), "{why}");
     assert_eq!(g.generation.tokens, want);
