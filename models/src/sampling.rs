@@ -141,18 +141,8 @@ impl Sampler {
                 .enumerate()
                 .map(|(i, &l)| (i as u32, l / p.temperature)),
         );
-        // Best first; ties by lower id, so the order (and the draw) is deterministic.
-        let by_logit = |a: &(u32, f32), b: &(u32, f32)| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0));
-        let k = if p.top_k == 0 {
-            cand.len()
-        } else {
-            p.top_k.min(cand.len())
-        };
-        if k < cand.len() {
-            cand.select_nth_unstable_by(k - 1, by_logit);
-            cand.truncate(k);
-        }
-        cand.sort_unstable_by(by_logit);
+        let k = if p.top_k == 0 { cand.len() } else { p.top_k };
+        keep_largest(cand, k);
         let max = cand[0].1;
         let mut total = 0.0f64;
         for c in cand.iter_mut() {
@@ -181,6 +171,23 @@ impl Sampler {
         }
         cand[keep - 1].0
     }
+}
+
+/// Keeps the `k` largest `(token, logit)` pairs of `cand`, largest first; ties by lower token,
+/// so the order (and a draw from it) is deterministic. The sampler's top-k, and what a split
+/// server sends a device that samples itself.
+pub fn keep_largest(cand: &mut Vec<(u32, f32)>, k: usize) {
+    let by_logit = |a: &(u32, f32), b: &(u32, f32)| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0));
+    let k = k.min(cand.len());
+    if k == 0 {
+        cand.clear();
+        return;
+    }
+    if k < cand.len() {
+        cand.select_nth_unstable_by(k - 1, by_logit);
+        cand.truncate(k);
+    }
+    cand.sort_unstable_by(by_logit);
 }
 
 /// Index of the largest value (the first one on ties).

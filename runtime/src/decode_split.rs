@@ -1,16 +1,17 @@
 //! Split decoding: the device runs a decoder's embeddings and blocks `0..cut` token by token and
 //! keeps the hidden states at the cut of every position; a server runs blocks `cut..n` and the
-//! head over its own KV cache of those layers ([`ServerDecoder`]) and answers the next token.
+//! head over its own KV cache of those layers ([`ServerDecoder`](crate::split::ServerDecoder)) and answers the next token.
 //! When the server is lost, refuses or fails, the device ([`SplitDecoder`]) rebuilds those
 //! layers' cache from the stored hidden states, in the groups the server ran them, and goes on
 //! alone from the same position: the reply is the one an uninterrupted local run gives (bit for
 //! bit with f32 on the wire; with f16 or int8 the tokens after the fallback are those of a local
 //! run over the prompt and the tokens received). The transport is a [`DecodeLink`]
-//! (`edgecut-split`'s client over TCP, or anything else).
+//! (`edgecut-split`'s client over TCP, or anything else). The server's half is in
+//! `decode_server.rs`.
 
 use std::time::Instant;
 
-use edgecut_models::{KvCache, Sampler, SamplingParams};
+use edgecut_models::{KvCache, Sampler};
 
 use crate::generation::decode_loop;
 use crate::llm::{prefill_chunks, start_turn, GenerateOptions, Generation};
@@ -43,7 +44,7 @@ pub trait DecodeLink {
     /// after the last row, `(token, logit)`, largest first (ties: the lower token first): the
     /// device samples itself, as it must with a repetition penalty (the server never sees the
     /// tokens). `n` is the link's to ask for when it opens its session
-    /// ([`top_logits_for`]). A link that cannot answer so fails the step, and the device goes
+    /// ([`top_logits_for`](crate::split::top_logits_for)). A link that cannot answer so fails the step, and the device goes
     /// on alone.
     fn step_top(
         &mut self,
@@ -55,65 +56,6 @@ pub trait DecodeLink {
     }
 }
 
-/// How many of the server's logits a device needs to sample exactly as a local run does with
-/// `sampling`: `Ok(None)` without a repetition penalty (the server samples with the device's
-/// seed), `Ok(Some(n))` with one. A penalty above 1 only lowers the logits of the (at most
-/// `penalty_window`) tokens it touches, so the top-`k` after it lie among the `k + window`
-/// largest before it; greedy choice is top-1. Sampling the whole vocabulary (`top_k` 0 with a
-/// temperature), or a penalty below 1 (which can lift any token), needs every logit:
-/// `Err(why)`, and the device runs alone.
-pub fn top_logits_for(sampling: &SamplingParams) -> std::result::Result<Option<usize>, String> {
-    let p = sampling;
-    if p.repetition_penalty == 1.0 {
-        return Ok(None);
-    }
-    if p.repetition_penalty < 1.0 {
-        return Err(format!(
-            "a repetition penalty of {} (below 1) can lift any token: a split needs every \
-             logit for it, so the device runs alone",
-            p.repetition_penalty
-        ));
-    }
-    let k = if p.temperature == 0.0 { 1 } else { p.top_k };
-    let n = k.saturating_add(p.penalty_window);
-    if k == 0 || n > MAX_TOP as usize {
-        return Err(format!(
-            "sampling from {} with a repetition penalty needs more than the {MAX_TOP} logits a \
-             server sends: with --top-k {} or less it splits; now the device runs alone",
-            if k == 0 {
-                "the whole vocabulary".to_string()
-            } else {
-                format!("the top {k}")
-            },
-            (MAX_TOP as usize).saturating_sub(p.penalty_window)
-        ));
-    }
-    Ok(Some(n))
-}
-
-/// The most logits a server sends per step (the wire's limit).
-pub const MAX_TOP: u16 = 1024;
-
-/// The `n` largest of `logits`, largest first, ties by lower index (the sampler's order).
-fn top_n(logits: &[f32], n: usize) -> Vec<(u32, f32)> {
-    let by = |a: &(u32, f32), b: &(u32, f32)| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0));
-    let mut all: Vec<(u32, f32)> = logits
-        .iter()
-        .enumerate()
-        .map(|(i, &l)| (i as u32, l))
-        .collect();
-    let n = n.min(all.len());
-    if n == 0 {
-        return Vec::new();
-    }
-    if n < all.len() {
-        all.select_nth_unstable_by(n - 1, by);
-        all.truncate(n);
-    }
-    all.sort_unstable_by(by);
-    all
-}
-
 /// How a split generation went.
 #[derive(Clone, Debug)]
 #[non_exhaustive]
@@ -123,260 +65,6 @@ pub struct SplitGeneration {
     /// `Some((tokens, reason))`: the server was lost after `tokens` generated tokens of this
     /// turn and the device finished alone.
     pub fell_back: Option<(usize, String)>,
-}
-
-/// The server's half of a split decoder session: blocks `cut..n` and the head, with their own
-/// KV cache.
-pub struct ServerDecoder {
-    llm: Llm,
-    cut: usize,
-    cache: KvCache,
-    sampler: Sampler,
-    /// The groups of rows run so far (a rewind drops those past it).
-    held: usize,
-    /// Logits to answer instead of a token (0: sample here).
-    top: usize,
-    /// The last sampled step's largest logits, in top-logits mode.
-    top_out: Option<Vec<(u32, f32)>>,
-}
-
-impl std::fmt::Debug for ServerDecoder {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "ServerDecoder(cut {}, {:?})", self.cut, self.cache)
-    }
-}
-
-impl ServerDecoder {
-    /// A session of `context` positions for a device that runs blocks `0..cut`, sampling with
-    /// `sampling` (a repetition penalty needs the prompt's tokens, which the server never sees:
-    /// refused).
-    pub fn open(llm: &Llm, cut: usize, context: usize, sampling: SamplingParams) -> Result<Self> {
-        let layers = llm.inner.model.config.layers;
-        if cut == 0 || cut >= layers {
-            return Err(Error::Input(format!(
-                "cut {cut}: a split decoder runs 1 to {} blocks on the device",
-                layers - 1
-            )));
-        }
-        sampling
-            .validate()
-            .map_err(|e| Error::Input(e.to_string()))?;
-        if sampling.repetition_penalty != 1.0 {
-            return Err(Error::Input(
-                "a repetition penalty needs the prompt's tokens, which a split server never \
-                 sees: sample on the device (top logits) or drop the penalty"
-                    .into(),
-            ));
-        }
-        let cache = llm.inner.model.new_cache_for(cut..layers, context)?;
-        Ok(ServerDecoder {
-            llm: llm.clone(),
-            cut,
-            cache,
-            sampler: Sampler::new(sampling),
-            held: 0,
-            top: 0,
-            top_out: None,
-        })
-    }
-
-    /// Bytes of the session's KV cache.
-    pub fn kv_bytes(&self) -> usize {
-        self.cache.bytes()
-    }
-
-    /// Positions held.
-    pub fn held(&self) -> usize {
-        self.held
-    }
-
-    /// Positions the session may fill.
-    pub fn capacity(&self) -> usize {
-        self.cache.capacity()
-    }
-
-    /// Checks a step's rows against the session before anything runs.
-    fn check(&self, position: usize, hidden: &[f32]) -> Result<usize> {
-        let h = self.llm.inner.model.config.hidden;
-        if hidden.is_empty() || !hidden.len().is_multiple_of(h) {
-            return Err(Error::Input(format!(
-                "{} values are not rows of {h}",
-                hidden.len()
-            )));
-        }
-        if position > self.held {
-            return Err(Error::Input(format!(
-                "position {position} after {} held: positions must follow each other",
-                self.held
-            )));
-        }
-        let rows = hidden.len() / h;
-        if position + rows > self.cache.capacity() {
-            return Err(Error::ContextFull {
-                tokens: rows,
-                used: position,
-                capacity: self.cache.capacity(),
-            });
-        }
-        if hidden.iter().any(|v| !v.is_finite()) {
-            return Err(Error::Input(
-                "the hidden states hold a NaN or an infinity".into(),
-            ));
-        }
-        Ok(rows)
-    }
-
-    /// Samples from the logits of a step's last row.
-    /// The next token; in top-logits mode `None`, the largest logits kept for
-    /// [`ServerDecoder::take_top`].
-    fn pick(&mut self, mut logits: Vec<f32>) -> Result<Option<u32>> {
-        if logits.iter().any(|v| !v.is_finite()) {
-            return Err(Error::Input(
-                "the logits are not finite: the hidden states overflowed".into(),
-            ));
-        }
-        if self.top > 0 {
-            self.top_out = Some(top_n(&logits, self.top));
-            return Ok(None);
-        }
-        Ok(Some(self.sampler.sample(&mut logits, &[])))
-    }
-
-    /// Answers each sampled step with the `n` largest logits instead of a token (`n` >= 1,
-    /// at most [`MAX_TOP`]): the device samples (a repetition penalty). A sampled step then
-    /// returns `Ok(None)` and leaves them for [`ServerDecoder::take_top`].
-    pub fn with_top_logits(mut self, n: usize) -> Self {
-        self.top = n.min(MAX_TOP as usize);
-        self
-    }
-
-    /// The largest logits of the last sampled step, in top-logits mode (taken: a second call
-    /// gives `None`).
-    pub fn take_top(&mut self) -> Option<Vec<(u32, f32)>> {
-        self.top_out.take()
-    }
-
-    /// Runs the rows `hidden` at `position` (at most [`ServerDecoder::held`]: less rewinds)
-    /// through blocks `cut..n`; with `sample`, the head on the last row and the next token.
-    /// Checks every value before any is run.
-    pub fn step(&mut self, position: usize, hidden: Vec<f32>, sample: bool) -> Result<Option<u32>> {
-        let rows = self.check(position, &hidden)?;
-        let model = &self.llm.inner.model;
-        let h = model.config.hidden;
-        self.cache.truncate(position);
-        self.held = position;
-        let out = model.blocks(&mut self.cache, hidden)?;
-        self.held += rows;
-        if !sample {
-            return Ok(None);
-        }
-        let logits = model.head(&out[(rows - 1) * h..])?;
-        self.pick(logits)
-    }
-
-    /// The steps of several sessions of one model at once (each as [`ServerDecoder::step`]
-    /// would run it): sessions of one cut run their matrix products on all their rows
-    /// together, and the heads of all sampled rows run together. Each step is checked on its
-    /// own; one refused does not hold the others back.
-    pub fn step_many(mut steps: Vec<DecodeStep<'_>>) -> Vec<Result<Option<u32>>> {
-        let n = steps.len();
-        let mut results: Vec<Option<Result<Option<u32>>>> = (0..n).map(|_| None).collect();
-        let mut passed = vec![false; n];
-        for (i, st) in steps.iter().enumerate() {
-            match st.dec.check(st.position, &st.hidden) {
-                Ok(_) => passed[i] = true,
-                Err(e) => results[i] = Some(Err(e)),
-            }
-        }
-        let mut cuts: Vec<usize> = (0..n)
-            .filter(|&i| passed[i])
-            .map(|i| steps[i].dec.cut)
-            .collect();
-        cuts.sort_unstable();
-        cuts.dedup();
-        let mut outs: Vec<Option<Vec<f32>>> = (0..n).map(|_| None).collect();
-        for cut in cuts {
-            let idx: Vec<usize> = (0..n)
-                .filter(|&i| passed[i] && steps[i].dec.cut == cut)
-                .collect();
-            let llm = steps[idx[0]].dec.llm.clone();
-            let mut xs = Vec::with_capacity(idx.len());
-            for &i in &idx {
-                let st = &mut steps[i];
-                st.dec.cache.truncate(st.position);
-                st.dec.held = st.position;
-                xs.push(std::mem::take(&mut st.hidden));
-            }
-            let mut caches: Vec<&mut KvCache> = steps
-                .iter_mut()
-                .enumerate()
-                .filter(|(i, _)| idx.contains(i))
-                .map(|(_, st)| &mut st.dec.cache)
-                .collect();
-            let run = llm.inner.model.blocks_many(&mut caches, xs);
-            drop(caches);
-            match run {
-                Ok(o) => {
-                    let h = llm.inner.model.config.hidden;
-                    for (&i, out) in idx.iter().zip(o) {
-                        steps[i].dec.held += out.len() / h;
-                        outs[i] = Some(out);
-                    }
-                }
-                Err(e) => {
-                    for &i in &idx {
-                        results[i] = Some(Err(Error::Input(e.to_string())));
-                    }
-                }
-            }
-        }
-        let sampled: Vec<usize> = (0..n)
-            .filter(|&i| outs[i].is_some() && steps[i].sample)
-            .collect();
-        for i in 0..n {
-            if outs[i].is_some() && !steps[i].sample {
-                results[i] = Some(Ok(None));
-            }
-        }
-        if let Some(&first) = sampled.first() {
-            let llm = steps[first].dec.llm.clone();
-            let (h, vocab) = (llm.inner.model.config.hidden, llm.inner.model.config.vocab);
-            let mut last = Vec::with_capacity(sampled.len() * h);
-            for &i in &sampled {
-                let o = outs[i].as_ref().expect("ran");
-                last.extend_from_slice(&o[o.len() - h..]);
-            }
-            match llm.inner.model.head(&last) {
-                Ok(logits) => {
-                    for (j, &i) in sampled.iter().enumerate() {
-                        let l = logits[j * vocab..(j + 1) * vocab].to_vec();
-                        results[i] = Some(steps[i].dec.pick(l));
-                    }
-                }
-                Err(e) => {
-                    for &i in &sampled {
-                        results[i] = Some(Err(Error::Input(e.to_string())));
-                    }
-                }
-            }
-        }
-        results
-            .into_iter()
-            .map(|r| r.unwrap_or_else(|| Err(Error::Input("the step did not run".into()))))
-            .collect()
-    }
-}
-
-/// One session's step for [`ServerDecoder::step_many`].
-pub struct DecodeStep<'a> {
-    /// The session.
-    pub dec: &'a mut ServerDecoder,
-    /// Position of the first row.
-    pub position: usize,
-    /// `rows x hidden` values at the cut.
-    pub hidden: Vec<f32>,
-    /// Whether to answer the next token.
-    pub sample: bool,
 }
 
 /// The device's half of a split decoder: embeddings and blocks `0..cut`, the hidden states at
@@ -510,73 +198,71 @@ impl SplitDecoder {
         let h = model.config.hidden;
         let position = self.tokens.len();
         let x = model.blocks(&mut self.lower, model.embed(ids)?)?;
+        self.tokens.extend_from_slice(ids);
         if self.all_here() {
-            self.tokens.extend_from_slice(ids);
-            if !sample {
-                return Ok(None);
-            }
-            let mut logits = model.head(&x[(ids.len() - 1) * h..])?;
-            return Ok(Some(sampler.sample(&mut logits, &self.tokens)));
+            return self.draw(&x[(ids.len() - 1) * h..], sample, sampler);
         }
         self.stored.extend_from_slice(&x);
         self.groups.push(ids.len());
-        self.tokens.extend_from_slice(ids);
-        // A repetition penalty needs the conversation's tokens, which only the device has: it
-        // samples itself from the server's largest logits.
-        let own_draw = sample && sampler.params().repetition_penalty != 1.0;
-        if self.upper.is_none() && own_draw {
-            match link.step_top(position, &x) {
-                Ok(top) => {
-                    self.server = Some(position + ids.len());
-                    let vocab = model.config.vocab;
-                    if top.is_empty() || top.iter().any(|&(t, l)| t as usize >= vocab || l.is_nan())
-                    {
-                        *fell = Some("the server's logits are not of this model".to_string());
-                    } else {
-                        // Every other token below the smallest sent: out of reach of the
-                        // sampler, as the argument of `top_logits_for` shows.
-                        let mut logits = vec![f32::NEG_INFINITY; vocab];
-                        for &(t, l) in &top {
-                            logits[t as usize] = l;
-                        }
-                        return Ok(Some(sampler.sample(&mut logits, &self.tokens)));
-                    }
-                }
-                Err(reason) => *fell = Some(reason.to_string()),
-            }
-            let last = self.rebuild()?;
-            let mut logits = model.head(&last)?;
-            return Ok(Some(sampler.sample(&mut logits, &self.tokens)));
-        }
         if self.upper.is_none() {
-            match link.step(position, &x, sample) {
+            match self.ask(link, position, &x, sample, sampler) {
                 Ok(t) => {
                     self.server = Some(position + ids.len());
-                    if let Some(t) = t {
-                        // The server drew the token with the same seed: keep this sampler's
-                        // generator in step, so that a fallback continues its sequence.
-                        sampler.skip();
-                        return Ok(Some(t));
-                    }
-                    return Ok(None);
+                    return Ok(t);
                 }
+                // The server is lost: rebuild its layers here and go on alone.
                 Err(reason) => {
-                    *fell = Some(reason.to_string());
+                    *fell = Some(reason);
                     let last = self.rebuild()?;
-                    if !sample {
-                        return Ok(None);
-                    }
-                    let mut logits = model.head(&last)?;
-                    return Ok(Some(sampler.sample(&mut logits, &self.tokens)));
+                    return self.draw(&last, sample, sampler);
                 }
             }
         }
         let upper = self.upper.as_mut().expect("local");
         let out = model.blocks(upper, x)?;
+        self.draw(&out[(ids.len() - 1) * h..], sample, sampler)
+    }
+
+    /// The server's answer to the rows `x` at `position`: the token it drew, or (with a
+    /// repetition penalty, which needs the conversation's tokens only the device has) the
+    /// token drawn here from its largest logits. `Err(reason)`: the server is lost.
+    fn ask(
+        &self,
+        link: &mut dyn DecodeLink,
+        position: usize,
+        x: &[f32],
+        sample: bool,
+        sampler: &mut Sampler,
+    ) -> std::result::Result<Option<u32>, String> {
+        if sample && sampler.params().repetition_penalty != 1.0 {
+            let top = link.step_top(position, x).map_err(|e| e.to_string())?;
+            let vocab = self.llm.inner.model.config.vocab;
+            if top.is_empty() || top.iter().any(|&(t, l)| t as usize >= vocab || l.is_nan()) {
+                return Err("the server's logits are not of this model".to_string());
+            }
+            // Every other token below the smallest sent: out of reach of the sampler, as the
+            // argument of `top_logits_for` shows.
+            let mut logits = vec![f32::NEG_INFINITY; vocab];
+            for &(t, l) in &top {
+                logits[t as usize] = l;
+            }
+            return Ok(Some(sampler.sample(&mut logits, &self.tokens)));
+        }
+        let t = link.step(position, x, sample).map_err(|e| e.to_string())?;
+        if t.is_some() {
+            // The server drew the token with the same seed: keep this sampler's generator in
+            // step, so that a fallback continues its sequence.
+            sampler.skip();
+        }
+        Ok(t)
+    }
+
+    /// With `sample`, the token after the final hidden state `last` (one row), drawn here.
+    fn draw(&self, last: &[f32], sample: bool, sampler: &mut Sampler) -> Result<Option<u32>> {
         if !sample {
             return Ok(None);
         }
-        let mut logits = model.head(&out[(ids.len() - 1) * h..])?;
+        let mut logits = self.llm.inner.model.head(last)?;
         Ok(Some(sampler.sample(&mut logits, &self.tokens)))
     }
 

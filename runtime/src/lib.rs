@@ -23,6 +23,7 @@
 //! # Ok::<(), edgecut::Error>(())
 //! ```
 
+mod decode_server;
 mod decode_split;
 mod device;
 mod generation;

@@ -10,10 +10,10 @@ use edgecut_wire::{
     Infer, InferResult, InferShape,
 };
 
-pub use crate::decode_split::{
-    top_logits_for, DecodeLink, DecodeStep, LinkError, ServerDecoder, SplitDecoder,
-    SplitGeneration, MAX_TOP,
+pub use crate::decode_server::{
+    top_logits_for, DecodeStep, ServerDecoder, TopLogitsError, MAX_TOP,
 };
+pub use crate::decode_split::{DecodeLink, LinkError, SplitDecoder, SplitGeneration};
 use crate::{Error, Result, Session};
 
 fn bad(msg: impl Into<String>) -> Error {

@@ -175,7 +175,8 @@ impl DecoderLink {
         }
         let p = &self.sampling;
         // With a repetition penalty the device samples, from the server's largest logits.
-        let top = edgecut::split::top_logits_for(p).map_err(SplitError::Protocol)?;
+        let top =
+            edgecut::split::top_logits_for(p).map_err(|e| SplitError::Protocol(e.to_string()))?;
         let open = Frame::Open(Open {
             cut: self.cfg.cut as u16,
             context: self.llm.context_len() as u32,
@@ -228,7 +229,7 @@ impl DecoderLink {
         hidden: &[f32],
     ) -> Result<Vec<(u32, f32)>, SplitError> {
         let want = edgecut::split::top_logits_for(&self.sampling)
-            .map_err(SplitError::Protocol)?
+            .map_err(|e| SplitError::Protocol(e.to_string()))?
             .ok_or_else(|| {
                 SplitError::Protocol("no repetition penalty: the server samples".into())
             })?;

@@ -249,13 +249,16 @@ fn a_repetition_penalty_splits_with_the_device_sampling_from_the_top_logits() {
         top_k: 0,
         ..sampled_penalty.clone()
     };
-    let why = top_logits_for(&whole).unwrap_err();
+    let why = top_logits_for(&whole).unwrap_err().to_string();
     assert!(why.contains("whole vocabulary"), "{why}");
     let below = SamplingParams {
         repetition_penalty: 0.9,
         ..greedy_penalty.clone()
     };
-    assert!(top_logits_for(&below).unwrap_err().contains("below 1"));
+    assert!(top_logits_for(&below)
+        .unwrap_err()
+        .to_string()
+        .contains("below 1"));
     let (_, prompt) = &prompts()[0];
     let opts = GenerateOptions::default()
         .with_max_tokens(16)
