@@ -212,7 +212,7 @@ impl SplitDecoder {
                 }
                 // The server is lost: rebuild its layers here and go on alone.
                 Err(reason) => {
-                    *fell = Some(reason);
+                    *fell = Some(reason.to_string());
                     let last = self.rebuild()?;
                     return self.draw(&last, sample, sampler);
                 }
@@ -233,12 +233,12 @@ impl SplitDecoder {
         x: &[f32],
         sample: bool,
         sampler: &mut Sampler,
-    ) -> std::result::Result<Option<u32>, String> {
+    ) -> std::result::Result<Option<u32>, LinkError> {
         if sample && sampler.params().repetition_penalty != 1.0 {
-            let top = link.step_top(position, x).map_err(|e| e.to_string())?;
+            let top = link.step_top(position, x)?;
             let vocab = self.llm.inner.model.config.vocab;
             if top.is_empty() || top.iter().any(|&(t, l)| t as usize >= vocab || l.is_nan()) {
-                return Err("the server's logits are not of this model".to_string());
+                return Err("the server's logits are not of this model".into());
             }
             // Every other token below the smallest sent: out of reach of the sampler, as the
             // argument of `top_logits_for` shows.
@@ -248,7 +248,7 @@ impl SplitDecoder {
             }
             return Ok(Some(sampler.sample(&mut logits, &self.tokens)));
         }
-        let t = link.step(position, x, sample).map_err(|e| e.to_string())?;
+        let t = link.step(position, x, sample)?;
         if t.is_some() {
             // The server drew the token with the same seed: keep this sampler's generator in
             // step, so that a fallback continues its sequence.
