@@ -84,10 +84,10 @@ pub enum Act {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum Op {
-    /// [`Backend::linear`] on int8-quantized activations.
-    LinearInt8,
-    /// [`Backend::linear`] on f32 activations against quantized blocks as stored (decoders).
-    LinearF32,
+    /// [`Backend::prepare`] and [`Backend::linear`] of weights stored as the [`DType`], with
+    /// activations as the [`ActQuant`] says (int8, or f32 against the stored blocks). Asked per
+    /// matrix before any weight is read, so that a model refuses a file it cannot run at once.
+    Linear(ActQuant, DType),
     /// [`Backend::layer_norm`].
     LayerNorm,
     /// [`Backend::activate`].
@@ -107,18 +107,16 @@ pub enum Op {
 }
 
 impl Op {
-    /// Every op a decoder (a Llama block) needs.
-    pub const DECODER: [Op; 6] = [
-        Op::LinearF32,
+    /// Every op a decoder block needs besides its matrices' [`Op::Linear`].
+    pub const DECODER: [Op; 5] = [
         Op::RmsNorm,
         Op::SiluMul,
         Op::Add,
         Op::Rope,
         Op::CausalAttention,
     ];
-    /// Every op an encoder (a BERT block) needs.
-    pub const ENCODER: [Op; 4] = [
-        Op::LinearInt8,
+    /// Every op an encoder (a BERT block) needs besides its matrices' [`Op::Linear`].
+    pub const ENCODER: [Op; 3] = [
         Op::LayerNorm,
         Op::Activate(Act::Gelu),
         Op::Attention,
@@ -200,8 +198,22 @@ pub trait Backend: Clone + Send + Sync + Sized + 'static {
     fn upload(&self, x: Vec<f32>) -> Self::Buffer;
     /// A buffer's values back on the host.
     fn download(&self, x: Self::Buffer) -> Result<Vec<f32>, OpError>;
+    /// Values crossing between the host and the device so far ([`Backend::upload`],
+    /// [`Backend::download`] and [`Backend::argmax`]'s answers): what a test counts to hold the
+    /// models to their promise that a block keeps its tensors on the device.
+    fn transfers(&self) -> u64;
     /// A buffer of `len` values, contents unspecified.
     fn buffer(&self, len: usize) -> Self::Buffer;
+    /// Copies `len` values of `src` from `src_at` into `dst` at `dst_at`, on the device (the
+    /// rows of one conversation out of a batch and back, without a trip to the host).
+    fn copy(
+        &self,
+        src: &Self::Tensor,
+        src_at: usize,
+        dst: &mut Self::Tensor,
+        dst_at: usize,
+        len: usize,
+    ) -> Result<(), OpError>;
     /// Makes `b` hold `len` values (contents unspecified), reusing it where it can.
     fn resize(&self, b: &mut Self::Buffer, len: usize);
     /// Values in a tensor.
@@ -354,6 +366,34 @@ impl KvShape {
         }
         Ok(rows)
     }
+}
+
+/// A count of host-device transfers a backend and its clones share ([`Backend::transfers`]).
+#[derive(Clone, Debug, Default)]
+pub struct TransferCount(Arc<std::sync::atomic::AtomicU64>);
+
+impl TransferCount {
+    /// Counts one transfer.
+    pub fn note(&self) {
+        self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Transfers so far.
+    pub fn get(&self) -> u64 {
+        self.0.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+/// Checks a [`Backend::copy`] of `len` values from `src_at` of `src_len` values into `dst_at` of
+/// `dst_len`.
+pub fn check_copy(src_len: usize, src_at: usize, dst_len: usize, dst_at: usize, len: usize) -> Result<(), OpError> {
+    let fits = |at: usize, total: usize| at.checked_add(len).is_some_and(|end| end <= total);
+    if !fits(src_at, src_len) || !fits(dst_at, dst_len) {
+        return Err(OpError::Shape(format!(
+            "copy of {len} values from {src_at} of {src_len} to {dst_at} of {dst_len}"
+        )));
+    }
+    Ok(())
 }
 
 /// The operands of [`Backend::causal_attention_many`] name as many conversations each.

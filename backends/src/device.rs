@@ -169,6 +169,15 @@ impl Device {
         }
     }
 
+    /// Host-device transfers its backend has made so far ([`Backend::transfers`]).
+    pub fn transfers(&self) -> u64 {
+        match self {
+            Device::Cpu(c) => c.transfers(),
+            #[cfg(any(feature = "wgpu", feature = "cuda"))]
+            Device::Gpu(g) => g.transfers(),
+        }
+    }
+
     /// Whether this is a GPU.
     pub fn is_gpu(&self) -> bool {
         !matches!(self, Device::Cpu(_))

@@ -2,6 +2,8 @@
 
 use std::fmt;
 
+use crate::quant::{self, QuantError};
+
 /// A tensor element type as stored in a GGUF file.
 ///
 /// Quantized types are stored in blocks: [`DType::block_len`] values take
@@ -29,28 +31,67 @@ pub const ALL_DTYPES: [DType; 5] = [
     DType::Q8_0,
 ];
 
-impl DType {
+/// What a weight format is: its ggml number, block layout, scalar reference decoder, and which
+/// backends multiply it. [`DType::format`] is the one place a type's facts are matched; code
+/// elsewhere asks the table (or matches exhaustively where a fast path is specific to a type).
+#[derive(Clone, Copy, Debug)]
+pub struct BlockFormat {
     /// The ggml type number (`GGML_TYPE_*`).
-    pub const fn ggml_id(self) -> u32 {
+    pub ggml_id: u32,
+    /// Values per block (1 for plain float types).
+    pub block_len: usize,
+    /// Bytes per block.
+    pub block_bytes: usize,
+    /// The scalar reference decoder: whole blocks of `src` into as many values of `dst`
+    /// (ggml's `dequantize_row_*`; the SIMD and GPU paths are tested against it).
+    pub decode_row: fn(&[u8], &mut [f32]) -> Result<(), QuantError>,
+    /// Whether the CPU backend multiplies weights of this type (f32 products decode the stored
+    /// blocks; int8 products re-quantize to Q8_0 at load).
+    pub linear_cpu: bool,
+    /// Whether the GPU backend multiplies weights of this type (it repacks them at upload).
+    pub linear_gpu: bool,
+}
+
+impl DType {
+    /// The format table's row for this type.
+    pub const fn format(self) -> &'static BlockFormat {
+        const fn row(
+            ggml_id: u32,
+            block_len: usize,
+            block_bytes: usize,
+            decode_row: fn(&[u8], &mut [f32]) -> Result<(), QuantError>,
+        ) -> BlockFormat {
+            BlockFormat {
+                ggml_id,
+                block_len,
+                block_bytes,
+                decode_row,
+                linear_cpu: true,
+                linear_gpu: true,
+            }
+        }
+        const F32: BlockFormat = row(0, 1, 4, quant::f32_from_bytes);
+        const F16: BlockFormat = row(1, 1, 2, quant::f16_to_f32);
+        const Q4_0: BlockFormat = row(2, 32, 18, quant::dequantize_q4_0);
+        const Q4_1: BlockFormat = row(3, 32, 20, quant::dequantize_q4_1);
+        const Q8_0: BlockFormat = row(8, 32, 34, quant::dequantize_q8_0);
         match self {
-            DType::F32 => 0,
-            DType::F16 => 1,
-            DType::Q4_0 => 2,
-            DType::Q4_1 => 3,
-            DType::Q8_0 => 8,
+            DType::F32 => &F32,
+            DType::F16 => &F16,
+            DType::Q4_0 => &Q4_0,
+            DType::Q4_1 => &Q4_1,
+            DType::Q8_0 => &Q8_0,
         }
     }
 
+    /// The ggml type number (`GGML_TYPE_*`).
+    pub const fn ggml_id(self) -> u32 {
+        self.format().ggml_id
+    }
+
     /// The type for a ggml type number, or `None` when edgecut cannot read it.
-    pub const fn from_ggml_id(id: u32) -> Option<DType> {
-        match id {
-            0 => Some(DType::F32),
-            1 => Some(DType::F16),
-            2 => Some(DType::Q4_0),
-            3 => Some(DType::Q4_1),
-            8 => Some(DType::Q8_0),
-            _ => None,
-        }
+    pub fn from_ggml_id(id: u32) -> Option<DType> {
+        ALL_DTYPES.into_iter().find(|t| t.ggml_id() == id)
     }
 
     /// ggml's name for a type number, also for the types edgecut cannot read (for error messages).
@@ -102,21 +143,17 @@ impl DType {
 
     /// Values per block (1 for plain float types).
     pub const fn block_len(self) -> usize {
-        match self {
-            DType::F32 | DType::F16 => 1,
-            DType::Q4_0 | DType::Q4_1 | DType::Q8_0 => 32,
-        }
+        self.format().block_len
     }
 
     /// Bytes per block.
     pub const fn block_bytes(self) -> usize {
-        match self {
-            DType::F32 => 4,
-            DType::F16 => 2,
-            DType::Q4_0 => 18,
-            DType::Q4_1 => 20,
-            DType::Q8_0 => 34,
-        }
+        self.format().block_bytes
+    }
+
+    /// Decodes `src`, whole blocks of this type, into `dst` (the scalar reference).
+    pub fn decode(self, src: &[u8], dst: &mut [f32]) -> Result<(), QuantError> {
+        (self.format().decode_row)(src, dst)
     }
 
     /// Whether the type is block-quantized.

@@ -58,7 +58,7 @@ impl OpError {
 pub const OUTLIER_RATIO: f32 = 4.2;
 
 /// How activations are quantized for an INT8 matmul.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
 pub enum ActQuant {
     /// int8 per 32 values with an f32 scale (llama.cpp's Q8_0 activations).
     #[default]

@@ -187,14 +187,7 @@ pub fn f32_to_bytes(src: &[f32]) -> Vec<u8> {
 
 /// Decodes `src`, stored as `dtype`, into f32 values; `dst.len()` is the element count.
 pub fn dequantize(dtype: crate::DType, src: &[u8], dst: &mut [f32]) -> Result<(), QuantError> {
-    use crate::DType;
-    match dtype {
-        DType::F32 => f32_from_bytes(src, dst),
-        DType::F16 => f16_to_f32(src, dst),
-        DType::Q4_0 => dequantize_q4_0(src, dst),
-        DType::Q4_1 => dequantize_q4_1(src, dst),
-        DType::Q8_0 => dequantize_q8_0(src, dst),
-    }
+    dtype.decode(src, dst)
 }
 
 #[cfg(test)]

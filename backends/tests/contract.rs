@@ -152,12 +152,12 @@ fn linear_f32<B: Backend>(b: &B, rng: &mut Rng) {
         let w = match b.prepare(src) {
             Ok(w) => w,
             Err(e) => {
-                assert!(!b.supports(Op::LinearF32));
+                assert!(!b.supports(Op::Linear(ActQuant::F32, dtype)));
                 assert!(matches!(e, OpError::Unsupported { .. }), "{e}");
                 return;
             }
         };
-        assert!(b.supports(Op::LinearF32));
+        assert!(b.supports(Op::Linear(ActQuant::F32, dtype)));
         for m in [1, 3, 21] {
             let x = rng.vec(m * k, 1.0);
             let mut out = b.buffer(m * n);

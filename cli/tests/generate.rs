@@ -95,7 +95,7 @@ fn bad_generation_input_is_named() {
     // An encoder is not a decoder.
     let minilm = edgecut_tests::minilm(edgecut::WeightType::Q8_0);
     let o = edgecut(&["generate", "-m", minilm.to_str().unwrap(), "x"], None);
-    assert!(String::from_utf8_lossy(&o.stderr).contains("not a Llama-family decoder"));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("is not a decoder edgecut runs"));
 }
 
 #[test]

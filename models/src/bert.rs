@@ -76,7 +76,7 @@ impl BertConfig {
         if arch != "bert" {
             return Err(ModelError::UnsupportedArchitecture {
                 architecture: arch.to_string(),
-                expected: "a BERT-family encoder (general.architecture = \"bert\")",
+                expected: "a BERT-family encoder (general.architecture = \"bert\")".into(),
             });
         }
         let u = |k: &str| f.get_u64(&format!("bert.{k}")).map(|v| v as usize);

@@ -42,8 +42,23 @@ pub enum ModelError {
     UnsupportedArchitecture {
         /// `general.architecture` of the file.
         architecture: String,
-        /// What was needed (a BERT-family encoder, a Llama-family decoder).
-        expected: &'static str,
+        /// What was needed (the architectures edgecut runs).
+        expected: String,
+    },
+    /// A weight type the device does not multiply, found before any weight was read.
+    #[error(
+        "tensor {tensor:?} is stored as {dtype}, which {backend} does not multiply with {act} \
+         activations (convert the model to Q8_0, or run it on another device)"
+    )]
+    UnsupportedWeights {
+        /// The tensor.
+        tensor: String,
+        /// Its stored type.
+        dtype: String,
+        /// How the model multiplies it.
+        act: String,
+        /// The device, in words.
+        backend: String,
     },
     /// Tokens that do not fit the context (the KV cache or the position table).
     #[error("context full: {tokens} tokens do not fit ({used} of {capacity} positions used)")]

@@ -1,4 +1,6 @@
-//! edgecut models: one file per architecture, and the converter that writes edgecut's GGUF.
+//! edgecut models: the encoder, the decoder with its table of architectures
+//! ([`decoder::spec`]), the registry that opens either ([`registry`]), and the converter that
+//! writes edgecut's GGUF.
 //!
 //! 1. The converter ([`convert`]) reads Hugging Face checkpoints and llama.cpp GGUF files and
 //!    writes one self-contained GGUF: weights, hyper-parameters and tokenizer.
@@ -9,13 +11,15 @@ pub mod bert;
 #[cfg(feature = "convert")]
 pub mod convert;
 pub mod error;
+pub mod decoder;
 pub mod kv_cache;
-pub mod llama;
+pub mod registry;
 pub mod sampling;
 pub mod stages;
 pub mod weights;
 
 pub use error::{ModelError, Result};
 pub use kv_cache::KvCache;
-pub use llama::{Llama, LlamaConfig, Logits, PREFILL_CHUNK};
+pub use decoder::{Decoder, DecoderConfig, DecoderSpec, Logits, PREFILL_CHUNK};
+pub use registry::{kind, open, Kind, Opened};
 pub use sampling::{Sampler, SamplingParams};

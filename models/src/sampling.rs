@@ -35,7 +35,7 @@ impl Default for SamplingParams {
 impl SamplingParams {
     /// Whether every choice is the largest logit and nothing else changes the logits (no
     /// repetition penalty): what [`Sampler::sample`] then gives is the logits' argmax, which a
-    /// backend can pick where the logits are (`Llama::forward_greedy`).
+    /// backend can pick where the logits are (`Decoder::forward_greedy`).
     pub fn is_greedy(&self) -> bool {
         (self.temperature == 0.0 || self.top_k == 1) && self.repetition_penalty == 1.0
     }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use edgecut_backends::encoder::Qkv;
 use edgecut_backends::ops::ActQuant;
-use edgecut_backends::{Backend, DType, SharedStorage, WeightSource};
+use edgecut_backends::{Backend, DType, Op, SharedStorage, WeightSource};
 use edgecut_format::gguf::{GgufFile, TensorView};
 
 use crate::error::{ModelError, Result};
@@ -60,6 +60,25 @@ impl<'a, B: Backend> Weights<'a, B> {
             storage: file.clone(),
             backend,
         }
+    }
+
+    /// Asks the backend, before any weight is read, whether it multiplies the matrices
+    /// `{prefix}.weight` of `prefixes` as stored with `act` activations: the first it refuses
+    /// is [`ModelError::UnsupportedWeights`], naming the tensor, its type and the backend.
+    pub fn check_supported(&self, prefixes: &[String], act: ActQuant) -> Result<()> {
+        for p in prefixes {
+            let name = format!("{p}.weight");
+            let dtype = self.file.require_tensor(&name)?.info.dtype;
+            if !self.backend.supports(Op::Linear(act, dtype)) {
+                return Err(ModelError::UnsupportedWeights {
+                    tensor: name,
+                    dtype: dtype.to_string(),
+                    act: format!("{act:?}"),
+                    backend: self.backend.describe(),
+                });
+            }
+        }
+        Ok(())
     }
 
     fn source(&self, prefix: &str, n: usize, k: usize, bias: Bias) -> Result<Source<'a>> {

@@ -7,7 +7,7 @@ mod common;
 
 use edgecut_backends::{Device, DeviceKind};
 use edgecut_models::bert::Bert;
-use edgecut_models::{Llama, Logits};
+use edgecut_models::{Decoder, Logits};
 
 use common::{tiny_bert, tiny_llama, Rng, BERT, LLAMA};
 
@@ -70,7 +70,7 @@ fn ids(n: usize, seed: u64) -> Vec<u32> {
 #[test]
 fn llama_as_two_stage_ranges_with_two_cache_halves_equals_one_range() {
     let (h, _, _, layers, _) = LLAMA;
-    let m = Llama::load(tiny_llama(4), &cpu(2)).unwrap();
+    let m = Decoder::load(tiny_llama(4), &cpu(2)).unwrap();
     let prompt = ids(12, 9);
     let mut whole = m.new_cache(32).unwrap();
     let mut lo = m.new_cache_for(0..2, 32).unwrap();
@@ -91,7 +91,7 @@ fn llama_as_two_stage_ranges_with_two_cache_halves_equals_one_range() {
     // A half cannot run the whole model, and caches do not cross models (not even a model
     // loaded from the same file).
     assert!(m.forward(&mut lo, &[1], Logits::Last).is_err());
-    let other = Llama::load(tiny_llama(4), &cpu(2)).unwrap();
+    let other = Decoder::load(tiny_llama(4), &cpu(2)).unwrap();
     let mut foreign = other.new_cache_for(0..2, 32).unwrap();
     let err = m.blocks(&mut foreign, m.embed(&[1]).unwrap()).unwrap_err();
     assert!(err.to_string().contains("another model"), "{err}");
@@ -100,7 +100,7 @@ fn llama_as_two_stage_ranges_with_two_cache_halves_equals_one_range() {
 
 #[test]
 fn llama_prefill_agrees_with_token_by_token_decoding() {
-    let m = Llama::load(tiny_llama(6), &cpu(1)).unwrap();
+    let m = Decoder::load(tiny_llama(6), &cpu(1)).unwrap();
     let prompt = ids(10, 13);
     let mut a = m.new_cache(16).unwrap();
     let all = m.forward(&mut a, &prompt, Logits::All).unwrap();
@@ -138,7 +138,7 @@ fn llama_prefill_agrees_with_token_by_token_decoding() {
 /// and fails as `forward` does, leaving the cache as it was.
 #[test]
 fn llama_greedy_step_equals_the_argmax_of_the_logits() {
-    let m = Llama::load(tiny_llama(7), &cpu(2)).unwrap();
+    let m = Decoder::load(tiny_llama(7), &cpu(2)).unwrap();
     let (mut a, mut b) = (m.new_cache(16).unwrap(), m.new_cache(16).unwrap());
     let prompt = ids(9, 2);
     m.forward(&mut a, &prompt, Logits::Last).unwrap();
@@ -180,8 +180,8 @@ fn llama_on_wgpu_matches_the_scalar_cpu() {
     let scalar = Device::Cpu(CpuBackend::with_kernels(kernels::SCALAR, 1));
     let gpu = Device::open(DeviceKind::Wgpu, 1).unwrap_or_else(|e| panic!("{e}"));
     let (c, g) = (
-        Llama::load(tiny_llama(8), &scalar).unwrap(),
-        Llama::load(tiny_llama(8), &gpu).unwrap(),
+        Decoder::load(tiny_llama(8), &scalar).unwrap(),
+        Decoder::load(tiny_llama(8), &gpu).unwrap(),
     );
     let vocab = c.config.vocab;
     let close = |what: &str, got: &[f32], want: &[f32]| {
@@ -228,7 +228,7 @@ fn llama_on_wgpu_matches_the_scalar_cpu() {
     assert_eq!(gc.len(), cc.len());
     // Two conversations in one step (a new one's prompt and the first's next token).
     let (mut c2, mut g2) = (c.new_cache(48).unwrap(), g.new_cache(48).unwrap());
-    let two = |m: &Llama, a: &mut edgecut_models::KvCache, b: &mut edgecut_models::KvCache| {
+    let two = |m: &Decoder, a: &mut edgecut_models::KvCache, b: &mut edgecut_models::KvCache| {
         let xs = vec![m.embed(&[7]).unwrap(), m.embed(&ids(5, 6)).unwrap()];
         let ys = m.blocks_many(&mut [a, b], xs).unwrap();
         ys.iter()

@@ -80,22 +80,13 @@ pub enum Error {
     /// The device cannot be opened.
     #[error(transparent)]
     Device(#[from] DeviceError),
-    /// The model cannot run on the device asked for. (Decoders asked for a GPU gave it until
-    /// they ran there; no model gives it now. Kept so that code matching it still compiles.)
-    #[error("{what} cannot run on device {device} (the cpu device runs it)")]
-    DeviceUnsupported {
-        /// The device asked for.
-        device: DeviceKind,
-        /// What cannot run there.
-        what: &'static str,
-    },
     /// The file's architecture is not what was asked for (or none edgecut runs).
     #[error("model architecture {architecture:?} is not {expected}")]
     UnsupportedArchitecture {
         /// `general.architecture` of the file.
         architecture: String,
         /// What was needed.
-        expected: &'static str,
+        expected: String,
     },
     /// Tokens that do not fit the context.
     #[error("context full: {tokens} tokens do not fit ({used} of {capacity} positions used)")]

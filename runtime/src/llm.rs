@@ -1,4 +1,4 @@
-//! Text generation with a Llama-family decoder: [`Llm`] holds the model, [`Context`] holds one
+//! Text generation with a decoder: [`Llm`] holds the model, [`Context`] holds one
 //! conversation's KV cache, and [`Chat`] renders messages with the model's chat template and
 //! keeps the history in that cache.
 
@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use edgecut_backends::{Device, DeviceKind};
 use edgecut_format::{ChatTemplate, GgufFile, Message, Tokenizer};
-use edgecut_models::{KvCache, Llama, Logits, Sampler};
+use edgecut_models::{Decoder, KvCache, Logits, Sampler};
 
 pub use edgecut_models::SamplingParams;
 
@@ -170,7 +170,7 @@ pub struct Llm {
 }
 
 pub(crate) struct LlmInner {
-    pub(crate) model: Llama,
+    pub(crate) model: Decoder,
     pub(crate) tokenizer: Tokenizer,
     template: Option<ChatTemplate>,
     device: Device,
@@ -201,7 +201,7 @@ impl Llm {
             (None, DeviceKind::Auto) => Device::open(DeviceKind::Cpu, opts.threads)?,
             (None, kind) => Device::open(kind, opts.threads)?,
         };
-        let model = Llama::load(file.clone(), &device)?;
+        let model = Decoder::load(file.clone(), &device)?;
         let tokenizer = Tokenizer::from_gguf(&file)?;
         let template = ChatTemplate::from_gguf(&file, &tokenizer).ok();
         let max = model.config.context;
@@ -461,7 +461,7 @@ pub(crate) fn start_turn(
         .min(prompt.len() - 1))
 }
 
-/// A long prompt's runs: the chunks [`Llama::forward`] runs it in, so that a split run groups
+/// A long prompt's runs: the chunks [`Decoder::forward`] runs it in, so that a split run groups
 /// positions as a local one does (and its numbers are the same).
 pub(crate) fn prefill_chunks(ids: &[u32]) -> Vec<&[u32]> {
     ids.chunks(edgecut_models::PREFILL_CHUNK).collect()

@@ -7,7 +7,11 @@ use std::time::Duration;
 use edgecut_format::GgufFile;
 
 use crate::stages::StageGraph;
-use crate::{Error, Llm, LlmOptions, Result, Session, SessionOptions};
+use edgecut_models::Kind;
+
+use crate::{Llm, LlmOptions, Result, Session, SessionOptions};
+#[cfg(doc)]
+use crate::Error;
 
 /// A model of either kind, opened from a file whose architecture says which.
 #[derive(Debug)]
@@ -15,9 +19,9 @@ use crate::{Error, Llm, LlmOptions, Result, Session, SessionOptions};
 // A model is opened once and held where it is used; moving a few hundred bytes is no concern.
 #[allow(clippy::large_enum_variant)]
 pub enum Model {
-    /// An encoder (`bert`): embeddings and classification.
+    /// An encoder: embeddings and classification.
     Encoder(Session),
-    /// A decoder (`llama`): generation and chat.
+    /// A decoder: generation and chat.
     Decoder(Llm),
 }
 
@@ -65,23 +69,18 @@ impl Model {
 }
 
 impl Model {
-    /// Opens `path`: a `bert` file as an encoder with `encoder`'s options, a `llama` file as a
-    /// decoder with `decoder`'s; any other architecture is
-    /// [`Error::UnsupportedArchitecture`].
+    /// Opens `path` as the kind of model its architecture is (the model registry decides): an
+    /// encoder with `encoder`'s options, a decoder with `decoder`'s; an architecture edgecut does
+    /// not run is [`Error::UnsupportedArchitecture`], listing those it does.
     pub fn open(
         path: impl AsRef<Path>,
         encoder: &SessionOptions,
         decoder: &LlmOptions,
     ) -> Result<Model> {
         let file = Arc::new(GgufFile::open(path.as_ref())?);
-        let arch = file.architecture()?.to_string();
-        match arch.as_str() {
-            "bert" => Ok(Model::Encoder(Session::from_file(file, encoder)?)),
-            "llama" => Ok(Model::Decoder(Llm::from_file(file, decoder)?)),
-            _ => Err(Error::UnsupportedArchitecture {
-                architecture: arch,
-                expected: "a BERT-family encoder or a Llama-family decoder",
-            }),
-        }
+        Ok(match edgecut_models::kind(&file)? {
+            Kind::Encoder => Model::Encoder(Session::from_file(file, encoder)?),
+            Kind::Decoder => Model::Decoder(Llm::from_file(file, decoder)?),
+        })
     }
 }

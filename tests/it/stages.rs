@@ -5,14 +5,14 @@ use std::sync::Arc;
 
 use edgecut_backends::{Device, DeviceKind};
 use edgecut_format::GgufFile;
-use edgecut_models::{Llama, Logits};
+use edgecut_models::{Decoder, Logits};
 use edgecut_tests::smollm_gguf;
 
 #[test]
 fn smollm2_as_two_stage_ranges_with_two_cache_halves_equals_one_range() {
     let file = Arc::new(GgufFile::open(smollm_gguf()).unwrap());
     let dev = Device::open(DeviceKind::Cpu, 0).unwrap();
-    let m = Llama::load(file, &dev).unwrap();
+    let m = Decoder::load(file, &dev).unwrap();
     let (layers, h) = (m.config.layers, m.config.hidden);
     assert_eq!(layers, 30);
     let stages = m.stages();

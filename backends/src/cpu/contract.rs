@@ -160,8 +160,13 @@ impl Backend for CpuBackend {
         format!("cpu ({} kernels, {t} thread{s})", self.kernels().name)
     }
 
-    fn supports(&self, _op: Op) -> bool {
-        true
+    /// Every op of the contract, and every weight type with either activation (int8 products
+    /// re-quantize other types to Q8_0 at load; f32 products decode them as stored).
+    fn supports(&self, op: Op) -> bool {
+        match op {
+            Op::Linear(_, dtype) => dtype.format().linear_cpu,
+            _ => true,
+        }
     }
 
     fn prepare(&self, w: WeightSource<'_>) -> Result<CpuMatrix, OpError> {
@@ -173,15 +178,34 @@ impl Backend for CpuBackend {
     }
 
     fn upload(&self, x: Vec<f32>) -> Vec<f32> {
+        self.transfers.note();
         x
     }
 
     fn download(&self, x: Vec<f32>) -> Result<Vec<f32>, OpError> {
+        self.transfers.note();
         Ok(x)
+    }
+
+    fn transfers(&self) -> u64 {
+        self.transfers.get()
     }
 
     fn buffer(&self, len: usize) -> Vec<f32> {
         vec![0.0; len]
+    }
+
+    fn copy(
+        &self,
+        src: &[f32],
+        src_at: usize,
+        dst: &mut [f32],
+        dst_at: usize,
+        len: usize,
+    ) -> Result<(), OpError> {
+        crate::backend::check_copy(src.len(), src_at, dst.len(), dst_at, len)?;
+        dst[dst_at..dst_at + len].copy_from_slice(&src[src_at..src_at + len]);
+        Ok(())
     }
 
     fn resize(&self, b: &mut Vec<f32>, len: usize) {

@@ -76,7 +76,9 @@ pub unsafe fn dot4(dtype: DType, w: &[u8], row_bytes: usize, x: &RowI16) -> [f32
         match dtype {
             DType::Q8_0 => dot4_t::<Q8_0>(w, row_bytes, x),
             DType::Q4_0 => dot4_t::<Q4_0>(w, row_bytes, x),
-            _ => dot4_t::<Q4_1>(w, row_bytes, x),
+            DType::Q4_1 => dot4_t::<Q4_1>(w, row_bytes, x),
+            // The f32 path holds block types only (`block_bytes` refuses the others first).
+            DType::F32 | DType::F16 => unreachable!("dot4 of {dtype} weights"),
         }
     }
 }

@@ -59,7 +59,7 @@ pub(super) fn block_bytes(dtype: DType) -> Option<usize> {
         DType::Q8_0 => Some(Q8_0_BYTES),
         DType::Q4_0 => Some(Q4_0_BYTES),
         DType::Q4_1 => Some(Q4_1_BYTES),
-        _ => None,
+        DType::F32 | DType::F16 => None,
     }
 }
 
@@ -85,7 +85,12 @@ fn decode_row(dtype: DType, row: &[u8], out: &mut [f32]) {
                 }
             }
         }
-        _ => {
+        DType::F32 | DType::F16 => {
+            // Not block types (`block_bytes` refuses them before a row is decoded); the table's
+            // reference decodes them all the same.
+            let _ = dtype.decode(row, out);
+        }
+        DType::Q4_1 => {
             for (b, o) in row.chunks_exact(Q4_1_BYTES).zip(out.chunks_exact_mut(QK)) {
                 let (d, m) = (f16(b[0], b[1]), f16(b[2], b[3]));
                 let (lo, hi) = o.split_at_mut(QK / 2);

@@ -60,6 +60,7 @@ pub struct CpuBackend {
     pool: Arc<ThreadPool>,
     min_task_macs: usize,
     attention: AttentionPrecision,
+    transfers: crate::backend::TransferCount,
 }
 
 /// Mutable access to disjoint parts of one slice from several pool tasks.
@@ -137,6 +138,7 @@ impl CpuBackend {
             pool: Arc::new(ThreadPool::new(threads)),
             min_task_macs: matmul::MIN_TASK_MACS,
             attention: AttentionPrecision::Fast,
+            transfers: Default::default(),
         }
     }
 

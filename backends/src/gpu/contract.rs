@@ -66,9 +66,15 @@ impl Backend for GpuBackend {
         self.to_string()
     }
 
-    /// Every op of the contract.
-    fn supports(&self, _op: Op) -> bool {
-        true
+    /// Every op of the contract; f32 products of every weight type the GPU repacks, int8
+    /// products of the quantized ones (float weights for int8 products are refused: a Q8_0
+    /// conversion of the model runs there).
+    fn supports(&self, op: Op) -> bool {
+        match op {
+            Op::Linear(ActQuant::F32, dtype) => dtype.format().linear_gpu,
+            Op::Linear(_, dtype) => dtype.format().linear_gpu && dtype.is_quantized(),
+            _ => true,
+        }
     }
 
     fn prepare(&self, w: WeightSource<'_>) -> Result<GpuLinear, OpError> {
@@ -113,11 +119,28 @@ impl Backend for GpuBackend {
     }
 
     fn upload(&self, x: Vec<f32>) -> Box<GpuBuffer> {
+        self.transfers.note();
         Box::new(GpuBackend::upload(self, &x))
     }
 
     fn download(&self, x: Box<GpuBuffer>) -> Result<Vec<f32>, OpError> {
+        self.transfers.note();
         GpuBackend::download(self, &x)
+    }
+
+    fn transfers(&self) -> u64 {
+        self.transfers.get()
+    }
+
+    fn copy(
+        &self,
+        src: &GpuBuffer,
+        src_at: usize,
+        dst: &mut GpuBuffer,
+        dst_at: usize,
+        len: usize,
+    ) -> Result<(), OpError> {
+        GpuBackend::copy(self, src, src_at, dst, dst_at, len)
     }
 
     fn buffer(&self, len: usize) -> Box<GpuBuffer> {
@@ -224,6 +247,7 @@ impl Backend for GpuBackend {
     }
 
     fn argmax(&self, x: &GpuBuffer, width: usize) -> Result<Vec<u32>, OpError> {
+        self.transfers.note();
         GpuBackend::argmax(self, x, width)
     }
 

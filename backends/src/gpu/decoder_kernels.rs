@@ -111,6 +111,15 @@ pub fn add(a: &mut Array<f32>, b: &Array<f32>, len: u32) {
     }
 }
 
+/// `dst[dst_at + i] = src[src_at + i]` for `i < len`.
+#[cube(launch)]
+pub fn copy(src: &Array<f32>, dst: &mut Array<f32>, src_at: u32, dst_at: u32, len: u32) {
+    let i = ABSOLUTE_POS as u32;
+    if i < len {
+        dst[(dst_at + i) as usize] = src[(src_at + i) as usize];
+    }
+}
+
 /// Units of an [`argmax`] cube (a power of two: the reduction halves it).
 pub(crate) const ARGMAX_UNITS: u32 = 256;
 

@@ -148,6 +148,33 @@ impl<R: Runtime> Gpu<R> {
         Ok(self.download(&out)?.into_iter().map(f32::to_bits).collect())
     }
 
+    /// `len` values of `src` from `src_at` into `dst` at `dst_at` (checked by the caller).
+    pub(crate) fn copy(
+        &self,
+        src: &GpuBuffer,
+        src_at: usize,
+        dst: &GpuBuffer,
+        dst_at: usize,
+        len: usize,
+    ) -> Result<(), OpError> {
+        if len == 0 {
+            return Ok(());
+        }
+        arg("copy end", (src_at + len).max(dst_at + len))?;
+        let (cc, cd) = grid_1d(len)?;
+        k::copy::launch::<R>(
+            &self.client,
+            cc,
+            cd,
+            array(src),
+            array(dst),
+            arg("copy start", src_at)?,
+            arg("copy start", dst_at)?,
+            arg("copy length", len)?,
+        );
+        Ok(())
+    }
+
     /// `a += b`.
     pub(crate) fn add(&self, a: &GpuBuffer, b: &GpuBuffer) -> Result<(), OpError> {
         OpError::check("add operand", b.len, a.len)?;

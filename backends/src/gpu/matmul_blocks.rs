@@ -237,32 +237,30 @@ pub(super) fn repack(dtype: DType, data: &[u8], n: usize, k: usize) -> Result<Re
     };
     let blocks = n * k / quant::QK;
     let (mut q, mut d, mut mn) = (Vec::new(), Vec::new(), Vec::new());
-    let kind = match dtype {
-        DType::Q8_0 | DType::Q4_0 | DType::Q4_1 => {
-            let (size, off, kind) = match dtype {
-                DType::Q8_0 => (34, 2, KIND_Q8_0),
-                DType::Q4_0 => (18, 2, KIND_Q4_0),
-                _ => (20, 4, KIND_Q4_1),
-            };
-            OpError::check("weight bytes", data.len(), blocks * size)?;
-            q.reserve(blocks * (size - off) / 4);
-            d.reserve(blocks);
-            for b in data.chunks_exact(size) {
-                d.push(f16(b));
-                if kind == KIND_Q4_1 {
-                    mn.push(f16(&b[2..]));
-                }
-                words(&b[off..], &mut q);
+    let mut blocks_of = |size: usize, off: usize, kind: u32| -> Result<u32, OpError> {
+        OpError::check("weight bytes", data.len(), blocks * size)?;
+        q.reserve(blocks * (size - off) / 4);
+        d.reserve(blocks);
+        for b in data.chunks_exact(size) {
+            d.push(f16(b));
+            if kind == KIND_Q4_1 {
+                mn.push(f16(&b[2..]));
             }
-            kind
+            words(&b[off..], &mut q);
         }
-        DType::F16 | DType::F32 => {
-            let mut f = vec![0f32; n * k];
-            quant::dequantize(dtype, data, &mut f).map_err(|e| OpError::Shape(e.to_string()))?;
-            q = f.into_iter().map(f32::to_bits).collect();
-            KIND_F32
-        }
+        Ok(kind)
     };
+    let kind = match dtype {
+        DType::Q8_0 => blocks_of(34, 2, KIND_Q8_0)?,
+        DType::Q4_0 => blocks_of(18, 2, KIND_Q4_0)?,
+        DType::Q4_1 => blocks_of(20, 4, KIND_Q4_1)?,
+        DType::F16 | DType::F32 => KIND_F32,
+    };
+    if kind == KIND_F32 {
+        let mut f = vec![0f32; n * k];
+        quant::dequantize(dtype, data, &mut f).map_err(|e| OpError::Shape(e.to_string()))?;
+        q = f.into_iter().map(f32::to_bits).collect();
+    }
     Ok(Repacked { kind, q, d, mn })
 }
 

@@ -141,6 +141,7 @@ pub struct GpuBackend {
     name: String,
     software: bool,
     discrete: bool,
+    transfers: crate::backend::TransferCount,
 }
 
 impl fmt::Debug for GpuBackend {
@@ -308,6 +309,19 @@ impl GpuBackend {
     /// ones; a NaN is never chosen): only the indices come back from the GPU.
     pub fn argmax(&self, x: &GpuBuffer, width: usize) -> Result<Vec<u32>, OpError> {
         on_gpu!(self, g => g.argmax(x, width))
+    }
+
+    /// Copies `len` values of `src` from `src_at` into `dst` at `dst_at`, on the GPU.
+    pub fn copy(
+        &self,
+        src: &GpuBuffer,
+        src_at: usize,
+        dst: &GpuBuffer,
+        dst_at: usize,
+        len: usize,
+    ) -> Result<(), OpError> {
+        crate::backend::check_copy(src.len, src_at, dst.len, dst_at, len)?;
+        on_gpu!(self, g => g.copy(src, src_at, dst, dst_at, len))
     }
 
     /// An empty KV cache of `shape` in GPU memory (keys and values as f16).

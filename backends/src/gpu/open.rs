@@ -77,6 +77,7 @@ impl GpuBackend {
             name,
             software,
             discrete,
+            transfers: Default::default(),
         })
     }
 }

@@ -57,21 +57,25 @@ pub fn peak_rss_mb() -> f64 {
 
 /// Prints a table of ms per sentence and sentences per second.
 pub fn run(a: Args) -> anyhow::Result<()> {
-    // Opened once: the architecture picks the benchmark, and the model is built on this map.
-    let file = std::sync::Arc::new(edgecut::GgufFile::open(&a.model.model)?);
+    // Opened once: the architecture picks the benchmark (the model registry decides).
     println!("model   {}", a.model.model.display());
-    if file.architecture()? == "llama" {
-        let llm = edgecut::Llm::from_file(
-            file,
-            &edgecut::LlmOptions::default()
-                .with_device(a.model.enc.run.device)
-                .with_threads(a.model.enc.run.threads)
-                .with_context(None),
-        )?;
-        return super::bench_llm::run(&llm, &a.prompt_tokens, a.gen_tokens, a.iters.unwrap_or(5));
-    }
+    let dec = edgecut::LlmOptions::default()
+        .with_device(a.model.enc.run.device)
+        .with_threads(a.model.enc.run.threads)
+        .with_context(None);
+    let session = match edgecut::Model::open(&a.model.model, &a.model.enc.options(), &dec)? {
+        edgecut::Model::Decoder(llm) => {
+            return super::bench_llm::run(
+                &llm,
+                &a.prompt_tokens,
+                a.gen_tokens,
+                a.iters.unwrap_or(5),
+            );
+        }
+        edgecut::Model::Encoder(s) => s,
+        other => anyhow::bail!("no benchmark for this model kind ({})", other.device()),
+    };
     let iters = a.iters.unwrap_or(50);
-    let session = edgecut::Session::from_file(file, &a.model.enc.options())?;
     println!("device  {}", session.device());
     println!(
         "{:>5} {:>6} {:>12} {:>12} {:>12} {:>10}",

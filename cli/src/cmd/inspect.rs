@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use edgecut_format::gguf::{Array, GgufFile, Value};
+use edgecut_format::gguf::{GgufFile, Value};
 use serde_json::json;
 
 /// Arguments of `edgecut inspect`.
@@ -16,35 +16,6 @@ pub struct Args {
     /// Print every metadata key, not only the hyper-parameters.
     #[arg(long)]
     all: bool,
-}
-
-/// What kind of tokenizer a file carries, in words.
-pub fn tokenizer_kind(f: &GgufFile) -> String {
-    if let Some(Value::Str(j)) = f.get("tokenizer.huggingface.json") {
-        let kind = serde_json::from_str::<serde_json::Value>(j)
-            .ok()
-            .and_then(|v| v.pointer("/model/type")?.as_str().map(str::to_string))
-            .unwrap_or_else(|| "unreadable".into());
-        return format!("{kind} (Hugging Face tokenizer.json, {} bytes)", j.len());
-    }
-    let n = |k: &str| f.get(k).and_then(Value::as_array).map_or(0, Array::len);
-    match f.get("tokenizer.ggml.model").and_then(Value::as_str) {
-        Some("gpt2") => format!(
-            "byte-level BPE (gpt2, pre {:?}; {} tokens, {} merges)",
-            f.get("tokenizer.ggml.pre")
-                .and_then(Value::as_str)
-                .unwrap_or("default"),
-            n("tokenizer.ggml.tokens"),
-            n("tokenizer.ggml.merges")
-        ),
-        Some("llama") => format!(
-            "SentencePiece (llama; {} tokens)",
-            n("tokenizer.ggml.tokens")
-        ),
-        Some("bert") => format!("WordPiece (bert; {} tokens)", n("tokenizer.ggml.tokens")),
-        Some(other) => format!("{other} ({} tokens)", n("tokenizer.ggml.tokens")),
-        None => "none".into(),
-    }
 }
 
 fn value_json(v: &Value) -> serde_json::Value {
@@ -89,7 +60,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         let out = json!({
             "file": a.model, "file_bytes": f.file_len(), "version": h.version, "alignment": h.alignment,
             "data_offset": h.data_offset, "architecture": arch, "identity": id.to_string(),
-            "tokenizer": tokenizer_kind(&f), "chat_template": f.get("tokenizer.chat_template").is_some(),
+            "tokenizer": edgecut_format::tokenizer::describe(&f), "chat_template": f.get("tokenizer.chat_template").is_some(),
             "metadata": meta, "tensors": tensors, "bytes_by_type": by_type,
         });
         println!("{}", serde_json::to_string_pretty(&out)?);
@@ -109,7 +80,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         println!("name          {n}");
     }
     println!("identity      {id}");
-    println!("tokenizer     {}", tokenizer_kind(&f));
+    println!("tokenizer     {}", edgecut_format::tokenizer::describe(&f));
     if let Ok(t) = f.get_str("tokenizer.chat_template") {
         println!("chat template yes ({} bytes)", t.len());
     }

@@ -136,24 +136,26 @@ impl Loaded {
     }
 }
 
-/// Opens every model file as what its architecture says (`llama`: a decoder).
+/// Opens every model file as what its architecture says (the model registry decides).
 pub fn load(paths: &[PathBuf], enc: &EncoderArgs) -> anyhow::Result<Vec<Loaded>> {
     paths.iter().map(|p| load_one(p, enc)).collect()
 }
 
 fn load_one(path: &Path, enc: &EncoderArgs) -> anyhow::Result<Loaded> {
-    let file =
-        edgecut::GgufFile::open(path).with_context(|| format!("opening {}", path.display()))?;
-    let model = if file.architecture()? == "llama" {
-        let opts = edgecut::LlmOptions::default()
-            .with_device(enc.run.device)
-            .with_threads(enc.run.threads);
-        let llm = edgecut::Llm::from_file(Arc::new(file), &opts)
-            .with_context(|| format!("opening {}", path.display()))?;
-        Model::Decoder(llm)
-    } else {
-        drop(file);
-        Model::Encoder(Arc::new(enc.open(path)?))
+    let dec = edgecut::LlmOptions::default()
+        .with_device(enc.run.device)
+        .with_threads(enc.run.threads);
+    let opened = edgecut::Model::open(path, &enc.options(), &dec)
+        .with_context(|| format!("opening {}", path.display()))?;
+    let model = match opened {
+        edgecut::Model::Encoder(s) => {
+            if enc.run.device != edgecut::DeviceKind::Cpu {
+                eprintln!("device: {}", s.device());
+            }
+            Model::Encoder(Arc::new(s))
+        }
+        edgecut::Model::Decoder(l) => Model::Decoder(l),
+        other => anyhow::bail!("{}: a model kind this server does not serve", other.device()),
     };
     Ok(Loaded {
         name: model_name(path),

@@ -3,6 +3,7 @@
 //! llama.cpp's `tokenizer.ggml.*` arrays (WordPiece for `bert`, byte-level BPE for `gpt2`).
 //! [`TextStream`] turns generated ids into text piece by piece.
 
+mod describe;
 mod fast_wordpiece;
 mod ggml;
 mod stream;
@@ -11,6 +12,7 @@ use std::collections::{HashMap, HashSet};
 
 use tokenizers::{DecoderWrapper, PostProcessor, TruncationDirection};
 
+pub use describe::describe;
 pub use stream::TextStream;
 
 use crate::gguf::{GgufFile, Value};

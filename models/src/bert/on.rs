@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use edgecut_backends::encoder::{EncoderBlock, EncoderDims, LayerNorm};
 use edgecut_backends::ops::ActQuant;
-use edgecut_backends::{Backend, Instantiate, PreparedMatrix};
+use edgecut_backends::{Backend, Instantiate, Op, PreparedMatrix};
 use edgecut_format::gguf::GgufFile;
 
 use super::{Activation, BertConfig, ClassifierActivation};
@@ -66,6 +66,21 @@ impl Instantiate for Load<'_> {
         // outlier columns run in f32 (worst cosine 0.9993). The attention output and ffn_down
         // inputs gain little from it.
         let (plain, outliers) = (ActQuant::Int8, ActQuant::Int8Outliers);
+        if let Some(op) = Op::ENCODER.iter().find(|&&op| !b.supports(op)) {
+            return Err(edgecut_backends::ops::OpError::Unsupported {
+                what: format!("an encoder ({op:?})"),
+                backend: b.describe(),
+            }
+            .into());
+        }
+        // Every matrix's weight type is asked of the backend before any is read.
+        let matrices = |names: &[&str]| -> Vec<String> {
+            (0..cfg.layers)
+                .flat_map(|i| names.iter().map(move |n| format!("blk.{i}.{n}")))
+                .collect()
+        };
+        w.check_supported(&matrices(&["attn_q", "attn_k", "attn_v", "ffn_up"]), outliers)?;
+        w.check_supported(&matrices(&["attn_output", "ffn_down"]), plain)?;
         let blocks = (0..cfg.layers)
             .map(|i| {
                 let p = |n: &str| format!("blk.{i}.{n}");

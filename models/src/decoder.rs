@@ -1,19 +1,22 @@
-//! Llama-family decoders (Llama 2/3, SmolLM, TinyLlama...): pre-norm blocks of RMSNorm,
-//! grouped-query self-attention with rotary position embeddings, and a SwiGLU feed-forward.
+//! Decoders: pre-norm blocks of RMSNorm, grouped-query self-attention with rotary position
+//! embeddings, and a SwiGLU feed-forward, one block for every architecture in the spec table
+//! ([`spec::SPECS`]: Llama 2/3, SmolLM, Qwen2, Qwen3).
 //!
-//! Paper: Touvron et al., "LLaMA: Open and Efficient Foundation Language Models" (2023); GQA:
-//! Ainslie et al. (2023). Reference matched: Hugging Face transformers' `LlamaForCausalLM`.
+//! Papers: Touvron et al., "LLaMA: Open and Efficient Foundation Language Models" (2023); GQA:
+//! Ainslie et al. (2023); Qwen2 (Yang et al., 2024) and Qwen3 (2025) technical reports.
+//! References matched: Hugging Face transformers' `LlamaForCausalLM`, `Qwen2ForCausalLM` and
+//! `Qwen3ForCausalLM`, and llama.cpp's `src/models/{llama,qwen2,qwen3}.cpp`.
 //!
-//! Files follow llama.cpp's `llama` layout, so the q and k rows of each head are in llama.cpp's
-//! order and the rotary embedding pairs adjacent values ([`RopeStyle::Interleaved`]).
-//! Stages: `embeddings`, `block 0..n-1`, `head` (final norm and the vocabulary projection, tied
-//! to the embedding table when the file has no `output.weight`).
+//! Files follow llama.cpp's layout (tensor names, `{arch}.*` keys; the q and k rows of `llama`
+//! files permuted into adjacent pairs). Stages: `embeddings`, `block 0..n-1`, `head` (final norm
+//! and the vocabulary projection, tied to the embedding table when the file has no
+//! `output.weight`).
 
 use std::ops::Range;
 use std::sync::Arc;
 
 use edgecut_backends::Device;
-use edgecut_format::gguf::{GgufFile, Value};
+use edgecut_format::gguf::GgufFile;
 
 use crate::error::{ModelError, Result};
 use crate::kv_cache::KvCache;
@@ -21,113 +24,11 @@ use crate::stages::{StageGraph, StageOutput};
 use crate::weights::Table;
 
 mod on;
+pub mod spec;
 
-/// Hyper-parameters read from the file.
-#[derive(Clone, Debug)]
-pub struct LlamaConfig {
-    /// Hidden size.
-    pub hidden: usize,
-    /// Query heads.
-    pub heads: usize,
-    /// Key/value heads (grouped-query attention when fewer than `heads`).
-    pub kv_heads: usize,
-    /// Dimension per head.
-    pub head_dim: usize,
-    /// Blocks.
-    pub layers: usize,
-    /// Feed-forward size.
-    pub ffn: usize,
-    /// Vocabulary size (rows of the embedding table).
-    pub vocab: usize,
-    /// Context length the model was trained for.
-    pub context: usize,
-    /// RMSNorm epsilon.
-    pub eps: f32,
-    /// Rotary base (`rope.freq_base`).
-    pub rope_base: f32,
-    /// Linear rotary scaling factor (1 without scaling).
-    pub rope_scale: f32,
-    /// Values of each head that are rotated.
-    pub rope_dims: usize,
-    /// Token ids that end generation (EOS, end of turn).
-    pub stop_ids: Vec<u32>,
-}
+pub use spec::{DecoderConfig, DecoderSpec};
 
-impl LlamaConfig {
-    /// Reads the configuration of a `llama` file.
-    pub fn from_gguf(f: &GgufFile) -> Result<LlamaConfig> {
-        let arch = f.architecture()?;
-        if arch != "llama" {
-            return Err(ModelError::UnsupportedArchitecture {
-                architecture: arch.to_string(),
-                expected: "a Llama-family decoder (general.architecture = \"llama\")",
-            });
-        }
-        let key = |k: &str| format!("llama.{k}");
-        let u = |k: &str| f.get_u64(&key(k)).map(|v| v as usize);
-        let (hidden, heads, layers, ffn, context) = (
-            u("embedding_length")?,
-            u("attention.head_count")?,
-            u("block_count")?,
-            u("feed_forward_length")?,
-            u("context_length")?,
-        );
-        let kv_heads = u("attention.head_count_kv").unwrap_or(heads);
-        let head_dim = u("attention.key_length").unwrap_or(hidden.checked_div(heads).unwrap_or(0));
-        let rope_dims = u("rope.dimension_count").unwrap_or(head_dim);
-        if heads == 0
-            || kv_heads == 0
-            || heads % kv_heads != 0
-            || head_dim == 0
-            || head_dim % 2 != 0
-            || rope_dims > head_dim
-            || rope_dims % 2 != 0
-            || layers == 0
-            || context == 0
-            || ffn == 0
-        {
-            return Err(ModelError::Unsupported(format!(
-                "bad hyper-parameters: hidden {hidden}, heads {heads}/{kv_heads} of {head_dim} \
-                 (rotary {rope_dims}), blocks {layers}, ffn {ffn}, context {context}"
-            )));
-        }
-        let rope_scale = match f.get_str(&key("rope.scaling.type")).ok() {
-            None | Some("none") => 1.0,
-            Some("linear") => f.get_f64(&key("rope.scaling.factor")).unwrap_or(1.0) as f32,
-            Some(other) => {
-                return Err(ModelError::Unsupported(format!("rope scaling {other:?}")));
-            }
-        };
-        let id = |k: &str| f.get(k).and_then(Value::as_u64).map(|v| v as u32);
-        let mut stop_ids: Vec<u32> = ["tokenizer.ggml.eos_token_id", "tokenizer.ggml.eot_token_id"]
-            .iter()
-            .filter_map(|k| id(k))
-            .collect();
-        stop_ids.dedup();
-        let vocab = f
-            .tensor("token_embd.weight")
-            .and_then(|t| t.info.dims.get(1).copied())
-            .ok_or_else(|| ModelError::MissingTensor("token_embd.weight".into()))?
-            as usize;
-        Ok(LlamaConfig {
-            hidden,
-            heads,
-            kv_heads,
-            head_dim,
-            layers,
-            ffn,
-            vocab,
-            context,
-            eps: f
-                .get_f64(&key("attention.layer_norm_rms_epsilon"))
-                .unwrap_or(1e-5) as f32,
-            rope_base: f.get_f64(&key("rope.freq_base")).unwrap_or(10_000.0) as f32,
-            rope_scale,
-            rope_dims,
-            stop_ids,
-        })
-    }
-}
+use on::Part;
 
 /// Which logits a forward pass returns.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -138,25 +39,25 @@ pub enum Logits {
     All,
 }
 
-/// A loaded Llama-family decoder, on the device it was loaded for.
+/// A loaded decoder of any architecture in the spec table, on the device it was loaded for.
 ///
-/// Stages: [`Llama::embed`] (token ids to vectors), [`Llama::blocks`] (the layers a
-/// [`KvCache`] covers, appending to it), [`Llama::head`] (final norm and vocabulary
-/// projection). [`Llama::forward`] runs all three; two caches over two layer ranges run a
+/// Stages: [`Decoder::embed`] (token ids to vectors), [`Decoder::blocks`] (the layers a
+/// [`KvCache`] covers, appending to it), [`Decoder::head`] (final norm and vocabulary
+/// projection). [`Decoder::forward`] runs all three; two caches over two layer ranges run a
 /// model in two parts (a split between a device and a server) and give the one-range logits.
-pub struct Llama {
+pub struct Decoder {
     /// Hyper-parameters.
-    pub config: LlamaConfig,
+    pub config: DecoderConfig,
     /// A serial number of this load: a cache runs only with the model that made it.
     serial: u64,
     file: Arc<GgufFile>,
     embd: Table,
-    on: Box<dyn on::Decoder>,
+    on: Box<dyn on::Run>,
 }
 
-impl std::fmt::Debug for Llama {
+impl std::fmt::Debug for Decoder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Llama({:?})", self.config)
+        write!(f, "Decoder({}, {:?})", self.config.spec.name, self.config)
     }
 }
 
@@ -164,18 +65,18 @@ impl std::fmt::Debug for Llama {
 /// ffn + 6 * hidden) * 4` bytes) while keeping matmuls large.
 pub const PREFILL_CHUNK: usize = 256;
 
-impl Llama {
-    /// Loads a `llama` file for `dev`; the backend prepares the weights (on the CPU: quantized
+impl Decoder {
+    /// Loads a decoder file for `dev`; the backend prepares the weights (on the CPU: quantized
     /// matrices stay in the map and are multiplied with f32 activations as stored).
-    pub fn load(file: Arc<GgufFile>, dev: &Device) -> Result<Llama> {
-        let config = LlamaConfig::from_gguf(&file)?;
+    pub fn load(file: Arc<GgufFile>, dev: &Device) -> Result<Decoder> {
+        let config = DecoderConfig::from_gguf(&file)?;
         let embd = Table::load(&file, "token_embd.weight", config.hidden)?;
         let on = dev.instantiate(on::Load {
             file: &file,
             cfg: &config,
         })?;
         static LOADS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
-        Ok(Llama {
+        Ok(Decoder {
             config,
             serial: LOADS.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             file,
@@ -200,7 +101,7 @@ impl Llama {
     }
 
     /// An empty KV cache of `layers` for `positions` positions: one part of a model run in
-    /// parts ([`Llama::blocks`]).
+    /// parts ([`Decoder::blocks`]).
     pub fn new_cache_for(&self, layers: Range<usize>, positions: usize) -> Result<KvCache> {
         let c = &self.config;
         if positions == 0 || positions > c.context {
@@ -258,29 +159,11 @@ impl Llama {
     /// positions after what the cache holds; appends their keys and values to it. Fails,
     /// leaving the cache as it was, when the rows do not fit.
     pub fn blocks(&self, cache: &mut KvCache, x: Vec<f32>) -> Result<Vec<f32>> {
-        let rows = self.rows(&x)?;
-        if cache.owner() != self.serial {
-            return Err(ModelError::Input(
-                "the KV cache belongs to another model (caches run only with the model that \
-                 made them)"
-                    .into(),
-            ));
-        }
-        if rows > cache.capacity() - cache.len() {
-            return Err(ModelError::ContextFull {
-                tokens: rows,
-                used: cache.len(),
-                capacity: cache.capacity(),
-            });
-        }
-        let pos0 = cache.len();
-        let layers = cache.layers();
-        let out = self.on.run(cache.state_mut(), layers, x, pos0)?;
-        cache.advance(rows);
-        Ok(out)
+        let mut out = self.blocks_many(&mut [cache], vec![x])?;
+        Ok(out.pop().unwrap_or_default())
     }
 
-    /// [`Llama::blocks`] for several conversations at once, each with its own cache (all of the
+    /// [`Decoder::blocks`] for several conversations at once, each with its own cache (all of the
     /// same layers): `xs[i]` runs at the positions after what `caches[i]` holds. The matrix
     /// products of all rows run together (the weights are read once for the batch: what makes
     /// decoding many conversations cheaper than decoding them one by one); attention runs per
@@ -298,45 +181,42 @@ impl Llama {
             )));
         }
         let layers = caches[0].layers();
-        let mut rows = Vec::with_capacity(xs.len());
-        let mut pos0 = Vec::with_capacity(xs.len());
+        let mut parts = Vec::with_capacity(xs.len());
+        let mut row = 0;
         for (cache, x) in caches.iter().zip(&xs) {
-            let n = self.rows(x)?;
+            let rows = self.rows(x)?;
             if cache.owner() != self.serial || cache.layers() != layers {
                 return Err(ModelError::Input(
-                    "the KV caches of one batch belong to this model and cover the same layers"
+                    "a KV cache belongs to another model (caches run only with the model that \
+                     made them) or covers other layers than the batch's"
                         .into(),
                 ));
             }
-            if n > cache.capacity() - cache.len() {
+            if rows > cache.capacity() - cache.len() {
                 return Err(ModelError::ContextFull {
-                    tokens: n,
+                    tokens: rows,
                     used: cache.len(),
                     capacity: cache.capacity(),
                 });
             }
-            rows.push(n);
-            pos0.push(cache.len());
-        }
-        if let ([cache], [_]) = (&mut caches[..], &xs[..]) {
-            // One conversation: the plain path, whose buffers stay in the cache between calls
-            // (the batched one copies each conversation's rows per layer).
-            let x = xs.into_iter().next().expect("one input");
-            return Ok(vec![self.blocks(cache, x)?]);
+            parts.push(Part {
+                row,
+                rows,
+                pos0: cache.len(),
+            });
+            row += rows;
         }
         let x: Vec<f32> = xs.concat();
         let out = {
-            let mut states: Vec<&mut (dyn std::any::Any + Send + Sync)> =
+            let mut states: Vec<&mut on::AnyState> =
                 caches.iter_mut().map(|c| c.state_mut()).collect();
-            self.on.run_many(&mut states, layers, x, &rows, &pos0)?
+            self.on.run(&mut states, layers, x, &parts)?
         };
         let h = self.config.hidden;
-        let mut at = 0;
-        let mut outs = Vec::with_capacity(rows.len());
-        for (cache, &n) in caches.iter_mut().zip(&rows) {
-            cache.advance(n);
-            outs.push(out[at * h..(at + n) * h].to_vec());
-            at += n;
+        let mut outs = Vec::with_capacity(parts.len());
+        for (cache, p) in caches.iter_mut().zip(&parts) {
+            cache.advance(p.rows);
+            outs.push(out[p.row * h..(p.row + p.rows) * h].to_vec());
         }
         Ok(outs)
     }
@@ -362,8 +242,8 @@ impl Llama {
     /// Greedy decoding's step: runs `id` at the position after what `cache` (of every layer)
     /// holds and returns the id of the next token's largest logit, chosen on the backend (a GPU
     /// sends back 4 bytes instead of the vocabulary's logits). The same choice as the first
-    /// largest of [`Llama::forward`]'s logits. Fails, leaving the cache as it was, as
-    /// [`Llama::forward`] does.
+    /// largest of [`Decoder::forward`]'s logits. Fails, leaving the cache as it was, as
+    /// [`Decoder::forward`] does.
     pub fn forward_greedy(&self, cache: &mut KvCache, id: u32) -> Result<u32> {
         self.check_run(cache, &[id])?;
         let x = self.embed(&[id])?;
@@ -373,7 +253,7 @@ impl Llama {
         Ok(next)
     }
 
-    /// What [`Llama::forward`] and [`Llama::forward_greedy`] check before anything runs.
+    /// What [`Decoder::forward`] and [`Decoder::forward_greedy`] check before anything runs.
     fn check_run(&self, cache: &KvCache, ids: &[u32]) -> Result<()> {
         if ids.is_empty() {
             return Err(ModelError::Input("no tokens to run".into()));
@@ -416,7 +296,7 @@ impl Llama {
     /// as it was, when the tokens do not fit the cache or an id is outside the vocabulary.
     pub fn forward(&self, cache: &mut KvCache, ids: &[u32], which: Logits) -> Result<Vec<f32>> {
         self.check_run(cache, ids)?;
-        let (h, vocab) = (self.config.hidden, self.config.vocab);
+        let vocab = self.config.vocab;
         let mut logits = Vec::with_capacity(match which {
             Logits::Last => vocab,
             Logits::All => vocab * ids.len(),
@@ -429,11 +309,13 @@ impl Llama {
                 Logits::Last if ci + 1 == n_chunks => 1,
                 Logits::Last => 0,
             };
-            let x = self.blocks(cache, self.embed(chunk)?)?;
-            if rows_out > 0 {
-                let t = chunk.len();
-                logits.extend(self.head(&x[(t - rows_out) * h..])?);
-            }
+            // The blocks and the head run on the backend; only the logits come back.
+            let pos0 = cache.len();
+            let out = self
+                .on
+                .forward(cache.state_mut(), self.embed(chunk)?, pos0, rows_out)?;
+            cache.advance(chunk.len());
+            logits.extend(out);
         }
         Ok(logits)
     }
