@@ -116,11 +116,7 @@ impl Op {
         Op::CausalAttention,
     ];
     /// Every op an encoder (a BERT block) needs besides its matrices' [`Op::Linear`].
-    pub const ENCODER: [Op; 3] = [
-        Op::LayerNorm,
-        Op::Activate(Act::Gelu),
-        Op::Attention,
-    ];
+    pub const ENCODER: [Op; 3] = [Op::LayerNorm, Op::Activate(Act::Gelu), Op::Attention];
 }
 
 /// Multi-head attention over padded batches: q, k and v rows read at offsets within rows
@@ -386,7 +382,13 @@ impl TransferCount {
 
 /// Checks a [`Backend::copy`] of `len` values from `src_at` of `src_len` values into `dst_at` of
 /// `dst_len`.
-pub fn check_copy(src_len: usize, src_at: usize, dst_len: usize, dst_at: usize, len: usize) -> Result<(), OpError> {
+pub fn check_copy(
+    src_len: usize,
+    src_at: usize,
+    dst_len: usize,
+    dst_at: usize,
+    len: usize,
+) -> Result<(), OpError> {
     let fits = |at: usize, total: usize| at.checked_add(len).is_some_and(|end| end <= total);
     if !fits(src_at, src_len) || !fits(dst_at, dst_len) {
         return Err(OpError::Shape(format!(

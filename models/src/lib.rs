@@ -10,16 +10,16 @@
 pub mod bert;
 #[cfg(feature = "convert")]
 pub mod convert;
-pub mod error;
 pub mod decoder;
+pub mod error;
 pub mod kv_cache;
 pub mod registry;
 pub mod sampling;
 pub mod stages;
 pub mod weights;
 
+pub use decoder::{Decoder, DecoderConfig, DecoderSpec, Logits, PREFILL_CHUNK};
 pub use error::{ModelError, Result};
 pub use kv_cache::KvCache;
-pub use decoder::{Decoder, DecoderConfig, DecoderSpec, Logits, PREFILL_CHUNK};
 pub use registry::{kind, open, Kind, Opened};
 pub use sampling::{Sampler, SamplingParams};

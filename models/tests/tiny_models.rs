@@ -241,3 +241,37 @@ fn llama_on_wgpu_matches_the_scalar_cpu() {
         &two(&c, &mut cc, &mut c2),
     );
 }
+
+/// Host-device transfers of one decode step of 8 conversations through every block
+/// (`blocks_many`): the embeddings go up once and the hidden states come down once; nothing
+/// crosses inside a block. (At 5efa12a the batched block downloaded q, k and v each layer and
+/// uploaded them again per conversation: 36 transfers a layer, 146 for this model's 4 blocks.)
+fn transfers_per_decode_step_of_8(dev: &Device) -> u64 {
+    let (_, _, _, layers, _) = LLAMA;
+    let m = Decoder::load(tiny_llama(9), dev).unwrap();
+    let mut caches: Vec<_> = (0..8).map(|_| m.new_cache(32).unwrap()).collect();
+    for (i, c) in caches.iter_mut().enumerate() {
+        m.forward(c, &ids(3 + i, i as u64), Logits::Last).unwrap();
+    }
+    let xs: Vec<Vec<f32>> = (0..8).map(|i| m.embed(&[i as u32 + 1]).unwrap()).collect();
+    let before = dev.transfers();
+    let mut refs: Vec<&mut edgecut_models::KvCache> = caches.iter_mut().collect();
+    let out = m.blocks_many(&mut refs, xs).unwrap();
+    let n = dev.transfers() - before;
+    assert_eq!(out.len(), 8);
+    assert!(caches.iter().all(|c| c.len() > 3));
+    println!("{dev}: {n} transfers for a decode step of 8 conversations through {layers} blocks");
+    n
+}
+
+#[test]
+fn a_decode_step_of_8_conversations_transfers_only_its_input_and_output() {
+    assert_eq!(transfers_per_decode_step_of_8(&cpu(2)), 2);
+}
+
+#[cfg(feature = "wgpu")]
+#[test]
+fn on_wgpu_a_decode_step_of_8_conversations_transfers_only_its_input_and_output() {
+    let gpu = Device::open(DeviceKind::Wgpu, 1).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(transfers_per_decode_step_of_8(&gpu), 2);
+}

@@ -9,9 +9,9 @@ use edgecut_format::GgufFile;
 use crate::stages::StageGraph;
 use edgecut_models::Kind;
 
-use crate::{Llm, LlmOptions, Result, Session, SessionOptions};
 #[cfg(doc)]
 use crate::Error;
+use crate::{Llm, LlmOptions, Result, Session, SessionOptions};
 
 /// A model of either kind, opened from a file whose architecture says which.
 #[derive(Debug)]

@@ -69,3 +69,26 @@ fn minilm_on_wgpu_matches_the_cpu_backend() {
         "mean cosine to PyTorch"
     );
 }
+
+/// The GPU multiplies int8 activations with quantized weights only: an f32 MiniLM is refused
+/// through `supports` before any weight is read (the model asks for every matrix's type
+/// first), with an error naming the tensor, its type and the device.
+#[test]
+fn gpu_refuses_f32_weights_for_int8_products_before_reading_any() {
+    let opts = SessionOptions::default().with_device(DeviceKind::Wgpu);
+    let err = Session::open(minilm(WeightType::F32), &opts).unwrap_err();
+    let msg = err.to_string();
+    assert!(
+        matches!(
+            err,
+            edgecut::Error::Model(edgecut_models::ModelError::UnsupportedWeights { .. })
+        ),
+        "{msg}"
+    );
+    assert!(
+        msg.contains("\"blk.0.attn_q.weight\"") && msg.contains("F32") && msg.contains("wgpu"),
+        "{msg}"
+    );
+    // The CPU multiplies every type both ways.
+    Session::open(minilm(WeightType::F32), &SessionOptions::default()).unwrap();
+}

@@ -1,6 +1,7 @@
 //! edgecut's integration tests on real models, in one binary.
 
 mod bert_fidelity;
+mod decoder_spec;
 mod gguf_compat;
 mod gpu_llama;
 mod gpu_minilm;

@@ -155,7 +155,10 @@ fn load_one(path: &Path, enc: &EncoderArgs) -> anyhow::Result<Loaded> {
             Model::Encoder(Arc::new(s))
         }
         edgecut::Model::Decoder(l) => Model::Decoder(l),
-        other => anyhow::bail!("{}: a model kind this server does not serve", other.device()),
+        other => anyhow::bail!(
+            "{}: a model kind this server does not serve",
+            other.device()
+        ),
     };
     Ok(Loaded {
         name: model_name(path),

@@ -30,4 +30,3 @@ pub fn describe(f: &GgufFile) -> String {
         None => "none".into(),
     }
 }
-

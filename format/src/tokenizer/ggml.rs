@@ -100,10 +100,31 @@ fn bpe_pre_tokenizer(pre: &str) -> Result<Json, TokenizerError> {
             "type": "Sequence",
             "pretokenizers": [{"type": "Digits", "individual_digits": true}, byte_level]
         })),
+        // Qwen2/2.5/3's split (single digits) and Llama 3's (runs of up to three digits): the
+        // regexes of their tokenizer.json files, which llama.cpp's `qwen2` and `llama-bpe` name.
+        "qwen2" | "llama-bpe" | "llama3" => {
+            let digits = if pre == "qwen2" {
+                r"\p{N}"
+            } else {
+                r"\p{N}{1,3}"
+            };
+            let pattern = format!(
+                r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{{L}}\p{{N}}]?\p{{L}}+|{digits}| ?[^\s\p{{L}}\p{{N}}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
+            );
+            Ok(json!({
+                "type": "Sequence",
+                "pretokenizers": [
+                    {"type": "Split", "pattern": {"Regex": pattern}, "behavior": "Isolated",
+                     "invert": false},
+                    {"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": false,
+                     "use_regex": false}
+                ]
+            }))
+        }
         other => Err(TokenizerError::Missing(format!(
             "byte-level BPE pre-tokenizer {other:?} cannot be rebuilt yet (edgecut rebuilds \
-             gpt2 and smollm/starcoder); convert the model from its Hugging Face directory to \
-             embed its tokenizer.json"
+             gpt2, smollm/starcoder, qwen2 and llama-bpe); convert the model from its Hugging \
+             Face directory to embed its tokenizer.json"
         ))),
     }
 }

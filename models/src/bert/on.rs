@@ -79,7 +79,10 @@ impl Instantiate for Load<'_> {
                 .flat_map(|i| names.iter().map(move |n| format!("blk.{i}.{n}")))
                 .collect()
         };
-        w.check_supported(&matrices(&["attn_q", "attn_k", "attn_v", "ffn_up"]), outliers)?;
+        w.check_supported(
+            &matrices(&["attn_q", "attn_k", "attn_v", "ffn_up"]),
+            outliers,
+        )?;
         w.check_supported(&matrices(&["attn_output", "ffn_down"]), plain)?;
         let blocks = (0..cfg.layers)
             .map(|i| {

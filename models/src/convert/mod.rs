@@ -7,9 +7,9 @@
 //! so a failed conversion leaves nothing behind.
 
 mod bert;
+mod decoder;
 mod from_gguf;
 pub mod hf;
-mod llama;
 mod tokenizer_meta;
 
 use std::borrow::Cow;
@@ -110,10 +110,10 @@ pub fn convert(
         let model_type = ckpt.cfg_str("model_type").unwrap_or("").to_string();
         match model_type.as_str() {
             "bert" | "distilbert" => bert::convert(&ckpt, output, opts, progress),
-            "llama" => llama::convert(&ckpt, output, opts, progress),
+            t if decoder::converts(t) => decoder::convert(&ckpt, output, opts, progress),
             other => Err(ModelError::Unsupported(format!(
-                "{}: model_type {other:?}; edgecut converts bert, distilbert and llama \
-                 checkpoints (and llama.cpp GGUF files)",
+                "{}: model_type {other:?}; edgecut converts bert, distilbert, llama, qwen2 and \
+                 qwen3 checkpoints (and llama.cpp GGUF files)",
                 input.join("config.json").display()
             ))),
         }

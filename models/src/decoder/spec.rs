@@ -137,7 +137,10 @@ impl DecoderConfig {
                  (rotary {rope_dims}), blocks {layers}, ffn {ffn}, context {context}"
             )));
         }
-        if let Some(v) = f.get(&key("attention.value_length")).and_then(Value::as_u64) {
+        if let Some(v) = f
+            .get(&key("attention.value_length"))
+            .and_then(Value::as_u64)
+        {
             if v as usize != head_dim {
                 return Err(ModelError::Unsupported(format!(
                     "value heads of {v} values beside key heads of {head_dim}"

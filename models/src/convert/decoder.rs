@@ -1,8 +1,10 @@
-//! Hugging Face Llama-family checkpoints (`LlamaForCausalLM`: Llama, SmolLM, TinyLlama...) to GGUF
-//! with llama.cpp's `llama` names and layout: the q and k projection rows of each head are
-//! permuted from Hugging Face's rotate-half order to the adjacent-pair order llama.cpp's rotary
-//! embedding uses (what llama.cpp's `convert_hf_to_gguf.py` does), so llama.cpp reads the files
-//! edgecut writes and edgecut runs both the same way.
+//! Hugging Face decoder checkpoints (`LlamaForCausalLM`: Llama 2/3, SmolLM, TinyLlama;
+//! `Qwen2ForCausalLM`; `Qwen3ForCausalLM`) to GGUF with llama.cpp's architecture, key and tensor
+//! names, as its `convert_hf_to_gguf.py` writes them: for `llama` the q and k projection rows of
+//! each head are permuted from Hugging Face's rotate-half order to the adjacent-pair order
+//! llama.cpp's rotary embedding uses (Qwen's files keep the halves); Llama 3's rope scaling is
+//! written as llama.cpp's per-frequency `rope_freqs.weight`. llama.cpp reads the files edgecut
+//! writes and edgecut runs both the same way.
 
 use std::borrow::Cow;
 use std::path::Path;
@@ -16,6 +18,51 @@ use super::{
 };
 use crate::error::{ModelError, Result};
 
+/// What differs between the checkpoints this converter maps (the model side's differences are
+/// the decoder spec table, `crate::decoder::spec`).
+struct Family {
+    /// `config.json`'s `model_type`.
+    model_type: &'static str,
+    /// llama.cpp's `general.architecture`.
+    arch: &'static str,
+    /// Whether q and k rows are permuted into adjacent pairs.
+    permute_qk: bool,
+    /// Whether q, k and v have biases (`*_proj.bias`).
+    qkv_bias: bool,
+    /// Whether q and k have per-head RMS norms (`q_norm`, `k_norm`).
+    qk_norm: bool,
+}
+
+/// The decoder checkpoints edgecut converts.
+const FAMILIES: &[Family] = &[
+    Family {
+        model_type: "llama",
+        arch: "llama",
+        permute_qk: true,
+        qkv_bias: false,
+        qk_norm: false,
+    },
+    Family {
+        model_type: "qwen2",
+        arch: "qwen2",
+        permute_qk: false,
+        qkv_bias: true,
+        qk_norm: false,
+    },
+    Family {
+        model_type: "qwen3",
+        arch: "qwen3",
+        permute_qk: false,
+        qkv_bias: false,
+        qk_norm: true,
+    },
+];
+
+/// Whether this converter maps checkpoints of `model_type`.
+pub(super) fn converts(model_type: &str) -> bool {
+    FAMILIES.iter().any(|f| f.model_type == model_type)
+}
+
 struct Hparams {
     hidden: usize,
     ffn: usize,
@@ -28,21 +75,58 @@ struct Hparams {
     vocab: usize,
     rope_theta: f64,
     rope_linear: Option<f64>,
+    /// Llama 3's per-frequency divisors of the rotary frequencies.
+    rope_factors: Option<Vec<f32>>,
     tied: bool,
 }
 
-fn hparams(c: &Checkpoint) -> Result<Hparams> {
+/// Llama 3's rope scaling as llama.cpp stores it (`rope_freqs.weight`): each rotary frequency's
+/// divisor, 1 above the high-frequency band, `factor` below the low one, smoothed between
+/// (transformers' `_compute_llama3_parameters`).
+fn llama3_factors(rope: &Json, theta: f64, head_dim: usize) -> Vec<f32> {
+    let get = |k: &str, d: f64| rope.get(k).and_then(Json::as_f64).unwrap_or(d);
+    let (factor, low, high) = (
+        get("factor", 8.0),
+        get("low_freq_factor", 1.0),
+        get("high_freq_factor", 4.0),
+    );
+    let old = get("original_max_position_embeddings", 8192.0);
+    let (low_wavelen, high_wavelen) = (old / low, old / high);
+    (0..head_dim / 2)
+        .map(|i| {
+            let freq = theta.powf(-(2.0 * i as f64) / head_dim as f64);
+            let wavelen = 2.0 * std::f64::consts::PI / freq;
+            let divisor = if wavelen < high_wavelen {
+                1.0
+            } else if wavelen > low_wavelen {
+                factor
+            } else {
+                let smooth = (old / wavelen - low) / (high - low);
+                1.0 / ((1.0 - smooth) / factor + smooth)
+            };
+            divisor as f32
+        })
+        .collect()
+}
+
+fn hparams(c: &Checkpoint, fam: &Family) -> Result<Hparams> {
     let heads = c.cfg_usize("num_attention_heads")?;
     let hidden = c.cfg_usize("hidden_size")?;
     let unsupported = |what: String| {
         ModelError::Unsupported(format!("{}: {what}", c.dir.join("config.json").display()))
     };
     for flag in ["attention_bias", "mlp_bias"] {
-        if c.config.get(flag).and_then(Json::as_bool) == Some(true) {
+        if c.config.get(flag).and_then(Json::as_bool) == Some(true) && !fam.qkv_bias {
             return Err(unsupported(format!(
-                "{flag} = true (edgecut runs bias-free Llama blocks)"
+                "{flag} = true (edgecut runs {} blocks without biases)",
+                fam.model_type
             )));
         }
+    }
+    if c.config.get("use_sliding_window").and_then(Json::as_bool) == Some(true) {
+        return Err(unsupported(
+            "use_sliding_window = true (edgecut's decoders attend to the whole context)".into(),
+        ));
     }
     if let Some(act) = c.cfg_str("hidden_act") {
         if act != "silu" {
@@ -66,22 +150,26 @@ fn hparams(c: &Checkpoint) -> Result<Hparams> {
         .and_then(|r| r.get("rope_type").or(r.get("type")))
         .and_then(Json::as_str)
         .unwrap_or("default");
-    let rope_linear = match rope_type {
-        "default" => None,
-        "linear" => Some(
-            rope.and_then(|r| r.get("factor"))
-                .and_then(Json::as_f64)
-                .unwrap_or(1.0),
-        ),
-        other => {
-            return Err(unsupported(format!(
-                "rope type {other:?} (edgecut runs default and linear)"
-            )))
-        }
-    };
     let head_dim = match c.config.get("head_dim").and_then(Json::as_u64) {
         Some(d) => d as usize,
         None => hidden.checked_div(heads).unwrap_or(0),
+    };
+    let (rope_linear, rope_factors) = match (rope_type, rope) {
+        ("default", _) => (None, None),
+        ("linear", _) => (
+            Some(
+                rope.and_then(|r| r.get("factor"))
+                    .and_then(Json::as_f64)
+                    .unwrap_or(1.0),
+            ),
+            None,
+        ),
+        ("llama3", Some(r)) => (None, Some(llama3_factors(r, rope_theta, head_dim))),
+        (other, _) => {
+            return Err(unsupported(format!(
+                "rope type {other:?} (edgecut runs default, linear and llama3)"
+            )))
+        }
     };
     Ok(Hparams {
         hidden,
@@ -95,6 +183,7 @@ fn hparams(c: &Checkpoint) -> Result<Hparams> {
         vocab: c.cfg_usize("vocab_size")?,
         rope_theta,
         rope_linear,
+        rope_factors,
         tied: c
             .config
             .get("tie_word_embeddings")
@@ -103,12 +192,14 @@ fn hparams(c: &Checkpoint) -> Result<Hparams> {
     })
 }
 
-/// How a source tensor is written.
-#[derive(Clone, Copy)]
+/// How a tensor is written.
+#[derive(Clone)]
 enum Transform {
     AsIs,
     /// llama.cpp's q/k permutation for heads of the given count.
     Permute(usize),
+    /// Values computed here, not read from the checkpoint.
+    Values(Vec<f32>),
 }
 
 /// Rows of each head reordered from `[2, hd/2]` to `[hd/2, 2]`: new row `2i + s` of a head is
@@ -133,7 +224,12 @@ pub(super) fn convert(
     opts: &ConvertOptions,
     progress: &mut dyn FnMut(Progress<'_>),
 ) -> Result<ConvertReport> {
-    let h = hparams(c)?;
+    let model_type = c.cfg_str("model_type").unwrap_or("");
+    let fam = FAMILIES
+        .iter()
+        .find(|f| f.model_type == model_type)
+        .ok_or_else(|| ModelError::Unsupported(format!("model_type {model_type:?}")))?;
+    let h = hparams(c, fam)?;
     if h.heads == 0
         || h.kv_heads == 0
         || h.heads % h.kv_heads != 0
@@ -146,7 +242,8 @@ pub(super) fn convert(
         )));
     }
     let mut w = GgufWriter::new();
-    w.set("general.architecture", Value::Str("llama".into()));
+    let arch = fam.arch;
+    w.set("general.architecture", Value::Str(arch.into()));
     let name = c
         .dir
         .file_name()
@@ -154,24 +251,30 @@ pub(super) fn convert(
         .unwrap_or_default();
     w.set("general.name", Value::Str(name));
     let u = |v: usize| Value::U32(v as u32);
-    w.set("llama.context_length", u(h.ctx));
-    w.set("llama.embedding_length", u(h.hidden));
-    w.set("llama.feed_forward_length", u(h.ffn));
-    w.set("llama.block_count", u(h.layers));
-    w.set("llama.attention.head_count", u(h.heads));
-    w.set("llama.attention.head_count_kv", u(h.kv_heads));
-    w.set("llama.attention.key_length", u(h.head_dim));
-    w.set("llama.attention.value_length", u(h.head_dim));
+    w.set(&format!("{arch}.context_length"), u(h.ctx));
+    w.set(&format!("{arch}.embedding_length"), u(h.hidden));
+    w.set(&format!("{arch}.feed_forward_length"), u(h.ffn));
+    w.set(&format!("{arch}.block_count"), u(h.layers));
+    w.set(&format!("{arch}.attention.head_count"), u(h.heads));
+    w.set(&format!("{arch}.attention.head_count_kv"), u(h.kv_heads));
+    w.set(&format!("{arch}.attention.key_length"), u(h.head_dim));
+    w.set(&format!("{arch}.attention.value_length"), u(h.head_dim));
     w.set(
-        "llama.attention.layer_norm_rms_epsilon",
+        &format!("{arch}.attention.layer_norm_rms_epsilon"),
         Value::F32(h.eps as f32),
     );
-    w.set("llama.rope.freq_base", Value::F32(h.rope_theta as f32));
-    w.set("llama.rope.dimension_count", u(h.head_dim));
-    w.set("llama.vocab_size", u(h.vocab));
+    w.set(
+        &format!("{arch}.rope.freq_base"),
+        Value::F32(h.rope_theta as f32),
+    );
+    w.set(&format!("{arch}.rope.dimension_count"), u(h.head_dim));
+    w.set(&format!("{arch}.vocab_size"), u(h.vocab));
     if let Some(f) = h.rope_linear {
-        w.set("llama.rope.scaling.type", Value::Str("linear".into()));
-        w.set("llama.rope.scaling.factor", Value::F32(f as f32));
+        w.set(
+            &format!("{arch}.rope.scaling.type"),
+            Value::Str("linear".into()),
+        );
+        w.set(&format!("{arch}.rope.scaling.factor"), Value::F32(f as f32));
     }
     let Some(tok) = &c.tokenizer_json else {
         return Err(ModelError::Unsupported(format!(
@@ -199,7 +302,10 @@ pub(super) fn convert(
     if let Some(t) = template {
         w.set("tokenizer.chat_template", Value::Str(t));
     }
-    w.set("edgecut.source.model_type", Value::Str("llama".into()));
+    w.set(
+        "edgecut.source.model_type",
+        Value::Str(fam.model_type.into()),
+    );
     common_metadata(&mut w, opts, c.checksum()?);
 
     let (q_rows, kv_rows) = (h.heads * h.head_dim, h.kv_heads * h.head_dim);
@@ -225,9 +331,44 @@ pub(super) fn convert(
             Transform::AsIs,
         ));
     }
+    if let Some(f) = &h.rope_factors {
+        map.push((
+            "rope_freqs.weight".into(),
+            String::new(),
+            vec![f.len()],
+            Transform::Values(f.clone()),
+        ));
+    }
+    let qk = |heads: usize| {
+        if fam.permute_qk {
+            Transform::Permute(heads)
+        } else {
+            Transform::AsIs
+        }
+    };
     for i in 0..h.layers {
         let l = |s: &str| format!("model.layers.{i}.{s}");
         let b = |s: &str| format!("blk.{i}.{s}");
+        if fam.qkv_bias {
+            for (g, hf, rows) in [("q", "q", q_rows), ("k", "k", kv_rows), ("v", "v", kv_rows)] {
+                map.push((
+                    b(&format!("attn_{g}.bias")),
+                    l(&format!("self_attn.{hf}_proj.bias")),
+                    vec![rows],
+                    Transform::AsIs,
+                ));
+            }
+        }
+        if fam.qk_norm {
+            for g in ["q", "k"] {
+                map.push((
+                    b(&format!("attn_{g}_norm.weight")),
+                    l(&format!("self_attn.{g}_norm.weight")),
+                    vec![h.head_dim],
+                    Transform::AsIs,
+                ));
+            }
+        }
         map.extend([
             (
                 b("attn_norm.weight"),
@@ -239,13 +380,13 @@ pub(super) fn convert(
                 b("attn_q.weight"),
                 l("self_attn.q_proj.weight"),
                 vec![q_rows, h.hidden],
-                Transform::Permute(h.heads),
+                qk(h.heads),
             ),
             (
                 b("attn_k.weight"),
                 l("self_attn.k_proj.weight"),
                 vec![kv_rows, h.hidden],
-                Transform::Permute(h.kv_heads),
+                qk(h.kv_heads),
             ),
             (
                 b("attn_v.weight"),
@@ -287,10 +428,11 @@ pub(super) fn convert(
     }
     let mut sources = Vec::with_capacity(map.len());
     for (gname, src, shape, transform) in map {
-        if !c.has(&src) {
-            return Err(ModelError::MissingTensor(src));
-        }
-        let found = c.shape(&src)?;
+        let found = match &transform {
+            Transform::Values(v) => vec![v.len()],
+            _ if !c.has(&src) => return Err(ModelError::MissingTensor(src)),
+            _ => c.shape(&src)?,
+        };
         if found != shape {
             return Err(ModelError::Shape {
                 name: src,
@@ -309,10 +451,10 @@ pub(super) fn convert(
     }
     super::write(&w, output, progress, |i, spec| {
         let (src, shape, transform) = &sources[i];
-        let (v, _) = c.tensor_f32(src)?;
-        let v = match *transform {
-            Transform::AsIs => v,
-            Transform::Permute(heads) => permute(&v, shape[0], shape[1], heads),
+        let v = match transform {
+            Transform::AsIs => c.tensor_f32(src)?.0,
+            Transform::Permute(heads) => permute(&c.tensor_f32(src)?.0, shape[0], shape[1], *heads),
+            Transform::Values(v) => v.clone(),
         };
         encode(&v, spec.dtype).map(Cow::Owned)
     })
