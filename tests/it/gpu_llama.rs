@@ -66,3 +66,15 @@ fn smollm2_on_wgpu_gives_the_cpus_greedy_tokens() {
     // The CPU backend's own bound against PyTorch (llama_fidelity.rs).
     assert!(worst <= 0.05, "top-5 logits off by {worst}");
 }
+
+/// A tiny Qwen3 (q/k norms, NeoX rope, its own head size) on wgpu: transformers' greedy tokens
+/// (the fixture, with keys and values at f16 as edgecut stores them), as on the CPU.
+#[test]
+fn qwen3_on_wgpu_gives_transformers_greedy_tokens() {
+    let path = crate::decoder_spec::tiny("qwen3", edgecut::WeightType::F32);
+    let gpu = Llm::open(&path, &LlmOptions::default().with_device(DeviceKind::Wgpu))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let m = &fixture("decoders-tiny.json")["models"]["qwen3"];
+    let prompt = ids(&m["ids"]);
+    assert_eq!(greedy(&gpu, &prompt, 8), ids(&m["f16_kv"]["greedy"]));
+}

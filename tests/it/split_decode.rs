@@ -159,6 +159,26 @@ fn split_greedy_equals_local_with_f32_at_every_cut_tried() {
     }
 }
 
+/// A tiny Qwen3 (q/k norms, NeoX rope, its own head size) splits as the Llama does: at the
+/// middle cut with the f32 wire, greedy equal to a local run and to transformers' (the fixture).
+#[test]
+fn qwen3_split_at_the_middle_cut_equals_local_and_transformers() {
+    let llm = Llm::open(
+        crate::decoder_spec::tiny("qwen3", WeightType::F32),
+        &LlmOptions::default(),
+    )
+    .unwrap();
+    let m = &edgecut_tests::fixture("decoders-tiny.json")["models"]["qwen3"];
+    let prompt = edgecut_tests::ids(&m["ids"]);
+    let want = greedy(&llm, &prompt, 8);
+    assert_eq!(want, edgecut_tests::ids(&m["f16_kv"]["greedy"]), "local");
+    let cut = llm.blocks() / 2;
+    let mut link = InProcess::new(&llm, cut, Encoding::F32);
+    let (got, fell) = split(&llm, &prompt, 8, &mut link);
+    assert_eq!(fell, None);
+    assert_eq!(got, want, "split at cut {cut}");
+}
+
 /// A link that must not be used.
 struct Unused;
 

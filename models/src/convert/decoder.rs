@@ -251,30 +251,30 @@ pub(super) fn convert(
         .unwrap_or_default();
     w.set("general.name", Value::Str(name));
     let u = |v: usize| Value::U32(v as u32);
-    w.set(&format!("{arch}.context_length"), u(h.ctx));
-    w.set(&format!("{arch}.embedding_length"), u(h.hidden));
-    w.set(&format!("{arch}.feed_forward_length"), u(h.ffn));
-    w.set(&format!("{arch}.block_count"), u(h.layers));
-    w.set(&format!("{arch}.attention.head_count"), u(h.heads));
-    w.set(&format!("{arch}.attention.head_count_kv"), u(h.kv_heads));
-    w.set(&format!("{arch}.attention.key_length"), u(h.head_dim));
-    w.set(&format!("{arch}.attention.value_length"), u(h.head_dim));
+    w.set(format!("{arch}.context_length"), u(h.ctx));
+    w.set(format!("{arch}.embedding_length"), u(h.hidden));
+    w.set(format!("{arch}.feed_forward_length"), u(h.ffn));
+    w.set(format!("{arch}.block_count"), u(h.layers));
+    w.set(format!("{arch}.attention.head_count"), u(h.heads));
+    w.set(format!("{arch}.attention.head_count_kv"), u(h.kv_heads));
+    w.set(format!("{arch}.attention.key_length"), u(h.head_dim));
+    w.set(format!("{arch}.attention.value_length"), u(h.head_dim));
     w.set(
-        &format!("{arch}.attention.layer_norm_rms_epsilon"),
+        format!("{arch}.attention.layer_norm_rms_epsilon"),
         Value::F32(h.eps as f32),
     );
     w.set(
-        &format!("{arch}.rope.freq_base"),
+        format!("{arch}.rope.freq_base"),
         Value::F32(h.rope_theta as f32),
     );
-    w.set(&format!("{arch}.rope.dimension_count"), u(h.head_dim));
-    w.set(&format!("{arch}.vocab_size"), u(h.vocab));
+    w.set(format!("{arch}.rope.dimension_count"), u(h.head_dim));
+    w.set(format!("{arch}.vocab_size"), u(h.vocab));
     if let Some(f) = h.rope_linear {
         w.set(
-            &format!("{arch}.rope.scaling.type"),
+            format!("{arch}.rope.scaling.type"),
             Value::Str("linear".into()),
         );
-        w.set(&format!("{arch}.rope.scaling.factor"), Value::F32(f as f32));
+        w.set(format!("{arch}.rope.scaling.factor"), Value::F32(f as f32));
     }
     let Some(tok) = &c.tokenizer_json else {
         return Err(ModelError::Unsupported(format!(
