@@ -24,9 +24,9 @@ enum Command {
     Similarity(cmd::embed::SimilarityArgs),
     /// Classify texts with a sequence-classification model.
     Classify(cmd::embed::ClassifyArgs),
-    /// Generate text with a Llama-family model, streamed as it is produced.
+    /// Generate text with a decoder (Llama, Qwen2, Qwen3), streamed as it is produced.
     Generate(cmd::generate::GenerateArgs),
-    /// Chat with a Llama-family model (one message per line; the history stays in the KV cache).
+    /// Chat with a decoder (one message per line; the history stays in the KV cache).
     Chat(cmd::generate::ChatArgs),
     /// Speed at fixed token counts: encoders ms/sentence, decoders prefill and decode tokens/s.
     Bench(cmd::bench::Args),

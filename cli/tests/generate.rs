@@ -131,3 +131,45 @@ fn bench_on_a_decoder_prints_prefill_and_decode_rates() {
         "{out}"
     );
 }
+
+/// A tiny Qwen3 (q/k norms, NeoX rope, ChatML) runs through `generate` and `chat` unchanged
+/// from SmolLM2's path: transformers' greedy tokens for the fixture's prompt, and its greedy
+/// reply to a chat turn rendered by its own template.
+#[test]
+fn qwen3_generates_and_chats_as_transformers_does() {
+    let path = edgecut_tests::tiny_decoder("qwen3", edgecut::WeightType::F32);
+    let m = path.to_str().unwrap();
+    let fx = &fixture("decoders-tiny.json")["models"]["qwen3"];
+    let ids = edgecut_tests::ids(&fx["ids"]);
+    let greedy = edgecut_tests::ids(&fx["f16_kv"]["greedy"]);
+    // The fixture's 16 prompt tokens as text (they tokenize back to themselves).
+    let llm = edgecut::Llm::open(&path, &edgecut::LlmOptions::default()).unwrap();
+    let prompt = llm.detokenize(&ids).unwrap();
+    assert_eq!(llm.tokenize(&prompt).unwrap(), ids);
+    let want = llm.detokenize(&greedy).unwrap();
+    let n = greedy.len().to_string();
+    let out = ok(&edgecut(
+        &["generate", "-m", m, "-n", &n, "-q", &prompt],
+        None,
+    ));
+    assert_eq!(out.trim_end_matches('\n'), want);
+    // A chat turn.
+    let chat = &fx["chat"];
+    let msgs = chat["messages"].as_array().unwrap();
+    let n = chat["greedy"].as_array().unwrap().len().to_string();
+    let system = msgs[0]["content"].as_str().unwrap();
+    let user = format!("{}\n", msgs[1]["content"].as_str().unwrap());
+    let o = edgecut(
+        &["chat", "-m", m, "-n", &n, "--system", system],
+        Some(&user),
+    );
+    let out = ok(&o);
+    assert!(
+        out.contains(chat["text"].as_str().unwrap()),
+        "{out:?} vs {}",
+        chat["text"]
+    );
+    let err = String::from_utf8_lossy(&o.stderr);
+    let turn = chat["ids"].as_array().unwrap().len();
+    assert!(err.contains(&format!("[prompt {turn} tokens")), "{err}");
+}

@@ -477,3 +477,56 @@ fn a_chat_handle_keeps_its_history_in_the_cache_across_turns() {
         EDGECUT_STATUS_INVALID_HANDLE
     );
 }
+
+/// A tiny Qwen3 (q/k norms, NeoX rope, its own head size, ChatML) through the C chat handle,
+/// unchanged from SmolLM2's path: the reply is transformers' greedy reply to the same turn
+/// rendered by its own template (`tests/fixtures/decoders-tiny.json`).
+#[test]
+fn a_qwen3_chat_handle_replies_as_transformers_does() {
+    let h = open(&edgecut_tests::tiny_decoder("qwen3", WeightType::F32));
+    let chat_fx = &edgecut_tests::fixture("decoders-tiny.json")["models"]["qwen3"]["chat"];
+    let want = chat_fx["text"].as_str().unwrap();
+    let msgs = chat_fx["messages"].as_array().unwrap();
+    let (system, user) = (
+        CString::new(msgs[0]["content"].as_str().unwrap()).unwrap(),
+        CString::new(msgs[1]["content"].as_str().unwrap()).unwrap(),
+    );
+    let opts = EdgecutGenerateOptions {
+        max_tokens: chat_fx["greedy"].as_array().unwrap().len() as u32,
+        temperature: 0.0,
+        top_k: 0,
+        top_p: 0.0,
+        repetition_penalty: 0.0,
+        seed: 0,
+        chat: 0,
+    };
+    let mut chat = 0;
+    // SAFETY: a valid system message and a writable handle.
+    let st = unsafe { edgecut_chat_open(h, system.as_ptr(), &mut chat) };
+    assert_eq!(st, EDGECUT_STATUS_OK, "{}", last_error());
+    let (mut text, mut reused) = (Vec::<u8>::new(), 0usize);
+    // SAFETY: valid message, options, callback, user pointer and out pointer.
+    let st = unsafe {
+        edgecut_chat_send(
+            chat,
+            user.as_ptr(),
+            &opts,
+            Some(collect),
+            &mut text as *mut Vec<u8> as *mut c_void,
+            null(),
+            &mut reused,
+        )
+    };
+    assert_eq!(st, EDGECUT_STATUS_OK, "{}", last_error());
+    assert_eq!(String::from_utf8(text).unwrap(), want);
+    let mut cached = 0;
+    // SAFETY: a writable count.
+    let st = unsafe { edgecut_chat_cached_tokens(chat, &mut cached) };
+    assert_eq!(st, EDGECUT_STATUS_OK);
+    // The rendered turn (as transformers tokenizes it) and the reply, less the reply's last
+    // token, whose keys the reply never computed.
+    let all = chat_fx["ids"].as_array().unwrap().len() + opts.max_tokens as usize;
+    assert!(cached + 1 >= all && cached <= all, "{cached} of {all}");
+    assert_eq!(edgecut_chat_close(chat), EDGECUT_STATUS_OK);
+    assert_eq!(edgecut_model_close(h), EDGECUT_STATUS_OK);
+}

@@ -159,8 +159,9 @@ pub struct Activation {
     pub seq: usize,
 }
 
-/// A loaded BERT-family encoder, on the device it was loaded for.
-pub struct Bert {
+/// A loaded encoder, on the device it was loaded for: BERT-family post-norm blocks (the one
+/// encoder block so far; the registry opens `bert` files as it).
+pub struct Encoder {
     /// Configuration.
     pub cfg: BertConfig,
     file: Arc<GgufFile>,
@@ -168,22 +169,22 @@ pub struct Bert {
     pos: Table,
     types: Option<Table>,
     /// The embedding norm, the blocks and the head, prepared for the device's backend.
-    on: Box<dyn on::Encoder>,
+    on: Box<dyn on::Run>,
 }
 
-impl std::fmt::Debug for Bert {
+impl std::fmt::Debug for Encoder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "Bert({} blocks, hidden {})",
+            "Encoder(BERT, {} blocks, hidden {})",
             self.cfg.layers, self.cfg.hidden
         )
     }
 }
 
-impl Bert {
+impl Encoder {
     /// Loads the encoder from an open file for `dev`, checking every tensor's shape.
-    pub fn load(file: Arc<GgufFile>, dev: &Device) -> Result<Bert> {
+    pub fn load(file: Arc<GgufFile>, dev: &Device) -> Result<Encoder> {
         let f = &*file;
         let cfg = BertConfig::from_gguf(f)?;
         let h = cfg.hidden;
@@ -203,7 +204,7 @@ impl Bert {
             file: &file,
             cfg: &cfg,
         })?;
-        Ok(Bert {
+        Ok(Encoder {
             cfg,
             file,
             tok,

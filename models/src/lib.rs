@@ -18,6 +18,7 @@ pub mod sampling;
 pub mod stages;
 pub mod weights;
 
+pub use bert::{probabilities, Activation, Encoder};
 pub use decoder::{Decoder, DecoderConfig, DecoderSpec, Logits, PREFILL_CHUNK};
 pub use error::{ModelError, Result};
 pub use kv_cache::KvCache;

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use edgecut_backends::Device;
 use edgecut_format::gguf::GgufFile;
 
-use crate::bert::Bert;
+use crate::bert::Encoder;
 use crate::decoder::{spec, Decoder};
 use crate::error::{ModelError, Result};
 
@@ -51,7 +51,7 @@ pub fn kind(file: &GgufFile) -> Result<Kind> {
 #[derive(Debug)]
 pub enum Opened {
     /// An encoder.
-    Encoder(Bert),
+    Encoder(Encoder),
     /// A decoder.
     Decoder(Decoder),
 }
@@ -59,7 +59,7 @@ pub enum Opened {
 /// Loads `file` for `dev` as the kind its architecture says.
 pub fn open(file: Arc<GgufFile>, dev: &Device) -> Result<Opened> {
     Ok(match kind(&file)? {
-        Kind::Encoder => Opened::Encoder(Bert::load(file, dev)?),
+        Kind::Encoder => Opened::Encoder(Encoder::load(file, dev)?),
         Kind::Decoder => Opened::Decoder(Decoder::load(file, dev)?),
     })
 }

@@ -1,5 +1,5 @@
 //! Stages, the units a model is cut into between a device and a server: `embeddings`, one
-//! `block i` per layer, `head`. Each model lists its own ([`crate::bert::Bert::stages`],
+//! `block i` per layer, `head`. Each model lists its own ([`crate::bert::Encoder::stages`],
 //! [`crate::decoder::Decoder::stages`]) with the weight bytes each holds and the size of what it
 //! hands to the next; the planner, `edgecut profile`, the server and the split client read them
 //! here instead of doing index arithmetic of their own.

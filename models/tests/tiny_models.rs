@@ -6,7 +6,7 @@
 mod common;
 
 use edgecut_backends::{Device, DeviceKind};
-use edgecut_models::bert::Bert;
+use edgecut_models::bert::Encoder;
 use edgecut_models::{Decoder, Logits};
 
 use common::{tiny_bert, tiny_llama, Rng, BERT, LLAMA};
@@ -30,23 +30,23 @@ fn fused_encoder_blocks_equal_the_op_by_op_default_at_1_2_and_3_threads() {
     let file = tiny_bert(1);
     // One thread runs the contract's default, op by op; several threads run the CPU's row
     // tasks (80 rows).
-    let one = Bert::load(file.clone(), &cpu(1)).unwrap();
+    let one = Encoder::load(file.clone(), &cpu(1)).unwrap();
     let want = one.encode(&texts()).unwrap();
     assert!(want.hidden.iter().all(|v| v.is_finite()));
     for threads in [2, 3] {
-        let m = Bert::load(file.clone(), &cpu(threads)).unwrap();
+        let m = Encoder::load(file.clone(), &cpu(threads)).unwrap();
         let got = m.encode(&texts()).unwrap();
         assert_eq!(got.hidden, want.hidden, "{threads} threads");
     }
     // And the tests can tell models apart: another seed gives other values.
-    let other = Bert::load(tiny_bert(2), &cpu(1)).unwrap();
+    let other = Encoder::load(tiny_bert(2), &cpu(1)).unwrap();
     assert_ne!(other.encode(&texts()).unwrap().hidden, want.hidden);
 }
 
 #[test]
 fn bert_as_two_stage_ranges_equals_one_range() {
     let (_, _, layers, _) = BERT;
-    let m = Bert::load(tiny_bert(3), &cpu(2)).unwrap();
+    let m = Encoder::load(tiny_bert(3), &cpu(2)).unwrap();
     let whole = m.encode(&texts()).unwrap();
     for cut in 0..=layers {
         let mut a = m.embeddings(&texts()).unwrap();

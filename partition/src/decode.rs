@@ -1,4 +1,4 @@
-//! Planning a split decoder: where to cut a Llama-family model (K blocks on the device, the rest
+//! Planning a split decoder: where to cut a decoder (K blocks on the device, the rest
 //! and the head on the server) for the time to the first token plus the time of the reply's
 //! tokens, under the device's memory budget (weights and KV cache of its blocks).
 //!

@@ -31,3 +31,24 @@ impl SharedDevice {
         self.device.is_gpu()
     }
 }
+
+/// The device a model runs on: the shared one when the application handed one over, else
+/// `kind` opened with `threads` threads. `Auto` is decided here, once for the house: an
+/// encoder takes CUDA, then a discrete GPU, else the CPU (batches of texts gain on a GPU); a
+/// decoder stays on the CPU, which decodes one conversation faster than the GPU kernels
+/// measured so far (docs/benchmarks-gpu.md). A GPU asked for by name and missing is an error.
+pub(crate) fn open_for(
+    model: edgecut_models::Kind,
+    kind: DeviceKind,
+    threads: usize,
+    shared: Option<&SharedDevice>,
+) -> Result<Device> {
+    if let Some(d) = shared {
+        return Ok(d.device.clone());
+    }
+    let kind = match (model, kind) {
+        (edgecut_models::Kind::Decoder, DeviceKind::Auto) => DeviceKind::Cpu,
+        (_, kind) => kind,
+    };
+    Ok(Device::open(kind, threads)?)
+}

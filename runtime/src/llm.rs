@@ -26,7 +26,8 @@ pub const DEFAULT_CONTEXT: usize = 2048;
 pub struct LlmOptions {
     /// Device to run on.
     pub device: DeviceKind,
-    /// Threads per op; 0 picks one per core this process may use (`EDGECUT_THREADS` overrides).
+    /// Threads per op; 0 picks `EDGECUT_THREADS` when set, else one per core this process may
+    /// use.
     pub threads: usize,
     /// Positions of each context's KV cache; `None`: the model's context length, at most
     /// [`DEFAULT_CONTEXT`].
@@ -185,22 +186,19 @@ impl std::fmt::Debug for Llm {
 }
 
 impl Llm {
-    /// Opens a `llama` model file.
+    /// Opens a decoder model file (any architecture of the decoder spec table).
     pub fn open(path: impl AsRef<Path>, opts: &LlmOptions) -> Result<Llm> {
         Self::from_file(Arc::new(GgufFile::open(path.as_ref())?), opts)
     }
 
     /// A decoder on a model file already open.
     pub fn from_file(file: Arc<GgufFile>, opts: &LlmOptions) -> Result<Llm> {
-        // A GPU runs a decoder when asked for by name (`wgpu`, `cuda`), or when it is the
-        // shared device the application handed over; `auto` keeps decoders on the CPU, which
-        // decodes one conversation faster than the GPU kernels measured so far
-        // (docs/benchmarks-gpu.md).
-        let device = match (&opts.shared_device, opts.device) {
-            (Some(d), _) => d.device.clone(),
-            (None, DeviceKind::Auto) => Device::open(DeviceKind::Cpu, opts.threads)?,
-            (None, kind) => Device::open(kind, opts.threads)?,
-        };
+        let device = crate::device::open_for(
+            edgecut_models::Kind::Decoder,
+            opts.device,
+            opts.threads,
+            opts.shared_device.as_ref(),
+        )?;
         let model = Decoder::load(file.clone(), &device)?;
         let tokenizer = Tokenizer::from_gguf(&file)?;
         let template = ChatTemplate::from_gguf(&file, &tokenizer).ok();

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use edgecut_backends::AttentionPrecision;
 use edgecut_backends::{Device, DeviceKind};
 use edgecut_format::{GgufFile, Tokenizer};
-use edgecut_models::bert::{probabilities, Bert};
+use edgecut_models::{probabilities, Encoder};
 
 use crate::{Error, Result, SharedDevice};
 
@@ -17,7 +17,8 @@ use crate::{Error, Result, SharedDevice};
 pub struct SessionOptions {
     /// Device to run on.
     pub device: DeviceKind,
-    /// Threads per op; 0 picks one per core this process may use (`EDGECUT_THREADS` overrides).
+    /// Threads per op; 0 picks `EDGECUT_THREADS` when set, else one per core this process may
+    /// use.
     pub threads: usize,
     /// Texts run together in one padded batch (1: each text alone).
     pub batch_size: usize,
@@ -125,7 +126,7 @@ pub struct Classification {
 
 /// An open model. `Send + Sync`: share it (in an `Arc`) between threads.
 pub struct Session {
-    pub(crate) model: Bert,
+    pub(crate) model: Encoder,
     // Boxed: the tokenizer is large, and sessions move into enums and handles.
     pub(crate) tokenizer: Box<Tokenizer>,
     pub(crate) device: Device,
@@ -162,12 +163,14 @@ impl Session {
     /// A session on a model file already open (for callers that read the file first, such as
     /// to dispatch on its architecture).
     pub fn from_file(file: Arc<GgufFile>, opts: &SessionOptions) -> Result<Session> {
-        let device = match &opts.shared_device {
-            Some(d) => d.device.clone(),
-            None => Device::open(opts.device, opts.threads)?,
-        }
+        let device = crate::device::open_for(
+            edgecut_models::Kind::Encoder,
+            opts.device,
+            opts.threads,
+            opts.shared_device.as_ref(),
+        )?
         .with_attention(opts.attention);
-        let model = Bert::load(file.clone(), &device)?;
+        let model = Encoder::load(file.clone(), &device)?;
         let tokenizer = Box::new(Tokenizer::from_gguf(&file)?);
         let max_len = match opts.max_seq_len {
             None => model.cfg.max_seq_len,
@@ -239,7 +242,7 @@ impl Session {
     fn run<T>(
         &self,
         texts: &[&str],
-        head: impl Fn(&edgecut_models::bert::Activation) -> Result<Vec<T>>,
+        head: impl Fn(&edgecut_models::Activation) -> Result<Vec<T>>,
     ) -> Result<(Vec<T>, Vec<Truncated>)> {
         let mut encoded = Vec::with_capacity(texts.len());
         let mut truncated = Vec::new();

@@ -4,7 +4,7 @@
 //! Decoders split token by token: [`SplitDecoder`] on the device, [`ServerDecoder`] on the
 //! server.
 
-use edgecut_models::bert::Activation;
+use edgecut_models::Activation;
 use edgecut_wire::{
     decode_ids, decode_values, encode_ids, encode_values, Activation as WireActivation, Encoding,
     Infer, InferResult, InferShape,

@@ -9,22 +9,13 @@
 //! rounded to f16 where they are stored (`f16_kv` in the fixture): within 1e-4 of the largest
 //! logit. Against plain transformers (f32 keys and values) the same runs are within 5e-3.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use edgecut::{Llm, LlmOptions, WeightType};
-use edgecut_tests::{converted, f32s, fixture, ids, repo_root};
+use edgecut_tests::{f32s, fixture, ids, repo_root, tiny_decoder as tiny};
 use serde_json::Value;
 
 const ARCHS: [&str; 3] = ["qwen2", "qwen3", "llama3"];
-
-fn checkpoint(arch: &str) -> PathBuf {
-    repo_root().join(format!("tests/fixtures/{arch}-tiny"))
-}
-
-/// The tiny checkpoint of `arch` converted by edgecut with `weight_type`.
-pub fn tiny(arch: &str, weight_type: WeightType) -> PathBuf {
-    converted(&checkpoint(arch), &format!("{arch}-tiny"), weight_type)
-}
 
 /// The fixture's prompt ids without the BOS the fixture script put before Llama 3's (the
 /// tiny tokenizers add none themselves).

@@ -71,7 +71,7 @@ fn smollm2_on_wgpu_gives_the_cpus_greedy_tokens() {
 /// (the fixture, with keys and values at f16 as edgecut stores them), as on the CPU.
 #[test]
 fn qwen3_on_wgpu_gives_transformers_greedy_tokens() {
-    let path = crate::decoder_spec::tiny("qwen3", edgecut::WeightType::F32);
+    let path = edgecut_tests::tiny_decoder("qwen3", edgecut::WeightType::F32);
     let gpu = Llm::open(&path, &LlmOptions::default().with_device(DeviceKind::Wgpu))
         .unwrap_or_else(|e| panic!("{e}"));
     let m = &fixture("decoders-tiny.json")["models"]["qwen3"];

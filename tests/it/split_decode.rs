@@ -164,7 +164,7 @@ fn split_greedy_equals_local_with_f32_at_every_cut_tried() {
 #[test]
 fn qwen3_split_at_the_middle_cut_equals_local_and_transformers() {
     let llm = Llm::open(
-        crate::decoder_spec::tiny("qwen3", WeightType::F32),
+        edgecut_tests::tiny_decoder("qwen3", WeightType::F32),
         &LlmOptions::default(),
     )
     .unwrap();

@@ -22,7 +22,9 @@ Writes, for each architecture ARCH in qwen2, qwen3, llama3:
                                        position, 8 greedy steps with the KV cache (their tokens
                                        and logits); each twice: as transformers computes them
                                        ("plain") and with keys and values rounded to f16 where
-                                       they are stored ("f16_kv": edgecut's KV cache keeps f16)
+                                       they are stored ("f16_kv": edgecut's KV cache keeps f16);
+                                       and a chat turn rendered by transformers' template with
+                                       its greedy reply (6 tokens, up to the end of turn)
 """
 import json
 import os
@@ -65,6 +67,8 @@ CORPUS = [
     "It's a model they've said we'll run, and I'd say you're right: it'll work.",
 ]
 PROMPT = "Once upon a time, the capital of France was a small village by the sea."
+CHAT = [{"role": "system", "content": "You are brief."}, {"role": "user", "content": "Hello!"}]
+CHAT_TOKENS = 6
 
 ARCHS = {
     "qwen2": dict(split=QWEN2_SPLIT, pre="qwen2", special=["<|endoftext|>", "<|im_start|>", "<|im_end|>"],
@@ -190,6 +194,16 @@ def main():
         entry["plain"] = reference(model, ids)
         model.config._attn_implementation = "f16_kv"
         entry["f16_kv"] = reference(model, ids)
+        # A chat turn through transformers' own rendering of the template (keys and values at
+        # f16 as above): what edgecut's chat paths must reply, up to the end of turn.
+        chat_text = fast.apply_chat_template(CHAT, add_generation_prompt=True, tokenize=False)
+        chat_ids = fast(chat_text, add_special_tokens=False)["input_ids"]
+        reply = reference(model, list(chat_ids))["greedy"][:CHAT_TOKENS]
+        eos = tok.token_to_id(a["eos"])
+        if eos in reply:
+            reply = reply[:reply.index(eos)]
+        entry["chat"] = {"messages": CHAT, "rendered": chat_text, "ids": list(chat_ids), "greedy": reply,
+                         "text": tok.decode(reply)}
         doc["models"][arch] = entry
         print(arch, "vocab", tok.get_vocab_size(), "greedy", entry["f16_kv"]["greedy"])
         llama_cpp_gguf(arch, out_dir, a["pre"])

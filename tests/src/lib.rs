@@ -139,6 +139,13 @@ pub fn converted(input: &Path, tag: &str, weight_type: WeightType) -> PathBuf {
     out
 }
 
+/// The tiny seeded checkpoint of decoder `arch` (`qwen2`, `qwen3`, `llama3`: see
+/// `tests/reference/make_decoder_fixtures.py`) converted by edgecut with `weight_type`.
+pub fn tiny_decoder(arch: &str, weight_type: WeightType) -> PathBuf {
+    let dir = repo_root().join(format!("tests/fixtures/{arch}-tiny"));
+    converted(&dir, &format!("{arch}-tiny"), weight_type)
+}
+
 /// MiniLM converted with `weight_type`.
 pub fn minilm(weight_type: WeightType) -> PathBuf {
     converted(&minilm_dir(), "minilm", weight_type)

@@ -1,4 +1,4 @@
-//! `edgecut generate` and `edgecut chat`: text generation with a Llama-family model, streamed
+//! `edgecut generate` and `edgecut chat`: text generation with a decoder, streamed
 //! to standard output as it is produced.
 
 use std::io::{BufRead, IsTerminal, Read, Write};
@@ -12,7 +12,7 @@ use super::generate_split::{DecodeSplitArgs, SplitConversation};
 /// Which decoder to run, where.
 #[derive(clap::Args, Clone)]
 pub struct LlmArgs {
-    /// The model file (GGUF, architecture llama).
+    /// The model file (GGUF, a decoder architecture: llama, qwen2, qwen3).
     #[arg(short, long)]
     pub model: PathBuf,
     #[command(flatten)]
@@ -29,7 +29,7 @@ impl LlmArgs {
             .with_device(self.run.device)
             .with_threads(self.run.threads)
             .with_context(self.context);
-        // A GPU asked for by name is an error from the library (decoders run on the CPU so far).
+        // A GPU asked for by name and missing is an error from the library.
         Llm::open(&self.model, &opts).with_context(|| format!("opening {}", self.model.display()))
     }
 }

@@ -7,6 +7,7 @@
 mod errors;
 mod lifecycle;
 mod openai;
+mod qwen3;
 mod security;
 
 use std::path::PathBuf;

@@ -1,6 +1,6 @@
 //! BERT's weights and runs on one backend, written once over the contract: [`On<B>`] is
 //! monomorphised for each backend by [`Load`] (the [`edgecut_backends::Device`] picks which),
-//! and the model holds it as a [`Encoder`] trait object, so nothing generic leaks out.
+//! and the model holds it as a [`Run`] trait object, so nothing generic leaks out.
 
 use std::ops::Range;
 use std::sync::Arc;
@@ -15,7 +15,7 @@ use crate::error::Result;
 use crate::weights::{Bias, Weights};
 
 /// What the model asks of its backend-specific half.
-pub(super) trait Encoder: Send + Sync {
+pub(super) trait Run: Send + Sync {
     fn n_classes(&self) -> Option<usize>;
     fn owned_bytes(&self) -> usize;
     /// The embedding layer norm of summed embeddings `[rows, hidden]`.
@@ -49,7 +49,7 @@ pub(super) struct Load<'a> {
 }
 
 impl Instantiate for Load<'_> {
-    type Output = Result<Box<dyn Encoder>>;
+    type Output = Result<Box<dyn Run>>;
 
     fn on<B: Backend>(self, b: &B) -> Self::Output {
         let (f, cfg) = (self.file, self.cfg);
@@ -124,7 +124,7 @@ impl Instantiate for Load<'_> {
     }
 }
 
-impl<B: Backend> Encoder for On<B> {
+impl<B: Backend> Run for On<B> {
     fn n_classes(&self) -> Option<usize> {
         self.head.as_ref().map(|h| h.out.n())
     }
