@@ -86,8 +86,8 @@ def run_torch(args):
     return out
 
 
-def run_edgecut(args):
-    exe = os.path.join(ROOT, "target", "release", "edgecut")
+def run_edgecut(args, exe=None):
+    exe = exe or args.edgecut
     cmd = [exe, "bench", "-m", os.path.join(MODELS, GGUF), "--threads", str(args.threads),
            "--prompt-tokens", str(args.prompt), "--gen-tokens", str(args.gen),
            "--iters", str(args.runs)]
@@ -98,7 +98,9 @@ def run_edgecut(args):
     return [(prefill_ms / 1e3, ms_per_token / 1e3 * (args.gen - 1))]
 
 
-SYSTEMS = {"edgecut": run_edgecut, "llama.cpp": run_llama_cpp, "pytorch-fp32": run_torch}
+SYSTEMS = {"edgecut": run_edgecut, "llama.cpp": run_llama_cpp, "pytorch-fp32": run_torch,
+           # Another build of edgecut (--edgecut-before), for before/after figures in one run.
+           "edgecut-before": lambda args: run_edgecut(args, args.edgecut_before)}
 
 
 def child(name, args):
@@ -113,6 +115,8 @@ def main():
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--busy", action="store_true")
     ap.add_argument("--systems", default="edgecut,llama.cpp,pytorch-fp32")
+    ap.add_argument("--edgecut", default=os.path.join(ROOT, "target", "release", "edgecut"))
+    ap.add_argument("--edgecut-before", help="another edgecut binary, run as system edgecut-before")
     ap.add_argument("--child")
     args = ap.parse_args()
     if args.child:
@@ -127,7 +131,9 @@ def main():
             cmd = [sys.executable, __file__, "--child", name] + [
                 f"--{k}={v}" for k, v in
                 [("threads", args.threads), ("prompt", args.prompt), ("gen", args.gen),
-                 ("runs", args.runs)]]
+                 ("runs", args.runs), ("edgecut", args.edgecut)]]
+            if args.edgecut_before:
+                cmd.append(f"--edgecut-before={args.edgecut_before}")
             out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
             runs = json.loads(out.strip().splitlines()[-1])
             prefill = statistics.median(r[0] for r in runs)

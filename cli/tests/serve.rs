@@ -350,7 +350,10 @@ fn auto_cut_follows_the_link_as_it_changes() {
         .collect();
     runs.sort_by(f64::total_cmp);
     let slower = (runs[2] / profiled).max(1.0);
-    println!("this machine: {:.1} ms at 64 tokens, the profile {profiled:.1} ms", runs[2]);
+    println!(
+        "this machine: {:.1} ms at 64 tokens, the profile {profiled:.1} ms",
+        runs[2]
+    );
     let scale = |p: &mut Profile, k: f64| {
         for smp in p.times.iter_mut().flatten() {
             smp.median_ms *= k;
