@@ -117,7 +117,8 @@ status=0
         --url "$URL" -H "Authorization: Bearer $KEY" \
         --checks all --exclude-checks positive_data_acceptance \
         --max-examples "${SCHEMATHESIS_MAX_EXAMPLES:-150}" --workers 1 \
-        --request-timeout 60 --no-color --output-sanitize false "${seed[@]}" "$@"
+        --request-timeout 60 --max-response-time 60 --no-color --output-sanitize false \
+        "${seed[@]}" "$@"
 ) || status=$?
 
 # The streamed chunks, against ChatCompletionChunk, CompletionChunk and Error.
