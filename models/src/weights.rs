@@ -62,6 +62,19 @@ impl<'a, B: Backend> Weights<'a, B> {
         }
     }
 
+    /// Asks the backend whether it runs every op of `ops` (what a model of `what` needs besides
+    /// its matrices); the first it lacks is [`edgecut_backends::ops::OpError::Unsupported`].
+    pub fn check_ops(&self, ops: &[Op], what: &str) -> Result<()> {
+        match ops.iter().find(|&&op| !self.backend.supports(op)) {
+            Some(op) => Err(edgecut_backends::ops::OpError::Unsupported {
+                what: format!("{what} ({op:?})"),
+                backend: self.backend.describe(),
+            }
+            .into()),
+            None => Ok(()),
+        }
+    }
+
     /// Asks the backend, before any weight is read, whether it multiplies the matrices
     /// `{prefix}.weight` of `prefixes` as stored with `act` activations: the first it refuses
     /// is [`ModelError::UnsupportedWeights`], naming the tensor, its type and the backend.

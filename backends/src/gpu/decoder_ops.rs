@@ -168,8 +168,8 @@ impl<R: Runtime> Gpu<R> {
             cd,
             array(src),
             array(dst),
-            arg("copy start", src_at)?,
-            arg("copy start", dst_at)?,
+            arg("copy source", src_at)?,
+            arg("copy destination", dst_at)?,
             arg("copy length", len)?,
         );
         Ok(())

@@ -66,13 +66,7 @@ impl Instantiate for Load<'_> {
         // outlier columns run in f32 (worst cosine 0.9993). The attention output and ffn_down
         // inputs gain little from it.
         let (plain, outliers) = (ActQuant::Int8, ActQuant::Int8Outliers);
-        if let Some(op) = Op::ENCODER.iter().find(|&&op| !b.supports(op)) {
-            return Err(edgecut_backends::ops::OpError::Unsupported {
-                what: format!("an encoder ({op:?})"),
-                backend: b.describe(),
-            }
-            .into());
-        }
+        w.check_ops(&Op::ENCODER, "an encoder")?;
         // Every matrix's weight type is asked of the backend before any is read.
         let matrices = |names: &[&str]| -> Vec<String> {
             (0..cfg.layers)

@@ -110,14 +110,8 @@ impl Instantiate for Load<'_> {
     fn on<B: Backend>(self, b: &B) -> Self::Output {
         let (f, c) = (self.file, self.cfg);
         let spec = c.spec;
-        if let Some(op) = Op::DECODER.iter().find(|&&op| !b.supports(op)) {
-            return Err(edgecut_backends::ops::OpError::Unsupported {
-                what: format!("a decoder ({op:?})"),
-                backend: b.describe(),
-            }
-            .into());
-        }
         let w = Weights::new(f, b);
+        w.check_ops(&Op::DECODER, "a decoder")?;
         let (h, hd) = (c.hidden, c.head_dim);
         let out_name = if f.tensor("output.weight").is_some() {
             "output"
