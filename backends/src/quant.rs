@@ -5,7 +5,19 @@
 
 use half::f16;
 
-/// Values per quantization block for every block type edgecut reads.
+mod blocks;
+pub mod k_quants;
+pub mod small_blocks;
+
+pub use k_quants::{
+    dequantize_q2_k, dequantize_q3_k, dequantize_q4_k, dequantize_q5_k, dequantize_q6_k, QK_K,
+};
+pub use small_blocks::{
+    bf16_to_f32, dequantize_iq4_nl, dequantize_iq4_xs, dequantize_q5_0, dequantize_q5_1, IQ4_VALUES,
+};
+
+/// Values per block of the 32-value block types (Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, IQ4_NL); the
+/// K-quants and IQ4_XS use super-blocks of [`QK_K`].
 pub const QK: usize = 32;
 /// Bytes of one Q8_0 block: an f16 scale then 32 int8 values.
 pub const Q8_0_BYTES: usize = 34;

@@ -120,7 +120,40 @@ fn stored(rng: &mut Rng, dtype: DType, n: usize, k: usize) -> (Vec<u8>, Vec<f32>
             d
         }
         DType::F16 => quant::f32_to_f16_bytes(&rng.vec(n * k, 0.5)),
-        _ => quant::f32_to_bytes(&rng.vec(n * k, 0.5)),
+        DType::F32 => quant::f32_to_bytes(&rng.vec(n * k, 0.5)),
+        DType::BF16 => rng
+            .vec(n * k, 0.5)
+            .iter()
+            .flat_map(|v| ((v.to_bits() >> 16) as u16).to_le_bytes())
+            .collect(),
+        // Every packed bit random, the f16 scales (and minimums) small and of either sign.
+        DType::Q5_0
+        | DType::Q5_1
+        | DType::Q2_K
+        | DType::Q3_K
+        | DType::Q4_K
+        | DType::Q5_K
+        | DType::Q6_K
+        | DType::IQ4_NL
+        | DType::IQ4_XS => {
+            let scales: &[usize] = match dtype {
+                DType::Q5_1 | DType::Q4_K | DType::Q5_K => &[0, 2],
+                DType::Q2_K => &[80, 82],
+                DType::Q3_K => &[108],
+                DType::Q6_K => &[208],
+                _ => &[0],
+            };
+            let bb = dtype.block_bytes();
+            let mut d: Vec<u8> = (0..n * k / dtype.block_len() * bb)
+                .map(|_| rng.next() as u8)
+                .collect();
+            for b in d.chunks_exact_mut(bb) {
+                for &at in scales {
+                    b[at..at + 2].copy_from_slice(&scale(rng));
+                }
+            }
+            d
+        }
     };
     let mut w = vec![0f32; n * k];
     quant::dequantize(dtype, &data, &mut w).unwrap();
@@ -130,14 +163,9 @@ fn stored(rng: &mut Rng, dtype: DType, n: usize, k: usize) -> (Vec<u8>, Vec<f32>
 /// f32 activations against weights as stored: the products of the stored values, for one row
 /// (decode) and for more (prefill), or refused as a whole.
 fn linear_f32<B: Backend>(b: &B, rng: &mut Rng) {
-    let (n, k) = (40, 96);
-    for dtype in [
-        DType::Q8_0,
-        DType::Q4_0,
-        DType::Q4_1,
-        DType::F16,
-        DType::F32,
-    ] {
+    for dtype in edgecut_backends::dtype::ALL_DTYPES {
+        // Rows of whole super-blocks for the 256-value types.
+        let (n, k) = (40, if dtype.block_len() == 256 { 512 } else { 96 });
         let (data, wf) = stored(rng, dtype, n, k);
         let bias = rng.vec(n, 0.1);
         let src = WeightSource {
@@ -154,7 +182,7 @@ fn linear_f32<B: Backend>(b: &B, rng: &mut Rng) {
             Err(e) => {
                 assert!(!b.supports(Op::Linear(ActQuant::F32, dtype)));
                 assert!(matches!(e, OpError::Unsupported { .. }), "{e}");
-                return;
+                continue;
             }
         };
         assert!(b.supports(Op::Linear(ActQuant::F32, dtype)));

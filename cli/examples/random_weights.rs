@@ -90,6 +90,19 @@ fn data(rng: &mut Rng, name: &str, dtype: DType, n: u64) -> anyhow::Result<Vec<u
                 out.extend((0..16).map(|_| rng.next() as u8));
             }
         }
+        DType::BF16
+        | DType::Q5_0
+        | DType::Q5_1
+        | DType::Q2_K
+        | DType::Q3_K
+        | DType::Q4_K
+        | DType::Q5_K
+        | DType::Q6_K
+        | DType::IQ4_NL
+        | DType::IQ4_XS => anyhow::bail!(
+            "tensor {name:?}: random {dtype} weights are not written (F32, F16, Q8_0, Q4_0 and \
+             Q4_1 are; quantize the result with llama.cpp for other types)"
+        ),
     }
     Ok(out)
 }

@@ -219,16 +219,17 @@ fn unknown_value_and_tensor_types() {
         GgufError::UnknownValueType { type_id: 99, .. }
     ));
 
+    // A number ggml retired (Q4_2): its block size is unknown, so the layout cannot be checked.
     let mut b = buf.clone();
     let at = after(&b, "b.bias") + 4 + 8; // n_dims, one dim
-    b[at..at + 4].copy_from_slice(&12u32.to_le_bytes());
+    b[at..at + 4].copy_from_slice(&4u32.to_le_bytes());
     let e = err(&b);
-    assert!(matches!(
-        e,
-        GgufError::UnsupportedTensorType { type_id: 12, .. }
-    ));
     assert!(
-        e.to_string().contains("unsupported tensor type Q4_K"),
+        matches!(e, GgufError::UnsupportedTensorType { type_id: 4, .. }),
+        "{e}"
+    );
+    assert!(
+        e.to_string().contains("unsupported tensor type Q4_2"),
         "{e}"
     );
     assert!(e.to_string().contains("b.bias"));
@@ -237,6 +238,104 @@ fn unknown_value_and_tensor_types() {
         err(&b),
         GgufError::UnsupportedTensorType { type_id: 4000, .. }
     ));
+}
+
+#[test]
+fn a_tensor_of_a_type_edgecut_cannot_decode_is_listed_and_refused_by_name() {
+    // b.bias: 5 F32 values (20 bytes) become 5 I32 values (20 bytes): a well-formed file with a
+    // type edgecut does not decode.
+    let (buf, _) = sample();
+    let mut b = buf.clone();
+    let at = after(&b, "b.bias") + 4 + 8;
+    b[at..at + 4].copy_from_slice(&26u32.to_le_bytes());
+    let mut b2 = b.clone();
+    let f = GgufFile::from_bytes(b).unwrap();
+    assert_eq!(f.unreadable().len(), 1);
+    assert_eq!(f.unreadable()[0].type_name, "I32");
+    assert_eq!(f.unreadable()[0].size, 20);
+    assert!(f.tensor("b.bias").is_none());
+    assert!(f.tensors().iter().all(|t| t.name != "b.bias"));
+    let e = f.require_tensor("b.bias").unwrap_err();
+    assert!(
+        matches!(e, GgufError::UnsupportedTensorType { type_id: 26, .. }),
+        "{e}"
+    );
+    assert!(
+        e.to_string().contains("I32") && e.to_string().contains("b.bias"),
+        "{e}"
+    );
+    assert!(f.require_tensor("a.weight").is_ok());
+    // Its data still counts in the layout checks: moved onto a.weight's (offset 0), it overlaps.
+    set_u64(&mut b2, at + 4, 0);
+    assert!(
+        matches!(err(&b2), GgufError::Overlap { .. }),
+        "{}",
+        err(&b2)
+    );
+}
+
+/// A file holding one `[2 blocks, 3]` tensor of `dtype`, every data byte `fill`.
+fn one_tensor(dtype: DType, fill: u8) -> Vec<u8> {
+    let mut w = GgufWriter::new();
+    w.set("general.architecture", Value::Str("test".into()));
+    w.add_tensor(TensorSpec {
+        name: "w".into(),
+        dtype,
+        dims: vec![2 * dtype.block_len() as u64, 3],
+    })
+    .unwrap();
+    let mut out = Vec::new();
+    w.write_to(&mut out, |_, s| {
+        Ok(Cow::Owned(vec![fill; s.size() as usize]))
+    })
+    .unwrap();
+    out
+}
+
+#[test]
+fn every_block_type_short_blocks_broken_rows_and_non_finite_scales() {
+    for dtype in edgecut_backends::dtype::ALL_DTYPES {
+        let buf = one_tensor(dtype, 0x11);
+        let f = GgufFile::from_bytes(buf.clone()).unwrap();
+        let t = f.require_tensor("w").unwrap();
+        assert_eq!(t.data.len(), 6 * dtype.block_bytes(), "{dtype}");
+        // Data cut short by one byte, or by one block: named, never read past the end.
+        let end = (f.header().data_offset + t.info.offset + t.info.size) as usize;
+        for cut in [1, dtype.block_bytes()] {
+            let e = err(&buf[..end - cut]);
+            assert!(
+                matches!(e, GgufError::TensorOutOfBounds { .. }),
+                "{dtype} cut by {cut}: {e}"
+            );
+        }
+        // A row that is not whole blocks.
+        if dtype.block_len() > 1 {
+            let mut b = buf.clone();
+            let at = after(&b, "w") + 4;
+            set_u64(&mut b, at, 2 * dtype.block_len() as u64 + 16);
+            let e = err(&b);
+            assert!(matches!(e, GgufError::BadTensor { .. }), "{dtype}: {e}");
+            assert!(e.to_string().contains(&dtype.to_string()), "{e}");
+        }
+        // Every byte 0xff: f16 scales of 0xffff are NaN; 0x7c00 infinite. Decoding gives
+        // non-finite values and no panic; the decoder refuses a short slice.
+        for fill in [0xff, 0x7c] {
+            let f = GgufFile::from_bytes(one_tensor(dtype, fill)).unwrap();
+            let v = f.require_tensor("w").unwrap().to_f32();
+            assert_eq!(v.len(), 6 * dtype.block_len());
+        }
+        let mut out = vec![0f32; dtype.block_len()];
+        let short = vec![0u8; dtype.block_bytes() - 1];
+        if dtype.block_bytes() > 1 {
+            assert!(dtype.decode(&short, &mut out).is_err(), "{dtype}");
+        }
+        assert!(
+            dtype
+                .decode(&vec![0u8; 2 * dtype.block_bytes()], &mut out)
+                .is_err(),
+            "{dtype}"
+        );
+    }
 }
 
 #[test]

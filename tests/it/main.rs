@@ -2,6 +2,7 @@
 
 mod bert_fidelity;
 mod decoder_spec;
+mod dequant;
 mod gguf_compat;
 mod gpu_llama;
 mod gpu_minilm;

@@ -29,6 +29,11 @@ fn need(p: PathBuf) -> PathBuf {
     p
 }
 
+/// The hub's Gemma 3 270M in Q4_K_M (llama.cpp's mix: Q4_K, Q6_K, Q5_0, Q8_0 and F32 tensors).
+pub fn gemma3_q4_k_m() -> PathBuf {
+    need(models_dir().join("gemma-3-270m-q4_k_m.gguf"))
+}
+
 /// The all-MiniLM-L6-v2 checkpoint directory.
 pub fn minilm_dir() -> PathBuf {
     need(models_dir().join("all-MiniLM-L6-v2"))

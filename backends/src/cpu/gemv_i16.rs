@@ -77,8 +77,20 @@ pub unsafe fn dot4(dtype: DType, w: &[u8], row_bytes: usize, x: &RowI16) -> [f32
             DType::Q8_0 => dot4_t::<Q8_0>(w, row_bytes, x),
             DType::Q4_0 => dot4_t::<Q4_0>(w, row_bytes, x),
             DType::Q4_1 => dot4_t::<Q4_1>(w, row_bytes, x),
-            // The f32 path holds block types only (`block_bytes` refuses the others first).
-            DType::F32 | DType::F16 => unreachable!("dot4 of {dtype} weights"),
+            // The caller runs this kernel for the three types above only
+            // (`matmul_f32::int16_kernel`).
+            DType::F32
+            | DType::F16
+            | DType::BF16
+            | DType::Q5_0
+            | DType::Q5_1
+            | DType::Q2_K
+            | DType::Q3_K
+            | DType::Q4_K
+            | DType::Q5_K
+            | DType::Q6_K
+            | DType::IQ4_NL
+            | DType::IQ4_XS => unreachable!("dot4 of {dtype} weights"),
         }
     }
 }

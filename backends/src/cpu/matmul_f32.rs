@@ -53,17 +53,27 @@ fn f16(b0: u8, b1: u8) -> f32 {
     crate::quant::f16_bits_to_f32(u16::from_le_bytes([b0, b1]))
 }
 
-/// Bytes per block of 32 for the types this op reads.
-pub(super) fn block_bytes(dtype: DType) -> Option<usize> {
+/// Whether the hand-written AVX-512 kernels ([`super::f32_avx512`], [`super::gemv_i16`],
+/// [`super::f32_rows_avx512`]) decode this type; the others run the portable loop.
+fn avx512_kernels_decode(dtype: DType) -> bool {
     match dtype {
-        DType::Q8_0 => Some(Q8_0_BYTES),
-        DType::Q4_0 => Some(Q4_0_BYTES),
-        DType::Q4_1 => Some(Q4_1_BYTES),
-        DType::F32 | DType::F16 => None,
+        DType::Q8_0 | DType::Q4_0 | DType::Q4_1 => true,
+        DType::F32
+        | DType::F16
+        | DType::BF16
+        | DType::Q5_0
+        | DType::Q5_1
+        | DType::Q2_K
+        | DType::Q3_K
+        | DType::Q4_K
+        | DType::Q5_K
+        | DType::Q6_K
+        | DType::IQ4_NL
+        | DType::IQ4_XS => false,
     }
 }
 
-/// Decodes one row of blocks into `out` (`QK` values per block).
+/// Decodes one row of blocks into `out` (`block_len` values per block).
 #[inline(always)]
 fn decode_row(dtype: DType, row: &[u8], out: &mut [f32]) {
     match dtype {
@@ -85,11 +95,6 @@ fn decode_row(dtype: DType, row: &[u8], out: &mut [f32]) {
                 }
             }
         }
-        DType::F32 | DType::F16 => {
-            // Not block types (`block_bytes` refuses them before a row is decoded); the table's
-            // reference decodes them all the same.
-            let _ = dtype.decode(row, out);
-        }
         DType::Q4_1 => {
             for (b, o) in row.chunks_exact(Q4_1_BYTES).zip(out.chunks_exact_mut(QK)) {
                 let (d, m) = (f16(b[0], b[1]), f16(b[2], b[3]));
@@ -99,6 +104,21 @@ fn decode_row(dtype: DType, row: &[u8], out: &mut [f32]) {
                     *h = (q >> 4) as f32 * d + m;
                 }
             }
+        }
+        DType::F32
+        | DType::F16
+        | DType::BF16
+        | DType::Q5_0
+        | DType::Q5_1
+        | DType::Q2_K
+        | DType::Q3_K
+        | DType::Q4_K
+        | DType::Q5_K
+        | DType::Q6_K
+        | DType::IQ4_NL
+        | DType::IQ4_XS => {
+            // The table's reference decoder (the row is whole blocks: checked by the caller).
+            let _ = dtype.decode(row, out);
         }
     }
 }
@@ -162,15 +182,18 @@ impl CpuBackend {
         out: &mut [f32],
     ) -> Result<(), OpError> {
         let (n, k) = (lin.n, lin.k);
-        let bb = block_bytes(dtype).ok_or_else(|| {
-            OpError::Shape(format!("{dtype} weights cannot be decoded by blocks"))
-        })?;
-        if !k.is_multiple_of(QK) {
+        if !dtype.is_quantized() {
             return Err(OpError::Shape(format!(
-                "{dtype} rows of {k} are not whole blocks of {QK}"
+                "{dtype} weights cannot be decoded by blocks"
             )));
         }
-        let row_bytes = k / QK * bb;
+        let (bl, bb) = (dtype.block_len(), dtype.block_bytes());
+        if !k.is_multiple_of(bl) {
+            return Err(OpError::Shape(format!(
+                "{dtype} rows of {k} are not whole blocks of {bl}"
+            )));
+        }
+        let row_bytes = k / bl * bb;
         OpError::check(&format!("{dtype} weight bytes"), w.len(), n * row_bytes)?;
         let macs = m * n * k;
         let tasks = if macs < MIN_SPLIT_MACS.min(self.min_task_macs) {
@@ -188,8 +211,10 @@ impl CpuBackend {
         let outp = SharedMut::new(out);
         // The AVX-512 kernels run with the AVX-512 kernel set (the scalar set tests the rest).
         #[cfg(target_arch = "x86_64")]
-        let fast =
-            self.kernels.f32_linear && super::f32_avx512::available() && k.is_multiple_of(16);
+        let fast = self.kernels.f32_linear
+            && avx512_kernels_decode(dtype)
+            && super::f32_avx512::available()
+            && k.is_multiple_of(16);
         #[cfg(target_arch = "x86_64")]
         let i16_rows =
             fast && self.kernels.gemv_i16 && m <= I16_MAX_M && super::gemv_i16::available();

@@ -1,7 +1,7 @@
 //! Weights prepared for the CPU ([`CpuMatrix`]): Q8_0 matrices are read in place from the model
 //! file's storage (zero copy) and, where the kernel table has the VNNI GEMM, repacked for it;
-//! Q4_0/Q4_1 matrices are re-quantized to Q8_0 once; F16/F32 matrices are decoded to f32. With
-//! f32 activations ([`ActQuant::F32`]) quantized blocks are used as stored, in place.
+//! the other block types are re-quantized to Q8_0 once; F16/BF16/F32 matrices are decoded to
+//! f32. With f32 activations ([`ActQuant::F32`]) quantized blocks are used as stored, in place.
 
 use super::{Linear, WeightData};
 use crate::backend::{PreparedMatrix, SharedStorage, WeightSource};
@@ -136,18 +136,28 @@ impl CpuBackend {
             OpError::check("bias", b.len(), n)?;
         }
         let store = match w.dtype {
-            dt @ (DType::Q8_0 | DType::Q4_0 | DType::Q4_1) if w.act == ActQuant::F32 => {
+            dt if dt.is_quantized() && w.act == ActQuant::F32 => {
                 Store::Blocks(dt, Bytes::of(w.data, w.storage))
             }
             DType::Q8_0 => Store::Q8(Bytes::of(w.data, w.storage)),
-            DType::Q4_0 | DType::Q4_1 => {
+            DType::Q4_0
+            | DType::Q4_1
+            | DType::Q5_0
+            | DType::Q5_1
+            | DType::Q2_K
+            | DType::Q3_K
+            | DType::Q4_K
+            | DType::Q5_K
+            | DType::Q6_K
+            | DType::IQ4_NL
+            | DType::IQ4_XS => {
                 let mut f = vec![0f32; values];
                 quant::dequantize(w.dtype, w.data, &mut f)
                     .map_err(|e| OpError::Shape(e.to_string()))?;
                 let q8 = quant::quantize_q8_0_vec(&f).map_err(|e| OpError::Shape(e.to_string()))?;
                 Store::Q8(Bytes::Owned(q8))
             }
-            DType::F16 | DType::F32 => {
+            DType::F16 | DType::F32 | DType::BF16 => {
                 let mut f = vec![0f32; values];
                 quant::dequantize(w.dtype, w.data, &mut f)
                     .map_err(|e| OpError::Shape(e.to_string()))?;

@@ -254,7 +254,20 @@ pub(super) fn repack(dtype: DType, data: &[u8], n: usize, k: usize) -> Result<Re
         DType::Q8_0 => blocks_of(34, 2, KIND_Q8_0)?,
         DType::Q4_0 => blocks_of(18, 2, KIND_Q4_0)?,
         DType::Q4_1 => blocks_of(20, 4, KIND_Q4_1)?,
-        DType::F16 | DType::F32 => KIND_F32,
+        // Float types, and the block types without a GPU kernel yet: decoded to f32 at upload
+        // by the table's reference decoder (4 to 8 times the memory of the blocks).
+        DType::F16
+        | DType::F32
+        | DType::BF16
+        | DType::Q5_0
+        | DType::Q5_1
+        | DType::Q2_K
+        | DType::Q3_K
+        | DType::Q4_K
+        | DType::Q5_K
+        | DType::Q6_K
+        | DType::IQ4_NL
+        | DType::IQ4_XS => KIND_F32,
     };
     if kind == KIND_F32 {
         let mut f = vec![0f32; n * k];

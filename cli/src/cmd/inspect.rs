@@ -47,16 +47,29 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             .iter()
             .map(|(k, v)| (k.clone(), value_json(v)))
             .collect();
-        let tensors: Vec<_> = f
+        let mut tensors: Vec<_> = f
             .tensors()
             .iter()
-            .map(|t| json!({"name": t.name, "type": t.dtype.to_string(), "shape": t.shape(), "bytes": t.size, "offset": t.offset}))
+            .map(|t| json!({"name": t.name, "type": t.dtype.to_string(), "shape": t.shape(), "bytes": t.size, "offset": t.offset, "readable": true}))
             .collect();
-        let by_type: serde_json::Map<String, serde_json::Value> = f
+        tensors.extend(f.unreadable().iter().map(|t| {
+            let shape: Vec<u64> = t.dims.iter().rev().copied().collect();
+            json!({"name": t.name, "type": t.type_name, "shape": shape, "bytes": t.size, "offset": t.offset, "readable": false})
+        }));
+        let mut by_type: serde_json::Map<String, serde_json::Value> = f
             .bytes_by_type()
             .iter()
-            .map(|(d, b, n)| (d.to_string(), json!({"bytes": b, "tensors": n})))
+            .map(|(d, b, n)| {
+                let fmt = d.format();
+                (d.to_string(), json!({"bytes": b, "tensors": n, "readable": true, "cpu": fmt.linear_cpu, "gpu": fmt.linear_gpu, "gpu_blocks": fmt.gpu_blocks}))
+            })
             .collect();
+        for (name, b, n) in unreadable_by_type(&f) {
+            by_type.insert(
+                name.to_string(),
+                json!({"bytes": b, "tensors": n, "readable": false, "cpu": false, "gpu": false}),
+            );
+        }
         let out = json!({
             "file": a.model, "file_bytes": f.file_len(), "version": h.version, "alignment": h.alignment,
             "data_offset": h.data_offset, "architecture": arch, "identity": id.to_string(),
@@ -100,32 +113,91 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             println!("  {:<42} {:<7} {v}", k, v.value_type().name());
         }
     }
-    println!("\ntensors ({})", f.tensors().len());
+    let count = f.tensors().len() + f.unreadable().len();
+    println!("\ntensors ({count})");
     println!(
-        "  {:<36} {:<5} {:>18} {:>12}",
+        "  {:<36} {:<7} {:>18} {:>12}",
         "name", "type", "shape", "bytes"
     );
     for t in f.tensors() {
         let shape = format!("{:?}", t.shape());
         println!(
-            "  {:<36} {:<5} {:>18} {:>12}",
+            "  {:<36} {:<7} {:>18} {:>12}",
             t.name,
             t.dtype.to_string(),
             shape,
             t.size
         );
     }
-    println!("\nbytes by type");
-    let total: u64 = f.tensors().iter().map(|t| t.size).sum();
-    for (d, b, n) in f.bytes_by_type() {
+    for t in f.unreadable() {
+        let shape: Vec<u64> = t.dims.iter().rev().copied().collect();
         println!(
-            "  {:<5} {:>4} tensors {:>12} bytes ({:.1}%)",
+            "  {:<36} {:<7} {:>18} {:>12}  (edgecut cannot decode {})",
+            t.name,
+            t.type_name,
+            format!("{shape:?}"),
+            t.size,
+            t.type_name
+        );
+    }
+    println!("\nbytes by type (which backends multiply matrices of the type)");
+    let unreadable = unreadable_by_type(&f);
+    let total: u64 = f.tensors().iter().map(|t| t.size).sum::<u64>()
+        + unreadable.iter().map(|(_, b, _)| b).sum::<u64>();
+    let pct = |b: u64| 100.0 * b as f64 / total.max(1) as f64;
+    for (d, b, n) in f.bytes_by_type() {
+        let fmt = d.format();
+        let runs = match (
+            fmt.linear_cpu,
+            fmt.linear_gpu,
+            fmt.gpu_blocks || !d.is_quantized(),
+        ) {
+            (true, true, true) => "cpu, gpu",
+            (true, true, false) => "cpu, gpu (decoded to f32 at upload)",
+            (true, false, _) => "cpu",
+            (false, true, _) => "gpu",
+            (false, false, _) => "none",
+        };
+        println!(
+            "  {:<7} {:>4} tensors {:>12} bytes ({:>5.1}%)  {runs}",
             d.to_string(),
             n,
             b,
-            100.0 * b as f64 / total.max(1) as f64
+            pct(b)
         );
     }
-    println!("  total {:>4} tensors {total:>12} bytes", f.tensors().len());
+    for (name, b, n) in &unreadable {
+        println!(
+            "  {:<7} {:>4} tensors {:>12} bytes ({:>5.1}%)  cannot run: edgecut cannot decode {name}",
+            name,
+            n,
+            b,
+            pct(*b)
+        );
+    }
+    println!("  total   {count:>4} tensors {total:>12} bytes");
+    if !unreadable.is_empty() {
+        let names: Vec<&str> = unreadable.iter().map(|(n, _, _)| *n).collect();
+        println!(
+            "\nthis file holds tensors of types edgecut cannot run ({}): a model that needs them \
+             fails to load, naming the tensor",
+            names.join(", ")
+        );
+    }
     Ok(())
+}
+
+/// Bytes and tensor counts of the types edgecut cannot decode, in order of first appearance.
+fn unreadable_by_type(f: &GgufFile) -> Vec<(&'static str, u64, usize)> {
+    let mut out: Vec<(&'static str, u64, usize)> = Vec::new();
+    for t in f.unreadable() {
+        match out.iter_mut().find(|(n, _, _)| *n == t.type_name) {
+            Some(e) => {
+                e.1 += t.size;
+                e.2 += 1;
+            }
+            None => out.push((t.type_name, t.size, 1)),
+        }
+    }
+    out
 }

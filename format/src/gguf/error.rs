@@ -94,7 +94,7 @@ pub enum GgufError {
         reason: String,
     },
     /// A tensor type edgecut cannot read.
-    #[error("unsupported tensor type {type_name} ({type_id}) for tensor {name:?}; edgecut reads F32, F16, Q8_0, Q4_0 and Q4_1")]
+    #[error("unsupported tensor type {type_name} ({type_id}) for tensor {name:?}; edgecut reads {readable}", readable = readable_types())]
     UnsupportedTensorType {
         /// The tensor.
         name: String,
@@ -176,3 +176,12 @@ impl GgufError {
 
 /// Result with [`GgufError`].
 pub type Result<T, E = GgufError> = std::result::Result<T, E>;
+
+/// The types edgecut decodes, comma-separated, for error messages.
+fn readable_types() -> String {
+    edgecut_backends::dtype::ALL_DTYPES
+        .iter()
+        .map(|t| t.to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
+}

@@ -9,7 +9,7 @@ use memmap2::Mmap;
 use super::error::{GgufError, Result};
 use super::parse::{parse, Header};
 use super::value::{Array, Value};
-use super::{ModelId, TensorInfo};
+use super::{ModelId, TensorInfo, UnreadableTensor};
 
 enum Bytes {
     Map(Mmap),
@@ -175,18 +175,44 @@ impl GgufFile {
             .map(|t| self.view(t))
     }
 
-    /// A view of a tensor that must be present.
+    /// The tensors of types edgecut cannot decode (not in [`GgufFile::tensors`]).
+    pub fn unreadable(&self) -> &[UnreadableTensor] {
+        &self.header.unreadable
+    }
+
+    /// A view of a tensor that must be present: an error names the tensor when it is missing,
+    /// and its type when edgecut cannot decode it.
     pub fn require_tensor(&self, name: &str) -> Result<TensorView<'_>> {
-        self.tensor(name)
-            .ok_or_else(|| GgufError::MissingTensor(name.to_string()))
+        if let Some(t) = self.tensor(name) {
+            return Ok(t);
+        }
+        Err(match self.unreadable().iter().find(|t| t.name == name) {
+            Some(t) => GgufError::UnsupportedTensorType {
+                name: t.name.clone(),
+                type_id: t.type_id,
+                type_name: t.type_name,
+            },
+            None => GgufError::MissingTensor(name.to_string()),
+        })
     }
 
     /// The view of one entry of [`GgufFile::tensors`].
     pub fn view<'a>(&'a self, info: &'a TensorInfo) -> TensorView<'a> {
-        let start = (self.header.data_offset + info.offset) as usize;
+        TensorView {
+            info,
+            data: self.data(info.offset, info.size),
+        }
+    }
+
+    /// The stored bytes of a tensor edgecut cannot decode.
+    pub fn unreadable_data(&self, t: &UnreadableTensor) -> &[u8] {
+        self.data(t.offset, t.size)
+    }
+
+    fn data(&self, offset: u64, size: u64) -> &[u8] {
+        let start = (self.header.data_offset + offset) as usize;
         // The parser checked offset + size against the data section, which lies in the file.
-        let data = &self.bytes.as_slice()[start..start + info.size as usize];
-        TensorView { info, data }
+        &self.bytes.as_slice()[start..start + size as usize]
     }
 
     /// Total tensor bytes by type, in [`DType`] order of first appearance.

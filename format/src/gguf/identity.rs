@@ -37,6 +37,18 @@ impl ModelId {
             h.update(&buf);
             h.update(file.view(t).data);
         }
+        // Tensors edgecut cannot decode are part of the model all the same.
+        for t in file.unreadable() {
+            buf.clear();
+            encode_str(&t.name, &mut buf);
+            buf.extend_from_slice(&t.type_id.to_le_bytes());
+            buf.extend_from_slice(&(t.dims.len() as u32).to_le_bytes());
+            for d in &t.dims {
+                buf.extend_from_slice(&d.to_le_bytes());
+            }
+            h.update(&buf);
+            h.update(file.unreadable_data(t));
+        }
         ModelId(h.finalize().into())
     }
 

@@ -60,6 +60,25 @@ pub struct TensorInfo {
     pub size: u64,
 }
 
+/// An entry of the tensor table whose type edgecut cannot decode (IQ2_XXS, TQ1_0, ...), whose
+/// block size is known: the file is still checked and opened, and the tensor listed; asking
+/// for it by name ([`GgufFile::require_tensor`]) is an error naming its type.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UnreadableTensor {
+    /// Tensor name.
+    pub name: String,
+    /// The ggml type number.
+    pub type_id: u32,
+    /// ggml's name for the type.
+    pub type_name: &'static str,
+    /// Dimensions, innermost first.
+    pub dims: Vec<u64>,
+    /// Offset of the data from the start of the data section.
+    pub offset: u64,
+    /// Size of the data in bytes.
+    pub size: u64,
+}
+
 impl TensorInfo {
     /// Number of elements.
     pub fn n_elements(&self) -> u64 {

@@ -8,7 +8,7 @@ use edgecut_backends::DType;
 
 use super::error::{GgufError, Result};
 use super::value::{Array, Value, ValueType};
-use super::{TensorInfo, DEFAULT_ALIGNMENT, MAX_DIMS, MAX_NAME_LEN};
+use super::{TensorInfo, UnreadableTensor, DEFAULT_ALIGNMENT, MAX_DIMS, MAX_NAME_LEN};
 
 /// The magic bytes at the start of every GGUF file.
 pub const MAGIC: &[u8; 4] = b"GGUF";
@@ -25,8 +25,10 @@ pub struct Header {
     pub version: u32,
     /// Metadata in file order.
     pub metadata: Vec<(String, Value)>,
-    /// Tensor table in file order.
+    /// Tensor table in file order (the tensors edgecut can decode).
     pub tensors: Vec<TensorInfo>,
+    /// Tensors of types edgecut cannot decode, in file order.
+    pub unreadable: Vec<UnreadableTensor>,
     /// Alignment of tensor data (from `general.alignment`, default 32).
     pub alignment: u64,
     /// Byte offset of the data section in the file.
@@ -150,24 +152,46 @@ pub fn parse(buf: &[u8]) -> Result<Header> {
     };
 
     let mut tensors: Vec<TensorInfo> = Vec::with_capacity(cap(n_tensors));
+    let mut unreadable = Vec::new();
     let mut names = std::collections::HashSet::with_capacity(cap(n_tensors));
     for i in 0..n_tensors {
         let t = read_tensor_info(&mut c, i)?;
-        if !names.insert(t.name.clone()) {
-            return Err(GgufError::DuplicateTensor(t.name));
+        let name = match &t {
+            Entry::Readable(t) => &t.name,
+            Entry::Unreadable(t) => &t.name,
+        };
+        if !names.insert(name.clone()) {
+            return Err(GgufError::DuplicateTensor(name.clone()));
         }
-        tensors.push(t);
+        match t {
+            Entry::Readable(t) => tensors.push(t),
+            Entry::Unreadable(t) => unreadable.push(t),
+        }
     }
 
     let header_end = c.pos as u64;
     let data_offset = header_end.next_multiple_of(alignment);
     let file_len = buf.len() as u64;
     let data_len = file_len.saturating_sub(data_offset);
-    validate_layout(&tensors, alignment, data_len)?;
+    let spans: Vec<Span<'_>> = tensors
+        .iter()
+        .map(|t| Span {
+            name: &t.name,
+            offset: t.offset,
+            size: t.size,
+        })
+        .chain(unreadable.iter().map(|t| Span {
+            name: &t.name,
+            offset: t.offset,
+            size: t.size,
+        }))
+        .collect();
+    validate_layout(&spans, alignment, data_len)?;
     Ok(Header {
         version,
         metadata,
         tensors,
+        unreadable,
         alignment,
         data_offset,
         data_len,
@@ -274,7 +298,20 @@ fn read_array(c: &mut Cursor<'_>, key: &str, depth: usize) -> Result<Array> {
     })
 }
 
-fn read_tensor_info(c: &mut Cursor<'_>, index: u64) -> Result<TensorInfo> {
+/// A tensor table entry, of a type edgecut decodes or not.
+enum Entry {
+    Readable(TensorInfo),
+    Unreadable(UnreadableTensor),
+}
+
+/// Where a tensor's data lies, for the layout checks.
+struct Span<'a> {
+    name: &'a str,
+    offset: u64,
+    size: u64,
+}
+
+fn read_tensor_info(c: &mut Cursor<'_>, index: u64) -> Result<Entry> {
     let name = c.string(&|| format!("name of tensor {index}"))?;
     let bad = |reason: String| GgufError::BadTensor {
         name: name.clone(),
@@ -307,35 +344,46 @@ fn read_tensor_info(c: &mut Cursor<'_>, index: u64) -> Result<TensorInfo> {
         .try_fold(1u64, |acc, &d| acc.checked_mul(d))
         .filter(|&n| n <= i64::MAX as u64)
         .ok_or_else(|| bad(format!("shape {dims:?} overflows the element count")))?;
-    let dtype = DType::from_ggml_id(type_id).ok_or_else(|| GgufError::UnsupportedTensorType {
+    let unsupported = || GgufError::UnsupportedTensorType {
         name: name.clone(),
         type_id,
         type_name: DType::ggml_name(type_id),
-    })?;
-    if dims[0] % dtype.block_len() as u64 != 0 {
+    };
+    let (block_len, block_bytes) = DType::ggml_block_size(type_id).ok_or_else(unsupported)?;
+    let type_name = DType::ggml_name(type_id);
+    if dims[0] % block_len as u64 != 0 {
         return Err(bad(format!(
-            "row length {} is not a multiple of the {dtype} block length {}",
+            "row length {} is not a multiple of the {type_name} block length {block_len}",
             dims[0],
-            dtype.block_len()
         )));
     }
-    let size = dtype
-        .bytes_for(n_elements)
+    let size = (n_elements / block_len as u64)
+        .checked_mul(block_bytes as u64)
         .ok_or_else(|| bad(format!("byte size of shape {dims:?} overflows")))?;
-    Ok(TensorInfo {
-        name,
-        dtype,
-        dims,
-        offset,
-        size,
+    Ok(match DType::from_ggml_id(type_id) {
+        Some(dtype) => Entry::Readable(TensorInfo {
+            name,
+            dtype,
+            dims,
+            offset,
+            size,
+        }),
+        None => Entry::Unreadable(UnreadableTensor {
+            name,
+            type_id,
+            type_name,
+            dims,
+            offset,
+            size,
+        }),
     })
 }
 
-fn validate_layout(tensors: &[TensorInfo], alignment: u64, data_len: u64) -> Result<()> {
+fn validate_layout(tensors: &[Span<'_>], alignment: u64, data_len: u64) -> Result<()> {
     for t in tensors {
         if t.offset % alignment != 0 {
             return Err(GgufError::Misaligned {
-                name: t.name.clone(),
+                name: t.name.to_string(),
                 offset: t.offset,
                 alignment,
             });
@@ -345,20 +393,20 @@ fn validate_layout(tensors: &[TensorInfo], alignment: u64, data_len: u64) -> Res
             .is_none_or(|end| end > data_len)
         {
             return Err(GgufError::TensorOutOfBounds {
-                name: t.name.clone(),
+                name: t.name.to_string(),
                 offset: t.offset,
                 size: t.size,
                 data_len,
             });
         }
     }
-    let mut order: Vec<&TensorInfo> = tensors.iter().collect();
+    let mut order: Vec<&Span<'_>> = tensors.iter().collect();
     order.sort_by_key(|t| t.offset);
     for w in order.windows(2) {
         if w[1].offset < w[0].offset + w[0].size {
             return Err(GgufError::Overlap {
-                first: w[0].name.clone(),
-                second: w[1].name.clone(),
+                first: w[0].name.to_string(),
+                second: w[1].name.to_string(),
             });
         }
     }
