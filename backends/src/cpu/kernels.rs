@@ -43,6 +43,8 @@ pub struct Kernels {
     /// Autovectorised loops (norms, softmax, SwiGLU, the portable attention, f32 products) in
     /// their AVX-512 build (`multiversion!`).
     pub(crate) wide: bool,
+    /// The same loops in their AVX2 build, where `wide` is off.
+    pub(crate) wide_avx2: bool,
     /// Activation quantization (int8 blocks, outlier columns) with AVX-512.
     pub(crate) act_quant: bool,
     /// GELU with AVX-512.
@@ -51,6 +53,12 @@ pub struct Kernels {
     pub(crate) gemm_vnni: bool,
     /// Quantized weights x f32 activations: rows decoded and multiplied with AVX-512.
     pub(crate) f32_linear: bool,
+    /// Quantized weights x f32 activations: rows decoded and multiplied with AVX2 and FMA
+    /// (where the AVX-512 kernels are off).
+    pub(crate) f32_linear_avx2: bool,
+    /// Quantized weights x f32 activations for few rows: activations as int16, AVX2 `vpmaddwd`
+    /// products (where the VNNI kernel is off).
+    pub(crate) gemv_i16_avx2: bool,
     /// Quantized weights x f32 activations for few rows: activations as int16, VNNI products.
     pub(crate) gemv_i16: bool,
     /// Encoder attention on heads of 32 with AVX-512, f32 products.
@@ -74,11 +82,14 @@ pub const SCALAR: Kernels = Kernels {
     dot4_q8_0: scalar::dot4_q8_0,
     dot4x2_q8_0: None,
     wide: false,
+    wide_avx2: false,
     act_quant: false,
     gelu: false,
     gemm_vnni: false,
     f32_linear: false,
+    f32_linear_avx2: false,
     gemv_i16: false,
+    gemv_i16_avx2: false,
     attention_f32: false,
     attention_bf16: false,
     attention_f16: false,
@@ -91,11 +102,14 @@ impl Kernels {
         !std::ptr::fn_addr_eq(k.dot_q8_0, SCALAR.dot_q8_0)
             || k.dot4x2_q8_0.is_some()
             || k.wide
+            || k.wide_avx2
             || k.act_quant
             || k.gelu
             || k.gemm_vnni
             || k.f32_linear
+            || k.f32_linear_avx2
             || k.gemv_i16
+            || k.gemv_i16_avx2
             || k.attention_f32
             || k.attention_bf16
             || k.attention_f16

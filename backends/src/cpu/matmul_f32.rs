@@ -124,6 +124,21 @@ fn decode_row(dtype: DType, row: &[u8], out: &mut [f32]) {
 }
 
 multiversion! {
+    /// Decodes the `rows` weight rows of `w` into `buf`, `k` values each, and zeroes the rest
+    /// of its [`ROWS`] rows.
+    fn decode_rows(dtype: DType, w: &[u8], rows: usize, k: usize, buf: &mut [f32]) {
+        let row_bytes = w.len() / rows;
+        for (r, o) in buf[..ROWS * k].chunks_exact_mut(k).enumerate() {
+            if r < rows {
+                decode_row(dtype, &w[r * row_bytes..(r + 1) * row_bytes], o);
+            } else {
+                o.fill(0.0);
+            }
+        }
+    }
+}
+
+multiversion! {
     #[allow(clippy::too_many_arguments)]
     /// Decodes the `rows` weight rows of `w` into `buf` and multiplies them with every activation row,
     /// writing `out[i][j0 + r]` through `set(i, r, value)`.
@@ -219,13 +234,24 @@ impl CpuBackend {
         let i16_rows =
             fast && self.kernels.gemv_i16 && m <= I16_MAX_M && super::gemv_i16::available();
         #[cfg(target_arch = "x86_64")]
-        if fast {
+        let avx2 = !fast
+            && self.kernels.f32_linear_avx2
+            && super::f32_avx2::available()
+            && k.is_multiple_of(8);
+        #[cfg(target_arch = "x86_64")]
+        let i16_avx2 = avx2
+            && self.kernels.gemv_i16_avx2
+            && m <= I16_MAX_M
+            && super::gemv_i16_avx2::decodes(dtype)
+            && super::gemv_i16_avx2::available();
+        #[cfg(target_arch = "x86_64")]
+        if fast || avx2 {
             super::kernels::note_simd();
         }
         #[cfg(target_arch = "x86_64")]
         let mut rows_i16 = ROWS_I16.take();
         #[cfg(target_arch = "x86_64")]
-        if i16_rows {
+        if i16_rows || i16_avx2 {
             rows_i16.resize_with(m, Default::default);
             for (r, xr) in rows_i16.iter_mut().zip(x.chunks_exact(k)) {
                 r.quantize(xr);
@@ -267,6 +293,18 @@ impl CpuBackend {
                             // SAFETY: VNNI was detected (`i16_rows`); w holds 4 rows of
                             // k / 32 blocks and xr one quantized row of k.
                             put(i, unsafe { super::gemv_i16::dot4(dtype, w, row_bytes, xr) });
+                        }
+                        j += rows;
+                        continue;
+                    }
+                    #[cfg(target_arch = "x86_64")]
+                    if i16_avx2 && rows == ROWS {
+                        for (i, xr) in rows_i16[..m].iter().enumerate() {
+                            // SAFETY: AVX2 was detected and the kernel decodes dtype
+                            // (`i16_avx2`); w holds 4 rows of k values and xr one quantized row.
+                            put(i, unsafe {
+                                super::gemv_i16_avx2::dot4(dtype, w, row_bytes, xr)
+                            });
                         }
                         j += rows;
                         continue;
@@ -346,6 +384,29 @@ impl CpuBackend {
                         for (i, xr) in x.chunks_exact(k).enumerate().skip(quads) {
                             // SAFETY: AVX-512 was detected; buf holds 4 rows of k, k % 16 == 0.
                             put(i, unsafe { super::f32_avx512::dot4(&buf[..ROWS * k], xr) });
+                        }
+                        j += rows;
+                        continue;
+                    }
+                    #[cfg(target_arch = "x86_64")]
+                    if avx2 {
+                        decode_rows(&self.kernels, dtype, w, rows, k, buf);
+                        // Two activation rows at a time share the weight loads; an odd last
+                        // row alone (the same sums, bit for bit).
+                        let pairs = m / 2 * 2;
+                        for (q, xq) in x[..pairs * k].chunks_exact(2 * k).enumerate() {
+                            // SAFETY: AVX2/FMA were detected (`avx2`); buf holds 4 rows of k,
+                            // xq 2, k % 8 == 0.
+                            let v = unsafe { super::f32_avx2::dot4x2(&buf[..ROWS * k], xq, k) };
+                            for (i, v) in v.into_iter().enumerate() {
+                                put(2 * q + i, v);
+                            }
+                        }
+                        if pairs < m {
+                            // SAFETY: as above, with one activation row of k.
+                            let v =
+                                unsafe { super::f32_avx2::dot4(&buf[..ROWS * k], &x[pairs * k..]) };
+                            put(pairs, v);
                         }
                         j += rows;
                         continue;

@@ -12,6 +12,8 @@ mod contract;
 mod decoder;
 mod descriptors;
 #[cfg(target_arch = "x86_64")]
+#[cfg(target_arch = "x86_64")]
+mod f32_avx2;
 mod f32_avx512;
 #[cfg(target_arch = "x86_64")]
 mod f32_rows_avx512;
@@ -21,6 +23,8 @@ mod gelu_avx512;
 mod gemm_vnni;
 #[cfg(target_arch = "x86_64")]
 mod gemv_i16;
+#[cfg(target_arch = "x86_64")]
+mod gemv_i16_avx2;
 pub mod kernels;
 mod matmul;
 mod matmul_f32;

@@ -1,11 +1,11 @@
 //! Run-time multiversioning for the autovectorised (non-kernel) CPU code.
 //!
 //! The crate is compiled for the baseline of its target (SSE2 on x86-64), so loops that LLVM
-//! vectorises get 4-wide vectors. [`multiversion!`] compiles a function's body a second time
-//! inside an AVX-512 `#[target_feature]` function and picks it at run time when the CPU has
-//! AVX-512, the way the hand-written kernels are picked. Both versions compute the same
-//! operations in the same order (Rust never contracts or reorders float operations on its own),
-//! so results do not depend on the CPU.
+//! vectorises get 4-wide vectors. [`multiversion!`] compiles a function's body twice more,
+//! inside an AVX-512 and an AVX2 `#[target_feature]` function, and picks one at run time as the
+//! kernel table says, the way the hand-written kernels are picked. All versions compute the
+//! same operations in the same order (Rust never contracts or reorders float operations on its
+//! own), so results do not depend on the CPU.
 
 /// Whether the AVX-512 versions can run here.
 #[cfg(target_arch = "x86_64")]
@@ -17,9 +17,15 @@ pub fn avx512() -> bool {
         && std::is_x86_feature_detected!("fma")
 }
 
-/// Defines `fn $name(kernels: &Kernels, args) -> ret { body }` with a baseline version and an
-/// AVX-512 version of `body`; the kernel table's `wide` slot picks one (the scalar set: always
-/// the baseline).
+/// Whether the AVX2 versions can run here.
+#[cfg(target_arch = "x86_64")]
+pub fn avx2() -> bool {
+    std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma")
+}
+
+/// Defines `fn $name(kernels: &Kernels, args) -> ret { body }` with a baseline, an AVX2 and an
+/// AVX-512 version of `body`; the kernel table's `wide` and `wide_avx2` slots pick one (the
+/// scalar set: always the baseline).
 macro_rules! multiversion {
     ($(#[$m:meta])* $vis:vis fn $name:ident($($arg:ident: $ty:ty),* $(,)?) $(-> $ret:ty)? $body:block) => {
         $(#[$m])*
@@ -39,6 +45,15 @@ macro_rules! multiversion {
                     $crate::cpu::kernels::note_simd();
                     // SAFETY: the features `wide` is compiled for were detected just above.
                     return unsafe { wide($($arg),*) };
+                }
+                #[target_feature(enable = "avx2,fma")]
+                fn wide_avx2($($arg: $ty),*) $(-> $ret)? {
+                    inner($($arg),*)
+                }
+                if kernels.wide_avx2 && $crate::cpu::multiversion::avx2() {
+                    $crate::cpu::kernels::note_simd();
+                    // SAFETY: the features `wide_avx2` is compiled for were detected just above.
+                    return unsafe { wide_avx2($($arg),*) };
                 }
             }
             let _ = kernels;

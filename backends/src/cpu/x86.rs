@@ -23,6 +23,9 @@ pub fn available() -> Vec<Kernels> {
         name: "avx2",
         dot_q8_0: dot_q8_0_avx2,
         dot4_q8_0: dot4_q8_0_avx2,
+        wide_avx2: super::multiversion::avx2(),
+        f32_linear_avx2: super::f32_avx2::available(),
+        gemv_i16_avx2: super::gemv_i16_avx2::available(),
         ..super::kernels::SCALAR
     };
     let wide = super::multiversion::avx512();

@@ -1,0 +1,402 @@
+//! The few-row (token decoding) kernel of the f32-activation matmul on AVX2, for every block
+//! type a llama.cpp Q4_K_M, Q5_K_M or Q6_K file holds: the activation row is quantized to int16
+//! per block of 32 ([`RowI16`]: relative error below 2^-15 of the block's largest value), each
+//! stored weight block is widened to int16 in registers, and `vpmaddwd` multiplies them, eight
+//! int32 sums per block that one FMA scales into the row's f32 accumulator. No weight is decoded
+//! to memory and the stored blocks are read once, in place.
+//!
+//! Every type is seen as units of 32 values `w = d q + m` (`q` int16, `d` and `m` f32 per unit):
+//! a Q8_0/Q4_0/Q4_1/Q5_0/Q5_1 block is one unit, a Q4_K/Q5_K super-block eight (its sub-blocks,
+//! `d = d_super * scale`, `m = -dmin * min`), a Q6_K super-block eight whose two halves' int8
+//! scales multiply `q` in int16 (`|q scale| <= 4096`). Then
+//! `sum w x = d s sum(q xq) + m sum(x)` with `s` the activation block's scale.
+
+use std::arch::x86_64::*;
+
+use super::gemv_i16::RowI16;
+use crate::quant::k_quants::scale_min_k4;
+use crate::quant::{f16_bits_to_f32, QK};
+use crate::DType;
+
+/// Whether this CPU can run the kernel.
+pub fn available() -> bool {
+    super::multiversion::avx2()
+}
+
+/// Whether the kernel reads `dtype` (the others take the f32 path).
+pub fn decodes(dtype: DType) -> bool {
+    match dtype {
+        DType::Q8_0
+        | DType::Q4_0
+        | DType::Q4_1
+        | DType::Q5_0
+        | DType::Q5_1
+        | DType::Q4_K
+        | DType::Q5_K
+        | DType::Q6_K => true,
+        DType::F32
+        | DType::F16
+        | DType::BF16
+        | DType::Q2_K
+        | DType::Q3_K
+        | DType::IQ4_NL
+        | DType::IQ4_XS => false,
+    }
+}
+
+/// Dot products of four rows of `dtype` blocks (`w`: 4 rows of `row_bytes`) with the quantized
+/// activation row `x`.
+///
+/// # Safety
+/// [`available`] is true; [`decodes`] is true for `dtype`; `w` holds 4 rows of
+/// `x.q.len()` values of `dtype`, and `x` one quantized row.
+pub unsafe fn dot4(dtype: DType, w: &[u8], row_bytes: usize, x: &RowI16) -> [f32; 4] {
+    let nb = x.s.len();
+    assert!(
+        x.q.len() == nb * QK
+            && x.sum.len() == nb
+            && w.len() >= 4 * row_bytes
+            && row_bytes * dtype.block_len() == nb * QK * dtype.block_bytes(),
+        "dot4: bad lengths"
+    );
+    // SAFETY: the caller guarantees the CPU features; lengths are asserted above.
+    unsafe {
+        match dtype {
+            DType::Q8_0 => dot4_t::<Q8_0>(w, row_bytes, x),
+            DType::Q4_0 => dot4_t::<Q4_0>(w, row_bytes, x),
+            DType::Q4_1 => dot4_t::<Q4_1>(w, row_bytes, x),
+            DType::Q5_0 => dot4_t::<Q5_0>(w, row_bytes, x),
+            DType::Q5_1 => dot4_t::<Q5_1>(w, row_bytes, x),
+            DType::Q4_K => dot4_t::<Q4_K>(w, row_bytes, x),
+            DType::Q5_K => dot4_t::<Q5_K>(w, row_bytes, x),
+            DType::Q6_K => dot4_t::<Q6_K>(w, row_bytes, x),
+            DType::F32
+            | DType::F16
+            | DType::BF16
+            | DType::Q2_K
+            | DType::Q3_K
+            | DType::IQ4_NL
+            | DType::IQ4_XS => unreachable!("the caller checks `decodes` ({dtype})"),
+        }
+    }
+}
+
+/// One unit of 32 values: int16 values `lo` (0..16) and `hi` (16..32), `w = d q + m`.
+struct Unit {
+    lo: __m256i,
+    hi: __m256i,
+    d: f32,
+    m: f32,
+}
+
+/// A block layout as units of 32 values.
+trait Layout {
+    /// Bytes per stored block.
+    const BYTES: usize;
+    /// Units of 32 per stored block.
+    const UNITS: usize;
+    /// Unit `u` of the block at `p`.
+    ///
+    /// # Safety
+    /// AVX2; `p` points at a whole block, `u < UNITS`.
+    unsafe fn unit(p: *const u8, u: usize) -> Unit;
+}
+
+#[inline(always)]
+fn f16_at(p: *const u8, at: usize) -> f32 {
+    // SAFETY: callers pass offsets inside the block they were given.
+    f16_bits_to_f32(unsafe { (p.add(at) as *const u16).read_unaligned() })
+}
+
+/// 16 bytes of nibbles as (low nibbles, high nibbles), each 16 u8 widened to int16.
+///
+/// # Safety
+/// AVX2; 16 readable bytes at `p`.
+#[inline(always)]
+unsafe fn nibbles16(p: *const u8) -> (__m256i, __m256i) {
+    // SAFETY: 16 bytes at p (caller); register operations of AVX2.
+    unsafe {
+        let q = _mm_loadu_si128(p as *const __m128i);
+        let m = _mm_set1_epi8(0x0f);
+        (
+            _mm256_cvtepu8_epi16(_mm_and_si128(q, m)),
+            _mm256_cvtepu8_epi16(_mm_and_si128(_mm_srli_epi16::<4>(q), m)),
+        )
+    }
+}
+
+/// Bit `j` of `bits` as 16 in lane `j` (0..16) of an int16 vector: the fifth bit of Q5 values.
+///
+/// # Safety
+/// AVX2.
+#[inline(always)]
+unsafe fn bit16(bits: u16) -> __m256i {
+    // SAFETY: register operations of AVX2.
+    unsafe {
+        let lanes = _mm256_setr_epi16(
+            1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384, -32768,
+        );
+        let hit = _mm256_cmpeq_epi16(
+            _mm256_and_si256(_mm256_set1_epi16(bits as i16), lanes),
+            lanes,
+        );
+        _mm256_and_si256(hit, _mm256_set1_epi16(16))
+    }
+}
+
+/// 32 bytes at `p` shifted right by `shift` bits and masked to a nibble, widened to two int16
+/// vectors (values 0..16 and 16..32).
+///
+/// # Safety
+/// AVX2; 32 readable bytes at `p`.
+#[inline(always)]
+unsafe fn nibbles32(p: *const u8, shift: usize) -> (__m128i, __m128i) {
+    // SAFETY: 32 bytes at p (caller); register operations of AVX2.
+    unsafe {
+        let q = _mm256_loadu_si256(p as *const __m256i);
+        let q = _mm256_srl_epi16(q, _mm_cvtsi32_si128(shift as i32));
+        let q = _mm256_and_si256(q, _mm256_set1_epi8(0x0f));
+        (_mm256_castsi256_si128(q), _mm256_extracti128_si256::<1>(q))
+    }
+}
+
+struct Q8_0;
+impl Layout for Q8_0 {
+    const BYTES: usize = 34;
+    const UNITS: usize = 1;
+    #[inline(always)]
+    unsafe fn unit(p: *const u8, _: usize) -> Unit {
+        // SAFETY: a whole Q8_0 block at p (caller).
+        unsafe {
+            Unit {
+                lo: _mm256_cvtepi8_epi16(_mm_loadu_si128(p.add(2) as *const __m128i)),
+                hi: _mm256_cvtepi8_epi16(_mm_loadu_si128(p.add(18) as *const __m128i)),
+                d: f16_at(p, 0),
+                m: 0.0,
+            }
+        }
+    }
+}
+
+struct Q4_0;
+impl Layout for Q4_0 {
+    const BYTES: usize = 18;
+    const UNITS: usize = 1;
+    #[inline(always)]
+    unsafe fn unit(p: *const u8, _: usize) -> Unit {
+        // SAFETY: a whole Q4_0 block at p (caller).
+        let (lo, hi) = unsafe { nibbles16(p.add(2)) };
+        let d = f16_at(p, 0);
+        Unit {
+            lo,
+            hi,
+            d,
+            m: -8.0 * d,
+        }
+    }
+}
+
+struct Q4_1;
+impl Layout for Q4_1 {
+    const BYTES: usize = 20;
+    const UNITS: usize = 1;
+    #[inline(always)]
+    unsafe fn unit(p: *const u8, _: usize) -> Unit {
+        // SAFETY: a whole Q4_1 block at p (caller).
+        let (lo, hi) = unsafe { nibbles16(p.add(4)) };
+        Unit {
+            lo,
+            hi,
+            d: f16_at(p, 0),
+            m: f16_at(p, 2),
+        }
+    }
+}
+
+/// A Q5 block's values: nibbles at `qs`, fifth bits in the u32 at `qh`.
+///
+/// # Safety
+/// AVX2; 4 bytes at `qh`, 16 at `qs`.
+#[inline(always)]
+unsafe fn q5(qh: *const u8, qs: *const u8) -> (__m256i, __m256i) {
+    // SAFETY: as the caller guarantees.
+    unsafe {
+        let h = (qh as *const u32).read_unaligned();
+        let (lo, hi) = nibbles16(qs);
+        (
+            _mm256_or_si256(lo, bit16(h as u16)),
+            _mm256_or_si256(hi, bit16((h >> 16) as u16)),
+        )
+    }
+}
+
+struct Q5_0;
+impl Layout for Q5_0 {
+    const BYTES: usize = 22;
+    const UNITS: usize = 1;
+    #[inline(always)]
+    unsafe fn unit(p: *const u8, _: usize) -> Unit {
+        // SAFETY: a whole Q5_0 block at p (caller).
+        let (lo, hi) = unsafe { q5(p.add(2), p.add(6)) };
+        let d = f16_at(p, 0);
+        Unit {
+            lo,
+            hi,
+            d,
+            m: -16.0 * d,
+        }
+    }
+}
+
+struct Q5_1;
+impl Layout for Q5_1 {
+    const BYTES: usize = 24;
+    const UNITS: usize = 1;
+    #[inline(always)]
+    unsafe fn unit(p: *const u8, _: usize) -> Unit {
+        // SAFETY: a whole Q5_1 block at p (caller).
+        let (lo, hi) = unsafe { q5(p.add(4), p.add(8)) };
+        Unit {
+            lo,
+            hi,
+            d: f16_at(p, 0),
+            m: f16_at(p, 2),
+        }
+    }
+}
+
+/// Sub-block `u`'s `d` and `m` of a Q4_K/Q5_K super-block at `p`.
+#[inline(always)]
+fn k4_scales(p: *const u8, u: usize) -> (f32, f32) {
+    // SAFETY: the 12 scale bytes follow d and dmin in the super-block (callers).
+    let scales = unsafe { std::slice::from_raw_parts(p.add(4), 12) };
+    let (sc, mn) = scale_min_k4(u, scales);
+    (f16_at(p, 0) * sc as f32, -(f16_at(p, 2) * mn as f32))
+}
+
+#[allow(non_camel_case_types)]
+struct Q4_K;
+impl Layout for Q4_K {
+    const BYTES: usize = 144;
+    const UNITS: usize = 8;
+    #[inline(always)]
+    unsafe fn unit(p: *const u8, u: usize) -> Unit {
+        // SAFETY: a whole Q4_K super-block at p, u < 8 (caller).
+        unsafe {
+            let (lo, hi) = nibbles32(p.add(16 + 32 * (u / 2)), 4 * (u % 2));
+            let (d, m) = k4_scales(p, u);
+            Unit {
+                lo: _mm256_cvtepu8_epi16(lo),
+                hi: _mm256_cvtepu8_epi16(hi),
+                d,
+                m,
+            }
+        }
+    }
+}
+
+#[allow(non_camel_case_types)]
+struct Q5_K;
+impl Layout for Q5_K {
+    const BYTES: usize = 176;
+    const UNITS: usize = 8;
+    #[inline(always)]
+    unsafe fn unit(p: *const u8, u: usize) -> Unit {
+        // SAFETY: a whole Q5_K super-block at p, u < 8 (caller).
+        unsafe {
+            let (lo, hi) = nibbles32(p.add(48 + 32 * (u / 2)), 4 * (u % 2));
+            // Bit u of qh[l] is value l's fifth bit: 16 where set.
+            let qh = _mm256_loadu_si256(p.add(16) as *const __m256i);
+            let bit = _mm256_set1_epi8(1u8.wrapping_shl(u as u32) as i8);
+            let h = _mm256_and_si256(
+                _mm256_cmpeq_epi8(_mm256_and_si256(qh, bit), bit),
+                _mm256_set1_epi8(16),
+            );
+            let lo = _mm_or_si128(lo, _mm256_castsi256_si128(h));
+            let hi = _mm_or_si128(hi, _mm256_extracti128_si256::<1>(h));
+            let (d, m) = k4_scales(p, u);
+            Unit {
+                lo: _mm256_cvtepu8_epi16(lo),
+                hi: _mm256_cvtepu8_epi16(hi),
+                d,
+                m,
+            }
+        }
+    }
+}
+
+#[allow(non_camel_case_types)]
+struct Q6_K;
+impl Layout for Q6_K {
+    const BYTES: usize = 210;
+    const UNITS: usize = 8;
+    #[inline(always)]
+    unsafe fn unit(p: *const u8, u: usize) -> Unit {
+        // SAFETY: a whole Q6_K super-block at p, u < 8 (caller).
+        unsafe {
+            // Unit u = 4 h + s: low nibbles from ql[64 h + 32 (s % 2)..], shifted by 4 (s / 2);
+            // high pairs from qh[32 h..], shifted by 2 s.
+            let (h, s) = (u / 4, u % 4);
+            let (ql_lo, ql_hi) = nibbles32(p.add(64 * h + 32 * (s % 2)), 4 * (s / 2));
+            let qh = _mm256_loadu_si256(p.add(128 + 32 * h) as *const __m256i);
+            let qh = _mm256_srl_epi16(qh, _mm_cvtsi32_si128(2 * s as i32));
+            let qh = _mm256_slli_epi16::<4>(_mm256_and_si256(qh, _mm256_set1_epi8(3)));
+            let q_lo = _mm_or_si128(ql_lo, _mm256_castsi256_si128(qh));
+            let q_hi = _mm_or_si128(ql_hi, _mm256_extracti128_si256::<1>(qh));
+            let off = _mm256_set1_epi16(32);
+            let sc = p.add(192 + 2 * u) as *const i8;
+            let lo = _mm256_mullo_epi16(
+                _mm256_sub_epi16(_mm256_cvtepu8_epi16(q_lo), off),
+                _mm256_set1_epi16(sc.read() as i16),
+            );
+            let hi = _mm256_mullo_epi16(
+                _mm256_sub_epi16(_mm256_cvtepu8_epi16(q_hi), off),
+                _mm256_set1_epi16(sc.add(1).read() as i16),
+            );
+            Unit {
+                lo,
+                hi,
+                d: f16_at(p, 208),
+                m: 0.0,
+            }
+        }
+    }
+}
+
+#[target_feature(enable = "avx2,fma")]
+unsafe fn dot4_t<T: Layout>(w: &[u8], row_bytes: usize, x: &RowI16) -> [f32; 4] {
+    let blocks = row_bytes / T::BYTES;
+    let mut acc = [_mm256_setzero_ps(); 4];
+    let mut off = [0f32; 4];
+    let wp = w.as_ptr();
+    for blk in 0..blocks {
+        for u in 0..T::UNITS {
+            let b = blk * T::UNITS + u;
+            // SAFETY: block `blk` of each of the 4 rows, and x.q[32 b..32 b + 32], are in
+            // bounds (asserted by `dot4`).
+            unsafe {
+                let xp = x.q.as_ptr().add(b * QK);
+                let xlo = _mm256_loadu_si256(xp as *const __m256i);
+                let xhi = _mm256_loadu_si256(xp.add(16) as *const __m256i);
+                let (s, sum) = (x.s[b], x.sum[b]);
+                for (r, (a, o)) in acc.iter_mut().zip(&mut off).enumerate() {
+                    let un = T::unit(wp.add(r * row_bytes + blk * T::BYTES), u);
+                    let p = _mm256_add_epi32(
+                        _mm256_madd_epi16(un.lo, xlo),
+                        _mm256_madd_epi16(un.hi, xhi),
+                    );
+                    *a = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_set1_ps(un.d * s), *a);
+                    *o += un.m * sum;
+                }
+            }
+        }
+    }
+    let mut out = [0f32; 4];
+    for (o, (a, m)) in out.iter_mut().zip(acc.iter().zip(off)) {
+        let mut v = [0f32; 8];
+        // SAFETY: an unaligned store of 8 floats into v.
+        unsafe { _mm256_storeu_ps(v.as_mut_ptr(), *a) };
+        *o = v.iter().sum::<f32>() + m;
+    }
+    out
+}
