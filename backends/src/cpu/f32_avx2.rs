@@ -76,10 +76,11 @@ pub unsafe fn dot4x2(w: &[f32], x: &[f32], k: usize) -> [[f32; 4]; 2] {
         unsafe {
             let x0 = _mm256_loadu_ps(xp.add(c));
             let x1 = _mm256_loadu_ps(xp.add(k + c));
-            for r in 0..4 {
+            let [a0, a1] = &mut acc;
+            for (r, (a0, a1)) in a0.iter_mut().zip(a1.iter_mut()).enumerate() {
                 let wv = _mm256_loadu_ps(wp.add(r * k + c));
-                acc[0][r] = _mm256_fmadd_ps(wv, x0, acc[0][r]);
-                acc[1][r] = _mm256_fmadd_ps(wv, x1, acc[1][r]);
+                *a0 = _mm256_fmadd_ps(wv, x0, *a0);
+                *a1 = _mm256_fmadd_ps(wv, x1, *a1);
             }
         }
         c += 8;
