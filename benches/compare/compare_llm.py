@@ -26,7 +26,7 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 MODELS = os.environ.get("EDGECUT_MODELS", os.path.expanduser("~/.cache/edgecut/models"))
-GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+GGUF = os.environ.get("EDGECUT_BENCH_GGUF", "SmolLM2-135M-Instruct.Q4_1.gguf")
 WORDS = " the quick brown fox"
 
 
@@ -118,7 +118,13 @@ def main():
     ap.add_argument("--edgecut", default=os.path.join(ROOT, "target", "release", "edgecut"))
     ap.add_argument("--edgecut-before", help="another edgecut binary, run as system edgecut-before")
     ap.add_argument("--child")
+    ap.add_argument("--model", help="another GGUF file (a path; default: SmolLM2 Q4_1 from the "
+                    "model cache); PyTorch runs its weights dequantized to f32")
     args = ap.parse_args()
+    if args.model:
+        global MODELS, GGUF
+        MODELS, GGUF = os.path.split(os.path.abspath(args.model))
+        os.environ["EDGECUT_MODELS"], os.environ["EDGECUT_BENCH_GGUF"] = MODELS, GGUF
     if args.child:
         return child(args.child, args)
     busy = None
@@ -142,7 +148,7 @@ def main():
     finally:
         if busy:
             busy.kill()
-    print(f"SmolLM2-135M-Instruct Q4_1, {args.threads} threads, prompt {args.prompt} tokens, "
+    print(f"{GGUF}, {args.threads} threads, prompt {args.prompt} tokens, "
           f"{args.gen} generated{', other core busy' if args.busy else ''}")
     print(f"{'system':<14} {'prefill tok/s':>14} {'decode tok/s':>13} {'edgecut / it (decode)':>22}")
     base = results.get("edgecut", (None, None))[1]
