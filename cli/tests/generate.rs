@@ -173,3 +173,72 @@ fn qwen3_generates_and_chats_as_transformers_does() {
     let turn = chat["ids"].as_array().unwrap().len();
     assert!(err.contains(&format!("[prompt {turn} tokens")), "{err}");
 }
+
+/// Files as llama.cpp's quantizer writes them (`tests/fixtures/kquant.json`): `inspect` names
+/// their block types and the backends that multiply them, `generate` gives transformers' greedy
+/// tokens on each file's dequantized weights (token ids in and out), `bench` runs.
+#[test]
+fn block_typed_files_inspect_generate_and_bench() {
+    let fx = fixture("kquant.json");
+    let prompt = edgecut_tests::ids(&fx["ids"])
+        .iter()
+        .map(u32::to_string)
+        .collect::<Vec<_>>()
+        .join(",");
+    for (name, f) in fx["files"].as_object().unwrap() {
+        let path = edgecut_tests::repo_root().join(f["file"].as_str().unwrap());
+        let m = path.to_str().unwrap();
+        let out = ok(&edgecut(&["inspect", m], None));
+        for t in f["types"].as_array().unwrap() {
+            let t = t.as_str().unwrap();
+            assert!(
+                out.lines()
+                    .any(|l| l.trim_start().starts_with(t) && l.contains("cpu")),
+                "{name}: inspect lists no {t} row:\n{out}"
+            );
+        }
+        let greedy = edgecut_tests::ids(&f["f16_kv"]["greedy"]);
+        let n = greedy.len().to_string();
+        let out = ok(&edgecut(
+            &[
+                "generate",
+                "-m",
+                m,
+                "-n",
+                &n,
+                "-q",
+                "--prompt-ids",
+                "--print-ids",
+                &prompt,
+            ],
+            None,
+        ));
+        let want = greedy
+            .iter()
+            .map(u32::to_string)
+            .collect::<Vec<_>>()
+            .join(",");
+        assert_eq!(out.trim_end(), want, "{name}: greedy ids");
+    }
+    let path = edgecut_tests::repo_root().join(fx["files"]["Q4_K_M"]["file"].as_str().unwrap());
+    let out = ok(&edgecut(
+        &[
+            "bench",
+            "-m",
+            path.to_str().unwrap(),
+            "--threads",
+            "1",
+            "--prompt-tokens",
+            "16",
+            "--gen-tokens",
+            "4",
+            "--iters",
+            "1",
+        ],
+        None,
+    ));
+    assert!(
+        out.lines().any(|l| l.trim_start().starts_with("16")),
+        "bench printed no row for 16 prompt tokens:\n{out}"
+    );
+}

@@ -29,7 +29,7 @@ fn text_ids(m: &Value) -> Vec<u32> {
 
 /// Logits at every prompt position, then the 8 greedy steps' tokens and logits (the cache
 /// kept between them).
-fn run(path: &Path, prompt: &[u32], steps: usize) -> (Vec<f32>, Vec<u32>, Vec<f32>) {
+pub(crate) fn run(path: &Path, prompt: &[u32], steps: usize) -> (Vec<f32>, Vec<u32>, Vec<f32>) {
     let llm = Llm::open(path, &LlmOptions::default()).unwrap_or_else(|e| panic!("{e}"));
     let mut ctx = llm.new_context().unwrap();
     let prompt_logits = ctx.logits(prompt).unwrap();
@@ -46,7 +46,7 @@ fn run(path: &Path, prompt: &[u32], steps: usize) -> (Vec<f32>, Vec<u32>, Vec<f3
 }
 
 /// The largest difference, relative to the largest reference logit.
-fn rel_diff(got: &[f32], want: &[f32]) -> f32 {
+pub(crate) fn rel_diff(got: &[f32], want: &[f32]) -> f32 {
     assert_eq!(got.len(), want.len());
     let scale = want.iter().fold(0f32, |s, v| s.max(v.abs()));
     got.iter()
@@ -56,7 +56,7 @@ fn rel_diff(got: &[f32], want: &[f32]) -> f32 {
         / scale
 }
 
-fn rows(v: &Value) -> Vec<f32> {
+pub(crate) fn rows(v: &Value) -> Vec<f32> {
     v.as_array().unwrap().iter().flat_map(f32s).collect()
 }
 

@@ -1,6 +1,7 @@
 //! edgecut's integration tests on real models, in one binary.
 
 mod bert_fidelity;
+mod block_types;
 mod decoder_spec;
 mod dequant;
 mod gguf_compat;

@@ -441,3 +441,21 @@ fn sessions_stepped_together_answer_as_each_alone() {
     );
     assert_eq!(same, total);
 }
+
+/// A file as llama.cpp's quantizer writes Q4_K_M (Q4_K and Q6_K blocks) splits the same way:
+/// greedy equal to a local run and to transformers' on its dequantized weights.
+#[test]
+fn a_q4_k_m_file_split_at_the_middle_cut_equals_local_and_transformers() {
+    let fx = edgecut_tests::fixture("kquant.json");
+    let f = &fx["files"]["Q4_K_M"];
+    let path = edgecut_tests::repo_root().join(f["file"].as_str().unwrap());
+    let llm = Llm::open(&path, &LlmOptions::default()).unwrap();
+    let prompt = edgecut_tests::ids(&fx["ids"]);
+    let want = greedy(&llm, &prompt, 8);
+    assert_eq!(want, edgecut_tests::ids(&f["f16_kv"]["greedy"]), "local");
+    let cut = llm.blocks() / 2;
+    let mut link = InProcess::new(&llm, cut, Encoding::F32);
+    let (got, fell) = split(&llm, &prompt, 8, &mut link);
+    assert_eq!(fell, None);
+    assert_eq!(got, want, "split at cut {cut}");
+}

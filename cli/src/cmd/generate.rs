@@ -163,8 +163,27 @@ pub struct GenerateArgs {
     /// Wrap the prompt in the model's chat template as one user message.
     #[arg(long)]
     chat: bool,
+    /// The prompt is token ids, comma-separated, not text (for tools that compare runtimes
+    /// token by token).
+    #[arg(long, conflicts_with = "chat")]
+    prompt_ids: bool,
+    /// Print the generated token ids, comma-separated, instead of their text.
+    #[arg(long)]
+    print_ids: bool,
     /// The prompt (default: all of standard input).
     prompt: Option<String>,
+}
+
+/// Token ids written as `1,2,3` (spaces allowed).
+fn parse_ids(s: &str) -> anyhow::Result<Vec<u32>> {
+    s.split(',')
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .map(|t| {
+            t.parse::<u32>()
+                .with_context(|| format!("--prompt-ids: {t:?} is not a token id"))
+        })
+        .collect()
 }
 
 /// Writes a piece to stdout at once; `false` (stop generating) when stdout is closed.
@@ -221,16 +240,22 @@ pub fn generate(a: GenerateArgs) -> anyhow::Result<()> {
     };
     let opts = a.sampling.options()?;
     let llm = a.llm.open()?;
-    let text = if a.chat {
-        llm.render_chat(&[edgecut::Message::new("user", prompt)])?
+    let ids = if a.prompt_ids {
+        parse_ids(&prompt)?
+    } else if a.chat {
+        llm.tokenize(&llm.render_chat(&[edgecut::Message::new("user", prompt)])?)?
     } else {
-        prompt
+        llm.tokenize(&prompt)?
     };
-    let ids = llm.tokenize(&text)?;
+    let print_ids = a.print_ids;
+    let mut out = |piece: &str| print_ids || emit(piece);
     let g = match SplitConversation::open(&llm, &a.split, &opts.sampling)? {
-        None => llm.new_context()?.generate(&ids, &opts, &mut emit)?,
+        None => llm.new_context()?.generate(&ids, &opts, &mut out)?,
         Some(mut split) => {
-            let g = split.turn(&llm, &ids, &opts, a.sampling.quiet, &mut emit)?;
+            let g = split.turn(&llm, &ids, &opts, a.sampling.quiet, &mut out)?;
+            if print_ids {
+                emit(&ids_text(&g.generation.tokens));
+            }
             emit("\n");
             if !a.sampling.quiet {
                 stats(
@@ -242,11 +267,18 @@ pub fn generate(a: GenerateArgs) -> anyhow::Result<()> {
             return Ok(());
         }
     };
+    if print_ids {
+        emit(&ids_text(&g.tokens));
+    }
     emit("\n");
     if !a.sampling.quiet {
         stats(&g, opts.sampling.seed, opts.sampling.temperature > 0.0);
     }
     Ok(())
+}
+
+fn ids_text(ids: &[u32]) -> String {
+    ids.iter().map(u32::to_string).collect::<Vec<_>>().join(",")
 }
 
 /// Arguments of `edgecut chat`.
