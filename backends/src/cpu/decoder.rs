@@ -69,6 +69,7 @@ pub(super) fn rope(
 #[allow(clippy::too_many_arguments)]
 fn attend_row(
     fast: bool,
+    avx2: bool,
     q: &[f32],
     kt: &[f16],
     v: &[f16],
@@ -84,7 +85,14 @@ fn attend_row(
         unsafe { super::attn_f16::attend_row(q, kt, v, len, scale, s, o) };
         return;
     }
-    let _ = fast;
+    #[cfg(target_arch = "x86_64")]
+    if avx2 {
+        // SAFETY: `avx2` is set only where `attn_avx2::available()` holds and head_dim % 8 == 0;
+        // the caller checked the cache sizes and len <= capacity.
+        unsafe { super::attn_avx2::attend_row(q, kt, v, len, scale, s, o) };
+        return;
+    }
+    let _ = (fast, avx2);
     // The portable version: scores accumulated one key dimension at a time along positions.
     let hd = q.len();
     let cap = kt.len() / hd;
@@ -182,8 +190,14 @@ impl CpuBackend {
         if fast {
             super::kernels::note_simd();
         }
+        #[cfg(target_arch = "x86_64")]
+        let avx2 = !fast && self.kernels.attention_f16_avx2 && super::attn_avx2::available();
+        #[cfg(target_arch = "x86_64")]
+        if avx2 {
+            super::kernels::note_simd();
+        }
         #[cfg(not(target_arch = "x86_64"))]
-        let fast = false;
+        let (fast, avx2) = (false, false);
         let plans = a
             .iter()
             .zip(out.iter())
@@ -204,7 +218,8 @@ impl CpuBackend {
                 let i = first.partition_point(|&f| f <= task) - 1;
                 let (a, p) = (&a[i], &plans[i]);
                 let fast = fast && a.head_dim.is_multiple_of(16);
-                p.run(a, task - first[i], fast, &mut s, &mut o, &outs[i]);
+                let avx2 = avx2 && a.head_dim.is_multiple_of(8);
+                p.run(a, task - first[i], fast, avx2, &mut s, &mut o, &outs[i]);
             }
         };
         if tasks <= 1 || work < 1 << 15 {
@@ -279,11 +294,13 @@ impl AttentionPlan {
     }
 
     /// Task `task`: `self.heads` query heads over one block of rows, into `out`.
+    #[allow(clippy::too_many_arguments)]
     fn run(
         &self,
         a: &CausalAttention<'_>,
         task: usize,
         fast: bool,
+        avx2: bool,
         s: &mut Vec<f32>,
         o: &mut Vec<f32>,
         out: &SharedMut<f32>,
@@ -315,10 +332,10 @@ impl AttentionPlan {
                     }
                 }
             } else {
-                attend_row(fast, q, k, v, len, scale, s, o);
+                attend_row(fast, avx2, q, k, v, len, scale, s, o);
             }
             #[cfg(not(target_arch = "x86_64"))]
-            attend_row(fast, q, k, v, len, scale, s, o);
+            attend_row(fast, avx2, q, k, v, len, scale, s, o);
             // SAFETY: (row i, heads h0..h0 + n) of this conversation belong to one task.
             unsafe { out.slice(at, n * hd) }.copy_from_slice(o);
         }

@@ -65,6 +65,9 @@ pub struct Kernels {
     pub(crate) attention_f32: bool,
     /// Encoder attention products in bf16 (AVX-512 BF16), where f32 is not asked for.
     pub(crate) attention_bf16: bool,
+    /// Decoder attention over the f16 KV cache with AVX2 and F16C (where the AVX-512 kernel is
+    /// off).
+    pub(crate) attention_f16_avx2: bool,
     /// Decoder attention over the f16 KV cache with AVX-512 (F16C conversions).
     pub(crate) attention_f16: bool,
 }
@@ -93,6 +96,7 @@ pub const SCALAR: Kernels = Kernels {
     attention_f32: false,
     attention_bf16: false,
     attention_f16: false,
+    attention_f16_avx2: false,
 };
 
 impl Kernels {
@@ -113,6 +117,7 @@ impl Kernels {
             || k.attention_f32
             || k.attention_bf16
             || k.attention_f16
+            || k.attention_f16_avx2
     }
 }
 

@@ -3,6 +3,9 @@
 
 mod act_quant;
 #[cfg(target_arch = "x86_64")]
+#[cfg(target_arch = "x86_64")]
+mod attn_avx2;
+#[cfg(target_arch = "x86_64")]
 mod attn_avx512;
 #[cfg(target_arch = "x86_64")]
 mod attn_bf16;
@@ -11,7 +14,6 @@ mod attn_f16;
 mod contract;
 mod decoder;
 mod descriptors;
-#[cfg(target_arch = "x86_64")]
 #[cfg(target_arch = "x86_64")]
 mod f32_avx2;
 mod f32_avx512;

@@ -26,6 +26,7 @@ pub fn available() -> Vec<Kernels> {
         wide_avx2: super::multiversion::avx2(),
         f32_linear_avx2: super::f32_avx2::available(),
         gemv_i16_avx2: super::gemv_i16_avx2::available(),
+        attention_f16_avx2: super::attn_avx2::available(),
         ..super::kernels::SCALAR
     };
     let wide = super::multiversion::avx512();
