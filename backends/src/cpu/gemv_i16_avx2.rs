@@ -15,12 +15,12 @@ use std::arch::x86_64::*;
 
 use super::gemv_i16::RowI16;
 use crate::quant::k_quants::scale_min_k4;
-use crate::quant::{f16_bits_to_f32, QK};
+use crate::quant::QK;
 use crate::DType;
 
 /// Whether this CPU can run the kernel.
 pub fn available() -> bool {
-    super::multiversion::avx2()
+    super::multiversion::avx2() && std::is_x86_feature_detected!("f16c")
 }
 
 /// Whether the kernel reads `dtype` (the others take the f32 path).
@@ -102,10 +102,16 @@ trait Layout {
     unsafe fn unit(p: *const u8, u: usize) -> Unit;
 }
 
+/// The f16 at `p + at`, converted by F16C (one instruction, no branch: the scales of every
+/// block pass through here).
 #[inline(always)]
 fn f16_at(p: *const u8, at: usize) -> f32 {
-    // SAFETY: callers pass offsets inside the block they were given.
-    f16_bits_to_f32(unsafe { (p.add(at) as *const u16).read_unaligned() })
+    // SAFETY: callers pass offsets inside the block they were given, from functions compiled
+    // with F16C.
+    unsafe {
+        let bits = (p.add(at) as *const u16).read_unaligned();
+        _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(bits as i32)))
+    }
 }
 
 /// 16 bytes of nibbles as (low nibbles, high nibbles), each 16 u8 widened to int16.
@@ -122,25 +128,6 @@ unsafe fn nibbles16(p: *const u8) -> (__m256i, __m256i) {
             _mm256_cvtepu8_epi16(_mm_and_si128(q, m)),
             _mm256_cvtepu8_epi16(_mm_and_si128(_mm_srli_epi16::<4>(q), m)),
         )
-    }
-}
-
-/// Bit `j` of `bits` as 16 in lane `j` (0..16) of an int16 vector: the fifth bit of Q5 values.
-///
-/// # Safety
-/// AVX2.
-#[inline(always)]
-unsafe fn bit16(bits: u16) -> __m256i {
-    // SAFETY: register operations of AVX2.
-    unsafe {
-        let lanes = _mm256_setr_epi16(
-            1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384, -32768,
-        );
-        let hit = _mm256_cmpeq_epi16(
-            _mm256_and_si256(_mm256_set1_epi16(bits as i16), lanes),
-            lanes,
-        );
-        _mm256_and_si256(hit, _mm256_set1_epi16(16))
     }
 }
 
@@ -213,7 +200,9 @@ impl Layout for Q4_1 {
     }
 }
 
-/// A Q5 block's values: nibbles at `qs`, fifth bits in the u32 at `qh`.
+/// A Q5 block's values: nibbles at `qs`, fifth bits in the u32 at `qh`. The 32 values are
+/// built as bytes (low nibbles then high nibbles, the block's order), bit `j` of `qh` spread to
+/// byte `j` by one shuffle and one compare, then widened.
 ///
 /// # Safety
 /// AVX2; 4 bytes at `qh`, 16 at `qs`.
@@ -221,11 +210,30 @@ impl Layout for Q4_1 {
 unsafe fn q5(qh: *const u8, qs: *const u8) -> (__m256i, __m256i) {
     // SAFETY: as the caller guarantees.
     unsafe {
-        let h = (qh as *const u32).read_unaligned();
-        let (lo, hi) = nibbles16(qs);
+        let q = _mm_loadu_si128(qs as *const __m128i);
+        let m = _mm_set1_epi8(0x0f);
+        let nib = _mm256_set_m128i(
+            _mm_and_si128(_mm_srli_epi16::<4>(q), m),
+            _mm_and_si128(q, m),
+        );
+        let h = _mm256_set1_epi32((qh as *const i32).read_unaligned());
+        // Byte j takes byte j / 8 of qh, then keeps bit j % 8.
+        let spread = _mm256_shuffle_epi8(
+            h,
+            _mm256_setr_epi8(
+                0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3,
+                3, 3, 3, 3,
+            ),
+        );
+        let bit = _mm256_set1_epi64x(0x8040_2010_0804_0201u64 as i64);
+        let fifth = _mm256_and_si256(
+            _mm256_cmpeq_epi8(_mm256_and_si256(spread, bit), bit),
+            _mm256_set1_epi8(16),
+        );
+        let v = _mm256_or_si256(nib, fifth);
         (
-            _mm256_or_si256(lo, bit16(h as u16)),
-            _mm256_or_si256(hi, bit16((h >> 16) as u16)),
+            _mm256_cvtepu8_epi16(_mm256_castsi256_si128(v)),
+            _mm256_cvtepu8_epi16(_mm256_extracti128_si256::<1>(v)),
         )
     }
 }
@@ -367,7 +375,7 @@ impl Layout for Q6_K {
 /// than the hardware prefetcher follows far enough ahead.
 const PREFETCH_GROUPS: usize = 2;
 
-#[target_feature(enable = "avx2,fma")]
+#[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn dot4_t<T: Layout>(w: &[u8], row_bytes: usize, x: &RowI16) -> [f32; 4] {
     let blocks = row_bytes / T::BYTES;
     let (mut a0, mut a1, mut a2, mut a3) = (
