@@ -1,8 +1,9 @@
 //! The f32 products of the f32-activation matmul on AVX2 with FMA: weight rows decoded to f32
-//! (four at a time, into an L1 buffer) times activation rows. [`dot4x2`] is the prompt kernel:
-//! two activation rows against four weight rows, eight accumulators (enough to cover the FMA
-//! latency on two ports) and six loads per eight multiply-adds, so it is bound by the FMA ports,
-//! not the loads. [`dot4`] serves an odd last row and sums in the same order, bit for bit.
+//! (four at a time, into an L1 buffer) times activation rows. [`dot4x3`] is the prompt kernel:
+//! three activation rows against four weight rows, twelve accumulators (enough to cover the FMA
+//! latency on two ports) and seven loads per twelve multiply-adds, so it is bound by the FMA
+//! ports, not the loads. [`dot4x2`] and [`dot4`] serve the last rows and sum in the same order,
+//! bit for bit.
 
 use std::arch::x86_64::*;
 
@@ -89,22 +90,62 @@ pub unsafe fn dot4x2(w: &[f32], x: &[f32], k: usize) -> [[f32; 4]; 2] {
     unsafe { [reduce4(acc[0]), reduce4(acc[1])] }
 }
 
+/// [`dot4`] of three activation rows at once (twelve accumulators, seven loads per twelve
+/// multiply-adds): the prompt kernel's main tile, bit for bit [`dot4`] for each row.
+///
+/// # Safety
+/// The CPU must have AVX2 and FMA (see [`available`]); `w` holds `4 * k` values, `x` `3 * k`.
+#[target_feature(enable = "avx2,fma")]
+pub unsafe fn dot4x3(w: &[f32], x: &[f32], k: usize) -> [[f32; 4]; 3] {
+    assert!(
+        w.len() >= 4 * k && x.len() >= 3 * k && k.is_multiple_of(8),
+        "dot4x3: bad lengths"
+    );
+    let mut acc = [[_mm256_setzero_ps(); 4]; 3];
+    let (xp, wp) = (x.as_ptr(), w.as_ptr());
+    let mut c = 0;
+    while c < k {
+        // SAFETY: c + 8 <= k, and rows 0..4 of `w` and 0..3 of `x` hold k values (asserted).
+        unsafe {
+            let x0 = _mm256_loadu_ps(xp.add(c));
+            let x1 = _mm256_loadu_ps(xp.add(k + c));
+            let x2 = _mm256_loadu_ps(xp.add(2 * k + c));
+            let [a0, a1, a2] = &mut acc;
+            for (r, ((a0, a1), a2)) in a0
+                .iter_mut()
+                .zip(a1.iter_mut())
+                .zip(a2.iter_mut())
+                .enumerate()
+            {
+                let wv = _mm256_loadu_ps(wp.add(r * k + c));
+                *a0 = _mm256_fmadd_ps(wv, x0, *a0);
+                *a1 = _mm256_fmadd_ps(wv, x1, *a1);
+                *a2 = _mm256_fmadd_ps(wv, x2, *a2);
+            }
+        }
+        c += 8;
+    }
+    // SAFETY: AVX2 is enabled in this function.
+    unsafe { [reduce4(acc[0]), reduce4(acc[1]), reduce4(acc[2])] }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn two_rows_at_once_equal_one_at_a_time_bit_for_bit() {
+    fn two_and_three_rows_at_once_equal_one_at_a_time_bit_for_bit() {
         if !available() {
             return;
         }
         let k = 104;
         let val = |s: usize| ((s * 2654435761) % 1000) as f32 / 250.0 - 2.0;
         let w: Vec<f32> = (0..4 * k).map(val).collect();
-        let x: Vec<f32> = (0..2 * k).map(|i| val(i + 77)).collect();
-        // SAFETY: AVX2/FMA are available (checked); w holds 4 rows of k, x 2, k % 8 == 0.
-        let both = unsafe { dot4x2(&w, &x, k) };
-        for (i, row) in both.iter().enumerate() {
+        let x: Vec<f32> = (0..3 * k).map(|i| val(i + 77)).collect();
+        // SAFETY: AVX2/FMA are available (checked); w holds 4 rows of k, x 3, k % 8 == 0.
+        let (two, three) = unsafe { (dot4x2(&w, &x, k), dot4x3(&w, &x, k)) };
+        assert_eq!(two[..], three[..2]);
+        for (i, row) in three.iter().enumerate() {
             // SAFETY: as above, with one activation row.
             let one = unsafe { dot4(&w, &x[i * k..(i + 1) * k]) };
             assert_eq!(row.map(f32::to_bits), one.map(f32::to_bits), "row {i}");

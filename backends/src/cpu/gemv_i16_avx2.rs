@@ -432,3 +432,61 @@ unsafe fn dot4_t<T: Layout>(w: &[u8], row_bytes: usize, x: &RowI16) -> [f32; 4] 
     }
     out
 }
+
+/// Decodes `row` (whole blocks of `dtype`) into `out` through the same units: each unit's
+/// int16 values widened to f32 and `d q + m` in one FMA (for prompts, whose weights are decoded
+/// once per four rows and multiplied with every activation row in f32).
+///
+/// # Safety
+/// [`available`] is true; [`decodes`] is true for `dtype`.
+pub unsafe fn decode_row(dtype: DType, row: &[u8], out: &mut [f32]) {
+    assert!(
+        row.len() * dtype.block_len() == out.len() * dtype.block_bytes(),
+        "decode_row: {} bytes of {dtype} for {} values",
+        row.len(),
+        out.len()
+    );
+    // SAFETY: the caller guarantees the CPU features; lengths are asserted above.
+    unsafe {
+        match dtype {
+            DType::Q8_0 => decode_t::<Q8_0>(row, out),
+            DType::Q4_0 => decode_t::<Q4_0>(row, out),
+            DType::Q4_1 => decode_t::<Q4_1>(row, out),
+            DType::Q5_0 => decode_t::<Q5_0>(row, out),
+            DType::Q5_1 => decode_t::<Q5_1>(row, out),
+            DType::Q4_K => decode_t::<Q4_K>(row, out),
+            DType::Q5_K => decode_t::<Q5_K>(row, out),
+            DType::Q6_K => decode_t::<Q6_K>(row, out),
+            DType::F32
+            | DType::F16
+            | DType::BF16
+            | DType::Q2_K
+            | DType::Q3_K
+            | DType::IQ4_NL
+            | DType::IQ4_XS => unreachable!("the caller checks `decodes` ({dtype})"),
+        }
+    }
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn decode_t<T: Layout>(row: &[u8], out: &mut [f32]) {
+    let (rp, op) = (row.as_ptr(), out.as_mut_ptr());
+    for blk in 0..row.len() / T::BYTES {
+        for u in 0..T::UNITS {
+            // SAFETY: block `blk` lies in `row` and its unit's 32 values in `out` (lengths
+            // asserted by `decode_row`).
+            unsafe {
+                let un = T::unit(rp.add(blk * T::BYTES), u);
+                let o = op.add((blk * T::UNITS + u) * QK);
+                let (d, m) = (_mm256_set1_ps(un.d), _mm256_set1_ps(un.m));
+                for (at, v) in [(0, un.lo), (16, un.hi)] {
+                    let a = _mm256_cvtepi32_ps(_mm256_cvtepi16_epi32(_mm256_castsi256_si128(v)));
+                    let b =
+                        _mm256_cvtepi32_ps(_mm256_cvtepi16_epi32(_mm256_extracti128_si256::<1>(v)));
+                    _mm256_storeu_ps(o.add(at), _mm256_fmadd_ps(a, d, m));
+                    _mm256_storeu_ps(o.add(at + 8), _mm256_fmadd_ps(b, d, m));
+                }
+            }
+        }
+    }
+}

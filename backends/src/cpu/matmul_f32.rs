@@ -239,6 +239,11 @@ impl CpuBackend {
             && super::f32_avx2::available()
             && k.is_multiple_of(8);
         #[cfg(target_arch = "x86_64")]
+        let avx2_decode = avx2
+            && self.kernels.gemv_i16_avx2
+            && super::gemv_i16_avx2::decodes(dtype)
+            && super::gemv_i16_avx2::available();
+        #[cfg(target_arch = "x86_64")]
         let i16_avx2 = avx2
             && self.kernels.gemv_i16_avx2
             && m <= I16_MAX_M
@@ -390,23 +395,47 @@ impl CpuBackend {
                     }
                     #[cfg(target_arch = "x86_64")]
                     if avx2 {
-                        decode_rows(&self.kernels, dtype, w, rows, k, buf);
-                        // Two activation rows at a time share the weight loads; an odd last
-                        // row alone (the same sums, bit for bit).
-                        let pairs = m / 2 * 2;
-                        for (q, xq) in x[..pairs * k].chunks_exact(2 * k).enumerate() {
-                            // SAFETY: AVX2/FMA were detected (`avx2`); buf holds 4 rows of k,
-                            // xq 2, k % 8 == 0.
-                            let v = unsafe { super::f32_avx2::dot4x2(&buf[..ROWS * k], xq, k) };
+                        if avx2_decode {
+                            for (r, o) in buf[..ROWS * k].chunks_exact_mut(k).enumerate() {
+                                if r < rows {
+                                    let wr = &w[r * row_bytes..(r + 1) * row_bytes];
+                                    // SAFETY: the kernel decodes dtype and its CPU features
+                                    // were detected (`avx2_decode`); wr holds k values.
+                                    unsafe { super::gemv_i16_avx2::decode_row(dtype, wr, o) };
+                                } else {
+                                    o.fill(0.0);
+                                }
+                            }
+                        } else {
+                            decode_rows(&self.kernels, dtype, w, rows, k, buf);
+                        }
+                        // Three activation rows at a time share the weight loads; the last one
+                        // or two (the same sums, bit for bit).
+                        let triples = m / 3 * 3;
+                        let wb = &buf[..ROWS * k];
+                        for (q, xq) in x[..triples * k].chunks_exact(3 * k).enumerate() {
+                            // SAFETY: AVX2/FMA were detected (`avx2`); wb holds 4 rows of k,
+                            // xq 3, k % 8 == 0.
+                            let v = unsafe { super::f32_avx2::dot4x3(wb, xq, k) };
                             for (i, v) in v.into_iter().enumerate() {
-                                put(2 * q + i, v);
+                                put(3 * q + i, v);
                             }
                         }
-                        if pairs < m {
-                            // SAFETY: as above, with one activation row of k.
-                            let v =
-                                unsafe { super::f32_avx2::dot4(&buf[..ROWS * k], &x[pairs * k..]) };
-                            put(pairs, v);
+                        match m - triples {
+                            2 => {
+                                // SAFETY: as above, with two activation rows.
+                                let v =
+                                    unsafe { super::f32_avx2::dot4x2(wb, &x[triples * k..], k) };
+                                put(triples, v[0]);
+                                put(triples + 1, v[1]);
+                            }
+                            1 => {
+                                // SAFETY: as above, with one activation row.
+                                put(triples, unsafe {
+                                    super::f32_avx2::dot4(wb, &x[triples * k..])
+                                });
+                            }
+                            _ => {}
                         }
                         j += rows;
                         continue;
