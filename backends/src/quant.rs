@@ -7,6 +7,7 @@ use half::f16;
 
 mod blocks;
 pub mod k_quants;
+pub mod quantize_k;
 pub mod small_blocks;
 
 pub use k_quants::{

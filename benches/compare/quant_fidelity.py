@@ -113,21 +113,34 @@ def main():
     ap.add_argument("--gen", type=int, default=32)
     ap.add_argument("--out", default=os.path.join(MODELS, "requantized"))
     ap.add_argument("--edgecut", default=os.path.join(ROOT, "target", "release", "edgecut"))
+    ap.add_argument("--file", action="append", default=[],
+                    help="a GGUF file to compare as it is (repeatable; e.g. one `edgecut convert "
+                         "--type q4_k_m` wrote); --types is then ignored")
     args = ap.parse_args()
     os.makedirs(args.out, exist_ok=True)
     cases = json.load(open(os.path.join(ROOT, "tests", "fixtures", "smollm2.json")))["cases"]
     prompts = [c["ids"] for c in cases]
     rows = []
-    for t in args.types.split(","):
-        path = os.path.join(args.out, f"SmolLM2-135M-Instruct.{t.upper()}.gguf")
-        quantize(path, FTYPES[t])
+    todo = ([(os.path.basename(f), f) for f in args.file] if args.file else
+            [(t, os.path.join(args.out, f"SmolLM2-135M-Instruct.{t.upper()}.gguf"))
+             for t in args.types.split(",")])
+    for t, path in todo:
+        if not args.file:
+            quantize(path, FTYPES[t])
         want = run_torch(path, prompts, args.gen)
-        for name, got in [("edgecut", run_edgecut(path, prompts, args.gen, args.edgecut)),
-                          ("llama.cpp", run_llama_cpp(path, prompts, args.gen))]:
-            first, lead = agreement(got, want)
+        got = {"edgecut": run_edgecut(path, prompts, args.gen, args.edgecut),
+               "llama.cpp": run_llama_cpp(path, prompts, args.gen)}
+        for name, g in got.items():
+            first, lead = agreement(g, want)
             rows.append((t, name, first, lead))
             print(f"{t:<8} {name:<10} first token {first}/{len(prompts)}  "
                   f"leading tokens equal to PyTorch {lead:.1f}/{args.gen}", flush=True)
+        first, lead = agreement(got["edgecut"], got["llama.cpp"])
+        print(f"{t:<8} edgecut against llama.cpp on the same file: first token "
+              f"{first}/{len(prompts)}, leading tokens {lead:.1f}/{args.gen}", flush=True)
+    if args.file:
+        for name, f in todo:
+            print(f"{name}: {os.path.getsize(f)} bytes")
     print(f"\n{'type':<8} {'system':<10} {'first token = PyTorch':>22} {'mean leading tokens = PyTorch':>30}")
     for t, name, first, lead in rows:
         print(f"{t:<8} {name:<10} {first:>19}/{len(prompts)} {lead:>27.1f}/{args.gen}")

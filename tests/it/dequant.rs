@@ -71,6 +71,17 @@ fn every_type_decodes_like_gguf_py_on_random_blocks() {
     std::fs::remove_dir_all(&dir).ok();
 }
 
+/// SHA-256 of `values` as little-endian f32, every NaN as 0x7fc00000 (as
+/// `tests/reference/dequant_check.py file` hashes gguf-py's values).
+pub(crate) fn value_hash(values: &[f32]) -> String {
+    let mut h = Sha256::new();
+    for v in values {
+        let bits = if v.is_nan() { 0x7fc0_0000 } else { v.to_bits() };
+        h.update(bits.to_le_bytes());
+    }
+    format!("{:x}", h.finalize())
+}
+
 #[test]
 fn every_tensor_of_the_gemma_3_q4_k_m_file_decodes_like_gguf_py() {
     let path = gemma3_q4_k_m();
@@ -83,13 +94,7 @@ fn every_tensor_of_the_gemma_3_q4_k_m_file_decodes_like_gguf_py() {
     assert_eq!(file.tensors().len(), want.len(), "tensor count");
     let mut types = std::collections::BTreeSet::new();
     for t in file.tensors() {
-        let values = file.view(t).to_f32();
-        let mut h = Sha256::new();
-        for v in values {
-            let bits = if v.is_nan() { 0x7fc0_0000 } else { v.to_bits() };
-            h.update(bits.to_le_bytes());
-        }
-        let got = format!("{:x}", h.finalize());
+        let got = value_hash(&file.view(t).to_f32());
         assert_eq!(
             Some(&got),
             want.get(&t.name),

@@ -16,7 +16,9 @@ pub struct Args {
     /// The GGUF file to write.
     #[arg(short, long)]
     output: PathBuf,
-    /// Type of matmul weights and embedding tables: q8_0, f16 or f32.
+    /// Type of matmul weights and embedding tables: q8_0, f16, f32, or q4_k_m (llama.cpp's mix:
+    /// Q4_K, Q6_K for the head and some attn_v/ffn_down, Q5_0/Q8_0 where rows are not whole
+    /// super-blocks of 256).
     #[arg(long = "type", default_value = "q8_0")]
     weight_type: WeightType,
 }

@@ -254,7 +254,9 @@ pub(super) fn convert(
     common_metadata(&mut w, opts, c.checksum()?);
 
     let mut sources = Vec::new();
-    for (gname, cands, required) in tensor_map(&h) {
+    let map = tensor_map(&h);
+    let blocks = super::block_count(map.iter().map(|m| m.0.as_str()));
+    for (gname, cands, required) in map {
         if gname.starts_with("cls.") && !is_classifier {
             continue; // BERT's pooler is only used by classification heads
         }
@@ -267,7 +269,8 @@ pub(super) fn convert(
         let shape = c.shape(&src)?;
         check_shape(&gname, &shape, &h)?;
         let dims: Vec<u64> = shape.iter().rev().map(|&d| d as u64).collect();
-        let dtype = target_type(&dims, opts.weight_type);
+        // An encoder's head is its pooler or classifier, never tied to the embeddings.
+        let dtype = target_type(&gname, &dims, opts.weight_type, blocks, false);
         w.add_tensor(TensorSpec {
             name: gname,
             dtype,

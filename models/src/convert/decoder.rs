@@ -427,6 +427,8 @@ pub(super) fn convert(
         ]);
     }
     let mut sources = Vec::with_capacity(map.len());
+    let blocks = super::block_count(map.iter().map(|m| m.0.as_str()));
+    let tied = !map.iter().any(|m| m.0 == "output.weight");
     for (gname, src, shape, transform) in map {
         let found = match &transform {
             Transform::Values(v) => vec![v.len()],
@@ -441,7 +443,7 @@ pub(super) fn convert(
             });
         }
         let dims: Vec<u64> = shape.iter().rev().map(|&d| d as u64).collect();
-        let dtype = target_type(&dims, opts.weight_type);
+        let dtype = target_type(&gname, &dims, opts.weight_type, blocks, tied);
         w.add_tensor(TensorSpec {
             name: gname,
             dtype,

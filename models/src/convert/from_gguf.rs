@@ -16,6 +16,16 @@ pub(super) fn convert(
     progress: &mut dyn FnMut(Progress<'_>),
 ) -> Result<ConvertReport> {
     let src = GgufFile::open(input)?;
+    if let Some(t) = src.unreadable().first() {
+        return Err(crate::error::ModelError::Unsupported(format!(
+            "{}: tensor {:?} is {} (and {} more of types edgecut cannot decode); converting \
+             would drop them",
+            input.display(),
+            t.name,
+            t.type_name,
+            src.unreadable().len() - 1
+        )));
+    }
     let mut w = GgufWriter::new();
     for (k, v) in src.metadata() {
         w.set(k.clone(), v.clone());
@@ -24,8 +34,10 @@ pub(super) fn convert(
     if let Ok(name) = src.get_str("general.name") {
         w.set("general.name", Value::Str(name.to_string()));
     }
+    let blocks = super::block_count(src.tensors().iter().map(|t| t.name.as_str()));
+    let tied = src.tensor("output.weight").is_none();
     for t in src.tensors() {
-        let dtype = match target_type(&t.dims, opts.weight_type) {
+        let dtype = match target_type(&t.name, &t.dims, opts.weight_type, blocks, tied) {
             // Vectors keep a float type; a 1-D F16 tensor is widened to F32.
             edgecut_backends::DType::F32 if !t.dtype.is_quantized() => edgecut_backends::DType::F32,
             d => d,

@@ -22,6 +22,8 @@ use crate::error::{ModelError, Result};
 
 /// Type for the weights that get quantized.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+// llama.cpp's name for the mix.
+#[allow(non_camel_case_types)]
 pub enum WeightType {
     /// 8-bit blocks (default): about a quarter of f32's size.
     #[default]
@@ -30,6 +32,11 @@ pub enum WeightType {
     F16,
     /// Full precision.
     F32,
+    /// llama.cpp's Q4_K_M mix: Q4_K matrices; Q6_K for the output head (the embedding table when
+    /// it is tied) and for `attn_v` and `ffn_down` in the first and last eighth of the blocks
+    /// and every third between; Q5_0 (for Q4_K) and Q8_0 (for Q6_K) where a row is not whole
+    /// super-blocks of 256.
+    Q4_K_M,
 }
 
 impl WeightType {
@@ -39,6 +46,7 @@ impl WeightType {
             WeightType::Q8_0 => DType::Q8_0,
             WeightType::F16 => DType::F16,
             WeightType::F32 => DType::F32,
+            WeightType::Q4_K_M => DType::Q4_K,
         }
     }
 
@@ -48,13 +56,14 @@ impl WeightType {
             WeightType::Q8_0 => 7,
             WeightType::F16 => 1,
             WeightType::F32 => 0,
+            WeightType::Q4_K_M => 15,
         }
     }
 }
 
 /// A name that is no [`WeightType`].
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown weight type {0:?} (q8_0, f16 or f32)")]
+#[error("unknown weight type {0:?} (q8_0, q4_k_m, f16 or f32)")]
 pub struct UnknownWeightType(pub String);
 
 impl std::str::FromStr for WeightType {
@@ -64,6 +73,7 @@ impl std::str::FromStr for WeightType {
             "q8_0" | "q8" => Ok(WeightType::Q8_0),
             "f16" => Ok(WeightType::F16),
             "f32" => Ok(WeightType::F32),
+            "q4_k_m" => Ok(WeightType::Q4_K_M),
             _ => Err(UnknownWeightType(s.to_string())),
         }
     }
@@ -122,24 +132,82 @@ pub fn convert(
     }
 }
 
-/// The type a tensor of `dims` (innermost first) gets: `weights` for matrices whose rows are
-/// whole blocks, F32 otherwise.
-pub fn target_type(dims: &[u64], weights: WeightType) -> DType {
-    let t = weights.dtype();
-    if dims.len() >= 2 && dims[0].is_multiple_of(t.block_len() as u64) {
-        t
-    } else {
-        DType::F32
+/// The number of blocks in a model whose tensors are `names` (`blk.N.*`): one more than the
+/// largest N.
+pub fn block_count<'a>(names: impl IntoIterator<Item = &'a str>) -> usize {
+    names
+        .into_iter()
+        .filter_map(|n| {
+            n.strip_prefix("blk.")?
+                .split('.')
+                .next()?
+                .parse::<usize>()
+                .ok()
+        })
+        .map(|i| i + 1)
+        .max()
+        .unwrap_or(0)
+}
+
+/// llama.cpp's `use_more_bits`: the first and last eighth of the blocks, and every third block
+/// between.
+fn more_bits(i: usize, n: usize) -> bool {
+    i < n / 8 || i >= 7 * n / 8 || (i - n / 8) % 3 == 2
+}
+
+/// The type tensor `name` of `dims` (innermost first) gets in a model of `blocks` blocks
+/// (`tied`: no `output.weight`, the embedding table is the head): `weights` for matrices whose
+/// rows are whole blocks, F32 otherwise; for [`WeightType::Q4_K_M`], llama.cpp's mix and its
+/// fallbacks for rows that are not whole super-blocks.
+pub fn target_type(
+    name: &str,
+    dims: &[u64],
+    weights: WeightType,
+    blocks: usize,
+    tied: bool,
+) -> DType {
+    let want = match weights {
+        WeightType::Q4_K_M => {
+            let layer = name
+                .strip_prefix("blk.")
+                .and_then(|n| n.split('.').next()?.parse::<usize>().ok());
+            let head = name == "output.weight" || (tied && name == "token_embd.weight");
+            let more = matches!(layer, Some(i) if i < blocks && more_bits(i, blocks))
+                && (name.ends_with(".attn_v.weight") || name.ends_with(".ffn_down.weight"));
+            if head || more {
+                DType::Q6_K
+            } else {
+                DType::Q4_K
+            }
+        }
+        other => other.dtype(),
+    };
+    if dims.len() < 2 {
+        return DType::F32;
     }
+    let fits = |t: DType| dims[0].is_multiple_of(t.block_len() as u64);
+    let fallback = match want {
+        DType::Q4_K => DType::Q5_0,
+        DType::Q6_K => DType::Q8_0,
+        other => other,
+    };
+    [want, fallback]
+        .into_iter()
+        .find(|&t| fits(t))
+        .unwrap_or(DType::F32)
 }
 
 /// Encodes f32 values as `dtype`.
 pub fn encode(values: &[f32], dtype: DType) -> Result<Vec<u8>> {
+    use quant::quantize_k::{quantize_q4_k, quantize_q5_0, quantize_q6_k};
+    let err = |e: quant::QuantError| ModelError::Unsupported(format!("{dtype} encoding: {e}"));
     match dtype {
         DType::F32 => Ok(quant::f32_to_bytes(values)),
         DType::F16 => Ok(quant::f32_to_f16_bytes(values)),
-        DType::Q8_0 => quant::quantize_q8_0_vec(values)
-            .map_err(|e| ModelError::Unsupported(format!("Q8_0 encoding: {e}"))),
+        DType::Q8_0 => quant::quantize_q8_0_vec(values).map_err(err),
+        DType::Q4_K => quantize_q4_k(values).map_err(err),
+        DType::Q6_K => quantize_q6_k(values).map_err(err),
+        DType::Q5_0 => quantize_q5_0(values).map_err(err),
         other => Err(ModelError::Unsupported(format!("writing {other} tensors"))),
     }
 }
