@@ -8,7 +8,10 @@
 #   scripts/gpu-check.sh run     there (or here): conformance and MiniLM fidelity on CUDA and
 #                                Vulkan, MiniLM sentences/s at batch 1/32/128 x 128 tokens,
 #                                decoder prefill/decode tokens/s (SmolLM2's shapes, random
-#                                weights written there), PyTorch on the same shapes; one table
+#                                weights written there; and the same weights converted there
+#                                to llama.cpp's Q4_K_M mix by `edgecut convert --type q4_k_m`),
+#                                PyTorch on the same shapes; one table. The contract suite runs
+#                                every block type's f32-activation products on each device.
 #
 # Environment: EDGECUT_PYTHON (a python with torch for the peer; default: the first of
 # ~/.cache/edgecut/refvenv and python3 that imports torch), GPUCHECK_DIR (default
@@ -85,6 +88,7 @@ run() {
     local gpu
     gpu=$(nvidia-smi --query-gpu=name,driver_version --format=csv,noheader 2>/dev/null || true)
     "$T/random_weights" fill "$T/smollm2-skeleton.gguf" "$T/decoder.gguf"
+    "$T/edgecut" convert "$T/decoder.gguf" -o "$T/decoder-q4_k_m.gguf" --type q4_k_m >/dev/null
     local py=${EDGECUT_PYTHON:-}
     if [ -z "$py" ]; then
         for c in "$HOME/.cache/edgecut/refvenv/bin/python" python3; do
@@ -132,6 +136,12 @@ run() {
         cp "$LOG" "$T/decoder-$dev.log"
         R[prefill_$dev]=$(awk '$1 == 128 {print $4}' "$LOG")
         R[decode_$dev]=$(awk '$1 == 128 {print $6}' "$LOG")
+        timeout 600 "$T/edgecut" bench -m "$T/decoder-q4_k_m.gguf" --device "$dev" \
+            --prompt-tokens 128 --gen-tokens $gen --iters $iters >"$LOG" 2>&1 ||
+            echo "Q4_K_M decoder bench on $dev failed" >>"$LOG"
+        cp "$LOG" "$T/decoder-q4_k_m-$dev.log"
+        R[kprefill_$dev]=$(awk '$1 == 128 {print $4}' "$LOG")
+        R[kdecode_$dev]=$(awk '$1 == 128 {print $6}' "$LOG")
     done
     local pdev=cpu
     [ -n "$gpu" ] && pdev=cuda
@@ -161,6 +171,10 @@ run() {
         "${R[prefill_cpu]:-}" "${R[torch_prefill_fp32]:-}" "${R[torch_prefill_fp16]:-}"
     row "decoder decode tok/s" "${R[decode_cuda]:-}" "${R[decode_wgpu]:-}" \
         "${R[decode_cpu]:-}" "${R[torch_decode_fp32]:-}" "${R[torch_decode_fp16]:-}"
+    row "Q4_K_M decoder prefill tok/s, 128" "${R[kprefill_cuda]:-}" "${R[kprefill_wgpu]:-}" \
+        "${R[kprefill_cpu]:-}"
+    row "Q4_K_M decoder decode tok/s" "${R[kdecode_cuda]:-}" "${R[kdecode_wgpu]:-}" \
+        "${R[kdecode_cpu]:-}"
     echo "decode CUDA / Vulkan: $ratio (the aim: Vulkan within 1.5x of CUDA, same kernels)"
     echo "logs: $T/*.log"
     case "${R[contract_cuda]} ${R[conf_cuda]} ${R[contract_wgpu]} ${R[conf_wgpu]}" in
