@@ -35,10 +35,10 @@ fn inspect_smollm2_prints_hyperparameters_tokenizer_tensors_and_identity() {
         "attention.head_count_kv                    3",
         "rope.freq_base                             100000",
         "tensors (272)",
-        "Q4_1   210 tensors",
-        "Q8_0     1 tensors     30081024 bytes",
-        "F32     61 tensors",
-        "token_embd.weight                    Q8_0        [49152, 576]",
+        "Q4_1     210 tensors",
+        "Q8_0       1 tensors     30081024 bytes",
+        "F32       61 tensors",
+        "token_embd.weight                    Q8_0          [49152, 576]",
     ] {
         assert!(
             out.contains(needle),
