@@ -5,12 +5,12 @@
 //! values rounded to f16 where edgecut stores them): logits at every prompt position and over 8
 //! greedy steps with the KV cache, and the greedy tokens.
 //!
-//! Tolerances, of the largest logit: 2e-4 for the prompt (f32 products; measured up to 1.1e-4 on
-//! a Zen 3), 1e-3 for the greedy steps, whose token kernels round activations to int16 per block
-//! of 32 (relative error below 2^-16 of the block's largest; through this model's two layers of
-//! large weights that measured 2.4e-4 to 3.7e-4 on AVX2, against 1e-5 to 5e-5 with
-//! `EDGECUT_KERNELS=scalar`). A wrong scale, nibble, bit or sign in any block type moves logits
-//! by far more (the Q6_K scale read one byte off: 1.4).
+//! Tolerance, of the largest logit: 1e-3 at every prompt position and over the greedy steps.
+//! Up to 16 rows (this prompt, and every decode step) run the token kernels, which round
+//! activations to int16 per block of 32 (relative error below 2^-16 of the block's largest;
+//! through this model's two layers of large weights that measured up to 3.7e-4 on AVX2, against
+//! 1e-5 to 5e-5 with `EDGECUT_KERNELS=scalar`). A wrong scale, nibble, bit or sign in any block
+//! type moves logits by far more (the Q6_K scale read one byte off: 1.4).
 
 use super::decoder_spec::{rel_diff, rows, run};
 use edgecut_tests::{fixture, ids, repo_root};
@@ -31,7 +31,7 @@ fn every_block_type_llama_cpp_writes_matches_transformers_on_the_same_weights() 
             rel_diff(&sl, &rows(&r["step_logits"])),
         );
         println!("{name}: prompt {dp:.2e}, steps {ds:.2e} of the largest logit");
-        assert!(dp <= 2e-4, "{name}: prompt logits off by {dp:e}");
+        assert!(dp <= 1e-3, "{name}: prompt logits off by {dp:e}");
         assert!(ds <= 1e-3, "{name}: step logits off by {ds:e}");
         assert_eq!(toks, ids(&r["greedy"]), "{name}: greedy");
         for t in f["types"].as_array().unwrap() {

@@ -23,6 +23,12 @@ const MIN_SPLIT_MACS: usize = 1 << 16;
 /// the weights are decoded once into the buffer and shared by all rows.
 const I16_MAX_M: usize = 2;
 
+/// Activation rows up to which the AVX2 int16 kernel runs: every decode step of up to 16
+/// conversations stepped together, so each row's result is the one it gets alone, bit for bit
+/// (the kernel computes each row on its own); prompts above it take the f32 tile.
+#[cfg(target_arch = "x86_64")]
+const I16_AVX2_MAX_M: usize = 16;
+
 /// Weight rows decoded and multiplied together.
 const ROWS: usize = 4;
 
@@ -246,7 +252,7 @@ impl CpuBackend {
         #[cfg(target_arch = "x86_64")]
         let i16_avx2 = avx2
             && self.kernels.gemv_i16_avx2
-            && m <= I16_MAX_M
+            && m <= I16_AVX2_MAX_M
             && super::gemv_i16_avx2::decodes(dtype)
             && super::gemv_i16_avx2::available();
         #[cfg(target_arch = "x86_64")]
