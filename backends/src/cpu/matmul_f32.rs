@@ -61,6 +61,7 @@ fn f16(b0: u8, b1: u8) -> f32 {
 
 /// Whether the hand-written AVX-512 kernels ([`super::f32_avx512`], [`super::gemv_i16`],
 /// [`super::f32_rows_avx512`]) decode this type; the others run the portable loop.
+#[cfg(target_arch = "x86_64")]
 fn avx512_kernels_decode(dtype: DType) -> bool {
     match dtype {
         DType::Q8_0 | DType::Q4_0 | DType::Q4_1 => true,
@@ -130,6 +131,7 @@ fn decode_row(dtype: DType, row: &[u8], out: &mut [f32]) {
 }
 
 multiversion! {
+    #[cfg(target_arch = "x86_64")]
     /// Decodes the `rows` weight rows of `w` into `buf`, `k` values each, and zeroes the rest
     /// of its [`ROWS`] rows.
     fn decode_rows(dtype: DType, w: &[u8], rows: usize, k: usize, buf: &mut [f32]) {

@@ -3,7 +3,6 @@
 
 mod act_quant;
 #[cfg(target_arch = "x86_64")]
-#[cfg(target_arch = "x86_64")]
 mod attn_avx2;
 #[cfg(target_arch = "x86_64")]
 mod attn_avx512;
@@ -16,6 +15,7 @@ mod decoder;
 mod descriptors;
 #[cfg(target_arch = "x86_64")]
 mod f32_avx2;
+#[cfg(target_arch = "x86_64")]
 mod f32_avx512;
 #[cfg(target_arch = "x86_64")]
 mod f32_rows_avx512;
