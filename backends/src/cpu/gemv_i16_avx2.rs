@@ -81,6 +81,43 @@ pub unsafe fn dot4(dtype: DType, w: &[u8], row_bytes: usize, x: &RowI16) -> [f32
     }
 }
 
+/// [`dot4`] of two activation rows at once: each unit is read and widened once for both (a
+/// prompt of a few tokens, several conversations stepped together), and each row's sums are
+/// the ones [`dot4`] gives it alone, bit for bit (the same operations in the same order).
+///
+/// # Safety
+/// As [`dot4`], for both rows.
+pub unsafe fn dot4x2(dtype: DType, w: &[u8], row_bytes: usize, x: [&RowI16; 2]) -> [[f32; 4]; 2] {
+    let nb = x[0].s.len();
+    assert!(
+        x.iter()
+            .all(|x| x.q.len() == nb * QK && x.s.len() == nb && x.sum.len() == nb)
+            && w.len() >= 4 * row_bytes
+            && row_bytes * dtype.block_len() == nb * QK * dtype.block_bytes(),
+        "dot4x2: bad lengths"
+    );
+    // SAFETY: the caller guarantees the CPU features; lengths are asserted above.
+    unsafe {
+        match dtype {
+            DType::Q8_0 => dot4x2_t::<Q8_0>(w, row_bytes, x),
+            DType::Q4_0 => dot4x2_t::<Q4_0>(w, row_bytes, x),
+            DType::Q4_1 => dot4x2_t::<Q4_1>(w, row_bytes, x),
+            DType::Q5_0 => dot4x2_t::<Q5_0>(w, row_bytes, x),
+            DType::Q5_1 => dot4x2_t::<Q5_1>(w, row_bytes, x),
+            DType::Q4_K => dot4x2_t::<Q4_K>(w, row_bytes, x),
+            DType::Q5_K => dot4x2_t::<Q5_K>(w, row_bytes, x),
+            DType::Q6_K => dot4x2_t::<Q6_K>(w, row_bytes, x),
+            DType::F32
+            | DType::F16
+            | DType::BF16
+            | DType::Q2_K
+            | DType::Q3_K
+            | DType::IQ4_NL
+            | DType::IQ4_XS => unreachable!("the caller checks `decodes` ({dtype})"),
+        }
+    }
+}
+
 /// One unit of 32 values: int16 values `lo` (0..16) and `hi` (16..32), `w = d q + m`.
 struct Unit {
     lo: __m256i,
@@ -429,6 +466,73 @@ unsafe fn dot4_t<T: Layout>(w: &[u8], row_bytes: usize, x: &RowI16) -> [f32; 4] 
         // SAFETY: an unaligned store of 8 floats into v.
         unsafe { _mm256_storeu_ps(v.as_mut_ptr(), *a) };
         *o = v.iter().sum::<f32>() + m;
+    }
+    out
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn dot4x2_t<T: Layout>(w: &[u8], row_bytes: usize, x: [&RowI16; 2]) -> [[f32; 4]; 2] {
+    let blocks = row_bytes / T::BYTES;
+    let z = _mm256_setzero_ps();
+    let (mut a0, mut a1, mut a2, mut a3) = (z, z, z, z);
+    let (mut b0, mut b1, mut b2, mut b3) = (z, z, z, z);
+    let mut off = [[0f32; 4]; 2];
+    let wp = w.as_ptr();
+    for blk in 0..blocks {
+        let ahead = PREFETCH_GROUPS * 4 * row_bytes + blk * 4 * T::BYTES;
+        let mut l = 0;
+        while l < 4 * T::BYTES {
+            _mm_prefetch::<_MM_HINT_T0>(wp.wrapping_add(ahead + l) as *const i8);
+            l += 64;
+        }
+        for u in 0..T::UNITS {
+            let b = blk * T::UNITS + u;
+            // SAFETY: block `blk` of each of the 4 rows, and both rows' q[32 b..32 b + 32], are
+            // in bounds (asserted by `dot4x2`).
+            unsafe {
+                let (p0, p1) = (x[0].q.as_ptr().add(b * QK), x[1].q.as_ptr().add(b * QK));
+                let xl0 = _mm256_loadu_si256(p0 as *const __m256i);
+                let xh0 = _mm256_loadu_si256(p0.add(16) as *const __m256i);
+                let xl1 = _mm256_loadu_si256(p1 as *const __m256i);
+                let xh1 = _mm256_loadu_si256(p1.add(16) as *const __m256i);
+                let (s0, sum0) = (*x[0].s.get_unchecked(b), *x[0].sum.get_unchecked(b));
+                let (s1, sum1) = (*x[1].s.get_unchecked(b), *x[1].sum.get_unchecked(b));
+                let p = wp.add(blk * T::BYTES);
+                macro_rules! row {
+                    ($r:literal, $a:ident, $b:ident) => {
+                        let un = T::unit(p.add($r * row_bytes), u);
+                        let q0 = _mm256_add_epi32(
+                            _mm256_madd_epi16(un.lo, xl0),
+                            _mm256_madd_epi16(un.hi, xh0),
+                        );
+                        $a = _mm256_fmadd_ps(_mm256_cvtepi32_ps(q0), _mm256_set1_ps(un.d * s0), $a);
+                        off[0][$r] += un.m * sum0;
+                        let q1 = _mm256_add_epi32(
+                            _mm256_madd_epi16(un.lo, xl1),
+                            _mm256_madd_epi16(un.hi, xh1),
+                        );
+                        $b = _mm256_fmadd_ps(_mm256_cvtepi32_ps(q1), _mm256_set1_ps(un.d * s1), $b);
+                        off[1][$r] += un.m * sum1;
+                    };
+                }
+                row!(0, a0, b0);
+                row!(1, a1, b1);
+                row!(2, a2, b2);
+                row!(3, a3, b3);
+            }
+        }
+    }
+    let mut out = [[0f32; 4]; 2];
+    for (o, (acc, off)) in out
+        .iter_mut()
+        .zip([[a0, a1, a2, a3], [b0, b1, b2, b3]].iter().zip(off))
+    {
+        for (o, (a, m)) in o.iter_mut().zip(acc.iter().zip(off)) {
+            let mut v = [0f32; 8];
+            // SAFETY: an unaligned store of 8 floats into v.
+            unsafe { _mm256_storeu_ps(v.as_mut_ptr(), *a) };
+            *o = v.iter().sum::<f32>() + m;
+        }
     }
     out
 }

@@ -312,11 +312,21 @@ impl CpuBackend {
                     }
                     #[cfg(target_arch = "x86_64")]
                     if i16_avx2 && rows == ROWS {
-                        for (i, xr) in rows_i16[..m].iter().enumerate() {
+                        // Two activation rows share each unit's decoding; an odd last row
+                        // alone (the same sums, bit for bit).
+                        use super::gemv_i16_avx2::{dot4, dot4x2};
+                        let pairs = m / 2 * 2;
+                        for (q, xr) in rows_i16[..pairs].chunks_exact(2).enumerate() {
                             // SAFETY: AVX2 was detected and the kernel decodes dtype
-                            // (`i16_avx2`); w holds 4 rows of k values and xr one quantized row.
-                            put(i, unsafe {
-                                super::gemv_i16_avx2::dot4(dtype, w, row_bytes, xr)
+                            // (`i16_avx2`); w holds 4 rows of k values and xr two quantized rows.
+                            let v = unsafe { dot4x2(dtype, w, row_bytes, [&xr[0], &xr[1]]) };
+                            put(2 * q, v[0]);
+                            put(2 * q + 1, v[1]);
+                        }
+                        if pairs < m {
+                            // SAFETY: as above, with one quantized row.
+                            put(pairs, unsafe {
+                                dot4(dtype, w, row_bytes, &rows_i16[pairs])
                             });
                         }
                         j += rows;
