@@ -198,6 +198,15 @@ pub fn f32_to_bytes(src: &[f32]) -> Vec<u8> {
     src.iter().flat_map(|v| v.to_le_bytes()).collect()
 }
 
+/// Re-quantizes `src`, whole blocks of `dtype`, to Q8_0 (through f32): where a kernel reads
+/// Q8_0 only (the int8 products of the CPU and GPU).
+pub fn requantize_q8_0(dtype: crate::DType, src: &[u8]) -> Result<Vec<u8>, QuantError> {
+    let values = src.len() / dtype.block_bytes().max(1) * dtype.block_len();
+    let mut f = vec![0f32; values];
+    dtype.decode(src, &mut f)?;
+    quantize_q8_0_vec(&f)
+}
+
 /// Decodes `src`, stored as `dtype`, into f32 values; `dst.len()` is the element count.
 pub fn dequantize(dtype: crate::DType, src: &[u8], dst: &mut [f32]) -> Result<(), QuantError> {
     dtype.decode(src, dst)

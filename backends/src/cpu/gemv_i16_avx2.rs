@@ -44,6 +44,29 @@ pub fn decodes(dtype: DType) -> bool {
     }
 }
 
+/// `$f::<L>(args)` with `L` the [`Layout`] of `$dtype` (one of the types [`decodes`] accepts).
+macro_rules! by_layout {
+    ($dtype:expr, $f:ident($($arg:expr),*)) => {
+        match $dtype {
+            DType::Q8_0 => $f::<Q8_0>($($arg),*),
+            DType::Q4_0 => $f::<Q4_0>($($arg),*),
+            DType::Q4_1 => $f::<Q4_1>($($arg),*),
+            DType::Q5_0 => $f::<Q5_0>($($arg),*),
+            DType::Q5_1 => $f::<Q5_1>($($arg),*),
+            DType::Q4_K => $f::<Q4_K>($($arg),*),
+            DType::Q5_K => $f::<Q5_K>($($arg),*),
+            DType::Q6_K => $f::<Q6_K>($($arg),*),
+            other @ (DType::F32
+            | DType::F16
+            | DType::BF16
+            | DType::Q2_K
+            | DType::Q3_K
+            | DType::IQ4_NL
+            | DType::IQ4_XS) => unreachable!("the caller checks `decodes` ({other})"),
+        }
+    };
+}
+
 /// Dot products of four rows of `dtype` blocks (`w`: 4 rows of `row_bytes`) with the quantized
 /// activation row `x`.
 ///
@@ -60,25 +83,7 @@ pub unsafe fn dot4(dtype: DType, w: &[u8], row_bytes: usize, x: &RowI16) -> [f32
         "dot4: bad lengths"
     );
     // SAFETY: the caller guarantees the CPU features; lengths are asserted above.
-    unsafe {
-        match dtype {
-            DType::Q8_0 => dot4_t::<Q8_0>(w, row_bytes, x),
-            DType::Q4_0 => dot4_t::<Q4_0>(w, row_bytes, x),
-            DType::Q4_1 => dot4_t::<Q4_1>(w, row_bytes, x),
-            DType::Q5_0 => dot4_t::<Q5_0>(w, row_bytes, x),
-            DType::Q5_1 => dot4_t::<Q5_1>(w, row_bytes, x),
-            DType::Q4_K => dot4_t::<Q4_K>(w, row_bytes, x),
-            DType::Q5_K => dot4_t::<Q5_K>(w, row_bytes, x),
-            DType::Q6_K => dot4_t::<Q6_K>(w, row_bytes, x),
-            DType::F32
-            | DType::F16
-            | DType::BF16
-            | DType::Q2_K
-            | DType::Q3_K
-            | DType::IQ4_NL
-            | DType::IQ4_XS => unreachable!("the caller checks `decodes` ({dtype})"),
-        }
-    }
+    unsafe { by_layout!(dtype, dot4_t(w, row_bytes, x)) }
 }
 
 /// [`dot4`] of two activation rows at once: each unit is read and widened once for both (a
@@ -97,25 +102,7 @@ pub unsafe fn dot4x2(dtype: DType, w: &[u8], row_bytes: usize, x: [&RowI16; 2]) 
         "dot4x2: bad lengths"
     );
     // SAFETY: the caller guarantees the CPU features; lengths are asserted above.
-    unsafe {
-        match dtype {
-            DType::Q8_0 => dot4x2_t::<Q8_0>(w, row_bytes, x),
-            DType::Q4_0 => dot4x2_t::<Q4_0>(w, row_bytes, x),
-            DType::Q4_1 => dot4x2_t::<Q4_1>(w, row_bytes, x),
-            DType::Q5_0 => dot4x2_t::<Q5_0>(w, row_bytes, x),
-            DType::Q5_1 => dot4x2_t::<Q5_1>(w, row_bytes, x),
-            DType::Q4_K => dot4x2_t::<Q4_K>(w, row_bytes, x),
-            DType::Q5_K => dot4x2_t::<Q5_K>(w, row_bytes, x),
-            DType::Q6_K => dot4x2_t::<Q6_K>(w, row_bytes, x),
-            DType::F32
-            | DType::F16
-            | DType::BF16
-            | DType::Q2_K
-            | DType::Q3_K
-            | DType::IQ4_NL
-            | DType::IQ4_XS => unreachable!("the caller checks `decodes` ({dtype})"),
-        }
-    }
+    unsafe { by_layout!(dtype, dot4x2_t(w, row_bytes, x)) }
 }
 
 /// One unit of 32 values: int16 values `lo` (0..16) and `hi` (16..32), `w = d q + m`.
@@ -551,25 +538,7 @@ pub unsafe fn decode_row(dtype: DType, row: &[u8], out: &mut [f32]) {
         out.len()
     );
     // SAFETY: the caller guarantees the CPU features; lengths are asserted above.
-    unsafe {
-        match dtype {
-            DType::Q8_0 => decode_t::<Q8_0>(row, out),
-            DType::Q4_0 => decode_t::<Q4_0>(row, out),
-            DType::Q4_1 => decode_t::<Q4_1>(row, out),
-            DType::Q5_0 => decode_t::<Q5_0>(row, out),
-            DType::Q5_1 => decode_t::<Q5_1>(row, out),
-            DType::Q4_K => decode_t::<Q4_K>(row, out),
-            DType::Q5_K => decode_t::<Q5_K>(row, out),
-            DType::Q6_K => decode_t::<Q6_K>(row, out),
-            DType::F32
-            | DType::F16
-            | DType::BF16
-            | DType::Q2_K
-            | DType::Q3_K
-            | DType::IQ4_NL
-            | DType::IQ4_XS => unreachable!("the caller checks `decodes` ({dtype})"),
-        }
-    }
+    unsafe { by_layout!(dtype, decode_t(row, out)) }
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]

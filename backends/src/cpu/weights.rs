@@ -140,24 +140,10 @@ impl CpuBackend {
                 Store::Blocks(dt, Bytes::of(w.data, w.storage))
             }
             DType::Q8_0 => Store::Q8(Bytes::of(w.data, w.storage)),
-            DType::Q4_0
-            | DType::Q4_1
-            | DType::Q5_0
-            | DType::Q5_1
-            | DType::Q2_K
-            | DType::Q3_K
-            | DType::Q4_K
-            | DType::Q5_K
-            | DType::Q6_K
-            | DType::IQ4_NL
-            | DType::IQ4_XS => {
-                let mut f = vec![0f32; values];
-                quant::dequantize(w.dtype, w.data, &mut f)
-                    .map_err(|e| OpError::Shape(e.to_string()))?;
-                let q8 = quant::quantize_q8_0_vec(&f).map_err(|e| OpError::Shape(e.to_string()))?;
-                Store::Q8(Bytes::Owned(q8))
-            }
-            DType::F16 | DType::F32 | DType::BF16 => {
+            dt if dt.is_quantized() => Store::Q8(Bytes::Owned(
+                quant::requantize_q8_0(dt, w.data).map_err(|e| OpError::Shape(e.to_string()))?,
+            )),
+            _ => {
                 let mut f = vec![0f32; values];
                 quant::dequantize(w.dtype, w.data, &mut f)
                     .map_err(|e| OpError::Shape(e.to_string()))?;

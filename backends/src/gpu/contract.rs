@@ -93,24 +93,9 @@ impl Backend for GpuBackend {
         }
         let q8 = match w.dtype {
             DType::Q8_0 => std::borrow::Cow::Borrowed(w.data),
-            DType::Q4_0
-            | DType::Q4_1
-            | DType::Q5_0
-            | DType::Q5_1
-            | DType::Q2_K
-            | DType::Q3_K
-            | DType::Q4_K
-            | DType::Q5_K
-            | DType::Q6_K
-            | DType::IQ4_NL
-            | DType::IQ4_XS => {
-                let mut f = vec![0f32; w.n * w.k];
-                quant::dequantize(w.dtype, w.data, &mut f)
-                    .map_err(|e| OpError::Shape(e.to_string()))?;
-                std::borrow::Cow::Owned(
-                    quant::quantize_q8_0_vec(&f).map_err(|e| OpError::Shape(e.to_string()))?,
-                )
-            }
+            dt if dt.is_quantized() => std::borrow::Cow::Owned(
+                quant::requantize_q8_0(dt, w.data).map_err(|e| OpError::Shape(e.to_string()))?,
+            ),
             other => {
                 return Err(self.unsupported(format!(
                     "{other} weights (the GPU runs quantized ones; a Q8_0 conversion of the \
