@@ -12,6 +12,7 @@ use std::ops::DerefMut;
 use std::sync::Arc;
 
 use crate::encoder::{EncoderBlock, EncoderDims};
+pub use crate::kv_shape::KvShape;
 use crate::ops::{ActQuant, OpError, RopeStyle};
 use crate::DType;
 
@@ -98,6 +99,8 @@ pub enum Op {
     RmsNorm,
     /// [`Backend::silu_mul`].
     SiluMul,
+    /// [`Backend::gelu_tanh_mul`].
+    GeluTanhMul,
     /// [`Backend::add`].
     Add,
     /// [`Backend::rope`].
@@ -142,26 +145,6 @@ pub struct EncoderAttention<'a, T: ?Sized> {
     pub heads: usize,
     /// Values per head.
     pub head_dim: usize,
-}
-
-/// The shape of a KV cache: layers, key/value heads, values per head, positions.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct KvShape {
-    /// Layers the cache holds.
-    pub layers: usize,
-    /// Key/value heads.
-    pub kv_heads: usize,
-    /// Values per head.
-    pub head_dim: usize,
-    /// Positions.
-    pub capacity: usize,
-}
-
-impl KvShape {
-    /// Bytes of keys and values at f16.
-    pub fn bytes(&self) -> usize {
-        2 * self.layers * self.capacity * self.kv_heads * self.head_dim * 2
-    }
 }
 
 /// A backend: a device with its kernels. Tensors are flat f32 values (`Tensor`, borrowed;
@@ -253,6 +236,9 @@ pub trait Backend: Clone + Send + Sync + Sized + 'static {
     ) -> Result<(), OpError>;
     /// SwiGLU's product: `gate = silu(gate) * up`.
     fn silu_mul(&self, gate: &mut Self::Tensor, up: &Self::Tensor) -> Result<(), OpError>;
+    /// GeGLU's product with GELU's tanh form (Gemma): `gate = gelu_tanh(gate) * up`, where
+    /// `gelu_tanh(x) = x / 2 * (1 + tanh(sqrt(2 / pi) * (x + 0.044715 x^3)))`.
+    fn gelu_tanh_mul(&self, gate: &mut Self::Tensor, up: &Self::Tensor) -> Result<(), OpError>;
     /// `a += b`.
     fn add(&self, a: &mut Self::Tensor, b: &Self::Tensor) -> Result<(), OpError>;
     /// The index of the largest value of each row of `width` values of `x` (the first of
@@ -275,7 +261,8 @@ pub trait Backend: Clone + Send + Sync + Sized + 'static {
     /// An empty KV cache (fails without allocating when it does not fit in memory).
     fn kv_cache(&self, shape: KvShape) -> Result<Self::KvCache, OpError>;
     /// Stores the keys and values of rows at positions `pos0..` of `layer`
-    /// (`[rows, kv_heads * head_dim]` each).
+    /// (`[rows, kv_heads * head_dim]` each); refused when a query among them could no longer
+    /// read its positions ([`KvShape::check_positions`]: a windowed cache is a ring).
     fn kv_append(
         &self,
         cache: &mut Self::KvCache,
@@ -286,7 +273,9 @@ pub trait Backend: Clone + Send + Sync + Sized + 'static {
     ) -> Result<(), OpError>;
     /// Causal grouped-query attention of query rows at positions `pos0..` (`[rows, heads *
     /// head_dim]`, rotary applied) against `layer` of a cache that holds their keys and
-    /// values; query head `h` reads KV head `h / (heads / kv_heads)`.
+    /// values; query head `h` reads KV head `h / (heads / kv_heads)`. With a window
+    /// ([`KvShape::window`]) a row at position `p` reads only the last `window` positions up to
+    /// `p`.
     fn causal_attention(
         &self,
         q: &Self::Tensor,
@@ -330,37 +319,6 @@ pub trait Backend: Clone + Send + Sync + Sized + 'static {
         seq: usize,
     ) -> Result<(), OpError> {
         crate::encoder::blocks_op_by_op(self, blocks, dims, x, mask, batch, seq)
-    }
-}
-
-impl KvShape {
-    /// Checks a [`Backend::kv_append`] of `k` and `v` (`k_len` and `v_len` values) at positions
-    /// `pos0..` of `layer` against the cache's shape; returns the rows appended.
-    pub fn check_append(
-        &self,
-        layer: usize,
-        pos0: usize,
-        k_len: usize,
-        v_len: usize,
-    ) -> Result<usize, OpError> {
-        let kvw = self.kv_heads * self.head_dim;
-        if kvw == 0 {
-            return Err(OpError::Shape(
-                "kv append to a cache of rows of no values".into(),
-            ));
-        }
-        let rows = k_len / kvw;
-        OpError::check("kv append keys", k_len, rows * kvw)?;
-        OpError::check("kv append values", v_len, k_len)?;
-        if layer >= self.layers || pos0 + rows > self.capacity {
-            return Err(OpError::Shape(format!(
-                "kv append: layer {layer} of {}, positions {pos0}..{} of {}",
-                self.layers,
-                pos0 + rows,
-                self.capacity
-            )));
-        }
-        Ok(rows)
     }
 }
 

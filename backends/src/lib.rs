@@ -18,6 +18,7 @@ pub mod dtype;
 pub mod encoder;
 #[cfg(any(feature = "wgpu", feature = "cuda"))]
 pub mod gpu;
+pub mod kv_shape;
 pub mod ops;
 pub mod quant;
 

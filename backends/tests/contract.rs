@@ -11,6 +11,8 @@ use edgecut_backends::ops::{ActQuant, OpError, RopeStyle};
 use edgecut_backends::{quant, Act, Backend, DType, KvShape, Op, WeightSource};
 
 mod common;
+#[path = "contract/window.rs"]
+mod window;
 
 use common::Rng;
 
@@ -267,6 +269,18 @@ fn norms_and_activations<B: Backend>(b: &B, rng: &mut Rng) {
         .map(|(&a, &u)| a as f64 / (1.0 + (-a as f64).exp()) * u as f64)
         .collect();
     close("silu mul", &down(b, gate), &want, |_| 1e-4);
+    let mut gate = up(b, &x);
+    b.gelu_tanh_mul(&mut gate, &up(b, &d)).unwrap();
+    let want: Vec<f64> = x
+        .iter()
+        .zip(&d)
+        .map(|(&a, &u)| {
+            let a = a as f64;
+            let y = (2.0 / std::f64::consts::PI).sqrt() * (a + 0.044715 * a * a * a);
+            0.5 * a * (1.0 + y.tanh()) * u as f64
+        })
+        .collect();
+    close("gelu tanh mul", &down(b, gate), &want, |_| 1e-4);
     // add: supported or refused.
     let mut a = up(b, &x);
     match b.add(&mut a, &up(b, &d)) {
@@ -325,6 +339,7 @@ fn rope_and_cache<B: Backend>(b: &B, rng: &mut Rng) {
         kv_heads,
         head_dim: hd,
         capacity: 8,
+        window: None,
     };
     let mut cache = match b.kv_cache(shape) {
         Ok(c) => c,
@@ -505,6 +520,7 @@ fn suite<B: Backend>(b: &B) {
     linear(b, &mut rng);
     norms_and_activations(b, &mut rng);
     rope_and_cache(b, &mut rng);
+    window::sliding_window_ring(b, &mut rng);
     argmax(b, &mut rng);
     encoder(b, &mut rng);
 }

@@ -324,6 +324,7 @@ fn kv_cache_rounds_as_the_cpu(gpu: &GpuBackend) {
         kv_heads: 1,
         head_dim: 64,
         capacity: 3,
+        window: None,
     };
     let cache = gpu.kv_cache(shape).unwrap();
     let k = gpu.upload(&rng.vec(64, 1.0));
@@ -359,6 +360,7 @@ fn decoder_step_matches_the_cpu(gpu: &GpuBackend) {
         kv_heads: kvh,
         head_dim: hd,
         capacity: cap,
+        window: None,
     };
     let (mut cc, mut gc) = (
         Backend::kv_cache(&cpu, shape).unwrap(),

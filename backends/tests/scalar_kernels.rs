@@ -111,6 +111,7 @@ fn run_every_op(ks: Kernels) {
         v: &vc,
         pos0: 8,
         capacity: cap,
+        window: None,
         heads,
         kv_heads,
         head_dim: hd,

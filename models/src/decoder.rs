@@ -95,6 +95,12 @@ impl Decoder {
         self.on.owned_bytes()
     }
 
+    /// Bytes of a KV cache of every layer for `positions` positions (sliding layers hold a
+    /// ring of their window, whatever the context).
+    pub fn kv_bytes(&self, positions: usize) -> usize {
+        self.config.kv_bytes(positions)
+    }
+
     /// An empty KV cache of every layer for `positions` positions (at most the model's context).
     pub fn new_cache(&self, positions: usize) -> Result<KvCache> {
         self.new_cache_for(0..self.config.layers, positions)
@@ -116,12 +122,18 @@ impl Decoder {
                 layers.start, layers.end, c.layers
             )));
         }
+        let groups = c.kv_groups(layers.clone(), positions);
+        let bytes = groups.iter().map(|(s, _)| s.bytes()).sum();
+        let ring = groups
+            .iter()
+            .find_map(|(s, _)| s.window.map(|w| (w, s.capacity)));
         let state = self.on.new_state(layers.clone(), positions)?;
         Ok(KvCache::new(
             self.serial,
             layers,
-            c.kv_heads * c.head_dim,
             positions,
+            bytes,
+            ring,
             state,
         ))
     }
@@ -140,9 +152,13 @@ impl Decoder {
         let names: &[&str] = &["output_norm", "output."];
         // Raw input: a u32 token id per token.
         let mut g = StageGraph::chain(&self.file, c.layers, names, c.hidden as u64, 0, head, 4);
-        let kv = KvCache::bytes_for(1, c.kv_heads * c.head_dim, 1) as u64;
-        for s in &mut g.stages[1..=c.layers] {
+        let kv = (2 * c.kv_heads * c.head_dim * 2) as u64;
+        let ring = c.window.map(|w| (2 * w + PREFILL_CHUNK - 1) as u64);
+        for (l, s) in g.stages[1..=c.layers].iter_mut().enumerate() {
             s.kv_bytes_per_token = kv;
+            // A sliding layer holds its ring (and the ring's mirrored start), whatever the
+            // context.
+            s.kv_positions = if c.sliding(l) { ring } else { None };
         }
         g
     }
@@ -152,6 +168,10 @@ impl Decoder {
         // The gather refuses an id past the table (OpError::TokenId).
         let mut x = vec![0f32; ids.len() * self.config.hidden];
         self.embd.gather(&self.file, ids, &mut x)?;
+        if self.config.spec.embed_scale {
+            let scale = (self.config.hidden as f32).sqrt();
+            x.iter_mut().for_each(|v| *v *= scale);
+        }
         Ok(x)
     }
 
@@ -206,13 +226,26 @@ impl Decoder {
             });
             row += rows;
         }
+        let h = self.config.hidden;
+        if self.config.window.is_some() && parts.iter().any(|p| p.rows > PREFILL_CHUNK) {
+            // A sliding layer's ring holds its window and one chunk's rows: longer inputs run
+            // a chunk at a time, each conversation on its own (all were checked above).
+            let mut outs = Vec::with_capacity(xs.len());
+            for (cache, x) in caches.iter_mut().zip(xs) {
+                let mut out = Vec::with_capacity(x.len());
+                for chunk in x.chunks(PREFILL_CHUNK * h) {
+                    out.extend(self.blocks_many(&mut [&mut **cache], vec![chunk.to_vec()])?);
+                }
+                outs.push(out.concat());
+            }
+            return Ok(outs);
+        }
         let x: Vec<f32> = xs.concat();
         let out = {
             let mut states: Vec<&mut on::AnyState> =
                 caches.iter_mut().map(|c| c.state_mut()).collect();
             self.on.run(&mut states, layers, x, &parts)?
         };
-        let h = self.config.hidden;
         let mut outs = Vec::with_capacity(parts.len());
         for (cache, p) in caches.iter_mut().zip(&parts) {
             cache.advance(p.rows);

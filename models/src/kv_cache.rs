@@ -11,13 +11,24 @@ use std::ops::Range;
 ///
 /// The first [`KvCache::len`] positions are valid. [`KvCache::truncate`] forgets a suffix (a chat
 /// whose history diverges from what is cached keeps the common prefix and recomputes the rest).
+///
+/// Layers with a sliding window (Gemma 3's local layers) keep a ring of the last positions
+/// only, so their memory does not grow with the context; a truncation that reaches back past
+/// what the ring still holds forgets everything instead ([`KvCache::truncate`] says how much
+/// it kept).
 pub struct KvCache {
     /// The model that made it (its load's serial number).
     owner: u64,
     layers: Range<usize>,
     capacity: usize,
     len: usize,
-    kv_width: usize,
+    /// Bytes held on the backend.
+    bytes: usize,
+    /// The sliding layers' (window, ring slots), when the cache has any.
+    ring: Option<(usize, usize)>,
+    /// One past the furthest position written since the cache was last empty: what a ring may
+    /// have overwritten.
+    high: usize,
     /// The backend's cache and the forward pass's buffers.
     state: Box<dyn Any + Send + Sync>,
 }
@@ -36,8 +47,9 @@ impl KvCache {
     pub(crate) fn new(
         owner: u64,
         layers: Range<usize>,
-        kv_width: usize,
         capacity: usize,
+        bytes: usize,
+        ring: Option<(usize, usize)>,
         state: Box<dyn Any + Send + Sync>,
     ) -> KvCache {
         KvCache {
@@ -45,7 +57,9 @@ impl KvCache {
             layers,
             capacity,
             len: 0,
-            kv_width,
+            bytes,
+            ring,
+            high: 0,
             state,
         }
     }
@@ -70,25 +84,31 @@ impl KvCache {
         self.len == 0
     }
 
-    /// Forgets every position from `len` on (no-op when `len` is not shorter).
-    pub fn truncate(&mut self, len: usize) {
-        self.len = self.len.min(len);
+    /// Forgets every position from `len` on (nothing when `len` is not shorter) and returns the
+    /// positions kept: `len`, or 0 when a sliding layer's ring no longer holds the window that
+    /// the next position reads (it was overwritten by positions since forgotten).
+    pub fn truncate(&mut self, len: usize) -> usize {
+        let len = self.len.min(len);
+        if let Some((window, ring)) = self.ring {
+            let needed_from = (len + 1).saturating_sub(window);
+            if self.high > needed_from + ring {
+                self.clear();
+                return 0;
+            }
+        }
+        self.len = len;
+        len
     }
 
     /// Forgets everything.
     pub fn clear(&mut self) {
         self.len = 0;
+        self.high = 0;
     }
 
     /// Bytes of memory the cache holds (keys and values of its layers).
     pub fn bytes(&self) -> usize {
-        Self::bytes_for(self.layers.len(), self.kv_width, self.capacity)
-    }
-
-    /// Bytes a cache of `layers` layers, `kv_width` key values per position and `capacity`
-    /// positions holds, without allocating it.
-    pub fn bytes_for(layers: usize, kv_width: usize, capacity: usize) -> usize {
-        2 * layers * capacity * kv_width * 2
+        self.bytes
     }
 
     pub(crate) fn owner(&self) -> u64 {
@@ -103,5 +123,6 @@ impl KvCache {
     pub(crate) fn advance(&mut self, n: usize) {
         debug_assert!(self.len + n <= self.capacity);
         self.len += n;
+        self.high = self.high.max(self.len);
     }
 }

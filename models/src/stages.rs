@@ -52,6 +52,9 @@ pub struct Stage {
     pub weight_bytes: u64,
     /// Bytes of KV cache the stage holds per position (a decoder's blocks; 0 otherwise).
     pub kv_bytes_per_token: u64,
+    /// Positions of KV cache the stage holds at most, whatever the context (a sliding-window
+    /// layer's ring); `None`: every position of the context.
+    pub kv_positions: Option<u64>,
     /// Its output.
     pub output: StageOutput,
 }
@@ -111,6 +114,7 @@ impl StageGraph {
                     id,
                     weight_bytes,
                     kv_bytes_per_token: 0,
+                    kv_positions: None,
                     output: if id == StageId::Head {
                         head_out
                     } else {
@@ -170,6 +174,7 @@ mod tests {
                     },
                     weight_bytes: 0,
                     kv_bytes_per_token: 0,
+                    kv_positions: None,
                     output: StageOutput {
                         per_token: 1,
                         fixed: 0,

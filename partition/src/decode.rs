@@ -272,9 +272,13 @@ impl<'p> DecodePlanner<'p> {
         let kv = |range: std::ops::Range<usize>| -> u64 {
             g.stages[range]
                 .iter()
-                .map(|s| s.kv_bytes_per_token)
+                .map(|s| {
+                    let held = s
+                        .kv_positions
+                        .map_or(sc.context as u64, |p| p.min(sc.context as u64));
+                    s.kv_bytes_per_token * held
+                })
                 .sum::<u64>()
-                * sc.context as u64
         };
         let device_weight_bytes: u64 = g.stages[..=k]
             .iter()

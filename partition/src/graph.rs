@@ -49,6 +49,10 @@ pub struct Stage {
     /// Bytes of KV cache it holds per position (a decoder's blocks; 0 otherwise).
     #[serde(default)]
     pub kv_bytes_per_token: u64,
+    /// Positions of KV cache it holds at most, whatever the context (a sliding-window layer's
+    /// ring); absent: every position of the context.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kv_positions: Option<u64>,
     /// The stages whose outputs it reads; empty: it reads the model's input.
     pub inputs: Vec<usize>,
     /// Its output.
@@ -78,6 +82,7 @@ impl Graph {
                 .enumerate()
                 .map(|(i, (name, weight_bytes, output))| Stage {
                     kv_bytes_per_token: 0,
+                    kv_positions: None,
                     name,
                     weight_bytes,
                     inputs: if i == 0 { vec![] } else { vec![i - 1] },

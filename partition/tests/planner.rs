@@ -150,6 +150,7 @@ fn arb_case() -> impl Strategy<Value = Case> {
                             name: format!("s{i}"),
                             weight_bytes: w,
                             kv_bytes_per_token: 0,
+                            kv_positions: None,
                             inputs,
                             output: Tensor {
                                 per_token,

@@ -225,8 +225,11 @@ impl ServerDecoder {
         let rows = self.check(position, &hidden)?;
         let model = &self.llm.inner.model;
         let h = model.config.hidden;
-        self.cache.truncate(position);
-        self.held = position;
+        let kept = self.cache.truncate(position);
+        self.held = kept;
+        if kept < position {
+            return Err(rewind_error(position));
+        }
         let out = model.blocks(&mut self.cache, hidden)?;
         self.held += rows;
         if !sample {
@@ -258,16 +261,24 @@ impl ServerDecoder {
         cuts.dedup();
         let mut outs: Vec<Option<Vec<f32>>> = (0..n).map(|_| None).collect();
         for cut in cuts {
-            let idx: Vec<usize> = (0..n)
+            let mut idx: Vec<usize> = (0..n)
                 .filter(|&i| passed[i] && steps[i].dec.cut == cut)
                 .collect();
-            let llm = steps[idx[0]].dec.llm.clone();
+            idx.retain(|&i| {
+                let st = &mut steps[i];
+                st.dec.held = st.dec.cache.truncate(st.position);
+                if st.dec.held < st.position {
+                    results[i] = Some(Err(rewind_error(st.position)));
+                }
+                st.dec.held == st.position
+            });
+            let Some(&first) = idx.first() else {
+                continue;
+            };
+            let llm = steps[first].dec.llm.clone();
             let mut xs = Vec::with_capacity(idx.len());
             for &i in &idx {
-                let st = &mut steps[i];
-                st.dec.cache.truncate(st.position);
-                st.dec.held = st.position;
-                xs.push(std::mem::take(&mut st.hidden));
+                xs.push(std::mem::take(&mut steps[i].hidden));
             }
             let mut caches: Vec<&mut KvCache> = steps
                 .iter_mut()
@@ -339,4 +350,13 @@ pub struct DecodeStep<'a> {
     pub hidden: Vec<f32>,
     /// Whether to answer the next token.
     pub sample: bool,
+}
+
+/// A step at a position the cache cannot rewind to: its sliding-window layers' rings were
+/// overwritten by the positions since forgotten.
+fn rewind_error(position: usize) -> Error {
+    Error::Input(format!(
+        "cannot rewind to position {position}: the sliding-window layers no longer hold the \
+         positions before it (send the conversation again)"
+    ))
 }

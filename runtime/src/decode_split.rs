@@ -144,12 +144,21 @@ impl SplitDecoder {
         self.cut == self.llm.inner.model.config.layers
     }
 
-    /// Forgets positions from `len` on, everywhere.
-    fn truncate(&mut self, len: usize) {
+    /// Forgets positions from `len` on, everywhere; returns the positions kept (fewer when a
+    /// sliding-window cache's ring no longer holds what `len` needs: see `KvCache::truncate`).
+    fn truncate(&mut self, len: usize) -> usize {
         let h = self.llm.inner.model.config.hidden;
-        self.lower.truncate(len);
-        if let Some(u) = &mut self.upper {
-            u.truncate(len);
+        let mut len = len;
+        loop {
+            let kept = self.lower.truncate(len);
+            let kept = match &mut self.upper {
+                Some(u) => u.truncate(kept),
+                None => kept,
+            };
+            if kept == len {
+                break;
+            }
+            len = kept;
         }
         self.stored.truncate(len * h);
         self.tokens.truncate(len);
@@ -161,6 +170,7 @@ impl SplitDecoder {
             keep > 0
         });
         self.server = self.server.map(|s| s.min(len));
+        len
     }
 
     /// Rebuilds blocks `cut..n` here from the stored hidden states, group by group as the
@@ -299,7 +309,7 @@ impl SplitDecoder {
         let capacity = self.lower.capacity();
         let common = start_turn(prompt, &self.tokens, capacity, opts)?;
         let start = Instant::now();
-        self.truncate(common);
+        let common = self.truncate(common);
         let mut fell = None;
         if let Some(h) = link.held() {
             self.server = Some(self.server.map_or(h, |s| s.min(h)));

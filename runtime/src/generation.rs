@@ -202,7 +202,8 @@ impl<'a> Turn<'a> {
             ));
         }
         let common = start_turn(&prompt, &ctx.tokens, ctx.cache.capacity(), opts)?;
-        ctx.cache.truncate(common);
+        // A sliding-window cache may keep less than asked (its ring was overwritten).
+        let common = ctx.cache.truncate(common);
         ctx.tokens.truncate(common);
         let inner = &llm.inner;
         let emit = Emitter::new(

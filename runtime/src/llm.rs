@@ -264,8 +264,7 @@ impl Llm {
 
     /// Bytes of one context's KV cache.
     pub fn kv_cache_bytes(&self) -> usize {
-        let c = &self.inner.model.config;
-        KvCache::bytes_for(c.layers, c.kv_heads * c.head_dim, self.inner.context)
+        self.inner.model.kv_bytes(self.inner.context)
     }
 
     /// Token ids of `text` as a prompt (with a leading BOS when the model asks for one).
@@ -385,7 +384,8 @@ impl Context {
         let model = &self.llm.inner.model;
         let common = start_turn(prompt, &self.tokens, self.cache.capacity(), opts)?;
         let start = Instant::now();
-        self.cache.truncate(common);
+        // A sliding-window cache may keep less than asked (its ring was overwritten).
+        let common = self.cache.truncate(common);
         self.tokens.truncate(common);
         let mut logits = model.forward(&mut self.cache, &prompt[common..], Logits::Last)?;
         self.tokens.extend_from_slice(&prompt[common..]);

@@ -10,17 +10,19 @@ pub fn available() -> bool {
     super::multiversion::avx512() && is_x86_feature_detected!("f16c")
 }
 
-/// Scores of `q` (scaled) against positions `0..len` of `kt` (`[q.len()][cap]`), then softmax,
+/// Scores of `q` (scaled) against slots `first..first + len` of `kt` (`[q.len()][cap]`), then softmax,
 /// then `o = sum_j s_j v[j]` (`v`: `[cap][q.len()]`, `q.len()` a multiple of 16).
 ///
 /// # Safety
-/// [`available`] is true; `kt` and `v` hold `q.len() * cap` values with `len <= cap`, `s` at
-/// least `len` and `o` `q.len()`.
+/// [`available`] is true; `kt` and `v` hold `q.len() * cap` values with `first + len <= cap`,
+/// `s` at least `len` and `o` `q.len()`.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
+#[allow(clippy::too_many_arguments)]
 pub unsafe fn attend_row(
     q: &[f32],
     kt: &[f16],
     v: &[f16],
+    first: usize,
     len: usize,
     scale: f32,
     s: &mut [f32],
@@ -29,14 +31,20 @@ pub unsafe fn attend_row(
     let hd = q.len();
     let cap = kt.len() / hd;
     assert!(
-        len <= cap
+        first + len <= cap
             && v.len() == kt.len()
             && s.len() >= len
             && o.len() == hd
             && hd.is_multiple_of(16),
         "attend_row: bad lengths"
     );
-    let (kp, vp) = (kt.as_ptr() as *const u16, v.as_ptr() as *const u16);
+    // SAFETY: first + len <= cap (asserted): the runs read below stay within each row.
+    let (kp, vp) = unsafe {
+        (
+            (kt.as_ptr() as *const u16).add(first),
+            (v.as_ptr() as *const u16).add(first * hd),
+        )
+    };
     // Scores, 16 positions at a time: the accumulator stays in a register over all dimensions.
     let mut j = 0;
     while j < len {
@@ -47,7 +55,7 @@ pub unsafe fn attend_row(
         };
         let mut acc = _mm512_setzero_ps();
         for (d, &qd) in q.iter().enumerate() {
-            // SAFETY: row d holds cap >= len values; the masked load reads only j..len.
+            // SAFETY: row d holds cap >= first + len values; the masked load reads only j..len.
             let k = unsafe { _mm256_maskz_loadu_epi16(mask, kp.add(d * cap + j) as *const i16) };
             acc = _mm512_fmadd_ps(_mm512_set1_ps(qd * scale), _mm512_cvtph_ps(k), acc);
         }
@@ -63,7 +71,7 @@ pub unsafe fn attend_row(
         for (jj, &w) in s[..len].iter().enumerate() {
             let w = _mm512_set1_ps(w);
             for (c, a) in acc.iter_mut().enumerate().take(nc) {
-                // SAFETY: position jj < cap has hd values; c0 + 16 c + 16 <= hd.
+                // SAFETY: slot first + jj < cap has hd values; c0 + 16 c + 16 <= hd.
                 let vv =
                     unsafe { _mm256_loadu_si256(vp.add(jj * hd + c0 + 16 * c) as *const __m256i) };
                 *a = _mm512_fmadd_ps(w, _mm512_cvtph_ps(vv), *a);
@@ -84,12 +92,14 @@ pub unsafe fn attend_row(
 ///
 /// # Safety
 /// [`available`] is true; `G` is 1 to 4; `kt` and `v` hold `head_dim * cap` values with
-/// `len <= cap`, and `head_dim` is a multiple of 16 and at most 64.
+/// `first + len <= cap`, and `head_dim` is a multiple of 16 and at most 64.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
+#[allow(clippy::too_many_arguments)]
 pub unsafe fn attend_group<const G: usize>(
     q: &[f32],
     kt: &[f16],
     v: &[f16],
+    first: usize,
     len: usize,
     scale: f32,
     s: &mut [f32],
@@ -100,7 +110,7 @@ pub unsafe fn attend_group<const G: usize>(
     assert!(
         (1..=4).contains(&G)
             && q.len() == G * hd
-            && len <= cap
+            && first + len <= cap
             && v.len() == kt.len()
             && s.len() >= G * len
             && o.len() == G * hd
@@ -113,7 +123,13 @@ pub unsafe fn attend_group<const G: usize>(
     for (x, &y) in qs.iter_mut().zip(q) {
         *x = y * scale;
     }
-    let (kp, vp) = (kt.as_ptr() as *const u16, v.as_ptr() as *const u16);
+    // SAFETY: first + len <= cap (asserted): the runs read below stay within each row.
+    let (kp, vp) = unsafe {
+        (
+            (kt.as_ptr() as *const u16).add(first),
+            (v.as_ptr() as *const u16).add(first * hd),
+        )
+    };
     let mut j = 0;
     while j < len {
         let mask: __mmask16 = if len - j >= 16 {
@@ -123,7 +139,7 @@ pub unsafe fn attend_group<const G: usize>(
         };
         let mut acc = [_mm512_setzero_ps(); G];
         for d in 0..hd {
-            // SAFETY: row d holds cap >= len values; the masked load reads only j..len.
+            // SAFETY: row d holds cap >= first + len values; the masked load reads only j..len.
             let k = unsafe { _mm256_maskz_loadu_epi16(mask, kp.add(d * cap + j) as *const i16) };
             let k = _mm512_cvtph_ps(k);
             for (g, a) in acc.iter_mut().enumerate() {
@@ -143,7 +159,7 @@ pub unsafe fn attend_group<const G: usize>(
     let mut acc = [[_mm512_setzero_ps(); 4]; G];
     for jj in 0..len {
         for c in 0..nc {
-            // SAFETY: position jj < cap has hd values; 16 c + 16 <= hd.
+            // SAFETY: slot first + jj < cap has hd values; 16 c + 16 <= hd.
             let vv = unsafe { _mm256_loadu_si256(vp.add(jj * hd + 16 * c) as *const __m256i) };
             let vv = _mm512_cvtph_ps(vv);
             for (g, a) in acc.iter_mut().enumerate() {
@@ -163,7 +179,7 @@ pub unsafe fn attend_group<const G: usize>(
 mod tests {
     use super::*;
 
-    fn group<const G: usize>(hd: usize, cap: usize, len: usize) {
+    fn group<const G: usize>(hd: usize, cap: usize, first: usize, len: usize) {
         let val = |i: usize, m: usize| ((i * 2654435761) % m) as f32 / m as f32 * 2.0 - 1.0;
         let kt: Vec<f16> = (0..hd * cap).map(|i| f16::from_f32(val(i, 997))).collect();
         let v: Vec<f16> = (0..hd * cap)
@@ -173,7 +189,7 @@ mod tests {
         let scale = 1.0 / (hd as f32).sqrt();
         let (mut s, mut o) = (vec![0f32; G * len], vec![0f32; G * hd]);
         // SAFETY: the kernel's CPU features are checked by the caller; sizes as documented.
-        unsafe { attend_group::<G>(&q, &kt, &v, len, scale, &mut s, &mut o) };
+        unsafe { attend_group::<G>(&q, &kt, &v, first, len, scale, &mut s, &mut o) };
         for g in 0..G {
             let (mut s1, mut o1) = (vec![0f32; len], vec![0f32; hd]);
             // SAFETY: as above.
@@ -182,6 +198,7 @@ mod tests {
                     &q[g * hd..(g + 1) * hd],
                     &kt,
                     &v,
+                    first,
                     len,
                     scale,
                     &mut s1,
@@ -191,7 +208,7 @@ mod tests {
             assert_eq!(
                 o[g * hd..(g + 1) * hd],
                 o1[..],
-                "G {G} head {g} hd {hd} len {len}"
+                "G {G} head {g} hd {hd} first {first} len {len}"
             );
             assert!(o1.iter().all(|x| x.is_finite() && x.abs() <= 1.0));
         }
@@ -202,11 +219,16 @@ mod tests {
         if !available() {
             return;
         }
-        for (hd, cap, len) in [(64, 80, 37), (64, 80, 80), (16, 40, 1), (32, 48, 17)] {
-            group::<1>(hd, cap, len);
-            group::<2>(hd, cap, len);
-            group::<3>(hd, cap, len);
-            group::<4>(hd, cap, len);
+        for (hd, cap, first, len) in [
+            (64, 80, 0, 37),
+            (64, 80, 0, 80),
+            (16, 40, 39, 1),
+            (32, 48, 5, 17),
+        ] {
+            group::<1>(hd, cap, first, len);
+            group::<2>(hd, cap, first, len);
+            group::<3>(hd, cap, first, len);
+            group::<4>(hd, cap, first, len);
         }
     }
 }

@@ -286,6 +286,10 @@ impl Backend for CpuBackend {
         CpuBackend::silu_mul(self, gate, up)
     }
 
+    fn gelu_tanh_mul(&self, gate: &mut [f32], up: &[f32]) -> Result<(), OpError> {
+        CpuBackend::gelu_tanh_mul(self, gate, up)
+    }
+
     fn add(&self, a: &mut [f32], b: &[f32]) -> Result<(), OpError> {
         CpuBackend::add(self, a, b)
     }
@@ -326,7 +330,7 @@ impl Backend for CpuBackend {
         let per_layer = shape
             .kv_heads
             .checked_mul(shape.head_dim)
-            .and_then(|w| w.checked_mul(shape.capacity))
+            .and_then(|w| w.checked_mul(shape.slots()))
             .ok_or_else(|| {
                 OpError::OutOfMemory(format!(
                     "a KV cache of {} positions does not fit in memory",
@@ -362,28 +366,26 @@ impl Backend for CpuBackend {
         k: &[f32],
         v: &[f32],
     ) -> Result<(), OpError> {
-        cache.shape.check_append(layer, pos0, k.len(), v.len())?;
-        let KvShape {
-            kv_heads,
-            head_dim: hd,
-            capacity: cap,
-            ..
-        } = cache.shape;
+        let rows = cache.shape.check_append(layer, pos0, k.len(), v.len())?;
+        let shape = cache.shape;
+        let (kv_heads, hd, slots) = (shape.kv_heads, shape.head_dim, shape.slots());
         let kvw = kv_heads * hd;
         let (kc, vc) = (&mut cache.k[layer], &mut cache.v[layer]);
-        // Keys transposed (`[kv_head][dim][position]`), values by position. Whole rows are
-        // converted at once (`half` converts a slice with F16C; one value at a time it checks
-        // the CPU on every call, which cost a decode step of eight conversations 3%).
+        // Keys transposed (`[kv_head][dim][slot]`), values by slot. Whole rows are converted at
+        // once (`half` converts a slice with F16C; one value at a time it checks the CPU on
+        // every call, which cost a decode step of eight conversations 3%).
         let mut kh = vec![f16::ZERO; kvw];
-        for (i, (kr, vr)) in k.chunks_exact(kvw).zip(v.chunks_exact(kvw)).enumerate() {
-            let pos = pos0 + i;
-            kh.convert_from_f32_slice(kr);
-            for (gd, &kv) in kh.iter().enumerate() {
-                kc[gd * cap + pos] = kv;
-            }
-            for g in 0..kv_heads {
-                let at = (g * cap + pos) * hd;
-                vc[at..at + hd].convert_from_f32_slice(&vr[g * hd..(g + 1) * hd]);
+        for (r0, slot0, n) in shape.writes(pos0, rows) {
+            for i in 0..n {
+                let (row, slot) = ((r0 + i) * kvw, slot0 + i);
+                kh.convert_from_f32_slice(&k[row..row + kvw]);
+                for (gd, &kv) in kh.iter().enumerate() {
+                    kc[gd * slots + slot] = kv;
+                }
+                for g in 0..kv_heads {
+                    let at = (g * slots + slot) * hd;
+                    vc[at..at + hd].convert_from_f32_slice(&v[row + g * hd..row + (g + 1) * hd]);
+                }
             }
         }
         Ok(())
@@ -426,6 +428,7 @@ impl Backend for CpuBackend {
                 v: &cache.v[layer],
                 pos0,
                 capacity: s.capacity,
+                window: s.window,
                 heads,
                 kv_heads: s.kv_heads,
                 head_dim: s.head_dim,

@@ -32,6 +32,19 @@ multiversion! {
     }
 }
 
+multiversion! {
+    /// `gate = gelu_tanh(gate) * up`, elementwise (GeGLU's gating): `x / 2 * (1 + tanh(y))` is
+    /// `x * sigmoid(2 y)`, so it takes one exponential, as SwiGLU does.
+    pub(super) fn gelu_tanh_mul(gate: &mut [f32], up: &[f32]) {
+        const C: f32 = 0.797_884_6; // sqrt(2 / pi)
+        for (g, u) in gate.iter_mut().zip(up) {
+            let x = *g;
+            let y2 = -2.0 * C * (x + 0.044_715 * x * x * x);
+            *g = x / (1.0 + exp_approx(y2)) * u;
+        }
+    }
+}
+
 /// Rotates the first `n_rot` values of each `head_dim` head of each row of `x` (rows of
 /// `heads * head_dim`, row `i` at position `pos0 + i`) by `pos * inv_freq[pair]`.
 pub(super) fn rope(
@@ -64,8 +77,8 @@ pub(super) fn rope(
     }
 }
 
-/// One query row of one head against positions `0..len` of its KV head (`kt`: keys
-/// transposed, `[head_dim][cap]`; `v`: `[cap][head_dim]`; both f16), softmax-weighted.
+/// One query row of one head against slots `first..first + len` of its KV head (`kt`: keys
+/// transposed, `[head_dim][slots]`; `v`: `[slots][head_dim]`; both f16), softmax-weighted.
 #[allow(clippy::too_many_arguments)]
 fn attend_row(
     fast: bool,
@@ -73,6 +86,7 @@ fn attend_row(
     q: &[f32],
     kt: &[f16],
     v: &[f16],
+    first: usize,
     len: usize,
     scale: f32,
     s: &mut [f32],
@@ -81,15 +95,15 @@ fn attend_row(
     #[cfg(target_arch = "x86_64")]
     if fast {
         // SAFETY: `fast` is set only where `attn_f16::available()` holds and head_dim % 16 == 0;
-        // the caller checked the cache sizes and len <= capacity.
-        unsafe { super::attn_f16::attend_row(q, kt, v, len, scale, s, o) };
+        // the caller checked the cache sizes and first + len <= slots.
+        unsafe { super::attn_f16::attend_row(q, kt, v, first, len, scale, s, o) };
         return;
     }
     #[cfg(target_arch = "x86_64")]
     if avx2 {
         // SAFETY: `avx2` is set only where `attn_avx2::available()` holds and head_dim % 8 == 0;
-        // the caller checked the cache sizes and len <= capacity.
-        unsafe { super::attn_avx2::attend_row(q, kt, v, len, scale, s, o) };
+        // the caller checked the cache sizes and first + len <= slots.
+        unsafe { super::attn_avx2::attend_row(q, kt, v, first, len, scale, s, o) };
         return;
     }
     let _ = (fast, avx2);
@@ -100,14 +114,16 @@ fn attend_row(
     s.fill(0.0);
     for (d, &qd) in q.iter().enumerate() {
         let qd = qd * scale;
-        for (sj, k) in s.iter_mut().zip(&kt[d * cap..d * cap + len]) {
+        let row = d * cap + first;
+        for (sj, k) in s.iter_mut().zip(&kt[row..row + len]) {
             *sj += qd * k.to_f32();
         }
     }
     softmax_row(s);
     o.iter_mut().for_each(|x| *x = 0.0);
     for (j, &w) in s.iter().enumerate() {
-        for (x, vv) in o.iter_mut().zip(&v[j * hd..(j + 1) * hd]) {
+        let at = (first + j) * hd;
+        for (x, vv) in o.iter_mut().zip(&v[at..at + hd]) {
             *x += w * vv.to_f32();
         }
     }
@@ -138,6 +154,13 @@ impl CpuBackend {
     pub fn silu_mul(&self, gate: &mut [f32], up: &[f32]) -> Result<(), OpError> {
         OpError::check("swiglu up", up.len(), gate.len())?;
         silu_mul(&self.kernels, gate, up);
+        Ok(())
+    }
+
+    /// GeGLU gating (GELU's tanh form), `gate = gelu_tanh(gate) * up`, in place.
+    pub fn gelu_tanh_mul(&self, gate: &mut [f32], up: &[f32]) -> Result<(), OpError> {
+        OpError::check("geglu up", up.len(), gate.len())?;
+        gelu_tanh_mul(&self.kernels, gate, up);
         Ok(())
     }
 
@@ -242,6 +265,8 @@ struct AttentionPlan {
     /// Query heads per task (all of one KV head).
     heads: usize,
     tasks: usize,
+    /// The most positions a row reads.
+    longest: usize,
     work: usize,
 }
 
@@ -261,16 +286,11 @@ impl AttentionPlan {
         let rows = a.q.len() / (heads * hd).max(1);
         OpError::check("attention q", a.q.len(), rows * heads * hd)?;
         OpError::check("attention output", out.len(), a.q.len())?;
-        let plane = a.capacity * hd;
+        let shape = a.shape();
+        let plane = shape.slots() * hd;
         OpError::check("attention k cache", a.k.len(), kvh * plane)?;
         OpError::check("attention v cache", a.v.len(), kvh * plane)?;
-        if a.pos0 + rows > a.capacity {
-            return Err(OpError::Shape(format!(
-                "attention: positions up to {} do not fit a cache of {}",
-                a.pos0 + rows,
-                a.capacity
-            )));
-        }
+        shape.check_positions(a.pos0, rows)?;
         let row_blocks = if rows >= 8 { threads } else { 1 };
         let group = heads / kvh;
         // The most heads per task (up to four, all of one KV head) that still leave a task for
@@ -289,7 +309,8 @@ impl AttentionPlan {
             per: rows.div_ceil(row_blocks),
             heads: per_task,
             tasks: heads / per_task * row_blocks,
-            work: heads * rows * (a.pos0 + rows) * hd,
+            longest: shape.longest_span(a.pos0, rows),
+            work: heads * rows * shape.longest_span(a.pos0, rows) * hd,
         })
     }
 
@@ -306,36 +327,37 @@ impl AttentionPlan {
         out: &SharedMut<f32>,
     ) {
         let (hd, heads, n) = (a.head_dim, a.heads, self.heads);
-        let plane = a.capacity * hd;
+        let shape = a.shape();
+        let plane = shape.slots() * hd;
         let scale = 1.0 / (hd as f32).sqrt();
         let (h0, blk) = (task / self.row_blocks * n, task % self.row_blocks);
         let g = h0 / (heads / a.kv_heads);
         let k = &a.k[g * plane..(g + 1) * plane];
         let v = &a.v[g * plane..(g + 1) * plane];
-        s.resize(s.len().max(n * (a.pos0 + self.rows)), 0.0);
+        s.resize(s.len().max(n * self.longest), 0.0);
         o.resize(n * hd, 0.0);
         for i in (blk * self.per).min(self.rows)..((blk + 1) * self.per).min(self.rows) {
             let at = (i * heads + h0) * hd;
             let q = &a.q[at..at + n * hd];
-            let len = a.pos0 + i + 1;
+            let (first, len) = shape.span(a.pos0 + i);
             #[cfg(target_arch = "x86_64")]
             if n > 1 {
                 // SAFETY: `n > 1` only with the AVX-512 kernel available (`fast`), head_dim a
                 // multiple of 16 up to 64 and n up to 4 (`new`); the cache sizes and
-                // len <= capacity were checked.
+                // first + len <= slots were checked.
                 unsafe {
                     use super::attn_f16::attend_group;
                     match n {
-                        2 => attend_group::<2>(q, k, v, len, scale, s, o),
-                        3 => attend_group::<3>(q, k, v, len, scale, s, o),
-                        _ => attend_group::<4>(q, k, v, len, scale, s, o),
+                        2 => attend_group::<2>(q, k, v, first, len, scale, s, o),
+                        3 => attend_group::<3>(q, k, v, first, len, scale, s, o),
+                        _ => attend_group::<4>(q, k, v, first, len, scale, s, o),
                     }
                 }
             } else {
-                attend_row(fast, avx2, q, k, v, len, scale, s, o);
+                attend_row(fast, avx2, q, k, v, first, len, scale, s, o);
             }
             #[cfg(not(target_arch = "x86_64"))]
-            attend_row(fast, avx2, q, k, v, len, scale, s, o);
+            attend_row(fast, avx2, q, k, v, first, len, scale, s, o);
             // SAFETY: (row i, heads h0..h0 + n) of this conversation belong to one task.
             unsafe { out.slice(at, n * hd) }.copy_from_slice(o);
         }

@@ -60,27 +60,44 @@ pub struct Attention<'a> {
 
 /// Inputs of causal grouped-query attention for rows appended to a KV cache.
 ///
-/// Query row `i` sits at position `pos0 + i` and attends to cache positions `0..=pos0 + i`;
+/// Query row `i` sits at position `pos0 + i` and attends to cache positions `0..=pos0 + i`
+/// (the last `window` of them with a window, read from a ring: see [`crate::kv_shape`]);
 /// its keys and values must already be in the cache, stored as f16 (half the bytes that every
 /// decoded token reads; llama.cpp's default too). Keys are stored transposed,
-/// `[kv_heads, head_dim, capacity]`, so scores are computed along positions; values are
-/// `[kv_heads, capacity, head_dim]`. Query head `h` reads KV head `h / (heads / kv_heads)`.
+/// `[kv_heads, head_dim, slots]`, so scores are computed along positions; values are
+/// `[kv_heads, slots, head_dim]`. Query head `h` reads KV head `h / (heads / kv_heads)`.
 #[derive(Clone, Copy, Debug)]
 pub struct CausalAttention<'a> {
     /// Queries, `[rows, heads * head_dim]`, rotary embeddings applied.
     pub q: &'a [f32],
-    /// Key cache, f16, transposed: `[kv_heads, head_dim, capacity]`.
+    /// Key cache, f16, transposed: `[kv_heads, head_dim, slots]`.
     pub k: &'a [half::f16],
-    /// Value cache, f16, `[kv_heads, capacity, head_dim]`.
+    /// Value cache, f16, `[kv_heads, slots, head_dim]`.
     pub v: &'a [half::f16],
     /// Position of the first query row.
     pub pos0: usize,
-    /// Positions the cache holds.
+    /// Positions the cache holds ([`KvShape::capacity`](crate::KvShape): with a window, the
+    /// ring's length; the key and value planes hold [`KvShape::slots`](crate::KvShape::slots)).
     pub capacity: usize,
+    /// Sliding-window attention ([`KvShape::window`](crate::KvShape)).
+    pub window: Option<usize>,
     /// Query heads.
     pub heads: usize,
     /// Key/value heads (divides `heads`).
     pub kv_heads: usize,
     /// Dimension per head.
     pub head_dim: usize,
+}
+
+impl CausalAttention<'_> {
+    /// The cache's shape as one layer of a [`crate::KvShape`].
+    pub fn shape(&self) -> crate::KvShape {
+        crate::KvShape {
+            layers: 1,
+            kv_heads: self.kv_heads,
+            head_dim: self.head_dim,
+            capacity: self.capacity,
+            window: self.window,
+        }
+    }
 }

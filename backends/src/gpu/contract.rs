@@ -237,6 +237,10 @@ impl Backend for GpuBackend {
         GpuBackend::silu_mul(self, gate, up)
     }
 
+    fn gelu_tanh_mul(&self, gate: &mut GpuBuffer, up: &GpuBuffer) -> Result<(), OpError> {
+        GpuBackend::gelu_tanh_mul(self, gate, up)
+    }
+
     fn add(&self, a: &mut GpuBuffer, b: &GpuBuffer) -> Result<(), OpError> {
         GpuBackend::add(self, a, b)
     }

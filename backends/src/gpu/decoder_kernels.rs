@@ -46,6 +46,18 @@ pub fn silu_mul(gate: &mut Array<f32>, up: &Array<f32>, len: u32) {
     }
 }
 
+/// GeGLU with GELU's tanh form: `gate = gelu_tanh(gate) * up` over the first `len` values,
+/// as `x * sigmoid(2 y)` (equal to `x / 2 * (1 + tanh(y))`), the CPU's form.
+#[cube(launch)]
+pub fn gelu_tanh_mul(gate: &mut Array<f32>, up: &Array<f32>, len: u32) {
+    let i = ABSOLUTE_POS as u32;
+    if i < len {
+        let x = gate[i as usize];
+        let y2 = -1.595_769_2f32 * (x + 0.044_715f32 * x * x * x);
+        gate[i as usize] = x / (1.0f32 + f32::exp(y2)) * up[i as usize];
+    }
+}
+
 /// Rotary embeddings in place: row `i` of `x` (`rows` of `heads * hd`) sits at position
 /// `pos0 + i`; pair `p` of each head turns by `(pos0 + i) * inv_freq[p]`. Pairs are `(2p, 2p+1)`
 /// when `interleaved` is 1, else `(p, p + half)`. One unit per (row, head, pair).

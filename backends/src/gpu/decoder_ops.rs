@@ -55,6 +55,21 @@ impl<R: Runtime> Gpu<R> {
         Ok(())
     }
 
+    /// `gate = gelu_tanh(gate) * up`.
+    pub(crate) fn gelu_tanh_mul(&self, gate: &GpuBuffer, up: &GpuBuffer) -> Result<(), OpError> {
+        OpError::check("geglu up", up.len, gate.len)?;
+        let (cc, cd) = grid_1d(gate.len)?;
+        k::gelu_tanh_mul::launch::<R>(
+            &self.client,
+            cc,
+            cd,
+            array(gate),
+            array(up),
+            arg("length", gate.len)?,
+        );
+        Ok(())
+    }
+
     /// Rotary embeddings of `x` (rows of `heads * head_dim`, the first at `pos0`), in place.
     pub(crate) fn rope(
         &self,

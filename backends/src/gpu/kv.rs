@@ -4,8 +4,9 @@
 //! rounding to nearest even as the CPU's `half` does, so both caches hold the same bits for
 //! every number (a NaN stays a NaN, its payload not kept).
 //!
-//! Layout per layer: `[kv_head][position][head_dim / 2 words]`, so a head's keys at successive
-//! positions are contiguous.
+//! Layout per layer: `[kv_head][slot][head_dim / 2 words]`, so a head's keys at successive
+//! positions are contiguous; with a sliding window the slots are a ring with a mirrored start
+//! ([`crate::kv_shape`]), so a query's positions are always one run of slots.
 
 use cubecl::prelude::*;
 
@@ -93,8 +94,9 @@ pub(crate) fn f16_value(h: u32) -> f32 {
     v
 }
 
-/// Stores rows of keys and values (`rows` of `kv_heads * 2 * hdw` f32) at positions `pos0..` of
-/// the layer whose words start at `base`. One unit per word (two values) of keys and values.
+/// Stores rows `row0..row0 + rows` of keys and values (rows of `kv_heads * 2 * hdw` f32) at
+/// slots `slot0..` of the layer whose words start at `base` (`cap` slots per KV head). One unit
+/// per word (two values) of keys and values.
 #[cube(launch)]
 #[allow(clippy::too_many_arguments)]
 pub fn kv_append(
@@ -107,22 +109,25 @@ pub fn kv_append(
     hdw: u32,
     cap: u32,
     base: u32,
-    pos0: u32,
+    row0: u32,
+    slot0: u32,
 ) {
     let id = ABSOLUTE_POS as u32;
     if id < rows * kv_heads * hdw {
         let w = id % hdw;
         let g = (id / hdw) % kv_heads;
         let r = id / (hdw * kv_heads);
-        let src = ((r * kv_heads + g) * hdw + w) * 2u32;
-        let dst = (base + (g * cap + pos0 + r) * hdw + w) as usize;
+        let src = (((row0 + r) * kv_heads + g) * hdw + w) * 2u32;
+        let dst = (base + (g * cap + slot0 + r) * hdw + w) as usize;
         kc[dst] = f16_bits(k[src as usize]) | (f16_bits(k[(src + 1u32) as usize]) << 16u32);
         vc[dst] = f16_bits(v[src as usize]) | (f16_bits(v[(src + 1u32) as usize]) << 16u32);
     }
 }
 
-/// Causal attention of query row `CUBE_POS_Y` (at position `pos0 + row`), head `CUBE_POS_X`,
-/// against the cache layer at `base`: the cube's units take positions `t, t + 64, ..` for the
+/// Causal attention of query row `CUBE_POS_Y` (at position `p = pos0 + row`), head
+/// `CUBE_POS_X`, against the cache layer at `base` (`cap` slots per KV head): the positions
+/// `p + 1 - len..=p` (`len` = `p + 1`, or the `window` when one is set and shorter) at slots
+/// from `(p + 1 - len) % ring` on. The cube's units take positions `t, t + 64, ..` for the
 /// scores (kept in `sc`, `npos` per row and head), reduce their maximum and sum in shared
 /// memory, then take output values `t, t + 64, ..` over every position.
 #[cube(launch)]
@@ -135,6 +140,8 @@ pub fn causal_attention(
     out: &mut Array<f32>,
     base: u32,
     cap: u32,
+    ring: u32,
+    window: u32,
     pos0: u32,
     heads: u32,
     group: u32,
@@ -147,10 +154,14 @@ pub fn causal_attention(
     let r = CUBE_POS_Y;
     let t = UNIT_POS_X;
     let hdw = hd / 2u32;
-    let n = pos0 + r + 1u32;
+    let mut n = pos0 + r + 1u32;
+    if window > 0u32 && n > window {
+        n = window;
+    }
+    let first = (pos0 + r + 1u32 - n) % ring;
     let qb = (r * heads + h) * hd;
     let sb = (r * heads + h) * npos;
-    let kb = base + (h / group) * cap * hdw;
+    let kb = base + ((h / group) * cap + first) * hdw;
     let mut mx = scale * 0.0f32 - 3.4e38f32;
     for j in range_stepped(t, n, UNITS) {
         let mut s = 0.0f32;
@@ -215,7 +226,7 @@ impl<R: Runtime> Gpu<R> {
             .kv_heads
             .checked_mul(shape.head_dim / 2)
             .and_then(|w| w.checked_mul(shape.layers))
-            .and_then(|w| w.checked_mul(shape.capacity))
+            .and_then(|w| w.checked_mul(shape.slots()))
             .filter(|&w| u32::try_from(w).is_ok())
             .ok_or_else(|| {
                 OpError::OutOfMemory(format!(
@@ -240,30 +251,29 @@ impl<R: Runtime> Gpu<R> {
         v: &GpuBuffer,
     ) -> Result<(), OpError> {
         let rows = cache.shape.check_append(layer, pos0, k.len, v.len)?;
-        let KvShape {
-            kv_heads,
-            head_dim: hd,
-            capacity: cap,
-            ..
-        } = cache.shape;
+        let shape = cache.shape;
+        let (kv_heads, hd, slots) = (shape.kv_heads, shape.head_dim, shape.slots());
         let kvw = kv_heads * hd;
         arg("kv append values", k.len)?;
-        let (cc, cd) = grid_1d(rows * kvw / 2)?;
-        kv_append::launch::<R>(
-            &self.client,
-            cc,
-            cd,
-            array(k),
-            array(v),
-            array(&cache.k),
-            array(&cache.v),
-            arg("rows", rows)?,
-            arg("kv heads", kv_heads)?,
-            arg("head words", hd / 2)?,
-            arg("capacity", cap)?,
-            arg("layer start", layer * cap * kvw / 2)?,
-            arg("position", pos0)?,
-        );
+        for (row0, slot0, n) in shape.writes(pos0, rows) {
+            let (cc, cd) = grid_1d(n * kvw / 2)?;
+            kv_append::launch::<R>(
+                &self.client,
+                cc,
+                cd,
+                array(k),
+                array(v),
+                array(&cache.k),
+                array(&cache.v),
+                arg("rows", n)?,
+                arg("kv heads", kv_heads)?,
+                arg("head words", hd / 2)?,
+                arg("slots", slots)?,
+                arg("layer start", layer * slots * kvw / 2)?,
+                arg("row", row0)?,
+                arg("slot", slot0)?,
+            );
+        }
         Ok(())
     }
 
@@ -277,12 +287,15 @@ impl<R: Runtime> Gpu<R> {
         heads: usize,
         out: &GpuBuffer,
     ) -> Result<(), OpError> {
+        let shape = cache.shape;
         let KvShape {
             layers,
             kv_heads,
             head_dim: hd,
             capacity: cap,
-        } = cache.shape;
+            window,
+        } = shape;
+        let slots = shape.slots();
         if heads == 0 || !heads.is_multiple_of(kv_heads) {
             return Err(OpError::Shape(format!(
                 "attention: {heads} heads over {kv_heads} kv heads of {hd}"
@@ -296,12 +309,7 @@ impl<R: Runtime> Gpu<R> {
                 "attention: layer {layer} of a cache of {layers}"
             )));
         }
-        if pos0 + rows > cap {
-            return Err(OpError::Shape(format!(
-                "attention: positions up to {} do not fit a cache of {cap}",
-                pos0 + rows
-            )));
-        }
+        shape.check_positions(pos0, rows)?;
         if rows == 0 {
             return Ok(());
         }
@@ -310,7 +318,7 @@ impl<R: Runtime> Gpu<R> {
                 "attention of {rows} rows x {heads} heads is more than one launch covers"
             )));
         }
-        let npos = pos0 + rows;
+        let npos = shape.longest_span(pos0, rows);
         let scores = self.empty(rows * heads * npos);
         arg("attention scores", rows * heads * npos)?;
         causal_attention::launch::<R>(
@@ -322,8 +330,10 @@ impl<R: Runtime> Gpu<R> {
             array(&cache.v),
             array(&scores),
             array(out),
-            arg("layer start", layer * cap * kv_heads * hd / 2)?,
-            arg("capacity", cap)?,
+            arg("layer start", layer * slots * kv_heads * hd / 2)?,
+            arg("slots", slots)?,
+            arg("ring", cap)?,
+            arg("window", window.unwrap_or(0))?,
             arg("position", pos0)?,
             arg("heads", heads)?,
             arg("group", heads / kv_heads)?,

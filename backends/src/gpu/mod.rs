@@ -262,6 +262,11 @@ impl GpuBackend {
         on_gpu!(self, g => g.silu_mul(gate, up))
     }
 
+    /// GeGLU's product: `gate = gelu_tanh(gate) * up`, in place.
+    pub fn gelu_tanh_mul(&self, gate: &GpuBuffer, up: &GpuBuffer) -> Result<(), OpError> {
+        on_gpu!(self, g => g.gelu_tanh_mul(gate, up))
+    }
+
     /// Rotary embeddings of `x` (rows of `heads * head_dim`, the first at position `pos0`),
     /// in place; `inv_freq` holds one frequency per rotated pair.
     pub fn rope(

@@ -55,6 +55,7 @@ fn graph(g: &edgecut::StageGraph) -> Graph {
     let mut graph = Graph::chain(stages, g.input_bytes_per_token);
     for (p, s) in graph.stages.iter_mut().zip(&g.stages) {
         p.kv_bytes_per_token = s.kv_bytes_per_token;
+        p.kv_positions = s.kv_positions;
     }
     graph
 }

@@ -11,9 +11,10 @@ use std::ops::Range;
 use std::sync::Arc;
 
 use edgecut_backends::ops::ActQuant;
-use edgecut_backends::{Backend, Instantiate, KvShape, Op, PreparedMatrix};
+use edgecut_backends::{Backend, Instantiate, Op, PreparedMatrix};
 use edgecut_format::gguf::GgufFile;
 
+use super::spec::Gate;
 use super::DecoderConfig;
 use crate::error::{ModelError, Result};
 use crate::weights::{vector, Bias, Weights};
@@ -68,10 +69,16 @@ struct Block<B: Backend> {
     /// RMS norms over each head of q and k (the spec's `qk_norm`).
     qk_norm: Option<(B::Vector, B::Vector)>,
     wo: B::Matrix,
+    /// The norm of the attention's output before its residual add (the spec's `post_norms`).
+    post_attn_norm: Option<B::Vector>,
     ffn_norm: B::Vector,
     gate: B::Matrix,
     up: B::Matrix,
     down: B::Matrix,
+    /// The norm of the feed-forward's output before its residual add.
+    post_ffn_norm: Option<B::Vector>,
+    /// Whether the layer attends through the sliding window (its own cache and rotary base).
+    sliding: bool,
 }
 
 /// Everything of the decoder that runs on backend `B`.
@@ -82,19 +89,25 @@ struct On<B: Backend> {
     norm: B::Vector,
     output: B::Matrix,
     inv_freq: B::Vector,
+    /// The sliding layers' rotary frequencies (their own base, no scaling).
+    inv_freq_local: B::Vector,
 }
 
 /// A forward pass's buffers: the batch's rows, and each conversation's rows of q, k, v and the
 /// attention output when a batch holds several.
 struct Scratch<B: Backend> {
-    /// xn (normed), q, k, v, att (attention out; the normed q's), kn (the normed k's), gate, up.
-    rows: [B::Buffer; 8],
+    /// xn (normed), q, k, v, att (attention out; the normed q's), kn (the normed k's), gate,
+    /// up, post (a sublayer's output normed, with the spec's `post_norms`).
+    rows: [B::Buffer; 9],
     parts: Vec<[B::Buffer; 4]>,
 }
 
-/// A KV cache's backend half: the backend's cache of the `KvCache`'s layers and the buffers.
+/// A KV cache's backend half: the backend's caches of the `KvCache`'s layers (one per kind of
+/// layer: full attention, sliding window) and the buffers.
 struct State<B: Backend> {
-    kv: B::KvCache,
+    kv: Vec<B::KvCache>,
+    /// Per layer of the range: its cache in `kv` and its index there.
+    at: Vec<(usize, usize)>,
     scratch: Scratch<B>,
 }
 
@@ -111,7 +124,11 @@ impl Instantiate for Load<'_> {
         let (f, c) = (self.file, self.cfg);
         let spec = c.spec;
         let w = Weights::new(f, b);
-        w.check_ops(&Op::DECODER, "a decoder")?;
+        let mut ops = Op::DECODER.to_vec();
+        if spec.gate == Gate::GeluTanh {
+            ops.push(Op::GeluTanhMul);
+        }
+        w.check_ops(&ops, "a decoder")?;
         let (h, hd) = (c.hidden, c.head_dim);
         let out_name = if f.tensor("output.weight").is_some() {
             "output"
@@ -158,6 +175,13 @@ impl Instantiate for Load<'_> {
             } else {
                 None
             };
+            let post = |n: &str| -> Result<Option<B::Vector>> {
+                Ok(if spec.post_norms {
+                    Some(w.vector(&p(n), h)?)
+                } else {
+                    None
+                })
+            };
             blocks.push(Block {
                 attn_norm: w.vector(&p("attn_norm.weight"), h)?,
                 q: m(&p("attn_q"), c.heads * hd, h, qkv_bias)?,
@@ -165,20 +189,26 @@ impl Instantiate for Load<'_> {
                 v: m(&p("attn_v"), c.kv_heads * hd, h, qkv_bias)?,
                 qk_norm,
                 wo: m(&p("attn_output"), h, c.heads * hd, Bias::IfPresent)?,
+                post_attn_norm: post("post_attention_norm.weight")?,
                 ffn_norm: w.vector(&p("ffn_norm.weight"), h)?,
                 gate: m(&p("ffn_gate"), c.ffn, h, Bias::IfPresent)?,
                 up: m(&p("ffn_up"), c.ffn, h, Bias::IfPresent)?,
                 down: m(&p("ffn_down"), h, c.ffn, Bias::IfPresent)?,
+                post_ffn_norm: post("post_ffw_norm.weight")?,
+                sliding: c.sliding(i),
             });
         }
         let output = m(out_name, c.vocab, h, Bias::IfPresent)?;
         let half = c.rope_dims / 2;
-        let mut inv_freq: Vec<f32> = (0..half)
-            .map(|i| {
-                let f = (c.rope_base as f64).powf(-(2.0 * i as f64) / c.rope_dims as f64);
-                (f / c.rope_scale as f64) as f32
-            })
-            .collect();
+        let freqs = |base: f32, scale: f32| -> Vec<f32> {
+            (0..half)
+                .map(|i| {
+                    let f = (base as f64).powf(-(2.0 * i as f64) / c.rope_dims as f64);
+                    (f / scale as f64) as f32
+                })
+                .collect()
+        };
+        let mut inv_freq = freqs(c.rope_base, c.rope_scale);
         // Per-frequency factors (Llama 3's rope scaling, stored by llama.cpp as a tensor).
         if f.tensor("rope_freqs.weight").is_some() {
             let factors = vector(f, "rope_freqs.weight", half)?;
@@ -191,6 +221,7 @@ impl Instantiate for Load<'_> {
             norm: w.vector("output_norm.weight", h)?,
             output,
             inv_freq: b.vector(&inv_freq),
+            inv_freq_local: b.vector(&freqs(c.local_rope_base, 1.0)),
         }))
     }
 }
@@ -211,7 +242,12 @@ impl<B: Backend> On<B> {
         let (h, hd, rope) = (c.hidden, c.head_dim, c.spec.rope);
         let (qw, kvw) = (c.heads * hd, c.kv_heads * hd);
         let t: usize = parts.iter().map(|p| p.rows).sum();
-        let [xn, q, k, v, att, kn, gate, up] = &mut s.rows;
+        let freqs = if blk.sliding {
+            &self.inv_freq_local
+        } else {
+            &self.inv_freq
+        };
+        let [xn, q, k, v, att, kn, gate, up, post] = &mut s.rows;
         b.rms_norm(x, xn, h, &blk.attn_norm, c.eps)?;
         b.linear(xn, t, &blk.q, q)?;
         b.linear(xn, t, &blk.k, k)?;
@@ -224,8 +260,8 @@ impl<B: Backend> On<B> {
         }
         if let [p] = parts {
             // One conversation: its rows are the batch.
-            b.rope(q, c.heads, hd, p.pos0, &self.inv_freq, rope)?;
-            b.rope(k, c.kv_heads, hd, p.pos0, &self.inv_freq, rope)?;
+            b.rope(q, c.heads, hd, p.pos0, freqs, rope)?;
+            b.rope(k, c.kv_heads, hd, p.pos0, freqs, rope)?;
             b.kv_append(kv[0], layer, p.pos0, k, v)?;
             b.causal_attention(q, kv[0], layer, p.pos0, c.heads, att)?;
         } else {
@@ -235,8 +271,8 @@ impl<B: Backend> On<B> {
                 b.copy(q, p.row * qw, pq, 0, p.rows * qw)?;
                 b.copy(k, p.row * kvw, pk, 0, p.rows * kvw)?;
                 b.copy(v, p.row * kvw, pv, 0, p.rows * kvw)?;
-                b.rope(pq, c.heads, hd, p.pos0, &self.inv_freq, rope)?;
-                b.rope(pk, c.kv_heads, hd, p.pos0, &self.inv_freq, rope)?;
+                b.rope(pq, c.heads, hd, p.pos0, freqs, rope)?;
+                b.rope(pk, c.kv_heads, hd, p.pos0, freqs, rope)?;
             }
             for ((p, kv), [_, pk, pv, _]) in parts.iter().zip(kv.iter_mut()).zip(&s.parts) {
                 b.kv_append(kv, layer, p.pos0, pk, pv)?;
@@ -254,13 +290,34 @@ impl<B: Backend> On<B> {
             }
         }
         b.linear(att, t, &blk.wo, xn)?;
-        b.add(x, xn)?;
+        self.residual(x, xn, post, blk.post_attn_norm.as_ref())?;
         b.rms_norm(x, xn, h, &blk.ffn_norm, c.eps)?;
         b.linear(xn, t, &blk.gate, gate)?;
         b.linear(xn, t, &blk.up, up)?;
-        b.silu_mul(gate, up)?;
+        match c.spec.gate {
+            Gate::Silu => b.silu_mul(gate, up)?,
+            Gate::GeluTanh => b.gelu_tanh_mul(gate, up)?,
+        }
         b.linear(gate, t, &blk.down, xn)?;
-        b.add(x, xn)?;
+        self.residual(x, xn, post, blk.post_ffn_norm.as_ref())?;
+        Ok(())
+    }
+
+    /// `x += y`, or `x += norm(y)` with a sublayer's post-norm (into `post`).
+    fn residual(
+        &self,
+        x: &mut B::Tensor,
+        y: &B::Tensor,
+        post: &mut B::Tensor,
+        norm: Option<&B::Vector>,
+    ) -> Result<()> {
+        match norm {
+            Some(g) => {
+                self.b.rms_norm(y, post, self.c.hidden, g, self.c.eps)?;
+                self.b.add(x, post)?;
+            }
+            None => self.b.add(x, y)?,
+        }
         Ok(())
     }
 
@@ -276,7 +333,8 @@ impl<B: Backend> On<B> {
         let c = &self.c;
         let t: usize = parts.iter().map(|p| p.rows).sum();
         let (qw, kvw) = (c.heads * c.head_dim, c.kv_heads * c.head_dim);
-        let sizes = [c.hidden, qw, kvw, kvw, qw, kvw, c.ffn, c.ffn];
+        let post = if c.spec.post_norms { c.hidden } else { 0 };
+        let sizes = [c.hidden, qw, kvw, kvw, qw, kvw, c.ffn, c.ffn, post];
         for (buf, n) in s.rows.iter_mut().zip(sizes) {
             self.b.resize(buf, t * n);
         }
@@ -300,22 +358,34 @@ impl<B: Backend> On<B> {
         x: Vec<f32>,
         parts: &[Part],
     ) -> Result<B::Buffer> {
-        let mut kv = Vec::with_capacity(states.len());
+        let mut kvs = Vec::with_capacity(states.len());
         let mut scratch = None;
+        let mut at: Option<Vec<(usize, usize)>> = None;
         for s in states.iter_mut() {
             let st = s.downcast_mut::<State<B>>().ok_or_else(|| {
                 ModelError::Input("a KV cache was made by another model or device".into())
             })?;
             // The batch's buffers are the first conversation's (kept between calls).
-            let State { kv: k, scratch: sc } = st;
-            kv.push(k);
+            let State {
+                kv: k,
+                at: a,
+                scratch: sc,
+            } = st;
+            if at.get_or_insert_with(|| a.clone()) != a || a.len() != layers.len() {
+                return Err(ModelError::Input(
+                    "the batch's KV caches cover other layers than the run's".into(),
+                ));
+            }
+            kvs.push(k);
             scratch.get_or_insert(sc);
         }
         let s = scratch.ok_or_else(|| ModelError::Input("a run of no conversation".into()))?;
+        let at = at.unwrap_or_default();
         self.fit(s, parts);
         let mut x = self.b.upload(x);
-        for (i, l) in layers.enumerate() {
-            self.block(&self.blocks[l], i, &mut x, &mut kv, parts, s)?;
+        for (l, &(group, index)) in layers.zip(&at) {
+            let mut kv: Vec<&mut B::KvCache> = kvs.iter_mut().map(|k| &mut k[group]).collect();
+            self.block(&self.blocks[l], index, &mut x, &mut kv, parts, s)?;
         }
         Ok(x)
     }
@@ -347,21 +417,24 @@ impl<B: Backend> Run for On<B> {
                 .iter()
                 .map(|m| m.owned_bytes())
                 .sum::<usize>()
-                + 2 * self.c.hidden * 4
+                + if self.c.spec.post_norms { 4 } else { 2 } * self.c.hidden * 4
         });
         b.sum::<usize>() + self.output.owned_bytes() + self.c.hidden * 4
     }
 
     fn new_state(&self, layers: Range<usize>, capacity: usize) -> Result<Box<AnyState>> {
-        let c = &self.c;
-        let kv = self.b.kv_cache(KvShape {
-            layers: layers.len(),
-            kv_heads: c.kv_heads,
-            head_dim: c.head_dim,
-            capacity,
-        })?;
+        let groups = self.c.kv_groups(layers.clone(), capacity);
+        let mut at = vec![(0, 0); layers.len()];
+        let mut kv = Vec::with_capacity(groups.len());
+        for (g, (shape, members)) in groups.into_iter().enumerate() {
+            for (index, &l) in members.iter().enumerate() {
+                at[l] = (g, index);
+            }
+            kv.push(self.b.kv_cache(shape)?);
+        }
         Ok(Box::new(State::<B> {
             kv,
+            at,
             scratch: self.new_scratch(),
         }))
     }

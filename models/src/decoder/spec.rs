@@ -6,8 +6,11 @@
 //! converter mapping and a test); a row that needs something the block lacks (another FFN, a
 //! norm after the sublayer) adds that variant to this file and its few lines to the block.
 
+use std::ops::Range;
+
 use edgecut_backends::ops::RopeStyle;
-use edgecut_format::gguf::{GgufFile, Value};
+use edgecut_backends::KvShape;
+use edgecut_format::gguf::{Array, GgufFile, Value};
 
 use crate::error::{ModelError, Result};
 
@@ -26,25 +29,62 @@ pub struct DecoderSpec {
     /// Whether q, k and v carry biases (Qwen2); they are taken wherever the file has them, and
     /// a file of an architecture that requires them and lacks them is refused.
     pub qkv_bias: bool,
+    /// The feed-forward's gated activation.
+    pub gate: Gate,
+    /// RMS norms of the attention's and the feed-forward's outputs before each residual add
+    /// (Gemma 2/3's `post_attention_norm` and `post_ffw_norm`).
+    pub post_norms: bool,
+    /// Whether the embeddings are scaled by the square root of the width (Gemma).
+    pub embed_scale: bool,
+    /// Sliding-window attention on some layers, when the file gives a window
+    /// (`attention.sliding_window`).
+    pub sliding: Option<Sliding>,
 }
+
+/// The feed-forward's gated activation: `down(act(gate(x)) * up(x))`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Gate {
+    /// SwiGLU (Llama, Qwen).
+    Silu,
+    /// GeGLU with GELU's tanh form (Gemma).
+    GeluTanh,
+}
+
+/// Which layers attend through a sliding window, and how they rotate.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Sliding {
+    /// Layer `i` slides when `i % pattern < pattern - 1` (Gemma 3: five local layers, then one
+    /// global; llama.cpp's `set_swa_pattern`).
+    pub pattern: usize,
+    /// The rotary base of the sliding layers (the global ones take the file's
+    /// `rope.freq_base` and scaling), unless the file gives `rope.freq_base_swa`.
+    pub rope_base: f32,
+}
+
+/// The Llama-shaped defaults that the rows below differ from.
+const LLAMA_SHAPED: DecoderSpec = DecoderSpec {
+    arch: "llama",
+    name: "Llama",
+    rope: RopeStyle::Interleaved,
+    qk_norm: false,
+    qkv_bias: false,
+    gate: Gate::Silu,
+    post_norms: false,
+    embed_scale: false,
+    sliding: None,
+};
 
 /// Every decoder architecture edgecut runs, keyed by `general.architecture`.
 pub const SPECS: &[DecoderSpec] = &[
     // Llama 2/3, SmolLM, TinyLlama, Mistral-style files written as `llama`.
-    DecoderSpec {
-        arch: "llama",
-        name: "Llama",
-        rope: RopeStyle::Interleaved,
-        qk_norm: false,
-        qkv_bias: false,
-    },
+    LLAMA_SHAPED,
     // Qwen2 and Qwen2.5: biases on q, k and v.
     DecoderSpec {
         arch: "qwen2",
         name: "Qwen2",
         rope: RopeStyle::Halves,
-        qk_norm: false,
         qkv_bias: true,
+        ..LLAMA_SHAPED
     },
     // Qwen3: no biases, an RMS norm over each head of q and k, an explicit head size.
     DecoderSpec {
@@ -52,7 +92,24 @@ pub const SPECS: &[DecoderSpec] = &[
         name: "Qwen3",
         rope: RopeStyle::Halves,
         qk_norm: true,
-        qkv_bias: false,
+        ..LLAMA_SHAPED
+    },
+    // Gemma 3: GeGLU, norms after each sublayer as well as before, q/k norms, scaled
+    // embeddings, five sliding-window layers (rotary base 10,000) for each global one. Its
+    // files store the norms' weights as `1 + w` (llama.cpp's converter adds the one).
+    DecoderSpec {
+        arch: "gemma3",
+        name: "Gemma 3",
+        rope: RopeStyle::Halves,
+        qk_norm: true,
+        gate: Gate::GeluTanh,
+        post_norms: true,
+        embed_scale: true,
+        sliding: Some(Sliding {
+            pattern: 6,
+            rope_base: 10_000.0,
+        }),
+        ..LLAMA_SHAPED
     },
 ];
 
@@ -98,7 +155,22 @@ pub struct DecoderConfig {
     pub rope_dims: usize,
     /// Token ids that end generation (EOS, end of turn).
     pub stop_ids: Vec<u32>,
+    /// The sliding layers' window (positions a query sees, itself included), when the spec
+    /// has sliding layers and the file gives a window.
+    pub window: Option<usize>,
+    /// The sliding layers' rotary base.
+    pub local_rope_base: f32,
 }
+
+/// Texts of end-of-turn tokens that files do not always name under
+/// `tokenizer.ggml.eot_token_id` (llama.cpp looks for the same ones).
+const END_OF_TURN: &[&str] = &[
+    "<end_of_turn>",
+    "<|im_end|>",
+    "<|eot_id|>",
+    "<|end|>",
+    "<|eom_id|>",
+];
 
 impl DecoderConfig {
     /// Reads the configuration of a decoder file of any architecture in [`SPECS`].
@@ -159,7 +231,35 @@ impl DecoderConfig {
             .iter()
             .filter_map(|k| id(k))
             .collect();
+        if let Some(Value::Array(Array::Str(tokens))) = f.get("tokenizer.ggml.tokens") {
+            let types = match f.get("tokenizer.ggml.token_type") {
+                Some(Value::Array(Array::I32(t))) => Some(t),
+                _ => None,
+            };
+            for (i, t) in tokens.iter().enumerate() {
+                // Only control tokens: a user's text of "<|end|>" is not a turn's end.
+                let control = types.is_none_or(|ty| ty.get(i) == Some(&3));
+                if control && END_OF_TURN.contains(&t.as_str()) {
+                    stop_ids.push(i as u32);
+                }
+            }
+        }
+        stop_ids.sort_unstable();
         stop_ids.dedup();
+        let window = match spec.sliding {
+            Some(_) => match f
+                .get(&key("attention.sliding_window"))
+                .and_then(Value::as_u64)
+            {
+                Some(0) | None => None,
+                Some(w) => Some(w as usize),
+            },
+            None => None,
+        };
+        let local_rope_base = f
+            .get_f64(&key("rope.freq_base_swa"))
+            .map(|b| b as f32)
+            .unwrap_or(spec.sliding.map_or(10_000.0, |s| s.rope_base));
         let vocab = f
             .tensor("token_embd.weight")
             .and_then(|t| t.info.dims.get(1).copied())
@@ -182,6 +282,62 @@ impl DecoderConfig {
             rope_scale,
             rope_dims,
             stop_ids,
+            window,
+            local_rope_base,
         })
+    }
+
+    /// The backend caches that hold `layers` for a context of `positions`: one per kind of
+    /// layer present (full attention first, then sliding), each with the indices (within
+    /// `layers`) of the layers it holds. A sliding layer's cache is a ring of the window and a
+    /// prefill chunk's rows ([`super::PREFILL_CHUNK`]: the most rows run at once) when the
+    /// context is longer than that.
+    pub fn kv_groups(&self, layers: Range<usize>, positions: usize) -> Vec<(KvShape, Vec<usize>)> {
+        let (full, sliding): (Vec<usize>, Vec<usize>) =
+            layers.clone().partition(|&l| !self.sliding(l));
+        let mut groups = Vec::with_capacity(2);
+        let shape = |n: usize, capacity: usize, window: Option<usize>| KvShape {
+            layers: n,
+            kv_heads: self.kv_heads,
+            head_dim: self.head_dim,
+            capacity,
+            window,
+        };
+        let rel =
+            |v: Vec<usize>| -> Vec<usize> { v.into_iter().map(|l| l - layers.start).collect() };
+        if !full.is_empty() {
+            groups.push((shape(full.len(), positions, None), rel(full)));
+        }
+        if !sliding.is_empty() {
+            let w = self.window.unwrap_or(positions);
+            let s = if positions <= w {
+                // The window never excludes a position of this context.
+                shape(sliding.len(), positions, None)
+            } else {
+                shape(
+                    sliding.len(),
+                    positions.min(w + super::PREFILL_CHUNK),
+                    Some(w),
+                )
+            };
+            groups.push((s, rel(sliding)));
+        }
+        groups
+    }
+
+    /// Bytes of the KV cache of every layer for a context of `positions`.
+    pub fn kv_bytes(&self, positions: usize) -> usize {
+        self.kv_groups(0..self.layers, positions)
+            .iter()
+            .map(|(s, _)| s.bytes())
+            .sum()
+    }
+
+    /// Whether layer `layer` attends through the sliding window.
+    pub fn sliding(&self, layer: usize) -> bool {
+        match (self.window, self.spec.sliding) {
+            (Some(_), Some(s)) => s.pattern == 0 || layer % s.pattern < s.pattern - 1,
+            _ => false,
+        }
     }
 }

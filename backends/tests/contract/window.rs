@@ -1,0 +1,87 @@
+//! Sliding-window attention over a ring cache ([`KvShape::window`]): rows appended in chunks of
+//! several sizes far past the ring's length, every query checked against f64 attention over
+//! the last `window` positions of everything appended (kept here in full).
+
+use edgecut_backends::{Backend, KvShape};
+
+use super::common::Rng;
+use super::{close, down, up};
+
+pub fn sliding_window_ring<B: Backend>(b: &B, rng: &mut Rng) {
+    let (heads, kv_heads, hd) = (4, 2, 16);
+    let kvw = kv_heads * hd;
+    for (window, ring, chunks) in [
+        (
+            5usize,
+            9usize,
+            &[3usize, 5, 1, 1, 4, 2, 5, 1, 1, 1, 5, 3][..],
+        ),
+        (4, 4, &[1; 13][..]),
+        (8, 20, &[13, 1, 1, 1, 7, 13, 2, 1][..]),
+    ] {
+        let shape = KvShape {
+            layers: 2,
+            kv_heads,
+            head_dim: hd,
+            capacity: ring,
+            window: Some(window),
+        };
+        let mut cache = b.kv_cache(shape).unwrap();
+        let (mut ks, mut vs) = (Vec::new(), Vec::new());
+        let mut pos0 = 0;
+        for &rows in chunks {
+            let (k, v) = (rng.vec(rows * kvw, 1.0), rng.vec(rows * kvw, 1.0));
+            let q = rng.vec(rows * heads * hd, 1.5);
+            ks.extend_from_slice(&k);
+            vs.extend_from_slice(&v);
+            // Layer 1 gets the rows, layer 0 zeros: layers must not share slots.
+            b.kv_append(&mut cache, 1, pos0, &up(b, &k), &up(b, &v))
+                .unwrap();
+            let zeros = vec![0f32; k.len()];
+            b.kv_append(&mut cache, 0, pos0, &up(b, &zeros), &up(b, &zeros))
+                .unwrap();
+            let mut out = b.buffer(q.len());
+            b.causal_attention(&up(b, &q), &cache, 1, pos0, heads, &mut out)
+                .unwrap();
+            let f16 = |x: f32| half::f16::from_f32(x).to_f64();
+            let mut want = Vec::new();
+            for r in 0..rows {
+                let p = pos0 + r;
+                let seen = (p + 1).saturating_sub(window)..p + 1;
+                for h in 0..heads {
+                    let g = h / (heads / kv_heads);
+                    let qv = &q[(r * heads + h) * hd..][..hd];
+                    let s: Vec<f64> = seen
+                        .clone()
+                        .map(|j| {
+                            (0..hd)
+                                .map(|d| qv[d] as f64 * f16(ks[j * kvw + g * hd + d]))
+                                .sum::<f64>()
+                                / (hd as f64).sqrt()
+                        })
+                        .collect();
+                    let m = s.iter().cloned().fold(f64::MIN, f64::max);
+                    let e: Vec<f64> = s.iter().map(|x| (x - m).exp()).collect();
+                    let z: f64 = e.iter().sum();
+                    for d in 0..hd {
+                        want.push(
+                            seen.clone()
+                                .zip(&e)
+                                .map(|(j, e)| e / z * f16(vs[j * kvw + g * hd + d]))
+                                .sum(),
+                        );
+                    }
+                }
+            }
+            let what = format!("window {window} ring {ring}: rows {pos0}..{}", pos0 + rows);
+            close(&what, &down(b, out), &want, |_| 1e-3);
+            pos0 += rows;
+        }
+        // More rows at once than the ring holds beside the window are refused, nothing written.
+        let too_many = ring - window + 2;
+        let k = rng.vec(too_many * kvw, 1.0);
+        assert!(b
+            .kv_append(&mut cache, 1, pos0, &up(b, &k), &up(b, &k))
+            .is_err());
+    }
+}
