@@ -51,13 +51,24 @@ impl std::fmt::Debug for ChatTemplate {
     }
 }
 
+/// Published chat templates by `general.architecture`, for files that carry none.
+pub const BUILT_IN: &[(&str, &str)] = &[("gemma3", include_str!("chat_templates/gemma3.jinja"))];
+
 impl ChatTemplate {
     /// The template of a model file, with its BOS and EOS token texts for templates that use
-    /// `bos_token` / `eos_token`.
+    /// `bos_token` / `eos_token`. A file without one gets its architecture's published template
+    /// where edgecut carries it ([`BUILT_IN`]: the hub's Gemma 3 files have none, and llama.cpp
+    /// falls back the same way).
     pub fn from_gguf(f: &GgufFile, tok: &Tokenizer) -> Result<ChatTemplate, TemplateError> {
         let source = match f.get("tokenizer.chat_template") {
             Some(Value::Str(s)) => s.clone(),
-            _ => return Err(TemplateError::Missing),
+            _ => {
+                let arch = f.architecture().unwrap_or_default();
+                match BUILT_IN.iter().find(|(a, _)| *a == arch) {
+                    Some((_, t)) => t.to_string(),
+                    None => return Err(TemplateError::Missing),
+                }
+            }
         };
         let token = |key: &str| {
             f.get(key)

@@ -42,6 +42,7 @@ pub use edgecut_format::gguf::{GgufFile, ModelId};
 pub use edgecut_format::Message;
 #[cfg(feature = "convert")]
 pub use edgecut_models::convert::{convert, ConvertOptions, ConvertReport, Progress, WeightType};
+pub use edgecut_models::DecoderConfig;
 pub use generation::Turn;
 pub use llm::{
     Chat, Context, Finish, GenerateOptions, Generation, Llm, LlmOptions, SamplingParams,

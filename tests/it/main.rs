@@ -14,6 +14,7 @@ mod mutated_files;
 mod requantize;
 mod split;
 mod split_decode;
+mod spm_tokenizer;
 mod stages;
 mod tokenizer_fast;
 mod turns;

@@ -75,6 +75,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             "data_offset": h.data_offset, "architecture": arch, "identity": id.to_string(),
             "tokenizer": edgecut_format::tokenizer::describe(&f), "chat_template": f.get("tokenizer.chat_template").is_some(),
             "metadata": meta, "tensors": tensors, "bytes_by_type": by_type,
+            "kv_cache": kv_json(&f),
         });
         println!("{}", serde_json::to_string_pretty(&out)?);
         return Ok(());
@@ -103,6 +104,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             println!("  {:<42} {v}", &k[prefix.len()..]);
         }
     }
+    kv_lines(&f);
     println!(
         "\nmetadata ({} keys{})",
         f.metadata().len(),
@@ -200,4 +202,51 @@ fn unreadable_by_type(f: &GgufFile) -> Vec<(&'static str, u64, usize)> {
         }
     }
     out
+}
+
+/// Contexts whose KV cache `inspect` reports (and the model's own).
+fn kv_contexts(c: &edgecut::DecoderConfig) -> Vec<usize> {
+    let mut v: Vec<usize> = [4096, c.context]
+        .into_iter()
+        .filter(|&n| n <= c.context)
+        .collect();
+    v.dedup();
+    v
+}
+
+/// A decoder's KV cache at a few contexts, with and without its sliding windows.
+fn kv_json(f: &GgufFile) -> serde_json::Value {
+    let Ok(c) = edgecut::DecoderConfig::from_gguf(f) else {
+        return serde_json::Value::Null;
+    };
+    let sliding = (0..c.layers).filter(|&l| c.sliding(l)).count();
+    let at: Vec<_> = kv_contexts(&c)
+        .into_iter()
+        .map(|n| json!({"context": n, "bytes": c.kv_bytes(n), "bytes_without_windows": c.kv_bytes_without_windows(n)}))
+        .collect();
+    json!({"layers": c.layers, "sliding_layers": sliding, "window": c.window, "f16": true, "contexts": at})
+}
+
+fn kv_lines(f: &GgufFile) {
+    let Ok(c) = edgecut::DecoderConfig::from_gguf(f) else {
+        return;
+    };
+    let sliding = (0..c.layers).filter(|&l| c.sliding(l)).count();
+    let windows = match c.window {
+        Some(w) if sliding > 0 => format!(", {sliding} of them sliding over {w} positions"),
+        _ => String::new(),
+    };
+    println!("\nkv cache      f16, {} layers{windows}", c.layers);
+    for n in kv_contexts(&c) {
+        let (with, without) = (c.kv_bytes(n), c.kv_bytes_without_windows(n));
+        let saved = if with < without {
+            format!(
+                " (every position in every layer: {:.1} MB)",
+                without as f64 / 1e6
+            )
+        } else {
+            String::new()
+        };
+        println!("  context {n:>7}: {:>9.1} MB{saved}", with as f64 / 1e6);
+    }
 }

@@ -1,21 +1,28 @@
-//! The tokenizer a model file carries, built with the `tokenizers` crate: from the whole Hugging
-//! Face `tokenizer.json` under `tokenizer.huggingface.json` when present, else rebuilt from
-//! llama.cpp's `tokenizer.ggml.*` arrays (WordPiece for `bert`, byte-level BPE for `gpt2`).
+//! The tokenizer a model file carries, one of two implementations behind [`Tokenizer`]:
+//!
+//! 1. The `tokenizers` crate (`hf.rs`), from the whole Hugging Face `tokenizer.json` under
+//!    `tokenizer.huggingface.json` when present, else rebuilt from llama.cpp's
+//!    `tokenizer.ggml.*` arrays (WordPiece for `bert`, byte-level BPE for `gpt2`).
+//! 2. llama.cpp's SentencePiece tokenizer (`spm.rs`) for `tokenizer.ggml.model = "llama"`
+//!    (Llama 2, Mistral, Gemma), or a SentencePiece `tokenizer.model` file, giving llama.cpp's
+//!    ids exactly.
+//!
 //! [`TextStream`] turns generated ids into text piece by piece.
 
 mod describe;
 mod fast_wordpiece;
 mod ggml;
+mod hf;
+mod piece_index;
+mod spm;
+mod spm_proto;
 mod stream;
 
-use std::collections::{HashMap, HashSet};
-
-use tokenizers::{DecoderWrapper, PostProcessor, TruncationDirection};
-
 pub use describe::describe;
+pub use spm_proto::{read_sentencepiece_model, SentencePieceVocab};
 pub use stream::TextStream;
 
-use crate::gguf::{GgufFile, Value};
+use crate::gguf::{Array, GgufFile, Value};
 
 /// Why a tokenizer could not be built or used.
 #[derive(Debug, thiserror::Error)]
@@ -49,17 +56,14 @@ impl Encoded {
 
 /// A tokenizer, safe to share between threads.
 pub struct Tokenizer {
-    inner: tokenizers::Tokenizer,
+    imp: Imp,
     source: &'static str,
-    /// GPT-2's byte-to-character table inverted, for byte-level vocabularies.
-    byte_of: Option<HashMap<char, u8>>,
-    /// Ids of special (control) tokens.
-    special: HashSet<u32>,
-    /// Vocabulary size with added tokens, counted once: `tokenizers` counts it by building
-    /// the whole vocabulary as a map (milliseconds for 30k tokens) on every call.
-    vocab_size: usize,
-    /// BERT WordPiece on ASCII text without `tokenizers`' per-character bookkeeping.
-    fast: Option<fast_wordpiece::FastWordPiece>,
+}
+
+/// The implementation behind a [`Tokenizer`], picked when it is built.
+enum Imp {
+    Hf(Box<hf::HfTokenizer>),
+    Spm(Box<spm::Spm>),
 }
 
 impl std::fmt::Debug for Tokenizer {
@@ -88,9 +92,10 @@ impl Tokenizer {
                 &ggml::bpe_json(f)?.to_string(),
                 "tokenizer.ggml (byte-level BPE)",
             ),
+            Some("llama") => Self::spm_from_gguf(f),
             Some(other) => Err(TokenizerError::Missing(format!(
-                "tokenizer.ggml.model {other:?} cannot be rebuilt yet (edgecut rebuilds bert and \
-                 gpt2); convert the model from its Hugging Face directory to embed its \
+                "tokenizer.ggml.model {other:?} cannot be rebuilt yet (edgecut rebuilds bert, \
+                 gpt2 and llama); convert the model from its Hugging Face directory to embed its \
                  tokenizer.json"
             ))),
             None => Err(TokenizerError::Missing(
@@ -99,39 +104,100 @@ impl Tokenizer {
         }
     }
 
+    /// llama.cpp's SentencePiece tokenizer from the `tokenizer.ggml.*` keys, with llama.cpp's
+    /// defaults for the keys a file may leave out (BOS 1, EOS 2, unknown 0, a BOS added, a
+    /// space prefix added, no EOS added).
+    fn spm_from_gguf(f: &GgufFile) -> Result<Tokenizer, TokenizerError> {
+        let pieces = match f.get("tokenizer.ggml.tokens") {
+            Some(Value::Array(Array::Str(v))) => v,
+            _ => {
+                return Err(TokenizerError::Missing(
+                    "tokenizer.ggml.tokens is missing or not an array of strings".into(),
+                ))
+            }
+        };
+        let int_scores: Vec<f32>;
+        let scores = match f.get("tokenizer.ggml.scores") {
+            Some(Value::Array(Array::F32(s))) => Some(&s[..]),
+            Some(Value::Array(Array::I32(s))) => {
+                int_scores = s.iter().map(|&x| x as f32).collect();
+                Some(&int_scores[..])
+            }
+            None => None,
+            Some(_) => {
+                return Err(TokenizerError::Invalid(
+                    "tokenizer.ggml.scores is not an array of f32 or i32".into(),
+                ))
+            }
+        };
+        let types = match f.get("tokenizer.ggml.token_type") {
+            Some(Value::Array(Array::I32(t))) => Some(&t[..]),
+            None => None,
+            Some(_) => {
+                return Err(TokenizerError::Invalid(
+                    "tokenizer.ggml.token_type is not an array of i32".into(),
+                ))
+            }
+        };
+        let flag =
+            |key: &str, default: bool| f.get(key).and_then(Value::as_bool).unwrap_or(default);
+        let id = |key: &str, default: u32| match f.get(key) {
+            Some(v) => v.as_u64().and_then(|i| u32::try_from(i).ok()),
+            None => Some(default),
+        };
+        let settings = spm::Settings {
+            add_bos: flag("tokenizer.ggml.add_bos_token", true),
+            add_eos: flag("tokenizer.ggml.add_eos_token", false),
+            add_space_prefix: flag("tokenizer.ggml.add_space_prefix", true),
+            bos: id("tokenizer.ggml.bos_token_id", 1),
+            eos: id("tokenizer.ggml.eos_token_id", 2),
+            unk: id("tokenizer.ggml.unknown_token_id", 0),
+        };
+        let spm = spm::Spm::new(pieces, scores, types, settings)?;
+        Ok(Tokenizer {
+            imp: Imp::Spm(Box::new(spm)),
+            source: "tokenizer.ggml (llama SentencePiece)",
+        })
+    }
+
+    /// llama.cpp's SentencePiece tokenizer from a SentencePiece `tokenizer.model` file (a BPE
+    /// model, as Llama 2's, Mistral's and Gemma's are), with the BOS, EOS and unknown ids its
+    /// trainer spec names. `add_bos` puts BOS in front when special tokens are wanted;
+    /// `add_space_prefix` puts a space before the text (the model's `add_dummy_prefix`, see
+    /// [`read_sentencepiece_model`]; Gemma's is off).
+    pub fn from_sentencepiece_model(
+        bytes: &[u8],
+        add_bos: bool,
+        add_space_prefix: bool,
+    ) -> Result<Tokenizer, TokenizerError> {
+        let v = read_sentencepiece_model(bytes)?;
+        if v.model_type != spm_proto::MODEL_TYPE_BPE {
+            return Err(TokenizerError::Invalid(format!(
+                "tokenizer.model has SentencePiece model type {} (1 unigram, 3 word, 4 char); \
+                 edgecut reads BPE (2) models",
+                v.model_type
+            )));
+        }
+        let settings = spm::Settings {
+            add_bos,
+            add_eos: false,
+            add_space_prefix,
+            bos: v.bos_id,
+            eos: v.eos_id,
+            unk: v.unk_id,
+        };
+        let spm = spm::Spm::new(&v.pieces, Some(&v.scores), Some(&v.types), settings)?;
+        Ok(Tokenizer {
+            imp: Imp::Spm(Box::new(spm)),
+            source: "tokenizer.model (SentencePiece)",
+        })
+    }
+
     /// A tokenizer from a Hugging Face `tokenizer.json` document (`source` names it in errors).
     pub fn from_json(json: &str, source: &'static str) -> Result<Tokenizer, TokenizerError> {
-        let mut inner: tokenizers::Tokenizer = json
-            .parse()
-            .map_err(|e| TokenizerError::Invalid(format!("{source}: {e}")))?;
-        // The runtime decides padding and truncation per call.
-        inner.with_padding(None);
-        inner
-            .with_truncation(None)
-            .map_err(|e| TokenizerError::Invalid(format!("{source}: {e}")))?;
-        let byte_of =
-            matches!(inner.get_decoder(), Some(DecoderWrapper::ByteLevel(_))).then(|| {
-                gpt2_byte_chars()
-                    .into_iter()
-                    .enumerate()
-                    .map(|(b, c)| (c, b as u8))
-                    .collect()
-            });
-        let special = inner
-            .get_added_tokens_decoder()
-            .into_iter()
-            .filter(|(_, t)| t.special)
-            .map(|(id, _)| id)
-            .collect();
-        let vocab_size = inner.get_vocab_size(true);
-        let fast = fast_wordpiece::FastWordPiece::new(&inner);
         Ok(Tokenizer {
-            inner,
+            imp: Imp::Hf(Box::new(hf::HfTokenizer::from_json(json, source)?)),
             source,
-            byte_of,
-            special,
-            vocab_size,
-            fast,
         })
     }
 
@@ -142,125 +208,114 @@ impl Tokenizer {
 
     /// Vocabulary size, added tokens included.
     pub fn vocab_size(&self) -> usize {
-        self.vocab_size
+        match &self.imp {
+            Imp::Hf(t) => t.vocab_size(),
+            Imp::Spm(t) => t.vocab_size(),
+        }
     }
 
     /// Tokenizes `text` (with the model's special tokens when `special`), cut to at most
-    /// `max_len` tokens (special tokens included) when given. A BERT WordPiece tokenizer takes
-    /// a fast path for plain ASCII text (the same ids as [`Self::encode_reference`]).
+    /// `max_len` tokens (special tokens included) when given. Special-token texts inside `text`
+    /// (such as `<start_of_turn>`) are always read as those tokens. A BERT WordPiece tokenizer
+    /// takes a fast path for plain ASCII text (the same ids as [`Self::encode_reference`]).
     pub fn encode(
         &self,
         text: &str,
         special: bool,
         max_len: Option<usize>,
     ) -> Result<Encoded, TokenizerError> {
-        self.encode_with(text, special, max_len, true)
+        match &self.imp {
+            Imp::Hf(t) => t.encode_with(text, special, max_len, true),
+            Imp::Spm(t) => Self::encode_spm(t, text, special, max_len),
+        }
     }
 
     /// Whether [`Self::encode`] takes the fast path for `text`.
     pub fn takes_fast_path(&self, text: &str) -> bool {
-        self.fast.as_ref().is_some_and(|f| f.accepts(text))
+        match &self.imp {
+            Imp::Hf(t) => t.takes_fast_path(text),
+            Imp::Spm(_) => false,
+        }
     }
 
     /// [`Self::encode`] through the `tokenizers` crate only (no fast path), for comparison.
+    /// A SentencePiece tokenizer has one path: this is [`Self::encode`].
     pub fn encode_reference(
         &self,
         text: &str,
         special: bool,
         max_len: Option<usize>,
     ) -> Result<Encoded, TokenizerError> {
-        self.encode_with(text, special, max_len, false)
+        match &self.imp {
+            Imp::Hf(t) => t.encode_with(text, special, max_len, false),
+            Imp::Spm(t) => Self::encode_spm(t, text, special, max_len),
+        }
     }
 
-    fn encode_with(
-        &self,
+    /// BOS (and EOS) around the text's ids when `special` and the model adds them; a cut keeps
+    /// them and shortens the text's ids, as the `tokenizers` path does.
+    fn encode_spm(
+        t: &spm::Spm,
         text: &str,
         special: bool,
         max_len: Option<usize>,
-        fast: bool,
     ) -> Result<Encoded, TokenizerError> {
-        let err = |e: tokenizers::Error| TokenizerError::Encode(e.to_string());
-        // Encode once without special tokens, cut the text's own tokens so that the special
-        // tokens still fit, then let the post-processor add them.
-        let quick = self
-            .fast
-            .as_ref()
-            .filter(|_| fast)
-            .and_then(|f| f.encode(&self.inner, text));
-        let mut enc = match quick {
-            Some(ids) => tokenizers::Encoding::from_tokens(
-                ids.into_iter()
-                    .map(|id| tokenizers::Token::new(id, String::new(), (0, 0)))
-                    .collect(),
-                0,
-            ),
-            None => self.inner.encode(text, false).map_err(err)?,
-        };
-        let added = match (special, self.inner.get_post_processor()) {
-            (true, Some(p)) => p.added_tokens(false),
-            _ => 0,
-        };
-        let full_len = enc.len() + added;
+        let mut body = t.encode(text)?;
+        let s = t.settings();
+        let bos = s.bos.filter(|_| special && s.add_bos);
+        let eos = s.eos.filter(|_| special && s.add_eos);
+        let added = bos.is_some() as usize + eos.is_some() as usize;
+        let full_len = body.len() + added;
         if let Some(max) = max_len.filter(|&m| m < full_len) {
-            enc.truncate(max.saturating_sub(added), 0, TruncationDirection::Right);
+            body.truncate(max.saturating_sub(added));
         }
-        let enc = self.inner.post_process(enc, None, special).map_err(err)?;
-        Ok(Encoded {
-            ids: enc.get_ids().to_vec(),
-            full_len,
-        })
+        let ids = bos.into_iter().chain(body).chain(eos).collect();
+        Ok(Encoded { ids, full_len })
     }
 
-    /// Decodes ids to text.
+    /// Decodes ids to text, leaving special tokens out when `skip_special`. For a
+    /// SentencePiece tokenizer this is llama.cpp's `llama_detokenize`, and an id outside the
+    /// vocabulary is an error.
     pub fn decode(&self, ids: &[u32], skip_special: bool) -> Result<String, TokenizerError> {
-        self.inner
-            .decode(ids, skip_special)
-            .map_err(|e| TokenizerError::Encode(e.to_string()))
+        match &self.imp {
+            Imp::Hf(t) => t.decode(ids, skip_special),
+            Imp::Spm(t) => t.decode(ids, skip_special),
+        }
     }
 
     /// The id of a token, if it is in the vocabulary.
     pub fn token_to_id(&self, token: &str) -> Option<u32> {
-        self.inner.token_to_id(token)
+        match &self.imp {
+            Imp::Hf(t) => t.token_to_id(token),
+            Imp::Spm(t) => t.token_to_id(token),
+        }
     }
-    /// Whether `id` is a special (control) token, such as `<|im_end|>`.
+
+    /// Whether `id` is a special token, such as `<|im_end|>`: an added special token of a
+    /// `tokenizer.json`, a control or unknown piece of a SentencePiece vocabulary.
     pub fn is_special(&self, id: u32) -> bool {
-        self.special.contains(&id)
+        match &self.imp {
+            Imp::Hf(t) => t.is_special(id),
+            Imp::Spm(t) => t.is_special(id),
+        }
     }
 
-    /// The text bytes of one token of a byte-level vocabulary (`None` for other vocabularies,
-    /// or an id outside the vocabulary). Special tokens give their literal text.
+    /// The text bytes of one token of a byte-level or SentencePiece vocabulary (`None` for
+    /// other vocabularies, or an id outside the vocabulary). Special tokens give their literal
+    /// text; a SentencePiece byte piece gives its one byte, and U+2581 reads as a space.
     pub fn token_bytes(&self, id: u32) -> Option<Vec<u8>> {
-        let table = self.byte_of.as_ref()?;
-        let tok = self.inner.id_to_token(id)?;
-        if self.is_special(id) {
-            return Some(tok.into_bytes());
+        match &self.imp {
+            Imp::Hf(t) => t.token_bytes(id),
+            Imp::Spm(t) => t.piece_bytes(id, true).map(|b| b.into_owned()),
         }
-        // A character outside GPT-2's table (an added non-special token) stands for itself.
-        let mut out = Vec::with_capacity(tok.len());
-        for c in tok.chars() {
-            match table.get(&c) {
-                Some(&b) => out.push(b),
-                None => out.extend_from_slice(c.encode_utf8(&mut [0; 4]).as_bytes()),
-            }
-        }
-        Some(out)
     }
-}
 
-/// GPT-2's `bytes_to_unicode`: byte `b` is shown as character `table[b]` in byte-level
-/// vocabularies (printable Latin-1 bytes as themselves, the rest moved to U+0100 and up).
-fn gpt2_byte_chars() -> [char; 256] {
-    let mut table = ['\0'; 256];
-    let mut next = 256u32;
-    for b in 0..=255u8 {
-        let printable = matches!(b, b'!'..=b'~' | 0xA1..=0xAC | 0xAE..=0xFF);
-        table[b as usize] = if printable {
-            b as char
-        } else {
-            let c = char::from_u32(next).expect("U+0100..U+0143 are chars");
-            next += 1;
-            c
-        };
+    /// Whether [`Self::token_bytes`] gives every token's bytes, so that text can be streamed
+    /// token by token.
+    fn streams_bytes(&self) -> bool {
+        match &self.imp {
+            Imp::Hf(t) => t.is_byte_level(),
+            Imp::Spm(_) => true,
+        }
     }
-    table
 }

@@ -4,11 +4,13 @@ use super::{Tokenizer, TokenizerError};
 
 /// Turns generated token ids into text as they arrive. Every piece it returns is valid UTF-8:
 /// a character whose bytes are split across tokens (common for emoji and CJK in byte-level
-/// vocabularies) is held back until its last byte arrives. Special tokens are left out.
+/// vocabularies, and for SentencePiece's byte pieces) is held back until its last byte arrives.
+/// Special tokens are left out.
 #[derive(Debug)]
 pub struct TextStream<'t> {
     tok: &'t Tokenizer,
-    /// Byte-level vocabularies: bytes received but not yet returned (an unfinished character).
+    /// Byte-level and SentencePiece vocabularies: bytes received but not yet returned (an
+    /// unfinished character).
     pending: Vec<u8>,
     /// Other vocabularies: every id so far, and the length of the text already returned.
     ids: Vec<u32>,
@@ -32,14 +34,14 @@ impl<'t> TextStream<'t> {
         if self.tok.is_special(id) {
             return Ok(String::new());
         }
-        if self.tok.byte_of.is_some() {
+        if self.tok.streams_bytes() {
             let bytes = self.tok.token_bytes(id).ok_or_else(|| {
                 TokenizerError::Encode(format!("token id {id} is not in the vocabulary"))
             })?;
             self.pending.extend_from_slice(&bytes);
             return Ok(self.take_complete());
         }
-        // Other decoders (WordPiece, SentencePiece-style) may join pieces differently: decode the
+        // Other decoders (WordPiece, Metaspace) may join pieces differently: decode the
         // whole sequence and return what is new, holding back a trailing replacement character
         // (an incomplete byte-fallback sequence).
         self.ids.push(id);
@@ -105,7 +107,7 @@ mod tests {
     /// A byte-level tokenizer whose tokens are single bytes `!`..`~` plus the byte tokens for
     /// 0x80..0xFF, so a multi-byte character takes several tokens.
     fn bytes_tokenizer() -> Tokenizer {
-        let table = super::super::gpt2_byte_chars();
+        let table = super::super::hf::gpt2_byte_chars();
         let vocab: serde_json::Map<String, serde_json::Value> = table
             .iter()
             .enumerate()

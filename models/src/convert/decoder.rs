@@ -1,5 +1,5 @@
 //! Hugging Face decoder checkpoints (`LlamaForCausalLM`: Llama 2/3, SmolLM, TinyLlama;
-//! `Qwen2ForCausalLM`; `Qwen3ForCausalLM`) to GGUF with llama.cpp's architecture, key and tensor
+//! `Qwen2ForCausalLM`; `Qwen3ForCausalLM`; `Gemma3ForCausalLM`) to GGUF with llama.cpp's architecture, key and tensor
 //! names, as its `convert_hf_to_gguf.py` writes them: for `llama` the q and k projection rows of
 //! each head are permuted from Hugging Face's rotate-half order to the adjacent-pair order
 //! llama.cpp's rotary embedding uses (Qwen's files keep the halves); Llama 3's rope scaling is
@@ -31,30 +31,48 @@ struct Family {
     qkv_bias: bool,
     /// Whether q and k have per-head RMS norms (`q_norm`, `k_norm`).
     qk_norm: bool,
+    /// Gemma's shape: norms of `1 + w` (stored with the one added, as llama.cpp does), norms
+    /// after each sublayer (`post_attention_layernorm`, `post_feedforward_layernorm`; the FFN's
+    /// pre-norm is `pre_feedforward_layernorm`), GeGLU, sliding-window layers, a SentencePiece
+    /// `tokenizer.model`.
+    gemma: bool,
 }
+
+/// Llama's row, which the others differ from.
+const LLAMA: Family = Family {
+    model_type: "llama",
+    arch: "llama",
+    permute_qk: true,
+    qkv_bias: false,
+    qk_norm: false,
+    gemma: false,
+};
 
 /// The decoder checkpoints edgecut converts.
 const FAMILIES: &[Family] = &[
-    Family {
-        model_type: "llama",
-        arch: "llama",
-        permute_qk: true,
-        qkv_bias: false,
-        qk_norm: false,
-    },
+    LLAMA,
     Family {
         model_type: "qwen2",
         arch: "qwen2",
         permute_qk: false,
         qkv_bias: true,
-        qk_norm: false,
+        ..LLAMA
     },
     Family {
         model_type: "qwen3",
         arch: "qwen3",
         permute_qk: false,
-        qkv_bias: false,
         qk_norm: true,
+        ..LLAMA
+    },
+    // Gemma 3's text model (270M, 1B; the larger ones are `gemma3` with a vision tower).
+    Family {
+        model_type: "gemma3_text",
+        arch: "gemma3",
+        permute_qk: false,
+        qk_norm: true,
+        gemma: true,
+        ..LLAMA
     },
 ];
 
@@ -78,6 +96,8 @@ struct Hparams {
     /// Llama 3's per-frequency divisors of the rotary frequencies.
     rope_factors: Option<Vec<f32>>,
     tied: bool,
+    /// Gemma's sliding window and the sliding layers' rotary base.
+    sliding: Option<(usize, f64)>,
 }
 
 /// Llama 3's rope scaling as llama.cpp stores it (`rope_freqs.weight`): each rotary frequency's
@@ -128,18 +148,63 @@ fn hparams(c: &Checkpoint, fam: &Family) -> Result<Hparams> {
             "use_sliding_window = true (edgecut's decoders attend to the whole context)".into(),
         ));
     }
-    if let Some(act) = c.cfg_str("hidden_act") {
-        if act != "silu" {
+    let act = c.cfg_str("hidden_act").or(c.cfg_str("hidden_activation"));
+    let want = if fam.gemma {
+        "gelu_pytorch_tanh"
+    } else {
+        "silu"
+    };
+    if act.is_some_and(|a| a != want) {
+        return Err(unsupported(format!(
+            "activation {act:?} (edgecut runs {} with {want})",
+            fam.model_type
+        )));
+    }
+    for flag in ["final_logit_softcapping", "attn_logit_softcapping"] {
+        if c.config.get(flag).is_some_and(|v| !v.is_null()) {
             return Err(unsupported(format!(
-                "hidden_act {act:?} (edgecut runs SwiGLU with silu)"
+                "{flag} (edgecut runs Gemma 3, which has none)"
             )));
         }
     }
-    // transformers 5 keeps rotary settings under `rope_parameters`, earlier versions at the top.
-    let rope = c
+    // transformers 5 keeps rotary settings under `rope_parameters` (per layer type for
+    // Gemma 3), earlier versions at the top.
+    let mut rope = c
         .config
         .get("rope_parameters")
         .or(c.config.get("rope_scaling"));
+    let local_theta = rope
+        .and_then(|r| r.get("sliding_attention"))
+        .and_then(|r| r.get("rope_theta"))
+        .and_then(Json::as_f64)
+        .or(c.config.get("rope_local_base_freq").and_then(Json::as_f64))
+        .unwrap_or(10_000.0);
+    if let Some(full) = rope.and_then(|r| r.get("full_attention")) {
+        rope = Some(full);
+    }
+    let sliding = if fam.gemma {
+        let window = c.cfg_usize("sliding_window")?;
+        // llama.cpp's Gemma 3 (and edgecut's spec) fix the pattern: five sliding, one global.
+        let layers = c.cfg_usize("num_hidden_layers")?;
+        if let Some(types) = c.config.get("layer_types").and_then(Json::as_array) {
+            for (i, t) in types.iter().enumerate() {
+                let want = if i % 6 < 5 {
+                    "sliding_attention"
+                } else {
+                    "full_attention"
+                };
+                if t.as_str() != Some(want) || types.len() != layers {
+                    return Err(unsupported(format!(
+                        "layer_types: layer {i} is {t}; Gemma 3 files have five sliding \
+                         layers, then one global (llama.cpp reads no other pattern)"
+                    )));
+                }
+            }
+        }
+        Some((window, local_theta))
+    } else {
+        None
+    };
     let rope_theta = c
         .config
         .get("rope_theta")
@@ -188,7 +253,8 @@ fn hparams(c: &Checkpoint, fam: &Family) -> Result<Hparams> {
             .config
             .get("tie_word_embeddings")
             .and_then(Json::as_bool)
-            .unwrap_or(false),
+            .unwrap_or(fam.gemma),
+        sliding,
     })
 }
 
@@ -196,6 +262,8 @@ fn hparams(c: &Checkpoint, fam: &Family) -> Result<Hparams> {
 #[derive(Clone)]
 enum Transform {
     AsIs,
+    /// Gemma's norm weights, stored as `1 + w`.
+    PlusOne,
     /// llama.cpp's q/k permutation for heads of the given count.
     Permute(usize),
     /// Values computed here, not read from the checkpoint.
@@ -269,6 +337,15 @@ pub(super) fn convert(
     );
     w.set(format!("{arch}.rope.dimension_count"), u(h.head_dim));
     w.set(format!("{arch}.vocab_size"), u(h.vocab));
+    if let Some((window, local)) = h.sliding {
+        w.set(format!("{arch}.attention.sliding_window"), u(window));
+        if local != 10_000.0 {
+            w.set(
+                format!("{arch}.rope.freq_base_swa"),
+                Value::F32(local as f32),
+            );
+        }
+    }
     if let Some(f) = h.rope_linear {
         w.set(
             format!("{arch}.rope.scaling.type"),
@@ -276,21 +353,32 @@ pub(super) fn convert(
         );
         w.set(format!("{arch}.rope.scaling.factor"), Value::F32(f as f32));
     }
-    let Some(tok) = &c.tokenizer_json else {
-        return Err(ModelError::Unsupported(format!(
-            "{} has no tokenizer.json; edgecut files carry their tokenizer",
-            c.dir.display()
-        )));
-    };
     let tok_config = c.optional_json("tokenizer_config.json")?;
-    tokenizer_meta::bpe(
-        &mut w,
-        tok,
-        &c.config,
-        tok_config.as_ref(),
-        &c.dir.join("tokenizer.json"),
-    )?;
-    w.set("tokenizer.huggingface.json", Value::Str(tok.clone()));
+    if fam.gemma {
+        let path = c.dir.join("tokenizer.model");
+        let bytes = std::fs::read(&path).map_err(|e| {
+            ModelError::Unsupported(format!(
+                "{}: {e}; Gemma checkpoints carry their SentencePiece tokenizer there",
+                path.display()
+            ))
+        })?;
+        tokenizer_meta::sentencepiece(&mut w, &bytes, tok_config.as_ref(), &path)?;
+    } else {
+        let Some(tok) = &c.tokenizer_json else {
+            return Err(ModelError::Unsupported(format!(
+                "{} has no tokenizer.json; edgecut files carry their tokenizer",
+                c.dir.display()
+            )));
+        };
+        tokenizer_meta::bpe(
+            &mut w,
+            tok,
+            &c.config,
+            tok_config.as_ref(),
+            &c.dir.join("tokenizer.json"),
+        )?;
+        w.set("tokenizer.huggingface.json", Value::Str(tok.clone()));
+    }
     let template = match std::fs::read_to_string(c.dir.join("chat_template.jinja")) {
         Ok(t) => Some(t),
         Err(_) => tok_config
@@ -309,6 +397,11 @@ pub(super) fn convert(
     common_metadata(&mut w, opts, c.checksum()?);
 
     let (q_rows, kv_rows) = (h.heads * h.head_dim, h.kv_heads * h.head_dim);
+    let norm = if fam.gemma {
+        Transform::PlusOne
+    } else {
+        Transform::AsIs
+    };
     let mut map: Vec<(String, String, Vec<usize>, Transform)> = vec![
         (
             "token_embd.weight".into(),
@@ -320,7 +413,7 @@ pub(super) fn convert(
             "output_norm.weight".into(),
             "model.norm.weight".into(),
             vec![h.hidden],
-            Transform::AsIs,
+            norm.clone(),
         ),
     ];
     if !h.tied || c.has("lm_head.weight") {
@@ -365,16 +458,35 @@ pub(super) fn convert(
                     b(&format!("attn_{g}_norm.weight")),
                     l(&format!("self_attn.{g}_norm.weight")),
                     vec![h.head_dim],
-                    Transform::AsIs,
+                    norm.clone(),
                 ));
             }
         }
+        let ffn_norm = if fam.gemma {
+            map.extend([
+                (
+                    b("post_attention_norm.weight"),
+                    l("post_attention_layernorm.weight"),
+                    vec![h.hidden],
+                    norm.clone(),
+                ),
+                (
+                    b("post_ffw_norm.weight"),
+                    l("post_feedforward_layernorm.weight"),
+                    vec![h.hidden],
+                    norm.clone(),
+                ),
+            ]);
+            l("pre_feedforward_layernorm.weight")
+        } else {
+            l("post_attention_layernorm.weight")
+        };
         map.extend([
             (
                 b("attn_norm.weight"),
                 l("input_layernorm.weight"),
                 vec![h.hidden],
-                Transform::AsIs,
+                norm.clone(),
             ),
             (
                 b("attn_q.weight"),
@@ -400,12 +512,7 @@ pub(super) fn convert(
                 vec![h.hidden, q_rows],
                 Transform::AsIs,
             ),
-            (
-                b("ffn_norm.weight"),
-                l("post_attention_layernorm.weight"),
-                vec![h.hidden],
-                Transform::AsIs,
-            ),
+            (b("ffn_norm.weight"), ffn_norm, vec![h.hidden], norm.clone()),
             (
                 b("ffn_gate.weight"),
                 l("mlp.gate_proj.weight"),
@@ -455,6 +562,7 @@ pub(super) fn convert(
         let (src, shape, transform) = &sources[i];
         let v = match transform {
             Transform::AsIs => c.tensor_f32(src)?.0,
+            Transform::PlusOne => c.tensor_f32(src)?.0.iter().map(|v| v + 1.0).collect(),
             Transform::Permute(heads) => permute(&c.tensor_f32(src)?.0, shape[0], shape[1], *heads),
             Transform::Values(v) => v.clone(),
         };

@@ -232,3 +232,58 @@ pub(super) fn bpe(
     w.set("tokenizer.ggml.merges", Value::Array(Array::Str(merges)));
     Ok(())
 }
+
+/// Writes the vocabulary of a SentencePiece `tokenizer.model` (`bytes`, read from `path`) as
+/// llama.cpp's `llama` tokenizer keys, as its converter does for Gemma: pieces, scores and
+/// types, the special ids, BOS added, no space prefix unless the model asks for one. Tokens
+/// that `tokenizer_config.json` marks special become control tokens (Gemma's `<start_of_turn>`
+/// and `<end_of_turn>` are user-defined in the model file).
+pub(super) fn sentencepiece(
+    w: &mut GgufWriter,
+    bytes: &[u8],
+    tok_config: Option<&Json>,
+    path: &Path,
+) -> Result<()> {
+    let v = edgecut_format::tokenizer::read_sentencepiece_model(bytes)
+        .map_err(|e| json_err(path)(e.to_string()))?;
+    let mut types = v.types.clone();
+    if let Some(added) = tok_config
+        .and_then(|t| t.get("added_tokens_decoder"))
+        .and_then(Json::as_object)
+    {
+        for (id, t) in added {
+            let special = t.get("special").and_then(Json::as_bool) == Some(true);
+            if let (true, Ok(id)) = (special, id.parse::<usize>()) {
+                if let Some(ty) = types.get_mut(id) {
+                    *ty = CONTROL;
+                }
+            }
+        }
+    }
+    let add_bos = tok_config
+        .and_then(|t| t.get("add_bos_token"))
+        .and_then(Json::as_bool)
+        .unwrap_or(true);
+    w.set("tokenizer.ggml.model", Value::Str("llama".into()));
+    w.set("tokenizer.ggml.pre", Value::Str("default".into()));
+    w.set("tokenizer.ggml.tokens", Value::Array(Array::Str(v.pieces)));
+    w.set("tokenizer.ggml.scores", Value::Array(Array::F32(v.scores)));
+    w.set("tokenizer.ggml.token_type", Value::Array(Array::I32(types)));
+    for (key, id) in [
+        ("tokenizer.ggml.bos_token_id", v.bos_id),
+        ("tokenizer.ggml.eos_token_id", v.eos_id),
+        ("tokenizer.ggml.unknown_token_id", v.unk_id),
+        ("tokenizer.ggml.padding_token_id", v.pad_id),
+    ] {
+        if let Some(id) = id {
+            w.set(key, Value::U32(id));
+        }
+    }
+    w.set("tokenizer.ggml.add_bos_token", Value::Bool(add_bos));
+    w.set("tokenizer.ggml.add_eos_token", Value::Bool(false));
+    w.set(
+        "tokenizer.ggml.add_space_prefix",
+        Value::Bool(v.add_dummy_prefix),
+    );
+    Ok(())
+}

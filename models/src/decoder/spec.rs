@@ -333,6 +333,12 @@ impl DecoderConfig {
             .sum()
     }
 
+    /// Bytes of the KV cache of every layer for `positions` positions if every layer kept
+    /// every position (what the sliding layers' rings save, by difference).
+    pub fn kv_bytes_without_windows(&self, positions: usize) -> usize {
+        KvShape::full(self.layers, self.kv_heads, self.head_dim, positions).bytes()
+    }
+
     /// Whether layer `layer` attends through the sliding window.
     pub fn sliding(&self, layer: usize) -> bool {
         match (self.window, self.spec.sliding) {
