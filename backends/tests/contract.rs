@@ -541,7 +541,11 @@ fn every_cpu_kernel_set_at_1_2_and_3_threads() {
 fn wgpu() {
     use edgecut_backends::gpu::{GpuBackend, GpuKind};
     // An adapter is required (lavapipe counts): no silent pass on nothing.
-    suite(&GpuBackend::open(GpuKind::Wgpu, true).unwrap_or_else(|e| panic!("{e}")));
+    let gpu = GpuBackend::open(GpuKind::Wgpu, true).unwrap_or_else(|e| panic!("{e}"));
+    suite(&gpu);
+    // Every matrix larger than 2 KiB split into blocks of rows, as one larger than the
+    // device's largest buffer is.
+    suite(&gpu.with_max_buffer_bytes(2048));
 }
 
 #[cfg(feature = "cuda")]

@@ -78,3 +78,57 @@ fn qwen3_on_wgpu_gives_transformers_greedy_tokens() {
     let prompt = ids(&m["ids"]);
     assert_eq!(greedy(&gpu, &prompt, 8), ids(&m["f16_kv"]["greedy"]));
 }
+
+/// A tiny Gemma 3 on wgpu: transformers' logits (keys and values at f16) within 1e-4 of the
+/// largest over a 20-token prompt and a 300-token one, where the sliding layers' rings wrap,
+/// and its greedy tokens after both.
+#[test]
+fn gemma3_on_wgpu_matches_transformers_past_its_window() {
+    use crate::decoder_spec::{rel_diff, rows};
+    let path = edgecut_tests::tiny_decoder("gemma3", edgecut::WeightType::F32);
+    let gpu = Llm::open(&path, &LlmOptions::default().with_device(DeviceKind::Wgpu))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let fx = fixture("gemma3-tiny.json");
+    let (p, l) = (&fx["prompt"], &fx["long"]);
+    let logits = gpu.new_context().unwrap().logits(&ids(&p["ids"])).unwrap();
+    let d = rel_diff(&logits, &rows(&p["f16_kv"]["prompt_logits"]));
+    let last = gpu
+        .new_context()
+        .unwrap()
+        .last_logits(&ids(&l["ids"]))
+        .unwrap();
+    let dl = rel_diff(&last, &f32s(&l["f16_kv"]["last_logits"]));
+    println!("gemma3 tiny on wgpu vs transformers: prompt {d:.2e}, long prompt {dl:.2e}");
+    assert!(d <= 1e-4 && dl <= 1e-4, "prompt {d:e}, long {dl:e}");
+    assert_eq!(
+        greedy(&gpu, &ids(&p["ids"]), 8),
+        ids(&p["f16_kv"]["greedy"])
+    );
+    assert_eq!(
+        greedy(&gpu, &ids(&l["ids"]), 8),
+        ids(&l["f16_kv"]["greedy"])
+    );
+}
+
+/// The hub's Gemma 3 270M Q4_K_M on wgpu (its K-quant and Q5_0 blocks decoded at upload):
+/// greedy equal to the CPU's on two prompts, 16 tokens each (lavapipe is slow).
+#[test]
+fn gemma3_270m_on_wgpu_gives_the_cpus_greedy_tokens() {
+    let gpu = Llm::open(
+        edgecut_tests::gemma3_q4_k_m(),
+        &LlmOptions::default().with_device(DeviceKind::Wgpu),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let cpu = crate::gemma3::gemma();
+    let fx = fixture("gemma3-270m.json");
+    for c in fx["cases"].as_array().unwrap().iter().take(2) {
+        let prompt = ids(&c["ids"]);
+        let (g, want) = (greedy(&gpu, &prompt, 16), greedy(cpu, &prompt, 16));
+        println!(
+            "gemma3 on wgpu, {}: {}/16 as the CPU",
+            c["name"],
+            agreement(&g, &want)
+        );
+        assert_eq!(g, want, "{}", c["name"]);
+    }
+}

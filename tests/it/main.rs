@@ -4,6 +4,7 @@ mod bert_fidelity;
 mod block_types;
 mod decoder_spec;
 mod dequant;
+mod gemma3;
 mod gguf_compat;
 mod gpu_llama;
 mod gpu_minilm;

@@ -459,3 +459,41 @@ fn a_q4_k_m_file_split_at_the_middle_cut_equals_local_and_transformers() {
     assert_eq!(fell, None);
     assert_eq!(got, want, "split at cut {cut}");
 }
+
+/// The hub's Gemma 3 270M Q4_K_M split at cuts 1, 9 and 17 with the f32 wire: greedy equal to
+/// a local run on two prompts; a 600-token prompt (the sliding layers' rings wrap on both
+/// sides of the cut, the server running it a chunk at a time) likewise; and a server lost
+/// after 10 tokens costs nothing: the reply equals the uninterrupted local one.
+#[test]
+fn gemma3_splits_as_it_runs_locally_and_survives_a_lost_server() {
+    let llm = crate::gemma3::gemma();
+    let fx = edgecut_tests::fixture("gemma3-270m.json");
+    let case = |name: &str| -> Vec<u32> {
+        let c = fx["cases"].as_array().unwrap().iter();
+        let c = c.clone().find(|c| c["name"] == name).unwrap();
+        edgecut_tests::ids(&c["ids"])
+    };
+    for name in ["story", "chat"] {
+        let prompt = case(name);
+        let want = greedy(llm, &prompt, 32);
+        for cut in [1, 9, 17] {
+            let mut link = InProcess::new(llm, cut, Encoding::F32);
+            let (got, fell) = split(llm, &prompt, 32, &mut link);
+            assert_eq!(fell, None, "{name} at cut {cut}");
+            assert_eq!(got, want, "{name} at cut {cut}");
+        }
+        let mut link = InProcess::new(llm, 9, Encoding::F32);
+        link.fail_after = Some(10);
+        let (got, fell) = split(llm, &prompt, 32, &mut link);
+        assert_eq!(fell.map(|f| f.0), Some(10), "{name}: fell back after 10");
+        assert_eq!(got, want, "{name}: the reply after a lost server");
+    }
+    let long = &edgecut_tests::ids(&fx["long"]["ids"])[..600];
+    let want = greedy(llm, long, 8);
+    let mut link = InProcess::new(llm, 9, Encoding::F32);
+    assert_eq!(
+        split(llm, long, 8, &mut link).0,
+        want,
+        "600 tokens at cut 9"
+    );
+}

@@ -19,6 +19,10 @@ enum Weights {
     Int8(GpuMatrix, ActQuant),
     /// The stored values for f32 activations.
     F32(GpuBlocks),
+    /// A matrix larger than one device buffer (Gemma 3's tied head of 262,144 rows is 160 MiB
+    /// of int8 values; lavapipe binds 128 MiB): blocks of rows, each its own matrix from row
+    /// `.0` on, whose products are copied into their columns of the output.
+    Rows(Vec<(usize, GpuLinear)>, usize, usize),
 }
 
 impl PreparedMatrix for GpuLinear {
@@ -26,6 +30,7 @@ impl PreparedMatrix for GpuLinear {
         match &self.w {
             Weights::Int8(w, _) => w.n,
             Weights::F32(w) => w.n,
+            Weights::Rows(_, n, _) => *n,
         }
     }
 
@@ -33,6 +38,7 @@ impl PreparedMatrix for GpuLinear {
         match &self.w {
             Weights::Int8(w, _) => w.k,
             Weights::F32(w) => w.k,
+            Weights::Rows(_, _, k) => *k,
         }
     }
 
@@ -41,12 +47,69 @@ impl PreparedMatrix for GpuLinear {
         let w = match &self.w {
             Weights::Int8(w, _) => w.n * w.k + w.n * w.k / quant::QK * 4,
             Weights::F32(w) => w.bytes(),
+            Weights::Rows(parts, _, _) => parts.iter().map(|(_, p)| p.owned_bytes()).sum(),
         };
         w + self.bias.as_ref().map_or(0, |b| b.len() * 4)
     }
 }
 
 impl GpuBackend {
+    /// `w` in blocks of rows that each fit one device buffer, or `None` when it fits whole.
+    fn split_rows(&self, w: &WeightSource<'_>) -> Result<Option<GpuLinear>, OpError> {
+        // Bytes per value on the device, at most: f32 where the blocks are decoded at upload,
+        // a byte for Q8_0 words and the block kinds the kernels read as stored.
+        let per_value = if w.act == ActQuant::F32 && !w.dtype.format().gpu_blocks {
+            4
+        } else {
+            1
+        };
+        let row_bytes = (w.k as u64 * per_value).max(1);
+        let max_rows = (self.max_buffer_bytes() / row_bytes) as usize;
+        if w.n <= max_rows {
+            return Ok(None);
+        }
+        if max_rows == 0 {
+            return Err(OpError::OutOfMemory(format!(
+                "a row of {} values is larger than the device's largest buffer",
+                w.k
+            )));
+        }
+        let stored = w
+            .dtype
+            .bytes_for(w.k as u64)
+            .ok_or_else(|| OpError::Shape(format!("rows of {} {} values", w.k, w.dtype)))?
+            as usize;
+        let mut parts = Vec::with_capacity(w.n.div_ceil(max_rows));
+        for r0 in (0..w.n).step_by(max_rows) {
+            let n = max_rows.min(w.n - r0);
+            let data = w.data.get(r0 * stored..(r0 + n) * stored).ok_or_else(|| {
+                OpError::Shape(format!(
+                    "{} bytes of weights for {} rows",
+                    w.data.len(),
+                    w.n
+                ))
+            })?;
+            let bias = match w.bias {
+                Some(b) => Some(b.get(r0..r0 + n).ok_or_else(|| {
+                    OpError::Shape(format!("a bias of {} values for {} rows", b.len(), w.n))
+                })?),
+                None => None,
+            };
+            let part = WeightSource {
+                data,
+                storage: None,
+                n,
+                bias,
+                ..*w
+            };
+            parts.push((r0, self.prepare(part)?));
+        }
+        Ok(Some(GpuLinear {
+            w: Weights::Rows(parts, w.n, w.k),
+            bias: None,
+        }))
+    }
+
     fn unsupported(&self, what: impl Into<String>) -> OpError {
         OpError::Unsupported {
             what: what.into(),
@@ -78,6 +141,9 @@ impl Backend for GpuBackend {
     }
 
     fn prepare(&self, w: WeightSource<'_>) -> Result<GpuLinear, OpError> {
+        if let Some(split) = self.split_rows(&w)? {
+            return Ok(split);
+        }
         let bias = match w.bias {
             Some(b) => {
                 OpError::check("bias", b.len(), w.n)?;
@@ -164,6 +230,18 @@ impl Backend for GpuBackend {
                 GpuBackend::linear(self, x, rows, m, w.bias.as_ref(), *act, out)
             }
             Weights::F32(m) => self.linear_f32(x, rows, m, w.bias.as_ref(), out),
+            Weights::Rows(parts, n, _) => {
+                OpError::check("linear output", out.len, rows * n)?;
+                for (r0, part) in parts {
+                    let np = part.n();
+                    let mut tmp = self.buffer(rows * np);
+                    Backend::linear(self, x, rows, part, &mut tmp)?;
+                    for r in 0..rows {
+                        self.copy(&tmp, r * np, out, r * n + r0, np)?;
+                    }
+                }
+                Ok(())
+            }
         }
     }
 

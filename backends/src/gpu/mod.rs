@@ -142,6 +142,8 @@ pub struct GpuBackend {
     software: bool,
     discrete: bool,
     transfers: crate::backend::TransferCount,
+    /// A smaller largest buffer than the device's ([`GpuBackend::with_max_buffer_bytes`]).
+    max_buffer: Option<u64>,
 }
 
 impl fmt::Debug for GpuBackend {
@@ -314,6 +316,20 @@ impl GpuBackend {
     /// ones; a NaN is never chosen): only the indices come back from the GPU.
     pub fn argmax(&self, x: &GpuBuffer, width: usize) -> Result<Vec<u32>, OpError> {
         on_gpu!(self, g => g.argmax(x, width))
+    }
+
+    /// The most bytes one buffer may hold and a kernel bind (wgpu's
+    /// `max_storage_buffer_binding_size`: 128 MiB on lavapipe; larger matrices are split).
+    pub fn max_buffer_bytes(&self) -> u64 {
+        let device = on_gpu!(self, g => g.client.properties().memory.max_page_size);
+        self.max_buffer.map_or(device, |m| m.min(device))
+    }
+
+    /// This backend with matrices split as if the device's largest buffer held `bytes` (tests
+    /// run the split on small matrices with it).
+    pub fn with_max_buffer_bytes(mut self, bytes: u64) -> Self {
+        self.max_buffer = Some(bytes);
+        self
     }
 
     /// Copies `len` values of `src` from `src_at` into `dst` at `dst_at`, on the GPU.

@@ -78,6 +78,7 @@ impl GpuBackend {
             software,
             discrete,
             transfers: Default::default(),
+            max_buffer: None,
         })
     }
 }

@@ -88,3 +88,40 @@ fn the_openai_client_gets_what_the_cli_gets() {
     assert_eq!(got["models"], serde_json::json!(served));
     assert_eq!(got["unknown_model"], 404);
 }
+
+/// The hub's Gemma 3 270M Q4_K_M served beside the embedder: the client's streamed greedy
+/// chat (Gemma's template, which the file lacks: edgecut's copy of the published one) is the
+/// text `edgecut generate --chat` prints. (The file is the pretrained model, not the
+/// instruction-tuned one: it tends to repeat the question rather than answer it.)
+#[test]
+fn the_openai_client_streams_a_gemma3_chat_as_the_cli_prints_it() {
+    let (emb_path, _) = models();
+    let gemma = edgecut_tests::gemma3_q4_k_m();
+    let mut cmd = Command::new(cli_exe());
+    cmd.args(["serve", "--http", "127.0.0.1:0", "--device", "cpu", "-m"])
+        .arg(&emb_path)
+        .arg("-m")
+        .arg(&gemma);
+    let (child, url, log) = edgecut_tests::spawn_http_api(cmd);
+    let s = crate::Server { child, url, log };
+    let (embedder, _) = names();
+    let mut client = Command::new(python());
+    client
+        .arg(repo_root().join("tests/api/openai_client.py"))
+        .args([&s.url, &embedder, "gemma-3-270m-q4_k_m", PROMPT])
+        .args(TEXTS);
+    let got: serde_json::Value = serde_json::from_slice(&stdout(client)).unwrap();
+    let mut cli = Command::new(cli_exe());
+    cli.args(["generate", "--chat", "--device", "cpu", "-n", "48", "-m"])
+        .arg(&gemma)
+        .arg(PROMPT);
+    let want = String::from_utf8(stdout(cli)).unwrap();
+    let streamed = got["stream_text"].as_str().unwrap();
+    println!(
+        "gemma3 streamed in {} chunks: {streamed:?}",
+        got["stream_chunks"]
+    );
+    assert_eq!(streamed.trim_end(), want.trim_end());
+    assert!(got["stream_chunks"].as_u64().unwrap() > 1, "it streamed");
+    assert_eq!(got["chat_text"].as_str().unwrap(), streamed);
+}

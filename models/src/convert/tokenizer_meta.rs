@@ -235,9 +235,9 @@ pub(super) fn bpe(
 
 /// Writes the vocabulary of a SentencePiece `tokenizer.model` (`bytes`, read from `path`) as
 /// llama.cpp's `llama` tokenizer keys, as its converter does for Gemma: pieces, scores and
-/// types, the special ids, BOS added, no space prefix unless the model asks for one. Tokens
-/// that `tokenizer_config.json` marks special become control tokens (Gemma's `<start_of_turn>`
-/// and `<end_of_turn>` are user-defined in the model file).
+/// types, the special ids, BOS added, no space prefix unless the model asks for one. The tokens
+/// `tokenizer_config.json` adds score -1000 and become control tokens where it marks them
+/// special, user-defined otherwise.
 pub(super) fn sentencepiece(
     w: &mut GgufWriter,
     bytes: &[u8],
@@ -246,16 +246,18 @@ pub(super) fn sentencepiece(
 ) -> Result<()> {
     let v = edgecut_format::tokenizer::read_sentencepiece_model(bytes)
         .map_err(|e| json_err(path)(e.to_string()))?;
-    let mut types = v.types.clone();
+    let (mut types, mut scores) = (v.types.clone(), v.scores.clone());
     if let Some(added) = tok_config
         .and_then(|t| t.get("added_tokens_decoder"))
         .and_then(Json::as_object)
     {
+        // As llama.cpp's converter: added tokens score -1000, control when special.
         for (id, t) in added {
             let special = t.get("special").and_then(Json::as_bool) == Some(true);
-            if let (true, Ok(id)) = (special, id.parse::<usize>()) {
-                if let Some(ty) = types.get_mut(id) {
-                    *ty = CONTROL;
+            if let Ok(id) = id.parse::<usize>() {
+                if let (Some(ty), Some(sc)) = (types.get_mut(id), scores.get_mut(id)) {
+                    *ty = if special { CONTROL } else { USER_DEFINED };
+                    *sc = -1000.0;
                 }
             }
         }
@@ -267,7 +269,7 @@ pub(super) fn sentencepiece(
     w.set("tokenizer.ggml.model", Value::Str("llama".into()));
     w.set("tokenizer.ggml.pre", Value::Str("default".into()));
     w.set("tokenizer.ggml.tokens", Value::Array(Array::Str(v.pieces)));
-    w.set("tokenizer.ggml.scores", Value::Array(Array::F32(v.scores)));
+    w.set("tokenizer.ggml.scores", Value::Array(Array::F32(scores)));
     w.set("tokenizer.ggml.token_type", Value::Array(Array::I32(types)));
     for (key, id) in [
         ("tokenizer.ggml.bos_token_id", v.bos_id),
