@@ -483,8 +483,22 @@ fn a_chat_handle_keeps_its_history_in_the_cache_across_turns() {
 /// rendered by its own template (`tests/fixtures/decoders-tiny.json`).
 #[test]
 fn a_qwen3_chat_handle_replies_as_transformers_does() {
-    let h = open(&edgecut_tests::tiny_decoder("qwen3", WeightType::F32));
-    let chat_fx = &edgecut_tests::fixture("decoders-tiny.json")["models"]["qwen3"]["chat"];
+    chat_handle_replies_as_transformers("qwen3", "decoders-tiny.json", "/models/qwen3/chat");
+}
+
+/// A tiny Gemma 3 (its SentencePiece tokenizer, Gemma's template, sliding-window caches)
+/// through the C chat handle: transformers' greedy reply (`tests/fixtures/gemma3-tiny.json`).
+#[test]
+fn a_gemma3_chat_handle_replies_as_transformers_does() {
+    chat_handle_replies_as_transformers("gemma3", "gemma3-tiny.json", "/chat");
+}
+
+/// The chat turn at JSON `pointer` of fixture `file` through the C chat handle of the tiny
+/// `arch` checkpoint converted by edgecut.
+fn chat_handle_replies_as_transformers(arch: &str, file: &str, pointer: &str) {
+    let fx = edgecut_tests::fixture(file);
+    let chat_fx = fx.pointer(pointer).unwrap();
+    let h = open(&edgecut_tests::tiny_decoder(arch, WeightType::F32));
     let want = chat_fx["text"].as_str().unwrap();
     let msgs = chat_fx["messages"].as_array().unwrap();
     let (system, user) = (

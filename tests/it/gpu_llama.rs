@@ -111,7 +111,8 @@ fn gemma3_on_wgpu_matches_transformers_past_its_window() {
 }
 
 /// The hub's Gemma 3 270M Q4_K_M on wgpu (its K-quant and Q5_0 blocks decoded at upload):
-/// greedy equal to the CPU's on two prompts, 16 tokens each (lavapipe is slow).
+/// greedy equal to the CPU's on two prompts, 6 tokens each (lavapipe takes minutes per
+/// prompt of this model; `EDGECUT_GPU_LLAMA_ALL=1` runs 16 tokens).
 #[test]
 fn gemma3_270m_on_wgpu_gives_the_cpus_greedy_tokens() {
     let gpu = Llm::open(

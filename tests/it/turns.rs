@@ -40,8 +40,22 @@ fn options(i: usize) -> GenerateOptions {
 
 #[test]
 fn turns_stepped_together_generate_as_each_alone() {
-    let llm = smollm();
-    let mut prompts = prompts();
+    stepped_together_as_alone(smollm(), prompts());
+}
+
+/// Gemma 3's sliding-window caches in the batch: the 600-token prompt wraps its rings while
+/// the others decode beside it.
+#[test]
+fn gemma3_turns_stepped_together_generate_as_each_alone() {
+    let fx = fixture("gemma3-270m.json");
+    let prompts = fx["cases"].as_array().unwrap()[..4]
+        .iter()
+        .map(|c| ids(&c["ids"]))
+        .collect();
+    stepped_together_as_alone(crate::gemma3::gemma(), prompts);
+}
+
+fn stepped_together_as_alone(llm: &Llm, mut prompts: Vec<Vec<u32>>) {
     // A prompt of three prefill chunks, run a chunk per step beside the others' tokens.
     let long: Vec<u32> = prompts
         .iter()

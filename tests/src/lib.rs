@@ -145,7 +145,8 @@ pub fn converted(input: &Path, tag: &str, weight_type: WeightType) -> PathBuf {
 }
 
 /// The tiny seeded checkpoint of decoder `arch` (`qwen2`, `qwen3`, `llama3`: see
-/// `tests/reference/make_decoder_fixtures.py`) converted by edgecut with `weight_type`.
+/// `tests/reference/make_decoder_fixtures.py`; `gemma3`: `make_gemma_fixtures.py`) converted
+/// by edgecut with `weight_type`.
 pub fn tiny_decoder(arch: &str, weight_type: WeightType) -> PathBuf {
     let dir = repo_root().join(format!("tests/fixtures/{arch}-tiny"));
     converted(&dir, &format!("{arch}-tiny"), weight_type)
