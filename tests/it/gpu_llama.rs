@@ -79,9 +79,9 @@ fn qwen3_on_wgpu_gives_transformers_greedy_tokens() {
     assert_eq!(greedy(&gpu, &prompt, 8), ids(&m["f16_kv"]["greedy"]));
 }
 
-/// A tiny Gemma 3 on wgpu: transformers' logits (keys and values at f16) within 1e-4 of the
-/// largest over a 20-token prompt and a 300-token one, where the sliding layers' rings wrap,
-/// and its greedy tokens after both.
+/// A tiny Gemma 3 on wgpu: transformers' float64 logits (keys and values at f16) within 2.5e-4
+/// of the largest, as on the CPU (`gemma3.rs` says why not 1e-4), over a 20-token prompt and a
+/// 300-token one, where the sliding layers' rings wrap, and its greedy tokens after both.
 #[test]
 fn gemma3_on_wgpu_matches_transformers_past_its_window() {
     use crate::decoder_spec::{rel_diff, rows};
@@ -91,15 +91,15 @@ fn gemma3_on_wgpu_matches_transformers_past_its_window() {
     let fx = fixture("gemma3-tiny.json");
     let (p, l) = (&fx["prompt"], &fx["long"]);
     let logits = gpu.new_context().unwrap().logits(&ids(&p["ids"])).unwrap();
-    let d = rel_diff(&logits, &rows(&p["f16_kv"]["prompt_logits"]));
+    let d = rel_diff(&logits, &rows(&p["f64_f16_kv"]["prompt_logits"]));
     let last = gpu
         .new_context()
         .unwrap()
         .last_logits(&ids(&l["ids"]))
         .unwrap();
-    let dl = rel_diff(&last, &f32s(&l["f16_kv"]["last_logits"]));
-    println!("gemma3 tiny on wgpu vs transformers: prompt {d:.2e}, long prompt {dl:.2e}");
-    assert!(d <= 1e-4 && dl <= 1e-4, "prompt {d:e}, long {dl:e}");
+    let dl = rel_diff(&last, &f32s(&l["f64_f16_kv"]["last_logits"]));
+    println!("gemma3 tiny on wgpu vs transformers (f64): prompt {d:.2e}, long prompt {dl:.2e}");
+    assert!(d <= 2.5e-4 && dl <= 2.5e-4, "prompt {d:e}, long {dl:e}");
     assert_eq!(
         greedy(&gpu, &ids(&p["ids"]), 8),
         ids(&p["f16_kv"]["greedy"])
@@ -122,14 +122,13 @@ fn gemma3_270m_on_wgpu_gives_the_cpus_greedy_tokens() {
     .unwrap_or_else(|e| panic!("{e}"));
     let cpu = crate::gemma3::gemma();
     let fx = fixture("gemma3-270m.json");
+    let all = std::env::var("EDGECUT_GPU_LLAMA_ALL").is_ok_and(|v| v == "1");
+    let n = if all { 16 } else { 6 };
     for c in fx["cases"].as_array().unwrap().iter().take(2) {
         let prompt = ids(&c["ids"]);
-        let (g, want) = (greedy(&gpu, &prompt, 16), greedy(cpu, &prompt, 16));
-        println!(
-            "gemma3 on wgpu, {}: {}/16 as the CPU",
-            c["name"],
-            agreement(&g, &want)
-        );
+        let (g, want) = (greedy(&gpu, &prompt, n), greedy(cpu, &prompt, n));
+        let a = agreement(&g, &want);
+        println!("gemma3 on wgpu, {}: {a}/{n} as the CPU", c["name"]);
         assert_eq!(g, want, "{}", c["name"]);
     }
 }
