@@ -36,6 +36,49 @@ fn close(what: &str, got: &[f32], want: &[f64], tol: impl Fn(usize) -> f64) {
     }
 }
 
+/// Causal grouped-query attention in f64 of query rows `q` (`[rows, heads * hd]`) over keys and
+/// values `k`, `v` (`[positions, kv_heads * hd]`, read as the f16 the cache stores), row `r`
+/// seeing the positions `seen(r)`: the reference of every backend's `causal_attention`.
+fn attention_f64(
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    heads: usize,
+    kv_heads: usize,
+    hd: usize,
+    seen: impl Fn(usize) -> std::ops::Range<usize>,
+) -> Vec<f64> {
+    let f16 = |x: f32| half::f16::from_f32(x).to_f64();
+    let kvw = kv_heads * hd;
+    let mut want = Vec::with_capacity(q.len());
+    for r in 0..q.len() / (heads * hd) {
+        for h in 0..heads {
+            let g = h / (heads / kv_heads);
+            let qv = &q[(r * heads + h) * hd..][..hd];
+            let s: Vec<f64> = seen(r)
+                .map(|j| {
+                    (0..hd)
+                        .map(|d| qv[d] as f64 * f16(k[j * kvw + g * hd + d]))
+                        .sum::<f64>()
+                        / (hd as f64).sqrt()
+                })
+                .collect();
+            let m = s.iter().cloned().fold(f64::MIN, f64::max);
+            let e: Vec<f64> = s.iter().map(|x| (x - m).exp()).collect();
+            let z: f64 = e.iter().sum();
+            for d in 0..hd {
+                want.push(
+                    seen(r)
+                        .zip(&e)
+                        .map(|(j, e)| e / z * f16(v[j * kvw + g * hd + d]))
+                        .sum(),
+                );
+            }
+        }
+    }
+    want
+}
+
 /// A Q8_0 matrix `[n, k]` with a bias, prepared on `b`, and its dequantized f64 values.
 fn matrix<B: Backend>(
     b: &B,
@@ -373,33 +416,7 @@ fn rope_and_cache<B: Backend>(b: &B, rng: &mut Rng) {
     let mut out = b.buffer(rows * heads * hd);
     b.causal_attention(&up(b, &roped), &cache, 0, pos0, heads, &mut out)
         .unwrap();
-    let f16 = |x: f32| half::f16::from_f32(x).to_f64();
-    let mut want = Vec::new();
-    for r in 0..rows {
-        for h in 0..heads {
-            let g = h / (heads / kv_heads);
-            let qv = &roped[(r * heads + h) * hd..][..hd];
-            let n = pos0 + r + 1;
-            let s: Vec<f64> = (0..n)
-                .map(|j| {
-                    (0..hd)
-                        .map(|d| qv[d] as f64 * f16(k[j * kvw + g * hd + d]))
-                        .sum::<f64>()
-                        / (hd as f64).sqrt()
-                })
-                .collect();
-            let m = s.iter().cloned().fold(f64::MIN, f64::max);
-            let e: Vec<f64> = s.iter().map(|x| (x - m).exp()).collect();
-            let z: f64 = e.iter().sum();
-            for d in 0..hd {
-                want.push(
-                    (0..n)
-                        .map(|j| e[j] / z * f16(v[j * kvw + g * hd + d]))
-                        .sum(),
-                );
-            }
-        }
-    }
+    let want = attention_f64(&roped, &k, &v, heads, kv_heads, hd, |r| 0..pos0 + r + 1);
     let single = down(b, out);
     close("causal attention", &single, &want, |_| 1e-3);
 

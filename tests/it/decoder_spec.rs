@@ -30,9 +30,23 @@ fn text_ids(m: &Value) -> Vec<u32> {
 /// Logits at every prompt position, then the 8 greedy steps' tokens and logits (the cache
 /// kept between them).
 pub(crate) fn run(path: &Path, prompt: &[u32], steps: usize) -> (Vec<f32>, Vec<u32>, Vec<f32>) {
+    run_with(path, prompt, steps, true)
+}
+
+/// [`run`], with the logits of every prompt position (`all`) or of the last only.
+pub(crate) fn run_with(
+    path: &Path,
+    prompt: &[u32],
+    steps: usize,
+    all: bool,
+) -> (Vec<f32>, Vec<u32>, Vec<f32>) {
     let llm = Llm::open(path, &LlmOptions::default()).unwrap_or_else(|e| panic!("{e}"));
     let mut ctx = llm.new_context().unwrap();
-    let prompt_logits = ctx.logits(prompt).unwrap();
+    let prompt_logits = if all {
+        ctx.logits(prompt).unwrap()
+    } else {
+        ctx.last_logits(prompt).unwrap()
+    };
     let vocab = llm.vocab_size();
     let mut next = edgecut_models::sampling::argmax(&prompt_logits[prompt_logits.len() - vocab..]);
     let (mut toks, mut step_logits) = (Vec::new(), Vec::new());

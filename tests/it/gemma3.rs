@@ -23,28 +23,12 @@ use edgecut_tests::{fixture, ids, repo_root, tiny_decoder};
 
 use crate::decoder_spec::{rel_diff, rows};
 
-/// The last position's logits of `prompt`, then `steps` greedy steps' tokens and logits.
-fn run_long(path: &Path, prompt: &[u32], steps: usize) -> (Vec<f32>, Vec<u32>, Vec<f32>) {
-    let llm = Llm::open(path, &LlmOptions::default()).unwrap_or_else(|e| panic!("{e}"));
-    let mut ctx = llm.new_context().unwrap();
-    let last = ctx.last_logits(prompt).unwrap();
-    let mut next = edgecut_models::sampling::argmax(&last);
-    let (mut toks, mut step_logits) = (Vec::new(), Vec::new());
-    for _ in 0..steps {
-        toks.push(next);
-        let l = ctx.last_logits(&[next]).unwrap();
-        next = edgecut_models::sampling::argmax(&l);
-        step_logits.extend(l);
-    }
-    (last, toks, step_logits)
-}
-
 fn check(path: &Path, source: &str) {
     let fx = fixture("gemma3-tiny.json");
     let prompt = ids(&fx["prompt"]["ids"]);
     let (pl, toks, sl) = crate::decoder_spec::run(path, &prompt, 8);
     let long = ids(&fx["long"]["ids"]);
-    let (ll, ltoks, lsl) = run_long(path, &long, 8);
+    let (ll, ltoks, lsl) = crate::decoder_spec::run_with(path, &long, 8, false);
     for (kind, tol) in [("f64_f16_kv", 2.5e-4), ("f16_kv", 3e-4), ("plain", 5e-3)] {
         let (r, lr) = (&fx["prompt"][kind], &fx["long"][kind]);
         let diffs = [

@@ -43,36 +43,8 @@ pub fn sliding_window_ring<B: Backend>(b: &B, rng: &mut Rng) {
             let mut out = b.buffer(q.len());
             b.causal_attention(&up(b, &q), &cache, 1, pos0, heads, &mut out)
                 .unwrap();
-            let f16 = |x: f32| half::f16::from_f32(x).to_f64();
-            let mut want = Vec::new();
-            for r in 0..rows {
-                let p = pos0 + r;
-                let seen = (p + 1).saturating_sub(window)..p + 1;
-                for h in 0..heads {
-                    let g = h / (heads / kv_heads);
-                    let qv = &q[(r * heads + h) * hd..][..hd];
-                    let s: Vec<f64> = seen
-                        .clone()
-                        .map(|j| {
-                            (0..hd)
-                                .map(|d| qv[d] as f64 * f16(ks[j * kvw + g * hd + d]))
-                                .sum::<f64>()
-                                / (hd as f64).sqrt()
-                        })
-                        .collect();
-                    let m = s.iter().cloned().fold(f64::MIN, f64::max);
-                    let e: Vec<f64> = s.iter().map(|x| (x - m).exp()).collect();
-                    let z: f64 = e.iter().sum();
-                    for d in 0..hd {
-                        want.push(
-                            seen.clone()
-                                .zip(&e)
-                                .map(|(j, e)| e / z * f16(vs[j * kvw + g * hd + d]))
-                                .sum(),
-                        );
-                    }
-                }
-            }
+            let seen = |r: usize| (pos0 + r + 1).saturating_sub(window)..pos0 + r + 1;
+            let want = super::attention_f64(&q, &ks, &vs, heads, kv_heads, hd, seen);
             let what = format!("window {window} ring {ring}: rows {pos0}..{}", pos0 + rows);
             close(&what, &down(b, out), &want, |_| 1e-3);
             pos0 += rows;

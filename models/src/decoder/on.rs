@@ -360,7 +360,7 @@ impl<B: Backend> On<B> {
     ) -> Result<B::Buffer> {
         let mut kvs = Vec::with_capacity(states.len());
         let mut scratch = None;
-        let mut at: Option<Vec<(usize, usize)>> = None;
+        let mut at: Option<&[(usize, usize)]> = None;
         for s in states.iter_mut() {
             let st = s.downcast_mut::<State<B>>().ok_or_else(|| {
                 ModelError::Input("a KV cache was made by another model or device".into())
@@ -371,7 +371,8 @@ impl<B: Backend> On<B> {
                 at: a,
                 scratch: sc,
             } = st;
-            if at.get_or_insert_with(|| a.clone()) != a || a.len() != layers.len() {
+            // Every cache of the batch maps the range's layers the same way (the first's map).
+            if **at.get_or_insert(a) != a[..] || a.len() != layers.len() {
                 return Err(ModelError::Input(
                     "the batch's KV caches cover other layers than the run's".into(),
                 ));
@@ -383,7 +384,7 @@ impl<B: Backend> On<B> {
         let at = at.unwrap_or_default();
         self.fit(s, parts);
         let mut x = self.b.upload(x);
-        for (l, &(group, index)) in layers.zip(&at) {
+        for (l, &(group, index)) in layers.zip(at) {
             let mut kv: Vec<&mut B::KvCache> = kvs.iter_mut().map(|k| &mut k[group]).collect();
             self.block(&self.blocks[l], index, &mut x, &mut kv, parts, s)?;
         }
