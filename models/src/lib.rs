@@ -23,4 +23,4 @@ pub use decoder::{Decoder, DecoderConfig, DecoderSpec, Logits, PREFILL_CHUNK};
 pub use error::{ModelError, Result};
 pub use kv_cache::KvCache;
 pub use registry::{kind, open, Kind, Opened};
-pub use sampling::{Sampler, SamplingParams};
+pub use sampling::{Sampler, SamplingParams, GREEDY_BELOW};

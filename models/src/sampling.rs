@@ -4,7 +4,8 @@
 /// Sampling settings. The default is greedy decoding.
 #[derive(Clone, Debug, PartialEq)]
 pub struct SamplingParams {
-    /// Softmax temperature; 0 picks the most likely token (greedy).
+    /// Softmax temperature; 0 (or anything below [`GREEDY_BELOW`]) picks the most likely
+    /// token (greedy).
     pub temperature: f32,
     /// Keep only the `top_k` most likely tokens (0: all).
     pub top_k: usize,
@@ -32,12 +33,22 @@ impl Default for SamplingParams {
     }
 }
 
+/// Temperatures below this draw greedily. At 1e-5 two logits 1e-3 apart already differ in
+/// probability by e^100, so a draw is greedy in all but exact near-ties; below it, dividing the
+/// logits by the temperature would leave f32's range.
+pub const GREEDY_BELOW: f32 = 1e-5;
+
 impl SamplingParams {
+    /// Whether the temperature picks the largest logit: 0, below [`GREEDY_BELOW`], or top-k 1.
+    pub fn draws_greedily(&self) -> bool {
+        self.temperature < GREEDY_BELOW || self.top_k == 1
+    }
+
     /// Whether every choice is the largest logit and nothing else changes the logits (no
     /// repetition penalty): what [`Sampler::sample`] then gives is the logits' argmax, which a
     /// backend can pick where the logits are (`Decoder::forward_greedy`).
     pub fn is_greedy(&self) -> bool {
-        (self.temperature == 0.0 || self.top_k == 1) && self.repetition_penalty == 1.0
+        self.draws_greedily() && self.repetition_penalty == 1.0
     }
 
     /// Checks the values are in range, naming the one that is not.
@@ -106,7 +117,7 @@ impl Sampler {
     /// greedy): for a token drawn elsewhere with the same settings and seed (a split server),
     /// so that this sampler goes on with the same sequence.
     pub fn skip(&mut self) {
-        if !(self.params.temperature == 0.0 || self.params.top_k == 1) {
+        if !self.params.draws_greedily() {
             self.rng.next_f32();
         }
     }
@@ -130,16 +141,19 @@ impl Sampler {
                 }
             }
         }
-        if p.temperature == 0.0 || p.top_k == 1 {
+        if p.draws_greedily() {
             return argmax(logits);
         }
+        // The largest logit first subtracted: every scaled logit is <= 0, so no temperature
+        // can push one past f32's range and every probability below stays finite.
+        let top = logits[argmax(logits) as usize];
         let cand = &mut self.cand;
         cand.clear();
         cand.extend(
             logits
                 .iter()
                 .enumerate()
-                .map(|(i, &l)| (i as u32, l / p.temperature)),
+                .map(|(i, &l)| (i as u32, (l - top) / p.temperature)),
         );
         let k = if p.top_k == 0 { cand.len() } else { p.top_k };
         keep_largest(cand, k);
@@ -260,6 +274,34 @@ mod tests {
         assert_eq!(d, draws(params.clone(), &l, 4000), "same seed, same draws");
         let other = SamplingParams { seed: 12, ..params };
         assert_ne!(d, draws(other, &l, 4000), "another seed, other draws");
+    }
+
+    #[test]
+    fn tiny_temperatures_draw_greedily_and_stay_finite() {
+        // Large logits: l / T alone overflows f32 at these temperatures.
+        let l: Vec<f32> = (0..50)
+            .map(|i| 30.0 + ((i * 37) % 50) as f32 * 0.7)
+            .collect();
+        let greedy = argmax(&l);
+        for t in [1e-45f32, 1e-38, 1e-30, 1e-6, 1e-5, 2e-5] {
+            let p = SamplingParams {
+                temperature: t,
+                seed: 5,
+                ..SamplingParams::default()
+            };
+            assert!(p.validate().is_ok());
+            let d = draws(p, &l, 50);
+            assert!(d.iter().all(|&x| x == greedy), "temperature {t}: {d:?}");
+        }
+        // Above the threshold the draw is still finite where l / T would overflow: the gap of
+        // 0.7 at T = 1e-4 leaves only the top token.
+        let mut s = Sampler::new(SamplingParams {
+            temperature: 1e-4,
+            seed: 1,
+            ..SamplingParams::default()
+        });
+        assert_eq!(s.sample(&mut l.clone(), &[]), greedy);
+        assert!(s.cand.iter().all(|c| c.1.is_finite()));
     }
 
     #[test]

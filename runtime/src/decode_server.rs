@@ -24,7 +24,7 @@ pub fn top_logits_for(sampling: &SamplingParams) -> Result<Option<usize>, TopLog
     if p.repetition_penalty < 1.0 {
         return Err(TopLogitsError::PenaltyBelowOne(p.repetition_penalty));
     }
-    let k = if p.temperature == 0.0 { 1 } else { p.top_k };
+    let k = if p.draws_greedily() { 1 } else { p.top_k };
     let n = k.saturating_add(p.penalty_window);
     if k == 0 {
         return Err(TopLogitsError::WholeVocabulary {
@@ -72,6 +72,11 @@ pub enum TopLogitsError {
         top_k: usize,
     },
 }
+
+/// The largest magnitude a step's hidden states may have. Real models' states between blocks
+/// stay within a few thousand (the "massive activations" of large models reach ~1e4); values
+/// near f32's limit would overflow the next norm's sum of squares.
+pub const MAX_HIDDEN: f32 = 1e6;
 
 /// The most logits a server sends per step (the wire's limit).
 pub const MAX_TOP: u16 = edgecut_wire::MAX_TOP_LOGITS;
@@ -157,7 +162,13 @@ impl ServerDecoder {
         self.cache.capacity()
     }
 
-    /// Checks a step's rows against the session before anything runs.
+    /// Checks a step's rows against the session before anything runs (what [`Self::step`]
+    /// checks first): rows of the hidden size, a position at most those held, room in the
+    /// context, and values that hidden states can hold. Gives the rows.
+    pub fn check_step(&self, position: usize, hidden: &[f32]) -> Result<usize> {
+        self.check(position, hidden)
+    }
+
     fn check(&self, position: usize, hidden: &[f32]) -> Result<usize> {
         let h = self.llm.inner.model.config.hidden;
         if hidden.is_empty() || !hidden.len().is_multiple_of(h) {
@@ -184,6 +195,12 @@ impl ServerDecoder {
             return Err(Error::Input(
                 "the hidden states hold a NaN or an infinity".into(),
             ));
+        }
+        if let Some(v) = hidden.iter().find(|v| v.abs() > MAX_HIDDEN) {
+            return Err(Error::Input(format!(
+                "a hidden state of {v:e}: states at a cut stay within +-{MAX_HIDDEN:e} (larger \
+                 ones overflow the blocks after it)"
+            )));
         }
         Ok(rows)
     }

@@ -177,6 +177,7 @@ pub(crate) struct LlmInner {
     device: Device,
     context: usize,
     id: std::sync::OnceLock<crate::ModelId>,
+    longest_token: std::sync::OnceLock<usize>,
 }
 
 impl std::fmt::Debug for Llm {
@@ -220,6 +221,7 @@ impl Llm {
                 device,
                 context,
                 id: std::sync::OnceLock::new(),
+                longest_token: std::sync::OnceLock::new(),
             }),
         })
     }
@@ -270,6 +272,21 @@ impl Llm {
     /// Token ids of `text` as a prompt (with a leading BOS when the model asks for one).
     pub fn tokenize(&self, text: &str) -> Result<Vec<u32>> {
         Ok(self.inner.tokenizer.encode(text, true, None)?.ids)
+    }
+
+    /// Bytes of text past which a prompt cannot fit the context, whatever it says: no token
+    /// stands for more bytes than the vocabulary's longest (plus 3, for a SentencePiece word
+    /// mark that may stand for one byte of space). A server refuses such text before
+    /// tokenizing it. `usize::MAX` where the vocabulary does not give its tokens' bytes.
+    pub fn max_prompt_bytes(&self) -> usize {
+        let longest = *self.inner.longest_token.get_or_init(|| {
+            let t = &self.inner.tokenizer;
+            (0..t.vocab_size() as u32)
+                .map(|id| t.token_bytes(id).map_or(usize::MAX, |b| b.len()))
+                .max()
+                .unwrap_or(usize::MAX)
+        });
+        longest.saturating_add(3).saturating_mul(self.inner.context)
     }
 
     /// The text of token ids, special tokens left out (as generation shows it).

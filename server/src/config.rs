@@ -47,6 +47,13 @@ pub struct ServeConfig {
     pub max_sessions: usize,
     /// Most positions one decoder session may hold (at most the model's context).
     pub max_session_context: usize,
+    /// Decoder sessions one connection may hold; where no token is asked, one client address
+    /// too.
+    pub max_sessions_per_client: usize,
+    /// Rows of long steps (prompts) in one decode batch, beside every session's token step:
+    /// a device's token waits for at most one batch of this many rows more (a session alone
+    /// on the server gets pieces of 256).
+    pub decode_batch_rows: usize,
     /// A decoder session unused this long is evicted and its KV cache freed.
     pub session_idle_timeout: Duration,
     /// Frame limits.
@@ -75,6 +82,8 @@ impl Default for ServeConfig {
             failed_hellos_per_minute: 10,
             max_sessions: 16,
             max_session_context: 2048,
+            max_sessions_per_client: 4,
+            decode_batch_rows: 4,
             session_idle_timeout: Duration::from_secs(60),
             limits: Limits::default(),
             tls: None,
@@ -91,6 +100,11 @@ pub struct HttpLimits {
     pub header_timeout: Duration,
     /// Longest a connection may stay open, requests included.
     pub connection_timeout: Duration,
+    /// Time a response's write may wait for the client to read (then the connection closes).
+    pub write_timeout: Duration,
+    /// Kernel send buffer per connection, bytes: fixed rather than autotuned, so that a client
+    /// that stops reading meets the write timeout soon and holds little socket memory.
+    pub send_buffer: usize,
 }
 
 impl Default for HttpLimits {
@@ -99,6 +113,8 @@ impl Default for HttpLimits {
             max_connections: 64,
             header_timeout: Duration::from_secs(5),
             connection_timeout: Duration::from_secs(30),
+            write_timeout: Duration::from_secs(10),
+            send_buffer: 64 << 10,
         }
     }
 }

@@ -103,9 +103,11 @@ pub(crate) struct Link<S> {
     pub(crate) rd: ReadHalf<S>,
     pub(crate) wr: WriteHalf<S>,
     /// A byte read while watching for the client's departure: the start of its next frame.
-    early: Option<u8>,
+    pub(crate) early: Option<u8>,
     pub(crate) ctx: Arc<Ctx>,
     pub(crate) phase: watch::Receiver<Phase>,
+    /// The client's address.
+    pub(crate) peer: IpAddr,
 }
 
 pub(crate) fn kib(bytes: u64) -> u32 {
@@ -122,6 +124,7 @@ pub(crate) async fn connection<S: AsyncRead + AsyncWrite>(s: S, peer: IpAddr, ct
         early: None,
         ctx: ctx.clone(),
         phase,
+        peer,
     };
     let m = &ctx.metrics;
     m.open_connections.fetch_add(1, Ordering::Relaxed);

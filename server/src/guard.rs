@@ -62,7 +62,8 @@ pub fn read_token_file(path: &Path) -> Result<Vec<u8>, TokenFileError> {
 
 /// Compares without an early exit, so the time taken does not tell how much of a token matched.
 pub(crate) fn same_token(a: &[u8], b: &[u8]) -> bool {
-    let mut diff = (a.len() ^ b.len()) as u8 | ((a.len() ^ b.len()) >> 8) as u8;
+    // Every bit of a length difference counts (not only its low ones).
+    let mut diff = u8::from(a.len() != b.len());
     for i in 0..a.len().max(b.len()) {
         diff |= a.get(i).copied().unwrap_or(0) ^ b.get(i).copied().unwrap_or(0xff);
     }
@@ -171,5 +172,7 @@ mod tests {
         assert!(!same_token(b"s3cret", b"s3cret\0"));
         assert!(!same_token(b"", b"\xff"));
         assert!(!same_token(b"\xff\xfe", b"\xfe\xff"));
+        // Lengths that differ only above their low 16 bits, the rest zeros.
+        assert!(!same_token(&[0u8; 3], &[0u8; 3 + (1 << 16)]));
     }
 }

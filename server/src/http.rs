@@ -1,6 +1,7 @@
 //! HTTP/1.1 listeners (the metrics endpoint, the API) on hyper, with the split listener's
 //! properties: a connection limit, header and connection timeouts, hyper's header-size limit
-//! (431), an accept loop that backs off when descriptors run out instead of spinning,
+//! (431), a deadline on every write (a client that stops reading loses its connection), an
+//! accept loop that backs off when descriptors run out instead of spinning,
 //! optional TLS (the server's rustls set-up), and a graceful shutdown that lets requests in
 //! flight finish.
 
@@ -14,6 +15,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
 
 use crate::config::HttpLimits;
+use crate::write_deadline::WriteDeadline;
 
 /// Serves `app` on `listener` until the task is dropped.
 pub async fn serve_http(listener: TcpListener, app: axum::Router, limits: HttpLimits) {
@@ -57,6 +59,8 @@ pub async fn serve_http_until(
             drop(s);
             continue;
         };
+        let _ = socket2::SockRef::from(&s).set_send_buffer_size(limits.send_buffer);
+        let s = WriteDeadline::new(s, limits.write_timeout);
         let app = app.clone();
         let (limits, tls, stop) = (limits.clone(), tls.clone(), stop.clone());
         tokio::spawn(async move {

@@ -9,6 +9,7 @@ pub mod api;
 mod batcher;
 mod config;
 mod connection;
+mod decode_batcher;
 mod guard;
 mod http;
 mod metrics;
@@ -16,6 +17,7 @@ mod serve;
 mod sessions;
 mod shaper;
 mod tls;
+mod write_deadline;
 
 pub use config::{HttpLimits, ServeConfig};
 pub use edgecut_split::{

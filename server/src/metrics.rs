@@ -55,8 +55,10 @@ pub struct Metrics {
     pub decode_rows: AtomicU64,
     /// Batches of decoder steps run (mean batch = `decode_batched / decode_batches`).
     pub decode_batches: AtomicU64,
-    /// Decoder steps over all batches.
+    /// Decoder steps over all batches (a long step cut into pieces counts once per piece).
     pub decode_batched: AtomicU64,
+    /// Decoder steps dropped unfinished because their connection went away.
+    pub decode_dropped: AtomicU64,
 }
 
 impl Metrics {
@@ -150,8 +152,13 @@ impl Metrics {
         );
         counter(
             "edgecut_decode_batched_steps_total",
-            "Decoder steps over all batches.",
+            "Decoder steps over all batches (a long step's pieces each count).",
             c(&self.decode_batched).to_string(),
+        );
+        counter(
+            "edgecut_decode_dropped_steps_total",
+            "Decoder steps dropped unfinished because their connection went away.",
+            c(&self.decode_dropped).to_string(),
         );
         let mut gauge = |name: &str, help: &str, v: i64| {
             out += &format!("# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}\n");

@@ -12,9 +12,10 @@ use tokio::sync::{mpsc, watch, Semaphore};
 use crate::batcher::batcher;
 use crate::config::ServeConfig;
 use crate::connection::{connection, Ctx};
+use crate::decode_batcher::decode_batcher;
 use crate::guard::FailedHellos;
 use crate::metrics::Metrics;
-use crate::sessions::{decode_batcher, Decoding};
+use crate::sessions::Decoding;
 
 /// The model a server runs.
 #[derive(Clone, Debug)]
@@ -61,12 +62,20 @@ pub async fn serve(
         }
         ServedModel::Decoder(llm) => {
             let (jobs, queue) = mpsc::channel(cfg.max_sessions.max(1));
-            decode_task = Some(tokio::spawn(decode_batcher(queue, metrics.clone())));
+            decode_task = Some(tokio::spawn(decode_batcher(
+                queue,
+                metrics.clone(),
+                llm.hidden_size(),
+                cfg.decode_batch_rows,
+                phase.clone(),
+            )));
             let d = Decoding {
                 slots: Arc::new(Semaphore::new(cfg.max_sessions)),
                 jobs,
                 max_context: cfg.max_session_context.min(llm.context_len()),
                 idle: cfg.session_idle_timeout,
+                per_client: cfg.max_sessions_per_client.max(1),
+                by_address: cfg.token.is_none().then(Default::default),
                 llm,
             };
             let id = d.llm.model_id().0;

@@ -4,17 +4,19 @@
 //! their connection; their KV bytes show in `edgecut_kv_bytes`.
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use edgecut::split::{DecodeStep, ServerDecoder};
+use edgecut::split::ServerDecoder;
 use edgecut::{Llm, SamplingParams};
 use edgecut_wire::{decode_values, ErrorCode, Frame, Next, Open, Opened, Step, NO_TOKEN};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 
 use crate::connection::{error, kib, End, Held, Link};
+use crate::decode_batcher::{Share, StepJob};
 
 use crate::metrics::Metrics;
 
@@ -23,6 +25,7 @@ struct Session {
     dec: Option<ServerDecoder>,
     last: Instant,
     _slot: OwnedSemaphorePermit,
+    _address: Option<AddressSlot>,
     kv: i64,
 }
 
@@ -35,6 +38,48 @@ pub(crate) struct Decoding {
     pub(crate) jobs: mpsc::Sender<StepJob>,
     pub(crate) max_context: usize,
     pub(crate) idle: std::time::Duration,
+    /// Sessions one connection may hold, and, where no token is asked, one address.
+    pub(crate) per_client: usize,
+    /// Sessions by address, counted where no token is asked (`None` otherwise).
+    pub(crate) by_address: Option<Arc<Mutex<HashMap<IpAddr, usize>>>>,
+}
+
+/// A session counted against its address while it lives.
+struct AddressSlot {
+    peer: IpAddr,
+    counts: Arc<Mutex<HashMap<IpAddr, usize>>>,
+}
+
+impl AddressSlot {
+    /// A place for one more session from `peer`, or `None` when it holds `most` already.
+    fn take(
+        counts: &Arc<Mutex<HashMap<IpAddr, usize>>>,
+        peer: IpAddr,
+        most: usize,
+    ) -> Option<Self> {
+        let mut m = counts.lock().unwrap_or_else(|e| e.into_inner());
+        let n = m.entry(peer).or_insert(0);
+        if *n >= most {
+            return None;
+        }
+        *n += 1;
+        Some(AddressSlot {
+            peer,
+            counts: counts.clone(),
+        })
+    }
+}
+
+impl Drop for AddressSlot {
+    fn drop(&mut self) {
+        let mut m = self.counts.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = m.get_mut(&self.peer) {
+            *n -= 1;
+            if *n == 0 {
+                m.remove(&self.peer);
+            }
+        }
+    }
 }
 
 /// A connection's sessions.
@@ -42,6 +87,10 @@ pub(crate) struct Sessions {
     map: HashMap<u64, Session>,
     next_id: u64,
     metrics: Arc<Metrics>,
+    /// The connection's client address.
+    peer: IpAddr,
+    /// The connection's share of the decoder, over all its sessions.
+    share: Arc<Share>,
 }
 
 impl Drop for Sessions {
@@ -58,11 +107,13 @@ fn refuse(session: u64, code: ErrorCode, why: impl Into<String>) -> Frame {
 }
 
 impl Sessions {
-    pub(crate) fn new(metrics: Arc<Metrics>) -> Sessions {
+    pub(crate) fn new(metrics: Arc<Metrics>, peer: IpAddr) -> Sessions {
         Sessions {
             map: HashMap::new(),
             next_id: 1,
             metrics,
+            peer,
+            share: Arc::default(),
         }
     }
 
@@ -106,6 +157,28 @@ impl Sessions {
             );
             return refuse(0, ErrorCode::BadRequest, why);
         }
+        if self.map.len() >= d.per_client {
+            let why = format!(
+                "this connection holds {} sessions, as many as one client may; close one or \
+                 run locally",
+                self.map.len()
+            );
+            return refuse(0, ErrorCode::Unavailable, why);
+        }
+        let address = match &d.by_address {
+            None => None,
+            Some(counts) => match AddressSlot::take(counts, self.peer, d.per_client) {
+                Some(a) => Some(a),
+                None => {
+                    let why = format!(
+                        "{} holds {} sessions, as many as one address may without a token; \
+                         close one or run locally",
+                        self.peer, d.per_client
+                    );
+                    return refuse(0, ErrorCode::Unavailable, why);
+                }
+            },
+        };
         let Ok(slot) = d.slots.clone().try_acquire_owned() else {
             let why = "the server has as many sessions as it allows; run locally";
             return refuse(0, ErrorCode::Unavailable, why);
@@ -137,6 +210,7 @@ impl Sessions {
                 dec: Some(dec),
                 last: Instant::now(),
                 _slot: slot,
+                _address: address,
                 kv,
             },
         );
@@ -152,30 +226,44 @@ impl Sessions {
     }
 
     /// STEP: runs the rows and answers NEXT, or why not (the session is kept when the step
-    /// was refused before it ran).
-    pub(crate) async fn step(&mut self, d: &Decoding, s: Step) -> Frame {
+    /// was refused before it ran); `None` when the client went away meanwhile (`gone`
+    /// resolved): its step is taken out of the queue, its session dropped.
+    pub(crate) async fn step(
+        &mut self,
+        d: &Decoding,
+        s: Step,
+        gone: impl std::future::Future<Output = ()>,
+    ) -> Option<Frame> {
         let id = s.session;
         let h = d.llm.hidden_size();
         let Some(sess) = self.map.get_mut(&id) else {
-            return refuse(
+            return Some(refuse(
                 id,
                 ErrorCode::BadRequest,
                 format!("no session {id} on this connection"),
-            );
+            ));
         };
         let (position, rows) = (s.position as usize, s.rows as usize);
         if s.width as usize != h {
             let why = format!("width {}; the model's hidden size is {h}", s.width);
-            return refuse(id, ErrorCode::BadRequest, why);
+            return Some(refuse(id, ErrorCode::BadRequest, why));
         }
         let Some(values) = decode_values(&s.data, s.encoding, rows * h) else {
             let why = "the data does not match its shape";
-            return refuse(id, ErrorCode::BadRequest, why);
+            return Some(refuse(id, ErrorCode::BadRequest, why));
         };
+        // The whole step is checked before any piece of it runs.
+        let checked = match &sess.dec {
+            Some(dec) => dec.check_step(position, &values),
+            None => return Some(refuse(id, ErrorCode::Internal, "the session was lost")),
+        };
+        if let Err(e) = checked {
+            return Some(refuse(id, ErrorCode::BadRequest, e.to_string()));
+        }
         // Positions, context and values are the session's own checks (ServerDecoder), made
         // before anything runs; a refused step leaves the session as it was.
         let Some(dec) = sess.dec.take() else {
-            return refuse(id, ErrorCode::Internal, "the session was lost");
+            return Some(refuse(id, ErrorCode::Internal, "the session was lost"));
         };
         let t = Instant::now();
         let (tx, rx) = oneshot::channel();
@@ -184,15 +272,31 @@ impl Sessions {
             position,
             hidden: values,
             sample: s.sample,
+            share: self.share.clone(),
             reply: tx,
         };
         if d.jobs.send(job).await.is_err() {
             self.remove(id);
-            return refuse(id, ErrorCode::Unavailable, "the server is shutting down");
+            return Some(refuse(
+                id,
+                ErrorCode::Unavailable,
+                "the server is shutting down",
+            ));
         }
-        let Ok((mut dec, out)) = rx.await else {
+        tokio::pin!(gone);
+        let answered = tokio::select! {
+            r = rx => r,
+            // The client is gone: dropping the receiver takes the step out of the queue.
+            _ = &mut gone => {
+                self.remove(id);
+                return None;
+            }
+        };
+        let Ok((mut dec, out)) = answered else {
+            // Dropped unfinished: the drain ended (or the model run failed).
             self.remove(id);
-            return refuse(id, ErrorCode::Internal, "the step failed");
+            let why = "the server is shutting down; the step was not finished";
+            return Some(refuse(id, ErrorCode::Unavailable, why));
         };
         let top = dec.take_top().unwrap_or_default();
         let held = dec.held() as u32;
@@ -203,7 +307,7 @@ impl Sessions {
         let m = &self.metrics;
         m.decode_steps.fetch_add(1, Ordering::Relaxed);
         m.decode_rows.fetch_add(rows as u64, Ordering::Relaxed);
-        match out {
+        Some(match out {
             Ok(token) => Frame::Next(Next {
                 session: id,
                 held,
@@ -212,7 +316,7 @@ impl Sessions {
                 top,
             }),
             Err(e) => refuse(id, ErrorCode::BadRequest, e.to_string()),
-        }
+        })
     }
 }
 
@@ -224,7 +328,7 @@ impl<S: AsyncRead + AsyncWrite> Link<S> {
         let ctx = self.ctx.clone();
         let cfg = &ctx.cfg;
         let d = ctx.decoding.as_ref().expect("a decoder server");
-        let mut sessions = Sessions::new(ctx.metrics.clone());
+        let mut sessions = Sessions::new(ctx.metrics.clone(), self.peer);
         loop {
             let wait = if sessions.is_empty() {
                 cfg.idle_timeout
@@ -282,7 +386,13 @@ impl<S: AsyncRead + AsyncWrite> Link<S> {
             drop(payload);
             let answer = match frame {
                 Frame::Open(o) => sessions.open(d, &o),
-                Frame::Step(st) => sessions.step(d, st).await,
+                Frame::Step(st) => {
+                    let gone = gone(&mut self.rd, &mut self.early);
+                    match sessions.step(d, st, gone).await {
+                        Some(f) => f,
+                        None => return End::Gone,
+                    }
+                }
                 Frame::Close { session } => {
                     sessions.close(session);
                     continue;
@@ -302,49 +412,19 @@ impl<S: AsyncRead + AsyncWrite> Link<S> {
     }
 }
 
+/// Resolves when the client goes (its end of the socket closes or fails). A byte that arrives
+/// meanwhile is the start of its next frame: kept in `early`, and the watch ends (pending for
+/// ever, as the client is still there).
+async fn gone<R: AsyncRead + Unpin>(rd: &mut R, early: &mut Option<u8>) {
+    if early.is_none() {
+        let mut b = [0u8; 1];
+        match tokio::io::AsyncReadExt::read(rd, &mut b).await {
+            Ok(0) | Err(_) => return,
+            Ok(_) => *early = Some(b[0]),
+        }
+    }
+    std::future::pending::<()>().await
+}
+
 /// Bytes of an OPEN payload.
 const OPEN_BYTES: usize = 2 + 4 + 1 + 2 + 4 + 4 + 4 + 8;
-
-/// A session's step on its way to the decode batcher, the session with it.
-pub(crate) struct StepJob {
-    dec: ServerDecoder,
-    position: usize,
-    hidden: Vec<f32>,
-    sample: bool,
-    reply: oneshot::Sender<(ServerDecoder, edgecut::Result<Option<u32>>)>,
-}
-
-/// Runs the steps of every session that are waiting, together (continuous batching across
-/// devices: the matrix products of all of them read each weight once), one batch at a time;
-/// a step that arrives while a batch runs joins the next. Nothing waits for company: a lone
-/// session runs at once.
-pub(crate) async fn decode_batcher(mut rx: mpsc::Receiver<StepJob>, metrics: Arc<Metrics>) {
-    while let Some(first) = rx.recv().await {
-        let mut jobs = vec![first];
-        while let Ok(j) = rx.try_recv() {
-            jobs.push(j);
-        }
-        metrics.decode_batches.fetch_add(1, Ordering::Relaxed);
-        metrics
-            .decode_batched
-            .fetch_add(jobs.len() as u64, Ordering::Relaxed);
-        let _ = tokio::task::spawn_blocking(move || {
-            let mut jobs = jobs;
-            let steps = jobs
-                .iter_mut()
-                .map(|j| DecodeStep {
-                    dec: &mut j.dec,
-                    position: j.position,
-                    hidden: std::mem::take(&mut j.hidden),
-                    sample: j.sample,
-                })
-                .collect();
-            let results = ServerDecoder::step_many(steps);
-            for (j, r) in jobs.into_iter().zip(results) {
-                // A connection that went away drops its session with the answer.
-                let _ = j.reply.send((j.dec, r));
-            }
-        })
-        .await;
-    }
-}

@@ -65,6 +65,14 @@ pub struct Args {
     /// Most positions one decoder session may hold (at most the model's context, and 2048).
     #[arg(long, default_value_t = 2048)]
     max_session_context: usize,
+    /// Decoder sessions one connection may hold (and one address, where no token is asked).
+    #[arg(long, default_value_t = 4)]
+    max_sessions_per_client: usize,
+    /// Rows of long (prompt) steps in one decode batch, beside every device's token step: a
+    /// token waits for at most one batch of this many rows more (a session alone on the
+    /// server gets pieces of 256).
+    #[arg(long, default_value_t = 4)]
+    decode_batch_rows: usize,
     /// Seconds a decoder session may stay unused before it is evicted.
     #[arg(long, default_value_t = 60.0)]
     session_idle_timeout: f64,
@@ -126,6 +134,8 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         failed_hellos_per_minute: a.failed_hellos_per_minute,
         max_sessions: a.max_sessions,
         max_session_context: a.max_session_context,
+        max_sessions_per_client: a.max_sessions_per_client.max(1),
+        decode_batch_rows: a.decode_batch_rows.max(1),
         session_idle_timeout: secs(a.session_idle_timeout),
         tls: tls.clone(),
         ..ServeConfig::default()

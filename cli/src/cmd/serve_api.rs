@@ -53,6 +53,20 @@ pub struct HttpArgs {
     /// Seconds an HTTP connection may stay open (a long stream included).
     #[arg(long, default_value_t = 600.0)]
     http_connection_timeout: f64,
+    /// Seconds a response may wait for its client to read: past it the connection closes, and
+    /// a stream whose client stopped reading is stopped and its slot freed.
+    #[arg(long, default_value_t = 10.0)]
+    http_write_timeout: f64,
+    /// Seconds every request body has to arrive (past it and the minimum rate, 408).
+    #[arg(long, default_value_t = 10.0)]
+    http_body_timeout: f64,
+    /// KiB per second a request body must keep up beyond --http-body-timeout.
+    #[arg(long, default_value_t = 64)]
+    http_body_min_rate_kb: u64,
+    /// MiB of request bodies held at once over all connections (a body that does not fit
+    /// waits for others until its deadline, then gets 503).
+    #[arg(long, default_value_t = 32)]
+    http_max_request_memory_mb: usize,
     /// An origin allowed by CORS (repeat for more; `*` for any). None: no CORS headers.
     #[arg(long)]
     cors_origin: Vec<String>,
@@ -86,6 +100,10 @@ impl HttpArgs {
         c.batch_tokens = self.http_batch_tokens.max(1);
         c.max_wait = Duration::from_secs_f64(max_wait_ms.max(0.0) / 1e3);
         c.cors_origins = self.cors_origin.clone();
+        c.write_timeout = secs(self.http_write_timeout, "--http-write-timeout")?;
+        c.body_timeout = secs(self.http_body_timeout, "--http-body-timeout")?;
+        c.body_min_rate = self.http_body_min_rate_kb.max(1) << 10;
+        c.max_request_memory = self.http_max_request_memory_mb.max(1) << 20;
         Ok(c)
     }
 
@@ -94,9 +112,19 @@ impl HttpArgs {
         HttpLimits {
             max_connections: self.http_max_connections.max(1),
             connection_timeout: Duration::from_secs_f64(self.http_connection_timeout.max(1.0)),
+            write_timeout: Duration::from_secs_f64(self.http_write_timeout.clamp(0.1, 1e6)),
             ..HttpLimits::default()
         }
     }
+}
+
+/// A positive, finite number of seconds from a flag.
+fn secs(v: f64, flag: &str) -> anyhow::Result<Duration> {
+    anyhow::ensure!(
+        v.is_finite() && v > 0.0 && v <= 1e6,
+        "{flag} must be a positive number of seconds"
+    );
+    Ok(Duration::from_secs_f64(v))
 }
 
 /// A model loaded for serving.

@@ -4,6 +4,7 @@
 //! prints its figures (`--nocapture`); `docs/benchmarks.md` has them before and after.
 
 mod auth;
+mod decode;
 mod lifecycle;
 mod memory;
 mod support;

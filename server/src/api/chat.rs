@@ -3,6 +3,7 @@
 //! answer is one JSON object, or with `stream: true` server-sent events ending in `[DONE]`.
 
 use std::convert::Infallible;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
@@ -17,7 +18,8 @@ use serde_json::{json, Value};
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver};
 
 use super::admission::Place;
-use super::error::{ApiError, Body};
+use super::body::Body;
+use super::error::ApiError;
 use super::slots::{Event, Job, Slots};
 use super::{ApiState, Kind, Served};
 
@@ -248,17 +250,50 @@ fn generator<'a>(
     }
 }
 
+/// Refuses, before any tokenizing, text that cannot fit the context however it tokenizes.
+fn fits(llm: &Llm, bytes: usize, what: &'static str) -> Result<(), ApiError> {
+    let most = llm.max_prompt_bytes();
+    if bytes > most {
+        return Err(ApiError {
+            code: Some("context_length_exceeded"),
+            ..ApiError::param(
+                what,
+                format!(
+                    "the prompt is {bytes} bytes; no text over {most} bytes fits the context of \
+                     {} tokens",
+                    llm.context_len()
+                ),
+            )
+        });
+    }
+    Ok(())
+}
+
+/// Runs `f` (template rendering, tokenizing: work that grows with the request) on the blocking
+/// pool, so that the async threads stay free for `/health` and the streams.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> edgecut::Result<T> + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| ApiError::internal(format!("preparing the prompt failed: {e}")))?
+        .map_err(ApiError::from)
+}
+
 pub(crate) async fn chat(
     State(st): State<Arc<ApiState>>,
     Body(req): Body<ChatRequest>,
 ) -> Result<Response, ApiError> {
     let (served, llm, slots) = generator(&st, &req.model)?;
     let msgs = messages(req.messages)?;
-    let text = llm.render_chat(&msgs)?;
-    let prompt = llm.tokenize(&text)?;
+    fits(llm, msgs.iter().map(|m| m.content.len()).sum(), "messages")?;
+    // The place first: rendering and tokenizing are bounded by admission like generation.
+    let place = served.enter().await?;
+    let l = llm.clone();
+    let prompt = blocking(move || l.tokenize(&l.render_chat(&msgs)?)).await?;
     let default_max = st.cfg.max_tokens as u64;
     let opts = options(&st, &req.settings, default_max, prompt.len(), llm, true)?;
-    run(&st, served, slots, prompt, opts, &req.settings, true).await
+    run(&st, served, slots, place, prompt, opts, &req.settings, true).await
 }
 
 pub(crate) async fn completion(
@@ -270,10 +305,24 @@ pub(crate) async fn completion(
     if texts.len() != 1 {
         return Err(ApiError::param("prompt", "one prompt per request"));
     }
-    let prompt = llm.tokenize(&texts.remove(0))?;
+    let text = texts.remove(0);
+    fits(llm, text.len(), "prompt")?;
+    let place = served.enter().await?;
+    let l = llm.clone();
+    let prompt = blocking(move || l.tokenize(&text)).await?;
     // OpenAI's default for completions.
     let opts = options(&st, &req.settings, 16, prompt.len(), llm, false)?;
-    run(&st, served, slots, prompt, opts, &req.settings, false).await
+    run(
+        &st,
+        served,
+        slots,
+        place,
+        prompt,
+        opts,
+        &req.settings,
+        false,
+    )
+    .await
 }
 
 /// The request's identity and shape of its chunks.
@@ -337,23 +386,27 @@ fn usage(prompt: usize, completion: usize) -> Value {
            "total_tokens": prompt + completion})
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn run(
     st: &ApiState,
     served: &Served,
     slots: &Slots,
+    place: Place,
     prompt: Vec<u32>,
     opts: GenerateOptions,
     settings: &Settings,
     chat: bool,
 ) -> Result<Response, ApiError> {
     let queued = Instant::now();
-    let place = served.enter().await?;
     let (events, rx) = unbounded_channel();
+    let taken = Arc::new(AtomicU64::new(0));
     slots.send(Job {
         prompt,
         opts,
         queued,
         events,
+        taken: taken.clone(),
+        place,
     })?;
     let created = SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -375,7 +428,7 @@ async fn run(
             .as_ref()
             .and_then(|o| o.include_usage)
             .unwrap_or(false);
-        let stream = sse(reply, rx, place, include_usage);
+        let stream = sse(reply, rx, taken, include_usage);
         return Ok(axum::response::Sse::new(stream)
             .keep_alive(KeepAlive::default())
             .into_response());
@@ -383,14 +436,15 @@ async fn run(
     let mut rx = rx;
     let mut text = String::new();
     loop {
-        match rx.recv().await {
+        let e = rx.recv().await;
+        taken.fetch_add(1, Ordering::Relaxed);
+        match e {
             Some(Event::Text(t)) => text.push_str(&t),
             Some(Event::Done {
                 finish,
                 prompt_tokens,
                 completion_tokens,
             }) => {
-                drop(place);
                 let u = usage(prompt_tokens, completion_tokens);
                 return Ok(Json(reply.whole(text, finish_reason(finish), u)).into_response());
             }
@@ -404,8 +458,10 @@ async fn run(
 struct Streaming {
     reply: Reply,
     rx: UnboundedReceiver<Event>,
-    /// Held until the stream ends or its client goes.
-    place: Option<Place>,
+    /// Events taken (the generation stops when they lag too long: the client stopped reading).
+    taken: Arc<AtomicU64>,
+    /// Whether the end has been seen.
+    ended: bool,
     include_usage: bool,
     first: bool,
     /// Events left to send after the end: the usage chunk and `[DONE]`.
@@ -415,13 +471,14 @@ struct Streaming {
 fn sse(
     reply: Reply,
     rx: UnboundedReceiver<Event>,
-    place: Place,
+    taken: Arc<AtomicU64>,
     include_usage: bool,
 ) -> impl Stream<Item = Result<Sse, Infallible>> {
     let s = Streaming {
         reply,
         rx,
-        place: Some(place),
+        taken,
+        ended: false,
         include_usage,
         first: true,
         tail: Vec::new(),
@@ -430,8 +487,12 @@ fn sse(
         if let Some(e) = s.tail.pop() {
             return Some((Ok(e), s));
         }
-        s.place.as_ref()?;
-        let event = match s.rx.recv().await {
+        if s.ended {
+            return None;
+        }
+        let e = s.rx.recv().await;
+        s.taken.fetch_add(1, Ordering::Relaxed);
+        let event = match e {
             Some(Event::Text(t)) => {
                 let c = s.reply.chunk(Some(&t), None, s.first);
                 s.first = false;
@@ -442,7 +503,7 @@ fn sse(
                 prompt_tokens,
                 completion_tokens,
             }) => {
-                s.place = None;
+                s.ended = true;
                 s.tail.push(Sse::default().data("[DONE]"));
                 if s.include_usage {
                     let mut u = s.reply.chunk(None, None, false);
@@ -454,12 +515,12 @@ fn sse(
                 Sse::default().data(c.to_string())
             }
             Some(Event::Failed(e)) => {
-                s.place = None;
+                s.ended = true;
                 s.tail.push(Sse::default().data("[DONE]"));
                 Sse::default().data(ApiError::invalid(e).body().to_string())
             }
             None => {
-                s.place = None;
+                s.ended = true;
                 let e = ApiError::unavailable("the generation thread has stopped");
                 Sse::default().data(e.body().to_string())
             }

@@ -1,10 +1,9 @@
-//! `POST /v1/embeddings` and `POST /v1/classify`: requests from many clients join one batch,
-//! up to a token budget or a short wait ([`EmbedQueue`]); the model runs each batch once.
+//! `POST /v1/embeddings` and `POST /v1/classify`: requests from many clients join batches of a
+//! token budget ([`super::embed_queue`]), texts tokenized on the blocking pool once the request
+//! holds its place.
 
-use std::sync::atomic::Ordering;
-use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use axum::extract::State;
 use axum::Json;
@@ -13,99 +12,10 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use tokio::sync::oneshot;
 
-use super::error::{ApiError, Body};
-use super::metrics::ModelMetrics;
+use super::body::Body;
+use super::embed_queue::Job;
+use super::error::ApiError;
 use super::{ApiState, Input, Kind};
-
-/// One request's texts on their way to a batch.
-struct Job {
-    texts: Vec<String>,
-    tokens: usize,
-    queued: Instant,
-    reply: oneshot::Sender<Result<Vec<Vec<f32>>, ApiError>>,
-}
-
-/// The queue of an embedding model: a thread that gathers jobs into batches.
-#[derive(Debug)]
-pub(crate) struct EmbedQueue {
-    jobs: Sender<Job>,
-}
-
-impl EmbedQueue {
-    /// Starts the batching thread: a batch closes at `budget` tokens or `max_wait` after its
-    /// first job.
-    pub fn start(
-        session: Arc<edgecut::Session>,
-        metrics: Arc<ModelMetrics>,
-        budget: usize,
-        max_wait: Duration,
-    ) -> EmbedQueue {
-        let (jobs, rx) = std::sync::mpsc::channel();
-        std::thread::Builder::new()
-            .name("edgecut-embed".into())
-            .spawn(move || batches(&session, &metrics, &rx, budget, max_wait))
-            .expect("spawning the embedding thread");
-        EmbedQueue { jobs }
-    }
-}
-
-fn batches(
-    session: &edgecut::Session,
-    metrics: &ModelMetrics,
-    rx: &Receiver<Job>,
-    budget: usize,
-    max_wait: Duration,
-) {
-    while let Ok(first) = rx.recv() {
-        let deadline = Instant::now() + max_wait;
-        let mut tokens = first.tokens;
-        let mut batch = vec![first];
-        while tokens < budget {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match rx.recv_timeout(left) {
-                Ok(j) => {
-                    tokens += j.tokens;
-                    batch.push(j);
-                }
-                Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => break,
-            }
-        }
-        // A client that left is not computed for.
-        batch.retain(|j| !j.reply.is_closed());
-        if batch.is_empty() {
-            continue;
-        }
-        for j in &batch {
-            metrics.queue.time(j.queued.elapsed());
-        }
-        let texts: Vec<&str> = batch
-            .iter()
-            .flat_map(|j| j.texts.iter().map(String::as_str))
-            .collect();
-        metrics.batch.observe(texts.len() as f64);
-        let start = Instant::now();
-        let run = session.embed(&texts);
-        metrics.inference.time(start.elapsed());
-        match run {
-            Ok(e) => {
-                let mut vectors = e.vectors.into_iter();
-                for j in batch {
-                    let mine: Vec<Vec<f32>> = vectors.by_ref().take(j.texts.len()).collect();
-                    metrics
-                        .prompt_tokens
-                        .fetch_add(j.tokens as u64, Ordering::Relaxed);
-                    let _ = j.reply.send(Ok(mine));
-                }
-            }
-            Err(e) => {
-                let msg = e.to_string();
-                for j in batch {
-                    let _ = j.reply.send(Err(ApiError::internal(msg.clone())));
-                }
-            }
-        }
-    }
-}
 
 /// The body of `POST /v1/embeddings`.
 #[derive(Deserialize)]
@@ -121,12 +31,8 @@ pub(crate) struct EmbeddingsRequest {
     user: Option<String>,
 }
 
-/// Checks texts against a model and the request limits; returns the tokens of each.
-fn count_tokens(
-    st: &ApiState,
-    session: &edgecut::Session,
-    texts: &[String],
-) -> Result<Vec<usize>, ApiError> {
+/// Checks the number of texts against the request limit.
+fn check_inputs(st: &ApiState, texts: &[String]) -> Result<(), ApiError> {
     if texts.is_empty() {
         return Err(ApiError::param("input", "`input` holds no text"));
     }
@@ -140,6 +46,25 @@ fn count_tokens(
             ),
         ));
     }
+    Ok(())
+}
+
+/// The tokens of each text, on the blocking pool (work that grows with the request stays off
+/// the async threads); a text longer than the model takes is refused.
+async fn count_tokens(
+    session: &Arc<edgecut::Session>,
+    texts: Vec<String>,
+) -> Result<(Vec<String>, Vec<usize>), ApiError> {
+    let session = session.clone();
+    tokio::task::spawn_blocking(move || {
+        let counts = counts(&session, &texts)?;
+        Ok((texts, counts))
+    })
+    .await
+    .map_err(|e| ApiError::internal(format!("tokenizing failed: {e}")))?
+}
+
+fn counts(session: &edgecut::Session, texts: &[String]) -> Result<Vec<usize>, ApiError> {
     let max = session.max_seq_len();
     let mut counts = Vec::with_capacity(texts.len());
     for (i, t) in texts.iter().enumerate() {
@@ -195,21 +120,18 @@ pub(crate) async fn embeddings(
         }
     }
     let texts = req.input.texts()?;
-    let counts = count_tokens(&st, session, &texts)?;
-    let tokens: usize = counts.iter().sum();
+    check_inputs(&st, &texts)?;
     let queued = Instant::now();
     let _place = served.enter().await?;
+    let (texts, counts) = count_tokens(session, texts).await?;
+    let tokens: usize = counts.iter().sum();
     let (reply, rx) = oneshot::channel();
-    let job = Job {
+    queue.send(Job {
         texts,
-        tokens,
+        counts,
         queued,
         reply,
-    };
-    queue
-        .jobs
-        .send(job)
-        .map_err(|_| ApiError::unavailable("the model's worker has stopped"))?;
+    })?;
     let vectors = rx
         .await
         .map_err(|_| ApiError::unavailable("the model's worker has stopped"))??;
@@ -254,9 +176,10 @@ pub(crate) async fn classify(
         ));
     }
     let texts = req.input.texts()?;
-    let counts = count_tokens(&st, session, &texts)?;
-    let tokens: usize = counts.iter().sum();
+    check_inputs(&st, &texts)?;
     let _place = served.enter().await?;
+    let (texts, counts) = count_tokens(session, texts).await?;
+    let tokens: usize = counts.iter().sum();
     let session = session.clone();
     let out = tokio::task::spawn_blocking(move || {
         let refs: Vec<&str> = texts.iter().map(String::as_str).collect();

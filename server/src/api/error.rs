@@ -1,12 +1,7 @@
-//! The API's errors, in OpenAI's shape (`{"error": {"message", "type", "param", "code"}}`),
-//! and the JSON body extractor whose rejections (bad JSON, a body over the limit, a missing
-//! content type) are errors of that shape too.
+//! The API's errors, in OpenAI's shape (`{"error": {"message", "type", "param", "code"}}`).
 
-use axum::extract::rejection::JsonRejection;
-use axum::extract::{FromRequest, Request};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use serde::de::DeserializeOwned;
 
 /// An error answer: its status, message, OpenAI error type and code.
 #[derive(Debug)]
@@ -63,7 +58,8 @@ impl ApiError {
                 StatusCode::NOT_FOUND,
                 "invalid_request_error",
                 format!(
-                    "the model {name:?} is not served here (served: {})",
+                    "the model {:?} is not served here (served: {})",
+                    shortened(name),
                     served.join(", ")
                 ),
             )
@@ -119,6 +115,15 @@ impl ApiError {
     }
 }
 
+/// A name as an answer may echo it: at most 64 characters (a client's 1 MB name is not sent
+/// back to it).
+fn shortened(name: &str) -> String {
+    match name.char_indices().nth(64) {
+        Some((i, _)) => format!("{}...", &name[..i]),
+        None => name.to_string(),
+    }
+}
+
 impl From<edgecut::Error> for ApiError {
     fn from(e: edgecut::Error) -> ApiError {
         match e {
@@ -143,39 +148,5 @@ impl IntoResponse for ApiError {
                 .insert(header::RETRY_AFTER, HeaderValue::from(s));
         }
         r
-    }
-}
-
-/// A JSON body whose rejections are [`ApiError`]s: 413 past the body limit, 400 otherwise
-/// (axum's 415 for a missing content type and 422 for a wrong field are 400 here, as OpenAI
-/// answers them).
-pub(crate) struct Body<T>(pub T);
-
-impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Body<T> {
-    type Rejection = ApiError;
-
-    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
-        match axum::Json::<T>::from_request(req, state).await {
-            Ok(axum::Json(v)) => Ok(Body(v)),
-            Err(r) => Err(rejection(r)),
-        }
-    }
-}
-
-fn rejection(r: JsonRejection) -> ApiError {
-    if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
-        return ApiError::too_large(format!(
-            "the body is larger than the server takes (--http-max-body-kb): {}",
-            r.body_text()
-        ));
-    }
-    match r {
-        JsonRejection::MissingJsonContentType(_) => {
-            ApiError::invalid("the body must be JSON with `Content-Type: application/json`")
-        }
-        JsonRejection::JsonSyntaxError(_) => {
-            ApiError::invalid(format!("the body is not valid JSON: {}", r.body_text()))
-        }
-        _ => ApiError::invalid(r.body_text()),
     }
 }

@@ -1,13 +1,15 @@
 //! edgecut's OpenAI-compatible HTTP API (`edgecut serve --http`): embeddings, chat and text
 //! completions, classification, tokenization, model listing, health and Prometheus metrics,
 //! for one or more models at once. Embedding requests are batched across clients
-//! ([`embed::EmbedQueue`]); generations run in slots, continuously batched ([`slots`]). Every
+//! ([`embed_queue`]); generations run in slots, continuously batched ([`slots`]). Every
 //! model admits a bounded number of requests ([`admission`]); past it, 429 with `Retry-After`.
 //! `docs/openapi.yaml` is the contract.
 
 mod admission;
+mod body;
 mod chat;
 mod embed;
+mod embed_queue;
 mod error;
 mod metrics;
 mod routes;
@@ -49,6 +51,16 @@ pub struct ApiConfig {
     pub max_wait: Duration,
     /// Origins allowed by CORS (none: no CORS headers; `*`: any).
     pub cors_origins: Vec<String>,
+    /// Time a response's write may wait for its client; a stream whose client leaves its
+    /// events unread this long is stopped and its place freed.
+    pub write_timeout: Duration,
+    /// Time every request body has to arrive, whatever its length (past it and the rate, 408).
+    pub body_timeout: Duration,
+    /// Bytes per second a body must keep up beyond `body_timeout`.
+    pub body_min_rate: u64,
+    /// Bytes of request bodies held at once, over all connections; a body that does not fit
+    /// waits for others until its deadline, then gets 503.
+    pub max_request_memory: usize,
 }
 
 impl Default for ApiConfig {
@@ -65,6 +77,10 @@ impl Default for ApiConfig {
             batch_tokens: 8192,
             max_wait: Duration::from_millis(2),
             cors_origins: Vec::new(),
+            write_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(10),
+            body_min_rate: 64 << 10,
+            max_request_memory: 32 << 20,
         }
     }
 }
@@ -118,6 +134,7 @@ pub(crate) struct ApiState {
     /// The split listener's metrics, shown beside the API's when both run.
     split: Option<Arc<crate::Metrics>>,
     draining: std::sync::atomic::AtomicBool,
+    body: body::BodyLimits,
 }
 
 #[derive(Debug)]
@@ -133,7 +150,7 @@ pub(crate) struct Served {
 pub(crate) enum Kind {
     Embedder {
         session: Arc<edgecut::Session>,
-        queue: embed::EmbedQueue,
+        queue: embed_queue::EmbedQueue,
     },
     Generator {
         llm: edgecut::Llm,
@@ -147,7 +164,6 @@ impl Api {
     pub fn new(cfg: ApiConfig, split: Option<Arc<crate::Metrics>>) -> Api {
         Api {
             state: Arc::new(ApiState {
-                cfg,
                 models: OnceLock::new(),
                 routes: RouteMetrics::default(),
                 ids: AtomicU64::new(1),
@@ -157,6 +173,13 @@ impl Api {
                     .unwrap_or(0),
                 split,
                 draining: Default::default(),
+                body: body::BodyLimits::new(
+                    cfg.max_body_bytes,
+                    cfg.body_timeout,
+                    cfg.body_min_rate,
+                    cfg.max_request_memory,
+                ),
+                cfg,
             }),
         }
     }
@@ -182,7 +205,7 @@ impl Api {
             let metrics = Arc::new(ModelMetrics::new());
             let (name, kind, places) = match m {
                 ApiModel::Embedder { name, session } => {
-                    let queue = embed::EmbedQueue::start(
+                    let queue = embed_queue::EmbedQueue::start(
                         session.clone(),
                         metrics.clone(),
                         cfg.batch_tokens,
@@ -191,7 +214,14 @@ impl Api {
                     (name, Kind::Embedder { session, queue }, cfg.max_concurrent)
                 }
                 ApiModel::Generator { name, llm } => {
-                    let slots = slots::Slots::start(llm.clone(), cfg.slots, metrics.clone());
+                    // Computed once here, not in the first request.
+                    llm.max_prompt_bytes();
+                    let slots = slots::Slots::start(
+                        llm.clone(),
+                        cfg.slots,
+                        cfg.write_timeout,
+                        metrics.clone(),
+                    );
                     (name, Kind::Generator { llm, slots }, cfg.slots)
                 }
             };

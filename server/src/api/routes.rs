@@ -15,7 +15,8 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
-use super::error::{ApiError, Body};
+use super::body::Body;
+use super::error::ApiError;
 use super::metrics::render_models;
 use super::{chat, embed, ApiState, Kind};
 
@@ -79,11 +80,13 @@ async fn authorize(State(st): State<Arc<ApiState>>, req: Request, next: Next) ->
     if (open && !st.cfg.key_for_health_and_metrics) || req.method() == Method::OPTIONS {
         return next.run(req).await;
     }
+    // The scheme is case-insensitive (RFC 9110 11.1): `bearer` is taken as `Bearer`.
     let sent = req
         .headers()
         .get(AUTHORIZATION)
-        .and_then(|v| v.as_bytes().strip_prefix(b"Bearer "))
-        .unwrap_or(b"");
+        .map(|v| v.as_bytes())
+        .filter(|v| v.len() > 7 && v[..7].eq_ignore_ascii_case(b"bearer "))
+        .map_or(&b""[..], |v| &v[7..]);
     if crate::guard::same_token(sent, key) {
         next.run(req).await
     } else {

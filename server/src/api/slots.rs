@@ -1,17 +1,20 @@
 //! A generation model's slots: one thread runs every active generation a token per step, their
 //! decode steps in one forward ([`edgecut::Llm::step_turns`]); a new request takes a free slot
 //! between steps, in the context whose cached tokens share the longest prefix with its prompt.
-//! A request whose client has gone (its event receiver dropped) is stopped at the next step and
-//! its slot freed.
+//! A request whose client has gone (its event receiver dropped), or has left its events unread
+//! for the stall limit (a stream whose client stopped reading), is stopped at the next step,
+//! told nothing more, and its slot and admission place freed: a generation's place is held by
+//! the generation, not by its client's reading.
 
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, Sender, TryRecvError};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use edgecut::{Context, Finish, GenerateOptions, Llm, Turn};
 use tokio::sync::mpsc::UnboundedSender;
 
+use super::admission::Place;
 use super::error::ApiError;
 use super::metrics::ModelMetrics;
 
@@ -36,6 +39,10 @@ pub(crate) struct Job {
     pub opts: GenerateOptions,
     pub queued: Instant,
     pub events: UnboundedSender<Event>,
+    /// Events the client has taken so far (its stream counts them).
+    pub taken: Arc<AtomicU64>,
+    /// The request's admission place, given back when the generation leaves its slot.
+    pub place: Place,
 }
 
 /// The queue of a generation model.
@@ -45,12 +52,13 @@ pub(crate) struct Slots {
 }
 
 impl Slots {
-    /// Starts the thread that runs `slots` generations at once.
-    pub fn start(llm: Llm, slots: usize, metrics: Arc<ModelMetrics>) -> Slots {
+    /// Starts the thread that runs `slots` generations at once; a generation whose client
+    /// leaves its events unread for `stall` is stopped.
+    pub fn start(llm: Llm, slots: usize, stall: Duration, metrics: Arc<ModelMetrics>) -> Slots {
         let (jobs, rx) = std::sync::mpsc::channel();
         std::thread::Builder::new()
             .name("edgecut-slots".into())
-            .spawn(move || run(&llm, slots.max(1), &metrics, &rx))
+            .spawn(move || run(&llm, slots.max(1), stall, &metrics, &rx))
             .expect("spawning the generation thread");
         Slots { jobs }
     }
@@ -66,9 +74,41 @@ impl Slots {
 struct Active<'a> {
     turn: Turn<'a>,
     events: UnboundedSender<Event>,
+    /// Events sent, and taken by the client (as its stream last counted).
+    sent: u64,
+    taken: Arc<AtomicU64>,
+    /// `taken` as last seen, and when it last moved (or the client was last caught up).
+    seen: u64,
+    read_at: Instant,
+    _place: Place,
 }
 
-fn run(llm: &Llm, slots: usize, metrics: &ModelMetrics, rx: &Receiver<Job>) {
+impl Active<'_> {
+    /// Whether the client has gone, or has left events unread for longer than `stall`.
+    fn stopped_reading(&mut self, stall: Duration) -> bool {
+        if self.events.is_closed() {
+            return true;
+        }
+        let taken = self.taken.load(Ordering::Relaxed);
+        let now = Instant::now();
+        if taken != self.seen || taken >= self.sent {
+            self.seen = taken;
+            self.read_at = now;
+        }
+        taken < self.sent && now.duration_since(self.read_at) > stall
+    }
+
+    /// Sends `e`, unless the client has gone or stopped reading: then `false`.
+    fn send(&mut self, e: Event, stall: Duration) -> bool {
+        if self.stopped_reading(stall) {
+            return false;
+        }
+        self.sent += 1;
+        self.events.send(e).is_ok()
+    }
+}
+
+fn run(llm: &Llm, slots: usize, stall: Duration, metrics: &ModelMetrics, rx: &Receiver<Job>) {
     let mut free: Vec<Context> = Vec::new();
     let mut active: Vec<Active<'_>> = Vec::new();
     loop {
@@ -102,6 +142,11 @@ fn run(llm: &Llm, slots: usize, metrics: &ModelMetrics, rx: &Receiver<Job>) {
                 Ok(turn) => active.push(Active {
                     turn,
                     events: job.events,
+                    sent: 0,
+                    taken: job.taken,
+                    seen: 0,
+                    read_at: Instant::now(),
+                    _place: job.place,
                 }),
                 Err(e) => {
                     // The context went with the refused turn; a new one is made when needed.
@@ -130,17 +175,17 @@ fn run(llm: &Llm, slots: usize, metrics: &ModelMetrics, rx: &Receiver<Job>) {
         for ((a, text), had_first) in active.iter_mut().zip(texts).zip(had_first) {
             match text {
                 Ok(t) if !t.is_empty() => {
-                    if a.events.send(Event::Text(t)).is_err() {
+                    if !a.send(Event::Text(t), stall) {
                         a.turn.cancel();
                     }
                 }
                 Ok(_) => {
-                    if a.events.is_closed() {
+                    if a.stopped_reading(stall) {
                         a.turn.cancel();
                     }
                 }
                 Err(e) => {
-                    let _ = a.events.send(Event::Failed(e.to_string()));
+                    let _ = a.send(Event::Failed(e.to_string()), stall);
                 }
             }
             if !had_first {
@@ -160,7 +205,7 @@ fn run(llm: &Llm, slots: usize, metrics: &ModelMetrics, rx: &Receiver<Job>) {
                 i += 1;
                 continue;
             };
-            let a = active.swap_remove(i);
+            let mut a = active.swap_remove(i);
             let (prompt, cached) = a.turn.prompt_tokens();
             let completion = a.turn.generated();
             metrics
@@ -172,11 +217,14 @@ fn run(llm: &Llm, slots: usize, metrics: &ModelMetrics, rx: &Receiver<Job>) {
             if finish == Finish::Cancelled {
                 metrics.cancelled.fetch_add(1, Ordering::Relaxed);
             } else {
-                let _ = a.events.send(Event::Done {
-                    finish,
-                    prompt_tokens: prompt,
-                    completion_tokens: completion,
-                });
+                let _ = a.send(
+                    Event::Done {
+                        finish,
+                        prompt_tokens: prompt,
+                        completion_tokens: completion,
+                    },
+                    stall,
+                );
             }
             free.push(a.turn.into_context());
         }

@@ -1,0 +1,235 @@
+//! The batching thread of an embedding model. Requests of every client wait in one queue; each
+//! batch takes their texts a text per request per round, round after round, until the token
+//! budget is reached: a large request is run in sub-batches of the budget, and a request that
+//! arrives meanwhile joins the next batch beside it rather than waiting for all of it. A request
+//! whose client has gone is dropped before its next sub-batch.
+
+use std::collections::VecDeque;
+use std::sync::atomic::Ordering;
+use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::oneshot;
+
+use super::error::ApiError;
+use super::metrics::ModelMetrics;
+
+/// One request's texts on their way through the batches.
+pub(crate) struct Job {
+    pub texts: Vec<String>,
+    /// Tokens of each text.
+    pub counts: Vec<usize>,
+    pub queued: Instant,
+    pub reply: oneshot::Sender<Result<Vec<Vec<f32>>, ApiError>>,
+}
+
+/// A job part-way through: its vectors so far.
+struct Running {
+    job: Job,
+    done: Vec<Vec<f32>>,
+    /// Texts handed to the batch being built (not yet run).
+    taken: usize,
+    started: bool,
+}
+
+impl Running {
+    fn next(&self) -> usize {
+        self.done.len() + self.taken
+    }
+
+    fn left_tokens(&self) -> usize {
+        self.job.counts[self.next()..].iter().sum()
+    }
+}
+
+/// The queue of an embedding model: a thread that gathers jobs into batches.
+#[derive(Debug)]
+pub(crate) struct EmbedQueue {
+    jobs: Sender<Job>,
+}
+
+impl EmbedQueue {
+    /// Starts the batching thread: a batch closes at `budget` tokens or `max_wait` after it
+    /// could first run.
+    pub fn start(
+        session: Arc<edgecut::Session>,
+        metrics: Arc<ModelMetrics>,
+        budget: usize,
+        max_wait: Duration,
+    ) -> EmbedQueue {
+        let (jobs, rx) = std::sync::mpsc::channel();
+        std::thread::Builder::new()
+            .name("edgecut-embed".into())
+            .spawn(move || batches(&session, &metrics, &rx, budget.max(1), max_wait))
+            .expect("spawning the embedding thread");
+        EmbedQueue { jobs }
+    }
+
+    /// Queues a job.
+    pub fn send(&self, job: Job) -> Result<(), ApiError> {
+        self.jobs
+            .send(job)
+            .map_err(|_| ApiError::unavailable("the model's worker has stopped"))
+    }
+}
+
+fn batches(
+    session: &edgecut::Session,
+    metrics: &ModelMetrics,
+    rx: &Receiver<Job>,
+    budget: usize,
+    max_wait: Duration,
+) {
+    let mut queue: VecDeque<Running> = VecDeque::new();
+    let add = |queue: &mut VecDeque<Running>, job: Job| {
+        queue.push_back(Running {
+            job,
+            done: Vec::new(),
+            taken: 0,
+            started: false,
+        })
+    };
+    loop {
+        if queue.is_empty() {
+            match rx.recv() {
+                Ok(j) => add(&mut queue, j),
+                Err(_) => return,
+            }
+        }
+        // Others may join until the budget is met or the wait is over.
+        let deadline = Instant::now() + max_wait;
+        loop {
+            while let Ok(j) = rx.try_recv() {
+                add(&mut queue, j);
+            }
+            let waiting: usize = queue.iter().map(Running::left_tokens).sum();
+            let left = deadline.saturating_duration_since(Instant::now());
+            if waiting >= budget || left.is_zero() {
+                break;
+            }
+            match rx.recv_timeout(left) {
+                Ok(j) => add(&mut queue, j),
+                Err(RecvTimeoutError::Timeout) => break,
+                Err(RecvTimeoutError::Disconnected) => return,
+            }
+        }
+        // A client that left is not computed for.
+        let before = queue.len();
+        queue.retain(|r| !r.job.reply.is_closed());
+        metrics
+            .cancelled
+            .fetch_add((before - queue.len()) as u64, Ordering::Relaxed);
+        if queue.is_empty() {
+            continue;
+        }
+        let texts = pick(&mut queue, budget);
+        for r in queue.iter_mut().filter(|r| r.taken > 0 && !r.started) {
+            r.started = true;
+            metrics.queue.time(r.job.queued.elapsed());
+        }
+        metrics.batch.observe(texts.len() as f64);
+        let start = Instant::now();
+        let run = session.embed(&texts.iter().map(String::as_str).collect::<Vec<_>>());
+        metrics.inference.time(start.elapsed());
+        match run {
+            Ok(e) => {
+                let mut vectors = e.vectors.into_iter();
+                for r in queue.iter_mut() {
+                    r.done.extend(vectors.by_ref().take(r.taken));
+                    r.taken = 0;
+                }
+            }
+            Err(e) => {
+                let msg = e.to_string();
+                for r in queue.iter_mut().filter(|r| r.taken > 0) {
+                    r.done.clear();
+                    r.job.counts.clear();
+                    let reply = std::mem::replace(&mut r.job.reply, oneshot::channel().0);
+                    let _ = reply.send(Err(ApiError::internal(msg.clone())));
+                }
+            }
+        }
+        // Finished jobs leave (failed ones too: their counts were cleared).
+        let mut i = 0;
+        while i < queue.len() {
+            if queue[i].done.len() < queue[i].job.counts.len() {
+                i += 1;
+                continue;
+            }
+            let r = queue.remove(i).expect("index checked");
+            let tokens: usize = r.job.counts.iter().sum();
+            metrics
+                .prompt_tokens
+                .fetch_add(tokens as u64, Ordering::Relaxed);
+            let _ = r.job.reply.send(Ok(r.done));
+        }
+    }
+}
+
+/// The next batch's texts: a text from each waiting job in turn, round after round, while the
+/// budget allows (the first text always goes in). Marks what each job gave in `taken`.
+fn pick(queue: &mut VecDeque<Running>, budget: usize) -> Vec<String> {
+    let mut texts = Vec::new();
+    let mut tokens = 0usize;
+    loop {
+        let mut added = false;
+        for r in queue.iter_mut() {
+            let i = r.next();
+            let Some(&n) = r.job.counts.get(i) else {
+                continue;
+            };
+            if !texts.is_empty() && tokens + n > budget {
+                continue;
+            }
+            tokens += n;
+            // Moved out: the text is not needed after its batch.
+            texts.push(std::mem::take(&mut r.job.texts[i]));
+            r.taken += 1;
+            added = true;
+        }
+        if !added {
+            return texts;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn running(counts: &[usize]) -> Running {
+        Running {
+            job: Job {
+                texts: (0..counts.len()).map(|i| format!("t{i}")).collect(),
+                counts: counts.to_vec(),
+                queued: Instant::now(),
+                reply: oneshot::channel().0,
+            },
+            done: Vec::new(),
+            taken: 0,
+            started: false,
+        }
+    }
+
+    #[test]
+    fn a_large_request_is_cut_to_the_budget_and_a_small_one_rides_in_the_next_batch() {
+        let mut q: VecDeque<Running> = [running(&[250; 512])].into_iter().collect();
+        let first = pick(&mut q, 2048);
+        assert_eq!(first.len(), 8, "8 x 250 tokens fit 2048");
+        q[0].done.extend((0..8).map(|_| vec![0.0]));
+        q[0].taken = 0;
+        q.push_back(running(&[5]));
+        let second = pick(&mut q, 2048);
+        assert_eq!(
+            q[1].taken, 1,
+            "the newcomer's text is in the very next batch"
+        );
+        assert_eq!(q[0].taken, 8, "beside it, what the budget has room for");
+        assert_eq!(second[0], "t8");
+        assert_eq!(second[1], "t0");
+        // A text over the budget alone still runs (alone).
+        let mut big: VecDeque<Running> = [running(&[5000, 1])].into_iter().collect();
+        assert_eq!(pick(&mut big, 2048).len(), 1);
+    }
+}
