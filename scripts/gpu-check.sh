@@ -58,7 +58,10 @@ for l in sys.stdin:
 verdict() {
     local rc=0
     timeout 240 "$@" >"$LOG" 2>&1 || rc=$?
-    if grep -q "no device:\|no CUDA device\|device wgpu is unavailable\|device cuda is unavailable" "$LOG"; then
+    # Where CUDA is expected, a suite that cannot open it fails (it never reads as absent).
+    if [ -n "${EDGECUT_EXPECT_CUDA:-}" ] && [ "${2:-}" = cuda ] && [ $rc != 0 ]; then
+        echo FAIL
+    elif grep -q "no device:\|no CUDA device\|device wgpu is unavailable\|device cuda is unavailable" "$LOG"; then
         echo absent
     elif [ $rc = 0 ]; then
         echo pass
@@ -87,6 +90,8 @@ run() {
     fi
     local gpu
     gpu=$(nvidia-smi --query-gpu=name,driver_version --format=csv,noheader 2>/dev/null || true)
+    # An NVIDIA GPU is here: the CUDA suites must run on it, not pass by finding no device.
+    [ -n "$gpu" ] && export EDGECUT_EXPECT_CUDA=1
     "$T/random_weights" fill "$T/smollm2-skeleton.gguf" "$T/decoder.gguf"
     "$T/edgecut" convert "$T/decoder.gguf" -o "$T/decoder-q4_k_m.gguf" --type q4_k_m >/dev/null
     local py=${EDGECUT_PYTHON:-}

@@ -4,7 +4,7 @@
 #   1. the backend conformance suites (NEON kernels included) for aarch64, run under qemu-user;
 #   2. the mobile static library for aarch64 and the C example linked against it, run under
 #      qemu-user: on each architecture it must print the similarity that architecture's CLI
-#      prints (to 1e-4); the x86-64 and aarch64 figures are printed side by side;
+#      prints (to 1e-4), and the two architectures must agree within 5e-3;
 #   3. the mobile static library for Android (aarch64-linux-android; no NDK needed);
 #   4. the stripped size of the CPU-only dynamic library on x86-64 and aarch64, built on its
 #      own, and that it depends on neither tokio nor safetensors;
@@ -43,6 +43,10 @@ import sys
 x86, cli_x86, arm, cli_arm = map(float, sys.argv[1:])
 assert abs(x86 - cli_x86) <= 1e-4, ("x86-64", x86, cli_x86)
 assert abs(arm - cli_arm) <= 1e-4, ("aarch64", arm, cli_arm)
+# Across architectures the int8 kernels differ (AVX2/AVX-512 against NEON: activation
+# quantization and summation order), so the cosine may move in its third decimal, not more.
+assert abs(x86 - arm) <= 5e-3, ("x86-64 against aarch64", x86, arm)
+print(f"test-arm: x86-64 and aarch64 agree within {abs(x86 - arm):.4f} (bound 5e-3)", file=sys.stderr)
 PY
 
 echo "test-arm: static library for aarch64-linux-android" >&2

@@ -571,6 +571,10 @@ fn cuda() {
     use edgecut_backends::gpu::{GpuBackend, GpuKind};
     match GpuBackend::open(GpuKind::Cuda, false) {
         Ok(g) => suite(&g),
+        // Where a device is expected (scripts/gpu-check.sh on a GPU machine), no silent pass.
+        Err(e) if std::env::var_os("EDGECUT_EXPECT_CUDA").is_some() => {
+            panic!("EDGECUT_EXPECT_CUDA is set, yet CUDA does not open: {e}")
+        }
         Err(e) => println!("no CUDA device: {e}"),
     }
 }

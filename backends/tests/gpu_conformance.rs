@@ -424,6 +424,19 @@ fn decoder_step_matches_the_cpu(gpu: &GpuBackend) {
 }
 
 /// Instantiates the suite for one runtime; `open` gives the backend or the reason there is none.
+/// Whether a failure to open is one the environment says cannot be: a CUDA device expected.
+#[allow(dead_code)]
+fn expected(e: &edgecut_backends::DeviceError) -> bool {
+    std::env::var_os("EDGECUT_EXPECT_CUDA").is_some()
+        && matches!(
+            e,
+            edgecut_backends::DeviceError::Unavailable {
+                device: edgecut_backends::DeviceKind::Cuda,
+                ..
+            }
+        )
+}
+
 macro_rules! suite {
     ($name:ident, $open:expr) => {
         mod $name {
@@ -435,6 +448,11 @@ macro_rules! suite {
                     Ok(g) => {
                         println!("running on {g}");
                         Some(g)
+                    }
+                    // Where a device is expected (EDGECUT_EXPECT_CUDA, set by
+                    // scripts/gpu-check.sh on a GPU machine), no silent pass.
+                    Err(e) if expected(&e) => {
+                        panic!("EDGECUT_EXPECT_CUDA is set, yet the device does not open: {e}")
                     }
                     Err(e) => {
                         println!("no device: {e}");
@@ -507,6 +525,9 @@ fn cuda_without_a_driver_is_a_clear_error() {
     let present = std::path::Path::new("/proc/driver/nvidia").exists();
     match GpuBackend::open(GpuKind::Cuda, false) {
         Ok(g) => assert!(present || g.kind() == GpuKind::Cuda),
+        Err(e) if expected(&e) => {
+            panic!("EDGECUT_EXPECT_CUDA is set, yet CUDA does not open: {e}")
+        }
         Err(e) => {
             println!("CUDA: {e}");
             // A typed error naming the device; without a driver, one that says CUDA is missing.

@@ -8,6 +8,9 @@
 #
 #   benches/compare/compare_api.sh [ROUNDS]
 #
+# With EDGECUT_BEFORE=/path/to/an/older/edgecut, each round also runs that build under the same
+# load (before/after figures of a change from one run; the mixed load runs both too).
+#
 # Needs a release build (cargo build --release -p edgecut-cli && cargo build --release -p
 # edgecut-server --example load_api), the models (scripts/fetch-models.sh), and
 # llama-cpp-python[server] 0.3.36 built from source in $EDGECUT_PEER_VENV (default
@@ -55,7 +58,7 @@ wait_up() {
 
 edgecut_up() {
     EP=$(free_port)
-    "$BIN" serve --http "127.0.0.1:$EP" --device cpu --threads 2 -m "$EMB" -m "$GEN" \
+    "${1:-$BIN}" serve --http "127.0.0.1:$EP" --device cpu --threads 2 -m "$EMB" -m "$GEN" \
         2>"$WORK/edgecut.log" &
     EPID=$!; PIDS+=("$EPID")
     wait_up "http://127.0.0.1:$EP/health"
@@ -83,6 +86,15 @@ for r in $(seq "$ROUNDS"); do
     "$LOAD" "http://127.0.0.1:$EP" chat "$GN" 1 5 64
     "$LOAD" "http://127.0.0.1:$EP" chat "$GN" 8 5 64
     kill "$EPID"; wait "$EPID" 2>/dev/null || true
+    if [ -n "${EDGECUT_BEFORE:-}" ]; then
+        echo "== round $r: edgecut before ($EDGECUT_BEFORE)"
+        edgecut_up "$EDGECUT_BEFORE"
+        "$LOAD" "http://127.0.0.1:$EP" embed "$EN" 1 200
+        "$LOAD" "http://127.0.0.1:$EP" embed "$EN" 16 50
+        "$LOAD" "http://127.0.0.1:$EP" chat "$GN" 1 5 64
+        "$LOAD" "http://127.0.0.1:$EP" chat "$GN" 8 5 64
+        kill "$EPID"; wait "$EPID" 2>/dev/null || true
+    fi
     echo "== round $r: llama.cpp (llama-cpp-python server)"
     peer_up
     "$LOAD" "http://127.0.0.1:$LE" embed "$EN" 1 200
@@ -92,12 +104,17 @@ for r in $(seq "$ROUNDS"); do
     kill "$PE" "$PG"; wait "$PE" "$PG" 2>/dev/null || true
 done
 
-echo "== edgecut under the mixed load (64 x 100 embeddings, 8 x 5 chats at once)"
-edgecut_up
-"$LOAD" "http://127.0.0.1:$EP" mixed "$EN" "$GN"
-curl -s "http://127.0.0.1:$EP/metrics" | awk -v e="$EN" -v g="$GN" '
+mixed() {
+    echo "== $2 under the mixed load (64 x 100 embeddings, 8 x 5 chats at once)"
+    edgecut_up "$1"
+    "$LOAD" "http://127.0.0.1:$EP" mixed "$EN" "$GN"
+    curl -s "http://127.0.0.1:$EP/metrics" | awk -v e="$EN" -v g="$GN" '
     $1 == "edgecut_batch_size_sum{model=\"" e "\"}" { es = $2 }
     $1 == "edgecut_batch_size_count{model=\"" e "\"}" { ec = $2 }
     $1 == "edgecut_batch_size_sum{model=\"" g "\"}" { gs = $2 }
     $1 == "edgecut_batch_size_count{model=\"" g "\"}" { gc = $2 }
     END { printf "mean embedding batch %.2f inputs (%d batches); mean decode batch %.2f turns\n", es / ec, ec, gs / gc }'
+    kill "$EPID"; wait "$EPID" 2>/dev/null || true
+}
+mixed "$BIN" edgecut
+if [ -n "${EDGECUT_BEFORE:-}" ]; then mixed "$EDGECUT_BEFORE" "edgecut before"; fi

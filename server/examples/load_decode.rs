@@ -2,8 +2,9 @@
 //! once, then the same N one after another. Prints aggregate tokens/s both ways, errors and
 //! fallbacks; the server's metrics give the mean decode batch.
 //!
-//! edgecut serve -m smollm.gguf --listen 127.0.0.1:7071 --metrics 127.0.0.1:9091 &
-//! cargo run --release -p edgecut-server --example load_decode -- smollm.gguf 127.0.0.1:7071 16 64 1 127.0.0.1:9091
+//! edgecut serve -m smollm.gguf --listen 127.0.0.1:7071 --metrics 127.0.0.1:9091 \
+//!     --token-file TOKEN --max-sessions 16 &
+//! EDGECUT_TOKEN=$(cat TOKEN) cargo run --release -p edgecut-server --example load_decode -- smollm.gguf 127.0.0.1:7071 16 64 1 127.0.0.1:9091
 
 use std::time::{Duration, Instant};
 
@@ -15,7 +16,11 @@ use edgecut_server::{ClientConfig, DecoderLink};
 fn device(llm: &Llm, addr: &str, cut: usize, tokens: usize, i: usize) -> (usize, bool, Duration) {
     let cfg = ClientConfig {
         server: addr.to_string(),
-        token: Vec::new(),
+        // A server that asks no token caps sessions per address (--max-sessions-per-client):
+        // with EDGECUT_TOKEN set (and --token-file on the server) the devices are trusted.
+        token: std::env::var("EDGECUT_TOKEN")
+            .unwrap_or_default()
+            .into_bytes(),
         cut,
         encoding: edgecut_wire::Encoding::F16,
         timeout: Duration::from_secs(120),

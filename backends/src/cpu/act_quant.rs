@@ -254,3 +254,51 @@ mod x86 {
         }
     }
 }
+
+#[cfg(all(test, target_arch = "x86_64"))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_avx512_quantizer_is_the_scalar_one_bit_for_bit() {
+        if !avx512_available() {
+            assert!(
+                std::env::var_os("EDGECUT_EXPECT_AVX512").is_none(),
+                "EDGECUT_EXPECT_AVX512 is set, yet AVX-512 is missing"
+            );
+            println!("no AVX-512 on this CPU: the AVX-512 quantizer is not run");
+            return;
+        }
+        // Rows with ties at .5 after scaling, zero blocks, negative and tiny values.
+        let mut rows: Vec<Vec<f32>> = vec![
+            (0..256).map(|i| (i as f32 - 128.0) * 0.5).collect(),
+            vec![0.0; 64],
+            (0..128)
+                .map(|i| ((i * 7919) % 255) as f32 - 127.0)
+                .collect(),
+            (0..96).map(|i| (i as f32 * 0.37).sin() * 1e-30).collect(),
+        ];
+        let mut s = 3u64;
+        rows.push(
+            (0..1024)
+                .map(|_| {
+                    s = s.wrapping_mul(6364136223846793005).wrapping_add(1);
+                    ((s >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 40.0
+                })
+                .collect(),
+        );
+        for row in &rows {
+            let n = row.len();
+            let (mut qs, mut ds) = (vec![0i8; n], vec![0f32; n / QK]);
+            scalar::quantize_row(row, &mut qs, &mut ds);
+            for offset in [0i32, 128] {
+                let (mut qv, mut dv) = (vec![0u8; n], vec![0f32; n / QK]);
+                // SAFETY: AVX-512F/BW were detected; the buffers are sized as required.
+                unsafe { x86::quantize_row(row, &mut qv, &mut dv, offset) };
+                assert_eq!(dv, ds, "scales");
+                let want: Vec<u8> = qs.iter().map(|&q| (q as i32 + offset) as u8).collect();
+                assert_eq!(qv, want, "values, offset {offset}");
+            }
+        }
+    }
+}

@@ -111,3 +111,99 @@ pub unsafe fn panel<const R: usize>(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::quant::Q8_0_BYTES;
+
+    /// Whether the kernel can run here; where the environment says AVX-512 is expected
+    /// (`EDGECUT_EXPECT_AVX512`), not being able to is a failure, not a skip.
+    pub(crate) fn runs_here(what: &str) -> bool {
+        let ok = available();
+        if !ok {
+            assert!(
+                std::env::var_os("EDGECUT_EXPECT_AVX512").is_none(),
+                "EDGECUT_EXPECT_AVX512 is set, yet {what} cannot run on this CPU"
+            );
+            println!("{what}: no AVX-512 VNNI on this CPU; not run");
+        }
+        ok
+    }
+
+    /// Integers in `[-127, 127]` from a small generator.
+    fn ints(n: usize, seed: u64) -> Vec<i8> {
+        let mut s = seed;
+        (0..n)
+            .map(|_| {
+                s = s
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                (((s >> 33) % 255) as i32 - 127) as i8
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_panel_equals_exact_integer_arithmetic() {
+        if !runs_here("the VNNI GEMM panel") {
+            return;
+        }
+        // Scales that are powers of two, equal for every block: each block's int32 sum times
+        // 2^-5 and the sum over blocks are exact in f32, whatever the order, so the kernel
+        // must give the integer result bit for bit.
+        let (n, k) = (39, 256);
+        let kb = k / QK;
+        let wq = ints(n * k, 1);
+        let mut w = Vec::with_capacity(n * kb * Q8_0_BYTES);
+        for j in 0..n {
+            for b in 0..kb {
+                w.extend_from_slice(&half::f16::from_f32(0.125).to_le_bytes());
+                w.extend(wq[j * k + b * QK..][..QK].iter().map(|&q| q as u8));
+            }
+        }
+        let packed = PackedQ8_0::pack(&w, n, k);
+        let xq: Vec<Vec<i8>> = (0..4).map(|r| ints(k, 10 + r)).collect();
+        let xu: Vec<Vec<u8>> = xq
+            .iter()
+            .map(|r| r.iter().map(|&q| (q as i32 + 128) as u8).collect())
+            .collect();
+        let xd = vec![0.25f32; kb];
+        let bias: Vec<f32> = (0..PANEL).map(|c| c as f32 * 0.03125 - 0.5).collect();
+        let want = |r: usize, j: usize, with_bias: bool| {
+            let s: i64 = (0..k).map(|c| wq[j * k + c] as i64 * xq[r][c] as i64).sum();
+            s as f32 / 32.0 + if with_bias { bias[j % PANEL] } else { 0.0 }
+        };
+        for p in 0..packed.panels {
+            let cols = (n - p * PANEL).min(PANEL);
+            for with_bias in [false, true] {
+                let mut out = [[0f32; PANEL]; 4];
+                let [o0, o1, o2, o3] = &mut out;
+                let b = with_bias.then(|| &bias[..cols]);
+                // SAFETY: `available()` held; each row holds k bytes and kb scales.
+                unsafe {
+                    panel::<4>(
+                        &packed,
+                        p,
+                        [&xu[0], &xu[1], &xu[2], &xu[3]],
+                        [&xd, &xd, &xd, &xd],
+                        [
+                            &mut o0[..cols],
+                            &mut o1[..cols],
+                            &mut o2[..cols],
+                            &mut o3[..cols],
+                        ],
+                        b,
+                    )
+                };
+                for (r, row) in out.iter().enumerate() {
+                    for (c, &v) in row[..cols].iter().enumerate() {
+                        let j = p * PANEL + c;
+                        assert_eq!(v, want(r, j, with_bias), "row {r}, column {j}");
+                    }
+                    assert!(row[cols..].iter().all(|&v| v == 0.0), "past the panel");
+                }
+            }
+        }
+    }
+}

@@ -44,8 +44,10 @@ pub struct HttpArgs {
     /// Most tokens one generation may ask for (and chat's default).
     #[arg(long, default_value_t = 2048)]
     http_max_tokens: usize,
-    /// Tokens at which an embedding batch closes (with --max-wait-ms, the longest wait).
-    #[arg(long, default_value_t = 8192)]
+    /// Tokens at which an embedding batch closes (with --max-wait-ms, the longest wait); a
+    /// larger request runs in batches of this many, beside others' requests, so a request
+    /// waits for at most about two such batches.
+    #[arg(long, default_value_t = 512)]
     http_batch_tokens: usize,
     /// Most HTTP connections open at once.
     #[arg(long, default_value_t = 1024)]

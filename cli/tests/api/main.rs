@@ -4,6 +4,7 @@
 //! Retry-After, nothing hangs), a streaming client that leaves (its slot freed), and a
 //! graceful shutdown that finishes the request in flight.
 
+mod abuse;
 mod errors;
 mod lifecycle;
 mod openai;

@@ -17,6 +17,9 @@ use tokio::time::Instant;
 use super::error::ApiError;
 use super::ApiState;
 
+/// Bytes of each body not charged to the budget.
+const FREE: usize = 8 << 10;
+
 /// How bodies are read: the limits of [`super::ApiConfig`].
 #[derive(Debug)]
 pub(crate) struct BodyLimits {
@@ -138,7 +141,12 @@ async fn read(mut body: axum::body::Body, lim: &BodyLimits) -> Result<Held, ApiE
         let cap = held.data.capacity();
         if total > cap {
             let grown = total.max(cap * 2).max(8 << 10).min(lim.max_bytes);
-            charge(&mut held, grown - cap, lim, start).await?;
+            // The first FREE bytes of every body are the connection's own (bounded by the
+            // connection limit, like hyper's buffers): a small request never waits on others.
+            let charged = grown.saturating_sub(FREE) - cap.saturating_sub(FREE);
+            if charged > 0 {
+                charge(&mut held, charged, lim, start).await?;
+            }
             held.data.reserve_exact(grown - held.data.len());
         }
         held.data.extend_from_slice(&chunk);

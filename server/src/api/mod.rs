@@ -74,7 +74,7 @@ impl Default for ApiConfig {
             slots: 8,
             max_concurrent: 128,
             max_queue: 256,
-            batch_tokens: 8192,
+            batch_tokens: 512,
             max_wait: Duration::from_millis(2),
             cors_origins: Vec::new(),
             write_timeout: Duration::from_secs(10),
