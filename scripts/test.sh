@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The test command: sets up what the tests need (scripts/setup.sh), then runs the house checks,
 # every test of the workspace, the GPU backend's tests (wgpu on lavapipe without a GPU), and
-# the ARM builds and tests under qemu-user (scripts/test-arm.sh).
+# the ARM builds and tests under qemu-user (scripts/test-arm.sh
+# Each fuzz target for 15 s (parsers of files and frames must not panic on hostile bytes).
+scripts/fuzz-smoke.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
@@ -24,3 +26,5 @@ cargo test --release -p edgecut-models --features vulkan,cuda --test tiny_models
 cargo test --release -p edgecut-tests --features vulkan,cuda --test it gpu_
 cargo test --release -p edgecut-cli --features gpu --test serve_gpu
 scripts/test-arm.sh
+# Each fuzz target for 15 s (parsers of files and frames must not panic on hostile bytes).
+scripts/fuzz-smoke.sh

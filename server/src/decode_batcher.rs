@@ -1,6 +1,6 @@
 //! The decoder's one queue: the steps of every session, run together in batches (continuous
-//! batching across devices: one batch reads each weight once). Every device's token step goes
-//! in each batch; a long step (a prompt of up to 2,047 rows) is cut into pieces that share a
+//! batching across devices: one batch reads each weight once). Every short step (a device's
+//! token, a short turn of up to 16 rows) goes in each batch whole; a long step (a prompt of up to 2,047 rows) is cut into pieces that share a
 //! small row budget (`decode_batch_rows`) fairly between connections (start-time fair
 //! queueing, costs in rows), so a connection that floods long steps gets its share and no
 //! more, and a device's token waits for at most one short batch. A step whose connection has gone is
@@ -16,8 +16,9 @@ use tokio::sync::{mpsc, oneshot, watch};
 use crate::metrics::Metrics;
 use crate::serve::Phase;
 
-/// Rows of a step that is a device's token (or a few drafted ones), not a prompt.
-const TOKEN_STEP: usize = 4;
+/// Rows of a step that runs whole in the next batch: a device's token, a few drafted ones, or
+/// a short turn (a conversation's new message). Longer steps are prompts, run in pieces.
+const TOKEN_STEP: usize = 16;
 /// Rows of a long step's piece when its session is the only one (the model's prefill chunk).
 const PREFILL_PIECE: usize = 256;
 
@@ -106,8 +107,8 @@ pub(crate) async fn decode_batcher(
             (finish, p.rows(hidden) - p.done)
         });
         vtime = pending[0].job.share.finish.load(Ordering::Relaxed);
-        // A device's token step (a row, or a few drafted) goes in whole: every decoding
-        // session advances each batch. Long steps share a small row budget, fairest first, so
+        // A short step (a device's token, a short turn) goes in whole: every decoding session
+        // advances each batch. Long steps share a small row budget, fairest first, so
         // that a token never waits behind a long piece (on CPU a piece of a few rows already
         // runs near the prefill rate per row); a session alone on the server gets pieces of
         // the prefill chunk.

@@ -129,6 +129,10 @@ fn shutdown_finishes_the_request_in_flight() {
     }
     // SAFETY: kill(2) with the pid of a child process this test started.
     unsafe { libc::kill(s.child.id() as i32, libc::SIGTERM) };
+    // While the request drains, a probe is answered 503 (not refused).
+    std::thread::sleep(Duration::from_millis(200));
+    let h = http(&format!("{}/health", s.url), None, None);
+    assert_eq!(h.status, 503, "/health while draining: {}", h.body);
     let r = rx.recv_timeout(Duration::from_secs(60)).unwrap();
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(r.json()["usage"]["completion_tokens"], 48);
