@@ -1,9 +1,8 @@
 #!/usr/bin/env bash
 # The test command: sets up what the tests need (scripts/setup.sh), then runs the house checks,
-# every test of the workspace, the GPU backend's tests (wgpu on lavapipe without a GPU), and
-# the ARM builds and tests under qemu-user (scripts/test-arm.sh
-# Each fuzz target for 15 s (parsers of files and frames must not panic on hostile bytes).
-scripts/fuzz-smoke.sh).
+# every test of the workspace, the GPU backend's tests (wgpu on lavapipe without a GPU), the
+# ARM builds and tests under qemu-user (scripts/test-arm.sh), and a short run of every fuzz
+# target (scripts/fuzz-smoke.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
