@@ -28,11 +28,12 @@ impl From<edgecut::Error> for BadRequest {
     }
 }
 
-/// A connection's place in the fair queue.
+/// A connection's place in a fair queue (this one, and the decoder's).
 #[derive(Default)]
 pub(crate) struct Conn {
-    /// The virtual time at which this connection's work so far ends (tokens).
-    finish: AtomicU64,
+    /// The virtual time at which this connection's work so far ends (in the queue's cost:
+    /// tokens here, rows for the decoder).
+    pub(crate) finish: AtomicU64,
 }
 
 /// A checked, decoded request waiting for the model.

@@ -146,6 +146,20 @@ pub(crate) async fn connection<S: AsyncRead + AsyncWrite>(s: S, peer: IpAddr, ct
     m.open_connections.fetch_sub(1, Ordering::Relaxed);
 }
 
+/// Resolves when the client goes (its end of the socket closes or fails), while its request
+/// waits. A byte that arrives meanwhile is the start of its next frame: kept in `early`, and
+/// the client being there, this never resolves.
+pub(crate) async fn gone<R: AsyncRead + Unpin>(rd: &mut R, early: &mut Option<u8>) {
+    if early.is_none() {
+        let mut b = [0u8; 1];
+        match rd.read(&mut b).await {
+            Ok(0) | Err(_) => return,
+            Ok(_) => *early = Some(b[0]),
+        }
+    }
+    std::future::pending::<()>().await
+}
+
 pub(crate) fn error(request_id: u64, code: ErrorCode, message: impl Into<String>) -> Frame {
     Frame::Error {
         request_id,
@@ -497,22 +511,11 @@ impl<S: AsyncRead + AsyncWrite> Link<S> {
             return Ok(error(request_id, ErrorCode::Unavailable, why));
         }
         let mut phase = self.phase.clone();
-        let mut watching = self.early.is_none();
-        let mut byte = [0u8; 1];
-        let reply = loop {
-            tokio::select! {
-                r = &mut rx => break r,
-                n = self.rd.read(&mut byte), if watching => match n {
-                    // The client is gone: dropping the receiver takes the job out of the queue.
-                    Ok(0) | Err(_) => return Err(End::Gone),
-                    // The start of its next frame: kept for the next read.
-                    Ok(_) => {
-                        self.early = Some(byte[0]);
-                        watching = false;
-                    }
-                },
-                _ = phase.wait_for(|p| *p >= Phase::Stopping) => return Err(shutting_down()),
-            }
+        let reply = tokio::select! {
+            r = &mut rx => r,
+            // The client is gone: dropping the receiver takes the job out of the queue.
+            _ = gone(&mut self.rd, &mut self.early) => return Err(End::Gone),
+            _ = phase.wait_for(|p| *p >= Phase::Stopping) => return Err(shutting_down()),
         };
         Ok(match reply {
             Ok(Ok(mut r)) => {

@@ -1,18 +1,20 @@
 //! The decoder's one queue: the steps of every session, run together in batches (continuous
 //! batching across devices: one batch reads each weight once). Every short step (a device's
-//! token, a short turn of up to 16 rows) goes in each batch whole; a long step (a prompt of up to 2,047 rows) is cut into pieces that share a
-//! small row budget (`decode_batch_rows`) fairly between connections (start-time fair
-//! queueing, costs in rows), so a connection that floods long steps gets its share and no
-//! more, and a device's token waits for at most one short batch. A step whose connection has gone is
-//! dropped before its next piece; when the drain is over, every waiting step is dropped (its
-//! connection tells its client) and the batcher ends after the piece it is running.
+//! token, a short turn of up to 16 rows) goes in each batch whole; a long step (a prompt of up
+//! to 2,047 rows) is cut into pieces that share a small row budget (`decode_batch_rows`)
+//! fairly between connections (start-time fair queueing, costs in rows), so a connection that
+//! floods long steps gets its share and no more, and a device's token waits for at most one
+//! short batch. A step whose connection has gone is dropped before its next piece; when the
+//! drain is over, every waiting step is dropped (its connection tells its client) and the
+//! batcher ends after the piece it is running.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use edgecut::split::{DecodeStep, ServerDecoder};
 use tokio::sync::{mpsc, oneshot, watch};
 
+use crate::batcher::Conn;
 use crate::metrics::Metrics;
 use crate::serve::Phase;
 
@@ -22,35 +24,26 @@ const TOKEN_STEP: usize = 16;
 /// Rows of a long step's piece when its session is the only one (the model's prefill chunk).
 const PREFILL_PIECE: usize = 256;
 
-/// A connection's place in the fair queue: the rows it has been given, in virtual time.
-#[derive(Default)]
-pub(crate) struct Share {
-    finish: AtomicU64,
-}
-
 /// A session's step on its way to the decode batcher, the session with it.
 pub(crate) struct StepJob {
     pub(crate) dec: ServerDecoder,
     pub(crate) position: usize,
     pub(crate) hidden: Vec<f32>,
     pub(crate) sample: bool,
-    pub(crate) share: Arc<Share>,
+    /// Its connection's place in the fair queue (costs in rows).
+    pub(crate) conn: Arc<Conn>,
     pub(crate) reply: oneshot::Sender<(ServerDecoder, edgecut::Result<Option<u32>>)>,
 }
 
 /// A step part-way through.
 struct Pending {
     job: StepJob,
+    /// Rows of the step.
+    rows: usize,
     /// Rows run so far.
     done: usize,
     /// Rows of it in the batch being built.
     take: usize,
-}
-
-impl Pending {
-    fn rows(&self, hidden: usize) -> usize {
-        self.job.hidden.len() / hidden
-    }
 }
 
 /// Runs steps until the channel closes or the phase reaches [`Phase::Stopping`]. Nothing waits
@@ -67,8 +60,9 @@ pub(crate) async fn decode_batcher(
     let mut vtime = 0u64;
     let admit = |pending: &mut Vec<Pending>, vtime: u64, job: StepJob| {
         // An idle connection starts at the current virtual time: no credit is banked.
-        job.share.finish.fetch_max(vtime, Ordering::Relaxed);
+        job.conn.finish.fetch_max(vtime, Ordering::Relaxed);
         pending.push(Pending {
+            rows: job.hidden.len() / hidden,
             job,
             done: 0,
             take: 0,
@@ -103,10 +97,10 @@ pub(crate) async fn decode_batcher(
         // Fairest first: the connection given the fewest rows so far; on a tie the shorter
         // step (a device's token waits behind no prompt of equal share).
         pending.sort_by_key(|p| {
-            let finish = p.job.share.finish.load(Ordering::Relaxed);
-            (finish, p.rows(hidden) - p.done)
+            let finish = p.job.conn.finish.load(Ordering::Relaxed);
+            (finish, p.rows - p.done)
         });
-        vtime = pending[0].job.share.finish.load(Ordering::Relaxed);
+        vtime = pending[0].job.conn.finish.load(Ordering::Relaxed);
         // A short step (a device's token, a short turn) goes in whole: every decoding session
         // advances each batch. Long steps share a small row budget, fairest first, so
         // that a token never waits behind a long piece (on CPU a piece of a few rows already
@@ -119,17 +113,16 @@ pub(crate) async fn decode_batcher(
             batch_rows
         };
         for p in pending.iter_mut() {
-            let rest = p.rows(hidden) - p.done;
-            p.take = if p.rows(hidden) <= TOKEN_STEP {
+            let rest = p.rows - p.done;
+            p.take = if p.rows <= TOKEN_STEP {
                 rest
             } else {
-                rest.min(left)
+                let t = rest.min(left);
+                left -= t;
+                t
             };
-            if p.rows(hidden) > TOKEN_STEP {
-                left -= p.take;
-            }
             p.job
-                .share
+                .conn
                 .finish
                 .fetch_add(p.take as u64, Ordering::Relaxed);
         }
@@ -152,9 +145,8 @@ pub(crate) async fn decode_batcher(
         for (mut p, r) in batch.into_iter().zip(results) {
             p.done += p.take;
             p.take = 0;
-            let finished = p.done == p.rows(hidden);
             match r {
-                Ok(_) if !finished => pending.push(p),
+                Ok(_) if p.done < p.rows => pending.push(p),
                 r => {
                     // A connection that went away drops its session with the answer.
                     let _ = p.job.reply.send((p.job.dec, r));
@@ -169,14 +161,13 @@ fn run(batch: &mut [Pending], hidden: usize) -> Vec<edgecut::Result<Option<u32>>
     let steps = batch
         .iter_mut()
         .map(|p| {
-            let rows = p.rows(hidden);
             let (from, to) = (p.done * hidden, (p.done + p.take) * hidden);
             DecodeStep {
                 dec: &mut p.job.dec,
                 position: p.job.position + p.done,
                 hidden: p.job.hidden[from..to].to_vec(),
                 // Only the last piece answers a token.
-                sample: p.job.sample && p.done + p.take == rows,
+                sample: p.job.sample && p.done + p.take == p.rows,
             }
         })
         .collect();

@@ -15,8 +15,9 @@ use edgecut_wire::{decode_values, ErrorCode, Frame, Next, Open, Opened, Step, NO
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 
-use crate::connection::{error, kib, End, Held, Link};
-use crate::decode_batcher::{Share, StepJob};
+use crate::batcher::Conn;
+use crate::connection::{error, gone, kib, End, Held, Link};
+use crate::decode_batcher::StepJob;
 
 use crate::metrics::Metrics;
 
@@ -89,8 +90,8 @@ pub(crate) struct Sessions {
     metrics: Arc<Metrics>,
     /// The connection's client address.
     peer: IpAddr,
-    /// The connection's share of the decoder, over all its sessions.
-    share: Arc<Share>,
+    /// The connection's place in the decoder's fair queue, over all its sessions.
+    conn: Arc<Conn>,
 }
 
 impl Drop for Sessions {
@@ -113,7 +114,7 @@ impl Sessions {
             next_id: 1,
             metrics,
             peer,
-            share: Arc::default(),
+            conn: Arc::default(),
         }
     }
 
@@ -252,19 +253,16 @@ impl Sessions {
             let why = "the data does not match its shape";
             return Some(refuse(id, ErrorCode::BadRequest, why));
         };
-        // The whole step is checked before any piece of it runs.
-        let checked = match &sess.dec {
-            Some(dec) => dec.check_step(position, &values),
-            None => return Some(refuse(id, ErrorCode::Internal, "the session was lost")),
-        };
-        if let Err(e) = checked {
-            return Some(refuse(id, ErrorCode::BadRequest, e.to_string()));
-        }
-        // Positions, context and values are the session's own checks (ServerDecoder), made
-        // before anything runs; a refused step leaves the session as it was.
         let Some(dec) = sess.dec.take() else {
             return Some(refuse(id, ErrorCode::Internal, "the session was lost"));
         };
+        // Positions, context and values are the session's own checks (ServerDecoder), made on
+        // the whole step before any piece of it runs; a refused step leaves the session as it
+        // was.
+        if let Err(e) = dec.check_step(position, &values) {
+            sess.dec = Some(dec);
+            return Some(refuse(id, ErrorCode::BadRequest, e.to_string()));
+        }
         let t = Instant::now();
         let (tx, rx) = oneshot::channel();
         let job = StepJob {
@@ -272,7 +270,7 @@ impl Sessions {
             position,
             hidden: values,
             sample: s.sample,
-            share: self.share.clone(),
+            conn: self.conn.clone(),
             reply: tx,
         };
         if d.jobs.send(job).await.is_err() {
@@ -410,20 +408,6 @@ impl<S: AsyncRead + AsyncWrite> Link<S> {
             }
         }
     }
-}
-
-/// Resolves when the client goes (its end of the socket closes or fails). A byte that arrives
-/// meanwhile is the start of its next frame: kept in `early`, and the watch ends (pending for
-/// ever, as the client is still there).
-async fn gone<R: AsyncRead + Unpin>(rd: &mut R, early: &mut Option<u8>) {
-    if early.is_none() {
-        let mut b = [0u8; 1];
-        match tokio::io::AsyncReadExt::read(rd, &mut b).await {
-            Ok(0) | Err(_) => return,
-            Ok(_) => *early = Some(b[0]),
-        }
-    }
-    std::future::pending::<()>().await
 }
 
 /// Bytes of an OPEN payload.

@@ -11,41 +11,15 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use edgecut::{Llm, LlmOptions};
-use edgecut_tests::{scratch, smollm_gguf};
+use edgecut_tests::smollm_gguf;
 use edgecut_wire::{encode_frame, encode_values, Encoding, ErrorCode, Frame, Hello, Open, Step};
 
-use crate::support::{self, before, code, next, serial, wait_exit, Server};
-
-/// Flags of this change, left out when measuring an older build.
-const NEW: [&str; 1] = ["--max-sessions-per-client"];
-
-fn token_file() -> std::path::PathBuf {
-    let tok = scratch().join(format!("dec-token-{}", std::process::id()));
-    std::fs::write(&tok, "s3cret\n").unwrap();
-    tok
-}
+use crate::support::{self, code, next, serial, wait_exit, Server};
 
 /// A decoder server (SmolLM2, the token) with `extra` flags.
 fn start(extra: &[&str]) -> Server {
     let mut cmd = support::command();
-    cmd.args(["serve", "-m"])
-        .arg(smollm_gguf())
-        .args([
-            "--listen",
-            "127.0.0.1:0",
-            "--metrics",
-            "127.0.0.1:0",
-            "--token-file",
-        ])
-        .arg(token_file());
-    let mut it = extra.iter();
-    while let Some(a) = it.next() {
-        if before() && NEW.contains(a) {
-            it.next();
-            continue;
-        }
-        cmd.arg(a);
-    }
+    cmd.args(support::serve_args_for(&smollm_gguf(), extra));
     support::spawn(cmd)
 }
 
@@ -144,7 +118,7 @@ fn device(addr: &str) -> (Duration, bool) {
         .arg(smollm_gguf())
         .args(["The lighthouse keeper", "-n", "24", "--server", addr])
         .args(["--cut", "15", "--threads", "1", "--token-file"])
-        .arg(token_file())
+        .arg(support::token_file())
         .stdin(Stdio::null())
         .output()
         .unwrap();

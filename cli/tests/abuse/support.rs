@@ -21,13 +21,14 @@ use edgecut_wire::{
 use embedded_io_adapters::std::FromStd;
 
 /// Flags of the hardened server, left out when measuring an older build.
-const NEW_FLAGS: [&str; 6] = [
+const NEW_FLAGS: [&str; 7] = [
     "--write-timeout",
     "--drain-timeout",
     "--max-request-tokens",
     "--max-request-memory-mb",
     "--max-connections",
     "--failed-hellos-per-minute",
+    "--max-sessions-per-client",
 ];
 
 /// One test at a time: they measure the server's memory, CPU and latency.
@@ -68,11 +69,21 @@ pub fn command() -> Command {
     }
 }
 
-/// The serve arguments: MiniLM, the token, a metrics listener, then `extra`.
-pub fn serve_args(extra: &[&str]) -> Vec<String> {
-    let m = minilm(WeightType::Q8_0);
+/// The file holding the token "s3cret" (written on first use).
+pub fn token_file() -> std::path::PathBuf {
     let tok = scratch().join(format!("token-{}", std::process::id()));
     std::fs::write(&tok, "s3cret\n").unwrap();
+    tok
+}
+
+/// The serve arguments: MiniLM, the token, a metrics listener, then `extra`.
+pub fn serve_args(extra: &[&str]) -> Vec<String> {
+    serve_args_for(&minilm(WeightType::Q8_0), extra)
+}
+
+/// The serve arguments for model `m`: the token, a metrics listener, then `extra`.
+pub fn serve_args_for(m: &std::path::Path, extra: &[&str]) -> Vec<String> {
+    let tok = token_file();
     let mut args: Vec<String> = [
         "serve",
         "-m",

@@ -110,14 +110,14 @@ fn is_json(h: &HeaderMap) -> bool {
 /// A body's bytes with the budget they hold (given back when dropped).
 struct Held {
     data: Vec<u8>,
-    _permit: Option<tokio::sync::OwnedSemaphorePermit>,
+    permit: Option<tokio::sync::OwnedSemaphorePermit>,
 }
 
 async fn read(mut body: axum::body::Body, lim: &BodyLimits) -> Result<Held, ApiError> {
     let start = Instant::now();
     let mut held = Held {
         data: Vec::new(),
-        _permit: None,
+        permit: None,
     };
     loop {
         let deadline = lim.deadline(start, held.data.len());
@@ -145,7 +145,8 @@ async fn read(mut body: axum::body::Body, lim: &BodyLimits) -> Result<Held, ApiE
             // connection limit, like hyper's buffers): a small request never waits on others.
             let charged = grown.saturating_sub(FREE) - cap.saturating_sub(FREE);
             if charged > 0 {
-                charge(&mut held, charged, lim, start).await?;
+                held.charge(charged, lim, lim.deadline(start, held.data.len()))
+                    .await?;
             }
             held.data.reserve_exact(grown - held.data.len());
         }
@@ -153,33 +154,27 @@ async fn read(mut body: axum::body::Body, lim: &BodyLimits) -> Result<Held, ApiE
     }
 }
 
-async fn charge(
-    held: &mut Held,
-    bytes: usize,
-    lim: &BodyLimits,
-    start: Instant,
-) -> Result<(), ApiError> {
-    {
-        let need = bytes as u32;
-        let permit = tokio::time::timeout_at(
-            lim.deadline(start, held.data.len()),
-            lim.budget.clone().acquire_many_owned(need),
-        )
-        .await;
-        match permit {
-            Ok(Ok(p)) => match &mut held._permit {
-                Some(h) => h.merge(p),
-                None => held._permit = Some(p),
-            },
-            _ => {
-                return Err(ApiError::unavailable(
-                    "the server is reading as many request bodies as its memory budget allows \
-                     (--http-max-request-memory-mb); retry shortly",
-                ))
-            }
+impl Held {
+    /// Takes `bytes` more of the budget, waiting for others' bodies until `deadline`.
+    async fn charge(
+        &mut self,
+        bytes: usize,
+        lim: &BodyLimits,
+        deadline: Instant,
+    ) -> Result<(), ApiError> {
+        let more = lim.budget.clone().acquire_many_owned(bytes as u32);
+        let Ok(Ok(p)) = tokio::time::timeout_at(deadline, more).await else {
+            return Err(ApiError::unavailable(
+                "the server is reading as many request bodies as its memory budget allows \
+                 (--http-max-request-memory-mb); retry shortly",
+            ));
+        };
+        match &mut self.permit {
+            Some(h) => h.merge(p),
+            None => self.permit = Some(p),
         }
+        Ok(())
     }
-    Ok(())
 }
 
 fn slow(got: usize, lim: &BodyLimits) -> ApiError {

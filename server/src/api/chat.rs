@@ -21,7 +21,7 @@ use super::admission::Place;
 use super::body::Body;
 use super::error::ApiError;
 use super::slots::{Event, Job, Slots};
-use super::{ApiState, Kind, Served};
+use super::{blocking, ApiState, Kind, Served};
 
 /// `stop`: one string or several.
 #[derive(Deserialize)]
@@ -267,17 +267,6 @@ fn fits(llm: &Llm, bytes: usize, what: &'static str) -> Result<(), ApiError> {
         });
     }
     Ok(())
-}
-
-/// Runs `f` (template rendering, tokenizing: work that grows with the request) on the blocking
-/// pool, so that the async threads stay free for `/health` and the streams.
-async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> edgecut::Result<T> + Send + 'static,
-) -> Result<T, ApiError> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| ApiError::internal(format!("preparing the prompt failed: {e}")))?
-        .map_err(ApiError::from)
 }
 
 pub(crate) async fn chat(

@@ -15,7 +15,7 @@ use tokio::sync::oneshot;
 use super::body::Body;
 use super::embed_queue::Job;
 use super::error::ApiError;
-use super::{ApiState, Input, Kind};
+use super::{blocking, ApiState, Input, Kind};
 
 /// The body of `POST /v1/embeddings`.
 #[derive(Deserialize)]
@@ -56,12 +56,11 @@ async fn count_tokens(
     texts: Vec<String>,
 ) -> Result<(Vec<String>, Vec<usize>), ApiError> {
     let session = session.clone();
-    tokio::task::spawn_blocking(move || {
+    blocking(move || {
         let counts = counts(&session, &texts)?;
-        Ok((texts, counts))
+        Ok::<_, ApiError>((texts, counts))
     })
     .await
-    .map_err(|e| ApiError::internal(format!("tokenizing failed: {e}")))?
 }
 
 fn counts(session: &edgecut::Session, texts: &[String]) -> Result<Vec<usize>, ApiError> {
@@ -181,12 +180,11 @@ pub(crate) async fn classify(
     let (texts, counts) = count_tokens(session, texts).await?;
     let tokens: usize = counts.iter().sum();
     let session = session.clone();
-    let out = tokio::task::spawn_blocking(move || {
+    let out = blocking(move || {
         let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
         session.classify(&refs)
     })
-    .await
-    .map_err(|e| ApiError::internal(e.to_string()))??;
+    .await?;
     let data: Vec<Value> = out
         .iter()
         .enumerate()

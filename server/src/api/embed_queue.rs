@@ -30,7 +30,6 @@ struct Running {
     done: Vec<Vec<f32>>,
     /// Texts handed to the batch being built (not yet run).
     taken: usize,
-    started: bool,
 }
 
 impl Running {
@@ -87,7 +86,6 @@ fn batches(
             job,
             done: Vec::new(),
             taken: 0,
-            started: false,
         })
     };
     loop {
@@ -124,40 +122,32 @@ fn batches(
             continue;
         }
         let texts = pick(&mut queue, budget);
-        for r in queue.iter_mut().filter(|r| r.taken > 0 && !r.started) {
-            r.started = true;
+        // A job's first batch ends its wait in the queue.
+        for r in queue.iter().filter(|r| r.taken > 0 && r.done.is_empty()) {
             metrics.queue.time(r.job.queued.elapsed());
         }
         metrics.batch.observe(texts.len() as f64);
         let start = Instant::now();
         let run = session.embed(&texts.iter().map(String::as_str).collect::<Vec<_>>());
         metrics.inference.time(start.elapsed());
-        match run {
-            Ok(e) => {
-                let mut vectors = e.vectors.into_iter();
-                for r in queue.iter_mut() {
-                    r.done.extend(vectors.by_ref().take(r.taken));
-                    r.taken = 0;
+        let mut run = run
+            .map(|e| e.vectors.into_iter())
+            .map_err(|e| e.to_string());
+        // Jobs in a failed batch leave with the error, finished ones with their vectors.
+        for mut r in std::mem::take(&mut queue) {
+            match &mut run {
+                Ok(vectors) => r.done.extend(vectors.by_ref().take(r.taken)),
+                Err(msg) if r.taken > 0 => {
+                    let _ = r.job.reply.send(Err(ApiError::internal(msg.clone())));
+                    continue;
                 }
+                Err(_) => {}
             }
-            Err(e) => {
-                let msg = e.to_string();
-                for r in queue.iter_mut().filter(|r| r.taken > 0) {
-                    r.done.clear();
-                    r.job.counts.clear();
-                    let reply = std::mem::replace(&mut r.job.reply, oneshot::channel().0);
-                    let _ = reply.send(Err(ApiError::internal(msg.clone())));
-                }
-            }
-        }
-        // Finished jobs leave (failed ones too: their counts were cleared).
-        let mut i = 0;
-        while i < queue.len() {
-            if queue[i].done.len() < queue[i].job.counts.len() {
-                i += 1;
+            r.taken = 0;
+            if r.done.len() < r.job.counts.len() {
+                queue.push_back(r);
                 continue;
             }
-            let r = queue.remove(i).expect("index checked");
             let tokens: usize = r.job.counts.iter().sum();
             metrics
                 .prompt_tokens
@@ -208,7 +198,6 @@ mod tests {
             },
             done: Vec::new(),
             taken: 0,
-            started: false,
         }
     }
 

@@ -286,6 +286,22 @@ impl ApiState {
     }
 }
 
+/// Runs `f` (template rendering, tokenizing, a classification: work that grows with the
+/// request) on the blocking pool, so that the async threads stay free for `/health` and the
+/// streams.
+pub(crate) async fn blocking<T, E>(
+    f: impl FnOnce() -> Result<T, E> + Send + 'static,
+) -> Result<T, ApiError>
+where
+    T: Send + 'static,
+    E: Into<ApiError> + Send + 'static,
+{
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| ApiError::internal(format!("the request's work failed: {e}")))?
+        .map_err(Into::into)
+}
+
 /// Texts of a request: one string or several.
 #[derive(Deserialize)]
 #[serde(untagged)]
