@@ -17,4 +17,4 @@ pub use edgecut_backends::DType;
 pub use gguf::{
     GgufError, GgufFile, GgufWriter, ModelId, TensorInfo, TensorSpec, TensorView, Value,
 };
-pub use tokenizer::{Encoded, TextStream, Tokenizer, TokenizerError};
+pub use tokenizer::{Encoded, EncodedPair, TextStream, Tokenizer, TokenizerError};

@@ -245,6 +245,16 @@ impl Encoder {
 
     /// Stage `embeddings`: token ids of a batch (each at most `context` long) to token vectors.
     pub fn embeddings(&self, ids: &[Vec<u32>]) -> Result<Activation> {
+        self.embeddings_typed(ids, None)
+    }
+
+    /// Stage `embeddings` with a token type (segment) per token, as a cross-encoder's
+    /// query/document pair has; `None` is type 0 throughout.
+    pub fn embeddings_typed(
+        &self,
+        ids: &[Vec<u32>],
+        types: Option<&[Vec<u32>]>,
+    ) -> Result<Activation> {
         let h = self.cfg.hidden;
         let batch = ids.len();
         let seq = ids.iter().map(Vec::len).max().unwrap_or(0).max(1);
@@ -254,6 +264,28 @@ impl Encoder {
                 used: 0,
                 capacity: self.cfg.context,
             });
+        }
+        if let Some(t) = types {
+            if t.len() != batch || t.iter().zip(ids).any(|(t, i)| t.len() != i.len()) {
+                return Err(ModelError::Input(
+                    "token types do not match the token ids text for text".into(),
+                ));
+            }
+        }
+        // The types in use (type 0 always: padding and untyped texts).
+        let n_types = types
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|&t| t as usize + 1)
+            .max()
+            .unwrap_or(1);
+        let table_rows = self.types.as_ref().map_or(1, |t| t.vocab);
+        if n_types > table_rows {
+            return Err(ModelError::Input(format!(
+                "token type {} is past the model's {table_rows} token types",
+                n_types - 1
+            )));
         }
         let mut flat = vec![0u32; batch * seq];
         let mut mask = vec![0u8; batch * seq];
@@ -266,16 +298,29 @@ impl Encoder {
         let positions: Vec<u32> = (0..seq as u32).collect();
         let mut pos = vec![0f32; seq * h];
         self.pos.gather(&self.file, &positions, &mut pos)?;
-        let mut ty = vec![0f32; h];
+        let mut ty = vec![0f32; n_types * h];
         if let Some(t) = &self.types {
-            t.gather(&self.file, &[0], &mut ty)?;
+            let which: Vec<u32> = (0..n_types as u32).collect();
+            t.gather(&self.file, &which, &mut ty)?;
         }
-        // Position plus type embedding once, then one vectorisable add per text (the same sums).
-        for prow in pos.chunks_exact_mut(h) {
-            prow.iter_mut().zip(&ty).for_each(|(p, t)| *p += t);
+        // Position plus type embedding once per type in use, then one vectorisable add per
+        // token (the same sums).
+        let mut pos_ty = vec![0f32; n_types * seq * h];
+        for (t, block) in pos_ty.chunks_exact_mut(seq * h).enumerate() {
+            let trow = &ty[t * h..(t + 1) * h];
+            for (out, prow) in block.chunks_exact_mut(h).zip(pos.chunks_exact(h)) {
+                out.iter_mut()
+                    .zip(prow.iter().zip(trow))
+                    .for_each(|(o, (p, t))| *o = p + t);
+            }
         }
-        for row in hidden.chunks_exact_mut(seq * h) {
-            row.iter_mut().zip(&pos).for_each(|(x, p)| *x += p);
+        for (b, row) in hidden.chunks_exact_mut(seq * h).enumerate() {
+            let text_types = types.map(|t| &t[b]);
+            for (s, x) in row.chunks_exact_mut(h).enumerate() {
+                let t = text_types.and_then(|t| t.get(s)).copied().unwrap_or(0) as usize;
+                let add = &pos_ty[(t * seq + s) * h..(t * seq + s + 1) * h];
+                x.iter_mut().zip(add).for_each(|(x, p)| *x += p);
+            }
         }
         let hidden = self.on.embedding_norm(hidden)?;
         Ok(Activation {
@@ -315,7 +360,12 @@ impl Encoder {
 
     /// Every stage but the head.
     pub fn encode(&self, ids: &[Vec<u32>]) -> Result<Activation> {
-        let mut a = self.embeddings(ids)?;
+        self.encode_typed(ids, None)
+    }
+
+    /// Every stage but the head, with token types (see [`Encoder::embeddings_typed`]).
+    pub fn encode_typed(&self, ids: &[Vec<u32>], types: Option<&[Vec<u32>]>) -> Result<Activation> {
+        let mut a = self.embeddings_typed(ids, types)?;
         self.blocks(0..self.cfg.layers, &mut a)?;
         Ok(a)
     }

@@ -49,7 +49,9 @@ pub use llm::{
     DEFAULT_CONTEXT,
 };
 pub use model::Model;
-pub use session::{cosine, Classification, Embeddings, Session, SessionOptions, Truncated};
+pub use session::{
+    cosine, sigmoid, Classification, Embeddings, Reranked, Session, SessionOptions, Truncated,
+};
 pub use stages::{Stage, StageGraph, StageId, StageOutput};
 
 // The handles are shared between threads: a compile-time check that they stay shareable.

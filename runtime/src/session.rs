@@ -108,6 +108,22 @@ pub struct Embeddings {
     pub truncated: Vec<Truncated>,
 }
 
+/// Cross-encoder scores, in input order.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct Reranked {
+    /// One raw score (the logit) per document.
+    pub scores: Vec<f32>,
+    /// Documents that were cut to fit.
+    pub truncated: Vec<Truncated>,
+}
+
+/// The logistic function: a cross-encoder's logit as a 0..1 relevance (what
+/// sentence-transformers' `CrossEncoder` and text-embeddings-inference report by default).
+pub fn sigmoid(x: f32) -> f32 {
+    1.0 / (1.0 + (-x).exp())
+}
+
 /// One text's classification.
 #[derive(Clone, Debug)]
 #[non_exhaustive]
@@ -255,29 +271,42 @@ impl Session {
                     kept: e.ids.len(),
                 });
             }
-            encoded.push(e.ids);
+            encoded.push((e.ids, None));
         }
+        Ok((self.run_encoded(encoded, head)?, truncated))
+    }
+
+    /// [`Session::run`] on texts already tokenized, each with its token types or none.
+    fn run_encoded<T>(
+        &self,
+        mut encoded: Vec<(Vec<u32>, Option<Vec<u32>>)>,
+        head: impl Fn(&edgecut_models::Activation) -> Result<Vec<T>>,
+    ) -> Result<Vec<T>> {
         // Longest first, so each batch pads little.
-        let mut order: Vec<usize> = (0..texts.len()).collect();
-        order.sort_by_key(|&i| std::cmp::Reverse(encoded[i].len()));
-        let mut slots: Vec<Option<T>> = (0..texts.len()).map(|_| None).collect();
+        let mut order: Vec<usize> = (0..encoded.len()).collect();
+        order.sort_by_key(|&i| std::cmp::Reverse(encoded[i].0.len()));
+        let mut slots: Vec<Option<T>> = (0..encoded.len()).map(|_| None).collect();
         for chunk in order.chunks(self.opts.batch_size) {
-            let ids: Vec<Vec<u32>> = chunk
+            let (ids, types): (Vec<Vec<u32>>, Vec<Option<Vec<u32>>>) = chunk
                 .iter()
                 .map(|&i| std::mem::take(&mut encoded[i]))
-                .collect();
-            let a = self.model.encode(&ids)?;
+                .unzip();
+            let typed = types.iter().any(Option::is_some).then(|| {
+                types
+                    .into_iter()
+                    .zip(&ids)
+                    .map(|(t, i)| t.unwrap_or_else(|| vec![0; i.len()]))
+                    .collect::<Vec<_>>()
+            });
+            let a = self.model.encode_typed(&ids, typed.as_deref())?;
             for (&i, row) in chunk.iter().zip(head(&a)?) {
                 slots[i] = Some(row);
             }
         }
-        Ok((
-            slots
-                .into_iter()
-                .map(|s| s.expect("every text ran"))
-                .collect(),
-            truncated,
-        ))
+        Ok(slots
+            .into_iter()
+            .map(|s| s.expect("every text ran"))
+            .collect())
     }
 
     /// Sentence embeddings of `texts`, in input order. An empty list gives no vectors; an empty
@@ -295,6 +324,50 @@ impl Session {
             dim,
             truncated,
         })
+    }
+
+    /// Relevance of each document to `query` by a cross-encoder (a classifier with one output,
+    /// such as ms-marco-MiniLM or bge-reranker): raw scores in input order (logits; see
+    /// [`sigmoid`] for 0..1). The query is kept whole; documents are cut to fit
+    /// [`Session::max_seq_len`] and listed in [`Reranked::truncated`].
+    pub fn rerank(&self, query: &str, documents: &[&str]) -> Result<Reranked> {
+        let pairs: Vec<(&str, &str)> = documents.iter().map(|d| (query, *d)).collect();
+        self.score_pairs(&pairs)
+    }
+
+    /// [`Session::rerank`] over pairs that need not share a query (batches of several
+    /// requests).
+    pub fn score_pairs(&self, pairs: &[(&str, &str)]) -> Result<Reranked> {
+        match self.model.n_classes() {
+            Some(1) => {}
+            Some(n) => {
+                return Err(Error::Input(format!(
+                    "this model classifies into {n} classes; reranking needs a cross-encoder \
+                     with one output"
+                )))
+            }
+            None => return Err(Error::NoClassifier),
+        }
+        let mut encoded = Vec::with_capacity(pairs.len());
+        let mut truncated = Vec::new();
+        for (index, (q, d)) in pairs.iter().enumerate() {
+            let e = self.tokenizer.encode_pair(q, d, Some(self.max_len))?;
+            if e.truncated() {
+                truncated.push(Truncated {
+                    index,
+                    tokens: e.full_len,
+                    kept: e.ids.len(),
+                });
+            }
+            encoded.push((e.ids, Some(e.type_ids)));
+        }
+        let scores = self.run_encoded(encoded, |a| Ok(self.model.classify(a)?))?;
+        Ok(Reranked { scores, truncated })
+    }
+
+    /// Tokens of a query/document pair as [`Session::rerank`] joins them, before any cut.
+    pub fn count_pair_tokens(&self, query: &str, document: &str) -> Result<usize> {
+        Ok(self.tokenizer.encode_pair(query, document, None)?.full_len)
     }
 
     /// Classifies `texts` with the model's sequence-classification head.

@@ -13,6 +13,7 @@ mod llama_fidelity;
 mod llama_generation;
 mod mutated_files;
 mod requantize;
+mod retrieval;
 mod split;
 mod split_decode;
 mod spm_tokenizer;

@@ -1,5 +1,6 @@
 //! Tokenizers rebuilt from llama.cpp's `tokenizer.ggml.*` arrays, as Hugging Face
-//! `tokenizer.json` documents: WordPiece for `bert`, byte-level BPE for `gpt2`.
+//! `tokenizer.json` documents: WordPiece for `bert`, byte-level BPE for `gpt2`, SentencePiece
+//! Unigram for `t5` (XLM-RoBERTa's vocabulary as llama.cpp stores it).
 
 use serde_json::{json, Value as Json};
 
@@ -197,5 +198,97 @@ pub(super) fn bpe_json(f: &GgufFile) -> Result<Json, TokenizerError> {
                   "continuing_subword_prefix": null, "end_of_word_suffix": null,
                   "fuse_unk": false, "byte_fallback": false, "ignore_merges": false,
                   "vocab": vocab, "merges": merges}
+    }))
+}
+
+/// A Hugging Face SentencePiece Unigram `tokenizer.json` (XLM-RoBERTa's) rebuilt from llama.cpp's
+/// `t5` arrays: pieces and scores, control tokens (type 3) as special added tokens, the
+/// precompiled NFKC map as the normaliser, whitespace as the `transformers` converter treats it
+/// (trailing spaces dropped, runs of spaces as one), `<s> A </s>` / `<s> A </s></s> B </s>`
+/// around texts when `tokenizer.ggml.add_bos_token` and `add_eos_token` say so (both default on,
+/// as llama.cpp's converter writes them for XLM-RoBERTa).
+pub(super) fn unigram_json(f: &GgufFile) -> Result<Json, TokenizerError> {
+    use base64::Engine;
+    let tokens = strings(f, "tokenizer.ggml.tokens")?;
+    let scores = match f.get("tokenizer.ggml.scores") {
+        Some(Value::Array(Array::F32(s))) if s.len() == tokens.len() => s,
+        _ => {
+            return Err(TokenizerError::Missing(
+                "tokenizer.ggml.scores is missing, not f32, or not one per token".into(),
+            ))
+        }
+    };
+    let types = match f.get("tokenizer.ggml.token_type") {
+        Some(Value::Array(Array::I32(t))) => Some(t),
+        _ => None,
+    };
+    let id = |key: &str| {
+        f.get(key)
+            .and_then(Value::as_u64)
+            .filter(|&i| (i as usize) < tokens.len())
+    };
+    let unk = id("tokenizer.ggml.unknown_token_id").ok_or_else(|| {
+        TokenizerError::Missing("a Unigram vocabulary needs tokenizer.ggml.unknown_token_id".into())
+    })?;
+    let mut added = Vec::new();
+    for (i, t) in tokens.iter().enumerate() {
+        if types.and_then(|ty| ty.get(i)).is_some_and(|&ty| ty == 3) {
+            added.push(
+                json!({"id": i, "content": t, "single_word": false, "lstrip": false,
+                       "rstrip": false, "normalized": false, "special": true}),
+            );
+        }
+    }
+    let vocab: Vec<Json> = tokens
+        .iter()
+        .zip(scores)
+        .map(|(t, s)| json!([t, s]))
+        .collect();
+    let mut normalizers = Vec::new();
+    if let Some(Value::Array(Array::U8(map))) = f.get("tokenizer.ggml.precompiled_charsmap") {
+        let map = base64::engine::general_purpose::STANDARD.encode(map);
+        normalizers.push(json!({"type": "Precompiled", "precompiled_charsmap": map}));
+    }
+    let flag = |key: &str| f.get(key).and_then(Value::as_bool).unwrap_or(true);
+    if flag("tokenizer.ggml.remove_extra_whitespaces") {
+        normalizers.push(json!({"type": "Strip", "strip_left": false, "strip_right": true}));
+        normalizers.push(json!({"type": "Replace", "pattern": {"Regex": " {2,}"},
+                                "content": "\u{2581}"}));
+    }
+    let name = |i: Option<u64>| i.map(|i| (i, tokens[i as usize].clone()));
+    let bos =
+        name(id("tokenizer.ggml.bos_token_id")).filter(|_| flag("tokenizer.ggml.add_bos_token"));
+    let eos =
+        name(id("tokenizer.ggml.eos_token_id")).filter(|_| flag("tokenizer.ggml.add_eos_token"));
+    let special = |t: &Option<(u64, String)>| {
+        t.iter()
+            .map(|(_, n)| json!({"SpecialToken": {"id": n, "type_id": 0}}))
+            .collect::<Vec<_>>()
+    };
+    let seq = |s: &str| json!({"Sequence": {"id": s, "type_id": 0}});
+    let mut single = special(&bos);
+    single.push(seq("A"));
+    single.extend(special(&eos));
+    let mut pair = single.clone();
+    pair.extend(special(&eos));
+    pair.push(seq("B"));
+    pair.extend(special(&eos));
+    let mut special_tokens = serde_json::Map::new();
+    for (i, n) in bos.iter().chain(eos.iter()) {
+        special_tokens.insert(n.clone(), json!({"id": n, "ids": [i], "tokens": [n]}));
+    }
+    let space = json!({"type": "Metaspace", "replacement": "\u{2581}",
+                       "prepend_scheme": "always", "split": true});
+    Ok(json!({
+        "version": "1.0",
+        "truncation": null,
+        "padding": null,
+        "added_tokens": added,
+        "normalizer": {"type": "Sequence", "normalizers": normalizers},
+        "pre_tokenizer": space,
+        "post_processor": {"type": "TemplateProcessing", "single": single, "pair": pair,
+                           "special_tokens": special_tokens},
+        "decoder": space,
+        "model": {"type": "Unigram", "unk_id": unk, "vocab": vocab, "byte_fallback": false}
     }))
 }

@@ -5,7 +5,7 @@ use std::collections::{HashMap, HashSet};
 
 use tokenizers::{DecoderWrapper, PostProcessor, TruncationDirection};
 
-use super::{fast_wordpiece, Encoded, TokenizerError};
+use super::{fast_wordpiece, Encoded, EncodedPair, TokenizerError};
 
 /// A `tokenizers` tokenizer with what edgecut keeps beside it.
 pub(super) struct HfTokenizer {
@@ -104,6 +104,44 @@ impl HfTokenizer {
         let enc = self.inner.post_process(enc, None, special).map_err(err)?;
         Ok(Encoded {
             ids: enc.get_ids().to_vec(),
+            full_len,
+        })
+    }
+
+    /// A pair of texts as the model's post-processor joins them (`[CLS] a [SEP] b [SEP]`,
+    /// `<s> a </s></s> b </s>`), with its token types; a cut to `max_len` shortens only `b`.
+    pub(super) fn encode_pair(
+        &self,
+        a: &str,
+        b: &str,
+        max_len: Option<usize>,
+    ) -> Result<EncodedPair, TokenizerError> {
+        let err = |e: tokenizers::Error| TokenizerError::Encode(e.to_string());
+        let first = self.inner.encode(a, false).map_err(err)?;
+        let mut second = self.inner.encode(b, false).map_err(err)?;
+        let added = self
+            .inner
+            .get_post_processor()
+            .map_or(0, |p| p.added_tokens(true));
+        let full_len = first.len() + second.len() + added;
+        if let Some(max) = max_len.filter(|&m| m < full_len) {
+            let room = max.saturating_sub(first.len() + added);
+            if room == 0 {
+                return Err(TokenizerError::Encode(format!(
+                    "the query is {} tokens; with {added} special tokens it leaves no room for \
+                     a document in {max}",
+                    first.len()
+                )));
+            }
+            second.truncate(room, 0, TruncationDirection::Right);
+        }
+        let enc = self
+            .inner
+            .post_process(first, Some(second), true)
+            .map_err(err)?;
+        Ok(EncodedPair {
+            ids: enc.get_ids().to_vec(),
+            type_ids: enc.get_type_ids().to_vec(),
             full_len,
         })
     }

@@ -54,6 +54,25 @@ impl Encoded {
     }
 }
 
+/// Two texts joined as one input (a cross-encoder's query and document).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EncodedPair {
+    /// Token ids, special tokens included.
+    pub ids: Vec<u32>,
+    /// Token type (segment) of each id: 0 for the first text, 1 for the second where the
+    /// model's template says so.
+    pub type_ids: Vec<u32>,
+    /// Token count before truncation.
+    pub full_len: usize,
+}
+
+impl EncodedPair {
+    /// Whether the second text was cut to fit.
+    pub fn truncated(&self) -> bool {
+        self.full_len > self.ids.len()
+    }
+}
+
 /// A tokenizer, safe to share between threads.
 pub struct Tokenizer {
     imp: Imp,
@@ -93,9 +112,13 @@ impl Tokenizer {
                 "tokenizer.ggml (byte-level BPE)",
             ),
             Some("llama") => Self::spm_from_gguf(f),
+            Some("t5") => Self::from_json(
+                &ggml::unigram_json(f)?.to_string(),
+                "tokenizer.ggml (SentencePiece Unigram)",
+            ),
             Some(other) => Err(TokenizerError::Missing(format!(
                 "tokenizer.ggml.model {other:?} cannot be rebuilt yet (edgecut rebuilds bert, \
-                 gpt2 and llama); convert the model from its Hugging Face directory to embed its \
+                 gpt2, llama and t5); convert the model from its Hugging Face directory to embed its \
                  tokenizer.json"
             ))),
             None => Err(TokenizerError::Missing(
@@ -227,6 +250,24 @@ impl Tokenizer {
         match &self.imp {
             Imp::Hf(t) => t.encode_with(text, special, max_len, true),
             Imp::Spm(t) => Self::encode_spm(t, text, special, max_len),
+        }
+    }
+
+    /// Tokenizes a pair of texts as the model's template joins them (a cross-encoder's query
+    /// and document), with token types; a cut to `max_len` shortens only the second text, and
+    /// a first text that leaves it no room is an error. SentencePiece (decoder) tokenizers have
+    /// no pair template.
+    pub fn encode_pair(
+        &self,
+        first: &str,
+        second: &str,
+        max_len: Option<usize>,
+    ) -> Result<EncodedPair, TokenizerError> {
+        match &self.imp {
+            Imp::Hf(t) => t.encode_pair(first, second, max_len),
+            Imp::Spm(_) => Err(TokenizerError::Encode(
+                "this tokenizer has no template for text pairs".into(),
+            )),
         }
     }
 

@@ -1,4 +1,9 @@
-//! BERT, MiniLM and DistilBERT checkpoints to GGUF with llama.cpp's `bert` names.
+//! BERT, MiniLM, DistilBERT and XLM-RoBERTa checkpoints to GGUF with llama.cpp's `bert` names.
+//!
+//! XLM-RoBERTa is BERT with positions counted from the padding id plus one: as llama.cpp's
+//! converter does, the rows before that are dropped, so position `i` of a text is row `i` and
+//! the encoder runs it as BERT. Its SentencePiece Unigram vocabulary is stored whole (the
+//! `tokenizer.json`) and as llama.cpp's `t5` arrays.
 
 use std::borrow::Cow;
 use std::path::Path;
@@ -15,6 +20,10 @@ use crate::error::{ModelError, Result};
 /// Hyper-parameters, read from either config layout.
 struct Hparams {
     distil: bool,
+    /// RoBERTa-style: positions start at `pos_offset`, the head is `classifier.dense/out_proj`.
+    roberta: bool,
+    /// Position rows before the first token's (the padding id + 1 for RoBERTa, else 0).
+    pos_offset: usize,
     hidden: usize,
     ffn: usize,
     layers: usize,
@@ -28,9 +37,12 @@ struct Hparams {
 
 fn hparams(c: &Checkpoint) -> Result<Hparams> {
     let distil = c.cfg_str("model_type") == Some("distilbert");
+    let roberta = c.cfg_str("model_type") == Some("xlm-roberta");
     Ok(if distil {
         Hparams {
             distil,
+            roberta,
+            pos_offset: 0,
             hidden: c.cfg_usize("dim")?,
             ffn: c.cfg_usize("hidden_dim")?,
             layers: c.cfg_usize("n_layers")?,
@@ -42,13 +54,26 @@ fn hparams(c: &Checkpoint) -> Result<Hparams> {
             act: c.cfg_str("activation").unwrap_or("gelu").to_string(),
         }
     } else {
+        let pos_offset = if roberta {
+            c.cfg_usize("pad_token_id").unwrap_or(1) + 1
+        } else {
+            0
+        };
+        let positions = c.cfg_usize("max_position_embeddings")?;
+        if positions <= pos_offset {
+            return Err(ModelError::Unsupported(format!(
+                "{positions} position embeddings leave none after the padding offset {pos_offset}"
+            )));
+        }
         Hparams {
             distil,
+            roberta,
+            pos_offset,
             hidden: c.cfg_usize("hidden_size")?,
             ffn: c.cfg_usize("intermediate_size")?,
             layers: c.cfg_usize("num_hidden_layers")?,
             heads: c.cfg_usize("num_attention_heads")?,
-            ctx: c.cfg_usize("max_position_embeddings")?,
+            ctx: positions - pos_offset,
             eps: c.cfg_f64_or("layer_norm_eps", 1e-12)?,
             vocab: c.cfg_usize("vocab_size")?,
             type_vocab: c.cfg_usize("type_vocab_size").unwrap_or(2),
@@ -60,7 +85,7 @@ fn hparams(c: &Checkpoint) -> Result<Hparams> {
 /// Finds the checkpoint's name for a tensor, trying the usual prefixes and old LayerNorm names.
 fn find(c: &Checkpoint, names: &[String], candidates: &[String]) -> Option<String> {
     for cand in candidates {
-        for prefix in ["", "bert.", "distilbert.", "model."] {
+        for prefix in ["", "bert.", "distilbert.", "roberta.", "model."] {
             let full = format!("{prefix}{cand}");
             if names.binary_search(&full).is_ok() {
                 return Some(full);
@@ -151,20 +176,17 @@ fn tensor_map(h: &Hparams) -> Vec<(String, Vec<String>, bool)> {
             }
         }
     }
-    // Sequence-classification heads: BERT's pooler (tanh) or DistilBERT's pre_classifier
-    // (ReLU) become `cls`, the final projection `cls.output` (llama.cpp's names).
+    // Sequence-classification heads: BERT's pooler (tanh), DistilBERT's pre_classifier (ReLU)
+    // or RoBERTa's classifier.dense (tanh) become `cls`, the final projection `cls.output`
+    // (llama.cpp's names).
+    let (pre, out) = match (h.distil, h.roberta) {
+        (true, _) => ("pre_classifier", "classifier"),
+        (_, true) => ("classifier.dense", "classifier.out_proj"),
+        _ => ("pooler.dense", "classifier"),
+    };
     for s in wb {
-        let pre = if h.distil {
-            "pre_classifier"
-        } else {
-            "pooler.dense"
-        };
-        add(format!("cls.{s}"), vec![pre.to_string() + "." + s], false);
-        add(
-            format!("cls.output.{s}"),
-            vec![format!("classifier.{s}")],
-            false,
-        );
+        add(format!("cls.{s}"), vec![format!("{pre}.{s}")], false);
+        add(format!("cls.output.{s}"), vec![format!("{out}.{s}")], false);
     }
     m
 }
@@ -184,7 +206,12 @@ pub(super) fn convert(
     }
     let names = c.names();
     let labels = labels(&c.config);
-    let is_classifier = find(c, &names, &["classifier.weight".to_string()]).is_some();
+    let head = if h.roberta {
+        "classifier.out_proj.weight"
+    } else {
+        "classifier.weight"
+    };
+    let is_classifier = find(c, &names, &[head.to_string()]).is_some();
 
     let mut w = GgufWriter::new();
     w.set("general.architecture", Value::Str("bert".into()));
@@ -213,12 +240,12 @@ pub(super) fn convert(
     };
     w.set("bert.pooling_type", Value::U32(pooling_type));
     if let Some(tok) = &c.tokenizer_json {
-        tokenizer_meta::wordpiece(
-            &mut w,
-            tok,
-            h.type_vocab.max(1),
-            &c.dir.join("tokenizer.json"),
-        )?;
+        let path = c.dir.join("tokenizer.json");
+        if h.roberta {
+            tokenizer_meta::unigram(&mut w, tok, h.type_vocab.max(1), &path)?;
+        } else {
+            tokenizer_meta::wordpiece(&mut w, tok, h.type_vocab.max(1), &path)?;
+        }
         w.set("tokenizer.huggingface.json", Value::Str(tok.clone()));
     } else {
         return Err(ModelError::Unsupported(format!(
@@ -226,10 +253,12 @@ pub(super) fn convert(
             c.dir.display()
         )));
     }
-    w.set(
-        "edgecut.source.model_type",
-        Value::Str(if h.distil { "distilbert" } else { "bert" }.into()),
-    );
+    let source_type = match (h.distil, h.roberta) {
+        (true, _) => "distilbert",
+        (_, true) => c.cfg_str("model_type").unwrap_or("xlm-roberta"),
+        _ => "bert",
+    };
+    w.set("edgecut.source.model_type", Value::Str(source_type.into()));
     w.set("edgecut.hidden_act", Value::Str(h.act.clone()));
     w.set("edgecut.pooling", Value::Str(pooling.into()));
     w.set("edgecut.normalize", Value::Bool(normalize));
@@ -253,7 +282,8 @@ pub(super) fn convert(
     }
     common_metadata(&mut w, opts, c.checksum()?);
 
-    let mut sources = Vec::new();
+    // (checkpoint name, leading rows to drop)
+    let mut sources: Vec<(String, usize)> = Vec::new();
     let map = tensor_map(&h);
     let blocks = super::block_count(map.iter().map(|m| m.0.as_str()));
     for (gname, cands, required) in map {
@@ -266,8 +296,14 @@ pub(super) fn convert(
             }
             continue;
         };
-        let shape = c.shape(&src)?;
+        let mut shape = c.shape(&src)?;
         check_shape(&gname, &shape, &h)?;
+        let skip = if gname == "position_embd.weight" {
+            h.pos_offset
+        } else {
+            0
+        };
+        shape[0] -= skip;
         let dims: Vec<u64> = shape.iter().rev().map(|&d| d as u64).collect();
         // An encoder's head is its pooler or classifier, never tied to the embeddings.
         let dtype = target_type(&gname, &dims, opts.weight_type, blocks, false);
@@ -276,18 +312,20 @@ pub(super) fn convert(
             dtype,
             dims,
         })?;
-        sources.push(src);
+        sources.push((src, skip));
     }
     super::write(&w, output, progress, |i, spec| {
-        let (v, _) = c.tensor_f32(&sources[i])?;
-        encode(&v, spec.dtype).map(Cow::Owned)
+        let (src, skip) = &sources[i];
+        let (v, _) = c.tensor_f32(src)?;
+        let row = spec.dims.first().copied().unwrap_or(1) as usize;
+        encode(&v[skip * row..], spec.dtype).map(Cow::Owned)
     })
 }
 
 fn check_shape(name: &str, shape: &[usize], h: &Hparams) -> Result<()> {
     let expected: Option<Vec<usize>> = match name {
         "token_embd.weight" => Some(vec![h.vocab, h.hidden]),
-        "position_embd.weight" => Some(vec![h.ctx, h.hidden]),
+        "position_embd.weight" => Some(vec![h.ctx + h.pos_offset, h.hidden]),
         n if n.ends_with("attn_q.weight")
             || n.ends_with("attn_k.weight")
             || n.ends_with("attn_v.weight")

@@ -119,11 +119,11 @@ pub fn convert(
         let ckpt = hf::Checkpoint::open(input)?;
         let model_type = ckpt.cfg_str("model_type").unwrap_or("").to_string();
         match model_type.as_str() {
-            "bert" | "distilbert" => bert::convert(&ckpt, output, opts, progress),
+            "bert" | "distilbert" | "xlm-roberta" => bert::convert(&ckpt, output, opts, progress),
             t if decoder::converts(t) => decoder::convert(&ckpt, output, opts, progress),
             other => Err(ModelError::Unsupported(format!(
-                "{}: model_type {other:?}; edgecut converts bert, distilbert, llama, qwen2 and \
-                 qwen3 checkpoints (and llama.cpp GGUF files)",
+                "{}: model_type {other:?}; edgecut converts bert, distilbert, xlm-roberta, \
+                 llama, qwen2 and qwen3 checkpoints (and llama.cpp GGUF files)",
                 input.join("config.json").display()
             ))),
         }

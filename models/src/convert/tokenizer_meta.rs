@@ -10,6 +10,7 @@ use crate::error::{ModelError, Result};
 
 /// llama.cpp's token types.
 const NORMAL: i32 = 1;
+const UNKNOWN: i32 = 2;
 const CONTROL: i32 = 3;
 const USER_DEFINED: i32 = 4;
 
@@ -135,6 +136,123 @@ pub(super) fn wordpiece(
         Value::U32(type_count as u32),
     );
     Ok(())
+}
+
+/// Writes the SentencePiece Unigram vocabulary of `tokenizer_json` (XLM-RoBERTa's) as
+/// llama.cpp's `t5` keys, as its converter does: pieces with their log-probabilities, control
+/// types for the special tokens, the ids of `<s>`, `</s>`, `<pad>`, `<unk>` and `<mask>`, the
+/// normaliser's precompiled character map, and `<s> ... </s>` added around a text.
+pub(super) fn unigram(
+    w: &mut GgufWriter,
+    tokenizer_json: &str,
+    type_count: usize,
+    path: &Path,
+) -> Result<()> {
+    let err = json_err(path);
+    let j: Json = serde_json::from_str(tokenizer_json).map_err(|e| err(e.to_string()))?;
+    let model = j
+        .get("model")
+        .ok_or_else(|| err("no \"model\" section".into()))?;
+    let found = model.get("type").and_then(Json::as_str).unwrap_or("");
+    if found != "Unigram" {
+        return Err(ModelError::Unsupported(format!(
+            "{}: tokenizer model {found:?}; XLM-RoBERTa checkpoints need Unigram",
+            path.display()
+        )));
+    }
+    let vocab = model
+        .get("vocab")
+        .and_then(Json::as_array)
+        .ok_or_else(|| err("model.vocab is not a list".into()))?;
+    let mut tokens = Vec::with_capacity(vocab.len());
+    let mut scores = Vec::with_capacity(vocab.len());
+    for (i, entry) in vocab.iter().enumerate() {
+        let (Some(piece), Some(score)) = (
+            entry.get(0).and_then(Json::as_str),
+            entry.get(1).and_then(Json::as_f64),
+        ) else {
+            return Err(err(format!("model.vocab[{i}] is not [piece, score]")));
+        };
+        tokens.push(piece.to_string());
+        scores.push(score as f32);
+    }
+    let mut types = vec![NORMAL; tokens.len()];
+    let unk = model.get("unk_id").and_then(Json::as_u64);
+    for added in j
+        .get("added_tokens")
+        .and_then(Json::as_array)
+        .into_iter()
+        .flatten()
+    {
+        let special = added.get("special").and_then(Json::as_bool) == Some(true);
+        if let (true, Some(id)) = (special, added.get("id").and_then(Json::as_u64)) {
+            if let Some(t) = types.get_mut(id as usize) {
+                *t = CONTROL;
+            }
+        }
+    }
+    if let Some(t) = unk.and_then(|u| types.get_mut(u as usize)) {
+        *t = UNKNOWN;
+    }
+    let id_of = |s: &str| {
+        tokens
+            .iter()
+            .position(|t| t == s)
+            .map(|i| Value::U32(i as u32))
+    };
+    for (key, tok) in [
+        ("tokenizer.ggml.bos_token_id", "<s>"),
+        ("tokenizer.ggml.eos_token_id", "</s>"),
+        ("tokenizer.ggml.seperator_token_id", "</s>"),
+        ("tokenizer.ggml.cls_token_id", "<s>"),
+        ("tokenizer.ggml.padding_token_id", "<pad>"),
+        ("tokenizer.ggml.mask_token_id", "<mask>"),
+    ] {
+        if let Some(v) = id_of(tok) {
+            w.set(key, v);
+        }
+    }
+    if let Some(u) = unk {
+        w.set("tokenizer.ggml.unknown_token_id", Value::U32(u as u32));
+    }
+    // The normaliser's NFKC table, base64 in tokenizer.json, raw bytes in llama.cpp's key.
+    if let Some(map) = find_precompiled(j.get("normalizer")) {
+        use base64::Engine;
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(map)
+            .map_err(|e| err(format!("precompiled_charsmap: {e}")))?;
+        w.set(
+            "tokenizer.ggml.precompiled_charsmap",
+            Value::Array(Array::U8(bytes)),
+        );
+    }
+    w.set("tokenizer.ggml.model", Value::Str("t5".into()));
+    w.set("tokenizer.ggml.pre", Value::Str("default".into()));
+    w.set("tokenizer.ggml.tokens", Value::Array(Array::Str(tokens)));
+    w.set("tokenizer.ggml.scores", Value::Array(Array::F32(scores)));
+    w.set("tokenizer.ggml.token_type", Value::Array(Array::I32(types)));
+    w.set(
+        "tokenizer.ggml.token_type_count",
+        Value::U32(type_count as u32),
+    );
+    w.set("tokenizer.ggml.add_bos_token", Value::Bool(true));
+    w.set("tokenizer.ggml.add_eos_token", Value::Bool(true));
+    w.set("tokenizer.ggml.add_space_prefix", Value::Bool(true));
+    Ok(())
+}
+
+/// The base64 `precompiled_charsmap` of a `Precompiled` normaliser, alone or in a sequence.
+fn find_precompiled(n: Option<&Json>) -> Option<&str> {
+    let n = n?;
+    match n.get("type").and_then(Json::as_str)? {
+        "Precompiled" => n.get("precompiled_charsmap").and_then(Json::as_str),
+        "Sequence" => n
+            .get("normalizers")
+            .and_then(Json::as_array)?
+            .iter()
+            .find_map(|m| find_precompiled(Some(m))),
+        _ => None,
+    }
 }
 
 /// Writes the byte-level BPE vocabulary of `tokenizer_json` as llama.cpp's `gpt2` keys, with
