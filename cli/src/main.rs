@@ -24,6 +24,8 @@ enum Command {
     Similarity(cmd::embed::SimilarityArgs),
     /// Classify texts with a sequence-classification model.
     Classify(cmd::embed::ClassifyArgs),
+    /// Order documents by relevance to a query with a cross-encoder (a reranker).
+    Rerank(cmd::rerank::Args),
     /// Generate text with a decoder (Llama, Qwen2, Qwen3), streamed as it is produced.
     Generate(cmd::generate::GenerateArgs),
     /// Chat with a decoder (one message per line; the history stays in the KV cache).
@@ -50,6 +52,7 @@ fn main() {
         Command::Embed(a) => cmd::embed::embed(a),
         Command::Similarity(a) => cmd::embed::similarity(a),
         Command::Classify(a) => cmd::embed::classify(a),
+        Command::Rerank(a) => cmd::rerank::run(a),
         Command::Generate(a) => cmd::generate::generate(a),
         Command::Chat(a) => cmd::generate::chat(a),
         Command::Bench(a) => cmd::bench::run(a),

@@ -237,6 +237,24 @@ impl Session {
         self.model.cfg.hidden
     }
 
+    /// Cuts sentence vectors to their first `dims` values (Matryoshka embeddings, the API's
+    /// `dimensions`), L2-normalised again when the model normalises its vectors.
+    pub fn shorten(&self, vectors: &mut [Vec<f32>], dims: usize) -> Result<()> {
+        let full = self.embedding_dim();
+        if dims == 0 || dims > full {
+            return Err(Error::Input(format!(
+                "dimensions {dims} is outside 1..={full} (the model's embedding size)"
+            )));
+        }
+        for v in vectors.iter_mut() {
+            v.truncate(dims);
+            if self.model.cfg.normalize {
+                edgecut_backends::ops::l2_normalize(v, dims);
+            }
+        }
+        Ok(())
+    }
+
     /// Classes of the classification head (`None` for a model without one).
     pub fn n_classes(&self) -> Option<usize> {
         self.model.n_classes()

@@ -1,5 +1,5 @@
 """The official `openai` client against `edgecut serve --http` (cli/tests/api_openai.rs runs
-it): embeddings (the client's default base64 and float), a streamed greedy chat completion,
+it): embeddings (the client's default base64 and float, and `dimensions`), a streamed greedy chat completion,
 a non-streamed one, and a text completion. Prints one JSON object with what it got."""
 
 import json
@@ -18,6 +18,9 @@ out["embeddings"] = [d.embedding for d in sorted(e.data, key=lambda d: d.index)]
 out["embedding_usage"] = e.usage.prompt_tokens
 f = client.embeddings.create(model=embedder, input=texts[0], encoding_format="float")
 out["embedding_float"] = f.data[0].embedding
+# Matryoshka: the first 64 values, normalised again.
+d = client.embeddings.create(model=embedder, input=texts[0], dimensions=64, encoding_format="float")
+out["embedding_dims64"] = d.data[0].embedding
 
 chunks = []
 finish = None

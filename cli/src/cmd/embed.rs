@@ -24,6 +24,14 @@ pub struct EmbedArgs {
     /// Output format: json (a list of vectors) or tsv (one vector per line).
     #[arg(long, value_enum, default_value = "json")]
     format: Format,
+    /// Keep the first N values of each vector (Matryoshka models), normalised again when the
+    /// model normalises.
+    #[arg(long)]
+    dimensions: Option<usize>,
+    /// Text put before each input, such as `query: ` or `passage: ` (E5) or an instruction
+    /// (the model card says which).
+    #[arg(long, default_value = "")]
+    prefix: String,
     /// Split with `edgecut serve` at this address (host:port).
     #[arg(long)]
     server: Option<String>,
@@ -56,10 +64,13 @@ pub struct EmbedArgs {
 
 /// Prints one embedding per text.
 pub fn embed(a: EmbedArgs) -> anyhow::Result<()> {
-    let texts = texts(&a.texts)?;
+    let texts: Vec<String> = texts(&a.texts)?
+        .into_iter()
+        .map(|t| format!("{}{t}", a.prefix))
+        .collect();
     let session = a.model.open()?;
     let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
-    let vectors = match &a.server {
+    let mut vectors = match &a.server {
         None => {
             let out = session.embed(&refs)?;
             warn_truncated(&out.truncated);
@@ -67,6 +78,9 @@ pub fn embed(a: EmbedArgs) -> anyhow::Result<()> {
         }
         Some(server) => split_embed(&session, &a, server, &refs)?,
     };
+    if let Some(d) = a.dimensions {
+        session.shorten(&mut vectors, d)?;
+    }
     let mut w = std::io::BufWriter::new(std::io::stdout().lock());
     match a.format {
         Format::Json => writeln!(w, "{}", serde_json::to_string(&vectors)?)?,

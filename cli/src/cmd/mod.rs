@@ -9,6 +9,7 @@ mod generate_split;
 pub mod inspect;
 pub mod plan;
 pub mod profile;
+pub mod rerank;
 pub mod serve;
 pub mod serve_api;
 pub mod session;

@@ -67,6 +67,13 @@ fn the_openai_client_gets_what_the_cli_gets() {
     }
     let c = cosine(&floats(&got["embedding_float"]), &floats(&want[0]));
     assert!(c >= 0.9999, "float encoding: cosine {c}");
+    // `dimensions`: the CLI's vector's first 64 values, normalised again.
+    let short = floats(&got["embedding_dims64"]);
+    assert_eq!(short.len(), 64);
+    let norm: f64 = short.iter().map(|x| x * x).sum::<f64>().sqrt();
+    assert!((norm - 1.0).abs() < 1e-4, "normalised again: {norm}");
+    let c = cosine(&short, &floats(&want[0])[..64]);
+    assert!(c >= 0.9999, "dimensions 64: cosine {c}");
     assert!(got["embedding_usage"].as_u64().unwrap() >= TEXTS.len() as u64 * 3);
 
     // The streamed greedy chat: the text `edgecut generate --chat` prints.

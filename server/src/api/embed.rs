@@ -32,7 +32,7 @@ pub(crate) struct EmbeddingsRequest {
 }
 
 /// Checks the number of texts against the request limit.
-fn check_inputs(st: &ApiState, texts: &[String]) -> Result<(), ApiError> {
+pub(super) fn check_inputs(st: &ApiState, texts: &[String]) -> Result<(), ApiError> {
     if texts.is_empty() {
         return Err(ApiError::param("input", "`input` holds no text"));
     }
@@ -107,17 +107,20 @@ pub(crate) async fn embeddings(
             ))
         }
     };
-    if let Some(d) = req.dimensions {
-        if d != session.embedding_dim() as u64 {
+    // Matryoshka: the first `dimensions` values, normalised again.
+    let dims = match req.dimensions {
+        None => None,
+        Some(d) if (1..=session.embedding_dim() as u64).contains(&d) => Some(d as usize),
+        Some(d) => {
             return Err(ApiError::param(
                 "dimensions",
                 format!(
-                    "this model's embeddings have {} dimensions (asked for {d})",
+                    "dimensions {d} is outside 1..={} (this model's embedding size)",
                     session.embedding_dim()
                 ),
-            ));
+            ))
         }
-    }
+    };
     let texts = req.input.texts()?;
     check_inputs(&st, &texts)?;
     let queued = Instant::now();
@@ -127,13 +130,17 @@ pub(crate) async fn embeddings(
     let (reply, rx) = oneshot::channel();
     queue.send(Job {
         texts,
+        query: None,
         counts,
         queued,
         reply,
     })?;
-    let vectors = rx
+    let mut vectors = rx
         .await
         .map_err(|_| ApiError::unavailable("the model's worker has stopped"))??;
+    if let Some(d) = dims {
+        session.shorten(&mut vectors, d)?;
+    }
     let data: Vec<Value> = vectors
         .iter()
         .enumerate()
@@ -197,7 +204,7 @@ pub(crate) async fn classify(
 }
 
 /// The answer of an input route: a list of results, the model, and the tokens run.
-fn list(data: Vec<Value>, model: &str, tokens: usize) -> Value {
+pub(super) fn list(data: Vec<Value>, model: &str, tokens: usize) -> Value {
     json!({
         "object": "list",
         "data": data,

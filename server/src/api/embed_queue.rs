@@ -1,8 +1,9 @@
-//! The batching thread of an embedding model. Requests of every client wait in one queue; each
-//! batch takes their texts a text per request per round, round after round, until the token
-//! budget is reached: a large request is run in sub-batches of the budget, and a request that
-//! arrives meanwhile joins the next batch beside it rather than waiting for all of it. A request
-//! whose client has gone is dropped before its next sub-batch.
+//! The batching thread of an encoder model. Requests of every client (texts to embed, or
+//! documents to score against a query) wait in one queue; each batch takes their inputs an input
+//! per request per round, round after round, until the token budget is reached: a large request
+//! is run in sub-batches of the budget, and a request that arrives meanwhile joins the next batch
+//! beside it rather than waiting for all of it. A request whose client has gone is dropped
+//! before its next sub-batch.
 
 use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
@@ -15,14 +16,20 @@ use tokio::sync::oneshot;
 use super::error::ApiError;
 use super::metrics::ModelMetrics;
 
-/// One request's texts on their way through the batches.
+/// One request's inputs on their way through the batches.
 pub(crate) struct Job {
     pub texts: Vec<String>,
-    /// Tokens of each text.
+    /// For a reranking request, the query each text (document) is scored against: each input's
+    /// result is then its one score. Without it, each result is the text's embedding.
+    pub query: Option<Arc<str>>,
+    /// Tokens of each input.
     pub counts: Vec<usize>,
     pub queued: Instant,
     pub reply: oneshot::Sender<Result<Vec<Vec<f32>>, ApiError>>,
 }
+
+/// One input of a batch: the queue position of its job, the text, the query it is paired with.
+type Item = (usize, String, Option<Arc<str>>);
 
 /// A job part-way through: its vectors so far.
 struct Running {
@@ -121,27 +128,30 @@ fn batches(
         if queue.is_empty() {
             continue;
         }
-        let texts = pick(&mut queue, budget);
+        let items = pick(&mut queue, budget);
         // A job's first batch ends its wait in the queue.
         for r in queue.iter().filter(|r| r.taken > 0 && r.done.is_empty()) {
             metrics.queue.time(r.job.queued.elapsed());
         }
-        metrics.batch.observe(texts.len() as f64);
+        metrics.batch.observe(items.len() as f64);
         let start = Instant::now();
-        let run = session.embed(&texts.iter().map(String::as_str).collect::<Vec<_>>());
+        let run = run_batch(session, &items);
         metrics.inference.time(start.elapsed());
-        let mut run = run
-            .map(|e| e.vectors.into_iter())
-            .map_err(|e| e.to_string());
-        // Jobs in a failed batch leave with the error, finished ones with their vectors.
-        for mut r in std::mem::take(&mut queue) {
-            match &mut run {
-                Ok(vectors) => r.done.extend(vectors.by_ref().take(r.taken)),
-                Err(msg) if r.taken > 0 => {
-                    let _ = r.job.reply.send(Err(ApiError::internal(msg.clone())));
-                    continue;
+        let failed = match run {
+            Ok(results) => {
+                // Results go back to their own jobs (the batch interleaves them).
+                for ((at, _, _), v) in items.iter().zip(results) {
+                    queue[*at].done.push(v);
                 }
-                Err(_) => {}
+                None
+            }
+            Err(e) => Some(e.to_string()),
+        };
+        // Jobs in a failed batch leave with the error, finished ones with their results.
+        for mut r in std::mem::take(&mut queue) {
+            if let (Some(msg), true) = (&failed, r.taken > 0) {
+                let _ = r.job.reply.send(Err(ApiError::internal(msg.clone())));
+                continue;
             }
             r.taken = 0;
             if r.done.len() < r.job.counts.len() {
@@ -157,14 +167,45 @@ fn batches(
     }
 }
 
-/// The next batch's texts: a text from each waiting job in turn, round after round, while the
-/// budget allows (the first text always goes in). Marks what each job gave in `taken`.
-fn pick(queue: &mut VecDeque<Running>, budget: usize) -> Vec<String> {
+/// One batch's results in the order of `items`: embeddings of the texts, and the score of
+/// each document against its query (one session call each).
+fn run_batch(session: &edgecut::Session, items: &[Item]) -> edgecut::Result<Vec<Vec<f32>>> {
+    let texts: Vec<&str> = items
+        .iter()
+        .filter(|i| i.2.is_none())
+        .map(|i| i.1.as_str())
+        .collect();
+    let pairs: Vec<(&str, &str)> = items
+        .iter()
+        .filter_map(|(_, d, q)| Some((&**q.as_ref()?, d.as_str())))
+        .collect();
+    let mut vectors = match texts.is_empty() {
+        true => Vec::new(),
+        false => session.embed(&texts)?.vectors,
+    }
+    .into_iter();
+    let mut scores = match pairs.is_empty() {
+        true => Vec::new(),
+        false => session.score_pairs(&pairs)?.scores,
+    }
+    .into_iter();
+    Ok(items
+        .iter()
+        .map(|i| match i.2 {
+            None => vectors.next().expect("a vector per text"),
+            Some(_) => vec![scores.next().expect("a score per pair")],
+        })
+        .collect())
+}
+
+/// The next batch's inputs: one from each waiting job in turn, round after round, while the
+/// budget allows (the first always goes in). Marks what each job gave in `taken`.
+fn pick(queue: &mut VecDeque<Running>, budget: usize) -> Vec<Item> {
     let mut texts = Vec::new();
     let mut tokens = 0usize;
     loop {
         let mut added = false;
-        for r in queue.iter_mut() {
+        for (at, r) in queue.iter_mut().enumerate() {
             let i = r.next();
             let Some(&n) = r.job.counts.get(i) else {
                 continue;
@@ -174,7 +215,8 @@ fn pick(queue: &mut VecDeque<Running>, budget: usize) -> Vec<String> {
             }
             tokens += n;
             // Moved out: the text is not needed after its batch.
-            texts.push(std::mem::take(&mut r.job.texts[i]));
+            let text = std::mem::take(&mut r.job.texts[i]);
+            texts.push((at, text, r.job.query.clone()));
             r.taken += 1;
             added = true;
         }
@@ -192,6 +234,7 @@ mod tests {
         Running {
             job: Job {
                 texts: (0..counts.len()).map(|i| format!("t{i}")).collect(),
+                query: None,
                 counts: counts.to_vec(),
                 queued: Instant::now(),
                 reply: oneshot::channel().0,
@@ -215,8 +258,8 @@ mod tests {
             "the newcomer's text is in the very next batch"
         );
         assert_eq!(q[0].taken, 8, "beside it, what the budget has room for");
-        assert_eq!(second[0], "t8");
-        assert_eq!(second[1], "t0");
+        assert_eq!((second[0].0, &*second[0].1), (0, "t8"));
+        assert_eq!((second[1].0, &*second[1].1), (1, "t0"));
         // A text over the budget alone still runs (alone).
         let mut big: VecDeque<Running> = [running(&[5000, 1])].into_iter().collect();
         assert_eq!(pick(&mut big, 2048).len(), 1);

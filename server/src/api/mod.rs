@@ -1,5 +1,5 @@
 //! edgecut's OpenAI-compatible HTTP API (`edgecut serve --http`): embeddings, chat and text
-//! completions, classification, tokenization, model listing, health and Prometheus metrics,
+//! completions, classification, reranking (TEI's and Cohere's shapes), tokenization, model listing, health and Prometheus metrics,
 //! for one or more models at once. Embedding requests are batched across clients
 //! ([`embed_queue`]); generations run in slots, continuously batched ([`slots`]). Every
 //! model admits a bounded number of requests ([`admission`]); past it, 429 with `Retry-After`.
@@ -12,6 +12,7 @@ mod embed;
 mod embed_queue;
 mod error;
 mod metrics;
+mod rerank;
 mod routes;
 mod slots;
 

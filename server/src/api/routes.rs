@@ -18,13 +18,15 @@ use tower_http::cors::{AllowOrigin, CorsLayer};
 use super::body::Body;
 use super::error::ApiError;
 use super::metrics::render_models;
-use super::{chat, embed, ApiState, Kind};
+use super::{chat, embed, rerank, ApiState, Kind};
 
 /// The API's router over `state`.
 pub(crate) fn router(state: Arc<ApiState>) -> Router {
     let mut app = Router::new()
         .route("/v1/embeddings", post(embed::embeddings))
         .route("/v1/classify", post(embed::classify))
+        .route("/rerank", post(rerank::tei))
+        .route("/v1/rerank", post(rerank::cohere))
         .route("/v1/chat/completions", post(chat::chat))
         .route("/v1/completions", post(chat::completion))
         .route("/v1/models", get(models))
