@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Starts `edgecut serve --http` (MiniLM and SmolLM2, an API key, --http-max-tokens 16) on a
+# Starts `edgecut serve --http` (MiniLM, SmolLM2 and the tiny BERT reranker of
+# tests/fixtures/bert-rerank-tiny, an API key, --http-max-tokens 16) on a
 # free port and checks it against its contract, docs/openapi.yaml, with schemathesis (every
 # check but positive_data_acceptance; see below); then checks the chunks of a few streamed
 # generations against the chunk schemas of the same file (schemathesis reads an OpenAPI 3.0
@@ -16,9 +17,9 @@
 #
 # positive_data_acceptance is left out: it wants 2xx for every schema-valid request, but the
 # server refuses many of them with 400 for reasons a schema cannot know: a model of the wrong
-# kind, an encoder without a classification head (/v1/classify on MiniLM), `dimensions` other
-# than the model's, `max_tokens` above --http-max-tokens, a text longer than the model takes,
-# an empty prompt, a `top_p` so small that it is 0 as a 32-bit float.
+# kind, an encoder without a classification head (/v1/classify on MiniLM, reranking with it),
+# `dimensions` beyond the model's, `max_tokens` above --http-max-tokens, a text longer than the
+# model takes, an empty prompt, a `top_p` so small that it is 0 as a 32-bit float.
 # negative_data_rejection (invalid requests must be refused) stays on.
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
@@ -46,6 +47,7 @@ fi
 
 # Everything schemathesis and hypothesis write (.schemathesis/, .hypothesis/) stays in here.
 WORK="$(mktemp -d)"
+RERANKER=bert-rerank-tiny
 SERVER_PID=""
 cleanup() {
     if [ -n "$SERVER_PID" ] && kill -0 "$SERVER_PID" 2>/dev/null; then
@@ -59,8 +61,9 @@ trap 'exit 130' INT TERM
 
 PORT="$("$PY" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
 URL="http://127.0.0.1:$PORT"
+"$BIN" convert "$ROOT/tests/fixtures/$RERANKER" -o "$WORK/$RERANKER.gguf" >/dev/null 2>&1
 "$BIN" serve --http "127.0.0.1:$PORT" -m "$MODELS/$ENCODER.gguf" -m "$MODELS/$DECODER.gguf" \
-    --http-max-tokens "$MAX_TOKENS" --api-key "$KEY" >"$WORK/server.log" 2>&1 &
+    -m "$WORK/$RERANKER.gguf" --http-max-tokens "$MAX_TOKENS" --api-key "$KEY" >"$WORK/server.log" 2>&1 &
 SERVER_PID=$!
 
 ready=0
@@ -80,7 +83,9 @@ done
 # anything else the schema allows the rest of the time).
 cat >"$WORK/schemathesis.toml" <<EOF
 [dictionaries.models]
-values = ["$ENCODER", "$DECODER"]
+values = ["$ENCODER", "$DECODER", "$RERANKER"]
+[dictionaries.rerankers]
+values = ["$RERANKER"]
 [dictionaries.encoders]
 values = ["$ENCODER"]
 [dictionaries.decoders]
@@ -103,6 +108,10 @@ parameters = { "body.model" = { dictionary = "decoders", probability = 0.9 }, "b
 [[operations]]
 include-path = ["/v1/embeddings", "/v1/classify"]
 parameters = { "body.model" = { dictionary = "encoders", probability = 0.9 }, "body.dimensions" = { dictionary = "dimensions", probability = 0.7 } }
+
+[[operations]]
+include-path = ["/rerank", "/v1/rerank"]
+parameters = { "body.model" = { dictionary = "rerankers", probability = 0.7 } }
 
 [[operations]]
 include-path = "/detokenize"

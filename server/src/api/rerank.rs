@@ -25,12 +25,12 @@ pub(crate) struct TeiRequest {
     texts: Vec<String>,
     /// Logits instead of 0..1 scores.
     #[serde(default)]
-    raw_scores: bool,
+    raw_scores: Option<bool>,
     #[serde(default)]
-    return_text: bool,
+    return_text: Option<bool>,
     /// Cut documents that do not fit (otherwise they are refused).
     #[serde(default)]
-    truncate: bool,
+    truncate: Option<bool>,
 }
 
 /// A document of `POST /v1/rerank`: a string, or an object with `text`.
@@ -50,12 +50,9 @@ pub(crate) struct CohereRequest {
     documents: Vec<Document>,
     #[serde(default)]
     top_n: Option<u64>,
-    #[serde(default = "yes")]
-    return_documents: bool,
-}
-
-fn yes() -> bool {
-    true
+    /// Default true.
+    #[serde(default)]
+    return_documents: Option<bool>,
 }
 
 /// Scores of `docs` against `query` by `model` (or the one reranker served), in input order,
@@ -192,20 +189,21 @@ pub(crate) async fn tei(
     State(st): State<Arc<ApiState>>,
     Body(req): Body<TeiRequest>,
 ) -> Result<Json<Value>, ApiError> {
-    let texts = req.return_text.then(|| req.texts.clone());
+    let texts = (req.return_text == Some(true)).then(|| req.texts.clone());
+    let raw = req.raw_scores == Some(true);
     let (_, scores, _) = score(
         &st,
         req.model.as_deref(),
         req.query,
         req.texts,
         "texts",
-        req.truncate,
+        req.truncate == Some(true),
     )
     .await?;
     let out: Vec<Value> = ranked(&scores)
         .into_iter()
         .map(|i| {
-            let s = if req.raw_scores {
+            let s = if raw {
                 scores[i]
             } else {
                 edgecut::sigmoid(scores[i])
@@ -231,7 +229,7 @@ pub(crate) async fn cohere(
             Document::Text(t) | Document::Object { text: t } => t,
         })
         .collect();
-    let kept = req.return_documents.then(|| docs.clone());
+    let kept = req.return_documents.unwrap_or(true).then(|| docs.clone());
     let top_n = match req.top_n {
         Some(0) => return Err(ApiError::param("top_n", "top_n must be at least 1")),
         Some(n) => n as usize,
