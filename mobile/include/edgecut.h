@@ -214,6 +214,22 @@ EdgecutStatus edgecut_chat_cached_tokens(EdgecutChat chat, size_t *out);
 // Closes a chat (its KV cache is freed when a turn running on it returns). Thread-safe.
 EdgecutStatus edgecut_chat_close(EdgecutChat chat);
 
+// Scores `n_docs` documents against `query` with a cross-encoder (a classifier with one
+// output): one raw score (logit; higher is more relevant) per document into `scores`, in input
+// order. The query is kept whole; documents are cut to fit the model. `scores_len` smaller
+// than `n_docs` gives `EDGECUT_STATUS_BUFFER_TOO_SMALL`; a model that is not a cross-encoder,
+// `EDGECUT_STATUS_MODEL_ERROR`. Thread-safe.
+//
+// # Safety
+// `query` is a NUL-terminated string; `docs` points to `n_docs` NUL-terminated strings;
+// `scores` is null or has room for `scores_len` floats.
+EdgecutStatus edgecut_rerank(EdgecutModel model,
+                             const char *query,
+                             const char *const *docs,
+                             size_t n_docs,
+                             float *scores,
+                             size_t scores_len);
+
 // Opens a split of a model with `edgecut serve` (running the same model) and writes its handle
 // to `out`: an encoder's for [`edgecut_split_embed`], a decoder's for
 // [`edgecut_split_generate`]. Nothing is sent until the first call (the connection is lazy, and re-made after a failure). The

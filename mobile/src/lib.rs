@@ -25,12 +25,14 @@ use std::sync::{Arc, Mutex, OnceLock};
 use edgecut::{DeviceKind, Llm, LlmOptions, Model, Session, SessionOptions};
 
 mod generate;
+mod rerank;
 mod split;
 
 pub use generate::{
     edgecut_chat_cached_tokens, edgecut_chat_close, edgecut_chat_open, edgecut_chat_send,
     edgecut_generate, EdgecutChat, EdgecutGenerateOptions, EdgecutPieceCallback,
 };
+pub use rerank::edgecut_rerank;
 pub use split::{
     edgecut_split_close, edgecut_split_embed, edgecut_split_generate, edgecut_split_open,
     EdgecutSplit, EdgecutSplitOptions,

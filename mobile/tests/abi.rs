@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicI32, Ordering};
 
 use edgecut::WeightType;
 use edgecut_mobile::*;
-use edgecut_tests::{minilm, smollm_gguf};
+use edgecut_tests::{converted, minilm, repo_root, smollm_gguf};
 use EdgecutStatus::*;
 
 fn last_error() -> String {
@@ -543,4 +543,50 @@ fn chat_handle_replies_as_transformers(arch: &str, file: &str, pointer: &str) {
     assert!(cached + 1 >= all && cached <= all, "{cached} of {all}");
     assert_eq!(edgecut_chat_close(chat), EDGECUT_STATUS_OK);
     assert_eq!(edgecut_model_close(h), EDGECUT_STATUS_OK);
+}
+
+#[test]
+fn rerank_scores_documents_as_the_facade_does_and_refuses_misuse() {
+    let path = converted(
+        &repo_root().join("tests/fixtures/bert-rerank-tiny"),
+        "bert-rerank-tiny",
+        WeightType::F32,
+    );
+    let h = open(&path);
+    let query = CString::new("What is the capital of France?").unwrap();
+    let docs = [
+        "Paris is the capital of France.",
+        "The cat sat on the mat.",
+        "北京",
+    ];
+    let cdocs: Vec<CString> = docs.iter().map(|d| CString::new(*d).unwrap()).collect();
+    let ptrs: Vec<*const c_char> = cdocs.iter().map(|d| d.as_ptr()).collect();
+    let mut scores = [0f32; 3];
+    // SAFETY: valid strings and a buffer of 3 floats.
+    let s = unsafe { edgecut_rerank(h, query.as_ptr(), ptrs.as_ptr(), 3, scores.as_mut_ptr(), 3) };
+    assert_eq!(s, EDGECUT_STATUS_OK, "{}", last_error());
+    let want = edgecut::Session::open(&path, &edgecut::SessionOptions::default())
+        .unwrap()
+        .rerank(query.to_str().unwrap(), &docs)
+        .unwrap()
+        .scores;
+    assert_eq!(scores.to_vec(), want, "the facade's scores, bit for bit");
+    // Too small a buffer, null documents, an embedder.
+    // SAFETY: the buffer holds 2 floats, which the call must not pass.
+    let s = unsafe { edgecut_rerank(h, query.as_ptr(), ptrs.as_ptr(), 3, scores.as_mut_ptr(), 2) };
+    assert_eq!(s, EDGECUT_STATUS_BUFFER_TOO_SMALL);
+    // SAFETY: null docs must be reported, not read.
+    let s = unsafe { edgecut_rerank(h, query.as_ptr(), null(), 3, scores.as_mut_ptr(), 3) };
+    assert_eq!(s, EDGECUT_STATUS_NULL_POINTER);
+    let e = open(&minilm(WeightType::Q8_0));
+    // SAFETY: valid strings and buffer.
+    let s = unsafe { edgecut_rerank(e, query.as_ptr(), ptrs.as_ptr(), 3, scores.as_mut_ptr(), 3) };
+    assert_eq!(s, EDGECUT_STATUS_MODEL_ERROR);
+    assert!(
+        last_error().contains("classification head"),
+        "{}",
+        last_error()
+    );
+    assert_eq!(edgecut_model_close(h), EDGECUT_STATUS_OK);
+    assert_eq!(edgecut_model_close(e), EDGECUT_STATUS_OK);
 }
