@@ -254,6 +254,32 @@ impl Decoder {
         Ok(outs)
     }
 
+    /// Last-token pooling, as decoder embedders (Qwen3-Embedding, gte-Qwen) use: each text's
+    /// hidden state at its last token after the final norm, `[hidden]` per text. The texts run
+    /// together (their matrix products batched), each with a cache of its own length.
+    pub fn last_hidden(&self, texts: &[Vec<u32>]) -> Result<Vec<Vec<f32>>> {
+        if texts.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut caches = Vec::with_capacity(texts.len());
+        let mut xs = Vec::with_capacity(texts.len());
+        for ids in texts {
+            let cache = self.new_cache(ids.len().max(1))?;
+            self.check_run(&cache, ids)?;
+            caches.push(cache);
+            xs.push(self.embed(ids)?);
+        }
+        let mut refs: Vec<&mut KvCache> = caches.iter_mut().collect();
+        let outs = self.blocks_many(&mut refs, xs)?;
+        let h = self.config.hidden;
+        let last: Vec<f32> = outs
+            .iter()
+            .flat_map(|o| o[o.len() - h..].iter().copied())
+            .collect();
+        let normed = self.on.final_norm(last, texts.len())?;
+        Ok(normed.chunks_exact(h).map(<[f32]>::to_vec).collect())
+    }
+
     /// Stage `head`: the logits of rows `x` (`[rows, hidden]`), `[rows, vocab]`.
     pub fn head(&self, x: &[f32]) -> Result<Vec<f32>> {
         let rows = self.rows(x)?;

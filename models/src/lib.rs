@@ -22,5 +22,5 @@ pub use bert::{probabilities, Activation, Encoder};
 pub use decoder::{Decoder, DecoderConfig, DecoderSpec, Logits, PREFILL_CHUNK};
 pub use error::{ModelError, Result};
 pub use kv_cache::KvCache;
-pub use registry::{kind, open, Kind, Opened};
+pub use registry::{kind, open, pools_last_token, Kind, Opened};
 pub use sampling::{Sampler, SamplingParams, GREEDY_BELOW};

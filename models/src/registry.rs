@@ -17,7 +17,8 @@ const ENCODERS: &[&str] = &["bert"];
 /// What a model file runs as.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Kind {
-    /// An encoder: embeddings and classification.
+    /// An encoder: embeddings and classification (a decoder pooled at its last token, an LLM
+    /// embedder, runs as one too: see [`pools_last_token`]).
     Encoder,
     /// A decoder: generation and chat.
     Decoder,
@@ -27,7 +28,7 @@ pub enum Kind {
 /// is [`ModelError::UnsupportedArchitecture`], listing those it does.
 pub fn kind(file: &GgufFile) -> Result<Kind> {
     let arch = file.architecture()?;
-    if ENCODERS.contains(&arch) {
+    if ENCODERS.contains(&arch) || pools_last_token(file)? {
         Ok(Kind::Encoder)
     } else if spec::spec(arch).is_some() {
         Ok(Kind::Decoder)
@@ -47,6 +48,27 @@ pub fn kind(file: &GgufFile) -> Result<Kind> {
     }
 }
 
+/// Whether `file` is a decoder that embeds by last-token pooling (Qwen3-Embedding, gte-Qwen):
+/// edgecut's `edgecut.pooling = "last"`, or llama.cpp's `{arch}.pooling_type` 3 (LAST). Another
+/// pooling on a decoder is refused rather than run as generation.
+pub fn pools_last_token(file: &GgufFile) -> Result<bool> {
+    let arch = file.architecture()?;
+    if spec::spec(arch).is_none() {
+        return Ok(false);
+    }
+    match (
+        file.get_str("edgecut.pooling").ok(),
+        file.get_u64(&format!("{arch}.pooling_type")).ok(),
+    ) {
+        (Some("last"), _) | (None, Some(3)) => Ok(true),
+        (None, None | Some(0)) => Ok(false),
+        (p, t) => Err(ModelError::Unsupported(format!(
+            "a {arch} decoder with pooling {} (decoders embed by last-token pooling only)",
+            p.map_or_else(|| format!("type {}", t.unwrap_or(0)), |p| format!("{p:?}"))
+        ))),
+    }
+}
+
 /// A model loaded for a device, of whichever kind its file holds.
 #[derive(Debug)]
 pub enum Opened {
@@ -56,8 +78,12 @@ pub enum Opened {
     Decoder(Decoder),
 }
 
-/// Loads `file` for `dev` as the kind its architecture says.
+/// Loads `file` for `dev` as the kind its architecture says (a decoder that embeds, as its
+/// decoder).
 pub fn open(file: Arc<GgufFile>, dev: &Device) -> Result<Opened> {
+    if pools_last_token(&file)? {
+        return Ok(Opened::Decoder(Decoder::load(file, dev)?));
+    }
     Ok(match kind(&file)? {
         Kind::Encoder => Opened::Encoder(Encoder::load(file, dev)?),
         Kind::Decoder => Opened::Decoder(Decoder::load(file, dev)?),

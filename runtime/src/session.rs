@@ -6,7 +6,7 @@ use std::sync::Arc;
 use edgecut_backends::AttentionPrecision;
 use edgecut_backends::{Device, DeviceKind};
 use edgecut_format::{GgufFile, Tokenizer};
-use edgecut_models::{probabilities, Encoder};
+use edgecut_models::{probabilities, Decoder, Encoder};
 
 use crate::{Error, Result, SharedDevice};
 
@@ -140,9 +140,70 @@ pub struct Classification {
     pub truncated: bool,
 }
 
+/// What a session runs: a BERT-family encoder, or a decoder pooled at its last token (an LLM
+/// embedder such as Qwen3-Embedding).
+pub(crate) enum Net {
+    Bert(Encoder),
+    Last {
+        decoder: Box<Decoder>,
+        /// Whether vectors are L2-normalised.
+        normalize: bool,
+    },
+}
+
+impl Net {
+    fn file(&self) -> &GgufFile {
+        match self {
+            Net::Bert(e) => e.file(),
+            Net::Last { decoder, .. } => decoder.file(),
+        }
+    }
+
+    fn hidden(&self) -> usize {
+        match self {
+            Net::Bert(e) => e.cfg.hidden,
+            Net::Last { decoder, .. } => decoder.config.hidden,
+        }
+    }
+
+    fn normalize(&self) -> bool {
+        match self {
+            Net::Bert(e) => e.cfg.normalize,
+            Net::Last { normalize, .. } => *normalize,
+        }
+    }
+
+    fn n_classes(&self) -> Option<usize> {
+        match self {
+            Net::Bert(e) => e.n_classes(),
+            Net::Last { .. } => None,
+        }
+    }
+
+    pub(crate) fn stages(&self) -> crate::StageGraph {
+        match self {
+            Net::Bert(e) => e.stages(),
+            Net::Last { decoder, .. } => decoder.stages(),
+        }
+    }
+}
+
+impl std::fmt::Debug for Net {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Net::Bert(e) => write!(f, "{e:?}"),
+            Net::Last { decoder, .. } => write!(f, "{decoder:?} pooled at the last token"),
+        }
+    }
+}
+
+/// The longest input an LLM embedder takes by default when its file names none: its context
+/// can be far longer, and a text's KV cache grows with it (`--max-seq-len` raises it).
+const LAST_TOKEN_DEFAULT_LEN: usize = 2048;
+
 /// An open model. `Send + Sync`: share it (in an `Arc`) between threads.
 pub struct Session {
-    pub(crate) model: Encoder,
+    pub(crate) model: Net,
     // Boxed: the tokenizer is large, and sessions move into enums and handles.
     pub(crate) tokenizer: Box<Tokenizer>,
     pub(crate) device: Device,
@@ -186,15 +247,31 @@ impl Session {
             opts.shared_device.as_ref(),
         )?
         .with_attention(opts.attention);
-        let model = Encoder::load(file.clone(), &device)?;
+        let (model, default_len, context) = if edgecut_models::pools_last_token(&file)? {
+            let decoder = Decoder::load(file.clone(), &device)?;
+            let context = decoder.config.context;
+            let default_len = file
+                .get_u64("edgecut.max_seq_len")
+                .map_or(LAST_TOKEN_DEFAULT_LEN, |v| v as usize)
+                .min(context);
+            let normalize = file
+                .get("edgecut.normalize")
+                .and_then(edgecut_format::gguf::Value::as_bool)
+                .unwrap_or(true);
+            let decoder = Box::new(decoder);
+            (Net::Last { decoder, normalize }, default_len, context)
+        } else {
+            let e = Encoder::load(file.clone(), &device)?;
+            let (default_len, context) = (e.cfg.max_seq_len, e.cfg.context);
+            (Net::Bert(e), default_len, context)
+        };
         let tokenizer = Box::new(Tokenizer::from_gguf(&file)?);
         let max_len = match opts.max_seq_len {
-            None => model.cfg.max_seq_len,
-            Some(n) if (2..=model.cfg.context).contains(&n) => n,
+            None => default_len,
+            Some(n) if (2..=context).contains(&n) => n,
             Some(n) => {
                 return Err(Error::Input(format!(
-                    "max sequence length {n} is outside 2..={} (the model's context length)",
-                    model.cfg.context
+                    "max sequence length {n} is outside 2..={context} (the model's context length)"
                 )))
             }
         };
@@ -234,7 +311,7 @@ impl Session {
 
     /// Length of the sentence vectors [`Session::embed`] returns.
     pub fn embedding_dim(&self) -> usize {
-        self.model.cfg.hidden
+        self.model.hidden()
     }
 
     /// Cuts sentence vectors to their first `dims` values (Matryoshka embeddings, the API's
@@ -248,7 +325,7 @@ impl Session {
         }
         for v in vectors.iter_mut() {
             v.truncate(dims);
-            if self.model.cfg.normalize {
+            if self.model.normalize() {
                 edgecut_backends::ops::l2_normalize(v, dims);
             }
         }
@@ -258,6 +335,18 @@ impl Session {
     /// Classes of the classification head (`None` for a model without one).
     pub fn n_classes(&self) -> Option<usize> {
         self.model.n_classes()
+    }
+
+    /// The BERT-family encoder, for what only it runs (split, stage timing, heads).
+    pub(crate) fn bert(&self) -> Result<&Encoder> {
+        match &self.model {
+            Net::Bert(e) => Ok(e),
+            Net::Last { .. } => Err(Error::Input(
+                "this is a decoder pooled at its last token (an LLM embedder): it embeds whole, \
+                 without split stages or a classification head"
+                    .into(),
+            )),
+        }
     }
 
     /// Tokenizes `text` as the model sees it (special tokens included, truncated).
@@ -316,7 +405,7 @@ impl Session {
                     .map(|(t, i)| t.unwrap_or_else(|| vec![0; i.len()]))
                     .collect::<Vec<_>>()
             });
-            let a = self.model.encode_typed(&ids, typed.as_deref())?;
+            let a = self.bert()?.encode_typed(&ids, typed.as_deref())?;
             for (&i, row) in chunk.iter().zip(head(&a)?) {
                 slots[i] = Some(row);
             }
@@ -332,11 +421,14 @@ impl Session {
     /// longer than [`Session::max_seq_len`] tokens are truncated and listed in
     /// [`Embeddings::truncated`].
     pub fn embed(&self, texts: &[&str]) -> Result<Embeddings> {
-        let dim = self.model.cfg.hidden;
-        let (vectors, truncated) = self.run(texts, |a| {
-            let pooled = self.model.pool(a)?;
-            Ok(pooled.chunks_exact(dim).map(<[f32]>::to_vec).collect())
-        })?;
+        let dim = self.model.hidden();
+        let (vectors, truncated) = match &self.model {
+            Net::Bert(e) => self.run(texts, |a| {
+                let pooled = e.pool(a)?;
+                Ok(pooled.chunks_exact(dim).map(<[f32]>::to_vec).collect())
+            })?,
+            Net::Last { decoder, normalize } => self.embed_last(decoder, *normalize, texts)?,
+        };
         Ok(Embeddings {
             vectors,
             dim,
@@ -379,7 +471,8 @@ impl Session {
             }
             encoded.push((e.ids, Some(e.type_ids)));
         }
-        let scores = self.run_encoded(encoded, |a| Ok(self.model.classify(a)?))?;
+        let bert = self.bert()?;
+        let scores = self.run_encoded(encoded, |a| Ok(bert.classify(a)?))?;
         Ok(Reranked { scores, truncated })
     }
 
@@ -388,12 +481,58 @@ impl Session {
         Ok(self.tokenizer.encode_pair(query, document, None)?.full_len)
     }
 
+    /// Last-token pooling of a decoder: each text's final hidden state at its last token (a
+    /// text with no tokens is refused: it has none), in batches of similar length.
+    fn embed_last(
+        &self,
+        decoder: &Decoder,
+        normalize: bool,
+        texts: &[&str],
+    ) -> Result<(Vec<Vec<f32>>, Vec<Truncated>)> {
+        let mut encoded = Vec::with_capacity(texts.len());
+        let mut truncated = Vec::new();
+        for (index, t) in texts.iter().enumerate() {
+            let e = self.tokenizer.encode(t, true, Some(self.max_len))?;
+            if e.ids.is_empty() {
+                return Err(Error::Input(format!(
+                    "text {index} has no tokens, so no last token to pool"
+                )));
+            }
+            if e.truncated() {
+                truncated.push(Truncated {
+                    index,
+                    tokens: e.full_len,
+                    kept: e.ids.len(),
+                });
+            }
+            encoded.push(e.ids);
+        }
+        let mut order: Vec<usize> = (0..texts.len()).collect();
+        order.sort_by_key(|&i| std::cmp::Reverse(encoded[i].len()));
+        let mut out: Vec<Vec<f32>> = vec![Vec::new(); texts.len()];
+        let dim = decoder.config.hidden;
+        for chunk in order.chunks(self.opts.batch_size) {
+            let ids: Vec<Vec<u32>> = chunk
+                .iter()
+                .map(|&i| std::mem::take(&mut encoded[i]))
+                .collect();
+            for (&i, mut v) in chunk.iter().zip(decoder.last_hidden(&ids)?) {
+                if normalize {
+                    edgecut_backends::ops::l2_normalize(&mut v, dim);
+                }
+                out[i] = v;
+            }
+        }
+        Ok((out, truncated))
+    }
+
     /// Classifies `texts` with the model's sequence-classification head.
     pub fn classify(&self, texts: &[&str]) -> Result<Vec<Classification>> {
         let n = self.model.n_classes().ok_or(Error::NoClassifier)?;
-        let labels = &self.model.cfg.labels;
+        let bert = self.bert()?;
+        let labels = &bert.cfg.labels;
         let (mut out, truncated) = self.run(texts, |a| {
-            let logits = self.model.classify(a)?;
+            let logits = bert.classify(a)?;
             let probs = probabilities(&logits, n);
             Ok(logits
                 .chunks_exact(n)

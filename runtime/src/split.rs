@@ -57,11 +57,11 @@ impl Session {
             if encoding == Encoding::U32 {
                 return Err(bad("u32 carries token ids (cut 0), not activations"));
             }
-            let mut a = self.model.embeddings(&ids)?;
-            self.model
+            let mut a = self.bert()?.embeddings(&ids)?;
+            self.bert()?
                 .blocks(self.stages().device_blocks(cut), &mut a)?;
             let data = encode_values(&a.hidden, encoding);
-            (self.model.cfg.hidden as u32, encoding, data)
+            (self.bert()?.cfg.hidden as u32, encoding, data)
         };
         Ok(Infer {
             request_id,
@@ -85,13 +85,13 @@ impl Session {
         if cut >= n {
             return Err(bad(format!("cut {cut} is not in 0..{n}")));
         }
-        if seq == 0 || seq > self.model.cfg.context {
+        if seq == 0 || seq > self.bert()?.cfg.context {
             return Err(bad(format!(
                 "texts of {seq} tokens do not fit the model (context {})",
-                self.model.cfg.context
+                self.bert()?.cfg.context
             )));
         }
-        let want_width = if cut == 0 { 1 } else { self.model.cfg.hidden };
+        let want_width = if cut == 0 { 1 } else { self.bert()?.cfg.hidden };
         if shape.width as usize != want_width {
             return Err(bad(format!(
                 "width {} at cut {cut}; the model has {want_width}",
@@ -174,7 +174,7 @@ impl Session {
         } = input;
         let batch = lengths.len();
         let mut act = match data {
-            Input::Ids(ids) => self.model.embeddings(&ids)?,
+            Input::Ids(ids) => self.bert()?.embeddings(&ids)?,
             Input::Hidden(hidden) => {
                 let mut mask = vec![0u8; batch * seq];
                 for (row, &len) in mask.chunks_exact_mut(seq).zip(&lengths) {
@@ -188,9 +188,9 @@ impl Session {
                 }
             }
         };
-        self.model
+        self.bert()?
             .blocks(self.stages().server_blocks(cut), &mut act)?;
-        Ok(self.model.pool(&act)?)
+        Ok(self.bert()?.pool(&act)?)
     }
 
     /// Runs stages `cut..n` of a request and returns one sentence vector per text. Every field
@@ -202,7 +202,7 @@ impl Session {
         Ok(InferResult {
             request_id: req.request_id,
             rows,
-            cols: self.model.cfg.hidden as u32,
+            cols: self.bert()?.cfg.hidden as u32,
             server_us: 0,
             values,
         })

@@ -42,16 +42,16 @@ impl Session {
             times.push(t.elapsed());
             *t = Instant::now();
         };
-        let mut a = self.model.embeddings(std::slice::from_ref(&ids))?;
+        let mut a = self.bert()?.embeddings(std::slice::from_ref(&ids))?;
         lap(&mut t);
-        for b in 0..self.model.cfg.layers {
-            self.model.block(b, &mut a)?;
+        for b in 0..self.bert()?.cfg.layers {
+            self.bert()?.block(b, &mut a)?;
             lap(&mut t);
         }
-        if self.model.n_classes().is_some() {
-            self.model.classify(&a)?;
+        if self.bert()?.n_classes().is_some() {
+            self.bert()?.classify(&a)?;
         } else {
-            self.model.pool(&a)?;
+            self.bert()?.pool(&a)?;
         }
         lap(&mut t);
         Ok(times)

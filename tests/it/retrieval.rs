@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use edgecut::{cosine, Session, SessionOptions, WeightType};
 use edgecut_format::gguf::{GgufFile, GgufWriter, TensorSpec};
 use edgecut_format::Tokenizer;
-use edgecut_tests::{converted, f32s, fixture, ids, repo_root, scratch};
+use edgecut_tests::{converted, f32s, fixture, ids, qwen3_embedder_dir, repo_root, scratch};
 use serde_json::Value;
 
 fn model(name: &str) -> Value {
@@ -213,4 +213,53 @@ fn reranking_needs_a_single_output_classifier_and_keeps_the_query_whole() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("no room"), "{err}");
+}
+
+#[test]
+fn a_qwen3_pooled_at_its_last_token_embeds_as_pytorch_does_in_f32_and_q8_0() {
+    let fx = model("qwen3-tiny-last");
+    let cases = fx["cases"].as_array().unwrap();
+    assert!(cases.len() >= 39);
+    let texts: Vec<&str> = cases.iter().map(|c| c["text"].as_str().unwrap()).collect();
+    for (wt, bound) in [(WeightType::F32, 0.99999f32), (WeightType::Q8_0, 0.999)] {
+        let path = converted(&qwen3_embedder_dir(), "qwen3-embed-tiny", wt);
+        // The registry opens it as an embedder, not a generator.
+        let m = edgecut::Model::open(&path, &Default::default(), &Default::default()).unwrap();
+        assert!(matches!(m, edgecut::Model::Encoder(_)), "{m:?}");
+        let s = open(&path);
+        assert_eq!(s.embedding_dim(), 64);
+        for (c, t) in cases.iter().zip(&texts) {
+            assert_eq!(s.tokenize(t).unwrap(), ids(&c["ids"]), "ids of {t:?}");
+        }
+        let out = s.embed(&texts).unwrap();
+        let mut worst = (1.0f32, "");
+        for ((c, t), v) in cases.iter().zip(&texts).zip(&out.vectors) {
+            let cs = cosine(v, &f32s(&c["embedding"]));
+            if cs < worst.0 {
+                worst = (cs, t);
+            }
+        }
+        eprintln!(
+            "qwen3 last-token {wt:?}: worst cosine {} ({:?})",
+            worst.0, worst.1
+        );
+        assert!(
+            worst.0 >= bound,
+            "{wt:?}: cosine {} for {:?}",
+            worst.0,
+            worst.1
+        );
+        // One text alone gives what it gives in the batch.
+        let alone = s.embed(&texts[3..4]).unwrap().vectors.remove(0);
+        assert!(cosine(&alone, &out.vectors[3]) > 0.99999);
+        // What only encoders do is refused by name.
+        assert!(s.classify(&["x"]).is_err());
+        let err = s.time_stages(8).unwrap_err().to_string();
+        assert!(err.contains("last token"), "{err}");
+        assert!(s
+            .embed(&[""])
+            .unwrap_err()
+            .to_string()
+            .contains("no tokens"));
+    }
 }

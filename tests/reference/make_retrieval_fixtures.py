@@ -10,7 +10,10 @@ Writes, under tests/fixtures/:
                         does), sentence-transformers' mean pooling and normalisation
   xlmr-rerank-tiny/     XLMRobertaForSequenceClassification with one label, same vocabulary
   bert-rerank-tiny/     BertForSequenceClassification with one label, MiniLM's WordPiece
-  retrieval-tiny.json   per model: token ids and fp32 sentence vectors of 40 multilingual texts,
+  retrieval-tiny.json   per model: token ids and fp32 sentence vectors of 40 multilingual texts
+                        (also for qwen3-tiny as an embedder: last-token pooling, normalised, the
+                        shape of Qwen3-Embedding; the test adds sentence-transformers' pooling
+                        files to a copy of tests/fixtures/qwen3-tiny),
                         cross-encoder logits of 20 query/document pairs, and the `tokenizers`
                         reference ids of every text
 """
@@ -246,6 +249,25 @@ def bert_rerank():
     return {"bert-rerank-tiny": {"pairs": pairs_ref(model, tok)}}
 
 
+def qwen3_last_token():
+    """qwen3-tiny as Qwen3-Embedding runs: the final norm's output at the last token,
+    L2-normalised."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    d = os.path.join(FIXTURES, "qwen3-tiny")
+    tok = AutoTokenizer.from_pretrained(d)
+    model = AutoModelForCausalLM.from_pretrained(d, dtype=torch.float32).eval()
+    cases = []
+    with torch.no_grad():
+        for text in TEXTS:
+            ids = tok(text)["input_ids"]
+            if not ids:
+                continue  # an empty text has no last token
+            h = model.model(input_ids=torch.tensor([ids])).last_hidden_state[0, -1]
+            cases.append({"text": text, "ids": ids, "embedding": rounded((h / h.norm()).tolist())})
+    return {"qwen3-tiny-last": {"pooling": "last", "normalize": True, "cases": cases}}
+
+
 def tokenization(tok):
     """The `tokenizers` library's ids of every text (what edgecut must reproduce)."""
     return [{"text": t, "ids": tok(t)["input_ids"]} for t in TEXTS]
@@ -258,6 +280,7 @@ if __name__ == "__main__":
     torch.set_num_threads(2)
     tok, out = xlmr()
     out.update(bert_rerank())
+    out.update(qwen3_last_token())
     doc = {"made_by": f"tests/reference/make_retrieval_fixtures.py (torch {torch.__version__}, "
                       f"transformers {transformers.__version__}, tokenizers {tokenizers.__version__})",
            "models": out, "xlmr_tokenization": tokenization(tok)}

@@ -152,6 +152,32 @@ pub fn tiny_decoder(arch: &str, weight_type: WeightType) -> PathBuf {
     converted(&dir, &format!("{arch}-tiny"), weight_type)
 }
 
+/// qwen3-tiny with sentence-transformers' files for last-token pooling and normalisation
+/// (Qwen3-Embedding's shape), assembled once per run in the scratch directory.
+pub fn qwen3_embedder_dir() -> PathBuf {
+    static DIR: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    DIR.get_or_init(|| {
+        let dir = scratch().join(format!("qwen3-embed-tiny-{}", std::process::id()));
+        std::fs::create_dir_all(dir.join("1_Pooling")).unwrap();
+        let src = repo_root().join("tests/fixtures/qwen3-tiny");
+        for e in std::fs::read_dir(&src).unwrap() {
+            let e = e.unwrap();
+            std::fs::copy(e.path(), dir.join(e.file_name())).unwrap();
+        }
+        let pooling = serde_json::json!({"word_embedding_dimension": 64,
+            "pooling_mode_cls_token": false, "pooling_mode_mean_tokens": false,
+            "pooling_mode_lasttoken": true});
+        std::fs::write(dir.join("1_Pooling/config.json"), pooling.to_string()).unwrap();
+        let modules = serde_json::json!([
+            {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+            {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
+            {"idx": 2, "name": "2", "path": "2_Normalize", "type": "sentence_transformers.models.Normalize"}]);
+        std::fs::write(dir.join("modules.json"), modules.to_string()).unwrap();
+        dir
+    })
+    .clone()
+}
+
 /// MiniLM converted with `weight_type`.
 pub fn minilm(weight_type: WeightType) -> PathBuf {
     converted(&minilm_dir(), "minilm", weight_type)

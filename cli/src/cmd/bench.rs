@@ -25,19 +25,34 @@ pub struct Args {
     /// Decoders: tokens generated per run.
     #[arg(long, default_value_t = 64)]
     gen_tokens: usize,
+    /// Cross-encoders: time reranking instead (each call scores `batch` documents against a
+    /// short query; `seq` is the tokens of each query/document pair).
+    #[arg(long)]
+    rerank: bool,
 }
 
-/// A text of exactly `tokens` tokens for a WordPiece vocabulary (each "hello" is one token).
-fn text_of(session: &edgecut::Session, tokens: usize) -> anyhow::Result<String> {
+/// The query of `--rerank`.
+const QUERY: &str = "what runs on the edge";
+
+/// A text of `tokens` tokens (special tokens included; with `pair`, the query's too), or the
+/// longest under it where no count of "hello" gives exactly that many.
+fn text_of(session: &edgecut::Session, tokens: usize, pair: bool) -> anyhow::Result<String> {
+    let count = |t: &str| -> anyhow::Result<usize> {
+        Ok(if pair {
+            session.count_pair_tokens(QUERY, t)?
+        } else {
+            session.count_tokens(t)?
+        })
+    };
     let mut words = tokens.saturating_sub(2);
-    loop {
-        let t = vec!["hello"; words].join(" ");
-        let n = session.tokenize(&t)?.len();
-        if n == tokens || words == 0 {
-            return Ok(t);
-        }
-        words = if n > tokens { words - 1 } else { words + 1 };
+    // Down while over, then up while under: stops at most one step past the turn.
+    while words > 0 && count(&vec!["hello"; words].join(" "))? > tokens {
+        words -= 1;
     }
+    while count(&vec!["hello"; words + 1].join(" "))? <= tokens {
+        words += 1;
+    }
+    Ok(vec!["hello"; words].join(" "))
 }
 
 /// Peak resident memory of this process (VmHWM), in MB.
@@ -88,19 +103,27 @@ pub fn run(a: Args) -> anyhow::Result<()> {
                 session.max_seq_len()
             );
         }
-        let text = text_of(&session, seq)?;
-        let tokens = session.tokenize(&text)?.len();
+        let text = text_of(&session, seq, a.rerank)?;
+        let tokens = if a.rerank {
+            session.count_pair_tokens(QUERY, &text)?
+        } else {
+            session.tokenize(&text)?.len()
+        };
         for &batch in &a.batch {
             let texts: Vec<&str> = vec![text.as_str(); batch.max(1)];
+            let call = || -> edgecut::Result<()> {
+                match a.rerank {
+                    true => session.rerank(QUERY, &texts).map(drop),
+                    false => session.embed(&texts).map(drop),
+                }
+            };
             for _ in 0..3 {
-                session.embed(&texts)?;
+                call()?;
             }
             let mut times: Vec<f64> = (0..iters.max(1))
                 .map(|_| {
                     let t = Instant::now();
-                    session
-                        .embed(&texts)
-                        .map(|_| t.elapsed().as_secs_f64() * 1e3 / texts.len() as f64)
+                    call().map(|_| t.elapsed().as_secs_f64() * 1e3 / texts.len() as f64)
                 })
                 .collect::<Result<_, _>>()?;
             times.sort_by(f64::total_cmp);

@@ -9,7 +9,7 @@ mod errors;
 mod lifecycle;
 mod openai;
 mod qwen3;
-mod rerank;
+mod retrieval;
 mod security;
 
 use std::path::PathBuf;

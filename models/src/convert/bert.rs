@@ -367,16 +367,7 @@ fn labels(config: &Json) -> Vec<String> {
 /// Pooling mode and L2 normalisation from sentence-transformers' files; classifiers and plain
 /// BERT checkpoints use the CLS token.
 fn pooling(c: &Checkpoint, is_classifier: bool) -> Result<(&'static str, bool)> {
-    let normalize = c
-        .optional_json("modules.json")?
-        .and_then(|m| m.as_array().cloned())
-        .is_some_and(|mods| {
-            mods.iter().any(|m| {
-                m.get("type")
-                    .and_then(Json::as_str)
-                    .is_some_and(|t| t.ends_with("Normalize"))
-            })
-        });
+    let normalize = c.normalizes()?;
     let mode = match c.optional_json("1_Pooling/config.json")? {
         Some(p) if !is_classifier => {
             let on = |k: &str| p.get(k).and_then(Json::as_bool).unwrap_or(false);

@@ -165,4 +165,18 @@ impl Checkpoint {
             Ok(None)
         }
     }
+
+    /// Whether sentence-transformers' `modules.json` ends the model with `Normalize`.
+    pub fn normalizes(&self) -> Result<bool> {
+        Ok(self
+            .optional_json("modules.json")?
+            .and_then(|m| m.as_array().cloned())
+            .is_some_and(|mods| {
+                mods.iter().any(|m| {
+                    m.get("type")
+                        .and_then(Json::as_str)
+                        .is_some_and(|t| t.ends_with("Normalize"))
+                })
+            }))
+    }
 }

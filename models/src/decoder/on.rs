@@ -47,6 +47,8 @@ pub(super) trait Run: Send + Sync {
     ) -> Result<Vec<f32>>;
     /// The final norm and the vocabulary projection of `rows` rows.
     fn head(&self, x: Vec<f32>, rows: usize) -> Result<Vec<f32>>;
+    /// The final norm of rows `x` (what the head projects), `[rows, hidden]`.
+    fn final_norm(&self, x: Vec<f32>, rows: usize) -> Result<Vec<f32>>;
     /// Every layer on rows `x` at positions `pos0..`, then the head of the last `rows_out`
     /// rows, on the backend: only the logits come back.
     fn forward(
@@ -454,6 +456,14 @@ impl<B: Backend> Run for On<B> {
     fn head(&self, x: Vec<f32>, rows: usize) -> Result<Vec<f32>> {
         let x = self.b.upload(x);
         Ok(self.b.download(self.head_on(&x, rows)?)?)
+    }
+
+    fn final_norm(&self, x: Vec<f32>, rows: usize) -> Result<Vec<f32>> {
+        let (b, c) = (&self.b, &self.c);
+        let x = b.upload(x);
+        let mut xn = b.buffer(rows * c.hidden);
+        b.rms_norm(&x, &mut xn, c.hidden, &self.norm, c.eps)?;
+        Ok(b.download(xn)?)
     }
 
     fn forward(

@@ -1,12 +1,15 @@
-//! Reranking over HTTP (`/rerank` in text-embeddings-inference's shape, `/v1/rerank` in
-//! Cohere's and Jina's) with a tiny BERT cross-encoder against PyTorch's logits, its refusals,
-//! a 429 past the places, and concurrent requests of several texts each getting their own
-//! results back from shared batches.
+//! Retrieval over HTTP: reranking (`/rerank` in text-embeddings-inference's shape, `/v1/rerank`
+//! in Cohere's and Jina's) with a tiny BERT cross-encoder against PyTorch's logits, its
+//! refusals, a 429 past the places; an LLM embedder (a Qwen3 pooled at its last token) on
+//! `/v1/embeddings`; and concurrent requests of several texts each getting their own results
+//! back from shared batches.
 
 use std::process::Command;
 
 use edgecut::WeightType;
-use edgecut_tests::{cli_exe, converted, fixture, http, minilm, repo_root, spawn_http_api};
+use edgecut_tests::{
+    cli_exe, converted, fixture, http, minilm, qwen3_embedder_dir, repo_root, spawn_http_api,
+};
 use serde_json::{json, Value};
 
 use super::Server;
@@ -19,13 +22,19 @@ fn reranker() -> std::path::PathBuf {
     )
 }
 
-/// `edgecut serve --http` with the reranker and MiniLM, and `extra` flags.
+fn llm_embedder() -> std::path::PathBuf {
+    converted(&qwen3_embedder_dir(), "qwen3-embed-tiny", WeightType::F32)
+}
+
+/// `edgecut serve --http` with the reranker, MiniLM and the LLM embedder, and `extra` flags.
 fn serve(extra: &[&str]) -> Server {
     let mut cmd = Command::new(cli_exe());
     cmd.args(["serve", "--http", "127.0.0.1:0", "--device", "cpu", "-m"])
         .arg(reranker())
         .arg("-m")
         .arg(minilm(WeightType::Q8_0))
+        .arg("-m")
+        .arg(llm_embedder())
         .args(extra);
     let (child, url, log) = spawn_http_api(cmd);
     Server { child, url, log }
@@ -271,4 +280,43 @@ fn concurrent_requests_of_several_texts_get_their_own_results_from_shared_batche
         assert_eq!(x["index"], y["index"]);
         assert!((x["score"].as_f64().unwrap() - y["score"].as_f64().unwrap()).abs() < 1e-4);
     }
+}
+
+#[test]
+fn an_llm_embedder_serves_embeddings_as_the_facade_computes_them() {
+    let s = serve(&[]);
+    let name = served_name(&s, "qwen3-embed-tiny");
+    let texts = [
+        "The cat sat on the mat.",
+        "北京是中国的首都。",
+        "edge inference",
+    ];
+    let b = json!({"model": name, "input": texts, "encoding_format": "float", "dimensions": 32});
+    let r = http(
+        &format!("{}/v1/embeddings", s.url),
+        None,
+        Some(&b.to_string()),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    let session = edgecut::Session::open(llm_embedder(), &Default::default()).unwrap();
+    let mut want = session.embed(&texts).unwrap().vectors;
+    session.shorten(&mut want, 32).unwrap();
+    for (d, w) in r.json()["data"].as_array().unwrap().iter().zip(&want) {
+        let got: Vec<f32> = d["embedding"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_f64().unwrap() as f32)
+            .collect();
+        assert_eq!(got.len(), 32);
+        assert!(edgecut::cosine(&got, w) > 0.99999);
+    }
+    // It is no generator: chat is refused by name.
+    let b = json!({"model": name, "messages": [{"role": "user", "content": "hi"}]});
+    let r = http(
+        &format!("{}/v1/chat/completions", s.url),
+        None,
+        Some(&b.to_string()),
+    );
+    assert_eq!(r.status, 400, "{}", r.body);
 }
