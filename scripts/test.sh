@@ -5,25 +5,31 @@
 # target (scripts/fuzz-smoke.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-scripts/setup.sh
-cargo fmt --all -- --check
-cargo clippy --workspace --all-targets --release -- -D warnings
-cargo test --workspace --release
+# Each step says when it starts and how long the run has taken, so a slow CI run shows where.
+step() {
+    echo "test.sh: [${SECONDS}s] $*" >&2
+    "$@"
+}
+step scripts/setup.sh
+step cargo fmt --all -- --check
+step cargo clippy --workspace --all-targets --release -- -D warnings
+step cargo test --workspace --release
 # The HTTP API against its contract, docs/openapi.yaml (schemathesis, about a minute).
-scripts/schemathesis.sh target/release/edgecut
+step scripts/schemathesis.sh target/release/edgecut
 # The Helm chart, manifests, recording and adapter rules, and the HPA arithmetic.
-scripts/deploy-validate.sh
+step scripts/deploy-validate.sh
 # The GPU backend, behind features: its lints, the conformance suite, MiniLM and SmolLM2 end to
 # end on wgpu (Vulkan through lavapipe where there is no GPU; two of SmolLM2's ten prompts,
 # EDGECUT_GPU_LLAMA_ALL=1 for all), a tiny random Llama against the scalar CPU, `edgecut serve
 # --device wgpu` answering encoder and decoder splits, and the cuda feature built and failing
 # cleanly where there is no CUDA driver.
 GPU_FEATURES=edgecut-cli/gpu,edgecut-backends/vulkan,edgecut-backends/cuda,edgecut-tests/vulkan,edgecut-tests/cuda
-cargo clippy --workspace --all-targets --release --features "$GPU_FEATURES" -- -D warnings
-cargo test --release -p edgecut-backends --features vulkan,cuda --test gpu_conformance --test contract
-cargo test --release -p edgecut-models --features vulkan,cuda --test tiny_models on_wgpu
-cargo test --release -p edgecut-tests --features vulkan,cuda --test it gpu_
-cargo test --release -p edgecut-cli --features gpu --test serve_gpu
-scripts/test-arm.sh
+step cargo clippy --workspace --all-targets --release --features "$GPU_FEATURES" -- -D warnings
+step cargo test --release -p edgecut-backends --features vulkan,cuda --test gpu_conformance --test contract
+step cargo test --release -p edgecut-models --features vulkan,cuda --test tiny_models on_wgpu
+step cargo test --release -p edgecut-tests --features vulkan,cuda --test it gpu_
+step cargo test --release -p edgecut-cli --features gpu --test serve_gpu
+step scripts/test-arm.sh
 # Each fuzz target for 15 s (parsers of files and frames must not panic on hostile bytes).
-scripts/fuzz-smoke.sh
+step scripts/fuzz-smoke.sh
+echo "test.sh: [${SECONDS}s] done" >&2

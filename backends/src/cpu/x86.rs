@@ -23,6 +23,7 @@ pub fn available() -> Vec<Kernels> {
         name: "avx2",
         dot_q8_0: dot_q8_0_avx2,
         dot4_q8_0: dot4_q8_0_avx2,
+        dot4x2_q8_0: Some(dot4x2_q8_0_avx2),
         wide_avx2: super::multiversion::avx2(),
         f32_linear_avx2: super::f32_avx2::available(),
         gemv_i16_avx2: super::gemv_i16_avx2::available(),
@@ -46,6 +47,7 @@ pub fn available() -> Vec<Kernels> {
             name: "avx512vnni",
             dot_q8_0: dot_q8_0_vnni,
             dot4_q8_0: dot4_q8_0_vnni,
+            dot4x2_q8_0: Some(dot4x2_q8_0_vnni),
             gemm_vnni: super::gemm_vnni::available(),
             gemv_i16: super::gemv_i16::available(),
             attention_bf16: super::attn_bf16::available(),
@@ -102,6 +104,41 @@ fn dot4_q8_0_vnni(w: [&[u8]; 4], xq: &[i8], xd: &[f32]) -> [f32; 4] {
     unsafe { dot4_vnni(p, xq.as_ptr(), xd.as_ptr(), nb) }
 }
 
+fn check4x2(w: &[&[u8]; 4], xq: &[&[i8]; 2], xd: &[&[f32]; 2]) -> usize {
+    let nb = xd[0].len();
+    assert!(
+        xd[1].len() == nb
+            && w.iter().all(|w| w.len() >= nb * Q8_0_BYTES)
+            && xq.iter().all(|x| x.len() >= nb * QK),
+        "dot4x2_q8_0: short input"
+    );
+    nb
+}
+
+fn dot4x2_q8_0_avx2(w: [&[u8]; 4], xq: [&[i8]; 2], xd: [&[f32]; 2]) -> [[f32; 4]; 2] {
+    let nb = check4x2(&w, &xq, &xd);
+    let (p, x, d) = (
+        w.map(<[u8]>::as_ptr),
+        xq.map(<[i8]>::as_ptr),
+        xd.map(<[f32]>::as_ptr),
+    );
+    // SAFETY: AVX2, FMA and F16C were detected before this function was put in a table, and
+    // `check4x2` proved every slice holds `nb` blocks.
+    unsafe { dot4x2::<false>(p, x, d, nb) }
+}
+
+fn dot4x2_q8_0_vnni(w: [&[u8]; 4], xq: [&[i8]; 2], xd: [&[f32]; 2]) -> [[f32; 4]; 2] {
+    let nb = check4x2(&w, &xq, &xd);
+    let (p, x, d) = (
+        w.map(<[u8]>::as_ptr),
+        xq.map(<[i8]>::as_ptr),
+        xd.map(<[f32]>::as_ptr),
+    );
+    // SAFETY: AVX-512 VNNI/VL, AVX2, FMA and F16C were detected before this function was put
+    // in a table, and `check4x2` proved every slice holds `nb` blocks.
+    unsafe { dot4x2_vnni(p, x, d, nb) }
+}
+
 /// Products of `|x|` (u8 lanes) and `w * sign(x)` (i8 lanes), summed in fours into i32 lanes.
 #[inline]
 #[target_feature(enable = "avx2")]
@@ -148,6 +185,60 @@ unsafe fn dot4<const VNNI: bool>(
         }
     }
     acc.map(|a| hsum(a))
+}
+
+/// [`dot4`] for two activation rows at once: each weight block is loaded, and its scale
+/// converted, once for both rows (the GEMM's rows come in pairs). Every output is computed as
+/// [`dot4`] computes it, so the bits are the same.
+///
+/// # Safety
+/// As [`dot4`], for both activation rows.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn dot4x2<const VNNI: bool>(
+    w: [*const u8; 4],
+    xq: [*const i8; 2],
+    xd: [*const f32; 2],
+    nb: usize,
+) -> [[f32; 4]; 2] {
+    let mut acc = [[_mm256_setzero_ps(); 4]; 2];
+    for b in 0..nb {
+        // SAFETY: b < nb, so every read is inside the blocks the caller vouched for.
+        unsafe {
+            let xv = xq.map(|x| _mm256_loadu_si256(x.add(b * QK) as *const __m256i));
+            let ax = xv.map(|v| _mm256_sign_epi8(v, v));
+            let dx = xd.map(|d| *d.add(b));
+            for r in 0..4 {
+                let blk = w[r].add(b * Q8_0_BYTES);
+                let wv = _mm256_loadu_si256(blk.add(2) as *const __m256i);
+                let dw = f16_scale(blk);
+                for a in 0..2 {
+                    let sw = _mm256_sign_epi8(wv, xv[a]);
+                    let p = if VNNI {
+                        madd_vnni_unchecked(ax[a], sw)
+                    } else {
+                        madd_avx2(ax[a], sw)
+                    };
+                    let scale = _mm256_set1_ps(dw * dx[a]);
+                    acc[a][r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), scale, acc[a][r]);
+                }
+            }
+        }
+    }
+    acc.map(|row| row.map(|a| hsum(a)))
+}
+
+/// # Safety
+/// As [`dot4x2`], with AVX-512 VNNI/VL present.
+#[target_feature(enable = "avx2,fma,f16c,avx512vnni,avx512vl")]
+unsafe fn dot4x2_vnni(
+    w: [*const u8; 4],
+    xq: [*const i8; 2],
+    xd: [*const f32; 2],
+    nb: usize,
+) -> [[f32; 4]; 2] {
+    // SAFETY: forwarded contract; the features `dot4x2::<true>` needs are enabled here.
+    unsafe { dot4x2::<true>(w, xq, xd, nb) }
 }
 
 /// # Safety
