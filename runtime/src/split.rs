@@ -57,11 +57,11 @@ impl Session {
             if encoding == Encoding::U32 {
                 return Err(bad("u32 carries token ids (cut 0), not activations"));
             }
-            let mut a = self.bert()?.embeddings(&ids)?;
-            self.bert()?
-                .blocks(self.stages().device_blocks(cut), &mut a)?;
+            let bert = self.bert()?;
+            let mut a = bert.embeddings(&ids)?;
+            bert.blocks(self.stages().device_blocks(cut), &mut a)?;
             let data = encode_values(&a.hidden, encoding);
-            (self.bert()?.cfg.hidden as u32, encoding, data)
+            (bert.cfg.hidden as u32, encoding, data)
         };
         Ok(Infer {
             request_id,
@@ -85,13 +85,14 @@ impl Session {
         if cut >= n {
             return Err(bad(format!("cut {cut} is not in 0..{n}")));
         }
-        if seq == 0 || seq > self.bert()?.cfg.context {
+        let cfg = &self.bert()?.cfg;
+        if seq == 0 || seq > cfg.context {
             return Err(bad(format!(
                 "texts of {seq} tokens do not fit the model (context {})",
-                self.bert()?.cfg.context
+                cfg.context
             )));
         }
-        let want_width = if cut == 0 { 1 } else { self.bert()?.cfg.hidden };
+        let want_width = if cut == 0 { 1 } else { cfg.hidden };
         if shape.width as usize != want_width {
             return Err(bad(format!(
                 "width {} at cut {cut}; the model has {want_width}",
@@ -188,9 +189,9 @@ impl Session {
                 }
             }
         };
-        self.bert()?
-            .blocks(self.stages().server_blocks(cut), &mut act)?;
-        Ok(self.bert()?.pool(&act)?)
+        let bert = self.bert()?;
+        bert.blocks(self.stages().server_blocks(cut), &mut act)?;
+        Ok(bert.pool(&act)?)
     }
 
     /// Runs stages `cut..n` of a request and returns one sentence vector per text. Every field

@@ -42,16 +42,17 @@ impl Session {
             times.push(t.elapsed());
             *t = Instant::now();
         };
-        let mut a = self.bert()?.embeddings(std::slice::from_ref(&ids))?;
+        let bert = self.bert()?;
+        let mut a = bert.embeddings(std::slice::from_ref(&ids))?;
         lap(&mut t);
-        for b in 0..self.bert()?.cfg.layers {
-            self.bert()?.block(b, &mut a)?;
+        for b in 0..bert.cfg.layers {
+            bert.block(b, &mut a)?;
             lap(&mut t);
         }
-        if self.bert()?.n_classes().is_some() {
-            self.bert()?.classify(&a)?;
+        if bert.n_classes().is_some() {
+            bert.classify(&a)?;
         } else {
-            self.bert()?.pool(&a)?;
+            bert.pool(&a)?;
         }
         lap(&mut t);
         Ok(times)
