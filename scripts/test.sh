@@ -23,12 +23,16 @@ step scripts/deploy-validate.sh
 # EDGECUT_GPU_LLAMA_ALL=1 for all), a tiny random Llama against the scalar CPU, `edgecut serve
 # --device wgpu` answering encoder and decoder splits, and the cuda feature built and failing
 # cleanly where there is no CUDA driver.
-GPU_FEATURES=edgecut-cli/gpu,edgecut-backends/vulkan,edgecut-backends/cuda,edgecut-tests/vulkan,edgecut-tests/cuda
+GPU_FEATURES=edgecut-cli/gpu,edgecut-backends/vulkan,edgecut-backends/cuda,edgecut-models/vulkan,edgecut-models/cuda,edgecut-tests/vulkan,edgecut-tests/cuda
 step cargo clippy --workspace --all-targets --release --features "$GPU_FEATURES" -- -D warnings
-step cargo test --release -p edgecut-backends --features vulkan,cuda --test gpu_conformance --test contract
-step cargo test --release -p edgecut-models --features vulkan,cuda --test tiny_models on_wgpu
-step cargo test --release -p edgecut-tests --features vulkan,cuda --test it gpu_
-step cargo test --release -p edgecut-cli --features gpu --test serve_gpu
+# Every GPU test from one package selection and feature set: their dependencies (wgpu, CubeCL)
+# build once, where a selection per package rebuilt them for each (8 minutes of CI).
+GPU_TESTS=(cargo test --release -p edgecut-backends -p edgecut-models -p edgecut-tests -p edgecut-cli
+    --features "$GPU_FEATURES")
+step "${GPU_TESTS[@]}" --test gpu_conformance --test contract
+step "${GPU_TESTS[@]}" --test tiny_models on_wgpu
+step "${GPU_TESTS[@]}" --test it gpu_
+step "${GPU_TESTS[@]}" --test serve_gpu
 step scripts/test-arm.sh
 # Each fuzz target for 15 s (parsers of files and frames must not panic on hostile bytes).
 step scripts/fuzz-smoke.sh
