@@ -96,10 +96,16 @@ impl BertConfig {
             Some("cls") => Pooling::Cls,
             Some("mean") => Pooling::Mean,
             Some(other) => return Err(ModelError::Unsupported(format!("pooling {other:?}"))),
-            // llama.cpp's converter records pooling as LLAMA_POOLING_TYPE (1 mean, 2 CLS).
+            // llama.cpp's converter records pooling as LLAMA_POOLING_TYPE (0 none, 1 mean,
+            // 2 CLS, 3 last token, 4 rank: a reranker's head on the CLS token).
             None => match f.get_u64("bert.pooling_type").unwrap_or(2) {
                 1 => Pooling::Mean,
-                _ => Pooling::Cls,
+                0 | 2 | 4 => Pooling::Cls,
+                other => {
+                    return Err(ModelError::Unsupported(format!(
+                        "bert.pooling_type {other} (edgecut pools BERT encoders by mean or CLS)"
+                    )))
+                }
             },
         };
         let labels = match f.get("edgecut.labels") {

@@ -61,12 +61,20 @@ fn xlm_roberta_embeddings_match_pytorch_in_f32_and_q8_0() {
 /// A copy of `path` without the key `drop` (a file as llama.cpp's converter writes it, with
 /// only the `tokenizer.ggml.*` arrays).
 fn without_key(path: &Path, drop: &str) -> PathBuf {
+    rewritten(path, drop, None)
+}
+
+/// A copy of `path` with the key `key` dropped, or set to `value`.
+fn rewritten(path: &Path, key: &str, value: Option<edgecut_format::gguf::Value>) -> PathBuf {
     let f = GgufFile::open(path).unwrap();
     let mut w = GgufWriter::new();
     for (k, v) in f.metadata() {
-        if k != drop {
+        if k != key {
             w.set(k.clone(), v.clone());
         }
+    }
+    if let Some(v) = value {
+        w.set(key, v);
     }
     for t in f.tensors() {
         w.add_tensor(TensorSpec {
@@ -77,7 +85,12 @@ fn without_key(path: &Path, drop: &str) -> PathBuf {
         .unwrap();
     }
     let name = path.file_stem().unwrap().to_string_lossy();
-    let out = scratch().join(format!("{name}-{}-no-{drop}.gguf", std::process::id()));
+    let tag = if w.metadata().iter().any(|(k, _)| k == key) {
+        "set"
+    } else {
+        "no"
+    };
+    let out = scratch().join(format!("{name}-{}-{tag}-{key}.gguf", std::process::id()));
     w.write_file(&out, |i, _| Ok(Cow::Borrowed(f.view(&f.tensors()[i]).data)))
         .unwrap();
     out
@@ -261,5 +274,23 @@ fn a_qwen3_pooled_at_its_last_token_embeds_as_pytorch_does_in_f32_and_q8_0() {
             .unwrap_err()
             .to_string()
             .contains("no tokens"));
+    }
+}
+
+#[test]
+fn a_bert_pooling_type_edgecut_does_not_run_is_refused_by_name() {
+    use edgecut_format::gguf::Value;
+    let path = tiny("xlmr-tiny", WeightType::F32);
+    // As llama.cpp's converter writes it: no edgecut.pooling, only bert.pooling_type.
+    let plain = without_key(&path, "edgecut.pooling");
+    for (t, ok) in [(1u32, true), (2, true), (4, true), (3, false), (7, false)] {
+        let p = rewritten(&plain, "bert.pooling_type", Some(Value::U32(t)));
+        match Session::open(&p, &SessionOptions::default()) {
+            Ok(_) => assert!(ok, "pooling type {t} opened"),
+            Err(e) => {
+                assert!(!ok, "pooling type {t}: {e}");
+                assert!(e.to_string().contains(&format!("pooling_type {t}")), "{e}");
+            }
+        }
     }
 }
