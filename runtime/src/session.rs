@@ -96,6 +96,17 @@ pub struct Truncated {
     pub kept: usize,
 }
 
+impl Truncated {
+    /// The cut of text `index` from `tokens` to `kept` tokens, if it was cut.
+    fn of(index: usize, tokens: usize, kept: usize) -> Option<Truncated> {
+        (tokens > kept).then_some(Truncated {
+            index,
+            tokens,
+            kept,
+        })
+    }
+}
+
 /// Sentence vectors, in input order.
 #[derive(Clone, Debug)]
 #[non_exhaustive]
@@ -371,13 +382,7 @@ impl Session {
         let mut truncated = Vec::new();
         for (index, t) in texts.iter().enumerate() {
             let e = self.tokenizer.encode(t, true, Some(self.max_len))?;
-            if e.truncated() {
-                truncated.push(Truncated {
-                    index,
-                    tokens: e.full_len,
-                    kept: e.ids.len(),
-                });
-            }
+            truncated.extend(Truncated::of(index, e.full_len, e.ids.len()));
             encoded.push((e.ids, None));
         }
         Ok((self.run_encoded(encoded, head)?, truncated))
@@ -462,13 +467,7 @@ impl Session {
         let mut truncated = Vec::new();
         for (index, (q, d)) in pairs.iter().enumerate() {
             let e = self.tokenizer.encode_pair(q, d, Some(self.max_len))?;
-            if e.truncated() {
-                truncated.push(Truncated {
-                    index,
-                    tokens: e.full_len,
-                    kept: e.ids.len(),
-                });
-            }
+            truncated.extend(Truncated::of(index, e.full_len, e.ids.len()));
             encoded.push((e.ids, Some(e.type_ids)));
         }
         let bert = self.bert()?;
@@ -498,13 +497,7 @@ impl Session {
                     "text {index} has no tokens, so no last token to pool"
                 )));
             }
-            if e.truncated() {
-                truncated.push(Truncated {
-                    index,
-                    tokens: e.full_len,
-                    kept: e.ids.len(),
-                });
-            }
+            truncated.extend(Truncated::of(index, e.full_len, e.ids.len()));
             encoded.push(e.ids);
         }
         let mut order: Vec<usize> = (0..texts.len()).collect();

@@ -48,6 +48,39 @@ fn model_vocab<'j>(
     Ok((model, vocab))
 }
 
+/// llama.cpp's token types of a vocabulary of `n`: normal, and control for the special tokens
+/// `tokenizer.json` adds.
+fn token_types(j: &Json, n: usize) -> Vec<i32> {
+    let mut types = vec![NORMAL; n];
+    for added in j
+        .get("added_tokens")
+        .and_then(Json::as_array)
+        .into_iter()
+        .flatten()
+    {
+        let special = added.get("special").and_then(Json::as_bool) == Some(true);
+        if let (true, Some(id)) = (special, added.get("id").and_then(Json::as_u64)) {
+            if let Some(t) = types.get_mut(id as usize) {
+                *t = CONTROL;
+            }
+        }
+    }
+    types
+}
+
+/// Sets each key to the id of its token, where the vocabulary has it.
+fn set_ids<const N: usize>(
+    w: &mut GgufWriter,
+    id_of: impl Fn(&str) -> Option<Value>,
+    keys: [(&str, &str); N],
+) {
+    for (key, tok) in keys {
+        if let Some(v) = id_of(tok) {
+            w.set(key, v);
+        }
+    }
+}
+
 /// Writes the WordPiece vocabulary of `tokenizer_json` as `tokenizer.ggml.*` keys.
 pub(super) fn wordpiece(
     w: &mut GgufWriter,
@@ -76,42 +109,26 @@ pub(super) fn wordpiece(
         .enumerate()
         .map(|(i, t)| t.ok_or_else(|| err(format!("token id {i} is missing from the vocabulary"))))
         .collect::<Result<_>>()?;
-    let mut types = vec![NORMAL; tokens.len()];
-    for added in j
-        .get("added_tokens")
-        .and_then(Json::as_array)
-        .into_iter()
-        .flatten()
-    {
-        let special = added
-            .get("special")
-            .and_then(Json::as_bool)
-            .unwrap_or(false);
-        if let (true, Some(id)) = (special, added.get("id").and_then(Json::as_u64)) {
-            if let Some(t) = types.get_mut(id as usize) {
-                *t = CONTROL;
-            }
-        }
-    }
+    let types = token_types(&j, tokens.len());
     let id_of = |s: &str| {
         vocab
             .get(s)
             .and_then(Json::as_u64)
             .map(|v| Value::U32(v as u32))
     };
-    for (key, tok) in [
-        ("tokenizer.ggml.bos_token_id", "[CLS]"),
-        ("tokenizer.ggml.eos_token_id", "[SEP]"),
-        ("tokenizer.ggml.unknown_token_id", "[UNK]"),
-        ("tokenizer.ggml.seperator_token_id", "[SEP]"),
-        ("tokenizer.ggml.padding_token_id", "[PAD]"),
-        ("tokenizer.ggml.cls_token_id", "[CLS]"),
-        ("tokenizer.ggml.mask_token_id", "[MASK]"),
-    ] {
-        if let Some(v) = id_of(tok) {
-            w.set(key, v);
-        }
-    }
+    set_ids(
+        w,
+        id_of,
+        [
+            ("tokenizer.ggml.bos_token_id", "[CLS]"),
+            ("tokenizer.ggml.eos_token_id", "[SEP]"),
+            ("tokenizer.ggml.unknown_token_id", "[UNK]"),
+            ("tokenizer.ggml.seperator_token_id", "[SEP]"),
+            ("tokenizer.ggml.padding_token_id", "[PAD]"),
+            ("tokenizer.ggml.cls_token_id", "[CLS]"),
+            ("tokenizer.ggml.mask_token_id", "[MASK]"),
+        ],
+    );
     w.set("tokenizer.ggml.model", Value::Str("bert".into()));
     // llama.cpp's "phantom space" form of a WordPiece vocabulary (`hello` as `\u{2581}hello`,
     // `##ing` as `ing`, `[CLS]`-style tokens as they are), so llama.cpp tokenizes the file as
@@ -176,21 +193,8 @@ pub(super) fn unigram(
         tokens.push(piece.to_string());
         scores.push(score as f32);
     }
-    let mut types = vec![NORMAL; tokens.len()];
+    let mut types = token_types(&j, tokens.len());
     let unk = model.get("unk_id").and_then(Json::as_u64);
-    for added in j
-        .get("added_tokens")
-        .and_then(Json::as_array)
-        .into_iter()
-        .flatten()
-    {
-        let special = added.get("special").and_then(Json::as_bool) == Some(true);
-        if let (true, Some(id)) = (special, added.get("id").and_then(Json::as_u64)) {
-            if let Some(t) = types.get_mut(id as usize) {
-                *t = CONTROL;
-            }
-        }
-    }
     if let Some(t) = unk.and_then(|u| types.get_mut(u as usize)) {
         *t = UNKNOWN;
     }
@@ -200,18 +204,18 @@ pub(super) fn unigram(
             .position(|t| t == s)
             .map(|i| Value::U32(i as u32))
     };
-    for (key, tok) in [
-        ("tokenizer.ggml.bos_token_id", "<s>"),
-        ("tokenizer.ggml.eos_token_id", "</s>"),
-        ("tokenizer.ggml.seperator_token_id", "</s>"),
-        ("tokenizer.ggml.cls_token_id", "<s>"),
-        ("tokenizer.ggml.padding_token_id", "<pad>"),
-        ("tokenizer.ggml.mask_token_id", "<mask>"),
-    ] {
-        if let Some(v) = id_of(tok) {
-            w.set(key, v);
-        }
-    }
+    set_ids(
+        w,
+        id_of,
+        [
+            ("tokenizer.ggml.bos_token_id", "<s>"),
+            ("tokenizer.ggml.eos_token_id", "</s>"),
+            ("tokenizer.ggml.seperator_token_id", "</s>"),
+            ("tokenizer.ggml.cls_token_id", "<s>"),
+            ("tokenizer.ggml.padding_token_id", "<pad>"),
+            ("tokenizer.ggml.mask_token_id", "<mask>"),
+        ],
+    );
     if let Some(u) = unk {
         w.set("tokenizer.ggml.unknown_token_id", Value::U32(u as u32));
     }
