@@ -30,12 +30,15 @@ import zipfile
 
 import numpy as np
 
+# This folder is on the path when the script runs: the query and documents compare_rerank.py
+# (and `edgecut bench --rerank`) use.
+from compare_rerank import QUERY, doc_of
+
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 MODELS = os.environ.get("EDGECUT_MODELS", os.path.expanduser("~/.cache/edgecut/models"))
 INT8 = os.path.join(MODELS, "ms-marco-MiniLM-L-12-v2-int8")  # as shipped
 DEQ = os.path.join(MODELS, "ms-marco-MiniLM-L-12-v2-dequant")  # its weights as a checkpoint
 EXE = os.environ.get("EDGECUT_BIN", os.path.join(ROOT, "target/release/edgecut"))
-QUERY = "what runs on the edge"  # edgecut bench --rerank's query
 
 QUERIES = [
     "How many people live in Berlin?",
@@ -134,15 +137,6 @@ def gguf(kind):
     if not os.path.exists(path):
         subprocess.run([EXE, "convert", DEQ, "-o", path, "--type", kind], check=True, capture_output=True)
     return path
-
-
-def doc_of(count, n):
-    words = max(n - 2, 0)
-    while words > 0 and count(" ".join(["hello"] * words)) > n:
-        words -= 1
-    while count(" ".join(["hello"] * (words + 1))) <= n:
-        words += 1
-    return " ".join(["hello"] * words)
 
 
 def systems(threads):

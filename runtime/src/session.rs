@@ -391,27 +391,46 @@ impl Session {
     /// [`Session::run`] on texts already tokenized, each with its token types or none.
     fn run_encoded<T>(
         &self,
-        mut encoded: Vec<(Vec<u32>, Option<Vec<u32>>)>,
+        encoded: Vec<(Vec<u32>, Option<Vec<u32>>)>,
         head: impl Fn(&edgecut_models::Activation) -> Result<Vec<T>>,
     ) -> Result<Vec<T>> {
-        // Longest first, so each batch pads little.
-        let mut order: Vec<usize> = (0..encoded.len()).collect();
-        order.sort_by_key(|&i| std::cmp::Reverse(encoded[i].0.len()));
-        let mut slots: Vec<Option<T>> = (0..encoded.len()).map(|_| None).collect();
+        let bert = self.bert()?;
+        self.batched(
+            encoded,
+            |(ids, _)| ids.len(),
+            |batch| {
+                let (ids, types): (Vec<Vec<u32>>, Vec<Option<Vec<u32>>>) =
+                    batch.into_iter().unzip();
+                let typed = types.iter().any(Option::is_some).then(|| {
+                    types
+                        .into_iter()
+                        .zip(&ids)
+                        .map(|(t, i)| t.unwrap_or_else(|| vec![0; i.len()]))
+                        .collect::<Vec<_>>()
+                });
+                head(&bert.encode_typed(&ids, typed.as_deref())?)
+            },
+        )
+    }
+
+    /// Runs `items` in batches of `batch_size`, longest first (so each batch pads little),
+    /// `run` giving one result per item of its batch; results come back in input order.
+    fn batched<I, T>(
+        &self,
+        items: Vec<I>,
+        len: impl Fn(&I) -> usize,
+        run: impl Fn(Vec<I>) -> Result<Vec<T>>,
+    ) -> Result<Vec<T>> {
+        let mut order: Vec<usize> = (0..items.len()).collect();
+        order.sort_by_key(|&i| std::cmp::Reverse(len(&items[i])));
+        let mut items: Vec<Option<I>> = items.into_iter().map(Some).collect();
+        let mut slots: Vec<Option<T>> = (0..items.len()).map(|_| None).collect();
         for chunk in order.chunks(self.opts.batch_size) {
-            let (ids, types): (Vec<Vec<u32>>, Vec<Option<Vec<u32>>>) = chunk
+            let batch = chunk
                 .iter()
-                .map(|&i| std::mem::take(&mut encoded[i]))
-                .unzip();
-            let typed = types.iter().any(Option::is_some).then(|| {
-                types
-                    .into_iter()
-                    .zip(&ids)
-                    .map(|(t, i)| t.unwrap_or_else(|| vec![0; i.len()]))
-                    .collect::<Vec<_>>()
-            });
-            let a = self.bert()?.encode_typed(&ids, typed.as_deref())?;
-            for (&i, row) in chunk.iter().zip(head(&a)?) {
+                .map(|&i| items[i].take().expect("once"))
+                .collect();
+            for (&i, row) in chunk.iter().zip(run(batch)?) {
                 slots[i] = Some(row);
             }
         }
@@ -500,22 +519,16 @@ impl Session {
             truncated.extend(Truncated::of(index, e.full_len, e.ids.len()));
             encoded.push(e.ids);
         }
-        let mut order: Vec<usize> = (0..texts.len()).collect();
-        order.sort_by_key(|&i| std::cmp::Reverse(encoded[i].len()));
-        let mut out: Vec<Vec<f32>> = vec![Vec::new(); texts.len()];
         let dim = decoder.config.hidden;
-        for chunk in order.chunks(self.opts.batch_size) {
-            let ids: Vec<Vec<u32>> = chunk
-                .iter()
-                .map(|&i| std::mem::take(&mut encoded[i]))
-                .collect();
-            for (&i, mut v) in chunk.iter().zip(decoder.last_hidden(&ids)?) {
-                if normalize {
-                    edgecut_backends::ops::l2_normalize(&mut v, dim);
-                }
-                out[i] = v;
+        let out = self.batched(encoded, Vec::len, |ids| {
+            let mut vectors = decoder.last_hidden(&ids)?;
+            if normalize {
+                vectors
+                    .iter_mut()
+                    .for_each(|v| edgecut_backends::ops::l2_normalize(v, dim));
             }
-        }
+            Ok(vectors)
+        })?;
         Ok((out, truncated))
     }
 

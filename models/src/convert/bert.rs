@@ -262,10 +262,7 @@ pub(super) fn convert(
     w.set("edgecut.hidden_act", Value::Str(h.act.clone()));
     w.set("edgecut.pooling", Value::Str(pooling.into()));
     w.set("edgecut.normalize", Value::Bool(normalize));
-    if let Some(n) = c
-        .optional_json("sentence_bert_config.json")?
-        .and_then(|j| j.get("max_seq_length")?.as_u64())
-    {
+    if let Some(n) = super::pooling::max_seq_length(c)? {
         w.set(
             "edgecut.max_seq_len",
             Value::U32(n.min(h.ctx as u64) as u32),
@@ -367,22 +364,21 @@ fn labels(config: &Json) -> Vec<String> {
 /// Pooling mode and L2 normalisation from sentence-transformers' files; classifiers and plain
 /// BERT checkpoints use the CLS token.
 fn pooling(c: &Checkpoint, is_classifier: bool) -> Result<(&'static str, bool)> {
+    use super::pooling::Pooling;
     let normalize = c.normalizes()?;
-    let mode = match c.optional_json("1_Pooling/config.json")? {
-        Some(p) if !is_classifier => {
-            let on = |k: &str| p.get(k).and_then(Json::as_bool).unwrap_or(false);
-            if on("pooling_mode_mean_tokens") {
-                "mean"
-            } else if on("pooling_mode_cls_token") {
-                "cls"
-            } else {
-                return Err(ModelError::Unsupported(format!(
-                    "{}: only mean and CLS pooling are supported",
-                    c.dir.join("1_Pooling/config.json").display()
-                )));
-            }
+    if is_classifier {
+        return Ok(("cls", normalize));
+    }
+    let mode = match super::pooling::pooling(c)? {
+        None | Some(Pooling::Cls) => "cls",
+        Some(Pooling::Mean) => "mean",
+        Some(Pooling::Last) => {
+            return Err(ModelError::Unsupported(format!(
+                "{}: last-token pooling of a BERT-family encoder (edgecut pools them by mean or \
+                 CLS)",
+                c.dir.join("1_Pooling/config.json").display()
+            )))
         }
-        _ => "cls",
     };
     Ok((mode, normalize))
 }

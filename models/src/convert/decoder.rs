@@ -394,7 +394,7 @@ pub(super) fn convert(
         "edgecut.source.model_type",
         Value::Str(fam.model_type.into()),
     );
-    embedder_metadata(&mut w, c, arch)?;
+    super::pooling::embedder_metadata(&mut w, c, arch)?;
     common_metadata(&mut w, opts, c.checksum()?);
 
     let (q_rows, kv_rows) = (h.heads * h.head_dim, h.kv_heads * h.head_dim);
@@ -569,34 +569,6 @@ pub(super) fn convert(
         };
         encode(&v, spec.dtype).map(Cow::Owned)
     })
-}
-
-/// A decoder that sentence-transformers pools at its last token (Qwen3-Embedding, gte-Qwen: its
-/// `1_Pooling/config.json`) is written as an embedder: `edgecut.pooling = "last"`, llama.cpp's
-/// `{arch}.pooling_type` 3, normalisation as `modules.json` says, and its `max_seq_length`.
-/// Another pooling of a decoder is refused rather than dropped.
-fn embedder_metadata(w: &mut GgufWriter, c: &Checkpoint, arch: &str) -> Result<()> {
-    let Some(p) = c.optional_json("1_Pooling/config.json")? else {
-        return Ok(());
-    };
-    let on = |k: &str| p.get(k).and_then(Json::as_bool).unwrap_or(false);
-    if !on("pooling_mode_lasttoken") {
-        return Err(ModelError::Unsupported(format!(
-            "{}: a decoder embeds by last-token pooling only (pooling_mode_lasttoken)",
-            c.dir.join("1_Pooling/config.json").display()
-        )));
-    }
-    let normalize = c.normalizes()?;
-    w.set("edgecut.pooling", Value::Str("last".into()));
-    w.set(format!("{arch}.pooling_type"), Value::U32(3));
-    w.set("edgecut.normalize", Value::Bool(normalize));
-    if let Some(n) = c
-        .optional_json("sentence_bert_config.json")?
-        .and_then(|j| j.get("max_seq_length")?.as_u64())
-    {
-        w.set("edgecut.max_seq_len", Value::U32(n as u32));
-    }
-    Ok(())
 }
 
 #[cfg(test)]

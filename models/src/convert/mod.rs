@@ -10,6 +10,7 @@ mod bert;
 mod decoder;
 mod from_gguf;
 pub mod hf;
+mod pooling;
 mod tokenizer_meta;
 
 use std::borrow::Cow;

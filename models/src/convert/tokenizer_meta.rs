@@ -22,18 +22,12 @@ fn json_err(path: &Path) -> impl Fn(String) -> ModelError + '_ {
     }
 }
 
-/// The `model` section of a parsed `tokenizer.json` and its vocabulary, checked to be a `kind`
-/// model (what `who` needs).
-fn model_vocab<'j>(
-    j: &'j Json,
-    kind: &str,
-    who: &str,
-    path: &Path,
-) -> Result<(&'j Json, &'j serde_json::Map<String, Json>)> {
-    let err = json_err(path);
+/// The `model` section of a parsed `tokenizer.json`, checked to be a `kind` model (what `who`
+/// needs).
+fn model_of<'j>(j: &'j Json, kind: &str, who: &str, path: &Path) -> Result<&'j Json> {
     let model = j
         .get("model")
-        .ok_or_else(|| err("no \"model\" section".into()))?;
+        .ok_or_else(|| json_err(path)("no \"model\" section".into()))?;
     let found = model.get("type").and_then(Json::as_str).unwrap_or("");
     if found != kind {
         return Err(ModelError::Unsupported(format!(
@@ -41,6 +35,18 @@ fn model_vocab<'j>(
             path.display()
         )));
     }
+    Ok(model)
+}
+
+/// [`model_of`] and its vocabulary map.
+fn model_vocab<'j>(
+    j: &'j Json,
+    kind: &str,
+    who: &str,
+    path: &Path,
+) -> Result<(&'j Json, &'j serde_json::Map<String, Json>)> {
+    let err = json_err(path);
+    let model = model_of(j, kind, who, path)?;
     let vocab = model
         .get("vocab")
         .and_then(Json::as_object)
@@ -167,16 +173,7 @@ pub(super) fn unigram(
 ) -> Result<()> {
     let err = json_err(path);
     let j: Json = serde_json::from_str(tokenizer_json).map_err(|e| err(e.to_string()))?;
-    let model = j
-        .get("model")
-        .ok_or_else(|| err("no \"model\" section".into()))?;
-    let found = model.get("type").and_then(Json::as_str).unwrap_or("");
-    if found != "Unigram" {
-        return Err(ModelError::Unsupported(format!(
-            "{}: tokenizer model {found:?}; XLM-RoBERTa checkpoints need Unigram",
-            path.display()
-        )));
-    }
+    let model = model_of(&j, "Unigram", "XLM-RoBERTa checkpoints", path)?;
     let vocab = model
         .get("vocab")
         .and_then(Json::as_array)
