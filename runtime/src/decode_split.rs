@@ -306,6 +306,11 @@ impl SplitDecoder {
         link: &mut dyn DecodeLink,
         on_text: &mut dyn FnMut(&str) -> bool,
     ) -> Result<SplitGeneration> {
+        if opts.guide.is_some() {
+            return Err(Error::Input(
+                "constrained decoding does not run split yet: generate on one machine".into(),
+            ));
+        }
         let capacity = self.lower.capacity();
         let common = start_turn(prompt, &self.tokens, capacity, opts)?;
         let start = Instant::now();
@@ -343,14 +348,14 @@ impl SplitDecoder {
             start,
             on_text,
             &mut |prev| match prev {
-                None => Ok(first.take().expect("the prompt's run samples")),
+                None => Ok((first.take().expect("the prompt's run samples"), false)),
                 Some(t) => {
                     let was = fell.is_some();
                     let next = self.run(&[t], true, &mut sampler, link, &mut fell)?;
                     if !was && fell.is_some() {
                         at_fallback = Some(self.tokens.len() - prompt.len());
                     }
-                    Ok(next.expect("a sampled run"))
+                    Ok((next.expect("a sampled run"), false))
                 }
             },
         )?;

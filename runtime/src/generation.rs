@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use edgecut_format::{TextStream, Tokenizer};
 use edgecut_models::{KvCache, Sampler};
 
+use crate::guide::{Guide, Guided};
 use crate::llm::{start_turn, Context, Finish, GenerateOptions, Generation};
 use crate::stop::{Step, StopFilter};
 use crate::{Error, Llm, Result};
@@ -41,7 +42,8 @@ impl<'t> Emitter<'t> {
             stop_ids,
             generated: Vec::new(),
             max_tokens: opts.max_tokens,
-            ignore_eos: opts.ignore_eos,
+            // A guide's end is the constraint's: the stop token it allows ends the text.
+            ignore_eos: opts.ignore_eos && opts.guide.is_none(),
             in_cache,
             capacity,
         }
@@ -113,8 +115,9 @@ impl<'t> Emitter<'t> {
     }
 }
 
-/// The generation loop shared by local and split decoding. `next(prev)` returns the next token:
-/// from the prompt's logits when `prev` is `None`, else after running `prev` (the token just
+/// The generation loop shared by local and split decoding. `next(prev)` returns the next token,
+/// and whether a guide's constraint is complete after it (nothing may follow): from the
+/// prompt's logits when `prev` is `None`, else after running `prev` (the token just
 /// generated). `in_cache` positions (the prompt) are held before the first call, of
 /// `capacity`. Text goes to `on_text` with stop strings held back. Returns the tokens, why it
 /// ended, the text and the time to the first token.
@@ -127,7 +130,7 @@ pub(crate) fn decode_loop(
     capacity: usize,
     start: Instant,
     on_text: &mut dyn FnMut(&str) -> bool,
-    next: &mut dyn FnMut(Option<u32>) -> Result<u32>,
+    next: &mut dyn FnMut(Option<u32>) -> Result<(u32, bool)>,
 ) -> Result<(Vec<u32>, Finish, String, Duration)> {
     let mut e = Emitter::new(tokenizer, stop_ids, opts, in_cache, capacity);
     let mut prefill = None;
@@ -135,10 +138,13 @@ pub(crate) fn decode_loop(
         if let Some(f) = e.done_before_draw() {
             break f;
         }
-        let t = next(e.generated().last().copied())?;
+        let (t, complete) = next(e.generated().last().copied())?;
         prefill.get_or_insert_with(|| start.elapsed());
         if let Some(f) = e.push(t, on_text)? {
             break f;
+        }
+        if complete {
+            break Finish::EndOfSequence;
         }
     };
     e.end(finish, on_text);
@@ -169,6 +175,7 @@ pub struct Turn<'a> {
     prompt: Vec<u32>,
     cached: usize,
     sampler: Sampler,
+    guided: Option<Guided>,
     emit: Emitter<'a>,
     state: TurnState,
     start: Instant,
@@ -222,6 +229,7 @@ impl<'a> Turn<'a> {
             prompt,
             cached: common,
             sampler: Sampler::new(opts.sampling.clone()),
+            guided: opts.guide.as_ref().map(Guide::start),
             emit,
             state,
             start: Instant::now(),
@@ -281,14 +289,29 @@ impl<'a> Turn<'a> {
 
     /// Takes logits of the turn's last position: draws, releases text, and moves on.
     fn take(&mut self, logits: &mut [f32]) -> Result<String> {
+        let stop_ids = self.emit.stop_ids;
+        if let Some(g) = self.guided.as_mut() {
+            g.apply(logits)?;
+        }
         let t = self.sampler.sample(logits, &self.ctx.tokens);
+        let complete = match self.guided.as_mut() {
+            Some(g) => {
+                g.consume(t, stop_ids)?;
+                g.done()
+            }
+            None => false,
+        };
         self.first_token.get_or_insert_with(|| self.start.elapsed());
         let mut text = String::new();
         let mut out = |s: &str| {
             text.push_str(s);
             true
         };
-        match self.emit.push(t, &mut out)? {
+        let finish = match self.emit.push(t, &mut out)? {
+            None if complete => Some(Finish::EndOfSequence),
+            f => f,
+        };
+        match finish {
             Some(f) => {
                 self.emit.end(f, &mut out);
                 self.state = TurnState::Done(f);
@@ -340,13 +363,25 @@ impl Llm {
                 xs.push(x[at * h..(at + rows.len()) * h].to_vec());
                 at += rows.len();
             }
-            // The running turns' caches, in batch order (the batch lists turns in order).
-            let mut caches: Vec<&mut KvCache> = turns
-                .iter_mut()
-                .filter(|t| !matches!(t.state, TurnState::Done(_)))
-                .map(|t| &mut t.ctx.cache)
-                .collect();
-            let ys = model.blocks_many(&mut caches, xs)?;
+            // The running turns' caches, in batch order (the batch lists turns in order), and
+            // their guides, whose next masks are computed beside the forward pass.
+            let mut caches: Vec<&mut KvCache> = Vec::with_capacity(batch.len());
+            let mut guides: Vec<&mut Guided> = Vec::new();
+            for t in turns.iter_mut() {
+                if matches!(t.state, TurnState::Done(_)) {
+                    continue;
+                }
+                caches.push(&mut t.ctx.cache);
+                guides.extend(t.guided.as_mut());
+            }
+            let ys = if guides.is_empty() {
+                model.blocks_many(&mut caches, xs)?
+            } else {
+                std::thread::scope(|s| {
+                    s.spawn(|| guides.iter_mut().for_each(|g| g.prepare()));
+                    model.blocks_many(&mut caches, xs)
+                })?
+            };
             // The last row of each turn that draws.
             let last: Vec<f32> = ys
                 .iter()

@@ -27,6 +27,7 @@ mod decode_server;
 mod decode_split;
 mod device;
 mod generation;
+mod guide;
 mod llm;
 mod model;
 mod session;
@@ -44,6 +45,7 @@ pub use edgecut_format::Message;
 pub use edgecut_models::convert::{convert, ConvertOptions, ConvertReport, Progress, WeightType};
 pub use edgecut_models::DecoderConfig;
 pub use generation::Turn;
+pub use guide::{Constraint, Guide, MAX_CONSTRAINT_BYTES};
 pub use llm::{
     Chat, Context, Finish, GenerateOptions, Generation, Llm, LlmOptions, SamplingParams,
     DEFAULT_CONTEXT,

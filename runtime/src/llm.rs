@@ -13,6 +13,7 @@ use edgecut_models::{Decoder, KvCache, Logits, Sampler};
 pub use edgecut_models::SamplingParams;
 
 use crate::generation::decode_loop;
+use crate::guide::{Constraint, Guide, Guided, Guides};
 use crate::{Error, Result, SharedDevice};
 
 /// Context length used when none is asked for (and the model allows it): enough for long
@@ -85,8 +86,11 @@ pub struct GenerateOptions {
     pub sampling: SamplingParams,
     /// Generation stops before any of these strings; they are not part of the output.
     pub stop: Vec<String>,
-    /// Keep going past end-of-sequence tokens (for benchmarks).
+    /// Keep going past end-of-sequence tokens (for benchmarks; not under a guide, whose
+    /// end is the constraint's).
     pub ignore_eos: bool,
+    /// A compiled constraint the text must match ([`Llm::guide`]); `None`: free text.
+    pub guide: Option<Guide>,
 }
 
 impl GenerateOptions {
@@ -113,6 +117,12 @@ impl GenerateOptions {
         self.ignore_eos = ignore_eos;
         self
     }
+
+    /// The constraint the text must match (compiled by [`Llm::guide`]).
+    pub fn with_guide(mut self, guide: Option<Guide>) -> Self {
+        self.guide = guide;
+        self
+    }
 }
 
 impl Default for GenerateOptions {
@@ -122,6 +132,7 @@ impl Default for GenerateOptions {
             sampling: SamplingParams::default(),
             stop: Vec::new(),
             ignore_eos: false,
+            guide: None,
         }
     }
 }
@@ -172,8 +183,10 @@ pub struct Llm {
 
 pub(crate) struct LlmInner {
     pub(crate) model: Decoder,
-    pub(crate) tokenizer: Tokenizer,
+    pub(crate) tokenizer: Arc<Tokenizer>,
     template: Option<ChatTemplate>,
+    /// The vocabulary as the constraint engine reads it, built at the first [`Llm::guide`].
+    guides: std::sync::OnceLock<std::result::Result<Guides, String>>,
     device: Device,
     context: usize,
     id: std::sync::OnceLock<crate::ModelId>,
@@ -216,8 +229,9 @@ impl Llm {
         Ok(Llm {
             inner: Arc::new(LlmInner {
                 model,
-                tokenizer,
+                tokenizer: Arc::new(tokenizer),
                 template,
+                guides: std::sync::OnceLock::new(),
                 device,
                 context,
                 id: std::sync::OnceLock::new(),
@@ -306,6 +320,22 @@ impl Llm {
         })?;
         t.render(messages, true)
             .map_err(|e| Error::Input(e.to_string()))
+    }
+
+    /// Compiles a constraint for this model's vocabulary, for [`GenerateOptions::with_guide`]:
+    /// a schema, regular expression or grammar that cannot be compiled, or is too large, is an
+    /// [`Error::Input`] saying why. The first call also reads the vocabulary (tens of
+    /// milliseconds); later ones compile only the constraint.
+    pub fn guide(&self, c: &Constraint) -> Result<Guide> {
+        let inner = &self.inner;
+        let guides = inner.guides.get_or_init(|| {
+            Guides::new(inner.tokenizer.clone(), &inner.model.config.stop_ids)
+                .map_err(|e| e.to_string())
+        });
+        match guides {
+            Ok(g) => g.compile(c),
+            Err(e) => Err(Error::Input(e.clone())),
+        }
     }
 
     /// A new conversation with its own KV cache ([`Llm::kv_cache_bytes`] bytes).
@@ -407,8 +437,10 @@ impl Context {
         let mut logits = model.forward(&mut self.cache, &prompt[common..], Logits::Last)?;
         self.tokens.extend_from_slice(&prompt[common..]);
         let mut sampler = Sampler::new(opts.sampling.clone());
-        let greedy = opts.sampling.is_greedy();
+        let mut guided: Option<Guided> = opts.guide.as_ref().map(Guide::start);
+        let greedy = opts.sampling.is_greedy() && guided.is_none();
         let llm = self.llm.clone();
+        let stop_ids = &model.config.stop_ids;
         let capacity = self.cache.capacity();
         let (generated, finish, text, prefill) = decode_loop(
             &llm.inner.tokenizer,
@@ -424,12 +456,26 @@ impl Context {
                         // The choice made where the logits are (a GPU returns 4 bytes).
                         let next = model.forward_greedy(&mut self.cache, t)?;
                         self.tokens.push(t);
-                        return Ok(next);
+                        return Ok((next, false));
                     }
-                    logits = model.forward(&mut self.cache, &[t], Logits::Last)?;
+                    let cache = &mut self.cache;
+                    logits = match guided.as_mut() {
+                        // The next mask is computed while the forward pass runs.
+                        Some(g) => std::thread::scope(|s| {
+                            s.spawn(|| g.prepare());
+                            model.forward(cache, &[t], Logits::Last)
+                        })?,
+                        None => model.forward(cache, &[t], Logits::Last)?,
+                    };
                     self.tokens.push(t);
                 }
-                Ok(sampler.sample(&mut logits, &self.tokens))
+                let Some(g) = guided.as_mut() else {
+                    return Ok((sampler.sample(&mut logits, &self.tokens), false));
+                };
+                g.apply(&mut logits)?;
+                let next = sampler.sample(&mut logits, &self.tokens);
+                g.consume(next, stop_ids)?;
+                Ok((next, g.done()))
             },
         )?;
         Ok(Generation {

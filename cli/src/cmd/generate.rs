@@ -170,8 +170,52 @@ pub struct GenerateArgs {
     /// Print the generated token ids, comma-separated, instead of their text.
     #[arg(long)]
     print_ids: bool,
+    #[command(flatten)]
+    constraint: ConstraintArgs,
     /// The prompt (default: all of standard input).
     prompt: Option<String>,
+}
+
+/// What the output must match (at most one).
+#[derive(clap::Args)]
+#[group(multiple = false)]
+pub struct ConstraintArgs {
+    /// The output is JSON valid against the JSON Schema in this file.
+    #[arg(long, value_name = "FILE")]
+    json_schema: Option<std::path::PathBuf>,
+    /// The output is a JSON object (any).
+    #[arg(long)]
+    json: bool,
+    /// The output matches this regular expression as a whole.
+    #[arg(long, value_name = "REGEX")]
+    regex: Option<String>,
+    /// The output follows the grammar in this file (llguidance's Lark-like syntax:
+    /// `start: ...`, `%json {...}` for an embedded schema).
+    #[arg(long, value_name = "FILE")]
+    grammar: Option<std::path::PathBuf>,
+}
+
+impl ConstraintArgs {
+    /// The constraint asked for, read from its file.
+    fn constraint(&self) -> anyhow::Result<Option<edgecut::Constraint>> {
+        use edgecut::Constraint;
+        let read = |p: &std::path::Path| {
+            std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))
+        };
+        Ok(if let Some(p) = &self.json_schema {
+            let schema = serde_json::from_str(&read(p)?)
+                .with_context(|| format!("{} is not JSON", p.display()))?;
+            Some(Constraint::JsonSchema(schema))
+        } else if self.json {
+            Some(Constraint::JsonObject)
+        } else if let Some(r) = &self.regex {
+            Some(Constraint::Regex(r.clone()))
+        } else if let Some(p) = &self.grammar {
+            Some(Constraint::Grammar(read(p)?))
+        } else {
+            None
+        })
+    }
 }
 
 /// Token ids written as `1,2,3` (spaces allowed).
@@ -238,8 +282,19 @@ pub fn generate(a: GenerateArgs) -> anyhow::Result<()> {
             s
         }
     };
-    let opts = a.sampling.options()?;
+    let constraint = a.constraint.constraint()?;
+    let mut opts = a.sampling.options()?;
     let llm = a.llm.open()?;
+    if let Some(c) = &constraint {
+        let guide = llm.guide(c)?;
+        if !a.sampling.quiet {
+            eprintln!(
+                "[constraint compiled in {:.1} ms]",
+                guide.compile_time().as_secs_f64() * 1e3
+            );
+        }
+        opts = opts.with_guide(Some(guide));
+    }
     let ids = if a.prompt_ids {
         parse_ids(&prompt)?
     } else if a.chat {
