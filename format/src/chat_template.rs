@@ -21,11 +21,19 @@ pub enum TemplateError {
 
 /// One message of a conversation.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
 pub struct Message {
-    /// `system`, `user` or `assistant`.
+    /// `system`, `user`, `assistant` or `tool`.
     pub role: String,
     /// The text.
     pub content: String,
+    /// An assistant's tool calls, as templates that take tools read them: a list of
+    /// `{"type": "function", "function": {"name", "arguments"}}` (arguments an object).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tool_calls: Option<serde_json::Value>,
+    /// A tool message's answer to this call id.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tool_call_id: Option<String>,
 }
 
 impl Message {
@@ -34,7 +42,21 @@ impl Message {
         Message {
             role: role.into(),
             content: content.into(),
+            tool_calls: None,
+            tool_call_id: None,
         }
+    }
+
+    /// With an assistant's tool calls.
+    pub fn with_tool_calls(mut self, calls: serde_json::Value) -> Message {
+        self.tool_calls = Some(calls);
+        self
+    }
+
+    /// As the answer to the tool call `id`.
+    pub fn with_tool_call_id(mut self, id: impl Into<String>) -> Message {
+        self.tool_call_id = Some(id.into());
+        self
     }
 }
 
@@ -43,6 +65,7 @@ pub struct ChatTemplate {
     env: Environment<'static>,
     bos: String,
     eos: String,
+    takes_tools: bool,
 }
 
 impl std::fmt::Debug for ChatTemplate {
@@ -96,9 +119,22 @@ impl ChatTemplate {
         env.add_function("raise_exception", |msg: String| -> Result<String, _> {
             Err(minijinja::Error::new(ErrorKind::InvalidOperation, msg))
         });
+        // A template that reads `tools` renders them itself (Qwen's, Llama 3.1's); others
+        // get them from the caller in a system message.
+        let takes_tools = source.contains("tools");
         env.add_template_owned("chat", source)
             .map_err(|e| TemplateError::Render(e.to_string()))?;
-        Ok(ChatTemplate { env, bos, eos })
+        Ok(ChatTemplate {
+            env,
+            bos,
+            eos,
+            takes_tools,
+        })
+    }
+
+    /// Whether the template renders a `tools` list itself.
+    pub fn takes_tools(&self) -> bool {
+        self.takes_tools
     }
 
     /// The prompt text for `messages`; with `add_generation_prompt` it ends where the
@@ -108,12 +144,25 @@ impl ChatTemplate {
         messages: &[Message],
         add_generation_prompt: bool,
     ) -> Result<String, TemplateError> {
+        self.render_with_tools(messages, None, add_generation_prompt)
+    }
+
+    /// [`ChatTemplate::render`] with the tools the model may call (a list of
+    /// `{"type": "function", "function": {...}}`), for templates that take them.
+    pub fn render_with_tools(
+        &self,
+        messages: &[Message],
+        tools: Option<&serde_json::Value>,
+        add_generation_prompt: bool,
+    ) -> Result<String, TemplateError> {
         let t = self
             .env
             .get_template("chat")
             .map_err(|e| TemplateError::Render(e.to_string()))?;
+        let tools = tools.map(|v| minijinja::Value::from(minijinja::value::Serde(v)));
         t.render(minijinja::context! {
             messages => minijinja::Value::from(minijinja::value::Serde(messages)),
+            tools => tools,
             add_generation_prompt => add_generation_prompt,
             bos_token => &self.bos,
             eos_token => &self.eos,

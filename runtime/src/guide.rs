@@ -146,10 +146,14 @@ impl Guides {
             )));
         }
         let start = Instant::now();
-        let parser = self
-            .factory
-            .create_parser(c.grammar())
-            .map_err(|e| Error::Input(format!("the {} cannot be used: {e}", c.what())))?;
+        // The engine reports bad input as errors; a panic on some input it did not foresee is
+        // still a refused constraint, not a failed server.
+        let made = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            self.factory.create_parser(c.grammar())
+        }))
+        .unwrap_or_else(|_| Err(anyhow::anyhow!("the engine failed on it")));
+        let parser =
+            made.map_err(|e| Error::Input(format!("the {} cannot be used: {e}", c.what())))?;
         let mut matcher = Matcher::new(Ok(parser));
         // The first mask: a grammar that matches nothing shows here, not mid-generation.
         let first = matcher

@@ -315,11 +315,29 @@ impl Llm {
 
     /// Renders `messages` with the model's chat template, ending with the assistant's turn.
     pub fn render_chat(&self, messages: &[Message]) -> Result<String> {
+        self.render_chat_with_tools(messages, None)
+    }
+
+    /// [`Llm::render_chat`] with the tools the model may call, for a template that takes
+    /// them ([`Llm::template_takes_tools`]).
+    pub fn render_chat_with_tools(
+        &self,
+        messages: &[Message],
+        tools: Option<&serde_json::Value>,
+    ) -> Result<String> {
         let t = self.inner.template.as_ref().ok_or_else(|| {
             Error::Input("the model file has no chat template (tokenizer.chat_template)".into())
         })?;
-        t.render(messages, true)
+        t.render_with_tools(messages, tools, true)
             .map_err(|e| Error::Input(e.to_string()))
+    }
+
+    /// Whether the chat template renders a list of tools itself.
+    pub fn template_takes_tools(&self) -> bool {
+        self.inner
+            .template
+            .as_ref()
+            .is_some_and(|t| t.takes_tools())
     }
 
     /// Compiles a constraint for this model's vocabulary, for [`GenerateOptions::with_guide`]:

@@ -2,26 +2,24 @@
 //! over the messages, or the text as it is) goes to the model's slots ([`super::slots`]); the
 //! answer is one JSON object, or with `stream: true` server-sent events ending in `[DONE]`.
 
-use std::convert::Infallible;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use axum::extract::State;
-use axum::response::sse::{Event as Sse, KeepAlive};
+use axum::response::sse::KeepAlive;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use edgecut::{Finish, GenerateOptions, Llm, Message, SamplingParams};
-use futures_util::stream::{self, Stream};
+use edgecut::{GenerateOptions, Llm, Message, SamplingParams};
 use serde::Deserialize;
-use serde_json::{json, Value};
-use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver};
+use tokio::sync::mpsc::unbounded_channel;
 
 use super::admission::Place;
 use super::body::Body;
 use super::error::ApiError;
+use super::reply::{sse, usage, Reply, Shape};
 use super::slots::{Event, Job, Slots};
-use super::{blocking, ApiState, Kind, Served};
+use super::{blocking, tools, ApiState, Kind, Served};
 
 /// `stop`: one string or several.
 #[derive(Deserialize)]
@@ -63,6 +61,12 @@ pub(crate) struct Settings {
     /// Keep going past end-of-sequence tokens (llama.cpp's extension; for benchmarks).
     #[serde(default)]
     ignore_eos: Option<bool>,
+    /// Divide the logits of tokens already said (vLLM's and llama.cpp's extension; 1: off).
+    #[serde(default)]
+    repetition_penalty: Option<f64>,
+    /// Draw only from the k most likely tokens (vLLM's and llama.cpp's extension; 0: all).
+    #[serde(default)]
+    top_k: Option<u64>,
 }
 
 /// A message's content: text, or parts of which only text ones are taken.
@@ -86,6 +90,12 @@ pub(crate) struct ChatMessage {
     role: String,
     #[serde(default)]
     content: Option<Content>,
+    /// An assistant's calls.
+    #[serde(default)]
+    tool_calls: Option<Vec<tools::CallIn>>,
+    /// A tool message's call.
+    #[serde(default)]
+    tool_call_id: Option<String>,
 }
 
 /// The body of `POST /v1/chat/completions`.
@@ -93,6 +103,14 @@ pub(crate) struct ChatMessage {
 pub(crate) struct ChatRequest {
     model: String,
     messages: Vec<ChatMessage>,
+    #[serde(default)]
+    response_format: Option<tools::ResponseFormat>,
+    #[serde(default)]
+    tools: Option<Vec<tools::Tool>>,
+    #[serde(default)]
+    tool_choice: Option<tools::ToolChoice>,
+    #[serde(default)]
+    parallel_tool_calls: Option<bool>,
     #[serde(flatten)]
     settings: Settings,
 }
@@ -117,10 +135,14 @@ fn messages(list: Vec<ChatMessage>) -> Result<Vec<Message>, ApiError> {
                 "system" | "developer" => "system",
                 "user" => "user",
                 "assistant" => "assistant",
+                "tool" => "tool",
                 r => {
                     return Err(ApiError::param(
                         "messages",
-                        format!("message {i}: role {r:?} is not system, developer, user or assistant"),
+                        format!(
+                            "message {i}: role {r:?} is not system, developer, user, assistant \
+                             or tool"
+                        ),
                     ))
                 }
             };
@@ -143,7 +165,14 @@ fn messages(list: Vec<ChatMessage>) -> Result<Vec<Message>, ApiError> {
                     t
                 }
             };
-            Ok(Message::new(role, text))
+            let mut msg = Message::new(role, text);
+            if let Some(calls) = m.tool_calls.filter(|c| !c.is_empty()) {
+                msg = msg.with_tool_calls(tools::calls_in(calls, i)?);
+            }
+            if let Some(id) = m.tool_call_id {
+                msg = msg.with_tool_call_id(id);
+            }
+            Ok(msg)
         })
         .collect()
 }
@@ -172,6 +201,13 @@ fn options(
         return Err(ApiError::param(
             "top_p",
             format!("top_p {top_p} is outside (0, 1]"),
+        ));
+    }
+    let penalty = s.repetition_penalty.unwrap_or(1.0);
+    if !(penalty > 0.0 && penalty <= 10.0) {
+        return Err(ApiError::param(
+            "repetition_penalty",
+            format!("repetition_penalty {penalty} is outside (0, 10]"),
         ));
     }
     let (max, param) = match (s.max_completion_tokens, s.max_tokens) {
@@ -230,6 +266,8 @@ fn options(
             temperature: temperature as f32,
             // A top_p too small for f32 keeps the most likely token, as the smallest f32 does.
             top_p: (top_p as f32).max(f32::MIN_POSITIVE),
+            top_k: s.top_k.unwrap_or(0).min(u32::MAX as u64) as usize,
+            repetition_penalty: penalty as f32,
             seed,
             ..SamplingParams::default()
         }))
@@ -275,14 +313,57 @@ pub(crate) async fn chat(
 ) -> Result<Response, ApiError> {
     let (served, llm, slots) = generator(&st, &req.model)?;
     let msgs = messages(req.messages)?;
-    fits(llm, msgs.iter().map(|m| m.content.len()).sum(), "messages")?;
-    // The place first: rendering and tokenizing are bounded by admission like generation.
+    let structured = tools::Structured {
+        response_format: req.response_format.as_ref(),
+        tools: req.tools.as_deref(),
+        tool_choice: req.tool_choice.as_ref(),
+        parallel_tool_calls: req.parallel_tool_calls,
+    };
+    let (plan, msgs) = structured.plan(msgs, llm.template_takes_tools())?;
+    let listed = plan
+        .template_tools
+        .as_ref()
+        .map_or(0, |t| t.to_string().len());
+    fits(
+        llm,
+        msgs.iter().map(|m| m.content.len()).sum::<usize>() + listed,
+        "messages",
+    )?;
+    // The place first: rendering, tokenizing and compiling are bounded by admission like
+    // generation.
     let place = served.enter().await?;
     let l = llm.clone();
-    let prompt = blocking(move || l.tokenize(&l.render_chat(&msgs)?)).await?;
+    let (constraint, template_tools) = (plan.constraint, plan.template_tools);
+    let (prompt, guide) = blocking(move || -> Result<_, ApiError> {
+        let prompt = l.tokenize(&l.render_chat_with_tools(&msgs, template_tools.as_ref())?)?;
+        let guide = match constraint {
+            None => None,
+            Some((c, param)) => Some(
+                l.guide(&c)
+                    .map_err(|e| ApiError::param(param, e.to_string()))?,
+            ),
+        };
+        Ok((prompt, guide))
+    })
+    .await?;
     let default_max = st.cfg.max_tokens as u64;
-    let opts = options(&st, &req.settings, default_max, prompt.len(), llm, true)?;
-    run(&st, served, slots, place, prompt, opts, &req.settings, true).await
+    let opts = options(&st, &req.settings, default_max, prompt.len(), llm, true)?.with_guide(guide);
+    let shape = if plan.tools {
+        Shape::Tools
+    } else {
+        Shape::Chat
+    };
+    run(
+        &st,
+        served,
+        slots,
+        place,
+        prompt,
+        opts,
+        &req.settings,
+        shape,
+    )
+    .await
 }
 
 pub(crate) async fn completion(
@@ -309,70 +390,9 @@ pub(crate) async fn completion(
         prompt,
         opts,
         &req.settings,
-        false,
+        Shape::Completion,
     )
     .await
-}
-
-/// The request's identity and shape of its chunks.
-struct Reply {
-    id: String,
-    created: u64,
-    model: String,
-    chat: bool,
-}
-
-impl Reply {
-    fn chunk(&self, text: Option<&str>, finish: Option<&str>, first: bool) -> Value {
-        let choice = if self.chat {
-            let mut delta = json!({});
-            if first {
-                delta["role"] = json!("assistant");
-            }
-            if let Some(t) = text {
-                delta["content"] = json!(t);
-            }
-            json!({"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish})
-        } else {
-            json!({"index": 0, "text": text.unwrap_or(""), "logprobs": null, "finish_reason": finish})
-        };
-        json!({
-            "id": self.id,
-            "object": if self.chat { "chat.completion.chunk" } else { "text_completion" },
-            "created": self.created,
-            "model": self.model,
-            "choices": [choice],
-        })
-    }
-
-    fn whole(&self, text: String, finish: &str, usage: Value) -> Value {
-        let choice = if self.chat {
-            json!({"index": 0, "message": {"role": "assistant", "content": text},
-                   "logprobs": null, "finish_reason": finish})
-        } else {
-            json!({"index": 0, "text": text, "logprobs": null, "finish_reason": finish})
-        };
-        json!({
-            "id": self.id,
-            "object": if self.chat { "chat.completion" } else { "text_completion" },
-            "created": self.created,
-            "model": self.model,
-            "choices": [choice],
-            "usage": usage,
-        })
-    }
-}
-
-fn finish_reason(f: Finish) -> &'static str {
-    match f {
-        Finish::MaxTokens | Finish::ContextFull => "length",
-        _ => "stop",
-    }
-}
-
-fn usage(prompt: usize, completion: usize) -> Value {
-    json!({"prompt_tokens": prompt, "completion_tokens": completion,
-           "total_tokens": prompt + completion})
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -384,7 +404,7 @@ async fn run(
     prompt: Vec<u32>,
     opts: GenerateOptions,
     settings: &Settings,
-    chat: bool,
+    shape: Shape,
 ) -> Result<Response, ApiError> {
     let queued = Instant::now();
     let (events, rx) = unbounded_channel();
@@ -404,12 +424,16 @@ async fn run(
     let reply = Reply {
         id: format!(
             "{}-{:x}",
-            if chat { "chatcmpl" } else { "cmpl" },
+            if shape == Shape::Completion {
+                "cmpl"
+            } else {
+                "chatcmpl"
+            },
             st.next_id()
         ),
         created,
         model: served.name.clone(),
-        chat,
+        shape,
     };
     if settings.stream.unwrap_or(false) {
         let include_usage = settings
@@ -435,85 +459,10 @@ async fn run(
                 completion_tokens,
             }) => {
                 let u = usage(prompt_tokens, completion_tokens);
-                return Ok(Json(reply.whole(text, finish_reason(finish), u)).into_response());
+                return Ok(Json(reply.whole(text, finish, u)).into_response());
             }
             Some(Event::Failed(e)) => return Err(ApiError::invalid(e)),
             None => return Err(ApiError::unavailable("the generation thread has stopped")),
         }
     }
-}
-
-/// Where a stream is.
-struct Streaming {
-    reply: Reply,
-    rx: UnboundedReceiver<Event>,
-    /// Events taken (the generation stops when they lag too long: the client stopped reading).
-    taken: Arc<AtomicU64>,
-    /// Whether the end has been seen.
-    ended: bool,
-    include_usage: bool,
-    first: bool,
-    /// Events left to send after the end: the usage chunk and `[DONE]`.
-    tail: Vec<Sse>,
-}
-
-fn sse(
-    reply: Reply,
-    rx: UnboundedReceiver<Event>,
-    taken: Arc<AtomicU64>,
-    include_usage: bool,
-) -> impl Stream<Item = Result<Sse, Infallible>> {
-    let s = Streaming {
-        reply,
-        rx,
-        taken,
-        ended: false,
-        include_usage,
-        first: true,
-        tail: Vec::new(),
-    };
-    stream::unfold(s, |mut s| async move {
-        if let Some(e) = s.tail.pop() {
-            return Some((Ok(e), s));
-        }
-        if s.ended {
-            return None;
-        }
-        let e = s.rx.recv().await;
-        s.taken.fetch_add(1, Ordering::Relaxed);
-        let event = match e {
-            Some(Event::Text(t)) => {
-                let c = s.reply.chunk(Some(&t), None, s.first);
-                s.first = false;
-                Sse::default().data(c.to_string())
-            }
-            Some(Event::Done {
-                finish,
-                prompt_tokens,
-                completion_tokens,
-            }) => {
-                s.ended = true;
-                s.tail.push(Sse::default().data("[DONE]"));
-                if s.include_usage {
-                    let mut u = s.reply.chunk(None, None, false);
-                    u["choices"] = json!([]);
-                    u["usage"] = usage(prompt_tokens, completion_tokens);
-                    s.tail.push(Sse::default().data(u.to_string()));
-                }
-                let c = s.reply.chunk(None, Some(finish_reason(finish)), s.first);
-                Sse::default().data(c.to_string())
-            }
-            Some(Event::Failed(e)) => {
-                s.ended = true;
-                s.tail.push(Sse::default().data("[DONE]"));
-                Sse::default().data(ApiError::invalid(e).body().to_string())
-            }
-            None => {
-                s.ended = true;
-                let e = ApiError::unavailable("the generation thread has stopped");
-                Sse::default().data(e.body().to_string())
-            }
-        };
-        Some((Ok(event), s))
-    })
 }

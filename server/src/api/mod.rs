@@ -12,9 +12,11 @@ mod embed;
 mod embed_queue;
 mod error;
 mod metrics;
+mod reply;
 mod rerank;
 mod routes;
 mod slots;
+mod tools;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
