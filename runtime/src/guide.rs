@@ -35,6 +35,7 @@ impl Constraint {
     /// compact JSON is the fewest tokens. A schema's own `x-guidance` options win.
     fn grammar(&self) -> TopLevelGrammar {
         let compact = |mut schema: serde_json::Value| {
+            bound_integers(&mut schema);
             if let Some(o) = schema.as_object_mut() {
                 o.entry("x-guidance")
                     .or_insert_with(|| serde_json::json!({"whitespace_flexible": false}));
@@ -58,6 +59,35 @@ impl Constraint {
             Constraint::Regex(_) => "regular expression",
             Constraint::Grammar(_) => "grammar",
         }
+    }
+}
+
+/// JSON's interoperable integers (RFC 8259, section 6): +-(2^53 - 1).
+const SAFE_INTEGER: i64 = (1 << 53) - 1;
+
+/// Bounds every integer the schema leaves unbounded to [`SAFE_INTEGER`]: without a bound a
+/// model can write digits until its token limit (small ones do, given a free integer), and no
+/// JSON parser reads such a number as an integer anyway.
+fn bound_integers(v: &mut serde_json::Value) {
+    match v {
+        serde_json::Value::Object(o) => {
+            let integer = match o.get("type") {
+                Some(serde_json::Value::String(t)) => t == "integer",
+                Some(serde_json::Value::Array(ts)) => ts.iter().any(|t| t == "integer"),
+                _ => false,
+            };
+            if integer {
+                if !o.contains_key("minimum") && !o.contains_key("exclusiveMinimum") {
+                    o.insert("minimum".into(), (-SAFE_INTEGER).into());
+                }
+                if !o.contains_key("maximum") && !o.contains_key("exclusiveMaximum") {
+                    o.insert("maximum".into(), SAFE_INTEGER.into());
+                }
+            }
+            o.values_mut().for_each(bound_integers);
+        }
+        serde_json::Value::Array(a) => a.iter_mut().for_each(bound_integers),
+        _ => {}
     }
 }
 

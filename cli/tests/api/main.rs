@@ -11,6 +11,7 @@ mod openai;
 mod qwen3;
 mod retrieval;
 mod security;
+mod structured;
 
 use std::path::PathBuf;
 use std::process::{Child, Command};

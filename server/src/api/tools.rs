@@ -307,6 +307,9 @@ fn with_tool_prompt(mut messages: Vec<Message>, tools: &[Value], auto: bool) -> 
     messages
 }
 
+/// How a tool's result starts when it is told as a user message.
+const TOOL_RESULT: &str = "Tool result:";
+
 /// The history's tool calls and tool results as the template can render them: kept as they are
 /// for a template that takes tools; otherwise an assistant's calls become its reply's JSON (what
 /// it said) and a tool's result a user message, so that templates that insist on alternating
@@ -316,9 +319,16 @@ fn fold_history(messages: Vec<Message>, template_takes_tools: bool) -> Vec<Messa
         return messages;
     }
     let mut out: Vec<Message> = Vec::with_capacity(messages.len());
+    // Call ids to function names, so that a result names its tool.
+    let mut named: Vec<(String, String)> = Vec::new();
     for m in messages {
         if m.role == "assistant" {
             if let Some(calls) = &m.tool_calls {
+                for c in calls.as_array().into_iter().flatten() {
+                    let id = c["id"].as_str().unwrap_or_default().to_string();
+                    let name = c["function"]["name"].as_str().unwrap_or_default();
+                    named.push((id, name.to_string()));
+                }
                 let calls: Vec<Value> = calls
                     .as_array()
                     .map(|a| a.iter().map(|c| c["function"].clone()).collect())
@@ -332,10 +342,14 @@ fn fold_history(messages: Vec<Message>, template_takes_tools: bool) -> Vec<Messa
         }
         if m.role == "tool" {
             let id = m.tool_call_id.clone().unwrap_or_default();
-            let text = format!("Result of tool call {id}: {}", m.content);
+            let tool = named
+                .iter()
+                .find(|(i, _)| *i == id)
+                .map_or("the tool", |(_, n)| n.as_str());
+            let text = format!("{TOOL_RESULT} {tool} returned: {}", m.content);
             match out.last_mut() {
                 // Several results of one turn's calls in one user message.
-                Some(prev) if prev.role == "user" && prev.content.starts_with("Result of tool") => {
+                Some(prev) if prev.role == "user" && prev.content.starts_with(TOOL_RESULT) => {
                     prev.content = format!("{}\n{text}", prev.content);
                 }
                 _ => out.push(Message::new("user", text)),
@@ -496,7 +510,16 @@ mod tests {
             json!({"tool_calls": [{"name": "add", "arguments": {"a": 1}}]})
         );
         assert_eq!(out[2].role, "user");
-        assert!(out[2].content.contains("c1: 1") && out[2].content.contains("c2: 2"));
+        assert!(
+            out[2].content.contains("add returned: 1"),
+            "{}",
+            out[2].content
+        );
+        assert!(
+            out[2].content.contains("the tool returned: 2"),
+            "{}",
+            out[2].content
+        );
         assert_eq!(fold_history(msgs.clone(), true), msgs);
         match read_reply(r#"{"tool_calls":[{"name":"add","arguments":{"a":1}}]}"#) {
             Some(Reply::Calls(c)) => assert_eq!(c, [("add".to_string(), r#"{"a":1}"#.to_string())]),

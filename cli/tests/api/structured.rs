@@ -1,0 +1,132 @@
+//! Structured output and tool calls through the official `openai` client
+//! (tests/api/structured_client.py) and a property test of JSON schemas
+//! (tests/api/schema_property.py) against `edgecut serve --http`: every reply that finished
+//! validates against its schema, every `tool_choice: "required"` reply is a call whose
+//! arguments validate, refused schemas are 400s naming `response_format`, and nothing is a 5xx.
+
+use std::path::Path;
+use std::process::Command;
+
+use edgecut_tests::{cli_exe, python, repo_root, spawn_http_api, tiny_decoder};
+use serde_json::Value;
+
+use crate::{names, serve, Server};
+
+/// What a script printed (one JSON object); it must succeed.
+fn script(name: &str, args: &[&str]) -> Value {
+    let out = Command::new(python())
+        .arg(repo_root().join("tests/api").join(name))
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{name}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// A server of one model file, and the model's name.
+fn serve_one(path: &Path) -> (Server, String) {
+    let mut cmd = Command::new(cli_exe());
+    cmd.args(["serve", "--http", "127.0.0.1:0", "--device", "cpu", "-m"])
+        .arg(path);
+    let (child, url, log) = spawn_http_api(cmd);
+    let name = path
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .trim_end_matches(".gguf")
+        .to_string();
+    (Server { child, url, log }, name)
+}
+
+/// Three Pydantic models over `prompts` prompts each: all that finished are valid, and at least
+/// `least` of each finished (so the check is not empty).
+fn check_structured(got: &Value, prompts: u64, least: u64) {
+    for (model, c) in got.as_object().unwrap() {
+        println!("{model}: {c}");
+        let n = |k: &str| c[k].as_u64().unwrap();
+        assert_eq!(n("finished") + n("length") + n("other"), prompts, "{model}");
+        assert_eq!(n("other"), 0, "{model}: a finish other than stop or length");
+        assert_eq!(n("valid"), n("finished"), "{model}: invalid replies {c}");
+        assert!(n("finished") >= least, "{model}: too few finished: {c}");
+    }
+}
+
+/// The tool round trip and `tool_choice: "required"` over `prompts` prompts.
+fn check_tools(got: &Value, prompts: u64) {
+    println!("tools: {got}");
+    let trip = &got["round_trip"];
+    assert!(
+        ["get_weather", "add"].contains(&trip["call"].as_str().unwrap()),
+        "{trip}"
+    );
+    let answer = trip["answer"].as_str().unwrap_or_default();
+    assert!(
+        !answer.trim().is_empty(),
+        "an answer after the tool's result"
+    );
+    assert!(
+        ["stop", "length"].contains(&trip["answer_finish"].as_str().unwrap()),
+        "{trip}"
+    );
+    let r = &got["required"];
+    assert_eq!(
+        r["calls"].as_u64(),
+        Some(prompts),
+        "required: always a call: {r}"
+    );
+    assert_eq!(
+        r["valid"].as_u64(),
+        Some(prompts),
+        "every call's arguments valid: {r}"
+    );
+    assert_eq!(got["named"], "add", "a named function is the one called");
+}
+
+#[test]
+fn smollm2_answers_three_pydantic_models_and_calls_tools() {
+    let s = serve(&[]);
+    let (_, generator) = names();
+    let got = script(
+        "structured_client.py",
+        &[&s.url, &generator, "20", "--structured", "--tools"],
+    );
+    // A real instruction model finishes nearly every reply well within 160 tokens.
+    check_structured(&got["structured"], 20, 15);
+    check_tools(&got["tools"], 20);
+    // It answers the tool's result itself (no second call), and ends its turn.
+    assert_eq!(got["tools"]["round_trip"]["answer_finish"], "stop");
+}
+
+#[test]
+fn gemma3_calls_tools() {
+    let (s, name) = serve_one(&edgecut_tests::gemma3_q4_k_m());
+    let got = script("structured_client.py", &[&s.url, &name, "20", "--tools"]);
+    check_tools(&got["tools"], 20);
+}
+
+#[test]
+fn qwen3_tiny_answers_pydantic_models_and_200_generated_schemas() {
+    let (s, name) = serve_one(&tiny_decoder("qwen3", edgecut::WeightType::F32));
+    // Random weights: a sampler that picks among the allowed tokens at random, the harshest
+    // test of the masks; some replies run out of tokens, and say so.
+    let got = script(
+        "structured_client.py",
+        &[&s.url, &name, "20", "--structured"],
+    );
+    check_structured(&got["structured"], 20, 3);
+    let p = script("schema_property.py", &[&s.url, &name, "200"]);
+    println!(
+        "property: {} cases, {} finished, {} valid, {} cut by max_tokens, {} refused",
+        p["cases"], p["finished"], p["valid"], p["length"], p["refused"]
+    );
+    assert_eq!(p["server_errors"], 0, "no 5xx: {p}");
+    assert_eq!(p["cases"], 200);
+    assert_eq!(p["valid"], p["finished"], "every finished reply valid: {p}");
+    assert!(p["finished"].as_u64().unwrap() >= 100, "{p}");
+    // Exactly the schemas the engine cannot take are refused (drawn ones all compile).
+    assert_eq!(p["refused"], p["refused_extra"], "{p}");
+}
