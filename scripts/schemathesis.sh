@@ -163,6 +163,15 @@ cases = [
     ("/v1/completions", "CompletionChunk", {"prompt": "Once upon a", "temperature": 0}),
     ("/v1/completions", "CompletionChunk", {"prompt": ["Once"], "stream_options": {"include_usage": True}}),
     ("/v1/completions", "Error", {"prompt": ""}),
+    # A tool call (streamed whole before the finish chunk) and a reply under a schema.
+    ("/v1/chat/completions", "ChatCompletionChunk",
+     {"messages": chat, "tool_choice": "required", "tools": [{"type": "function", "function": {
+         "name": "f", "parameters": {"type": "object", "properties": {},
+                                     "additionalProperties": False}}}]}),
+    ("/v1/chat/completions", "ChatCompletionChunk",
+     {"messages": chat, "response_format": {"type": "json_schema", "json_schema": {
+         "name": "n", "schema": {"type": "object", "properties": {"n": {"type": "integer"}},
+                                 "required": ["n"]}}}}),
 ]
 failed = events = 0
 for path, kind, body in cases:

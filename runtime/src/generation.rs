@@ -115,6 +115,18 @@ impl<'t> Emitter<'t> {
     }
 }
 
+/// Why a generation ends after a token, given the emitter's word and whether a guide's
+/// constraint is complete: a complete constraint ends it as the end of the sequence, even on
+/// the token that reached the limit (the reply is whole, not cut).
+fn finish_after(pushed: Option<Finish>, complete: bool) -> Option<Finish> {
+    match pushed {
+        None | Some(Finish::MaxTokens | Finish::ContextFull) if complete => {
+            Some(Finish::EndOfSequence)
+        }
+        f => f,
+    }
+}
+
 /// The generation loop shared by local and split decoding. `next(prev)` returns the next token,
 /// and whether a guide's constraint is complete after it (nothing may follow): from the
 /// prompt's logits when `prev` is `None`, else after running `prev` (the token just
@@ -140,11 +152,8 @@ pub(crate) fn decode_loop(
         }
         let (t, complete) = next(e.generated().last().copied())?;
         prefill.get_or_insert_with(|| start.elapsed());
-        if let Some(f) = e.push(t, on_text)? {
+        if let Some(f) = finish_after(e.push(t, on_text)?, complete) {
             break f;
-        }
-        if complete {
-            break Finish::EndOfSequence;
         }
     };
     e.end(finish, on_text);
@@ -307,10 +316,7 @@ impl<'a> Turn<'a> {
             text.push_str(s);
             true
         };
-        let finish = match self.emit.push(t, &mut out)? {
-            None if complete => Some(Finish::EndOfSequence),
-            f => f,
-        };
+        let finish = finish_after(self.emit.push(t, &mut out)?, complete);
         match finish {
             Some(f) => {
                 self.emit.end(f, &mut out);

@@ -8,6 +8,7 @@ mod gemma3;
 mod gguf_compat;
 mod gpu_llama;
 mod gpu_minilm;
+mod guided;
 mod llama_convert;
 mod llama_fidelity;
 mod llama_generation;

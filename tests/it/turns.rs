@@ -8,7 +8,7 @@ use std::sync::OnceLock;
 use edgecut::{Finish, GenerateOptions, Llm, LlmOptions, SamplingParams, Turn, WeightType};
 use edgecut_tests::{converted, fixture, ids, repo_root, smollm_gguf};
 
-fn smollm() -> &'static Llm {
+pub(crate) fn smollm() -> &'static Llm {
     static LLM: OnceLock<Llm> = OnceLock::new();
     LLM.get_or_init(|| Llm::open(smollm_gguf(), &LlmOptions::default()).unwrap())
 }
