@@ -66,6 +66,7 @@ pub struct ChatTemplate {
     bos: String,
     eos: String,
     takes_tools: bool,
+    tool_call_tags: bool,
 }
 
 impl std::fmt::Debug for ChatTemplate {
@@ -122,6 +123,8 @@ impl ChatTemplate {
         // A template that reads `tools` renders them itself (Qwen's, Llama 3.1's); others
         // get them from the caller in a system message.
         let takes_tools = source.contains("tools");
+        // Hermes' format (Qwen 2.5 and 3, Hermes, SmolLM3): calls as JSON in <tool_call> tags.
+        let tool_call_tags = takes_tools && source.contains("<tool_call>");
         env.add_template_owned("chat", source)
             .map_err(|e| TemplateError::Render(e.to_string()))?;
         Ok(ChatTemplate {
@@ -129,12 +132,18 @@ impl ChatTemplate {
             bos,
             eos,
             takes_tools,
+            tool_call_tags,
         })
     }
 
     /// Whether the template renders a `tools` list itself.
     pub fn takes_tools(&self) -> bool {
         self.takes_tools
+    }
+
+    /// Whether the template asks for calls as JSON inside `<tool_call>` tags (Hermes' format).
+    pub fn writes_tool_call_tags(&self) -> bool {
+        self.tool_call_tags
     }
 
     /// The prompt text for `messages`; with `add_generation_prompt` it ends where the

@@ -30,18 +30,9 @@ pub enum Constraint {
 }
 
 impl Constraint {
-    /// The grammar llguidance compiles. JSON is written compactly (no free whitespace between
-    /// tokens): a small model given the choice can spend its whole budget on newlines, and
-    /// compact JSON is the fewest tokens. A schema's own `x-guidance` options win.
+    /// The grammar llguidance compiles (JSON schemas as [`guided_schema`] makes them).
     fn grammar(&self) -> TopLevelGrammar {
-        let compact = |mut schema: serde_json::Value| {
-            bound_integers(&mut schema);
-            if let Some(o) = schema.as_object_mut() {
-                o.entry("x-guidance")
-                    .or_insert_with(|| serde_json::json!({"whitespace_flexible": false}));
-            }
-            schema
-        };
+        let compact = guided_schema;
         match self {
             Constraint::JsonObject => {
                 TopLevelGrammar::from_json_schema(compact(serde_json::json!({"type": "object"})))
@@ -60,6 +51,19 @@ impl Constraint {
             Constraint::Grammar(_) => "grammar",
         }
     }
+}
+
+/// A JSON schema as edgecut compiles it: JSON written compactly (no free whitespace between
+/// tokens: a small model given the choice can spend its whole budget on newlines, and compact
+/// JSON is the fewest tokens; the schema's own `x-guidance` options win) and integers it leaves
+/// unbounded kept to ±(2^53 - 1). For a schema embedded in a grammar (`%json {...}`).
+pub fn guided_schema(mut schema: serde_json::Value) -> serde_json::Value {
+    bound_integers(&mut schema);
+    if let Some(o) = schema.as_object_mut() {
+        o.entry("x-guidance")
+            .or_insert_with(|| serde_json::json!({"whitespace_flexible": false}));
+    }
+    schema
 }
 
 /// JSON's interoperable integers (RFC 8259, section 6): +-(2^53 - 1).

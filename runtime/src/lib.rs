@@ -45,7 +45,7 @@ pub use edgecut_format::Message;
 pub use edgecut_models::convert::{convert, ConvertOptions, ConvertReport, Progress, WeightType};
 pub use edgecut_models::DecoderConfig;
 pub use generation::Turn;
-pub use guide::{Constraint, Guide, MAX_CONSTRAINT_BYTES};
+pub use guide::{guided_schema, Constraint, Guide, MAX_CONSTRAINT_BYTES};
 pub use llm::{
     Chat, Context, Finish, GenerateOptions, Generation, Llm, LlmOptions, SamplingParams,
     DEFAULT_CONTEXT,

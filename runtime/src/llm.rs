@@ -340,6 +340,15 @@ impl Llm {
             .is_some_and(|t| t.takes_tools())
     }
 
+    /// Whether the chat template asks for calls as JSON in `<tool_call>` tags (Hermes' format:
+    /// Qwen 2.5 and 3).
+    pub fn template_writes_tool_call_tags(&self) -> bool {
+        self.inner
+            .template
+            .as_ref()
+            .is_some_and(|t| t.writes_tool_call_tags())
+    }
+
     /// Compiles a constraint for this model's vocabulary, for [`GenerateOptions::with_guide`]:
     /// a schema, regular expression or grammar that cannot be compiled, or is too large, is an
     /// [`Error::Input`] saying why. The first call also reads the vocabulary (tens of

@@ -178,6 +178,33 @@ pub fn qwen3_embedder_dir() -> PathBuf {
     .clone()
 }
 
+/// qwen3-tiny with a chat template in Hermes' tool format (`tests/fixtures/hermes-tools.jinja`:
+/// tools listed, calls in `<tool_call>` tags) and room for its tool prompts (2048 positions;
+/// rope has no learned positions), assembled once per run and converted to F32.
+pub fn qwen3_hermes_tools() -> PathBuf {
+    static DIR: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    let dir = DIR.get_or_init(|| {
+        let dir = scratch().join(format!("qwen3-hermes-tiny-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let src = repo_root().join("tests/fixtures/qwen3-tiny");
+        for e in std::fs::read_dir(&src).unwrap() {
+            let e = e.unwrap();
+            std::fs::copy(e.path(), dir.join(e.file_name())).unwrap();
+        }
+        std::fs::copy(
+            repo_root().join("tests/fixtures/hermes-tools.jinja"),
+            dir.join("chat_template.jinja"),
+        )
+        .unwrap();
+        let mut config: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(dir.join("config.json")).unwrap()).unwrap();
+        config["max_position_embeddings"] = 2048.into();
+        std::fs::write(dir.join("config.json"), config.to_string()).unwrap();
+        dir
+    });
+    converted(dir, "qwen3-hermes", WeightType::F32)
+}
+
 /// MiniLM converted with `weight_type`.
 pub fn minilm(weight_type: WeightType) -> PathBuf {
     converted(&minilm_dir(), "minilm", weight_type)

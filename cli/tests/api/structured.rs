@@ -130,3 +130,58 @@ fn qwen3_tiny_answers_pydantic_models_and_200_generated_schemas() {
     // Exactly the schemas the engine cannot take are refused (drawn ones all compile).
     assert_eq!(p["refused"], p["refused_extra"], "{p}");
 }
+
+/// A template in Hermes' format (Qwen's): the tools reach the model through the template, a
+/// required call is written in `<tool_call>` tags under a grammar and read back into
+/// `tool_calls`, and the history's calls and results are rendered by the template itself.
+#[test]
+fn a_hermes_template_gets_tagged_calls() {
+    let (s, name) = serve_one(&edgecut_tests::qwen3_hermes_tools());
+    let add = serde_json::json!([{"type": "function", "function": {"name": "add",
+        "parameters": {"type": "object", "additionalProperties": false, "required": ["a", "b"],
+            "properties": {"a": {"type": "integer", "minimum": 0, "maximum": 99},
+                           "b": {"type": "integer", "minimum": 0, "maximum": 99}}}}}]);
+    let ask = |body: Value| {
+        let r = edgecut_tests::http(
+            &format!("{}/v1/chat/completions", s.url),
+            None,
+            Some(&body.to_string()),
+        );
+        assert_eq!(r.status, 200, "{}", r.body);
+        r.json()
+    };
+    for seed in 0..10 {
+        let j = ask(
+            serde_json::json!({"model": name, "tools": add, "tool_choice": "required",
+            "messages": [{"role": "user", "content": "add 2 3"}], "max_tokens": 120,
+            "temperature": 1.0, "seed": seed}),
+        );
+        let c = &j["choices"][0];
+        assert_eq!(c["finish_reason"], "tool_calls", "{j}");
+        let call = &c["message"]["tool_calls"][0]["function"];
+        assert_eq!(call["name"], "add");
+        let args: Value = serde_json::from_str(call["arguments"].as_str().unwrap()).unwrap();
+        let o = args.as_object().unwrap();
+        assert_eq!(o.len(), 2, "{args}");
+        for k in ["a", "b"] {
+            assert!((0..=99).contains(&o[k].as_i64().unwrap()), "{args}");
+        }
+    }
+    // The history's call and result, rendered by the template: more prompt than without them.
+    let history = serde_json::json!([{"role": "user", "content": "add 2 3"},
+        {"role": "assistant", "content": null, "tool_calls": [{"id": "c1", "type": "function",
+            "function": {"name": "add", "arguments": "{\"a\":2,\"b\":3}"}}]},
+        {"role": "tool", "tool_call_id": "c1", "content": "5"}]);
+    let j = ask(
+        serde_json::json!({"model": name, "tools": add, "messages": history,
+        "max_tokens": 4, "temperature": 0}),
+    );
+    let with = j["usage"]["prompt_tokens"].as_u64().unwrap();
+    let j = ask(serde_json::json!({"model": name, "tools": add,
+        "messages": [history[0].clone()], "max_tokens": 4, "temperature": 0}));
+    let without = j["usage"]["prompt_tokens"].as_u64().unwrap();
+    assert!(
+        with > without + 20,
+        "the call and result rendered: {with} vs {without}"
+    );
+}

@@ -319,7 +319,14 @@ pub(crate) async fn chat(
         tool_choice: req.tool_choice.as_ref(),
         parallel_tool_calls: req.parallel_tool_calls,
     };
-    let (plan, msgs) = structured.plan(msgs, llm.template_takes_tools())?;
+    let template = if llm.template_writes_tool_call_tags() {
+        tools::TemplateTools::Tagged
+    } else if llm.template_takes_tools() {
+        tools::TemplateTools::Listed
+    } else {
+        tools::TemplateTools::Unknown
+    };
+    let (plan, msgs) = structured.plan(msgs, template)?;
     let listed = plan
         .template_tools
         .as_ref()
@@ -348,11 +355,7 @@ pub(crate) async fn chat(
     .await?;
     let default_max = st.cfg.max_tokens as u64;
     let opts = options(&st, &req.settings, default_max, prompt.len(), llm, true)?.with_guide(guide);
-    let shape = if plan.tools {
-        Shape::Tools
-    } else {
-        Shape::Chat
-    };
+    let shape = plan.tools.map_or(Shape::Chat, Shape::Tools);
     run(
         &st,
         served,

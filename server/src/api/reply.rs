@@ -13,16 +13,16 @@ use tokio::sync::mpsc::UnboundedReceiver;
 
 use super::error::ApiError;
 use super::slots::Event;
-use super::tools::{read_reply, Reply as ToolReply};
+use super::tools::{read_reply, Reply as ToolReply, ToolFormat};
 
 /// What a reply is.
 #[derive(Clone, Copy, PartialEq, Debug)]
 pub(crate) enum Shape {
     /// Chat text.
     Chat,
-    /// A chat reply made in the tool envelope ([`super::tools`]), read back into `tool_calls`
+    /// A chat reply that may hold tool calls ([`super::tools`]), read back into `tool_calls`
     /// or text once whole (streamed as one delta at the end).
-    Tools,
+    Tools(ToolFormat),
     /// A text completion.
     Completion,
 }
@@ -51,11 +51,14 @@ pub(crate) fn usage(prompt: usize, completion: usize) -> Value {
 /// that ended on its own is read back; one cut short stays text, its finish `length`.
 fn message(shape: Shape, id: &str, text: String, finish: Finish) -> (Value, Value, &'static str) {
     let reason = finish_reason(finish);
-    if shape != Shape::Tools || reason != "stop" {
+    let Shape::Tools(format) = shape else {
+        return (json!(text), Value::Null, reason);
+    };
+    if reason != "stop" {
         return (json!(text), Value::Null, reason);
     }
-    match read_reply(&text) {
-        Some(ToolReply::Calls(calls)) => {
+    match read_reply(&text, format) {
+        Some(ToolReply::Calls(calls, content)) => {
             let calls: Vec<Value> = calls
                 .into_iter()
                 .enumerate()
@@ -64,7 +67,7 @@ fn message(shape: Shape, id: &str, text: String, finish: Finish) -> (Value, Valu
                            "function": {"name": name, "arguments": arguments}})
                 })
                 .collect();
-            (Value::Null, Value::Array(calls), "tool_calls")
+            (json!(content), Value::Array(calls), "tool_calls")
         }
         Some(ToolReply::Text(t)) => (json!(t), Value::Null, reason),
         None => (json!(text), Value::Null, reason),
@@ -159,9 +162,9 @@ impl Streaming {
         self.ended = true;
         let mut out = Vec::new();
         let mut reason = finish_reason(finish);
-        if self.reply.shape == Shape::Tools {
+        if let Shape::Tools(_) = self.reply.shape {
             let text = std::mem::take(&mut self.held);
-            let (content, calls, r) = message(Shape::Tools, &self.reply.id, text, finish);
+            let (content, calls, r) = message(self.reply.shape, &self.reply.id, text, finish);
             reason = r;
             let mut d = self.delta(content.as_str());
             if let Value::Array(calls) = calls {
@@ -225,7 +228,7 @@ pub(crate) fn sse(
             let e = s.rx.recv().await;
             s.taken.fetch_add(1, Ordering::Relaxed);
             break match e {
-                Some(Event::Text(t)) if s.reply.shape == Shape::Tools => {
+                Some(Event::Text(t)) if matches!(s.reply.shape, Shape::Tools(_)) => {
                     s.held.push_str(&t);
                     continue;
                 }

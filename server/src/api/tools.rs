@@ -86,12 +86,32 @@ pub(crate) struct Structured<'a> {
     pub parallel_tool_calls: Option<bool>,
 }
 
+/// How the chat template treats tools.
+#[derive(Clone, Copy, PartialEq, Debug)]
+pub(crate) enum TemplateTools {
+    /// It knows nothing of them: they go in a system message.
+    Unknown,
+    /// It renders a `tools` list.
+    Listed,
+    /// It renders a `tools` list and asks for calls in `<tool_call>` tags (Hermes' format).
+    Tagged,
+}
+
+/// How a tool reply is written, and so read back.
+#[derive(Clone, Copy, PartialEq, Debug)]
+pub(crate) enum ToolFormat {
+    /// `{"tool_calls": [...]}` or `{"response": ...}`, the whole reply.
+    Envelope,
+    /// `<tool_call>{"name", "arguments"}</tool_call>` blocks, text around them the content.
+    Tags,
+}
+
 /// How the reply is made and read.
 pub(crate) struct Plan {
     /// The constraint on the reply (and the request parameter it came from, for errors).
     pub constraint: Option<(Constraint, &'static str)>,
-    /// The reply is the tool envelope, to be read back.
-    pub tools: bool,
+    /// The reply may hold tool calls, written so.
+    pub tools: Option<ToolFormat>,
     /// The tools as the template takes them, when it takes them.
     pub template_tools: Option<Value>,
 }
@@ -134,8 +154,9 @@ impl Structured<'_> {
     pub fn plan(
         &self,
         mut messages: Vec<Message>,
-        template_takes_tools: bool,
+        template: TemplateTools,
     ) -> Result<(Plan, Vec<Message>), ApiError> {
+        let template_takes_tools = template != TemplateTools::Unknown;
         let schema = response_schema(self.response_format)?;
         let tools = self.tools.unwrap_or(&[]);
         let mode = match self.tool_choice {
@@ -217,7 +238,7 @@ impl Structured<'_> {
         if called.is_empty() {
             let plan = Plan {
                 constraint: schema.map(|s| (Constraint::JsonSchema(s), "response_format")),
-                tools: false,
+                tools: None,
                 template_tools: None,
             };
             return Ok((plan, fold_history(messages, false)));
@@ -237,10 +258,43 @@ impl Structured<'_> {
                 })
             })
             .collect();
-        let mut list = json!({"type": "array", "items": {"anyOf": calls}, "minItems": 1});
         // One call unless parallel calls are asked for (llama.cpp's default too): a small model
         // offered a list tends to repeat its call until the token limit.
-        if self.parallel_tool_calls != Some(true) || mode == "named" {
+        let one = self.parallel_tool_calls != Some(true) || mode == "named";
+        let listed: Vec<Value> = called
+            .iter()
+            .map(|t| {
+                json!({"type": "function", "function": {
+                    "name": t.function.name,
+                    "description": t.function.description.clone().unwrap_or_default(),
+                    "parameters": t.function.parameters.clone()
+                        .unwrap_or_else(|| json!({"type": "object"})),
+                }})
+            })
+            .collect();
+        if template == TemplateTools::Tagged {
+            // The model's own format; under `auto` it writes freely and tagged calls are read
+            // from its text, else its reply is calls in tags.
+            let constraint = (mode != "auto").then(|| {
+                let call = edgecut::guided_schema(json!({"anyOf": calls}));
+                let start = if one {
+                    "start: call"
+                } else {
+                    "start: call (\"\\n\" call)*"
+                };
+                let grammar =
+                    format!("{start}\ncall: \"<tool_call>\\n\" %json {call} \"\\n</tool_call>\"\n");
+                (Constraint::Grammar(grammar), "tools")
+            });
+            let plan = Plan {
+                constraint,
+                tools: Some(ToolFormat::Tags),
+                template_tools: Some(Value::Array(listed)),
+            };
+            return Ok((plan, messages));
+        }
+        let mut list = json!({"type": "array", "items": {"anyOf": calls}, "minItems": 1});
+        if one {
             list["maxItems"] = json!(1);
         }
         let call_shape = json!({
@@ -260,17 +314,6 @@ impl Structured<'_> {
         } else {
             call_shape
         };
-        let listed: Vec<Value> = called
-            .iter()
-            .map(|t| {
-                json!({"type": "function", "function": {
-                    "name": t.function.name,
-                    "description": t.function.description.clone().unwrap_or_default(),
-                    "parameters": t.function.parameters.clone()
-                        .unwrap_or_else(|| json!({"type": "object"})),
-                }})
-            })
-            .collect();
         let template_tools = if template_takes_tools {
             Some(Value::Array(listed))
         } else {
@@ -279,7 +322,7 @@ impl Structured<'_> {
         };
         let plan = Plan {
             constraint: Some((Constraint::JsonSchema(envelope), "tools")),
-            tools: true,
+            tools: Some(ToolFormat::Envelope),
             template_tools,
         };
         Ok((plan, fold_history(messages, template_takes_tools)))
@@ -380,16 +423,57 @@ pub(crate) fn calls_in(calls: Vec<CallIn>, i: usize) -> Result<Value, ApiError> 
     Ok(Value::Array(out))
 }
 
-/// What a tool-envelope reply says.
+/// What a tool reply says.
 pub(crate) enum Reply {
-    /// Calls: `(name, arguments as JSON text)`.
-    Calls(Vec<(String, String)>),
+    /// Calls: `(name, arguments as JSON text)`, and text beside them.
+    Calls(Vec<(String, String)>, Option<String>),
     /// An answer.
     Text(String),
 }
 
-/// Reads a finished envelope reply (`None`: it is not one, as when it was cut short).
-pub(crate) fn read_reply(text: &str) -> Option<Reply> {
+/// Reads a finished reply in `format` (`None`: it is not one, as when it was cut short).
+pub(crate) fn read_reply(text: &str, format: ToolFormat) -> Option<Reply> {
+    match format {
+        ToolFormat::Envelope => read_envelope(text),
+        ToolFormat::Tags => read_tags(text),
+    }
+}
+
+/// Calls in `<tool_call>` tags; the text outside them is the content. `None` when a tag's JSON
+/// is not a call (the reply is then text as written).
+fn read_tags(text: &str) -> Option<Reply> {
+    const OPEN: &str = "<tool_call>";
+    const CLOSE: &str = "</tool_call>";
+    let mut calls = Vec::new();
+    let mut content = String::new();
+    let mut rest = text;
+    while let Some(at) = rest.find(OPEN) {
+        content.push_str(&rest[..at]);
+        let body = &rest[at + OPEN.len()..];
+        let end = body.find(CLOSE)?;
+        let v: Value = serde_json::from_str(body[..end].trim()).ok()?;
+        let name = v.get("name")?.as_str()?.to_string();
+        let args = v.get("arguments").or_else(|| v.get("parameters"))?;
+        let args = match args {
+            Value::String(s) => s.clone(),
+            other => other.to_string(),
+        };
+        calls.push((name, args));
+        rest = &body[end + CLOSE.len()..];
+    }
+    content.push_str(rest);
+    if calls.is_empty() {
+        return Some(Reply::Text(text.to_string()));
+    }
+    let content = content.trim();
+    Some(Reply::Calls(
+        calls,
+        (!content.is_empty()).then(|| content.to_string()),
+    ))
+}
+
+/// Reads a finished envelope reply.
+fn read_envelope(text: &str) -> Option<Reply> {
     let v: Value = serde_json::from_str(text).ok()?;
     if let Some(calls) = v.get("tool_calls").and_then(Value::as_array) {
         let calls = calls
@@ -399,7 +483,7 @@ pub(crate) fn read_reply(text: &str) -> Option<Reply> {
                 Some((name, c.get("arguments")?.to_string()))
             })
             .collect::<Option<Vec<_>>>()?;
-        return Some(Reply::Calls(calls));
+        return Some(Reply::Calls(calls, None));
     }
     match v.get("response")? {
         Value::String(s) => Some(Reply::Text(s.clone())),
@@ -429,7 +513,7 @@ mod tests {
             tool_choice: choice.as_ref(),
             parallel_tool_calls: None,
         }
-        .plan(vec![Message::new("user", "hi")], false)
+        .plan(vec![Message::new("user", "hi")], TemplateTools::Unknown)
     }
 
     #[test]
@@ -521,11 +605,32 @@ mod tests {
             out[2].content
         );
         assert_eq!(fold_history(msgs.clone(), true), msgs);
-        match read_reply(r#"{"tool_calls":[{"name":"add","arguments":{"a":1}}]}"#) {
-            Some(Reply::Calls(c)) => assert_eq!(c, [("add".to_string(), r#"{"a":1}"#.to_string())]),
+        let env = ToolFormat::Envelope;
+        match read_reply(
+            r#"{"tool_calls":[{"name":"add","arguments":{"a":1}}]}"#,
+            env,
+        ) {
+            Some(Reply::Calls(c, None)) => {
+                assert_eq!(c, [("add".to_string(), r#"{"a":1}"#.to_string())])
+            }
             _ => panic!("calls"),
         }
-        assert!(matches!(read_reply(r#"{"response":"hi"}"#), Some(Reply::Text(t)) if t == "hi"));
-        assert!(read_reply(r#"{"tool_calls":[{"name":"add","#).is_none());
+        assert!(
+            matches!(read_reply(r#"{"response":"hi"}"#, env), Some(Reply::Text(t)) if t == "hi")
+        );
+        assert!(read_reply(r#"{"tool_calls":[{"name":"add","#, env).is_none());
+        let tagged = "Let me add.\n<tool_call>\n{\"name\": \"add\", \"arguments\": {\"a\": 1}}\n</tool_call>";
+        match read_reply(tagged, ToolFormat::Tags) {
+            Some(Reply::Calls(c, Some(t))) => {
+                assert_eq!(c, [("add".to_string(), r#"{"a":1}"#.to_string())]);
+                assert_eq!(t, "Let me add.");
+            }
+            _ => panic!("tagged calls"),
+        }
+        assert!(matches!(
+            read_reply("no calls", ToolFormat::Tags),
+            Some(Reply::Text(_))
+        ));
+        assert!(read_reply("<tool_call>{\"name\": ", ToolFormat::Tags).is_none());
     }
 }
