@@ -71,6 +71,13 @@ typedef struct {
   uint64_t seed;
   // Nonzero: wrap the prompt in the model's chat template as one user message.
   uint8_t chat;
+  // What the output must match: 0 nothing (free text), 1 the JSON schema in `constraint`,
+  // 2 the regular expression in `constraint`, 3 the grammar in `constraint` (llguidance's
+  // Lark-like syntax), 4 any JSON object.
+  uint32_t constraint_kind;
+  // The schema (JSON text), expression or grammar, NUL-terminated; null for kinds 0 and 4.
+  // A constraint that cannot be compiled is `EDGECUT_STATUS_INVALID_ARGUMENT` naming why.
+  const char *constraint;
 } EdgecutGenerateOptions;
 
 // Receives each piece of generated text (`len` bytes of UTF-8, not NUL-terminated, valid only

@@ -8,7 +8,7 @@ use std::ffi::{c_char, c_int, c_void};
 use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
-use edgecut::{Chat, GenerateOptions, Llm, SamplingParams};
+use edgecut::{Chat, Constraint, GenerateOptions, Llm, SamplingParams};
 
 use crate::EdgecutStatus::*;
 use crate::{
@@ -34,6 +34,13 @@ pub struct EdgecutGenerateOptions {
     pub seed: u64,
     /// Nonzero: wrap the prompt in the model's chat template as one user message.
     pub chat: u8,
+    /// What the output must match: 0 nothing (free text), 1 the JSON schema in `constraint`,
+    /// 2 the regular expression in `constraint`, 3 the grammar in `constraint` (llguidance's
+    /// Lark-like syntax), 4 any JSON object.
+    pub constraint_kind: u32,
+    /// The schema (JSON text), expression or grammar, NUL-terminated; null for kinds 0 and 4.
+    /// A constraint that cannot be compiled is `EDGECUT_STATUS_INVALID_ARGUMENT` naming why.
+    pub constraint: *const c_char,
 }
 
 /// Receives each piece of generated text (`len` bytes of UTF-8, not NUL-terminated, valid only
@@ -67,7 +74,7 @@ pub unsafe extern "C" fn edgecut_generate(
         // SAFETY: checked for null inside.
         let prompt = unsafe { text(prompt, "prompt") }?;
         // SAFETY: null or pointing to an EdgecutGenerateOptions (the caller's contract).
-        let (opts, chat) = unsafe { generate_options(options) }?;
+        let (opts, chat) = unsafe { generate_options(options, llm) }?;
         let text = if chat {
             llm.render_chat(&[edgecut::Message::new("user", prompt)])
                 .map_err(model_error)?
@@ -99,13 +106,15 @@ fn decoder(l: &Loaded) -> Res<&Llm> {
     }
 }
 
-/// The generation options C passed (null: the defaults), and whether to apply the chat
-/// template.
+/// The generation options C passed (null: the defaults), with their constraint compiled for
+/// `llm`, and whether to apply the chat template.
 ///
 /// # Safety
-/// `options` is null or points to an `EdgecutGenerateOptions`.
+/// `options` is null or points to an `EdgecutGenerateOptions` whose `constraint` is null or a
+/// NUL-terminated string.
 pub(crate) unsafe fn generate_options(
     options: *const EdgecutGenerateOptions,
+    llm: &Llm,
 ) -> Res<(GenerateOptions, bool)> {
     let mut opts = GenerateOptions::default();
     let mut chat = false;
@@ -125,6 +134,37 @@ pub(crate) unsafe fn generate_options(
             ..SamplingParams::default()
         };
         chat = o.chat != 0;
+        let source = || {
+            // SAFETY: null (refused by name) or NUL-terminated (the contract).
+            unsafe { text(o.constraint, "constraint") }
+        };
+        let constraint = match o.constraint_kind {
+            0 => None,
+            1 => {
+                let schema = serde_json::from_str(source()?).map_err(|e| {
+                    Failure(
+                        EDGECUT_STATUS_INVALID_ARGUMENT,
+                        format!("constraint: the JSON schema is not JSON: {e}"),
+                    )
+                })?;
+                Some(Constraint::JsonSchema(schema))
+            }
+            2 => Some(Constraint::Regex(source()?.to_string())),
+            3 => Some(Constraint::Grammar(source()?.to_string())),
+            4 => Some(Constraint::JsonObject),
+            k => {
+                return fail(
+                    EDGECUT_STATUS_INVALID_ARGUMENT,
+                    format!("constraint_kind {k} is not 0 to 4"),
+                )
+            }
+        };
+        if let Some(c) = constraint {
+            let guide = llm
+                .guide(&c)
+                .map_err(|e| Failure(EDGECUT_STATUS_INVALID_ARGUMENT, e.to_string()))?;
+            opts = opts.with_guide(Some(guide));
+        }
     }
     opts.sampling
         .validate()
@@ -237,9 +277,10 @@ pub unsafe extern "C" fn edgecut_chat_send(
         let c = chat_of(chat)?;
         // SAFETY: checked for null inside.
         let message = unsafe { text(message, "message") }?;
-        // SAFETY: null or pointing to an EdgecutGenerateOptions (the caller's contract).
-        let (opts, _) = unsafe { generate_options(options) }?;
         let mut c = c.lock().unwrap_or_else(|e| e.into_inner());
+        let llm = c.context().llm().clone();
+        // SAFETY: null or pointing to an EdgecutGenerateOptions (the caller's contract).
+        let (opts, _) = unsafe { generate_options(options, &llm) }?;
         let mut cached = 0;
         // SAFETY: the caller's contract on `callback`, `user` and `cancel`.
         unsafe {

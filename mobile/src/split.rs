@@ -252,8 +252,6 @@ pub unsafe extern "C" fn edgecut_split_generate(
         let c = split_of(split)?;
         // SAFETY: checked for null inside.
         let prompt = unsafe { crate::text(prompt, "prompt") }?;
-        // SAFETY: null or pointing to an EdgecutGenerateOptions (the caller's contract).
-        let (opts, chat) = unsafe { crate::generate::generate_options(options) }?;
         let mut c = c.lock().unwrap_or_else(|e| e.into_inner());
         let Client::Decoder {
             llm,
@@ -266,6 +264,8 @@ pub unsafe extern "C" fn edgecut_split_generate(
                 "this split runs an encoder; use edgecut_split_embed",
             );
         };
+        // SAFETY: null or pointing to an EdgecutGenerateOptions (the caller's contract).
+        let (opts, chat) = unsafe { crate::generate::generate_options(options, llm) }?;
         let model = |e: edgecut::Error| Failure(EDGECUT_STATUS_MODEL_ERROR, e.to_string());
         let text = if chat {
             llm.render_chat(&[edgecut::Message::new("user", prompt)])

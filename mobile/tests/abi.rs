@@ -350,6 +350,8 @@ fn generation_streams_through_the_callback_and_can_be_cancelled() {
         repetition_penalty: 0.0,
         seed: 0,
         chat: 0,
+        constraint_kind: 0,
+        constraint: std::ptr::null(),
     };
     let mut text: Vec<u8> = Vec::new();
     // SAFETY: valid prompt, options, callback and user pointer.
@@ -400,6 +402,59 @@ fn generation_streams_through_the_callback_and_can_be_cancelled() {
         );
         assert!(last_error().contains("top-p"));
     }
+    // A constraint: the output is the regex's, whole; one the engine cannot take is named.
+    let phone = EdgecutGenerateOptions {
+        max_tokens: 20,
+        chat: 1,
+        constraint_kind: 2,
+        constraint: c"[0-9]{3}-[0-9]{4}".as_ptr(),
+        ..opts
+    };
+    let mut text: Vec<u8> = Vec::new();
+    // SAFETY: valid prompt, options (a NUL-terminated constraint), callback and user pointer.
+    let s = unsafe {
+        edgecut_generate(
+            h,
+            c"Give me a phone number.".as_ptr(),
+            &phone,
+            Some(collect),
+            &mut text as *mut _ as *mut c_void,
+            null(),
+        )
+    };
+    assert_eq!(s, EDGECUT_STATUS_OK, "{}", last_error());
+    let text = String::from_utf8(text).unwrap();
+    let b = text.as_bytes();
+    assert!(
+        b.len() == 8 && b[3] == b'-' && b.iter().filter(|c| c.is_ascii_digit()).count() == 7,
+        "{text:?}"
+    );
+    let bad = EdgecutGenerateOptions {
+        constraint_kind: 1,
+        constraint: c"{\"type\": \"integer\", \"minimum\": 5, \"maximum\": 1}".as_ptr(),
+        ..phone
+    };
+    // SAFETY: valid pointers.
+    unsafe {
+        assert_eq!(
+            edgecut_generate(h, c"x".as_ptr(), &bad, None, null_mut(), null()),
+            EDGECUT_STATUS_INVALID_ARGUMENT
+        );
+        assert!(
+            last_error().contains("greater than maximum"),
+            "{}",
+            last_error()
+        );
+        let missing = EdgecutGenerateOptions {
+            constraint: null(),
+            ..bad
+        };
+        assert_eq!(
+            edgecut_generate(h, c"x".as_ptr(), &missing, None, null_mut(), null()),
+            EDGECUT_STATUS_NULL_POINTER
+        );
+        assert!(last_error().contains("constraint"), "{}", last_error());
+    }
     let mut out = vec![0f32; 576];
     let mut n = 0;
     assert_eq!(
@@ -423,6 +478,8 @@ fn a_chat_handle_keeps_its_history_in_the_cache_across_turns() {
         repetition_penalty: 0.0,
         seed: 0,
         chat: 0,
+        constraint_kind: 0,
+        constraint: std::ptr::null(),
     };
     let mut chat = 0;
     // SAFETY: a valid system message and a writable handle.
@@ -513,6 +570,8 @@ fn chat_handle_replies_as_transformers(arch: &str, file: &str, pointer: &str) {
         repetition_penalty: 0.0,
         seed: 0,
         chat: 0,
+        constraint_kind: 0,
+        constraint: std::ptr::null(),
     };
     let mut chat = 0;
     // SAFETY: a valid system message and a writable handle.

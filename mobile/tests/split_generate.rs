@@ -41,6 +41,8 @@ fn opts() -> EdgecutGenerateOptions {
         repetition_penalty: 0.0,
         seed: 0,
         chat: 0,
+        constraint_kind: 0,
+        constraint: std::ptr::null(),
     }
 }
 
