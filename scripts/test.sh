@@ -19,8 +19,8 @@ step scripts/schemathesis.sh target/release/edgecut
 # The Helm chart, manifests, recording and adapter rules, and the HPA arithmetic.
 step scripts/deploy-validate.sh
 # The GPU backend, behind features: its lints, the conformance suite, MiniLM and SmolLM2 end to
-# end on wgpu (Vulkan through lavapipe where there is no GPU; two of SmolLM2's ten prompts,
-# EDGECUT_GPU_LLAMA_ALL=1 for all), a tiny random Llama against the scalar CPU, `edgecut serve
+# end on wgpu (Vulkan through lavapipe where there is no GPU; two of SmolLM2's ten prompts for
+# 16 tokens and one of Gemma 3's for 6, EDGECUT_GPU_LLAMA_ALL=1 for all), a tiny random Llama against the scalar CPU, `edgecut serve
 # --device wgpu` answering encoder and decoder splits, and the cuda feature built and failing
 # cleanly where there is no CUDA driver.
 GPU_FEATURES=edgecut-cli/gpu,edgecut-backends/vulkan,edgecut-backends/cuda,edgecut-models/vulkan,edgecut-models/cuda,edgecut-tests/vulkan,edgecut-tests/cuda
