@@ -306,9 +306,11 @@ impl SplitDecoder {
         link: &mut dyn DecodeLink,
         on_text: &mut dyn FnMut(&str) -> bool,
     ) -> Result<SplitGeneration> {
-        if opts.guide.is_some() {
+        if opts.guide.is_some() || opts.logprobs.is_some() {
             return Err(Error::Input(
-                "constrained decoding does not run split yet: generate on one machine".into(),
+                "constrained decoding and log-probabilities do not run split yet: generate on \
+                 one machine"
+                    .into(),
             ));
         }
         let capacity = self.lower.capacity();
@@ -368,6 +370,7 @@ impl SplitDecoder {
                 cached_tokens: common,
                 prefill,
                 decode: start.elapsed().saturating_sub(prefill),
+                logprobs: Vec::new(),
             },
             fell_back: fell.map(|r| (at_fallback.unwrap_or(0), r)),
         })

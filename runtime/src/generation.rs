@@ -10,7 +10,7 @@ use edgecut_format::{TextStream, Tokenizer};
 use edgecut_models::{KvCache, Sampler};
 
 use crate::guide::{Guide, Guided};
-use crate::llm::{start_turn, Context, Finish, GenerateOptions, Generation};
+use crate::llm::{start_turn, Context, Finish, GenerateOptions, Generation, TokenLogprob};
 use crate::stop::{Step, StopFilter};
 use crate::{Error, Llm, Result};
 
@@ -185,6 +185,8 @@ pub struct Turn<'a> {
     cached: usize,
     sampler: Sampler,
     guided: Option<Guided>,
+    /// With `Some(top)`, each drawn token's log-probability and `top` alternatives.
+    logprobs: Option<(usize, Vec<TokenLogprob>)>,
     emit: Emitter<'a>,
     state: TurnState,
     start: Instant,
@@ -239,6 +241,7 @@ impl<'a> Turn<'a> {
             cached: common,
             sampler: Sampler::new(opts.sampling.clone()),
             guided: opts.guide.as_ref().map(Guide::start),
+            logprobs: opts.logprobs.map(|top| (top, Vec::new())),
             emit,
             state,
             start: Instant::now(),
@@ -271,6 +274,12 @@ impl<'a> Turn<'a> {
         (self.prompt.len(), self.cached)
     }
 
+    /// The log-probabilities of the tokens drawn so far (empty unless asked for), the last
+    /// one's included while it may still be the end-of-sequence token.
+    pub fn logprobs(&self) -> &[TokenLogprob] {
+        self.logprobs.as_ref().map_or(&[], |(_, v)| v.as_slice())
+    }
+
     /// Time from the turn's creation to its first token, once drawn.
     pub fn first_token(&self) -> Option<Duration> {
         self.first_token
@@ -279,7 +288,10 @@ impl<'a> Turn<'a> {
     /// The generation so far (whole once [`Turn::finished`]).
     pub fn generation(&self) -> Generation {
         let prefill = self.first_token.unwrap_or_default();
+        let mut logprobs = self.logprobs().to_vec();
+        logprobs.truncate(self.emit.generated().len());
         Generation {
+            logprobs,
             text: self.emit.text().to_string(),
             tokens: self.emit.generated().to_vec(),
             finish: self.finished().unwrap_or(Finish::Cancelled),
@@ -303,6 +315,9 @@ impl<'a> Turn<'a> {
             g.apply(logits)?;
         }
         let t = self.sampler.sample(logits, &self.ctx.tokens);
+        if let Some((top, v)) = self.logprobs.as_mut() {
+            v.push(TokenLogprob::of(logits, t, *top));
+        }
         let complete = match self.guided.as_mut() {
             Some(g) => {
                 g.consume(t, stop_ids)?;

@@ -48,7 +48,7 @@ pub use generation::Turn;
 pub use guide::{guided_schema, Constraint, Guide, MAX_CONSTRAINT_BYTES};
 pub use llm::{
     Chat, Context, Finish, GenerateOptions, Generation, Llm, LlmOptions, SamplingParams,
-    DEFAULT_CONTEXT,
+    TokenLogprob, DEFAULT_CONTEXT,
 };
 pub use model::Model;
 pub use session::{

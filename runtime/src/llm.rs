@@ -91,6 +91,9 @@ pub struct GenerateOptions {
     pub ignore_eos: bool,
     /// A compiled constraint the text must match ([`Llm::guide`]); `None`: free text.
     pub guide: Option<Guide>,
+    /// Record each generated token's log-probability and those of this many most likely
+    /// alternatives ([`Generation::logprobs`]); `None`: none recorded.
+    pub logprobs: Option<usize>,
 }
 
 impl GenerateOptions {
@@ -123,6 +126,12 @@ impl GenerateOptions {
         self.guide = guide;
         self
     }
+
+    /// Record log-probabilities, with `top` alternatives per token (`None`: off).
+    pub fn with_logprobs(mut self, top: Option<usize>) -> Self {
+        self.logprobs = top;
+        self
+    }
 }
 
 impl Default for GenerateOptions {
@@ -133,6 +142,7 @@ impl Default for GenerateOptions {
             stop: Vec::new(),
             ignore_eos: false,
             guide: None,
+            logprobs: None,
         }
     }
 }
@@ -171,6 +181,53 @@ pub struct Generation {
     pub prefill: Duration,
     /// Time spent producing the remaining tokens.
     pub decode: Duration,
+    /// Each generated token's log-probability, when asked for
+    /// ([`GenerateOptions::with_logprobs`]; empty otherwise).
+    pub logprobs: Vec<TokenLogprob>,
+}
+
+/// A generated token's log-probability and its most likely alternatives, from the distribution
+/// it was drawn from before temperature and truncation: the model's logits after the
+/// repetition penalty and a guide's mask (so a constrained token's probability is among the
+/// tokens the constraint allowed).
+#[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
+pub struct TokenLogprob {
+    /// The token.
+    pub id: u32,
+    /// Its natural log-probability.
+    pub logprob: f32,
+    /// The most likely tokens and their log-probabilities, most likely first.
+    pub top: Vec<(u32, f32)>,
+}
+
+impl TokenLogprob {
+    /// The log-probability of `id` under `logits`, and the `top` most likely.
+    pub(crate) fn of(logits: &[f32], id: u32, top: usize) -> TokenLogprob {
+        let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        let sum: f64 = logits
+            .iter()
+            .map(|&l| ((l - max) as f64).exp())
+            .sum::<f64>();
+        let norm = max as f64 + sum.ln();
+        let lp = |l: f32| (l as f64 - norm) as f32;
+        let mut cand: Vec<(u32, f32)> = Vec::new();
+        if top > 0 {
+            cand = logits
+                .iter()
+                .enumerate()
+                .map(|(i, &l)| (i as u32, l))
+                .collect();
+            edgecut_models::sampling::keep_largest(&mut cand, top);
+            cand.retain(|c| c.1 > f32::NEG_INFINITY);
+            cand.iter_mut().for_each(|c| c.1 = lp(c.1));
+        }
+        TokenLogprob {
+            id,
+            logprob: lp(logits[id as usize]),
+            top: cand,
+        }
+    }
 }
 
 /// An open decoder: a cheap handle (clones share the model). `Send + Sync`: share it between
@@ -301,6 +358,15 @@ impl Llm {
                 .unwrap_or(usize::MAX)
         });
         longest.saturating_add(3).saturating_mul(self.inner.context)
+    }
+
+    /// The bytes one token stands for (a special token's text; a byte-fallback piece its byte:
+    /// possibly part of a character). Empty for an id outside the vocabulary.
+    pub fn token_bytes(&self, id: u32) -> Vec<u8> {
+        let t = &self.inner.tokenizer;
+        t.token_bytes(id)
+            .or_else(|| t.decode(&[id], false).ok().map(String::into_bytes))
+            .unwrap_or_default()
     }
 
     /// The text of token ids, special tokens left out (as generation shows it).
@@ -465,7 +531,8 @@ impl Context {
         self.tokens.extend_from_slice(&prompt[common..]);
         let mut sampler = Sampler::new(opts.sampling.clone());
         let mut guided: Option<Guided> = opts.guide.as_ref().map(Guide::start);
-        let greedy = opts.sampling.is_greedy() && guided.is_none();
+        let mut logprobs = Vec::new();
+        let greedy = opts.sampling.is_greedy() && guided.is_none() && opts.logprobs.is_none();
         let llm = self.llm.clone();
         let stop_ids = &model.config.stop_ids;
         let capacity = self.cache.capacity();
@@ -496,15 +563,22 @@ impl Context {
                     };
                     self.tokens.push(t);
                 }
-                let Some(g) = guided.as_mut() else {
-                    return Ok((sampler.sample(&mut logits, &self.tokens), false));
-                };
-                g.apply(&mut logits)?;
+                if let Some(g) = guided.as_mut() {
+                    g.apply(&mut logits)?;
+                }
                 let next = sampler.sample(&mut logits, &self.tokens);
+                if let Some(top) = opts.logprobs {
+                    logprobs.push(TokenLogprob::of(&logits, next, top));
+                }
+                let Some(g) = guided.as_mut() else {
+                    return Ok((next, false));
+                };
                 g.consume(next, stop_ids)?;
                 Ok((next, g.done()))
             },
         )?;
+        // The end-of-sequence token drawn last is not part of the generation.
+        logprobs.truncate(generated.len());
         Ok(Generation {
             text,
             tokens: generated,
@@ -513,6 +587,7 @@ impl Context {
             cached_tokens: common,
             prefill,
             decode: start.elapsed().saturating_sub(prefill),
+            logprobs,
         })
     }
 }

@@ -189,3 +189,47 @@ fn constraints_the_engine_cannot_take_are_refused_with_the_reason() {
         "at most",
     );
 }
+
+/// Log-probabilities recorded while generating are the log-softmax of the logits a fresh
+/// context computes for the same tokens (f64 here), alone and batched alike.
+#[test]
+fn logprobs_are_the_log_softmax_of_the_logits() {
+    let llm = smollm();
+    let p = prompt(llm, "Name a colour.");
+    let opts = GenerateOptions::default()
+        .with_max_tokens(6)
+        .with_logprobs(Some(3));
+    let g = llm
+        .new_context()
+        .unwrap()
+        .generate(&p, &opts, &mut |_| true)
+        .unwrap();
+    assert_eq!(g.logprobs.len(), g.tokens.len());
+    let mut at = p.clone();
+    for (i, lp) in g.logprobs.iter().enumerate() {
+        let l = llm.new_context().unwrap().last_logits(&at).unwrap();
+        let max = l.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
+        let norm = max + l.iter().map(|&x| (x as f64 - max).exp()).sum::<f64>().ln();
+        let want = l[lp.id as usize] as f64 - norm;
+        assert_eq!(lp.id, g.tokens[i]);
+        assert!(
+            (lp.logprob as f64 - want).abs() < 2e-3,
+            "token {i}: {} vs {want}",
+            lp.logprob
+        );
+        assert_eq!(lp.top.len(), 3);
+        // Greedy: the token drawn is the most likely, and the list is in order.
+        assert_eq!(lp.top[0].0, lp.id);
+        assert!(lp.top.windows(2).all(|w| w[0].1 >= w[1].1));
+        at.push(lp.id);
+    }
+    let mut t = Turn::new(llm, llm.new_context().unwrap(), p, &opts).unwrap();
+    while t.finished().is_none() {
+        llm.step_turns(&mut [&mut t])[0].as_ref().unwrap();
+    }
+    let b = t.generation();
+    assert_eq!(b.tokens, g.tokens);
+    for (x, y) in b.logprobs.iter().zip(&g.logprobs) {
+        assert!((x.logprob - y.logprob).abs() < 2e-3, "{x:?} vs {y:?}");
+    }
+}

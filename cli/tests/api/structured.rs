@@ -185,3 +185,72 @@ fn a_hermes_template_gets_tagged_calls() {
         "the call and result rendered: {with} vs {without}"
     );
 }
+
+/// `logprobs` and `top_logprobs` on the chat route: one entry per completion token, alternatives
+/// in order with the greedy token first, the same entries streamed as whole; a count on the
+/// completions route and too many alternatives are refused by name.
+#[test]
+fn chat_replies_carry_logprobs() {
+    let s = serve(&[]);
+    let (_, generator) = names();
+    let url = format!("{}/v1/chat/completions", s.url);
+    let body = |stream: bool| {
+        serde_json::json!({"model": generator, "max_tokens": 8, "temperature": 0,
+            "messages": [{"role": "user", "content": "Name a colour."}],
+            "logprobs": true, "top_logprobs": 3, "stream": stream})
+        .to_string()
+    };
+    let r = edgecut_tests::http(&url, None, Some(&body(false)));
+    assert_eq!(r.status, 200, "{}", r.body);
+    let j = r.json();
+    let content = j["choices"][0]["logprobs"]["content"]
+        .as_array()
+        .unwrap()
+        .clone();
+    assert_eq!(
+        content.len() as u64,
+        j["usage"]["completion_tokens"].as_u64().unwrap()
+    );
+    let text: String = content
+        .iter()
+        .map(|e| e["token"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        text,
+        j["choices"][0]["message"]["content"].as_str().unwrap()
+    );
+    for e in &content {
+        let top = e["top_logprobs"].as_array().unwrap();
+        assert_eq!(top.len(), 3);
+        assert_eq!(top[0]["token"], e["token"], "greedy: the most likely first");
+        let lp: Vec<f64> = top.iter().map(|t| t["logprob"].as_f64().unwrap()).collect();
+        assert!(
+            lp.windows(2).all(|w| w[0] >= w[1]) && lp[0] <= 0.0,
+            "{lp:?}"
+        );
+    }
+    let r = edgecut_tests::http(&url, None, Some(&body(true)));
+    let streamed: Vec<Value> = r
+        .body
+        .lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .filter(|d| d.starts_with('{'))
+        .flat_map(|d| {
+            let c: Value = serde_json::from_str(d).unwrap();
+            c["choices"][0]["logprobs"]["content"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+        })
+        .collect();
+    let tokens = |v: &[Value]| v.iter().map(|e| e["token"].clone()).collect::<Vec<_>>();
+    assert_eq!(tokens(&streamed), tokens(&content), "streamed entries");
+    let bad = serde_json::json!({"model": generator, "prompt": "Hi", "logprobs": 2}).to_string();
+    let r = edgecut_tests::http(&format!("{}/v1/completions", s.url), None, Some(&bad));
+    assert_eq!(r.status, 400);
+    assert_eq!(r.json()["error"]["param"], "logprobs");
+    let many = body(false).replace("\"top_logprobs\":3", "\"top_logprobs\":21");
+    let r = edgecut_tests::http(&url, None, Some(&many));
+    assert_eq!(r.status, 400, "{}", r.body);
+    assert_eq!(r.json()["error"]["param"], "top_logprobs");
+}

@@ -12,6 +12,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use edgecut::{GenerateOptions, Llm, Message, SamplingParams};
 use serde::Deserialize;
+use serde_json::{json, Value};
 use tokio::sync::mpsc::unbounded_channel;
 
 use super::admission::Place;
@@ -67,6 +68,12 @@ pub(crate) struct Settings {
     /// Draw only from the k most likely tokens (vLLM's and llama.cpp's extension; 0: all).
     #[serde(default)]
     top_k: Option<u64>,
+    /// Return the tokens' log-probabilities (chat: `true`; completions take a count, refused).
+    #[serde(default)]
+    logprobs: Option<Value>,
+    /// Alternatives per token with `logprobs` (0 to 20).
+    #[serde(default)]
+    top_logprobs: Option<u64>,
 }
 
 /// A message's content: text, or parts of which only text ones are taken.
@@ -203,6 +210,31 @@ fn options(
             format!("top_p {top_p} is outside (0, 1]"),
         ));
     }
+    let logprobs = match (&s.logprobs, chat) {
+        (None | Some(Value::Null) | Some(Value::Bool(false)), _) => None,
+        (Some(Value::Bool(true)), true) => Some(s.top_logprobs.unwrap_or(0)),
+        (Some(_), true) => return Err(ApiError::param("logprobs", "logprobs is true or false")),
+        (Some(_), false) => {
+            return Err(ApiError::param(
+                "logprobs",
+                "log-probabilities are returned by /v1/chat/completions only",
+            ))
+        }
+    };
+    if let Some(k) = logprobs.or(s.top_logprobs) {
+        if k > 20 {
+            return Err(ApiError::param(
+                "top_logprobs",
+                format!("top_logprobs {k} is outside 0..=20"),
+            ));
+        }
+    }
+    if s.top_logprobs.is_some() && logprobs.is_none() {
+        return Err(ApiError::param(
+            "top_logprobs",
+            "top_logprobs needs logprobs: true",
+        ));
+    }
     let penalty = s.repetition_penalty.unwrap_or(1.0);
     if !(penalty > 0.0 && penalty <= 10.0) {
         return Err(ApiError::param(
@@ -259,6 +291,7 @@ fn options(
             .unwrap_or(0),
     };
     Ok(GenerateOptions::default()
+        .with_logprobs(logprobs.map(|k| k as usize))
         .with_max_tokens(max as usize)
         .with_ignore_eos(s.ignore_eos.unwrap_or(false))
         .with_stop(stop)
@@ -451,18 +484,24 @@ async fn run(
     }
     let mut rx = rx;
     let mut text = String::new();
+    let mut logprobs: Option<Vec<Value>> = None;
     loop {
         let e = rx.recv().await;
         taken.fetch_add(1, Ordering::Relaxed);
         match e {
             Some(Event::Text(t)) => text.push_str(&t),
+            Some(Event::Logprobs(l)) => logprobs.get_or_insert_with(Vec::new).extend(l),
             Some(Event::Done {
                 finish,
                 prompt_tokens,
                 completion_tokens,
             }) => {
                 let u = usage(prompt_tokens, completion_tokens);
-                return Ok(Json(reply.whole(text, finish, u)).into_response());
+                let mut whole = reply.whole(text, finish, u);
+                if let Some(l) = logprobs {
+                    whole["choices"][0]["logprobs"] = json!({"content": l});
+                }
+                return Ok(Json(whole).into_response());
             }
             Some(Event::Failed(e)) => return Err(ApiError::invalid(e)),
             None => return Err(ApiError::unavailable("the generation thread has stopped")),

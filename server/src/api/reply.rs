@@ -88,8 +88,18 @@ impl Reply {
     }
 
     fn chunk(&self, delta: Value, finish: Option<&str>) -> Value {
+        self.chunk_with(delta, finish, Vec::new())
+    }
+
+    /// A chunk, with the log-probabilities of its tokens when there are any.
+    fn chunk_with(&self, delta: Value, finish: Option<&str>, logprobs: Vec<Value>) -> Value {
+        let logprobs = if logprobs.is_empty() {
+            Value::Null
+        } else {
+            json!({"content": logprobs})
+        };
         let choice = if self.chat() {
-            json!({"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish})
+            json!({"index": 0, "delta": delta, "logprobs": logprobs, "finish_reason": finish})
         } else {
             let text = delta.get("content").cloned().unwrap_or(json!(""));
             json!({"index": 0, "text": text, "logprobs": null, "finish_reason": finish})
@@ -139,6 +149,8 @@ struct Streaming {
     first: bool,
     /// A tool envelope's text, held until it is whole.
     held: String,
+    /// Log-probabilities not yet sent, for the next chunk.
+    logprobs: Vec<Value>,
     /// Events left to send after the end, last first.
     tail: Vec<Sse>,
 }
@@ -178,14 +190,16 @@ impl Streaming {
                     .collect();
                 d["tool_calls"] = json!(calls);
             }
-            out.push(self.reply.chunk(d, None));
+            let lp = std::mem::take(&mut self.logprobs);
+            out.push(self.reply.chunk_with(d, None, lp));
         }
         let d = if self.first {
             self.delta(None)
         } else {
             json!({})
         };
-        out.push(self.reply.chunk(d, Some(reason)));
+        let lp = std::mem::take(&mut self.logprobs);
+        out.push(self.reply.chunk_with(d, Some(reason), lp));
         if self.include_usage {
             let mut u = self.reply.chunk(json!({}), None);
             u["choices"] = json!([]);
@@ -215,6 +229,7 @@ pub(crate) fn sse(
         include_usage,
         first: true,
         held: String::new(),
+        logprobs: Vec::new(),
         tail: Vec::new(),
     };
     stream::unfold(s, |mut s| async move {
@@ -232,9 +247,14 @@ pub(crate) fn sse(
                     s.held.push_str(&t);
                     continue;
                 }
+                Some(Event::Logprobs(l)) => {
+                    s.logprobs.extend(l);
+                    continue;
+                }
                 Some(Event::Text(t)) => {
                     let d = s.delta(Some(&t));
-                    Sse::default().data(s.reply.chunk(d, None).to_string())
+                    let lp = std::mem::take(&mut s.logprobs);
+                    Sse::default().data(s.reply.chunk_with(d, None, lp).to_string())
                 }
                 Some(Event::Done {
                     finish,

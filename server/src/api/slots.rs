@@ -23,6 +23,9 @@ use super::metrics::ModelMetrics;
 pub(crate) enum Event {
     /// Text released (never empty).
     Text(String),
+    /// Log-probabilities of the tokens drawn since the last ones sent (the API's
+    /// `logprobs.content` entries), sent before their text.
+    Logprobs(Vec<serde_json::Value>),
     /// The end, with the prompt's and the completion's tokens.
     Done {
         finish: Finish,
@@ -80,6 +83,8 @@ struct Active<'a> {
     /// `taken` as last seen, and when it last moved (or the client was last caught up).
     seen: u64,
     read_at: Instant,
+    /// Log-probabilities sent so far.
+    logprobs_sent: usize,
     _place: Place,
 }
 
@@ -146,6 +151,7 @@ fn run(llm: &Llm, slots: usize, stall: Duration, metrics: &ModelMetrics, rx: &Re
                     taken: job.taken,
                     seen: 0,
                     read_at: Instant::now(),
+                    logprobs_sent: 0,
                     _place: job.place,
                 }),
                 Err(e) => {
@@ -173,6 +179,15 @@ fn run(llm: &Llm, slots: usize, stall: Duration, metrics: &ModelMetrics, rx: &Re
             metrics.batch.observe(decoding as f64);
         }
         for ((a, text), had_first) in active.iter_mut().zip(texts).zip(had_first) {
+            // The drawn tokens' log-probabilities, the end-of-sequence token's left out.
+            let upto = a.turn.generated().min(a.turn.logprobs().len());
+            if upto > a.logprobs_sent {
+                let lp = logprob_entries(llm, &a.turn.logprobs()[a.logprobs_sent..upto]);
+                a.logprobs_sent = upto;
+                if !a.send(Event::Logprobs(lp), stall) {
+                    a.turn.cancel();
+                }
+            }
             match text {
                 Ok(t) if !t.is_empty() => {
                     if !a.send(Event::Text(t), stall) {
@@ -229,6 +244,26 @@ fn run(llm: &Llm, slots: usize, stall: Duration, metrics: &ModelMetrics, rx: &Re
             free.push(a.turn.into_context());
         }
     }
+}
+
+/// The API's `logprobs.content` entries of `lps`: each token's text and bytes, its
+/// log-probability and its alternatives.
+fn logprob_entries(llm: &Llm, lps: &[edgecut::TokenLogprob]) -> Vec<serde_json::Value> {
+    let entry = |id: u32, logprob: f32| {
+        let bytes = llm.token_bytes(id);
+        serde_json::json!({
+            "token": String::from_utf8_lossy(&bytes),
+            "logprob": logprob,
+            "bytes": bytes,
+        })
+    };
+    lps.iter()
+        .map(|t| {
+            let mut e = entry(t.id, t.logprob);
+            e["top_logprobs"] = t.top.iter().map(|&(id, lp)| entry(id, lp)).collect();
+            e
+        })
+        .collect()
 }
 
 /// The free context sharing the longest prefix with `prompt`, or a new one when none is free
