@@ -14,6 +14,7 @@ use std::time::Instant;
 use edgecut_models::{KvCache, Sampler};
 
 use crate::generation::decode_loop;
+use crate::guide::{Guide, Guided};
 use crate::llm::{prefill_chunks, start_turn, GenerateOptions, Generation};
 use crate::{Error, Llm, Result};
 
@@ -53,6 +54,14 @@ pub trait DecodeLink {
     ) -> std::result::Result<Vec<(u32, f32)>, LinkError> {
         let _ = (position, hidden);
         Err("this link cannot send logits for the device to sample".into())
+    }
+
+    /// Whether the coming turns draw under a guide's mask ([`GenerateOptions::guide`]): such a
+    /// link asks for the server's [`MAX_TOP`](crate::split::MAX_TOP) largest logits
+    /// ([`DecodeLink::step_top`]) and the device draws among those its constraint allows (when
+    /// none of them is, it goes on alone with every logit). Called before each turn.
+    fn set_guided(&mut self, guided: bool) {
+        let _ = guided;
     }
 }
 
@@ -200,6 +209,7 @@ impl SplitDecoder {
         ids: &[u32],
         sample: bool,
         sampler: &mut Sampler,
+        mut guided: Option<&mut Guided>,
         link: &mut dyn DecodeLink,
         fell: &mut Option<String>,
     ) -> Result<Option<u32>> {
@@ -210,12 +220,12 @@ impl SplitDecoder {
         let x = model.blocks(&mut self.lower, model.embed(ids)?)?;
         self.tokens.extend_from_slice(ids);
         if self.all_here() {
-            return self.draw(&x[(ids.len() - 1) * h..], sample, sampler);
+            return self.draw(&x[(ids.len() - 1) * h..], sample, sampler, guided);
         }
         self.stored.extend_from_slice(&x);
         self.groups.push(ids.len());
         if self.upper.is_none() {
-            match self.ask(link, position, &x, sample, sampler) {
+            match self.ask(link, position, &x, sample, sampler, guided.as_deref_mut()) {
                 Ok(t) => {
                     self.server = Some(position + ids.len());
                     return Ok(t);
@@ -224,18 +234,19 @@ impl SplitDecoder {
                 Err(reason) => {
                     *fell = Some(reason.to_string());
                     let last = self.rebuild()?;
-                    return self.draw(&last, sample, sampler);
+                    return self.draw(&last, sample, sampler, guided);
                 }
             }
         }
         let upper = self.upper.as_mut().expect("local");
         let out = model.blocks(upper, x)?;
-        self.draw(&out[(ids.len() - 1) * h..], sample, sampler)
+        self.draw(&out[(ids.len() - 1) * h..], sample, sampler, guided)
     }
 
     /// The server's answer to the rows `x` at `position`: the token it drew, or (with a
-    /// repetition penalty, which needs the conversation's tokens only the device has) the
-    /// token drawn here from its largest logits. `Err(reason)`: the server is lost.
+    /// repetition penalty, which needs the conversation's tokens only the device has, or a
+    /// guide, whose matcher is here) the token drawn here from its largest logits.
+    /// `Err(reason)`: the server is lost, or (guided) sent no token the constraint allows.
     fn ask(
         &self,
         link: &mut dyn DecodeLink,
@@ -243,8 +254,9 @@ impl SplitDecoder {
         x: &[f32],
         sample: bool,
         sampler: &mut Sampler,
+        guided: Option<&mut Guided>,
     ) -> std::result::Result<Option<u32>, LinkError> {
-        if sample && sampler.params().repetition_penalty != 1.0 {
+        if sample && (sampler.params().repetition_penalty != 1.0 || guided.is_some()) {
             let top = link.step_top(position, x)?;
             let vocab = self.llm.inner.model.config.vocab;
             if top.is_empty() || top.iter().any(|&(t, l)| t as usize >= vocab || l.is_nan()) {
@@ -255,6 +267,26 @@ impl SplitDecoder {
             let mut logits = vec![f32::NEG_INFINITY; vocab];
             for &(t, l) in &top {
                 logits[t as usize] = l;
+            }
+            if let Some(g) = guided {
+                // A token the constraint forces needs no logits: drawn from a distribution of
+                // one, as a local run draws it (its generator advanced the same).
+                if let Some(t) = g.forced() {
+                    logits.fill(f32::NEG_INFINITY);
+                    logits[t as usize] = 0.0;
+                    g.apply(&mut logits)?;
+                    return Ok(Some(sampler.sample(&mut logits, &self.tokens)));
+                }
+                // Greedy is exact when an allowed token is among those sent (any other is
+                // below them); sampling draws among the allowed ones sent.
+                if g.apply(&mut logits).is_err() {
+                    return Err(format!(
+                        "none of the server's {} largest logits is a token the constraint \
+                         allows",
+                        top.len()
+                    )
+                    .into());
+                }
             }
             return Ok(Some(sampler.sample(&mut logits, &self.tokens)));
         }
@@ -267,12 +299,22 @@ impl SplitDecoder {
         Ok(t)
     }
 
-    /// With `sample`, the token after the final hidden state `last` (one row), drawn here.
-    fn draw(&self, last: &[f32], sample: bool, sampler: &mut Sampler) -> Result<Option<u32>> {
+    /// With `sample`, the token after the final hidden state `last` (one row), drawn here
+    /// (under `guided`'s mask).
+    fn draw(
+        &self,
+        last: &[f32],
+        sample: bool,
+        sampler: &mut Sampler,
+        guided: Option<&mut Guided>,
+    ) -> Result<Option<u32>> {
         if !sample {
             return Ok(None);
         }
         let mut logits = self.llm.inner.model.head(last)?;
+        if let Some(g) = guided {
+            g.apply(&mut logits)?;
+        }
         Ok(Some(sampler.sample(&mut logits, &self.tokens)))
     }
 
@@ -306,13 +348,12 @@ impl SplitDecoder {
         link: &mut dyn DecodeLink,
         on_text: &mut dyn FnMut(&str) -> bool,
     ) -> Result<SplitGeneration> {
-        if opts.guide.is_some() || opts.logprobs.is_some() {
+        if opts.logprobs.is_some() {
             return Err(Error::Input(
-                "constrained decoding and log-probabilities do not run split yet: generate on \
-                 one machine"
-                    .into(),
+                "log-probabilities do not run split yet: generate on one machine".into(),
             ));
         }
+        link.set_guided(opts.guide.is_some());
         let capacity = self.lower.capacity();
         let common = start_turn(prompt, &self.tokens, capacity, opts)?;
         let start = Instant::now();
@@ -333,11 +374,14 @@ impl SplitDecoder {
             }
         }
         let mut sampler = Sampler::new(opts.sampling.clone());
+        let mut guided: Option<Guided> = opts.guide.as_ref().map(Guide::start);
+        let stop_ids = self.llm.inner.model.config.stop_ids.clone();
         let chunks = prefill_chunks(&prompt[common..]);
         let n = chunks.len();
         let mut first = None;
         for (i, chunk) in chunks.into_iter().enumerate() {
-            first = self.run(chunk, i + 1 == n, &mut sampler, link, &mut fell)?;
+            let g = guided.as_mut();
+            first = self.run(chunk, i + 1 == n, &mut sampler, g, link, &mut fell)?;
         }
         let mut at_fallback = fell.as_ref().map(|_| 0);
         let llm = self.llm.clone();
@@ -349,15 +393,25 @@ impl SplitDecoder {
             capacity,
             start,
             on_text,
-            &mut |prev| match prev {
-                None => Ok((first.take().expect("the prompt's run samples"), false)),
-                Some(t) => {
-                    let was = fell.is_some();
-                    let next = self.run(&[t], true, &mut sampler, link, &mut fell)?;
-                    if !was && fell.is_some() {
-                        at_fallback = Some(self.tokens.len() - prompt.len());
+            &mut |prev| {
+                let next = match prev {
+                    None => first.take().expect("the prompt's run samples"),
+                    Some(t) => {
+                        let was = fell.is_some();
+                        let g = guided.as_mut();
+                        let next = self.run(&[t], true, &mut sampler, g, link, &mut fell)?;
+                        if !was && fell.is_some() {
+                            at_fallback = Some(self.tokens.len() - prompt.len());
+                        }
+                        next.expect("a sampled run")
                     }
-                    Ok((next.expect("a sampled run"), false))
+                };
+                match guided.as_mut() {
+                    Some(g) => {
+                        g.consume(next, &stop_ids)?;
+                        Ok((next, g.done()))
+                    }
+                    None => Ok((next, false)),
                 }
             },
         )?;

@@ -274,16 +274,25 @@ impl Guided {
         for (i, l) in logits.iter_mut().enumerate() {
             if i >= n || !mask.is_allowed(i as TokenId) {
                 *l = f32::NEG_INFINITY;
-            } else {
+            } else if *l > f32::NEG_INFINITY {
+                // Allowed and drawable (a split's logits hold only the server's largest).
                 any = true;
             }
         }
         if !any {
             return Err(Error::Input(
-                "the constraint allows no token of the vocabulary here".into(),
+                "the constraint allows none of the tokens that can be drawn here".into(),
             ));
         }
         Ok(())
+    }
+
+    /// The one token the constraint allows next, when it allows only one (a JSON object's
+    /// opening brace, the rest of a key): drawable without any logits.
+    pub(crate) fn forced(&mut self) -> Option<u32> {
+        self.prepare();
+        let mask = self.mask.as_ref()?;
+        (mask.num_set() == 1).then(|| mask.first_bit_set().map(|t| t as u32))?
     }
 
     /// Takes the token drawn under the mask (a stop token ends the generation and is not

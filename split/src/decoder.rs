@@ -86,6 +86,8 @@ pub struct DecoderLink {
     llm: Llm,
     cfg: ClientConfig,
     sampling: SamplingParams,
+    /// The device draws under a guide's mask: the server sends its largest logits.
+    guided: bool,
     conn: Option<Conn>,
     session: Option<u64>,
     /// Positions the session holds.
@@ -104,6 +106,7 @@ impl DecoderLink {
             llm: llm.clone(),
             cfg,
             sampling,
+            guided: false,
             conn: None,
             session: None,
             held: 0,
@@ -174,9 +177,9 @@ impl DecoderLink {
             return Ok(s);
         }
         let p = &self.sampling;
-        // With a repetition penalty the device samples, from the server's largest logits.
-        let top =
-            edgecut::split::top_logits_for(p).map_err(|e| SplitError::Protocol(e.to_string()))?;
+        // With a repetition penalty or a guide the device samples, from the server's largest
+        // logits.
+        let top = self.top_logits()?;
         let open = Frame::Open(Open {
             cut: self.cfg.cut as u16,
             context: self.llm.context_len() as u32,
@@ -228,11 +231,9 @@ impl DecoderLink {
         position: usize,
         hidden: &[f32],
     ) -> Result<Vec<(u32, f32)>, SplitError> {
-        let want = edgecut::split::top_logits_for(&self.sampling)
-            .map_err(|e| SplitError::Protocol(e.to_string()))?
-            .ok_or_else(|| {
-                SplitError::Protocol("no repetition penalty: the server samples".into())
-            })?;
+        let want = self.top_logits()?.ok_or_else(|| {
+            SplitError::Protocol("no repetition penalty or guide: the server samples".into())
+        })?;
         let n = self.exchange_step(position, hidden, true)?;
         let vocab = self.llm.vocab_size();
         if n.token != NO_TOKEN || n.top.len() != want.min(vocab) {
@@ -307,6 +308,16 @@ impl DecoderLink {
         }
     }
 
+    /// How many logits the server sends per step (`None`: it samples): the most it sends
+    /// under a guide, else as the sampling needs ([`edgecut::split::top_logits_for`]).
+    fn top_logits(&self) -> Result<Option<usize>, SplitError> {
+        if self.guided {
+            return Ok(Some(edgecut::split::MAX_TOP as usize));
+        }
+        edgecut::split::top_logits_for(&self.sampling)
+            .map_err(|e| SplitError::Protocol(e.to_string()))
+    }
+
     /// The sampling the server uses from the next turn on (a change opens a new session: the
     /// device re-sends the conversation).
     pub fn set_sampling(&mut self, sampling: SamplingParams) {
@@ -375,5 +386,13 @@ impl DecodeLink for DecoderLink {
             self.session = None;
             e.into()
         })
+    }
+
+    fn set_guided(&mut self, guided: bool) {
+        // The logits sent travel in OPEN: a change opens a new session.
+        if guided != self.guided {
+            self.close();
+            self.guided = guided;
+        }
     }
 }

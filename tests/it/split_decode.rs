@@ -108,6 +108,13 @@ impl DecodeLink for InProcess {
             .take_top()
             .expect("the logits of a sampled step"))
     }
+
+    fn set_guided(&mut self, guided: bool) {
+        // As the TCP link: the most logits the wire carries (unless a test set fewer).
+        if guided && self.top == 0 {
+            self.top = MAX_TOP as usize;
+        }
+    }
 }
 
 fn prompts() -> Vec<(String, Vec<u32>)> {
@@ -496,4 +503,59 @@ fn gemma3_splits_as_it_runs_locally_and_survives_a_lost_server() {
         want,
         "600 tokens at cut 9"
     );
+}
+
+/// A guided generation split: the device draws from the server's largest logits under its
+/// mask, and the reply is the local one (greedy, f32 on the wire); when none of the logits
+/// sent is allowed (a server sending 1), the device goes on alone and the reply is still the
+/// local one.
+#[test]
+fn a_guided_generation_splits_and_falls_back_when_the_logits_sent_miss_the_mask() {
+    let llm = smollm();
+    let schema = serde_json::json!({"type": "object", "properties": {
+        "colour": {"enum": ["red", "green", "blue"]}, "n": {"type": "integer", "maximum": 9}},
+        "required": ["colour", "n"], "additionalProperties": false});
+    let guide = llm.guide(&edgecut::Constraint::JsonSchema(schema)).unwrap();
+    let opts = GenerateOptions::default()
+        .with_max_tokens(40)
+        .with_guide(Some(guide));
+    let text = llm
+        .render_chat(&[edgecut::Message::new("user", "Pick a colour and a digit.")])
+        .unwrap();
+    let prompt = llm.tokenize(&text).unwrap();
+    let local = llm
+        .new_context()
+        .unwrap()
+        .generate(&prompt, &opts, &mut |_| true)
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_str(&local.text).unwrap();
+    assert!(
+        ["red", "green", "blue"].contains(&v["colour"].as_str().unwrap()),
+        "{v}"
+    );
+    for top in [0, 1] {
+        let mut link = InProcess::new(llm, 10, Encoding::F32);
+        link.top = top;
+        let mut d = SplitDecoder::new(llm, 10).unwrap();
+        let g = d
+            .generate(&prompt, &opts, &mut link, &mut |_| true)
+            .unwrap();
+        println!(
+            "top {top}: {:?}, {} steps from logits, fell back {:?}",
+            g.generation.text, link.top_steps, g.fell_back
+        );
+        assert_eq!(g.generation.tokens, local.tokens, "top {top}");
+        assert!(
+            link.top_steps > 0,
+            "the device drew from the server's logits"
+        );
+        if top == 1 {
+            assert!(
+                g.fell_back.is_some(),
+                "one logit cannot hold every allowed token"
+            );
+        } else {
+            assert!(g.fell_back.is_none());
+        }
+    }
 }
