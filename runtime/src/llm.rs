@@ -94,6 +94,12 @@ pub struct GenerateOptions {
     /// Record each generated token's log-probability and those of this many most likely
     /// alternatives ([`Generation::logprobs`]); `None`: none recorded.
     pub logprobs: Option<usize>,
+    /// Reuse the prefix of the prompt a context already holds (the default). Off, the whole
+    /// prompt runs as in a fresh context, so a seeded generation draws the same tokens
+    /// whatever the context held before: a cached prefix's keys and values were computed in
+    /// other groups of positions (and stored at f16 before the rest attended to them), which
+    /// moves logits in their last bits, enough to change a sampled token at a near-tie.
+    pub reuse_cache: bool,
 }
 
 impl GenerateOptions {
@@ -132,6 +138,13 @@ impl GenerateOptions {
         self.logprobs = top;
         self
     }
+
+    /// Reuse a cached prefix of the prompt (default `true`; see
+    /// [`GenerateOptions::reuse_cache`]).
+    pub fn with_cache_reuse(mut self, reuse: bool) -> Self {
+        self.reuse_cache = reuse;
+        self
+    }
 }
 
 impl Default for GenerateOptions {
@@ -143,6 +156,7 @@ impl Default for GenerateOptions {
             ignore_eos: false,
             guide: None,
             logprobs: None,
+            reuse_cache: true,
         }
     }
 }
@@ -615,6 +629,9 @@ pub(crate) fn start_turn(
             used: 0,
             capacity,
         });
+    }
+    if !opts.reuse_cache {
+        return Ok(0);
     }
     Ok(cached
         .iter()

@@ -254,3 +254,41 @@ fn chat_replies_carry_logprobs() {
     assert_eq!(r.status, 400, "{}", r.body);
     assert_eq!(r.json()["error"]["param"], "top_logprobs");
 }
+
+/// `seed`: the same sampled request gives the same reply whatever the slots' contexts hold and
+/// whatever runs beside it; another seed gives another reply.
+#[test]
+fn a_seed_gives_the_same_reply_whatever_the_cache_holds() {
+    let s = serve(&[]);
+    let (_, generator) = names();
+    let url = format!("{}/v1/chat/completions", s.url);
+    let ask = |text: &str, seed: u64| {
+        let body = serde_json::json!({"model": generator, "max_tokens": 48, "temperature": 1.0,
+            "seed": seed, "messages": [{"role": "user", "content": text}]})
+        .to_string();
+        let r = edgecut_tests::http(&url, None, Some(&body));
+        assert_eq!(r.status, 200, "{}", r.body);
+        r.json()["choices"][0]["message"]["content"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let story = "Tell me a story about a cat.";
+    let first = ask(story, 42);
+    // The same prompt again (a context now holds it), and beside two others in the batch.
+    assert_eq!(ask(story, 42), first, "with the prompt cached");
+    let together: Vec<String> = std::thread::scope(|sc| {
+        let hs: Vec<_> = [
+            (story, 42),
+            ("Tell me a story about a dog.", 1),
+            (story, 42),
+        ]
+        .into_iter()
+        .map(|(t, seed)| sc.spawn(move || ask(t, seed)))
+        .collect();
+        hs.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    assert_eq!(together[0], first, "batched with others");
+    assert_eq!(together[2], first, "batched with itself");
+    assert_ne!(ask(story, 43), first, "another seed");
+}

@@ -291,6 +291,9 @@ fn options(
             .unwrap_or(0),
     };
     Ok(GenerateOptions::default()
+        // A seed asks for the same reply to the same request: the whole prompt runs, whatever
+        // a slot's context holds.
+        .with_cache_reuse(s.seed.is_none())
         .with_logprobs(logprobs.map(|k| k as usize))
         .with_max_tokens(max as usize)
         .with_ignore_eos(s.ignore_eos.unwrap_or(false))
