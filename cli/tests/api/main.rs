@@ -13,7 +13,7 @@ mod retrieval;
 mod security;
 mod structured;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 
 use edgecut_tests::{cli_exe, minilm, smollm_gguf, spawn_http_api};
@@ -64,4 +64,19 @@ pub fn serve(extra: &[&str]) -> Server {
         .args(extra);
     let (child, url, log) = spawn_http_api(cmd);
     Server { child, url, log }
+}
+
+/// A server of one model file, and the model's name.
+pub fn serve_one(path: &Path) -> (Server, String) {
+    let mut cmd = Command::new(cli_exe());
+    cmd.args(["serve", "--http", "127.0.0.1:0", "--device", "cpu", "-m"])
+        .arg(path);
+    let (child, url, log) = spawn_http_api(cmd);
+    let name = path
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .trim_end_matches(".gguf")
+        .to_string();
+    (Server { child, url, log }, name)
 }

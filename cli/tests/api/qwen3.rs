@@ -7,22 +7,11 @@ use std::process::Command;
 use edgecut_tests::{cli_exe, fixture, http, spawn_http_api, tiny_decoder};
 use serde_json::json;
 
-use crate::Server;
+use crate::{serve_one, Server};
 
 #[test]
 fn the_chat_route_serves_a_qwen3_model() {
-    let path = tiny_decoder("qwen3", edgecut::WeightType::F32);
-    let mut cmd = Command::new(cli_exe());
-    cmd.args(["serve", "--http", "127.0.0.1:0", "--device", "cpu", "-m"])
-        .arg(&path);
-    let (child, url, log) = spawn_http_api(cmd);
-    let s = Server { child, url, log };
-    let name = path
-        .file_name()
-        .unwrap()
-        .to_string_lossy()
-        .trim_end_matches(".gguf")
-        .to_string();
+    let (s, name) = serve_one(&tiny_decoder("qwen3", edgecut::WeightType::F32));
     let chat = &fixture("decoders-tiny.json")["models"]["qwen3"]["chat"];
     let n = chat["greedy"].as_array().unwrap().len();
     let body = json!({

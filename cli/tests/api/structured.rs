@@ -4,13 +4,12 @@
 //! validates against its schema, every `tool_choice: "required"` reply is a call whose
 //! arguments validate, refused schemas are 400s naming `response_format`, and nothing is a 5xx.
 
-use std::path::Path;
 use std::process::Command;
 
-use edgecut_tests::{cli_exe, python, repo_root, spawn_http_api, tiny_decoder};
+use edgecut_tests::{python, repo_root, tiny_decoder};
 use serde_json::Value;
 
-use crate::{names, serve, Server};
+use crate::{names, serve, serve_one};
 
 /// What a script printed (one JSON object); it must succeed.
 fn script(name: &str, args: &[&str]) -> Value {
@@ -25,21 +24,6 @@ fn script(name: &str, args: &[&str]) -> Value {
         String::from_utf8_lossy(&out.stderr)
     );
     serde_json::from_slice(&out.stdout).unwrap()
-}
-
-/// A server of one model file, and the model's name.
-fn serve_one(path: &Path) -> (Server, String) {
-    let mut cmd = Command::new(cli_exe());
-    cmd.args(["serve", "--http", "127.0.0.1:0", "--device", "cpu", "-m"])
-        .arg(path);
-    let (child, url, log) = spawn_http_api(cmd);
-    let name = path
-        .file_name()
-        .unwrap()
-        .to_string_lossy()
-        .trim_end_matches(".gguf")
-        .to_string();
-    (Server { child, url, log }, name)
 }
 
 /// Three Pydantic models over `prompts` prompts each: all that finished are valid, and at least
