@@ -271,6 +271,16 @@ pub trait Backend: Clone + Send + Sync + Sized + 'static {
         k: &Self::Tensor,
         v: &Self::Tensor,
     ) -> Result<(), OpError>;
+    /// Copies the keys and values of `src` into `dst`, a cache of the same shape: a
+    /// conversation forked after its prompt (several replies to one prompt) computes the prompt
+    /// once. The default refuses, and the caller runs the prompt again.
+    fn kv_copy(&self, src: &Self::KvCache, dst: &mut Self::KvCache) -> Result<(), OpError> {
+        let _ = (src, dst);
+        Err(OpError::Unsupported {
+            what: "copying a KV cache".into(),
+            backend: "this backend".into(),
+        })
+    }
     /// Causal grouped-query attention of query rows at positions `pos0..` (`[rows, heads *
     /// head_dim]`, rotary applied) against `layer` of a cache that holds their keys and
     /// values; query head `h` reads KV head `h / (heads / kv_heads)`. With a window

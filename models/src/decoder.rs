@@ -106,6 +106,29 @@ impl Decoder {
         self.new_cache_for(0..self.config.layers, positions)
     }
 
+    /// Copies `src` into `dst`, caches of this model of the same layers and size: a
+    /// conversation forked after its prompt. Refused where the backend cannot copy a cache
+    /// ([`edgecut_backends::Backend::kv_copy`]); the caller then runs the prompt again.
+    pub fn copy_cache(&self, src: &KvCache, dst: &mut KvCache) -> Result<()> {
+        if src.owner() != self.serial || dst.owner() != self.serial {
+            return Err(ModelError::Input(
+                "a KV cache was made by another model (caches run only with their own)".into(),
+            ));
+        }
+        if src.layers() != dst.layers() || src.capacity() != dst.capacity() {
+            return Err(ModelError::Input(format!(
+                "copying a KV cache of layers {:?} and {} positions into one of {:?} and {}",
+                src.layers(),
+                src.capacity(),
+                dst.layers(),
+                dst.capacity()
+            )));
+        }
+        self.on.copy_state(src.state(), dst.state_mut())?;
+        dst.copy_marks(src);
+        Ok(())
+    }
+
     /// An empty KV cache of `layers` for `positions` positions: one part of a model run in
     /// parts ([`Decoder::blocks`]).
     pub fn new_cache_for(&self, layers: Range<usize>, positions: usize) -> Result<KvCache> {

@@ -119,6 +119,16 @@ impl KvCache {
         &mut *self.state
     }
 
+    pub(crate) fn state(&self) -> &(dyn Any + Send + Sync) {
+        &*self.state
+    }
+
+    /// Takes `src`'s filled positions (after its backend half was copied here).
+    pub(crate) fn copy_marks(&mut self, src: &KvCache) {
+        self.len = src.len;
+        self.high = src.high;
+    }
+
     /// Marks `n` more positions filled (after a forward pass wrote them).
     pub(crate) fn advance(&mut self, n: usize) {
         debug_assert!(self.len + n <= self.capacity);

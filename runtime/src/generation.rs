@@ -249,6 +249,28 @@ impl<'a> Turn<'a> {
         })
     }
 
+    /// Another reply to this turn's prompt in `ctx` (a context of the same model), with its
+    /// own options (a seed of its own): once this turn has run its prompt, that computation is
+    /// shared: its keys and values are copied into `ctx` and the new turn runs only the
+    /// prompt's last token (whose logits choose its first token). Before then, or where the
+    /// backend cannot copy a cache, the new turn runs the prompt itself.
+    pub fn branch(
+        &self,
+        llm: &'a Llm,
+        mut ctx: Context,
+        opts: &GenerateOptions,
+    ) -> Result<Turn<'a>> {
+        let n = self.prompt.len();
+        let ran = !matches!(self.state, TurnState::Prompt)
+            && self.ctx.tokens.get(..n) == Some(&self.prompt[..]);
+        if ran && ctx.copy_from(&self.ctx).is_ok() {
+            // The copy is the prompt as this turn ran it: reused whatever the options say.
+            let shared = opts.clone().with_cache_reuse(true);
+            return Turn::new(llm, ctx, self.prompt.clone(), &shared);
+        }
+        Turn::new(llm, ctx, self.prompt.clone(), opts)
+    }
+
     /// Why it ended; `None` while it goes on.
     pub fn finished(&self) -> Option<Finish> {
         match self.state {

@@ -520,6 +520,23 @@ impl Context {
         &self.tokens
     }
 
+    /// Makes this context hold what `src` holds, its tokens and their keys and values copied
+    /// (a conversation forked: several replies to one prompt compute it once). Refused where
+    /// the backend cannot copy a cache (this context is then unchanged).
+    pub fn copy_from(&mut self, src: &Context) -> Result<()> {
+        if !Arc::ptr_eq(&self.llm.inner, &src.llm.inner) {
+            return Err(Error::Input(
+                "the context belongs to another model (contexts run only with their own)".into(),
+            ));
+        }
+        self.llm
+            .inner
+            .model
+            .copy_cache(&src.cache, &mut self.cache)?;
+        self.tokens.clone_from(&src.tokens);
+        Ok(())
+    }
+
     /// Forgets everything cached.
     pub fn clear(&mut self) {
         self.cache.clear();

@@ -181,3 +181,45 @@ fn bad_turns_are_refused_and_a_cancelled_turn_stops() {
     assert_eq!(llm.step_turns(&mut [&mut t])[0].as_ref().unwrap(), "");
     assert_eq!(t.generated(), before, "a cancelled turn does not run");
 }
+
+/// A copied context continues exactly as its source does; a turn branched after its prompt ran
+/// shares that computation and draws what a context copied from the same prompt draws.
+#[test]
+fn copied_contexts_and_branched_turns_share_the_prompt() {
+    let llm = smollm();
+    let p = &prompts()[0];
+    let mut a = llm.new_context().unwrap();
+    a.last_logits(p).unwrap();
+    let mut b = llm.new_context().unwrap();
+    b.copy_from(&a).unwrap();
+    assert_eq!(b.tokens(), a.tokens());
+    let next = [p[1], p[2]];
+    assert_eq!(
+        a.logits(&next).unwrap(),
+        b.logits(&next).unwrap(),
+        "a copy continues bit for bit"
+    );
+    for opts in [options(0), options(1)] {
+        // The reference: a context holding the prompt as a parent ran it, asked again.
+        let mut parent = llm.new_context().unwrap();
+        parent.generate(p, &opts, &mut |_| true).unwrap();
+        let mut copy = llm.new_context().unwrap();
+        copy.copy_from(&parent).unwrap();
+        let want = copy.generate(p, &opts, &mut |_| true).unwrap();
+        assert_eq!(
+            want.cached_tokens,
+            p.len() - 1,
+            "only the last prompt token runs"
+        );
+        let mut first = Turn::new(llm, llm.new_context().unwrap(), p.clone(), &opts).unwrap();
+        llm.step_turns(&mut [&mut first])[0].as_ref().unwrap();
+        let mut second = first
+            .branch(llm, llm.new_context().unwrap(), &opts)
+            .unwrap();
+        assert_eq!(second.prompt_tokens(), (p.len(), p.len() - 1));
+        while second.finished().is_none() {
+            llm.step_turns(&mut [&mut second])[0].as_ref().unwrap();
+        }
+        assert_eq!(second.generation().tokens, want.tokens);
+    }
+}

@@ -358,6 +358,22 @@ impl Backend for CpuBackend {
         Ok(CpuKvCache { k, v, shape })
     }
 
+    fn kv_copy(&self, src: &CpuKvCache, dst: &mut CpuKvCache) -> Result<(), OpError> {
+        if src.shape != dst.shape {
+            return Err(OpError::Shape(format!(
+                "copying a KV cache of {:?} into one of {:?}",
+                src.shape, dst.shape
+            )));
+        }
+        for (d, s) in dst.k.iter_mut().zip(&src.k) {
+            d.copy_from_slice(s);
+        }
+        for (d, s) in dst.v.iter_mut().zip(&src.v) {
+            d.copy_from_slice(s);
+        }
+        Ok(())
+    }
+
     fn kv_append(
         &self,
         cache: &mut CpuKvCache,

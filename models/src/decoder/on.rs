@@ -35,6 +35,8 @@ pub(super) trait Run: Send + Sync {
     fn owned_bytes(&self) -> usize;
     /// A cache's backend half for `layers` and `capacity` positions.
     fn new_state(&self, layers: Range<usize>, capacity: usize) -> Result<Box<AnyState>>;
+    /// Copies the keys and values of `src` into `dst` (states of the same layers and size).
+    fn copy_state(&self, src: &AnyState, dst: &mut AnyState) -> Result<()>;
     /// Layers `layers` on rows `x`: conversation `i`'s `parts[i]` with `states[i]` (checked by
     /// the caller). Matrix products run on all rows together (each weight read once for the
     /// batch); rotary embedding, the cache and attention run per conversation.
@@ -423,6 +425,19 @@ impl<B: Backend> Run for On<B> {
                 + if self.c.spec.post_norms { 4 } else { 2 } * self.c.hidden * 4
         });
         b.sum::<usize>() + self.output.owned_bytes() + self.c.hidden * 4
+    }
+
+    fn copy_state(&self, src: &AnyState, dst: &mut AnyState) -> Result<()> {
+        let other = || ModelError::Input("a KV cache was made by another model or device".into());
+        let src = src.downcast_ref::<State<B>>().ok_or_else(other)?;
+        let dst = dst.downcast_mut::<State<B>>().ok_or_else(other)?;
+        if src.kv.len() != dst.kv.len() {
+            return Err(ModelError::Input("the KV caches cover other layers".into()));
+        }
+        for (d, s) in dst.kv.iter_mut().zip(&src.kv) {
+            self.b.kv_copy(s, d)?;
+        }
+        Ok(())
     }
 
     fn new_state(&self, layers: Range<usize>, capacity: usize) -> Result<Box<AnyState>> {
