@@ -276,3 +276,62 @@ fn a_seed_gives_the_same_reply_whatever_the_cache_holds() {
     assert_eq!(together[2], first, "batched with itself");
     assert_ne!(ask(story, 43), first, "another seed");
 }
+
+/// `n` choices: each its own seed's reply, the prompt computed once for all (the server's
+/// prompt-token count grows by the prompt and one token per other choice), streamed with their
+/// indexes; more choices than slots are refused by name.
+#[test]
+fn n_choices_share_the_prompt() {
+    let s = serve(&[]);
+    let (_, generator) = names();
+    let url = format!("{}/v1/chat/completions", s.url);
+    let prompt_count = || {
+        let m = edgecut_tests::http(&format!("{}/metrics", s.url), None, None).body;
+        m.lines()
+            .find(|l| l.starts_with("edgecut_prompt_tokens_total{") && l.contains(&generator))
+            .and_then(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    let body = |n: u64, stream: bool| {
+        serde_json::json!({"model": generator, "max_tokens": 12, "temperature": 1.0, "seed": 5,
+            "n": n, "stream": stream,
+            "messages": [{"role": "user", "content": "Name a fruit."}]})
+        .to_string()
+    };
+    let before = prompt_count();
+    let r = edgecut_tests::http(&url, None, Some(&body(3, false)));
+    assert_eq!(r.status, 200, "{}", r.body);
+    let j = r.json();
+    let choices = j["choices"].as_array().unwrap();
+    assert_eq!(choices.len(), 3);
+    let texts: Vec<&str> = choices
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            assert_eq!(c["index"], i);
+            c["message"]["content"].as_str().unwrap()
+        })
+        .collect();
+    assert!(
+        texts[0] != texts[1] || texts[1] != texts[2],
+        "three seeds: {texts:?}"
+    );
+    let prompt = j["usage"]["prompt_tokens"].as_u64().unwrap();
+    assert_eq!(prompt_count() - before, prompt + 2, "the prompt ran once");
+    // The same request streamed: each choice's chunks make the same text.
+    let r = edgecut_tests::http(&url, None, Some(&body(3, true)));
+    let mut streamed = vec![String::new(); 3];
+    let mut finished = 0;
+    for d in r.body.lines().filter_map(|l| l.strip_prefix("data: {")) {
+        let c: Value = serde_json::from_str(&format!("{{{d}")).unwrap();
+        let c = &c["choices"][0];
+        let i = c["index"].as_u64().unwrap() as usize;
+        streamed[i].push_str(c["delta"]["content"].as_str().unwrap_or(""));
+        finished += c["finish_reason"].is_string() as usize;
+    }
+    assert_eq!(finished, 3);
+    assert_eq!(streamed, texts, "streamed choices");
+    let r = edgecut_tests::http(&url, None, Some(&body(9, false)));
+    assert_eq!(r.status, 400);
+    assert_eq!(r.json()["error"]["param"], "n");
+}

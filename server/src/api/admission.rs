@@ -28,9 +28,11 @@ impl Admission {
         }
     }
 
-    /// A place: at once if one is free, after a wait in the queue if it has room, else `None`.
-    pub async fn enter(&self) -> Option<Place> {
-        if let Ok(p) = self.running.clone().try_acquire_owned() {
+    /// `n` places at once (a request of `n` choices; at most the model's places): at once if
+    /// they are free, after a wait in the queue if it has room, else `None`. Taken together, so
+    /// that two requests never hold part each and wait for each other.
+    pub async fn enter_many(&self, n: u32) -> Option<Place> {
+        if let Ok(p) = self.running.clone().try_acquire_many_owned(n) {
             return Some(Place(p));
         }
         let queued = self.waiting.fetch_add(1, Ordering::SeqCst);
@@ -38,7 +40,12 @@ impl Admission {
         if queued >= self.max_waiting {
             return None;
         }
-        self.running.clone().acquire_owned().await.ok().map(Place)
+        self.running
+            .clone()
+            .acquire_many_owned(n)
+            .await
+            .ok()
+            .map(Place)
     }
 
     /// Requests waiting for a place now.
@@ -68,16 +75,16 @@ mod tests {
     #[tokio::test]
     async fn past_the_places_and_the_queue_requests_are_refused() {
         let a = Arc::new(Admission::new(2, 1));
-        let p1 = a.enter().await.unwrap();
-        let _p2 = a.enter().await.unwrap();
+        let p1 = a.enter_many(1).await.unwrap();
+        let _p2 = a.enter_many(1).await.unwrap();
         // The third waits (the queue has room for one).
         let a2 = a.clone();
-        let waiter = tokio::spawn(async move { a2.enter().await.is_some() });
+        let waiter = tokio::spawn(async move { a2.enter_many(1).await.is_some() });
         while a.waiting() == 0 {
             tokio::task::yield_now().await;
         }
         // The fourth finds the queue full.
-        assert!(a.enter().await.is_none());
+        assert!(a.enter_many(1).await.is_none());
         assert_eq!(a.waiting(), 1, "a refused request leaves the queue");
         drop(p1);
         assert!(

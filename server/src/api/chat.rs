@@ -193,9 +193,6 @@ fn options(
     llm: &Llm,
     chat: bool,
 ) -> Result<GenerateOptions, ApiError> {
-    if s.n.unwrap_or(1) != 1 {
-        return Err(ApiError::param("n", "one choice per request (n = 1)"));
-    }
     let temperature = s.temperature.unwrap_or(1.0);
     if !(0.0..=2.0).contains(&temperature) {
         return Err(ApiError::param(
@@ -309,6 +306,19 @@ fn options(
         }))
 }
 
+/// The choices asked for (`n`): 1 to the model's slots.
+fn choices(st: &ApiState, s: &Settings) -> Result<u32, ApiError> {
+    let n = s.n.unwrap_or(1);
+    let most = st.cfg.slots.max(1) as u64;
+    if n == 0 || n > most {
+        return Err(ApiError::param(
+            "n",
+            format!("n {n} is outside 1..={most} (--http-slots: a choice takes a slot)"),
+        ));
+    }
+    Ok(n as u32)
+}
+
 /// The generation model named `model`: the model, its decoder and its slots.
 fn generator<'a>(
     st: &'a ApiState,
@@ -372,9 +382,10 @@ pub(crate) async fn chat(
         msgs.iter().map(|m| m.content.len()).sum::<usize>() + listed,
         "messages",
     )?;
-    // The place first: rendering, tokenizing and compiling are bounded by admission like
+    let n = choices(&st, &req.settings)?;
+    // The places first: rendering, tokenizing and compiling are bounded by admission like
     // generation.
-    let place = served.enter().await?;
+    let place = served.enter_many(n).await?;
     let l = llm.clone();
     let (constraint, template_tools) = (plan.constraint, plan.template_tools);
     let (prompt, guide) = blocking(move || -> Result<_, ApiError> {
@@ -416,7 +427,8 @@ pub(crate) async fn completion(
     }
     let text = texts.remove(0);
     fits(llm, text.len(), "prompt")?;
-    let place = served.enter().await?;
+    let n = choices(&st, &req.settings)?;
+    let place = served.enter_many(n).await?;
     let l = llm.clone();
     let prompt = blocking(move || l.tokenize(&text)).await?;
     // OpenAI's default for completions.
@@ -448,9 +460,19 @@ async fn run(
     let queued = Instant::now();
     let (events, rx) = unbounded_channel();
     let taken = Arc::new(AtomicU64::new(0));
+    // Choice i draws with the seed plus i (the same request, the same choices).
+    let n = settings.n.unwrap_or(1).max(1) as usize;
+    let more = (1..n)
+        .map(|i| {
+            let mut o = opts.clone();
+            o.sampling.seed = o.sampling.seed.wrapping_add(i as u64);
+            o
+        })
+        .collect();
     slots.send(Job {
         prompt,
         opts,
+        more,
         queued,
         events,
         taken: taken.clone(),
@@ -480,34 +502,50 @@ async fn run(
             .as_ref()
             .and_then(|o| o.include_usage)
             .unwrap_or(false);
-        let stream = sse(reply, rx, taken, include_usage);
+        let stream = sse(reply, n, rx, taken, include_usage);
         return Ok(axum::response::Sse::new(stream)
             .keep_alive(KeepAlive::default())
             .into_response());
     }
     let mut rx = rx;
-    let mut text = String::new();
-    let mut logprobs: Option<Vec<Value>> = None;
-    loop {
+    let mut texts = vec![String::new(); n];
+    let mut logprobs: Vec<Option<Vec<Value>>> = vec![None; n];
+    let mut ends: Vec<Option<edgecut::Finish>> = vec![None; n];
+    let (mut prompt_tokens, mut completion) = (0, 0);
+    while ends.iter().any(Option::is_none) {
         let e = rx.recv().await;
         taken.fetch_add(1, Ordering::Relaxed);
         match e {
-            Some(Event::Text(t)) => text.push_str(&t),
-            Some(Event::Logprobs(l)) => logprobs.get_or_insert_with(Vec::new).extend(l),
-            Some(Event::Done {
-                finish,
-                prompt_tokens,
-                completion_tokens,
-            }) => {
-                let u = usage(prompt_tokens, completion_tokens);
-                let mut whole = reply.whole(text, finish, u);
-                if let Some(l) = logprobs {
-                    whole["choices"][0]["logprobs"] = json!({"content": l});
-                }
-                return Ok(Json(whole).into_response());
+            Some((i, Event::Text(t))) => texts[i].push_str(&t),
+            Some((i, Event::Logprobs(l))) => logprobs[i].get_or_insert_with(Vec::new).extend(l),
+            Some((
+                i,
+                Event::Done {
+                    finish,
+                    prompt_tokens: p,
+                    completion_tokens,
+                },
+            )) => {
+                ends[i] = Some(finish);
+                prompt_tokens = p;
+                completion += completion_tokens;
             }
-            Some(Event::Failed(e)) => return Err(ApiError::invalid(e)),
+            Some((_, Event::Failed(e))) => return Err(ApiError::invalid(e)),
             None => return Err(ApiError::unavailable("the generation thread has stopped")),
         }
     }
+    let choices = texts
+        .into_iter()
+        .zip(ends)
+        .zip(logprobs)
+        .enumerate()
+        .map(|(i, ((text, end), lp))| {
+            let mut c = reply.choice(i, text, end.expect("every choice ended"));
+            if let Some(l) = lp {
+                c["logprobs"] = json!({"content": l});
+            }
+            c
+        })
+        .collect();
+    Ok(Json(reply.whole(choices, usage(prompt_tokens, completion))).into_response())
 }

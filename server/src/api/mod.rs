@@ -257,7 +257,12 @@ impl Api {
 impl Served {
     /// Takes a place in the model's admission, or refuses with 429 (counted).
     async fn enter(&self) -> Result<admission::Place, ApiError> {
-        match self.admission.enter().await {
+        self.enter_many(1).await
+    }
+
+    /// `n` places at once (a generation of `n` choices), or 429 (counted).
+    async fn enter_many(&self, n: u32) -> Result<admission::Place, ApiError> {
+        match self.admission.enter_many(n).await {
             Some(p) => Ok(p),
             None => {
                 self.metrics.refused.fetch_add(1, Ordering::Relaxed);

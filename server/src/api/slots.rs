@@ -36,15 +36,20 @@ pub(crate) enum Event {
     Failed(String),
 }
 
-/// A request for a slot.
+/// A request for a slot (a slot per choice).
 pub(crate) struct Job {
     pub prompt: Vec<u32>,
     pub opts: GenerateOptions,
+    /// The options of choices 1.. (`n` > 1): turns branched from the first once its prompt
+    /// has run, so the prompt is computed once.
+    pub more: Vec<GenerateOptions>,
     pub queued: Instant,
-    pub events: UnboundedSender<Event>,
+    /// Every choice's events, with its index.
+    pub events: UnboundedSender<(usize, Event)>,
     /// Events the client has taken so far (its stream counts them).
     pub taken: Arc<AtomicU64>,
-    /// The request's admission place, given back when the generation leaves its slot.
+    /// The request's admission places (one per choice), given back when its last choice
+    /// leaves its slot.
     pub place: Place,
 }
 
@@ -76,16 +81,21 @@ impl Slots {
 
 struct Active<'a> {
     turn: Turn<'a>,
-    events: UnboundedSender<Event>,
-    /// Events sent, and taken by the client (as its stream last counted).
-    sent: u64,
+    /// The choice's index in its request.
+    index: usize,
+    events: UnboundedSender<(usize, Event)>,
+    /// Events sent (by all the request's choices), and taken by the client (as its stream
+    /// last counted).
+    sent: Arc<AtomicU64>,
     taken: Arc<AtomicU64>,
     /// `taken` as last seen, and when it last moved (or the client was last caught up).
     seen: u64,
     read_at: Instant,
     /// Log-probabilities sent so far.
     logprobs_sent: usize,
-    _place: Place,
+    /// Choices to branch from this one once its prompt has run: (index, options).
+    pending: Vec<(usize, GenerateOptions)>,
+    _place: Arc<Place>,
 }
 
 impl Active<'_> {
@@ -95,12 +105,13 @@ impl Active<'_> {
             return true;
         }
         let taken = self.taken.load(Ordering::Relaxed);
+        let sent = self.sent.load(Ordering::Relaxed);
         let now = Instant::now();
-        if taken != self.seen || taken >= self.sent {
+        if taken != self.seen || taken >= sent {
             self.seen = taken;
             self.read_at = now;
         }
-        taken < self.sent && now.duration_since(self.read_at) > stall
+        taken < sent && now.duration_since(self.read_at) > stall
     }
 
     /// Sends `e`, unless the client has gone or stopped reading: then `false`.
@@ -108,8 +119,8 @@ impl Active<'_> {
         if self.stopped_reading(stall) {
             return false;
         }
-        self.sent += 1;
-        self.events.send(e).is_ok()
+        self.sent.fetch_add(1, Ordering::Relaxed);
+        self.events.send((self.index, e)).is_ok()
     }
 }
 
@@ -136,28 +147,36 @@ fn run(llm: &Llm, slots: usize, stall: Duration, metrics: &ModelMetrics, rx: &Re
                 metrics.cancelled.fetch_add(1, Ordering::Relaxed);
                 continue;
             }
+            let failed = |e: String| {
+                let _ = job.events.send((0, Event::Failed(e)));
+            };
             let ctx = match take_context(llm, &mut free, &job.prompt) {
                 Ok(c) => c,
                 Err(e) => {
-                    let _ = job.events.send(Event::Failed(e.to_string()));
+                    failed(e.to_string());
                     continue;
                 }
             };
             match Turn::new(llm, ctx, job.prompt, &job.opts) {
                 Ok(turn) => active.push(Active {
                     turn,
+                    index: 0,
                     events: job.events,
-                    sent: 0,
+                    sent: Arc::new(AtomicU64::new(0)),
                     taken: job.taken,
                     seen: 0,
                     read_at: Instant::now(),
                     logprobs_sent: 0,
-                    _place: job.place,
+                    pending: job
+                        .more
+                        .into_iter()
+                        .enumerate()
+                        .map(|(i, o)| (i + 1, o))
+                        .collect(),
+                    _place: Arc::new(job.place),
                 }),
-                Err(e) => {
-                    // The context went with the refused turn; a new one is made when needed.
-                    let _ = job.events.send(Event::Failed(e.to_string()));
-                }
+                // The context went with the refused turn; a new one is made when needed.
+                Err(e) => failed(e.to_string()),
             }
         }
         let decoding = active
@@ -213,6 +232,37 @@ fn run(llm: &Llm, slots: usize, stall: Duration, metrics: &ModelMetrics, rx: &Re
                     .fetch_add(took.as_micros() as u64, Ordering::Relaxed);
             }
         }
+        // The other choices of a request whose prompt has run branch from it.
+        let mut branched = Vec::new();
+        for a in active.iter_mut() {
+            if a.pending.is_empty() || (a.turn.generated() == 0 && a.turn.finished().is_none()) {
+                continue;
+            }
+            for (index, opts) in std::mem::take(&mut a.pending) {
+                let (prompt, _) = a.turn.prompt_tokens();
+                let turn = take_context(llm, &mut free, &[])
+                    .and_then(|ctx| a.turn.branch(llm, ctx, &opts));
+                match turn {
+                    Ok(turn) => branched.push(Active {
+                        turn,
+                        index,
+                        events: a.events.clone(),
+                        sent: a.sent.clone(),
+                        taken: a.taken.clone(),
+                        seen: a.seen,
+                        read_at: a.read_at,
+                        logprobs_sent: 0,
+                        pending: Vec::new(),
+                        _place: a._place.clone(),
+                    }),
+                    Err(e) => {
+                        let msg = format!("choice {index} (a prompt of {prompt} tokens): {e}");
+                        let _ = a.events.send((index, Event::Failed(msg)));
+                    }
+                }
+            }
+        }
+        active.extend(branched);
         // Finished turns leave; their contexts keep their tokens for a later prompt.
         let mut i = 0;
         while i < active.len() {
