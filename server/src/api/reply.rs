@@ -13,7 +13,7 @@ use tokio::sync::mpsc::UnboundedReceiver;
 
 use super::error::ApiError;
 use super::slots::Event;
-use super::tools::{read_reply, Reply as ToolReply, ToolFormat};
+use super::tools::ToolFormat;
 
 /// What a reply is.
 #[derive(Clone, Copy, PartialEq, Debug)]
@@ -312,4 +312,108 @@ pub(crate) fn sse(
         };
         Some((Ok(event), s))
     })
+}
+
+/// What a tool reply says.
+pub(crate) enum ToolReply {
+    /// Calls: `(name, arguments as JSON text)`, and text beside them.
+    Calls(Vec<(String, String)>, Option<String>),
+    /// An answer.
+    Text(String),
+}
+
+/// Reads a finished reply in `format` (`None`: it is not one, as when it was cut short).
+pub(crate) fn read_reply(text: &str, format: ToolFormat) -> Option<ToolReply> {
+    match format {
+        ToolFormat::Envelope => read_envelope(text),
+        ToolFormat::Tags => read_tags(text),
+    }
+}
+
+/// Calls in `<tool_call>` tags; the text outside them is the content. `None` when a tag's JSON
+/// is not a call (the reply is then text as written).
+fn read_tags(text: &str) -> Option<ToolReply> {
+    const OPEN: &str = "<tool_call>";
+    const CLOSE: &str = "</tool_call>";
+    let mut calls = Vec::new();
+    let mut content = String::new();
+    let mut rest = text;
+    while let Some(at) = rest.find(OPEN) {
+        content.push_str(&rest[..at]);
+        let body = &rest[at + OPEN.len()..];
+        let end = body.find(CLOSE)?;
+        let v: Value = serde_json::from_str(body[..end].trim()).ok()?;
+        let name = v.get("name")?.as_str()?.to_string();
+        let args = v.get("arguments").or_else(|| v.get("parameters"))?;
+        let args = match args {
+            Value::String(s) => s.clone(),
+            other => other.to_string(),
+        };
+        calls.push((name, args));
+        rest = &body[end + CLOSE.len()..];
+    }
+    content.push_str(rest);
+    if calls.is_empty() {
+        return Some(ToolReply::Text(text.to_string()));
+    }
+    let content = content.trim();
+    Some(ToolReply::Calls(
+        calls,
+        (!content.is_empty()).then(|| content.to_string()),
+    ))
+}
+
+/// Reads a finished envelope reply.
+fn read_envelope(text: &str) -> Option<ToolReply> {
+    let v: Value = serde_json::from_str(text).ok()?;
+    if let Some(calls) = v.get("tool_calls").and_then(Value::as_array) {
+        let calls = calls
+            .iter()
+            .map(|c| {
+                let name = c.get("name")?.as_str()?.to_string();
+                Some((name, c.get("arguments")?.to_string()))
+            })
+            .collect::<Option<Vec<_>>>()?;
+        return Some(ToolReply::Calls(calls, None));
+    }
+    match v.get("response")? {
+        Value::String(s) => Some(ToolReply::Text(s.clone())),
+        other => Some(ToolReply::Text(other.to_string())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tool_replies_are_read_in_their_format() {
+        let env = ToolFormat::Envelope;
+        match read_reply(
+            r#"{"tool_calls":[{"name":"add","arguments":{"a":1}}]}"#,
+            env,
+        ) {
+            Some(ToolReply::Calls(c, None)) => {
+                assert_eq!(c, [("add".to_string(), r#"{"a":1}"#.to_string())])
+            }
+            _ => panic!("calls"),
+        }
+        assert!(
+            matches!(read_reply(r#"{"response":"hi"}"#, env), Some(ToolReply::Text(t)) if t == "hi")
+        );
+        assert!(read_reply(r#"{"tool_calls":[{"name":"add","#, env).is_none());
+        let tagged = "Let me add.\n<tool_call>\n{\"name\": \"add\", \"arguments\": {\"a\": 1}}\n</tool_call>";
+        match read_reply(tagged, ToolFormat::Tags) {
+            Some(ToolReply::Calls(c, Some(t))) => {
+                assert_eq!(c, [("add".to_string(), r#"{"a":1}"#.to_string())]);
+                assert_eq!(t, "Let me add.");
+            }
+            _ => panic!("tagged calls"),
+        }
+        assert!(matches!(
+            read_reply("no calls", ToolFormat::Tags),
+            Some(ToolReply::Text(_))
+        ));
+        assert!(read_reply("<tool_call>{\"name\": ", ToolFormat::Tags).is_none());
+    }
 }

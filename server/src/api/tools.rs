@@ -423,74 +423,6 @@ pub(crate) fn calls_in(calls: Vec<CallIn>, i: usize) -> Result<Value, ApiError> 
     Ok(Value::Array(out))
 }
 
-/// What a tool reply says.
-pub(crate) enum Reply {
-    /// Calls: `(name, arguments as JSON text)`, and text beside them.
-    Calls(Vec<(String, String)>, Option<String>),
-    /// An answer.
-    Text(String),
-}
-
-/// Reads a finished reply in `format` (`None`: it is not one, as when it was cut short).
-pub(crate) fn read_reply(text: &str, format: ToolFormat) -> Option<Reply> {
-    match format {
-        ToolFormat::Envelope => read_envelope(text),
-        ToolFormat::Tags => read_tags(text),
-    }
-}
-
-/// Calls in `<tool_call>` tags; the text outside them is the content. `None` when a tag's JSON
-/// is not a call (the reply is then text as written).
-fn read_tags(text: &str) -> Option<Reply> {
-    const OPEN: &str = "<tool_call>";
-    const CLOSE: &str = "</tool_call>";
-    let mut calls = Vec::new();
-    let mut content = String::new();
-    let mut rest = text;
-    while let Some(at) = rest.find(OPEN) {
-        content.push_str(&rest[..at]);
-        let body = &rest[at + OPEN.len()..];
-        let end = body.find(CLOSE)?;
-        let v: Value = serde_json::from_str(body[..end].trim()).ok()?;
-        let name = v.get("name")?.as_str()?.to_string();
-        let args = v.get("arguments").or_else(|| v.get("parameters"))?;
-        let args = match args {
-            Value::String(s) => s.clone(),
-            other => other.to_string(),
-        };
-        calls.push((name, args));
-        rest = &body[end + CLOSE.len()..];
-    }
-    content.push_str(rest);
-    if calls.is_empty() {
-        return Some(Reply::Text(text.to_string()));
-    }
-    let content = content.trim();
-    Some(Reply::Calls(
-        calls,
-        (!content.is_empty()).then(|| content.to_string()),
-    ))
-}
-
-/// Reads a finished envelope reply.
-fn read_envelope(text: &str) -> Option<Reply> {
-    let v: Value = serde_json::from_str(text).ok()?;
-    if let Some(calls) = v.get("tool_calls").and_then(Value::as_array) {
-        let calls = calls
-            .iter()
-            .map(|c| {
-                let name = c.get("name")?.as_str()?.to_string();
-                Some((name, c.get("arguments")?.to_string()))
-            })
-            .collect::<Option<Vec<_>>>()?;
-        return Some(Reply::Calls(calls, None));
-    }
-    match v.get("response")? {
-        Value::String(s) => Some(Reply::Text(s.clone())),
-        other => Some(Reply::Text(other.to_string())),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -605,32 +537,5 @@ mod tests {
             out[2].content
         );
         assert_eq!(fold_history(msgs.clone(), true), msgs);
-        let env = ToolFormat::Envelope;
-        match read_reply(
-            r#"{"tool_calls":[{"name":"add","arguments":{"a":1}}]}"#,
-            env,
-        ) {
-            Some(Reply::Calls(c, None)) => {
-                assert_eq!(c, [("add".to_string(), r#"{"a":1}"#.to_string())])
-            }
-            _ => panic!("calls"),
-        }
-        assert!(
-            matches!(read_reply(r#"{"response":"hi"}"#, env), Some(Reply::Text(t)) if t == "hi")
-        );
-        assert!(read_reply(r#"{"tool_calls":[{"name":"add","#, env).is_none());
-        let tagged = "Let me add.\n<tool_call>\n{\"name\": \"add\", \"arguments\": {\"a\": 1}}\n</tool_call>";
-        match read_reply(tagged, ToolFormat::Tags) {
-            Some(Reply::Calls(c, Some(t))) => {
-                assert_eq!(c, [("add".to_string(), r#"{"a":1}"#.to_string())]);
-                assert_eq!(t, "Let me add.");
-            }
-            _ => panic!("tagged calls"),
-        }
-        assert!(matches!(
-            read_reply("no calls", ToolFormat::Tags),
-            Some(Reply::Text(_))
-        ));
-        assert!(read_reply("<tool_call>{\"name\": ", ToolFormat::Tags).is_none());
     }
 }
