@@ -5,7 +5,7 @@
 #   2. the mobile static library for aarch64 and the C example linked against it, run under
 #      qemu-user: on each architecture it must print the similarity that architecture's CLI
 #      prints (to 1e-4), and the two architectures must agree within 5e-3;
-#   3. the mobile static library for Android (aarch64-linux-android; no NDK needed);
+#   3. the mobile static library for Android (aarch64-linux-android; no NDK needed, see there);
 #   4. the stripped size of the CPU-only dynamic library on x86-64 and aarch64, built on its
 #      own, and that it depends on neither tokio nor safetensors;
 #   5. the wire codec for a no_std microcontroller target (thumbv7em-none-eabihf).
@@ -50,7 +50,16 @@ print(f"test-arm: x86-64 and aarch64 agree within {abs(x86 - arm):.4f} (bound 5e
 PY
 
 echo "test-arm: static library for aarch64-linux-android" >&2
-cargo rustc --release --target aarch64-linux-android -p edgecut-mobile --crate-type staticlib
+# Cargo builds every crate type a dependency declares, and llguidance (constrained decoding)
+# declares a cdylib, which for Android needs a linker. Without the NDK, the aarch64 cross
+# linker links that unused .so against empty stand-ins for Android's libunwind and liblog; the
+# product, the static library, links nothing. (An app's build with the NDK needs none of it.)
+STUBS="$PWD/target/android-stubs"
+mkdir -p "$STUBS"
+for l in unwind log; do [ -f "$STUBS/lib$l.a" ] || ar rc "$STUBS/lib$l.a"; done
+CARGO_TARGET_AARCH64_LINUX_ANDROID_LINKER=aarch64-linux-gnu-gcc \
+CARGO_TARGET_AARCH64_LINUX_ANDROID_RUSTFLAGS="-C link-arg=-L$STUBS" \
+    cargo rustc --release --target aarch64-linux-android -p edgecut-mobile --crate-type staticlib
 
 # The library as an app links it: built on its own (built beside the CLI, cargo unifies the
 # CLI's features into it, the converter among them), with neither an async runtime nor the

@@ -111,9 +111,10 @@ fn bad_requests_get_the_right_status_and_a_clear_message() {
     let r = http(
         &url("/v1/chat/completions"),
         k,
-        Some(&chat(json!({"n": 2}))),
+        Some(&chat(json!({"n": 100}))),
     );
     assert_eq!(r.status, 400, "{}", r.body);
+    assert_eq!(r.json()["error"]["param"], "n", "more choices than slots");
     let r = http(
         &url("/v1/chat/completions"),
         k,
