@@ -11,10 +11,10 @@
 
 use std::time::Instant;
 
-use edgecut_models::{KvCache, Sampler};
+use edgecut_models::KvCache;
 
+use crate::draw::Draw;
 use crate::generation::decode_loop;
-use crate::guide::{Guide, Guided};
 use crate::llm::{prefill_chunks, start_turn, GenerateOptions, Generation};
 use crate::{Error, Llm, Result};
 
@@ -203,16 +203,15 @@ impl SplitDecoder {
     }
 
     /// Runs `ids` through blocks `0..cut` here and the rest there (or here after a fallback);
-    /// with `sample`, the next token.
+    /// with `sample`, the next token and whether a guide's constraint is complete after it.
     fn run(
         &mut self,
         ids: &[u32],
         sample: bool,
-        sampler: &mut Sampler,
-        mut guided: Option<&mut Guided>,
+        draw: &mut Draw,
         link: &mut dyn DecodeLink,
         fell: &mut Option<String>,
-    ) -> Result<Option<u32>> {
+    ) -> Result<Option<(u32, bool)>> {
         let llm = self.llm.clone();
         let model = &llm.inner.model;
         let h = model.config.hidden;
@@ -220,12 +219,12 @@ impl SplitDecoder {
         let x = model.blocks(&mut self.lower, model.embed(ids)?)?;
         self.tokens.extend_from_slice(ids);
         if self.all_here() {
-            return self.draw(&x[(ids.len() - 1) * h..], sample, sampler, guided);
+            return self.draw(&x[(ids.len() - 1) * h..], sample, draw);
         }
         self.stored.extend_from_slice(&x);
         self.groups.push(ids.len());
         if self.upper.is_none() {
-            match self.ask(link, position, &x, sample, sampler, guided.as_deref_mut()) {
+            match self.ask(link, position, &x, sample, draw) {
                 Ok(t) => {
                     self.server = Some(position + ids.len());
                     return Ok(t);
@@ -234,13 +233,13 @@ impl SplitDecoder {
                 Err(reason) => {
                     *fell = Some(reason.to_string());
                     let last = self.rebuild()?;
-                    return self.draw(&last, sample, sampler, guided);
+                    return self.draw(&last, sample, draw);
                 }
             }
         }
         let upper = self.upper.as_mut().expect("local");
         let out = model.blocks(upper, x)?;
-        self.draw(&out[(ids.len() - 1) * h..], sample, sampler, guided)
+        self.draw(&out[(ids.len() - 1) * h..], sample, draw)
     }
 
     /// The server's answer to the rows `x` at `position`: the token it drew, or (with a
@@ -253,10 +252,9 @@ impl SplitDecoder {
         position: usize,
         x: &[f32],
         sample: bool,
-        sampler: &mut Sampler,
-        guided: Option<&mut Guided>,
-    ) -> std::result::Result<Option<u32>, LinkError> {
-        if sample && (sampler.params().repetition_penalty != 1.0 || guided.is_some()) {
+        draw: &mut Draw,
+    ) -> std::result::Result<Option<(u32, bool)>, LinkError> {
+        if sample && draw.draws_here() {
             let top = link.step_top(position, x)?;
             let vocab = self.llm.inner.model.config.vocab;
             if top.is_empty() || top.iter().any(|&(t, l)| t as usize >= vocab || l.is_nan()) {
@@ -268,54 +266,38 @@ impl SplitDecoder {
             for &(t, l) in &top {
                 logits[t as usize] = l;
             }
-            if let Some(g) = guided {
+            if let Some(t) = draw.forced() {
                 // A token the constraint forces needs no logits: drawn from a distribution of
                 // one, as a local run draws it (its generator advanced the same).
-                if let Some(t) = g.forced() {
-                    logits.fill(f32::NEG_INFINITY);
-                    logits[t as usize] = 0.0;
-                    g.apply(&mut logits)?;
-                    return Ok(Some(sampler.sample(&mut logits, &self.tokens)));
-                }
-                // Greedy is exact when an allowed token is among those sent (any other is
-                // below them); sampling draws among the allowed ones sent.
-                if g.apply(&mut logits).is_err() {
-                    return Err(format!(
-                        "none of the server's {} largest logits is a token the constraint \
-                         allows",
-                        top.len()
-                    )
-                    .into());
-                }
+                logits.fill(f32::NEG_INFINITY);
+                logits[t as usize] = 0.0;
+            } else if !draw.allows_any(&logits) {
+                return Err(format!(
+                    "none of the server's {} largest logits is a token the constraint allows",
+                    top.len()
+                )
+                .into());
             }
-            return Ok(Some(sampler.sample(&mut logits, &self.tokens)));
+            // Greedy is exact when an allowed token is among those sent (any other is below
+            // them); sampling draws among the allowed ones sent.
+            return Ok(Some(draw.pick(&mut logits, &self.tokens)?));
         }
         let t = link.step(position, x, sample)?;
         if t.is_some() {
             // The server drew the token with the same seed: keep this sampler's generator in
             // step, so that a fallback continues its sequence.
-            sampler.skip();
+            draw.skip();
         }
-        Ok(t)
+        Ok(t.map(|t| (t, false)))
     }
 
-    /// With `sample`, the token after the final hidden state `last` (one row), drawn here
-    /// (under `guided`'s mask).
-    fn draw(
-        &self,
-        last: &[f32],
-        sample: bool,
-        sampler: &mut Sampler,
-        guided: Option<&mut Guided>,
-    ) -> Result<Option<u32>> {
+    /// With `sample`, the token after the final hidden state `last` (one row), drawn here.
+    fn draw(&self, last: &[f32], sample: bool, draw: &mut Draw) -> Result<Option<(u32, bool)>> {
         if !sample {
             return Ok(None);
         }
         let mut logits = self.llm.inner.model.head(last)?;
-        if let Some(g) = guided {
-            g.apply(&mut logits)?;
-        }
-        Ok(Some(sampler.sample(&mut logits, &self.tokens)))
+        draw.pick(&mut logits, &self.tokens).map(Some)
     }
 
     /// Re-sends the stored positions `from..to` to the server, group by group; false when it
@@ -373,15 +355,12 @@ impl SplitDecoder {
                 self.rebuild()?;
             }
         }
-        let mut sampler = Sampler::new(opts.sampling.clone());
-        let mut guided: Option<Guided> = opts.guide.as_ref().map(Guide::start);
-        let stop_ids = self.llm.inner.model.config.stop_ids.clone();
+        let mut draw = Draw::new(opts, &self.llm.inner.model.config.stop_ids);
         let chunks = prefill_chunks(&prompt[common..]);
         let n = chunks.len();
         let mut first = None;
         for (i, chunk) in chunks.into_iter().enumerate() {
-            let g = guided.as_mut();
-            first = self.run(chunk, i + 1 == n, &mut sampler, g, link, &mut fell)?;
+            first = self.run(chunk, i + 1 == n, &mut draw, link, &mut fell)?;
         }
         let mut at_fallback = fell.as_ref().map(|_| 0);
         let llm = self.llm.clone();
@@ -393,25 +372,15 @@ impl SplitDecoder {
             capacity,
             start,
             on_text,
-            &mut |prev| {
-                let next = match prev {
-                    None => first.take().expect("the prompt's run samples"),
-                    Some(t) => {
-                        let was = fell.is_some();
-                        let g = guided.as_mut();
-                        let next = self.run(&[t], true, &mut sampler, g, link, &mut fell)?;
-                        if !was && fell.is_some() {
-                            at_fallback = Some(self.tokens.len() - prompt.len());
-                        }
-                        next.expect("a sampled run")
+            &mut |prev| match prev {
+                None => Ok(first.take().expect("the prompt's run samples")),
+                Some(t) => {
+                    let was = fell.is_some();
+                    let next = self.run(&[t], true, &mut draw, link, &mut fell)?;
+                    if !was && fell.is_some() {
+                        at_fallback = Some(self.tokens.len() - prompt.len());
                     }
-                };
-                match guided.as_mut() {
-                    Some(g) => {
-                        g.consume(next, &stop_ids)?;
-                        Ok((next, g.done()))
-                    }
-                    None => Ok((next, false)),
+                    Ok(next.expect("a sampled run"))
                 }
             },
         )?;

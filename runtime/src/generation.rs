@@ -7,9 +7,9 @@
 use std::time::{Duration, Instant};
 
 use edgecut_format::{TextStream, Tokenizer};
-use edgecut_models::{KvCache, Sampler};
+use edgecut_models::KvCache;
 
-use crate::guide::{Guide, Guided};
+use crate::draw::{beside, Draw};
 use crate::llm::{start_turn, Context, Finish, GenerateOptions, Generation, TokenLogprob};
 use crate::stop::{Step, StopFilter};
 use crate::{Error, Llm, Result};
@@ -183,10 +183,7 @@ pub struct Turn<'a> {
     ctx: Context,
     prompt: Vec<u32>,
     cached: usize,
-    sampler: Sampler,
-    guided: Option<Guided>,
-    /// With `Some(top)`, each drawn token's log-probability and `top` alternatives.
-    logprobs: Option<(usize, Vec<TokenLogprob>)>,
+    draw: Draw,
     emit: Emitter<'a>,
     state: TurnState,
     start: Instant,
@@ -239,9 +236,7 @@ impl<'a> Turn<'a> {
             ctx,
             prompt,
             cached: common,
-            sampler: Sampler::new(opts.sampling.clone()),
-            guided: opts.guide.as_ref().map(Guide::start),
-            logprobs: opts.logprobs.map(|top| (top, Vec::new())),
+            draw: Draw::new(opts, &inner.model.config.stop_ids),
             emit,
             state,
             start: Instant::now(),
@@ -299,7 +294,7 @@ impl<'a> Turn<'a> {
     /// The log-probabilities of the tokens drawn so far (empty unless asked for), the last
     /// one's included while it may still be the end-of-sequence token.
     pub fn logprobs(&self) -> &[TokenLogprob] {
-        self.logprobs.as_ref().map_or(&[], |(_, v)| v.as_slice())
+        self.draw.logprobs()
     }
 
     /// Time from the turn's creation to its first token, once drawn.
@@ -310,10 +305,8 @@ impl<'a> Turn<'a> {
     /// The generation so far (whole once [`Turn::finished`]).
     pub fn generation(&self) -> Generation {
         let prefill = self.first_token.unwrap_or_default();
-        let mut logprobs = self.logprobs().to_vec();
-        logprobs.truncate(self.emit.generated().len());
         Generation {
-            logprobs,
+            logprobs: self.draw.logprobs_of(self.emit.generated().len()),
             text: self.emit.text().to_string(),
             tokens: self.emit.generated().to_vec(),
             finish: self.finished().unwrap_or(Finish::Cancelled),
@@ -332,21 +325,7 @@ impl<'a> Turn<'a> {
 
     /// Takes logits of the turn's last position: draws, releases text, and moves on.
     fn take(&mut self, logits: &mut [f32]) -> Result<String> {
-        let stop_ids = self.emit.stop_ids;
-        if let Some(g) = self.guided.as_mut() {
-            g.apply(logits)?;
-        }
-        let t = self.sampler.sample(logits, &self.ctx.tokens);
-        if let Some((top, v)) = self.logprobs.as_mut() {
-            v.push(TokenLogprob::of(logits, t, *top));
-        }
-        let complete = match self.guided.as_mut() {
-            Some(g) => {
-                g.consume(t, stop_ids)?;
-                g.done()
-            }
-            None => false,
-        };
+        let (t, complete) = self.draw.pick(logits, &self.ctx.tokens)?;
         self.first_token.get_or_insert_with(|| self.start.elapsed());
         let mut text = String::new();
         let mut out = |s: &str| {
@@ -407,24 +386,16 @@ impl Llm {
                 at += rows.len();
             }
             // The running turns' caches, in batch order (the batch lists turns in order), and
-            // their guides, whose next masks are computed beside the forward pass.
+            // their draws, whose next masks are computed beside the forward pass.
             let mut caches: Vec<&mut KvCache> = Vec::with_capacity(batch.len());
-            let mut guides: Vec<&mut Guided> = Vec::new();
+            let mut draws: Vec<&mut Draw> = Vec::with_capacity(batch.len());
             for t in turns.iter_mut() {
-                if matches!(t.state, TurnState::Done(_)) {
-                    continue;
+                if !matches!(t.state, TurnState::Done(_)) {
+                    caches.push(&mut t.ctx.cache);
+                    draws.push(&mut t.draw);
                 }
-                caches.push(&mut t.ctx.cache);
-                guides.extend(t.guided.as_mut());
             }
-            let ys = if guides.is_empty() {
-                model.blocks_many(&mut caches, xs)?
-            } else {
-                std::thread::scope(|s| {
-                    s.spawn(|| guides.iter_mut().for_each(|g| g.prepare()));
-                    model.blocks_many(&mut caches, xs)
-                })?
-            };
+            let ys = beside(draws, || model.blocks_many(&mut caches, xs))?;
             // The last row of each turn that draws.
             let last: Vec<f32> = ys
                 .iter()

@@ -287,6 +287,17 @@ impl Guided {
         Ok(())
     }
 
+    /// Whether some token the constraint allows next has a logit in `logits` (a split's logits
+    /// hold only the server's largest; the others are -inf).
+    pub(crate) fn allows_any(&mut self, logits: &[f32]) -> bool {
+        self.prepare();
+        let Some(mask) = self.mask.as_ref() else {
+            return false;
+        };
+        let n = mask.len().min(logits.len());
+        (0..n).any(|i| logits[i] > f32::NEG_INFINITY && mask.is_allowed(i as TokenId))
+    }
+
     /// The one token the constraint allows next, when it allows only one (a JSON object's
     /// opening brace, the rest of a key): drawable without any logits.
     pub(crate) fn forced(&mut self) -> Option<u32> {

@@ -26,6 +26,7 @@
 mod decode_server;
 mod decode_split;
 mod device;
+mod draw;
 mod generate_options;
 mod generation;
 mod guide;

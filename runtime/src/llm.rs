@@ -8,13 +8,14 @@ use std::time::Instant;
 
 use edgecut_backends::{Device, DeviceKind};
 use edgecut_format::{ChatTemplate, GgufFile, Message, Tokenizer};
-use edgecut_models::{Decoder, KvCache, Logits, Sampler};
+use edgecut_models::{Decoder, KvCache, Logits};
 
 pub use edgecut_models::SamplingParams;
 
+use crate::draw::Draw;
 pub use crate::generate_options::{Finish, GenerateOptions, Generation, TokenLogprob};
 use crate::generation::decode_loop;
-use crate::guide::{Constraint, Guide, Guided, Guides};
+use crate::guide::{Constraint, Guide, Guides};
 use crate::{Error, Result, SharedDevice};
 
 /// Context length used when none is asked for (and the model allows it): enough for long
@@ -392,12 +393,9 @@ impl Context {
         self.tokens.truncate(common);
         let mut logits = model.forward(&mut self.cache, &prompt[common..], Logits::Last)?;
         self.tokens.extend_from_slice(&prompt[common..]);
-        let mut sampler = Sampler::new(opts.sampling.clone());
-        let mut guided: Option<Guided> = opts.guide.as_ref().map(Guide::start);
-        let mut logprobs = Vec::new();
-        let greedy = opts.sampling.is_greedy() && guided.is_none() && opts.logprobs.is_none();
+        let mut draw = Draw::new(opts, &model.config.stop_ids);
+        let greedy = draw.is_plain_greedy();
         let llm = self.llm.clone();
-        let stop_ids = &model.config.stop_ids;
         let capacity = self.cache.capacity();
         let (generated, finish, text, prefill) = decode_loop(
             &llm.inner.tokenizer,
@@ -416,32 +414,13 @@ impl Context {
                         return Ok((next, false));
                     }
                     let cache = &mut self.cache;
-                    logits = match guided.as_mut() {
-                        // The next mask is computed while the forward pass runs.
-                        Some(g) => std::thread::scope(|s| {
-                            s.spawn(|| g.prepare());
-                            model.forward(cache, &[t], Logits::Last)
-                        })?,
-                        None => model.forward(cache, &[t], Logits::Last)?,
-                    };
+                    logits = draw.beside(|| model.forward(cache, &[t], Logits::Last))?;
                     self.tokens.push(t);
                 }
-                if let Some(g) = guided.as_mut() {
-                    g.apply(&mut logits)?;
-                }
-                let next = sampler.sample(&mut logits, &self.tokens);
-                if let Some(top) = opts.logprobs {
-                    logprobs.push(TokenLogprob::of(&logits, next, top));
-                }
-                let Some(g) = guided.as_mut() else {
-                    return Ok((next, false));
-                };
-                g.consume(next, stop_ids)?;
-                Ok((next, g.done()))
+                draw.pick(&mut logits, &self.tokens)
             },
         )?;
-        // The end-of-sequence token drawn last is not part of the generation.
-        logprobs.truncate(generated.len());
+        let logprobs = draw.logprobs_of(generated.len());
         Ok(Generation {
             text,
             tokens: generated,
