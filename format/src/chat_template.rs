@@ -65,8 +65,19 @@ pub struct ChatTemplate {
     env: Environment<'static>,
     bos: String,
     eos: String,
-    takes_tools: bool,
-    tool_call_tags: bool,
+    tools: TemplateTools,
+}
+
+/// How a chat template treats the tools a model may call.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TemplateTools {
+    /// It knows nothing of them: the caller tells the model (in a system message).
+    Ignored,
+    /// It renders a `tools` list itself (Llama 3.1's).
+    Listed,
+    /// It renders a `tools` list and asks for calls as JSON in `<tool_call>` tags (Hermes'
+    /// format: Qwen 2.5 and 3, SmolLM3).
+    Tagged,
 }
 
 impl std::fmt::Debug for ChatTemplate {
@@ -120,30 +131,24 @@ impl ChatTemplate {
         env.add_function("raise_exception", |msg: String| -> Result<String, _> {
             Err(minijinja::Error::new(ErrorKind::InvalidOperation, msg))
         });
-        // A template that reads `tools` renders them itself (Qwen's, Llama 3.1's); others
-        // get them from the caller in a system message.
-        let takes_tools = source.contains("tools");
-        // Hermes' format (Qwen 2.5 and 3, Hermes, SmolLM3): calls as JSON in <tool_call> tags.
-        let tool_call_tags = takes_tools && source.contains("<tool_call>");
+        let tools = match (source.contains("tools"), source.contains("<tool_call>")) {
+            (false, _) => TemplateTools::Ignored,
+            (true, false) => TemplateTools::Listed,
+            (true, true) => TemplateTools::Tagged,
+        };
         env.add_template_owned("chat", source)
             .map_err(|e| TemplateError::Render(e.to_string()))?;
         Ok(ChatTemplate {
             env,
             bos,
             eos,
-            takes_tools,
-            tool_call_tags,
+            tools,
         })
     }
 
-    /// Whether the template renders a `tools` list itself.
-    pub fn takes_tools(&self) -> bool {
-        self.takes_tools
-    }
-
-    /// Whether the template asks for calls as JSON inside `<tool_call>` tags (Hermes' format).
-    pub fn writes_tool_call_tags(&self) -> bool {
-        self.tool_call_tags
+    /// How the template treats tools.
+    pub fn tools(&self) -> TemplateTools {
+        self.tools
     }
 
     /// The prompt text for `messages`; with `add_generation_prompt` it ends where the

@@ -12,7 +12,7 @@ pub mod chat_template;
 pub mod gguf;
 pub mod tokenizer;
 
-pub use chat_template::{ChatTemplate, Message, TemplateError};
+pub use chat_template::{ChatTemplate, Message, TemplateError, TemplateTools};
 pub use edgecut_backends::DType;
 pub use gguf::{
     GgufError, GgufFile, GgufWriter, ModelId, TensorInfo, TensorSpec, TensorView, Value,

@@ -42,7 +42,7 @@ pub use edgecut_backends::AttentionPrecision;
 pub use edgecut_backends::UnknownKernels;
 pub use edgecut_backends::{DeviceError, DeviceKind};
 pub use edgecut_format::gguf::{GgufFile, ModelId};
-pub use edgecut_format::Message;
+pub use edgecut_format::{Message, TemplateTools};
 #[cfg(feature = "convert")]
 pub use edgecut_models::convert::{convert, ConvertOptions, ConvertReport, Progress, WeightType};
 pub use edgecut_models::DecoderConfig;

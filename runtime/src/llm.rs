@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use edgecut_backends::{Device, DeviceKind};
-use edgecut_format::{ChatTemplate, GgufFile, Message, Tokenizer};
+use edgecut_format::{ChatTemplate, GgufFile, Message, TemplateTools, Tokenizer};
 use edgecut_models::{Decoder, KvCache, Logits};
 
 pub use edgecut_models::SamplingParams;
@@ -90,7 +90,7 @@ pub(crate) struct LlmInner {
     pub(crate) tokenizer: Arc<Tokenizer>,
     template: Option<ChatTemplate>,
     /// The vocabulary as the constraint engine reads it, built at the first [`Llm::guide`].
-    guides: std::sync::OnceLock<std::result::Result<Guides, String>>,
+    guides: std::sync::OnceLock<Guides>,
     device: Device,
     context: usize,
     id: std::sync::OnceLock<crate::ModelId>,
@@ -232,7 +232,7 @@ impl Llm {
     }
 
     /// [`Llm::render_chat`] with the tools the model may call, for a template that takes
-    /// them ([`Llm::template_takes_tools`]).
+    /// them ([`Llm::template_tools`]).
     pub fn render_chat_with_tools(
         &self,
         messages: &[Message],
@@ -245,21 +245,12 @@ impl Llm {
             .map_err(|e| Error::Input(e.to_string()))
     }
 
-    /// Whether the chat template renders a list of tools itself.
-    pub fn template_takes_tools(&self) -> bool {
+    /// How the chat template treats tools ([`TemplateTools::Ignored`] without a template).
+    pub fn template_tools(&self) -> TemplateTools {
         self.inner
             .template
             .as_ref()
-            .is_some_and(|t| t.takes_tools())
-    }
-
-    /// Whether the chat template asks for calls as JSON in `<tool_call>` tags (Hermes' format:
-    /// Qwen 2.5 and 3).
-    pub fn template_writes_tool_call_tags(&self) -> bool {
-        self.inner
-            .template
-            .as_ref()
-            .is_some_and(|t| t.writes_tool_call_tags())
+            .map_or(TemplateTools::Ignored, ChatTemplate::tools)
     }
 
     /// Compiles a constraint for this model's vocabulary, for [`GenerateOptions::with_guide`]:
@@ -268,14 +259,13 @@ impl Llm {
     /// milliseconds); later ones compile only the constraint.
     pub fn guide(&self, c: &Constraint) -> Result<Guide> {
         let inner = &self.inner;
-        let guides = inner.guides.get_or_init(|| {
-            Guides::new(inner.tokenizer.clone(), &inner.model.config.stop_ids)
-                .map_err(|e| e.to_string())
-        });
-        match guides {
-            Ok(g) => g.compile(c),
-            Err(e) => Err(Error::Input(e.clone())),
+        if let Some(g) = inner.guides.get() {
+            return g.compile(c);
         }
+        // Not kept when it fails (a vocabulary the engine cannot read fails every time, and
+        // says why each time).
+        let g = Guides::new(inner.tokenizer.clone(), &inner.model.config.stop_ids)?;
+        inner.guides.get_or_init(|| g).compile(c)
     }
 
     /// A new conversation with its own KV cache ([`Llm::kv_cache_bytes`] bytes).

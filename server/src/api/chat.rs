@@ -365,14 +365,7 @@ pub(crate) async fn chat(
         tool_choice: req.tool_choice.as_ref(),
         parallel_tool_calls: req.parallel_tool_calls,
     };
-    let template = if llm.template_writes_tool_call_tags() {
-        tools::TemplateTools::Tagged
-    } else if llm.template_takes_tools() {
-        tools::TemplateTools::Listed
-    } else {
-        tools::TemplateTools::Unknown
-    };
-    let (plan, msgs) = structured.plan(msgs, template)?;
+    let (plan, msgs) = structured.plan(msgs, llm.template_tools())?;
     let listed = plan
         .template_tools
         .as_ref()

@@ -9,7 +9,7 @@
 //! (only under `tool_choice: "auto"`). So a call's arguments always validate, and a reply cut
 //! by `max_tokens` is reported as such, never parsed into a call.
 
-use edgecut::{Constraint, Message};
+use edgecut::{Constraint, Message, TemplateTools};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
@@ -86,17 +86,6 @@ pub(crate) struct Structured<'a> {
     pub parallel_tool_calls: Option<bool>,
 }
 
-/// How the chat template treats tools.
-#[derive(Clone, Copy, PartialEq, Debug)]
-pub(crate) enum TemplateTools {
-    /// It knows nothing of them: they go in a system message.
-    Unknown,
-    /// It renders a `tools` list.
-    Listed,
-    /// It renders a `tools` list and asks for calls in `<tool_call>` tags (Hermes' format).
-    Tagged,
-}
-
 /// How a tool reply is written, and so read back.
 #[derive(Clone, Copy, PartialEq, Debug)]
 pub(crate) enum ToolFormat {
@@ -156,7 +145,7 @@ impl Structured<'_> {
         mut messages: Vec<Message>,
         template: TemplateTools,
     ) -> Result<(Plan, Vec<Message>), ApiError> {
-        let template_takes_tools = template != TemplateTools::Unknown;
+        let template_takes_tools = template != TemplateTools::Ignored;
         let schema = response_schema(self.response_format)?;
         let tools = self.tools.unwrap_or(&[]);
         let mode = match self.tool_choice {
@@ -445,7 +434,7 @@ mod tests {
             tool_choice: choice.as_ref(),
             parallel_tool_calls: None,
         }
-        .plan(vec![Message::new("user", "hi")], TemplateTools::Unknown)
+        .plan(vec![Message::new("user", "hi")], TemplateTools::Ignored)
     }
 
     #[test]
