@@ -30,6 +30,7 @@ mod draw;
 mod generate_options;
 mod generation;
 mod guide;
+mod inspect;
 mod llm;
 mod model;
 mod session;
@@ -48,6 +49,7 @@ pub use edgecut_models::convert::{convert, ConvertOptions, ConvertReport, Progre
 pub use edgecut_models::DecoderConfig;
 pub use generation::Turn;
 pub use guide::{guided_schema, Constraint, Guide, MAX_CONSTRAINT_BYTES};
+pub use inspect::{describe_file, kv_contexts, unreadable_by_type};
 pub use llm::{
     Chat, Context, Finish, GenerateOptions, Generation, Llm, LlmOptions, SamplingParams,
     TokenLogprob, DEFAULT_CONTEXT,

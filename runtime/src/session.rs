@@ -376,6 +376,7 @@ impl Session {
     fn run<T>(
         &self,
         texts: &[&str],
+        batch: usize,
         head: impl Fn(&edgecut_models::Activation) -> Result<Vec<T>>,
     ) -> Result<(Vec<T>, Vec<Truncated>)> {
         let mut encoded = Vec::with_capacity(texts.len());
@@ -385,18 +386,20 @@ impl Session {
             truncated.extend(Truncated::of(index, e.full_len, e.ids.len()));
             encoded.push((e.ids, None));
         }
-        Ok((self.run_encoded(encoded, head)?, truncated))
+        Ok((self.run_encoded(encoded, batch, head)?, truncated))
     }
 
     /// [`Session::run`] on texts already tokenized, each with its token types or none.
     fn run_encoded<T>(
         &self,
         encoded: Vec<(Vec<u32>, Option<Vec<u32>>)>,
+        batch: usize,
         head: impl Fn(&edgecut_models::Activation) -> Result<Vec<T>>,
     ) -> Result<Vec<T>> {
         let bert = self.bert()?;
         self.batched(
             encoded,
+            batch,
             |(ids, _)| ids.len(),
             |batch| {
                 let (ids, types): (Vec<Vec<u32>>, Vec<Option<Vec<u32>>>) =
@@ -413,11 +416,12 @@ impl Session {
         )
     }
 
-    /// Runs `items` in batches of `batch_size`, longest first (so each batch pads little),
+    /// Runs `items` in batches of `batch` items, longest first (so each batch pads little),
     /// `run` giving one result per item of its batch; results come back in input order.
     fn batched<I, T>(
         &self,
         items: Vec<I>,
+        batch: usize,
         len: impl Fn(&I) -> usize,
         run: impl Fn(Vec<I>) -> Result<Vec<T>>,
     ) -> Result<Vec<T>> {
@@ -425,7 +429,7 @@ impl Session {
         order.sort_by_key(|&i| std::cmp::Reverse(len(&items[i])));
         let mut items: Vec<Option<I>> = items.into_iter().map(Some).collect();
         let mut slots: Vec<Option<T>> = (0..items.len()).map(|_| None).collect();
-        for chunk in order.chunks(self.opts.batch_size) {
+        for chunk in order.chunks(batch.max(1)) {
             let batch = chunk
                 .iter()
                 .map(|&i| items[i].take().expect("once"))
@@ -445,13 +449,27 @@ impl Session {
     /// longer than [`Session::max_seq_len`] tokens are truncated and listed in
     /// [`Embeddings::truncated`].
     pub fn embed(&self, texts: &[&str]) -> Result<Embeddings> {
+        self.embed_in_batches(texts, self.opts.batch_size)
+    }
+
+    /// [`Session::embed`] with `batch_size` texts in each padded batch instead of the
+    /// session's [`SessionOptions::batch_size`] (the vectors may differ from another batching
+    /// in their last bits: padding changes the order of sums).
+    pub fn embed_in_batches(&self, texts: &[&str], batch_size: usize) -> Result<Embeddings> {
+        if batch_size == 0 {
+            return Err(Error::Input(
+                "batch size 0: at least one text per batch".into(),
+            ));
+        }
         let dim = self.model.hidden();
         let (vectors, truncated) = match &self.model {
-            Net::Bert(e) => self.run(texts, |a| {
+            Net::Bert(e) => self.run(texts, batch_size, |a| {
                 let pooled = e.pool(a)?;
                 Ok(pooled.chunks_exact(dim).map(<[f32]>::to_vec).collect())
             })?,
-            Net::Last { decoder, normalize } => self.embed_last(decoder, *normalize, texts)?,
+            Net::Last { decoder, normalize } => {
+                self.embed_last(decoder, *normalize, texts, batch_size)?
+            }
         };
         Ok(Embeddings {
             vectors,
@@ -490,7 +508,7 @@ impl Session {
             encoded.push((e.ids, Some(e.type_ids)));
         }
         let bert = self.bert()?;
-        let scores = self.run_encoded(encoded, |a| Ok(bert.classify(a)?))?;
+        let scores = self.run_encoded(encoded, self.opts.batch_size, |a| Ok(bert.classify(a)?))?;
         Ok(Reranked { scores, truncated })
     }
 
@@ -506,6 +524,7 @@ impl Session {
         decoder: &Decoder,
         normalize: bool,
         texts: &[&str],
+        batch: usize,
     ) -> Result<(Vec<Vec<f32>>, Vec<Truncated>)> {
         let mut encoded = Vec::with_capacity(texts.len());
         let mut truncated = Vec::new();
@@ -520,7 +539,7 @@ impl Session {
             encoded.push(e.ids);
         }
         let dim = decoder.config.hidden;
-        let out = self.batched(encoded, Vec::len, |ids| {
+        let out = self.batched(encoded, batch, Vec::len, |ids| {
             let mut vectors = decoder.last_hidden(&ids)?;
             if normalize {
                 vectors
@@ -537,7 +556,7 @@ impl Session {
         let n = self.model.n_classes().ok_or(Error::NoClassifier)?;
         let bert = self.bert()?;
         let labels = &bert.cfg.labels;
-        let (mut out, truncated) = self.run(texts, |a| {
+        let (mut out, truncated) = self.run(texts, self.opts.batch_size, |a| {
             let logits = bert.classify(a)?;
             let probs = probabilities(&logits, n);
             Ok(logits

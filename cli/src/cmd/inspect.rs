@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use edgecut_format::gguf::{GgufFile, Value};
+use edgecut_format::gguf::GgufFile;
 use serde_json::json;
 
 /// Arguments of `edgecut inspect`.
@@ -18,22 +18,6 @@ pub struct Args {
     all: bool,
 }
 
-fn value_json(v: &Value) -> serde_json::Value {
-    const LONG: usize = 4096;
-    match v {
-        Value::Str(s) if s.len() > LONG => json!({"type": "string", "len": s.len()}),
-        Value::Str(s) => json!(s),
-        Value::Bool(b) => json!(b),
-        Value::F32(x) => json!(x),
-        Value::F64(x) => json!(x),
-        Value::Array(a) => json!({"type": "array", "elem": a.elem_type().name(), "len": a.len()}),
-        other => json!(other
-            .as_u64()
-            .map(serde_json::Value::from)
-            .unwrap_or_else(|| json!(other.to_string()))),
-    }
-}
-
 /// Prints the report.
 pub fn run(a: Args) -> anyhow::Result<()> {
     let f = GgufFile::open(&a.model)?;
@@ -42,41 +26,8 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     let id = f.identity();
     let prefix = format!("{arch}.");
     if a.json {
-        let meta: serde_json::Map<String, serde_json::Value> = f
-            .metadata()
-            .iter()
-            .map(|(k, v)| (k.clone(), value_json(v)))
-            .collect();
-        let mut tensors: Vec<_> = f
-            .tensors()
-            .iter()
-            .map(|t| json!({"name": t.name, "type": t.dtype.to_string(), "shape": t.shape(), "bytes": t.size, "offset": t.offset, "readable": true}))
-            .collect();
-        tensors.extend(f.unreadable().iter().map(|t| {
-            let shape: Vec<u64> = t.dims.iter().rev().copied().collect();
-            json!({"name": t.name, "type": t.type_name, "shape": shape, "bytes": t.size, "offset": t.offset, "readable": false})
-        }));
-        let mut by_type: serde_json::Map<String, serde_json::Value> = f
-            .bytes_by_type()
-            .iter()
-            .map(|(d, b, n)| {
-                let fmt = d.format();
-                (d.to_string(), json!({"bytes": b, "tensors": n, "readable": true, "cpu": fmt.linear_cpu, "gpu": fmt.linear_gpu, "gpu_blocks": fmt.gpu_blocks}))
-            })
-            .collect();
-        for (name, b, n) in unreadable_by_type(&f) {
-            by_type.insert(
-                name.to_string(),
-                json!({"bytes": b, "tensors": n, "readable": false, "cpu": false, "gpu": false}),
-            );
-        }
-        let out = json!({
-            "file": a.model, "file_bytes": f.file_len(), "version": h.version, "alignment": h.alignment,
-            "data_offset": h.data_offset, "architecture": arch, "identity": id.to_string(),
-            "tokenizer": edgecut_format::tokenizer::describe(&f), "chat_template": f.get("tokenizer.chat_template").is_some(),
-            "metadata": meta, "tensors": tensors, "bytes_by_type": by_type,
-            "kv_cache": kv_json(&f),
-        });
+        let mut out = edgecut::describe_file(&f);
+        out["file"] = json!(a.model);
         println!("{}", serde_json::to_string_pretty(&out)?);
         return Ok(());
     }
@@ -143,7 +94,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         );
     }
     println!("\nbytes by type (which backends multiply matrices of the type)");
-    let unreadable = unreadable_by_type(&f);
+    let unreadable = edgecut::unreadable_by_type(&f);
     let total: u64 = f.tensors().iter().map(|t| t.size).sum::<u64>()
         + unreadable.iter().map(|(_, b, _)| b).sum::<u64>();
     let pct = |b: u64| 100.0 * b as f64 / total.max(1) as f64;
@@ -189,44 +140,6 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Bytes and tensor counts of the types edgecut cannot decode, in order of first appearance.
-fn unreadable_by_type(f: &GgufFile) -> Vec<(&'static str, u64, usize)> {
-    let mut out: Vec<(&'static str, u64, usize)> = Vec::new();
-    for t in f.unreadable() {
-        match out.iter_mut().find(|(n, _, _)| *n == t.type_name) {
-            Some(e) => {
-                e.1 += t.size;
-                e.2 += 1;
-            }
-            None => out.push((t.type_name, t.size, 1)),
-        }
-    }
-    out
-}
-
-/// Contexts whose KV cache `inspect` reports (and the model's own).
-fn kv_contexts(c: &edgecut::DecoderConfig) -> Vec<usize> {
-    let mut v: Vec<usize> = [4096, c.context]
-        .into_iter()
-        .filter(|&n| n <= c.context)
-        .collect();
-    v.dedup();
-    v
-}
-
-/// A decoder's KV cache at a few contexts, with and without its sliding windows.
-fn kv_json(f: &GgufFile) -> serde_json::Value {
-    let Ok(c) = edgecut::DecoderConfig::from_gguf(f) else {
-        return serde_json::Value::Null;
-    };
-    let sliding = (0..c.layers).filter(|&l| c.sliding(l)).count();
-    let at: Vec<_> = kv_contexts(&c)
-        .into_iter()
-        .map(|n| json!({"context": n, "bytes": c.kv_bytes(n), "bytes_without_windows": c.kv_bytes_without_windows(n)}))
-        .collect();
-    json!({"layers": c.layers, "sliding_layers": sliding, "window": c.window, "f16": true, "contexts": at})
-}
-
 fn kv_lines(f: &GgufFile) {
     let Ok(c) = edgecut::DecoderConfig::from_gguf(f) else {
         return;
@@ -237,7 +150,7 @@ fn kv_lines(f: &GgufFile) {
         _ => String::new(),
     };
     println!("\nkv cache      f16, {} layers{windows}", c.layers);
-    for n in kv_contexts(&c) {
+    for n in edgecut::kv_contexts(&c) {
         let (with, without) = (c.kv_bytes(n), c.kv_bytes_without_windows(n));
         let saved = if with < without {
             format!(
