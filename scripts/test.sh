@@ -14,6 +14,9 @@ step scripts/setup.sh
 step cargo fmt --all -- --check
 step cargo clippy --workspace --all-targets --release -- -D warnings
 step cargo test --workspace --release
+# The Python package (python/): its wheel built on that release build, pytest, stubtest, mypy
+# --strict, and the README's example in a clean venv.
+step scripts/test-python.sh
 # The HTTP API against its contract, docs/openapi.yaml (schemathesis, about a minute).
 step scripts/schemathesis.sh target/release/edgecut
 # The Helm chart, manifests, recording and adapter rules, and the HPA arithmetic.

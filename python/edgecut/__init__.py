@@ -34,7 +34,7 @@ from ._errors import (
     TokenizerError,
     UnsupportedArchitectureError,
 )
-from ._native import Embedder, Generation, Reranker, TextStream, cpu_kernels, inspect
+from ._native import Embedder, Generation, Reranker, TextStream, convert, cpu_kernels, inspect
 from ._types import RerankResult
 
 __version__: str = _native.__version__
@@ -47,6 +47,7 @@ __all__ = [
     "Generation",
     "TextStream",
     "inspect",
+    "convert",
     "cpu_kernels",
     "EdgecutError",
     "ModelFileError",
@@ -91,7 +92,9 @@ class LLM:
     With ``server="host:port"`` and ``cut=K`` the handle runs blocks ``0..K`` here and the rest
     on ``edgecut serve`` running the same file; when the server is unreachable, refuses or fails,
     the device finishes alone (the text is the one a local run gives), a
-    :class:`FallbackWarning` says why and :attr:`Generation.fell_back` records it.
+    :class:`FallbackWarning` says why and :attr:`Generation.fell_back` records it. ``token`` is
+    the server's ``--token-file`` secret, ``encoding`` that of the hidden states sent, and
+    ``tls_ca`` a CA certificate (PEM) for a server with ``--tls-cert``.
 
     A prompt that starts with the conversation already in the cache computes only its new
     tokens (``cache_reuse=False`` runs it whole, for results independent of what came before).
@@ -110,6 +113,7 @@ class LLM:
         token: Optional[str] = None,
         encoding: Literal["int8", "f16", "f32"] = "int8",
         timeout: float = 10.0,
+        tls_ca: Union[str, "os.PathLike[str]", None] = None,
     ) -> None:
         self._llm = _native.LLM(
             os.fspath(path),
@@ -121,6 +125,7 @@ class LLM:
             token=token,
             encoding=encoding,
             timeout=timeout,
+            tls_ca=None if tls_ca is None else os.fspath(tls_ca),
         )
 
     @staticmethod

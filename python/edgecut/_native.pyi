@@ -2,7 +2,7 @@
 # `python -m mypy.stubtest edgecut` in scripts/test-python.sh.
 
 import os
-from typing import Any, Dict, List, Optional, Sequence, Tuple, Union, final, overload
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union, final, overload
 
 import numpy as np
 import numpy.typing as npt
@@ -10,7 +10,7 @@ import numpy.typing as npt
 from ._types import RerankResult
 
 __version__: str
-__all__ = ["Embedder", "Reranker", "LLM", "Generation", "TextStream", "inspect", "cpu_kernels", "__version__"]
+__all__ = ["Embedder", "Reranker", "LLM", "Generation", "TextStream", "inspect", "convert", "cpu_kernels", "__version__"]
 
 @final
 class Embedder:
@@ -30,6 +30,7 @@ class Embedder:
         token: Optional[str] = None,
         encoding: str = "int8",
         timeout: float = 10.0,
+        tls_ca: Union[str, "os.PathLike[str]", None] = None,
     ) -> "Embedder": ...
     @overload
     def embed(
@@ -127,6 +128,7 @@ class LLM:
         token: Optional[str] = None,
         encoding: str = "int8",
         timeout: float = 10.0,
+        tls_ca: Union[str, "os.PathLike[str]", None] = None,
     ) -> "LLM": ...
     def run(
         self,
@@ -155,3 +157,10 @@ class LLM:
 
 def inspect(path: Union[str, "os.PathLike[str]"]) -> Dict[str, Any]: ...
 def cpu_kernels() -> str: ...
+def convert(
+    source: Union[str, "os.PathLike[str]"],
+    output: Union[str, "os.PathLike[str]"],
+    *,
+    type: str = "q8_0",
+    progress: Optional[Callable[[int, int, str], object]] = None,
+) -> Dict[str, Any]: ...

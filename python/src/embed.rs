@@ -41,6 +41,7 @@ pub(crate) fn encoding(py: Python<'_>, name: &str) -> PyResult<Encoding> {
 }
 
 /// The split client's settings from the constructor's arguments.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn client_config(
     py: Python<'_>,
     server: String,
@@ -48,17 +49,29 @@ pub(crate) fn client_config(
     token: Option<String>,
     enc: &str,
     timeout: f64,
+    tls_ca: Option<PathBuf>,
 ) -> PyResult<ClientConfig> {
     if !(timeout.is_finite() && timeout > 0.0) {
         return Err(invalid(py, format!("timeout={timeout}: seconds above 0")));
     }
+    let tls = match tls_ca {
+        None => None,
+        Some(ca) => {
+            // The certificate must name the host the address gives.
+            let host = server.rsplit_once(':').map_or(server.as_str(), |(h, _)| h);
+            let host = host.trim_start_matches('[').trim_end_matches(']');
+            let client = edgecut_split::TlsClient::new(&ca, host)
+                .map_err(|e| invalid(py, format!("tls_ca={}: {e}", ca.display())))?;
+            Some(client)
+        }
+    };
     Ok(ClientConfig {
         server,
         token: token.map(String::into_bytes).unwrap_or_default(),
         cut,
         encoding: encoding(py, enc)?,
         timeout: Duration::from_secs_f64(timeout),
-        tls: None,
+        tls,
         auto: None,
     })
 }
@@ -85,6 +98,7 @@ fn open_session(
 }
 
 /// The split client of `session`, when `server` is given.
+#[allow(clippy::too_many_arguments)]
 fn open_split(
     py: Python<'_>,
     session: &Arc<Session>,
@@ -93,6 +107,7 @@ fn open_split(
     token: Option<String>,
     enc: &str,
     timeout: f64,
+    tls_ca: Option<PathBuf>,
 ) -> PyResult<Option<Split>> {
     let Some(server) = server else {
         if cut.is_some() {
@@ -108,7 +123,7 @@ fn open_split(
             format!("cut={cut} is not in 0..={stages} (the model's stages)"),
         ));
     }
-    let cfg = client_config(py, server, cut, token, enc, timeout)?;
+    let cfg = client_config(py, server, cut, token, enc, timeout, tls_ca)?;
     Ok(Some(Split {
         client: Mutex::new(SplitClient::new(session.clone(), cfg)),
         fallback: Mutex::new(None),
@@ -136,7 +151,7 @@ pub struct Embedder {
 impl Embedder {
     #[new]
     #[pyo3(signature = (path, *, device="auto", threads=None, max_seq_len=None, batch_size=32,
-        server=None, cut=None, token=None, encoding="int8", timeout=10.0))]
+        server=None, cut=None, token=None, encoding="int8", timeout=10.0, tls_ca=None))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
@@ -150,6 +165,7 @@ impl Embedder {
         token: Option<String>,
         encoding: &str,
         timeout: f64,
+        tls_ca: Option<PathBuf>,
     ) -> PyResult<Embedder> {
         let session = Arc::new(open_session(
             py,
@@ -159,7 +175,7 @@ impl Embedder {
             max_seq_len,
             batch_size,
         )?);
-        let split = open_split(py, &session, server, cut, token, encoding, timeout)?;
+        let split = open_split(py, &session, server, cut, token, encoding, timeout, tls_ca)?;
         Ok(Embedder {
             session,
             batch_size,

@@ -124,7 +124,7 @@ impl Llm {
 impl Llm {
     #[new]
     #[pyo3(signature = (path, *, device="auto", threads=None, context=None, server=None,
-        cut=None, token=None, encoding="int8", timeout=10.0))]
+        cut=None, token=None, encoding="int8", timeout=10.0, tls_ca=None))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
@@ -137,6 +137,7 @@ impl Llm {
         token: Option<String>,
         encoding: &str,
         timeout: f64,
+        tls_ca: Option<PathBuf>,
     ) -> PyResult<Llm> {
         if context == Some(0) {
             return Err(invalid(py, "context must be at least 1 position"));
@@ -167,7 +168,8 @@ impl Llm {
                         format!("cut={cut}: a split decoder runs 1 to {} blocks here", n - 1),
                     ));
                 }
-                let cfg = crate::embed::client_config(py, server, cut, token, encoding, timeout)?;
+                let cfg =
+                    crate::embed::client_config(py, server, cut, token, encoding, timeout, tls_ca)?;
                 let conversation = SplitDecoder::new(&llm, cut).map_err(|e| to_py(py, e))?;
                 Engine::Split {
                     conversation: Box::new(conversation),

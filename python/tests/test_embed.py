@@ -112,3 +112,21 @@ def test_rerank_equals_the_cli_and_matches_pytorch(
     assert rr.rerank(query, docs, top_n=1) == out[:1]
     with pytest.raises(edgecut.InvalidInputError, match="no classification head"):
         edgecut.Reranker(minilm)
+
+
+def test_convert_writes_the_file_the_cli_writes(cli: Path, tmp_path: Path) -> None:
+    src = Path(__file__).resolve().parents[2] / "tests/fixtures/bert-rerank-tiny"
+    seen: List[int] = []
+    report = edgecut.convert(src, tmp_path / "py.gguf", type="q8_0",
+                             progress=lambda done, total, name: seen.append(done))
+    subprocess.run([str(cli), "convert", str(src), "-o", str(tmp_path / "cli.gguf"), "--type", "q8_0"],
+                   check=True, capture_output=True)
+    assert (tmp_path / "py.gguf").read_bytes() == (tmp_path / "cli.gguf").read_bytes()
+    assert report["tensors"] == len(seen) and seen == list(range(1, len(seen) + 1))
+    assert report["bytes"] == (tmp_path / "py.gguf").stat().st_size
+    assert edgecut.inspect(tmp_path / "py.gguf")["architecture"] == report["architecture"] == "bert"
+    with pytest.raises(edgecut.InvalidInputError, match="q4_0"):
+        edgecut.convert(src, tmp_path / "x.gguf", type="q4_0")
+    with pytest.raises(FileNotFoundError):
+        edgecut.convert(tmp_path / "absent", tmp_path / "x.gguf")
+    assert not (tmp_path / "x.gguf").exists()
