@@ -263,6 +263,29 @@ impl Embedder {
         s.fallback.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
+    /// Seconds of each of `iters` `embed` calls made from Rust, as the facade's users make
+    /// them (the Python overhead benchmark's other half: benches/compare/python_peers.py).
+    fn _facade_seconds(
+        &self,
+        py: Python<'_>,
+        texts: Vec<String>,
+        batch_size: usize,
+        iters: usize,
+    ) -> PyResult<Vec<f64>> {
+        let session = &self.session;
+        detached(py, || {
+            let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+            (0..iters)
+                .map(|_| {
+                    let t = std::time::Instant::now();
+                    session
+                        .embed_in_batches(&refs, batch_size)
+                        .map(|_| t.elapsed().as_secs_f64())
+                })
+                .collect()
+        })
+    }
+
     /// The token ids of `text` as the model sees it (special tokens included).
     fn tokenize(&self, py: Python<'_>, text: &str) -> PyResult<Vec<u32>> {
         self.session.tokenize(text).map_err(|e| to_py(py, e))

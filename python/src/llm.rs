@@ -235,6 +235,34 @@ impl Llm {
             .map_err(|e| invalid(py, format!("cannot start the generation thread: {e}")))
     }
 
+    /// Seconds of each of `iters` greedy generations of `max_tokens` tokens (end of sequence
+    /// ignored) after `prompt` in a fresh context, made from Rust as the facade's users make
+    /// them (the Python overhead benchmark's other half: benches/compare/python_peers.py).
+    fn _facade_seconds(
+        &self,
+        py: Python<'_>,
+        prompt: String,
+        max_tokens: usize,
+        iters: usize,
+    ) -> PyResult<Vec<f64>> {
+        let llm = &self.llm;
+        detached(py, || {
+            let opts = edgecut::GenerateOptions::default()
+                .with_max_tokens(max_tokens)
+                .with_ignore_eos(true);
+            let ids = llm.tokenize(&prompt)?;
+            let mut ctx = llm.new_context()?;
+            (0..iters)
+                .map(|_| {
+                    let t = Instant::now();
+                    ctx.clear();
+                    ctx.generate(&ids, &opts, &mut |_| true)
+                        .map(|_| t.elapsed().as_secs_f64())
+                })
+                .collect()
+        })
+    }
+
     /// `messages` rendered with the model's chat template, ready to generate after.
     fn render_chat(&self, py: Python<'_>, messages: Vec<(String, String)>) -> PyResult<String> {
         let m: Vec<Message> = messages
