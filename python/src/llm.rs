@@ -13,7 +13,7 @@ use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
 use crate::generate::{settings, Generation, Settings};
-use crate::stream::TextStream;
+use crate::stream::{TextStream, Worker};
 use crate::{detached, invalid, to_py, SIGNAL_CHECK};
 
 /// Where a handle's conversation runs.
@@ -91,6 +91,8 @@ pub struct Llm {
     llm: edgecut::Llm,
     engine: Arc<Mutex<Engine>>,
     split: bool,
+    /// The thread streams generate on.
+    worker: Worker,
 }
 
 impl Llm {
@@ -181,6 +183,7 @@ impl Llm {
             llm,
             split: matches!(engine, Engine::Split { .. }),
             engine: Arc::new(Mutex::new(engine)),
+            worker: Worker::default(),
         })
     }
 
@@ -222,7 +225,8 @@ impl Llm {
         Ok(Generation::new(g, fell_back))
     }
 
-    /// Generates on a worker thread, the pieces coming through the returned iterator.
+    /// Generates on the handle's generation thread, the pieces coming through the returned
+    /// iterator.
     #[pyo3(signature = (prompt, chat, options=None))]
     fn stream(
         &self,
@@ -231,7 +235,7 @@ impl Llm {
         chat: bool,
         options: Option<&Bound<'_, PyDict>>,
     ) -> PyResult<TextStream> {
-        TextStream::start(self.job(py, prompt, chat, options)?)
+        TextStream::start(self.job(py, prompt, chat, options)?, &self.worker)
             .map_err(|e| invalid(py, format!("cannot start the generation thread: {e}")))
     }
 
