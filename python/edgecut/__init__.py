@@ -143,6 +143,7 @@ class LLM:
         grammar: Optional[str],
         cache_reuse: bool,
         ignore_eos: bool,
+        logprobs: Optional[int],
     ) -> Dict[str, Any]:
         return {
             "max_tokens": max_tokens,
@@ -158,6 +159,7 @@ class LLM:
             "grammar": grammar,
             "cache_reuse": cache_reuse,
             "ignore_eos": ignore_eos,
+            "logprobs": logprobs,
         }
 
     def generate(
@@ -177,15 +179,18 @@ class LLM:
         grammar: Optional[str] = None,
         cache_reuse: bool = True,
         ignore_eos: bool = False,
+        logprobs: Optional[int] = None,
     ) -> Generation:
         """Continues ``prompt`` (plain text, no chat template); greedy unless ``temperature > 0``.
 
         ``stop`` strings end the text before them. At most one of ``json_schema``,
         ``json_object``, ``regex`` or ``grammar`` (llguidance's Lark-like syntax) constrains the
-        output. Raises :class:`ContextFullError` when the prompt does not fit.
+        output. ``logprobs=N`` records each token's log-probability and its ``N`` most likely
+        alternatives (:attr:`Generation.logprobs`; not on a split handle). Raises
+        :class:`ContextFullError` when the prompt does not fit.
         """
         opts = self._options(max_tokens, temperature, top_k, top_p, repetition_penalty, seed, stop,
-                             json_schema, json_object, regex, grammar, cache_reuse, ignore_eos)
+                             json_schema, json_object, regex, grammar, cache_reuse, ignore_eos, logprobs)
         return self._llm.run(prompt, False, opts)
 
     def stream(
@@ -205,10 +210,11 @@ class LLM:
         grammar: Optional[str] = None,
         cache_reuse: bool = True,
         ignore_eos: bool = False,
+        logprobs: Optional[int] = None,
     ) -> TextStream:
         """As :meth:`generate`, the text's pieces coming as they are made (an iterator)."""
         opts = self._options(max_tokens, temperature, top_k, top_p, repetition_penalty, seed, stop,
-                             json_schema, json_object, regex, grammar, cache_reuse, ignore_eos)
+                             json_schema, json_object, regex, grammar, cache_reuse, ignore_eos, logprobs)
         return self._llm.stream(prompt, False, opts)
 
     @overload
@@ -229,6 +235,7 @@ class LLM:
         regex: Optional[str] = ...,
         grammar: Optional[str] = ...,
         cache_reuse: bool = ...,
+        logprobs: Optional[int] = ...,
     ) -> Generation: ...
 
     @overload
@@ -249,6 +256,7 @@ class LLM:
         regex: Optional[str] = ...,
         grammar: Optional[str] = ...,
         cache_reuse: bool = ...,
+        logprobs: Optional[int] = ...,
     ) -> TextStream: ...
 
     def chat(
@@ -268,13 +276,14 @@ class LLM:
         regex: Optional[str] = None,
         grammar: Optional[str] = None,
         cache_reuse: bool = True,
+        logprobs: Optional[int] = None,
     ) -> Union[Generation, TextStream]:
         """The assistant's reply to ``messages`` (dicts of ``role`` and ``content``), rendered
         with the model's chat template; the other arguments as :meth:`generate`'s. Sending the
         whole history each turn costs only the new tokens: the earlier ones are in the cache.
         """
         opts = self._options(max_tokens, temperature, top_k, top_p, repetition_penalty, seed, stop,
-                             json_schema, json_object, regex, grammar, cache_reuse, False)
+                             json_schema, json_object, regex, grammar, cache_reuse, False, logprobs)
         pairs = _pairs(messages)
         if stream:
             return self._llm.stream(pairs, True, opts)

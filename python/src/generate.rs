@@ -7,6 +7,9 @@ use pyo3::types::PyDict;
 
 use crate::invalid;
 
+/// The most alternatives `logprobs=` records per token (as the HTTP API's `top_logprobs`).
+const MAX_TOP_LOGPROBS: usize = 20;
+
 /// Settings as the Python layer passes them: every key optional, unknown keys refused.
 pub(crate) struct Settings {
     pub(crate) opts: GenerateOptions,
@@ -15,7 +18,7 @@ pub(crate) struct Settings {
 }
 
 /// Reads `options` (`max_tokens`, `temperature`, `top_k`, `top_p`, `repetition_penalty`,
-/// `seed`, `stop`, `ignore_eos`, `cache_reuse`, and at most one of `json_schema`,
+/// `seed`, `stop`, `ignore_eos`, `cache_reuse`, `logprobs`, and at most one of `json_schema`,
 /// `json_object`, `regex`, `grammar`).
 pub(crate) fn settings(py: Python<'_>, options: Option<&Bound<'_, PyDict>>) -> PyResult<Settings> {
     let mut sampling = SamplingParams::default();
@@ -42,6 +45,16 @@ pub(crate) fn settings(py: Python<'_>, options: Option<&Bound<'_, PyDict>>) -> P
                 }
                 "ignore_eos" => opts.ignore_eos = v.extract()?,
                 "cache_reuse" => opts.reuse_cache = v.extract()?,
+                "logprobs" => {
+                    let top: usize = v.extract()?;
+                    if top > MAX_TOP_LOGPROBS {
+                        return Err(invalid(
+                            py,
+                            format!("logprobs={top}: at most {MAX_TOP_LOGPROBS} alternatives"),
+                        ));
+                    }
+                    opts.logprobs = Some(top);
+                }
                 "json_schema" => {
                     // A schema as a dict (or anything JSON-serialisable), or as JSON text.
                     let text: String = match v.extract::<String>() {
@@ -107,7 +120,14 @@ pub struct Generation {
     /// Why a split generation finished on the device alone (`None`: it did not).
     #[pyo3(get)]
     fell_back: Option<String>,
+    /// With `logprobs=N`: per generated token, `(id, logprob, [(id, logprob)] * N most likely)`
+    /// (natural logs, from the distribution before temperature; empty otherwise).
+    #[pyo3(get)]
+    logprobs: Vec<Logprob>,
 }
+
+/// A token's log-probability and its most likely alternatives.
+type Logprob = (u32, f32, Vec<(u32, f32)>);
 
 impl Generation {
     pub(crate) fn new(g: edgecut::Generation, fell_back: Option<String>) -> Generation {
@@ -123,6 +143,11 @@ impl Generation {
             decode_seconds: g.decode.as_secs_f64(),
             prompt_tokens: g.prompt_tokens,
             cached_tokens: g.cached_tokens,
+            logprobs: g
+                .logprobs
+                .into_iter()
+                .map(|l| (l.id, l.logprob, l.top))
+                .collect(),
             text: g.text,
             tokens: g.tokens,
             fell_back,

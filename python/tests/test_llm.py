@@ -177,3 +177,16 @@ def test_split_embedding_falls_back(minilm: Path) -> None:
         v = emb.embed(["A man is eating food."])
     assert emb.last_fallback
     assert (v == local.embed(["A man is eating food."])).all()
+
+
+def test_logprobs(llm: edgecut.LLM) -> None:
+    g = llm.generate("The capital of France is", max_tokens=8, logprobs=3, cache_reuse=False)
+    assert len(g.logprobs) == g.completion_tokens == 8
+    for (id_, lp, top), tok in zip(g.logprobs, g.tokens):
+        assert id_ == tok and lp <= 0.0 and len(top) == 3
+        # Greedy: the chosen token is the most likely one.
+        assert top[0][0] == tok and abs(top[0][1] - lp) < 1e-6
+        assert [t[1] for t in top] == sorted((t[1] for t in top), reverse=True)
+    assert llm.generate("x", max_tokens=2).logprobs == []
+    with pytest.raises(edgecut.InvalidInputError, match="logprobs"):
+        llm.generate("x", logprobs=21)
