@@ -25,7 +25,9 @@ best round (other guests' load comes and goes over seconds).
 
 Needs: the wheel installed in --edgecut-python's venv (scripts/test-python.sh does it), torch,
 transformers, onnx, onnxruntime and llama_cpp in --ref-python's (the refvenv), fastembed==0.9.1 in
---fastembed-python's, the models (scripts/fetch-models.sh) and target/release/edgecut.
+--fastembed-python's (a venv of its own: `python3 -m venv ~/.cache/edgecut/fastembed-venv &&
+~/.cache/edgecut/fastembed-venv/bin/pip install fastembed==0.9.1`), the models
+(scripts/fetch-models.sh) and target/release/edgecut.
 """
 import argparse
 import json
