@@ -56,14 +56,10 @@ pub(crate) fn client_config(
     }
     let tls = match tls_ca {
         None => None,
-        Some(ca) => {
-            // The certificate must name the host the address gives.
-            let host = server.rsplit_once(':').map_or(server.as_str(), |(h, _)| h);
-            let host = host.trim_start_matches('[').trim_end_matches(']');
-            let client = edgecut_split::TlsClient::new(&ca, host)
-                .map_err(|e| invalid(py, format!("tls_ca={}: {e}", ca.display())))?;
-            Some(client)
-        }
+        Some(ca) => Some(
+            edgecut_split::TlsClient::for_server(&ca, &server, None)
+                .map_err(|e| invalid(py, format!("tls_ca={}: {e}", ca.display())))?,
+        ),
     };
     Ok(ClientConfig {
         server,

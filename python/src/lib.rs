@@ -13,10 +13,9 @@
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::time::Duration;
 
-use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
-use pyo3::types::PyType;
+use pyo3::types::{PyModule, PyType};
 
 mod convert;
 mod embed;
@@ -27,26 +26,13 @@ mod stream;
 /// How often a generation on the calling thread takes the GIL back to look for a signal.
 pub(crate) const SIGNAL_CHECK: Duration = Duration::from_millis(50);
 
-/// An exception class of `edgecut._errors`, looked up once.
-fn error_type<'py>(py: Python<'py>, name: &'static str) -> PyResult<Bound<'py, PyType>> {
-    // One cell per class name in use; the names are few and fixed.
-    static TYPES: [(&str, PyOnceLock<Py<PyType>>); 9] = [
-        ("EdgecutError", PyOnceLock::new()),
-        ("ModelFileError", PyOnceLock::new()),
-        ("ModelNotFoundError", PyOnceLock::new()),
-        ("TokenizerError", PyOnceLock::new()),
-        ("ModelError", PyOnceLock::new()),
-        ("UnsupportedArchitectureError", PyOnceLock::new()),
-        ("ContextFullError", PyOnceLock::new()),
-        ("DeviceError", PyOnceLock::new()),
-        ("InvalidInputError", PyOnceLock::new()),
-    ];
-    let cell = &TYPES
-        .iter()
-        .find(|(n, _)| *n == name)
-        .ok_or_else(|| PyValueError::new_err(format!("no exception class {name}")))?
-        .1;
-    cell.import(py, "edgecut._errors", name).cloned()
+/// An exception class of `edgecut._errors` (the module imported once).
+fn error_type<'py>(py: Python<'py>, name: &str) -> PyResult<Bound<'py, PyType>> {
+    static ERRORS: PyOnceLock<Py<PyModule>> = PyOnceLock::new();
+    let module = ERRORS.get_or_try_init(py, || {
+        Ok::<_, PyErr>(py.import("edgecut._errors")?.unbind())
+    })?;
+    Ok(module.bind(py).getattr(name)?.cast_into::<PyType>()?)
 }
 
 /// A Python exception of class `name` (in `edgecut._errors`) built from `args`.

@@ -57,6 +57,18 @@ pub fn pem_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, SplitError
 
 #[cfg(feature = "tls")]
 impl TlsClient {
+    /// TLS to `server` (`host:port`, `[v6]:port`) trusting the certificates in `ca`, verifying
+    /// `name` or else the address's host on the server's certificate.
+    pub fn for_server(
+        ca: &Path,
+        server: &str,
+        name: Option<&str>,
+    ) -> Result<TlsClient, SplitError> {
+        let host = server.rsplit_once(':').map_or(server, |(h, _)| h);
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        TlsClient::new(ca, name.unwrap_or(host))
+    }
+
     /// Trusts the certificates in the PEM file `ca` and expects `name` on the server's.
     pub fn new(ca: &Path, name: &str) -> Result<TlsClient, SplitError> {
         let mut roots = rustls::RootCertStore::empty();

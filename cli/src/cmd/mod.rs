@@ -24,8 +24,6 @@ pub fn split_tls(
     let Some(ca) = ca else {
         return Ok(None);
     };
-    let host = server.rsplit_once(':').map_or(server, |(h, _)| h);
-    let host = host.trim_start_matches('[').trim_end_matches(']');
-    let client = edgecut_server::TlsClient::new(ca, name.unwrap_or(host));
+    let client = edgecut_server::TlsClient::for_server(ca, server, name);
     Ok(Some(client.map_err(anyhow::Error::msg)?))
 }
