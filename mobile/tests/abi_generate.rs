@@ -11,7 +11,7 @@ use edgecut_tests::{minilm, smollm_gguf};
 use EdgecutStatus::*;
 
 mod common;
-use common::{embed, last_error, open};
+use common::{embed, greedy, last_error, open};
 
 unsafe extern "C" fn collect(piece: *const c_char, len: usize, user: *mut c_void) -> c_int {
     // SAFETY: the ABI passes len valid bytes; user is the Vec<u8> the test passed.
@@ -47,17 +47,7 @@ unsafe extern "C" fn cancel_after_first(
 #[test]
 fn generation_streams_through_the_callback_and_can_be_cancelled() {
     let h = open(&smollm_gguf());
-    let opts = EdgecutGenerateOptions {
-        max_tokens: 8,
-        temperature: 0.0,
-        top_k: 0,
-        top_p: 0.0,
-        repetition_penalty: 0.0,
-        seed: 0,
-        chat: 0,
-        constraint_kind: 0,
-        constraint: std::ptr::null(),
-    };
+    let opts = greedy(8);
     let mut text: Vec<u8> = Vec::new();
     // SAFETY: valid prompt, options, callback and user pointer.
     let s = unsafe {
@@ -122,17 +112,7 @@ fn generation_streams_through_the_callback_and_can_be_cancelled() {
 #[test]
 fn a_chat_handle_keeps_its_history_in_the_cache_across_turns() {
     let h = open(&smollm_gguf());
-    let opts = EdgecutGenerateOptions {
-        max_tokens: 6,
-        temperature: 0.0,
-        top_k: 0,
-        top_p: 0.0,
-        repetition_penalty: 0.0,
-        seed: 0,
-        chat: 0,
-        constraint_kind: 0,
-        constraint: std::ptr::null(),
-    };
+    let opts = greedy(6);
     let mut chat = 0;
     // SAFETY: a valid system message and a writable handle.
     let st = unsafe { edgecut_chat_open(h, c"You are brief.".as_ptr(), &mut chat) };
@@ -214,17 +194,7 @@ fn chat_handle_replies_as_transformers(arch: &str, file: &str, pointer: &str) {
         CString::new(msgs[0]["content"].as_str().unwrap()).unwrap(),
         CString::new(msgs[1]["content"].as_str().unwrap()).unwrap(),
     );
-    let opts = EdgecutGenerateOptions {
-        max_tokens: chat_fx["greedy"].as_array().unwrap().len() as u32,
-        temperature: 0.0,
-        top_k: 0,
-        top_p: 0.0,
-        repetition_penalty: 0.0,
-        seed: 0,
-        chat: 0,
-        constraint_kind: 0,
-        constraint: std::ptr::null(),
-    };
+    let opts = greedy(chat_fx["greedy"].as_array().unwrap().len() as u32);
     let mut chat = 0;
     // SAFETY: a valid system message and a writable handle.
     let st = unsafe { edgecut_chat_open(h, system.as_ptr(), &mut chat) };
@@ -259,17 +229,7 @@ fn chat_handle_replies_as_transformers(arch: &str, file: &str, pointer: &str) {
 #[test]
 fn generation_follows_a_constraint() {
     let h = open(&smollm_gguf());
-    let opts = EdgecutGenerateOptions {
-        max_tokens: 8,
-        temperature: 0.0,
-        top_k: 0,
-        top_p: 0.0,
-        repetition_penalty: 0.0,
-        seed: 0,
-        chat: 0,
-        constraint_kind: 0,
-        constraint: std::ptr::null(),
-    };
+    let opts = greedy(8);
     // A constraint: the output is the regex's, whole; one the engine cannot take is named.
     let phone = EdgecutGenerateOptions {
         max_tokens: 20,

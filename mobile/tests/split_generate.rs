@@ -9,6 +9,9 @@ use std::path::Path;
 use edgecut_mobile::*;
 use edgecut_tests::smollm_gguf;
 
+mod common;
+use common::{greedy, last_error};
+
 fn serve(model: &Path) -> (std::process::Child, String) {
     edgecut_tests::serve_model(model)
 }
@@ -25,25 +28,8 @@ unsafe extern "C" fn collect(piece: *const c_char, len: usize, user: *mut c_void
     0
 }
 
-fn last_error() -> String {
-    // SAFETY: the library returns a valid NUL-terminated string.
-    unsafe { CStr::from_ptr(edgecut_last_error()) }
-        .to_string_lossy()
-        .into_owned()
-}
-
 fn opts() -> EdgecutGenerateOptions {
-    EdgecutGenerateOptions {
-        max_tokens: 24,
-        temperature: 0.0,
-        top_k: 0,
-        top_p: 0.0,
-        repetition_penalty: 0.0,
-        seed: 0,
-        chat: 0,
-        constraint_kind: 0,
-        constraint: std::ptr::null(),
-    }
+    greedy(24)
 }
 
 /// `edgecut_split_generate`'s text and fallback flag.

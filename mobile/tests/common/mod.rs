@@ -1,4 +1,5 @@
-//! What the C ABI tests share: the last error, opening a model, embedding into a buffer.
+//! What the C ABI tests share: the last error, greedy options, opening a model, embedding into
+//! a buffer.
 // Each test binary uses some of these.
 #![allow(dead_code)]
 
@@ -13,6 +14,21 @@ pub fn last_error() -> String {
     unsafe { CStr::from_ptr(edgecut_last_error()) }
         .to_string_lossy()
         .into_owned()
+}
+
+/// Greedy generation of at most `max_tokens` tokens, everything else at its default.
+pub fn greedy(max_tokens: u32) -> EdgecutGenerateOptions {
+    EdgecutGenerateOptions {
+        max_tokens,
+        temperature: 0.0,
+        top_k: 0,
+        top_p: 0.0,
+        repetition_penalty: 0.0,
+        seed: 0,
+        chat: 0,
+        constraint_kind: 0,
+        constraint: null(),
+    }
 }
 
 pub fn open(path: &std::path::Path) -> EdgecutModel {
