@@ -170,6 +170,7 @@ fn bench_attention(cr: &mut Criterion) {
             seq,
             heads,
             head_dim: hd,
+            causal: false,
         };
         let mut out = vec![0f32; n];
         g.throughput(Throughput::Elements((2 * heads * seq * seq * hd) as u64));

@@ -79,6 +79,9 @@ pub enum Act {
     Tanh,
     /// max(0, x) (DistilBERT's pre-classifier).
     Relu,
+    /// `x * sigmoid(1.702 x)`, the GELU approximation OpenAI's CLIP was trained with
+    /// (`quick_gelu`).
+    QuickGelu,
 }
 
 /// The ops of the contract, for [`Backend::supports`].
@@ -95,6 +98,9 @@ pub enum Op {
     Activate(Act),
     /// [`Backend::attention`] (encoders: padded batches, no cache).
     Attention,
+    /// [`Backend::attention`] with [`EncoderAttention::causal`] set: each token attends to
+    /// itself and those before it (CLIP's text tower).
+    EncoderCausalAttention,
     /// [`Backend::rms_norm`].
     RmsNorm,
     /// [`Backend::silu_mul`].
@@ -145,6 +151,9 @@ pub struct EncoderAttention<'a, T: ?Sized> {
     pub heads: usize,
     /// Values per head.
     pub head_dim: usize,
+    /// Whether a token sees only itself and the tokens before it (CLIP's text tower), as well
+    /// as only unmasked ones.
+    pub causal: bool,
 }
 
 /// A backend: a device with its kernels. Tensors are flat f32 values (`Tensor`, borrowed;

@@ -1,5 +1,7 @@
-//! The encoder block (BERT's post-norm transformer block), written once against the contract:
-//! `x = LN(x + O(attention(QKV x)))`, then `x = LN(x + Down(GELU(Up x)))`.
+//! The encoder blocks, written once against the contract. BERT's post-norm block:
+//! `x = LN(x + O(attention(QKV x)))`, then `x = LN(x + Down(GELU(Up x)))`; the pre-norm block of
+//! ViT and CLIP ([`pre_norm_blocks`]): `x += O(attention(QKV LN(x)))`, then
+//! `x += Down(act(Up LN(x)))`.
 //!
 //! It is split where the data flow splits: [`attention_part`] needs every row of a text (it mixes
 //! tokens), [`rows_part`] works on each row alone (the attention output projection, the first
@@ -54,6 +56,10 @@ pub struct EncoderDims {
     pub ffn: usize,
     /// Layer norm epsilon.
     pub eps: f32,
+    /// The feed-forward's activation (BERT: [`Act::Gelu`]).
+    pub act: Act,
+    /// Whether attention is causal (CLIP's text tower).
+    pub causal: bool,
 }
 
 /// The buffers one run of blocks uses.
@@ -142,6 +148,7 @@ pub fn attend<B: Backend>(
         seq,
         heads: dims.heads,
         head_dim: h / dims.heads,
+        causal: dims.causal,
     };
     b.resize(&mut s.ctx, batch * seq * h);
     b.attention(&a, &mut s.ctx)
@@ -166,7 +173,7 @@ pub fn rows_part<B: Backend>(
     let n = &blk.attn_norm;
     b.layer_norm(x, Some(o), h, &n.gamma, &n.beta, eps)?;
     b.linear(x, rows, &blk.up, up)?;
-    b.activate(up, Act::Gelu)?;
+    b.activate(up, dims.act)?;
     b.linear(up, rows, &blk.down, o)?;
     let n = &blk.out_norm;
     b.layer_norm(x, Some(o), h, &n.gamma, &n.beta, eps)
@@ -208,4 +215,41 @@ pub fn blocks_op_by_op<B: Backend>(
 ) -> Result<(), OpError> {
     let mut s = Scratch::new(b);
     blocks_with_scratch(b, blocks, dims, x, mask, batch, seq, &mut s)
+}
+
+/// Pre-norm blocks (ViT, CLIP) op by op, in place: per block, `x += O(attention(QKV LN1(x)))`
+/// then `x += Down(act(Up LN2(x)))`, with a block's `attn_norm` as LN1 and `out_norm` as LN2.
+pub fn pre_norm_blocks<B: Backend>(
+    b: &B,
+    blocks: &[EncoderBlock<B>],
+    dims: &EncoderDims,
+    x: &mut B::Tensor,
+    mask: &[u8],
+    batch: usize,
+    seq: usize,
+) -> Result<(), OpError> {
+    let (h, eps) = (dims.hidden, dims.eps);
+    let rows = batch * seq;
+    OpError::check("encoder input", b.len(x), rows * h)?;
+    OpError::check("encoder mask", mask.len(), rows)?;
+    let mut s = Scratch::new(b);
+    let mut normed = b.buffer(rows * h);
+    b.resize(&mut s.o, rows * h);
+    b.resize(&mut s.up, rows * dims.ffn);
+    for blk in blocks {
+        b.copy(x, 0, &mut normed, 0, rows * h)?;
+        let n = &blk.attn_norm;
+        b.layer_norm(&mut normed, None, h, &n.gamma, &n.beta, eps)?;
+        attention_part(b, blk, dims, &normed, mask, batch, seq, &mut s)?;
+        b.linear(&s.ctx, rows, &blk.o, &mut s.o)?;
+        b.add(x, &s.o)?;
+        b.copy(x, 0, &mut normed, 0, rows * h)?;
+        let n = &blk.out_norm;
+        b.layer_norm(&mut normed, None, h, &n.gamma, &n.beta, eps)?;
+        b.linear(&normed, rows, &blk.up, &mut s.up)?;
+        b.activate(&mut s.up, dims.act)?;
+        b.linear(&s.up, rows, &blk.down, &mut s.o)?;
+        b.add(x, &s.o)?;
+    }
+    Ok(())
 }

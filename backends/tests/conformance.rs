@@ -303,13 +303,14 @@ fn gelu_op_matches_the_scalar_function_with_every_kernel_set() {
 #[test]
 fn attention_matches_a_naive_reference_with_padding() {
     // Head sizes 8 (generic path), 32 and 64 (specialised paths); 9 tokens exercise ragged
-    // blocks of query rows.
+    // blocks of query rows. Causal (CLIP's text tower): token i sees unmasked tokens 0..=i.
     for hd in [8usize, 32, 64] {
-        attention_case(hd);
+        attention_case(hd, false);
+        attention_case(hd, true);
     }
 }
 
-fn attention_case(hd: usize) {
+fn attention_case(hd: usize, causal: bool) {
     let mut rng = Rng(5 + hd as u64);
     let (batch, seq, heads) = (3, 9, 4);
     let hidden = heads * hd;
@@ -330,6 +331,7 @@ fn attention_case(hd: usize) {
         seq,
         heads,
         head_dim: hd,
+        causal,
     };
     // The same rows stacked as one q/k/v product (`[row][q | k | v]`), read in place.
     let stacked: Vec<f32> = (0..batch * seq)
@@ -390,7 +392,8 @@ fn attention_case(hd: usize) {
                     let at = |s: &[f32], t: usize, d: usize| {
                         s[(b * seq + t) * hidden + h * hd + d] as f64
                     };
-                    let scores: Vec<f64> = (0..lens[b])
+                    let seen = if causal { lens[b].min(i + 1) } else { lens[b] };
+                    let scores: Vec<f64> = (0..seen)
                         .map(|j| {
                             (0..hd).map(|d| at(&q, i, d) * at(&k, j, d)).sum::<f64>()
                                 / (hd as f64).sqrt()
@@ -400,7 +403,7 @@ fn attention_case(hd: usize) {
                     let e: Vec<f64> = scores.iter().map(|s| (s - mx).exp()).collect();
                     let z: f64 = e.iter().sum();
                     for d in 0..hd {
-                        let want: f64 = (0..lens[b]).map(|j| e[j] / z * at(&v, j, d)).sum();
+                        let want: f64 = (0..seen).map(|j| e[j] / z * at(&v, j, d)).sum();
                         let got = out[(b * seq + i) * hidden + h * hd + d] as f64;
                         worst = worst.max((got - want).abs());
                         assert!(
@@ -413,7 +416,7 @@ fn attention_case(hd: usize) {
             }
         }
         println!(
-            "attention, {} kernels, {precision:?}, head {hd}: worst error {worst:.2e}",
+            "attention, {} kernels, {precision:?}, head {hd}, causal {causal}: worst error {worst:.2e}",
             ks.name
         );
     }

@@ -276,7 +276,7 @@ fn norms_and_activations<B: Backend>(b: &B, rng: &mut Rng) {
         }
     }
     close("layer norm", &down(b, xb), &want, |_| 1e-4);
-    for act in [Act::Gelu, Act::Tanh, Act::Relu] {
+    for act in [Act::Gelu, Act::Tanh, Act::Relu, Act::QuickGelu] {
         let mut xb = up(b, &x);
         b.activate(&mut xb, act).unwrap();
         let want: Vec<f64> = x
@@ -286,6 +286,7 @@ fn norms_and_activations<B: Backend>(b: &B, rng: &mut Rng) {
                 match act {
                     Act::Gelu => 0.5 * v * (1.0 + erf64(v / std::f64::consts::SQRT_2)),
                     Act::Tanh => v.tanh(),
+                    Act::QuickGelu => v / (1.0 + (-1.702 * v).exp()),
                     _ => v.max(0.0),
                 }
             })
@@ -461,6 +462,8 @@ fn encoder<B: Backend>(b: &B, rng: &mut Rng) {
         heads: 2,
         ffn: 96,
         eps: 1e-12,
+        act: Act::Gelu,
+        causal: false,
     };
     let h = dims.hidden;
     let norm = |rng: &mut Rng| LayerNorm::<B> {

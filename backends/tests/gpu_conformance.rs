@@ -190,6 +190,7 @@ fn attention_matches_the_scalar_reference(gpu: &GpuBackend) {
             seq,
             heads,
             head_dim: hd,
+            causal: false,
         };
         let mut want = vec![0f32; rows * hidden];
         cpu.attention(&a, &mut want).unwrap();

@@ -84,6 +84,7 @@ fn run_every_op(ks: Kernels) {
         seq,
         heads,
         head_dim: hd,
+        causal: false,
     };
     let mut ctx = vec![0f32; batch * seq * heads * hd];
     cpu.attention(&a, &mut ctx).unwrap();

@@ -10,6 +10,7 @@
 
 pub mod chat_template;
 pub mod gguf;
+pub mod image;
 pub mod tokenizer;
 
 pub use chat_template::{ChatTemplate, Message, TemplateError, TemplateTools};

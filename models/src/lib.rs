@@ -8,6 +8,7 @@
 //!    theirs.
 
 pub mod bert;
+pub mod clip;
 #[cfg(feature = "convert")]
 pub mod convert;
 pub mod decoder;
@@ -19,6 +20,7 @@ pub mod stages;
 pub mod weights;
 
 pub use bert::{probabilities, Activation, Encoder};
+pub use clip::{Clip, ClipConfig, ImageProcessing};
 pub use decoder::{Decoder, DecoderConfig, DecoderSpec, Logits, PREFILL_CHUNK};
 pub use error::{ModelError, Result};
 pub use kv_cache::KvCache;

@@ -8,11 +8,12 @@ use edgecut_backends::Device;
 use edgecut_format::gguf::GgufFile;
 
 use crate::bert::Encoder;
+use crate::clip::Clip;
 use crate::decoder::{spec, Decoder};
 use crate::error::{ModelError, Result};
 
-/// The encoder architectures (BERT's post-norm block).
-const ENCODERS: &[&str] = &["bert"];
+/// The encoder architectures: BERT's post-norm block, CLIP's two pre-norm towers.
+const ENCODERS: &[&str] = &["bert", "clip"];
 
 /// What a model file runs as.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -74,6 +75,8 @@ pub fn pools_last_token(file: &GgufFile) -> Result<bool> {
 pub enum Opened {
     /// An encoder.
     Encoder(Encoder),
+    /// CLIP: images and texts into one space.
+    Clip(Clip),
     /// A decoder.
     Decoder(Decoder),
 }
@@ -83,6 +86,9 @@ pub enum Opened {
 pub fn open(file: Arc<GgufFile>, dev: &Device) -> Result<Opened> {
     if pools_last_token(&file)? {
         return Ok(Opened::Decoder(Decoder::load(file, dev)?));
+    }
+    if file.architecture()? == "clip" {
+        return Ok(Opened::Clip(Clip::load(file, dev)?));
     }
     Ok(match kind(&file)? {
         Kind::Encoder => Opened::Encoder(Encoder::load(file, dev)?),

@@ -2,6 +2,7 @@
 
 mod bert_fidelity;
 mod block_types;
+mod clip;
 mod decoder_spec;
 mod dequant;
 mod gemma3;

@@ -246,6 +246,7 @@ impl Backend for CpuBackend {
             Act::Gelu => self.gelu(x),
             Act::Tanh => x.iter_mut().for_each(|v| *v = v.tanh()),
             Act::Relu => x.iter_mut().for_each(|v| *v = v.max(0.0)),
+            Act::QuickGelu => x.iter_mut().for_each(|v| *v /= 1.0 + (-1.702 * *v).exp()),
         }
         Ok(())
     }
@@ -266,6 +267,7 @@ impl Backend for CpuBackend {
             seq: a.seq,
             heads: a.heads,
             head_dim: a.head_dim,
+            causal: a.causal,
         };
         CpuBackend::attention(self, &att, out)
     }

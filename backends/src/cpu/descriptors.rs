@@ -56,6 +56,8 @@ pub struct Attention<'a> {
     pub heads: usize,
     /// Dimension per head.
     pub head_dim: usize,
+    /// Whether token `i` attends only to unmasked tokens `0..=i` (CLIP's text tower).
+    pub causal: bool,
 }
 
 /// Inputs of causal grouped-query attention for rows appended to a KV cache.

@@ -249,8 +249,9 @@ multiversion! {
         let (seq, hd) = (a.seq, a.head_dim);
         let scale = 1.0 / (hd as f32).sqrt();
         let col = h * hd;
+        // The AVX-512 kernel attends to every kept key; a causal text runs the path below.
         #[cfg(target_arch = "x86_64")]
-        if head32 && hd == super::attn_avx512::HD && super::attn_avx512::available() {
+        if head32 && !a.causal && hd == super::attn_avx512::HD && super::attn_avx512::available() {
             super::kernels::note_simd();
             return attend_head32(a, b, h, bf16, outp);
         }
@@ -273,15 +274,18 @@ multiversion! {
         for i in 0..seq {
             let qi = &a.q[(b * seq + i) * a.stride + col..][..hd];
             acc.fill(0.0);
-            if nk > 0 {
+            // Causal: the kept keys at positions up to i (`keep` is ascending).
+            let seen = if a.causal { keep.partition_point(|&j| j <= i) } else { nk };
+            if seen > 0 {
+                let scores = &mut scores[..seen];
                 scores.fill(0.0);
                 for (&qd, kd) in qi.iter().zip(kt.chunks_exact(nk)) {
                     let qd = qd * scale;
                     scores.iter_mut().zip(kd).for_each(|(s, k)| *s += qd * k);
                 }
-                softmax_row(&mut scores);
+                softmax_row(scores);
                 for (o, vd) in acc.iter_mut().zip(vt.chunks_exact(nk)) {
-                    *o = dot_f32(&scores, vd);
+                    *o = dot_f32(scores, &vd[..seen]);
                 }
             }
             // SAFETY: task (b, h) writes only row b*seq+i, columns of head h.

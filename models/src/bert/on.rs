@@ -110,6 +110,8 @@ impl Instantiate for Load<'_> {
                 heads: cfg.heads,
                 ffn: cfg.ffn,
                 eps: cfg.eps,
+                act: edgecut_backends::Act::Gelu,
+                causal: false,
             },
             emb_norm: norm("token_embd_norm")?,
             blocks,

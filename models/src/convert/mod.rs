@@ -7,6 +7,7 @@
 //! so a failed conversion leaves nothing behind.
 
 mod bert;
+mod clip;
 mod decoder;
 mod from_gguf;
 pub mod hf;
@@ -121,10 +122,11 @@ pub fn convert(
         let model_type = ckpt.cfg_str("model_type").unwrap_or("").to_string();
         match model_type.as_str() {
             "bert" | "distilbert" | "xlm-roberta" => bert::convert(&ckpt, output, opts, progress),
+            "clip" => clip::convert(&ckpt, output, opts, progress),
             t if decoder::converts(t) => decoder::convert(&ckpt, output, opts, progress),
             other => Err(ModelError::Unsupported(format!(
                 "{}: model_type {other:?}; edgecut converts bert, distilbert, xlm-roberta, \
-                 llama, qwen2 and qwen3 checkpoints (and llama.cpp GGUF files)",
+                 clip, llama, qwen2 and qwen3 checkpoints (and llama.cpp GGUF files)",
                 input.join("config.json").display()
             ))),
         }
