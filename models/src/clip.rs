@@ -18,6 +18,7 @@ use edgecut_backends::{Act, Device};
 use edgecut_format::gguf::{Array, GgufFile, Value};
 
 use crate::error::{ModelError, Result};
+use crate::stages::{StageGraph, StageOutput};
 use crate::weights::{vector, Table};
 
 mod on;
@@ -258,6 +259,30 @@ impl Clip {
     /// Bytes of weights held outside the file map.
     pub fn owned_bytes(&self) -> usize {
         self.on.owned_bytes()
+    }
+
+    /// The image tower's stages, the chain a split of a picture cuts: `embeddings` (patches,
+    /// class token, positions, `pre_ln`), each block, `head` (`post_ln` and the projection;
+    /// the text tower's weights count here too: they are not on the image's path).
+    pub fn stages(&self) -> StageGraph {
+        let h = self.cfg.vision.hidden as u64;
+        let head = StageOutput {
+            per_token: 0,
+            fixed: self.cfg.projection as u64,
+            side_bytes_per_token: 0,
+        };
+        // Raw input: a patch's 3 p^2 pixel values as f32, per "token".
+        let input = 4 * 3 * (self.cfg.patch_size as u64).pow(2);
+        StageGraph::chain_of(
+            &self.file,
+            "v.blk.",
+            self.cfg.vision.layers,
+            &["v.post_ln", "v.proj", "t."],
+            h,
+            1,
+            head,
+            input,
+        )
     }
 
     /// `exp(logit_scale)`: the factor on cosine similarities before a softmax over labels.

@@ -82,11 +82,26 @@ impl StageGraph {
         head_out: StageOutput,
         input_bytes_per_token: u64,
     ) -> StageGraph {
+        Self::chain_of(f, "blk.", layers, head, hidden, side, head_out, input_bytes_per_token)
+    }
+
+    /// [`StageGraph::chain`] with blocks named `{blocks}{i}.` (CLIP's image tower: `v.blk.`).
+    #[allow(clippy::too_many_arguments)]
+    pub fn chain_of(
+        f: &GgufFile,
+        blocks: &str,
+        layers: usize,
+        head: &[&str],
+        hidden: u64,
+        side: u64,
+        head_out: StageOutput,
+        input_bytes_per_token: u64,
+    ) -> StageGraph {
         let mut weights = vec![0u64; layers + 2];
         for t in f.tensors() {
             let block = t
                 .name
-                .strip_prefix("blk.")
+                .strip_prefix(blocks)
                 .and_then(|r| r.split('.').next())
                 .and_then(|i| i.parse::<usize>().ok())
                 .filter(|&i| i < layers);

@@ -30,6 +30,7 @@ mod draw;
 mod generate_options;
 mod generation;
 mod guide;
+mod images;
 mod inspect;
 mod llm;
 mod model;
@@ -49,6 +50,8 @@ pub use edgecut_models::convert::{convert, ConvertOptions, ConvertReport, Progre
 pub use edgecut_models::DecoderConfig;
 pub use generation::Turn;
 pub use guide::{guided_schema, Constraint, Guide, MAX_CONSTRAINT_BYTES};
+pub use edgecut_format::image::{ImageError, ImageLimits};
+pub use images::LabelScore;
 pub use inspect::{describe_file, kv_contexts, unreadable_by_type};
 pub use llm::{
     Chat, Context, Finish, GenerateOptions, Generation, Llm, LlmOptions, SamplingParams,
@@ -113,6 +116,14 @@ pub enum Error {
     /// The request itself is invalid.
     #[error("{0}")]
     Input(String),
+    /// A picture cannot be read (not PNG or JPEG, corrupt, over a limit).
+    #[error("image {index}: {source}")]
+    Image {
+        /// Which picture of the request (from 0).
+        index: usize,
+        /// Why.
+        source: edgecut_format::image::ImageError,
+    },
 }
 
 impl From<edgecut_models::ModelError> for Error {

@@ -5,8 +5,9 @@ use std::sync::Arc;
 
 use edgecut_backends::AttentionPrecision;
 use edgecut_backends::{Device, DeviceKind};
+use edgecut_format::image::ImageLimits;
 use edgecut_format::{GgufFile, Tokenizer};
-use edgecut_models::{probabilities, Decoder, Encoder};
+use edgecut_models::{probabilities, Clip, Decoder, Encoder};
 
 use crate::{Error, Result, SharedDevice};
 
@@ -31,6 +32,8 @@ pub struct SessionOptions {
     /// A device shared with other models (its thread pool); `device` and `threads` are then
     /// unused.
     pub shared_device: Option<SharedDevice>,
+    /// What a picture given to [`Session::embed_images`] may be (file bytes, pixels).
+    pub image_limits: ImageLimits,
 }
 
 impl SessionOptions {
@@ -64,7 +67,13 @@ impl SessionOptions {
         self
     }
 
-    /// Runs on `device`, shared with other models.
+    /// Bounds pictures by `limits`.
+    pub fn with_image_limits(mut self, limits: ImageLimits) -> Self {
+        self.image_limits = limits;
+        self
+    }
+
+    /// Runs on a device shared with other models.
     pub fn with_shared_device(mut self, device: SharedDevice) -> Self {
         self.shared_device = Some(device);
         self
@@ -80,6 +89,7 @@ impl Default for SessionOptions {
             max_seq_len: None,
             attention: AttentionPrecision::Fast,
             shared_device: None,
+            image_limits: ImageLimits::default(),
         }
     }
 }
@@ -98,7 +108,7 @@ pub struct Truncated {
 
 impl Truncated {
     /// The cut of text `index` from `tokens` to `kept` tokens, if it was cut.
-    fn of(index: usize, tokens: usize, kept: usize) -> Option<Truncated> {
+    pub(crate) fn of(index: usize, tokens: usize, kept: usize) -> Option<Truncated> {
         (tokens > kept).then_some(Truncated {
             index,
             tokens,
@@ -155,6 +165,8 @@ pub struct Classification {
 /// embedder such as Qwen3-Embedding).
 pub(crate) enum Net {
     Bert(Encoder),
+    /// CLIP: texts through its text tower, pictures through [`Session::embed_images`].
+    Clip(Box<Clip>),
     Last {
         decoder: Box<Decoder>,
         /// Whether vectors are L2-normalised.
@@ -166,6 +178,7 @@ impl Net {
     fn file(&self) -> &GgufFile {
         match self {
             Net::Bert(e) => e.file(),
+            Net::Clip(c) => c.file(),
             Net::Last { decoder, .. } => decoder.file(),
         }
     }
@@ -173,6 +186,7 @@ impl Net {
     fn hidden(&self) -> usize {
         match self {
             Net::Bert(e) => e.cfg.hidden,
+            Net::Clip(c) => c.cfg.projection,
             Net::Last { decoder, .. } => decoder.config.hidden,
         }
     }
@@ -180,6 +194,7 @@ impl Net {
     fn normalize(&self) -> bool {
         match self {
             Net::Bert(e) => e.cfg.normalize,
+            Net::Clip(_) => true,
             Net::Last { normalize, .. } => *normalize,
         }
     }
@@ -187,13 +202,14 @@ impl Net {
     fn n_classes(&self) -> Option<usize> {
         match self {
             Net::Bert(e) => e.n_classes(),
-            Net::Last { .. } => None,
+            Net::Clip(_) | Net::Last { .. } => None,
         }
     }
 
     pub(crate) fn stages(&self) -> crate::StageGraph {
         match self {
             Net::Bert(e) => e.stages(),
+            Net::Clip(c) => c.stages(),
             Net::Last { decoder, .. } => decoder.stages(),
         }
     }
@@ -203,6 +219,7 @@ impl std::fmt::Debug for Net {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Net::Bert(e) => write!(f, "{e:?}"),
+            Net::Clip(c) => write!(f, "{c:?}"),
             Net::Last { decoder, .. } => write!(f, "{decoder:?} pooled at the last token"),
         }
     }
@@ -218,7 +235,7 @@ pub struct Session {
     // Boxed: the tokenizer is large, and sessions move into enums and handles.
     pub(crate) tokenizer: Box<Tokenizer>,
     pub(crate) device: Device,
-    opts: SessionOptions,
+    pub(crate) opts: SessionOptions,
     max_len: usize,
     /// The model file's identity, hashed on first use.
     id: std::sync::OnceLock<edgecut_format::ModelId>,
@@ -271,6 +288,10 @@ impl Session {
                 .unwrap_or(true);
             let decoder = Box::new(decoder);
             (Net::Last { decoder, normalize }, default_len, context)
+        } else if file.architecture()? == "clip" {
+            let c = Clip::load(file.clone(), &device)?;
+            let context = c.cfg.context;
+            (Net::Clip(Box::new(c)), context, context)
         } else {
             let e = Encoder::load(file.clone(), &device)?;
             let (default_len, context) = (e.cfg.max_seq_len, e.cfg.context);
@@ -352,6 +373,11 @@ impl Session {
     pub(crate) fn bert(&self) -> Result<&Encoder> {
         match &self.model {
             Net::Bert(e) => Ok(e),
+            Net::Clip(_) => Err(Error::Input(
+                "this is CLIP: it embeds texts and pictures whole, without split stages or a \
+                 classification head"
+                    .into(),
+            )),
             Net::Last { .. } => Err(Error::Input(
                 "this is a decoder pooled at its last token (an LLM embedder): it embeds whole, \
                  without split stages or a classification head"
@@ -418,7 +444,7 @@ impl Session {
 
     /// Runs `items` in batches of `batch` items, longest first (so each batch pads little),
     /// `run` giving one result per item of its batch; results come back in input order.
-    fn batched<I, T>(
+    pub(crate) fn batched<I, T>(
         &self,
         items: Vec<I>,
         batch: usize,
@@ -470,6 +496,7 @@ impl Session {
             Net::Last { decoder, normalize } => {
                 self.embed_last(decoder, *normalize, texts, batch_size)?
             }
+            Net::Clip(c) => self.embed_clip_texts(c, texts, batch_size)?,
         };
         Ok(Embeddings {
             vectors,

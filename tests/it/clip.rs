@@ -71,7 +71,7 @@ fn preprocessing_equals_clip_image_processor_on_21_pictures() {
             stored
         };
         assert_eq!((img.width, img.height), upright, "{file}: size");
-        let crop = resize_and_crop(&img, &p);
+        let crop = resize_and_crop(&img, &p).unwrap();
         let expected = decode(
             &read(
                 &images_dir()
@@ -190,7 +190,7 @@ fn preprocessed_files_embed_as_pytorch_and_zero_shot_matches() {
     for c in fx["images"].as_array().unwrap() {
         let file = c["file"].as_str().unwrap();
         let img = decode(&read(&images_dir().join(file)), &ImageLimits::default()).unwrap();
-        let px = pixel_tensor(&resize_and_crop(&img, &p), &p);
+        let px = pixel_tensor(&resize_and_crop(&img, &p).unwrap(), &p);
         let want = f32s(&c["pixels"]);
         let worst = px
             .iter()

@@ -58,26 +58,68 @@ pub struct EmbedArgs {
     /// --server).
     #[arg(long, requires = "tls_ca")]
     tls_name: Option<String>,
+    /// A picture (PNG or JPEG) to embed with a CLIP model; repeat for several. Their vectors
+    /// come first, then those of any texts given as arguments.
+    #[arg(long = "image", value_name = "FILE")]
+    images: Vec<std::path::PathBuf>,
     /// Texts to embed (default: one per line of standard input).
     texts: Vec<String>,
 }
 
-/// Prints one embedding per text.
-pub fn embed(a: EmbedArgs) -> anyhow::Result<()> {
-    let texts: Vec<String> = texts(&a.texts)?
-        .into_iter()
-        .map(|t| format!("{}{t}", a.prefix))
-        .collect();
-    let session = a.model.open()?;
-    let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
-    let mut vectors = match &a.server {
-        None => {
-            let out = session.embed(&refs)?;
-            warn_truncated(&out.truncated);
-            out.vectors
+/// Reads each picture file.
+fn read_images(paths: &[std::path::PathBuf]) -> anyhow::Result<Vec<Vec<u8>>> {
+    use anyhow::Context;
+    paths
+        .iter()
+        .map(|p| std::fs::read(p).with_context(|| format!("reading {}", p.display())))
+        .collect()
+}
+
+/// Embeds pictures, naming the file of one that cannot be read.
+fn embed_images(
+    session: &edgecut::Session,
+    paths: &[std::path::PathBuf],
+) -> anyhow::Result<Vec<Vec<f32>>> {
+    let bytes = read_images(paths)?;
+    let refs: Vec<&[u8]> = bytes.iter().map(Vec::as_slice).collect();
+    session.embed_images(&refs).map_err(|e| match e {
+        edgecut::Error::Image { index, source } => {
+            anyhow::anyhow!("{}: {source}", paths[index].display())
         }
-        Some(server) => split_embed(&session, &a, server, &refs)?,
+        other => other.into(),
+    })
+}
+
+/// Prints one embedding per picture and text.
+pub fn embed(a: EmbedArgs) -> anyhow::Result<()> {
+    let texts: Vec<String> = if a.images.is_empty() || !a.texts.is_empty() {
+        texts(&a.texts)?
+    } else {
+        Vec::new()
+    }
+    .into_iter()
+    .map(|t| format!("{}{t}", a.prefix))
+    .collect();
+    let session = a.model.open()?;
+    if !a.images.is_empty() && a.server.is_some() {
+        anyhow::bail!("--image runs on this device; --server splits texts only");
+    }
+    let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+    let mut vectors = if a.images.is_empty() {
+        Vec::new()
+    } else {
+        embed_images(&session, &a.images)?
     };
+    if !refs.is_empty() {
+        vectors.extend(match &a.server {
+            None => {
+                let out = session.embed(&refs)?;
+                warn_truncated(&out.truncated);
+                out.vectors
+            }
+            Some(server) => split_embed(&session, &a, server, &refs)?,
+        });
+    }
     if let Some(d) = a.dimensions {
         session.shorten(&mut vectors, d)?;
     }
@@ -99,21 +141,41 @@ pub fn embed(a: EmbedArgs) -> anyhow::Result<()> {
 pub struct SimilarityArgs {
     #[command(flatten)]
     model: ModelArgs,
-    /// The first text, compared with each of the others.
-    text: String,
-    /// The texts to compare with it.
+    /// A picture (PNG or JPEG) to score the texts against as labels, with a CLIP model:
+    /// prints each label's probability (CLIP's zero-shot classification) and cosine.
+    #[arg(long, value_name = "FILE")]
+    image: Option<std::path::PathBuf>,
+    /// The first text, compared with each of the others (with --image: the labels).
     #[arg(required = true)]
-    others: Vec<String>,
+    texts: Vec<String>,
 }
 
-/// Prints the cosine similarity of the first text to each other one.
+/// Prints the cosine similarity of the first text to each other one, or each label's
+/// probability and cosine for a picture.
 pub fn similarity(a: SimilarityArgs) -> anyhow::Result<()> {
     let session = a.model.open()?;
-    let mut all: Vec<&str> = vec![&a.text];
-    all.extend(a.others.iter().map(String::as_str));
+    if let Some(path) = &a.image {
+        let bytes = read_images(std::slice::from_ref(path))?.remove(0);
+        let labels: Vec<&str> = a.texts.iter().map(String::as_str).collect();
+        let scores = session.zero_shot(&bytes, &labels).map_err(|e| match e {
+            edgecut::Error::Image { source, .. } => {
+                anyhow::anyhow!("{}: {source}", path.display())
+            }
+            other => other.into(),
+        })?;
+        for s in scores {
+            println!("{:.4}\t{:.4}\t{}", s.probability, s.similarity, s.label);
+        }
+        return Ok(());
+    }
+    let Some((first, others)) = a.texts.split_first().filter(|(_, o)| !o.is_empty()) else {
+        anyhow::bail!("similarity needs a text and at least one other to compare it with");
+    };
+    let mut all: Vec<&str> = vec![first];
+    all.extend(others.iter().map(String::as_str));
     let out = session.embed(&all)?;
     warn_truncated(&out.truncated);
-    for (v, t) in out.vectors[1..].iter().zip(&a.others) {
+    for (v, t) in out.vectors[1..].iter().zip(others) {
         println!("{:.4}\t{t}", cosine(&out.vectors[0], v));
     }
     Ok(())

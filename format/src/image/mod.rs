@@ -11,7 +11,7 @@ use std::io::Cursor;
 
 use image::{DynamicImage, ImageDecoder, ImageFormat, ImageReader};
 
-pub use preprocess::{pixel_tensor, resize_and_crop, Processing};
+pub use preprocess::{pixel_tensor, resize_and_crop, Processing, MAX_RESIZED_PIXELS};
 
 /// What a decoder may be given and may make.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -70,6 +70,20 @@ pub enum ImageError {
         width: u32,
         /// Declared height.
         height: u32,
+    },
+    /// Resizing its shortest side to the model's would make too many pixels (see
+    /// [`MAX_RESIZED_PIXELS`]).
+    #[error(
+        "the image is {width}x{height} pixels: too elongated (resized for the model it would be \
+         {}x{} pixels)", resized.0, resized.1
+    )]
+    TooElongated {
+        /// Its width.
+        width: usize,
+        /// Its height.
+        height: usize,
+        /// The size resizing would give.
+        resized: (usize, usize),
     },
     /// The decoder's own complaint: truncated or corrupt data, an unsupported variant.
     #[error("cannot decode the {format} image: {reason}")]

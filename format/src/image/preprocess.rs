@@ -3,7 +3,12 @@
 //! channel, into a `3 x height x width` tensor.
 
 use super::resample::resize_bicubic;
-use super::Rgb8;
+use super::{ImageError, Rgb8};
+
+/// Pixels the resized picture may have before its crop: a picture far longer than wide (a
+/// 16384x1 strip resized to a shortest side of 224 would be 3.7 M pixels long) is refused, not
+/// resized into gigabytes. 16 M allows an aspect ratio of 300 at 224.
+pub const MAX_RESIZED_PIXELS: usize = 16 << 20;
 
 /// The processor's constants (a model file's `clip.image.*`).
 #[derive(Clone, Debug, PartialEq)]
@@ -28,7 +33,7 @@ fn resized(width: usize, height: usize, edge: usize) -> (usize, usize) {
     } else {
         (height, width)
     };
-    let new_long = ((edge * long) as f64 / short as f64) as usize;
+    let new_long = (edge.saturating_mul(long) as f64 / short.max(1) as f64) as usize;
     if width <= height {
         (edge, new_long)
     } else {
@@ -37,8 +42,21 @@ fn resized(width: usize, height: usize, edge: usize) -> (usize, usize) {
 }
 
 /// The picture resized (shortest side to `p.shortest_edge`) and center-cropped to `p.crop`.
-pub fn resize_and_crop(img: &Rgb8, p: &Processing) -> Rgb8 {
+pub fn resize_and_crop(img: &Rgb8, p: &Processing) -> Result<Rgb8, ImageError> {
+    if img.width == 0 || img.height == 0 || img.data.len() != img.width * img.height * 3 {
+        return Err(ImageError::NoPixels {
+            width: img.width as u32,
+            height: img.height as u32,
+        });
+    }
     let (w, h) = resized(img.width, img.height, p.shortest_edge);
+    if w.saturating_mul(h) > MAX_RESIZED_PIXELS {
+        return Err(ImageError::TooElongated {
+            width: img.width,
+            height: img.height,
+            resized: (w, h),
+        });
+    }
     let r = resize_bicubic(img, w, h);
     let (ch, cw) = p.crop;
     // transformers pads a picture smaller than the crop; the resize makes none here
@@ -50,11 +68,11 @@ pub fn resize_and_crop(img: &Rgb8, p: &Processing) -> Rgb8 {
         let n = cw.min(w) * 3;
         out[..n].copy_from_slice(&src[..n]);
     }
-    Rgb8 {
+    Ok(Rgb8 {
         width: cw,
         height: ch,
         data,
-    }
+    })
 }
 
 /// The normalised `3 x height x width` tensor of a cropped picture: `(v * rescale - mean) / std`

@@ -15,7 +15,7 @@ use tokio::sync::oneshot;
 use super::body::Body;
 use super::embed_queue::Job;
 use super::error::ApiError;
-use super::{blocking, ApiState, Input, Kind};
+use super::{blocking, ApiState, Input, Item, Kind};
 
 /// The body of `POST /v1/embeddings`.
 #[derive(Deserialize)]
@@ -33,15 +33,19 @@ pub(crate) struct EmbeddingsRequest {
 
 /// Checks the number of texts against the request limit.
 pub(super) fn check_inputs(st: &ApiState, texts: &[String]) -> Result<(), ApiError> {
-    if texts.is_empty() {
+    check_count(st, texts.len())
+}
+
+/// Checks a number of inputs against the request limit.
+fn check_count(st: &ApiState, n: usize) -> Result<(), ApiError> {
+    if n == 0 {
         return Err(ApiError::param("input", "`input` holds no text"));
     }
-    if texts.len() > st.cfg.max_inputs {
+    if n > st.cfg.max_inputs {
         return Err(ApiError::param(
             "input",
             format!(
-                "{} inputs in one request; at most {} (--http-max-inputs)",
-                texts.len(),
+                "{n} inputs in one request; at most {} (--http-max-inputs)",
                 st.cfg.max_inputs
             ),
         ));
@@ -121,23 +125,82 @@ pub(crate) async fn embeddings(
             ))
         }
     };
-    let texts = req.input.texts()?;
-    check_inputs(&st, &texts)?;
+    // Texts and pictures apart, with where each came from.
+    let (mut texts, mut images, mut order) = (Vec::new(), Vec::new(), Vec::new());
+    for item in req.input.items()? {
+        match item {
+            Item::Text(t) => {
+                order.push((false, texts.len()));
+                texts.push(t);
+            }
+            Item::Image(b) => {
+                order.push((true, images.len()));
+                images.push(b);
+            }
+        }
+    }
+    check_count(&st, order.len())?;
+    if !images.is_empty() && !session.embeds_images() {
+        return Err(ApiError::param(
+            "input",
+            format!(
+                "{} embeds texts only; images need a CLIP model",
+                req.model
+            ),
+        ));
+    }
     let queued = Instant::now();
     let _place = served.enter().await?;
-    let (texts, counts) = count_tokens(session, texts).await?;
-    let tokens: usize = counts.iter().sum();
-    let (reply, rx) = oneshot::channel();
-    queue.send(Job {
-        texts,
-        query: None,
-        counts,
-        queued,
-        reply,
-    })?;
-    let mut vectors = rx
-        .await
-        .map_err(|_| ApiError::unavailable("the model's worker has stopped"))??;
+    let (mut text_vectors, tokens) = if texts.is_empty() {
+        (Vec::new(), 0)
+    } else {
+        let (texts, counts) = count_tokens(session, texts).await?;
+        let tokens: usize = counts.iter().sum();
+        let (reply, rx) = oneshot::channel();
+        queue.send(Job {
+            texts,
+            query: None,
+            counts,
+            queued,
+            reply,
+        })?;
+        let v = rx
+            .await
+            .map_err(|_| ApiError::unavailable("the model's worker has stopped"))??;
+        (v, tokens)
+    };
+    let mut image_vectors = if images.is_empty() {
+        Vec::new()
+    } else {
+        // Pictures: decoded and embedded on the blocking pool, within the session's limits.
+        let s = session.clone();
+        let at: Vec<usize> = order
+            .iter()
+            .enumerate()
+            .filter(|(_, (image, _))| *image)
+            .map(|(i, _)| i)
+            .collect();
+        blocking(move || {
+            let refs: Vec<&[u8]> = images.iter().map(Vec::as_slice).collect();
+            s.embed_images(&refs).map_err(|e| match e {
+                edgecut::Error::Image { index, source } => ApiError::param(
+                    "input",
+                    format!("input {}: {source}", at.get(index).copied().unwrap_or(index)),
+                ),
+                other => other.into(),
+            })
+        })
+        .await?
+    };
+    let mut vectors = Vec::with_capacity(order.len());
+    for (image, i) in order {
+        let from = if image {
+            &mut image_vectors
+        } else {
+            &mut text_vectors
+        };
+        vectors.push(std::mem::take(&mut from[i]));
+    }
     if let Some(d) = dims {
         session.shorten(&mut vectors, d)?;
     }

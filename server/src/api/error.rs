@@ -135,6 +135,7 @@ impl From<edgecut::Error> for ApiError {
                 ApiError::invalid(e.to_string())
             }
             edgecut::Error::Tokenizer(_) => ApiError::invalid(e.to_string()),
+            edgecut::Error::Image { .. } => ApiError::param("input", e.to_string()),
             other => ApiError::internal(other.to_string()),
         }
     }

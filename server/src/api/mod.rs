@@ -310,26 +310,97 @@ where
         .map_err(Into::into)
 }
 
-/// Texts of a request: one string or several.
+/// Texts of a request: one string or several; for `/v1/embeddings`, also objects naming a
+/// text or a picture (edgecut's extension for CLIP models).
 #[derive(Deserialize)]
 #[serde(untagged)]
 pub(crate) enum Input {
     One(String),
     Many(Vec<String>),
+    Items(Vec<InputItem>),
     Other(serde::de::IgnoredAny),
+}
+
+/// One input of a mixed list: a string, `{"text": ...}`, or `{"image": "data:image/...;base64,..."}`.
+#[derive(Deserialize)]
+#[serde(untagged)]
+pub(crate) enum InputItem {
+    Text(String),
+    Object {
+        #[serde(default)]
+        text: Option<String>,
+        #[serde(default)]
+        image: Option<String>,
+    },
+}
+
+/// An input after parsing: a text, or a picture's encoded bytes.
+pub(crate) enum Item {
+    Text(String),
+    Image(Vec<u8>),
 }
 
 impl Input {
     fn texts(self) -> Result<Vec<String>, ApiError> {
+        let items = self.items()?;
+        items
+            .into_iter()
+            .map(|i| match i {
+                Item::Text(t) => Ok(t),
+                Item::Image(_) => Err(ApiError::param(
+                    "input",
+                    "images are taken by /v1/embeddings with a CLIP model only",
+                )),
+            })
+            .collect()
+    }
+
+    /// Texts and pictures in input order (a picture as a base64 `data:` URL, decoded).
+    fn items(self) -> Result<Vec<Item>, ApiError> {
         match self {
-            Input::One(s) => Ok(vec![s]),
-            Input::Many(v) => Ok(v),
+            Input::One(s) => Ok(vec![Item::Text(s)]),
+            Input::Many(v) => Ok(v.into_iter().map(Item::Text).collect()),
+            Input::Items(v) => v
+                .into_iter()
+                .enumerate()
+                .map(|(i, item)| match item {
+                    InputItem::Text(t) | InputItem::Object { text: Some(t), image: None } => {
+                        Ok(Item::Text(t))
+                    }
+                    InputItem::Object { text: None, image: Some(url) } => {
+                        data_url(&url).map(Item::Image).map_err(|why| {
+                            ApiError::param("input", format!("input {i}: {why}"))
+                        })
+                    }
+                    InputItem::Object { .. } => Err(ApiError::param(
+                        "input",
+                        format!("input {i}: an object needs one of \"text\" or \"image\""),
+                    )),
+                })
+                .collect(),
             Input::Other(_) => Err(ApiError::param(
                 "input",
                 "`input` must be a string or an array of strings (token arrays are not taken)",
             )),
         }
     }
+}
+
+/// The bytes of a `data:[media type];base64,...` URL.
+fn data_url(url: &str) -> Result<Vec<u8>, String> {
+    use base64::Engine;
+    let rest = url
+        .strip_prefix("data:")
+        .ok_or("an image must be a data: URL (data:image/png;base64,...); edgecut fetches nothing")?;
+    let (meta, data) = rest
+        .split_once(',')
+        .ok_or("the data: URL has no comma before its data")?;
+    if !meta.ends_with(";base64") {
+        return Err(format!("the data: URL is {meta:?}, not base64"));
+    }
+    base64::engine::general_purpose::STANDARD
+        .decode(data.trim())
+        .map_err(|e| format!("the data: URL's base64 is invalid: {e}"))
 }
 
 /// The name a model file is served under: its file name without `.gguf`.
