@@ -82,7 +82,16 @@ impl StageGraph {
         head_out: StageOutput,
         input_bytes_per_token: u64,
     ) -> StageGraph {
-        Self::chain_of(f, "blk.", layers, head, hidden, side, head_out, input_bytes_per_token)
+        Self::chain_of(
+            f,
+            "blk.",
+            layers,
+            head,
+            hidden,
+            side,
+            head_out,
+            input_bytes_per_token,
+        )
     }
 
     /// [`StageGraph::chain`] with blocks named `{blocks}{i}.` (CLIP's image tower: `v.blk.`).

@@ -89,7 +89,9 @@ impl Session {
     pub fn zero_shot(&self, image: &[u8], labels: &[&str]) -> Result<Vec<LabelScore>> {
         let c = self.clip()?;
         if labels.is_empty() {
-            return Err(Error::Input("no labels to score the picture against".into()));
+            return Err(Error::Input(
+                "no labels to score the picture against".into(),
+            ));
         }
         let picture = self.embed_images(&[image])?.remove(0);
         let texts = self.embed(labels)?;

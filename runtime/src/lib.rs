@@ -44,13 +44,13 @@ pub use edgecut_backends::AttentionPrecision;
 pub use edgecut_backends::UnknownKernels;
 pub use edgecut_backends::{DeviceError, DeviceKind};
 pub use edgecut_format::gguf::{GgufFile, ModelId};
+pub use edgecut_format::image::{ImageError, ImageLimits};
 pub use edgecut_format::{Message, TemplateTools};
 #[cfg(feature = "convert")]
 pub use edgecut_models::convert::{convert, ConvertOptions, ConvertReport, Progress, WeightType};
 pub use edgecut_models::DecoderConfig;
 pub use generation::Turn;
 pub use guide::{guided_schema, Constraint, Guide, MAX_CONSTRAINT_BYTES};
-pub use edgecut_format::image::{ImageError, ImageLimits};
 pub use images::LabelScore;
 pub use inspect::{describe_file, kv_contexts, unreadable_by_type};
 pub use llm::{

@@ -3,6 +3,7 @@
 mod bert_fidelity;
 mod block_types;
 mod clip;
+mod clip_hostile;
 mod decoder_spec;
 mod dequant;
 mod gemma3;

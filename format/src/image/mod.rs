@@ -135,15 +135,35 @@ pub fn decode(bytes: &[u8], limits: &ImageLimits) -> Result<Rgb8, ImageError> {
             format,
             reason: e.to_string(),
         })?;
-    // The decoders' own bounds as a second line: the sides, and what they may allocate (the
-    // output at 16-bit RGBA plus as much again for their buffers).
+    // The decoders' own bound as a second line: what they may allocate (the output at 16-bit
+    // RGBA plus as much again for their buffers). The sides are checked below from the
+    // header, so that the error names them.
     let mut l = image::Limits::default();
-    l.max_image_width = Some(limits.max_side);
-    l.max_image_height = Some(limits.max_side);
     l.max_alloc = Some(limits.max_pixels.saturating_mul(16));
     reader.limits(l);
+    // A PNG's size is in its first chunk: checked before the decoder reads further.
+    if let Some((w, h)) = png_size(bytes) {
+        check_size(w, h, limits)?;
+    }
     let mut decoder = reader.into_decoder().map_err(err)?;
     let (width, height) = decoder.dimensions();
+    check_size(width, height, limits)?;
+    let orientation = decoder.orientation().map_err(err)?;
+    let mut img = DynamicImage::from_decoder(decoder).map_err(err)?;
+    img.apply_orientation(orientation);
+    Ok(to_rgb8(img))
+}
+
+/// The width and height in a PNG's header chunk (IHDR, right after the signature).
+fn png_size(bytes: &[u8]) -> Option<(u32, u32)> {
+    if bytes.get(12..16)? != b"IHDR" {
+        return None;
+    }
+    let be = |at: usize| Some(u32::from_be_bytes(bytes.get(at..at + 4)?.try_into().ok()?));
+    Some((be(16)?, be(20)?))
+}
+
+fn check_size(width: u32, height: u32, limits: &ImageLimits) -> Result<(), ImageError> {
     if width == 0 || height == 0 {
         return Err(ImageError::NoPixels { width, height });
     }
@@ -161,10 +181,7 @@ pub fn decode(bytes: &[u8], limits: &ImageLimits) -> Result<Rgb8, ImageError> {
             limit: format!("{} pixels", limits.max_pixels),
         });
     }
-    let orientation = decoder.orientation().map_err(err)?;
-    let mut img = DynamicImage::from_decoder(decoder).map_err(err)?;
-    img.apply_orientation(orientation);
-    Ok(to_rgb8(img))
+    Ok(())
 }
 
 /// 8-bit RGB as `CLIPImageProcessor`'s `convert_rgb` makes it with PIL: grey repeated, an alpha

@@ -7,8 +7,8 @@ use super::{ImageError, Rgb8};
 
 /// Pixels the resized picture may have before its crop: a picture far longer than wide (a
 /// 16384x1 strip resized to a shortest side of 224 would be 3.7 M pixels long) is refused, not
-/// resized into gigabytes. 16 M allows an aspect ratio of 300 at 224.
-pub const MAX_RESIZED_PIXELS: usize = 16 << 20;
+/// resized into gigabytes. 8 M (24 MB) allows an aspect ratio of 167 at 224.
+pub const MAX_RESIZED_PIXELS: usize = 8 << 20;
 
 /// The processor's constants (a model file's `clip.image.*`).
 #[derive(Clone, Debug, PartialEq)]

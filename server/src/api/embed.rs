@@ -143,10 +143,7 @@ pub(crate) async fn embeddings(
     if !images.is_empty() && !session.embeds_images() {
         return Err(ApiError::param(
             "input",
-            format!(
-                "{} embeds texts only; images need a CLIP model",
-                req.model
-            ),
+            format!("{} embeds texts only; images need a CLIP model", req.model),
         ));
     }
     let queued = Instant::now();
@@ -185,7 +182,10 @@ pub(crate) async fn embeddings(
             s.embed_images(&refs).map_err(|e| match e {
                 edgecut::Error::Image { index, source } => ApiError::param(
                     "input",
-                    format!("input {}: {source}", at.get(index).copied().unwrap_or(index)),
+                    format!(
+                        "input {}: {source}",
+                        at.get(index).copied().unwrap_or(index)
+                    ),
                 ),
                 other => other.into(),
             })

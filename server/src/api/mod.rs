@@ -364,14 +364,17 @@ impl Input {
                 .into_iter()
                 .enumerate()
                 .map(|(i, item)| match item {
-                    InputItem::Text(t) | InputItem::Object { text: Some(t), image: None } => {
-                        Ok(Item::Text(t))
-                    }
-                    InputItem::Object { text: None, image: Some(url) } => {
-                        data_url(&url).map(Item::Image).map_err(|why| {
-                            ApiError::param("input", format!("input {i}: {why}"))
-                        })
-                    }
+                    InputItem::Text(t)
+                    | InputItem::Object {
+                        text: Some(t),
+                        image: None,
+                    } => Ok(Item::Text(t)),
+                    InputItem::Object {
+                        text: None,
+                        image: Some(url),
+                    } => data_url(&url)
+                        .map(Item::Image)
+                        .map_err(|why| ApiError::param("input", format!("input {i}: {why}"))),
                     InputItem::Object { .. } => Err(ApiError::param(
                         "input",
                         format!("input {i}: an object needs one of \"text\" or \"image\""),
@@ -389,9 +392,9 @@ impl Input {
 /// The bytes of a `data:[media type];base64,...` URL.
 fn data_url(url: &str) -> Result<Vec<u8>, String> {
     use base64::Engine;
-    let rest = url
-        .strip_prefix("data:")
-        .ok_or("an image must be a data: URL (data:image/png;base64,...); edgecut fetches nothing")?;
+    let rest = url.strip_prefix("data:").ok_or(
+        "an image must be a data: URL (data:image/png;base64,...); edgecut fetches nothing",
+    )?;
     let (meta, data) = rest
         .split_once(',')
         .ok_or("the data: URL has no comma before its data")?;
