@@ -56,6 +56,9 @@ fn png_header(w: u32, h: u32) -> Vec<u8> {
     out
 }
 
+/// What a case's error must be.
+type Expect = fn(&ImageError) -> bool;
+
 fn image_error(r: edgecut::Result<Vec<Vec<f32>>>) -> (usize, ImageError) {
     match r {
         Err(Error::Image { index, source }) => (index, source),
@@ -78,7 +81,7 @@ fn hostile_pictures_get_clear_errors_and_the_session_keeps_working() {
     let bomb = png_of(&ImageBuffer::<Luma<u8>, _>::new(8000, 8000));
     assert!(bomb.len() < 400_000, "bomb is {} bytes", bomb.len());
     let strip = png_of(&ImageBuffer::<Luma<u8>, _>::new(16_000, 1));
-    let cases: Vec<(&str, Vec<u8>, fn(&ImageError) -> bool)> = vec![
+    let cases: Vec<(&str, Vec<u8>, Expect)> = vec![
         ("zero bytes", Vec::new(), |e| matches!(e, ImageError::Empty)),
         ("wrong magic", b"GIF89a\x01\x00\x01\x00".to_vec(), |e| {
             matches!(e, ImageError::UnknownFormat(_))

@@ -6,6 +6,7 @@
 
 mod abuse;
 mod errors;
+mod images;
 mod lifecycle;
 mod openai;
 mod qwen3;
