@@ -172,7 +172,15 @@ fn attention_matches_the_scalar_reference(gpu: &GpuBackend) {
     let cpu = reference();
     // Heads up to 64 wide take the tiled kernel (70 tokens: two blocks of queries, five tiles
     // of keys); wider ones the one-query-per-unit kernel.
-    for (hd, seq) in [(8usize, 9), (32, 9), (64, 9), (32, 70), (96, 9)] {
+    for (hd, seq, causal) in [
+        (8usize, 9, false),
+        (32, 9, false),
+        (64, 9, false),
+        (32, 70, false),
+        (96, 9, false),
+        (32, 70, true),
+        (96, 9, true),
+    ] {
         let mut rng = Rng(5 + hd as u64);
         let (batch, heads) = (3, 4);
         let hidden = heads * hd;
@@ -190,7 +198,7 @@ fn attention_matches_the_scalar_reference(gpu: &GpuBackend) {
             seq,
             heads,
             head_dim: hd,
-            causal: false,
+            causal,
         };
         let mut want = vec![0f32; rows * hidden];
         cpu.attention(&a, &mut want).unwrap();
@@ -209,11 +217,12 @@ fn attention_matches_the_scalar_reference(gpu: &GpuBackend) {
             seq,
             heads,
             head_dim: hd,
+            causal,
         };
         let out = gpu.empty(rows * hidden);
         gpu.attention(&ga, &out).unwrap();
         let err = worst(&gpu.download(&out).unwrap(), &want);
-        assert!(err <= 1e-5, "head size {hd}: {err}");
+        assert!(err <= 1e-5, "head size {hd}, causal {causal}: {err}");
         let bad = GpuAttention {
             v_off: 2 * hidden + 1,
             ..ga

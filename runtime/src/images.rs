@@ -83,6 +83,34 @@ impl Session {
         Ok(out)
     }
 
+    /// Embeddings of `n` pixel tensors already preprocessed (each `3 x S x S`, channel-major,
+    /// normalised as [`Session::image_tensor`] makes them), one after another in `pixels`: for
+    /// callers with their own preprocessing, such as camera frames.
+    pub fn embed_pixel_tensors(&self, pixels: &[f32], n: usize) -> Result<Vec<Vec<f32>>> {
+        let c = self.clip()?;
+        let dim = c.cfg.projection;
+        let per = c.cfg.pixels_per_image();
+        if pixels.len() != n * per {
+            return Err(Error::Input(format!(
+                "{} values are not {n} pixel tensors of {per} (3x{s}x{s})",
+                pixels.len(),
+                s = c.cfg.image_size
+            )));
+        }
+        let mut out = Vec::with_capacity(n);
+        for chunk in pixels.chunks(per * self.opts.batch_size.max(1)) {
+            let v = c.embed_images(chunk, chunk.len() / per)?;
+            out.extend(v.chunks_exact(dim).map(<[f32]>::to_vec));
+        }
+        Ok(out)
+    }
+
+    /// The size of the model's square pictures in pixels (CLIP), for pixel tensors of
+    /// `3 x size x size`.
+    pub fn image_size(&self) -> Option<usize> {
+        self.clip().ok().map(|c| c.cfg.image_size)
+    }
+
     /// The labels scored for a picture, in the order given: each label's cosine similarity to
     /// the picture and its probability among them (CLIP's zero-shot classification; labels
     /// are used as written, such as "a photo of a dog").

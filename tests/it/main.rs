@@ -8,6 +8,7 @@ mod decoder_spec;
 mod dequant;
 mod gemma3;
 mod gguf_compat;
+mod gpu_clip;
 mod gpu_llama;
 mod gpu_minilm;
 mod guided;

@@ -136,7 +136,6 @@ impl Backend for GpuBackend {
         match op {
             Op::Linear(ActQuant::F32, dtype) => dtype.format().linear_gpu,
             Op::Linear(_, dtype) => dtype.format().linear_gpu && dtype.is_quantized(),
-            Op::EncoderCausalAttention => false,
             _ => true,
         }
     }
@@ -261,13 +260,12 @@ impl Backend for GpuBackend {
     fn activate(&self, x: &mut GpuBuffer, act: Act) -> Result<(), OpError> {
         match act {
             Act::Gelu => self.gelu(x),
-            // A classifier's few values: through the host; CLIP's QuickGelu too, until it has a
-            // kernel (a transfer each way per block).
-            Act::Tanh | Act::Relu | Act::QuickGelu => {
+            Act::QuickGelu => self.quick_gelu(x),
+            // A classifier's few values: through the host.
+            Act::Tanh | Act::Relu => {
                 let mut v = GpuBackend::download(self, x)?;
                 match act {
                     Act::Tanh => v.iter_mut().for_each(|a| *a = a.tanh()),
-                    Act::QuickGelu => v.iter_mut().for_each(|a| *a /= 1.0 + (-1.702 * *a).exp()),
                     _ => v.iter_mut().for_each(|a| *a = a.max(0.0)),
                 }
                 *x = GpuBackend::upload(self, &v);
@@ -284,9 +282,6 @@ impl Backend for GpuBackend {
         if !(std::ptr::eq(a.q, a.k) && std::ptr::eq(a.k, a.v)) {
             return Err(self.unsupported("attention over separate q, k and v buffers"));
         }
-        if a.causal {
-            return Err(self.unsupported("causal encoder attention (CLIP's text tower)"));
-        }
         let mask: Vec<u32> = a.mask.iter().map(|&m| u32::from(m)).collect();
         let mask = self.upload_u32(&mask);
         let [q_off, k_off, v_off] = a.offsets;
@@ -301,6 +296,7 @@ impl Backend for GpuBackend {
             seq: a.seq,
             heads: a.heads,
             head_dim: a.head_dim,
+            causal: a.causal,
         };
         GpuBackend::attention(self, &att, out)
     }

@@ -309,6 +309,16 @@ pub fn gelu(x: &mut Array<f32>, len: u32) {
     }
 }
 
+/// `x * sigmoid(1.702 x)` (CLIP's `quick_gelu`) of the first `len` values of `x`, in place.
+#[cube(launch)]
+pub fn quick_gelu(x: &mut Array<f32>, len: u32) {
+    let i = ABSOLUTE_POS as u32;
+    if i < len {
+        let v = x[i as usize];
+        x[i as usize] = v / (1.0f32 + f32::exp(-1.702f32 * v));
+    }
+}
+
 /// Multi-head attention with a key mask. Query, key and value rows are read from `qkv` at
 /// offsets `q_off`, `k_off` and `v_off` within rows `stride` apart (one stacked q/k/v product
 /// or three arrays laid out alike); `out` has rows of `heads * hd`. Softmax over the unmasked
@@ -329,6 +339,7 @@ pub fn attention(
     heads: u32,
     hd: u32,
     scale: f32,
+    causal: u32,
 ) {
     let id = ABSOLUTE_POS as u32;
     if id < batch * heads * seq {
@@ -339,7 +350,7 @@ pub fn attention(
         let ob = ((b * seq + i) * heads * hd + h * hd) as usize;
         let mut mx = scale * 0.0f32 - 3.4e38f32;
         for j in 0..seq {
-            if mask[(b * seq + j) as usize] != 0u32 {
+            if mask[(b * seq + j) as usize] != 0u32 && (causal == 0u32 || j <= i) {
                 let kb = (b * seq + j) * stride + k_off + h * hd;
                 let mut s = 0.0f32;
                 for d in 0..hd {
@@ -355,7 +366,7 @@ pub fn attention(
         }
         let mut l = 0.0f32;
         for j in 0..seq {
-            if mask[(b * seq + j) as usize] != 0u32 {
+            if mask[(b * seq + j) as usize] != 0u32 && (causal == 0u32 || j <= i) {
                 let kb = (b * seq + j) * stride + k_off + h * hd;
                 let vb = (b * seq + j) * stride + v_off + h * hd;
                 let mut s = 0.0f32;
@@ -408,6 +419,7 @@ pub fn attention_tiled(
     heads: u32,
     hd: u32,
     scale: f32,
+    causal: u32,
 ) {
     let mut sk = SharedMemory::<f32>::new((ATT_K * ATT_MAX_HD) as usize);
     let mut sv = SharedMemory::<f32>::new((ATT_K * ATT_MAX_HD) as usize);
@@ -458,7 +470,7 @@ pub fn attention_tiled(
         sync_cube();
         if active {
             for jj in 0..ATT_K {
-                if sm[jj as usize] != 0u32 {
+                if sm[jj as usize] != 0u32 && (causal == 0u32 || j0 + jj <= i) {
                     let mut s = 0.0f32;
                     for d in 0..hd {
                         s += qkv[(qb + d) as usize] * sk[(jj * hd + d) as usize];

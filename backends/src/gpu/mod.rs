@@ -111,6 +111,8 @@ pub struct GpuAttention<'a> {
     pub heads: usize,
     /// Dimension per head.
     pub head_dim: usize,
+    /// Whether token `i` sees only unmasked tokens `0..=i` (CLIP's text tower).
+    pub causal: bool,
 }
 
 #[derive(Clone)]
@@ -240,6 +242,11 @@ impl GpuBackend {
     /// GELU (erf form) of every value of `x`, in place.
     pub fn gelu(&self, x: &GpuBuffer) -> Result<(), OpError> {
         on_gpu!(self, g => g.gelu(x))
+    }
+
+    /// CLIP's `quick_gelu` (`x * sigmoid(1.702 x)`) of every value of `x`, in place.
+    pub fn quick_gelu(&self, x: &GpuBuffer) -> Result<(), OpError> {
+        on_gpu!(self, g => g.quick_gelu(x))
     }
 
     /// Multi-head attention with padding masked, into `out` (`batch * seq` rows of

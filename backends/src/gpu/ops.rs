@@ -329,6 +329,13 @@ impl<R: Runtime> Gpu<R> {
         Ok(())
     }
 
+    /// CLIP's `quick_gelu` of `x`, in place.
+    pub(crate) fn quick_gelu(&self, x: &GpuBuffer) -> Result<(), OpError> {
+        let (cc, cd) = grid_1d(x.len)?;
+        kernels::quick_gelu::launch::<R>(&self.client, cc, cd, array(x), arg("length", x.len)?);
+        Ok(())
+    }
+
     /// Attention over `qkv` (see [`super::GpuAttention`]) into `out`.
     pub(crate) fn attention(
         &self,
@@ -372,6 +379,7 @@ impl<R: Runtime> Gpu<R> {
                 arg("heads", a.heads)?,
                 arg("head size", a.head_dim)?,
                 scale,
+                u32::from(a.causal),
             );
             return Ok(());
         }
@@ -392,6 +400,7 @@ impl<R: Runtime> Gpu<R> {
             arg("heads", a.heads)?,
             arg("head size", a.head_dim)?,
             scale,
+            u32::from(a.causal),
         );
         Ok(())
     }

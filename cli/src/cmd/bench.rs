@@ -92,6 +92,9 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     };
     let iters = a.iters.unwrap_or(50);
     println!("device  {}", session.device());
+    if let Some(size) = session.image_size() {
+        return images(&session, size, &a.batch, iters);
+    }
     println!(
         "{:>5} {:>6} {:>12} {:>12} {:>12} {:>10}",
         "seq", "batch", "ms/sentence", "p90 ms/sent", "sentences/s", "tokens"
@@ -134,6 +137,44 @@ pub fn run(a: Args) -> anyhow::Result<()> {
                 1e3 / med
             );
         }
+    }
+    println!("peak RSS {:.1} MB", peak_rss_mb());
+    Ok(())
+}
+
+/// CLIP: images per second from preprocessed pixel tensors (decoding and resizing are the
+/// caller's and vary with the picture), `batch` pictures per call.
+fn images(
+    session: &edgecut::Session,
+    size: usize,
+    batches: &[usize],
+    iters: usize,
+) -> anyhow::Result<()> {
+    println!(
+        "{:>6} {:>12} {:>12} {:>10}",
+        "batch", "ms/image", "p90 ms/img", "images/s"
+    );
+    let per = 3 * size * size;
+    for &batch in batches {
+        let batch = batch.max(1);
+        // Values spread as normalised pixels are (about -1.8..2.1), the same every run.
+        let pixels: Vec<f32> = (0..batch * per)
+            .map(|i| ((i * 7919) % 4001) as f32 / 1000.0 - 1.9)
+            .collect();
+        let call = || session.embed_pixel_tensors(&pixels, batch).map(drop);
+        for _ in 0..3 {
+            call()?;
+        }
+        let mut times: Vec<f64> = (0..iters.max(1))
+            .map(|_| {
+                let t = Instant::now();
+                call().map(|_| t.elapsed().as_secs_f64() * 1e3 / batch as f64)
+            })
+            .collect::<Result<_, _>>()?;
+        times.sort_by(f64::total_cmp);
+        let med = times[times.len() / 2];
+        let p90 = times[(times.len() * 9 / 10).min(times.len() - 1)];
+        println!("{batch:>6} {med:>12.3} {p90:>12.3} {:>10.2}", 1e3 / med);
     }
     println!("peak RSS {:.1} MB", peak_rss_mb());
     Ok(())
