@@ -221,6 +221,24 @@ EdgecutStatus edgecut_chat_cached_tokens(EdgecutChat chat, size_t *out);
 // Closes a chat (its KV cache is freed when a turn running on it returns). Thread-safe.
 EdgecutStatus edgecut_chat_close(EdgecutChat chat);
 
+// Embeds one picture (the bytes of a PNG or JPEG file, `len` of them) with a CLIP model into
+// `out` (`dim` floats, L2-normalised, comparable with `edgecut_embed`'s vectors of texts).
+// When `out_len` is smaller than `dim`, writes `dim` to `needed` (if not null) and returns
+// `EDGECUT_STATUS_BUFFER_TOO_SMALL`. A picture that cannot be read (not PNG or JPEG,
+// truncated, over the size limits) gives `EDGECUT_STATUS_INVALID_ARGUMENT` with the reason
+// in `edgecut_last_error`; a model that embeds texts only, `EDGECUT_STATUS_INVALID_ARGUMENT`.
+// Thread-safe.
+//
+// # Safety
+// `bytes` points to `len` readable bytes; `out` is null or has room for `out_len` floats;
+// `needed` is null or writable.
+EdgecutStatus edgecut_embed_image(EdgecutModel model,
+                                  const uint8_t *bytes,
+                                  size_t len,
+                                  float *out,
+                                  size_t out_len,
+                                  size_t *needed);
+
 // Scores `n_docs` documents against `query` with a cross-encoder (a classifier with one
 // output): one raw score (logit; higher is more relevant) per document into `scores`, in input
 // order. The query is kept whole; documents are cut to fit the model. `scores_len` smaller

@@ -25,6 +25,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use edgecut::{DeviceKind, Llm, LlmOptions, Model, Session, SessionOptions};
 
 mod generate;
+mod images;
 mod rerank;
 mod split;
 
@@ -32,6 +33,7 @@ pub use generate::{
     edgecut_chat_cached_tokens, edgecut_chat_close, edgecut_chat_open, edgecut_chat_send,
     edgecut_generate, EdgecutChat, EdgecutGenerateOptions, EdgecutPieceCallback,
 };
+pub use images::edgecut_embed_image;
 pub use rerank::edgecut_rerank;
 pub use split::{
     edgecut_split_close, edgecut_split_embed, edgecut_split_generate, edgecut_split_open,

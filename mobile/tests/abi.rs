@@ -323,3 +323,80 @@ fn rerank_scores_documents_as_the_facade_does_and_refuses_misuse() {
     assert_eq!(edgecut_model_close(h), EDGECUT_STATUS_OK);
     assert_eq!(edgecut_model_close(e), EDGECUT_STATUS_OK);
 }
+
+#[test]
+fn a_clip_model_embeds_pictures_and_refuses_what_is_not_one() {
+    let clip = converted(
+        &repo_root().join("tests/fixtures/clip-tiny"),
+        "clip-tiny",
+        WeightType::F32,
+    );
+    let h = open(&clip);
+    let png = std::fs::read(repo_root().join("tests/fixtures/clip-images/02-coffee.png")).unwrap();
+    let mut dim = 0;
+    // SAFETY: a writable size_t.
+    assert_eq!(
+        unsafe { edgecut_embedding_dim(h, &mut dim) },
+        EDGECUT_STATUS_OK
+    );
+    let (mut out, mut needed) = (vec![0f32; dim], 0usize);
+    // Too small a buffer first: the size needed comes back.
+    // SAFETY: the buffers are as long as the lengths given.
+    let s = unsafe {
+        edgecut_embed_image(h, png.as_ptr(), png.len(), out.as_mut_ptr(), 1, &mut needed)
+    };
+    assert_eq!((s, needed), (EDGECUT_STATUS_BUFFER_TOO_SMALL, dim));
+    // SAFETY: as above.
+    let s = unsafe {
+        edgecut_embed_image(
+            h,
+            png.as_ptr(),
+            png.len(),
+            out.as_mut_ptr(),
+            dim,
+            null_mut(),
+        )
+    };
+    assert_eq!(s, EDGECUT_STATUS_OK, "{}", last_error());
+    let session = edgecut::Session::open(&clip, &Default::default()).unwrap();
+    assert_eq!(out, session.embed_images(&[&png]).unwrap()[0]);
+    // Not a picture; a truncated one; a null pointer: statuses with reasons.
+    for (bytes, says) in [
+        (&b"hello"[..], "not a PNG or JPEG"),
+        (&png[..png.len() / 2], "cannot decode the PNG"),
+    ] {
+        // SAFETY: as above.
+        let s = unsafe {
+            edgecut_embed_image(
+                h,
+                bytes.as_ptr(),
+                bytes.len(),
+                out.as_mut_ptr(),
+                dim,
+                null_mut(),
+            )
+        };
+        assert_eq!(s, EDGECUT_STATUS_INVALID_ARGUMENT);
+        assert!(last_error().contains(says), "{}", last_error());
+    }
+    // SAFETY: a null `bytes` is what is tested.
+    let s = unsafe { edgecut_embed_image(h, null(), 3, out.as_mut_ptr(), dim, null_mut()) };
+    assert_eq!(s, EDGECUT_STATUS_NULL_POINTER);
+    assert_eq!(edgecut_model_close(h), EDGECUT_STATUS_OK);
+    // A text model refuses pictures.
+    let t = open(&minilm(WeightType::Q8_0));
+    // SAFETY: as above.
+    let s = unsafe {
+        edgecut_embed_image(
+            t,
+            png.as_ptr(),
+            png.len(),
+            out.as_mut_ptr(),
+            dim,
+            null_mut(),
+        )
+    };
+    assert_eq!(s, EDGECUT_STATUS_INVALID_ARGUMENT);
+    assert!(last_error().contains("CLIP"), "{}", last_error());
+    assert_eq!(edgecut_model_close(t), EDGECUT_STATUS_OK);
+}
