@@ -335,10 +335,8 @@ fn a_clip_model_embeds_pictures_and_refuses_what_is_not_one() {
     let png = std::fs::read(repo_root().join("tests/fixtures/clip-images/02-coffee.png")).unwrap();
     let mut dim = 0;
     // SAFETY: a writable size_t.
-    assert_eq!(
-        unsafe { edgecut_embedding_dim(h, &mut dim) },
-        EDGECUT_STATUS_OK
-    );
+    let s = unsafe { edgecut_embedding_dim(h, &mut dim) };
+    assert_eq!(s, EDGECUT_STATUS_OK);
     let (mut out, mut needed) = (vec![0f32; dim], 0usize);
     // Too small a buffer first: the size needed comes back.
     // SAFETY: the buffers are as long as the lengths given.
