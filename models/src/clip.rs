@@ -17,6 +17,7 @@ use edgecut_backends::ops::l2_normalize;
 use edgecut_backends::{Act, Device};
 use edgecut_format::gguf::{Array, GgufFile, Value};
 
+use crate::bert::Activation;
 use crate::error::{ModelError, Result};
 use crate::stages::{StageGraph, StageOutput};
 use crate::weights::{vector, Table};
@@ -293,8 +294,21 @@ impl Clip {
     /// Normalised embeddings `[n, projection]` of `n` preprocessed images, each a
     /// `3 x S x S` pixel tensor (channel, row, column), one after another in `pixels`.
     pub fn embed_images(&self, pixels: &[f32], n: usize) -> Result<Vec<f32>> {
+        if n == 0 {
+            return Ok(Vec::new());
+        }
+        let patches = self.patches(pixels, n)?;
+        let mut a = self.image_embeddings(&patches, n)?;
+        self.image_blocks(0..self.cfg.vision.layers, &mut a)?;
+        self.image_head(&a)
+    }
+
+    /// The raw input of the image tower's stages: each image's patches as rows of
+    /// `3 p^2` values (channel, row, column: the convolution's weight order),
+    /// `[n * patches, 3 p^2]`.
+    pub fn patches(&self, pixels: &[f32], n: usize) -> Result<Vec<f32>> {
         let cfg = &self.cfg;
-        let (s, p, h) = (cfg.image_size, cfg.patch_size, cfg.vision.hidden);
+        let (s, p) = (cfg.image_size, cfg.patch_size);
         let per = cfg.pixels_per_image();
         if pixels.len() != n * per {
             return Err(ModelError::Input(format!(
@@ -307,9 +321,6 @@ impl Clip {
                 "pixel value {i} is {} (pixel tensors must be finite)",
                 pixels[i]
             )));
-        }
-        if n == 0 {
-            return Ok(Vec::new());
         }
         // Patches as rows of (channel, row, column), the convolution's weight order.
         let (grid, np, k) = (s / p, cfg.patches(), 3 * p * p);
@@ -328,7 +339,24 @@ impl Clip {
                 }
             }
         }
-        let embedded = self.on.patch_embed(patches, n * np)?;
+        Ok(patches)
+    }
+
+    /// Stage `embeddings` of the image tower: patch rows ([`Clip::patches`]) embedded, the
+    /// class token put first, positions added, `pre_ln`.
+    pub fn image_embeddings(&self, patches: &[f32], n: usize) -> Result<Activation> {
+        let cfg = &self.cfg;
+        let (h, np, k) = (cfg.vision.hidden, cfg.patches(), 3 * cfg.patch_size.pow(2));
+        if patches.len() != n * np * k {
+            return Err(ModelError::Input(format!(
+                "{} values are not {n} images' {np} patches of {k}",
+                patches.len()
+            )));
+        }
+        if patches.iter().any(|v| !v.is_finite()) {
+            return Err(ModelError::Input("patch values must be finite".into()));
+        }
+        let embedded = self.on.patch_embed(patches.to_vec(), n * np)?;
         // The class token first, then the patches; positions on all.
         let seq = np + 1;
         let mut x = vec![0f32; n * seq * h];
@@ -342,14 +370,42 @@ impl Clip {
                 .zip(&self.image_pos)
                 .for_each(|(v, p)| *v += p);
         }
-        let mask = vec![1u8; n * seq];
-        let x = self.on.tower(Which::Image, x, &mask, n, seq)?;
-        let first: Vec<f32> = x
+        Ok(Activation {
+            hidden: self.on.pre_norm(x)?,
+            mask: vec![1u8; n * seq],
+            batch: n,
+            seq,
+        })
+    }
+
+    /// Stages `block range.start..range.end` of the image tower, in place.
+    pub fn image_blocks(&self, range: std::ops::Range<usize>, a: &mut Activation) -> Result<()> {
+        let (h, seq) = (self.cfg.vision.hidden, self.cfg.patches() + 1);
+        if a.seq != seq || a.hidden.len() != a.batch * seq * h || a.mask.len() != a.batch * seq {
+            return Err(ModelError::Input(format!(
+                "an activation of {} values is not {} images of {seq} rows of {h}",
+                a.hidden.len(),
+                a.batch
+            )));
+        }
+        let x = std::mem::take(&mut a.hidden);
+        a.hidden = self
+            .on
+            .blocks(Which::Image, range, x, &a.mask, a.batch, a.seq)?;
+        Ok(())
+    }
+
+    /// Stage `head` of the image tower: the class token's `post_ln`, the projection,
+    /// normalised, `[batch, projection]`.
+    pub fn image_head(&self, a: &Activation) -> Result<Vec<f32>> {
+        let (h, seq) = (self.cfg.vision.hidden, a.seq);
+        let first: Vec<f32> = a
+            .hidden
             .chunks_exact(seq * h)
             .flat_map(|t| t[..h].iter().copied())
             .collect();
-        let mut out = self.on.head(Which::Image, first, n)?;
-        l2_normalize(&mut out, cfg.projection);
+        let mut out = self.on.head(Which::Image, first, a.batch)?;
+        l2_normalize(&mut out, self.cfg.projection);
         Ok(out)
     }
 
@@ -384,7 +440,9 @@ impl Clip {
         for t in x.chunks_exact_mut(seq * h) {
             t.iter_mut().zip(&self.text_pos).for_each(|(v, p)| *v += p);
         }
-        let x = self.on.tower(Which::Text, x, &mask, batch, seq)?;
+        let x = self
+            .on
+            .blocks(Which::Text, 0..cfg.text.layers, x, &mask, batch, seq)?;
         // The text's vector at its first end-of-text token (transformers' pooling), or at its
         // last token when it has none (a text cut short).
         let pooled: Vec<f32> = ids

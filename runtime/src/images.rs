@@ -26,7 +26,8 @@ impl Session {
         matches!(self.model, Net::Clip(_))
     }
 
-    fn clip(&self) -> Result<&Clip> {
+    /// The CLIP model, for what only it runs.
+    pub(crate) fn clip_model(&self) -> Result<&Clip> {
         match &self.model {
             Net::Clip(c) => Ok(c),
             _ => Err(Error::Input(
@@ -39,7 +40,7 @@ impl Session {
     /// the model: decoded within [`crate::SessionOptions::image_limits`], turned upright,
     /// resized and cropped as `CLIPImageProcessor` does.
     pub fn image_tensor(&self, image: &[u8]) -> Result<Vec<f32>> {
-        let c = self.clip()?;
+        let c = self.clip_model()?;
         let p = processing(c);
         let img = decode(image, &self.opts.image_limits)?;
         Ok(pixel_tensor(&resize_and_crop(&img, &p)?, &p))
@@ -63,7 +64,7 @@ impl Session {
                 "batch size 0: at least one picture per batch".into(),
             ));
         }
-        let c = self.clip()?;
+        let c = self.clip_model()?;
         let dim = c.cfg.projection;
         let mut out = Vec::with_capacity(images.len());
         for (b, chunk) in images.chunks(batch_size).enumerate() {
@@ -87,7 +88,7 @@ impl Session {
     /// normalised as [`Session::image_tensor`] makes them), one after another in `pixels`: for
     /// callers with their own preprocessing, such as camera frames.
     pub fn embed_pixel_tensors(&self, pixels: &[f32], n: usize) -> Result<Vec<Vec<f32>>> {
-        let c = self.clip()?;
+        let c = self.clip_model()?;
         let dim = c.cfg.projection;
         let per = c.cfg.pixels_per_image();
         if pixels.len() != n * per {
@@ -108,14 +109,14 @@ impl Session {
     /// The size of the model's square pictures in pixels (CLIP), for pixel tensors of
     /// `3 x size x size`.
     pub fn image_size(&self) -> Option<usize> {
-        self.clip().ok().map(|c| c.cfg.image_size)
+        self.clip_model().ok().map(|c| c.cfg.image_size)
     }
 
     /// The labels scored for a picture, in the order given: each label's cosine similarity to
     /// the picture and its probability among them (CLIP's zero-shot classification; labels
     /// are used as written, such as "a photo of a dog").
     pub fn zero_shot(&self, image: &[u8], labels: &[&str]) -> Result<Vec<LabelScore>> {
-        let c = self.clip()?;
+        let c = self.clip_model()?;
         if labels.is_empty() {
             return Err(Error::Input(
                 "no labels to score the picture against".into(),

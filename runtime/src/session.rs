@@ -374,8 +374,8 @@ impl Session {
         match &self.model {
             Net::Bert(e) => Ok(e),
             Net::Clip(_) => Err(Error::Input(
-                "this is CLIP: it embeds texts and pictures whole, without split stages or a \
-                 classification head"
+                "this is CLIP: its texts embed on the device (pictures split, through \
+                 run_device_part_images), and it has no classification head"
                     .into(),
             )),
             Net::Last { .. } => Err(Error::Input(

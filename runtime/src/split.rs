@@ -77,6 +77,83 @@ impl Session {
         })
     }
 
+    /// Runs the image tower's stages `0..cut` on pictures (PNG or JPEG file bytes; one batch)
+    /// for a CLIP model and returns the request that carries the activation at the cut, encoded
+    /// as `encoding`. At cut 0 the raw input travels: each picture's patches, `3 p^2` values
+    /// each (f32, f16 or int8). Texts of a CLIP model embed on the device.
+    pub fn run_device_part_images(
+        &self,
+        images: &[&[u8]],
+        cut: usize,
+        encoding: Encoding,
+        request_id: u64,
+    ) -> Result<Infer> {
+        let clip = self.clip_model()?;
+        let n = self.stage_count();
+        if cut >= n {
+            return Err(bad(format!(
+                "cut {cut}: a split needs a cut in 0..{n} ({n} runs everything on the device)"
+            )));
+        }
+        if images.is_empty() || images.len() > u16::MAX as usize {
+            return Err(bad("a split request carries 1 to 65535 pictures"));
+        }
+        if encoding == Encoding::U32 {
+            return Err(bad("u32 carries token ids, not pictures"));
+        }
+        let mut pixels = Vec::with_capacity(images.len() * clip.cfg.pixels_per_image());
+        for (index, bytes) in images.iter().enumerate() {
+            pixels.extend(self.image_tensor(bytes).map_err(|e| match e {
+                Error::Image { source, .. } => Error::Image { index, source },
+                other => other,
+            })?);
+        }
+        let patches = clip.patches(&pixels, images.len())?;
+        let (seq, width, values) = if cut == 0 {
+            (clip.cfg.patches(), 3 * clip.cfg.patch_size.pow(2), patches)
+        } else {
+            let mut a = clip.image_embeddings(&patches, images.len())?;
+            clip.image_blocks(self.stages().device_blocks(cut), &mut a)?;
+            (a.seq, clip.cfg.vision.hidden, a.hidden)
+        };
+        Ok(Infer {
+            request_id,
+            cut: cut as u16,
+            activation: WireActivation {
+                batch: images.len() as u16,
+                seq: seq as u16,
+                width: width as u32,
+                lengths: vec![seq as u16; images.len()],
+                encoding,
+                data: encode_values(&values, encoding),
+            },
+        })
+    }
+
+    /// A CLIP model's request shape: patches of `3 p^2` values at cut 0, the image tower's
+    /// rows (class token and patches) of its width at a cut inside it.
+    fn check_image_shape(&self, clip: &edgecut_models::Clip, shape: &InferShape) -> Result<()> {
+        let cut = shape.cut as usize;
+        let (seq, width) = if cut == 0 {
+            (clip.cfg.patches(), 3 * clip.cfg.patch_size.pow(2))
+        } else {
+            (clip.cfg.patches() + 1, clip.cfg.vision.hidden)
+        };
+        if (shape.seq as usize, shape.width as usize) != (seq, width) {
+            return Err(bad(format!(
+                "rows of {} values, {} per picture, at cut {cut}: this CLIP model's pictures \
+                 are {seq} rows of {width} there",
+                shape.width, shape.seq
+            )));
+        }
+        if shape.encoding == Encoding::U32 {
+            return Err(bad(
+                "encoding u32: a CLIP model's split carries pictures as f32, f16 or int8 values",
+            ));
+        }
+        Ok(())
+    }
+
     /// Checks a request's fixed fields (cut, padded length, width, encoding) against the model:
     /// what a server can refuse from the first bytes of a request, before the activation is
     /// received or anything sized by it is allocated.
@@ -84,6 +161,9 @@ impl Session {
         let (n, cut, seq) = (self.stage_count(), shape.cut as usize, shape.seq as usize);
         if cut >= n {
             return Err(bad(format!("cut {cut} is not in 0..{n}")));
+        }
+        if let Ok(clip) = self.clip_model() {
+            return self.check_image_shape(clip, shape);
         }
         let cfg = &self.bert()?.cfg;
         if seq == 0 || seq > cfg.context {
@@ -135,7 +215,11 @@ impl Session {
         }
         let want_width = a.width as usize;
         let n_values = batch * seq * want_width;
-        let data = if cut == 0 {
+        let image = self.embeds_images();
+        if image && a.lengths.iter().any(|&l| l as usize != seq) {
+            return Err(bad("every picture has all its rows"));
+        }
+        let data = if cut == 0 && !image {
             let flat = decode_ids(&a.data, n_values)
                 .ok_or_else(|| bad("activation bytes do not match its shape"))?;
             let vocab = self.tokenizer.vocab_size();
@@ -174,6 +258,23 @@ impl Session {
             data,
         } = input;
         let batch = lengths.len();
+        if let Ok(clip) = self.clip_model() {
+            let Input::Hidden(values) = data else {
+                return Err(bad("a CLIP model's split carries values"));
+            };
+            let mut a = if cut == 0 {
+                clip.image_embeddings(&values, batch)?
+            } else {
+                Activation {
+                    hidden: values,
+                    mask: vec![1; batch * seq],
+                    batch,
+                    seq,
+                }
+            };
+            clip.image_blocks(self.stages().server_blocks(cut), &mut a)?;
+            return Ok(clip.image_head(&a)?);
+        }
         let mut act = match data {
             Input::Ids(ids) => self.bert()?.embeddings(&ids)?,
             Input::Hidden(hidden) => {
@@ -203,7 +304,7 @@ impl Session {
         Ok(InferResult {
             request_id: req.request_id,
             rows,
-            cols: self.bert()?.cfg.hidden as u32,
+            cols: self.embedding_dim() as u32,
             server_us: 0,
             values,
         })

@@ -192,16 +192,19 @@ impl<S: Deref<Target = Session>> SplitClient<S> {
     }
 
     /// One split request at `cut`: the vectors, bytes sent, round trip, and the server's time.
-    fn split(&mut self, texts: &[&str], cut: usize) -> Result<Split, SplitError> {
+    fn split(&mut self, inputs: Inputs<'_>, cut: usize) -> Result<Split, SplitError> {
         if self.conn.is_none() {
             self.connect(cut)?;
         }
         let id = self.next_id;
         self.next_id += 1;
         let dev_start = Instant::now();
-        let req = self
-            .session
-            .run_device_part(texts, cut, self.cfg.encoding, id)?;
+        let (enc, s) = (self.cfg.encoding, &self.session);
+        let req = match inputs {
+            Inputs::Texts(t) => s.run_device_part(t, cut, enc, id)?,
+            Inputs::Images(i) => s.run_device_part_images(i, cut, enc, id)?,
+        };
+        let count = inputs.len();
         let sent = req.activation.data.len();
         let c = self.conn.as_mut().expect("connected above");
         let device = dev_start.elapsed();
@@ -211,7 +214,7 @@ impl<S: Deref<Target = Session>> SplitClient<S> {
         let answer = read_frame(c, &Limits::default()).map_err(broken)?;
         let rtt = t.elapsed();
         match answer {
-            Some(Frame::Result(r)) if r.request_id == id && r.rows as usize == texts.len() => {
+            Some(Frame::Result(r)) if r.request_id == id && r.rows as usize == count => {
                 let cols = r.cols as usize;
                 Ok(Split {
                     vectors: r
@@ -268,9 +271,42 @@ impl<S: Deref<Target = Session>> SplitClient<S> {
         Ok(Some((seq, texts.len().max(1))))
     }
 
+    /// Embeds pictures (PNG or JPEG file bytes) with a CLIP model, the image tower split at
+    /// the configured cut (`--cut auto` plans texts; pictures take the configured cut), or
+    /// entirely on the device when splitting fails (the outcome says why). A picture that
+    /// cannot be read is an error, not a fallback.
+    pub fn embed_images(&mut self, images: &[&[u8]]) -> edgecut::Result<SplitOutcome> {
+        // Read here first: a bad picture is the caller's error, not the link's.
+        for (index, b) in images.iter().enumerate() {
+            self.session.image_tensor(b).map_err(|e| match e {
+                edgecut::Error::Image { source, .. } => edgecut::Error::Image { index, source },
+                other => other,
+            })?;
+        }
+        self.run_inputs(Inputs::Images(images), self.cfg.cut, None, None)
+    }
+
     fn run_at(
         &mut self,
         texts: &[&str],
+        cut: usize,
+        predicted_ms: Option<f64>,
+        shape: Option<(usize, usize)>,
+    ) -> edgecut::Result<SplitOutcome> {
+        self.run_inputs(Inputs::Texts(texts), cut, predicted_ms, shape)
+    }
+
+    /// Everything on the device.
+    fn local(&self, inputs: Inputs<'_>) -> edgecut::Result<Vec<Vec<f32>>> {
+        match inputs {
+            Inputs::Texts(t) => Ok(self.session.embed(t)?.vectors),
+            Inputs::Images(i) => self.session.embed_images(i),
+        }
+    }
+
+    fn run_inputs(
+        &mut self,
+        inputs: Inputs<'_>,
         cut: usize,
         predicted_ms: Option<f64>,
         shape: Option<(usize, usize)>,
@@ -279,12 +315,12 @@ impl<S: Deref<Target = Session>> SplitClient<S> {
         if cut >= n {
             // The plan (or the configured cut) runs everything here.
             let t = Instant::now();
-            let e = self.session.embed(texts)?;
+            let vectors = self.local(inputs)?;
             if let (Some(a), Some((seq, batch))) = (&mut self.auto, shape) {
                 a.observe_device(n, seq, batch, t.elapsed().as_secs_f64());
             }
             return Ok(SplitOutcome {
-                vectors: e.vectors,
+                vectors,
                 fell_back: None,
                 sent_bytes: 0,
                 round_trip: None,
@@ -292,7 +328,7 @@ impl<S: Deref<Target = Session>> SplitClient<S> {
                 predicted_ms,
             });
         }
-        match self.split(texts, cut) {
+        match self.split(inputs, cut) {
             Ok(s) => {
                 if let (Some(a), Some((seq, batch))) = (&mut self.auto, shape) {
                     a.observe_device(cut, seq, batch, s.device.as_secs_f64());
@@ -317,9 +353,8 @@ impl<S: Deref<Target = Session>> SplitClient<S> {
             }
             Err(reason) => {
                 self.conn = None;
-                let e = self.session.embed(texts)?;
                 Ok(SplitOutcome {
-                    vectors: e.vectors,
+                    vectors: self.local(inputs)?,
                     fell_back: Some(reason.to_string()),
                     sent_bytes: 0,
                     round_trip: None,
@@ -327,6 +362,22 @@ impl<S: Deref<Target = Session>> SplitClient<S> {
                     predicted_ms,
                 })
             }
+        }
+    }
+}
+
+/// What a request embeds.
+#[derive(Clone, Copy)]
+enum Inputs<'a> {
+    Texts(&'a [&'a str]),
+    Images(&'a [&'a [u8]]),
+}
+
+impl Inputs<'_> {
+    fn len(&self) -> usize {
+        match self {
+            Inputs::Texts(t) => t.len(),
+            Inputs::Images(i) => i.len(),
         }
     }
 }

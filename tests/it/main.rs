@@ -4,6 +4,7 @@ mod bert_fidelity;
 mod block_types;
 mod clip;
 mod clip_hostile;
+mod clip_split;
 mod decoder_spec;
 mod dequant;
 mod gemma3;

@@ -101,14 +101,11 @@ pub fn embed(a: EmbedArgs) -> anyhow::Result<()> {
     .map(|t| format!("{}{t}", a.prefix))
     .collect();
     let session = a.model.open()?;
-    if !a.images.is_empty() && a.server.is_some() {
-        anyhow::bail!("--image runs on this device; --server splits texts only");
-    }
     let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
-    let mut vectors = if a.images.is_empty() {
-        Vec::new()
-    } else {
-        embed_images(&session, &a.images)?
+    let mut vectors = match (&a.server, a.images.is_empty()) {
+        (_, true) => Vec::new(),
+        (None, false) => embed_images(&session, &a.images)?,
+        (Some(server), false) => split_embed_images(&session, &a, server)?,
     };
     if !refs.is_empty() {
         vectors.extend(match &a.server {
@@ -222,6 +219,70 @@ pub fn classify(a: ClassifyArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Embeds pictures through `edgecut serve` (the image tower split at --cut), falling back to
+/// the device (and saying so on stderr).
+fn split_embed_images(
+    session: &edgecut::Session,
+    a: &EmbedArgs,
+    server: &str,
+) -> anyhow::Result<Vec<Vec<f32>>> {
+    if a.cut == "auto" {
+        anyhow::bail!("--cut auto plans texts; give pictures a stage count");
+    }
+    let bytes = read_images(&a.images)?;
+    let refs: Vec<&[u8]> = bytes.iter().map(Vec::as_slice).collect();
+    let mut client = edgecut_server::SplitClient::new(session, client_config(a, server, None)?);
+    let mut vectors = Vec::with_capacity(refs.len());
+    for (i, chunk) in refs.chunks(a.model.enc.batch_size.max(1)).enumerate() {
+        let out = client.embed_images(chunk).map_err(|e| match e {
+            edgecut::Error::Image { index, source } => anyhow::anyhow!(
+                "{}: {source}",
+                a.images[i * a.model.enc.batch_size.max(1) + index].display()
+            ),
+            other => other.into(),
+        })?;
+        match &out.fell_back {
+            Some(why) => eprintln!("split: fell back to the device: {why}"),
+            None => eprintln!(
+                "split: cut {}, {} bytes sent, round trip {:.1} ms",
+                out.cut,
+                out.sent_bytes,
+                out.round_trip.map_or(0.0, |d| d.as_secs_f64() * 1e3)
+            ),
+        }
+        vectors.extend(out.vectors);
+    }
+    Ok(vectors)
+}
+
+/// The split client's configuration from the command line (`auto`: the planner, for texts).
+fn client_config(
+    a: &EmbedArgs,
+    server: &str,
+    auto: Option<edgecut_server::AutoCut>,
+) -> anyhow::Result<edgecut_server::ClientConfig> {
+    let token = match &a.token_file {
+        Some(p) => edgecut_server::read_token_file(p)?,
+        None => Vec::new(),
+    };
+    let cut = match auto {
+        Some(_) => 0,
+        None => a
+            .cut
+            .parse()
+            .map_err(|_| anyhow::anyhow!("--cut {:?}: expected a stage count or auto", a.cut))?,
+    };
+    Ok(edgecut_server::ClientConfig {
+        server: server.to_string(),
+        token,
+        cut,
+        encoding: a.encoding,
+        timeout: std::time::Duration::from_secs(30),
+        tls: super::split_tls(server, a.tls_ca.as_deref(), a.tls_name.as_deref())?,
+        auto,
+    })
+}
+
 /// Embeds through `edgecut serve`, falling back to the device (and saying so on stderr).
 fn split_embed(
     session: &edgecut::Session,
@@ -230,12 +291,7 @@ fn split_embed(
     texts: &[&str],
 ) -> anyhow::Result<Vec<Vec<f32>>> {
     use anyhow::Context;
-    let encoding = a.encoding;
-    let token = match &a.token_file {
-        Some(p) => edgecut_server::read_token_file(p)?,
-        None => Vec::new(),
-    };
-    let (cut, auto) = if a.cut == "auto" {
+    let auto = if a.cut == "auto" {
         let load = |p: &Option<std::path::PathBuf>, flag: &str| -> anyhow::Result<_> {
             let p = p
                 .as_ref()
@@ -251,24 +307,11 @@ fn split_embed(
         );
         let auto = edgecut_server::AutoCut::new(d, s, session.stage_count())
             .map_err(anyhow::Error::msg)?;
-        (0, Some(auto))
+        Some(auto)
     } else {
-        let k = a
-            .cut
-            .parse()
-            .map_err(|_| anyhow::anyhow!("--cut {:?}: expected a stage count or auto", a.cut))?;
-        (k, None)
+        None
     };
-    let cfg = edgecut_server::ClientConfig {
-        server: server.to_string(),
-        token,
-        cut,
-        encoding,
-        timeout: std::time::Duration::from_secs(30),
-        tls: super::split_tls(server, a.tls_ca.as_deref(), a.tls_name.as_deref())?,
-        auto,
-    };
-    let mut client = edgecut_server::SplitClient::new(session, cfg);
+    let mut client = edgecut_server::SplitClient::new(session, client_config(a, server, auto)?);
     // One request per batch, so --cut auto re-plans between them.
     let mut vectors = Vec::with_capacity(texts.len());
     for chunk in texts.chunks(a.model.enc.batch_size.max(1)) {

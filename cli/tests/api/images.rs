@@ -237,3 +237,62 @@ fn embed_and_similarity_take_pictures_on_the_command_line() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("README.md: not a PNG or JPEG image"), "{err}");
 }
+
+#[test]
+fn pictures_split_with_a_real_server_and_fall_back_when_it_dies() {
+    let model = clip();
+    let (mut server, addr) = edgecut_tests::serve_model(&model);
+    let (png, jpg) = (picture("02-coffee.png"), picture("03-chelsea.jpg"));
+    let bytes = [std::fs::read(&png).unwrap(), std::fs::read(&jpg).unwrap()];
+    let refs: Vec<&[u8]> = bytes.iter().map(Vec::as_slice).collect();
+    let session = Session::open(&model, &SessionOptions::default()).unwrap();
+    let local = session.embed_images(&refs).unwrap();
+    let cfg = edgecut_server::ClientConfig {
+        server: addr.clone(),
+        token: Vec::new(),
+        cut: 2,
+        encoding: edgecut_wire::Encoding::F32,
+        timeout: std::time::Duration::from_secs(10),
+        tls: None,
+        auto: None,
+    };
+    let mut client = edgecut_server::SplitClient::new(&session, cfg);
+    let out = client.embed_images(&refs).unwrap();
+    assert_eq!(out.fell_back, None);
+    assert_eq!((out.cut, out.vectors.len()), (2, 2));
+    assert!(out.sent_bytes > 0);
+    assert_eq!(out.vectors, local, "f32 on the wire: the local vectors");
+    // The CLI, split at cut 1 with int8 on the wire.
+    let cli = Command::new(cli_exe())
+        .args(["embed", "--device", "cpu", "-m"])
+        .arg(&model)
+        .args([
+            "--server",
+            &addr,
+            "--cut",
+            "1",
+            "--encoding",
+            "int8",
+            "--image",
+        ])
+        .arg(&png)
+        .output()
+        .unwrap();
+    assert!(
+        cli.status.success(),
+        "{}",
+        String::from_utf8_lossy(&cli.stderr)
+    );
+    assert!(String::from_utf8_lossy(&cli.stderr).contains("split: cut 1"));
+    let got: Vec<Vec<f32>> = serde_json::from_slice(&cli.stdout).unwrap();
+    assert!(edgecut::cosine(&got[0], &local[0]) >= 0.999);
+    // The server gone: the same vectors from the device, and the reason.
+    server.kill().unwrap();
+    server.wait().unwrap();
+    let out = client.embed_images(&refs).unwrap();
+    assert!(out.fell_back.is_some());
+    assert_eq!(out.vectors, local);
+    // A bad picture is the caller's error, not a fallback.
+    let e = client.embed_images(&[&b"nope"[..]]).unwrap_err();
+    assert!(matches!(e, edgecut::Error::Image { index: 0, .. }), "{e}");
+}

@@ -16,10 +16,13 @@ pub(super) trait Run: Send + Sync {
     fn owned_bytes(&self) -> usize;
     /// The patch embedding of `rows` patch vectors.
     fn patch_embed(&self, patches: Vec<f32>, rows: usize) -> Result<Vec<f32>>;
-    /// A tower's input norm (the image tower's `pre_ln`) and blocks on `[batch * seq, hidden]`.
-    fn tower(
+    /// The image tower's input norm (`pre_ln`) on `[rows, hidden]`.
+    fn pre_norm(&self, x: Vec<f32>) -> Result<Vec<f32>>;
+    /// A tower's blocks `range` on `[batch * seq, hidden]`.
+    fn blocks(
         &self,
         which: Which,
+        range: std::ops::Range<usize>,
         x: Vec<f32>,
         mask: &[u8],
         batch: usize,
@@ -177,22 +180,37 @@ impl<B: Backend> Run for On<B> {
         Ok(self.b.download(y)?)
     }
 
-    fn tower(
-        &self,
-        which: Which,
-        x: Vec<f32>,
-        mask: &[u8],
-        batch: usize,
-        seq: usize,
-    ) -> Result<Vec<f32>> {
-        let t = self.which(which);
+    fn pre_norm(&self, x: Vec<f32>) -> Result<Vec<f32>> {
+        let t = &self.image;
         let mut x = self.b.upload(x);
         if let Some(n) = &t.pre {
             let d = &t.dims;
             self.b
                 .layer_norm(&mut x, None, d.hidden, &n.gamma, &n.beta, d.eps)?;
         }
-        pre_norm_blocks(&self.b, &t.blocks, &t.dims, &mut x, mask, batch, seq)?;
+        Ok(self.b.download(x)?)
+    }
+
+    fn blocks(
+        &self,
+        which: Which,
+        range: std::ops::Range<usize>,
+        x: Vec<f32>,
+        mask: &[u8],
+        batch: usize,
+        seq: usize,
+    ) -> Result<Vec<f32>> {
+        let t = self.which(which);
+        let blocks = t.blocks.get(range.clone()).ok_or_else(|| {
+            crate::ModelError::Input(format!(
+                "no blocks {}..{} (the tower has {})",
+                range.start,
+                range.end,
+                t.blocks.len()
+            ))
+        })?;
+        let mut x = self.b.upload(x);
+        pre_norm_blocks(&self.b, blocks, &t.dims, &mut x, mask, batch, seq)?;
         Ok(self.b.download(x)?)
     }
 
