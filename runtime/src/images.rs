@@ -38,10 +38,12 @@ impl Session {
 
     /// The normalised `3 x S x S` pixel tensor a picture (PNG or JPEG file bytes) becomes for
     /// the model: decoded within [`crate::SessionOptions::image_limits`], turned upright,
-    /// resized and cropped as `CLIPImageProcessor` does.
+    /// resized and cropped as `CLIPImageProcessor` does. One picture is decoded at a time per
+    /// session (others wait), so memory holds one decoded picture however many callers.
     pub fn image_tensor(&self, image: &[u8]) -> Result<Vec<f32>> {
         let c = self.clip_model()?;
         let p = processing(c);
+        let _one = self.decoding.lock().unwrap_or_else(|e| e.into_inner());
         let img = decode(image, &self.opts.image_limits)?;
         Ok(pixel_tensor(&resize_and_crop(&img, &p)?, &p))
     }

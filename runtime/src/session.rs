@@ -239,6 +239,9 @@ pub struct Session {
     max_len: usize,
     /// The model file's identity, hashed on first use.
     id: std::sync::OnceLock<edgecut_format::ModelId>,
+    /// Held while a picture is decoded and resized: one at a time per session, so that many
+    /// callers with large pictures hold one decoded picture, not one each.
+    pub(crate) decoding: std::sync::Mutex<()>,
 }
 
 impl std::fmt::Debug for Session {
@@ -317,6 +320,7 @@ impl Session {
             opts: opts.clone(),
             max_len,
             id: std::sync::OnceLock::new(),
+            decoding: std::sync::Mutex::new(()),
         })
     }
 

@@ -81,6 +81,9 @@ fn hostile_pictures_get_clear_errors_and_the_session_keeps_working() {
     let bomb = png_of(&ImageBuffer::<Luma<u8>, _>::new(8000, 8000));
     assert!(bomb.len() < 400_000, "bomb is {} bytes", bomb.len());
     let strip = png_of(&ImageBuffer::<Luma<u8>, _>::new(16_000, 1));
+    // A photograph cut short in transfer: the decoder alone would fill the rest with grey.
+    let photo =
+        std::fs::read(repo_root().join("tests/fixtures/clip-images/03-chelsea.jpg")).unwrap();
     let cases: Vec<(&str, Vec<u8>, Expect)> = vec![
         ("zero bytes", Vec::new(), |e| matches!(e, ImageError::Empty)),
         ("wrong magic", b"GIF89a\x01\x00\x01\x00".to_vec(), |e| {
@@ -92,6 +95,11 @@ fn hostile_pictures_get_clear_errors_and_the_session_keeps_working() {
         ("truncated JPEG", jpeg[..jpeg.len() / 3].to_vec(), |e| {
             matches!(e, ImageError::Decode { format: "JPEG", .. })
         }),
+        (
+            "photo JPEG cut at 90%",
+            photo[..photo.len() * 9 / 10].to_vec(),
+            |e| matches!(e, ImageError::Decode { format: "JPEG", reason } if reason.contains("truncated")),
+        ),
         ("30000x30000 header", png_header(30_000, 30_000), |e| {
             matches!(e, ImageError::TooManyPixels { width: 30_000, .. })
         }),

@@ -119,6 +119,12 @@ pub fn decode(bytes: &[u8], limits: &ImageLimits) -> Result<Rgb8, ImageError> {
     }
     let format = match image::guess_format(bytes) {
         Ok(ImageFormat::Png) => "PNG",
+        Ok(ImageFormat::Jpeg) if !jpeg_complete(bytes) => {
+            return Err(ImageError::Decode {
+                format: "JPEG",
+                reason: "the file is truncated (no end-of-image marker after its last scan)".into(),
+            })
+        }
         Ok(ImageFormat::Jpeg) => "JPEG",
         _ => {
             let head: Vec<String> = bytes.iter().take(8).map(|b| format!("{b:02x}")).collect();
@@ -152,6 +158,19 @@ pub fn decode(bytes: &[u8], limits: &ImageLimits) -> Result<Rgb8, ImageError> {
     let mut img = DynamicImage::from_decoder(decoder).map_err(err)?;
     img.apply_orientation(orientation);
     Ok(to_rgb8(img))
+}
+
+/// Whether a JPEG has its end-of-image marker (`FF D9`) after its last start-of-scan
+/// (`FF DA`): the decoder fills a truncated scan with grey rather than fail, and a picture cut
+/// short in transfer should be refused, not embedded. (Inside a scan an `FF` byte is always
+/// followed by `00` or a restart marker, so these pairs are real markers; an EXIF thumbnail's
+/// own markers come before the main scan.)
+fn jpeg_complete(bytes: &[u8]) -> bool {
+    let last_sos = bytes.windows(2).rposition(|w| w == [0xFF, 0xDA]);
+    match last_sos {
+        Some(at) => bytes[at..].windows(2).any(|w| w == [0xFF, 0xD9]),
+        None => false,
+    }
 }
 
 /// The width and height in a PNG's header chunk (IHDR, right after the signature).
