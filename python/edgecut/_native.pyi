@@ -15,7 +15,8 @@ __all__ = ["Embedder", "Reranker", "LLM", "Generation", "TextStream", "inspect",
 @final
 class Embedder:
     """A sentence embedder (MiniLM, BGE, E5, GTE, XLM-RoBERTa encoders; LLM embedders pooled
-    at the last token). Thread-safe: several threads may embed on one handle at once."""
+    at the last token; CLIP, which embeds pictures too). Thread-safe: several threads may embed
+    on one handle at once."""
 
     def __new__(
         cls,
@@ -58,6 +59,15 @@ class Embedder:
     def device(self) -> str: ...
     @property
     def last_fallback(self) -> Optional[str]: ...
+    def embed_images(
+        self,
+        images: Sequence[Union[bytes, str, "os.PathLike[str]"]],
+        *,
+        batch_size: Optional[int] = None,
+    ) -> npt.NDArray[np.float32]: ...
+    def zero_shot(
+        self, image: Union[bytes, str, "os.PathLike[str]"], labels: Sequence[str]
+    ) -> List[Dict[str, Any]]: ...
     def tokenize(self, text: str) -> List[int]: ...
     def _facade_seconds(self, texts: List[str], batch_size: int, iters: int) -> List[float]: ...
 

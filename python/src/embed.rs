@@ -135,7 +135,7 @@ pub(crate) fn warn_fallback(py: Python<'_>, reason: &str) -> PyResult<()> {
 }
 
 /// A sentence embedder (MiniLM, BGE, E5, GTE, XLM-RoBERTa encoders; LLM embedders pooled at
-/// the last token).
+/// the last token; CLIP, which embeds pictures too).
 #[pyclass(frozen, module = "edgecut", name = "Embedder")]
 pub struct Embedder {
     session: Arc<Session>,
@@ -282,6 +282,80 @@ impl Embedder {
         })
     }
 
+    /// Embeddings of pictures with a CLIP model, `(n, dim)` float32, in the space `embed` puts
+    /// texts in: each item the bytes of a PNG or JPEG file, or a path to one. Split with the
+    /// server at the configured cut when the handle has one.
+    #[pyo3(signature = (images, *, batch_size=None))]
+    fn embed_images<'py>(
+        &self,
+        py: Python<'py>,
+        images: Vec<ImageArg>,
+        batch_size: Option<usize>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        if !self.session.embeds_images() {
+            return Err(to_py(
+                py,
+                edgecut::Error::Input(
+                    "this model embeds texts only; pictures need a CLIP model".into(),
+                ),
+            ));
+        }
+        let bytes = images
+            .into_iter()
+            .map(ImageArg::bytes)
+            .collect::<PyResult<Vec<_>>>()?;
+        let batch = batch_size.unwrap_or(self.batch_size);
+        let session = self.session.clone();
+        let (vectors, fell_back) = match &self.split {
+            None => {
+                let v = detached(py, || {
+                    let refs: Vec<&[u8]> = bytes.iter().map(Vec::as_slice).collect();
+                    session.embed_images_in_batches(&refs, batch)
+                })?;
+                (v, None)
+            }
+            Some(split) => {
+                let out = detached(py, || {
+                    let refs: Vec<&[u8]> = bytes.iter().map(Vec::as_slice).collect();
+                    let mut c = split.client.lock().unwrap_or_else(|e| e.into_inner());
+                    c.embed_images(&refs)
+                })?;
+                *split.fallback.lock().unwrap_or_else(|e| e.into_inner()) = out.fell_back.clone();
+                (out.vectors, out.fell_back)
+            }
+        };
+        if let Some(reason) = fell_back {
+            warn_fallback(py, &reason)?;
+        }
+        to_numpy(py, &vectors, session.embedding_dim())
+    }
+
+    /// CLIP's zero-shot classification of one picture (bytes or a path): for each label, as
+    /// given, a dict of `label`, `probability` (softmax over the labels) and `similarity`
+    /// (cosine).
+    fn zero_shot<'py>(
+        &self,
+        py: Python<'py>,
+        image: ImageArg,
+        labels: Vec<String>,
+    ) -> PyResult<Bound<'py, PyList>> {
+        let bytes = image.bytes()?;
+        let session = self.session.clone();
+        let scores = detached(py, || {
+            let refs: Vec<&str> = labels.iter().map(String::as_str).collect();
+            session.zero_shot(&bytes, &refs)
+        })?;
+        let rows = PyList::empty(py);
+        for s in scores {
+            let d = PyDict::new(py);
+            d.set_item("label", s.label)?;
+            d.set_item("probability", s.probability)?;
+            d.set_item("similarity", s.similarity)?;
+            rows.append(d)?;
+        }
+        Ok(rows)
+    }
+
     /// The token ids of `text` as the model sees it (special tokens included).
     fn tokenize(&self, py: Python<'_>, text: &str) -> PyResult<Vec<u32>> {
         self.session.tokenize(text).map_err(|e| to_py(py, e))
@@ -299,6 +373,24 @@ impl Embedder {
 
 /// Rows of `dim` floats as a `(rows, dim)` float32 NumPy array (one copy, into memory the
 /// array owns).
+/// A picture as Python gives it: a file's bytes, or a path to read.
+#[derive(FromPyObject)]
+enum ImageArg {
+    Bytes(Vec<u8>),
+    Path(PathBuf),
+}
+
+impl ImageArg {
+    fn bytes(self) -> PyResult<Vec<u8>> {
+        match self {
+            ImageArg::Bytes(b) => Ok(b),
+            ImageArg::Path(p) => std::fs::read(&p).map_err(|e| {
+                pyo3::exceptions::PyFileNotFoundError::new_err(format!("{}: {e}", p.display()))
+            }),
+        }
+    }
+}
+
 fn to_numpy<'py>(py: Python<'py>, rows: &[Vec<f32>], dim: usize) -> PyResult<Bound<'py, PyAny>> {
     let bytes = rows.len() * dim * 4;
     let buf = PyByteArray::new_with(py, bytes, |out| {

@@ -73,7 +73,7 @@ pub(crate) fn to_py(py: Python<'_>, e: edgecut::Error) -> PyErr {
                 .and_then(|t| t.call1((msg.clone(), tokens, used, capacity)));
             built.map_or_else(|e| e, PyErr::from_value)
         }
-        E::Input(_) => raise(py, "InvalidInputError", msg),
+        E::Input(_) | E::Image { .. } => raise(py, "InvalidInputError", msg),
         _ => raise(py, "ModelError", msg),
     }
 }

@@ -14,6 +14,8 @@ import pytest
 
 import edgecut
 
+REPO = Path(__file__).resolve().parents[2]
+
 
 def cli_embed(cli: Path, model: Path, texts: List[str], batch: int, max_len: int) -> np.ndarray:
     out = subprocess.run(
@@ -130,3 +132,31 @@ def test_convert_writes_the_file_the_cli_writes(cli: Path, tmp_path: Path) -> No
     with pytest.raises(FileNotFoundError):
         edgecut.convert(tmp_path / "absent", tmp_path / "x.gguf")
     assert not (tmp_path / "x.gguf").exists()
+
+
+def test_clip_pictures_equal_the_cli_and_zero_shot_sums_to_one(cli: Path, tmp_path: Path) -> None:
+    model = tmp_path / "clip-tiny.gguf"
+    subprocess.run([str(cli), "convert", str(REPO / "tests/fixtures/clip-tiny"), "-o", str(model),
+                    "--type", "f32"], check=True, capture_output=True)
+    pictures = REPO / "tests/fixtures/clip-images"
+    png, jpg = pictures / "02-coffee.png", pictures / "03-chelsea.jpg"
+    emb = edgecut.Embedder(model, threads=2)
+    # A path, its bytes, and a str path: the same vectors; the CLI's to the last bit.
+    got = emb.embed_images([png, jpg.read_bytes(), str(png)])
+    assert got.dtype == np.float32 and got.shape == (3, emb.dim)
+    assert (got[0] == got[2]).all()
+    out = subprocess.run([str(cli), "embed", "-m", str(model), "--threads", "2", "--image", str(png),
+                          "--image", str(jpg)], capture_output=True, text=True, check=True)
+    want = np.array(json.loads(out.stdout), dtype=np.float32)
+    assert (got[:2] == want).all()
+    # Texts land in the same space: one call each, unit vectors.
+    text = emb.embed(["a cup of coffee"])
+    assert abs(float(np.linalg.norm(text)) - 1.0) < 1e-5
+    scores = emb.zero_shot(jpg, ["a photo of a cat", "a cup of coffee"])
+    assert [s["label"] for s in scores] == ["a photo of a cat", "a cup of coffee"]
+    assert abs(sum(s["probability"] for s in scores) - 1.0) < 1e-5
+    # Not a picture: the package's ValueError naming what is wrong; a missing file likewise.
+    with pytest.raises(edgecut.InvalidInputError, match="not a PNG or JPEG"):
+        emb.embed_images([b"hello"])
+    with pytest.raises(FileNotFoundError):
+        emb.embed_images([tmp_path / "nope.png"])
