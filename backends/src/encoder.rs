@@ -45,6 +45,17 @@ pub struct EncoderBlock<B: Backend> {
     pub out_norm: LayerNorm<B>,
 }
 
+impl<B: Backend> EncoderBlock<B> {
+    /// Bytes of the block's matrices held outside the file map.
+    pub fn owned_bytes(&self) -> usize {
+        let qkv = match &self.qkv {
+            Qkv::Stacked(m) => m.owned_bytes(),
+            Qkv::Separate(p) => p.iter().map(PreparedMatrix::owned_bytes).sum(),
+        };
+        qkv + self.o.owned_bytes() + self.up.owned_bytes() + self.down.owned_bytes()
+    }
+}
+
 /// Sizes shared by every block.
 #[derive(Clone, Copy, Debug)]
 pub struct EncoderDims {

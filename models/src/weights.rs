@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use edgecut_backends::encoder::Qkv;
+use edgecut_backends::encoder::{EncoderBlock, LayerNorm, Qkv};
 use edgecut_backends::ops::ActQuant;
 use edgecut_backends::{Backend, DType, Op, SharedStorage, WeightSource};
 use edgecut_format::gguf::{GgufFile, TensorView};
@@ -175,6 +175,59 @@ impl<'a, B: Backend> Weights<'a, B> {
             bias: bias.as_deref(),
             act,
         })?))
+    }
+
+    /// A layer norm's `{name}.weight` and `{name}.bias`, `len` values each.
+    pub fn layer_norm(&self, name: &str, len: usize) -> Result<LayerNorm<B>> {
+        Ok(LayerNorm {
+            gamma: self.vector(&format!("{name}.weight"), len)?,
+            beta: self.vector(&format!("{name}.bias"), len)?,
+        })
+    }
+
+    /// The `layers` blocks of an encoder named `{prefix}{i}.` (BERT: `blk.`; CLIP's towers:
+    /// `v.blk.`, `t.blk.`): q/k/v stacked where stored alike, the attention output, the
+    /// feed-forward, and the two norms called `norms` (BERT: after attention and after the
+    /// feed-forward; CLIP: before each). Every matrix's type is asked of the backend before any
+    /// is read.
+    pub fn encoder_blocks(
+        &self,
+        prefix: &str,
+        layers: usize,
+        hidden: usize,
+        ffn: usize,
+        norms: [&str; 2],
+    ) -> Result<Vec<EncoderBlock<B>>> {
+        let h = hidden;
+        // Layer-norm outputs carry outlier channels that make int8 per 32 values coarse
+        // (MiniLM's worst cosine to PyTorch 0.9981); q, k, v and ffn_up read them (after the
+        // norm, pre or post), so their outlier columns run in f32 (worst cosine 0.9993). The
+        // attention output and ffn_down inputs gain little from it.
+        let (plain, outliers) = (ActQuant::Int8, ActQuant::Int8Outliers);
+        let matrices = |names: &[&str]| -> Vec<String> {
+            (0..layers)
+                .flat_map(|i| names.iter().map(move |n| format!("{prefix}{i}.{n}")))
+                .collect()
+        };
+        self.check_supported(
+            &matrices(&["attn_q", "attn_k", "attn_v", "ffn_up"]),
+            outliers,
+        )?;
+        self.check_supported(&matrices(&["attn_output", "ffn_down"]), plain)?;
+        (0..layers)
+            .map(|i| {
+                let p = |n: &str| format!("{prefix}{i}.{n}");
+                let (q, k, v) = (p("attn_q"), p("attn_k"), p("attn_v"));
+                Ok(EncoderBlock {
+                    qkv: self.stacked([&q, &k, &v], h, h, Bias::Required, outliers)?,
+                    o: self.matrix(&p("attn_output"), h, h, Bias::Required, plain)?,
+                    attn_norm: self.layer_norm(&p(norms[0]), h)?,
+                    up: self.matrix(&p("ffn_up"), ffn, h, Bias::Required, outliers)?,
+                    down: self.matrix(&p("ffn_down"), h, ffn, Bias::Required, plain)?,
+                    out_norm: self.layer_norm(&p(norms[1]), h)?,
+                })
+            })
+            .collect()
     }
 
     /// A vector prepared for the backend.

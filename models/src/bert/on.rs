@@ -55,43 +55,15 @@ impl Instantiate for Load<'_> {
         let (f, cfg) = (self.file, self.cfg);
         let w = Weights::new(f, b);
         let h = cfg.hidden;
-        let norm = |p: &str| -> Result<LayerNorm<B>> {
-            Ok(LayerNorm {
-                gamma: w.vector(&format!("{p}.weight"), h)?,
-                beta: w.vector(&format!("{p}.bias"), h)?,
-            })
-        };
-        // Layer-norm outputs carry outlier channels that make int8 per 32 values coarse
-        // (MiniLM's worst cosine to PyTorch 0.9981); q, k, v and ffn_up read them, so their
-        // outlier columns run in f32 (worst cosine 0.9993). The attention output and ffn_down
-        // inputs gain little from it.
-        let (plain, outliers) = (ActQuant::Int8, ActQuant::Int8Outliers);
+        let plain = ActQuant::Int8;
         w.check_ops(&Op::ENCODER, "an encoder")?;
-        // Every matrix's weight type is asked of the backend before any is read.
-        let matrices = |names: &[&str]| -> Vec<String> {
-            (0..cfg.layers)
-                .flat_map(|i| names.iter().map(move |n| format!("blk.{i}.{n}")))
-                .collect()
-        };
-        w.check_supported(
-            &matrices(&["attn_q", "attn_k", "attn_v", "ffn_up"]),
-            outliers,
+        let blocks = w.encoder_blocks(
+            "blk.",
+            cfg.layers,
+            h,
+            cfg.ffn,
+            ["attn_output_norm", "layer_output_norm"],
         )?;
-        w.check_supported(&matrices(&["attn_output", "ffn_down"]), plain)?;
-        let blocks = (0..cfg.layers)
-            .map(|i| {
-                let p = |n: &str| format!("blk.{i}.{n}");
-                let (q, k, v) = (p("attn_q"), p("attn_k"), p("attn_v"));
-                Ok(EncoderBlock {
-                    qkv: w.stacked([&q, &k, &v], h, h, Bias::Required, outliers)?,
-                    o: w.matrix(&p("attn_output"), h, h, Bias::Required, plain)?,
-                    attn_norm: norm(&p("attn_output_norm"))?,
-                    up: w.matrix(&p("ffn_up"), cfg.ffn, h, Bias::Required, outliers)?,
-                    down: w.matrix(&p("ffn_down"), h, cfg.ffn, Bias::Required, plain)?,
-                    out_norm: norm(&p("layer_output_norm"))?,
-                })
-            })
-            .collect::<Result<Vec<_>>>()?;
         let head = match f.tensor("cls.output.weight") {
             None => None,
             Some(t) => {
@@ -113,7 +85,7 @@ impl Instantiate for Load<'_> {
                 act: edgecut_backends::Act::Gelu,
                 causal: false,
             },
-            emb_norm: norm("token_embd_norm")?,
+            emb_norm: w.layer_norm("token_embd_norm", h)?,
             blocks,
             head,
         }))
@@ -126,15 +98,7 @@ impl<B: Backend> Run for On<B> {
     }
 
     fn owned_bytes(&self) -> usize {
-        let blocks = self.blocks.iter().map(|b| {
-            let qkv = match &b.qkv {
-                edgecut_backends::encoder::Qkv::Stacked(m) => m.owned_bytes(),
-                edgecut_backends::encoder::Qkv::Separate(p) => {
-                    p.iter().map(PreparedMatrix::owned_bytes).sum()
-                }
-            };
-            qkv + b.o.owned_bytes() + b.up.owned_bytes() + b.down.owned_bytes()
-        });
+        let blocks = self.blocks.iter().map(EncoderBlock::owned_bytes);
         let head = self
             .head
             .as_ref()

@@ -62,39 +62,7 @@ fn load_tower<B: Backend>(
     projection: usize,
 ) -> Result<Tower<B>> {
     let h = t.hidden;
-    let norm = |n: &str| -> Result<LayerNorm<B>> {
-        Ok(LayerNorm {
-            gamma: w.vector(&format!("{n}.weight"), h)?,
-            beta: w.vector(&format!("{n}.bias"), h)?,
-        })
-    };
-    // Pre-norm blocks read layer-norm outputs into q/k/v and ffn_up: their outlier columns run
-    // in f32, as BERT's do.
-    let (plain, outliers) = (ActQuant::Int8, ActQuant::Int8Outliers);
-    let matrices = |names: &[&str]| -> Vec<String> {
-        (0..t.layers)
-            .flat_map(|i| names.iter().map(move |n| format!("{p}.blk.{i}.{n}")))
-            .collect()
-    };
-    w.check_supported(
-        &matrices(&["attn_q", "attn_k", "attn_v", "ffn_up"]),
-        outliers,
-    )?;
-    w.check_supported(&matrices(&["attn_output", "ffn_down"]), plain)?;
-    let blocks = (0..t.layers)
-        .map(|i| {
-            let n = |s: &str| format!("{p}.blk.{i}.{s}");
-            let (q, k, v) = (n("attn_q"), n("attn_k"), n("attn_v"));
-            Ok(EncoderBlock {
-                qkv: w.stacked([&q, &k, &v], h, h, Bias::Required, outliers)?,
-                o: w.matrix(&n("attn_output"), h, h, Bias::Required, plain)?,
-                attn_norm: norm(&n("ln1"))?,
-                up: w.matrix(&n("ffn_up"), t.ffn, h, Bias::Required, outliers)?,
-                down: w.matrix(&n("ffn_down"), h, t.ffn, Bias::Required, plain)?,
-                out_norm: norm(&n("ln2"))?,
-            })
-        })
-        .collect::<Result<Vec<_>>>()?;
+    let blocks = w.encoder_blocks(&format!("{p}.blk."), t.layers, h, t.ffn, ["ln1", "ln2"])?;
     Ok(Tower {
         dims: EncoderDims {
             hidden: h,
@@ -105,12 +73,18 @@ fn load_tower<B: Backend>(
             causal,
         },
         pre: match p {
-            "v" => Some(norm("v.pre_ln")?),
+            "v" => Some(w.layer_norm("v.pre_ln", h)?),
             _ => None,
         },
         blocks,
-        post: norm(&format!("{p}.post_ln"))?,
-        proj: w.matrix(&format!("{p}.proj"), projection, h, Bias::IfPresent, plain)?,
+        post: w.layer_norm(&format!("{p}.post_ln"), h)?,
+        proj: w.matrix(
+            &format!("{p}.proj"),
+            projection,
+            h,
+            Bias::IfPresent,
+            ActQuant::Int8,
+        )?,
     })
 }
 
@@ -158,15 +132,7 @@ impl<B: Backend> Run for On<B> {
         let tower = |t: &Tower<B>| {
             t.blocks
                 .iter()
-                .map(|b| {
-                    let qkv = match &b.qkv {
-                        edgecut_backends::encoder::Qkv::Stacked(m) => m.owned_bytes(),
-                        edgecut_backends::encoder::Qkv::Separate(p) => {
-                            p.iter().map(PreparedMatrix::owned_bytes).sum()
-                        }
-                    };
-                    qkv + b.o.owned_bytes() + b.up.owned_bytes() + b.down.owned_bytes()
-                })
+                .map(EncoderBlock::owned_bytes)
                 .sum::<usize>()
                 + t.proj.owned_bytes()
         };
