@@ -8,7 +8,7 @@
 use std::borrow::Cow;
 use std::path::Path;
 
-use edgecut_format::gguf::{Array, GgufWriter, TensorSpec, Value};
+use edgecut_format::gguf::{Array, TensorSpec, Value};
 use serde_json::Value as Json;
 
 use super::hf::Checkpoint;
@@ -213,14 +213,7 @@ pub(super) fn convert(
     };
     let is_classifier = find(c, &names, &[head.to_string()]).is_some();
 
-    let mut w = GgufWriter::new();
-    w.set("general.architecture", Value::Str("bert".into()));
-    let name = c
-        .dir
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    w.set("general.name", Value::Str(name));
+    let mut w = super::writer_for(c, "bert");
     let u = |v: usize| Value::U32(v as u32);
     w.set("bert.context_length", u(h.ctx));
     w.set("bert.embedding_length", u(h.hidden));

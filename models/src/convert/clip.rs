@@ -9,7 +9,7 @@
 use std::borrow::Cow;
 use std::path::Path;
 
-use edgecut_format::gguf::{Array, GgufWriter, TensorSpec, Value};
+use edgecut_format::gguf::{Array, TensorSpec, Value};
 use serde_json::Value as Json;
 
 use super::hf::Checkpoint;
@@ -227,14 +227,7 @@ pub(super) fn convert(
         )));
     };
 
-    let mut w = GgufWriter::new();
-    w.set("general.architecture", Value::Str("clip".into()));
-    let name = c
-        .dir
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    w.set("general.name", Value::Str(name));
+    let mut w = super::writer_for(c, "clip");
     let u = |v: usize| Value::U32(v as u32);
     for (t, key) in [(&vision, "vision"), (&text, "text")] {
         w.set(format!("clip.{key}.embedding_length"), u(t.hidden));

@@ -9,7 +9,7 @@
 use std::borrow::Cow;
 use std::path::Path;
 
-use edgecut_format::gguf::{GgufWriter, TensorSpec, Value};
+use edgecut_format::gguf::{TensorSpec, Value};
 use serde_json::Value as Json;
 
 use super::hf::Checkpoint;
@@ -309,15 +309,8 @@ pub(super) fn convert(
             h.heads, h.kv_heads, h.head_dim
         )));
     }
-    let mut w = GgufWriter::new();
     let arch = fam.arch;
-    w.set("general.architecture", Value::Str(arch.into()));
-    let name = c
-        .dir
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    w.set("general.name", Value::Str(name));
+    let mut w = super::writer_for(c, arch);
     let u = |v: usize| Value::U32(v as u32);
     w.set(format!("{arch}.context_length"), u(h.ctx));
     w.set(format!("{arch}.embedding_length"), u(h.hidden));

@@ -246,6 +246,19 @@ pub(crate) fn write<'d>(
     })
 }
 
+/// A writer for a file of architecture `arch`, named after the checkpoint's folder.
+pub(crate) fn writer_for(c: &hf::Checkpoint, arch: &str) -> GgufWriter {
+    let mut w = GgufWriter::new();
+    w.set("general.architecture", Value::Str(arch.into()));
+    let name = c
+        .dir
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    w.set("general.name", Value::Str(name));
+    w
+}
+
 /// Metadata every edgecut-written file carries.
 pub(crate) fn common_metadata(w: &mut GgufWriter, opts: &ConvertOptions, checksum: String) {
     w.set(
