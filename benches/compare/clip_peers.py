@@ -150,36 +150,53 @@ def edgecut_round(threads, iters, gguf):
     return out
 
 
-def fidelity(px, gguf, q_onnx):
-    """Cosines to PyTorch fp32 on the photographs: edgecut (through `edgecut embed --image` of
-    the same pictures as PNG files) and ONNX Runtime INT8 (the same tensors)."""
+TEXTS = ["a photo of a cat", "an astronaut", "a cup of coffee on a table", "a rocket", "coins", ""]
+
+
+def fidelity(ggufs, q_onnx):
+    """Worst cosines to PyTorch fp32: edgecut's F32 and Q8_0 conversions (through `edgecut embed
+    --image` of the pictures as PNG files, and of the texts) on the five photographs and two
+    synthetic pictures (noise, a gradient) and six texts; ONNX Runtime INT8 on the pictures'
+    tensors."""
     import onnxruntime as ort
     import torch
     from PIL import Image
     from skimage import data
-    from transformers import CLIPModel
+    from tokenizers import Tokenizer
+    from transformers import CLIPImageProcessorPil, CLIPModel
 
     model = CLIPModel.from_pretrained(CACHE).eval()
-    photos = [data.astronaut(), data.coffee(), data.chelsea(), data.rocket(), data.camera()]
-    x = pixels(len(photos))
+    rng = np.random.RandomState(3)
+    y, x = np.mgrid[0:180, 0:260]
+    pictures = [data.astronaut(), data.coffee(), data.chelsea(), data.rocket(), data.camera(),
+                rng.randint(0, 256, (200, 300, 3)).astype(np.uint8),
+                np.stack([x % 256, y % 256, (x + y) % 256], -1).astype(np.uint8)]
+    ims = [Image.fromarray(p) for p in pictures]
+    px = CLIPImageProcessorPil()(images=ims, return_tensors="np")["pixel_values"].astype(np.float32)
+    tok = Tokenizer.from_file(os.path.join(CACHE, "tokenizer.json"))
+    norm = lambda v: torch.nn.functional.normalize(v.pooler_output if hasattr(v, "pooler_output") else v, dim=-1).numpy()
     with torch.no_grad():
-        ref = model.get_image_features(pixel_values=torch.from_numpy(x))
-        ref = ref.pooler_output if hasattr(ref, "pooler_output") else ref
-        ref = torch.nn.functional.normalize(ref, dim=-1).numpy()
+        ref_i = norm(model.get_image_features(pixel_values=torch.from_numpy(px)))
+        ref_t = np.concatenate([norm(model.get_text_features(input_ids=torch.tensor([tok.encode(t).ids])))
+                                for t in TEXTS])
     s = ort.InferenceSession(q_onnx, providers=["CPUExecutionProvider"])
-    o = s.run(None, {"pixel_values": x})[0]
+    o = s.run(None, {"pixel_values": px})[0]
     tmp = tempfile.mkdtemp()
-    files = []
-    for i, p in enumerate(photos):
-        files.append(os.path.join(tmp, f"{i}.png"))
-        Image.fromarray(p).save(files[-1])
-    args = [EDGECUT, "embed", "-m", gguf, "--device", "cpu"]
-    for f in files:
+    args = []
+    for i, im in enumerate(ims):
+        f = os.path.join(tmp, f"{i}.png")
+        im.save(f)
         args += ["--image", f]
-    e = np.array(json.loads(subprocess.run(args, check=True, capture_output=True, text=True).stdout))
+    cos = lambda a, b: round(float((a * b).sum(-1).min()), 6)
+    out = {"onnxruntime-int8 pictures": cos(o, ref_i)}
+    for kind, gguf in ggufs.items():
+        r = subprocess.run([EDGECUT, "embed", "-m", gguf, "--device", "cpu", *args, "--", *TEXTS],
+                           check=True, capture_output=True, text=True)
+        e = np.array(json.loads(r.stdout))
+        out[f"edgecut {kind} pictures"] = cos(e[:len(ims)], ref_i)
+        out[f"edgecut {kind} texts"] = cos(e[len(ims):], ref_t)
     shutil.rmtree(tmp)
-    cos = lambda a, b: float((a * b).sum(-1).min() / 1.0)
-    return {"edgecut": cos(e, ref), "onnxruntime-int8": cos(o, ref)}
+    return out
 
 
 def main():
@@ -187,7 +204,12 @@ def main():
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--iters", type=int, default=10)
+    ap.add_argument("--fidelity-only", action="store_true")
     a = ap.parse_args()
+    if a.fidelity_only:
+        checkpoint()
+        print(json.dumps(fidelity({"q8_0": convert("q8_0"), "f32": convert("f32")}, onnx_int8()), indent=1))
+        return
     checkpoint()
     q8 = convert("q8_0")
     q = onnx_int8()
@@ -209,7 +231,7 @@ def main():
                                        for k, v in best.items()},
                       "edgecut_over_ort_int8": {b: round(best["onnxruntime-int8"][b] / best["edgecut"][b], 3)
                                                 for b in BATCHES},
-                      "cosine_to_pytorch_min": fidelity(px, q8, q)}, indent=1))
+                      "cosine_to_pytorch_min": fidelity({"q8_0": q8, "f32": convert("f32")}, q)}, indent=1))
 
 
 if __name__ == "__main__":

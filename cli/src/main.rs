@@ -61,9 +61,27 @@ fn main() {
         Command::Serve(a) => cmd::serve::run(a),
     };
     if let Err(e) = result {
-        eprintln!("error: {e:#}");
+        eprintln!("error: {}", chain(&e));
         std::process::exit(1);
     }
+}
+
+/// An error and its causes joined by `: `, leaving out a cause whose text the message already
+/// holds (many of edgecut's errors name their source in their own text, so `{:#}` said the OS
+/// error twice).
+fn chain(e: &anyhow::Error) -> String {
+    let mut msg = String::new();
+    for cause in e.chain() {
+        let c = cause.to_string();
+        if msg.contains(&c) {
+            continue;
+        }
+        if !msg.is_empty() {
+            msg.push_str(": ");
+        }
+        msg.push_str(&c);
+    }
+    msg
 }
 
 /// Rust ignores SIGPIPE, which makes `edgecut inspect m.gguf | head` panic on a closed pipe;
