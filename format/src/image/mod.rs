@@ -4,6 +4,8 @@
 //! composited onto white), then resized and cropped as PIL computes it ([`resample`]) and
 //! normalised ([`preprocess`]).
 
+#[cfg(feature = "libjpeg")]
+mod jpeg;
 mod preprocess;
 pub mod resample;
 
@@ -125,6 +127,9 @@ pub fn decode(bytes: &[u8], limits: &ImageLimits) -> Result<Rgb8, ImageError> {
                 reason: "the file is truncated (no end-of-image marker after its last scan)".into(),
             })
         }
+        #[cfg(feature = "libjpeg")]
+        Ok(ImageFormat::Jpeg) => return jpeg::decode(bytes, limits),
+        #[cfg(not(feature = "libjpeg"))]
         Ok(ImageFormat::Jpeg) => "JPEG",
         _ => {
             let head: Vec<String> = bytes.iter().take(8).map(|b| format!("{b:02x}")).collect();
