@@ -29,6 +29,13 @@ impl Session {
     /// Runs every stage once on one text of `seq` tokens and returns each stage's time, in
     /// stage order.
     pub fn time_stages(&self, seq: usize) -> Result<Vec<Duration>> {
+        if self.embeds_images() {
+            return Err(Error::Input(
+                "stage timing covers text encoders and decoders; CLIP's image tower is not \
+                 profiled yet (split pictures at a fixed --cut)"
+                    .into(),
+            ));
+        }
         if seq < 2 || seq > self.max_seq_len() {
             return Err(Error::Input(format!(
                 "{seq} tokens is outside 2..={} (the model's limit)",

@@ -75,4 +75,7 @@ fn every_cut_of_the_image_tower_gives_the_local_vectors() {
         .run_device_part(&["a photo of a cat"], 1, Encoding::F32, 1)
         .unwrap_err();
     assert!(e.to_string().contains("CLIP"), "{e}");
+    // No profile of the image tower yet: said, not a BERT error.
+    let e = s.time_stages(16).unwrap_err().to_string();
+    assert!(e.contains("CLIP's image tower is not profiled"), "{e}");
 }
