@@ -2,7 +2,7 @@
 //! its texts (`edgecut_embed`) go to.
 
 use crate::EdgecutStatus::*;
-use crate::{encoder, fail, guard, lookup, EdgecutModel, EdgecutStatus, Failure};
+use crate::{encoder, fail, guard, lookup, output, EdgecutModel, EdgecutStatus, Failure};
 
 /// Embeds one picture (the bytes of a PNG or JPEG file, `len` of them) with a CLIP model into
 /// `out` (`dim` floats, L2-normalised, comparable with `edgecut_embed`'s vectors of texts).
@@ -37,19 +37,12 @@ pub unsafe extern "C" fn edgecut_embed_image(
             return fail(EDGECUT_STATUS_NULL_POINTER, "bytes is null");
         }
         let dim = s.embedding_dim();
-        if !needed.is_null() {
-            // SAFETY: non-null and writable (the caller's contract).
-            unsafe { *needed = dim };
-        }
-        if out_len < dim {
-            return fail(
-                EDGECUT_STATUS_BUFFER_TOO_SMALL,
-                format!("the output buffer holds {out_len} floats; a picture needs {dim}"),
-            );
-        }
-        if out.is_null() {
-            return fail(EDGECUT_STATUS_NULL_POINTER, "out is null");
-        }
+        // SAFETY: `out` and `needed` as the caller's contract says.
+        let dst = unsafe {
+            output(out, out_len, needed, dim, || {
+                format!("a picture needs {dim}")
+            })
+        }?;
         // SAFETY: `bytes` has `len` readable bytes (the caller's contract), checked non-null.
         let picture = unsafe { std::slice::from_raw_parts(bytes, len) };
         let v = s.embed_images(&[picture]).map_err(|e| match e {
@@ -58,8 +51,7 @@ pub unsafe extern "C" fn edgecut_embed_image(
             }
             other => Failure(EDGECUT_STATUS_MODEL_ERROR, other.to_string()),
         })?;
-        // SAFETY: out has room for out_len >= dim floats (checked above).
-        unsafe { std::slice::from_raw_parts_mut(out, dim) }.copy_from_slice(&v[0]);
+        dst.copy_from_slice(&v[0]);
         Ok(())
     })
 }

@@ -184,6 +184,36 @@ pub(crate) fn close_handle<T>(map: &Mutex<HashMap<u64, T>>, h: u64, what: &str) 
     }
 }
 
+/// The output buffer for `want` floats: `want` is written to `needed` (if not null) first, then
+/// a buffer of fewer than `want` floats is `EDGECUT_STATUS_BUFFER_TOO_SMALL` (the message ends
+/// with `need`, saying what needs them) and a null one `EDGECUT_STATUS_NULL_POINTER`.
+///
+/// # Safety
+/// `out` is null or has room for `out_len` floats; `needed` is null or writable.
+pub(crate) unsafe fn output<'a>(
+    out: *mut f32,
+    out_len: usize,
+    needed: *mut usize,
+    want: usize,
+    need: impl FnOnce() -> String,
+) -> Res<&'a mut [f32]> {
+    if !needed.is_null() {
+        // SAFETY: non-null and writable (the caller's contract).
+        unsafe { *needed = want };
+    }
+    if out_len < want {
+        return fail(
+            EDGECUT_STATUS_BUFFER_TOO_SMALL,
+            format!("the output buffer holds {out_len} floats; {}", need()),
+        );
+    }
+    if out.is_null() {
+        return fail(EDGECUT_STATUS_NULL_POINTER, "out is null");
+    }
+    // SAFETY: out has room for out_len >= want floats (the caller's contract, checked above).
+    Ok(unsafe { std::slice::from_raw_parts_mut(out, want) })
+}
+
 pub(crate) fn lookup(h: EdgecutModel) -> Res<Arc<Loaded>> {
     handle(registry(), h, "model")
 }
@@ -342,19 +372,12 @@ pub unsafe extern "C" fn edgecut_embed(
                 "n_texts is too large".into(),
             )
         })?;
-        if !needed.is_null() {
-            // SAFETY: non-null and writable (the caller's contract).
-            unsafe { *needed = want };
-        }
-        if out_len < want {
-            return fail(
-                EDGECUT_STATUS_BUFFER_TOO_SMALL,
-                format!("the output buffer holds {out_len} floats; {n_texts} texts need {want}"),
-            );
-        }
-        if out.is_null() {
-            return fail(EDGECUT_STATUS_NULL_POINTER, "out is null");
-        }
+        // SAFETY: `out` and `needed` as the caller's contract says.
+        let dst = unsafe {
+            output(out, out_len, needed, want, || {
+                format!("{n_texts} texts need {want}")
+            })
+        }?;
         let mut strs = Vec::with_capacity(n_texts);
         for i in 0..n_texts {
             // SAFETY: `texts` has n_texts entries (the caller's contract); each is checked.
@@ -365,8 +388,6 @@ pub unsafe extern "C" fn edgecut_embed(
         let e = s
             .embed(&strs)
             .map_err(|e| Failure(EDGECUT_STATUS_MODEL_ERROR, e.to_string()))?;
-        // SAFETY: out has room for out_len >= want floats (checked above).
-        let dst = unsafe { std::slice::from_raw_parts_mut(out, want) };
         for (d, v) in dst.chunks_exact_mut(e.dim).zip(&e.vectors) {
             d.copy_from_slice(v);
         }

@@ -195,24 +195,13 @@ pub unsafe extern "C" fn edgecut_split_embed(
             .embed(&[t])
             .map_err(|e| Failure(EDGECUT_STATUS_MODEL_ERROR, e.to_string()))?;
         let v = o.vectors.first().map(Vec::as_slice).unwrap_or_default();
-        if !needed.is_null() {
-            // SAFETY: non-null and writable (the caller's contract).
-            unsafe { *needed = v.len() };
-        }
-        if out_len < v.len() {
-            return fail(
-                EDGECUT_STATUS_BUFFER_TOO_SMALL,
-                format!(
-                    "the output buffer holds {out_len} floats; the vector has {}",
-                    v.len()
-                ),
-            );
-        }
-        if out.is_null() {
-            return fail(EDGECUT_STATUS_NULL_POINTER, "out is null");
-        }
-        // SAFETY: out has room for out_len >= v.len() floats (checked above).
-        unsafe { std::slice::from_raw_parts_mut(out, v.len()) }.copy_from_slice(v);
+        // SAFETY: `out` and `needed` as the caller's contract says.
+        let dst = unsafe {
+            crate::output(out, out_len, needed, v.len(), || {
+                format!("the vector has {}", v.len())
+            })
+        }?;
+        dst.copy_from_slice(v);
         if !fell_back.is_null() {
             // SAFETY: non-null and writable (the caller's contract).
             unsafe { *fell_back = u8::from(o.fell_back.is_some()) };

@@ -24,5 +24,5 @@ pub use clip::{Clip, ClipConfig, ImageProcessing};
 pub use decoder::{Decoder, DecoderConfig, DecoderSpec, Logits, PREFILL_CHUNK};
 pub use error::{ModelError, Result};
 pub use kv_cache::KvCache;
-pub use registry::{kind, open, pools_last_token, Kind, Opened};
+pub use registry::{embeds_images, kind, open, pools_last_token, Kind, Opened};
 pub use sampling::{Sampler, SamplingParams, GREEDY_BELOW};

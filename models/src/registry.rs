@@ -70,6 +70,11 @@ pub fn pools_last_token(file: &GgufFile) -> Result<bool> {
     }
 }
 
+/// Whether `file` is an encoder of pictures as well as texts (CLIP), run as [`Clip`].
+pub fn embeds_images(file: &GgufFile) -> Result<bool> {
+    Ok(file.architecture()? == "clip")
+}
+
 /// A model loaded for a device, of whichever kind its file holds.
 #[derive(Debug)]
 pub enum Opened {
@@ -87,7 +92,7 @@ pub fn open(file: Arc<GgufFile>, dev: &Device) -> Result<Opened> {
     if pools_last_token(&file)? {
         return Ok(Opened::Decoder(Decoder::load(file, dev)?));
     }
-    if file.architecture()? == "clip" {
+    if embeds_images(&file)? {
         return Ok(Opened::Clip(Clip::load(file, dev)?));
     }
     Ok(match kind(&file)? {

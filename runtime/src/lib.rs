@@ -34,6 +34,7 @@ mod images;
 mod inspect;
 mod llm;
 mod model;
+mod net;
 mod session;
 pub mod split;
 pub mod stages;

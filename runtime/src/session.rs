@@ -9,6 +9,8 @@ use edgecut_format::image::ImageLimits;
 use edgecut_format::{GgufFile, Tokenizer};
 use edgecut_models::{probabilities, Clip, Decoder, Encoder};
 
+pub(crate) use crate::net::Net;
+
 use crate::{Error, Result, SharedDevice};
 
 /// How to open a session: `SessionOptions::default()` and `with_*` setters (fields may be added
@@ -161,70 +163,6 @@ pub struct Classification {
     pub truncated: bool,
 }
 
-/// What a session runs: a BERT-family encoder, or a decoder pooled at its last token (an LLM
-/// embedder such as Qwen3-Embedding).
-pub(crate) enum Net {
-    Bert(Encoder),
-    /// CLIP: texts through its text tower, pictures through [`Session::embed_images`].
-    Clip(Box<Clip>),
-    Last {
-        decoder: Box<Decoder>,
-        /// Whether vectors are L2-normalised.
-        normalize: bool,
-    },
-}
-
-impl Net {
-    fn file(&self) -> &GgufFile {
-        match self {
-            Net::Bert(e) => e.file(),
-            Net::Clip(c) => c.file(),
-            Net::Last { decoder, .. } => decoder.file(),
-        }
-    }
-
-    fn hidden(&self) -> usize {
-        match self {
-            Net::Bert(e) => e.cfg.hidden,
-            Net::Clip(c) => c.cfg.projection,
-            Net::Last { decoder, .. } => decoder.config.hidden,
-        }
-    }
-
-    fn normalize(&self) -> bool {
-        match self {
-            Net::Bert(e) => e.cfg.normalize,
-            Net::Clip(_) => true,
-            Net::Last { normalize, .. } => *normalize,
-        }
-    }
-
-    fn n_classes(&self) -> Option<usize> {
-        match self {
-            Net::Bert(e) => e.n_classes(),
-            Net::Clip(_) | Net::Last { .. } => None,
-        }
-    }
-
-    pub(crate) fn stages(&self) -> crate::StageGraph {
-        match self {
-            Net::Bert(e) => e.stages(),
-            Net::Clip(c) => c.stages(),
-            Net::Last { decoder, .. } => decoder.stages(),
-        }
-    }
-}
-
-impl std::fmt::Debug for Net {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Net::Bert(e) => write!(f, "{e:?}"),
-            Net::Clip(c) => write!(f, "{c:?}"),
-            Net::Last { decoder, .. } => write!(f, "{decoder:?} pooled at the last token"),
-        }
-    }
-}
-
 /// The longest input an LLM embedder takes by default when its file names none: its context
 /// can be far longer, and a text's KV cache grows with it (`--max-seq-len` raises it).
 const LAST_TOKEN_DEFAULT_LEN: usize = 2048;
@@ -291,7 +229,7 @@ impl Session {
                 .unwrap_or(true);
             let decoder = Box::new(decoder);
             (Net::Last { decoder, normalize }, default_len, context)
-        } else if file.architecture()? == "clip" {
+        } else if edgecut_models::embeds_images(&file)? {
             let c = Clip::load(file.clone(), &device)?;
             let context = c.cfg.context;
             (Net::Clip(Box::new(c)), context, context)

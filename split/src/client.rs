@@ -276,13 +276,6 @@ impl<S: Deref<Target = Session>> SplitClient<S> {
     /// entirely on the device when splitting fails (the outcome says why). A picture that
     /// cannot be read is an error, not a fallback.
     pub fn embed_images(&mut self, images: &[&[u8]]) -> edgecut::Result<SplitOutcome> {
-        // Read here first: a bad picture is the caller's error, not the link's.
-        for (index, b) in images.iter().enumerate() {
-            self.session.image_tensor(b).map_err(|e| match e {
-                edgecut::Error::Image { source, .. } => edgecut::Error::Image { index, source },
-                other => other,
-            })?;
-        }
         self.run_inputs(Inputs::Images(images), self.cfg.cut, None, None)
     }
 
@@ -351,6 +344,8 @@ impl<S: Deref<Target = Session>> SplitClient<S> {
                     predicted_ms,
                 })
             }
+            // A picture the device cannot read is the caller's error, not the link's.
+            Err(SplitError::Model(e @ edgecut::Error::Image { .. })) => Err(e),
             Err(reason) => {
                 self.conn = None;
                 Ok(SplitOutcome {

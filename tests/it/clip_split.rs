@@ -3,16 +3,8 @@
 //! model are refused.
 
 use edgecut::{cosine, Session, SessionOptions, WeightType};
-use edgecut_tests::{converted, repo_root};
-use edgecut_wire::{decode_payload, encode_frame, parse_header, Encoding, Frame, Limits};
-
-fn over_the_wire(f: Frame) -> Frame {
-    let bytes = encode_frame(&f).unwrap();
-    let lim = Limits::default();
-    let (ty, len) = parse_header(bytes[..16].try_into().unwrap(), &lim).unwrap();
-    assert_eq!(len, bytes.len() - 16);
-    decode_payload(ty, &bytes[16..], &lim).unwrap()
-}
+use edgecut_tests::{converted, over_the_wire, repo_root};
+use edgecut_wire::{Encoding, Frame};
 
 #[test]
 fn every_cut_of_the_image_tower_gives_the_local_vectors() {

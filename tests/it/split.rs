@@ -6,17 +6,8 @@
 //! for 0.9999 with int8; that needs the server to run those blocks with f32 activations.
 
 use edgecut::{cosine, Session, SessionOptions, WeightType};
-use edgecut_tests::minilm;
-use edgecut_wire::{decode_payload, encode_frame, parse_header, Encoding, Frame, Limits};
-
-/// The request as the server would receive it: encoded to bytes and decoded again.
-fn over_the_wire(f: Frame) -> Frame {
-    let bytes = encode_frame(&f).unwrap();
-    let lim = Limits::default();
-    let (ty, len) = parse_header(bytes[..16].try_into().unwrap(), &lim).unwrap();
-    assert_eq!(len, bytes.len() - 16);
-    decode_payload(ty, &bytes[16..], &lim).unwrap()
-}
+use edgecut_tests::{minilm, over_the_wire};
+use edgecut_wire::{Encoding, Frame};
 
 #[test]
 fn every_cut_gives_the_local_result() {

@@ -458,3 +458,13 @@ pub fn http(url: &str, key: Option<&str>, body: Option<&str>) -> HttpReply {
             .unwrap_or_default(),
     }
 }
+
+/// A split request as the server would receive it: encoded to bytes and decoded again.
+pub fn over_the_wire(f: edgecut_wire::Frame) -> edgecut_wire::Frame {
+    use edgecut_wire::{decode_payload, encode_frame, parse_header, Limits};
+    let bytes = encode_frame(&f).unwrap();
+    let lim = Limits::default();
+    let (ty, len) = parse_header(bytes[..16].try_into().unwrap(), &lim).unwrap();
+    assert_eq!(len, bytes.len() - 16);
+    decode_payload(ty, &bytes[16..], &lim).unwrap()
+}

@@ -389,21 +389,30 @@ impl Input {
     }
 }
 
+/// Why an image item is not a usable `data:` URL.
+#[derive(Debug, thiserror::Error)]
+enum DataUrlError {
+    #[error("an image must be a data: URL (data:image/png;base64,...); edgecut fetches nothing")]
+    NotData,
+    #[error("the data: URL has no comma before its data")]
+    NoComma,
+    #[error("the data: URL is {0:?}, not base64")]
+    NotBase64(String),
+    #[error("the data: URL's base64 is invalid: {0}")]
+    BadBase64(base64::DecodeError),
+}
+
 /// The bytes of a `data:[media type];base64,...` URL.
-fn data_url(url: &str) -> Result<Vec<u8>, String> {
+fn data_url(url: &str) -> Result<Vec<u8>, DataUrlError> {
     use base64::Engine;
-    let rest = url.strip_prefix("data:").ok_or(
-        "an image must be a data: URL (data:image/png;base64,...); edgecut fetches nothing",
-    )?;
-    let (meta, data) = rest
-        .split_once(',')
-        .ok_or("the data: URL has no comma before its data")?;
+    let rest = url.strip_prefix("data:").ok_or(DataUrlError::NotData)?;
+    let (meta, data) = rest.split_once(',').ok_or(DataUrlError::NoComma)?;
     if !meta.ends_with(";base64") {
-        return Err(format!("the data: URL is {meta:?}, not base64"));
+        return Err(DataUrlError::NotBase64(meta.to_string()));
     }
     base64::engine::general_purpose::STANDARD
         .decode(data.trim())
-        .map_err(|e| format!("the data: URL's base64 is invalid: {e}"))
+        .map_err(DataUrlError::BadBase64)
 }
 
 /// The name a model file is served under: its file name without `.gguf`.
