@@ -5,9 +5,10 @@
 # target (scripts/fuzz-smoke.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-# Each step says when it starts and how long the run has taken, so a slow CI run shows where.
+# Each step says when it starts and how long the run has taken, so a slow CI run shows where;
+# the disk's free space too: a full disk kills the linker with SIGBUS, which says nothing of space.
 step() {
-    echo "test.sh: [${SECONDS}s] $*" >&2
+    echo "test.sh: [${SECONDS}s] [$(df -h --output=avail . 2>/dev/null | tail -1 | tr -d ' ') free] $*" >&2
     "$@"
 }
 step scripts/setup.sh
