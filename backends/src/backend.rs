@@ -215,6 +215,18 @@ pub trait Backend: Clone + Send + Sync + Sized + 'static {
         w: &Self::Matrix,
         out: &mut Self::Tensor,
     ) -> Result<(), OpError>;
+    /// [`Backend::linear`] over the rows of several sequences, `seqs[i]` rows each in turn:
+    /// each sequence's rows get the result a call with them alone gives (a backend whose
+    /// kernels depend on the row count keeps them apart; by default, one call).
+    fn linear_seqs(
+        &self,
+        x: &Self::Tensor,
+        seqs: &[usize],
+        w: &Self::Matrix,
+        out: &mut Self::Tensor,
+    ) -> Result<(), OpError> {
+        self.linear(x, seqs.iter().sum(), w, out)
+    }
     /// Layer norm of each row of `x` (rows of `dim`) in place, after adding `residual`.
     fn layer_norm(
         &self,

@@ -52,7 +52,17 @@ fn linear_over_stored_blocks_matches_f64_of_the_decoded_weights() {
         }
         // Row lengths in whole blocks of 32, or of 256 for the super-block types.
         let unit = dtype.block_len() / quant::QK;
-        for (m, n, blocks) in [(1, 1, 1), (1, 7, 18), (2, 33, 2), (3, 129, 3), (17, 13, 5)] {
+        // Above 16 rows (a prompt) AVX-512 VNNI takes the int16 GEMM: panels of 32 weight
+        // rows with a short last one, tiles of 4 activation rows with a short last one.
+        for (m, n, blocks) in [
+            (1, 1, 1),
+            (1, 7, 18),
+            (2, 33, 2),
+            (3, 129, 3),
+            (17, 13, 5),
+            (23, 70, 3),
+            (40, 32, 2),
+        ] {
             let k = blocks * unit * quant::QK;
             let w = random_blocks(&mut rng, dtype, n * k);
             let mut wf = vec![0f32; n * k];
@@ -88,9 +98,10 @@ fn linear_over_stored_blocks_matches_f64_of_the_decoded_weights() {
                         act: ActQuant::F32,
                     };
                     cpu.linear(&x, m, &lin, &mut out).unwrap();
-                    // f32 arithmetic, except that one- and two-row calls on AVX-512 VNNI and AVX2
-                    // round the activations to int16 per block (relative error 2^-16 of the
-                    // block's largest |x|, 3 here): with |w| < 0.6 the error stays far below
+                    // f32 arithmetic, except that the int16 kernels (up to 16 rows on AVX2 and
+                    // AVX-512 VNNI, any number on AVX-512 VNNI) round the activations to int16
+                    // per block (relative error 2^-16 of the block's largest |x|, 3 here; 2^-15
+                    // for Q6_K in the GEMM): with |w| < 0.6 the error stays far below
                     // 2e-5 per weight, summed over k; for larger weights (K-quant sub-block
                     // scales), 1e-4 of the sum of |x w| bounds both that and f32 summation.
                     for ((g, w), mag) in out.iter().zip(&want).zip(&mag) {
@@ -122,6 +133,52 @@ fn linear_over_stored_blocks_matches_f64_of_the_decoded_weights() {
                 act: ActQuant::F32,
             };
             assert!(cpu.linear(&x, m, &lin, &mut vec![0f32; m * n]).is_err());
+        }
+    }
+}
+
+/// Continuous batching: sequences of 1, 2, 5, 17 and 40 rows in one call (tokens beside prompt
+/// chunks), each sequence's rows equal to a call with them alone, bit for bit, with every kernel
+/// set, type and thread count: the token and prompt kernels round differently, and a
+/// conversation must not change its text for being stepped with others.
+#[test]
+fn rows_of_several_sequences_get_the_bits_they_get_alone() {
+    let mut rng = Rng(9);
+    let seqs = [1usize, 17, 2, 40, 1, 5];
+    let m: usize = seqs.iter().sum();
+    for dtype in edgecut_backends::dtype::ALL_DTYPES {
+        if !dtype.is_quantized() {
+            continue;
+        }
+        let k = 2 * dtype.block_len().max(64);
+        let n = 40;
+        let w = random_blocks(&mut rng, dtype, n * k);
+        let x = rng.vec(m * k, 3.0);
+        let lin = Linear {
+            w: WeightData::Blocks(dtype, &w),
+            bias: None,
+            n,
+            k,
+            act: ActQuant::F32,
+        };
+        for ks in kernels::available() {
+            for threads in [1, 2] {
+                let cpu = CpuBackend::with_kernels(ks, threads).split_everything();
+                let mut together = vec![0f32; m * n];
+                cpu.linear_seqs(&x, &seqs, &lin, &mut together).unwrap();
+                let mut row = 0;
+                for &r in &seqs {
+                    let mut alone = vec![0f32; r * n];
+                    cpu.linear(&x[row * k..(row + r) * k], r, &lin, &mut alone)
+                        .unwrap();
+                    assert!(
+                        alone == together[row * n..(row + r) * n],
+                        "{dtype} {} t={threads}: the sequence of {r} rows at row {row}",
+                        ks.name
+                    );
+                    row += r;
+                }
+            }
         }
     }
 }

@@ -226,6 +226,16 @@ impl Backend for CpuBackend {
         CpuBackend::linear(self, x, rows, &w.linear(), out)
     }
 
+    fn linear_seqs(
+        &self,
+        x: &[f32],
+        seqs: &[usize],
+        w: &CpuMatrix,
+        out: &mut [f32],
+    ) -> Result<(), OpError> {
+        CpuBackend::linear_seqs(self, x, seqs, &w.linear(), out)
+    }
+
     fn layer_norm(
         &self,
         x: &mut [f32],

@@ -563,3 +563,65 @@ unsafe fn decode_t<T: Layout>(row: &[u8], out: &mut [f32]) {
         }
     }
 }
+
+/// Decodes `row` (whole blocks of `dtype`) into the int16 units the kernels above multiply:
+/// `q` the values (`row`'s count), `d` and `m` each unit's scale and offset (`w = d q + m` per
+/// 32 values), for a GEMM that lays the units out for its own loop ([`super::gemm_i16`]).
+///
+/// # Safety
+/// [`available`] is true; [`decodes`] is true for `dtype`.
+pub unsafe fn decode_row_i16(
+    dtype: DType,
+    row: &[u8],
+    q: &mut [i16],
+    d: &mut [f32],
+    m: &mut [f32],
+) {
+    assert!(
+        row.len() * dtype.block_len() == q.len() * dtype.block_bytes()
+            && d.len() * QK == q.len()
+            && m.len() == d.len(),
+        "decode_row_i16: {} bytes of {dtype} for {} values",
+        row.len(),
+        q.len()
+    );
+    // SAFETY: the caller guarantees the CPU features; lengths are asserted above.
+    unsafe { by_layout!(dtype, decode_i16_t(row, q, d, m)) }
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn decode_i16_t<T: Layout>(row: &[u8], q: &mut [i16], d: &mut [f32], m: &mut [f32]) {
+    let (rp, qp) = (row.as_ptr(), q.as_mut_ptr());
+    for blk in 0..row.len() / T::BYTES {
+        for u in 0..T::UNITS {
+            let at = blk * T::UNITS + u;
+            // SAFETY: block `blk` lies in `row`, its unit's 32 values in `q` and its scale and
+            // offset in `d` and `m` (lengths asserted by `decode_row_i16`).
+            unsafe {
+                let un = T::unit(rp.add(blk * T::BYTES), u);
+                _mm256_storeu_si256(qp.add(at * QK) as *mut __m256i, un.lo);
+                _mm256_storeu_si256(qp.add(at * QK + 16) as *mut __m256i, un.hi);
+                *d.get_unchecked_mut(at) = un.d;
+                *m.get_unchecked_mut(at) = un.m;
+            }
+        }
+    }
+}
+
+/// The largest `|q|` a unit of `dtype` holds (a Q6_K value carries its sub-block's int8 scale),
+/// for a kernel that bounds its int32 sums.
+pub fn max_q(dtype: DType) -> i32 {
+    match dtype {
+        DType::Q8_0 => 128,
+        DType::Q4_0 | DType::Q4_1 | DType::Q4_K => 15,
+        DType::Q5_0 | DType::Q5_1 | DType::Q5_K => 31,
+        DType::Q6_K => 32 * 128,
+        DType::F32
+        | DType::F16
+        | DType::BF16
+        | DType::Q2_K
+        | DType::Q3_K
+        | DType::IQ4_NL
+        | DType::IQ4_XS => i16::MAX as i32,
+    }
+}

@@ -61,6 +61,9 @@ pub struct Kernels {
     pub(crate) gemv_i16_avx2: bool,
     /// Quantized weights x f32 activations for few rows: activations as int16, VNNI products.
     pub(crate) gemv_i16: bool,
+    /// Quantized weights x f32 activations for many rows (prompts): activations as int16,
+    /// weights decoded to int16 panels, VNNI products.
+    pub(crate) gemm_i16: bool,
     /// Encoder attention on heads of 32 with AVX-512, f32 products.
     pub(crate) attention_f32: bool,
     /// Encoder attention products in bf16 (AVX-512 BF16), where f32 is not asked for.
@@ -92,6 +95,7 @@ pub const SCALAR: Kernels = Kernels {
     f32_linear: false,
     f32_linear_avx2: false,
     gemv_i16: false,
+    gemm_i16: false,
     gemv_i16_avx2: false,
     attention_f32: false,
     attention_bf16: false,
@@ -113,6 +117,7 @@ impl Kernels {
             || k.f32_linear
             || k.f32_linear_avx2
             || k.gemv_i16
+            || k.gemm_i16
             || k.gemv_i16_avx2
             || k.attention_f32
             || k.attention_bf16

@@ -1,9 +1,10 @@
-//! The linear op with f32 activations and block-quantized weights (Q8_0, Q4_0, Q4_1), for
-//! [`ActQuant::F32`](crate::ops::ActQuant::F32): four weight rows at a time are decoded into an
-//! L1-resident f32 buffer and multiplied with every activation row. The weights are used exactly
-//! as stored (no re-quantization) and the activations are not quantized, so the result equals
-//! the f32 matmul of the decoded weights up to summation order. Decoding is amortised over the
-//! activation rows; with one row (decoding a token) the op is bound by reading the weights.
+//! The linear op with f32 activations and block-quantized weights of every type, for
+//! [`ActQuant::F32`](crate::ops::ActQuant::F32). The weights are used exactly as stored (no
+//! re-quantization). Prompts on CPUs without the int16 kernels decode four weight rows at a time
+//! into an L1-resident f32 buffer and multiply them with every activation row (the f32 matmul of
+//! the decoded weights up to summation order); the int16 kernels (few rows: `gemv_i16`,
+//! `gemv_i16_avx2`; prompts on AVX-512 VNNI: `gemm_i16`) round the activations to int16 per
+//! block of 32 instead. With one row (decoding a token) the op is bound by reading the weights.
 
 use std::cell::RefCell;
 
@@ -25,7 +26,8 @@ const I16_MAX_M: usize = 2;
 
 /// Activation rows up to which the AVX2 int16 kernel runs: every decode step of up to 16
 /// conversations stepped together, so each row's result is the one it gets alone, bit for bit
-/// (the kernel computes each row on its own); prompts above it take the f32 tile.
+/// (the kernel computes each row on its own); prompts above it take the f32 tile, or on AVX-512
+/// VNNI the int16 GEMM ([`super::gemm_i16`]).
 #[cfg(target_arch = "x86_64")]
 const I16_AVX2_MAX_M: usize = 16;
 
@@ -193,8 +195,49 @@ multiversion! {
     }
 }
 
+/// The two kinds of kernels the f32-activation matmul picks between by row count. Within a
+/// kind, each row's result is the same whatever rows share the call.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum RowsClass {
+    /// The int16 one-row kernels (decoding tokens).
+    Int16,
+    /// The prompt kernels (the f32 tile, the fused f32 rows, the int16 GEMM).
+    Prompt,
+}
+
 impl CpuBackend {
+    /// The kernels a call of `m` rows of `k` values over `dtype` weights runs.
+    pub(super) fn rows_class(&self, dtype: DType, m: usize, k: usize) -> RowsClass {
+        #[cfg(target_arch = "x86_64")]
+        {
+            let fast = self.kernels.f32_linear
+                && avx512_kernels_decode(dtype)
+                && super::f32_avx512::available()
+                && k.is_multiple_of(16);
+            if fast {
+                return if self.kernels.gemv_i16 && m <= I16_MAX_M && super::gemv_i16::available() {
+                    RowsClass::Int16
+                } else {
+                    RowsClass::Prompt
+                };
+            }
+            let avx2_decode = self.kernels.f32_linear_avx2
+                && super::f32_avx2::available()
+                && k.is_multiple_of(8)
+                && self.kernels.gemv_i16_avx2
+                && super::gemv_i16_avx2::decodes(dtype)
+                && super::gemv_i16_avx2::available();
+            if avx2_decode && m <= I16_AVX2_MAX_M {
+                return RowsClass::Int16;
+            }
+        }
+        let _ = (dtype, m, k);
+        RowsClass::Prompt
+    }
+
     /// `out[m, n] = x[m, k] . W[n, k]^T + bias` for block-quantized `w` of `dtype`, in f32.
+    /// `class`: the kernels to use whatever `m` is (`None`: those [`CpuBackend::rows_class`]
+    /// picks for `m`).
     pub(super) fn linear_dequant(
         &self,
         x: &[f32],
@@ -203,8 +246,10 @@ impl CpuBackend {
         w: &[u8],
         lin: &Linear<'_>,
         out: &mut [f32],
+        class: Option<RowsClass>,
     ) -> Result<(), OpError> {
         let (n, k) = (lin.n, lin.k);
+        let class = class.unwrap_or_else(|| self.rows_class(dtype, m, k));
         if !dtype.is_quantized() {
             return Err(OpError::Shape(format!(
                 "{dtype} weights cannot be decoded by blocks"
@@ -230,6 +275,21 @@ impl CpuBackend {
             let per_thread = if m > I16_MAX_M { 4 } else { 1 };
             (self.threads() * per_thread).min(n.div_ceil(ROWS))
         };
+        // Prompts on AVX-512 VNNI: the int16 GEMM, for the types the AVX-512 f32 kernels do not
+        // read. Those (Q8_0, Q4_0, Q4_1) keep their f32 paths, which give a row the same bits at
+        // any row count: a short prompt batched with other conversations' tokens
+        // (`step_turns`) then continues as it does alone, sampled draws included.
+        #[cfg(target_arch = "x86_64")]
+        if self.kernels.gemm_i16
+            && class == RowsClass::Prompt
+            && super::gemv_i16_avx2::decodes(dtype)
+            && !avx512_kernels_decode(dtype)
+            && super::gemm_i16::available()
+        {
+            super::kernels::note_simd();
+            self.linear_gemm_i16(x, m, dtype, w, lin, out);
+            return Ok(());
+        }
         let chunk = n.div_ceil(tasks).next_multiple_of(ROWS);
         let outp = SharedMut::new(out);
         // The AVX-512 kernels run with the AVX-512 kernel set (the scalar set tests the rest).
@@ -239,8 +299,10 @@ impl CpuBackend {
             && super::f32_avx512::available()
             && k.is_multiple_of(16);
         #[cfg(target_arch = "x86_64")]
-        let i16_rows =
-            fast && self.kernels.gemv_i16 && m <= I16_MAX_M && super::gemv_i16::available();
+        let i16_rows = fast
+            && self.kernels.gemv_i16
+            && class == RowsClass::Int16
+            && super::gemv_i16::available();
         #[cfg(target_arch = "x86_64")]
         let avx2 = !fast
             && self.kernels.f32_linear_avx2
@@ -254,7 +316,7 @@ impl CpuBackend {
         #[cfg(target_arch = "x86_64")]
         let i16_avx2 = avx2
             && self.kernels.gemv_i16_avx2
-            && m <= I16_AVX2_MAX_M
+            && class == RowsClass::Int16
             && super::gemv_i16_avx2::decodes(dtype)
             && super::gemv_i16_avx2::available();
         #[cfg(target_arch = "x86_64")]

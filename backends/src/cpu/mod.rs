@@ -22,6 +22,8 @@ mod f32_rows_avx512;
 #[cfg(target_arch = "x86_64")]
 mod gelu_avx512;
 #[cfg(target_arch = "x86_64")]
+mod gemm_i16;
+#[cfg(target_arch = "x86_64")]
 mod gemm_vnni;
 #[cfg(target_arch = "x86_64")]
 mod gemv_i16;
@@ -30,6 +32,7 @@ mod gemv_i16_avx2;
 pub mod kernels;
 mod matmul;
 mod matmul_f32;
+mod matmul_seqs;
 pub(crate) mod multiversion;
 #[cfg(target_arch = "aarch64")]
 mod neon;

@@ -50,6 +50,7 @@ pub fn available() -> Vec<Kernels> {
             dot4x2_q8_0: Some(dot4x2_q8_0_vnni),
             gemm_vnni: super::gemm_vnni::available(),
             gemv_i16: super::gemv_i16::available(),
+            gemm_i16: super::gemm_i16::available(),
             attention_bf16: super::attn_bf16::available(),
             ..avx512
         });

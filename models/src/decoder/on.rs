@@ -245,7 +245,8 @@ impl<B: Backend> On<B> {
         let (b, c) = (&self.b, &self.c);
         let (h, hd, rope) = (c.hidden, c.head_dim, c.spec.rope);
         let (qw, kvw) = (c.heads * hd, c.kv_heads * hd);
-        let t: usize = parts.iter().map(|p| p.rows).sum();
+        // Each conversation's rows get the products they get alone (`Backend::linear_seqs`).
+        let seqs: Vec<usize> = parts.iter().map(|p| p.rows).collect();
         let freqs = if blk.sliding {
             &self.inv_freq_local
         } else {
@@ -253,9 +254,9 @@ impl<B: Backend> On<B> {
         };
         let [xn, q, k, v, att, kn, gate, up, post] = &mut s.rows;
         b.rms_norm(x, xn, h, &blk.attn_norm, c.eps)?;
-        b.linear(xn, t, &blk.q, q)?;
-        b.linear(xn, t, &blk.k, k)?;
-        b.linear(xn, t, &blk.v, v)?;
+        b.linear_seqs(xn, &seqs, &blk.q, q)?;
+        b.linear_seqs(xn, &seqs, &blk.k, k)?;
+        b.linear_seqs(xn, &seqs, &blk.v, v)?;
         if let Some((qn, kn_w)) = &blk.qk_norm {
             b.rms_norm(q, att, hd, qn, c.eps)?;
             b.rms_norm(k, kn, hd, kn_w, c.eps)?;
@@ -293,16 +294,16 @@ impl<B: Backend> On<B> {
                 b.copy(o, 0, att, p.row * qw, p.rows * qw)?;
             }
         }
-        b.linear(att, t, &blk.wo, xn)?;
+        b.linear_seqs(att, &seqs, &blk.wo, xn)?;
         self.residual(x, xn, post, blk.post_attn_norm.as_ref())?;
         b.rms_norm(x, xn, h, &blk.ffn_norm, c.eps)?;
-        b.linear(xn, t, &blk.gate, gate)?;
-        b.linear(xn, t, &blk.up, up)?;
+        b.linear_seqs(xn, &seqs, &blk.gate, gate)?;
+        b.linear_seqs(xn, &seqs, &blk.up, up)?;
         match c.spec.gate {
             Gate::Silu => b.silu_mul(gate, up)?,
             Gate::GeluTanh => b.gelu_tanh_mul(gate, up)?,
         }
-        b.linear(gate, t, &blk.down, xn)?;
+        b.linear_seqs(gate, &seqs, &blk.down, xn)?;
         self.residual(x, xn, post, blk.post_ffn_norm.as_ref())?;
         Ok(())
     }

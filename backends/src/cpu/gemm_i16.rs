@@ -1,0 +1,422 @@
+//! The prompt (many-row) kernel of the f32-activation matmul on AVX-512 VNNI, for every block
+//! type the int16 token kernels read (Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q4_K, Q5_K, Q6_K): the same
+//! numbers as [`super::gemv_i16_avx2`] (activations as int16 per block of 32, each weight unit
+//! `w = d q + m` with `q` int16), laid out as a GEMM.
+//!
+//! A panel of [`NR`] weight rows is decoded once into int16 and transposed so that one 512-bit
+//! load holds one pair of `k` values for 16 weight rows; `vpdpwssd` with a broadcast pair of an
+//! activation row then adds 32 products into 16 output columns, with no horizontal sum. Each
+//! unit of 32 values ends in int32, and is scaled into the f32 accumulators once per [`MR`]
+//! activation rows and 16 columns (`d s`, and `m` times the activation block's sum). The f32
+//! tile it replaces did 16 products per instruction, and decoded the weights for every four.
+
+use std::arch::x86_64::*;
+use std::cell::RefCell;
+
+use super::gemv_i16::RowI16;
+use super::gemv_i16_avx2::{decode_row_i16, max_q};
+use super::{CpuBackend, Linear, SharedMut};
+use crate::quant::QK;
+use crate::DType;
+
+/// Weight rows per panel: two 512-bit vectors of int32 accumulators per activation row.
+pub const NR: usize = 32;
+/// Activation rows per tile: 4 x 2 int32 and 4 x 2 f32 accumulators, 16 of the 32 registers.
+pub const MR: usize = 4;
+/// Pairs of values per unit of 32.
+const PAIRS: usize = QK / 2;
+
+/// Whether this CPU can run the kernel (AVX-512 VNNI, and the AVX2 unit decoders).
+pub fn available() -> bool {
+    super::gemv_i16::available() && super::gemv_i16_avx2::available()
+}
+
+/// The largest activation magnitude for `dtype`'s weights: each lane of `vpdpwssd` sums the
+/// 32 products of a unit in int32, so `32 * max_q * qmax` must stay below 2^31 (Q6_K, whose
+/// values carry their sub-block scale, takes 14 bits; the others the full 15).
+pub fn activation_max(dtype: DType) -> f32 {
+    let limit = (i32::MAX as i64) / (QK as i64 * max_q(dtype) as i64);
+    limit.min(i16::MAX as i64) as f32
+}
+
+/// [`NR`] weight rows decoded to int16 and transposed: `q[unit][pair][row]` (an i32 is a pair
+/// of int16), `d[unit][row]`, `m[unit][row]`; missing rows of a last panel are zero.
+#[derive(Default)]
+pub struct Panel {
+    q: Vec<i32>,
+    d: Vec<f32>,
+    m: Vec<f32>,
+    /// One row's values and scales as decoded, before the transpose.
+    row_q: Vec<i16>,
+    row_d: Vec<f32>,
+    row_m: Vec<f32>,
+    units: usize,
+}
+
+impl Panel {
+    /// Decodes the `rows` (at most [`NR`]) rows of `w`, `k` values of `dtype` each.
+    ///
+    /// # Safety
+    /// [`available`] is true; the AVX2 decoders read `dtype`; `w` holds `rows` rows of `k`.
+    pub unsafe fn fill(&mut self, dtype: DType, w: &[u8], rows: usize, k: usize) {
+        assert!(rows <= NR && k.is_multiple_of(QK) && w.len().is_multiple_of(rows.max(1)));
+        let units = k / QK;
+        let row_bytes = w.len() / rows.max(1);
+        self.units = units;
+        self.q.resize(units * PAIRS * NR, 0);
+        self.d.resize(units * NR, 0.0);
+        self.m.resize(units * NR, 0.0);
+        self.row_q.resize(NR * k, 0);
+        self.row_d.resize(NR * units, 0.0);
+        self.row_m.resize(NR * units, 0.0);
+        for r in 0..NR {
+            let (q, d, m) = (
+                &mut self.row_q[r * k..(r + 1) * k],
+                &mut self.row_d[r * units..(r + 1) * units],
+                &mut self.row_m[r * units..(r + 1) * units],
+            );
+            if r < rows {
+                // SAFETY: the caller guarantees the features and that the decoders read dtype;
+                // the row is `row_bytes` of whole blocks (checked by `decode_row_i16`).
+                unsafe { decode_row_i16(dtype, &w[r * row_bytes..(r + 1) * row_bytes], q, d, m) };
+            } else {
+                q.fill(0);
+                d.fill(0.0);
+                m.fill(0.0);
+            }
+        }
+        for u in 0..units {
+            for r in 0..NR {
+                self.d[u * NR + r] = self.row_d[r * units + u];
+                self.m[u * NR + r] = self.row_m[r * units + u];
+            }
+        }
+        // Q4_0 and Q5_0 store `q + 8` and `q + 16` (`m = -8 d`, `-16 d`): signed values need
+        // no offset, one multiply-add per unit and row fewer in the tile.
+        let shift = offset_in_q(dtype);
+        if shift != 0 {
+            self.m.fill(0.0);
+        }
+        // SAFETY: AVX-512F (caller); row_q holds NR rows of k values, q units * PAIRS * NR.
+        unsafe { transpose_rows(&self.row_q, &mut self.q, k, shift) };
+    }
+}
+
+/// `q[unit][pair][row] = row_q[row][unit][pair] - shift` for [`NR`] rows of `k` int16 values.
+///
+/// # Safety
+/// AVX-512F and BW; `row_q` holds `NR * k` values and `q` as many.
+#[target_feature(enable = "avx512f,avx512bw")]
+unsafe fn transpose_rows(row_q: &[i16], q: &mut [i32], k: usize, shift: i16) {
+    let shift = _mm512_set1_epi16(shift);
+    assert!(row_q.len() >= NR * k && 2 * q.len() >= NR * k);
+    for u in 0..k / QK {
+        for half in 0..NR / 16 {
+            // SAFETY: the 16 rows' unit u lies in row_q and q[u][..][16 half..16 half + 16] in
+            // q (asserted above).
+            unsafe {
+                let mut v: [__m512i; 16] = std::array::from_fn(|r| {
+                    let at = (half * 16 + r) * k + u * QK;
+                    _mm512_sub_epi16(
+                        _mm512_loadu_si512(row_q.as_ptr().add(at) as *const _),
+                        shift,
+                    )
+                });
+                transpose16(&mut v);
+                for (p, v) in v.iter().enumerate() {
+                    let at = (u * PAIRS + p) * NR + half * 16;
+                    _mm512_storeu_si512(q.as_mut_ptr().add(at) as *mut _, *v);
+                }
+            }
+        }
+    }
+}
+
+/// [`RowI16::quantize_to`] with AVX-512: the same scale and rounding (to nearest, ties to
+/// even), each block's sum added in another order.
+///
+/// # Safety
+/// AVX-512F and BW; `x` is whole blocks of 32.
+#[target_feature(enable = "avx512f,avx512bw")]
+unsafe fn quantize_row(r: &mut RowI16, x: &[f32], qmax: f32) {
+    let nb = x.len() / QK;
+    r.q.resize(x.len(), 0);
+    r.s.resize(nb, 0.0);
+    r.sum.resize(nb, 0.0);
+    for b in 0..nb {
+        // SAFETY: block b's 32 values lie in x and r.q (resized above).
+        unsafe {
+            let p = x.as_ptr().add(b * QK);
+            let (lo, hi) = (_mm512_loadu_ps(p), _mm512_loadu_ps(p.add(16)));
+            let amax = _mm512_reduce_max_ps(_mm512_max_ps(_mm512_abs_ps(lo), _mm512_abs_ps(hi)));
+            let s = amax / qmax;
+            let inv = _mm512_set1_ps(if s > 0.0 { 1.0 / s } else { 0.0 });
+            let ql = _mm512_cvtps_epi32(_mm512_mul_ps(lo, inv));
+            let qh = _mm512_cvtps_epi32(_mm512_mul_ps(hi, inv));
+            let qp = r.q.as_mut_ptr().add(b * QK);
+            _mm256_storeu_si256(qp as *mut __m256i, _mm512_cvtepi32_epi16(ql));
+            _mm256_storeu_si256(qp.add(16) as *mut __m256i, _mm512_cvtepi32_epi16(qh));
+            *r.s.get_unchecked_mut(b) = s;
+            *r.sum.get_unchecked_mut(b) = _mm512_reduce_add_ps(_mm512_add_ps(lo, hi));
+        }
+    }
+}
+
+/// Transposes 16 x 16 int32 (`v[r]` lane `c` becomes `v[c]` lane `r`): unpacks of 32 and 64
+/// bits within 128-bit lanes, then two rounds of 128-bit lane shuffles.
+///
+/// # Safety
+/// AVX-512F.
+#[target_feature(enable = "avx512f")]
+unsafe fn transpose16(v: &mut [__m512i; 16]) {
+    let mut t = [_mm512_setzero_si512(); 16];
+    for i in 0..8 {
+        t[2 * i] = _mm512_unpacklo_epi32(v[2 * i], v[2 * i + 1]);
+        t[2 * i + 1] = _mm512_unpackhi_epi32(v[2 * i], v[2 * i + 1]);
+    }
+    // Within each 128-bit lane L, u[4 g + c] holds column 4 L + c of rows 4 g..4 g + 4.
+    let mut u = [_mm512_setzero_si512(); 16];
+    for g in 0..4 {
+        let b = 4 * g;
+        u[b] = _mm512_unpacklo_epi64(t[b], t[b + 2]);
+        u[b + 1] = _mm512_unpackhi_epi64(t[b], t[b + 2]);
+        u[b + 2] = _mm512_unpacklo_epi64(t[b + 1], t[b + 3]);
+        u[b + 3] = _mm512_unpackhi_epi64(t[b + 1], t[b + 3]);
+    }
+    // s[8 h + 4 e + c] = lanes (2 e, 2 e + 2) of u[8 h + c] and u[8 h + 4 + c], e = 0 or 1.
+    let mut s = [_mm512_setzero_si512(); 16];
+    for h in 0..2 {
+        for c in 0..4 {
+            let (a, b) = (u[8 * h + c], u[8 * h + 4 + c]);
+            s[8 * h + c] = _mm512_shuffle_i32x4::<0x88>(a, b);
+            s[8 * h + 4 + c] = _mm512_shuffle_i32x4::<0xdd>(a, b);
+        }
+    }
+    for c in 0..8 {
+        v[c] = _mm512_shuffle_i32x4::<0x88>(s[c], s[8 + c]);
+        v[c + 8] = _mm512_shuffle_i32x4::<0xdd>(s[c], s[8 + c]);
+    }
+}
+
+/// `R` activation rows (1 to [`MR`]) times the panel: `res[i][c]` is row `i`'s product with
+/// panel row `c`. `OFF`: the type has offsets (`m`), added as `m` times the block's sum.
+///
+/// # Safety
+/// AVX-512 VNNI; each row holds the panel's `units * 32` values.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni")]
+unsafe fn tile<const R: usize, const OFF: bool>(
+    p: &Panel,
+    xs: [&RowI16; R],
+    res: &mut [[f32; NR]; MR],
+) {
+    let mut acc = [[_mm512_setzero_ps(); 2]; R];
+    for u in 0..p.units {
+        // SAFETY: unit u of the panel and of every row is in bounds (the caller's lengths).
+        unsafe {
+            let wq = p.q.as_ptr().add(u * PAIRS * NR);
+            let xq: [*const i32; R] = std::array::from_fn(|i| xs[i].q.as_ptr().add(u * QK) as _);
+            let mut ci = [[_mm512_setzero_si512(); 2]; R];
+            // Four pairs per pass: the loop's own instructions were a tenth of the tile's.
+            for p4 in 0..PAIRS / 4 {
+                for pr in 4 * p4..4 * p4 + 4 {
+                    let w0 = _mm512_loadu_si512(wq.add(pr * NR) as *const _);
+                    let w1 = _mm512_loadu_si512(wq.add(pr * NR + 16) as *const _);
+                    for i in 0..R {
+                        let xb = _mm512_set1_epi32(xq[i].add(pr).read_unaligned());
+                        ci[i][0] = _mm512_dpwssd_epi32(ci[i][0], w0, xb);
+                        ci[i][1] = _mm512_dpwssd_epi32(ci[i][1], w1, xb);
+                    }
+                }
+            }
+            let d = [
+                _mm512_loadu_ps(p.d.as_ptr().add(u * NR)),
+                _mm512_loadu_ps(p.d.as_ptr().add(u * NR + 16)),
+            ];
+            let m = [
+                _mm512_loadu_ps(p.m.as_ptr().add(u * NR)),
+                _mm512_loadu_ps(p.m.as_ptr().add(u * NR + 16)),
+            ];
+            for i in 0..R {
+                let s = _mm512_set1_ps(*xs[i].s.get_unchecked(u));
+                let sum = _mm512_set1_ps(*xs[i].sum.get_unchecked(u));
+                for h in 0..2 {
+                    let ds = _mm512_mul_ps(d[h], s);
+                    acc[i][h] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(ci[i][h]), ds, acc[i][h]);
+                    if OFF {
+                        acc[i][h] = _mm512_fmadd_ps(m[h], sum, acc[i][h]);
+                    }
+                }
+            }
+        }
+    }
+    for (r, acc) in res.iter_mut().zip(acc) {
+        for (h, a) in acc.into_iter().enumerate() {
+            // SAFETY: 16 floats at r[16 h..].
+            unsafe { _mm512_storeu_ps(r.as_mut_ptr().add(16 * h), a) };
+        }
+    }
+}
+
+/// The offset a type's stored values carry (`m = -shift d`), taken off in the panel.
+fn offset_in_q(dtype: DType) -> i16 {
+    match dtype {
+        DType::Q4_0 => 8,
+        DType::Q5_0 => 16,
+        _ => 0,
+    }
+}
+
+/// Whether `dtype`'s units keep offsets (`m`) in the panel: Q4_1, Q5_1, Q4_K and Q5_K.
+fn has_offsets(dtype: DType) -> bool {
+    !matches!(dtype, DType::Q8_0 | DType::Q6_K) && offset_in_q(dtype) == 0
+}
+
+/// The tile for `r` rows starting at `xs[0]`.
+///
+/// # Safety
+/// As [`tile`]; `xs` holds at least `r` rows.
+unsafe fn run_tile(p: &Panel, off: bool, r: usize, xs: &[RowI16], res: &mut [[f32; NR]; MR]) {
+    macro_rules! go {
+        ($r:literal) => {{
+            let rows: [&RowI16; $r] = std::array::from_fn(|i| &xs[i]);
+            // SAFETY: as the caller guarantees.
+            unsafe {
+                if off {
+                    tile::<$r, true>(p, rows, res)
+                } else {
+                    tile::<$r, false>(p, rows, res)
+                }
+            }
+        }};
+    }
+    match r {
+        4 => go!(4),
+        3 => go!(3),
+        2 => go!(2),
+        _ => go!(1),
+    }
+}
+
+thread_local! {
+    /// The decoded panel, per thread, reused across calls.
+    static PANEL: RefCell<Panel> = RefCell::new(Panel::default());
+    /// The activation rows as int16, reused across calls.
+    static ROWS_I16: RefCell<Vec<RowI16>> = const { RefCell::new(Vec::new()) };
+}
+
+impl CpuBackend {
+    /// `out[m, n] = x[m, k] . W[n, k]^T + bias` for weights of a type the AVX2 unit decoders
+    /// read (the caller checks [`available`], the table's slot, and the shapes).
+    pub(super) fn linear_gemm_i16(
+        &self,
+        x: &[f32],
+        m: usize,
+        dtype: DType,
+        w: &[u8],
+        lin: &Linear<'_>,
+        out: &mut [f32],
+    ) {
+        let (n, k) = (lin.n, lin.k);
+        let row_bytes = w.len() / n;
+        let qmax = activation_max(dtype);
+        let mut rows_i16 = ROWS_I16.take();
+        rows_i16.resize_with(m, Default::default);
+        {
+            // Each thread quantizes its share of the rows.
+            let tasks = self.threads().min(m);
+            let per = m.div_ceil(tasks);
+            let rp = SharedMut::new(&mut rows_i16[..]);
+            self.parallel(tasks, &|t| {
+                let (i0, i1) = ((t * per).min(m), ((t + 1) * per).min(m));
+                // SAFETY: task t alone touches rows i0..i1.
+                let mine = unsafe { rp.slice(i0, i1 - i0) };
+                for (r, xr) in mine.iter_mut().zip(x[i0 * k..i1 * k].chunks_exact(k)) {
+                    // SAFETY: AVX-512 (the caller checked `available`); k is whole blocks.
+                    unsafe { quantize_row(r, xr, qmax) };
+                }
+            });
+        }
+        let panels = n.div_ceil(NR);
+        // More tasks than threads, so that a thread that starts late takes fewer.
+        let tasks = (self.threads() * 4).min(panels);
+        let per = panels.div_ceil(tasks);
+        let off = has_offsets(dtype);
+        let outp = SharedMut::new(out);
+        let rows = &rows_i16[..];
+        self.parallel(tasks, &|t| {
+            super::with_scratch(&PANEL, |panel| {
+                for pn in (t * per).min(panels)..((t + 1) * per).min(panels) {
+                    let j = pn * NR;
+                    let cols = (n - j).min(NR);
+                    // SAFETY: the caller checked the features and that the decoders read
+                    // dtype; the slice is `cols` whole rows.
+                    unsafe {
+                        panel.fill(dtype, &w[j * row_bytes..(j + cols) * row_bytes], cols, k)
+                    };
+                    let mut res = [[0f32; NR]; MR];
+                    let mut i = 0;
+                    while i < m {
+                        let r = (m - i).min(MR);
+                        // SAFETY: as above; rows i..i + r hold k values each.
+                        unsafe { run_tile(panel, off, r, &rows[i..], &mut res) };
+                        for (ii, v) in res[..r].iter().enumerate() {
+                            // SAFETY: task t writes only columns of its own panels.
+                            let o = unsafe { outp.slice((i + ii) * n + j, cols) };
+                            match lin.bias {
+                                Some(b) => {
+                                    for ((o, v), b) in o.iter_mut().zip(v).zip(&b[j..j + cols]) {
+                                        *o = v + b;
+                                    }
+                                }
+                                None => o.copy_from_slice(&v[..cols]),
+                            }
+                        }
+                        i += r;
+                    }
+                }
+            });
+        });
+        ROWS_I16.set(rows_i16);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn transpose16_moves_every_lane() {
+        if !std::is_x86_feature_detected!("avx512f") {
+            return;
+        }
+        let rows: Vec<[i32; 16]> = (0..16)
+            .map(|r| std::array::from_fn(|c| (r * 100 + c) as i32))
+            .collect();
+        // SAFETY: AVX-512F was detected; each row is 16 i32.
+        let out = unsafe {
+            let mut v: [__m512i; 16] =
+                std::array::from_fn(|r| _mm512_loadu_si512(rows[r].as_ptr() as *const _));
+            transpose16(&mut v);
+            v.map(|v| {
+                let mut o = [0i32; 16];
+                _mm512_storeu_si512(o.as_mut_ptr() as *mut _, v);
+                o
+            })
+        };
+        for (c, col) in out.iter().enumerate() {
+            for (r, &x) in col.iter().enumerate() {
+                assert_eq!(x, (r * 100 + c) as i32, "lane {r} of column {c}");
+            }
+        }
+    }
+
+    #[test]
+    fn activations_bounded_so_that_a_unit_sum_fits_in_int32() {
+        for dtype in crate::dtype::ALL_DTYPES {
+            let worst = QK as i64 * max_q(dtype) as i64 * activation_max(dtype) as i64;
+            assert!(worst <= i32::MAX as i64, "{dtype}: {worst}");
+        }
+        assert_eq!(activation_max(DType::Q4_K), 32767.0);
+        assert_eq!(activation_max(DType::Q6_K), 16383.0);
+    }
+}

@@ -1,0 +1,69 @@
+//! The linear op over the rows of several sequences at once (continuous batching: one
+//! conversation's prompt chunk beside others' next tokens). The f32-activation matmul picks its
+//! kernels by row count, and the int16 token kernels and the prompt kernels round differently;
+//! so each sequence's rows run with the kernels a call of that sequence alone would pick, and a
+//! conversation stepped with others gets the bits it gets alone. Rows of one kind share one pass
+//! over the weights.
+
+use super::matmul_f32::RowsClass;
+use super::{CpuBackend, Linear, WeightData};
+use crate::ops::{ActQuant, OpError};
+use crate::DType;
+
+impl CpuBackend {
+    /// `out = x W^T + bias` for `seqs[i]` rows of each sequence in turn, each row as a call
+    /// with its sequence's rows alone computes it.
+    pub fn linear_seqs(
+        &self,
+        x: &[f32],
+        seqs: &[usize],
+        lin: &Linear<'_>,
+        out: &mut [f32],
+    ) -> Result<(), OpError> {
+        let m: usize = seqs.iter().sum();
+        let (n, k) = (lin.n, lin.k);
+        // Only the f32-activation matmul over stored blocks picks kernels by row count.
+        let blocks = match lin.w {
+            WeightData::Blocks(dtype, w) => Some((dtype, w)),
+            WeightData::Q8_0(w) | WeightData::Packed(_, w) if lin.act == ActQuant::F32 => {
+                Some((DType::Q8_0, w))
+            }
+            _ => None,
+        };
+        let Some((dtype, w)) = blocks else {
+            return self.linear(x, m, lin, out);
+        };
+        OpError::check("linear input", x.len(), m * k)?;
+        OpError::check("linear output", out.len(), m * n)?;
+        let classes: Vec<RowsClass> = seqs.iter().map(|&r| self.rows_class(dtype, r, k)).collect();
+        if classes.windows(2).all(|c| c[0] == c[1]) {
+            let class = classes.first().copied();
+            return self.linear_dequant(x, m, dtype, w, lin, out, class);
+        }
+        for class in [RowsClass::Int16, RowsClass::Prompt] {
+            // This kind's rows gathered, multiplied, and put back in their places.
+            let mut xs = Vec::new();
+            let mut places = Vec::new();
+            let mut row = 0;
+            for (&r, &c) in seqs.iter().zip(&classes) {
+                if c == class {
+                    xs.extend_from_slice(&x[row * k..(row + r) * k]);
+                    places.push((row, r));
+                }
+                row += r;
+            }
+            let rows: usize = places.iter().map(|p| p.1).sum();
+            if rows == 0 {
+                continue;
+            }
+            let mut o = vec![0f32; rows * n];
+            self.linear_dequant(&xs, rows, dtype, w, lin, &mut o, Some(class))?;
+            let mut from = 0;
+            for (row, r) in places {
+                out[row * n..(row + r) * n].copy_from_slice(&o[from * n..(from + r) * n]);
+                from += r;
+            }
+        }
+        Ok(())
+    }
+}
