@@ -121,10 +121,10 @@ impl CpuBackend {
         };
         match weights {
             WeightData::Blocks(dtype, w) => {
-                return self.linear_dequant(x, m, dtype, w, lin, out, None)
+                return self.linear_dequant(x, m, (dtype, w), lin, out, None)
             }
             WeightData::Q8_0(w) | WeightData::Packed(_, w) if lin.act == ActQuant::F32 => {
-                return self.linear_dequant(x, m, crate::DType::Q8_0, w, lin, out, None);
+                return self.linear_dequant(x, m, (crate::DType::Q8_0, w), lin, out, None);
             }
             _ => {}
         }

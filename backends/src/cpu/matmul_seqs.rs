@@ -38,7 +38,7 @@ impl CpuBackend {
         let classes: Vec<RowsClass> = seqs.iter().map(|&r| self.rows_class(dtype, r, k)).collect();
         if classes.windows(2).all(|c| c[0] == c[1]) {
             let class = classes.first().copied();
-            return self.linear_dequant(x, m, dtype, w, lin, out, class);
+            return self.linear_dequant(x, m, (dtype, w), lin, out, class);
         }
         for class in [RowsClass::Int16, RowsClass::Prompt] {
             // This kind's rows gathered, multiplied, and put back in their places.
@@ -57,7 +57,7 @@ impl CpuBackend {
                 continue;
             }
             let mut o = vec![0f32; rows * n];
-            self.linear_dequant(&xs, rows, dtype, w, lin, &mut o, Some(class))?;
+            self.linear_dequant(&xs, rows, (dtype, w), lin, &mut o, Some(class))?;
             let mut from = 0;
             for (row, r) in places {
                 out[row * n..(row + r) * n].copy_from_slice(&o[from * n..(from + r) * n]);
