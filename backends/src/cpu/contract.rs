@@ -256,7 +256,7 @@ impl Backend for CpuBackend {
             Act::Gelu => self.gelu(x),
             Act::Tanh => x.iter_mut().for_each(|v| *v = v.tanh()),
             Act::Relu => x.iter_mut().for_each(|v| *v = v.max(0.0)),
-            Act::QuickGelu => x.iter_mut().for_each(|v| *v /= 1.0 + (-1.702 * *v).exp()),
+            Act::QuickGelu => self.quick_gelu(x),
         }
         Ok(())
     }

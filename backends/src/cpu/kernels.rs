@@ -47,7 +47,7 @@ pub struct Kernels {
     pub(crate) wide_avx2: bool,
     /// Activation quantization (int8 blocks, outlier columns) with AVX-512.
     pub(crate) act_quant: bool,
-    /// GELU with AVX-512.
+    /// GELU and quick GELU with AVX-512.
     pub(crate) gelu: bool,
     /// The Q8_0 x int8 GEMM on weights repacked for AVX-512 VNNI.
     pub(crate) gemm_vnni: bool,

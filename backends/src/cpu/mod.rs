@@ -121,6 +121,9 @@ pub fn with_scratch<T: Default + 'static, R>(
     })
 }
 
+/// An AVX-512 elementwise kernel (its caller has detected AVX-512F).
+type Simd = unsafe fn(&mut [f32]);
+
 /// Work of one element of a vectorised elementwise op (GELU, layer norm), in multiply-adds,
 /// for deciding whether to split it across threads.
 const ELEMENTWISE_MACS: usize = 16;
@@ -308,22 +311,48 @@ impl CpuBackend {
 
     /// GELU (the exact, erf-based form BERT uses), in place.
     pub fn gelu(&self, x: &mut [f32]) {
+        #[cfg(target_arch = "x86_64")]
+        let simd: Option<Simd> = Some(gelu_avx512::gelu);
+        #[cfg(not(target_arch = "x86_64"))]
+        let simd = None;
+        self.elementwise(x, simd, &|x| nn::gelu_slice(&self.kernels, x));
+    }
+
+    /// CLIP's quick GELU, `x * sigmoid(1.702 x)`, in place.
+    pub fn quick_gelu(&self, x: &mut [f32]) {
+        #[cfg(target_arch = "x86_64")]
+        let simd: Option<Simd> = Some(gelu_avx512::quick_gelu);
+        #[cfg(not(target_arch = "x86_64"))]
+        let simd = None;
+        self.elementwise(x, simd, &|x| {
+            x.iter_mut().for_each(|v| *v /= 1.0 + (-1.702 * *v).exp())
+        });
+    }
+
+    /// An activation of every value, split across threads in whole 16-value vectors: the
+    /// AVX-512 kernel `simd` where the table's `gelu` slot is set, else `portable`.
+    fn elementwise(
+        &self,
+        x: &mut [f32],
+        simd: Option<Simd>,
+        portable: &(dyn Fn(&mut [f32]) + Sync),
+    ) {
         let n = x.len();
         let tasks = self.tasks_for(n * ELEMENTWISE_MACS);
         let xp = SharedMut::new(x);
         self.parallel(tasks, &|t| {
-            // Whole 16-value vectors per task.
             let (a, b) = ((t * n / tasks) & !15, ((t + 1) * n / tasks) & !15);
             let b = if t + 1 == tasks { n } else { b };
             // SAFETY: task t alone owns values a..b.
             let x = unsafe { xp.slice(a, b - a) };
             #[cfg(target_arch = "x86_64")]
-            if self.kernels.gelu && gelu_avx512::available() {
+            if let Some(simd) = simd.filter(|_| self.kernels.gelu && gelu_avx512::available()) {
                 kernels::note_simd();
                 // SAFETY: AVX-512F was just detected.
-                return unsafe { gelu_avx512::gelu(x) };
+                return unsafe { simd(x) };
             }
-            nn::gelu_slice(&self.kernels, x);
+            let _ = simd;
+            portable(x);
         });
     }
 
