@@ -90,6 +90,9 @@ def test_structured_output_is_valid(llm: edgecut.LLM) -> None:
 
 
 def interrupt_after(seconds: float) -> threading.Timer:
+    # Python's own Ctrl-C handler, also where this process was started with SIGINT ignored
+    # (a job run in the background with `&` or nohup inherits that, and the signal is lost).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     t = threading.Timer(seconds, lambda: os.kill(os.getpid(), signal.SIGINT))
     t.start()
     return t
