@@ -16,18 +16,25 @@ pub fn available() -> bool {
 /// [`available`] is true.
 #[target_feature(enable = "avx512f")]
 pub unsafe fn gelu(x: &mut [f32]) {
+    map16(x, |v| gelu16(v));
+}
+
+/// `x[i] = f(x[i])`, 16 values at a time, the last few through a masked load and store.
+#[inline]
+#[target_feature(enable = "avx512f")]
+fn map16(x: &mut [f32], f: impl Fn(__m512) -> __m512) {
     let (n, p) = (x.len(), x.as_mut_ptr());
     let full = n / 16 * 16;
     for i in (0..full).step_by(16) {
         // SAFETY: i + 16 <= n.
-        unsafe { _mm512_storeu_ps(p.add(i), gelu16(_mm512_loadu_ps(p.add(i)))) };
+        unsafe { _mm512_storeu_ps(p.add(i), f(_mm512_loadu_ps(p.add(i)))) };
     }
     if full < n {
         let m: __mmask16 = (1 << (n - full)) - 1;
         // SAFETY: the masked load and store touch only values full..n.
         unsafe {
             let v = _mm512_maskz_loadu_ps(m, p.add(full));
-            _mm512_mask_storeu_ps(p.add(full), m, gelu16(v));
+            _mm512_mask_storeu_ps(p.add(full), m, f(v));
         }
     }
 }
@@ -69,20 +76,7 @@ fn gelu16(v: __m512) -> __m512 {
 /// [`available`] is true.
 #[target_feature(enable = "avx512f")]
 pub unsafe fn quick_gelu(x: &mut [f32]) {
-    let (n, p) = (x.len(), x.as_mut_ptr());
-    let full = n / 16 * 16;
-    for i in (0..full).step_by(16) {
-        // SAFETY: i + 16 <= n.
-        unsafe { _mm512_storeu_ps(p.add(i), quick16(_mm512_loadu_ps(p.add(i)))) };
-    }
-    if full < n {
-        let m: __mmask16 = (1 << (n - full)) - 1;
-        // SAFETY: the masked load and store touch only values full..n.
-        unsafe {
-            let v = _mm512_maskz_loadu_ps(m, p.add(full));
-            _mm512_mask_storeu_ps(p.add(full), m, quick16(v));
-        }
-    }
+    map16(x, |v| quick16(v));
 }
 
 #[inline]
