@@ -195,6 +195,22 @@ multiversion! {
     }
 }
 
+/// The x86 kernels a product over one weight type can run ([`CpuBackend::paths`]).
+#[cfg(target_arch = "x86_64")]
+#[derive(Clone, Copy)]
+struct Paths {
+    /// The AVX-512 f32 kernels read the type.
+    fast: bool,
+    /// ... and the AVX-512 VNNI int16 one-row kernel runs.
+    i16_rows: bool,
+    /// The AVX2 f32 tile (where `fast` is off).
+    avx2: bool,
+    /// ... and the AVX2 int16 units read the type.
+    avx2_decode: bool,
+    /// The AVX-512 VNNI int16 GEMM runs the type's prompts.
+    gemm: bool,
+}
+
 /// The two kinds of kernels the f32-activation matmul picks between by row count. Within a
 /// kind, each row's result is the same whatever rows share the call.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -206,28 +222,42 @@ pub(super) enum RowsClass {
 }
 
 impl CpuBackend {
+    /// The x86 kernels that can multiply rows of `k` values with `dtype` weights (the kernel
+    /// table's slots and the CPU's features), for [`CpuBackend::rows_class`] and
+    /// [`CpuBackend::linear_dequant`] alike.
+    #[cfg(target_arch = "x86_64")]
+    fn paths(&self, dtype: DType, k: usize) -> Paths {
+        let fast = self.kernels.f32_linear
+            && avx512_kernels_decode(dtype)
+            && super::f32_avx512::available()
+            && k.is_multiple_of(16);
+        let avx2 = !fast
+            && self.kernels.f32_linear_avx2
+            && super::f32_avx2::available()
+            && k.is_multiple_of(8);
+        let units = super::gemv_i16_avx2::decodes(dtype) && super::gemv_i16_avx2::available();
+        Paths {
+            fast,
+            i16_rows: fast && self.kernels.gemv_i16 && super::gemv_i16::available(),
+            avx2,
+            avx2_decode: avx2 && self.kernels.gemv_i16_avx2 && units,
+            // The types the AVX-512 f32 kernels run (Q8_0, Q4_0, Q4_1) keep them: they give a
+            // row the same bits at any row count.
+            gemm: !fast && self.kernels.gemm_i16 && units && super::gemm_i16::available(),
+        }
+    }
+
     /// The kernels a call of `m` rows of `k` values over `dtype` weights runs.
     pub(super) fn rows_class(&self, dtype: DType, m: usize, k: usize) -> RowsClass {
         #[cfg(target_arch = "x86_64")]
         {
-            let fast = self.kernels.f32_linear
-                && avx512_kernels_decode(dtype)
-                && super::f32_avx512::available()
-                && k.is_multiple_of(16);
-            if fast {
-                return if self.kernels.gemv_i16 && m <= I16_MAX_M && super::gemv_i16::available() {
-                    RowsClass::Int16
-                } else {
-                    RowsClass::Prompt
-                };
-            }
-            let avx2_decode = self.kernels.f32_linear_avx2
-                && super::f32_avx2::available()
-                && k.is_multiple_of(8)
-                && self.kernels.gemv_i16_avx2
-                && super::gemv_i16_avx2::decodes(dtype)
-                && super::gemv_i16_avx2::available();
-            if avx2_decode && m <= I16_AVX2_MAX_M {
+            let p = self.paths(dtype, k);
+            let one_row = if p.fast {
+                p.i16_rows && m <= I16_MAX_M
+            } else {
+                p.avx2_decode && m <= I16_AVX2_MAX_M
+            };
+            if one_row {
                 return RowsClass::Int16;
             }
         }
@@ -274,17 +304,17 @@ impl CpuBackend {
             let per_thread = if m > I16_MAX_M { 4 } else { 1 };
             (self.threads() * per_thread).min(n.div_ceil(ROWS))
         };
-        // Prompts on AVX-512 VNNI: the int16 GEMM, for the types the AVX-512 f32 kernels do not
-        // read. Those (Q8_0, Q4_0, Q4_1) keep their f32 paths, which give a row the same bits at
-        // any row count: a short prompt batched with other conversations' tokens
-        // (`step_turns`) then continues as it does alone, sampled draws included.
         #[cfg(target_arch = "x86_64")]
-        if self.kernels.gemm_i16
-            && class == RowsClass::Prompt
-            && super::gemv_i16_avx2::decodes(dtype)
-            && !avx512_kernels_decode(dtype)
-            && super::gemm_i16::available()
-        {
+        let Paths {
+            fast,
+            i16_rows,
+            avx2,
+            avx2_decode,
+            gemm,
+        } = self.paths(dtype, k);
+        // Prompts on AVX-512 VNNI: the int16 GEMM.
+        #[cfg(target_arch = "x86_64")]
+        if gemm && class == RowsClass::Prompt {
             super::kernels::note_simd();
             self.linear_gemm_i16(x, m, dtype, w, lin, out);
             return Ok(());
@@ -293,31 +323,9 @@ impl CpuBackend {
         let outp = SharedMut::new(out);
         // The AVX-512 kernels run with the AVX-512 kernel set (the scalar set tests the rest).
         #[cfg(target_arch = "x86_64")]
-        let fast = self.kernels.f32_linear
-            && avx512_kernels_decode(dtype)
-            && super::f32_avx512::available()
-            && k.is_multiple_of(16);
+        let i16_rows = i16_rows && class == RowsClass::Int16;
         #[cfg(target_arch = "x86_64")]
-        let i16_rows = fast
-            && self.kernels.gemv_i16
-            && class == RowsClass::Int16
-            && super::gemv_i16::available();
-        #[cfg(target_arch = "x86_64")]
-        let avx2 = !fast
-            && self.kernels.f32_linear_avx2
-            && super::f32_avx2::available()
-            && k.is_multiple_of(8);
-        #[cfg(target_arch = "x86_64")]
-        let avx2_decode = avx2
-            && self.kernels.gemv_i16_avx2
-            && super::gemv_i16_avx2::decodes(dtype)
-            && super::gemv_i16_avx2::available();
-        #[cfg(target_arch = "x86_64")]
-        let i16_avx2 = avx2
-            && self.kernels.gemv_i16_avx2
-            && class == RowsClass::Int16
-            && super::gemv_i16_avx2::decodes(dtype)
-            && super::gemv_i16_avx2::available();
+        let i16_avx2 = avx2_decode && class == RowsClass::Int16;
         #[cfg(target_arch = "x86_64")]
         if fast || avx2 {
             super::kernels::note_simd();
