@@ -14,7 +14,7 @@ use std::arch::x86_64::*;
 use std::cell::RefCell;
 
 use super::gemv_i16::RowI16;
-use super::gemv_i16_avx2::{decode_row_i16, max_q};
+use super::units_avx2::{decode_row_i16, unit_facts};
 use super::{CpuBackend, Linear, SharedMut};
 use crate::quant::QK;
 use crate::DType;
@@ -28,14 +28,14 @@ const PAIRS: usize = QK / 2;
 
 /// Whether this CPU can run the kernel (AVX-512 VNNI, and the AVX2 unit decoders).
 pub fn available() -> bool {
-    super::gemv_i16::available() && super::gemv_i16_avx2::available()
+    super::gemv_i16::available() && super::units_avx2::available()
 }
 
 /// The largest activation magnitude for `dtype`'s weights: each lane of `vpdpwssd` sums the
 /// 32 products of a unit in int32, so `32 * max_q * qmax` must stay below 2^31 (Q6_K, whose
 /// values carry their sub-block scale, takes 14 bits; the others the full 15).
 pub fn activation_max(dtype: DType) -> f32 {
-    let limit = (i32::MAX as i64) / (QK as i64 * max_q(dtype) as i64);
+    let limit = (i32::MAX as i64) / (QK as i64 * unit_facts(dtype).max_q as i64);
     limit.min(i16::MAX as i64) as f32
 }
 
@@ -91,24 +91,17 @@ impl Panel {
                 self.m[u * NR + r] = self.row_m[r * units + u];
             }
         }
-        // Q4_0 and Q5_0 store `q + 8` and `q + 16` (`m = -8 d`, `-16 d`): signed values need
-        // no offset, one multiply-add per unit and row fewer in the tile.
-        let shift = offset_in_q(dtype);
-        if shift != 0 {
-            self.m.fill(0.0);
-        }
         // SAFETY: AVX-512F (caller); row_q holds NR rows of k values, q units * PAIRS * NR.
-        unsafe { transpose_rows(&self.row_q, &mut self.q, k, shift) };
+        unsafe { transpose_rows(&self.row_q, &mut self.q, k) };
     }
 }
 
-/// `q[unit][pair][row] = row_q[row][unit][pair] - shift` for [`NR`] rows of `k` int16 values.
+/// `q[unit][pair][row] = row_q[row][unit][pair]` for [`NR`] rows of `k` int16 values.
 ///
 /// # Safety
-/// AVX-512F and BW; `row_q` holds `NR * k` values and `q` as many.
-#[target_feature(enable = "avx512f,avx512bw")]
-unsafe fn transpose_rows(row_q: &[i16], q: &mut [i32], k: usize, shift: i16) {
-    let shift = _mm512_set1_epi16(shift);
+/// AVX-512F; `row_q` holds `NR * k` values and `q` as many.
+#[target_feature(enable = "avx512f")]
+unsafe fn transpose_rows(row_q: &[i16], q: &mut [i32], k: usize) {
     assert!(row_q.len() >= NR * k && 2 * q.len() >= NR * k);
     for u in 0..k / QK {
         for half in 0..NR / 16 {
@@ -117,10 +110,7 @@ unsafe fn transpose_rows(row_q: &[i16], q: &mut [i32], k: usize, shift: i16) {
             unsafe {
                 let mut v: [__m512i; 16] = std::array::from_fn(|r| {
                     let at = (half * 16 + r) * k + u * QK;
-                    _mm512_sub_epi16(
-                        _mm512_loadu_si512(row_q.as_ptr().add(at) as *const _),
-                        shift,
-                    )
+                    _mm512_loadu_si512(row_q.as_ptr().add(at) as *const _)
                 });
                 transpose16(&mut v);
                 for (p, v) in v.iter().enumerate() {
@@ -283,20 +273,6 @@ unsafe fn tile<const R: usize, const OFF: bool>(
     }
 }
 
-/// The offset a type's stored values carry (`m = -shift d`), taken off in the panel.
-fn offset_in_q(dtype: DType) -> i16 {
-    match dtype {
-        DType::Q4_0 => 8,
-        DType::Q5_0 => 16,
-        _ => 0,
-    }
-}
-
-/// Whether `dtype`'s units keep offsets (`m`) in the panel: Q4_1, Q5_1, Q4_K and Q5_K.
-fn has_offsets(dtype: DType) -> bool {
-    !matches!(dtype, DType::Q8_0 | DType::Q6_K) && offset_in_q(dtype) == 0
-}
-
 /// The tile for `r` rows starting at `xs[0]`.
 ///
 /// # Safety
@@ -366,7 +342,9 @@ impl CpuBackend {
         // More tasks than threads, so that a thread that starts late takes fewer.
         let tasks = (self.threads() * 4).min(panels);
         let per = panels.div_ceil(tasks);
-        let off = has_offsets(dtype);
+        // Q4_0 and Q5_0 come signed from the decoder (their stored offset taken off): only
+        // Q4_1, Q5_1, Q4_K and Q5_K keep a multiply-add per unit and row for `m`.
+        let off = unit_facts(dtype).offsets;
         let outp = SharedMut::new(out);
         let rows = &rows_i16[..];
         self.parallel(tasks, &|t| {
@@ -439,7 +417,10 @@ mod tests {
     #[test]
     fn activations_bounded_so_that_a_unit_sum_fits_in_int32() {
         for dtype in crate::dtype::ALL_DTYPES {
-            let worst = QK as i64 * max_q(dtype) as i64 * activation_max(dtype) as i64;
+            if !super::super::units_avx2::decodes(dtype) {
+                continue;
+            }
+            let worst = QK as i64 * unit_facts(dtype).max_q as i64 * activation_max(dtype) as i64;
             assert!(worst <= i32::MAX as i64, "{dtype}: {worst}");
         }
         assert_eq!(activation_max(DType::Q4_K), 32767.0);

@@ -40,6 +40,8 @@ mod nn;
 mod packed;
 mod pool;
 pub mod scalar;
+#[cfg(target_arch = "x86_64")]
+mod units_avx2;
 mod weights;
 #[cfg(target_arch = "x86_64")]
 mod x86;
