@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use edgecut::{Session, SessionOptions};
-use edgecut_split::{ClientConfig, SplitClient};
+use edgecut_split::{ClientConfig, SplitClient, SplitOutcome};
 use edgecut_wire::Encoding;
 use pyo3::prelude::*;
 use pyo3::types::{PyByteArray, PyDict, PyList};
@@ -25,6 +25,22 @@ pub(crate) enum Texts {
 struct Split {
     client: Mutex<SplitClient<Arc<Session>>>,
     fallback: Mutex<Option<String>>,
+}
+
+impl Split {
+    /// Runs `f` with the client, the GIL released; keeps why it fell back, if it did, for
+    /// `last_fallback` and returns the vectors with that reason.
+    fn run(
+        &self,
+        py: Python<'_>,
+        f: impl FnOnce(&mut SplitClient<Arc<Session>>) -> edgecut::Result<SplitOutcome> + Send,
+    ) -> PyResult<(Vec<Vec<f32>>, Option<String>)> {
+        let out = detached(py, || {
+            f(&mut self.client.lock().unwrap_or_else(|e| e.into_inner()))
+        })?;
+        *self.fallback.lock().unwrap_or_else(|e| e.into_inner()) = out.fell_back.clone();
+        Ok((out.vectors, out.fell_back))
+    }
 }
 
 /// `encoding=` of the hidden states sent to the server.
@@ -207,15 +223,10 @@ impl Embedder {
                 })?;
                 (out.vectors, None)
             }
-            Some(split) => {
-                let out = detached(py, || {
-                    let refs: Vec<&str> = list.iter().map(String::as_str).collect();
-                    let mut c = split.client.lock().unwrap_or_else(|e| e.into_inner());
-                    c.embed(&refs)
-                })?;
-                *split.fallback.lock().unwrap_or_else(|e| e.into_inner()) = out.fell_back.clone();
-                (out.vectors, out.fell_back)
-            }
+            Some(split) => split.run(py, |c| {
+                let refs: Vec<&str> = list.iter().map(String::as_str).collect();
+                c.embed(&refs)
+            })?,
         };
         if let Some(reason) = fell_back {
             warn_fallback(py, &reason)?;
@@ -314,15 +325,10 @@ impl Embedder {
                 })?;
                 (v, None)
             }
-            Some(split) => {
-                let out = detached(py, || {
-                    let refs: Vec<&[u8]> = bytes.iter().map(Vec::as_slice).collect();
-                    let mut c = split.client.lock().unwrap_or_else(|e| e.into_inner());
-                    c.embed_images(&refs)
-                })?;
-                *split.fallback.lock().unwrap_or_else(|e| e.into_inner()) = out.fell_back.clone();
-                (out.vectors, out.fell_back)
-            }
+            Some(split) => split.run(py, |c| {
+                let refs: Vec<&[u8]> = bytes.iter().map(Vec::as_slice).collect();
+                c.embed_images(&refs)
+            })?,
         };
         if let Some(reason) = fell_back {
             warn_fallback(py, &reason)?;
