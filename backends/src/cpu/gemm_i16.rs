@@ -122,8 +122,8 @@ unsafe fn transpose_rows(row_q: &[i16], q: &mut [i32], k: usize) {
     }
 }
 
-/// [`RowI16::quantize_to`] with AVX-512: the same scale and rounding (to nearest, ties to
-/// even), each block's sum added in another order.
+/// [`RowI16::quantize`] with AVX-512 onto `-qmax..=qmax` ([`activation_max`]): the same
+/// rounding (to nearest, ties to even), each block's sum added in another order.
 ///
 /// # Safety
 /// AVX-512F and BW; `x` is whole blocks of 32.

@@ -24,7 +24,7 @@ pub fn available() -> bool {
 pub struct RowI16 {
     /// `round(x / s)` per block, `k` values.
     pub q: Vec<i16>,
-    /// The scale of each block (`amax / 32767`, or the `qmax` asked for).
+    /// The scale of each block (`amax / 32767`).
     pub s: Vec<f32>,
     /// The sum of each block's f32 values.
     pub sum: Vec<f32>,
@@ -33,12 +33,6 @@ pub struct RowI16 {
 impl RowI16 {
     /// Quantizes `x` (whole blocks of 32) into `self`, reusing its buffers.
     pub fn quantize(&mut self, x: &[f32]) {
-        self.quantize_to(x, 32767.0);
-    }
-
-    /// [`RowI16::quantize`] onto `-qmax..=qmax` (a kernel whose int32 sums would overflow with
-    /// the full range takes fewer bits).
-    pub fn quantize_to(&mut self, x: &[f32], qmax: f32) {
         let nb = x.len() / QK;
         self.q.resize(x.len(), 0);
         self.s.resize(nb, 0.0);
@@ -49,7 +43,7 @@ impl RowI16 {
             .enumerate()
         {
             let amax = xb.iter().fold(0f32, |m, v| m.max(v.abs()));
-            let s = amax / qmax;
+            let s = amax / 32767.0;
             let inv = if s > 0.0 { 1.0 / s } else { 0.0 };
             // Round to nearest by adding and subtracting 1.5 * 2^23 (exact below 2^22): no libm
             // call on the baseline target.
