@@ -105,7 +105,7 @@ pub fn embedding_rows(
 pub enum Pooling {
     /// Mean over the real (unmasked) tokens.
     Mean,
-    /// The first token ([CLS]).
+    /// The first token (`[CLS]`).
     Cls,
 }
 
