@@ -1,7 +1,8 @@
 //! The prompt (many-row) kernel of the f32-activation matmul on AVX-512 VNNI, for every block
-//! type the int16 token kernels read (Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q4_K, Q5_K, Q6_K): the same
-//! numbers as [`super::gemv_i16_avx2`] (activations as int16 per block of 32, each weight unit
-//! `w = d q + m` with `q` int16), laid out as a GEMM.
+//! type the int16 token kernels read (Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q4_K, Q5_K, Q6_K): the
+//! token kernels' scheme (activations as int16 per block of 32, each weight unit `w = d q + m`
+//! with `q` int16), laid out as a GEMM. For Q8_0, Q4_0 and Q4_1 it also runs several
+//! conversations' tokens at once, with the bits [`super::gemv_i16`] gives each alone.
 //!
 //! A panel of [`NR`] weight rows is decoded once into int16 and transposed so that one 512-bit
 //! load holds one pair of `k` values for 16 weight rows; `vpdpwssd` with a broadcast pair of an
@@ -14,7 +15,7 @@ use std::arch::x86_64::*;
 use std::cell::RefCell;
 
 use super::gemv_i16::RowI16;
-use super::units_avx2::{decode_row_i16, unit_facts};
+use super::units_avx2::{by_layout, unit_facts, Layout};
 use super::{CpuBackend, Linear, SharedMut};
 use crate::quant::QK;
 use crate::DType;
@@ -46,10 +47,6 @@ pub struct Panel {
     q: Vec<i32>,
     d: Vec<f32>,
     m: Vec<f32>,
-    /// One row's values and scales as decoded, before the transpose.
-    row_q: Vec<i16>,
-    row_d: Vec<f32>,
-    row_m: Vec<f32>,
     units: usize,
 }
 
@@ -57,65 +54,68 @@ impl Panel {
     /// Decodes the `rows` (at most [`NR`]) rows of `w`, `k` values of `dtype` each.
     ///
     /// # Safety
-    /// [`available`] is true; the AVX2 decoders read `dtype`; `w` holds `rows` rows of `k`.
+    /// [`available`] is true; the AVX2 units read `dtype`; `w` holds `rows` rows of `k`.
     pub unsafe fn fill(&mut self, dtype: DType, w: &[u8], rows: usize, k: usize) {
-        assert!(rows <= NR && k.is_multiple_of(QK) && w.len().is_multiple_of(rows.max(1)));
+        assert!(
+            rows <= NR
+                && k.is_multiple_of(QK)
+                && w.len() * dtype.block_len() == rows * k * dtype.block_bytes(),
+            "Panel::fill: {} bytes of {dtype} for {rows} rows of {k}",
+            w.len()
+        );
         let units = k / QK;
-        let row_bytes = w.len() / rows.max(1);
         self.units = units;
         self.q.resize(units * PAIRS * NR, 0);
         self.d.resize(units * NR, 0.0);
         self.m.resize(units * NR, 0.0);
-        self.row_q.resize(NR * k, 0);
-        self.row_d.resize(NR * units, 0.0);
-        self.row_m.resize(NR * units, 0.0);
-        for r in 0..NR {
-            let (q, d, m) = (
-                &mut self.row_q[r * k..(r + 1) * k],
-                &mut self.row_d[r * units..(r + 1) * units],
-                &mut self.row_m[r * units..(r + 1) * units],
-            );
-            if r < rows {
-                // SAFETY: the caller guarantees the features and that the decoders read dtype;
-                // the row is `row_bytes` of whole blocks (checked by `decode_row_i16`).
-                unsafe { decode_row_i16(dtype, &w[r * row_bytes..(r + 1) * row_bytes], q, d, m) };
-            } else {
-                q.fill(0);
-                d.fill(0.0);
-                m.fill(0.0);
-            }
-        }
-        for u in 0..units {
-            for r in 0..NR {
-                self.d[u * NR + r] = self.row_d[r * units + u];
-                self.m[u * NR + r] = self.row_m[r * units + u];
-            }
-        }
-        // SAFETY: AVX-512F (caller); row_q holds NR rows of k values, q units * PAIRS * NR.
-        unsafe { transpose_rows(&self.row_q, &mut self.q, k) };
+        // SAFETY: the caller guarantees the features and that the units read dtype; the
+        // lengths are asserted above.
+        unsafe { by_layout!(dtype, fill_t(self, w, rows, k)) }
     }
 }
 
-/// `q[unit][pair][row] = row_q[row][unit][pair]` for [`NR`] rows of `k` int16 values.
-///
-/// # Safety
-/// AVX-512F; `row_q` holds `NR * k` values and `q` as many.
-#[target_feature(enable = "avx512f")]
-unsafe fn transpose_rows(row_q: &[i16], q: &mut [i32], k: usize) {
-    assert!(row_q.len() >= NR * k && 2 * q.len() >= NR * k);
+/// [`Panel::fill`] for layout `T`: unit by unit, each unit's [`NR`] rows decoded into a
+/// buffer that stays in L1 and transposed from there (decoding whole rows first put the
+/// panel, up to 100 KB, through L2 twice).
+#[target_feature(enable = "avx512f,avx2,fma,f16c")]
+unsafe fn fill_t<T: Layout>(p: &mut Panel, w: &[u8], rows: usize, k: usize) {
+    let row_bytes = w.len() / rows.max(1);
+    let shift = _mm256_set1_epi16(T::SHIFT);
+    let mut unit = [0i16; NR * QK];
     for u in 0..k / QK {
+        let (blk, within) = (u / T::UNITS, u % T::UNITS);
+        for r in 0..NR {
+            let d = &mut p.d[u * NR + r];
+            let m = &mut p.m[u * NR + r];
+            // SAFETY: row r's block blk lies in w (asserted by `fill`); the unit's 32 values
+            // in `unit`.
+            unsafe {
+                let out = unit.as_mut_ptr().add(r * QK) as *mut __m256i;
+                if r < rows {
+                    let un = T::unit(w.as_ptr().add(r * row_bytes + blk * T::BYTES), within);
+                    _mm256_storeu_si256(out, _mm256_sub_epi16(un.lo, shift));
+                    _mm256_storeu_si256(out.add(1), _mm256_sub_epi16(un.hi, shift));
+                    *d = un.d;
+                    *m = if T::SHIFT != 0 { 0.0 } else { un.m };
+                } else {
+                    _mm256_storeu_si256(out, _mm256_setzero_si256());
+                    _mm256_storeu_si256(out.add(1), _mm256_setzero_si256());
+                    *d = 0.0;
+                    *m = 0.0;
+                }
+            }
+        }
         for half in 0..NR / 16 {
-            // SAFETY: the 16 rows' unit u lies in row_q and q[u][..][16 half..16 half + 16] in
-            // q (asserted above).
+            // SAFETY: rows 16 half.. of `unit`, and q[u][..][16 half..16 half + 16] (sized by
+            // `fill`).
             unsafe {
                 let mut v: [__m512i; 16] = std::array::from_fn(|r| {
-                    let at = (half * 16 + r) * k + u * QK;
-                    _mm512_loadu_si512(row_q.as_ptr().add(at) as *const _)
+                    _mm512_loadu_si512(unit.as_ptr().add((half * 16 + r) * QK) as *const _)
                 });
                 transpose16(&mut v);
-                for (p, v) in v.iter().enumerate() {
-                    let at = (u * PAIRS + p) * NR + half * 16;
-                    _mm512_storeu_si512(q.as_mut_ptr().add(at) as *mut _, *v);
+                for (pr, v) in v.iter().enumerate() {
+                    let at = (u * PAIRS + pr) * NR + half * 16;
+                    _mm512_storeu_si512(p.q.as_mut_ptr().add(at) as *mut _, *v);
                 }
             }
         }
@@ -128,7 +128,7 @@ unsafe fn transpose_rows(row_q: &[i16], q: &mut [i32], k: usize) {
 /// # Safety
 /// AVX-512F and BW; `x` is whole blocks of 32.
 #[target_feature(enable = "avx512f,avx512bw")]
-unsafe fn quantize_row(r: &mut RowI16, x: &[f32], qmax: f32) {
+pub(super) unsafe fn quantize_row(r: &mut RowI16, x: &[f32], qmax: f32) {
     let nb = x.len() / QK;
     r.q.resize(x.len(), 0);
     r.s.resize(nb, 0.0);

@@ -1,25 +1,31 @@
-//! The one-row (token decoding) kernel of the f32-activation matmul on AVX-512 VNNI: the
-//! activation row is quantized to int16 per block of 32 (relative error below 2^-15, against
-//! 2^-8 for int8), the stored weight block is widened to int16 in registers, and `vpdpwssd`
-//! multiplies them. Per block and weight row that is about seven vector instructions, against
-//! about sixteen for decoding to f32 and multiplying in f32; decoding is bound by those
-//! instructions on cores whose two hyper-threads share one vector unit.
+//! The token (decoding) kernel of the f32-activation matmul on AVX-512 VNNI for the types
+//! whose prompts take the AVX-512 f32 kernels (Q8_0, Q4_0, Q4_1): the activation row is
+//! quantized to int16 per unit of 32 (relative error below 2^-15, against 2^-8 for int8), each
+//! weight unit decoded to int16 in registers by the AVX2 units ([`super::units_avx2`]), and
+//! `vpdpwssd` multiplies them; 16 weight rows' int32 sums are folded into one vector and scaled
+//! together. For a unit with scale `d` and offset `m` (`w = d q + m`) and activations
+//! `x ~ s xq`: `sum w x = d s sum(q xq) + m sum(x)`.
 //!
-//! For a block with scale `d` and offset `m` (`w = d q + m`; `m = -8d` for Q4_0, 0 for Q8_0)
-//! and activations `x ~ s xq`: `sum w x = d s sum(q xq) + m sum(x)`, with `sum(x)` of the f32
-//! activations.
+//! The numbers are the int16 GEMM's ([`super::gemm_i16`]), operation for operation (each
+//! unit's exact int32 sum, converted once, then `d s` and `m sum(x)` by fused multiply-adds in
+//! unit order), so several conversations' tokens stepped together run the GEMM, which decodes
+//! the weights once for all of them, and each row still gets the bits it gets alone.
 
 use std::arch::x86_64::*;
+use std::cell::RefCell;
 
+use super::gemm_i16::{activation_max, quantize_row};
+use super::units_avx2::{by_layout, Layout};
+use super::{CpuBackend, Linear, SharedMut};
 use crate::quant::QK;
 use crate::DType;
 
 /// Whether this CPU can run the kernel.
 pub fn available() -> bool {
-    super::gemm_vnni::available() && super::multiversion::avx512()
+    super::gemm_vnni::available() && super::multiversion::avx512() && super::units_avx2::available()
 }
 
-/// One activation row quantized for [`dot4`]: int16 values, per-block scales and sums.
+/// One activation row quantized for [`dot16`] (and the AVX2 kernels): int16 values, per-block scales and sums.
 #[derive(Default)]
 pub struct RowI16 {
     /// `round(x / s)` per block, `k` values.
@@ -57,130 +63,261 @@ impl RowI16 {
     }
 }
 
-use crate::quant::f16_bits_to_f32 as f16;
+/// Weight rows per call of [`dot16`]: one vector of results.
+pub const GROUP: usize = 16;
 
-/// Dot products of four rows of `dtype` blocks (`w`: 4 rows of `row_bytes`) with the quantized
-/// activation row `x`.
+/// Activation rows up to which each row runs [`dot16`] on its own; more take the GEMM (the
+/// same bits, the weights decoded once).
+const TOKEN_ROWS: usize = 2;
+
+/// Groups ahead whose weights are prefetched (into L2: into L1, a group of Gemma 3's head,
+/// 11 KB, and the next would not fit beside the rest).
+const AHEAD: usize = 2;
+
+/// Multiply-adds below which the product runs on one thread.
+const MIN_SPLIT_MACS: usize = 1 << 16;
+
+/// `rows` (at most [`GROUP`]) rows of `dtype` blocks (`w`: rows of `row_bytes`) times the
+/// quantized activation row `x` (from [`quantize_row`] with [`activation_max`]): lane `r` is row
+/// `r`'s product, the others 0.
 ///
 /// # Safety
-/// [`available`] is true; `w` holds 4 rows of `x.q.len() / 32` blocks of `dtype` (Q8_0, Q4_0
-/// or Q4_1), and `x` holds one quantized row.
-pub unsafe fn dot4(dtype: DType, w: &[u8], row_bytes: usize, x: &RowI16) -> [f32; 4] {
-    let nb = x.s.len();
+/// [`available`] is true, [`super::units_avx2::decodes`] reads `dtype`; `w` holds `rows` rows
+/// of `x.q.len()` values of `dtype`.
+pub unsafe fn dot16(
+    dtype: DType,
+    w: &[u8],
+    row_bytes: usize,
+    rows: usize,
+    x: &RowI16,
+) -> [f32; 16] {
+    let units = x.s.len();
     assert!(
-        x.q.len() == nb * QK && x.sum.len() == nb && w.len() >= 4 * row_bytes,
-        "dot4: bad lengths"
+        rows <= GROUP
+            && x.q.len() == units * QK
+            && x.sum.len() == units
+            && row_bytes * dtype.block_len() == units * QK * dtype.block_bytes()
+            && w.len() >= rows * row_bytes,
+        "dot16: bad lengths"
     );
-    // SAFETY: the caller guarantees the CPU features; lengths are asserted above.
-    unsafe {
-        match dtype {
-            DType::Q8_0 => dot4_t::<Q8_0>(w, row_bytes, x),
-            DType::Q4_0 => dot4_t::<Q4_0>(w, row_bytes, x),
-            DType::Q4_1 => dot4_t::<Q4_1>(w, row_bytes, x),
-            // The caller runs this kernel for the three types above only
-            // (`matmul_f32::int16_kernel`).
-            DType::F32
-            | DType::F16
-            | DType::BF16
-            | DType::Q5_0
-            | DType::Q5_1
-            | DType::Q2_K
-            | DType::Q3_K
-            | DType::Q4_K
-            | DType::Q5_K
-            | DType::Q6_K
-            | DType::IQ4_NL
-            | DType::IQ4_XS => unreachable!("dot4 of {dtype} weights"),
-        }
+    unsafe fn full<T: Layout>(w: &[u8], row_bytes: usize, rows: usize, x: &RowI16) -> [f32; 16] {
+        // SAFETY: as `dot16`'s caller guarantees.
+        unsafe { dot16_t::<T, true>(w, row_bytes, rows, x) }
     }
-}
-
-/// Row groups of four ahead whose weights are prefetched.
-const PREFETCH_GROUPS: usize = 2;
-
-const Q8_0: u8 = 0;
-const Q4_0: u8 = 1;
-const Q4_1: u8 = 2;
-
-/// One block of row `b` as 32 int16 values, with its scale `d` and offset `m`.
-///
-/// # Safety
-/// AVX-512BW; `b` points at a whole block of type `T`.
-#[inline(always)]
-unsafe fn block<const T: u8>(
-    b: *const u8,
-    shifts: __m512i,
-    nibble: __m512i,
-) -> (__m512i, f32, f32) {
-    // SAFETY: the block's bytes are readable (caller); unaligned loads.
+    unsafe fn part<T: Layout>(w: &[u8], row_bytes: usize, rows: usize, x: &RowI16) -> [f32; 16] {
+        // SAFETY: as `dot16`'s caller guarantees.
+        unsafe { dot16_t::<T, false>(w, row_bytes, rows, x) }
+    }
+    // SAFETY: the caller guarantees the CPU features and the type; lengths asserted above.
     unsafe {
-        let d = f16((b as *const u16).read_unaligned());
-        if T == Q8_0 {
-            let q = _mm512_cvtepi8_epi16(_mm256_loadu_si256(b.add(2) as *const __m256i));
-            return (q, d, 0.0);
-        }
-        let (at, m) = if T == Q4_1 {
-            (4, f16((b.add(2) as *const u16).read_unaligned()))
+        if rows == GROUP {
+            by_layout!(dtype, full(w, row_bytes, rows, x))
         } else {
-            (2, -8.0 * d)
-        };
-        let q = _mm256_broadcastsi128_si256(_mm_loadu_si128(b.add(at) as *const __m128i));
-        let q = _mm512_srlv_epi16(_mm512_cvtepu8_epi16(q), shifts);
-        (_mm512_and_si512(q, nibble), d, m)
+            by_layout!(dtype, part(w, row_bytes, rows, x))
+        }
     }
 }
 
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma")]
-unsafe fn dot4_t<const T: u8>(w: &[u8], row_bytes: usize, x: &RowI16) -> [f32; 4] {
-    let nb = x.s.len();
-    let bb = row_bytes / nb.max(1);
-    let (mut a0, mut a1, mut a2, mut a3) = (
-        _mm512_setzero_ps(),
-        _mm512_setzero_ps(),
-        _mm512_setzero_ps(),
-        _mm512_setzero_ps(),
-    );
-    let mut off = [0f32; 4];
-    // Low nibbles in lanes 0..15, high nibbles in lanes 16..31.
-    let shifts = _mm512_inserti64x4(_mm512_setzero_si512(), _mm256_set1_epi16(4), 1);
-    let nibble = _mm512_set1_epi16(0x0f);
+/// `FULL`: a whole group, so that the written-out rows need no test.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+unsafe fn dot16_t<T: Layout, const FULL: bool>(
+    w: &[u8],
+    row_bytes: usize,
+    rows: usize,
+    x: &RowI16,
+) -> [f32; 16] {
+    let rows = if FULL { GROUP } else { rows };
+    let mut acc = _mm512_setzero_ps();
+    let shift = _mm256_set1_epi16(T::SHIFT);
     let zero = _mm512_setzero_si512();
     let wp = w.as_ptr();
-    for blk in 0..nb {
-        // SAFETY: block `blk` of each of the 4 rows and x.q[32 blk..32 blk + 32] are in bounds
-        // (asserted by `dot4`).
-        unsafe {
-            // Prefetch the weights two row groups ahead, spread over this group's blocks.
-            let ahead = (PREFETCH_GROUPS * 4 * row_bytes + blk * 4 * row_bytes / nb) & !63;
-            _mm_prefetch::<_MM_HINT_T0>(wp.wrapping_add(ahead) as *const i8);
-            _mm_prefetch::<_MM_HINT_T0>(wp.wrapping_add(ahead + 64) as *const i8);
-            let xv = _mm512_loadu_si512(x.q.as_ptr().add(blk * QK) as *const _);
-            let (s, sum) = (x.s[blk], x.sum[blk]);
-            let b = wp.add(blk * bb);
-            let (q0, d0, m0) = block::<T>(b, shifts, nibble);
-            let (q1, d1, m1) = block::<T>(b.add(row_bytes), shifts, nibble);
-            let (q2, d2, m2) = block::<T>(b.add(2 * row_bytes), shifts, nibble);
-            let (q3, d3, m3) = block::<T>(b.add(3 * row_bytes), shifts, nibble);
-            let p0 = _mm512_cvtepi32_ps(_mm512_dpwssd_epi32(zero, q0, xv));
-            let p1 = _mm512_cvtepi32_ps(_mm512_dpwssd_epi32(zero, q1, xv));
-            let p2 = _mm512_cvtepi32_ps(_mm512_dpwssd_epi32(zero, q2, xv));
-            let p3 = _mm512_cvtepi32_ps(_mm512_dpwssd_epi32(zero, q3, xv));
-            a0 = _mm512_fmadd_ps(p0, _mm512_set1_ps(d0 * s), a0);
-            a1 = _mm512_fmadd_ps(p1, _mm512_set1_ps(d1 * s), a1);
-            a2 = _mm512_fmadd_ps(p2, _mm512_set1_ps(d2 * s), a2);
-            a3 = _mm512_fmadd_ps(p3, _mm512_set1_ps(d3 * s), a3);
-            if T != Q8_0 {
-                off[0] += m0 * sum;
-                off[1] += m1 * sum;
-                off[2] += m2 * sum;
-                off[3] += m3 * sum;
+    let (mut d, mut m) = ([0f32; GROUP], [0f32; GROUP]);
+    for blk in 0..x.s.len() / T::UNITS {
+        for u in 0..T::UNITS {
+            let at = blk * T::UNITS + u;
+            // SAFETY: block `blk` of each of the `rows` rows, and the row's unit `at`, are in
+            // bounds (asserted by `dot16`).
+            unsafe {
+                let xv = _mm512_loadu_si512(x.q.as_ptr().add(at * QK) as *const _);
+                if u == 0 {
+                    // The group's rows lie one after another: the group AHEAD groups on is
+                    // fetched as one stream, as far into it as this group has come (sixteen
+                    // rows read side by side are sixteen streams to the hardware prefetcher).
+                    let ahead = wp.wrapping_add((blk * T::BYTES + AHEAD * row_bytes) * GROUP);
+                    for line in (0..GROUP * T::BYTES).step_by(64) {
+                        _mm_prefetch::<_MM_HINT_T1>(ahead.wrapping_add(line) as *const i8);
+                    }
+                }
+                let mut v = [zero; GROUP];
+                // Written out, so that the vectors stay in registers.
+                macro_rules! rows {
+                    ($($r:literal)*) => {$(
+                        if $r < rows {
+                            let b = wp.add($r * row_bytes + blk * T::BYTES);
+                            v[$r] = row::<T>(b, u, shift, xv, &mut d[$r], &mut m[$r]);
+                        }
+                    )*};
+                }
+                rows!(0 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15);
+                let ds = _mm512_mul_ps(
+                    _mm512_loadu_ps(d.as_ptr()),
+                    _mm512_set1_ps(*x.s.get_unchecked(at)),
+                );
+                acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sum16(&v)), ds, acc);
+                if T::OFFSETS {
+                    let sum = _mm512_set1_ps(*x.sum.get_unchecked(at));
+                    acc = _mm512_fmadd_ps(_mm512_loadu_ps(m.as_ptr()), sum, acc);
+                }
             }
         }
     }
-    [
-        _mm512_reduce_add_ps(a0) + off[0],
-        _mm512_reduce_add_ps(a1) + off[1],
-        _mm512_reduce_add_ps(a2) + off[2],
-        _mm512_reduce_add_ps(a3) + off[3],
-    ]
+    let mut out = [0f32; 16];
+    // SAFETY: 16 floats.
+    unsafe { _mm512_storeu_ps(out.as_mut_ptr(), acc) };
+    out
+}
+
+/// Unit `u` of the block at `b` times the activations `xv`: 16 int32 pair sums, the unit's
+/// scale and offset in `d` and `m`.
+///
+/// # Safety
+/// AVX-512 VNNI and AVX2 (inlined into [`dot16_t`]); a whole block at `b`.
+#[inline(always)]
+unsafe fn row<T: Layout>(
+    b: *const u8,
+    u: usize,
+    shift: __m256i,
+    xv: __m512i,
+    d: &mut f32,
+    m: &mut f32,
+) -> __m512i {
+    // SAFETY: the caller's block and features.
+    unsafe {
+        let un = T::unit(b, u);
+        let q = _mm512_inserti64x4::<1>(
+            _mm512_castsi256_si512(_mm256_sub_epi16(un.lo, shift)),
+            _mm256_sub_epi16(un.hi, shift),
+        );
+        *d = un.d;
+        *m = if T::SHIFT != 0 { 0.0 } else { un.m };
+        _mm512_dpwssd_epi32(_mm512_setzero_si512(), q, xv)
+    }
+}
+
+/// Lane `r` of the result is the sum of `v[r]`'s 16 lanes (exact: int32 wraps as the GEMM's
+/// sums do, and neither reaches the bounds [`activation_max`] keeps).
+///
+/// # Safety
+/// AVX-512F.
+#[inline]
+#[target_feature(enable = "avx512f")]
+unsafe fn sum16(v: &[__m512i; 16]) -> __m512i {
+    // Pairs: within each 128-bit lane, rows 2i and 2i + 1 alternate.
+    let t: [__m512i; 8] = std::array::from_fn(|i| {
+        let (a, b) = (v[2 * i], v[2 * i + 1]);
+        _mm512_add_epi32(_mm512_unpacklo_epi32(a, b), _mm512_unpackhi_epi32(a, b))
+    });
+    // Quads: within each 128-bit lane, rows 4i..4i + 4 in order.
+    let u: [__m512i; 4] = std::array::from_fn(|i| {
+        let (a, b) = (t[2 * i], t[2 * i + 1]);
+        _mm512_add_epi32(_mm512_unpacklo_epi64(a, b), _mm512_unpackhi_epi64(a, b))
+    });
+    // The four 128-bit lanes of each quad summed, quad g ending in lane g.
+    let half = |a: __m512i, b: __m512i| {
+        _mm512_add_epi32(
+            _mm512_shuffle_i32x4::<0x88>(a, b),
+            _mm512_shuffle_i32x4::<0xdd>(a, b),
+        )
+    };
+    half(half(u[0], u[1]), half(u[2], u[3]))
+}
+
+thread_local! {
+    /// The activation rows as int16, reused across calls.
+    static ROWS_I16: RefCell<Vec<RowI16>> = const { RefCell::new(Vec::new()) };
+}
+
+impl CpuBackend {
+    /// `out[m, n] = x[m, k] . W[n, k]^T + bias` for the rows of decoding steps over Q8_0, Q4_0
+    /// or Q4_1 weights (the caller checks [`available`], the table's slot, and the shapes): a
+    /// row or two by [`dot16`], more by the int16 GEMM, which gives each row the same bits.
+    pub(super) fn linear_tokens_i16(
+        &self,
+        x: &[f32],
+        m: usize,
+        dtype: DType,
+        w: &[u8],
+        lin: &Linear<'_>,
+        out: &mut [f32],
+    ) {
+        let (n, k) = (lin.n, lin.k);
+        if m > TOKEN_ROWS && self.kernels().gemm_i16 && super::gemm_i16::available() {
+            return self.linear_gemm_i16(x, m, dtype, w, lin, out);
+        }
+        let row_bytes = w.len() / n;
+        let qmax = activation_max(dtype);
+        let mut rows_i16 = ROWS_I16.take();
+        rows_i16.resize_with(m, Default::default);
+        for (r, xr) in rows_i16.iter_mut().zip(x.chunks_exact(k)) {
+            // SAFETY: AVX-512 (the caller checked `available`); k is whole units.
+            unsafe { quantize_row(r, xr, qmax) };
+        }
+        let groups = n.div_ceil(GROUP);
+        let tasks = if m * n * k < MIN_SPLIT_MACS.min(self.min_task_macs) {
+            1
+        } else {
+            self.threads().min(groups)
+        };
+        let per = groups.div_ceil(tasks);
+        let outp = SharedMut::new(out);
+        let rows = &rows_i16[..];
+        self.parallel(tasks, &|t| {
+            for g in (t * per).min(groups)..((t + 1) * per).min(groups) {
+                let j = g * GROUP;
+                let cols = (n - j).min(GROUP);
+                for (i, xr) in rows.iter().enumerate() {
+                    // SAFETY: the caller checked the features and the type; the slice holds
+                    // `cols` whole rows.
+                    let v = unsafe { dot16(dtype, &w[j * row_bytes..], row_bytes, cols, xr) };
+                    // SAFETY: task t writes only the columns of its own groups.
+                    let o = unsafe { outp.slice(i * n + j, cols) };
+                    match lin.bias {
+                        Some(b) => {
+                            for ((o, v), b) in o.iter_mut().zip(v).zip(&b[j..j + cols]) {
+                                *o = v + b;
+                            }
+                        }
+                        None => o.copy_from_slice(&v[..cols]),
+                    }
+                }
+            }
+        });
+        ROWS_I16.set(rows_i16);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sum16_adds_each_vector_into_its_lane() {
+        if !std::is_x86_feature_detected!("avx512f") {
+            return;
+        }
+        let rows: Vec<[i32; 16]> = (0..16i32)
+            .map(|r| std::array::from_fn(|c| (r + 1) * 1000 + c as i32 * (r - 7)))
+            .collect();
+        // SAFETY: AVX-512F was detected; each row is 16 i32.
+        let got = unsafe {
+            let v: [__m512i; 16] =
+                std::array::from_fn(|r| _mm512_loadu_si512(rows[r].as_ptr() as *const _));
+            let mut o = [0i32; 16];
+            _mm512_storeu_si512(o.as_mut_ptr() as *mut _, sum16(&v));
+            o
+        };
+        for (r, row) in rows.iter().enumerate() {
+            assert_eq!(got[r], row.iter().sum::<i32>(), "lane {r}");
+        }
+    }
 }

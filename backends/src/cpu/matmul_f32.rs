@@ -201,7 +201,8 @@ multiversion! {
 struct Paths {
     /// The AVX-512 f32 kernels read the type.
     fast: bool,
-    /// ... and the AVX-512 VNNI int16 one-row kernel runs.
+    /// ... and the AVX-512 VNNI int16 token kernel runs ([`super::gemv_i16`]; the K-quants'
+    /// units decode too slowly for it to beat the AVX2 kernel sharing them between two rows).
     i16_rows: bool,
     /// The AVX2 f32 tile (where `fast` is off).
     avx2: bool,
@@ -312,18 +313,23 @@ impl CpuBackend {
             avx2_decode,
             gemm,
         } = self.paths(dtype, k);
-        // Prompts on AVX-512 VNNI: the int16 GEMM.
+        // Prompts on AVX-512 VNNI: the int16 GEMM; tokens over Q8_0, Q4_0 and Q4_1: the
+        // int16 token kernel (or the GEMM, with the same bits, for several tokens).
         #[cfg(target_arch = "x86_64")]
         if gemm && class == RowsClass::Prompt {
             super::kernels::note_simd();
             self.linear_gemm_i16(x, m, dtype, w, lin, out);
             return Ok(());
         }
+        #[cfg(target_arch = "x86_64")]
+        if i16_rows && class == RowsClass::Int16 {
+            super::kernels::note_simd();
+            self.linear_tokens_i16(x, m, dtype, w, lin, out);
+            return Ok(());
+        }
         let chunk = n.div_ceil(tasks).next_multiple_of(ROWS);
         let outp = SharedMut::new(out);
         // The AVX-512 kernels run with the AVX-512 kernel set (the scalar set tests the rest).
-        #[cfg(target_arch = "x86_64")]
-        let i16_rows = i16_rows && class == RowsClass::Int16;
         #[cfg(target_arch = "x86_64")]
         let i16_avx2 = avx2_decode && class == RowsClass::Int16;
         #[cfg(target_arch = "x86_64")]
@@ -333,7 +339,7 @@ impl CpuBackend {
         #[cfg(target_arch = "x86_64")]
         let mut rows_i16 = ROWS_I16.take();
         #[cfg(target_arch = "x86_64")]
-        if i16_rows || i16_avx2 {
+        if i16_avx2 {
             rows_i16.resize_with(m, Default::default);
             for (r, xr) in rows_i16.iter_mut().zip(x.chunks_exact(k)) {
                 r.quantize(xr);
@@ -369,16 +375,6 @@ impl CpuBackend {
                         }
                     };
                     let w = &w[j * row_bytes..(j + rows) * row_bytes];
-                    #[cfg(target_arch = "x86_64")]
-                    if i16_rows && rows == ROWS {
-                        for (i, xr) in rows_i16[..m].iter().enumerate() {
-                            // SAFETY: VNNI was detected (`i16_rows`); w holds 4 rows of
-                            // k / 32 blocks and xr one quantized row of k.
-                            put(i, unsafe { super::gemv_i16::dot4(dtype, w, row_bytes, xr) });
-                        }
-                        j += rows;
-                        continue;
-                    }
                     #[cfg(target_arch = "x86_64")]
                     if i16_avx2 && rows == ROWS {
                         // Two activation rows share each unit's decoding; an odd last row

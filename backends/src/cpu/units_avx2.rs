@@ -8,7 +8,6 @@
 use std::arch::x86_64::*;
 
 use crate::quant::k_quants::scale_min_k4;
-use crate::quant::QK;
 use crate::DType;
 
 /// Whether this CPU can read units (AVX2 and F16C).
@@ -372,62 +371,12 @@ impl Layout for Q6_K {
     }
 }
 
-/// Decodes `row` (whole blocks of `dtype`) into its int16 units: `q` the values (`row`'s
-/// count), `d` and `m` each unit's scale and offset (`w = d q + m` per 32 values), a stored
-/// offset ([`Layout::SHIFT`]) taken off the values, for a GEMM that lays the units out for its
-/// own loop ([`super::gemm_i16`]).
-///
-/// # Safety
-/// [`available`] is true; [`decodes`] is true for `dtype`.
-pub unsafe fn decode_row_i16(
-    dtype: DType,
-    row: &[u8],
-    q: &mut [i16],
-    d: &mut [f32],
-    m: &mut [f32],
-) {
-    assert!(
-        row.len() * dtype.block_len() == q.len() * dtype.block_bytes()
-            && d.len() * QK == q.len()
-            && m.len() == d.len(),
-        "decode_row_i16: {} bytes of {dtype} for {} values",
-        row.len(),
-        q.len()
-    );
-    // SAFETY: the caller guarantees the CPU features; lengths are asserted above.
-    unsafe { by_layout!(dtype, decode_i16_t(row, q, d, m)) }
-}
-
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn decode_i16_t<T: Layout>(row: &[u8], q: &mut [i16], d: &mut [f32], m: &mut [f32]) {
-    let (rp, qp) = (row.as_ptr(), q.as_mut_ptr());
-    for blk in 0..row.len() / T::BYTES {
-        for u in 0..T::UNITS {
-            let at = blk * T::UNITS + u;
-            // SAFETY: block `blk` lies in `row`, its unit's 32 values in `q` and its scale and
-            // offset in `d` and `m` (lengths asserted by `decode_row_i16`).
-            unsafe {
-                let un = T::unit(rp.add(blk * T::BYTES), u);
-                let shift = _mm256_set1_epi16(T::SHIFT);
-                let (lo, hi) = (
-                    _mm256_sub_epi16(un.lo, shift),
-                    _mm256_sub_epi16(un.hi, shift),
-                );
-                _mm256_storeu_si256(qp.add(at * QK) as *mut __m256i, lo);
-                _mm256_storeu_si256(qp.add(at * QK + 16) as *mut __m256i, hi);
-                *d.get_unchecked_mut(at) = un.d;
-                *m.get_unchecked_mut(at) = if T::SHIFT != 0 { 0.0 } else { un.m };
-            }
-        }
-    }
-}
-
 /// What a GEMM needs to know of `dtype`'s units ([`decodes`] is true for it).
 #[derive(Clone, Copy, Debug)]
 pub struct UnitFacts {
-    /// The largest `|q|` [`decode_row_i16`] gives.
+    /// The largest `|q|` of a unit, the stored offset ([`Layout::SHIFT`]) taken off.
     pub max_q: i32,
-    /// Whether its units have offsets `m` after [`decode_row_i16`].
+    /// Whether its units have offsets `m` once that offset is taken off.
     pub offsets: bool,
 }
 
