@@ -84,6 +84,15 @@ unsafe fn fill_t<T: Layout>(p: &mut Panel, w: &[u8], rows: usize, k: usize) {
     let mut unit = [0i16; NR * QK];
     for u in 0..k / QK {
         let (blk, within) = (u / T::UNITS, u % T::UNITS);
+        if within == 0 {
+            // The panel's rows lie one after another, read side by side: the next panel is
+            // fetched into L2 as one stream, as far into it as this one has come (the panel
+            // after the last one's slice is never read: a prefetch does not fault).
+            let next = w.as_ptr().wrapping_add((row_bytes + blk * T::BYTES) * NR);
+            for line in (0..NR * T::BYTES).step_by(64) {
+                _mm_prefetch::<_MM_HINT_T1>(next.wrapping_add(line) as *const i8);
+            }
+        }
         for r in 0..NR {
             let d = &mut p.d[u * NR + r];
             let m = &mut p.m[u * NR + r];
