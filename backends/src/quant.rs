@@ -9,6 +9,8 @@ mod blocks;
 pub mod k_quants;
 pub mod quantize_k;
 pub mod small_blocks;
+#[cfg_attr(not(any(feature = "wgpu", feature = "cuda")), allow(dead_code))]
+pub(crate) mod units;
 
 pub use k_quants::{
     dequantize_q2_k, dequantize_q3_k, dequantize_q4_k, dequantize_q5_k, dequantize_q6_k, QK_K,

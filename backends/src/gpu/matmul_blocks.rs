@@ -1,8 +1,11 @@
 //! Products of f32 activations with weights kept in their stored blocks (a decoder's matmuls):
 //! Q8_0, Q4_0 and Q4_1 blocks repacked at upload into aligned words (the quantized values) and
 //! f32 scales (and Q4_1's minimums), since the stored blocks (34, 18 and 20 bytes) are not
-//! 4-byte aligned; f16 and f32 matrices as f32 words. The values are the stored ones: an f16
-//! scale widens to f32 exactly.
+//! 4-byte aligned; the rest of a Q4_K_M/Q5_K_M/Q6_K file (Q5_0, Q5_1, Q4_K, Q5_K, Q6_K) as
+//! units of 32 bytes or nibbles with the scales the reference decoder forms ([`crate::quant::units`]:
+//! 20 to 40 bytes per 32 values where f32 took 128); the other types and f16/f32 matrices as
+//! f32 words. The values are the stored ones: an f16 scale widens to f32 exactly, and a unit's
+//! scale is the reference's product.
 //!
 //! Two kernels: for a few rows (decode) a cube reduces one output over the whole row (every unit
 //! takes words of the row, then a tree in shared memory); for more rows (prefill) 16 x 16 output
@@ -22,6 +25,10 @@ const KIND_Q8_0: u32 = 0;
 const KIND_Q4_0: u32 = 1;
 const KIND_Q4_1: u32 = 2;
 const KIND_F32: u32 = 3;
+/// Unsigned bytes with a scale and an offset per unit (Q5_1, Q5_K).
+const KIND_U8: u32 = 4;
+/// Signed bytes with a scale per 16 values (Q6_K).
+const KIND_I8X2: u32 = 5;
 /// Output tile side of the tiled kernel.
 const TILE: u32 = 16;
 /// Shared-memory row stride of a staged block (32 values and one of padding, so the 16 units
@@ -63,6 +70,14 @@ fn block_value(
     }
     if kind == KIND_Q8_0 {
         v = f32::cast_from(byte_i8(q[(wbase + e / 4u32) as usize], e % 4u32)) * d[blk as usize];
+    }
+    if kind == KIND_U8 {
+        let byte = (q[(wbase + e / 4u32) as usize] >> ((e % 4u32) * 8u32)) & 255u32;
+        v = f32::cast_from(byte) * d[blk as usize] + mn[blk as usize];
+    }
+    if kind == KIND_I8X2 {
+        let s = d[(blk * 2u32 + e / 16u32) as usize];
+        v = f32::cast_from(byte_i8(q[(wbase + e / 4u32) as usize], e % 4u32)) * s;
     }
     if kind == KIND_Q4_0 || kind == KIND_Q4_1 {
         // Byte j of a 4-bit block holds value j (low nibble) and value j + 16 (high nibble).
@@ -116,13 +131,28 @@ pub fn gemv_blocks(
             let word = q[(j * words + wi) as usize];
             if kind == KIND_F32 {
                 acc += x[(xb + b * 32u32 + w) as usize] * f32::reinterpret(word);
-            } else if kind == KIND_Q8_0 {
+            } else if kind == KIND_Q8_0 || kind == KIND_I8X2 {
                 let c = xb + b * 32u32 + w * 4u32;
                 let mut s = 0.0f32;
                 for e in 0..4u32 {
                     s += f32::cast_from(byte_i8(word, e)) * x[(c + e) as usize];
                 }
-                acc += s * d[blk as usize];
+                // Q6_K: words 0..4 are the unit's first 16 values, with the first scale.
+                let mut at = blk;
+                if kind == KIND_I8X2 {
+                    at = blk * 2u32 + w / 4u32;
+                }
+                acc += s * d[at as usize];
+            } else if kind == KIND_U8 {
+                let c = xb + b * 32u32 + w * 4u32;
+                let mut s = 0.0f32;
+                let mut sx = 0.0f32;
+                for e in 0..4u32 {
+                    let xe = x[(c + e) as usize];
+                    s += f32::cast_from((word >> (e * 8u32)) & 255u32) * xe;
+                    sx += xe;
+                }
+                acc += s * d[blk as usize] + sx * mn[blk as usize];
             } else {
                 let c = xb + b * 32u32 + w * 4u32;
                 let mut s = 0.0f32;
@@ -254,18 +284,47 @@ pub(super) fn repack(dtype: DType, data: &[u8], n: usize, k: usize) -> Result<Re
         DType::Q8_0 => blocks_of(34, 2, KIND_Q8_0)?,
         DType::Q4_0 => blocks_of(18, 2, KIND_Q4_0)?,
         DType::Q4_1 => blocks_of(20, 4, KIND_Q4_1)?,
+        // A Q4_K_M/Q5_K_M/Q6_K file's other types, as units of 32 (`units`): Q4_K in Q4_1's
+        // layout, Q5_0 in Q8_0's (signed bytes), Q5_1 and Q5_K as unsigned bytes with offsets,
+        // Q6_K as signed bytes with a scale per 16.
+        DType::Q5_0 | DType::Q5_1 | DType::Q4_K | DType::Q5_K | DType::Q6_K => {
+            OpError::check(
+                "weight bytes",
+                data.len(),
+                n * k / dtype.block_len() * dtype.block_bytes(),
+            )?;
+            let kind = match dtype {
+                DType::Q4_K => KIND_Q4_1,
+                DType::Q5_0 => KIND_Q8_0,
+                DType::Q6_K => KIND_I8X2,
+                _ => KIND_U8,
+            };
+            q.reserve(blocks * if kind == KIND_Q4_1 { 4 } else { 8 });
+            quant::units::each_unit(dtype, data, |u| {
+                if kind == KIND_Q4_1 {
+                    // Byte j holds value j (low nibble) and value j + 16 (high nibble).
+                    let bytes: [u8; 16] = std::array::from_fn(|j| u.q[j] | (u.q[j + 16] << 4));
+                    words(&bytes, &mut q);
+                } else {
+                    words(&u.q, &mut q);
+                }
+                d.push(u.d[0]);
+                if kind == KIND_I8X2 {
+                    d.push(u.d[1]);
+                }
+                if kind == KIND_Q4_1 || kind == KIND_U8 {
+                    mn.push(u.m);
+                }
+            });
+            kind
+        }
         // Float types, and the block types without a GPU kernel yet: decoded to f32 at upload
         // by the table's reference decoder (4 to 8 times the memory of the blocks).
         DType::F16
         | DType::F32
         | DType::BF16
-        | DType::Q5_0
-        | DType::Q5_1
         | DType::Q2_K
         | DType::Q3_K
-        | DType::Q4_K
-        | DType::Q5_K
-        | DType::Q6_K
         | DType::IQ4_NL
         | DType::IQ4_XS => KIND_F32,
     };

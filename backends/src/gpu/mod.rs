@@ -66,8 +66,8 @@ pub struct GpuMatrix {
 }
 
 /// A weight matrix `[n, k]` on a GPU for f32 activations, its stored values repacked into aligned
-/// words: Q8_0, Q4_0 and Q4_1 blocks as quantized words with f32 scales (and Q4_1's minimums),
-/// f16 and f32 matrices as f32 words.
+/// words: Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q4_K, Q5_K and Q6_K as units of 32 quantized values
+/// (4 or 8 bits) with f32 scales (and minimums), the other types as f32 words.
 #[derive(Clone, Debug)]
 pub struct GpuBlocks {
     kind: u32,
@@ -290,8 +290,9 @@ impl GpuBackend {
         on_gpu!(self, g => g.rope(x, heads, head_dim, pos0, inv_freq, style))
     }
 
-    /// Uploads a matrix of `n` rows of `k` values stored as `dtype` (Q8_0, Q4_0, Q4_1, F16
-    /// or F32) for products with f32 activations ([`Self::linear_f32`]).
+    /// Uploads a matrix of `n` rows of `k` values stored as `dtype` for products with f32
+    /// activations ([`Self::linear_f32`]): Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q4_K, Q5_K and Q6_K
+    /// as quantized words with f32 scales, the other types decoded to f32.
     pub fn upload_blocks(
         &self,
         dtype: crate::DType,

@@ -25,7 +25,7 @@ pub const IQ4_VALUES: [i8; 16] = [
 /// The 5-bit values of a Q5 block: nibbles as in Q4_0 (value `j` the low nibble of byte `j`,
 /// value `j + 16` its high nibble), fifth bit `j` of the little-endian u32 `qh`.
 #[inline(always)]
-fn q5_values(qh: &[u8], qs: &[u8]) -> [u8; QK] {
+pub fn q5_values(qh: &[u8], qs: &[u8]) -> [u8; QK] {
     let qh = u32::from_le_bytes([qh[0], qh[1], qh[2], qh[3]]);
     let mut q = [0u8; QK];
     for (j, &b) in qs.iter().enumerate() {
