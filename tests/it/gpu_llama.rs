@@ -129,7 +129,7 @@ fn gemma3_on_wgpu_matches_transformers_past_its_window() {
     );
 }
 
-/// The hub's Gemma 3 270M Q4_K_M on wgpu (its K-quant and Q5_0 blocks decoded at upload):
+/// The hub's Gemma 3 270M Q4_K_M on wgpu (its Q4_K, Q6_K and Q5_0 blocks kept as units of 32):
 /// greedy equal to the CPU's on a prompt, 6 tokens (lavapipe takes minutes per prompt of this
 /// model; `EDGECUT_GPU_LLAMA_ALL=1` runs two prompts of 16 tokens).
 #[test]

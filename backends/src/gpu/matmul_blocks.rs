@@ -3,7 +3,7 @@
 //! f32 scales (and Q4_1's minimums), since the stored blocks (34, 18 and 20 bytes) are not
 //! 4-byte aligned; the rest of a Q4_K_M/Q5_K_M/Q6_K file (Q5_0, Q5_1, Q4_K, Q5_K, Q6_K) as
 //! units of 32 bytes or nibbles with the scales the reference decoder forms ([`crate::quant::units`]:
-//! 20 to 40 bytes per 32 values where f32 took 128); the other types and f16/f32 matrices as
+//! 24 to 40 bytes per 32 values where f32 took 128); the other types and f16/f32 matrices as
 //! f32 words. The values are the stored ones: an f16 scale widens to f32 exactly, and a unit's
 //! scale is the reference's product.
 //!
