@@ -361,7 +361,7 @@ fn kv_cache_rounds_as_the_cpu(gpu: &GpuBackend) {
 /// A SmolLM2-sized step (9 heads over 3 KV heads of 64, 100 positions; one row, then 16) and
 /// its matmuls (Q4_1 and Q8_0, 576 x 1536) against the scalar CPU backend through the contract.
 fn decoder_step_matches_the_cpu(gpu: &GpuBackend) {
-    use edgecut_backends::{Backend, KvShape, WeightSource};
+    use edgecut_backends::{Backend, KvShape};
     let cpu = reference();
     let mut rng = Rng(23);
     let (heads, kvh, hd, cap) = (9, 3, 64, 128);
@@ -408,28 +408,39 @@ fn decoder_step_matches_the_cpu(gpu: &GpuBackend) {
                 })
                 .collect(),
         };
-        let src = WeightSource {
-            dtype,
-            data: &data,
-            storage: None,
-            n,
-            k,
-            bias: None,
-            act: ActQuant::F32,
-        };
-        let (wc, wg) = (cpu.prepare(src).unwrap(), gpu.prepare(src).unwrap());
-        for m in [1, 40] {
-            if n > 65_535 && m > 1 {
-                continue;
-            }
-            let x = rng.vec(m * k, 3.0);
-            let mut want = vec![0f32; m * n];
-            Backend::linear(&cpu, &x, m, &wc, &mut want).unwrap();
-            let mut out = gpu.empty(m * n);
-            Backend::linear(gpu, &gpu.upload(&x), m, &wg, &mut out).unwrap();
-            let err = worst(&gpu.download(&out).unwrap(), &want);
-            assert!(err <= 1e-4, "{dtype} {m}x{k} . {n}: {err}");
-        }
+        let rows: &[usize] = if n > 65_535 { &[1] } else { &[1, 40] };
+        f32_products_match(gpu, &cpu, (dtype, &data, n, k), rows, &mut rng);
+    }
+}
+
+/// `m x k` f32 activations (each `m` of `rows`) times the `n x k` matrix `data` of `dtype` on
+/// the GPU and on `cpu`: within 1e-4 (the f32 sums' order).
+fn f32_products_match(
+    gpu: &GpuBackend,
+    cpu: &CpuBackend,
+    (dtype, data, n, k): (DType, &[u8], usize, usize),
+    rows: &[usize],
+    rng: &mut Rng,
+) {
+    use edgecut_backends::{Backend, WeightSource};
+    let src = WeightSource {
+        dtype,
+        data,
+        storage: None,
+        n,
+        k,
+        bias: None,
+        act: ActQuant::F32,
+    };
+    let (wc, wg) = (cpu.prepare(src).unwrap(), gpu.prepare(src).unwrap());
+    for &m in rows {
+        let x = rng.vec(m * k, 3.0);
+        let mut want = vec![0f32; m * n];
+        Backend::linear(cpu, &x, m, &wc, &mut want).unwrap();
+        let mut out = gpu.empty(m * n);
+        Backend::linear(gpu, &gpu.upload(&x), m, &wg, &mut out).unwrap();
+        let err = worst(&gpu.download(&out).unwrap(), &want);
+        assert!(err <= 1e-4, "{dtype} {m}x{k} . {n}: {err}");
     }
 }
 
@@ -438,7 +449,6 @@ fn decoder_step_matches_the_cpu(gpu: &GpuBackend) {
 /// (the f32 sums' order); each kept in quantized words, not decoded to f32 (its bytes on the
 /// device at most 40 per 32 values, against 128).
 fn block_types_match_the_cpu(gpu: &GpuBackend) {
-    use edgecut_backends::{Backend, WeightSource};
     let cpu = reference();
     let mut rng = Rng(29);
     for dtype in [
@@ -473,23 +483,7 @@ fn block_types_match_the_cpu(gpu: &GpuBackend) {
                 blocks.bytes(),
                 n * k
             );
-            let src = WeightSource {
-                dtype,
-                data: &data,
-                storage: None,
-                n,
-                k,
-                bias: None,
-                act: ActQuant::F32,
-            };
-            let (wc, wg) = (cpu.prepare(src).unwrap(), gpu.prepare(src).unwrap());
-            let x = rng.vec(m * k, 3.0);
-            let mut want = vec![0f32; m * n];
-            Backend::linear(&cpu, &x, m, &wc, &mut want).unwrap();
-            let mut out = gpu.empty(m * n);
-            Backend::linear(gpu, &gpu.upload(&x), m, &wg, &mut out).unwrap();
-            let err = worst(&gpu.download(&out).unwrap(), &want);
-            assert!(err <= 1e-4, "{dtype} {m}x{k} . {n}: {err}");
+            f32_products_match(gpu, &cpu, (dtype, &data, n, k), &[m], &mut rng);
         }
     }
 }

@@ -315,6 +315,18 @@ thread_local! {
     static ROWS_I16: RefCell<Vec<RowI16>> = const { RefCell::new(Vec::new()) };
 }
 
+/// `o = v + bias` over `o`'s length (the columns of one output row a task computed).
+pub(super) fn store(o: &mut [f32], v: &[f32], bias: Option<&[f32]>) {
+    match bias {
+        Some(b) => {
+            for ((o, v), b) in o.iter_mut().zip(v).zip(b) {
+                *o = v + b;
+            }
+        }
+        None => o.copy_from_slice(&v[..o.len()]),
+    }
+}
+
 impl CpuBackend {
     /// `out[m, n] = x[m, k] . W[n, k]^T + bias` for weights of a type the AVX2 unit decoders
     /// read (the caller checks [`available`], the table's slot, and the shapes).
@@ -375,14 +387,7 @@ impl CpuBackend {
                         for (ii, v) in res[..r].iter().enumerate() {
                             // SAFETY: task t writes only columns of its own panels.
                             let o = unsafe { outp.slice((i + ii) * n + j, cols) };
-                            match lin.bias {
-                                Some(b) => {
-                                    for ((o, v), b) in o.iter_mut().zip(v).zip(&b[j..j + cols]) {
-                                        *o = v + b;
-                                    }
-                                }
-                                None => o.copy_from_slice(&v[..cols]),
-                            }
+                            store(o, v, lin.bias.map(|b| &b[j..j + cols]));
                         }
                         i += r;
                     }

@@ -14,7 +14,7 @@
 use std::arch::x86_64::*;
 use std::cell::RefCell;
 
-use super::gemm_i16::{activation_max, quantize_row};
+use super::gemm_i16::{activation_max, quantize_row, store};
 use super::units_avx2::{by_layout, Layout};
 use super::{CpuBackend, Linear, SharedMut};
 use crate::quant::QK;
@@ -281,14 +281,7 @@ impl CpuBackend {
                     let v = unsafe { dot16(dtype, &w[j * row_bytes..], row_bytes, cols, xr) };
                     // SAFETY: task t writes only the columns of its own groups.
                     let o = unsafe { outp.slice(i * n + j, cols) };
-                    match lin.bias {
-                        Some(b) => {
-                            for ((o, v), b) in o.iter_mut().zip(v).zip(&b[j..j + cols]) {
-                                *o = v + b;
-                            }
-                        }
-                        None => o.copy_from_slice(&v[..cols]),
-                    }
+                    store(o, &v, lin.bias.map(|b| &b[j..j + cols]));
                 }
             }
         });
