@@ -254,6 +254,12 @@ impl CpuBackend {
     }
 }
 
+/// The largest head size whose query heads share a task ([`super::attn_f16::attend_group`]).
+#[cfg(target_arch = "x86_64")]
+const GROUP_MAX_HEAD_DIM: usize = super::attn_f16::GROUP_MAX_HEAD_DIM;
+#[cfg(not(target_arch = "x86_64"))]
+const GROUP_MAX_HEAD_DIM: usize = 0;
+
 /// One conversation's attention, checked, cut into tasks over heads (and over row blocks when
 /// there are many rows, so both threads work in prefill too). With the AVX-512 kernel a task
 /// takes up to four query heads of one KV head ([`super::attn_f16::attend_group`]: each key
@@ -295,7 +301,7 @@ impl AttentionPlan {
         let group = heads / kvh;
         // The most heads per task (up to four, all of one KV head) that still leave a task for
         // every thread.
-        let per_task = if !fast || !hd.is_multiple_of(16) || hd > 64 {
+        let per_task = if !fast || !hd.is_multiple_of(16) || hd > GROUP_MAX_HEAD_DIM {
             1
         } else {
             (1..=4)
@@ -343,8 +349,8 @@ impl AttentionPlan {
             #[cfg(target_arch = "x86_64")]
             if n > 1 {
                 // SAFETY: `n > 1` only with the AVX-512 kernel available (`fast`), head_dim a
-                // multiple of 16 up to 64 and n up to 4 (`new`); the cache sizes and
-                // first + len <= slots were checked.
+                // multiple of 16 up to GROUP_MAX_HEAD_DIM and n up to 4 (`new`); the cache sizes
+                // and first + len <= slots were checked.
                 unsafe {
                     use super::attn_f16::attend_group;
                     match n {
