@@ -465,10 +465,10 @@ impl Backend for CpuBackend {
         CpuBackend::causal_attention_many(self, &all, out)
     }
 
-    /// Long batches run a few texts at a time ([`GROUP_ROWS`] token rows) through every block,
+    /// Long batches run a few texts at a time (`GROUP_ROWS` token rows) through every block,
     /// so the intermediates stay in cache. Within a group, on one thread or for few rows, the
     /// contract's op-by-op default runs (each op split across the pool by output columns); from
-    /// [`ROW_TASKS_FROM`] rows on several threads, row tasks ([`Self::row_task_blocks`]). Both
+    /// `ROW_TASKS_FROM` rows on several threads, row tasks (`row_task_blocks`). Both
     /// run the same ops on the same rows: the same result, bit for bit.
     fn encoder_blocks(
         &self,
