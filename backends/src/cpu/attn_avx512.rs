@@ -1,4 +1,4 @@
-//! Attention for one head of 32 values with AVX-512, eight query rows at a time: scores against
+//! Attention for one head of 32 or 64 values with AVX-512, eight query rows at a time: scores against
 //! the head's keys transposed (16 keys per register, 32 keys per pass: 16 accumulators), the
 //! softmax in registers (exponentials and their sums in 16 lanes, no normalisation pass: the
 //! output rows are scaled instead), then `P V` with the eight output rows in 16 registers.
@@ -7,8 +7,10 @@ use std::arch::x86_64::*;
 
 /// Query rows per block.
 const QB: usize = 8;
-/// Head size this kernel is written for.
-pub const HD: usize = 32;
+/// Whether the kernels take heads of `hd` values (32: MiniLM; 64: CLIP, XLM-R and BERT base).
+pub fn head_dim_supported(hd: usize) -> bool {
+    hd == 32 || hd == 64
+}
 
 /// Whether this CPU can run [`head`].
 pub fn available() -> bool {
@@ -18,7 +20,7 @@ pub fn available() -> bool {
 /// Checks the slices and key positions of a [`head`] call (the contract both head kernels
 /// share): `seq` rows of `HD` values, `stride` apart, in each of `q`, `k` and `v`, and every
 /// kept position below `seq`.
-pub(super) fn check_head(
+pub(super) fn check_head<const HD: usize>(
     q: &[f32],
     k: &[f32],
     v: &[f32],
@@ -49,7 +51,7 @@ pub struct Buffers {
 /// [`available`] is true. (Slice lengths and positions are checked here.)
 #[target_feature(enable = "avx512f")]
 #[allow(clippy::too_many_arguments)]
-pub unsafe fn head(
+pub unsafe fn head<const HD: usize>(
     q: &[f32],
     k: &[f32],
     v: &[f32],
@@ -63,7 +65,8 @@ pub unsafe fn head(
     if seq == 0 {
         return;
     }
-    check_head(q, k, v, stride, seq, keep);
+    assert!(head_dim_supported(HD));
+    check_head::<HD>(q, k, v, stride, seq, keep);
     let nk = keep.len();
     let nkp = nk.next_multiple_of(16).max(16);
     buf.kt.clear();
@@ -107,7 +110,7 @@ pub unsafe fn head(
 /// `scores[r][j] = q[r] . kt[.][j]` for the `QB` rows and all `nkp` (a multiple of 16) keys.
 #[target_feature(enable = "avx512f")]
 #[allow(clippy::needless_range_loop)] // `d` indexes the key rows and every query row at once
-unsafe fn scores(q: &[[f32; HD]; QB], kt: &[f32], nkp: usize, scores: &mut [f32]) {
+unsafe fn scores<const HD: usize>(q: &[[f32; HD]; QB], kt: &[f32], nkp: usize, scores: &mut [f32]) {
     assert!(kt.len() == HD * nkp && nkp.is_multiple_of(16) && scores.len() == QB * nkp);
     let (ktp, sp) = (kt.as_ptr(), scores.as_mut_ptr());
     let mut jc = 0;
@@ -219,9 +222,10 @@ unsafe fn softmax(scores: &mut [f32], nkp: usize, nk: usize) -> [f32; QB] {
     inv
 }
 
-/// `o[r] = inv[r] * sum_j p[r][j] v[keep[j]]` for the `QB` rows of `p` (`nkp` apart).
+/// `o[r] = inv[r] * sum_j p[r][j] v[keep[j]]` for the `QB` rows of `p` (`nkp` apart), 32
+/// dimensions (16 accumulators) per pass over the keys.
 #[target_feature(enable = "avx512f")]
-unsafe fn pv(
+unsafe fn pv<const HD: usize>(
     p: &[f32],
     nkp: usize,
     v: &[f32],
@@ -231,30 +235,33 @@ unsafe fn pv(
     o: &mut [[f32; HD]; QB],
 ) {
     let nk = keep.len();
-    assert!(p.len() == QB * nkp && nk <= nkp);
+    assert!(p.len() == QB * nkp && nk <= nkp && HD.is_multiple_of(32));
     let (pp, vp) = (p.as_ptr(), v.as_ptr());
-    let mut acc = [[_mm512_setzero_ps(); 2]; QB];
-    for (j, &at) in keep.iter().enumerate() {
-        // SAFETY: the caller checked that every kept position's HD values lie in `v`.
-        let (v0, v1) = unsafe {
-            (
-                _mm512_loadu_ps(vp.add(at * stride)),
-                _mm512_loadu_ps(vp.add(at * stride + 16)),
-            )
-        };
-        for (r, a) in acc.iter_mut().enumerate() {
-            // SAFETY: r < QB and j < nk <= nkp, inside `p`.
-            let pr = _mm512_set1_ps(unsafe { *pp.add(r * nkp + j) });
-            a[0] = _mm512_fmadd_ps(pr, v0, a[0]);
-            a[1] = _mm512_fmadd_ps(pr, v1, a[1]);
+    for c0 in (0..HD).step_by(32) {
+        let mut acc = [[_mm512_setzero_ps(); 2]; QB];
+        for (j, &at) in keep.iter().enumerate() {
+            // SAFETY: the caller checked that every kept position's HD values lie in `v`, and
+            // c0 + 32 <= HD.
+            let (v0, v1) = unsafe {
+                (
+                    _mm512_loadu_ps(vp.add(at * stride + c0)),
+                    _mm512_loadu_ps(vp.add(at * stride + c0 + 16)),
+                )
+            };
+            for (r, a) in acc.iter_mut().enumerate() {
+                // SAFETY: r < QB and j < nk <= nkp, inside `p`.
+                let pr = _mm512_set1_ps(unsafe { *pp.add(r * nkp + j) });
+                a[0] = _mm512_fmadd_ps(pr, v0, a[0]);
+                a[1] = _mm512_fmadd_ps(pr, v1, a[1]);
+            }
         }
-    }
-    for ((a, o), &s) in acc.iter().zip(o.iter_mut()).zip(inv) {
-        let s = _mm512_set1_ps(s);
-        // SAFETY: each output row holds HD = 32 floats.
-        unsafe {
-            _mm512_storeu_ps(o.as_mut_ptr(), _mm512_mul_ps(a[0], s));
-            _mm512_storeu_ps(o.as_mut_ptr().add(16), _mm512_mul_ps(a[1], s));
+        for ((a, o), &s) in acc.iter().zip(o.iter_mut()).zip(inv) {
+            let s = _mm512_set1_ps(s);
+            // SAFETY: each output row holds HD floats, and c0 + 32 <= HD.
+            unsafe {
+                _mm512_storeu_ps(o.as_mut_ptr().add(c0), _mm512_mul_ps(a[0], s));
+                _mm512_storeu_ps(o.as_mut_ptr().add(c0 + 16), _mm512_mul_ps(a[1], s));
+            }
         }
     }
 }

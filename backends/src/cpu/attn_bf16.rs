@@ -1,4 +1,4 @@
-//! Attention for one head of 32 values with AVX-512 BF16 dot products (`vdpbf16ps`: two
+//! Attention for one head of 32 or 64 values with AVX-512 BF16 dot products (`vdpbf16ps`: two
 //! products per f32 lane, twice the multiply-adds of an f32 FMA), for the encoder's batched
 //! attention. Queries, keys, values and probabilities are rounded to bf16 (8 significant bits,
 //! relative error at most 2^-9); products and sums stay in f32. That rounding is five times
@@ -14,13 +14,11 @@
 
 use std::arch::x86_64::*;
 
-// The f32 kernel's head size and argument checks: the two kernels share one contract.
-use super::attn_avx512::{check_head, HD};
+// The f32 kernel's head sizes and argument checks: the two kernels share one contract.
+use super::attn_avx512::{check_head, head_dim_supported};
 
 /// Query rows per block.
 const QB: usize = 8;
-/// bf16 pairs per head row.
-const HP: usize = HD / 2;
 
 /// Whether this CPU can run [`head`].
 pub fn available() -> bool {
@@ -55,13 +53,13 @@ fn pairs32(lo: __m512, hi: __m512) -> __m512i {
 
 /// One head's attention over one sequence of `seq` tokens, as
 /// [`attn_avx512::head`](super::attn_avx512::head) (same arguments and contract) with bf16
-/// products.
+/// products. `HP` is `HD / 2`, the bf16 pairs of a head row.
 ///
 /// # Safety
 /// [`available`] is true. (Slice lengths and positions are checked here.)
 #[target_feature(enable = "avx512f,avx512bf16")]
 #[allow(clippy::too_many_arguments)]
-pub unsafe fn head(
+pub unsafe fn head<const HD: usize, const HP: usize>(
     q: &[f32],
     k: &[f32],
     v: &[f32],
@@ -75,7 +73,8 @@ pub unsafe fn head(
     if seq == 0 {
         return;
     }
-    check_head(q, k, v, stride, seq, keep);
+    assert!(head_dim_supported(HD) && 2 * HP == HD);
+    check_head::<HD>(q, k, v, stride, seq, keep);
     let nk = keep.len();
     let nkp = nk.next_multiple_of(32).max(32);
     buf.kt.clear();
@@ -86,23 +85,25 @@ pub unsafe fn head(
     buf.pb.resize(QB * nkp / 2, 0);
     let (kp, vsrc) = (k.as_ptr(), v.as_ptr());
     for (jj, &j) in keep.iter().enumerate() {
-        // SAFETY: j < seq, so the row's 32 floats lie in `k` (checked above).
-        let pr = unsafe {
-            pairs32(
-                _mm512_loadu_ps(kp.add(j * stride)),
-                _mm512_loadu_ps(kp.add(j * stride + 16)),
-            )
-        };
         let mut lanes = [0u32; HP];
-        // SAFETY: `lanes` holds 16 u32.
-        unsafe { _mm512_storeu_si512(lanes.as_mut_ptr() as *mut __m512i, pr) };
+        for c in 0..HD / 32 {
+            // SAFETY: j < seq, so the row's HD floats lie in `k` (checked above); `lanes`
+            // holds HP = 16 (HD / 32) u32.
+            unsafe {
+                let pr = pairs32(
+                    _mm512_loadu_ps(kp.add(j * stride + 32 * c)),
+                    _mm512_loadu_ps(kp.add(j * stride + 32 * c + 16)),
+                );
+                _mm512_storeu_si512(lanes.as_mut_ptr().add(16 * c) as *mut __m512i, pr);
+            }
+        }
         for (dp, &l) in lanes.iter().enumerate() {
             buf.kt[dp * nkp + jj] = l;
         }
     }
     for (jp, two) in keep.chunks(2).enumerate() {
-        for half in 0..2 {
-            // SAFETY: kept positions are below seq, so each row's 32 floats lie in `v`.
+        for half in 0..HD / 16 {
+            // SAFETY: kept positions are below seq, so each row's HD floats lie in `v`.
             let (a, b) = unsafe {
                 (
                     _mm512_loadu_ps(vsrc.add(two[0] * stride + half * 16)),
@@ -135,13 +136,15 @@ pub unsafe fn head(
         for (r, qr) in qs.iter_mut().enumerate().take(rows) {
             let at = (i0 + r) * stride;
             let s = _mm512_set1_ps(scale);
-            // SAFETY: row i0 + r < seq, so its 32 floats lie in `q`; `qr` holds 16 u32.
-            unsafe {
-                let pr = pairs32(
-                    _mm512_mul_ps(_mm512_loadu_ps(q.as_ptr().add(at)), s),
-                    _mm512_mul_ps(_mm512_loadu_ps(q.as_ptr().add(at + 16)), s),
-                );
-                _mm512_storeu_si512(qr.as_mut_ptr() as *mut __m512i, pr);
+            for c in 0..HD / 32 {
+                // SAFETY: row i0 + r < seq, so its HD floats lie in `q`; `qr` holds HP u32.
+                unsafe {
+                    let pr = pairs32(
+                        _mm512_mul_ps(_mm512_loadu_ps(q.as_ptr().add(at + 32 * c)), s),
+                        _mm512_mul_ps(_mm512_loadu_ps(q.as_ptr().add(at + 32 * c + 16)), s),
+                    );
+                    _mm512_storeu_si512(qr.as_mut_ptr().add(16 * c) as *mut __m512i, pr);
+                }
             }
         }
         let mut o = [[0f32; HD]; QB];
@@ -163,7 +166,7 @@ pub unsafe fn head(
 /// `scores[r][j] = q[r] . k[j]` for the `QB` rows and all `nkp` (a multiple of 32) keys.
 #[target_feature(enable = "avx512f,avx512bf16")]
 #[allow(clippy::needless_range_loop)] // `dp` indexes the key pairs and every query row at once
-unsafe fn scores(q: &[[u32; HP]; QB], kt: &[u32], nkp: usize, scores: &mut [f32]) {
+unsafe fn scores<const HP: usize>(q: &[[u32; HP]; QB], kt: &[u32], nkp: usize, scores: &mut [f32]) {
     assert!(kt.len() == HP * nkp && nkp.is_multiple_of(32) && scores.len() == QB * nkp);
     let (ktp, sp) = (kt.as_ptr(), scores.as_mut_ptr());
     for jc in (0..nkp).step_by(32) {
@@ -279,9 +282,10 @@ unsafe fn softmax(scores: &[f32], nkp: usize, nk: usize, pb: &mut [u32]) -> [f32
     inv
 }
 
-/// `o[r] = inv[r] * sum_j p[r][j] v[j]` from the bf16 pairs of probabilities and values.
+/// `o[r] = inv[r] * sum_j p[r][j] v[j]` from the bf16 pairs of probabilities and values, 32
+/// dimensions (16 accumulators) per pass over the keys.
 #[target_feature(enable = "avx512f,avx512bf16")]
-unsafe fn pv(
+unsafe fn pv<const HD: usize>(
     pb: &[u32],
     nkp: usize,
     vp: &[u32],
@@ -292,30 +296,34 @@ unsafe fn pv(
     let np = nk.div_ceil(2);
     assert!(pb.len() == QB * nkp / 2 && vp.len() == nkp / 2 * HD && np <= nkp / 2);
     let (pp, vpp) = (pb.as_ptr(), vp.as_ptr());
-    let mut acc = [[_mm512_setzero_ps(); 2]; QB];
-    for jp in 0..np {
-        // SAFETY: jp < nkp / 2, so the pair's 32 u32 lie in `vp`.
-        let (v0, v1) = unsafe {
-            (
-                bh(_mm512_loadu_si512(vpp.add(jp * HD) as *const __m512i)),
-                bh(_mm512_loadu_si512(vpp.add(jp * HD + 16) as *const __m512i)),
-            )
-        };
-        for (r, a) in acc.iter_mut().enumerate() {
-            // SAFETY: r < QB and jp < nkp / 2, inside `pb`.
-            let p = bh(_mm512_set1_epi32(
-                unsafe { *pp.add(r * nkp / 2 + jp) } as i32
-            ));
-            a[0] = _mm512_dpbf16_ps(a[0], p, v0);
-            a[1] = _mm512_dpbf16_ps(a[1], p, v1);
+    for c0 in (0..HD).step_by(32) {
+        let mut acc = [[_mm512_setzero_ps(); 2]; QB];
+        for jp in 0..np {
+            // SAFETY: jp < nkp / 2 and c0 + 32 <= HD, so the 32 u32 lie in `vp`.
+            let (v0, v1) = unsafe {
+                (
+                    bh(_mm512_loadu_si512(vpp.add(jp * HD + c0) as *const __m512i)),
+                    bh(_mm512_loadu_si512(
+                        vpp.add(jp * HD + c0 + 16) as *const __m512i
+                    )),
+                )
+            };
+            for (r, a) in acc.iter_mut().enumerate() {
+                // SAFETY: r < QB and jp < nkp / 2, inside `pb`.
+                let p = bh(_mm512_set1_epi32(
+                    unsafe { *pp.add(r * nkp / 2 + jp) } as i32
+                ));
+                a[0] = _mm512_dpbf16_ps(a[0], p, v0);
+                a[1] = _mm512_dpbf16_ps(a[1], p, v1);
+            }
         }
-    }
-    for ((a, o), &s) in acc.iter().zip(o.iter_mut()).zip(inv) {
-        let s = _mm512_set1_ps(s);
-        // SAFETY: each output row holds HD = 32 floats.
-        unsafe {
-            _mm512_storeu_ps(o.as_mut_ptr(), _mm512_mul_ps(a[0], s));
-            _mm512_storeu_ps(o.as_mut_ptr().add(16), _mm512_mul_ps(a[1], s));
+        for ((a, o), &s) in acc.iter().zip(o.iter_mut()).zip(inv) {
+            let s = _mm512_set1_ps(s);
+            // SAFETY: each output row holds HD floats, and c0 + 32 <= HD.
+            unsafe {
+                _mm512_storeu_ps(o.as_mut_ptr().add(c0), _mm512_mul_ps(a[0], s));
+                _mm512_storeu_ps(o.as_mut_ptr().add(c0 + 16), _mm512_mul_ps(a[1], s));
+            }
         }
     }
 }

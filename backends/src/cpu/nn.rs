@@ -251,9 +251,16 @@ multiversion! {
         let col = h * hd;
         // The AVX-512 kernel attends to every kept key; a causal text runs the path below.
         #[cfg(target_arch = "x86_64")]
-        if head32 && !a.causal && hd == super::attn_avx512::HD && super::attn_avx512::available() {
+        if head32
+            && !a.causal
+            && super::attn_avx512::head_dim_supported(hd)
+            && super::attn_avx512::available()
+        {
             super::kernels::note_simd();
-            return attend_head32(a, b, h, bf16, outp);
+            return match hd {
+                32 => attend_head_simd::<32, 16>(a, b, h, bf16, outp),
+                _ => attend_head_simd::<64, 32>(a, b, h, bf16, outp),
+            };
         }
         let _ = (head32, bf16);
         // This head's keys and values, transposed (`kt[d][j]`, `vt[d][j]`), real tokens only, so
@@ -303,10 +310,15 @@ pub(super) fn softmax_row(s: &mut [f32]) {
     s.iter_mut().for_each(|v| *v *= inv);
 }
 
-/// [`attend_head`] for heads of 32 with the AVX-512 kernel.
+/// [`attend_head`] for heads of `HD` (32 or 64; `HP = HD / 2`) with the AVX-512 kernels.
 #[cfg(target_arch = "x86_64")]
-fn attend_head32(a: &Attention<'_>, b: usize, h: usize, bf16: bool, outp: &SharedMut<f32>) {
-    use super::attn_avx512::HD;
+fn attend_head_simd<const HD: usize, const HP: usize>(
+    a: &Attention<'_>,
+    b: usize,
+    h: usize,
+    bf16: bool,
+    outp: &SharedMut<f32>,
+) {
     let hidden = a.heads * HD;
     let seq = a.seq;
     let (col, row0) = (h * HD, b * seq);
@@ -324,15 +336,15 @@ fn attend_head32(a: &Attention<'_>, b: usize, h: usize, bf16: bool, outp: &Share
         // against `seq` rows.
         unsafe {
             if bf16 {
-                super::attn_bf16::head(q, k, v, a.stride, seq, keep, scale, bf16s, out)
+                super::attn_bf16::head::<HD, HP>(q, k, v, a.stride, seq, keep, scale, bf16s, out)
             } else {
-                super::attn_avx512::head(q, k, v, a.stride, seq, keep, scale, f32s, out)
+                super::attn_avx512::head::<HD>(q, k, v, a.stride, seq, keep, scale, f32s, out)
             }
         }
     })
 }
 
-/// Per-thread buffers of [`attend_head32`]: the kept key positions and the kernels' buffers.
+/// Per-thread buffers of [`attend_head_simd`]: the kept key positions and the kernels' buffers.
 #[cfg(target_arch = "x86_64")]
 #[derive(Default)]
 struct Head32 {
