@@ -261,12 +261,7 @@ mod tests {
 
     #[test]
     fn the_avx512_quantizer_is_the_scalar_one_bit_for_bit() {
-        if !avx512_available() {
-            assert!(
-                std::env::var_os("EDGECUT_EXPECT_AVX512").is_none(),
-                "EDGECUT_EXPECT_AVX512 is set, yet AVX-512 is missing"
-            );
-            println!("no AVX-512 on this CPU: the AVX-512 quantizer is not run");
+        if !super::super::x86::runs_here(avx512_available(), "the AVX-512 int8 quantizer") {
             return;
         }
         // Rows with ties at .5 after scaling, zero blocks, negative and tiny values.

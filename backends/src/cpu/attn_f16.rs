@@ -223,12 +223,7 @@ mod tests {
 
     #[test]
     fn heads_sharing_a_kv_head_together_equal_each_alone_bit_for_bit() {
-        if !available() {
-            assert!(
-                std::env::var_os("EDGECUT_EXPECT_AVX512").is_none(),
-                "EDGECUT_EXPECT_AVX512 is set, yet AVX-512 is missing"
-            );
-            println!("no AVX-512 on this CPU: the grouped attention is not run");
+        if !super::super::x86::runs_here(available(), "the grouped attention") {
             return;
         }
         for (hd, cap, first, len) in [

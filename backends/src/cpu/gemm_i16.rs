@@ -479,12 +479,10 @@ mod tests {
 
     #[test]
     fn transpose16_moves_every_lane() {
-        if !std::is_x86_feature_detected!("avx512f") {
-            assert!(
-                std::env::var_os("EDGECUT_EXPECT_AVX512").is_none(),
-                "EDGECUT_EXPECT_AVX512 is set, yet AVX-512 is missing"
-            );
-            println!("no AVX-512 on this CPU: the transpose is not run");
+        if !super::super::x86::runs_here(
+            std::is_x86_feature_detected!("avx512f"),
+            "the 16 x 16 transpose",
+        ) {
             return;
         }
         let rows: Vec<[i32; 16]> = (0..16)
@@ -510,12 +508,7 @@ mod tests {
 
     #[test]
     fn the_avx512_quantizer_rounds_as_the_scalar_one() {
-        if !available() {
-            assert!(
-                std::env::var_os("EDGECUT_EXPECT_AVX512").is_none(),
-                "EDGECUT_EXPECT_AVX512 is set, yet AVX-512 VNNI is missing"
-            );
-            println!("no AVX-512 VNNI on this CPU: the AVX-512 quantizer is not run");
+        if !super::super::x86::runs_here(available(), "the AVX-512 activation quantizer") {
             return;
         }
         // 18 blocks (one group of 16 and two alone), 48 (three groups); a zero block, ties

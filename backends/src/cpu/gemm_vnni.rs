@@ -117,18 +117,9 @@ mod tests {
     use super::*;
     use crate::quant::Q8_0_BYTES;
 
-    /// Whether the kernel can run here; where the environment says AVX-512 is expected
-    /// (`EDGECUT_EXPECT_AVX512`), not being able to is a failure, not a skip.
+    /// Whether the kernel can run here ([`super::super::x86::runs_here`]).
     pub(crate) fn runs_here(what: &str) -> bool {
-        let ok = available();
-        if !ok {
-            assert!(
-                std::env::var_os("EDGECUT_EXPECT_AVX512").is_none(),
-                "EDGECUT_EXPECT_AVX512 is set, yet {what} cannot run on this CPU"
-            );
-            println!("{what}: no AVX-512 VNNI on this CPU; not run");
-        }
-        ok
+        super::super::x86::runs_here(available(), what)
     }
 
     /// Integers in `[-127, 127]` from a small generator.

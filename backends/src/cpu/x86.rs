@@ -330,3 +330,18 @@ unsafe fn dot_vnni(w: *const u8, xq: *const i8, xd: *const f32, nb: usize) -> f3
     // SAFETY: forwarded contract; the features `dot1::<true>` needs are enabled here.
     unsafe { dot1::<true>(w, xq, xd, nb) }
 }
+
+/// For tests of kernels this CPU may lack: whether the kernel (`ok`: its features are here) can
+/// run; where the environment says AVX-512 is expected (`EDGECUT_EXPECT_AVX512`), not being able
+/// to is a failure, not a skip.
+#[cfg(test)]
+pub(crate) fn runs_here(ok: bool, what: &str) -> bool {
+    if !ok {
+        assert!(
+            std::env::var_os("EDGECUT_EXPECT_AVX512").is_none(),
+            "EDGECUT_EXPECT_AVX512 is set, yet {what} cannot run on this CPU"
+        );
+        println!("{what}: its AVX-512 features are missing on this CPU; not run");
+    }
+    ok
+}
