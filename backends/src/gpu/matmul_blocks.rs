@@ -258,48 +258,62 @@ pub(super) struct Repacked {
 
 /// Host side: the words, scales and minimums of `n` rows of `k` values stored as `dtype`.
 pub(super) fn repack(dtype: DType, data: &[u8], n: usize, k: usize) -> Result<Repacked, OpError> {
-    let f16 = |b: &[u8]| half::f16::from_le_bytes([b[0], b[1]]).to_f32();
+    /// Where a type's words come from.
+    enum Source {
+        /// The stored 32-value blocks: an f16 scale (and Q4_1's minimum), then the values
+        /// from byte `off`.
+        Blocks { off: usize },
+        /// Units of 32 read by `quant::units`.
+        Units,
+        /// The reference decoder's f32 values.
+        F32,
+    }
+    let (kind, source) = match dtype {
+        DType::Q8_0 => (KIND_Q8_0, Source::Blocks { off: 2 }),
+        DType::Q4_0 => (KIND_Q4_0, Source::Blocks { off: 2 }),
+        DType::Q4_1 => (KIND_Q4_1, Source::Blocks { off: 4 }),
+        // A Q4_K_M/Q5_K_M/Q6_K file's other types: Q4_K in Q4_1's layout, Q5_0 in Q8_0's
+        // (signed bytes), Q5_1 and Q5_K as unsigned bytes with offsets, Q6_K as signed bytes
+        // with a scale per 16.
+        DType::Q4_K => (KIND_Q4_1, Source::Units),
+        DType::Q5_0 => (KIND_Q8_0, Source::Units),
+        DType::Q5_1 | DType::Q5_K => (KIND_U8, Source::Units),
+        DType::Q6_K => (KIND_I8X2, Source::Units),
+        // Float types, and the block types without a GPU kernel yet: decoded to f32 at upload
+        // by the table's reference decoder (4 to 8 times the memory of the blocks).
+        DType::F16
+        | DType::F32
+        | DType::BF16
+        | DType::Q2_K
+        | DType::Q3_K
+        | DType::IQ4_NL
+        | DType::IQ4_XS => (KIND_F32, Source::F32),
+    };
+    let size = dtype.block_bytes();
+    OpError::check("weight bytes", data.len(), n * k / dtype.block_len() * size)?;
     let words = |qs: &[u8], out: &mut Vec<u32>| {
         out.extend(
             qs.chunks_exact(4)
                 .map(|w| u32::from_le_bytes([w[0], w[1], w[2], w[3]])),
         )
     };
-    let blocks = n * k / quant::QK;
+    let units = n * k / quant::QK;
     let (mut q, mut d, mut mn) = (Vec::new(), Vec::new(), Vec::new());
-    let mut blocks_of = |size: usize, off: usize, kind: u32| -> Result<u32, OpError> {
-        OpError::check("weight bytes", data.len(), blocks * size)?;
-        q.reserve(blocks * (size - off) / 4);
-        d.reserve(blocks);
-        for b in data.chunks_exact(size) {
-            d.push(f16(b));
-            if kind == KIND_Q4_1 {
-                mn.push(f16(&b[2..]));
+    match source {
+        Source::Blocks { off } => {
+            let f16 = |b: &[u8]| half::f16::from_le_bytes([b[0], b[1]]).to_f32();
+            q.reserve(units * (size - off) / 4);
+            d.reserve(units);
+            for b in data.chunks_exact(size) {
+                d.push(f16(b));
+                if kind == KIND_Q4_1 {
+                    mn.push(f16(&b[2..]));
+                }
+                words(&b[off..], &mut q);
             }
-            words(&b[off..], &mut q);
         }
-        Ok(kind)
-    };
-    let kind = match dtype {
-        DType::Q8_0 => blocks_of(34, 2, KIND_Q8_0)?,
-        DType::Q4_0 => blocks_of(18, 2, KIND_Q4_0)?,
-        DType::Q4_1 => blocks_of(20, 4, KIND_Q4_1)?,
-        // A Q4_K_M/Q5_K_M/Q6_K file's other types, as units of 32 (`units`): Q4_K in Q4_1's
-        // layout, Q5_0 in Q8_0's (signed bytes), Q5_1 and Q5_K as unsigned bytes with offsets,
-        // Q6_K as signed bytes with a scale per 16.
-        DType::Q5_0 | DType::Q5_1 | DType::Q4_K | DType::Q5_K | DType::Q6_K => {
-            OpError::check(
-                "weight bytes",
-                data.len(),
-                n * k / dtype.block_len() * dtype.block_bytes(),
-            )?;
-            let kind = match dtype {
-                DType::Q4_K => KIND_Q4_1,
-                DType::Q5_0 => KIND_Q8_0,
-                DType::Q6_K => KIND_I8X2,
-                _ => KIND_U8,
-            };
-            q.reserve(blocks * if kind == KIND_Q4_1 { 4 } else { 8 });
+        Source::Units => {
+            q.reserve(units * if kind == KIND_Q4_1 { 4 } else { 8 });
             quant::units::each_unit(dtype, data, |u| {
                 if kind == KIND_Q4_1 {
                     // Byte j holds value j (low nibble) and value j + 16 (high nibble).
@@ -316,22 +330,12 @@ pub(super) fn repack(dtype: DType, data: &[u8], n: usize, k: usize) -> Result<Re
                     mn.push(u.m);
                 }
             });
-            kind
         }
-        // Float types, and the block types without a GPU kernel yet: decoded to f32 at upload
-        // by the table's reference decoder (4 to 8 times the memory of the blocks).
-        DType::F16
-        | DType::F32
-        | DType::BF16
-        | DType::Q2_K
-        | DType::Q3_K
-        | DType::IQ4_NL
-        | DType::IQ4_XS => KIND_F32,
-    };
-    if kind == KIND_F32 {
-        let mut f = vec![0f32; n * k];
-        quant::dequantize(dtype, data, &mut f).map_err(|e| OpError::Shape(e.to_string()))?;
-        q = f.into_iter().map(f32::to_bits).collect();
+        Source::F32 => {
+            let mut f = vec![0f32; n * k];
+            quant::dequantize(dtype, data, &mut f).map_err(|e| OpError::Shape(e.to_string()))?;
+            q = f.into_iter().map(f32::to_bits).collect();
+        }
     }
     Ok(Repacked { kind, q, d, mn })
 }

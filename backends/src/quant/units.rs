@@ -4,8 +4,8 @@
 //! the product the reference decoder forms (`quant::k_quants`, `quant::small_blocks`), so a
 //! unit's values are the reference's, bit for bit, up to the order of a multiply-add.
 
-use super::k_quants::{scale_min_k4, Q4_K_BYTES, Q5_K_BYTES, Q6_K_BYTES, QK_K};
-use super::small_blocks::{q5_values, Q5_0_BYTES, Q5_1_BYTES};
+use super::k_quants::{scale_min_k4, QK_K};
+use super::small_blocks::q5_values;
 use super::QK;
 use crate::DType;
 
@@ -23,8 +23,9 @@ pub(crate) struct Unit {
 /// passed to `f`; `None` for another type.
 pub(crate) fn each_unit(dtype: DType, data: &[u8], mut f: impl FnMut(Unit)) -> Option<()> {
     let f16 = |b: &[u8], at: usize| half::f16::from_le_bytes([b[at], b[at + 1]]).to_f32();
+    let blocks = data.chunks_exact(dtype.block_bytes());
     match dtype {
-        DType::Q5_0 => data.chunks_exact(Q5_0_BYTES).for_each(|b| {
+        DType::Q5_0 => blocks.for_each(|b| {
             // Stored with an offset of 16: the signed value as a byte.
             let q = q5_values(&b[2..6], &b[6..]).map(|v| (v as i8 - 16) as u8);
             f(Unit {
@@ -33,7 +34,7 @@ pub(crate) fn each_unit(dtype: DType, data: &[u8], mut f: impl FnMut(Unit)) -> O
                 m: 0.0,
             })
         }),
-        DType::Q5_1 => data.chunks_exact(Q5_1_BYTES).for_each(|b| {
+        DType::Q5_1 => blocks.for_each(|b| {
             f(Unit {
                 q: q5_values(&b[4..8], &b[8..]),
                 d: [f16(b, 0); 2],
@@ -41,12 +42,7 @@ pub(crate) fn each_unit(dtype: DType, data: &[u8], mut f: impl FnMut(Unit)) -> O
             })
         }),
         DType::Q4_K | DType::Q5_K => {
-            let size = if dtype == DType::Q4_K {
-                Q4_K_BYTES
-            } else {
-                Q5_K_BYTES
-            };
-            data.chunks_exact(size).for_each(|b| {
+            blocks.for_each(|b| {
                 let (d, dmin, scales) = (f16(b, 0), f16(b, 2), &b[4..16]);
                 for i in 0..QK_K / QK {
                     let (sc, mn) = scale_min_k4(i, scales);
@@ -68,7 +64,7 @@ pub(crate) fn each_unit(dtype: DType, data: &[u8], mut f: impl FnMut(Unit)) -> O
                 }
             })
         }
-        DType::Q6_K => data.chunks_exact(Q6_K_BYTES).for_each(|b| {
+        DType::Q6_K => blocks.for_each(|b| {
             let (ql, qh, scales, d) = (&b[..128], &b[128..192], &b[192..208], f16(b, 208));
             for u in 0..QK_K / QK {
                 let (h, s) = (u / 4, u % 4);
