@@ -11,6 +11,8 @@ use edgecut_backends::ops::{embedding_rows, ActQuant, OpError, RopeStyle};
 use edgecut_backends::quant;
 use edgecut_backends::DType;
 
+#[path = "gpu_conformance/blocks.rs"]
+mod blocks;
 mod common;
 
 use common::Rng;
@@ -409,82 +411,7 @@ fn decoder_step_matches_the_cpu(gpu: &GpuBackend) {
                 .collect(),
         };
         let rows: &[usize] = if n > 65_535 { &[1] } else { &[1, 40] };
-        f32_products_match(gpu, &cpu, (dtype, &data, n, k), rows, &mut rng);
-    }
-}
-
-/// `m x k` f32 activations (each `m` of `rows`) times the `n x k` matrix `data` of `dtype` on
-/// the GPU and on `cpu`: within 1e-4 (the f32 sums' order).
-fn f32_products_match(
-    gpu: &GpuBackend,
-    cpu: &CpuBackend,
-    (dtype, data, n, k): (DType, &[u8], usize, usize),
-    rows: &[usize],
-    rng: &mut Rng,
-) {
-    use edgecut_backends::{Backend, WeightSource};
-    let src = WeightSource {
-        dtype,
-        data,
-        storage: None,
-        n,
-        k,
-        bias: None,
-        act: ActQuant::F32,
-    };
-    let (wc, wg) = (cpu.prepare(src).unwrap(), gpu.prepare(src).unwrap());
-    for &m in rows {
-        let x = rng.vec(m * k, 3.0);
-        let mut want = vec![0f32; m * n];
-        Backend::linear(cpu, &x, m, &wc, &mut want).unwrap();
-        let mut out = gpu.empty(m * n);
-        Backend::linear(gpu, &gpu.upload(&x), m, &wg, &mut out).unwrap();
-        let err = worst(&gpu.download(&out).unwrap(), &want);
-        assert!(err <= 1e-4, "{dtype} {m}x{k} . {n}: {err}");
-    }
-}
-
-/// Every block type a Q4_K_M/Q5_K_M/Q6_K file holds, against the scalar CPU (f32 activations,
-/// one row and many, rows past a tile): random blocks with moderate scales, held within 1e-4
-/// (the f32 sums' order); each kept in quantized words, not decoded to f32 (its bytes on the
-/// device at most 40 per 32 values, against 128).
-fn block_types_match_the_cpu(gpu: &GpuBackend) {
-    let cpu = reference();
-    let mut rng = Rng(29);
-    for dtype in [
-        DType::Q8_0,
-        DType::Q4_0,
-        DType::Q4_1,
-        DType::Q5_0,
-        DType::Q5_1,
-        DType::Q4_K,
-        DType::Q5_K,
-        DType::Q6_K,
-    ] {
-        for (m, n, k) in [(1, 70, 512), (40, 33, 256), (3, 17, 768)] {
-            let (bl, bb) = (dtype.block_len(), dtype.block_bytes());
-            let mut data: Vec<u8> = (0..n * k / bl * bb).map(|_| rng.next() as u8).collect();
-            // Finite scales of a trained model's size where each type keeps its f16 scales.
-            let fields: &[usize] = match dtype {
-                DType::Q6_K => &[208],
-                DType::Q8_0 | DType::Q4_0 | DType::Q5_0 => &[0],
-                _ => &[0, 2],
-            };
-            for b in data.chunks_exact_mut(bb) {
-                for &at in fields {
-                    let v = half::f16::from_f32(0.002 + rng.f32().abs() * 0.01);
-                    b[at..at + 2].copy_from_slice(&v.to_le_bytes());
-                }
-            }
-            let blocks = gpu.upload_blocks(dtype, &data, n, k).unwrap();
-            assert!(
-                blocks.bytes() * 32 <= 40 * n * k,
-                "{dtype}: {} bytes on the device for {} values",
-                blocks.bytes(),
-                n * k
-            );
-            f32_products_match(gpu, &cpu, (dtype, &data, n, k), &[m], &mut rng);
-        }
+        blocks::f32_products_match(gpu, &cpu, (dtype, &data, n, k), rows, &mut rng);
     }
 }
 
@@ -560,7 +487,7 @@ macro_rules! suite {
                 if let Some(g) = gpu() {
                     kv_cache_rounds_as_the_cpu(&g);
                     decoder_step_matches_the_cpu(&g);
-                    block_types_match_the_cpu(&g);
+                    blocks::block_types_match_the_cpu(&g);
                 }
             }
 
