@@ -47,14 +47,7 @@ assert llama_cpp.llama_model_quantize(sys.argv[1].encode(), sys.argv[2].encode()
 PY
 fi
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_up() {
-    for _ in $(seq 600); do
-        curl -sf "$1" >/dev/null 2>&1 && return 0
-        sleep 0.1
-    done
-    echo "no answer from $1" >&2; return 1
-}
+. benches/compare/serve_lib.sh
 
 edgecut_up() {
     EP=$(free_port)

@@ -24,11 +24,7 @@ LOAD=target/release/examples/load_api
 WORK="$(mktemp -d)"
 PID=""
 trap '[ -n "$PID" ] && kill "$PID" 2>/dev/null; rm -rf "$WORK"' EXIT
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_up() {
-    for _ in $(seq 600); do curl -sf "$1" >/dev/null 2>&1 && return 0; sleep 0.1; done
-    echo "no answer from $1" >&2; return 1
-}
+. benches/compare/serve_lib.sh
 batch() { curl -s "$1/metrics" | awk '/^edgecut_batch_size_sum/ {s += $2} /^edgecut_batch_size_count/ {c += $2} END {if (c) printf "mean batch %.2f", s / c}'; }
 run() {
     local bin="$1" name="$2" port out
