@@ -152,6 +152,19 @@ impl Layout for Q8_0 {
     }
 }
 
+/// The unit of a 32-value block at `p` with values `(lo, hi)`: `d` the f16 at byte 0, `m` the
+/// f16 at byte 2 where the layout has offsets (Q4_1, Q5_1), else `-SHIFT d` (Q4_0, Q5_0).
+#[inline(always)]
+fn small_unit<T: Layout>(p: *const u8, (lo, hi): (__m256i, __m256i)) -> Unit {
+    let d = f16_at(p, 0);
+    let m = if T::OFFSETS {
+        f16_at(p, 2)
+    } else {
+        -(T::SHIFT as f32) * d
+    };
+    Unit { lo, hi, d, m }
+}
+
 pub(super) struct Q4_0;
 impl Layout for Q4_0 {
     const MAX_Q: i32 = 8;
@@ -161,14 +174,7 @@ impl Layout for Q4_0 {
     #[inline(always)]
     unsafe fn unit(p: *const u8, _: usize) -> Unit {
         // SAFETY: a whole Q4_0 block at p (caller).
-        let (lo, hi) = unsafe { nibbles16(p.add(2)) };
-        let d = f16_at(p, 0);
-        Unit {
-            lo,
-            hi,
-            d,
-            m: -8.0 * d,
-        }
+        small_unit::<Self>(p, unsafe { nibbles16(p.add(2)) })
     }
 }
 
@@ -181,13 +187,7 @@ impl Layout for Q4_1 {
     #[inline(always)]
     unsafe fn unit(p: *const u8, _: usize) -> Unit {
         // SAFETY: a whole Q4_1 block at p (caller).
-        let (lo, hi) = unsafe { nibbles16(p.add(4)) };
-        Unit {
-            lo,
-            hi,
-            d: f16_at(p, 0),
-            m: f16_at(p, 2),
-        }
+        small_unit::<Self>(p, unsafe { nibbles16(p.add(4)) })
     }
 }
 
@@ -238,14 +238,7 @@ impl Layout for Q5_0 {
     #[inline(always)]
     unsafe fn unit(p: *const u8, _: usize) -> Unit {
         // SAFETY: a whole Q5_0 block at p (caller).
-        let (lo, hi) = unsafe { q5(p.add(2), p.add(6)) };
-        let d = f16_at(p, 0);
-        Unit {
-            lo,
-            hi,
-            d,
-            m: -16.0 * d,
-        }
+        small_unit::<Self>(p, unsafe { q5(p.add(2), p.add(6)) })
     }
 }
 
@@ -258,13 +251,7 @@ impl Layout for Q5_1 {
     #[inline(always)]
     unsafe fn unit(p: *const u8, _: usize) -> Unit {
         // SAFETY: a whole Q5_1 block at p (caller).
-        let (lo, hi) = unsafe { q5(p.add(4), p.add(8)) };
-        Unit {
-            lo,
-            hi,
-            d: f16_at(p, 0),
-            m: f16_at(p, 2),
-        }
+        small_unit::<Self>(p, unsafe { q5(p.add(4), p.add(8)) })
     }
 }
 
