@@ -171,6 +171,7 @@ fn bench_attention(cr: &mut Criterion) {
             heads,
             head_dim: hd,
             causal: false,
+            window: None,
         };
         let mut out = vec![0f32; n];
         g.throughput(Throughput::Elements((2 * heads * seq * seq * hd) as u64));

@@ -101,6 +101,13 @@ pub enum Op {
     /// [`Backend::attention`] with [`EncoderAttention::causal`] set: each token attends to
     /// itself and those before it (CLIP's text tower).
     EncoderCausalAttention,
+    /// [`Backend::attention`] with [`EncoderAttention::window`] set: each token attends to
+    /// the tokens within that distance on either side (ModernBERT's local layers).
+    EncoderWindowedAttention,
+    /// [`Backend::rope_texts`]: rotary embeddings of an encoder's padded batch.
+    RopeTexts,
+    /// [`Backend::mul`].
+    Mul,
     /// [`Backend::rms_norm`].
     RmsNorm,
     /// [`Backend::silu_mul`].
@@ -126,6 +133,16 @@ impl Op {
     ];
     /// Every op an encoder (a BERT block) needs besides its matrices' [`Op::Linear`].
     pub const ENCODER: [Op; 3] = [Op::LayerNorm, Op::Activate(Act::Gelu), Op::Attention];
+    /// Every op a rotary encoder (ModernBERT's block) needs besides its matrices'.
+    pub const ROTARY_ENCODER: [Op; 7] = [
+        Op::LayerNorm,
+        Op::Activate(Act::Gelu),
+        Op::Attention,
+        Op::EncoderWindowedAttention,
+        Op::RopeTexts,
+        Op::Mul,
+        Op::Add,
+    ];
 }
 
 /// Multi-head attention over padded batches: q, k and v rows read at offsets within rows
@@ -154,6 +171,18 @@ pub struct EncoderAttention<'a, T: ?Sized> {
     /// Whether a token sees only itself and the tokens before it (CLIP's text tower), as well
     /// as only unmasked ones.
     pub causal: bool,
+    /// Local attention: token `i` sees only tokens `j` with `|i - j| <= window` (ModernBERT's
+    /// sliding layers: half its `local_attention`); `None` sees the whole text.
+    pub window: Option<usize>,
+}
+
+impl<T: ?Sized> EncoderAttention<'_, T> {
+    /// The keys a query sees, as distances: key `j` is seen from query `i` when
+    /// `i - before <= j <= i + after` (both at most `seq`, so sums stay small).
+    pub fn reach(&self) -> (usize, usize) {
+        let before = self.window.unwrap_or(self.seq).min(self.seq);
+        (before, if self.causal { 0 } else { before })
+    }
 }
 
 /// A backend: a device with its kernels. Tensors are flat f32 values (`Tensor`, borrowed;
@@ -262,6 +291,8 @@ pub trait Backend: Clone + Send + Sync + Sized + 'static {
     fn gelu_tanh_mul(&self, gate: &mut Self::Tensor, up: &Self::Tensor) -> Result<(), OpError>;
     /// `a += b`.
     fn add(&self, a: &mut Self::Tensor, b: &Self::Tensor) -> Result<(), OpError>;
+    /// `a *= b`, elementwise (a gated feed-forward's product after its activation).
+    fn mul(&self, a: &mut Self::Tensor, b: &Self::Tensor) -> Result<(), OpError>;
     /// The index of the largest value of each row of `width` values of `x` (the first of
     /// equal ones; rows holding NaN may differ between backends): greedy decoding's choice, made where the logits are, so that a GPU sends
     /// back a few bytes per row instead of the whole vocabulary's logits.
@@ -275,6 +306,21 @@ pub trait Backend: Clone + Send + Sync + Sized + 'static {
         heads: usize,
         head_dim: usize,
         pos0: usize,
+        inv_freq: &Self::Vector,
+        style: RopeStyle,
+    ) -> Result<(), OpError>;
+    /// Rotary embeddings of an encoder's padded batch, in place: `x` holds rows of `stride`
+    /// values whose first `heads * head_dim` are rotated (q and k of a stacked q/k/v product are
+    /// the first two thirds: `2 * heads` heads), row `i` at position `i % seq` (every text
+    /// counts from 0).
+    #[allow(clippy::too_many_arguments)]
+    fn rope_texts(
+        &self,
+        x: &mut Self::Tensor,
+        stride: usize,
+        heads: usize,
+        head_dim: usize,
+        seq: usize,
         inv_freq: &Self::Vector,
         style: RopeStyle,
     ) -> Result<(), OpError>;

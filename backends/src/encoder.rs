@@ -160,6 +160,7 @@ pub fn attend<B: Backend>(
         heads: dims.heads,
         head_dim: h / dims.heads,
         causal: dims.causal,
+        window: None,
     };
     b.resize(&mut s.ctx, batch * seq * h);
     b.attention(&a, &mut s.ctx)

@@ -16,6 +16,7 @@ pub mod cpu;
 pub mod device;
 pub mod dtype;
 pub mod encoder;
+pub mod encoder_rotary;
 #[cfg(any(feature = "wgpu", feature = "cuda"))]
 pub mod gpu;
 pub mod kv_shape;

@@ -304,13 +304,18 @@ fn gelu_op_matches_the_scalar_function_with_every_kernel_set() {
 fn attention_matches_a_naive_reference_with_padding() {
     // Head sizes 8 (generic path), 32 and 64 (specialised paths); 9 tokens exercise ragged
     // blocks of query rows. Causal (CLIP's text tower): token i sees unmasked tokens 0..=i.
+    // A window (ModernBERT's local layers): token i sees unmasked tokens within 2 (or 8, the
+    // whole text) of it.
     for hd in [8usize, 32, 64] {
-        attention_case(hd, false);
-        attention_case(hd, true);
+        attention_case(hd, false, None);
+        attention_case(hd, true, None);
+        attention_case(hd, false, Some(2));
+        attention_case(hd, false, Some(8));
+        attention_case(hd, true, Some(2));
     }
 }
 
-fn attention_case(hd: usize, causal: bool) {
+fn attention_case(hd: usize, causal: bool, window: Option<usize>) {
     let mut rng = Rng(5 + hd as u64);
     let (batch, seq, heads) = (3, 9, 4);
     let hidden = heads * hd;
@@ -332,6 +337,7 @@ fn attention_case(hd: usize, causal: bool) {
         heads,
         head_dim: hd,
         causal,
+        window,
     };
     // The same rows stacked as one q/k/v product (`[row][q | k | v]`), read in place.
     let stacked: Vec<f32> = (0..batch * seq)
@@ -392,9 +398,14 @@ fn attention_case(hd: usize, causal: bool) {
                     let at = |s: &[f32], t: usize, d: usize| {
                         s[(b * seq + t) * hidden + h * hd + d] as f64
                     };
-                    let seen = if causal { lens[b].min(i + 1) } else { lens[b] };
-                    let scores: Vec<f64> = (0..seen)
-                        .map(|j| {
+                    let before = window.unwrap_or(seq);
+                    let after = if causal { 0 } else { before };
+                    let seen: Vec<usize> = (0..lens[b])
+                        .filter(|&j| j + before >= i && j <= i + after)
+                        .collect();
+                    let scores: Vec<f64> = seen
+                        .iter()
+                        .map(|&j| {
                             (0..hd).map(|d| at(&q, i, d) * at(&k, j, d)).sum::<f64>()
                                 / (hd as f64).sqrt()
                         })
@@ -403,7 +414,11 @@ fn attention_case(hd: usize, causal: bool) {
                     let e: Vec<f64> = scores.iter().map(|s| (s - mx).exp()).collect();
                     let z: f64 = e.iter().sum();
                     for d in 0..hd {
-                        let want: f64 = (0..seen).map(|j| e[j] / z * at(&v, j, d)).sum();
+                        let want: f64 = seen
+                            .iter()
+                            .enumerate()
+                            .map(|(n, &j)| e[n] / z * at(&v, j, d))
+                            .sum();
                         let got = out[(b * seq + i) * hidden + h * hd + d] as f64;
                         worst = worst.max((got - want).abs());
                         assert!(
@@ -416,7 +431,8 @@ fn attention_case(hd: usize, causal: bool) {
             }
         }
         println!(
-            "attention, {} kernels, {precision:?}, head {hd}, causal {causal}: worst error {worst:.2e}",
+            "attention, {} kernels, {precision:?}, head {hd}, causal {causal}, window \
+             {window:?}: worst error {worst:.2e}",
             ks.name
         );
     }

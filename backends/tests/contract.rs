@@ -11,6 +11,8 @@ use edgecut_backends::ops::{ActQuant, OpError, RopeStyle};
 use edgecut_backends::{quant, Act, Backend, DType, KvShape, Op, WeightSource};
 
 mod common;
+#[path = "contract/rotary.rs"]
+mod rotary;
 #[path = "contract/window.rs"]
 mod window;
 
@@ -541,6 +543,7 @@ fn suite<B: Backend>(b: &B) {
     norms_and_activations(b, &mut rng);
     rope_and_cache(b, &mut rng);
     window::sliding_window_ring(b, &mut rng);
+    rotary::rotary_encoder_ops(b, &mut rng);
     argmax(b, &mut rng);
     encoder(b, &mut rng);
 }

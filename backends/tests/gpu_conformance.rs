@@ -173,15 +173,20 @@ fn gelu_matches_the_scalar_reference(gpu: &GpuBackend) {
 fn attention_matches_the_scalar_reference(gpu: &GpuBackend) {
     let cpu = reference();
     // Heads up to 64 wide take the tiled kernel (70 tokens: two blocks of queries, five tiles
-    // of keys); wider ones the one-query-per-unit kernel.
-    for (hd, seq, causal) in [
-        (8usize, 9, false),
-        (32, 9, false),
-        (64, 9, false),
-        (32, 70, false),
-        (96, 9, false),
-        (32, 70, true),
-        (96, 9, true),
+    // of keys); wider ones the one-query-per-unit kernel. Windows (ModernBERT's local
+    // layers) narrower than a tile and wider than a block of queries.
+    for (hd, seq, causal, window) in [
+        (8usize, 9, false, None),
+        (32, 9, false, None),
+        (64, 9, false, None),
+        (32, 70, false, None),
+        (96, 9, false, None),
+        (32, 70, true, None),
+        (96, 9, true, None),
+        (32, 70, false, Some(4)),
+        (64, 70, false, Some(40)),
+        (96, 9, false, Some(2)),
+        (32, 70, true, Some(5)),
     ] {
         let mut rng = Rng(5 + hd as u64);
         let (batch, heads) = (3, 4);
@@ -201,6 +206,7 @@ fn attention_matches_the_scalar_reference(gpu: &GpuBackend) {
             heads,
             head_dim: hd,
             causal,
+            window,
         };
         let mut want = vec![0f32; rows * hidden];
         cpu.attention(&a, &mut want).unwrap();
@@ -220,11 +226,15 @@ fn attention_matches_the_scalar_reference(gpu: &GpuBackend) {
             heads,
             head_dim: hd,
             causal,
+            window,
         };
         let out = gpu.empty(rows * hidden);
         gpu.attention(&ga, &out).unwrap();
         let err = worst(&gpu.download(&out).unwrap(), &want);
-        assert!(err <= 1e-5, "head size {hd}, causal {causal}: {err}");
+        assert!(
+            err <= 1e-5,
+            "head size {hd}, causal {causal}, window {window:?}: {err}"
+        );
         let bad = GpuAttention {
             v_off: 2 * hidden + 1,
             ..ga

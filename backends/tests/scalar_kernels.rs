@@ -85,6 +85,7 @@ fn run_every_op(ks: Kernels) {
         heads,
         head_dim: hd,
         causal: false,
+        window: None,
     };
     let mut ctx = vec![0f32; batch * seq * heads * hd];
     cpu.attention(&a, &mut ctx).unwrap();

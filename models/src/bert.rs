@@ -1,14 +1,18 @@
-//! BERT-family encoders: BERT, MiniLM and DistilBERT (post-layer-norm transformer encoders).
+//! BERT-family encoders: BERT, MiniLM, DistilBERT and XLM-RoBERTa (post-layer-norm transformer
+//! encoders), and ModernBERT (rotary pre-norm blocks, a gated feed-forward, local attention on
+//! most layers).
 //!
-//! Paper: Devlin et al., "BERT: Pre-training of Deep Bidirectional Transformers for Language
-//! Understanding" (2019); DistilBERT: Sanh et al. (2019). Reference implementation matched:
-//! Hugging Face transformers' `BertModel` / `DistilBertModel` (eager attention), with
+//! Papers: Devlin et al., "BERT: Pre-training of Deep Bidirectional Transformers for Language
+//! Understanding" (2019); DistilBERT: Sanh et al. (2019); ModernBERT: Warner et al., "Smarter,
+//! Better, Faster, Longer" (2024). Reference implementations matched: Hugging Face
+//! transformers' `BertModel` / `DistilBertModel` / `ModernBertModel` (eager attention), with
 //! sentence-transformers' pooling and normalisation on top.
 //!
 //! The model is a chain of stages, the unit the split planner cuts between:
-//! `embeddings` (token + position + type embeddings, layer norm), `block 0..n-1` (self-attention
-//! and feed-forward, each followed by residual add and layer norm), and `head` (pooling and L2
-//! normalisation, or the classification head).
+//! `embeddings` (token + position + type embeddings, layer norm; ModernBERT: token embeddings
+//! and their norm), `block 0..n-1` (self-attention and feed-forward, each followed by residual
+//! add and layer norm; ModernBERT's: each preceded by its norm), and `head` (ModernBERT's final
+//! norm, pooling and L2 normalisation, or the classification head).
 
 use std::ops::Range;
 use std::sync::Arc;
@@ -22,6 +26,7 @@ use crate::stages::{StageGraph, StageOutput};
 use crate::weights::Table;
 
 mod on;
+mod rotary;
 
 /// Hyper-parameters and options read from the file.
 #[derive(Clone, Debug)]
@@ -48,6 +53,24 @@ pub struct BertConfig {
     pub labels: Vec<String>,
     /// Activation of the classification head's first layer.
     pub classifier_activation: ClassifierActivation,
+    /// ModernBERT's rotary blocks (`general.architecture = "modern-bert"`); `None`: BERT's
+    /// learned positions and post-norm blocks.
+    pub rotary: Option<RotaryConfig>,
+}
+
+/// What a rotary encoder (ModernBERT) adds to the configuration.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct RotaryConfig {
+    /// Rotary base of the global layers (`{arch}.rope.freq_base`).
+    pub base: f32,
+    /// Rotary base of the local layers (`{arch}.rope.freq_base_swa`).
+    pub local_base: f32,
+    /// Local attention's reach on either side: half of `{arch}.attention.sliding_window`
+    /// (ModernBERT's `local_attention`, the whole window).
+    pub window: usize,
+    /// Blocks `0, n, 2n, ..` attend globally (`{arch}.attention.sliding_window_pattern`), the
+    /// rest locally.
+    pub global_every: usize,
 }
 
 /// The activation of a classification head's first layer (`edgecut.classifier.activation`).
@@ -73,13 +96,15 @@ impl BertConfig {
     /// Reads the configuration of a `bert` file (edgecut's or llama.cpp's).
     pub fn from_gguf(f: &GgufFile) -> Result<BertConfig> {
         let arch = f.architecture()?;
-        if arch != "bert" {
+        if arch != "bert" && arch != "modern-bert" {
             return Err(ModelError::UnsupportedArchitecture {
                 architecture: arch.to_string(),
-                expected: "a BERT-family encoder (general.architecture = \"bert\")".into(),
+                expected: "a BERT-family encoder (general.architecture = \"bert\" or \
+                           \"modern-bert\")"
+                    .into(),
             });
         }
-        let u = |k: &str| f.get_u64(&format!("bert.{k}")).map(|v| v as usize);
+        let u = |k: &str| f.get_u64(&format!("{arch}.{k}")).map(|v| v as usize);
         let (hidden, heads, layers, ffn, context) = (
             u("embedding_length")?,
             u("attention.head_count")?,
@@ -98,12 +123,12 @@ impl BertConfig {
             Some(other) => return Err(ModelError::Unsupported(format!("pooling {other:?}"))),
             // llama.cpp's converter records pooling as LLAMA_POOLING_TYPE (0 none, 1 mean,
             // 2 CLS, 3 last token, 4 rank: a reranker's head on the CLS token).
-            None => match f.get_u64("bert.pooling_type").unwrap_or(2) {
+            None => match f.get_u64(&format!("{arch}.pooling_type")).unwrap_or(2) {
                 1 => Pooling::Mean,
                 0 | 2 | 4 => Pooling::Cls,
                 other => {
                     return Err(ModelError::Unsupported(format!(
-                        "bert.pooling_type {other} (edgecut pools BERT encoders by mean or CLS)"
+                        "{arch}.pooling_type {other} (edgecut pools BERT encoders by mean or CLS)"
                     )))
                 }
             },
@@ -138,7 +163,7 @@ impl BertConfig {
                 .get_u64("edgecut.max_seq_len")
                 .map_or(context, |v| (v as usize).min(context)),
             eps: f
-                .get_f64("bert.attention.layer_norm_epsilon")
+                .get_f64(&format!("{arch}.attention.layer_norm_epsilon"))
                 .unwrap_or(1e-12) as f32,
             pooling,
             // llama.cpp normalises embeddings by default; so does edgecut when the file is silent.
@@ -148,8 +173,36 @@ impl BertConfig {
                 .unwrap_or(true),
             labels,
             classifier_activation,
+            rotary: match arch {
+                "modern-bert" => Some(rotary_config(f, arch, layers)?),
+                _ => None,
+            },
         })
     }
+}
+
+/// ModernBERT's rotary bases and local attention from the file.
+fn rotary_config(f: &GgufFile, arch: &str, layers: usize) -> Result<RotaryConfig> {
+    let key = |k: &str| format!("{arch}.{k}");
+    let base = f.get_f64(&key("rope.freq_base"))? as f32;
+    let local_base = f
+        .get_f64(&key("rope.freq_base_swa"))
+        .map_or(base, |b| b as f32);
+    let whole = f.get_u64(&key("attention.sliding_window"))? as usize;
+    let every = f.get_u64(&key("attention.sliding_window_pattern"))? as usize;
+    let finite = |b: f32| b.is_finite() && b > 1.0;
+    if !finite(base) || !finite(local_base) || whole < 2 || every == 0 {
+        return Err(ModelError::Unsupported(format!(
+            "bad rotary settings: bases {base} and {local_base}, window {whole}, global every \
+             {every} of {layers} blocks"
+        )));
+    }
+    Ok(RotaryConfig {
+        base,
+        local_base,
+        window: whole / 2,
+        global_every: every,
+    })
 }
 
 /// The activation between stages: token vectors of a padded batch and its mask.
@@ -165,14 +218,15 @@ pub struct Activation {
     pub seq: usize,
 }
 
-/// A loaded encoder, on the device it was loaded for: BERT-family post-norm blocks (the one
-/// encoder block so far; the registry opens `bert` files as it).
+/// A loaded encoder, on the device it was loaded for: BERT-family post-norm blocks, or
+/// ModernBERT's rotary ones (the registry opens `bert` and `modern-bert` files as it).
 pub struct Encoder {
     /// Configuration.
     pub cfg: BertConfig,
     file: Arc<GgufFile>,
     tok: Table,
-    pos: Table,
+    /// Learned positions (`None`: rotary positions inside the blocks).
+    pos: Option<Table>,
     types: Option<Table>,
     /// The embedding norm, the blocks and the head, prepared for the device's backend.
     on: Box<dyn on::Run>,
@@ -182,8 +236,14 @@ impl std::fmt::Debug for Encoder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "Encoder(BERT, {} blocks, hidden {})",
-            self.cfg.layers, self.cfg.hidden
+            "Encoder({}, {} blocks, hidden {})",
+            if self.cfg.rotary.is_some() {
+                "ModernBERT"
+            } else {
+                "BERT"
+            },
+            self.cfg.layers,
+            self.cfg.hidden
         )
     }
 }
@@ -195,21 +255,34 @@ impl Encoder {
         let cfg = BertConfig::from_gguf(f)?;
         let h = cfg.hidden;
         let tok = Table::load(f, "token_embd.weight", h)?;
-        let pos = Table::load(f, "position_embd.weight", h)?;
-        if pos.vocab < cfg.context {
-            return Err(ModelError::Input(format!(
-                "position_embd.weight has {} rows, the context length is {}",
-                pos.vocab, cfg.context
-            )));
-        }
+        let pos = match cfg.rotary {
+            Some(_) => None,
+            None => {
+                let pos = Table::load(f, "position_embd.weight", h)?;
+                if pos.vocab < cfg.context {
+                    return Err(ModelError::Input(format!(
+                        "position_embd.weight has {} rows, the context length is {}",
+                        pos.vocab, cfg.context
+                    )));
+                }
+                Some(pos)
+            }
+        };
         let types = match f.tensor("token_types.weight") {
             Some(_) => Some(Table::load(f, "token_types.weight", h)?),
             None => None,
         };
-        let on = dev.instantiate(on::Load {
-            file: &file,
-            cfg: &cfg,
-        })?;
+        let on = match &cfg.rotary {
+            Some(rotary) => dev.instantiate(rotary::Load {
+                file: &file,
+                cfg: &cfg,
+                rotary,
+            })?,
+            None => dev.instantiate(on::Load {
+                file: &file,
+                cfg: &cfg,
+            })?,
+        };
         Ok(Encoder {
             cfg,
             file,
@@ -246,7 +319,15 @@ impl Encoder {
             side_bytes_per_token: 0,
         };
         // Raw input: a u32 token id and a mask byte per token.
-        StageGraph::chain(&self.file, self.cfg.layers, &["cls"], h, 1, head, 5)
+        StageGraph::chain(
+            &self.file,
+            self.cfg.layers,
+            &["cls", "output_norm"],
+            h,
+            1,
+            head,
+            5,
+        )
     }
 
     /// Stage `embeddings`: token ids of a batch (each at most `context` long) to token vectors.
@@ -301,31 +382,36 @@ impl Encoder {
         }
         let mut hidden = vec![0f32; batch * seq * h];
         self.tok.gather(&self.file, &flat, &mut hidden)?;
-        let positions: Vec<u32> = (0..seq as u32).collect();
-        let mut pos = vec![0f32; seq * h];
-        self.pos.gather(&self.file, &positions, &mut pos)?;
-        let mut ty = vec![0f32; n_types * h];
-        if let Some(t) = &self.types {
-            let which: Vec<u32> = (0..n_types as u32).collect();
-            t.gather(&self.file, &which, &mut ty)?;
-        }
-        // Position plus type embedding once per type in use, then one vectorisable add per
-        // token (the same sums).
-        let mut pos_ty = vec![0f32; n_types * seq * h];
-        for (t, block) in pos_ty.chunks_exact_mut(seq * h).enumerate() {
-            let trow = &ty[t * h..(t + 1) * h];
-            for (out, prow) in block.chunks_exact_mut(h).zip(pos.chunks_exact(h)) {
-                out.iter_mut()
-                    .zip(prow.iter().zip(trow))
-                    .for_each(|(o, (p, t))| *o = p + t);
+        // Rotary encoders have neither learned positions nor token types: nothing to add.
+        if self.pos.is_some() || self.types.is_some() {
+            let positions: Vec<u32> = (0..seq as u32).collect();
+            let mut pos = vec![0f32; seq * h];
+            if let Some(p) = &self.pos {
+                p.gather(&self.file, &positions, &mut pos)?;
             }
-        }
-        for (b, row) in hidden.chunks_exact_mut(seq * h).enumerate() {
-            let text_types = types.map(|t| &t[b]);
-            for (s, x) in row.chunks_exact_mut(h).enumerate() {
-                let t = text_types.and_then(|t| t.get(s)).copied().unwrap_or(0) as usize;
-                let add = &pos_ty[(t * seq + s) * h..(t * seq + s + 1) * h];
-                x.iter_mut().zip(add).for_each(|(x, p)| *x += p);
+            let mut ty = vec![0f32; n_types * h];
+            if let Some(t) = &self.types {
+                let which: Vec<u32> = (0..n_types as u32).collect();
+                t.gather(&self.file, &which, &mut ty)?;
+            }
+            // Position plus type embedding once per type in use, then one vectorisable add per
+            // token (the same sums).
+            let mut pos_ty = vec![0f32; n_types * seq * h];
+            for (t, block) in pos_ty.chunks_exact_mut(seq * h).enumerate() {
+                let trow = &ty[t * h..(t + 1) * h];
+                for (out, prow) in block.chunks_exact_mut(h).zip(pos.chunks_exact(h)) {
+                    out.iter_mut()
+                        .zip(prow.iter().zip(trow))
+                        .for_each(|(o, (p, t))| *o = p + t);
+                }
+            }
+            for (b, row) in hidden.chunks_exact_mut(seq * h).enumerate() {
+                let text_types = types.map(|t| &t[b]);
+                for (s, x) in row.chunks_exact_mut(h).enumerate() {
+                    let t = text_types.and_then(|t| t.get(s)).copied().unwrap_or(0) as usize;
+                    let add = &pos_ty[(t * seq + s) * h..(t * seq + s + 1) * h];
+                    x.iter_mut().zip(add).for_each(|(x, p)| *x += p);
+                }
             }
         }
         let hidden = self.on.embedding_norm(hidden)?;
@@ -380,8 +466,9 @@ impl Encoder {
     pub fn pool(&self, a: &Activation) -> Result<Vec<f32>> {
         let h = self.cfg.hidden;
         let mut out = vec![0f32; a.batch * h];
+        let normed = self.on.final_norm(&a.hidden)?;
         pool(
-            &a.hidden,
+            normed.as_deref().unwrap_or(&a.hidden),
             &a.mask,
             a.batch,
             a.seq,
@@ -399,8 +486,9 @@ impl Encoder {
     pub fn classify(&self, a: &Activation) -> Result<Vec<f32>> {
         let h = self.cfg.hidden;
         let mut first = vec![0f32; a.batch * h];
+        let normed = self.on.final_norm(&a.hidden)?;
         pool(
-            &a.hidden,
+            normed.as_deref().unwrap_or(&a.hidden),
             &a.mask,
             a.batch,
             a.seq,

@@ -12,8 +12,9 @@ use crate::clip::Clip;
 use crate::decoder::{spec, Decoder};
 use crate::error::{ModelError, Result};
 
-/// The encoder architectures: BERT's post-norm block, CLIP's two pre-norm towers.
-const ENCODERS: &[&str] = &["bert", "clip"];
+/// The encoder architectures: BERT's post-norm block, ModernBERT's rotary one, CLIP's two
+/// pre-norm towers.
+const ENCODERS: &[&str] = &["bert", "modern-bert", "clip"];
 
 /// What a model file runs as.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

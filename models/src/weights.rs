@@ -185,6 +185,19 @@ impl<'a, B: Backend> Weights<'a, B> {
         })
     }
 
+    /// [`Weights::layer_norm`] of a model whose norms may have no shift (ModernBERT's
+    /// `norm_bias = false`): a missing `{name}.bias` is zeros.
+    pub fn layer_norm_shift_optional(&self, name: &str, len: usize) -> Result<LayerNorm<B>> {
+        let bias = format!("{name}.bias");
+        Ok(LayerNorm {
+            gamma: self.vector(&format!("{name}.weight"), len)?,
+            beta: match self.file.tensor(&bias) {
+                Some(_) => self.vector(&bias, len)?,
+                None => self.backend.vector(&vec![0.0; len]),
+            },
+        })
+    }
+
     /// The `layers` blocks of an encoder named `{prefix}{i}.` (BERT: `blk.`; CLIP's towers:
     /// `v.blk.`, `t.blk.`): q/k/v stacked where stored alike, the attention output, the
     /// feed-forward, and the two norms called `norms` (BERT: after attention and after the

@@ -6,7 +6,7 @@ use edgecut_models::{Clip, Decoder, Encoder};
 /// What a session runs: a BERT-family encoder, CLIP, or a decoder pooled at its last token (an
 /// LLM embedder such as Qwen3-Embedding).
 pub(crate) enum Net {
-    Bert(Encoder),
+    Bert(Box<Encoder>),
     /// CLIP: texts through its text tower, pictures through [`Session::embed_images`].
     Clip(Box<Clip>),
     Last {

@@ -236,7 +236,7 @@ impl Session {
         } else {
             let e = Encoder::load(file.clone(), &device)?;
             let (default_len, context) = (e.cfg.max_seq_len, e.cfg.context);
-            (Net::Bert(e), default_len, context)
+            (Net::Bert(Box::new(e)), default_len, context)
         };
         let tokenizer = Box::new(Tokenizer::from_gguf(&file)?);
         let max_len = match opts.max_seq_len {

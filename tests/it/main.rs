@@ -16,6 +16,7 @@ mod guided;
 mod llama_convert;
 mod llama_fidelity;
 mod llama_generation;
+mod modern_bert;
 mod mutated_files;
 mod requantize;
 mod retrieval;

@@ -278,6 +278,7 @@ impl Backend for CpuBackend {
             heads: a.heads,
             head_dim: a.head_dim,
             causal: a.causal,
+            window: a.window,
         };
         CpuBackend::attention(self, &att, out)
     }
@@ -304,6 +305,10 @@ impl Backend for CpuBackend {
 
     fn add(&self, a: &mut [f32], b: &[f32]) -> Result<(), OpError> {
         CpuBackend::add(self, a, b)
+    }
+
+    fn mul(&self, a: &mut [f32], b: &[f32]) -> Result<(), OpError> {
+        CpuBackend::mul(self, a, b)
     }
 
     fn argmax(&self, x: &[f32], width: usize) -> Result<Vec<u32>, OpError> {
@@ -336,6 +341,19 @@ impl Backend for CpuBackend {
         style: RopeStyle,
     ) -> Result<(), OpError> {
         CpuBackend::rope(self, x, heads, head_dim, pos0, inv_freq, style)
+    }
+
+    fn rope_texts(
+        &self,
+        x: &mut [f32],
+        stride: usize,
+        heads: usize,
+        head_dim: usize,
+        seq: usize,
+        inv_freq: &Vec<f32>,
+        style: RopeStyle,
+    ) -> Result<(), OpError> {
+        CpuBackend::rope_texts(self, x, stride, heads, head_dim, seq, inv_freq, style)
     }
 
     fn kv_cache(&self, shape: KvShape) -> Result<CpuKvCache, OpError> {

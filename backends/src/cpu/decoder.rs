@@ -45,25 +45,30 @@ multiversion! {
     }
 }
 
-/// Rotates the first `n_rot` values of each `head_dim` head of each row of `x` (rows of
-/// `heads * head_dim`, row `i` at position `pos0 + i`) by `pos * inv_freq[pair]`.
-pub(super) fn rope(
-    x: &mut [f32],
-    heads: usize,
-    head_dim: usize,
-    pos0: usize,
-    inv_freq: &[f32],
-    style: RopeStyle,
-) {
+/// Where [`rope`] finds its rows and their positions.
+#[derive(Clone, Copy)]
+pub(super) struct RopeRows {
+    /// Values from one row to the next; the first `heads * head_dim` of each are rotated.
+    pub stride: usize,
+    pub heads: usize,
+    pub head_dim: usize,
+    /// Row `i` sits at position `pos0 + i % period`.
+    pub pos0: usize,
+    pub period: usize,
+}
+
+/// Rotates the first `2 * inv_freq.len()` values of each `head_dim` head of each row of `x`
+/// by `pos * inv_freq[pair]`.
+pub(super) fn rope(x: &mut [f32], r: RopeRows, inv_freq: &[f32], style: RopeStyle) {
     let half = inv_freq.len();
     let mut cs = vec![(0f32, 0f32); half];
-    for (i, row) in x.chunks_exact_mut(heads * head_dim).enumerate() {
-        let pos = (pos0 + i) as f32;
+    for (i, row) in x.chunks_exact_mut(r.stride).enumerate() {
+        let pos = (r.pos0 + i % r.period) as f32;
         for (c, f) in cs.iter_mut().zip(inv_freq) {
             let a = pos * f;
             *c = (a.cos(), a.sin());
         }
-        for h in row.chunks_exact_mut(head_dim) {
+        for h in row[..r.heads * r.head_dim].chunks_exact_mut(r.head_dim) {
             for (p, &(cos, sin)) in cs.iter().enumerate() {
                 let (a, b) = match style {
                     RopeStyle::Interleaved => (2 * p, 2 * p + 1),
@@ -183,7 +188,53 @@ impl CpuBackend {
                 inv_freq.len()
             )));
         }
-        rope(x, heads, head_dim, pos0, inv_freq, style);
+        let rows = x.len() / width;
+        let r = RopeRows {
+            stride: width,
+            heads,
+            head_dim,
+            pos0,
+            period: rows.max(1),
+        };
+        rope(x, r, inv_freq, style);
+        Ok(())
+    }
+
+    /// Rotary embeddings of an encoder's padded batch (see [`crate::Backend::rope_texts`]),
+    /// a text per pool task.
+    #[allow(clippy::too_many_arguments)]
+    pub fn rope_texts(
+        &self,
+        x: &mut [f32],
+        stride: usize,
+        heads: usize,
+        head_dim: usize,
+        seq: usize,
+        inv_freq: &[f32],
+        style: RopeStyle,
+    ) -> Result<(), OpError> {
+        let width = heads * head_dim;
+        if width == 0
+            || seq == 0
+            || width > stride
+            || !x.len().is_multiple_of(stride * seq)
+            || 2 * inv_freq.len() > head_dim
+        {
+            return Err(OpError::Shape(format!(
+                "rope: {} values, rows of {stride}, texts of {seq}, {heads} heads of \
+                 {head_dim}, {} frequencies",
+                x.len(),
+                inv_freq.len()
+            )));
+        }
+        let r = RopeRows {
+            stride,
+            heads,
+            head_dim,
+            pos0: 0,
+            period: seq,
+        };
+        self.for_chunks(x, seq * stride, &|_, text| rope(text, r, inv_freq, style));
         Ok(())
     }
 

@@ -58,6 +58,8 @@ pub struct Attention<'a> {
     pub head_dim: usize,
     /// Whether token `i` attends only to unmasked tokens `0..=i` (CLIP's text tower).
     pub causal: bool,
+    /// Local attention: token `i` attends only to tokens within this distance (ModernBERT).
+    pub window: Option<usize>,
 }
 
 /// Inputs of causal grouped-query attention for rows appended to a KV cache.

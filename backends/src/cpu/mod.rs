@@ -365,6 +365,13 @@ impl CpuBackend {
         Ok(())
     }
 
+    /// `a *= b`, elementwise.
+    pub fn mul(&self, a: &mut [f32], b: &[f32]) -> Result<(), OpError> {
+        OpError::check("mul operand", b.len(), a.len())?;
+        a.iter_mut().zip(b).for_each(|(x, y)| *x *= y);
+        Ok(())
+    }
+
     /// Multi-head softmax attention over padded batches. `q`, `k`, `v` and `out` are
     /// `[batch * seq, heads * head_dim]`; `mask` is `[batch * seq]` with 1 for real tokens and 0
     /// for padding (padded keys get no weight).

@@ -249,10 +249,13 @@ multiversion! {
         let (seq, hd) = (a.seq, a.head_dim);
         let scale = 1.0 / (hd as f32).sqrt();
         let col = h * hd;
-        // The AVX-512 kernel attends to every kept key; a causal text runs the path below.
+        // The AVX-512 kernel attends to every kept key; a causal text, or one longer than its
+        // window, runs the path below.
+        let (before, after) = reach(a);
         #[cfg(target_arch = "x86_64")]
         if head32
             && !a.causal
+            && before + 1 >= seq
             && super::attn_avx512::head_dim_supported(hd)
             && super::attn_avx512::available()
         {
@@ -281,24 +284,36 @@ multiversion! {
         for i in 0..seq {
             let qi = &a.q[(b * seq + i) * a.stride + col..][..hd];
             acc.fill(0.0);
-            // Causal: the kept keys at positions up to i (`keep` is ascending).
-            let seen = if a.causal { keep.partition_point(|&j| j <= i) } else { nk };
-            if seen > 0 {
-                let scores = &mut scores[..seen];
+            // The kept keys within reach of i (`keep` is ascending): those from i - before to
+            // i + after.
+            let first = keep.partition_point(|&j| j + before < i);
+            let end = keep.partition_point(|&j| j <= i + after);
+            if end > first {
+                let scores = &mut scores[first..end];
                 scores.fill(0.0);
                 for (&qd, kd) in qi.iter().zip(kt.chunks_exact(nk)) {
                     let qd = qd * scale;
-                    scores.iter_mut().zip(kd).for_each(|(s, k)| *s += qd * k);
+                    scores
+                        .iter_mut()
+                        .zip(&kd[first..end])
+                        .for_each(|(s, k)| *s += qd * k);
                 }
                 softmax_row(scores);
                 for (o, vd) in acc.iter_mut().zip(vt.chunks_exact(nk)) {
-                    *o = dot_f32(scores, &vd[..seen]);
+                    *o = dot_f32(scores, &vd[first..end]);
                 }
             }
             // SAFETY: task (b, h) writes only row b*seq+i, columns of head h.
             unsafe { outp.slice((b * seq + i) * hidden + col, hd) }.copy_from_slice(&acc);
         }
     }
+}
+
+/// The keys a query sees, as distances before and after it (see
+/// [`crate::EncoderAttention::reach`]).
+fn reach(a: &Attention<'_>) -> (usize, usize) {
+    let before = a.window.unwrap_or(a.seq).min(a.seq);
+    (before, if a.causal { 0 } else { before })
 }
 
 /// Softmax of one row of scores, in place (vectorisable: no libm call).

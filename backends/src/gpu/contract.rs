@@ -297,6 +297,7 @@ impl Backend for GpuBackend {
             heads: a.heads,
             head_dim: a.head_dim,
             causal: a.causal,
+            window: a.window,
         };
         GpuBackend::attention(self, &att, out)
     }
@@ -325,6 +326,10 @@ impl Backend for GpuBackend {
         GpuBackend::add(self, a, b)
     }
 
+    fn mul(&self, a: &mut GpuBuffer, b: &GpuBuffer) -> Result<(), OpError> {
+        GpuBackend::mul(self, a, b)
+    }
+
     fn argmax(&self, x: &GpuBuffer, width: usize) -> Result<Vec<u32>, OpError> {
         self.transfers.note();
         GpuBackend::argmax(self, x, width)
@@ -340,6 +345,19 @@ impl Backend for GpuBackend {
         style: RopeStyle,
     ) -> Result<(), OpError> {
         GpuBackend::rope(self, x, heads, head_dim, pos0, inv_freq, style)
+    }
+
+    fn rope_texts(
+        &self,
+        x: &mut GpuBuffer,
+        stride: usize,
+        heads: usize,
+        head_dim: usize,
+        seq: usize,
+        inv_freq: &GpuBuffer,
+        style: RopeStyle,
+    ) -> Result<(), OpError> {
+        GpuBackend::rope_texts(self, x, stride, heads, head_dim, seq, inv_freq, style)
     }
 
     fn kv_cache(&self, shape: KvShape) -> Result<GpuKvCache, OpError> {

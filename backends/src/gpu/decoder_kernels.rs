@@ -58,19 +58,22 @@ pub fn gelu_tanh_mul(gate: &mut Array<f32>, up: &Array<f32>, len: u32) {
     }
 }
 
-/// Rotary embeddings in place: row `i` of `x` (`rows` of `heads * hd`) sits at position
-/// `pos0 + i`; pair `p` of each head turns by `(pos0 + i) * inv_freq[p]`. Pairs are `(2p, 2p+1)`
-/// when `interleaved` is 1, else `(p, p + half)`. One unit per (row, head, pair).
+/// Rotary embeddings in place: row `i` of `x` (`rows` of `stride`, the first `heads * hd`
+/// rotated) sits at position `pos0 + i % period`; pair `p` of each head turns by that position
+/// times `inv_freq[p]`. Pairs are `(2p, 2p+1)` when `interleaved` is 1, else `(p, p + half)`.
+/// One unit per (row, head, pair).
 #[cube(launch)]
 #[allow(clippy::too_many_arguments)]
 pub fn rope(
     x: &mut Array<f32>,
     inv_freq: &Array<f32>,
     rows: u32,
+    stride: u32,
     heads: u32,
     hd: u32,
     half: u32,
     pos0: u32,
+    period: u32,
     interleaved: u32,
 ) {
     let id = ABSOLUTE_POS as u32;
@@ -78,14 +81,14 @@ pub fn rope(
         let p = id % half;
         let h = (id / half) % heads;
         let i = id / (half * heads);
-        let base = i * heads * hd + h * hd;
+        let base = i * stride + h * hd;
         let mut a = base + p;
         let mut b = base + p + half;
         if interleaved == 1u32 {
             a = base + 2u32 * p;
             b = a + 1u32;
         }
-        let ang = f32::cast_from(pos0 + i) * inv_freq[p as usize];
+        let ang = f32::cast_from(pos0 + i % period) * inv_freq[p as usize];
         let (c, s) = (f32::cos(ang), f32::sin(ang));
         let (x0, x1) = (x[a as usize], x[b as usize]);
         x[a as usize] = x0 * c - x1 * s;
@@ -120,6 +123,15 @@ pub fn add(a: &mut Array<f32>, b: &Array<f32>, len: u32) {
     let i = ABSOLUTE_POS as u32;
     if i < len {
         a[i as usize] = a[i as usize] + b[i as usize];
+    }
+}
+
+/// `a *= b` over the first `len` values.
+#[cube(launch)]
+pub fn mul(a: &mut Array<f32>, b: &Array<f32>, len: u32) {
+    let i = ABSOLUTE_POS as u32;
+    if i < len {
+        a[i as usize] = a[i as usize] * b[i as usize];
     }
 }
 

@@ -81,14 +81,70 @@ impl<R: Runtime> Gpu<R> {
         style: RopeStyle,
     ) -> Result<(), OpError> {
         let width = heads * head_dim;
-        let half = inv_freq.len;
-        if width == 0 || !x.len.is_multiple_of(width) || 2 * half > head_dim || half == 0 {
+        let rows = x.len.checked_div(width).unwrap_or(0);
+        self.rope_rows(
+            x,
+            width,
+            heads,
+            head_dim,
+            pos0,
+            rows.max(1),
+            inv_freq,
+            style,
+        )
+    }
+
+    /// Rotary embeddings of an encoder's padded batch: rows of `stride`, the first
+    /// `heads * head_dim` values rotated, row `i` at position `i % seq`.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn rope_texts(
+        &self,
+        x: &GpuBuffer,
+        stride: usize,
+        heads: usize,
+        head_dim: usize,
+        seq: usize,
+        inv_freq: &GpuBuffer,
+        style: RopeStyle,
+    ) -> Result<(), OpError> {
+        if seq == 0 || !x.len.is_multiple_of(stride.max(1) * seq) {
             return Err(OpError::Shape(format!(
-                "rope: {} values, {heads} heads of {head_dim}, {half} frequencies",
+                "rope: {} values are not texts of {seq} rows of {stride}",
                 x.len
             )));
         }
-        let rows = x.len / width;
+        self.rope_rows(x, stride, heads, head_dim, 0, seq, inv_freq, style)
+    }
+
+    /// Rows of `stride` whose first `heads * head_dim` values are rotated, row `i` at
+    /// position `pos0 + i % period`.
+    #[allow(clippy::too_many_arguments)]
+    fn rope_rows(
+        &self,
+        x: &GpuBuffer,
+        stride: usize,
+        heads: usize,
+        head_dim: usize,
+        pos0: usize,
+        period: usize,
+        inv_freq: &GpuBuffer,
+        style: RopeStyle,
+    ) -> Result<(), OpError> {
+        let width = heads * head_dim;
+        let half = inv_freq.len;
+        if width == 0
+            || width > stride
+            || !x.len.is_multiple_of(stride)
+            || 2 * half > head_dim
+            || half == 0
+        {
+            return Err(OpError::Shape(format!(
+                "rope: {} values, rows of {stride}, {heads} heads of {head_dim}, {half} \
+                 frequencies",
+                x.len
+            )));
+        }
+        let rows = x.len / stride;
         arg("last position", pos0 + rows)?;
         let (cc, cd) = grid_1d(rows * heads * half)?;
         k::rope::launch::<R>(
@@ -98,10 +154,12 @@ impl<R: Runtime> Gpu<R> {
             array(x),
             array(inv_freq),
             arg("rows", rows)?,
+            arg("row stride", stride)?,
             arg("heads", heads)?,
             arg("head size", head_dim)?,
             arg("frequencies", half)?,
             arg("position", pos0)?,
+            arg("positions", period)?,
             u32::from(style == RopeStyle::Interleaved),
         );
         Ok(())
@@ -186,6 +244,21 @@ impl<R: Runtime> Gpu<R> {
             arg("copy source", src_at)?,
             arg("copy destination", dst_at)?,
             arg("copy length", len)?,
+        );
+        Ok(())
+    }
+
+    /// `a *= b`.
+    pub(crate) fn mul(&self, a: &GpuBuffer, b: &GpuBuffer) -> Result<(), OpError> {
+        OpError::check("mul operand", b.len, a.len)?;
+        let (cc, cd) = grid_1d(a.len)?;
+        k::mul::launch::<R>(
+            &self.client,
+            cc,
+            cd,
+            array(a),
+            array(b),
+            arg("length", a.len)?,
         );
         Ok(())
     }

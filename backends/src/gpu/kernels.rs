@@ -322,8 +322,9 @@ pub fn quick_gelu(x: &mut Array<f32>, len: u32) {
 /// Multi-head attention with a key mask. Query, key and value rows are read from `qkv` at
 /// offsets `q_off`, `k_off` and `v_off` within rows `stride` apart (one stacked q/k/v product
 /// or three arrays laid out alike); `out` has rows of `heads * hd`. Softmax over the unmasked
-/// keys (`mask`: one word per token, 0 for padding) of the query's own text. One unit per
-/// (text, head, query).
+/// keys (`mask`: one word per token, 0 for padding) of the query's own text within reach: key
+/// `j` from query `i` when `i - before <= j <= i + after` (causal: `after` 0; a window: both
+/// the window). One unit per (text, head, query).
 #[cube(launch)]
 #[allow(clippy::too_many_arguments)]
 pub fn attention(
@@ -339,7 +340,8 @@ pub fn attention(
     heads: u32,
     hd: u32,
     scale: f32,
-    causal: u32,
+    before: u32,
+    after: u32,
 ) {
     let id = ABSOLUTE_POS as u32;
     if id < batch * heads * seq {
@@ -350,7 +352,7 @@ pub fn attention(
         let ob = ((b * seq + i) * heads * hd + h * hd) as usize;
         let mut mx = scale * 0.0f32 - 3.4e38f32;
         for j in 0..seq {
-            if mask[(b * seq + j) as usize] != 0u32 && (causal == 0u32 || j <= i) {
+            if mask[(b * seq + j) as usize] != 0u32 && j + before >= i && j <= i + after {
                 let kb = (b * seq + j) * stride + k_off + h * hd;
                 let mut s = 0.0f32;
                 for d in 0..hd {
@@ -366,7 +368,7 @@ pub fn attention(
         }
         let mut l = 0.0f32;
         for j in 0..seq {
-            if mask[(b * seq + j) as usize] != 0u32 && (causal == 0u32 || j <= i) {
+            if mask[(b * seq + j) as usize] != 0u32 && j + before >= i && j <= i + after {
                 let kb = (b * seq + j) * stride + k_off + h * hd;
                 let vb = (b * seq + j) * stride + v_off + h * hd;
                 let mut s = 0.0f32;
@@ -419,7 +421,8 @@ pub fn attention_tiled(
     heads: u32,
     hd: u32,
     scale: f32,
-    causal: u32,
+    before: u32,
+    after: u32,
 ) {
     let mut sk = SharedMemory::<f32>::new((ATT_K * ATT_MAX_HD) as usize);
     let mut sv = SharedMemory::<f32>::new((ATT_K * ATT_MAX_HD) as usize);
@@ -470,7 +473,8 @@ pub fn attention_tiled(
         sync_cube();
         if active {
             for jj in 0..ATT_K {
-                if sm[jj as usize] != 0u32 && (causal == 0u32 || j0 + jj <= i) {
+                let j = j0 + jj;
+                if sm[jj as usize] != 0u32 && j + before >= i && j <= i + after {
                     let mut s = 0.0f32;
                     for d in 0..hd {
                         s += qkv[(qb + d) as usize] * sk[(jj * hd + d) as usize];

@@ -113,6 +113,8 @@ pub struct GpuAttention<'a> {
     pub head_dim: usize,
     /// Whether token `i` sees only unmasked tokens `0..=i` (CLIP's text tower).
     pub causal: bool,
+    /// Local attention: token `i` sees only tokens within this distance (ModernBERT).
+    pub window: Option<usize>,
 }
 
 #[derive(Clone)]
@@ -290,6 +292,21 @@ impl GpuBackend {
         on_gpu!(self, g => g.rope(x, heads, head_dim, pos0, inv_freq, style))
     }
 
+    /// Rotary embeddings of an encoder's padded batch (see [`crate::Backend::rope_texts`]).
+    #[allow(clippy::too_many_arguments)]
+    pub fn rope_texts(
+        &self,
+        x: &GpuBuffer,
+        stride: usize,
+        heads: usize,
+        head_dim: usize,
+        seq: usize,
+        inv_freq: &GpuBuffer,
+        style: RopeStyle,
+    ) -> Result<(), OpError> {
+        on_gpu!(self, g => g.rope_texts(x, stride, heads, head_dim, seq, inv_freq, style))
+    }
+
     /// Uploads a matrix of `n` rows of `k` values stored as `dtype` for products with f32
     /// activations ([`Self::linear_f32`]): Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q4_K, Q5_K and Q6_K
     /// as quantized words with f32 scales, the other types decoded to f32.
@@ -318,6 +335,11 @@ impl GpuBackend {
     /// `a += b`.
     pub fn add(&self, a: &GpuBuffer, b: &GpuBuffer) -> Result<(), OpError> {
         on_gpu!(self, g => g.add(a, b))
+    }
+
+    /// `a *= b`, elementwise.
+    pub fn mul(&self, a: &GpuBuffer, b: &GpuBuffer) -> Result<(), OpError> {
+        on_gpu!(self, g => g.mul(a, b))
     }
 
     /// The index of the largest value of each row of `width` values of `x` (the first of equal

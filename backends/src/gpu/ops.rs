@@ -360,6 +360,8 @@ impl<R: Runtime> Gpu<R> {
         OpError::check("attention mask", a.mask.len, rows)?;
         OpError::check("attention output", out.len, rows * hidden)?;
         let scale = 1.0 / (a.head_dim as f32).sqrt();
+        let before = a.window.unwrap_or(a.seq).min(a.seq);
+        let (before, after) = (before, if a.causal { 0 } else { before });
         if a.head_dim <= kernels::ATT_MAX_HD as usize {
             let blocks = a.seq.div_ceil(kernels::ATT_Q as usize);
             let (cc, _) = grid_rows(a.batch * a.heads * blocks)?;
@@ -379,7 +381,8 @@ impl<R: Runtime> Gpu<R> {
                 arg("heads", a.heads)?,
                 arg("head size", a.head_dim)?,
                 scale,
-                u32::from(a.causal),
+                arg("window", before)?,
+                arg("window", after)?,
             );
             return Ok(());
         }
@@ -400,7 +403,8 @@ impl<R: Runtime> Gpu<R> {
             arg("heads", a.heads)?,
             arg("head size", a.head_dim)?,
             scale,
-            u32::from(a.causal),
+            arg("window", before)?,
+            arg("window", after)?,
         );
         Ok(())
     }

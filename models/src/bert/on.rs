@@ -24,6 +24,12 @@ pub(super) trait Run: Send + Sync {
     fn blocks(&self, range: Range<usize>, a: &mut Activation) -> Result<()>;
     /// The classification head on first-token vectors `[batch, hidden]`.
     fn classify(&self, first: Vec<f32>, batch: usize) -> Result<Vec<f32>>;
+    /// The norm after the last block (ModernBERT's) of token vectors `[rows, hidden]`, before
+    /// pooling; `None` where the blocks end normed (BERT's post-norm).
+    fn final_norm(&self, hidden: &[f32]) -> Result<Option<Vec<f32>>> {
+        let _ = hidden;
+        Ok(None)
+    }
 }
 
 /// The classification head: a pre-classifier layer, its activation, the output layer.

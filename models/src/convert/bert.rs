@@ -356,7 +356,7 @@ fn labels(config: &Json) -> Vec<String> {
 
 /// Pooling mode and L2 normalisation from sentence-transformers' files; classifiers and plain
 /// BERT checkpoints use the CLS token.
-fn pooling(c: &Checkpoint, is_classifier: bool) -> Result<(&'static str, bool)> {
+pub(super) fn pooling(c: &Checkpoint, is_classifier: bool) -> Result<(&'static str, bool)> {
     use super::pooling::Pooling;
     let normalize = c.normalizes()?;
     if is_classifier {

@@ -11,6 +11,7 @@ mod clip;
 mod decoder;
 mod from_gguf;
 pub mod hf;
+mod modern_bert;
 mod pooling;
 mod tokenizer_meta;
 
@@ -123,10 +124,11 @@ pub fn convert(
         match model_type.as_str() {
             "bert" | "distilbert" | "xlm-roberta" => bert::convert(&ckpt, output, opts, progress),
             "clip" => clip::convert(&ckpt, output, opts, progress),
+            "modernbert" => modern_bert::convert(&ckpt, output, opts, progress),
             t if decoder::converts(t) => decoder::convert(&ckpt, output, opts, progress),
             other => Err(ModelError::Unsupported(format!(
                 "{}: model_type {other:?}; edgecut converts bert, distilbert, xlm-roberta, \
-                 clip, llama, qwen2 and qwen3 checkpoints (and llama.cpp GGUF files)",
+                 modernbert, clip, llama, qwen2 and qwen3 checkpoints (and llama.cpp GGUF files)",
                 input.join("config.json").display()
             ))),
         }

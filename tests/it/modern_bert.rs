@@ -1,0 +1,135 @@
+//! ModernBERT against PyTorch: a tiny seeded random `ModernBertModel` (rotary positions, a gated
+//! feed-forward, local attention narrower than most of the texts) recorded by
+//! `tests/reference/make_modernbert_fixtures.py`, converted by edgecut and run batched (texts
+//! padded to the longest), pooled and normalised as sentence-transformers does.
+
+use std::path::PathBuf;
+
+use edgecut::{cosine, Session, SessionOptions, WeightType};
+use edgecut_format::gguf::GgufFile;
+use edgecut_tests::{converted, f32s, fixture, ids, repo_root};
+
+fn tiny(wt: WeightType) -> PathBuf {
+    converted(
+        &repo_root().join("tests/fixtures/modernbert-tiny"),
+        "modernbert-tiny",
+        wt,
+    )
+}
+
+#[test]
+fn modern_bert_embeddings_match_pytorch_in_f32_and_q8_0() {
+    let fx = fixture("modernbert-tiny.json");
+    let cases = fx["cases"].as_array().unwrap();
+    assert_eq!(cases.len(), 40);
+    let texts: Vec<&str> = cases.iter().map(|c| c["text"].as_str().unwrap()).collect();
+    // Most texts are longer than the local layers' reach (4 positions either side of
+    // [CLS] ... [SEP]), so a window ignored or misplaced moves their vectors.
+    let long = cases
+        .iter()
+        .filter(|c| c["ids"].as_array().unwrap().len() > 9)
+        .count();
+    assert!(long >= 30, "{long} texts exercise the window");
+    for (wt, bound) in [(WeightType::F32, 0.99999f32), (WeightType::Q8_0, 0.999)] {
+        let path = tiny(wt);
+        let file = GgufFile::open(&path).unwrap();
+        assert_eq!(file.architecture().unwrap(), "modern-bert");
+        let s = Session::open(&path, &SessionOptions::default()).unwrap_or_else(|e| panic!("{e}"));
+        for (c, t) in cases.iter().zip(&texts) {
+            assert_eq!(s.tokenize(t).unwrap(), ids(&c["ids"]), "ids of {t:?}");
+        }
+        let out = s.embed(&texts).unwrap();
+        let mut worst = (1.0f32, "");
+        for ((c, t), v) in cases.iter().zip(&texts).zip(&out.vectors) {
+            let cs = cosine(v, &f32s(&c["embedding"]));
+            if cs < worst.0 {
+                worst = (cs, t);
+            }
+        }
+        eprintln!(
+            "modernbert-tiny {wt:?}: worst cosine {} ({:?})",
+            worst.0, worst.1
+        );
+        assert!(
+            worst.0 >= bound,
+            "{wt:?}: cosine {} for {:?}",
+            worst.0,
+            worst.1
+        );
+    }
+}
+
+#[test]
+fn modern_bert_tokenization_of_40_multilingual_texts_equals_tokenizers() {
+    let fx = fixture("modernbert-tiny.json");
+    let s = Session::open(tiny(WeightType::F32), &SessionOptions::default()).unwrap();
+    let cases = fx["tokenization"].as_array().unwrap();
+    assert_eq!(cases.len(), 40);
+    for c in cases {
+        let t = c["text"].as_str().unwrap();
+        assert_eq!(s.tokenize(t).unwrap(), ids(&c["ids"]), "ids of {t:?}");
+    }
+}
+
+#[test]
+fn a_modern_bert_activation_edgecut_does_not_run_is_refused_by_name() {
+    let dir = edgecut_tests::scratch().join(format!("modernbert-head-{}", std::process::id()));
+    let src = repo_root().join("tests/fixtures/modernbert-tiny");
+    std::fs::create_dir_all(&dir).unwrap();
+    for e in std::fs::read_dir(&src).unwrap() {
+        let e = e.unwrap();
+        if e.file_type().unwrap().is_file() {
+            std::fs::copy(e.path(), dir.join(e.file_name())).unwrap();
+        }
+    }
+    let cfg_path = dir.join("config.json");
+    let mut cfg: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&cfg_path).unwrap()).unwrap();
+    cfg["hidden_activation"] = "silu".into();
+    std::fs::write(&cfg_path, cfg.to_string()).unwrap();
+    let err = edgecut_models::convert::convert(
+        &dir,
+        &dir.join("out.gguf"),
+        &edgecut_models::convert::ConvertOptions {
+            weight_type: WeightType::F32,
+        },
+        &mut |_| {},
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("hidden_activation \"silu\""), "{err}");
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// ModernBERT on the GPU backend through wgpu (lavapipe here): rotary positions, local
+/// attention and the gated feed-forward on the device, against the CPU backend and PyTorch.
+#[cfg(feature = "wgpu")]
+#[test]
+fn modern_bert_on_wgpu_matches_the_cpu_and_pytorch() {
+    use edgecut::{AttentionPrecision, DeviceKind};
+    let fx = fixture("modernbert-tiny.json");
+    let cases = fx["cases"].as_array().unwrap();
+    let texts: Vec<&str> = cases.iter().map(|c| c["text"].as_str().unwrap()).collect();
+    let open = |device| {
+        let opts = SessionOptions::default()
+            .with_device(device)
+            .with_attention(AttentionPrecision::F32);
+        Session::open(tiny(WeightType::Q8_0), &opts).unwrap_or_else(|e| panic!("{device:?}: {e}"))
+    };
+    let (gpu, cpu) = (open(DeviceKind::Wgpu), open(DeviceKind::Cpu));
+    let (g, c) = (gpu.embed(&texts).unwrap(), cpu.embed(&texts).unwrap());
+    let (mut to_cpu, mut to_torch) = (1.0f32, 1.0f32);
+    for ((case, t), (gv, cv)) in cases
+        .iter()
+        .zip(&texts)
+        .zip(g.vectors.iter().zip(&c.vectors))
+    {
+        let (a, b) = (cosine(gv, cv), cosine(gv, &f32s(&case["embedding"])));
+        // Both quantize each product's input to int8 per 32 values; the GPU sums in another
+        // order, so a value may land one int8 step away (as MiniLM's GPU test allows).
+        assert!(a >= 0.9998, "cosine to the CPU backend {a} for {t:?}");
+        assert!(b >= 0.999, "cosine to PyTorch {b} for {t:?}");
+        (to_cpu, to_torch) = (to_cpu.min(a), to_torch.min(b));
+    }
+    println!("ModernBERT on wgpu: worst cosine to the CPU {to_cpu}, to PyTorch {to_torch}");
+}
