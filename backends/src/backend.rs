@@ -12,7 +12,7 @@ use std::ops::DerefMut;
 use std::sync::Arc;
 
 use crate::encoder::{EncoderBlock, EncoderDims};
-pub use crate::kv_shape::KvShape;
+pub use crate::kv_shape::{KvShape, KvType};
 use crate::ops::{ActQuant, OpError, RopeStyle};
 use crate::DType;
 

@@ -13,7 +13,29 @@
 
 use crate::ops::OpError;
 
-/// The shape of a KV cache: layers, key/value heads, values per head, positions, window.
+/// How a KV cache stores keys and values.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum KvType {
+    /// Half precision: half the bytes every decoded token reads (llama.cpp's default too).
+    #[default]
+    F16,
+    /// Single precision: the values as computed, for runs that must match an f32 reference to
+    /// its last digits (twice the memory and the reads). The CPU backend keeps it.
+    F32,
+}
+
+impl KvType {
+    /// Bytes per stored value.
+    pub fn bytes(self) -> usize {
+        match self {
+            KvType::F16 => 2,
+            KvType::F32 => 4,
+        }
+    }
+}
+
+/// The shape of a KV cache: layers, key/value heads, values per head, positions, window, and
+/// the type its values are stored as.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct KvShape {
     /// Layers the cache holds.
@@ -28,6 +50,8 @@ pub struct KvShape {
     /// Sliding-window attention: a query at position `p` sees positions `p + 1 - window..=p`
     /// (all of `0..=p` while `p < window`). `None`: every earlier position.
     pub window: Option<usize>,
+    /// How keys and values are stored.
+    pub dtype: KvType,
 }
 
 impl KvShape {
@@ -39,6 +63,7 @@ impl KvShape {
             head_dim,
             capacity,
             window: None,
+            dtype: KvType::F16,
         }
     }
 
@@ -56,9 +81,9 @@ impl KvShape {
         self.capacity + self.mirror()
     }
 
-    /// Bytes of keys and values at f16.
+    /// Bytes of keys and values.
     pub fn bytes(&self) -> usize {
-        2 * self.layers * self.slots() * self.kv_heads * self.head_dim * 2
+        2 * self.layers * self.slots() * self.kv_heads * self.head_dim * self.dtype.bytes()
     }
 
     /// The run of slots a query at position `pos` reads: `(first slot, positions)`. The
@@ -162,6 +187,7 @@ mod tests {
             head_dim: 2,
             capacity,
             window: Some(window),
+            dtype: KvType::F16,
         }
     }
 

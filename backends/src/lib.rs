@@ -24,7 +24,7 @@ pub mod ops;
 pub mod quant;
 
 pub use backend::{
-    Act, AttentionPrecision, Backend, KvShape, Op, PreparedMatrix, SharedStorage, Storage,
+    Act, AttentionPrecision, Backend, KvShape, KvType, Op, PreparedMatrix, SharedStorage, Storage,
     WeightSource,
 };
 pub use device::{Device, DeviceError, DeviceKind, Instantiate};

@@ -8,7 +8,7 @@
 use edgecut_backends::cpu::{kernels, AttentionPrecision, CpuBackend};
 use edgecut_backends::encoder::{self, EncoderBlock, EncoderDims, LayerNorm, Qkv};
 use edgecut_backends::ops::{ActQuant, OpError, RopeStyle};
-use edgecut_backends::{quant, Act, Backend, DType, KvShape, Op, WeightSource};
+use edgecut_backends::{quant, Act, Backend, DType, KvShape, KvType, Op, WeightSource};
 
 mod common;
 #[path = "contract/rotary.rs"]
@@ -41,6 +41,7 @@ fn close(what: &str, got: &[f32], want: &[f64], tol: impl Fn(usize) -> f64) {
 /// Causal grouped-query attention in f64 of query rows `q` (`[rows, heads * hd]`) over keys and
 /// values `k`, `v` (`[positions, kv_heads * hd]`, read as the f16 the cache stores), row `r`
 /// seeing the positions `seen(r)`: the reference of every backend's `causal_attention`.
+#[allow(clippy::too_many_arguments)]
 fn attention_f64(
     q: &[f32],
     k: &[f32],
@@ -48,9 +49,13 @@ fn attention_f64(
     heads: usize,
     kv_heads: usize,
     hd: usize,
+    dtype: KvType,
     seen: impl Fn(usize) -> std::ops::Range<usize>,
 ) -> Vec<f64> {
-    let f16 = |x: f32| half::f16::from_f32(x).to_f64();
+    let f16 = |x: f32| match dtype {
+        KvType::F16 => half::f16::from_f32(x).to_f64(),
+        KvType::F32 => x as f64,
+    };
     let kvw = kv_heads * hd;
     let mut want = Vec::with_capacity(q.len());
     for r in 0..q.len() / (heads * hd) {
@@ -386,6 +391,7 @@ fn rope_and_cache<B: Backend>(b: &B, rng: &mut Rng) {
         head_dim: hd,
         capacity: 8,
         window: None,
+        dtype: edgecut_backends::kv_shape::KvType::F16,
     };
     let mut cache = match b.kv_cache(shape) {
         Ok(c) => c,
@@ -419,7 +425,9 @@ fn rope_and_cache<B: Backend>(b: &B, rng: &mut Rng) {
     let mut out = b.buffer(rows * heads * hd);
     b.causal_attention(&up(b, &roped), &cache, 0, pos0, heads, &mut out)
         .unwrap();
-    let want = attention_f64(&roped, &k, &v, heads, kv_heads, hd, |r| 0..pos0 + r + 1);
+    let want = attention_f64(&roped, &k, &v, heads, kv_heads, hd, KvType::F16, |r| {
+        0..pos0 + r + 1
+    });
     let single = down(b, out);
     close("causal attention", &single, &want, |_| 1e-3);
 
@@ -542,7 +550,9 @@ fn suite<B: Backend>(b: &B) {
     linear(b, &mut rng);
     norms_and_activations(b, &mut rng);
     rope_and_cache(b, &mut rng);
-    window::sliding_window_ring(b, &mut rng);
+    for dtype in [KvType::F16, KvType::F32] {
+        window::sliding_window_ring(b, &mut rng, dtype);
+    }
     rotary::rotary_encoder_ops(b, &mut rng);
     argmax(b, &mut rng);
     encoder(b, &mut rng);

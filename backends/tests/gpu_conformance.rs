@@ -347,6 +347,7 @@ fn kv_cache_rounds_as_the_cpu(gpu: &GpuBackend) {
         head_dim: 64,
         capacity: 3,
         window: None,
+        dtype: edgecut_backends::kv_shape::KvType::F16,
     };
     let cache = gpu.kv_cache(shape).unwrap();
     let k = gpu.upload(&rng.vec(64, 1.0));
@@ -383,6 +384,7 @@ fn decoder_step_matches_the_cpu(gpu: &GpuBackend) {
         head_dim: hd,
         capacity: cap,
         window: None,
+        dtype: edgecut_backends::kv_shape::KvType::F16,
     };
     let (mut cc, mut gc) = (
         Backend::kv_cache(&cpu, shape).unwrap(),

@@ -7,8 +7,9 @@ Runtime (fp32 and INT8, dynamic per-channel) vs PyTorch fp32.
    384, one output, MiniLM's WordPiece). PyTorch is sentence-transformers' `CrossEncoder.predict`
    (batches of 32); ONNX Runtime runs the same batches; edgecut is `edgecut bench --rerank` (its
    default batches of 8). Tokenization included everywhere; ms per document.
-2. Embedding: the committed tiny XLM-RoBERTa (tests/fixtures/xlmr-tiny, SentencePiece Unigram),
-   texts of --seq tokens at batch 1 and 32, mean pooling; ms per text.
+2. Embedding: the committed tiny XLM-RoBERTa (tests/fixtures/xlmr-tiny, SentencePiece Unigram)
+   and tiny ModernBERT (tests/fixtures/modernbert-tiny, byte-level BPE, local attention), texts
+   of --seq tokens at batch 1 and 32, mean pooling; ms per text.
 
 Each system is timed in a fresh process, in --rounds interleaved rounds; its figure is its best
 round's median. Fidelity: each system's scores against PyTorch's on the committed fixture's 20
@@ -64,6 +65,7 @@ def make_models(work, threads):
     for f in ["tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json"]:
         shutil.copy(os.path.join(MODELS, "all-MiniLM-L6-v2", f), ce)
     xlmr = os.path.join(ROOT, "tests/fixtures/xlmr-tiny")
+    mbert = os.path.join(ROOT, "tests/fixtures/modernbert-tiny")
 
     class Logits(torch.nn.Module):
         def __init__(self, m):
@@ -95,11 +97,18 @@ def make_models(work, threads):
                       os.path.join(work, "xlmr.onnx"), input_names=names[:2], output_names=["hidden"],
                       opset_version=17, dynamo=False,
                       dynamic_axes={k: {0: "b", 1: "s"} for k in names[:2] + ["hidden"]})
-    for m in ["ce", "xlmr"]:
+    mt = AutoTokenizer.from_pretrained(mbert)
+    d = mt("hello world", return_tensors="pt")
+    torch.onnx.export(Hidden(AutoModel.from_pretrained(mbert, attn_implementation="eager").eval()),
+                      (d["input_ids"], d["attention_mask"]),
+                      os.path.join(work, "mbert.onnx"), input_names=names[:2], output_names=["hidden"],
+                      opset_version=17, dynamo=False,
+                      dynamic_axes={k: {0: "b", 1: "s"} for k in names[:2] + ["hidden"]})
+    for m in ["ce", "xlmr", "mbert"]:
         quantize_dynamic(os.path.join(work, f"{m}.onnx"), os.path.join(work, f"{m}.int8.onnx"),
                          weight_type=QuantType.QInt8, per_channel=True)
     exe = a_edgecut()
-    for src, dst in [(ce, "ce.q8_0.gguf"), (xlmr, "xlmr.q8_0.gguf")]:
+    for src, dst in [(ce, "ce.q8_0.gguf"), (xlmr, "xlmr.q8_0.gguf"), (mbert, "mbert.q8_0.gguf")]:
         subprocess.run([exe, "convert", src, "-o", os.path.join(work, dst)], check=True,
                        capture_output=True)
 
@@ -120,7 +129,8 @@ def median_ms(fn, iters):
 
 
 def systems(work, threads, seq):
-    """Per system: (rerank all documents, embed one batch) callables, and the inputs."""
+    """Per system: (rerank all documents, embed one batch of XLM-R, of ModernBERT) callables, and
+    the inputs."""
     import onnxruntime as ort
     import torch
     from transformers import AutoTokenizer
@@ -128,9 +138,12 @@ def systems(work, threads, seq):
     torch.set_num_threads(threads)
     ce = os.path.join(work, "cross-encoder")
     xlmr = os.path.join(ROOT, "tests/fixtures/xlmr-tiny")
+    mbert = os.path.join(ROOT, "tests/fixtures/modernbert-tiny")
     tok, xt = AutoTokenizer.from_pretrained(ce), AutoTokenizer.from_pretrained(xlmr)
+    mt = AutoTokenizer.from_pretrained(mbert)
     doc = doc_of(lambda t: len(tok(QUERY, t)["input_ids"]), seq)
     text = doc_of(lambda t: len(xt(t)["input_ids"]), seq)
+    mtext = doc_of(lambda t: len(mt(t)["input_ids"]), seq)
     pairs = [(QUERY, doc)] * N_DOCS
 
     def ort_session(path):
@@ -152,9 +165,9 @@ def systems(work, threads, seq):
             return np.concatenate(out)
         return f
 
-    def ort_embed(s):
+    def ort_embed(s, t=xt):
         def f(texts):
-            enc = xt(texts, padding=True, truncation=True, max_length=128, return_tensors="np")
+            enc = t(texts, padding=True, truncation=True, max_length=128, return_tensors="np")
             h = s.run(None, {k: enc[k].astype(np.int64) for k in ["input_ids", "attention_mask"]})[0]
             m = enc["attention_mask"][..., None].astype(np.float32)
             return (h * m).sum(1) / m.sum(1)
@@ -165,29 +178,37 @@ def systems(work, threads, seq):
         from transformers import AutoModel
         cross = CrossEncoder(ce, device="cpu", activation_fn=torch.nn.Identity())
         emb = AutoModel.from_pretrained(xlmr).eval()
+        memb = AutoModel.from_pretrained(mbert).eval()
 
         def rerank(ps):
             return np.asarray(cross.predict(ps, batch_size=32, show_progress_bar=False))
 
-        def embed(texts):
-            with torch.no_grad():
-                enc = xt(texts, padding=True, truncation=True, max_length=128, return_tensors="pt")
-                h = emb(**enc).last_hidden_state
-                m = enc["attention_mask"][..., None].float()
-                return ((h * m).sum(1) / m.sum(1)).numpy()
-        return rerank, embed
+        def embedder(model, t):
+            def embed(texts):
+                with torch.no_grad():
+                    enc = t(texts, padding=True, truncation=True, max_length=128,
+                            return_tensors="pt")
+                    h = model(input_ids=enc["input_ids"],
+                              attention_mask=enc["attention_mask"]).last_hidden_state
+                    m = enc["attention_mask"][..., None].float()
+                    return ((h * m).sum(1) / m.sum(1)).numpy()
+            return embed
+        return rerank, embedder(emb, xt), embedder(memb, mt)
 
     return {
         "PyTorch fp32": torch_systems,
         "ORT fp32": lambda: (ort_rerank(ort_session(os.path.join(work, "ce.onnx"))),
-                             ort_embed(ort_session(os.path.join(work, "xlmr.onnx")))),
+                             ort_embed(ort_session(os.path.join(work, "xlmr.onnx"))),
+                             ort_embed(ort_session(os.path.join(work, "mbert.onnx")), mt)),
         "ORT INT8": lambda: (ort_rerank(ort_session(os.path.join(work, "ce.int8.onnx"))),
-                             ort_embed(ort_session(os.path.join(work, "xlmr.int8.onnx")))),
-    }, pairs, text
+                             ort_embed(ort_session(os.path.join(work, "xlmr.int8.onnx"))),
+                             ort_embed(ort_session(os.path.join(work, "mbert.int8.onnx")), mt)),
+    }, pairs, (text, mtext)
 
 
 def edgecut_times(work, threads, seq, iters):
-    """edgecut bench: ms per document (rerank, 100 per call) and per text (batch 1 and 32)."""
+    """edgecut bench: ms per document (rerank, 100 per call) and per text (batch 1 and 32, XLM-R
+    then ModernBERT)."""
     exe = a_edgecut()
 
     def bench(model, *extra):
@@ -198,7 +219,8 @@ def edgecut_times(work, threads, seq, iters):
 
     rr = bench("ce.q8_0.gguf", "--rerank", "--batch", str(N_DOCS))[0]
     emb = bench("xlmr.q8_0.gguf", "--batch", "1,32", "--batch-size", "32")
-    return [rr] + emb
+    memb = bench("mbert.q8_0.gguf", "--batch", "1,32", "--batch-size", "32")
+    return [rr] + emb + memb
 
 
 def main():
@@ -211,11 +233,13 @@ def main():
     ap.add_argument("--work", help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.only:
-        sysmap, pairs, text = systems(a.work, a.threads, a.seq)
-        rerank, embed = sysmap[a.only]()
+        sysmap, pairs, (text, mtext) = systems(a.work, a.threads, a.seq)
+        rerank, embed, membed = sysmap[a.only]()
         out = [median_ms(lambda: rerank(pairs), a.iters) / N_DOCS,
                median_ms(lambda: embed([text]), a.iters * 5),
-               median_ms(lambda: embed([text] * 32), a.iters) / 32]
+               median_ms(lambda: embed([text] * 32), a.iters) / 32,
+               median_ms(lambda: membed([mtext]), a.iters * 5),
+               median_ms(lambda: membed([mtext] * 32), a.iters) / 32]
         print(json.dumps(out))
         return
 
@@ -230,7 +254,7 @@ def main():
                                  capture_output=True, text=True, check=True)
             rounds[n].append(json.loads(out.stdout.strip().splitlines()[-1]))
         rounds["edgecut Q8_0"].append(edgecut_times(work, a.threads, a.seq, a.iters))
-    best = {n: [min(r[i] for r in rs) for i in range(3)] for n, rs in rounds.items()}
+    best = {n: [min(r[i] for r in rs) for i in range(5)] for n, rs in rounds.items()}
 
     # Fidelity on real text pairs: each system's logits against PyTorch's.
     fx = json.load(open(os.path.join(ROOT, "tests/fixtures/retrieval-tiny.json")))
@@ -253,15 +277,17 @@ def main():
     for n, rs in rounds.items():
         print(f"  rounds, {n}: " + "; ".join(" / ".join(f"{v:.3f}" for v in r) for r in rs))
     print(f"{'system':<14} {'rerank ms/doc':>14} {'xlmr b1 ms':>11} {'xlmr b32 ms/text':>17} "
-          f"{'max |logit - PyTorch|':>22}")
+          f"{'mbert b1 ms':>12} {'mbert b32 ms/text':>18} {'max |logit - PyTorch|':>22}")
     for n in names + ["edgecut Q8_0"]:
         b = best[n]
-        print(f"{n:<14} {b[0]:>14.3f} {b[1]:>11.3f} {b[2]:>17.3f} {diff[n]:>22.4f}")
+        print(f"{n:<14} {b[0]:>14.3f} {b[1]:>11.3f} {b[2]:>17.3f} {b[3]:>12.3f} {b[4]:>18.3f} "
+              f"{diff[n]:>22.4f}")
     e = best["edgecut Q8_0"]
     for n in names:
         b = best[n]
         print(f"edgecut vs {n}: rerank {b[0] / e[0]:.2f}x, xlmr batch 1 {b[1] / e[1]:.2f}x, "
-              f"batch 32 {b[2] / e[2]:.2f}x")
+              f"batch 32 {b[2] / e[2]:.2f}x, modernbert batch 1 {b[3] / e[3]:.2f}x, batch 32 "
+              f"{b[4] / e[4]:.2f}x")
 
 
 if __name__ == "__main__":

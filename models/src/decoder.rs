@@ -150,7 +150,7 @@ impl Decoder {
         let ring = groups
             .iter()
             .find_map(|(s, _)| s.window.map(|w| (w, s.capacity)));
-        let state = self.on.new_state(layers.clone(), positions)?;
+        let state = self.on.new_state(layers.clone(), groups)?;
         Ok(KvCache::new(
             self.serial,
             layers,

@@ -42,6 +42,7 @@ mod stop;
 
 pub use device::SharedDevice;
 pub use edgecut_backends::AttentionPrecision;
+pub use edgecut_backends::KvType;
 pub use edgecut_backends::UnknownKernels;
 pub use edgecut_backends::{DeviceError, DeviceKind};
 pub use edgecut_format::gguf::{GgufFile, ModelId};

@@ -6,7 +6,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
 
-use edgecut_backends::{Device, DeviceKind};
+use edgecut_backends::{Device, DeviceKind, KvType};
 use edgecut_format::{ChatTemplate, GgufFile, Message, TemplateTools, Tokenizer};
 use edgecut_models::{Decoder, KvCache, Logits};
 
@@ -38,6 +38,10 @@ pub struct LlmOptions {
     /// A device shared with other models (its thread pool); `device` and `threads` are then
     /// unused.
     pub shared_device: Option<SharedDevice>,
+    /// How the KV cache stores keys and values: f16 (the default: half the memory and the
+    /// reads) or f32 (the values as computed, for results that must match an f32 reference to
+    /// its last digits; the CPU only).
+    pub kv_type: KvType,
 }
 
 impl LlmOptions {
@@ -59,6 +63,12 @@ impl LlmOptions {
         self
     }
 
+    /// How the KV cache stores keys and values (see [`LlmOptions::kv_type`]).
+    pub fn with_kv_type(mut self, kv_type: KvType) -> Self {
+        self.kv_type = kv_type;
+        self
+    }
+
     /// Runs on `device`, shared with other models.
     pub fn with_shared_device(mut self, device: SharedDevice) -> Self {
         self.shared_device = Some(device);
@@ -73,6 +83,7 @@ impl Default for LlmOptions {
             threads: 0,
             context: None,
             shared_device: None,
+            kv_type: KvType::F16,
         }
     }
 }
@@ -117,7 +128,8 @@ impl Llm {
             opts.threads,
             opts.shared_device.as_ref(),
         )?;
-        let model = Decoder::load(file.clone(), &device)?;
+        let mut model = Decoder::load(file.clone(), &device)?;
+        model.config.kv_type = opts.kv_type;
         let tokenizer = Tokenizer::from_gguf(&file)?;
         let template = ChatTemplate::from_gguf(&file, &tokenizer).ok();
         let max = model.config.context;

@@ -40,7 +40,18 @@ pub(crate) fn run_with(
     steps: usize,
     all: bool,
 ) -> (Vec<f32>, Vec<u32>, Vec<f32>) {
-    let llm = Llm::open(path, &LlmOptions::default()).unwrap_or_else(|e| panic!("{e}"));
+    run_opts(path, &LlmOptions::default(), prompt, steps, all)
+}
+
+/// [`run_with`] with the decoder opened with `opts`.
+pub(crate) fn run_opts(
+    path: &Path,
+    opts: &LlmOptions,
+    prompt: &[u32],
+    steps: usize,
+    all: bool,
+) -> (Vec<f32>, Vec<u32>, Vec<f32>) {
+    let llm = Llm::open(path, opts).unwrap_or_else(|e| panic!("{e}"));
     let mut ctx = llm.new_context().unwrap();
     let prompt_logits = if all {
         ctx.logits(prompt).unwrap()

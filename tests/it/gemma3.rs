@@ -102,6 +102,39 @@ fn tiny_gemma3_converted_by_edgecut_matches_transformers_and_llama_cpp_metadata(
     }
 }
 
+/// With an f32 KV cache (`LlmOptions::kv_type`) nothing is rounded where keys and values are
+/// stored, so edgecut computes what transformers computes in float32 ("plain": its own KV
+/// cache is f32): within 1e-4 of the largest logit over the prompt, the steps, and the long
+/// prompt whose sliding layers' rings wrap.
+#[test]
+fn tiny_gemma3_with_an_f32_kv_cache_is_within_1e_4_of_transformers() {
+    let fx = fixture("gemma3-tiny.json");
+    let opts = LlmOptions::default().with_kv_type(edgecut::KvType::F32);
+    let path = tiny_decoder("gemma3", WeightType::F32);
+    let run =
+        |p: &str, all| crate::decoder_spec::run_opts(&path, &opts, &ids(&fx[p]["ids"]), 8, all);
+    let ((pl, toks, sl), (ll, ltoks, lsl)) = (run("prompt", true), run("long", false));
+    let (r, lr) = (&fx["prompt"]["plain"], &fx["long"]["plain"]);
+    let diffs = [
+        ("prompt", rel_diff(&pl, &rows(&r["prompt_logits"]))),
+        ("steps", rel_diff(&sl, &rows(&r["step_logits"]))),
+        (
+            "long prompt",
+            rel_diff(&ll, &edgecut_tests::f32s(&lr["last_logits"])),
+        ),
+        ("long steps", rel_diff(&lsl, &rows(&lr["step_logits"]))),
+    ];
+    println!("gemma3 tiny, f32 KV cache, vs transformers float32: {diffs:?}");
+    for (what, d) in diffs {
+        assert!(
+            d <= 1e-4,
+            "gemma3 with an f32 KV cache: {what} off by {d:e}"
+        );
+    }
+    assert_eq!(toks, ids(&r["greedy"]), "greedy tokens");
+    assert_eq!(ltoks, ids(&lr["greedy"]), "long greedy");
+}
+
 /// The hub's Gemma 3 270M Q4_K_M on the CPU, loaded once for the tests of this file.
 pub(crate) fn gemma() -> &'static Llm {
     static LLM: std::sync::OnceLock<Llm> = std::sync::OnceLock::new();

@@ -1,31 +1,15 @@
 //! The CPU backend under the contract ([`Backend`]): tensors are f32 slices, vectors f32
-//! vectors, and the KV cache f16 in the layout its attention kernel reads. The encoder blocks
-//! are fused into row tasks (see [`CpuBackend::encoder_blocks`]).
+//! vectors, and the KV cache ([`CpuKvCache`]) in the layout its attention kernel reads. The
+//! encoder blocks are fused into row tasks (see [`CpuBackend::encoder_blocks`]).
 
-use half::f16;
-use half::slice::HalfFloatSliceExt;
-
-use super::{Attention, CausalAttention};
+pub use super::kv_cache::CpuKvCache;
+use super::kv_cache::Many;
+use super::Attention;
 use crate::backend::{Act, Backend, EncoderAttention, KvShape, Op, WeightSource};
 use crate::encoder::{self, EncoderBlock, EncoderDims, Qkv, Scratch};
 use crate::ops::{OpError, RopeStyle};
 
 use super::{with_scratch, CpuBackend, CpuMatrix};
-
-/// Keys and values of a range of layers for up to `capacity` positions, as f16 (decoding reads
-/// the whole cache for every token). Keys are laid out `[layer][kv_head][head_dim][position]`
-/// (attention scores run along positions), values `[layer][kv_head][position][head_dim]`.
-pub struct CpuKvCache {
-    k: Vec<Vec<f16>>,
-    v: Vec<Vec<f16>>,
-    shape: KvShape,
-}
-
-impl std::fmt::Debug for CpuKvCache {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "CpuKvCache({:?})", self.shape)
-    }
-}
 
 /// Token rows an encoder block runs at once when a batch has more (whole texts; a text longer
 /// than this runs alone): 256 rows keep MiniLM's ffn_up output (1.5 MiB) within L2/L3 reach.
@@ -357,51 +341,11 @@ impl Backend for CpuBackend {
     }
 
     fn kv_cache(&self, shape: KvShape) -> Result<CpuKvCache, OpError> {
-        let per_layer = shape
-            .kv_heads
-            .checked_mul(shape.head_dim)
-            .and_then(|w| w.checked_mul(shape.slots()))
-            .ok_or_else(|| {
-                OpError::OutOfMemory(format!(
-                    "a KV cache of {} positions does not fit in memory",
-                    shape.capacity
-                ))
-            })?;
-        let alloc = || -> Result<Vec<f16>, OpError> {
-            let mut v = Vec::new();
-            v.try_reserve_exact(per_layer).map_err(|_| {
-                OpError::OutOfMemory(format!(
-                    "cannot allocate a KV cache of {} bytes per layer ({} positions)",
-                    per_layer * 2 * 2,
-                    shape.capacity
-                ))
-            })?;
-            v.resize(per_layer, f16::ZERO);
-            Ok(v)
-        };
-        let k = (0..shape.layers)
-            .map(|_| alloc())
-            .collect::<Result<_, _>>()?;
-        let v = (0..shape.layers)
-            .map(|_| alloc())
-            .collect::<Result<_, _>>()?;
-        Ok(CpuKvCache { k, v, shape })
+        CpuKvCache::new(shape)
     }
 
     fn kv_copy(&self, src: &CpuKvCache, dst: &mut CpuKvCache) -> Result<(), OpError> {
-        if src.shape != dst.shape {
-            return Err(OpError::Shape(format!(
-                "copying a KV cache of {:?} into one of {:?}",
-                src.shape, dst.shape
-            )));
-        }
-        for (d, s) in dst.k.iter_mut().zip(&src.k) {
-            d.copy_from_slice(s);
-        }
-        for (d, s) in dst.v.iter_mut().zip(&src.v) {
-            d.copy_from_slice(s);
-        }
-        Ok(())
+        dst.copy_from(src)
     }
 
     fn kv_append(
@@ -412,29 +356,7 @@ impl Backend for CpuBackend {
         k: &[f32],
         v: &[f32],
     ) -> Result<(), OpError> {
-        let rows = cache.shape.check_append(layer, pos0, k.len(), v.len())?;
-        let shape = cache.shape;
-        let (kv_heads, hd, slots) = (shape.kv_heads, shape.head_dim, shape.slots());
-        let kvw = kv_heads * hd;
-        let (kc, vc) = (&mut cache.k[layer], &mut cache.v[layer]);
-        // Keys transposed (`[kv_head][dim][slot]`), values by slot. Whole rows are converted at
-        // once (`half` converts a slice with F16C; one value at a time it checks the CPU on
-        // every call, which cost a decode step of eight conversations 3%).
-        let mut kh = vec![f16::ZERO; kvw];
-        for (r0, slot0, n) in shape.writes(pos0, rows) {
-            for i in 0..n {
-                let (row, slot) = ((r0 + i) * kvw, slot0 + i);
-                kh.convert_from_f32_slice(&k[row..row + kvw]);
-                for (gd, &kv) in kh.iter().enumerate() {
-                    kc[gd * slots + slot] = kv;
-                }
-                for g in 0..kv_heads {
-                    let at = (g * slots + slot) * hd;
-                    vc[at..at + hd].convert_from_f32_slice(&v[row + g * hd..row + (g + 1) * hd]);
-                }
-            }
-        }
-        Ok(())
+        cache.append(layer, pos0, k, v)
     }
 
     fn causal_attention(
@@ -459,28 +381,10 @@ impl Backend for CpuBackend {
         out: &mut [&mut [f32]],
     ) -> Result<(), OpError> {
         crate::backend::check_many(q.len(), caches.len(), pos0.len(), out.len())?;
-        let mut all = Vec::with_capacity(q.len());
-        for ((q, cache), &pos0) in q.iter().zip(caches).zip(pos0) {
-            let s = cache.shape;
-            if layer >= s.layers {
-                return Err(OpError::Shape(format!(
-                    "attention: layer {layer} of a cache of {}",
-                    s.layers
-                )));
-            }
-            all.push(CausalAttention {
-                q,
-                k: &cache.k[layer],
-                v: &cache.v[layer],
-                pos0,
-                capacity: s.capacity,
-                window: s.window,
-                heads,
-                kv_heads: s.kv_heads,
-                head_dim: s.head_dim,
-            });
+        match CpuKvCache::many(caches, q, layer, pos0, heads)? {
+            Many::F16(all) => CpuBackend::causal_attention_many(self, &all, out),
+            Many::F32(all) => CpuBackend::causal_attention_many(self, &all, out),
         }
-        CpuBackend::causal_attention_many(self, &all, out)
     }
 
     /// Long batches run a few texts at a time (`GROUP_ROWS` token rows) through every block,

@@ -3,8 +3,8 @@
 
 use super::multiversion::multiversion;
 use super::nn::{dot_f32, exp_approx, softmax_row};
-use half::f16;
 
+use super::kv_cache::KvElem;
 use super::CausalAttention;
 use super::{CpuBackend, SharedMut};
 use crate::ops::{OpError, RopeStyle};
@@ -83,14 +83,15 @@ pub(super) fn rope(x: &mut [f32], r: RopeRows, inv_freq: &[f32], style: RopeStyl
 }
 
 /// One query row of one head against slots `first..first + len` of its KV head (`kt`: keys
-/// transposed, `[head_dim][slots]`; `v`: `[slots][head_dim]`; both f16), softmax-weighted.
+/// transposed, `[head_dim][slots]`; `v`: `[slots][head_dim]`), softmax-weighted. The SIMD
+/// kernels read f16 caches; an f32 cache runs the portable loop.
 #[allow(clippy::too_many_arguments)]
-fn attend_row(
+fn attend_row<T: KvElem>(
     fast: bool,
     avx2: bool,
     q: &[f32],
-    kt: &[f16],
-    v: &[f16],
+    kt: &[T],
+    v: &[T],
     first: usize,
     len: usize,
     scale: f32,
@@ -98,14 +99,14 @@ fn attend_row(
     o: &mut [f32],
 ) {
     #[cfg(target_arch = "x86_64")]
-    if fast {
+    if let (true, Some(kt), Some(v)) = (fast, T::as_f16(kt), T::as_f16(v)) {
         // SAFETY: `fast` is set only where `attn_f16::available()` holds and head_dim % 16 == 0;
         // the caller checked the cache sizes and first + len <= slots.
         unsafe { super::attn_f16::attend_row(q, kt, v, first, len, scale, s, o) };
         return;
     }
     #[cfg(target_arch = "x86_64")]
-    if avx2 {
+    if let (true, Some(kt), Some(v)) = (avx2, T::as_f16(kt), T::as_f16(v)) {
         // SAFETY: `avx2` is set only where `attn_avx2::available()` holds and head_dim % 8 == 0;
         // the caller checked the cache sizes and first + len <= slots.
         unsafe { super::attn_avx2::attend_row(q, kt, v, first, len, scale, s, o) };
@@ -252,26 +253,32 @@ impl CpuBackend {
     /// before any runs, in one parallel region over every conversation's heads: a decode step
     /// of several conversations has a few rows each, too little work per call to share out.
     /// Each result is the one the single call gives, bit for bit.
-    pub fn causal_attention_many(
+    pub fn causal_attention_many<T: KvElem>(
         &self,
-        a: &[CausalAttention<'_>],
+        a: &[CausalAttention<'_, T>],
         out: &mut [&mut [f32]],
     ) -> Result<(), OpError> {
         OpError::check("attention outputs", out.len(), a.len())?;
+        // The SIMD kernels read f16 caches.
+        let f16_cache = T::TYPE == crate::KvType::F16;
         #[cfg(target_arch = "x86_64")]
-        let fast = self.kernels.attention_f16 && super::attn_f16::available();
+        let fast = f16_cache && self.kernels.attention_f16 && super::attn_f16::available();
         #[cfg(target_arch = "x86_64")]
         if fast {
             super::kernels::note_simd();
         }
         #[cfg(target_arch = "x86_64")]
-        let avx2 = !fast && self.kernels.attention_f16_avx2 && super::attn_avx2::available();
+        let avx2 =
+            !fast && f16_cache && self.kernels.attention_f16_avx2 && super::attn_avx2::available();
         #[cfg(target_arch = "x86_64")]
         if avx2 {
             super::kernels::note_simd();
         }
         #[cfg(not(target_arch = "x86_64"))]
-        let (fast, avx2) = (false, false);
+        let (fast, avx2) = {
+            let _ = f16_cache;
+            (false, false)
+        };
         let plans = a
             .iter()
             .zip(out.iter())
@@ -328,8 +335,8 @@ struct AttentionPlan {
 }
 
 impl AttentionPlan {
-    fn new(
-        a: &CausalAttention<'_>,
+    fn new<T: KvElem>(
+        a: &CausalAttention<'_, T>,
         out: &[f32],
         threads: usize,
         fast: bool,
@@ -373,9 +380,9 @@ impl AttentionPlan {
 
     /// Task `task`: `self.heads` query heads over one block of rows, into `out`.
     #[allow(clippy::too_many_arguments)]
-    fn run(
+    fn run<T: KvElem>(
         &self,
-        a: &CausalAttention<'_>,
+        a: &CausalAttention<'_, T>,
         task: usize,
         fast: bool,
         avx2: bool,
@@ -398,10 +405,10 @@ impl AttentionPlan {
             let q = &a.q[at..at + n * hd];
             let (first, len) = shape.span(a.pos0 + i);
             #[cfg(target_arch = "x86_64")]
-            if n > 1 {
-                // SAFETY: `n > 1` only with the AVX-512 kernel available (`fast`), head_dim a
-                // multiple of 16 up to GROUP_MAX_HEAD_DIM and n up to 4 (`new`); the cache sizes
-                // and first + len <= slots were checked.
+            if let (true, Some(k), Some(v)) = (n > 1, T::as_f16(k), T::as_f16(v)) {
+                // SAFETY: `n > 1` only with the AVX-512 kernel available (`fast`, an f16
+                // cache), head_dim a multiple of 16 up to GROUP_MAX_HEAD_DIM and n up to 4
+                // (`new`); the cache sizes and first + len <= slots were checked.
                 unsafe {
                     use super::attn_f16::attend_group;
                     match n {

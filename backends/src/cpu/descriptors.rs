@@ -66,18 +66,18 @@ pub struct Attention<'a> {
 ///
 /// Query row `i` sits at position `pos0 + i` and attends to cache positions `0..=pos0 + i`
 /// (the last `window` of them with a window, read from a ring: see [`crate::kv_shape`]);
-/// its keys and values must already be in the cache, stored as f16 (half the bytes that every
-/// decoded token reads; llama.cpp's default too). Keys are stored transposed,
+/// its keys and values must already be in the cache, stored as `T` (f16 by default: half the
+/// bytes that every decoded token reads, llama.cpp's default too; or f32). Keys are stored transposed,
 /// `[kv_heads, head_dim, slots]`, so scores are computed along positions; values are
 /// `[kv_heads, slots, head_dim]`. Query head `h` reads KV head `h / (heads / kv_heads)`.
 #[derive(Clone, Copy, Debug)]
-pub struct CausalAttention<'a> {
+pub struct CausalAttention<'a, T = half::f16> {
     /// Queries, `[rows, heads * head_dim]`, rotary embeddings applied.
     pub q: &'a [f32],
-    /// Key cache, f16, transposed: `[kv_heads, head_dim, slots]`.
-    pub k: &'a [half::f16],
-    /// Value cache, f16, `[kv_heads, slots, head_dim]`.
-    pub v: &'a [half::f16],
+    /// Key cache, transposed: `[kv_heads, head_dim, slots]`.
+    pub k: &'a [T],
+    /// Value cache, `[kv_heads, slots, head_dim]`.
+    pub v: &'a [T],
     /// Position of the first query row.
     pub pos0: usize,
     /// Positions the cache holds ([`KvShape::capacity`](crate::KvShape): with a window, the
@@ -93,7 +93,7 @@ pub struct CausalAttention<'a> {
     pub head_dim: usize,
 }
 
-impl CausalAttention<'_> {
+impl<T: super::KvElem> CausalAttention<'_, T> {
     /// The cache's shape as one layer of a [`crate::KvShape`].
     pub fn shape(&self) -> crate::KvShape {
         crate::KvShape {
@@ -102,6 +102,7 @@ impl CausalAttention<'_> {
             head_dim: self.head_dim,
             capacity: self.capacity,
             window: self.window,
+            dtype: T::TYPE,
         }
     }
 }

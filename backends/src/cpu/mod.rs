@@ -30,6 +30,7 @@ mod gemv_i16;
 #[cfg(target_arch = "x86_64")]
 mod gemv_i16_avx2;
 pub mod kernels;
+mod kv_cache;
 mod matmul;
 mod matmul_f32;
 mod matmul_seqs;
@@ -51,9 +52,9 @@ use std::sync::Arc;
 pub use crate::backend::AttentionPrecision;
 pub use crate::ops::OUTLIER_RATIO;
 pub use act_quant::outlier_columns;
-pub use contract::CpuKvCache;
 pub use descriptors::{Attention, CausalAttention, Linear, WeightData};
 pub use kernels::Kernels;
+pub use kv_cache::{CpuKvCache, KvElem};
 pub use nn::{erf, exp_approx, gelu_scalar};
 pub use packed::PackedQ8_0;
 pub use pool::{default_threads, ThreadPool};

@@ -216,6 +216,12 @@ impl<R: Runtime> Gpu<R> {
     /// An empty KV cache of `shape` (refused before allocating when its words do not fit the
     /// kernels' 32-bit indices).
     pub(crate) fn kv_cache(&self, shape: KvShape) -> Result<GpuKvCache, OpError> {
+        if shape.dtype != crate::KvType::F16 {
+            return Err(OpError::Unsupported {
+                what: format!("a KV cache of {:?} values (the GPU keeps f16)", shape.dtype),
+                backend: "the GPU backend".into(),
+            });
+        }
         if shape.head_dim == 0 || !shape.head_dim.is_multiple_of(2) || shape.kv_heads == 0 {
             return Err(OpError::Shape(format!(
                 "KV cache: {} kv heads of {} values (an even number is needed)",
@@ -294,6 +300,7 @@ impl<R: Runtime> Gpu<R> {
             head_dim: hd,
             capacity: cap,
             window,
+            ..
         } = shape;
         let slots = shape.slots();
         if heads == 0 || !heads.is_multiple_of(kv_heads) {

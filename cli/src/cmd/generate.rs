@@ -20,6 +20,28 @@ pub struct LlmArgs {
     /// Context length in tokens, the size of the KV cache (default: the model's, at most 2048).
     #[arg(long)]
     pub context: Option<usize>,
+    /// How the KV cache stores keys and values: f16 (half the memory) or f32 (the values as
+    /// computed; CPU only).
+    #[arg(long, value_enum, default_value = "f16")]
+    pub kv_type: KvTypeArg,
+}
+
+/// `--kv-type`.
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+pub enum KvTypeArg {
+    /// Half precision.
+    F16,
+    /// Single precision.
+    F32,
+}
+
+impl From<KvTypeArg> for edgecut::KvType {
+    fn from(k: KvTypeArg) -> Self {
+        match k {
+            KvTypeArg::F16 => edgecut::KvType::F16,
+            KvTypeArg::F32 => edgecut::KvType::F32,
+        }
+    }
 }
 
 impl LlmArgs {
@@ -28,7 +50,8 @@ impl LlmArgs {
         let opts = LlmOptions::default()
             .with_device(self.run.device)
             .with_threads(self.run.threads)
-            .with_context(self.context);
+            .with_context(self.context)
+            .with_kv_type(self.kv_type.into());
         // A GPU asked for by name and missing is an error from the library.
         Llm::open(&self.model, &opts).with_context(|| format!("opening {}", self.model.display()))
     }

@@ -11,7 +11,7 @@ use std::ops::Range;
 use std::sync::Arc;
 
 use edgecut_backends::ops::ActQuant;
-use edgecut_backends::{Backend, Instantiate, Op, PreparedMatrix};
+use edgecut_backends::{Backend, Instantiate, KvShape, Op, PreparedMatrix};
 use edgecut_format::gguf::GgufFile;
 
 use super::spec::Gate;
@@ -33,8 +33,13 @@ pub(super) type AnyState = dyn Any + Send + Sync;
 /// What the model asks of its backend-specific half.
 pub(super) trait Run: Send + Sync {
     fn owned_bytes(&self) -> usize;
-    /// A cache's backend half for `layers` and `capacity` positions.
-    fn new_state(&self, layers: Range<usize>, capacity: usize) -> Result<Box<AnyState>>;
+    /// A cache's backend half for `layers`: the backend caches `groups` (each shape with the
+    /// indices, within `layers`, of the layers it holds: [`super::DecoderConfig::kv_groups`]).
+    fn new_state(
+        &self,
+        layers: Range<usize>,
+        groups: Vec<(KvShape, Vec<usize>)>,
+    ) -> Result<Box<AnyState>>;
     /// Copies the keys and values of `src` into `dst` (states of the same layers and size).
     fn copy_state(&self, src: &AnyState, dst: &mut AnyState) -> Result<()>;
     /// Layers `layers` on rows `x`: conversation `i`'s `parts[i]` with `states[i]` (checked by
@@ -441,8 +446,11 @@ impl<B: Backend> Run for On<B> {
         Ok(())
     }
 
-    fn new_state(&self, layers: Range<usize>, capacity: usize) -> Result<Box<AnyState>> {
-        let groups = self.c.kv_groups(layers.clone(), capacity);
+    fn new_state(
+        &self,
+        layers: Range<usize>,
+        groups: Vec<(KvShape, Vec<usize>)>,
+    ) -> Result<Box<AnyState>> {
         let mut at = vec![(0, 0); layers.len()];
         let mut kv = Vec::with_capacity(groups.len());
         for (g, (shape, members)) in groups.into_iter().enumerate() {

@@ -9,7 +9,7 @@
 use std::ops::Range;
 
 use edgecut_backends::ops::RopeStyle;
-use edgecut_backends::KvShape;
+use edgecut_backends::{KvShape, KvType};
 use edgecut_format::gguf::{Array, GgufFile, Value};
 
 use crate::error::{ModelError, Result};
@@ -160,6 +160,9 @@ pub struct DecoderConfig {
     pub window: Option<usize>,
     /// The sliding layers' rotary base.
     pub local_rope_base: f32,
+    /// How the KV cache stores keys and values (f16 unless the caller asks for f32 after
+    /// loading: not a property of the file).
+    pub kv_type: KvType,
 }
 
 /// Texts of end-of-turn tokens that files do not always name under
@@ -284,6 +287,7 @@ impl DecoderConfig {
             stop_ids,
             window,
             local_rope_base,
+            kv_type: KvType::F16,
         })
     }
 
@@ -302,6 +306,7 @@ impl DecoderConfig {
             head_dim: self.head_dim,
             capacity,
             window,
+            dtype: self.kv_type,
         };
         let rel =
             |v: Vec<usize>| -> Vec<usize> { v.into_iter().map(|l| l - layers.start).collect() };
@@ -336,7 +341,11 @@ impl DecoderConfig {
     /// Bytes of the KV cache of every layer for `positions` positions if every layer kept
     /// every position (what the sliding layers' rings save, by difference).
     pub fn kv_bytes_without_windows(&self, positions: usize) -> usize {
-        KvShape::full(self.layers, self.kv_heads, self.head_dim, positions).bytes()
+        KvShape {
+            dtype: self.kv_type,
+            ..KvShape::full(self.layers, self.kv_heads, self.head_dim, positions)
+        }
+        .bytes()
     }
 
     /// Whether layer `layer` attends through the sliding window.

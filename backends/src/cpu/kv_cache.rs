@@ -1,0 +1,263 @@
+//! The CPU's KV cache: per layer, keys transposed (`[kv_head][dim][slot]`, so scores run along
+//! positions) and values by slot (`[kv_head][slot][dim]`), stored as f16 (the default: half the
+//! bytes each decoded token reads) or f32 ([`KvType::F32`]: the values as computed). The
+//! attention kernels are written over [`KvElem`]; the SIMD ones read f16 only, so an f32 cache
+//! runs the portable loop.
+
+use half::f16;
+use half::slice::HalfFloatSliceExt;
+
+use super::CausalAttention;
+use crate::backend::{KvShape, KvType};
+use crate::ops::OpError;
+
+/// A type a KV cache stores its values as.
+pub trait KvElem: Copy + Send + Sync + 'static {
+    /// Zero.
+    const ZERO: Self;
+    /// The cache type it is.
+    const TYPE: KvType;
+    /// The value as f32.
+    fn to_f32(self) -> f32;
+    /// `dst = src`, converted.
+    fn store(dst: &mut [Self], src: &[f32]);
+    /// The values as f16, where they are (the SIMD kernels read only f16 caches).
+    fn as_f16(s: &[Self]) -> Option<&[f16]>;
+}
+
+impl KvElem for f16 {
+    const ZERO: Self = f16::ZERO;
+    const TYPE: KvType = KvType::F16;
+    #[inline(always)]
+    fn to_f32(self) -> f32 {
+        f16::to_f32(self)
+    }
+    fn store(dst: &mut [Self], src: &[f32]) {
+        // `half` converts a slice with F16C; one value at a time it checks the CPU on every
+        // call (3% of a decode step of eight conversations).
+        dst.convert_from_f32_slice(src);
+    }
+    fn as_f16(s: &[Self]) -> Option<&[f16]> {
+        Some(s)
+    }
+}
+
+impl KvElem for f32 {
+    const ZERO: Self = 0.0;
+    const TYPE: KvType = KvType::F32;
+    #[inline(always)]
+    fn to_f32(self) -> f32 {
+        self
+    }
+    fn store(dst: &mut [Self], src: &[f32]) {
+        dst.copy_from_slice(src);
+    }
+    fn as_f16(_: &[Self]) -> Option<&[f16]> {
+        None
+    }
+}
+
+/// Every layer's key and value planes.
+struct Planes<T> {
+    k: Vec<Vec<T>>,
+    v: Vec<Vec<T>>,
+}
+
+impl<T: KvElem> Planes<T> {
+    fn new(shape: &KvShape) -> Result<Self, OpError> {
+        let per_layer = shape
+            .kv_heads
+            .checked_mul(shape.head_dim)
+            .and_then(|w| w.checked_mul(shape.slots()))
+            .ok_or_else(|| {
+                OpError::OutOfMemory(format!(
+                    "a KV cache of {} positions does not fit in memory",
+                    shape.capacity
+                ))
+            })?;
+        let alloc = || -> Result<Vec<T>, OpError> {
+            let mut v = Vec::new();
+            v.try_reserve_exact(per_layer).map_err(|_| {
+                OpError::OutOfMemory(format!(
+                    "cannot allocate a KV cache of {} bytes per layer ({} positions)",
+                    per_layer * 2 * shape.dtype.bytes(),
+                    shape.capacity
+                ))
+            })?;
+            v.resize(per_layer, T::ZERO);
+            Ok(v)
+        };
+        Ok(Planes {
+            k: (0..shape.layers)
+                .map(|_| alloc())
+                .collect::<Result<_, _>>()?,
+            v: (0..shape.layers)
+                .map(|_| alloc())
+                .collect::<Result<_, _>>()?,
+        })
+    }
+
+    fn copy_from(&mut self, src: &Self) {
+        for (d, s) in self
+            .k
+            .iter_mut()
+            .zip(&src.k)
+            .chain(self.v.iter_mut().zip(&src.v))
+        {
+            d.copy_from_slice(s);
+        }
+    }
+
+    /// Rows `[rows, kv_heads * head_dim]` of keys and values at positions `pos0..` of `layer`
+    /// (checked by the caller).
+    fn append(
+        &mut self,
+        shape: &KvShape,
+        layer: usize,
+        pos0: usize,
+        rows: usize,
+        k: &[f32],
+        v: &[f32],
+    ) {
+        let (kv_heads, hd, slots) = (shape.kv_heads, shape.head_dim, shape.slots());
+        let kvw = kv_heads * hd;
+        let (kc, vc) = (&mut self.k[layer], &mut self.v[layer]);
+        let mut kh = vec![T::ZERO; kvw];
+        for (r0, slot0, n) in shape.writes(pos0, rows) {
+            for i in 0..n {
+                let (row, slot) = ((r0 + i) * kvw, slot0 + i);
+                T::store(&mut kh, &k[row..row + kvw]);
+                for (gd, &kv) in kh.iter().enumerate() {
+                    kc[gd * slots + slot] = kv;
+                }
+                for g in 0..kv_heads {
+                    let at = (g * slots + slot) * hd;
+                    T::store(&mut vc[at..at + hd], &v[row + g * hd..row + (g + 1) * hd]);
+                }
+            }
+        }
+    }
+}
+
+enum Store {
+    F16(Planes<f16>),
+    F32(Planes<f32>),
+}
+
+/// A KV cache on the CPU (see the module's notes).
+pub struct CpuKvCache {
+    store: Store,
+    shape: KvShape,
+}
+
+impl std::fmt::Debug for CpuKvCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "CpuKvCache({:?})", self.shape)
+    }
+}
+
+/// Attention over several caches, all of one stored type.
+pub(super) enum Many<'a> {
+    F16(Vec<CausalAttention<'a, f16>>),
+    F32(Vec<CausalAttention<'a, f32>>),
+}
+
+impl CpuKvCache {
+    /// An empty cache of `shape` (fails without allocating when it does not fit in memory).
+    pub(super) fn new(shape: KvShape) -> Result<CpuKvCache, OpError> {
+        let store = match shape.dtype {
+            KvType::F16 => Store::F16(Planes::new(&shape)?),
+            KvType::F32 => Store::F32(Planes::new(&shape)?),
+        };
+        Ok(CpuKvCache { store, shape })
+    }
+
+    /// Copies `src`, a cache of the same shape.
+    pub(super) fn copy_from(&mut self, src: &CpuKvCache) -> Result<(), OpError> {
+        match (&mut self.store, &src.store) {
+            (Store::F16(d), Store::F16(s)) if self.shape == src.shape => d.copy_from(s),
+            (Store::F32(d), Store::F32(s)) if self.shape == src.shape => d.copy_from(s),
+            _ => {
+                return Err(OpError::Shape(format!(
+                    "copying a KV cache of {:?} into one of {:?}",
+                    src.shape, self.shape
+                )))
+            }
+        }
+        Ok(())
+    }
+
+    /// Stores keys and values of rows at positions `pos0..` of `layer`.
+    pub(super) fn append(
+        &mut self,
+        layer: usize,
+        pos0: usize,
+        k: &[f32],
+        v: &[f32],
+    ) -> Result<(), OpError> {
+        let rows = self.shape.check_append(layer, pos0, k.len(), v.len())?;
+        let shape = self.shape;
+        match &mut self.store {
+            Store::F16(p) => p.append(&shape, layer, pos0, rows, k, v),
+            Store::F32(p) => p.append(&shape, layer, pos0, rows, k, v),
+        }
+        Ok(())
+    }
+
+    /// The attention inputs of query rows `q[i]` at positions `pos0[i]..` against `layer` of
+    /// `caches[i]`, gathered by the caches' stored type (one type for all of them).
+    pub(super) fn many<'a>(
+        caches: &[&'a CpuKvCache],
+        q: &[&'a [f32]],
+        layer: usize,
+        pos0: &[usize],
+        heads: usize,
+    ) -> Result<Many<'a>, OpError> {
+        fn one<'a, T: KvElem>(
+            p: &'a Planes<T>,
+            s: KvShape,
+            q: &'a [f32],
+            layer: usize,
+            pos0: usize,
+            heads: usize,
+        ) -> CausalAttention<'a, T> {
+            CausalAttention {
+                q,
+                k: &p.k[layer],
+                v: &p.v[layer],
+                pos0,
+                capacity: s.capacity,
+                window: s.window,
+                heads,
+                kv_heads: s.kv_heads,
+                head_dim: s.head_dim,
+            }
+        }
+        for c in caches {
+            if layer >= c.shape.layers {
+                return Err(OpError::Shape(format!(
+                    "attention: layer {layer} of a cache of {}",
+                    c.shape.layers
+                )));
+            }
+        }
+        let mixed = || OpError::Shape("attention over KV caches of different types at once".into());
+        let all = caches.iter().zip(q).zip(pos0);
+        Ok(match caches.first().map(|c| c.shape.dtype) {
+            Some(KvType::F32) => Many::F32(
+                all.map(|((c, q), &p)| match &c.store {
+                    Store::F32(pl) => Ok(one(pl, c.shape, q, layer, p, heads)),
+                    Store::F16(_) => Err(mixed()),
+                })
+                .collect::<Result<_, _>>()?,
+            ),
+            _ => Many::F16(
+                all.map(|((c, q), &p)| match &c.store {
+                    Store::F16(pl) => Ok(one(pl, c.shape, q, layer, p, heads)),
+                    Store::F32(_) => Err(mixed()),
+                })
+                .collect::<Result<_, _>>()?,
+            ),
+        })
+    }
+}
