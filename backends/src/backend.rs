@@ -12,6 +12,7 @@ use std::ops::DerefMut;
 use std::sync::Arc;
 
 use crate::encoder::{EncoderBlock, EncoderDims};
+use crate::encoder_rotary::RotaryBlock;
 pub use crate::kv_shape::{KvShape, KvType};
 use crate::ops::{ActQuant, OpError, RopeStyle};
 use crate::DType;
@@ -396,6 +397,22 @@ pub trait Backend: Clone + Send + Sync + Sized + 'static {
         seq: usize,
     ) -> Result<(), OpError> {
         crate::encoder::blocks_op_by_op(self, blocks, dims, x, mask, batch, seq)
+    }
+
+    /// Rotary encoder blocks (ModernBERT's) over `batch` texts of `seq` tokens, in place. The
+    /// default runs them op by op over every row ([`crate::encoder_rotary::rotary_blocks`]); a
+    /// backend may run them in groups of texts (the CPU: groups whose intermediates stay in
+    /// cache).
+    fn rotary_encoder_blocks(
+        &self,
+        blocks: &[RotaryBlock<Self>],
+        dims: &EncoderDims,
+        x: &mut Self::Tensor,
+        mask: &[u8],
+        batch: usize,
+        seq: usize,
+    ) -> Result<(), OpError> {
+        crate::encoder_rotary::rotary_blocks(self, blocks, dims, x, mask, batch, seq)
     }
 }
 

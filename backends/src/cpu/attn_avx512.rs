@@ -6,7 +6,47 @@
 use std::arch::x86_64::*;
 
 /// Query rows per block.
-const QB: usize = 8;
+pub(super) const QB: usize = 8;
+
+/// The kept keys (`[lo, hi)`, indices into `keep`) each of the `QB` query rows from `i0` sees:
+/// all of them, or with `reach` (before, after) those from `i - before` to `i + after`.
+pub(super) fn row_ranges(
+    keep: &[usize],
+    i0: usize,
+    reach: Option<(usize, usize)>,
+) -> [(usize, usize); QB] {
+    std::array::from_fn(|r| match reach {
+        None => (0, keep.len()),
+        Some((before, after)) => {
+            let i = i0 + r;
+            (
+                keep.partition_point(|&j| j + before < i),
+                keep.partition_point(|&j| j <= i + after),
+            )
+        }
+    })
+}
+
+/// The lanes of 16-key chunk `c` (keys `16 c..16 c + 16`) inside `[lo, hi)`.
+pub(super) fn lanes(c: usize, lo: usize, hi: usize) -> __mmask16 {
+    let (a, b) = (
+        lo.clamp(16 * c, 16 * c + 16) - 16 * c,
+        hi.clamp(16 * c, 16 * c + 16) - 16 * c,
+    );
+    if b <= a {
+        0
+    } else {
+        (((1u32 << b) - 1) & !((1u32 << a) - 1)) as __mmask16
+    }
+}
+
+/// The union of the rows' ranges (the keys any of them reads).
+pub(super) fn union(ranges: &[(usize, usize); QB], rows: usize) -> (usize, usize) {
+    let live = &ranges[..rows.min(QB)];
+    let lo = live.iter().map(|r| r.0).min().unwrap_or(0);
+    let hi = live.iter().map(|r| r.1).max().unwrap_or(0);
+    (lo, hi.max(lo))
+}
 /// Whether the kernels take heads of `hd` values (32: MiniLM; 64: CLIP, XLM-R and BERT base).
 pub fn head_dim_supported(hd: usize) -> bool {
     hd == 32 || hd == 64
@@ -58,6 +98,7 @@ pub unsafe fn head<const HD: usize>(
     stride: usize,
     seq: usize,
     keep: &[usize],
+    reach: Option<(usize, usize)>,
     scale: f32,
     buf: &mut Buffers,
     out: &mut dyn FnMut(usize, &[f32; HD]),
@@ -95,9 +136,19 @@ pub unsafe fn head<const HD: usize>(
             // SAFETY: the buffers were sized above (`kt`: HD * nkp, `scores`: QB * nkp), and
             // every kept position's value row lies in `v` (checked above).
             unsafe {
+                let ranges = row_ranges(keep, i0, reach);
                 scores(&qs, &buf.kt, nkp, &mut buf.scores);
-                let inv = softmax(&mut buf.scores, nkp, nk);
-                pv(&buf.scores, nkp, v, stride, keep, &inv, &mut o);
+                let inv = softmax(&mut buf.scores, nkp, nk, &ranges);
+                pv(
+                    &buf.scores,
+                    nkp,
+                    v,
+                    stride,
+                    keep,
+                    union(&ranges, rows),
+                    &inv,
+                    &mut o,
+                );
             }
         }
         for (r, row) in o.iter().enumerate().take(rows) {
@@ -186,21 +237,26 @@ fn exp16(x: __m512) -> __m512 {
     _mm512_mul_ps(p, _mm512_castsi512_ps(e))
 }
 
-/// Replaces the first `nk` scores of each of the `QB` rows (`nkp` apart) by `e^(s - max)`, the
-/// rest by zero, and returns each row's `1 / sum`.
+/// Replaces the scores of each of the `QB` rows (`nkp` apart) within its range of `ranges`
+/// (inside the first `nk`) by `e^(s - max)`, the rest of the first `nk` by zero, and returns
+/// each row's `1 / sum` (0 for a row that sees no key).
 #[target_feature(enable = "avx512f")]
-unsafe fn softmax(scores: &mut [f32], nkp: usize, nk: usize) -> [f32; QB] {
+unsafe fn softmax(
+    scores: &mut [f32],
+    nkp: usize,
+    nk: usize,
+    ranges: &[(usize, usize); QB],
+) -> [f32; QB] {
     assert!(scores.len() == QB * nkp && nk <= nkp && nk > 0 && nkp.is_multiple_of(16));
     let mut inv = [0f32; QB];
-    let tail = nk % 16;
     let chunks = nk.div_ceil(16);
-    let last: __mmask16 = if tail == 0 { 0xffff } else { (1 << tail) - 1 };
     for (r, inv) in inv.iter_mut().enumerate() {
+        let (lo, hi) = (ranges[r].0, ranges[r].1.min(nk));
         // SAFETY: row r's nkp floats lie in `scores` (asserted), and chunks * 16 <= nkp.
         let sp = unsafe { scores.as_mut_ptr().add(r * nkp) };
         let mut mx = _mm512_set1_ps(f32::NEG_INFINITY);
-        for c in 0..chunks {
-            let m = if c + 1 == chunks { last } else { 0xffff };
+        for c in lo / 16..hi.div_ceil(16) {
+            let m = lanes(c, lo, hi);
             // SAFETY: as above.
             let x = unsafe { _mm512_mask_loadu_ps(mx, m, sp.add(c * 16)) };
             mx = _mm512_max_ps(mx, x);
@@ -208,7 +264,7 @@ unsafe fn softmax(scores: &mut [f32], nkp: usize, nk: usize) -> [f32; QB] {
         let mx = _mm512_set1_ps(_mm512_reduce_max_ps(mx));
         let mut sum = _mm512_setzero_ps();
         for c in 0..chunks {
-            let m = if c + 1 == chunks { last } else { 0xffff };
+            let m = lanes(c, lo, hi);
             // SAFETY: as above.
             unsafe {
                 let x = _mm512_loadu_ps(sp.add(c * 16));
@@ -217,29 +273,36 @@ unsafe fn softmax(scores: &mut [f32], nkp: usize, nk: usize) -> [f32; QB] {
                 sum = _mm512_add_ps(sum, e);
             }
         }
-        *inv = 1.0 / _mm512_reduce_add_ps(sum);
+        *inv = if hi > lo {
+            1.0 / _mm512_reduce_add_ps(sum)
+        } else {
+            0.0
+        };
     }
     inv
 }
 
-/// `o[r] = inv[r] * sum_j p[r][j] v[keep[j]]` for the `QB` rows of `p` (`nkp` apart), 32
-/// dimensions (16 accumulators) per pass over the keys.
+/// `o[r] = inv[r] * sum_j p[r][j] v[keep[j]]` for the `QB` rows of `p` (`nkp` apart) over
+/// the kept keys `span` (where any row's probabilities are not zero), 32 dimensions (16
+/// accumulators) per pass over the keys.
 #[target_feature(enable = "avx512f")]
+#[allow(clippy::too_many_arguments)]
 unsafe fn pv<const HD: usize>(
     p: &[f32],
     nkp: usize,
     v: &[f32],
     stride: usize,
     keep: &[usize],
+    span: (usize, usize),
     inv: &[f32; QB],
     o: &mut [[f32; HD]; QB],
 ) {
     let nk = keep.len();
-    assert!(p.len() == QB * nkp && nk <= nkp && HD.is_multiple_of(32));
+    assert!(p.len() == QB * nkp && nk <= nkp && HD.is_multiple_of(32) && span.1 <= nk);
     let (pp, vp) = (p.as_ptr(), v.as_ptr());
     for c0 in (0..HD).step_by(32) {
         let mut acc = [[_mm512_setzero_ps(); 2]; QB];
-        for (j, &at) in keep.iter().enumerate() {
+        for (j, &at) in keep.iter().enumerate().take(span.1).skip(span.0) {
             // SAFETY: the caller checked that every kept position's HD values lie in `v`, and
             // c0 + 32 <= HD.
             let (v0, v1) = unsafe {

@@ -15,10 +15,9 @@
 use std::arch::x86_64::*;
 
 // The f32 kernel's head sizes and argument checks: the two kernels share one contract.
-use super::attn_avx512::{check_head, head_dim_supported};
+use super::attn_avx512::{check_head, head_dim_supported, lanes, row_ranges, union, QB};
 
 /// Query rows per block.
-const QB: usize = 8;
 
 /// Whether this CPU can run [`head`].
 pub fn available() -> bool {
@@ -66,6 +65,7 @@ pub unsafe fn head<const HD: usize, const HP: usize>(
     stride: usize,
     seq: usize,
     keep: &[usize],
+    reach: Option<(usize, usize)>,
     scale: f32,
     buf: &mut Buffers,
     out: &mut dyn FnMut(usize, &[f32; HD]),
@@ -151,9 +151,10 @@ pub unsafe fn head<const HD: usize, const HP: usize>(
         if nk > 0 {
             // SAFETY: the buffers were sized above for nkp keys.
             unsafe {
+                let ranges = row_ranges(keep, i0, reach);
                 scores(&qs, &buf.kt, nkp, &mut buf.scores);
-                let inv = softmax(&buf.scores, nkp, nk, &mut buf.pb);
-                pv(&buf.pb, nkp, &buf.vp, nk, &inv, &mut o);
+                let inv = softmax(&buf.scores, nkp, nk, &ranges, &mut buf.pb);
+                pv(&buf.pb, nkp, &buf.vp, union(&ranges, rows), &inv, &mut o);
             }
         }
         for (r, row) in o.iter().enumerate().take(rows) {
@@ -225,25 +226,24 @@ fn exp16_coarse(x: __m512) -> __m512 {
     _mm512_mul_ps(p, _mm512_castsi512_ps(e))
 }
 
-/// For each of the `QB` rows of `scores` (`nkp` apart): `e^(s - max)` over the first `nk`,
-/// zero past them, rounded to bf16 pairs into `pb` (`nkp / 2` apart); returns each row's
-/// `1 / sum` (summed in f32 before rounding).
+/// For each of the `QB` rows of `scores` (`nkp` apart): `e^(s - max)` over its range of
+/// `ranges` (inside the first `nk`), zero elsewhere, rounded to bf16 pairs into `pb` (`nkp / 2`
+/// apart); returns each row's `1 / sum` (summed in f32 before rounding; 0 for a row that sees no
+/// key).
 #[target_feature(enable = "avx512f,avx512bf16")]
-unsafe fn softmax(scores: &[f32], nkp: usize, nk: usize, pb: &mut [u32]) -> [f32; QB] {
+unsafe fn softmax(
+    scores: &[f32],
+    nkp: usize,
+    nk: usize,
+    ranges: &[(usize, usize); QB],
+    pb: &mut [u32],
+) -> [f32; QB] {
     assert!(scores.len() == QB * nkp && pb.len() == QB * nkp / 2);
     assert!(nk > 0 && nk <= nkp && nkp.is_multiple_of(32));
     let mut inv = [0f32; QB];
-    let chunks = nk.div_ceil(16);
-    let mask = |c: usize| -> __mmask16 {
-        if (c + 1) * 16 <= nk {
-            0xffff
-        } else if c * 16 >= nk {
-            0
-        } else {
-            (1 << (nk % 16)) - 1
-        }
-    };
     for (r, inv) in inv.iter_mut().enumerate() {
+        let (lo, hi) = (ranges[r].0, ranges[r].1.min(nk));
+        let mask = |c: usize| lanes(c, lo, hi);
         // SAFETY: row r's nkp floats and nkp / 2 pairs lie in the buffers (asserted).
         let (sp, pp) = unsafe {
             (
@@ -252,7 +252,7 @@ unsafe fn softmax(scores: &[f32], nkp: usize, nk: usize, pb: &mut [u32]) -> [f32
             )
         };
         let mut mx = _mm512_set1_ps(f32::NEG_INFINITY);
-        for c in 0..chunks {
+        for c in lo / 16..hi.div_ceil(16) {
             // SAFETY: as above; c * 16 + 16 <= nkp.
             let x = unsafe { _mm512_mask_loadu_ps(mx, mask(c), sp.add(c * 16)) };
             mx = _mm512_max_ps(mx, x);
@@ -277,28 +277,33 @@ unsafe fn softmax(scores: &[f32], nkp: usize, nk: usize, pb: &mut [u32]) -> [f32
                 _mm512_storeu_si512(pp.add(c2 * 16) as *mut __m512i, pr);
             }
         }
-        *inv = 1.0 / _mm512_reduce_add_ps(sum);
+        *inv = if hi > lo {
+            1.0 / _mm512_reduce_add_ps(sum)
+        } else {
+            0.0
+        };
     }
     inv
 }
 
-/// `o[r] = inv[r] * sum_j p[r][j] v[j]` from the bf16 pairs of probabilities and values, 32
-/// dimensions (16 accumulators) per pass over the keys.
+/// `o[r] = inv[r] * sum_j p[r][j] v[j]` from the bf16 pairs of probabilities and values over
+/// the kept keys `span` (where any row's probabilities are not zero), 32 dimensions (16
+/// accumulators) per pass over the keys.
 #[target_feature(enable = "avx512f,avx512bf16")]
 unsafe fn pv<const HD: usize>(
     pb: &[u32],
     nkp: usize,
     vp: &[u32],
-    nk: usize,
+    span: (usize, usize),
     inv: &[f32; QB],
     o: &mut [[f32; HD]; QB],
 ) {
-    let np = nk.div_ceil(2);
+    let np = span.1.div_ceil(2);
     assert!(pb.len() == QB * nkp / 2 && vp.len() == nkp / 2 * HD && np <= nkp / 2);
     let (pp, vpp) = (pb.as_ptr(), vp.as_ptr());
     for c0 in (0..HD).step_by(32) {
         let mut acc = [[_mm512_setzero_ps(); 2]; QB];
-        for jp in 0..np {
+        for jp in span.0 / 2..np {
             // SAFETY: jp < nkp / 2 and c0 + 32 <= HD, so the 32 u32 lie in `vp`.
             let (v0, v1) = unsafe {
                 (

@@ -7,6 +7,7 @@ use super::kv_cache::Many;
 use super::Attention;
 use crate::backend::{Act, Backend, EncoderAttention, KvShape, Op, WeightSource};
 use crate::encoder::{self, EncoderBlock, EncoderDims, Qkv, Scratch};
+use crate::encoder_rotary::{self, RotaryBlock};
 use crate::ops::{OpError, RopeStyle};
 
 use super::{with_scratch, CpuBackend, CpuMatrix};
@@ -385,6 +386,32 @@ impl Backend for CpuBackend {
             Many::F16(all) => CpuBackend::causal_attention_many(self, &all, out),
             Many::F32(all) => CpuBackend::causal_attention_many(self, &all, out),
         }
+    }
+
+    /// Long batches run a few texts at a time (`GROUP_ROWS` token rows) through every block, as
+    /// BERT's below; each op of a group splits across the pool.
+    fn rotary_encoder_blocks(
+        &self,
+        blocks: &[RotaryBlock<CpuBackend>],
+        dims: &EncoderDims,
+        x: &mut [f32],
+        mask: &[u8],
+        batch: usize,
+        seq: usize,
+    ) -> Result<(), OpError> {
+        let h = dims.hidden;
+        OpError::check("encoder input", x.len(), batch * seq * h)?;
+        OpError::check("encoder mask", mask.len(), batch * seq)?;
+        let group = (GROUP_ROWS / seq.max(1)).max(1);
+        for (b0, (xs, ms)) in x
+            .chunks_mut(group * seq * h)
+            .zip(mask.chunks(group * seq))
+            .enumerate()
+        {
+            let nb = group.min(batch - b0 * group);
+            encoder_rotary::rotary_blocks(self, blocks, dims, xs, ms, nb, seq)?;
+        }
+        Ok(())
     }
 
     /// Long batches run a few texts at a time (`GROUP_ROWS` token rows) through every block,

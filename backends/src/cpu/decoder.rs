@@ -60,14 +60,34 @@ pub(super) struct RopeRows {
 /// Rotates the first `2 * inv_freq.len()` values of each `head_dim` head of each row of `x`
 /// by `pos * inv_freq[pair]`.
 pub(super) fn rope(x: &mut [f32], r: RopeRows, inv_freq: &[f32], style: RopeStyle) {
-    let half = inv_freq.len();
-    let mut cs = vec![(0f32, 0f32); half];
+    let rows = x.len() / r.stride.max(1);
+    let table = rope_table(r.pos0, r.period.min(rows), inv_freq);
+    rope_with(x, r, &table, inv_freq.len(), style);
+}
+
+/// `(cos, sin)` of each position `pos0..pos0 + n` times each frequency, `[position][pair]`.
+pub(super) fn rope_table(pos0: usize, n: usize, inv_freq: &[f32]) -> Vec<(f32, f32)> {
+    (pos0..pos0 + n)
+        .flat_map(|p| {
+            inv_freq.iter().map(move |f| {
+                let a = p as f32 * f;
+                (a.cos(), a.sin())
+            })
+        })
+        .collect()
+}
+
+/// [`rope`] with the rotations of positions `pos0..pos0 + period` computed (`table`, `half`
+/// pairs per position).
+pub(super) fn rope_with(
+    x: &mut [f32],
+    r: RopeRows,
+    table: &[(f32, f32)],
+    half: usize,
+    style: RopeStyle,
+) {
     for (i, row) in x.chunks_exact_mut(r.stride).enumerate() {
-        let pos = (r.pos0 + i % r.period) as f32;
-        for (c, f) in cs.iter_mut().zip(inv_freq) {
-            let a = pos * f;
-            *c = (a.cos(), a.sin());
-        }
+        let cs = &table[(i % r.period) * half..][..half];
         for h in row[..r.heads * r.head_dim].chunks_exact_mut(r.head_dim) {
             for (p, &(cos, sin)) in cs.iter().enumerate() {
                 let (a, b) = match style {
@@ -235,7 +255,12 @@ impl CpuBackend {
             pos0: 0,
             period: seq,
         };
-        self.for_chunks(x, seq * stride, &|_, text| rope(text, r, inv_freq, style));
+        // Every text has the same positions: their rotations are computed once.
+        let table = rope_table(0, seq, inv_freq);
+        let half = inv_freq.len();
+        self.for_chunks(x, seq * stride, &|_, text| {
+            rope_with(text, r, &table, half, style)
+        });
         Ok(())
     }
 

@@ -249,13 +249,9 @@ multiversion! {
         let (seq, hd) = (a.seq, a.head_dim);
         let scale = 1.0 / (hd as f32).sqrt();
         let col = h * hd;
-        // The AVX-512 kernel attends to every kept key; a causal text, or one longer than its
-        // window, runs the path below.
         let (before, after) = reach(a);
         #[cfg(target_arch = "x86_64")]
         if head32
-            && !a.causal
-            && before + 1 >= seq
             && super::attn_avx512::head_dim_supported(hd)
             && super::attn_avx512::available()
         {
@@ -338,6 +334,8 @@ fn attend_head_simd<const HD: usize, const HP: usize>(
     let seq = a.seq;
     let (col, row0) = (h * HD, b * seq);
     let scale = 1.0 / (HD as f32).sqrt();
+    // Causal or windowed: each query row's keys narrowed (the kernels mask the rest).
+    let reach = Some(reach(a)).filter(|&(before, after)| before < seq || after < seq);
     with_scratch(&HEAD32, |Head32 { keep, f32s, bf16s }| {
         keep.clear();
         keep.extend((0..seq).filter(|&j| a.mask[row0 + j] != 0));
@@ -351,9 +349,11 @@ fn attend_head_simd<const HD: usize, const HP: usize>(
         // against `seq` rows.
         unsafe {
             if bf16 {
-                super::attn_bf16::head::<HD, HP>(q, k, v, a.stride, seq, keep, scale, bf16s, out)
+                let b = bf16s;
+                super::attn_bf16::head::<HD, HP>(q, k, v, a.stride, seq, keep, reach, scale, b, out)
             } else {
-                super::attn_avx512::head::<HD>(q, k, v, a.stride, seq, keep, scale, f32s, out)
+                let f = f32s;
+                super::attn_avx512::head::<HD>(q, k, v, a.stride, seq, keep, reach, scale, f, out)
             }
         }
     })

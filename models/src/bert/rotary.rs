@@ -6,7 +6,7 @@ use std::ops::Range;
 use std::sync::Arc;
 
 use edgecut_backends::encoder::{EncoderDims, LayerNorm};
-use edgecut_backends::encoder_rotary::{rotary_blocks, RotaryBlock};
+use edgecut_backends::encoder_rotary::RotaryBlock;
 use edgecut_backends::ops::ActQuant;
 use edgecut_backends::{Backend, Instantiate, Op};
 use edgecut_format::gguf::GgufFile;
@@ -121,8 +121,7 @@ impl<B: Backend> Run for On<B> {
 
     fn blocks(&self, range: Range<usize>, a: &mut Activation) -> Result<()> {
         let mut x = self.b.upload(std::mem::take(&mut a.hidden));
-        rotary_blocks(
-            &self.b,
+        self.b.rotary_encoder_blocks(
             &self.blocks[range],
             &self.dims,
             &mut x,
