@@ -17,8 +17,6 @@ use std::arch::x86_64::*;
 // The f32 kernel's head sizes and argument checks: the two kernels share one contract.
 use super::attn_avx512::{check_head, head_dim_supported, lanes, row_ranges, union, QB};
 
-/// Query rows per block.
-
 /// Whether this CPU can run [`head`].
 pub fn available() -> bool {
     is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx512bf16")
