@@ -53,6 +53,9 @@ pub struct BertConfig {
     pub labels: Vec<String>,
     /// Activation of the classification head's first layer.
     pub classifier_activation: ClassifierActivation,
+    /// What the classification head reads: the first token (BERT's pooler), or the mean of the
+    /// tokens (`edgecut.classifier.pooling`: ModernBERT's `classifier_pooling`).
+    pub classifier_pooling: Pooling,
     /// ModernBERT's rotary blocks (`general.architecture = "modern-bert"`); `None`: BERT's
     /// learned positions and post-norm blocks.
     pub rotary: Option<RotaryConfig>,
@@ -80,6 +83,8 @@ pub enum ClassifierActivation {
     Tanh,
     /// `relu`: DistilBERT's pre-classifier.
     Relu,
+    /// `gelu`: ModernBERT's prediction head (followed by its norm).
+    Gelu,
 }
 
 impl ClassifierActivation {
@@ -88,6 +93,7 @@ impl ClassifierActivation {
         match self {
             ClassifierActivation::Tanh => Act::Tanh,
             ClassifierActivation::Relu => Act::Relu,
+            ClassifierActivation::Gelu => Act::Gelu,
         }
     }
 }
@@ -141,9 +147,10 @@ impl BertConfig {
         let classifier_activation = match f.get_str("edgecut.classifier.activation").ok() {
             None | Some("tanh") => ClassifierActivation::Tanh,
             Some("relu") => ClassifierActivation::Relu,
+            Some("gelu") => ClassifierActivation::Gelu,
             Some(other) => {
                 return Err(ModelError::Unsupported(format!(
-                    "classifier activation {other:?} (edgecut runs tanh and relu)"
+                    "classifier activation {other:?} (edgecut runs tanh, relu and gelu)"
                 )))
             }
         };
@@ -173,6 +180,15 @@ impl BertConfig {
                 .unwrap_or(true),
             labels,
             classifier_activation,
+            classifier_pooling: match f.get_str("edgecut.classifier.pooling").ok() {
+                None | Some("cls") => Pooling::Cls,
+                Some("mean") => Pooling::Mean,
+                Some(other) => {
+                    return Err(ModelError::Unsupported(format!(
+                        "classifier pooling {other:?} (edgecut runs cls and mean)"
+                    )))
+                }
+            },
             rotary: match arch {
                 "modern-bert" => Some(rotary_config(f, arch, layers)?),
                 _ => None,
@@ -359,6 +375,9 @@ impl Encoder {
                 ));
             }
         }
+        // A model without a type table (DistilBERT, ModernBERT) takes no token types: its
+        // PyTorch forward has no such input, so a pair template's types are not used.
+        let types = types.filter(|_| self.types.is_some());
         // The types in use (type 0 always: padding and untyped texts).
         let n_types = types
             .into_iter()
@@ -482,7 +501,8 @@ impl Encoder {
         Ok(out)
     }
 
-    /// Stage `head` for classification: logits `[batch, classes]` from the first token.
+    /// Stage `head` for classification: logits `[batch, classes]` from the first token (or the
+    /// mean of the tokens, as the file says).
     pub fn classify(&self, a: &Activation) -> Result<Vec<f32>> {
         let h = self.cfg.hidden;
         let mut first = vec![0f32; a.batch * h];
@@ -493,7 +513,7 @@ impl Encoder {
             a.batch,
             a.seq,
             h,
-            Pooling::Cls,
+            self.cfg.classifier_pooling,
             &mut first,
         )?;
         self.on.classify(first, a.batch)

@@ -133,3 +133,36 @@ fn modern_bert_on_wgpu_matches_the_cpu_and_pytorch() {
     }
     println!("ModernBERT on wgpu: worst cosine to the CPU {to_cpu}, to PyTorch {to_torch}");
 }
+
+/// A ModernBERT reranker (`ModernBertForSequenceClassification`, one label, mean pooling, the
+/// prediction head's dense, GELU and norm): 20 query/document pairs within 1e-3 of PyTorch in
+/// the same order (F32), each query's documents in PyTorch's order (Q8_0).
+#[test]
+fn a_modern_bert_reranker_scores_20_pairs_within_1e_3_of_pytorch_in_the_same_order() {
+    use crate::retrieval::{order, scores_of};
+    let fx = fixture("modernbert-tiny.json");
+    let pairs = fx["rerank"].as_array().unwrap();
+    let dir = repo_root().join("tests/fixtures/modernbert-rerank-tiny");
+    let name = "modernbert-rerank-tiny";
+    let worst = |a: &[f32], b: &[f32]| {
+        a.iter()
+            .zip(b)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0f32, f32::max)
+    };
+    let (got, want) = scores_of(name, pairs, &converted(&dir, name, WeightType::F32));
+    eprintln!(
+        "{name} F32: worst |score - PyTorch| {:e}",
+        worst(&got, &want)
+    );
+    assert!(worst(&got, &want) <= 1e-3, "{got:?} vs {want:?}");
+    assert_eq!(order(&got), order(&want), "ranking");
+    let (q8, _) = scores_of(name, pairs, &converted(&dir, name, WeightType::Q8_0));
+    eprintln!(
+        "{name} Q8_0: worst |score - PyTorch| {:e}",
+        worst(&q8, &want)
+    );
+    for (q, (a, b)) in q8.chunks(4).zip(want.chunks(4)).enumerate() {
+        assert_eq!(order(a), order(b), "Q8_0: query {q}'s ranking");
+    }
+}

@@ -130,11 +130,15 @@ fn unigram_tokenization_of_40_multilingual_texts_equals_tokenizers_from_json_and
 /// Scores of the fixture's 20 pairs by `s`, and the reference logits.
 fn scores(name: &str, wt: WeightType) -> (Vec<f32>, Vec<f32>) {
     let fx = model(name);
-    let pairs = fx["pairs"].as_array().unwrap();
+    scores_of(name, fx["pairs"].as_array().unwrap(), &tiny(name, wt))
+}
+
+/// The scores of the recorded `pairs` by the reranker at `path`, one pair at a time (each
+/// pair's ids checked) and all at once (the same scores), with PyTorch's.
+pub(crate) fn scores_of(name: &str, pairs: &[Value], path: &Path) -> (Vec<f32>, Vec<f32>) {
     assert_eq!(pairs.len(), 20);
-    let path = tiny(name, wt);
-    let tok = Tokenizer::from_gguf(&GgufFile::open(&path).unwrap()).unwrap();
-    let s = open(&path);
+    let tok = Tokenizer::from_gguf(&GgufFile::open(path).unwrap()).unwrap();
+    let s = open(path);
     let mut got = Vec::new();
     for p in pairs {
         let (q, d) = (
@@ -166,7 +170,7 @@ fn scores(name: &str, wt: WeightType) -> (Vec<f32>, Vec<f32>) {
     (got, want)
 }
 
-fn order(v: &[f32]) -> Vec<usize> {
+pub(crate) fn order(v: &[f32]) -> Vec<usize> {
     let mut o: Vec<usize> = (0..v.len()).collect();
     o.sort_by(|&a, &b| v[b].total_cmp(&v[a]));
     o

@@ -11,9 +11,13 @@ Writes, under tests/fixtures/:
                          byte-level BPE vocabulary trained here with [CLS] ... [SEP] around a
                          text (ModernBERT's tokenizer is that shape), sentence-transformers' mean
                          pooling and normalisation
+  modernbert-rerank-tiny/ ModernBertForSequenceClassification with one label (a reranker of
+                         gte-reranker-modernbert's shape: mean pooling, then the prediction head's
+                         dense, GELU and norm, then the classifier), same vocabulary
   modernbert-tiny.json   token ids and fp32 sentence vectors of the 40 multilingual texts of
-                         make_retrieval_fixtures.py (most longer than the local window) and the
-                         same texts' ids from `tokenizers`
+                         make_retrieval_fixtures.py (most longer than the local window), the
+                         same texts' ids from `tokenizers`, and the reranker's logits of the 20
+                         query/document pairs
 """
 import json
 import os
@@ -24,7 +28,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from make_retrieval_fixtures import (CORPUS_EXTRA, DOCS, FIXTURES, QUERIES, TEXTS,  # noqa: E402
-                                     rounded, st_pooling)
+                                     pairs_ref, rounded, st_pooling)
 
 OUT = os.path.join(FIXTURES, "modernbert-tiny")
 SPECIAL = ["[UNK]", "[CLS]", "[SEP]", "[PAD]", "[MASK]"]
@@ -103,10 +107,23 @@ def main():
             ids = enc["input_ids"][0].tolist()
             longer += len(ids) > 9
             cases.append({"text": text, "ids": ids, "embedding": rounded(e.tolist())})
+    rr_dir = os.path.join(FIXTURES, "modernbert-rerank-tiny")
+    shutil.rmtree(rr_dir, ignore_errors=True)
+    tok.save_pretrained(rr_dir)
+    from transformers import ModernBertForSequenceClassification
+    torch.manual_seed(20261211)
+    rr = ModernBertForSequenceClassification(
+        ModernBertConfig(**{**{k: v for k, v in cfg.to_dict().items()
+                               if k not in ("id2label", "label2id")},
+                            "num_labels": 1, "classifier_pooling": "mean"})).eval()
+    widen(rr)
+    rr.save_pretrained(rr_dir, safe_serialization=True)
+    pairs = pairs_ref(rr, tok)
     doc = {"made_by": f"tests/reference/make_modernbert_fixtures.py (torch {torch.__version__}, "
                       f"transformers {transformers.__version__}, tokenizers {tokenizers.__version__})",
            "pooling": "mean", "normalize": True, "cases": cases,
-           "tokenization": [{"text": t, "ids": tok(t)["input_ids"]} for t in TEXTS]}
+           "tokenization": [{"text": t, "ids": tok(t)["input_ids"]} for t in TEXTS],
+           "rerank": pairs}
     with open(os.path.join(FIXTURES, "modernbert-tiny.json"), "w") as f:
         json.dump(doc, f, ensure_ascii=False)
     print(f"vocabulary {len(tok)}; {longer} of {len(TEXTS)} texts longer than the window; "

@@ -8,13 +8,21 @@ use std::sync::Arc;
 use edgecut_backends::encoder::{EncoderDims, LayerNorm};
 use edgecut_backends::encoder_rotary::RotaryBlock;
 use edgecut_backends::ops::ActQuant;
-use edgecut_backends::{Backend, Instantiate, Op};
+use edgecut_backends::{Backend, Instantiate, Op, PreparedMatrix};
 use edgecut_format::gguf::GgufFile;
 
 use super::on::Run;
 use super::{Activation, BertConfig, RotaryConfig};
 use crate::error::{ModelError, Result};
 use crate::weights::{Bias, Weights};
+
+/// ModernBERT's classification head: the prediction head (dense, GELU, norm), then the
+/// classifier.
+struct Head<B: Backend> {
+    dense: B::Matrix,
+    norm: LayerNorm<B>,
+    out: B::Matrix,
+}
 
 /// Everything of a rotary encoder that runs on backend `B`.
 struct On<B: Backend> {
@@ -23,6 +31,7 @@ struct On<B: Backend> {
     emb_norm: LayerNorm<B>,
     blocks: Vec<RotaryBlock<B>>,
     final_norm: LayerNorm<B>,
+    head: Option<Head<B>>,
 }
 
 /// Loads a rotary encoder's weights for the device's backend.
@@ -80,6 +89,17 @@ impl Instantiate for Load<'_> {
                 })
             })
             .collect::<Result<Vec<_>>>()?;
+        let head = match f.tensor("cls.output.weight") {
+            None => None,
+            Some(t) => {
+                let n_labels = t.info.dims.get(1).copied().unwrap_or(0) as usize;
+                Some(Head {
+                    dense: w.matrix("cls", h, h, Bias::IfPresent, act)?,
+                    norm: w.layer_norm_shift_optional("cls.norm", h)?,
+                    out: w.matrix("cls.output", n_labels, h, Bias::IfPresent, act)?,
+                })
+            }
+        };
         Ok(Box::new(On {
             b: b.clone(),
             dims: EncoderDims {
@@ -93,6 +113,7 @@ impl Instantiate for Load<'_> {
             emb_norm: w.layer_norm_shift_optional("token_embd_norm", h)?,
             blocks,
             final_norm: w.layer_norm_shift_optional("output_norm", h)?,
+            head,
         }))
     }
 }
@@ -108,11 +129,19 @@ impl<B: Backend> On<B> {
 
 impl<B: Backend> Run for On<B> {
     fn n_classes(&self) -> Option<usize> {
-        None
+        self.head.as_ref().map(|h| h.out.n())
     }
 
     fn owned_bytes(&self) -> usize {
-        self.blocks.iter().map(RotaryBlock::owned_bytes).sum()
+        let head = self
+            .head
+            .as_ref()
+            .map_or(0, |h| h.dense.owned_bytes() + h.out.owned_bytes());
+        self.blocks
+            .iter()
+            .map(RotaryBlock::owned_bytes)
+            .sum::<usize>()
+            + head
     }
 
     fn embedding_norm(&self, hidden: Vec<f32>) -> Result<Vec<f32>> {
@@ -137,7 +166,17 @@ impl<B: Backend> Run for On<B> {
         self.norm(&self.final_norm, hidden.to_vec()).map(Some)
     }
 
-    fn classify(&self, _first: Vec<f32>, _batch: usize) -> Result<Vec<f32>> {
-        Err(ModelError::NoClassifier)
+    fn classify(&self, pooled: Vec<f32>, batch: usize) -> Result<Vec<f32>> {
+        let head = self.head.as_ref().ok_or(ModelError::NoClassifier)?;
+        let (h, eps) = (self.dims.hidden, self.dims.eps);
+        let x = self.b.upload(pooled);
+        let mut y = self.b.buffer(batch * h);
+        self.b.linear(&x, batch, &head.dense, &mut y)?;
+        self.b.activate(&mut y, edgecut_backends::Act::Gelu)?;
+        let n = &head.norm;
+        self.b.layer_norm(&mut y, None, h, &n.gamma, &n.beta, eps)?;
+        let mut logits = self.b.buffer(batch * head.out.n());
+        self.b.linear(&y, batch, &head.out, &mut logits)?;
+        Ok(self.b.download(logits)?)
     }
 }

@@ -338,7 +338,7 @@ fn check_shape(name: &str, shape: &[usize], h: &Hparams) -> Result<()> {
     }
 }
 
-fn labels(config: &Json) -> Vec<String> {
+pub(super) fn labels(config: &Json) -> Vec<String> {
     let Some(map) = config.get("id2label").and_then(Json::as_object) else {
         return Vec::new();
     };

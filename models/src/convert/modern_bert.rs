@@ -107,12 +107,16 @@ pub(super) fn convert(
         )));
     }
     let names = c.names();
-    if find(&names, "classifier.weight").is_some() || find(&names, "head.dense.weight").is_some() {
-        return Err(ModelError::Unsupported(
-            "a ModernBERT task head (ModernBertFor...): edgecut converts the encoder \
-             (ModernBertModel) and pools it as sentence-transformers does"
-                .into(),
-        ));
+    // A sequence classifier (a reranker: gte-reranker-modernbert's shape) keeps its head; a
+    // masked-LM head (the hub's ModernBERT-base is saved with one) is dropped.
+    let is_classifier = find(&names, "classifier.weight").is_some();
+    let head_act = c.cfg_str("classifier_activation").unwrap_or("gelu");
+    let head_pool = c.cfg_str("classifier_pooling").unwrap_or("cls");
+    if is_classifier && (head_act != "gelu" || !["cls", "mean"].contains(&head_pool)) {
+        return Err(ModelError::Unsupported(format!(
+            "a ModernBERT classifier with classifier_activation {head_act:?} and \
+             classifier_pooling {head_pool:?} (edgecut runs gelu, and cls or mean)"
+        )));
     }
     let act = c.cfg_str("hidden_activation").unwrap_or("gelu");
     if act != "gelu" {
@@ -144,7 +148,7 @@ pub(super) fn convert(
     w.set(key("attention.sliding_window_pattern"), u(every));
     w.set(key("rope.freq_base"), Value::F32(base as f32));
     w.set(key("rope.freq_base_swa"), Value::F32(local_base as f32));
-    let (pooling, normalize) = super::bert::pooling(c, false)?;
+    let (pooling, normalize) = super::bert::pooling(c, is_classifier)?;
     w.set(
         key("pooling_type"),
         Value::U32(if pooling == "mean" { 1 } else { 2 }),
@@ -173,6 +177,17 @@ pub(super) fn convert(
     w.set("edgecut.normalize", Value::Bool(normalize));
     if let Some(n) = super::pooling::max_seq_length(c)? {
         w.set("edgecut.max_seq_len", Value::U32(n as u32));
+    }
+    if is_classifier {
+        w.set("edgecut.classifier.activation", Value::Str(head_act.into()));
+        w.set("edgecut.classifier.pooling", Value::Str(head_pool.into()));
+        let labels = super::bert::labels(&c.config);
+        if !labels.is_empty() {
+            w.set(
+                "edgecut.labels",
+                Value::Array(edgecut_format::gguf::Array::Str(labels)),
+            );
+        }
     }
     common_metadata(&mut w, opts, c.checksum()?);
 
@@ -208,6 +223,30 @@ pub(super) fn convert(
             Half::All,
             req,
         )?;
+    }
+    if is_classifier {
+        // ModernBertPredictionHead (dense, GELU, norm) and the classifier: llama.cpp's names
+        // for BERT's head, `cls` and `cls.output`, and the head's norm beside them.
+        for (s, req) in wb {
+            add(
+                format!("cls.{s}"),
+                format!("head.dense.{s}"),
+                Half::All,
+                req,
+            )?;
+            add(
+                format!("cls.norm.{s}"),
+                format!("head.norm.{s}"),
+                Half::All,
+                req,
+            )?;
+            add(
+                format!("cls.output.{s}"),
+                format!("classifier.{s}"),
+                Half::All,
+                req,
+            )?;
+        }
     }
     for i in 0..layers {
         let l = format!("layers.{i}");
@@ -266,7 +305,7 @@ pub(super) fn convert(
             "attn_qkv" => 3 * hidden,
             "ffn_gate" | "ffn_up" => 2 * ffn,
             "ffn_down" | "attn_output" | "token_embd_norm" | "output_norm" | "attn_norm"
-            | "ffn_norm" => hidden,
+            | "ffn_norm" | "cls" | "norm" => hidden,
             _ => shape[0],
         };
         let cols = match gname.as_str() {
