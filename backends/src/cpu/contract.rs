@@ -399,19 +399,9 @@ impl Backend for CpuBackend {
         batch: usize,
         seq: usize,
     ) -> Result<(), OpError> {
-        let h = dims.hidden;
-        OpError::check("encoder input", x.len(), batch * seq * h)?;
-        OpError::check("encoder mask", mask.len(), batch * seq)?;
-        let group = (GROUP_ROWS / seq.max(1)).max(1);
-        for (b0, (xs, ms)) in x
-            .chunks_mut(group * seq * h)
-            .zip(mask.chunks(group * seq))
-            .enumerate()
-        {
-            let nb = group.min(batch - b0 * group);
-            encoder_rotary::rotary_blocks(self, blocks, dims, xs, ms, nb, seq)?;
-        }
-        Ok(())
+        text_groups(x, mask, batch, seq, dims.hidden, &mut |xs, ms, nb| {
+            encoder_rotary::rotary_blocks(self, blocks, dims, xs, ms, nb, seq)
+        })
     }
 
     /// Long batches run a few texts at a time (`GROUP_ROWS` token rows) through every block,
@@ -428,25 +418,39 @@ impl Backend for CpuBackend {
         batch: usize,
         seq: usize,
     ) -> Result<(), OpError> {
-        let h = dims.hidden;
-        OpError::check("encoder input", x.len(), batch * seq * h)?;
-        OpError::check("encoder mask", mask.len(), batch * seq)?;
-        let group = (GROUP_ROWS / seq.max(1)).max(1);
         let stacked = blocks.iter().all(|b| matches!(b.qkv, Qkv::Stacked(_)));
         with_scratch(&SCRATCH, |s| {
-            let mut b0 = 0;
-            while b0 < batch {
-                let nb = group.min(batch - b0);
-                let (r0, r1) = (b0 * seq, (b0 + nb) * seq);
-                let (xs, ms) = (&mut x[r0 * h..r1 * h], &mask[r0..r1]);
+            text_groups(x, mask, batch, seq, dims.hidden, &mut |xs, ms, nb| {
                 if stacked && self.threads() > 1 && nb * seq >= ROW_TASKS_FROM {
-                    self.row_task_blocks(blocks, dims, xs, ms, nb, seq, s)?;
+                    self.row_task_blocks(blocks, dims, xs, ms, nb, seq, s)
                 } else {
-                    encoder::blocks_with_scratch(self, blocks, dims, xs, ms, nb, seq, s)?;
+                    encoder::blocks_with_scratch(self, blocks, dims, xs, ms, nb, seq, s)
                 }
-                b0 += nb;
-            }
-            Ok(())
+            })
         })
     }
+}
+
+/// Runs `f(rows, mask, texts)` on groups of whole texts of at most `GROUP_ROWS` token rows (a
+/// text longer than that alone) of a padded batch (`x`: rows of `hidden`), so the blocks'
+/// intermediates stay in cache.
+fn text_groups(
+    x: &mut [f32],
+    mask: &[u8],
+    batch: usize,
+    seq: usize,
+    hidden: usize,
+    f: &mut dyn FnMut(&mut [f32], &[u8], usize) -> Result<(), OpError>,
+) -> Result<(), OpError> {
+    OpError::check("encoder input", x.len(), batch * seq * hidden)?;
+    OpError::check("encoder mask", mask.len(), batch * seq)?;
+    let group = (GROUP_ROWS / seq.max(1)).max(1);
+    let mut b0 = 0;
+    while b0 < batch {
+        let nb = group.min(batch - b0);
+        let (r0, r1) = (b0 * seq, (b0 + nb) * seq);
+        f(&mut x[r0 * hidden..r1 * hidden], &mask[r0..r1], nb)?;
+        b0 += nb;
+    }
+    Ok(())
 }
