@@ -399,7 +399,7 @@ impl Backend for CpuBackend {
         batch: usize,
         seq: usize,
     ) -> Result<(), OpError> {
-        text_groups(x, mask, batch, seq, dims.hidden, &mut |xs, ms, nb| {
+        text_groups(x, mask, batch, seq, dims.hidden, |xs, ms, nb| {
             encoder_rotary::rotary_blocks(self, blocks, dims, xs, ms, nb, seq)
         })
     }
@@ -420,7 +420,7 @@ impl Backend for CpuBackend {
     ) -> Result<(), OpError> {
         let stacked = blocks.iter().all(|b| matches!(b.qkv, Qkv::Stacked(_)));
         with_scratch(&SCRATCH, |s| {
-            text_groups(x, mask, batch, seq, dims.hidden, &mut |xs, ms, nb| {
+            text_groups(x, mask, batch, seq, dims.hidden, |xs, ms, nb| {
                 if stacked && self.threads() > 1 && nb * seq >= ROW_TASKS_FROM {
                     self.row_task_blocks(blocks, dims, xs, ms, nb, seq, s)
                 } else {
@@ -440,7 +440,7 @@ fn text_groups(
     batch: usize,
     seq: usize,
     hidden: usize,
-    f: &mut dyn FnMut(&mut [f32], &[u8], usize) -> Result<(), OpError>,
+    mut f: impl FnMut(&mut [f32], &[u8], usize) -> Result<(), OpError>,
 ) -> Result<(), OpError> {
     OpError::check("encoder input", x.len(), batch * seq * hidden)?;
     OpError::check("encoder mask", mask.len(), batch * seq)?;
