@@ -166,3 +166,49 @@ fn a_modern_bert_reranker_scores_20_pairs_within_1e_3_of_pytorch_in_the_same_ord
         assert_eq!(order(a), order(b), "Q8_0: query {q}'s ranking");
     }
 }
+
+/// A ModernBERT file whose rotary or window settings are missing or impossible is refused at
+/// load with the key or the values named, not run with a guess.
+#[test]
+fn modern_bert_files_with_bad_rotary_settings_are_refused_by_name() {
+    use crate::retrieval::rewritten;
+    use edgecut_format::gguf::Value;
+    let path = tiny(WeightType::F32);
+    let cases: [(&str, Option<Value>, &str); 6] = [
+        ("modern-bert.rope.freq_base", None, "rope.freq_base"),
+        (
+            "modern-bert.rope.freq_base",
+            Some(Value::F32(f32::NAN)),
+            "bad rotary settings",
+        ),
+        (
+            "modern-bert.attention.sliding_window",
+            Some(Value::U32(1)),
+            "window 1",
+        ),
+        (
+            "modern-bert.attention.sliding_window_pattern",
+            Some(Value::U32(0)),
+            "every 0",
+        ),
+        (
+            "modern-bert.attention.sliding_window",
+            None,
+            "sliding_window",
+        ),
+        (
+            "edgecut.classifier.pooling",
+            Some(Value::Str("max".into())),
+            "classifier pooling",
+        ),
+    ];
+    for (key, value, want) in cases {
+        let bad = rewritten(&path, key, value.clone());
+        let err = Session::open(&bad, &SessionOptions::default())
+            .map(|_| ())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(want), "{key} = {value:?}: {err}");
+        std::fs::remove_file(&bad).ok();
+    }
+}

@@ -65,7 +65,11 @@ fn without_key(path: &Path, drop: &str) -> PathBuf {
 }
 
 /// A copy of `path` with the key `key` dropped, or set to `value`.
-fn rewritten(path: &Path, key: &str, value: Option<edgecut_format::gguf::Value>) -> PathBuf {
+pub(crate) fn rewritten(
+    path: &Path,
+    key: &str,
+    value: Option<edgecut_format::gguf::Value>,
+) -> PathBuf {
     let f = GgufFile::open(path).unwrap();
     let mut w = GgufWriter::new();
     for (k, v) in f.metadata() {
