@@ -212,3 +212,31 @@ fn modern_bert_files_with_bad_rotary_settings_are_refused_by_name() {
         std::fs::remove_file(&bad).ok();
     }
 }
+
+/// ModernBERT split at every cut through the wire codec's bytes, f32 on the wire: the server
+/// part's vectors equal the local run's (the final norm runs in the head stage, on the server).
+#[test]
+fn modern_bert_split_at_every_cut_gives_the_local_vectors() {
+    use edgecut_tests::over_the_wire;
+    use edgecut_wire::{Encoding, Frame};
+    let s = Session::open(tiny(WeightType::Q8_0), &SessionOptions::default()).unwrap();
+    let texts = [
+        "A man is eating food.",
+        "Edge devices run the first layers; a GPU server runs the rest.",
+        "hi",
+    ];
+    let local = s.embed(&texts).unwrap();
+    assert_eq!(s.stage_count(), 6, "embeddings, four blocks, the head");
+    for cut in 0..s.stage_count() {
+        let req = s
+            .run_device_part(&texts, cut, Encoding::F32, cut as u64)
+            .unwrap();
+        let Frame::Infer(req) = over_the_wire(Frame::Infer(req)) else {
+            unreachable!()
+        };
+        let res = s.run_server_part(&req).unwrap();
+        for (i, v) in res.values.chunks_exact(64).enumerate() {
+            assert_eq!(v, &local.vectors[i][..], "cut {cut} text {i}");
+        }
+    }
+}
