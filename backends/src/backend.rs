@@ -177,13 +177,13 @@ pub struct EncoderAttention<'a, T: ?Sized> {
     pub window: Option<usize>,
 }
 
-impl<T: ?Sized> EncoderAttention<'_, T> {
-    /// The keys a query sees, as distances: key `j` is seen from query `i` when
-    /// `i - before <= j <= i + after` (both at most `seq`, so sums stay small).
-    pub fn reach(&self) -> (usize, usize) {
-        let before = self.window.unwrap_or(self.seq).min(self.seq);
-        (before, if self.causal { 0 } else { before })
-    }
+/// The keys a query of encoder attention sees, as distances `(before, after)`: key `j` is seen
+/// from query `i` when `i - before <= j <= i + after` (both at most `seq`, so sums stay small),
+/// from [`EncoderAttention::window`] and [`EncoderAttention::causal`]. Every backend's kernels
+/// read their reach from here.
+pub(crate) fn key_reach(window: Option<usize>, causal: bool, seq: usize) -> (usize, usize) {
+    let before = window.unwrap_or(seq).min(seq);
+    (before, if causal { 0 } else { before })
 }
 
 /// A backend: a device with its kernels. Tensors are flat f32 values (`Tensor`, borrowed;

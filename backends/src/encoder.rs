@@ -240,7 +240,7 @@ pub fn pre_norm_blocks<B: Backend>(
     batch: usize,
     seq: usize,
 ) -> Result<(), OpError> {
-    let (h, eps) = (dims.hidden, dims.eps);
+    let h = dims.hidden;
     let rows = batch * seq;
     OpError::check("encoder input", b.len(x), rows * h)?;
     OpError::check("encoder mask", mask.len(), rows)?;
@@ -249,19 +249,27 @@ pub fn pre_norm_blocks<B: Backend>(
     b.resize(&mut s.o, rows * h);
     b.resize(&mut s.up, rows * dims.ffn);
     for blk in blocks {
-        b.copy(x, 0, &mut normed, 0, rows * h)?;
-        let n = &blk.attn_norm;
-        b.layer_norm(&mut normed, None, h, &n.gamma, &n.beta, eps)?;
+        norm_into(b, x, &mut normed, &blk.attn_norm, dims)?;
         attention_part(b, blk, dims, &normed, mask, batch, seq, &mut s)?;
         b.linear(&s.ctx, rows, &blk.o, &mut s.o)?;
         b.add(x, &s.o)?;
-        b.copy(x, 0, &mut normed, 0, rows * h)?;
-        let n = &blk.out_norm;
-        b.layer_norm(&mut normed, None, h, &n.gamma, &n.beta, eps)?;
+        norm_into(b, x, &mut normed, &blk.out_norm, dims)?;
         b.linear(&normed, rows, &blk.up, &mut s.up)?;
         b.activate(&mut s.up, dims.act)?;
         b.linear(&s.up, rows, &blk.down, &mut s.o)?;
         b.add(x, &s.o)?;
     }
     Ok(())
+}
+
+/// `normed = LN(x)`, `x` left as it is: a pre-norm block's input to its next product.
+pub(crate) fn norm_into<B: Backend>(
+    b: &B,
+    x: &B::Tensor,
+    normed: &mut B::Tensor,
+    n: &LayerNorm<B>,
+    dims: &EncoderDims,
+) -> Result<(), OpError> {
+    b.copy(x, 0, normed, 0, b.len(x))?;
+    b.layer_norm(normed, None, dims.hidden, &n.gamma, &n.beta, dims.eps)
 }

@@ -5,7 +5,7 @@
 //! where the first block has no LN1 (its input is the embeddings' norm already).
 
 use crate::backend::{Backend, EncoderAttention, PreparedMatrix};
-use crate::encoder::{EncoderDims, LayerNorm};
+use crate::encoder::{norm_into, EncoderDims, LayerNorm};
 use crate::ops::{OpError, RopeStyle};
 
 /// One rotary encoder block's weights, prepared for backend `B`.
@@ -52,7 +52,7 @@ pub fn rotary_blocks<B: Backend>(
     batch: usize,
     seq: usize,
 ) -> Result<(), OpError> {
-    let (h, eps, heads) = (dims.hidden, dims.eps, dims.heads);
+    let (h, heads) = (dims.hidden, dims.heads);
     let rows = batch * seq;
     OpError::check("encoder input", b.len(x), rows * h)?;
     OpError::check("encoder mask", mask.len(), rows)?;
@@ -69,8 +69,7 @@ pub fn rotary_blocks<B: Backend>(
     for blk in blocks {
         let input: &B::Tensor = match &blk.attn_norm {
             Some(n) => {
-                b.copy(x, 0, &mut normed, 0, rows * h)?;
-                b.layer_norm(&mut normed, None, h, &n.gamma, &n.beta, eps)?;
+                norm_into(b, x, &mut normed, n, dims)?;
                 &normed
             }
             None => x,
@@ -103,9 +102,7 @@ pub fn rotary_blocks<B: Backend>(
         b.attention(&a, &mut ctx)?;
         b.linear(&ctx, rows, &blk.o, &mut o)?;
         b.add(x, &o)?;
-        b.copy(x, 0, &mut normed, 0, rows * h)?;
-        let n = &blk.ffn_norm;
-        b.layer_norm(&mut normed, None, h, &n.gamma, &n.beta, eps)?;
+        norm_into(b, x, &mut normed, &blk.ffn_norm, dims)?;
         b.linear(&normed, rows, &blk.gate, &mut gate)?;
         b.linear(&normed, rows, &blk.up, &mut up)?;
         b.activate(&mut gate, dims.act)?;

@@ -197,6 +197,21 @@ impl BertConfig {
     }
 }
 
+impl BertConfig {
+    /// The sizes every block shares: GELU feed-forwards, attention over the whole text (a
+    /// rotary block's window is its own).
+    pub(crate) fn dims(&self) -> edgecut_backends::encoder::EncoderDims {
+        edgecut_backends::encoder::EncoderDims {
+            hidden: self.hidden,
+            heads: self.heads,
+            ffn: self.ffn,
+            eps: self.eps,
+            act: Act::Gelu,
+            causal: false,
+        }
+    }
+}
+
 /// ModernBERT's rotary bases and local attention from the file.
 fn rotary_config(f: &GgufFile, arch: &str, layers: usize) -> Result<RotaryConfig> {
     let key = |k: &str| format!("{arch}.{k}");

@@ -30,20 +30,11 @@ fn text_ids(m: &Value) -> Vec<u32> {
 /// Logits at every prompt position, then the 8 greedy steps' tokens and logits (the cache
 /// kept between them).
 pub(crate) fn run(path: &Path, prompt: &[u32], steps: usize) -> (Vec<f32>, Vec<u32>, Vec<f32>) {
-    run_with(path, prompt, steps, true)
+    run_opts(path, &LlmOptions::default(), prompt, steps, true)
 }
 
-/// [`run`], with the logits of every prompt position (`all`) or of the last only.
-pub(crate) fn run_with(
-    path: &Path,
-    prompt: &[u32],
-    steps: usize,
-    all: bool,
-) -> (Vec<f32>, Vec<u32>, Vec<f32>) {
-    run_opts(path, &LlmOptions::default(), prompt, steps, all)
-}
-
-/// [`run_with`] with the decoder opened with `opts`.
+/// [`run`] with the decoder opened with `opts`, with the logits of every prompt position
+/// (`all`) or of the last only.
 pub(crate) fn run_opts(
     path: &Path,
     opts: &LlmOptions,

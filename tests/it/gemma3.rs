@@ -24,12 +24,17 @@ use edgecut_tests::{fixture, ids, repo_root, tiny_decoder};
 use crate::decoder_spec::{rel_diff, rows};
 
 fn check(path: &Path, source: &str) {
+    let kinds = [("f64_f16_kv", 2.5e-4), ("f16_kv", 3e-4), ("plain", 5e-3)];
+    check_with(path, source, &LlmOptions::default(), &kinds);
+}
+
+/// The prompt, its 8 steps, the long prompt and its steps against each reference `kind` of the
+/// fixture, within its tolerance, greedy tokens equal.
+fn check_with(path: &Path, source: &str, opts: &LlmOptions, kinds: &[(&str, f32)]) {
     let fx = fixture("gemma3-tiny.json");
-    let prompt = ids(&fx["prompt"]["ids"]);
-    let (pl, toks, sl) = crate::decoder_spec::run(path, &prompt, 8);
-    let long = ids(&fx["long"]["ids"]);
-    let (ll, ltoks, lsl) = crate::decoder_spec::run_with(path, &long, 8, false);
-    for (kind, tol) in [("f64_f16_kv", 2.5e-4), ("f16_kv", 3e-4), ("plain", 5e-3)] {
+    let run = |p: &str, all| crate::decoder_spec::run_opts(path, opts, &ids(&fx[p]["ids"]), 8, all);
+    let ((pl, toks, sl), (ll, ltoks, lsl)) = (run("prompt", true), run("long", false));
+    for &(kind, tol) in kinds {
         let (r, lr) = (&fx["prompt"][kind], &fx["long"][kind]);
         let diffs = [
             ("prompt", rel_diff(&pl, &rows(&r["prompt_logits"]))),
@@ -108,31 +113,9 @@ fn tiny_gemma3_converted_by_edgecut_matches_transformers_and_llama_cpp_metadata(
 /// prompt whose sliding layers' rings wrap.
 #[test]
 fn tiny_gemma3_with_an_f32_kv_cache_is_within_1e_4_of_transformers() {
-    let fx = fixture("gemma3-tiny.json");
     let opts = LlmOptions::default().with_kv_type(edgecut::KvType::F32);
     let path = tiny_decoder("gemma3", WeightType::F32);
-    let run =
-        |p: &str, all| crate::decoder_spec::run_opts(&path, &opts, &ids(&fx[p]["ids"]), 8, all);
-    let ((pl, toks, sl), (ll, ltoks, lsl)) = (run("prompt", true), run("long", false));
-    let (r, lr) = (&fx["prompt"]["plain"], &fx["long"]["plain"]);
-    let diffs = [
-        ("prompt", rel_diff(&pl, &rows(&r["prompt_logits"]))),
-        ("steps", rel_diff(&sl, &rows(&r["step_logits"]))),
-        (
-            "long prompt",
-            rel_diff(&ll, &edgecut_tests::f32s(&lr["last_logits"])),
-        ),
-        ("long steps", rel_diff(&lsl, &rows(&lr["step_logits"]))),
-    ];
-    println!("gemma3 tiny, f32 KV cache, vs transformers float32: {diffs:?}");
-    for (what, d) in diffs {
-        assert!(
-            d <= 1e-4,
-            "gemma3 with an f32 KV cache: {what} off by {d:e}"
-        );
-    }
-    assert_eq!(toks, ids(&r["greedy"]), "greedy tokens");
-    assert_eq!(ltoks, ids(&lr["greedy"]), "long greedy");
+    check_with(&path, "f32 KV cache", &opts, &[("plain", 1e-4)]);
 }
 
 /// The hub's Gemma 3 270M Q4_K_M on the CPU, loaded once for the tests of this file.

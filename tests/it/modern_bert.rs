@@ -5,9 +5,9 @@
 
 use std::path::PathBuf;
 
-use edgecut::{cosine, Session, SessionOptions, WeightType};
+use edgecut::{Session, SessionOptions, WeightType};
 use edgecut_format::gguf::GgufFile;
-use edgecut_tests::{converted, f32s, fixture, ids, repo_root};
+use edgecut_tests::{converted, fixture, ids, repo_root};
 
 fn tiny(wt: WeightType) -> PathBuf {
     converted(
@@ -22,7 +22,6 @@ fn modern_bert_embeddings_match_pytorch_in_f32_and_q8_0() {
     let fx = fixture("modernbert-tiny.json");
     let cases = fx["cases"].as_array().unwrap();
     assert_eq!(cases.len(), 40);
-    let texts: Vec<&str> = cases.iter().map(|c| c["text"].as_str().unwrap()).collect();
     // Most texts are longer than the local layers' reach (4 positions either side of
     // [CLS] ... [SEP]), so a window ignored or misplaced moves their vectors.
     let long = cases
@@ -35,27 +34,7 @@ fn modern_bert_embeddings_match_pytorch_in_f32_and_q8_0() {
         let file = GgufFile::open(&path).unwrap();
         assert_eq!(file.architecture().unwrap(), "modern-bert");
         let s = Session::open(&path, &SessionOptions::default()).unwrap_or_else(|e| panic!("{e}"));
-        for (c, t) in cases.iter().zip(&texts) {
-            assert_eq!(s.tokenize(t).unwrap(), ids(&c["ids"]), "ids of {t:?}");
-        }
-        let out = s.embed(&texts).unwrap();
-        let mut worst = (1.0f32, "");
-        for ((c, t), v) in cases.iter().zip(&texts).zip(&out.vectors) {
-            let cs = cosine(v, &f32s(&c["embedding"]));
-            if cs < worst.0 {
-                worst = (cs, t);
-            }
-        }
-        eprintln!(
-            "modernbert-tiny {wt:?}: worst cosine {} ({:?})",
-            worst.0, worst.1
-        );
-        assert!(
-            worst.0 >= bound,
-            "{wt:?}: cosine {} for {:?}",
-            worst.0,
-            worst.1
-        );
+        crate::retrieval::embeddings_match(&format!("modernbert-tiny {wt:?}"), &s, cases, bound);
     }
 }
 
@@ -106,7 +85,8 @@ fn a_modern_bert_activation_edgecut_does_not_run_is_refused_by_name() {
 #[cfg(feature = "wgpu")]
 #[test]
 fn modern_bert_on_wgpu_matches_the_cpu_and_pytorch() {
-    use edgecut::{AttentionPrecision, DeviceKind};
+    use edgecut::{cosine, AttentionPrecision, DeviceKind};
+    use edgecut_tests::f32s;
     let fx = fixture("modernbert-tiny.json");
     let cases = fx["cases"].as_array().unwrap();
     let texts: Vec<&str> = cases.iter().map(|c| c["text"].as_str().unwrap()).collect();

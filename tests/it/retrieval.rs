@@ -23,12 +23,45 @@ fn open(path: &Path) -> Session {
     Session::open(path, &SessionOptions::default()).unwrap_or_else(|e| panic!("{e}"))
 }
 
+/// Each case's text tokenized as recorded and all of them embedded in one batch: the worst
+/// cosine to PyTorch's vector at least `bound` (printed with `what`). The batch's output.
+pub(crate) fn embeddings_match(
+    what: &str,
+    s: &Session,
+    cases: &[Value],
+    bound: f32,
+) -> edgecut::Embeddings {
+    let texts: Vec<&str> = cases.iter().map(|c| c["text"].as_str().unwrap()).collect();
+    for (c, t) in cases.iter().zip(&texts) {
+        assert_eq!(
+            s.tokenize(t).unwrap(),
+            ids(&c["ids"]),
+            "{what}: ids of {t:?}"
+        );
+    }
+    let out = s.embed(&texts).unwrap();
+    let mut worst = (1.0f32, "");
+    for ((c, t), v) in cases.iter().zip(&texts).zip(&out.vectors) {
+        let cs = cosine(v, &f32s(&c["embedding"]));
+        if cs < worst.0 {
+            worst = (cs, t);
+        }
+    }
+    eprintln!("{what}: worst cosine {} ({:?})", worst.0, worst.1);
+    assert!(
+        worst.0 >= bound,
+        "{what}: cosine {} for {:?}",
+        worst.0,
+        worst.1
+    );
+    out
+}
+
 #[test]
 fn xlm_roberta_embeddings_match_pytorch_in_f32_and_q8_0() {
     let fx = model("xlmr-tiny");
     let cases = fx["cases"].as_array().unwrap();
     assert_eq!(cases.len(), 40);
-    let texts: Vec<&str> = cases.iter().map(|c| c["text"].as_str().unwrap()).collect();
     for (wt, bound) in [(WeightType::F32, 0.99999f32), (WeightType::Q8_0, 0.999)] {
         let s = open(&tiny("xlmr-tiny", wt));
         assert_eq!(
@@ -36,25 +69,8 @@ fn xlm_roberta_embeddings_match_pytorch_in_f32_and_q8_0() {
             128,
             "sentence-transformers' max_seq_length"
         );
-        for (c, t) in cases.iter().zip(&texts) {
-            assert_eq!(s.tokenize(t).unwrap(), ids(&c["ids"]), "ids of {t:?}");
-        }
-        let out = s.embed(&texts).unwrap();
+        let out = embeddings_match(&format!("xlmr-tiny {wt:?}"), &s, cases, bound);
         assert_eq!(out.truncated.len(), 1, "the 130-token text is cut to 128");
-        let mut worst = (1.0f32, "");
-        for ((c, t), v) in cases.iter().zip(&texts).zip(&out.vectors) {
-            let cs = cosine(v, &f32s(&c["embedding"]));
-            if cs < worst.0 {
-                worst = (cs, t);
-            }
-        }
-        eprintln!("xlmr-tiny {wt:?}: worst cosine {} ({:?})", worst.0, worst.1);
-        assert!(
-            worst.0 >= bound,
-            "{wt:?}: cosine {} for {:?}",
-            worst.0,
-            worst.1
-        );
     }
 }
 
@@ -249,27 +265,7 @@ fn a_qwen3_pooled_at_its_last_token_embeds_as_pytorch_does_in_f32_and_q8_0() {
         assert!(matches!(m, edgecut::Model::Encoder(_)), "{m:?}");
         let s = open(&path);
         assert_eq!(s.embedding_dim(), 64);
-        for (c, t) in cases.iter().zip(&texts) {
-            assert_eq!(s.tokenize(t).unwrap(), ids(&c["ids"]), "ids of {t:?}");
-        }
-        let out = s.embed(&texts).unwrap();
-        let mut worst = (1.0f32, "");
-        for ((c, t), v) in cases.iter().zip(&texts).zip(&out.vectors) {
-            let cs = cosine(v, &f32s(&c["embedding"]));
-            if cs < worst.0 {
-                worst = (cs, t);
-            }
-        }
-        eprintln!(
-            "qwen3 last-token {wt:?}: worst cosine {} ({:?})",
-            worst.0, worst.1
-        );
-        assert!(
-            worst.0 >= bound,
-            "{wt:?}: cosine {} for {:?}",
-            worst.0,
-            worst.1
-        );
+        let out = embeddings_match(&format!("qwen3 last-token {wt:?}"), &s, cases, bound);
         // One text alone gives what it gives in the batch.
         let alone = s.embed(&texts[3..4]).unwrap().vectors.remove(0);
         assert!(cosine(&alone, &out.vectors[3]) > 0.99999);

@@ -213,15 +213,62 @@ impl CpuKvCache {
         pos0: &[usize],
         heads: usize,
     ) -> Result<Many<'a>, OpError> {
-        fn one<'a, T: KvElem>(
-            p: &'a Planes<T>,
-            s: KvShape,
-            q: &'a [f32],
-            layer: usize,
-            pos0: usize,
-            heads: usize,
-        ) -> CausalAttention<'a, T> {
-            CausalAttention {
+        for c in caches {
+            if layer >= c.shape.layers {
+                return Err(OpError::Shape(format!(
+                    "attention: layer {layer} of a cache of {}",
+                    c.shape.layers
+                )));
+            }
+        }
+        Ok(match caches.first().map(|c| c.shape.dtype) {
+            Some(KvType::F32) => Many::F32(gather(caches, q, layer, pos0, heads)?),
+            _ => Many::F16(gather(caches, q, layer, pos0, heads)?),
+        })
+    }
+}
+
+/// A stored type's planes in a [`Store`], where the store holds that type.
+trait Stored: KvElem {
+    fn planes(store: &Store) -> Option<&Planes<Self>>;
+}
+
+impl Stored for f16 {
+    fn planes(store: &Store) -> Option<&Planes<Self>> {
+        match store {
+            Store::F16(p) => Some(p),
+            Store::F32(_) => None,
+        }
+    }
+}
+
+impl Stored for f32 {
+    fn planes(store: &Store) -> Option<&Planes<Self>> {
+        match store {
+            Store::F32(p) => Some(p),
+            Store::F16(_) => None,
+        }
+    }
+}
+
+/// [`CpuKvCache::many`] for caches that store `T` (another type among them is refused).
+fn gather<'a, T: Stored>(
+    caches: &[&'a CpuKvCache],
+    q: &[&'a [f32]],
+    layer: usize,
+    pos0: &[usize],
+    heads: usize,
+) -> Result<Vec<CausalAttention<'a, T>>, OpError> {
+    caches
+        .iter()
+        .zip(q)
+        .zip(pos0)
+        .map(|((c, &q), &pos0)| {
+            let p = T::planes(&c.store).ok_or_else(|| {
+                OpError::Shape("attention over KV caches of different types at once".into())
+            })?;
+            let s = c.shape;
+            Ok(CausalAttention {
                 q,
                 k: &p.k[layer],
                 v: &p.v[layer],
@@ -231,33 +278,7 @@ impl CpuKvCache {
                 heads,
                 kv_heads: s.kv_heads,
                 head_dim: s.head_dim,
-            }
-        }
-        for c in caches {
-            if layer >= c.shape.layers {
-                return Err(OpError::Shape(format!(
-                    "attention: layer {layer} of a cache of {}",
-                    c.shape.layers
-                )));
-            }
-        }
-        let mixed = || OpError::Shape("attention over KV caches of different types at once".into());
-        let all = caches.iter().zip(q).zip(pos0);
-        Ok(match caches.first().map(|c| c.shape.dtype) {
-            Some(KvType::F32) => Many::F32(
-                all.map(|((c, q), &p)| match &c.store {
-                    Store::F32(pl) => Ok(one(pl, c.shape, q, layer, p, heads)),
-                    Store::F16(_) => Err(mixed()),
-                })
-                .collect::<Result<_, _>>()?,
-            ),
-            _ => Many::F16(
-                all.map(|((c, q), &p)| match &c.store {
-                    Store::F16(pl) => Ok(one(pl, c.shape, q, layer, p, heads)),
-                    Store::F32(_) => Err(mixed()),
-                })
-                .collect::<Result<_, _>>()?,
-            ),
+            })
         })
-    }
+        .collect()
 }

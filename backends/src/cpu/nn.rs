@@ -305,11 +305,9 @@ multiversion! {
     }
 }
 
-/// The keys a query sees, as distances before and after it (see
-/// [`crate::EncoderAttention::reach`]).
+/// The keys a query sees, as distances before and after it.
 fn reach(a: &Attention<'_>) -> (usize, usize) {
-    let before = a.window.unwrap_or(a.seq).min(a.seq);
-    (before, if a.causal { 0 } else { before })
+    crate::backend::key_reach(a.window, a.causal, a.seq)
 }
 
 /// Softmax of one row of scores, in place (vectorisable: no libm call).

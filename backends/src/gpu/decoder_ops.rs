@@ -42,32 +42,16 @@ impl<R: Runtime> Gpu<R> {
 
     /// `gate = silu(gate) * up`.
     pub(crate) fn silu_mul(&self, gate: &GpuBuffer, up: &GpuBuffer) -> Result<(), OpError> {
-        OpError::check("swiglu up", up.len, gate.len)?;
-        let (cc, cd) = grid_1d(gate.len)?;
-        k::silu_mul::launch::<R>(
-            &self.client,
-            cc,
-            cd,
-            array(gate),
-            array(up),
-            arg("length", gate.len)?,
-        );
-        Ok(())
+        self.pairwise("swiglu up", gate, up, |c, cc, cd, x, y, n| {
+            k::silu_mul::launch::<R>(c, cc, cd, x, y, n);
+        })
     }
 
     /// `gate = gelu_tanh(gate) * up`.
     pub(crate) fn gelu_tanh_mul(&self, gate: &GpuBuffer, up: &GpuBuffer) -> Result<(), OpError> {
-        OpError::check("geglu up", up.len, gate.len)?;
-        let (cc, cd) = grid_1d(gate.len)?;
-        k::gelu_tanh_mul::launch::<R>(
-            &self.client,
-            cc,
-            cd,
-            array(gate),
-            array(up),
-            arg("length", gate.len)?,
-        );
-        Ok(())
+        self.pairwise("geglu up", gate, up, |c, cc, cd, x, y, n| {
+            k::gelu_tanh_mul::launch::<R>(c, cc, cd, x, y, n);
+        })
     }
 
     /// Rotary embeddings of `x` (rows of `heads * head_dim`, the first at `pos0`), in place.
@@ -250,24 +234,30 @@ impl<R: Runtime> Gpu<R> {
 
     /// `a *= b`.
     pub(crate) fn mul(&self, a: &GpuBuffer, b: &GpuBuffer) -> Result<(), OpError> {
-        OpError::check("mul operand", b.len, a.len)?;
-        let (cc, cd) = grid_1d(a.len)?;
-        k::mul::launch::<R>(
-            &self.client,
-            cc,
-            cd,
-            array(a),
-            array(b),
-            arg("length", a.len)?,
-        );
-        Ok(())
+        self.pairwise("mul operand", a, b, |c, cc, cd, x, y, n| {
+            k::mul::launch::<R>(c, cc, cd, x, y, n);
+        })
     }
 
     /// `a += b`.
     pub(crate) fn add(&self, a: &GpuBuffer, b: &GpuBuffer) -> Result<(), OpError> {
-        OpError::check("add operand", b.len, a.len)?;
+        self.pairwise("add operand", a, b, |c, cc, cd, x, y, n| {
+            k::add::launch::<R>(c, cc, cd, x, y, n);
+        })
+    }
+
+    /// An elementwise kernel of two operands of one length (`what` names the second in an
+    /// error), one unit per value of the first.
+    fn pairwise(
+        &self,
+        what: &str,
+        a: &GpuBuffer,
+        b: &GpuBuffer,
+        launch: impl FnOnce(&ComputeClient<R>, CubeCount, CubeDim, ArrayArg<R>, ArrayArg<R>, u32),
+    ) -> Result<(), OpError> {
+        OpError::check(what, b.len, a.len)?;
         let (cc, cd) = grid_1d(a.len)?;
-        k::add::launch::<R>(
+        launch(
             &self.client,
             cc,
             cd,

@@ -360,8 +360,7 @@ impl<R: Runtime> Gpu<R> {
         OpError::check("attention mask", a.mask.len, rows)?;
         OpError::check("attention output", out.len, rows * hidden)?;
         let scale = 1.0 / (a.head_dim as f32).sqrt();
-        let before = a.window.unwrap_or(a.seq).min(a.seq);
-        let (before, after) = (before, if a.causal { 0 } else { before });
+        let (before, after) = crate::backend::key_reach(a.window, a.causal, a.seq);
         if a.head_dim <= kernels::ATT_MAX_HD as usize {
             let blocks = a.seq.div_ceil(kernels::ATT_Q as usize);
             let (cc, _) = grid_rows(a.batch * a.heads * blocks)?;

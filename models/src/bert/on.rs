@@ -83,14 +83,7 @@ impl Instantiate for Load<'_> {
         };
         Ok(Box::new(On {
             b: b.clone(),
-            dims: EncoderDims {
-                hidden: h,
-                heads: cfg.heads,
-                ffn: cfg.ffn,
-                eps: cfg.eps,
-                act: edgecut_backends::Act::Gelu,
-                causal: false,
-            },
+            dims: cfg.dims(),
             emb_norm: w.layer_norm("token_embd_norm", h)?,
             blocks,
             head,

@@ -102,14 +102,7 @@ impl Instantiate for Load<'_> {
         };
         Ok(Box::new(On {
             b: b.clone(),
-            dims: EncoderDims {
-                hidden: h,
-                heads: cfg.heads,
-                ffn,
-                eps: cfg.eps,
-                act: edgecut_backends::Act::Gelu,
-                causal: false,
-            },
+            dims: cfg.dims(),
             emb_norm: w.layer_norm_shift_optional("token_embd_norm", h)?,
             blocks,
             final_norm: w.layer_norm_shift_optional("output_norm", h)?,

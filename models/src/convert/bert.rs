@@ -232,20 +232,14 @@ pub(super) fn convert(
         _ => 0,
     };
     w.set("bert.pooling_type", Value::U32(pooling_type));
-    if let Some(tok) = &c.tokenizer_json {
-        let path = c.dir.join("tokenizer.json");
-        if h.roberta {
-            tokenizer_meta::unigram(&mut w, tok, h.type_vocab.max(1), &path)?;
-        } else {
-            tokenizer_meta::wordpiece(&mut w, tok, h.type_vocab.max(1), &path)?;
-        }
-        w.set("tokenizer.huggingface.json", Value::Str(tok.clone()));
+    let tok = c.require_tokenizer_json()?;
+    let path = c.dir.join("tokenizer.json");
+    if h.roberta {
+        tokenizer_meta::unigram(&mut w, tok, h.type_vocab.max(1), &path)?;
     } else {
-        return Err(ModelError::Unsupported(format!(
-            "{} has no tokenizer.json; edgecut files carry their tokenizer",
-            c.dir.display()
-        )));
+        tokenizer_meta::wordpiece(&mut w, tok, h.type_vocab.max(1), &path)?;
     }
+    w.set("tokenizer.huggingface.json", Value::Str(tok.into()));
     let source_type = match (h.distil, h.roberta) {
         (true, _) => "distilbert",
         (_, true) => c.cfg_str("model_type").unwrap_or("xlm-roberta"),

@@ -220,12 +220,7 @@ pub(super) fn convert(
     let eos = tc.get("eos_token_id").and_then(Json::as_u64).unwrap_or(2);
     let projection = c.cfg_usize("projection_dim").unwrap_or(512);
     let proc = processor(c, image_size)?;
-    let Some(tok) = &c.tokenizer_json else {
-        return Err(ModelError::Unsupported(format!(
-            "{} has no tokenizer.json; edgecut files carry their tokenizer",
-            c.dir.display()
-        )));
-    };
+    let tok = c.require_tokenizer_json()?;
 
     let mut w = super::writer_for(c, "clip");
     let u = |v: usize| Value::U32(v as u32);
@@ -257,7 +252,7 @@ pub(super) fn convert(
         .first()
         .ok_or_else(|| ModelError::Input("logit_scale holds no value".into()))?;
     w.set("clip.logit_scale", Value::F32(scale));
-    w.set("tokenizer.huggingface.json", Value::Str(tok.clone()));
+    w.set("tokenizer.huggingface.json", Value::Str(tok.into()));
     w.set("edgecut.source.model_type", Value::Str("clip".into()));
     common_metadata(&mut w, opts, c.checksum()?);
 

@@ -357,12 +357,7 @@ pub(super) fn convert(
         })?;
         tokenizer_meta::sentencepiece(&mut w, &bytes, tok_config.as_ref(), &path)?;
     } else {
-        let Some(tok) = &c.tokenizer_json else {
-            return Err(ModelError::Unsupported(format!(
-                "{} has no tokenizer.json; edgecut files carry their tokenizer",
-                c.dir.display()
-            )));
-        };
+        let tok = c.require_tokenizer_json()?;
         tokenizer_meta::bpe(
             &mut w,
             tok,
@@ -370,7 +365,7 @@ pub(super) fn convert(
             tok_config.as_ref(),
             &c.dir.join("tokenizer.json"),
         )?;
-        w.set("tokenizer.huggingface.json", Value::Str(tok.clone()));
+        w.set("tokenizer.huggingface.json", Value::Str(tok.into()));
     }
     let template = match std::fs::read_to_string(c.dir.join("chat_template.jinja")) {
         Ok(t) => Some(t),

@@ -112,6 +112,16 @@ impl Checkpoint {
         Ok((v, t.shape().to_vec()))
     }
 
+    /// `tokenizer.json`, required: edgecut files carry their tokenizer.
+    pub fn require_tokenizer_json(&self) -> Result<&str> {
+        self.tokenizer_json.as_deref().ok_or_else(|| {
+            ModelError::Unsupported(format!(
+                "{} has no tokenizer.json; edgecut files carry their tokenizer",
+                self.dir.display()
+            ))
+        })
+    }
+
     /// Whether the checkpoint has a tensor called `name`.
     pub fn has(&self, name: &str) -> bool {
         self.tensors().tensor(name).is_ok()

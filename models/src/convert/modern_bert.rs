@@ -153,12 +153,7 @@ pub(super) fn convert(
         key("pooling_type"),
         Value::U32(if pooling == "mean" { 1 } else { 2 }),
     );
-    let Some(tok) = &c.tokenizer_json else {
-        return Err(ModelError::Unsupported(format!(
-            "{} has no tokenizer.json; edgecut files carry their tokenizer",
-            c.dir.display()
-        )));
-    };
+    let tok = c.require_tokenizer_json()?;
     let path = c.dir.join("tokenizer.json");
     let model_type = serde_json::from_str::<Json>(tok)
         .ok()
@@ -170,7 +165,7 @@ pub(super) fn convert(
             tokenizer_meta::bpe(&mut w, tok, &c.config, tok_config.as_ref(), &path)?
         }
     }
-    w.set("tokenizer.huggingface.json", Value::Str(tok.clone()));
+    w.set("tokenizer.huggingface.json", Value::Str(tok.into()));
     w.set("edgecut.source.model_type", Value::Str("modernbert".into()));
     w.set("edgecut.hidden_act", Value::Str(act.into()));
     w.set("edgecut.pooling", Value::Str(pooling.into()));
