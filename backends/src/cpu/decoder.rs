@@ -349,8 +349,8 @@ const GROUP_MAX_HEAD_DIM: usize = 0;
 /// and value converted once for all of them).
 struct AttentionPlan {
     rows: usize,
+    /// Tasks per head group; task `b` takes rows `b, b + row_blocks, ...`.
     row_blocks: usize,
-    per: usize,
     /// Query heads per task (all of one KV head).
     heads: usize,
     tasks: usize,
@@ -395,7 +395,6 @@ impl AttentionPlan {
         Ok(AttentionPlan {
             rows,
             row_blocks,
-            per: rows.div_ceil(row_blocks),
             heads: per_task,
             tasks: heads / per_task * row_blocks,
             longest: shape.longest_span(a.pos0, rows),
@@ -425,7 +424,9 @@ impl AttentionPlan {
         let v = &a.v[g * plane..(g + 1) * plane];
         s.resize(s.len().max(n * self.longest), 0.0);
         o.resize(n * hd, 0.0);
-        for i in (blk * self.per).min(self.rows)..((blk + 1) * self.per).min(self.rows) {
+        // Rows dealt out in turn: a causal row's work grows with its position, so contiguous
+        // halves left one thread a quarter of a prompt's attention and the other three quarters.
+        for i in (blk..self.rows).step_by(self.row_blocks) {
             let at = (i * heads + h0) * hd;
             let q = &a.q[at..at + n * hd];
             let (first, len) = shape.span(a.pos0 + i);
