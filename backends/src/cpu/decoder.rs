@@ -383,13 +383,13 @@ impl AttentionPlan {
         let row_blocks = if rows >= 8 { threads } else { 1 };
         let group = heads / kvh;
         // The most heads per task (up to four, all of one KV head) that still leave a task for
-        // every thread.
+        // every thread (rows split between threads leave one whatever the heads).
         let per_task = if !fast || !hd.is_multiple_of(16) || hd > GROUP_MAX_HEAD_DIM {
             1
         } else {
             (1..=4)
                 .rev()
-                .find(|&g| group % g == 0 && heads / g >= threads)
+                .find(|&g| group % g == 0 && heads / g * row_blocks >= threads)
                 .unwrap_or(1)
         };
         Ok(AttentionPlan {
