@@ -19,11 +19,14 @@ use edgecut_backends::ops::ActQuant;
 use edgecut_backends::DType;
 
 /// (name, type, bytes per block, N, K): SmolLM2-135M's fused gate|up, its 30 layers' worth of
-/// that matrix (larger than any cache), and its Q8_0 vocabulary head.
-const SHAPES: [(&str, DType, usize, usize, usize); 3] = [
+/// that matrix (larger than any cache), its Q8_0 vocabulary head, and the same two in Q5_0
+/// (what llama.cpp's Q4_K_M mix stores SmolLM2's and Gemma 3's 576/640-wide rows in).
+const SHAPES: [(&str, DType, usize, usize, usize); 5] = [
     ("gate_up_q4_1_3072x576", DType::Q4_1, 20, 3072, 576),
     ("x30_q4_1_92160x576", DType::Q4_1, 20, 92160, 576),
     ("head_q8_0_49152x576", DType::Q8_0, 34, 49152, 576),
+    ("gate_up_q5_0_3072x576", DType::Q5_0, 22, 3072, 576),
+    ("x30_q5_0_92160x576", DType::Q5_0, 22, 92160, 576),
 ];
 
 fn weights(bb: usize, n: usize, k: usize) -> Vec<u8> {

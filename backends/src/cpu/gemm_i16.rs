@@ -77,7 +77,7 @@ impl Panel {
 /// [`Panel::fill`] for layout `T`: unit by unit, each unit's [`NR`] rows decoded into a
 /// buffer that stays in L1 and transposed from there (decoding whole rows first put the
 /// panel, up to 100 KB, through L2 twice).
-#[target_feature(enable = "avx512f,avx2,fma,f16c")]
+#[target_feature(enable = "avx512f,avx512bw,avx2,fma,f16c")]
 unsafe fn fill_t<T: Layout>(p: &mut Panel, w: &[u8], rows: usize, k: usize) {
     let row_bytes = w.len() / rows.max(1);
     let shift = _mm256_set1_epi16(T::SHIFT);
@@ -100,7 +100,13 @@ unsafe fn fill_t<T: Layout>(p: &mut Panel, w: &[u8], rows: usize, k: usize) {
             // in `unit`.
             unsafe {
                 let out = unit.as_mut_ptr().add(r * QK) as *mut __m256i;
-                if r < rows {
+                if r < rows && T::NATIVE_512 {
+                    let at = w.as_ptr().add(r * row_bytes + blk * T::BYTES);
+                    let (q, ud, um) = T::unit512(at, within);
+                    _mm512_storeu_si512(out as *mut __m512i, q);
+                    *d = ud;
+                    *m = if T::SHIFT != 0 { 0.0 } else { um };
+                } else if r < rows {
                     let un = T::unit(w.as_ptr().add(r * row_bytes + blk * T::BYTES), within);
                     _mm256_storeu_si256(out, _mm256_sub_epi16(un.lo, shift));
                     _mm256_storeu_si256(out.add(1), _mm256_sub_epi16(un.hi, shift));

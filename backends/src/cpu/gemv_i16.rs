@@ -1,7 +1,8 @@
 //! The token (decoding) kernel of the f32-activation matmul on AVX-512 VNNI for the types
-//! whose prompts take the AVX-512 f32 kernels (Q8_0, Q4_0, Q4_1): the activation row is
+//! whose prompts take the AVX-512 f32 kernels (Q8_0, Q4_0, Q4_1) and those whose units decode
+//! in 512-bit registers (Q5_0, Q5_1): the activation row is
 //! quantized to int16 per unit of 32 (relative error below 2^-15, against 2^-8 for int8), each
-//! weight unit decoded to int16 in registers by the AVX2 units ([`super::units_avx2`]), and
+//! weight unit decoded to int16 in registers ([`super::units_avx2`]), and
 //! `vpdpwssd` multiplies them; 16 weight rows' int32 sums are folded into one vector and scaled
 //! together. For a unit with scale `d` and offset `m` (`w = d q + m`) and activations
 //! `x ~ s xq`: `sum w x = d s sum(q xq) + m sum(x)`.
@@ -128,7 +129,6 @@ unsafe fn dot16_t<T: Layout, const FULL: bool>(
 ) -> [f32; 16] {
     let rows = if FULL { GROUP } else { rows };
     let mut acc = _mm512_setzero_ps();
-    let shift = _mm256_set1_epi16(T::SHIFT);
     let zero = _mm512_setzero_si512();
     let wp = w.as_ptr();
     let (mut d, mut m) = ([0f32; GROUP], [0f32; GROUP]);
@@ -154,7 +154,7 @@ unsafe fn dot16_t<T: Layout, const FULL: bool>(
                     ($($r:literal)*) => {$(
                         if $r < rows {
                             let b = wp.add($r * row_bytes + blk * T::BYTES);
-                            v[$r] = row::<T>(b, u, shift, xv, &mut d[$r], &mut m[$r]);
+                            v[$r] = row::<T>(b, u, xv, &mut d[$r], &mut m[$r]);
                         }
                     )*};
                 }
@@ -183,23 +183,12 @@ unsafe fn dot16_t<T: Layout, const FULL: bool>(
 /// # Safety
 /// AVX-512 VNNI and AVX2 (inlined into [`dot16_t`]); a whole block at `b`.
 #[inline(always)]
-unsafe fn row<T: Layout>(
-    b: *const u8,
-    u: usize,
-    shift: __m256i,
-    xv: __m512i,
-    d: &mut f32,
-    m: &mut f32,
-) -> __m512i {
+unsafe fn row<T: Layout>(b: *const u8, u: usize, xv: __m512i, d: &mut f32, m: &mut f32) -> __m512i {
     // SAFETY: the caller's block and features.
     unsafe {
-        let un = T::unit(b, u);
-        let q = _mm512_inserti64x4::<1>(
-            _mm512_castsi256_si512(_mm256_sub_epi16(un.lo, shift)),
-            _mm256_sub_epi16(un.hi, shift),
-        );
-        *d = un.d;
-        *m = if T::SHIFT != 0 { 0.0 } else { un.m };
+        let (q, ud, um) = T::unit512(b, u);
+        *d = ud;
+        *m = if T::SHIFT != 0 { 0.0 } else { um };
         _mm512_dpwssd_epi32(_mm512_setzero_si512(), q, xv)
     }
 }
@@ -238,9 +227,10 @@ thread_local! {
 }
 
 impl CpuBackend {
-    /// `out[m, n] = x[m, k] . W[n, k]^T + bias` for the rows of decoding steps over Q8_0, Q4_0
-    /// or Q4_1 weights (the caller checks [`available`], the table's slot, and the shapes): a
-    /// row or two by [`dot16`], more by the int16 GEMM, which gives each row the same bits.
+    /// `out[m, n] = x[m, k] . W[n, k]^T + bias` for the rows of decoding steps over Q8_0, Q4_0,
+    /// Q4_1, Q5_0 or Q5_1 weights (the caller checks [`available`], the table's slot, and the
+    /// shapes): a row or two by [`dot16`], more by the int16 GEMM, which gives each row the same
+    /// bits.
     pub(super) fn linear_tokens_i16(
         &self,
         x: &[f32],

@@ -201,8 +201,10 @@ multiversion! {
 struct Paths {
     /// The AVX-512 f32 kernels read the type.
     fast: bool,
-    /// ... and the AVX-512 VNNI int16 token kernel runs ([`super::gemv_i16`]; the K-quants'
-    /// units decode too slowly for it to beat the AVX2 kernel sharing them between two rows).
+    /// The AVX-512 VNNI int16 token kernel runs ([`super::gemv_i16`]): for the types the
+    /// AVX-512 f32 kernels read, and those whose units decode in 512-bit registers of their
+    /// own (Q5_0, Q5_1; the K-quants' units, joined from AVX2 halves, decode too slowly for it
+    /// to beat the AVX2 kernel sharing them between two rows).
     i16_rows: bool,
     /// The AVX2 f32 tile (where `fast` is off).
     avx2: bool,
@@ -237,9 +239,10 @@ impl CpuBackend {
             && super::f32_avx2::available()
             && k.is_multiple_of(8);
         let units = super::gemv_i16_avx2::decodes(dtype) && super::gemv_i16_avx2::available();
+        let native = units && super::units_avx2::unit_facts(dtype).native_512;
         Paths {
             fast,
-            i16_rows: fast && self.kernels.gemv_i16 && super::gemv_i16::available(),
+            i16_rows: (fast || native) && self.kernels.gemv_i16 && super::gemv_i16::available(),
             avx2,
             avx2_decode: avx2 && self.kernels.gemv_i16_avx2 && units,
             // The types the AVX-512 f32 kernels run (Q8_0, Q4_0, Q4_1) keep them: they give a
@@ -255,6 +258,13 @@ impl CpuBackend {
             let p = self.paths(dtype, k);
             let one_row = if p.fast {
                 p.i16_rows && m <= I16_MAX_M
+            } else if p.i16_rows {
+                // The token kernel, or the int16 GEMM with its bits: the prompt kernel too.
+                m <= I16_AVX2_MAX_M
+            } else if p.gemm {
+                // The AVX2 kernel decodes each unit once per two rows, the GEMM once per call:
+                // a prompt of a few tokens (a chat turn) takes the GEMM.
+                p.avx2_decode && m <= I16_MAX_M
             } else {
                 p.avx2_decode && m <= I16_AVX2_MAX_M
             };

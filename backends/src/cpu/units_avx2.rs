@@ -86,6 +86,27 @@ pub(super) trait Layout {
     /// # Safety
     /// AVX2; `p` points at a whole block, `u < UNITS`.
     unsafe fn unit(p: *const u8, u: usize) -> Unit;
+    /// Whether [`Layout::unit512`] decodes in 512-bit registers of its own (else it joins
+    /// [`Layout::unit`]'s two halves).
+    const NATIVE_512: bool = false;
+    /// Unit `u` as one vector of its 32 int16 values with [`Layout::SHIFT`] taken off, and
+    /// its `d` and `m` (as [`Layout::unit`]'s).
+    ///
+    /// # Safety
+    /// AVX-512F/BW and AVX2; `p` points at a whole block, `u < UNITS`.
+    #[inline(always)]
+    unsafe fn unit512(p: *const u8, u: usize) -> (__m512i, f32, f32) {
+        // SAFETY: as the caller guarantees.
+        unsafe {
+            let un = Self::unit(p, u);
+            let s = _mm256_set1_epi16(Self::SHIFT);
+            let q = _mm512_inserti64x4::<1>(
+                _mm512_castsi256_si512(_mm256_sub_epi16(un.lo, s)),
+                _mm256_sub_epi16(un.hi, s),
+            );
+            (q, un.d, un.m)
+        }
+    }
 }
 
 /// The f16 at `p + at`, converted by F16C (one instruction, no branch: the scales of every
@@ -229,16 +250,51 @@ unsafe fn q5(qh: *const u8, qs: *const u8) -> (__m256i, __m256i) {
     }
 }
 
+/// [`q5`] in one 512-bit register, [`Layout::SHIFT`] `shift` taken off: the nibbles widened
+/// to int16 and the fifth bits read as a mask register, so each is a masked add (half the
+/// instructions of the AVX2 spread-and-compare, and no joining of halves).
+///
+/// # Safety
+/// AVX-512F/BW and AVX2; 4 bytes at `qh`, 16 at `qs`.
+#[inline(always)]
+unsafe fn q5_512(qh: *const u8, qs: *const u8, shift: i16) -> __m512i {
+    // SAFETY: as the caller guarantees.
+    unsafe {
+        let q = _mm_loadu_si128(qs as *const __m128i);
+        let m = _mm_set1_epi8(0x0f);
+        let nib = _mm256_set_m128i(
+            _mm_and_si128(_mm_srli_epi16::<4>(q), m),
+            _mm_and_si128(q, m),
+        );
+        let v = _mm512_cvtepu8_epi16(nib);
+        // Bit j of qh is value j's fifth bit (value j is lane j).
+        let fifth: __mmask32 = (qh as *const u32).read_unaligned();
+        let v = _mm512_mask_add_epi16(v, fifth, v, _mm512_set1_epi16(16));
+        _mm512_sub_epi16(v, _mm512_set1_epi16(shift))
+    }
+}
+
 pub(super) struct Q5_0;
 impl Layout for Q5_0 {
     const MAX_Q: i32 = 16;
     const SHIFT: i16 = 16;
     const BYTES: usize = 22;
     const UNITS: usize = 1;
+    const NATIVE_512: bool = true;
     #[inline(always)]
     unsafe fn unit(p: *const u8, _: usize) -> Unit {
         // SAFETY: a whole Q5_0 block at p (caller).
         small_unit::<Self>(p, unsafe { q5(p.add(2), p.add(6)) })
+    }
+    #[inline(always)]
+    unsafe fn unit512(p: *const u8, _: usize) -> (__m512i, f32, f32) {
+        let d = f16_at(p, 0);
+        // SAFETY: a whole Q5_0 block at p, and the features (caller).
+        (
+            unsafe { q5_512(p.add(2), p.add(6), Self::SHIFT) },
+            d,
+            -(Self::SHIFT as f32) * d,
+        )
     }
 }
 
@@ -248,10 +304,17 @@ impl Layout for Q5_1 {
     const OFFSETS: bool = true;
     const BYTES: usize = 24;
     const UNITS: usize = 1;
+    const NATIVE_512: bool = true;
     #[inline(always)]
     unsafe fn unit(p: *const u8, _: usize) -> Unit {
         // SAFETY: a whole Q5_1 block at p (caller).
         small_unit::<Self>(p, unsafe { q5(p.add(4), p.add(8)) })
+    }
+    #[inline(always)]
+    unsafe fn unit512(p: *const u8, _: usize) -> (__m512i, f32, f32) {
+        // SAFETY: a whole Q5_1 block at p, and the features (caller).
+        let q = unsafe { q5_512(p.add(4), p.add(8), Self::SHIFT) };
+        (q, f16_at(p, 0), f16_at(p, 2))
     }
 }
 
@@ -365,6 +428,8 @@ pub struct UnitFacts {
     pub max_q: i32,
     /// Whether its units have offsets `m` once that offset is taken off.
     pub offsets: bool,
+    /// Whether its units decode in 512-bit registers of their own ([`Layout::NATIVE_512`]).
+    pub native_512: bool,
 }
 
 /// [`UnitFacts`] of `dtype`.
@@ -373,7 +438,79 @@ pub fn unit_facts(dtype: DType) -> UnitFacts {
         UnitFacts {
             max_q: T::MAX_Q,
             offsets: T::OFFSETS,
+            native_512: T::NATIVE_512,
         }
     }
     by_layout!(dtype, of())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `T::unit512` against `T::unit`'s halves with the offset taken off, on blocks of every
+    /// fifth-bit pattern the generator makes (all clear, all set, alternating, random).
+    #[target_feature(enable = "avx512f,avx512bw,avx2,fma,f16c")]
+    unsafe fn native_matches_halves<T: Layout>(blocks: &[u8]) {
+        for (i, b) in blocks.chunks_exact(T::BYTES).enumerate() {
+            // SAFETY: each chunk is a whole block; the features are enabled here.
+            let (q, d, m) = unsafe { T::unit512(b.as_ptr(), 0) };
+            // SAFETY: as above.
+            let un = unsafe { T::unit(b.as_ptr(), 0) };
+            let (mut got, mut lo, mut hi) = ([0i16; 32], [0i16; 16], [0i16; 16]);
+            // SAFETY: 64 and 32 bytes into arrays of those sizes.
+            unsafe {
+                _mm512_storeu_si512(got.as_mut_ptr() as *mut _, q);
+                _mm256_storeu_si256(lo.as_mut_ptr() as *mut _, un.lo);
+                _mm256_storeu_si256(hi.as_mut_ptr() as *mut _, un.hi);
+            }
+            let want: Vec<i16> = lo.iter().chain(&hi).map(|v| v - T::SHIFT).collect();
+            assert_eq!(got.to_vec(), want, "block {i}: values");
+            assert_eq!(
+                (d.to_bits(), m.to_bits()),
+                (un.d.to_bits(), un.m.to_bits()),
+                "block {i}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_512_bit_q5_units_equal_the_avx2_ones() {
+        let ok = is_x86_feature_detected!("avx512f")
+            && is_x86_feature_detected!("avx512bw")
+            && available();
+        if !super::super::x86::runs_here(ok, "the 512-bit Q5 units") {
+            return;
+        }
+        let mut s = 7u64;
+        let mut byte = || {
+            s = s
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (s >> 56) as u8
+        };
+        for (bytes, qh_at) in [(Q5_0::BYTES, 2), (Q5_1::BYTES, 4)] {
+            let mut blocks = Vec::new();
+            for pattern in [0u32, u32::MAX, 0x5555_5555, 0xa5c3_0ff0, 0, 0, 0, 0] {
+                let mut b: Vec<u8> = (0..bytes).map(|_| byte()).collect();
+                // Normal f16 scales (and offsets) so that d and m are plain numbers.
+                b[..qh_at].copy_from_slice(&[0x34, 0x2a, 0x12, 0xb0][..qh_at]);
+                let qh = if pattern == 0 {
+                    u32::from_le_bytes([byte(), byte(), byte(), byte()])
+                } else {
+                    pattern
+                };
+                b[qh_at..qh_at + 4].copy_from_slice(&qh.to_le_bytes());
+                blocks.extend(b);
+            }
+            // SAFETY: the features were detected above.
+            unsafe {
+                if bytes == Q5_0::BYTES {
+                    native_matches_halves::<Q5_0>(&blocks)
+                } else {
+                    native_matches_halves::<Q5_1>(&blocks)
+                }
+            }
+        }
+    }
 }
