@@ -400,6 +400,9 @@ struct AttentionPlan {
     row_blocks: usize,
     /// Query heads per task (all of one KV head).
     heads: usize,
+    /// A task's rows run two at a time ([`super::attn_f16::attend_pair`]; x86-64 only).
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+    pairs: bool,
     tasks: usize,
     /// The most positions a row reads.
     longest: usize,
@@ -431,7 +434,8 @@ impl AttentionPlan {
         let group = heads / kvh;
         // The most heads per task (up to four, all of one KV head) that still leave a task for
         // every thread (rows split between threads leave one whatever the heads).
-        let per_task = if !fast || !hd.is_multiple_of(16) || hd > GROUP_MAX_HEAD_DIM {
+        let grouped = fast && hd.is_multiple_of(16) && hd <= GROUP_MAX_HEAD_DIM;
+        let per_task = if !grouped {
             1
         } else {
             (1..=4)
@@ -443,6 +447,7 @@ impl AttentionPlan {
             rows,
             row_blocks,
             heads: per_task,
+            pairs: grouped,
             tasks: heads / per_task * row_blocks,
             longest: shape.longest_span(a.pos0, rows),
             work: heads * rows * shape.longest_span(a.pos0, rows) * hd,
@@ -469,14 +474,48 @@ impl AttentionPlan {
         let g = h0 / (heads / a.kv_heads);
         let k = &a.k[g * plane..(g + 1) * plane];
         let v = &a.v[g * plane..(g + 1) * plane];
-        s.resize(s.len().max(n * self.longest), 0.0);
-        o.resize(n * hd, 0.0);
+        s.resize(s.len().max(2 * n * self.longest), 0.0);
+        o.resize(2 * n * hd, 0.0);
         // Rows dealt out in turn: a causal row's work grows with its position, so contiguous
         // halves left one thread a quarter of a prompt's attention and the other three quarters.
-        for i in (blk..self.rows).step_by(self.row_blocks) {
+        let mut mine = (blk..self.rows).step_by(self.row_blocks).peekable();
+        while let Some(i) = mine.next() {
             let at = (i * heads + h0) * hd;
             let q = &a.q[at..at + n * hd];
             let (first, len) = shape.span(a.pos0 + i);
+            #[cfg(target_arch = "x86_64")]
+            if let (true, Some(&i2), Some(k), Some(v)) =
+                (self.pairs, mine.peek(), T::as_f16(k), T::as_f16(v))
+            {
+                let (first2, len2) = shape.span(a.pos0 + i2);
+                if first2 == first && len2 >= len {
+                    mine.next();
+                    let at2 = (i2 * heads + h0) * hd;
+                    let q2 = &a.q[at2..at2 + n * hd];
+                    let (o0, o1) = o.split_at_mut(n * hd);
+                    let (qs, os, l) = ([q, q2], [o0, o1], [len, len2]);
+                    // SAFETY: `pairs` only with the AVX-512 kernel available (`fast`, an f16
+                    // cache), head_dim a multiple of 16 up to GROUP_MAX_HEAD_DIM and n up to 4
+                    // (`new`); the cache sizes and first + len <= slots were checked.
+                    unsafe {
+                        use super::attn_f16::attend_pair;
+                        match n {
+                            1 => attend_pair::<1, 4>(qs, k, v, first, l, scale, s, os),
+                            2 => attend_pair::<2, 4>(qs, k, v, first, l, scale, s, os),
+                            3 => attend_pair::<3, 4>(qs, k, v, first, l, scale, s, os),
+                            _ => attend_pair::<4, 2>(qs, k, v, first, l, scale, s, os),
+                        }
+                    }
+                    // SAFETY: (rows i and i2, heads h0..h0 + n) belong to this task alone.
+                    unsafe {
+                        out.slice(at, n * hd).copy_from_slice(&o[..n * hd]);
+                        out.slice(at2, n * hd)
+                            .copy_from_slice(&o[n * hd..2 * n * hd]);
+                    }
+                    continue;
+                }
+            }
+            let o = &mut o[..n * hd];
             #[cfg(target_arch = "x86_64")]
             if let (true, Some(k), Some(v)) = (n > 1, T::as_f16(k), T::as_f16(v)) {
                 // SAFETY: `n > 1` only with the AVX-512 kernel available (`fast`, an f16
