@@ -384,11 +384,16 @@ impl CpuBackend {
     }
 }
 
-/// The largest head size whose query heads share a task ([`super::attn_f16::attend_group`]).
+/// Whether heads of `head_dim` can share a task and run rows in pairs
+/// ([`super::attn_f16::attend_group`], [`super::attn_f16::attend_pair`]).
 #[cfg(target_arch = "x86_64")]
-const GROUP_MAX_HEAD_DIM: usize = super::attn_f16::GROUP_MAX_HEAD_DIM;
+fn groups_heads(head_dim: usize) -> bool {
+    head_dim.is_multiple_of(16) && head_dim <= super::attn_f16::GROUP_MAX_HEAD_DIM
+}
 #[cfg(not(target_arch = "x86_64"))]
-const GROUP_MAX_HEAD_DIM: usize = 0;
+fn groups_heads(_: usize) -> bool {
+    false
+}
 
 /// One conversation's attention, checked, cut into tasks over heads (and over row blocks when
 /// there are many rows, so both threads work in prefill too). With the AVX-512 kernel a task
@@ -434,7 +439,7 @@ impl AttentionPlan {
         let group = heads / kvh;
         // The most heads per task (up to four, all of one KV head) that still leave a task for
         // every thread (rows split between threads leave one whatever the heads).
-        let grouped = fast && hd.is_multiple_of(16) && hd <= GROUP_MAX_HEAD_DIM;
+        let grouped = fast && groups_heads(hd);
         let per_task = if !grouped {
             1
         } else {
@@ -456,6 +461,8 @@ impl AttentionPlan {
 
     /// Task `task`: `self.heads` query heads over one block of rows, into `out`.
     #[allow(clippy::too_many_arguments)]
+    // Rows are taken in pairs with `peek` on x86-64 only.
+    #[cfg_attr(not(target_arch = "x86_64"), allow(clippy::while_let_on_iterator))]
     fn run<T: KvElem>(
         &self,
         a: &CausalAttention<'_, T>,
