@@ -212,6 +212,24 @@ impl Layout for Q4_1 {
     }
 }
 
+/// The 16 bytes of nibbles at `qs` as 32 bytes in the block's order: low nibbles (values
+/// 0..16), then high nibbles (16..32).
+///
+/// # Safety
+/// AVX2; 16 readable bytes at `qs`.
+#[inline(always)]
+unsafe fn nibble_bytes(qs: *const u8) -> __m256i {
+    // SAFETY: as the caller guarantees.
+    unsafe {
+        let q = _mm_loadu_si128(qs as *const __m128i);
+        let m = _mm_set1_epi8(0x0f);
+        _mm256_set_m128i(
+            _mm_and_si128(_mm_srli_epi16::<4>(q), m),
+            _mm_and_si128(q, m),
+        )
+    }
+}
+
 /// A Q5 block's values: nibbles at `qs`, fifth bits in the u32 at `qh`. The 32 values are
 /// built as bytes (low nibbles then high nibbles, the block's order), bit `j` of `qh` spread to
 /// byte `j` by one shuffle and one compare, then widened.
@@ -222,12 +240,7 @@ impl Layout for Q4_1 {
 unsafe fn q5(qh: *const u8, qs: *const u8) -> (__m256i, __m256i) {
     // SAFETY: as the caller guarantees.
     unsafe {
-        let q = _mm_loadu_si128(qs as *const __m128i);
-        let m = _mm_set1_epi8(0x0f);
-        let nib = _mm256_set_m128i(
-            _mm_and_si128(_mm_srli_epi16::<4>(q), m),
-            _mm_and_si128(q, m),
-        );
+        let nib = nibble_bytes(qs);
         let h = _mm256_set1_epi32((qh as *const i32).read_unaligned());
         // Byte j takes byte j / 8 of qh, then keeps bit j % 8.
         let spread = _mm256_shuffle_epi8(
@@ -260,13 +273,7 @@ unsafe fn q5(qh: *const u8, qs: *const u8) -> (__m256i, __m256i) {
 unsafe fn q5_512(qh: *const u8, qs: *const u8, shift: i16) -> __m512i {
     // SAFETY: as the caller guarantees.
     unsafe {
-        let q = _mm_loadu_si128(qs as *const __m128i);
-        let m = _mm_set1_epi8(0x0f);
-        let nib = _mm256_set_m128i(
-            _mm_and_si128(_mm_srli_epi16::<4>(q), m),
-            _mm_and_si128(q, m),
-        );
-        let v = _mm512_cvtepu8_epi16(nib);
+        let v = _mm512_cvtepu8_epi16(nibble_bytes(qs));
         // Bit j of qh is value j's fifth bit (value j is lane j).
         let fifth: __mmask32 = (qh as *const u32).read_unaligned();
         let v = _mm512_mask_add_epi16(v, fifth, v, _mm512_set1_epi16(16));
