@@ -74,6 +74,8 @@ type RopeEntry = (usize, usize, Vec<f32>, Arc<[(f32, f32)]>);
 /// Tables kept per thread: a forward pass asks for the same few (queries and keys, every layer
 /// of one kind) dozens of times; made afresh each time they were 1% of a Gemma 3 prompt.
 const ROPE_TABLES_KEPT: usize = 4;
+/// The most rotations a kept table holds (512 KB: 512 positions of 128 pairs).
+const ROPE_TABLE_KEPT_MAX: usize = 1 << 16;
 
 thread_local! {
     static ROPE_TABLES: RefCell<Vec<RopeEntry>> = const { RefCell::new(Vec::new()) };
@@ -98,10 +100,13 @@ pub(super) fn rope_table(pos0: usize, n: usize, inv_freq: &[f32]) -> Arc<[(f32, 
                 })
             })
             .collect();
-        if kept.len() == ROPE_TABLES_KEPT {
-            kept.remove(0);
+        // Only tables of a prompt chunk's size are kept: a long prompt's would hold memory.
+        if table.len() <= ROPE_TABLE_KEPT_MAX {
+            if kept.len() == ROPE_TABLES_KEPT {
+                kept.remove(0);
+            }
+            kept.push((pos0, n, inv_freq.to_vec(), table.clone()));
         }
-        kept.push((pos0, n, inv_freq.to_vec(), table.clone()));
         table
     })
 }
