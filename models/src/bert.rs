@@ -195,9 +195,7 @@ impl BertConfig {
             },
         })
     }
-}
 
-impl BertConfig {
     /// The sizes every block shares: GELU feed-forwards, attention over the whole text (a
     /// rotary block's window is its own).
     pub(crate) fn dims(&self) -> edgecut_backends::encoder::EncoderDims {

@@ -105,78 +105,8 @@ pub unsafe fn attend_group<const G: usize>(
     s: &mut [f32],
     o: &mut [f32],
 ) {
-    let hd = q.len() / G;
-    let cap = kt.len() / hd.max(1);
-    assert!(
-        (1..=4).contains(&G)
-            && q.len() == G * hd
-            && first + len <= cap
-            && v.len() == kt.len()
-            && s.len() >= G * len
-            && o.len() == G * hd
-            && hd.is_multiple_of(16)
-            && hd <= GROUP_MAX_HEAD_DIM,
-        "attend_group: bad lengths"
-    );
-    // Scaled queries, broadcast from memory in the loop (a load, not a shuffle).
-    let mut qs = [0f32; 4 * GROUP_MAX_HEAD_DIM];
-    for (x, &y) in qs.iter_mut().zip(q) {
-        *x = y * scale;
-    }
-    // SAFETY: first + len <= cap (asserted): the runs read below stay within each row.
-    let (kp, vp) = unsafe {
-        (
-            (kt.as_ptr() as *const u16).add(first),
-            (v.as_ptr() as *const u16).add(first * hd),
-        )
-    };
-    let mut j = 0;
-    while j < len {
-        let mask: __mmask16 = if len - j >= 16 {
-            0xffff
-        } else {
-            (1u16 << (len - j)) - 1
-        };
-        let mut acc = [_mm512_setzero_ps(); G];
-        for d in 0..hd {
-            // SAFETY: row d holds cap >= first + len values; the masked load reads only j..len.
-            let k = unsafe { _mm256_maskz_loadu_epi16(mask, kp.add(d * cap + j) as *const i16) };
-            let k = _mm512_cvtph_ps(k);
-            for (g, a) in acc.iter_mut().enumerate() {
-                *a = _mm512_fmadd_ps(_mm512_set1_ps(qs[g * hd + d]), k, *a);
-            }
-        }
-        for (g, a) in acc.iter().enumerate() {
-            // SAFETY: s holds G * len values; the masked store writes only g len + j..g len + len.
-            unsafe { _mm512_mask_storeu_ps(s.as_mut_ptr().add(g * len + j), mask, *a) };
-        }
-        j += 16;
-    }
-    for g in 0..G {
-        super::nn::softmax_row(&mut s[g * len..(g + 1) * len]);
-    }
-    // As `attend_row`: up to 64 dimensions (four registers a head) per pass over the positions.
-    for c0 in (0..hd).step_by(64) {
-        let nc = ((hd - c0) / 16).min(4);
-        let mut acc = [[_mm512_setzero_ps(); 4]; G];
-        for jj in 0..len {
-            for c in 0..nc {
-                // SAFETY: slot first + jj < cap has hd values; c0 + 16 c + 16 <= hd.
-                let vv =
-                    unsafe { _mm256_loadu_si256(vp.add(jj * hd + c0 + 16 * c) as *const __m256i) };
-                let vv = _mm512_cvtph_ps(vv);
-                for (g, a) in acc.iter_mut().enumerate() {
-                    a[c] = _mm512_fmadd_ps(_mm512_set1_ps(s[g * len + jj]), vv, a[c]);
-                }
-            }
-        }
-        for (g, a) in acc.iter().enumerate() {
-            for (c, a) in a.iter().enumerate().take(nc) {
-                // SAFETY: o holds G * hd values and g hd + c0 + 16 c + 16 <= G hd.
-                unsafe { _mm512_storeu_ps(o.as_mut_ptr().add(g * hd + c0 + 16 * c), *a) };
-            }
-        }
-    }
+    // SAFETY: as the caller guarantees.
+    unsafe { attend_rows::<1, G, 4>([q], kt, v, first, [len], scale, s, [o]) }
 }
 
 /// The largest head size [`attend_group`] takes (Gemma 3's 256).
@@ -193,7 +123,7 @@ pub const GROUP_MAX_HEAD_DIM: usize = 256;
 /// # Safety
 /// As [`attend_group`], for both rows; `NC` is 1 to 4.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
-#[allow(clippy::too_many_arguments, clippy::needless_range_loop)] // `c`, `g` and `r` index the accumulators, scores and outputs at once
+#[allow(clippy::too_many_arguments)]
 pub unsafe fn attend_pair<const G: usize, const NC: usize>(
     q: [&[f32]; 2],
     kt: &[f16],
@@ -204,29 +134,53 @@ pub unsafe fn attend_pair<const G: usize, const NC: usize>(
     s: &mut [f32],
     o: [&mut [f32]; 2],
 ) {
+    // SAFETY: as the caller guarantees.
+    unsafe { attend_rows::<2, G, NC>(q, kt, v, first, len, scale, s, o) }
+}
+
+/// `R` query rows of `G` heads each against slots `first..` of one KV head, row `r` over
+/// `len[r]` of them (ascending), its values summed `NC` 16-dimension vectors a pass
+/// (`2 R G NC` accumulators in registers): [`attend_group`] and [`attend_pair`].
+///
+/// # Safety
+/// As [`attend_group`] for every row; `R` is 1 or 2, `NC` 1 to 4, `len` ascending.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
+#[allow(clippy::too_many_arguments, clippy::needless_range_loop)] // `r`, `g`, `c` index the accumulators, scores and outputs at once
+unsafe fn attend_rows<const R: usize, const G: usize, const NC: usize>(
+    q: [&[f32]; R],
+    kt: &[f16],
+    v: &[f16],
+    first: usize,
+    len: [usize; R],
+    scale: f32,
+    s: &mut [f32],
+    mut o: [&mut [f32]; R],
+) {
     let hd = q[0].len() / G;
     let cap = kt.len() / hd.max(1);
-    let ln = len[1];
+    let ln = len[R - 1];
     assert!(
-        (1..=4).contains(&G)
+        (1..=2).contains(&R)
+            && (1..=4).contains(&G)
             && (1..=4).contains(&NC)
             && q.iter().all(|q| q.len() == G * hd)
             && o.iter().all(|o| o.len() == G * hd)
-            && len[0] <= ln
+            && len.windows(2).all(|w| w[0] <= w[1])
             && first + ln <= cap
             && v.len() == kt.len()
-            && s.len() >= 2 * G * ln
+            && s.len() >= R * G * ln
             && hd.is_multiple_of(16)
             && hd <= GROUP_MAX_HEAD_DIM,
-        "attend_pair: bad lengths"
+        "attend_rows: bad lengths"
     );
-    let mut qs = [[0f32; 4 * GROUP_MAX_HEAD_DIM]; 2];
+    // Scaled queries, broadcast from memory in the loop (a load, not a shuffle).
+    let mut qs = [[0f32; 4 * GROUP_MAX_HEAD_DIM]; R];
     for (qs, q) in qs.iter_mut().zip(q) {
         for (x, &y) in qs.iter_mut().zip(q) {
             *x = y * scale;
         }
     }
-    // SAFETY: first + len[1] <= cap (asserted): the runs read below stay within each row.
+    // SAFETY: first + len <= cap (asserted): the runs read below stay within each row.
     let (kp, vp) = unsafe {
         (
             (kt.as_ptr() as *const u16).add(first),
@@ -241,10 +195,9 @@ pub unsafe fn attend_pair<const G: usize, const NC: usize>(
     };
     let mut j = 0;
     while j < ln {
-        let mut acc = [[_mm512_setzero_ps(); G]; 2];
+        let mut acc = [[_mm512_setzero_ps(); G]; R];
         for d in 0..hd {
-            // SAFETY: row d holds cap >= first + len[1] values; the masked load reads only
-            // j..len[1].
+            // SAFETY: row d holds cap >= first + ln values; the masked load reads only j..ln.
             let k = unsafe {
                 _mm256_maskz_loadu_epi16(lanes(ln, j), kp.add(d * cap + j) as *const i16)
             };
@@ -258,33 +211,31 @@ pub unsafe fn attend_pair<const G: usize, const NC: usize>(
         for (r, acc) in acc.iter().enumerate() {
             for (g, a) in acc.iter().enumerate() {
                 let at = (r * G + g) * ln + j;
-                // SAFETY: s holds 2 G len[1] values; the store writes only j..len[r] of
-                // row r's head g.
+                // SAFETY: s holds R G ln values; the store writes only j..len[r] of row r's
+                // head g.
                 unsafe { _mm512_mask_storeu_ps(s.as_mut_ptr().add(at), lanes(len[r], j), *a) };
             }
         }
         j += 16;
     }
-    for r in 0..2 {
+    for r in 0..R {
         for g in 0..G {
             let at = (r * G + g) * ln;
             super::nn::softmax_row(&mut s[at..at + len[r]]);
         }
     }
-    // As `attend_row`, in passes of `NC` 16-dimension vectors (2 G NC accumulators in
-    // registers: four with up to three heads, two with four).
-    let [o0, o1] = o;
     for c0 in (0..hd).step_by(16 * NC) {
         let nc = ((hd - c0) / 16).min(NC);
-        let mut acc = [[[_mm512_setzero_ps(); NC]; G]; 2];
+        let mut acc = [[[_mm512_setzero_ps(); NC]; G]; R];
         for jj in 0..ln {
-            let rows = if jj < len[0] { 2 } else { 1 };
+            // The rows still reading at jj (lengths ascend: a suffix of them).
+            let from = len.iter().take_while(|&&l| l <= jj).count();
             for c in 0..nc {
                 // SAFETY: slot first + jj < cap has hd values; c0 + 16 c + 16 <= hd.
                 let vv =
                     unsafe { _mm256_loadu_si256(vp.add(jj * hd + c0 + 16 * c) as *const __m256i) };
                 let vv = _mm512_cvtph_ps(vv);
-                for r in 2 - rows..2 {
+                for r in from..R {
                     for g in 0..G {
                         let w = _mm512_set1_ps(s[(r * G + g) * ln + jj]);
                         acc[r][g][c] = _mm512_fmadd_ps(w, vv, acc[r][g][c]);
@@ -292,12 +243,12 @@ pub unsafe fn attend_pair<const G: usize, const NC: usize>(
                 }
             }
         }
-        for (r, o) in [&mut *o0, &mut *o1].into_iter().enumerate() {
+        for (acc, o) in acc.iter().zip(o.iter_mut()) {
             for g in 0..G {
                 for c in 0..nc {
                     // SAFETY: o holds G hd values and g hd + c0 + 16 c + 16 <= G hd.
                     unsafe {
-                        _mm512_storeu_ps(o.as_mut_ptr().add(g * hd + c0 + 16 * c), acc[r][g][c])
+                        _mm512_storeu_ps(o.as_mut_ptr().add(g * hd + c0 + 16 * c), acc[g][c])
                     };
                 }
             }

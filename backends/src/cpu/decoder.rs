@@ -496,34 +496,9 @@ impl AttentionPlan {
             let q = &a.q[at..at + n * hd];
             let (first, len) = shape.span(a.pos0 + i);
             #[cfg(target_arch = "x86_64")]
-            if let (true, Some(&i2), Some(k), Some(v)) =
-                (self.pairs, mine.peek(), T::as_f16(k), T::as_f16(v))
-            {
-                let (first2, len2) = shape.span(a.pos0 + i2);
-                if first2 == first && len2 >= len {
+            if let Some(&i2) = mine.peek() {
+                if self.pair(a, (k, v), h0, [i, i2], s, o, out) {
                     mine.next();
-                    let at2 = (i2 * heads + h0) * hd;
-                    let q2 = &a.q[at2..at2 + n * hd];
-                    let (o0, o1) = o.split_at_mut(n * hd);
-                    let (qs, os, l) = ([q, q2], [o0, o1], [len, len2]);
-                    // SAFETY: `pairs` only with the AVX-512 kernel available (`fast`, an f16
-                    // cache), head_dim a multiple of 16 up to GROUP_MAX_HEAD_DIM and n up to 4
-                    // (`new`); the cache sizes and first + len <= slots were checked.
-                    unsafe {
-                        use super::attn_f16::attend_pair;
-                        match n {
-                            1 => attend_pair::<1, 4>(qs, k, v, first, l, scale, s, os),
-                            2 => attend_pair::<2, 4>(qs, k, v, first, l, scale, s, os),
-                            3 => attend_pair::<3, 4>(qs, k, v, first, l, scale, s, os),
-                            _ => attend_pair::<4, 2>(qs, k, v, first, l, scale, s, os),
-                        }
-                    }
-                    // SAFETY: (rows i and i2, heads h0..h0 + n) belong to this task alone.
-                    unsafe {
-                        out.slice(at, n * hd).copy_from_slice(&o[..n * hd]);
-                        out.slice(at2, n * hd)
-                            .copy_from_slice(&o[n * hd..2 * n * hd]);
-                    }
                     continue;
                 }
             }
@@ -549,5 +524,51 @@ impl AttentionPlan {
             // SAFETY: (row i, heads h0..h0 + n) of this conversation belong to one task.
             unsafe { out.slice(at, n * hd) }.copy_from_slice(o);
         }
+    }
+
+    /// Rows `i[0]` and `i[1]` of heads `h0..h0 + self.heads` through
+    /// [`super::attn_f16::attend_pair`], into `out`, where the plan pairs rows, the cache is
+    /// f16 and both rows read from the same first slot; false (nothing done) otherwise.
+    #[cfg(target_arch = "x86_64")]
+    #[allow(clippy::too_many_arguments)]
+    fn pair<T: KvElem>(
+        &self,
+        a: &CausalAttention<'_, T>,
+        (k, v): (&[T], &[T]),
+        h0: usize,
+        i: [usize; 2],
+        s: &mut [f32],
+        o: &mut [f32],
+        out: &SharedMut<f32>,
+    ) -> bool {
+        let (Some(k), Some(v)) = (T::as_f16(k), T::as_f16(v)) else {
+            return false;
+        };
+        let (hd, n, shape) = (a.head_dim, self.heads, a.shape());
+        let [(first, len0), (first1, len1)] = i.map(|i| shape.span(a.pos0 + i));
+        if !self.pairs || first1 != first || len1 < len0 {
+            return false;
+        }
+        let at = i.map(|i| (i * a.heads + h0) * hd);
+        let qs = at.map(|at| &a.q[at..at + n * hd]);
+        let (o0, o1) = o[..2 * n * hd].split_at_mut(n * hd);
+        let (l, scale) = ([len0, len1], 1.0 / (hd as f32).sqrt());
+        // SAFETY: `pairs` only with the AVX-512 kernel available (`fast`, an f16 cache),
+        // head_dim a multiple of 16 up to the group maximum and n up to 4 (`new`); the cache
+        // sizes and first + len <= slots were checked.
+        unsafe {
+            use super::attn_f16::attend_pair;
+            match n {
+                1 => attend_pair::<1, 4>(qs, k, v, first, l, scale, s, [o0, o1]),
+                2 => attend_pair::<2, 4>(qs, k, v, first, l, scale, s, [o0, o1]),
+                3 => attend_pair::<3, 4>(qs, k, v, first, l, scale, s, [o0, o1]),
+                _ => attend_pair::<4, 2>(qs, k, v, first, l, scale, s, [o0, o1]),
+            }
+        }
+        for (at, o) in at.into_iter().zip(o.chunks_exact(n * hd)) {
+            // SAFETY: (rows i, heads h0..h0 + n) belong to this task alone.
+            unsafe { out.slice(at, n * hd) }.copy_from_slice(o);
+        }
+        true
     }
 }

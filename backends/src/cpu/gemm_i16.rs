@@ -80,7 +80,6 @@ impl Panel {
 #[target_feature(enable = "avx512f,avx512bw,avx2,fma,f16c")]
 unsafe fn fill_t<T: Layout>(p: &mut Panel, w: &[u8], rows: usize, k: usize) {
     let row_bytes = w.len() / rows.max(1);
-    let shift = _mm256_set1_epi16(T::SHIFT);
     let mut unit = [0i16; NR * QK];
     for u in 0..k / QK {
         let (blk, within) = (u / T::UNITS, u % T::UNITS);
@@ -100,18 +99,12 @@ unsafe fn fill_t<T: Layout>(p: &mut Panel, w: &[u8], rows: usize, k: usize) {
             // in `unit`.
             unsafe {
                 let out = unit.as_mut_ptr().add(r * QK) as *mut __m256i;
-                if r < rows && T::NATIVE_512 {
+                if r < rows {
                     let at = w.as_ptr().add(r * row_bytes + blk * T::BYTES);
                     let (q, ud, um) = T::unit512(at, within);
                     _mm512_storeu_si512(out as *mut __m512i, q);
                     *d = ud;
                     *m = if T::SHIFT != 0 { 0.0 } else { um };
-                } else if r < rows {
-                    let un = T::unit(w.as_ptr().add(r * row_bytes + blk * T::BYTES), within);
-                    _mm256_storeu_si256(out, _mm256_sub_epi16(un.lo, shift));
-                    _mm256_storeu_si256(out.add(1), _mm256_sub_epi16(un.hi, shift));
-                    *d = un.d;
-                    *m = if T::SHIFT != 0 { 0.0 } else { un.m };
                 } else {
                     _mm256_storeu_si256(out, _mm256_setzero_si256());
                     _mm256_storeu_si256(out.add(1), _mm256_setzero_si256());

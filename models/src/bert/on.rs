@@ -70,16 +70,13 @@ impl Instantiate for Load<'_> {
             cfg.ffn,
             ["attn_output_norm", "layer_output_norm"],
         )?;
-        let head = match f.tensor("cls.output.weight") {
+        let head = match head_labels(f) {
             None => None,
-            Some(t) => {
-                let n_labels = t.info.dims.get(1).copied().unwrap_or(0) as usize;
-                Some(Head {
-                    pre: w.matrix("cls", h, h, Bias::Required, plain)?,
-                    act: cfg.classifier_activation,
-                    out: w.matrix("cls.output", n_labels, h, Bias::Required, plain)?,
-                })
-            }
+            Some(n_labels) => Some(Head {
+                pre: w.matrix("cls", h, h, Bias::Required, plain)?,
+                act: cfg.classifier_activation,
+                out: w.matrix("cls.output", n_labels, h, Bias::Required, plain)?,
+            }),
         };
         Ok(Box::new(On {
             b: b.clone(),
@@ -132,4 +129,10 @@ impl<B: Backend> Run for On<B> {
         self.b.linear(&y, batch, &head.out, &mut logits)?;
         Ok(self.b.download(logits)?)
     }
+}
+
+/// The labels of the file's classification head (`cls.output`'s rows), if it has one.
+pub(super) fn head_labels(f: &GgufFile) -> Option<usize> {
+    let t = f.tensor("cls.output.weight")?;
+    Some(t.info.dims.get(1).copied().unwrap_or(0) as usize)
 }

@@ -89,16 +89,13 @@ impl Instantiate for Load<'_> {
                 })
             })
             .collect::<Result<Vec<_>>>()?;
-        let head = match f.tensor("cls.output.weight") {
+        let head = match super::on::head_labels(f) {
             None => None,
-            Some(t) => {
-                let n_labels = t.info.dims.get(1).copied().unwrap_or(0) as usize;
-                Some(Head {
-                    dense: w.matrix("cls", h, h, Bias::IfPresent, act)?,
-                    norm: w.layer_norm_shift_optional("cls.norm", h)?,
-                    out: w.matrix("cls.output", n_labels, h, Bias::IfPresent, act)?,
-                })
-            }
+            Some(n_labels) => Some(Head {
+                dense: w.matrix("cls", h, h, Bias::IfPresent, act)?,
+                norm: w.layer_norm_shift_optional("cls.norm", h)?,
+                out: w.matrix("cls.output", n_labels, h, Bias::IfPresent, act)?,
+            }),
         };
         Ok(Box::new(On {
             b: b.clone(),
