@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # ARM builds, tested (called by scripts/test.sh; needs gcc-aarch64-linux-gnu and qemu-user,
 # which scripts/setup.sh installs):
-#   1. the backend conformance suites (NEON kernels included) for aarch64, run under qemu-user;
+#   1. the backend conformance suites and unit tests (NEON kernels included) for aarch64, run
+#      under qemu-user;
 #   2. the mobile static library for aarch64 and the C example linked against it, run under
 #      qemu-user: on each architecture it must print the similarity that architecture's CLI
 #      prints (to 1e-4), and the two architectures must agree within 5e-3;
@@ -19,7 +20,7 @@ export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_RUNNER="qemu-aarch64 -L /usr/aarch
 ARM=aarch64-unknown-linux-gnu
 
 echo "test-arm: kernel conformance on $ARM under qemu-user" >&2
-cargo test --release --target $ARM -p edgecut-backends --test conformance --test decoder_ops
+cargo test --release --target $ARM -p edgecut-backends --lib --test conformance --test decoder_ops
 
 echo "test-arm: the C example on x86-64 and on $ARM" >&2
 cargo build --release -p edgecut-cli -p edgecut-mobile

@@ -16,6 +16,7 @@ use std::arch::x86_64::*;
 use std::cell::RefCell;
 
 use super::gemm_i16::{activation_max, quantize_row, store};
+pub use super::row_i16::RowI16;
 use super::units_avx2::{by_layout, Layout};
 use super::{CpuBackend, Linear, SharedMut};
 use crate::quant::QK;
@@ -24,44 +25,6 @@ use crate::DType;
 /// Whether this CPU can run the kernel.
 pub fn available() -> bool {
     super::gemm_vnni::available() && super::multiversion::avx512() && super::units_avx2::available()
-}
-
-/// One activation row quantized for [`dot16`] (and the AVX2 kernels): int16 values, per-block scales and sums.
-#[derive(Default)]
-pub struct RowI16 {
-    /// `round(x / s)` per block, `k` values.
-    pub q: Vec<i16>,
-    /// The scale of each block (`amax / 32767`).
-    pub s: Vec<f32>,
-    /// The sum of each block's f32 values.
-    pub sum: Vec<f32>,
-}
-
-impl RowI16 {
-    /// Quantizes `x` (whole blocks of 32) into `self`, reusing its buffers.
-    pub fn quantize(&mut self, x: &[f32]) {
-        let nb = x.len() / QK;
-        self.q.resize(x.len(), 0);
-        self.s.resize(nb, 0.0);
-        self.sum.resize(nb, 0.0);
-        for (b, (xb, qb)) in x
-            .chunks_exact(QK)
-            .zip(self.q.chunks_exact_mut(QK))
-            .enumerate()
-        {
-            let amax = xb.iter().fold(0f32, |m, v| m.max(v.abs()));
-            let s = amax / 32767.0;
-            let inv = if s > 0.0 { 1.0 / s } else { 0.0 };
-            // Round to nearest by adding and subtracting 1.5 * 2^23 (exact below 2^22): no libm
-            // call on the baseline target.
-            const MAGIC: f32 = 12_582_912.0;
-            for (q, v) in qb.iter_mut().zip(xb) {
-                *q = ((v * inv + MAGIC) - MAGIC) as i16;
-            }
-            self.s[b] = s;
-            self.sum[b] = xb.iter().sum();
-        }
-    }
 }
 
 /// Weight rows per call of [`dot16`]: one vector of results.

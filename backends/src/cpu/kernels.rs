@@ -73,6 +73,9 @@ pub struct Kernels {
     pub(crate) attention_f16_avx2: bool,
     /// Decoder attention over the f16 KV cache with AVX-512 (F16C conversions).
     pub(crate) attention_f16: bool,
+    /// Quantized weights x f32 activations over Q5_0, Q5_1 and the K-quants on aarch64:
+    /// units decoded with NEON, activations as int16, `smlal` products.
+    pub(crate) units_neon: bool,
 }
 
 impl std::fmt::Debug for Kernels {
@@ -101,6 +104,7 @@ pub const SCALAR: Kernels = Kernels {
     attention_bf16: false,
     attention_f16: false,
     attention_f16_avx2: false,
+    units_neon: false,
 };
 
 impl Kernels {
@@ -123,6 +127,7 @@ impl Kernels {
             || k.attention_bf16
             || k.attention_f16
             || k.attention_f16_avx2
+            || k.units_neon
     }
 }
 
@@ -179,8 +184,6 @@ static SIMD_CALLS: AtomicU64 = AtomicU64::new(0);
 
 /// Counts one call of a SIMD kernel picked from a table, when counting is on (a load of a flag
 /// no thread writes otherwise).
-// Only the x86-64 kernels have slots beyond the dot products so far.
-#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 #[inline]
 pub(crate) fn note_simd() {
     if COUNTING.load(Ordering::Relaxed) {

@@ -340,6 +340,12 @@ impl CpuBackend {
             self.linear_tokens_i16(x, m, dtype, w, lin, out);
             return Ok(());
         }
+        #[cfg(target_arch = "aarch64")]
+        if self.kernels.units_neon && super::neon_units::decodes(dtype) {
+            super::kernels::note_simd();
+            self.linear_units_neon(x, m, (dtype, w), lin, out, tasks);
+            return Ok(());
+        }
         let chunk = n.div_ceil(tasks).next_multiple_of(ROWS);
         let outp = SharedMut::new(out);
         // The AVX-512 kernels run with the AVX-512 kernel set (the scalar set tests the rest).

@@ -37,9 +37,12 @@ mod matmul_seqs;
 pub(crate) mod multiversion;
 #[cfg(target_arch = "aarch64")]
 mod neon;
+#[cfg(target_arch = "aarch64")]
+mod neon_units;
 mod nn;
 mod packed;
 mod pool;
+mod row_i16;
 pub mod scalar;
 #[cfg(target_arch = "x86_64")]
 mod units_avx2;

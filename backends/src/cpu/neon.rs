@@ -21,6 +21,7 @@ pub fn available() -> Vec<Kernels> {
         name: "neon",
         dot_q8_0: dot_q8_0_neon,
         dot4_q8_0: dot4_q8_0_neon,
+        units_neon: true,
         ..super::kernels::SCALAR
     };
     let mut v = Vec::new();

@@ -1,0 +1,514 @@
+//! aarch64 kernels of the f32-activation matmul over the types a Q4_K_M, Q5_K_M or Q6_K file
+//! is made of (Q5_0, Q5_1, Q4_K, Q5_K, Q6_K), on baseline NEON (every aarch64 CPU, so the
+//! dotprod and i8mm sets run them too): x86's int16 scheme ([`super::gemv_i16`]). Each unit of
+//! 32 weights (`w = d q + m`, as `quant::units` reads it) is decoded in registers to int16 once
+//! per call and four weight rows; the activation rows are rounded to int16 per block of 32
+//! ([`RowI16`]: relative error below 2^-15 of the block's largest value, where int8 activations
+//! break the decoders' fidelity); `smull`/`smlal` sum each unit's products exactly in int32,
+//! and `d s sum + m sum(x)` adds it in f32 in unit order. A row's result does not depend on
+//! which rows share the call. Q6_K's sub-block scales are folded into its int16 values
+//! (`|q sc| <= 4096`), so a unit has one scale as for the other types.
+//!
+//! What the reference decoder (`dtype.decode` into f32, then f32 products) cost here is the
+//! scalar decoding of every value once per call: the units below decode 16 values per
+//! instruction.
+
+use std::arch::aarch64::*;
+use std::cell::RefCell;
+
+use super::row_i16::RowI16;
+use super::{CpuBackend, Linear, SharedMut};
+use crate::quant::k_quants::{scale_min_k4, QK_K};
+use crate::quant::QK;
+use crate::DType;
+
+/// Weight rows decoded together (and the results of one activation row written at once).
+pub(super) const ROWS: usize = 4;
+
+/// Whether these kernels read `dtype`.
+pub(super) fn decodes(dtype: DType) -> bool {
+    matches!(
+        dtype,
+        DType::Q5_0 | DType::Q5_1 | DType::Q4_K | DType::Q5_K | DType::Q6_K
+    )
+}
+
+/// Whether `dtype`'s units carry an offset `m` (the others' is 0).
+fn offsets(dtype: DType) -> bool {
+    matches!(dtype, DType::Q5_1 | DType::Q4_K | DType::Q5_K)
+}
+
+#[inline(always)]
+fn f16(b: &[u8], at: usize) -> f32 {
+    crate::quant::f16_bits_to_f32(u16::from_le_bytes([b[at], b[at + 1]]))
+}
+
+/// 0x10 in byte `j` where bit `j` of `bits` is set (Q5_0/Q5_1's fifth bits of 16 values).
+#[inline]
+#[target_feature(enable = "neon")]
+fn fifth_bits(bits: u16) -> uint8x16_t {
+    const BIT: [u8; 16] = [1, 2, 4, 8, 16, 32, 64, 128, 1, 2, 4, 8, 16, 32, 64, 128];
+    // SAFETY: BIT holds 16 bytes; NEON is part of the aarch64 baseline.
+    let mask = unsafe { vld1q_u8(BIT.as_ptr()) };
+    let bytes = vcombine_u8(vdup_n_u8(bits as u8), vdup_n_u8((bits >> 8) as u8));
+    vandq_u8(vtstq_u8(bytes, mask), vdupq_n_u8(0x10))
+}
+
+/// Sixteen stored bytes that are unsigned values, as two vectors of int16.
+#[inline]
+#[target_feature(enable = "neon")]
+fn widen_u(v: uint8x16_t) -> [int16x8_t; 2] {
+    [
+        vreinterpretq_s16_u16(vmovl_u8(vget_low_u8(v))),
+        vreinterpretq_s16_u16(vmovl_high_u8(v)),
+    ]
+}
+
+/// Sixteen bytes holding `value + bias` (unsigned), as two vectors of signed int16 values.
+#[inline]
+#[target_feature(enable = "neon")]
+fn widen_biased(v: uint8x16_t, bias: u8) -> [int16x8_t; 2] {
+    let s = vreinterpretq_s8_u8(vsubq_u8(v, vdupq_n_u8(bias)));
+    [vmovl_s8(vget_low_s8(s)), vmovl_high_s8(s)]
+}
+
+/// A decoded unit: 32 int16 values (four vectors of eight), its scale and its offset.
+type Unit = ([int16x8_t; 4], f32, f32);
+
+/// Unit `u` (of `k / 32`) of the row at `row`, of `dtype` ([`decodes`]).
+///
+/// # Safety
+/// `row` holds whole blocks of `dtype` up to and including unit `u`'s.
+#[inline]
+#[target_feature(enable = "neon")]
+unsafe fn unit(dtype: DType, row: &[u8], u: usize) -> Unit {
+    let join = |a: [int16x8_t; 2], b: [int16x8_t; 2]| [a[0], a[1], b[0], b[1]];
+    let low4 = vdupq_n_u8(0x0f);
+    // SAFETY: every load below reads 16 bytes at an offset the block's layout puts inside
+    // the unit's block, which the caller guarantees lies in `row`.
+    unsafe {
+        match dtype {
+            DType::Q5_0 | DType::Q5_1 => {
+                let (bytes, head) = if dtype == DType::Q5_0 {
+                    (22, 2)
+                } else {
+                    (24, 4)
+                };
+                let b = &row[u * bytes..(u + 1) * bytes];
+                let qh = u32::from_le_bytes([b[head], b[head + 1], b[head + 2], b[head + 3]]);
+                let qs = vld1q_u8(b.as_ptr().add(head + 4));
+                let lo = vorrq_u8(vandq_u8(qs, low4), fifth_bits(qh as u16));
+                let hi = vorrq_u8(vshrq_n_u8::<4>(qs), fifth_bits((qh >> 16) as u16));
+                if dtype == DType::Q5_0 {
+                    (
+                        join(widen_biased(lo, 16), widen_biased(hi, 16)),
+                        f16(b, 0),
+                        0.0,
+                    )
+                } else {
+                    (join(widen_u(lo), widen_u(hi)), f16(b, 0), f16(b, 2))
+                }
+            }
+            DType::Q4_K | DType::Q5_K => {
+                let bytes = dtype.block_bytes();
+                let (blk, i) = (u / (QK_K / QK), u % (QK_K / QK));
+                let b = &row[blk * bytes..(blk + 1) * bytes];
+                let (sc, mn) = scale_min_k4(i, &b[4..16]);
+                let qs = (if dtype == DType::Q4_K { 16 } else { 48 }) + 32 * (i / 2);
+                let nib = |at: usize| {
+                    let v = vld1q_u8(b.as_ptr().add(at));
+                    if i % 2 == 0 {
+                        vandq_u8(v, low4)
+                    } else {
+                        vshrq_n_u8::<4>(v)
+                    }
+                };
+                let (mut lo, mut hi) = (nib(qs), nib(qs + 16));
+                if dtype == DType::Q5_K {
+                    // Bit i of qh[l] is value l's fifth bit.
+                    let bit = vdupq_n_u8(1 << i);
+                    let five = vdupq_n_u8(0x10);
+                    let h0 = vandq_u8(vtstq_u8(vld1q_u8(b.as_ptr().add(16)), bit), five);
+                    let h1 = vandq_u8(vtstq_u8(vld1q_u8(b.as_ptr().add(32)), bit), five);
+                    lo = vorrq_u8(lo, h0);
+                    hi = vorrq_u8(hi, h1);
+                }
+                // The reference's `d sc q - dmin m` as `q (d sc) + (-(dmin m))`.
+                let (d, dmin) = (f16(b, 0), f16(b, 2));
+                (
+                    join(widen_u(lo), widen_u(hi)),
+                    d * sc as f32,
+                    -(dmin * mn as f32),
+                )
+            }
+            DType::Q6_K => {
+                let bytes = dtype.block_bytes();
+                let (blk, i) = (u / (QK_K / QK), u % (QK_K / QK));
+                let b = &row[blk * bytes..(blk + 1) * bytes];
+                let (h, s) = (i / 4, i % 4);
+                let ql = 64 * h + 32 * (s % 2);
+                let low = |at: usize| {
+                    let v = vld1q_u8(b.as_ptr().add(at));
+                    if s < 2 {
+                        vandq_u8(v, low4)
+                    } else {
+                        vshrq_n_u8::<4>(v)
+                    }
+                };
+                let high = |at: usize| {
+                    let v = vld1q_u8(b.as_ptr().add(128 + 32 * h + at));
+                    let v = vshlq_u8(v, vdupq_n_s8(-2 * s as i8));
+                    vshlq_n_u8::<4>(vandq_u8(v, vdupq_n_u8(3)))
+                };
+                let lo = widen_biased(vorrq_u8(low(ql), high(0)), 32);
+                let hi = widen_biased(vorrq_u8(low(ql + 16), high(16)), 32);
+                // Each half's int8 scale folded into its values (|q sc| <= 32 * 128).
+                let (s0, s1) = (b[192 + 2 * i] as i8 as i16, b[193 + 2 * i] as i8 as i16);
+                (
+                    [
+                        vmulq_n_s16(lo[0], s0),
+                        vmulq_n_s16(lo[1], s0),
+                        vmulq_n_s16(hi[0], s1),
+                        vmulq_n_s16(hi[1], s1),
+                    ],
+                    f16(b, 208),
+                    0.0,
+                )
+            }
+            _ => unreachable!("neon_units: {dtype} is not decoded here"),
+        }
+    }
+}
+
+/// Up to [`ROWS`] weight rows decoded to int16: `q[row][k]`, `d[row][unit]`, `m[row][unit]`;
+/// missing rows are zero.
+#[derive(Default)]
+pub(super) struct Decoded {
+    q: Vec<i16>,
+    d: Vec<f32>,
+    m: Vec<f32>,
+    units: usize,
+}
+
+impl Decoded {
+    /// Decodes the `rows` rows of `w` (`row_bytes` each, `k` values of `dtype`).
+    #[target_feature(enable = "neon")]
+    fn fill(&mut self, dtype: DType, w: &[u8], rows: usize, row_bytes: usize, k: usize) {
+        assert!(
+            rows <= ROWS
+                && decodes(dtype)
+                && k.is_multiple_of(dtype.block_len())
+                && row_bytes * dtype.block_len() == k * dtype.block_bytes()
+                && w.len() >= rows * row_bytes,
+            "neon_units: {} bytes of {dtype} for {rows} rows of {k}",
+            w.len()
+        );
+        let units = k / QK;
+        self.units = units;
+        self.q.resize(ROWS * k, 0);
+        self.d.resize(ROWS * units, 0.0);
+        self.m.resize(ROWS * units, 0.0);
+        for r in 0..ROWS {
+            let (q, d, m) = (
+                &mut self.q[r * k..(r + 1) * k],
+                &mut self.d[r * units..(r + 1) * units],
+                &mut self.m[r * units..(r + 1) * units],
+            );
+            if r >= rows {
+                q.fill(0);
+                d.fill(0.0);
+                m.fill(0.0);
+                continue;
+            }
+            let row = &w[r * row_bytes..(r + 1) * row_bytes];
+            for u in 0..units {
+                // SAFETY: `row` is whole blocks of dtype covering every unit (asserted above);
+                // the four stores write q[32 u..32 u + 32], inside q's k values.
+                unsafe {
+                    let (v, ud, um) = unit(dtype, row, u);
+                    let at = q.as_mut_ptr().add(u * QK);
+                    for (c, v) in v.into_iter().enumerate() {
+                        vst1q_s16(at.add(8 * c), v);
+                    }
+                    d[u] = ud;
+                    m[u] = um;
+                }
+            }
+        }
+    }
+
+    /// The decoded rows' products with `R` activation rows: `[activation row][weight row]`.
+    // `r` indexes the decoded rows and each activation row's results alike.
+    #[allow(clippy::needless_range_loop)]
+    #[target_feature(enable = "neon")]
+    fn dot<const R: usize>(&self, xs: [&RowI16; R], off: bool) -> [[f32; ROWS]; R] {
+        let (units, k) = (self.units, self.units * QK);
+        assert!(
+            xs.iter()
+                .all(|x| x.q.len() == k && x.s.len() == units && x.sum.len() == units),
+            "neon_units: an activation row of another length"
+        );
+        let mut acc = [[0f32; ROWS]; R];
+        for u in 0..units {
+            // SAFETY: unit u's 32 values lie in every activation row (k values, asserted).
+            let xv: [[int16x8_t; 4]; R] = std::array::from_fn(|i| unsafe {
+                let p = xs[i].q.as_ptr().add(u * QK);
+                [
+                    vld1q_s16(p),
+                    vld1q_s16(p.add(8)),
+                    vld1q_s16(p.add(16)),
+                    vld1q_s16(p.add(24)),
+                ]
+            });
+            for r in 0..ROWS {
+                // SAFETY: row r's unit u lies in q (ROWS rows of k, sized by `fill`).
+                let w: [int16x8_t; 4] = unsafe {
+                    let p = self.q.as_ptr().add(r * k + u * QK);
+                    [
+                        vld1q_s16(p),
+                        vld1q_s16(p.add(8)),
+                        vld1q_s16(p.add(16)),
+                        vld1q_s16(p.add(24)),
+                    ]
+                };
+                let (d, m) = (self.d[r * units + u], self.m[r * units + u]);
+                for (i, x) in xv.iter().enumerate() {
+                    // Each lane sums four products of at most 4096 * 32767: exact in int32.
+                    let mut a = vmull_s16(vget_low_s16(w[0]), vget_low_s16(x[0]));
+                    let mut b = vmull_s16(vget_low_s16(w[1]), vget_low_s16(x[1]));
+                    a = vmlal_high_s16(a, w[0], x[0]);
+                    b = vmlal_high_s16(b, w[1], x[1]);
+                    a = vmlal_s16(a, vget_low_s16(w[2]), vget_low_s16(x[2]));
+                    b = vmlal_s16(b, vget_low_s16(w[3]), vget_low_s16(x[3]));
+                    a = vmlal_high_s16(a, w[2], x[2]);
+                    b = vmlal_high_s16(b, w[3], x[3]);
+                    let sum = vaddlvq_s32(a) + vaddlvq_s32(b);
+                    let (s, sx) = (xs[i].s[u], xs[i].sum[u]);
+                    acc[i][r] = (sum as f32).mul_add(d * s, acc[i][r]);
+                    if off {
+                        acc[i][r] = m.mul_add(sx, acc[i][r]);
+                    }
+                }
+            }
+        }
+        acc
+    }
+}
+
+thread_local! {
+    /// The decoded weight rows, per thread, reused across calls.
+    static DECODED: RefCell<Decoded> = RefCell::new(Decoded::default());
+    /// The activation rows as int16, reused across calls.
+    static ROWS_I16: RefCell<Vec<RowI16>> = const { RefCell::new(Vec::new()) };
+}
+
+impl CpuBackend {
+    /// `out[m, n] = x[m, k] . W[n, k]^T + bias` for `dtype` weights these kernels read
+    /// ([`decodes`]; the caller checked the table's slot and the shapes), over `tasks` tasks.
+    pub(super) fn linear_units_neon(
+        &self,
+        x: &[f32],
+        m: usize,
+        (dtype, w): (DType, &[u8]),
+        lin: &Linear<'_>,
+        out: &mut [f32],
+        tasks: usize,
+    ) {
+        let (n, k) = (lin.n, lin.k);
+        let row_bytes = w.len() / n;
+        let mut rows_i16 = ROWS_I16.take();
+        rows_i16.resize_with(m, Default::default);
+        for (r, xr) in rows_i16.iter_mut().zip(x.chunks_exact(k)) {
+            r.quantize(xr);
+        }
+        let off = offsets(dtype);
+        let chunk = n.div_ceil(tasks).next_multiple_of(ROWS);
+        let outp = SharedMut::new(out);
+        let xs = &rows_i16[..];
+        self.parallel(tasks, &|t| {
+            super::with_scratch(&DECODED, |dec| {
+                let (j0, j1) = ((t * chunk).min(n), ((t + 1) * chunk).min(n));
+                let mut j = j0;
+                while j < j1 {
+                    let rows = (j1 - j).min(ROWS);
+                    // SAFETY: NEON is part of the aarch64 baseline.
+                    unsafe { dec.fill(dtype, &w[j * row_bytes..], rows, row_bytes, k) };
+                    let put = |i: usize, v: &[f32; ROWS]| {
+                        // SAFETY: task t writes only columns j0..j1 (j + rows <= j1), its own.
+                        let o = unsafe { outp.slice(i * n + j, rows) };
+                        for (c, o) in o.iter_mut().enumerate() {
+                            *o = v[c] + lin.bias.map_or(0.0, |b| b[j + c]);
+                        }
+                    };
+                    // Two activation rows share each weight load; an odd last row alone (each
+                    // row's sums are the same either way).
+                    let pairs = m / 2 * 2;
+                    for i in (0..pairs).step_by(2) {
+                        // SAFETY: as above.
+                        let v = unsafe { dec.dot::<2>([&xs[i], &xs[i + 1]], off) };
+                        put(i, &v[0]);
+                        put(i + 1, &v[1]);
+                    }
+                    if pairs < m {
+                        // SAFETY: as above.
+                        put(pairs, &unsafe { dec.dot::<1>([&xs[pairs]], off) }[0]);
+                    }
+                    j += rows;
+                }
+            });
+        });
+        ROWS_I16.set(rows_i16);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::quant::units::each_unit;
+
+    fn random_blocks(dtype: DType, blocks: usize, seed: u64) -> Vec<u8> {
+        let mut state = seed;
+        let mut data: Vec<u8> = (0..blocks * dtype.block_bytes())
+            .map(|_| {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                (state >> 24) as u8
+            })
+            .collect();
+        // Finite scales of either sign: each f16 field set to a small value.
+        for (i, b) in data.chunks_exact_mut(dtype.block_bytes()).enumerate() {
+            let at: &[usize] = match dtype {
+                DType::Q6_K => &[208],
+                DType::Q5_0 => &[0],
+                _ => &[0, 2],
+            };
+            for &a in at {
+                let v = if i % 2 == 0 { 0.01 } else { -0.03 };
+                b[a..a + 2].copy_from_slice(&half::f16::from_f32(v).to_le_bytes());
+            }
+        }
+        data
+    }
+
+    /// Every unit the NEON decoders make equals `quant::units` (the reference decoder's
+    /// factors) exactly: values, scale and offset; Q6_K's values carry their half's scale.
+    #[test]
+    fn neon_units_equal_the_reference_units() {
+        for dtype in [
+            DType::Q5_0,
+            DType::Q5_1,
+            DType::Q4_K,
+            DType::Q5_K,
+            DType::Q6_K,
+        ] {
+            let blocks = 3;
+            let data = random_blocks(dtype, blocks, 0x9e37_79b9_7f4a_7c15);
+            let k = blocks * dtype.block_len();
+            let mut want = Vec::new();
+            each_unit(dtype, &data, |u| want.push(u)).unwrap();
+            assert_eq!(want.len(), k / QK);
+            let mut dec = Decoded::default();
+            // SAFETY: NEON is part of the aarch64 baseline.
+            unsafe { dec.fill(dtype, &data, 1, data.len(), k) };
+            for (u, w) in want.iter().enumerate() {
+                let signed = matches!(dtype, DType::Q5_0 | DType::Q6_K);
+                for l in 0..QK {
+                    let q = if signed {
+                        w.q[l] as i8 as i16
+                    } else {
+                        w.q[l] as i16
+                    };
+                    let got = dec.q[u * QK + l];
+                    if dtype == DType::Q6_K {
+                        // The reference's half scale is d times the int8 scale: the NEON
+                        // unit's value over its d.
+                        let sc = data[(u / 8) * 210 + 192 + 2 * (u % 8) + l / 16] as i8 as i16;
+                        assert_eq!(got, q * sc, "{dtype} unit {u} value {l}");
+                        assert_eq!(dec.d[u] * sc as f32, w.d[l / 16], "{dtype} unit {u}");
+                    } else {
+                        assert_eq!(got, q, "{dtype} unit {u} value {l}");
+                    }
+                }
+                if dtype != DType::Q6_K {
+                    assert_eq!(dec.d[u], w.d[0], "{dtype} unit {u}: scale");
+                }
+                assert_eq!(dec.m[u], w.m, "{dtype} unit {u}: offset");
+            }
+        }
+    }
+
+    /// The products equal f64 over the same int16 activations and decoded weights, to f32
+    /// rounding; rows past `rows` are zero.
+    #[test]
+    fn neon_products_equal_f64_of_the_units() {
+        for dtype in [DType::Q5_1, DType::Q4_K, DType::Q6_K] {
+            let blocks = 2;
+            let k = blocks * dtype.block_len();
+            let row_bytes = k / dtype.block_len() * dtype.block_bytes();
+            let data = random_blocks(dtype, 3 * blocks, 7);
+            let x: Vec<f32> = (0..k)
+                .map(|i| ((i * 37 % 101) as f32 - 50.0) * 0.07)
+                .collect();
+            let mut row = RowI16::default();
+            row.quantize(&x);
+            let mut dec = Decoded::default();
+            // SAFETY: NEON is part of the aarch64 baseline.
+            let got = unsafe {
+                dec.fill(dtype, &data, 3, row_bytes, k);
+                dec.dot::<1>([&row], offsets(dtype))[0]
+            };
+            assert_eq!(got[3], 0.0);
+            for (r, &got) in got[..3].iter().enumerate() {
+                let mut want = 0f64;
+                let mut mag = 0f64;
+                for u in 0..k / QK {
+                    let (d, m) = (
+                        dec.d[r * (k / QK) + u] as f64,
+                        dec.m[r * (k / QK) + u] as f64,
+                    );
+                    for l in 0..QK {
+                        let c = u * QK + l;
+                        let t = d * dec.q[r * k + c] as f64 * row.q[c] as f64 * row.s[u] as f64;
+                        want += t;
+                        mag += t.abs();
+                    }
+                    want += m * row.sum[u] as f64;
+                    mag += (m * row.sum[u] as f64).abs();
+                }
+                assert!(
+                    (got as f64 - want).abs() <= 1e-6 * mag,
+                    "{dtype} row {r}: {got} vs {want}"
+                );
+            }
+        }
+    }
+
+    /// The NEON sets run these kernels for every type they decode (the table's slot is read),
+    /// and the scalar set does not.
+    #[test]
+    fn the_neon_sets_take_the_unit_kernels() {
+        let dtype = DType::Q4_K;
+        let (n, k) = (8, 256);
+        let w = random_blocks(dtype, n, 3);
+        let x = vec![0.5f32; 2 * k];
+        let lin = Linear {
+            w: super::super::WeightData::Blocks(dtype, &w),
+            bias: None,
+            n,
+            k,
+            act: crate::ops::ActQuant::F32,
+        };
+        super::super::kernels::count_simd_calls(true);
+        for ks in super::super::kernels::available() {
+            let before = super::super::kernels::simd_calls();
+            let cpu = CpuBackend::with_kernels(ks, 1);
+            cpu.linear(&x, 2, &lin, &mut vec![0f32; 2 * n]).unwrap();
+            let ran = super::super::kernels::simd_calls() - before;
+            assert_eq!(ks.units_neon, ks.name != "scalar", "{}", ks.name);
+            if ks.units_neon {
+                assert!(ran >= 1, "{}: the unit kernels did not run", ks.name);
+            }
+        }
+    }
+}
