@@ -257,6 +257,29 @@ pub trait Backend: Clone + Send + Sync + Sized + 'static {
     ) -> Result<(), OpError> {
         self.linear(x, seqs.iter().sum(), w, out)
     }
+    /// [`Backend::linear_seqs`] of the same rows with several matrices of the same input width
+    /// (a block's q, k and v; its gate and up), `outs[i]` for `ws[i]`: a backend may prepare
+    /// the rows once and run the products together, each row getting the bits a call with
+    /// one matrix gives; by default, one call each.
+    fn linear_seqs_each(
+        &self,
+        x: &Self::Tensor,
+        seqs: &[usize],
+        ws: &[&Self::Matrix],
+        outs: &mut [&mut Self::Tensor],
+    ) -> Result<(), OpError> {
+        if ws.len() != outs.len() {
+            return Err(OpError::Shape(format!(
+                "linear_seqs_each: {} matrices, {} outputs",
+                ws.len(),
+                outs.len()
+            )));
+        }
+        for (w, out) in ws.iter().zip(outs.iter_mut()) {
+            self.linear_seqs(x, seqs, w, out)?;
+        }
+        Ok(())
+    }
     /// Layer norm of each row of `x` (rows of `dim`) in place, after adding `residual`.
     fn layer_norm(
         &self,

@@ -151,6 +151,58 @@ fn rows_of_several_sequences_get_the_bits_they_get_alone() {
     }
 }
 
+/// Several matrices over the same rows in one call (a block's q, k and v): each output equals
+/// `linear_seqs` with that matrix alone, bit for bit, with every kernel set and thread count,
+/// for prompts (the int16 GEMM's shared pass where the CPU has it), tokens and mixed
+/// sequences, types of both activation ranges (Q6_K's is narrower) and a bias; a count
+/// mismatch is an error.
+#[test]
+fn several_matrices_over_the_same_rows_get_the_bits_each_gets_alone() {
+    let mut rng = Rng(21);
+    let k = 512;
+    let types = [DType::Q5_0, DType::Q8_0, DType::Q6_K, DType::Q4_K];
+    let ns = [96, 40, 33, 64];
+    let ws: Vec<Vec<u8>> = types
+        .iter()
+        .zip(ns)
+        .map(|(&t, n)| random_blocks(&mut rng, t, n * k))
+        .collect();
+    let bias = rng.vec(96, 1.0);
+    let lins: Vec<Linear> = types
+        .iter()
+        .zip(ns)
+        .zip(&ws)
+        .enumerate()
+        .map(|(i, ((&t, n), w))| Linear {
+            w: WeightData::Blocks(t, w),
+            bias: (i == 0).then(|| &bias[..n]),
+            n,
+            k,
+            act: ActQuant::F32,
+        })
+        .collect();
+    for seqs in [vec![40usize], vec![1], vec![2, 17, 1, 9]] {
+        let m: usize = seqs.iter().sum();
+        let x = rng.vec(m * k, 3.0);
+        for ks in kernels::available() {
+            for threads in [1, 2, 3] {
+                let cpu = CpuBackend::with_kernels(ks, threads).split_everything();
+                let mut outs: Vec<Vec<f32>> = ns.iter().map(|n| vec![f32::NAN; m * n]).collect();
+                let mut refs: Vec<&mut [f32]> = outs.iter_mut().map(|o| &mut o[..]).collect();
+                cpu.linear_seqs_each(&x, &seqs, &lins, &mut refs).unwrap();
+                for ((lin, got), t) in lins.iter().zip(&outs).zip(types) {
+                    let mut alone = vec![0f32; m * lin.n];
+                    cpu.linear_seqs(&x, &seqs, lin, &mut alone).unwrap();
+                    assert!(alone == *got, "{t} {} t={threads} seqs {seqs:?}", ks.name);
+                }
+                let mut short: Vec<&mut [f32]> =
+                    outs.iter_mut().take(2).map(|o| &mut o[..]).collect();
+                assert!(cpu.linear_seqs_each(&x, &seqs, &lins, &mut short).is_err());
+            }
+        }
+    }
+}
+
 #[test]
 fn rms_norm_and_swiglu_match_f64() {
     let mut rng = Rng(9);

@@ -10,7 +10,7 @@ use crate::encoder::{self, EncoderBlock, EncoderDims, Qkv, Scratch};
 use crate::encoder_rotary::{self, RotaryBlock};
 use crate::ops::{OpError, RopeStyle};
 
-use super::{with_scratch, CpuBackend, CpuMatrix};
+use super::{with_scratch, CpuBackend, CpuMatrix, Linear};
 
 /// Token rows an encoder block runs at once when a batch has more (whole texts; a text longer
 /// than this runs alone): 256 rows keep MiniLM's ffn_up output (1.5 MiB) within L2/L3 reach.
@@ -219,6 +219,17 @@ impl Backend for CpuBackend {
         out: &mut [f32],
     ) -> Result<(), OpError> {
         CpuBackend::linear_seqs(self, x, seqs, &w.linear(), out)
+    }
+
+    fn linear_seqs_each(
+        &self,
+        x: &[f32],
+        seqs: &[usize],
+        ws: &[&CpuMatrix],
+        outs: &mut [&mut [f32]],
+    ) -> Result<(), OpError> {
+        let lins: Vec<Linear<'_>> = ws.iter().map(|w| w.linear()).collect();
+        CpuBackend::linear_seqs_each(self, x, seqs, &lins, outs)
     }
 
     fn layer_norm(

@@ -15,6 +15,7 @@ use std::arch::x86_64::*;
 use std::cell::RefCell;
 
 use super::gemv_i16::RowI16;
+use super::row_i16_avx512::quantize_row;
 use super::units_avx2::{by_layout, unit_facts, Layout};
 use super::{CpuBackend, Linear, SharedMut};
 use crate::quant::QK;
@@ -128,114 +129,6 @@ unsafe fn fill_t<T: Layout>(p: &mut Panel, w: &[u8], rows: usize, k: usize) {
             }
         }
     }
-}
-
-/// [`RowI16::quantize`] with AVX-512 onto `-qmax..=qmax` ([`activation_max`]): the same
-/// rounding (to nearest, ties to even), each block's sum added in another order. Sixteen blocks
-/// at a time share one division for their scales and fold their maxima and sums together
-/// ([`reduce16`]): a block alone took two dependent scalar divisions and two horizontal
-/// reductions, most of the function's time.
-///
-/// # Safety
-/// AVX-512F and BW; `x` is whole blocks of 32.
-#[target_feature(enable = "avx512f,avx512bw")]
-pub(super) unsafe fn quantize_row(r: &mut RowI16, x: &[f32], qmax: f32) {
-    let nb = x.len() / QK;
-    r.q.resize(x.len(), 0);
-    r.s.resize(nb, 0.0);
-    r.sum.resize(nb, 0.0);
-    let p = x.as_ptr();
-    let mut inv = [0f32; 16];
-    for g in (0..nb / 16 * 16).step_by(16) {
-        // SAFETY: blocks g..g + 16 lie in x, their scales and sums in r.s and r.sum.
-        unsafe {
-            let mut mx = [_mm512_setzero_ps(); 16];
-            let mut sm = [_mm512_setzero_ps(); 16];
-            for b in 0..16 {
-                let at = p.add((g + b) * QK);
-                let (lo, hi) = (_mm512_loadu_ps(at), _mm512_loadu_ps(at.add(16)));
-                mx[b] = _mm512_max_ps(_mm512_abs_ps(lo), _mm512_abs_ps(hi));
-                sm[b] = _mm512_add_ps(lo, hi);
-            }
-            let s = _mm512_div_ps(reduce16::<true>(&mx), _mm512_set1_ps(qmax));
-            let positive = _mm512_cmp_ps_mask::<_CMP_GT_OQ>(s, _mm512_setzero_ps());
-            let iv = _mm512_maskz_div_ps(positive, _mm512_set1_ps(1.0), s);
-            _mm512_storeu_ps(r.s.as_mut_ptr().add(g), s);
-            _mm512_storeu_ps(r.sum.as_mut_ptr().add(g), reduce16::<false>(&sm));
-            _mm512_storeu_ps(inv.as_mut_ptr(), iv);
-            for (b, &iv) in inv.iter().enumerate() {
-                quantize_block(r, p, g + b, _mm512_set1_ps(iv));
-            }
-        }
-    }
-    for b in nb / 16 * 16..nb {
-        // SAFETY: block b's 32 values lie in x, its scale and sum in r.s and r.sum.
-        unsafe {
-            let at = p.add(b * QK);
-            let (lo, hi) = (_mm512_loadu_ps(at), _mm512_loadu_ps(at.add(16)));
-            let amax = _mm512_reduce_max_ps(_mm512_max_ps(_mm512_abs_ps(lo), _mm512_abs_ps(hi)));
-            let s = amax / qmax;
-            quantize_block(r, p, b, _mm512_set1_ps(if s > 0.0 { 1.0 / s } else { 0.0 }));
-            *r.s.get_unchecked_mut(b) = s;
-            *r.sum.get_unchecked_mut(b) = _mm512_reduce_add_ps(_mm512_add_ps(lo, hi));
-        }
-    }
-}
-
-/// Block `b` of the row at `p` times `inv`, rounded to int16 into `r.q`.
-///
-/// # Safety
-/// AVX-512F and BW; block `b` lies in the row and in `r.q`.
-#[inline]
-#[target_feature(enable = "avx512f,avx512bw")]
-unsafe fn quantize_block(r: &mut RowI16, p: *const f32, b: usize, inv: __m512) {
-    // SAFETY: as the caller guarantees.
-    unsafe {
-        let at = p.add(b * QK);
-        let ql = _mm512_cvtps_epi32(_mm512_mul_ps(_mm512_loadu_ps(at), inv));
-        let qh = _mm512_cvtps_epi32(_mm512_mul_ps(_mm512_loadu_ps(at.add(16)), inv));
-        // One pack and one permute (narrowing stores, `vpmovdw`, were half the function's
-        // time): a pack interleaves the two halves by 64 bits per 128-bit lane.
-        let packed = _mm512_packs_epi32(ql, qh);
-        let order = _mm512_setr_epi64(0, 2, 4, 6, 1, 3, 5, 7);
-        let q = _mm512_permutexvar_epi64(order, packed);
-        _mm512_storeu_si512(r.q.as_mut_ptr().add(b * QK) as *mut _, q);
-    }
-}
-
-/// Lane `i` of the result is the maximum (`MAX`) or the sum of `v[i]`'s 16 lanes: unpacks
-/// within 128-bit lanes, then 128-bit lane shuffles, as `gemv_i16::sum16` does for int32.
-///
-/// # Safety
-/// AVX-512F.
-#[inline]
-#[target_feature(enable = "avx512f")]
-unsafe fn reduce16<const MAX: bool>(v: &[__m512; 16]) -> __m512 {
-    let op = |a: __m512, b: __m512| {
-        if MAX {
-            _mm512_max_ps(a, b)
-        } else {
-            _mm512_add_ps(a, b)
-        }
-    };
-    let t: [__m512; 8] = std::array::from_fn(|i| {
-        let (a, b) = (v[2 * i], v[2 * i + 1]);
-        op(_mm512_unpacklo_ps(a, b), _mm512_unpackhi_ps(a, b))
-    });
-    let u: [__m512; 4] = std::array::from_fn(|i| {
-        let (a, b) = (_mm512_castps_pd(t[2 * i]), _mm512_castps_pd(t[2 * i + 1]));
-        op(
-            _mm512_castpd_ps(_mm512_unpacklo_pd(a, b)),
-            _mm512_castpd_ps(_mm512_unpackhi_pd(a, b)),
-        )
-    });
-    let half = |a: __m512, b: __m512| {
-        op(
-            _mm512_shuffle_f32x4::<0x88>(a, b),
-            _mm512_shuffle_f32x4::<0xdd>(a, b),
-        )
-    };
-    half(half(u[0], u[1]), half(u[2], u[3]))
 }
 
 /// Transposes 16 x 16 int32 (`v[r]` lane `c` becomes `v[c]` lane `r`): unpacks of 32 and 64
@@ -385,8 +278,8 @@ unsafe fn run_tile(p: &Panel, off: bool, r: usize, xs: &[RowI16], res: &mut [[f3
 thread_local! {
     /// The decoded panel, per thread, reused across calls.
     static PANEL: RefCell<Panel> = RefCell::new(Panel::default());
-    /// The activation rows as int16, reused across calls.
-    static ROWS_I16: RefCell<Vec<RowI16>> = const { RefCell::new(Vec::new()) };
+    /// The activation rows as int16 (for up to two activation ranges), reused across calls.
+    static ROWS_I16: RefCell<[Vec<RowI16>; 2]> = const { RefCell::new([Vec::new(), Vec::new()]) };
 }
 
 /// `o = v + bias` over `o`'s length (the columns of one output row a task computed, at most
@@ -407,6 +300,21 @@ pub(super) fn store<const W: usize>(o: &mut [f32], v: &[f32; W], bias: Option<&[
     }
 }
 
+/// One product of [`CpuBackend::linear_gemm_i16_many`]: `n` rows of weights of a type the AVX2
+/// unit decoders read, the bias, and the output (`m x n`).
+pub(super) struct GemmJob<'a> {
+    /// The weights' type.
+    pub dtype: DType,
+    /// The weights, `n` whole rows.
+    pub w: &'a [u8],
+    /// Output columns (weight rows).
+    pub n: usize,
+    /// The bias, `n` values.
+    pub bias: Option<&'a [f32]>,
+    /// The output, `m` rows of `n`.
+    pub out: &'a mut [f32],
+}
+
 impl CpuBackend {
     /// `out[m, n] = x[m, k] . W[n, k]^T + bias` for weights of a type the AVX2 unit decoders
     /// read (the caller checks [`available`], the table's slot, and the shapes).
@@ -419,45 +327,111 @@ impl CpuBackend {
         lin: &Linear<'_>,
         out: &mut [f32],
     ) {
-        let (n, k) = (lin.n, lin.k);
-        let row_bytes = w.len() / n;
-        let qmax = activation_max(dtype);
-        let mut rows_i16 = ROWS_I16.take();
-        rows_i16.resize_with(m, Default::default);
+        let job = GemmJob {
+            dtype,
+            w,
+            n: lin.n,
+            bias: lin.bias,
+            out,
+        };
+        self.linear_gemm_i16_many(x, m, lin.k, &mut [job]);
+    }
+
+    /// [`CpuBackend::linear_gemm_i16`] for several matrices over the same rows (a block's q, k
+    /// and v; its gate and up): the rows are quantized once for every job whose type takes
+    /// the same activation range, and the jobs' panels are dealt to the threads together,
+    /// one pass of the pool instead of one per matrix (each row's results are the bits a
+    /// call with one matrix gives).
+    pub(super) fn linear_gemm_i16_many(
+        &self,
+        x: &[f32],
+        m: usize,
+        k: usize,
+        jobs: &mut [GemmJob<'_>],
+    ) {
+        // At most two activation ranges: Q6_K's and every other type's.
+        let mut ranges: Vec<f32> = Vec::with_capacity(2);
+        for j in jobs.iter() {
+            let q = activation_max(j.dtype);
+            if !ranges.contains(&q) {
+                ranges.push(q);
+            }
+        }
+        assert!(
+            ranges.len() <= 2,
+            "gemm_i16: {} activation ranges",
+            ranges.len()
+        );
+        let mut sets = ROWS_I16.take();
+        for set in &mut sets[..ranges.len()] {
+            set.resize_with(m, Default::default);
+        }
         {
-            // Each thread quantizes its share of the rows.
+            // Each thread quantizes its share of the rows, for every range.
             let tasks = self.threads().min(m);
             let per = m.div_ceil(tasks);
-            let rp = SharedMut::new(&mut rows_i16[..]);
+            let [a, b] = &mut sets;
+            let sp = [SharedMut::new(&mut a[..]), SharedMut::new(&mut b[..])];
+            let ranges = &ranges;
             self.parallel(tasks, &|t| {
                 let (i0, i1) = ((t * per).min(m), ((t + 1) * per).min(m));
-                // SAFETY: task t alone touches rows i0..i1.
-                let mine = unsafe { rp.slice(i0, i1 - i0) };
-                for (r, xr) in mine.iter_mut().zip(x[i0 * k..i1 * k].chunks_exact(k)) {
-                    // SAFETY: AVX-512 (the caller checked `available`); k is whole blocks.
-                    unsafe { quantize_row(r, xr, qmax) };
+                for (sp, &qmax) in sp.iter().zip(ranges) {
+                    // SAFETY: task t alone touches rows i0..i1 of each set.
+                    let mine = unsafe { sp.slice(i0, i1 - i0) };
+                    for (r, xr) in mine.iter_mut().zip(x[i0 * k..i1 * k].chunks_exact(k)) {
+                        // SAFETY: AVX-512 (the caller checked `available`); k is whole blocks.
+                        unsafe { quantize_row(r, xr, qmax) };
+                    }
                 }
             });
         }
-        let panels = n.div_ceil(NR);
+        // Every job's panels in turn, numbered together.
+        let first: Vec<usize> = jobs
+            .iter()
+            .scan(0, |at, j| {
+                let f = *at;
+                *at += j.n.div_ceil(NR);
+                Some(f)
+            })
+            .collect();
+        let panels: usize = jobs.iter().map(|j| j.n.div_ceil(NR)).sum();
         // More tasks than threads, so that a thread that starts late takes fewer.
         let tasks = (self.threads() * 4).min(panels);
         let per = panels.div_ceil(tasks);
-        // Q4_0 and Q5_0 come signed from the decoder (their stored offset taken off): only
-        // Q4_1, Q5_1, Q4_K and Q5_K keep a multiply-add per unit and row for `m`.
-        let off = unit_facts(dtype).offsets;
-        let outp = SharedMut::new(out);
-        let rows = &rows_i16[..];
+        let rows: Vec<&[RowI16]> = jobs
+            .iter()
+            .map(|j| {
+                let r = ranges.iter().position(|&q| q == activation_max(j.dtype));
+                &sets[r.expect("a range per job")][..]
+            })
+            .collect();
+        let outs: Vec<SharedMut<f32>> = jobs.iter_mut().map(|j| SharedMut::new(j.out)).collect();
+        let jobs = &*jobs;
         self.parallel(tasks, &|t| {
             super::with_scratch(&PANEL, |panel| {
-                for pn in (t * per).min(panels)..((t + 1) * per).min(panels) {
-                    let j = pn * NR;
+                for g in (t * per).min(panels)..((t + 1) * per).min(panels) {
+                    let ji = first
+                        .iter()
+                        .rposition(|&f| f <= g)
+                        .expect("panel 0 is job 0's");
+                    let (job, rows, outp) = (&jobs[ji], rows[ji], &outs[ji]);
+                    let (n, row_bytes) = (job.n, job.w.len() / job.n);
+                    let j = (g - first[ji]) * NR;
                     let cols = (n - j).min(NR);
                     // SAFETY: the caller checked the features and that the decoders read
-                    // dtype; the slice is `cols` whole rows.
+                    // the type; the slice is `cols` whole rows.
                     unsafe {
-                        panel.fill(dtype, &w[j * row_bytes..(j + cols) * row_bytes], cols, k)
+                        panel.fill(
+                            job.dtype,
+                            &job.w[j * row_bytes..(j + cols) * row_bytes],
+                            cols,
+                            k,
+                        )
                     };
+                    // Q4_0 and Q5_0 come signed from the decoder (their stored offset taken
+                    // off): only Q4_1, Q5_1, Q4_K and Q5_K keep a multiply-add per unit and
+                    // row for `m`.
+                    let off = unit_facts(job.dtype).offsets;
                     let mut res = [[0f32; NR]; MR];
                     let mut i = 0;
                     while i < m {
@@ -467,14 +441,14 @@ impl CpuBackend {
                         for (ii, v) in res[..r].iter().enumerate() {
                             // SAFETY: task t writes only columns of its own panels.
                             let o = unsafe { outp.slice((i + ii) * n + j, cols) };
-                            store(o, v, lin.bias.map(|b| &b[j..j + cols]));
+                            store(o, v, job.bias.map(|b| &b[j..j + cols]));
                         }
                         i += r;
                     }
                 }
             });
         });
-        ROWS_I16.set(rows_i16);
+        ROWS_I16.set(sets);
     }
 }
 
@@ -507,38 +481,6 @@ mod tests {
         for (c, col) in out.iter().enumerate() {
             for (r, &x) in col.iter().enumerate() {
                 assert_eq!(x, (r * 100 + c) as i32, "lane {r} of column {c}");
-            }
-        }
-    }
-
-    #[test]
-    fn the_avx512_quantizer_rounds_as_the_scalar_one() {
-        if !super::super::x86::runs_here(available(), "the AVX-512 activation quantizer") {
-            return;
-        }
-        // 18 blocks (one group of 16 and two alone), 48 (three groups); a zero block, ties
-        // at .5 after scaling, a NaN-free spread of magnitudes.
-        for k in [576usize, 1536] {
-            let mut x: Vec<f32> = (0..k)
-                .map(|i| ((i * 7919 % 1000) as f32 - 500.0) * 10f32.powi((i % 5) as i32 - 2))
-                .collect();
-            x[32..64].fill(0.0);
-            x[64..96]
-                .iter_mut()
-                .enumerate()
-                .for_each(|(i, v)| *v = i as f32 * 0.5);
-            let (mut want, mut got) = (RowI16::default(), RowI16::default());
-            want.quantize(&x);
-            // SAFETY: AVX-512 was detected; x is whole blocks.
-            unsafe { quantize_row(&mut got, &x, 32767.0) };
-            assert_eq!(got.q, want.q, "k {k}: values");
-            assert_eq!(got.s, want.s, "k {k}: scales");
-            for (b, (g, w)) in got.sum.iter().zip(&want.sum).enumerate() {
-                let scale: f32 = x[b * QK..(b + 1) * QK].iter().map(|v| v.abs()).sum();
-                assert!(
-                    (g - w).abs() <= 1e-6 * scale,
-                    "k {k} block {b}: sum {g} vs {w}"
-                );
             }
         }
     }

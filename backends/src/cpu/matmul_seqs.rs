@@ -66,4 +66,80 @@ impl CpuBackend {
         }
         Ok(())
     }
+
+    /// [`CpuBackend::linear_seqs`] of the same rows with several matrices of the same input
+    /// width (`outs[i]` for `lins[i]`): where every product takes the int16 GEMM (prompts on
+    /// AVX-512 VNNI), the rows are quantized once and all the products run in one pass of the
+    /// pool; otherwise one call each. Each row gets the bits a call with one matrix gives.
+    pub fn linear_seqs_each(
+        &self,
+        x: &[f32],
+        seqs: &[usize],
+        lins: &[Linear<'_>],
+        outs: &mut [&mut [f32]],
+    ) -> Result<(), OpError> {
+        if lins.len() != outs.len() {
+            return Err(OpError::Shape(format!(
+                "linear_seqs_each: {} matrices, {} outputs",
+                lins.len(),
+                outs.len()
+            )));
+        }
+        #[cfg(target_arch = "x86_64")]
+        if let Some(mut jobs) = self.gemm_jobs(x, seqs, lins, outs) {
+            super::kernels::note_simd();
+            let m = seqs.iter().sum();
+            self.linear_gemm_i16_many(x, m, lins[0].k, &mut jobs);
+            return Ok(());
+        }
+        for (lin, out) in lins.iter().zip(outs.iter_mut()) {
+            self.linear_seqs(x, seqs, lin, out)?;
+        }
+        Ok(())
+    }
+
+    /// The int16 GEMM's jobs for [`CpuBackend::linear_seqs_each`], if every product takes it
+    /// and every shape holds (`None`: each runs alone, and reports what is wrong).
+    #[cfg(target_arch = "x86_64")]
+    fn gemm_jobs<'a>(
+        &self,
+        x: &[f32],
+        seqs: &[usize],
+        lins: &[Linear<'a>],
+        outs: &'a mut [&mut [f32]],
+    ) -> Option<Vec<super::gemm_i16::GemmJob<'a>>> {
+        let m: usize = seqs.iter().sum();
+        let k = lins.first()?.k;
+        if lins.len() < 2 || x.len() != m * k {
+            return None;
+        }
+        let mut jobs = Vec::with_capacity(lins.len());
+        for (lin, out) in lins.iter().zip(outs.iter_mut()) {
+            let (dtype, w) = match lin.w {
+                WeightData::Blocks(dtype, w) => (dtype, w),
+                WeightData::Q8_0(w) | WeightData::Packed(_, w) if lin.act == ActQuant::F32 => {
+                    (DType::Q8_0, w)
+                }
+                _ => return None,
+            };
+            let (bl, bb) = (dtype.block_len(), dtype.block_bytes());
+            let fits = lin.k == k
+                && dtype.is_quantized()
+                && k.is_multiple_of(bl)
+                && w.len() == lin.n * (k / bl * bb)
+                && out.len() == m * lin.n
+                && lin.bias.is_none_or(|b| b.len() == lin.n);
+            if !fits || !self.takes_gemm_i16(dtype, seqs, k) {
+                return None;
+            }
+            jobs.push(super::gemm_i16::GemmJob {
+                dtype,
+                w,
+                n: lin.n,
+                bias: lin.bias,
+                out,
+            });
+        }
+        Some(jobs)
+    }
 }

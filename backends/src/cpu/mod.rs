@@ -43,6 +43,8 @@ mod nn;
 mod packed;
 mod pool;
 mod row_i16;
+#[cfg(target_arch = "x86_64")]
+mod row_i16_avx512;
 pub mod scalar;
 #[cfg(target_arch = "x86_64")]
 mod units_avx2;

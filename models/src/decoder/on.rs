@@ -259,9 +259,7 @@ impl<B: Backend> On<B> {
         };
         let [xn, q, k, v, att, kn, gate, up, post] = &mut s.rows;
         b.rms_norm(x, xn, h, &blk.attn_norm, c.eps)?;
-        b.linear_seqs(xn, &seqs, &blk.q, q)?;
-        b.linear_seqs(xn, &seqs, &blk.k, k)?;
-        b.linear_seqs(xn, &seqs, &blk.v, v)?;
+        b.linear_seqs_each(xn, &seqs, &[&blk.q, &blk.k, &blk.v], &mut [q, k, v])?;
         if let Some((qn, kn_w)) = &blk.qk_norm {
             b.rms_norm(q, att, hd, qn, c.eps)?;
             b.rms_norm(k, kn, hd, kn_w, c.eps)?;
@@ -302,8 +300,7 @@ impl<B: Backend> On<B> {
         b.linear_seqs(att, &seqs, &blk.wo, xn)?;
         self.residual(x, xn, post, blk.post_attn_norm.as_ref())?;
         b.rms_norm(x, xn, h, &blk.ffn_norm, c.eps)?;
-        b.linear_seqs(xn, &seqs, &blk.gate, gate)?;
-        b.linear_seqs(xn, &seqs, &blk.up, up)?;
+        b.linear_seqs_each(xn, &seqs, &[&blk.gate, &blk.up], &mut [gate, up])?;
         match c.spec.gate {
             Gate::Silu => b.silu_mul(gate, up)?,
             Gate::GeluTanh => b.gelu_tanh_mul(gate, up)?,
