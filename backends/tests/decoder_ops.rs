@@ -207,17 +207,29 @@ fn several_matrices_over_the_same_rows_get_the_bits_each_gets_alone() {
 fn rms_norm_and_swiglu_match_f64() {
     let mut rng = Rng(9);
     let cpu = CpuBackend::with_kernels(kernels::SCALAR, 1);
-    let (rows, dim) = (3, 100);
+    let (rows, dim) = (7, 100);
     let x = rng.vec(rows * dim, 4.0);
     let g = rng.vec(dim, 1.5);
     let mut out = vec![0f32; rows * dim];
-    cpu.rms_norm(&x, &mut out, &g, 1e-5).unwrap();
-    for r in 0..rows {
-        let row = &x[r * dim..(r + 1) * dim];
-        let ms = row.iter().map(|v| (*v as f64).powi(2)).sum::<f64>() / dim as f64;
-        for c in 0..dim {
-            let want = row[c] as f64 / (ms + 1e-5).sqrt() * g[c] as f64;
-            assert!((out[r * dim + c] as f64 - want).abs() < 1e-5 * (1.0 + want.abs()));
+    // Every kernel set, rows split across 1 to 3 threads (7 rows: uneven shares).
+    for ks in kernels::available() {
+        for threads in [1, 2, 3] {
+            let cpu = CpuBackend::with_kernels(ks, threads).split_everything();
+            out.fill(f32::NAN);
+            cpu.rms_norm(&x, &mut out, &g, 1e-5).unwrap();
+            for r in 0..rows {
+                let row = &x[r * dim..(r + 1) * dim];
+                let ms = row.iter().map(|v| (*v as f64).powi(2)).sum::<f64>() / dim as f64;
+                for c in 0..dim {
+                    let want = row[c] as f64 / (ms + 1e-5).sqrt() * g[c] as f64;
+                    let got = out[r * dim + c] as f64;
+                    assert!(
+                        (got - want).abs() < 1e-5 * (1.0 + want.abs()),
+                        "{} t={threads} row {r}: {got} vs {want}",
+                        ks.name
+                    );
+                }
+            }
         }
     }
     assert!(cpu.rms_norm(&x[1..], &mut out[1..], &g, 1e-5).is_err());
@@ -239,30 +251,39 @@ fn rms_norm_and_swiglu_match_f64() {
 fn rope_rotates_pairs_by_position_in_both_layouts() {
     let mut rng = Rng(3);
     let cpu = CpuBackend::with_kernels(kernels::SCALAR, 1);
-    let (heads, hd, rows, pos0) = (3, 8, 4, 5);
+    let (heads, hd, rows, pos0) = (3, 8, 7, 5);
     let inv: Vec<f32> = (0..hd / 2)
         .map(|i| 10000f32.powf(-2.0 * i as f32 / hd as f32))
         .collect();
+    // Every kernel set, rows split across 1 to 3 threads (7 rows: uneven shares).
+    let sets: Vec<_> = kernels::available()
+        .into_iter()
+        .flat_map(|ks| [1, 2, 3].map(|t| (ks, t)))
+        .collect();
     for style in [RopeStyle::Interleaved, RopeStyle::Halves] {
-        let x = rng.vec(rows * heads * hd, 1.0);
-        let mut y = x.clone();
-        cpu.rope(&mut y, heads, hd, pos0, &inv, style).unwrap();
-        for r in 0..rows {
-            for h in 0..heads {
-                let base = (r * heads + h) * hd;
-                for (p, f) in inv.iter().enumerate() {
-                    let (a, b) = match style {
-                        RopeStyle::Interleaved => (2 * p, 2 * p + 1),
-                        RopeStyle::Halves => (p, p + hd / 2),
-                    };
-                    let ang = (pos0 + r) as f64 * *f as f64;
-                    let (x0, x1) = (x[base + a] as f64, x[base + b] as f64);
-                    let (w0, w1) = (
-                        x0 * ang.cos() - x1 * ang.sin(),
-                        x0 * ang.sin() + x1 * ang.cos(),
-                    );
-                    assert!((y[base + a] as f64 - w0).abs() < 1e-5, "{style:?}");
-                    assert!((y[base + b] as f64 - w1).abs() < 1e-5, "{style:?}");
+        for &(ks, threads) in &sets {
+            let cpu = CpuBackend::with_kernels(ks, threads).split_everything();
+            let x = rng.vec(rows * heads * hd, 1.0);
+            let mut y = x.clone();
+            cpu.rope(&mut y, heads, hd, pos0, &inv, style).unwrap();
+            for r in 0..rows {
+                for h in 0..heads {
+                    let base = (r * heads + h) * hd;
+                    for (p, f) in inv.iter().enumerate() {
+                        let (a, b) = match style {
+                            RopeStyle::Interleaved => (2 * p, 2 * p + 1),
+                            RopeStyle::Halves => (p, p + hd / 2),
+                        };
+                        let ang = (pos0 + r) as f64 * *f as f64;
+                        let (x0, x1) = (x[base + a] as f64, x[base + b] as f64);
+                        let (w0, w1) = (
+                            x0 * ang.cos() - x1 * ang.sin(),
+                            x0 * ang.sin() + x1 * ang.cos(),
+                        );
+                        let what = format!("{style:?} {} t={threads} row {r}", ks.name);
+                        assert!((y[base + a] as f64 - w0).abs() < 1e-5, "{what}");
+                        assert!((y[base + b] as f64 - w1).abs() < 1e-5, "{what}");
+                    }
                 }
             }
         }

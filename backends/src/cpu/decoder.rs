@@ -189,6 +189,10 @@ fn attend_row<T: KvElem>(
     }
 }
 
+/// Work of one value of a row-wise op (a norm, a rotation), in multiply-adds of the matmul
+/// kernels' time, for deciding whether to split it across threads.
+const ROW_OP_MACS: usize = 16;
+
 impl CpuBackend {
     /// RMS normalisation: `out = x / sqrt(mean(x^2) + eps) * gamma`, rows of `gamma.len()`.
     pub fn rms_norm(
@@ -206,7 +210,18 @@ impl CpuBackend {
                 x.len()
             )));
         }
-        rms_norm_rows(&self.kernels, x, out, gamma, eps);
+        // Rows split across the threads where a prompt's make it worth it (row by row, so
+        // the split changes no bit).
+        let rows = x.len() / dim;
+        let tasks = self.tasks_for(x.len() * ROW_OP_MACS).min(rows);
+        if tasks <= 1 {
+            rms_norm_rows(&self.kernels, x, out, gamma, eps);
+            return Ok(());
+        }
+        let per = rows.div_ceil(tasks) * dim;
+        self.for_chunks(out, per, &|t, o| {
+            rms_norm_rows(&self.kernels, &x[t * per..t * per + o.len()], o, gamma, eps)
+        });
         Ok(())
     }
 
@@ -269,7 +284,18 @@ impl CpuBackend {
             pos0,
             period: rows.max(1),
         };
-        rope(x, r, inv_freq, style);
+        // A prompt's rows split across the threads (its rope ran on one while the other
+        // waited), each task reading its rows' part of one table.
+        let tasks = self.tasks_for(x.len() * ROW_OP_MACS).min(rows);
+        if tasks <= 1 {
+            rope(x, r, inv_freq, style);
+            return Ok(());
+        }
+        let table = rope_table(pos0, rows, inv_freq);
+        let (per, half) = (rows.div_ceil(tasks), inv_freq.len());
+        self.for_chunks(x, per * width, &|t, xs| {
+            rope_with(xs, r, &table[t * per * half..], half, style)
+        });
         Ok(())
     }
 

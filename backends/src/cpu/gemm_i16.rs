@@ -395,8 +395,10 @@ impl CpuBackend {
             })
             .collect();
         let panels: usize = jobs.iter().map(|j| j.n.div_ceil(NR)).sum();
-        // More tasks than threads, so that a thread that starts late takes fewer.
-        let tasks = (self.threads() * 4).min(panels);
+        // Many more tasks than threads (two or three panels each), so that the threads finish
+        // together: with four per thread the last one's wait was a few percent of a prompt
+        // (paired runs, 128-token prompts: Gemma 3 270M 0.960x of the time, SmolLM2 0.99x).
+        let tasks = (self.threads() * 12).min(panels);
         let per = panels.div_ceil(tasks);
         let rows: Vec<&[RowI16]> = jobs
             .iter()
