@@ -66,9 +66,14 @@ impl Panel {
         );
         let units = k / QK;
         self.units = units;
-        self.q.resize(units * PAIRS * NR, 0);
-        self.d.resize(units * NR, 0.0);
-        self.m.resize(units * NR, 0.0);
+        // Grown, never shrunk: `fill_t` writes every value a panel of `units` uses, and a
+        // shrink then a grow zero-filled up to 130 KB per matrix (a Gemma 3 block's widths
+        // alternate between 640, 1024 and 2048).
+        if self.q.len() < units * PAIRS * NR {
+            self.q.resize(units * PAIRS * NR, 0);
+            self.d.resize(units * NR, 0.0);
+            self.m.resize(units * NR, 0.0);
+        }
         // SAFETY: the caller guarantees the features and that the units read dtype; the
         // lengths are asserted above.
         unsafe { by_layout!(dtype, fill_t(self, w, rows, k)) }

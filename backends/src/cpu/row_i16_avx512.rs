@@ -17,7 +17,11 @@ use crate::quant::QK;
 #[target_feature(enable = "avx512f,avx512bw")]
 pub(super) unsafe fn quantize_row(r: &mut RowI16, x: &[f32], qmax: f32) {
     let nb = x.len() / QK;
-    r.q.resize(x.len(), 0);
+    // Every value is written below, into the kept capacity: resizing zero-filled the values a
+    // wider matrix's input added each time the widths alternated (a Gemma 3 block's inputs are
+    // 640, 1024 and 2048 wide).
+    r.q.clear();
+    r.q.reserve(x.len());
     r.s.resize(nb, 0.0);
     r.sum.resize(nb, 0.0);
     let p = x.as_ptr();
@@ -56,12 +60,15 @@ pub(super) unsafe fn quantize_row(r: &mut RowI16, x: &[f32], qmax: f32) {
             *r.sum.get_unchecked_mut(b) = _mm512_reduce_add_ps(_mm512_add_ps(lo, hi));
         }
     }
+    // SAFETY: the loops above wrote blocks 0..nb, all of x.len() values, within the capacity
+    // reserved for them.
+    unsafe { r.q.set_len(x.len()) };
 }
 
 /// Block `b` of the row at `p` times `inv`, rounded to int16 into `r.q`.
 ///
 /// # Safety
-/// AVX-512F and BW; block `b` lies in the row and in `r.q`.
+/// AVX-512F and BW; block `b` lies in the row and in `r.q`'s capacity.
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw")]
 unsafe fn quantize_block(r: &mut RowI16, p: *const f32, b: usize, inv: __m512) {
@@ -139,8 +146,15 @@ mod tests {
                 .for_each(|(i, v)| *v = i as f32 * 0.5);
             let (mut want, mut got) = (RowI16::default(), RowI16::default());
             want.quantize(&x);
-            // SAFETY: AVX-512 was detected; x is whole blocks.
-            unsafe { quantize_row(&mut got, &x, 32767.0) };
+            // A row reused after a wider and after a narrower one (its capacity kept).
+            let other: Vec<f32> = (0..2048).map(|i| i as f32 * 1e-3 - 1.0).collect();
+            for before in [&other[..], &other[..64]] {
+                // SAFETY: AVX-512 was detected; the rows are whole blocks.
+                unsafe { quantize_row(&mut got, before, 32767.0) };
+                assert_eq!(got.q.len(), before.len());
+                // SAFETY: as above.
+                unsafe { quantize_row(&mut got, &x, 32767.0) };
+            }
             assert_eq!(got.q, want.q, "k {k}: values");
             assert_eq!(got.s, want.s, "k {k}: scales");
             for (b, (g, w)) in got.sum.iter().zip(&want.sum).enumerate() {
