@@ -76,6 +76,9 @@ pub struct Kernels {
     /// Quantized weights x f32 activations over Q5_0, Q5_1 and the K-quants on aarch64:
     /// units decoded with NEON, activations as int16, `smlal` products.
     pub(crate) units_neon: bool,
+    /// The same products with the dot-product extension (`sdot` on int8 halves of the int16
+    /// activations: the NEON kernel's bits).
+    pub(crate) units_sdot: bool,
 }
 
 impl std::fmt::Debug for Kernels {
@@ -105,6 +108,7 @@ pub const SCALAR: Kernels = Kernels {
     attention_f16: false,
     attention_f16_avx2: false,
     units_neon: false,
+    units_sdot: false,
 };
 
 impl Kernels {
@@ -128,6 +132,7 @@ impl Kernels {
             || k.attention_f16
             || k.attention_f16_avx2
             || k.units_neon
+            || k.units_sdot
     }
 }
 

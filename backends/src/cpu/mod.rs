@@ -38,6 +38,8 @@ pub(crate) mod multiversion;
 #[cfg(target_arch = "aarch64")]
 mod neon;
 #[cfg(target_arch = "aarch64")]
+mod neon_sdot;
+#[cfg(target_arch = "aarch64")]
 mod neon_units;
 mod nn;
 mod packed;

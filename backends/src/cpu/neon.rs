@@ -30,6 +30,7 @@ pub fn available() -> Vec<Kernels> {
             name: "dotprod",
             dot_q8_0: dot_q8_0_sdot,
             dot4_q8_0: dot4_q8_0_sdot,
+            units_sdot: true,
             ..neon
         };
         if std::arch::is_aarch64_feature_detected!("i8mm") {
@@ -96,7 +97,7 @@ fn dot_q8_0_neon(w: &[u8], xq: &[i8], xd: &[f32]) -> f32 {
 /// The CPU must have the dot-product extension.
 #[inline]
 #[target_feature(enable = "dotprod")]
-unsafe fn sdot(mut acc: int32x4_t, a: int8x16_t, b: int8x16_t) -> int32x4_t {
+pub(super) unsafe fn sdot(mut acc: int32x4_t, a: int8x16_t, b: int8x16_t) -> int32x4_t {
     // SAFETY: the caller promises dotprod; the instruction reads and writes registers only.
     unsafe {
         asm!(

@@ -54,26 +54,22 @@ fn fifth_bits(bits: u16) -> uint8x16_t {
     vandq_u8(vtstq_u8(bytes, mask), vdupq_n_u8(0x10))
 }
 
-/// Sixteen stored bytes that are unsigned values, as two vectors of int16.
-#[inline]
-#[target_feature(enable = "neon")]
-fn widen_u(v: uint8x16_t) -> [int16x8_t; 2] {
-    [
-        vreinterpretq_s16_u16(vmovl_u8(vget_low_u8(v))),
-        vreinterpretq_s16_u16(vmovl_high_u8(v)),
-    ]
+/// A unit's 32 values as signed bytes (values 0..16 and 16..32), the int8 scales of its two
+/// halves (Q6_K's sub-blocks; 1 for the other types), its scale and its offset: `w = d sc q + m`.
+#[derive(Clone, Copy)]
+pub(super) struct UnitBytes {
+    pub v: [int8x16_t; 2],
+    pub sc: [i16; 2],
+    pub d: f32,
+    pub m: f32,
 }
 
-/// Sixteen bytes holding `value + bias` (unsigned), as two vectors of signed int16 values.
+/// Sixteen bytes holding `value + bias` (unsigned) as signed values.
 #[inline]
 #[target_feature(enable = "neon")]
-fn widen_biased(v: uint8x16_t, bias: u8) -> [int16x8_t; 2] {
-    let s = vreinterpretq_s8_u8(vsubq_u8(v, vdupq_n_u8(bias)));
-    [vmovl_s8(vget_low_s8(s)), vmovl_high_s8(s)]
+fn unbias(v: uint8x16_t, bias: u8) -> int8x16_t {
+    vreinterpretq_s8_u8(vsubq_u8(v, vdupq_n_u8(bias)))
 }
-
-/// A decoded unit: 32 int16 values (four vectors of eight), its scale and its offset.
-type Unit = ([int16x8_t; 4], f32, f32);
 
 /// Unit `u` (of `k / 32`) of the row at `row`, of `dtype` ([`decodes`]).
 ///
@@ -81,9 +77,10 @@ type Unit = ([int16x8_t; 4], f32, f32);
 /// `row` holds whole blocks of `dtype` up to and including unit `u`'s.
 #[inline]
 #[target_feature(enable = "neon")]
-unsafe fn unit(dtype: DType, row: &[u8], u: usize) -> Unit {
-    let join = |a: [int16x8_t; 2], b: [int16x8_t; 2]| [a[0], a[1], b[0], b[1]];
+pub(super) unsafe fn unit_bytes(dtype: DType, row: &[u8], u: usize) -> UnitBytes {
     let low4 = vdupq_n_u8(0x0f);
+    // Values below 128 read as signed bytes unchanged.
+    let same = |v: uint8x16_t| vreinterpretq_s8_u8(v);
     // SAFETY: every load below reads 16 bytes at an offset the block's layout puts inside
     // the unit's block, which the caller guarantees lies in `row`.
     unsafe {
@@ -100,13 +97,19 @@ unsafe fn unit(dtype: DType, row: &[u8], u: usize) -> Unit {
                 let lo = vorrq_u8(vandq_u8(qs, low4), fifth_bits(qh as u16));
                 let hi = vorrq_u8(vshrq_n_u8::<4>(qs), fifth_bits((qh >> 16) as u16));
                 if dtype == DType::Q5_0 {
-                    (
-                        join(widen_biased(lo, 16), widen_biased(hi, 16)),
-                        f16(b, 0),
-                        0.0,
-                    )
+                    UnitBytes {
+                        v: [unbias(lo, 16), unbias(hi, 16)],
+                        sc: [1, 1],
+                        d: f16(b, 0),
+                        m: 0.0,
+                    }
                 } else {
-                    (join(widen_u(lo), widen_u(hi)), f16(b, 0), f16(b, 2))
+                    UnitBytes {
+                        v: [same(lo), same(hi)],
+                        sc: [1, 1],
+                        d: f16(b, 0),
+                        m: f16(b, 2),
+                    }
                 }
             }
             DType::Q4_K | DType::Q5_K => {
@@ -135,11 +138,12 @@ unsafe fn unit(dtype: DType, row: &[u8], u: usize) -> Unit {
                 }
                 // The reference's `d sc q - dmin m` as `q (d sc) + (-(dmin m))`.
                 let (d, dmin) = (f16(b, 0), f16(b, 2));
-                (
-                    join(widen_u(lo), widen_u(hi)),
-                    d * sc as f32,
-                    -(dmin * mn as f32),
-                )
+                UnitBytes {
+                    v: [same(lo), same(hi)],
+                    sc: [1, 1],
+                    d: d * sc as f32,
+                    m: -(dmin * mn as f32),
+                }
             }
             DType::Q6_K => {
                 let bytes = dtype.block_bytes();
@@ -160,24 +164,36 @@ unsafe fn unit(dtype: DType, row: &[u8], u: usize) -> Unit {
                     let v = vshlq_u8(v, vdupq_n_s8(-2 * s as i8));
                     vshlq_n_u8::<4>(vandq_u8(v, vdupq_n_u8(3)))
                 };
-                let lo = widen_biased(vorrq_u8(low(ql), high(0)), 32);
-                let hi = widen_biased(vorrq_u8(low(ql + 16), high(16)), 32);
-                // Each half's int8 scale folded into its values (|q sc| <= 32 * 128).
-                let (s0, s1) = (b[192 + 2 * i] as i8 as i16, b[193 + 2 * i] as i8 as i16);
-                (
-                    [
-                        vmulq_n_s16(lo[0], s0),
-                        vmulq_n_s16(lo[1], s0),
-                        vmulq_n_s16(hi[0], s1),
-                        vmulq_n_s16(hi[1], s1),
+                UnitBytes {
+                    v: [
+                        unbias(vorrq_u8(low(ql), high(0)), 32),
+                        unbias(vorrq_u8(low(ql + 16), high(16)), 32),
                     ],
-                    f16(b, 208),
-                    0.0,
-                )
+                    sc: [b[192 + 2 * i] as i8 as i16, b[193 + 2 * i] as i8 as i16],
+                    d: f16(b, 208),
+                    m: 0.0,
+                }
             }
             _ => unreachable!("neon_units: {dtype} is not decoded here"),
         }
     }
+}
+
+/// A unit as 32 int16 values (four vectors of eight), each half's scale folded in
+/// (`|q sc| <= 32 * 128`), with its scale and offset.
+#[inline]
+#[target_feature(enable = "neon")]
+fn widen(u: &UnitBytes) -> [int16x8_t; 4] {
+    let w = |v: int8x16_t, sc: i16| {
+        let (a, b) = (vmovl_s8(vget_low_s8(v)), vmovl_high_s8(v));
+        if sc == 1 {
+            [a, b]
+        } else {
+            [vmulq_n_s16(a, sc), vmulq_n_s16(b, sc)]
+        }
+    };
+    let (lo, hi) = (w(u.v[0], u.sc[0]), w(u.v[1], u.sc[1]));
+    [lo[0], lo[1], hi[0], hi[1]]
 }
 
 /// Up to [`ROWS`] weight rows decoded to int16: `q[row][k]`, `d[row][unit]`, `m[row][unit]`;
@@ -225,13 +241,13 @@ impl Decoded {
                 // SAFETY: `row` is whole blocks of dtype covering every unit (asserted above);
                 // the four stores write q[32 u..32 u + 32], inside q's k values.
                 unsafe {
-                    let (v, ud, um) = unit(dtype, row, u);
+                    let ub = unit_bytes(dtype, row, u);
                     let at = q.as_mut_ptr().add(u * QK);
-                    for (c, v) in v.into_iter().enumerate() {
+                    for (c, v) in widen(&ub).into_iter().enumerate() {
                         vst1q_s16(at.add(8 * c), v);
                     }
-                    d[u] = ud;
-                    m[u] = um;
+                    d[u] = ub.d;
+                    m[u] = ub.m;
                 }
             }
         }
@@ -298,14 +314,88 @@ impl Decoded {
 thread_local! {
     /// The decoded weight rows, per thread, reused across calls.
     static DECODED: RefCell<Decoded> = RefCell::new(Decoded::default());
-    /// The activation rows as int16, reused across calls.
-    static ROWS_I16: RefCell<Vec<RowI16>> = const { RefCell::new(Vec::new()) };
+    /// The activation rows, reused across calls.
+    static ROWS_I16: RefCell<Vec<ActRow>> = const { RefCell::new(Vec::new()) };
+}
+
+/// An activation row for these kernels: int16 per block ([`RowI16`]), and for the dot-product
+/// kernels the same values as two int8 rows ([`super::neon_sdot::HiLo`]).
+#[derive(Default)]
+pub(super) struct ActRow {
+    pub q: RowI16,
+    pub hilo: super::neon_sdot::HiLo,
+}
+
+/// Weight rows decoded for one of the two kernels, and their products.
+pub(super) trait Rows: Default + 'static {
+    /// Whether the activation rows need their int8 halves.
+    const HILO: bool;
+    /// Runs `f` on this thread's decoded rows.
+    fn with<R>(f: impl FnOnce(&mut Self) -> R) -> R;
+    /// Decodes the `rows` rows of `w` (`row_bytes` each, `k` values of `dtype`).
+    ///
+    /// # Safety
+    /// The CPU has the kernel's instructions.
+    unsafe fn fill_rows(&mut self, dtype: DType, w: &[u8], rows: usize, row_bytes: usize, k: usize);
+    /// The decoded rows' products with one activation row.
+    ///
+    /// # Safety
+    /// As [`Rows::fill_rows`].
+    unsafe fn dot1(&self, x: &ActRow, off: bool) -> [f32; ROWS];
+    /// The decoded rows' products with two activation rows.
+    ///
+    /// # Safety
+    /// As [`Rows::fill_rows`].
+    unsafe fn dot2(&self, x: [&ActRow; 2], off: bool) -> [[f32; ROWS]; 2];
+}
+
+impl Rows for Decoded {
+    const HILO: bool = false;
+    fn with<R>(f: impl FnOnce(&mut Self) -> R) -> R {
+        super::with_scratch(&DECODED, f)
+    }
+    unsafe fn fill_rows(
+        &mut self,
+        dtype: DType,
+        w: &[u8],
+        rows: usize,
+        row_bytes: usize,
+        k: usize,
+    ) {
+        // SAFETY: NEON is part of the aarch64 baseline.
+        unsafe { self.fill(dtype, w, rows, row_bytes, k) }
+    }
+    unsafe fn dot1(&self, x: &ActRow, off: bool) -> [f32; ROWS] {
+        // SAFETY: as above.
+        unsafe { self.dot::<1>([&x.q], off)[0] }
+    }
+    unsafe fn dot2(&self, x: [&ActRow; 2], off: bool) -> [[f32; ROWS]; 2] {
+        // SAFETY: as above.
+        unsafe { self.dot::<2>([&x[0].q, &x[1].q], off) }
+    }
 }
 
 impl CpuBackend {
     /// `out[m, n] = x[m, k] . W[n, k]^T + bias` for `dtype` weights these kernels read
-    /// ([`decodes`]; the caller checked the table's slot and the shapes), over `tasks` tasks.
+    /// ([`decodes`]; the caller checked the table's slot and the shapes), over `tasks` tasks:
+    /// the dot-product kernels where the table has them, else the NEON ones (the same bits).
     pub(super) fn linear_units_neon(
+        &self,
+        x: &[f32],
+        m: usize,
+        w: (DType, &[u8]),
+        lin: &Linear<'_>,
+        out: &mut [f32],
+        tasks: usize,
+    ) {
+        if self.kernels.units_sdot {
+            self.linear_units::<super::neon_sdot::Decoded8>(x, m, w, lin, out, tasks)
+        } else {
+            self.linear_units::<Decoded>(x, m, w, lin, out, tasks)
+        }
+    }
+
+    fn linear_units<D: Rows>(
         &self,
         x: &[f32],
         m: usize,
@@ -316,23 +406,27 @@ impl CpuBackend {
     ) {
         let (n, k) = (lin.n, lin.k);
         let row_bytes = w.len() / n;
-        let mut rows_i16 = ROWS_I16.take();
-        rows_i16.resize_with(m, Default::default);
-        for (r, xr) in rows_i16.iter_mut().zip(x.chunks_exact(k)) {
-            r.quantize(xr);
+        let mut rows = ROWS_I16.take();
+        rows.resize_with(m, Default::default);
+        for (r, xr) in rows.iter_mut().zip(x.chunks_exact(k)) {
+            r.q.quantize(xr);
+            if D::HILO {
+                r.hilo.split(&r.q);
+            }
         }
         let off = offsets(dtype);
         let chunk = n.div_ceil(tasks).next_multiple_of(ROWS);
         let outp = SharedMut::new(out);
-        let xs = &rows_i16[..];
+        let xs = &rows[..];
         self.parallel(tasks, &|t| {
-            super::with_scratch(&DECODED, |dec| {
+            D::with(|dec| {
                 let (j0, j1) = ((t * chunk).min(n), ((t + 1) * chunk).min(n));
                 let mut j = j0;
                 while j < j1 {
                     let rows = (j1 - j).min(ROWS);
-                    // SAFETY: NEON is part of the aarch64 baseline.
-                    unsafe { dec.fill(dtype, &w[j * row_bytes..], rows, row_bytes, k) };
+                    // SAFETY: the table holds this kernel only where the CPU has its
+                    // instructions (NEON is the aarch64 baseline; dotprod is detected).
+                    unsafe { dec.fill_rows(dtype, &w[j * row_bytes..], rows, row_bytes, k) };
                     let put = |i: usize, v: &[f32; ROWS]| {
                         // SAFETY: task t writes only columns j0..j1 (j + rows <= j1), its own.
                         let o = unsafe { outp.slice(i * n + j, rows) };
@@ -345,19 +439,19 @@ impl CpuBackend {
                     let pairs = m / 2 * 2;
                     for i in (0..pairs).step_by(2) {
                         // SAFETY: as above.
-                        let v = unsafe { dec.dot::<2>([&xs[i], &xs[i + 1]], off) };
+                        let v = unsafe { dec.dot2([&xs[i], &xs[i + 1]], off) };
                         put(i, &v[0]);
                         put(i + 1, &v[1]);
                     }
                     if pairs < m {
                         // SAFETY: as above.
-                        put(pairs, &unsafe { dec.dot::<1>([&xs[pairs]], off) }[0]);
+                        put(pairs, &unsafe { dec.dot1(&xs[pairs], off) });
                     }
                     j += rows;
                 }
-            });
+            })
         });
-        ROWS_I16.set(rows_i16);
+        ROWS_I16.set(rows);
     }
 }
 

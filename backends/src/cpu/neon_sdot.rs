@@ -1,0 +1,283 @@
+//! The dot-product extension's form of [`super::neon_units`]' int16 products (the `dotprod`
+//! and `i8mm` sets): `sdot` multiplies int8 by int8, so each int16 activation value is split
+//! into two int8 halves, `q = 256 hi + lo + 128` (`hi = q >> 8`, `lo = (q & 255) - 128`), and
+//! the weights stay int8 (Q6_K's sub-block scales apply to the two halves' sums instead of
+//! being folded into the values): `sum w q = 256 sum(w hi) + sum(w lo) + 128 sum(w)`, with
+//! `sum(w)` per half unit computed once at decoding. Every sum is exact in integers, so a
+//! unit's total is the int16 kernel's integer and each result its bits; per 32 values a
+//! weight row takes four `sdot` where the int16 kernel takes eight `smull`/`smlal`, and the
+//! decoded rows are half as many bytes.
+
+use std::arch::aarch64::*;
+use std::cell::RefCell;
+
+use super::neon::sdot;
+use super::neon_units::{decodes, unit_bytes, ActRow, Rows, ROWS};
+use super::row_i16::RowI16;
+use crate::quant::QK;
+use crate::DType;
+
+/// An int16 activation row as two int8 rows: `q = 256 hi + lo + 128`.
+#[derive(Default)]
+pub struct HiLo {
+    hi: Vec<i8>,
+    lo: Vec<i8>,
+}
+
+impl HiLo {
+    /// Splits `r`'s values.
+    pub(super) fn split(&mut self, r: &RowI16) {
+        self.hi.clear();
+        self.lo.clear();
+        self.hi.extend(r.q.iter().map(|&q| (q >> 8) as i8));
+        self.lo
+            .extend(r.q.iter().map(|&q| ((q & 0xff) - 128) as i8));
+    }
+}
+
+/// Up to [`ROWS`] weight rows decoded to int8: `q[row][k]`, and per row and unit the sums of
+/// its two halves' values, the halves' int8 scales, the unit's scale and offset; missing rows
+/// are zero.
+#[derive(Default)]
+pub(super) struct Decoded8 {
+    q: Vec<i8>,
+    sums: Vec<[i32; 2]>,
+    sc: Vec<[i32; 2]>,
+    d: Vec<f32>,
+    m: Vec<f32>,
+    units: usize,
+}
+
+thread_local! {
+    /// The decoded weight rows, per thread, reused across calls.
+    static DECODED8: RefCell<Decoded8> = RefCell::new(Decoded8::default());
+}
+
+impl Decoded8 {
+    /// Decodes the `rows` rows of `w` (`row_bytes` each, `k` values of `dtype`).
+    #[target_feature(enable = "neon")]
+    fn fill(&mut self, dtype: DType, w: &[u8], rows: usize, row_bytes: usize, k: usize) {
+        assert!(
+            rows <= ROWS
+                && decodes(dtype)
+                && k.is_multiple_of(dtype.block_len())
+                && row_bytes * dtype.block_len() == k * dtype.block_bytes()
+                && w.len() >= rows * row_bytes,
+            "neon_sdot: {} bytes of {dtype} for {rows} rows of {k}",
+            w.len()
+        );
+        let units = k / QK;
+        self.units = units;
+        self.q.resize(ROWS * k, 0);
+        self.sums.resize(ROWS * units, [0; 2]);
+        self.sc.resize(ROWS * units, [0; 2]);
+        self.d.resize(ROWS * units, 0.0);
+        self.m.resize(ROWS * units, 0.0);
+        for r in 0..ROWS {
+            let at = r * units;
+            if r >= rows {
+                self.q[r * k..(r + 1) * k].fill(0);
+                self.sums[at..at + units].fill([0; 2]);
+                self.sc[at..at + units].fill([0; 2]);
+                self.d[at..at + units].fill(0.0);
+                self.m[at..at + units].fill(0.0);
+                continue;
+            }
+            let row = &w[r * row_bytes..(r + 1) * row_bytes];
+            for u in 0..units {
+                // SAFETY: `row` is whole blocks of dtype covering every unit (asserted above);
+                // the two stores write q[r k + 32 u..][..32], inside row r's k values.
+                let ub = unsafe {
+                    let ub = unit_bytes(dtype, row, u);
+                    let p = self.q.as_mut_ptr().add(r * k + u * QK);
+                    vst1q_s8(p, ub.v[0]);
+                    vst1q_s8(p.add(16), ub.v[1]);
+                    ub
+                };
+                self.sums[at + u] = [vaddlvq_s8(ub.v[0]) as i32, vaddlvq_s8(ub.v[1]) as i32];
+                self.sc[at + u] = [ub.sc[0] as i32, ub.sc[1] as i32];
+                self.d[at + u] = ub.d;
+                self.m[at + u] = ub.m;
+            }
+        }
+    }
+
+    /// The decoded rows' products with `R` activation rows: `[activation row][weight row]`.
+    ///
+    /// # Safety
+    /// The CPU has the dot-product extension.
+    // `r` indexes the decoded rows and each activation row's results alike.
+    #[allow(clippy::needless_range_loop)]
+    #[target_feature(enable = "neon,dotprod")]
+    unsafe fn dot<const R: usize>(&self, xs: [&ActRow; R], off: bool) -> [[f32; ROWS]; R] {
+        let (units, k) = (self.units, self.units * QK);
+        assert!(
+            xs.iter().all(|x| x.hilo.hi.len() == k
+                && x.hilo.lo.len() == k
+                && x.q.s.len() == units
+                && x.q.sum.len() == units),
+            "neon_sdot: an activation row of another length"
+        );
+        let zero = vdupq_n_s32(0);
+        let mut acc = [[0f32; ROWS]; R];
+        for u in 0..units {
+            // SAFETY: unit u's 32 values lie in every activation row's halves (asserted).
+            let xv: [[int8x16_t; 4]; R] = std::array::from_fn(|i| unsafe {
+                let (h, l) = (
+                    xs[i].hilo.hi.as_ptr().add(u * QK),
+                    xs[i].hilo.lo.as_ptr().add(u * QK),
+                );
+                [
+                    vld1q_s8(h),
+                    vld1q_s8(h.add(16)),
+                    vld1q_s8(l),
+                    vld1q_s8(l.add(16)),
+                ]
+            });
+            for r in 0..ROWS {
+                let at = r * units + u;
+                // SAFETY: row r's unit u lies in q (ROWS rows of k, sized by `fill`).
+                let (w0, w1) = unsafe {
+                    let p = self.q.as_ptr().add(r * k + u * QK);
+                    (vld1q_s8(p), vld1q_s8(p.add(16)))
+                };
+                let (sums, sc, d, m) = (self.sums[at], self.sc[at], self.d[at], self.m[at]);
+                for (i, [h0, h1, l0, l1]) in xv.iter().enumerate() {
+                    // Each lane sums at most eight products of |w| <= 32 and |x| <= 128.
+                    // SAFETY: the caller promises dotprod.
+                    let sum: i64 = unsafe {
+                        if sc == [1, 1] {
+                            let hi = vaddvq_s32(sdot(sdot(zero, w0, *h0), w1, *h1)) as i64;
+                            let lo = vaddvq_s32(sdot(sdot(zero, w0, *l0), w1, *l1)) as i64;
+                            256 * hi + lo + 128 * (sums[0] + sums[1]) as i64
+                        } else {
+                            let half = |w, h, l, s: i32| {
+                                256 * vaddvq_s32(sdot(zero, w, h)) as i64
+                                    + vaddvq_s32(sdot(zero, w, l)) as i64
+                                    + 128 * s as i64
+                            };
+                            sc[0] as i64 * half(w0, *h0, *l0, sums[0])
+                                + sc[1] as i64 * half(w1, *h1, *l1, sums[1])
+                        }
+                    };
+                    let (s, sx) = (xs[i].q.s[u], xs[i].q.sum[u]);
+                    acc[i][r] = (sum as f32).mul_add(d * s, acc[i][r]);
+                    if off {
+                        acc[i][r] = m.mul_add(sx, acc[i][r]);
+                    }
+                }
+            }
+        }
+        acc
+    }
+}
+
+impl Rows for Decoded8 {
+    const HILO: bool = true;
+    fn with<R>(f: impl FnOnce(&mut Self) -> R) -> R {
+        super::with_scratch(&DECODED8, f)
+    }
+    unsafe fn fill_rows(
+        &mut self,
+        dtype: DType,
+        w: &[u8],
+        rows: usize,
+        row_bytes: usize,
+        k: usize,
+    ) {
+        // SAFETY: NEON is part of the aarch64 baseline.
+        unsafe { self.fill(dtype, w, rows, row_bytes, k) }
+    }
+    unsafe fn dot1(&self, x: &ActRow, off: bool) -> [f32; ROWS] {
+        // SAFETY: the caller promises dotprod.
+        unsafe { self.dot::<1>([x], off)[0] }
+    }
+    unsafe fn dot2(&self, x: [&ActRow; 2], off: bool) -> [[f32; ROWS]; 2] {
+        // SAFETY: as above.
+        unsafe { self.dot::<2>(x, off) }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::kernels;
+    use super::super::{CpuBackend, Linear, WeightData};
+    use crate::DType;
+
+    /// The dot-product kernels give the NEON kernels' results bit for bit (both sum each unit
+    /// exactly in integers), for every type, weight and activation rows of either sign and
+    /// size, one and several rows, short last groups and a bias.
+    #[test]
+    fn the_dotprod_kernels_give_the_neon_kernels_bits() {
+        let all = kernels::available();
+        let Some(dotprod) = all.iter().find(|k| k.units_sdot) else {
+            if std::env::var_os("EDGECUT_EXPECT_DOTPROD").is_some() {
+                panic!("EDGECUT_EXPECT_DOTPROD is set but this CPU has no dotprod set");
+            }
+            eprintln!("no dotprod on this CPU: the dot-product kernels are not compared here");
+            return;
+        };
+        let neon = all.iter().find(|k| k.name == "neon").expect("the NEON set");
+        let mut state = 0x1234_5678_9abc_def1u64;
+        let mut next = || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        for dtype in [
+            DType::Q5_0,
+            DType::Q5_1,
+            DType::Q4_K,
+            DType::Q5_K,
+            DType::Q6_K,
+        ] {
+            let (n, k) = (7, 512);
+            let blocks = n * k / dtype.block_len();
+            let mut w: Vec<u8> = (0..blocks * dtype.block_bytes())
+                .map(|_| (next() >> 24) as u8)
+                .collect();
+            for b in w.chunks_exact_mut(dtype.block_bytes()) {
+                let at: &[usize] = match dtype {
+                    DType::Q6_K => &[208],
+                    DType::Q5_0 => &[0],
+                    _ => &[0, 2],
+                };
+                for &a in at {
+                    b[a..a + 2].copy_from_slice(&half::f16::from_f32(0.02).to_le_bytes());
+                }
+            }
+            let bias: Vec<f32> = (0..n).map(|j| j as f32 * 0.1 - 0.3).collect();
+            let lin = Linear {
+                w: WeightData::Blocks(dtype, &w),
+                bias: Some(&bias),
+                n,
+                k,
+                act: crate::ops::ActQuant::F32,
+            };
+            for m in [1, 2, 5] {
+                // Magnitudes from 1e-3 to 1e3, both signs: every int16 value's halves.
+                let x: Vec<f32> = (0..m * k)
+                    .map(|_| {
+                        let r = next();
+                        let v = ((r >> 40) % 2001) as f32 - 1000.0;
+                        v * 10f32.powi((r % 4) as i32 - 3)
+                    })
+                    .collect();
+                let run = |ks: kernels::Kernels| {
+                    let mut out = vec![0f32; m * n];
+                    CpuBackend::with_kernels(ks, 2)
+                        .split_everything()
+                        .linear(&x, m, &lin, &mut out)
+                        .unwrap();
+                    out
+                };
+                let (a, b) = (run(*dotprod), run(*neon));
+                assert!(
+                    a.iter().zip(&b).all(|(a, b)| a.to_bits() == b.to_bits()),
+                    "{dtype} m={m}: {a:?} vs {b:?}"
+                );
+            }
+        }
+    }
+}
