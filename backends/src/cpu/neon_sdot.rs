@@ -12,7 +12,7 @@ use std::arch::aarch64::*;
 use std::cell::RefCell;
 
 use super::neon::sdot;
-use super::neon_units::{decodes, unit_bytes, ActRow, Rows, ROWS};
+use super::neon_units::{check_rows, unit_bytes, ActRow, Rows, ROWS};
 use super::row_i16::RowI16;
 use crate::quant::QK;
 use crate::DType;
@@ -53,19 +53,15 @@ thread_local! {
     static DECODED8: RefCell<Decoded8> = RefCell::new(Decoded8::default());
 }
 
-impl Decoded8 {
+impl Rows for Decoded8 {
+    const HILO: bool = true;
+    fn with<R>(f: impl FnOnce(&mut Self) -> R) -> R {
+        super::with_scratch(&DECODED8, f)
+    }
     /// Decodes the `rows` rows of `w` (`row_bytes` each, `k` values of `dtype`).
     #[target_feature(enable = "neon")]
-    fn fill(&mut self, dtype: DType, w: &[u8], rows: usize, row_bytes: usize, k: usize) {
-        assert!(
-            rows <= ROWS
-                && decodes(dtype)
-                && k.is_multiple_of(dtype.block_len())
-                && row_bytes * dtype.block_len() == k * dtype.block_bytes()
-                && w.len() >= rows * row_bytes,
-            "neon_sdot: {} bytes of {dtype} for {rows} rows of {k}",
-            w.len()
-        );
+    unsafe fn fill(&mut self, dtype: DType, w: &[u8], rows: usize, row_bytes: usize, k: usize) {
+        check_rows(dtype, w, rows, row_bytes, k);
         let units = k / QK;
         self.units = units;
         self.q.resize(ROWS * k, 0);
@@ -172,37 +168,10 @@ impl Decoded8 {
     }
 }
 
-impl Rows for Decoded8 {
-    const HILO: bool = true;
-    fn with<R>(f: impl FnOnce(&mut Self) -> R) -> R {
-        super::with_scratch(&DECODED8, f)
-    }
-    unsafe fn fill_rows(
-        &mut self,
-        dtype: DType,
-        w: &[u8],
-        rows: usize,
-        row_bytes: usize,
-        k: usize,
-    ) {
-        // SAFETY: NEON is part of the aarch64 baseline.
-        unsafe { self.fill(dtype, w, rows, row_bytes, k) }
-    }
-    unsafe fn dot1(&self, x: &ActRow, off: bool) -> [f32; ROWS] {
-        // SAFETY: the caller promises dotprod.
-        unsafe { self.dot::<1>([x], off)[0] }
-    }
-    unsafe fn dot2(&self, x: [&ActRow; 2], off: bool) -> [[f32; ROWS]; 2] {
-        // SAFETY: as above.
-        unsafe { self.dot::<2>(x, off) }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::super::kernels;
     use super::super::{CpuBackend, Linear, WeightData};
-    use crate::DType;
 
     /// The dot-product kernels give the NEON kernels' results bit for bit (both sum each unit
     /// exactly in integers), for every type, weight and activation rows of either sign and
@@ -225,28 +194,10 @@ mod tests {
             state ^= state << 17;
             state
         };
-        for dtype in [
-            DType::Q5_0,
-            DType::Q5_1,
-            DType::Q4_K,
-            DType::Q5_K,
-            DType::Q6_K,
-        ] {
+        for dtype in crate::quant::units::UNIT_TYPES {
             let (n, k) = (7, 512);
             let blocks = n * k / dtype.block_len();
-            let mut w: Vec<u8> = (0..blocks * dtype.block_bytes())
-                .map(|_| (next() >> 24) as u8)
-                .collect();
-            for b in w.chunks_exact_mut(dtype.block_bytes()) {
-                let at: &[usize] = match dtype {
-                    DType::Q6_K => &[208],
-                    DType::Q5_0 => &[0],
-                    _ => &[0, 2],
-                };
-                for &a in at {
-                    b[a..a + 2].copy_from_slice(&half::f16::from_f32(0.02).to_le_bytes());
-                }
-            }
+            let w = crate::quant::units::random_blocks(dtype, blocks, next(), [0.02, -0.01]);
             let bias: Vec<f32> = (0..n).map(|j| j as f32 * 0.1 - 0.3).collect();
             let lin = Linear {
                 w: WeightData::Blocks(dtype, &w),

@@ -27,10 +27,7 @@ pub(super) const ROWS: usize = 4;
 
 /// Whether these kernels read `dtype`.
 pub(super) fn decodes(dtype: DType) -> bool {
-    matches!(
-        dtype,
-        DType::Q5_0 | DType::Q5_1 | DType::Q4_K | DType::Q5_K | DType::Q6_K
-    )
+    crate::quant::units::UNIT_TYPES.contains(&dtype)
 }
 
 /// Whether `dtype`'s units carry an offset `m` (the others' is 0).
@@ -206,19 +203,47 @@ pub(super) struct Decoded {
     units: usize,
 }
 
-impl Decoded {
+/// Panics unless `w` holds `rows` (at most [`ROWS`]) rows of `k` values of `dtype`, a type
+/// these kernels read, `row_bytes` each.
+pub(super) fn check_rows(dtype: DType, w: &[u8], rows: usize, row_bytes: usize, k: usize) {
+    assert!(
+        rows <= ROWS
+            && decodes(dtype)
+            && k.is_multiple_of(dtype.block_len())
+            && row_bytes * dtype.block_len() == k * dtype.block_bytes()
+            && w.len() >= rows * row_bytes,
+        "neon_units: {} bytes of {dtype} for {rows} rows of {k}",
+        w.len()
+    );
+}
+
+/// Weight rows decoded for one of the two kernels, and their products.
+pub(super) trait Rows: Default + 'static {
+    /// Whether the activation rows need their int8 halves.
+    const HILO: bool;
+    /// Runs `f` on this thread's decoded rows.
+    fn with<R>(f: impl FnOnce(&mut Self) -> R) -> R;
+    /// Decodes the `rows` rows of `w` (`row_bytes` each, `k` values of `dtype`).
+    ///
+    /// # Safety
+    /// The CPU has the kernel's instructions.
+    unsafe fn fill(&mut self, dtype: DType, w: &[u8], rows: usize, row_bytes: usize, k: usize);
+    /// The decoded rows' products with `R` activation rows: `[activation row][weight row]`.
+    ///
+    /// # Safety
+    /// As [`Rows::fill`].
+    unsafe fn dot<const R: usize>(&self, xs: [&ActRow; R], off: bool) -> [[f32; ROWS]; R];
+}
+
+impl Rows for Decoded {
+    const HILO: bool = false;
+    fn with<R>(f: impl FnOnce(&mut Self) -> R) -> R {
+        super::with_scratch(&DECODED, f)
+    }
     /// Decodes the `rows` rows of `w` (`row_bytes` each, `k` values of `dtype`).
     #[target_feature(enable = "neon")]
-    fn fill(&mut self, dtype: DType, w: &[u8], rows: usize, row_bytes: usize, k: usize) {
-        assert!(
-            rows <= ROWS
-                && decodes(dtype)
-                && k.is_multiple_of(dtype.block_len())
-                && row_bytes * dtype.block_len() == k * dtype.block_bytes()
-                && w.len() >= rows * row_bytes,
-            "neon_units: {} bytes of {dtype} for {rows} rows of {k}",
-            w.len()
-        );
+    unsafe fn fill(&mut self, dtype: DType, w: &[u8], rows: usize, row_bytes: usize, k: usize) {
+        check_rows(dtype, w, rows, row_bytes, k);
         let units = k / QK;
         self.units = units;
         self.q.resize(ROWS * k, 0);
@@ -257,18 +282,18 @@ impl Decoded {
     // `r` indexes the decoded rows and each activation row's results alike.
     #[allow(clippy::needless_range_loop)]
     #[target_feature(enable = "neon")]
-    fn dot<const R: usize>(&self, xs: [&RowI16; R], off: bool) -> [[f32; ROWS]; R] {
+    unsafe fn dot<const R: usize>(&self, xs: [&ActRow; R], off: bool) -> [[f32; ROWS]; R] {
         let (units, k) = (self.units, self.units * QK);
         assert!(
             xs.iter()
-                .all(|x| x.q.len() == k && x.s.len() == units && x.sum.len() == units),
+                .all(|x| x.q.q.len() == k && x.q.s.len() == units && x.q.sum.len() == units),
             "neon_units: an activation row of another length"
         );
         let mut acc = [[0f32; ROWS]; R];
         for u in 0..units {
             // SAFETY: unit u's 32 values lie in every activation row (k values, asserted).
             let xv: [[int16x8_t; 4]; R] = std::array::from_fn(|i| unsafe {
-                let p = xs[i].q.as_ptr().add(u * QK);
+                let p = xs[i].q.q.as_ptr().add(u * QK);
                 [
                     vld1q_s16(p),
                     vld1q_s16(p.add(8)),
@@ -299,7 +324,7 @@ impl Decoded {
                     a = vmlal_high_s16(a, w[2], x[2]);
                     b = vmlal_high_s16(b, w[3], x[3]);
                     let sum = vaddlvq_s32(a) + vaddlvq_s32(b);
-                    let (s, sx) = (xs[i].s[u], xs[i].sum[u]);
+                    let (s, sx) = (xs[i].q.s[u], xs[i].q.sum[u]);
                     acc[i][r] = (sum as f32).mul_add(d * s, acc[i][r]);
                     if off {
                         acc[i][r] = m.mul_add(sx, acc[i][r]);
@@ -324,55 +349,6 @@ thread_local! {
 pub(super) struct ActRow {
     pub q: RowI16,
     pub hilo: super::neon_sdot::HiLo,
-}
-
-/// Weight rows decoded for one of the two kernels, and their products.
-pub(super) trait Rows: Default + 'static {
-    /// Whether the activation rows need their int8 halves.
-    const HILO: bool;
-    /// Runs `f` on this thread's decoded rows.
-    fn with<R>(f: impl FnOnce(&mut Self) -> R) -> R;
-    /// Decodes the `rows` rows of `w` (`row_bytes` each, `k` values of `dtype`).
-    ///
-    /// # Safety
-    /// The CPU has the kernel's instructions.
-    unsafe fn fill_rows(&mut self, dtype: DType, w: &[u8], rows: usize, row_bytes: usize, k: usize);
-    /// The decoded rows' products with one activation row.
-    ///
-    /// # Safety
-    /// As [`Rows::fill_rows`].
-    unsafe fn dot1(&self, x: &ActRow, off: bool) -> [f32; ROWS];
-    /// The decoded rows' products with two activation rows.
-    ///
-    /// # Safety
-    /// As [`Rows::fill_rows`].
-    unsafe fn dot2(&self, x: [&ActRow; 2], off: bool) -> [[f32; ROWS]; 2];
-}
-
-impl Rows for Decoded {
-    const HILO: bool = false;
-    fn with<R>(f: impl FnOnce(&mut Self) -> R) -> R {
-        super::with_scratch(&DECODED, f)
-    }
-    unsafe fn fill_rows(
-        &mut self,
-        dtype: DType,
-        w: &[u8],
-        rows: usize,
-        row_bytes: usize,
-        k: usize,
-    ) {
-        // SAFETY: NEON is part of the aarch64 baseline.
-        unsafe { self.fill(dtype, w, rows, row_bytes, k) }
-    }
-    unsafe fn dot1(&self, x: &ActRow, off: bool) -> [f32; ROWS] {
-        // SAFETY: as above.
-        unsafe { self.dot::<1>([&x.q], off)[0] }
-    }
-    unsafe fn dot2(&self, x: [&ActRow; 2], off: bool) -> [[f32; ROWS]; 2] {
-        // SAFETY: as above.
-        unsafe { self.dot::<2>([&x[0].q, &x[1].q], off) }
-    }
 }
 
 impl CpuBackend {
@@ -426,7 +402,7 @@ impl CpuBackend {
                     let rows = (j1 - j).min(ROWS);
                     // SAFETY: the table holds this kernel only where the CPU has its
                     // instructions (NEON is the aarch64 baseline; dotprod is detected).
-                    unsafe { dec.fill_rows(dtype, &w[j * row_bytes..], rows, row_bytes, k) };
+                    unsafe { dec.fill(dtype, &w[j * row_bytes..], rows, row_bytes, k) };
                     let put = |i: usize, v: &[f32; ROWS]| {
                         // SAFETY: task t writes only columns j0..j1 (j + rows <= j1), its own.
                         let o = unsafe { outp.slice(i * n + j, rows) };
@@ -439,13 +415,13 @@ impl CpuBackend {
                     let pairs = m / 2 * 2;
                     for i in (0..pairs).step_by(2) {
                         // SAFETY: as above.
-                        let v = unsafe { dec.dot2([&xs[i], &xs[i + 1]], off) };
+                        let v = unsafe { dec.dot::<2>([&xs[i], &xs[i + 1]], off) };
                         put(i, &v[0]);
                         put(i + 1, &v[1]);
                     }
                     if pairs < m {
                         // SAFETY: as above.
-                        put(pairs, &unsafe { dec.dot1(&xs[pairs], off) });
+                        put(pairs, &unsafe { dec.dot::<1>([&xs[pairs]], off) }[0]);
                     }
                     j += rows;
                 }
@@ -460,42 +436,16 @@ mod tests {
     use super::*;
     use crate::quant::units::each_unit;
 
+    /// Random blocks with finite scales of either sign.
     fn random_blocks(dtype: DType, blocks: usize, seed: u64) -> Vec<u8> {
-        let mut state = seed;
-        let mut data: Vec<u8> = (0..blocks * dtype.block_bytes())
-            .map(|_| {
-                state ^= state << 13;
-                state ^= state >> 7;
-                state ^= state << 17;
-                (state >> 24) as u8
-            })
-            .collect();
-        // Finite scales of either sign: each f16 field set to a small value.
-        for (i, b) in data.chunks_exact_mut(dtype.block_bytes()).enumerate() {
-            let at: &[usize] = match dtype {
-                DType::Q6_K => &[208],
-                DType::Q5_0 => &[0],
-                _ => &[0, 2],
-            };
-            for &a in at {
-                let v = if i % 2 == 0 { 0.01 } else { -0.03 };
-                b[a..a + 2].copy_from_slice(&half::f16::from_f32(v).to_le_bytes());
-            }
-        }
-        data
+        crate::quant::units::random_blocks(dtype, blocks, seed, [0.01, -0.03])
     }
 
     /// Every unit the NEON decoders make equals `quant::units` (the reference decoder's
     /// factors) exactly: values, scale and offset; Q6_K's values carry their half's scale.
     #[test]
     fn neon_units_equal_the_reference_units() {
-        for dtype in [
-            DType::Q5_0,
-            DType::Q5_1,
-            DType::Q4_K,
-            DType::Q5_K,
-            DType::Q6_K,
-        ] {
+        for dtype in crate::quant::units::UNIT_TYPES {
             let blocks = 3;
             let data = random_blocks(dtype, blocks, 0x9e37_79b9_7f4a_7c15);
             let k = blocks * dtype.block_len();
@@ -544,13 +494,14 @@ mod tests {
             let x: Vec<f32> = (0..k)
                 .map(|i| ((i * 37 % 101) as f32 - 50.0) * 0.07)
                 .collect();
-            let mut row = RowI16::default();
-            row.quantize(&x);
+            let mut act = ActRow::default();
+            act.q.quantize(&x);
+            let row = &act.q;
             let mut dec = Decoded::default();
             // SAFETY: NEON is part of the aarch64 baseline.
             let got = unsafe {
                 dec.fill(dtype, &data, 3, row_bytes, k);
-                dec.dot::<1>([&row], offsets(dtype))[0]
+                dec.dot::<1>([&act], offsets(dtype))[0]
             };
             assert_eq!(got[3], 0.0);
             for (r, &got) in got[..3].iter().enumerate() {

@@ -9,6 +9,15 @@ use super::small_blocks::q5_values;
 use super::QK;
 use crate::DType;
 
+/// The types [`each_unit`] reads.
+pub(crate) const UNIT_TYPES: [DType; 5] = [
+    DType::Q5_0,
+    DType::Q5_1,
+    DType::Q4_K,
+    DType::Q5_K,
+    DType::Q6_K,
+];
+
 /// One unit of 32 values.
 pub(crate) struct Unit {
     /// The values, as stored bytes: unsigned where `signed` is false.
@@ -86,6 +95,32 @@ pub(crate) fn each_unit(dtype: DType, data: &[u8], mut f: impl FnMut(Unit)) -> O
     Some(())
 }
 
+/// Random whole blocks of `dtype` (one of the five types above) for tests, seeded: random
+/// values and finite scales, block `i`'s f16 scale fields set to `scales[i % 2]`.
+#[cfg(test)]
+pub(crate) fn random_blocks(dtype: DType, blocks: usize, seed: u64, scales: [f32; 2]) -> Vec<u8> {
+    let mut state = seed;
+    let mut data: Vec<u8> = (0..blocks * dtype.block_bytes())
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state >> 24) as u8
+        })
+        .collect();
+    for (i, b) in data.chunks_exact_mut(dtype.block_bytes()).enumerate() {
+        let at: &[usize] = match dtype {
+            DType::Q6_K => &[208],
+            DType::Q5_0 => &[0],
+            _ => &[0, 2],
+        };
+        for &a in at {
+            b[a..a + 2].copy_from_slice(&half::f16::from_f32(scales[i % 2]).to_le_bytes());
+        }
+    }
+    data
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -94,34 +129,11 @@ mod tests {
     /// type.
     #[test]
     fn units_decode_as_the_reference() {
-        let mut state = 0x2545_f491_4f6c_dd1du64;
-        let mut byte = || {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            (state >> 24) as u8
-        };
-        for dtype in [
-            DType::Q5_0,
-            DType::Q5_1,
-            DType::Q4_K,
-            DType::Q5_K,
-            DType::Q6_K,
-        ] {
+        for dtype in UNIT_TYPES {
             let blocks = 3;
-            let (bl, bb) = (dtype.block_len(), dtype.block_bytes());
-            let mut data: Vec<u8> = (0..blocks * bb).map(|_| byte()).collect();
+            let bl = dtype.block_len();
             // Finite, moderate scales: each f16 scale field set to a small value.
-            for b in data.chunks_exact_mut(bb) {
-                let at: &[usize] = match dtype {
-                    DType::Q6_K => &[208],
-                    DType::Q5_0 => &[0],
-                    _ => &[0, 2],
-                };
-                for &a in at {
-                    b[a..a + 2].copy_from_slice(&half::f16::from_f32(0.01).to_le_bytes());
-                }
-            }
+            let data = random_blocks(dtype, blocks, 0x2545_f491_4f6c_dd1d, [0.01; 2]);
             let mut want = vec![0f32; blocks * bl];
             crate::quant::dequantize(dtype, &data, &mut want).unwrap();
             let mut got = Vec::new();
