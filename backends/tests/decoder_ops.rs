@@ -211,12 +211,24 @@ fn rms_norm_and_swiglu_match_f64() {
     let x = rng.vec(rows * dim, 4.0);
     let g = rng.vec(dim, 1.5);
     let mut out = vec![0f32; rows * dim];
-    // Every kernel set, rows split across 1 to 3 threads (7 rows: uneven shares).
+    // Every kernel set, rows split across 1 to 3 threads (7 rows: uneven shares), each split
+    // the one-thread result bit for bit (the norm is row by row).
     for ks in kernels::available() {
+        let mut one = Vec::new();
         for threads in [1, 2, 3] {
             let cpu = CpuBackend::with_kernels(ks, threads).split_everything();
             out.fill(f32::NAN);
             cpu.rms_norm(&x, &mut out, &g, 1e-5).unwrap();
+            if threads == 1 {
+                one = out.clone();
+            }
+            assert!(
+                one.iter()
+                    .zip(&out)
+                    .all(|(a, b)| a.to_bits() == b.to_bits()),
+                "{} t={threads}: not the one-thread bits",
+                ks.name
+            );
             for r in 0..rows {
                 let row = &x[r * dim..(r + 1) * dim];
                 let ms = row.iter().map(|v| (*v as f64).powi(2)).sum::<f64>() / dim as f64;
@@ -266,6 +278,19 @@ fn rope_rotates_pairs_by_position_in_both_layouts() {
             let x = rng.vec(rows * heads * hd, 1.0);
             let mut y = x.clone();
             cpu.rope(&mut y, heads, hd, pos0, &inv, style).unwrap();
+            // A split gives the one-thread bits (each row rotated by its own table entries).
+            let mut alone = x.clone();
+            CpuBackend::with_kernels(ks, 1)
+                .rope(&mut alone, heads, hd, pos0, &inv, style)
+                .unwrap();
+            assert!(
+                alone
+                    .iter()
+                    .zip(&y)
+                    .all(|(a, b)| a.to_bits() == b.to_bits()),
+                "{style:?} {} t={threads}: not the one-thread bits",
+                ks.name
+            );
             for r in 0..rows {
                 for h in 0..heads {
                     let base = (r * heads + h) * hd;

@@ -189,10 +189,6 @@ fn attend_row<T: KvElem>(
     }
 }
 
-/// Work of one value of a row-wise op (a norm, a rotation), in multiply-adds of the matmul
-/// kernels' time, for deciding whether to split it across threads.
-const ROW_OP_MACS: usize = 16;
-
 impl CpuBackend {
     /// RMS normalisation: `out = x / sqrt(mean(x^2) + eps) * gamma`, rows of `gamma.len()`.
     pub fn rms_norm(
@@ -213,7 +209,7 @@ impl CpuBackend {
         // Rows split across the threads where a prompt's make it worth it (row by row, so
         // the split changes no bit).
         let rows = x.len() / dim;
-        let tasks = self.tasks_for(x.len() * ROW_OP_MACS).min(rows);
+        let tasks = self.tasks_for(x.len() * super::ELEMENTWISE_MACS).min(rows);
         if tasks <= 1 {
             rms_norm_rows(&self.kernels, x, out, gamma, eps);
             return Ok(());
@@ -286,7 +282,7 @@ impl CpuBackend {
         };
         // A prompt's rows split across the threads (its rope ran on one while the other
         // waited), each task reading its rows' part of one table.
-        let tasks = self.tasks_for(x.len() * ROW_OP_MACS).min(rows);
+        let tasks = self.tasks_for(x.len() * super::ELEMENTWISE_MACS).min(rows);
         if tasks <= 1 {
             rope(x, r, inv_freq, style);
             return Ok(());

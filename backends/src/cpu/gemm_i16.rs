@@ -14,7 +14,7 @@
 use std::arch::x86_64::*;
 use std::cell::RefCell;
 
-use super::gemv_i16::RowI16;
+use super::row_i16::RowI16;
 use super::row_i16_avx512::quantize_row;
 use super::units_avx2::{by_layout, unit_facts, Layout};
 use super::{CpuBackend, Linear, SharedMut};

@@ -16,7 +16,7 @@ use std::arch::x86_64::*;
 use std::cell::RefCell;
 
 use super::gemm_i16::{activation_max, store};
-pub use super::row_i16::RowI16;
+use super::row_i16::RowI16;
 use super::row_i16_avx512::quantize_row;
 use super::units_avx2::{by_layout, Layout};
 use super::{CpuBackend, Linear, SharedMut};

@@ -10,7 +10,7 @@
 
 use std::arch::x86_64::*;
 
-use super::gemv_i16::RowI16;
+use super::row_i16::RowI16;
 pub use super::units_avx2::{available, decodes};
 use super::units_avx2::{by_layout, Layout};
 use crate::quant::QK;

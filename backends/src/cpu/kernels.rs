@@ -181,6 +181,11 @@ pub fn best() -> Kernels {
     from_env().unwrap_or_else(|_| available()[0])
 }
 
+/// Held by the unit tests that read [`simd_calls`], so that no other test's kernels run while
+/// they count.
+#[cfg(all(test, target_arch = "aarch64"))]
+pub(crate) static COUNT_LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 /// Whether SIMD kernel calls are counted (off unless a diagnostic asks: some are made per row,
 /// and one shared counter written from every thread would cost the hot paths).
 static COUNTING: AtomicBool = AtomicBool::new(false);

@@ -53,7 +53,7 @@ thread_local! {
     static BUF: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
     /// Activation rows quantized to int16 for the one-row kernel, reused across calls.
     #[cfg(target_arch = "x86_64")]
-    static ROWS_I16: RefCell<Vec<super::gemv_i16::RowI16>> = const { RefCell::new(Vec::new()) };
+    static ROWS_I16: RefCell<Vec<super::row_i16::RowI16>> = const { RefCell::new(Vec::new()) };
 }
 
 #[inline(always)]
@@ -318,6 +318,9 @@ impl CpuBackend {
         }
         let row_bytes = k / bl * bb;
         OpError::check(&format!("{dtype} weight bytes"), w.len(), n * row_bytes)?;
+        if let Some(b) = lin.bias {
+            OpError::check("linear bias", b.len(), n)?;
+        }
         let macs = m * n * k;
         let tasks = if macs < MIN_SPLIT_MACS.min(self.min_task_macs) {
             1

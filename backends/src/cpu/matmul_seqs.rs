@@ -110,7 +110,7 @@ impl CpuBackend {
     ) -> Option<Vec<super::gemm_i16::GemmJob<'a>>> {
         let m: usize = seqs.iter().sum();
         let k = lins.first()?.k;
-        if lins.len() < 2 || x.len() != m * k {
+        if lins.len() < 2 || m == 0 || x.len() != m * k {
             return None;
         }
         let mut jobs = Vec::with_capacity(lins.len());

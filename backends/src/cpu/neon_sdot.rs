@@ -64,11 +64,14 @@ impl Rows for Decoded8 {
         check_rows(dtype, w, rows, row_bytes, k);
         let units = k / QK;
         self.units = units;
-        self.q.resize(ROWS * k, 0);
-        self.sums.resize(ROWS * units, [0; 2]);
-        self.sc.resize(ROWS * units, [0; 2]);
-        self.d.resize(ROWS * units, 0.0);
-        self.m.resize(ROWS * units, 0.0);
+        // Grown, never shrunk, as the int16 form's.
+        if self.q.len() < ROWS * k {
+            self.q.resize(ROWS * k, 0);
+            self.sums.resize(ROWS * units, [0; 2]);
+            self.sc.resize(ROWS * units, [0; 2]);
+            self.d.resize(ROWS * units, 0.0);
+            self.m.resize(ROWS * units, 0.0);
+        }
         for r in 0..ROWS {
             let at = r * units;
             if r >= rows {
@@ -171,13 +174,19 @@ impl Rows for Decoded8 {
 #[cfg(test)]
 mod tests {
     use super::super::kernels;
+    use super::super::neon_units::Decoded;
     use super::super::{CpuBackend, Linear, WeightData};
+    use super::*;
 
     /// The dot-product kernels give the NEON kernels' results bit for bit (both sum each unit
     /// exactly in integers), for every type, weight and activation rows of either sign and
     /// size, one and several rows, short last groups and a bias.
     #[test]
     fn the_dotprod_kernels_give_the_neon_kernels_bits() {
+        // No other test's kernels while the SIMD calls are counted there.
+        let _alone = kernels::COUNT_LOCK
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
         let all = kernels::available();
         let Some(dotprod) = all.iter().find(|k| k.units_sdot) else {
             if std::env::var_os("EDGECUT_EXPECT_DOTPROD").is_some() {
@@ -228,7 +237,57 @@ mod tests {
                     a.iter().zip(&b).all(|(a, b)| a.to_bits() == b.to_bits()),
                     "{dtype} m={m}: {a:?} vs {b:?}"
                 );
+                // The two kernels called directly on the same rows (the comparison above holds
+                // only if the table sends each set to its own kernel: checked below).
+                let mut act = ActRow::default();
+                act.q.quantize(&x[..k]);
+                act.hilo.split(&act.q);
+                let rb = w.len() / n;
+                let (mut d16, mut d8) = (Decoded::default(), Decoded8::default());
+                // SAFETY: dotprod was detected (the set exists); NEON is the baseline.
+                let (a, b) = unsafe {
+                    d16.fill(dtype, &w, 4, rb, k);
+                    d8.fill(dtype, &w, 4, rb, k);
+                    let off = !matches!(dtype, DType::Q5_0 | DType::Q6_K);
+                    (d8.dot::<1>([&act], off)[0], d16.dot::<1>([&act], off)[0])
+                };
+                assert!(
+                    a.iter().zip(&b).all(|(a, b)| a.to_bits() == b.to_bits()),
+                    "{dtype} direct: {a:?} vs {b:?}"
+                );
             }
         }
+        // Dispatch: on a thread of its own (a one-thread backend runs its tasks there), the
+        // NEON set leaves the dot-product kernel's rows untouched and the dotprod set fills them.
+        let (neon, dotprod) = (*neon, *dotprod);
+        std::thread::spawn(move || {
+            let dtype = DType::Q4_K;
+            let (n, k) = (4, 256);
+            let w = crate::quant::units::random_blocks(dtype, n * k / 256, 5, [0.02; 2]);
+            let lin = Linear {
+                w: WeightData::Blocks(dtype, &w),
+                bias: None,
+                n,
+                k,
+                act: crate::ops::ActQuant::F32,
+            };
+            let filled = || DECODED8.with_borrow(|d| d.units);
+            let x = vec![0.25f32; k];
+            let mut out = vec![0f32; n];
+            CpuBackend::with_kernels(neon, 1)
+                .linear(&x, 1, &lin, &mut out)
+                .unwrap();
+            assert_eq!(filled(), 0, "the NEON set ran the dot-product kernel");
+            CpuBackend::with_kernels(dotprod, 1)
+                .linear(&x, 1, &lin, &mut out)
+                .unwrap();
+            assert_eq!(
+                filled(),
+                k / QK,
+                "the dotprod set did not run the dot-product kernel"
+            );
+        })
+        .join()
+        .unwrap();
     }
 }

@@ -55,9 +55,13 @@ fn fifth_bits(bits: u16) -> uint8x16_t {
 /// halves (Q6_K's sub-blocks; 1 for the other types), its scale and its offset: `w = d sc q + m`.
 #[derive(Clone, Copy)]
 pub(super) struct UnitBytes {
+    /// Values 0..16 and 16..32.
     pub v: [int8x16_t; 2],
+    /// Each half's int8 scale (1 but for Q6_K).
     pub sc: [i16; 2],
+    /// The unit's scale.
     pub d: f32,
+    /// The unit's offset.
     pub m: f32,
 }
 
@@ -246,9 +250,13 @@ impl Rows for Decoded {
         check_rows(dtype, w, rows, row_bytes, k);
         let units = k / QK;
         self.units = units;
-        self.q.resize(ROWS * k, 0);
-        self.d.resize(ROWS * units, 0.0);
-        self.m.resize(ROWS * units, 0.0);
+        // Grown, never shrunk (every value of the `ROWS * k` used is written below): a
+        // shrink then a grow zero-filled the difference each time a block's widths alternated.
+        if self.q.len() < ROWS * k {
+            self.q.resize(ROWS * k, 0);
+            self.d.resize(ROWS * units, 0.0);
+            self.m.resize(ROWS * units, 0.0);
+        }
         for r in 0..ROWS {
             let (q, d, m) = (
                 &mut self.q[r * k..(r + 1) * k],
@@ -347,7 +355,9 @@ thread_local! {
 /// kernels the same values as two int8 rows ([`super::neon_sdot::HiLo`]).
 #[derive(Default)]
 pub(super) struct ActRow {
+    /// The row as int16 per block.
     pub q: RowI16,
+    /// Its int8 halves (filled for the dot-product kernels only).
     pub hilo: super::neon_sdot::HiLo,
 }
 
@@ -381,10 +391,13 @@ impl CpuBackend {
         tasks: usize,
     ) {
         let (n, k) = (lin.n, lin.k);
+        if n == 0 || m == 0 {
+            return;
+        }
         let row_bytes = w.len() / n;
-        let mut rows = ROWS_I16.take();
-        rows.resize_with(m, Default::default);
-        for (r, xr) in rows.iter_mut().zip(x.chunks_exact(k)) {
+        let mut acts = ROWS_I16.take();
+        acts.resize_with(m, Default::default);
+        for (r, xr) in acts.iter_mut().zip(x.chunks_exact(k)) {
             r.q.quantize(xr);
             if D::HILO {
                 r.hilo.split(&r.q);
@@ -393,7 +406,7 @@ impl CpuBackend {
         let off = offsets(dtype);
         let chunk = n.div_ceil(tasks).next_multiple_of(ROWS);
         let outp = SharedMut::new(out);
-        let xs = &rows[..];
+        let xs = &acts[..];
         self.parallel(tasks, &|t| {
             D::with(|dec| {
                 let (j0, j1) = ((t * chunk).min(n), ((t + 1) * chunk).min(n));
@@ -427,7 +440,7 @@ impl CpuBackend {
                 }
             })
         });
-        ROWS_I16.set(rows);
+        ROWS_I16.set(acts);
     }
 }
 
@@ -544,6 +557,9 @@ mod tests {
             k,
             act: crate::ops::ActQuant::F32,
         };
+        let _alone = super::super::kernels::COUNT_LOCK
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
         super::super::kernels::count_simd_calls(true);
         for ks in super::super::kernels::available() {
             let before = super::super::kernels::simd_calls();
@@ -553,6 +569,8 @@ mod tests {
             assert_eq!(ks.units_neon, ks.name != "scalar", "{}", ks.name);
             if ks.units_neon {
                 assert!(ran >= 1, "{}: the unit kernels did not run", ks.name);
+            } else {
+                assert_eq!(ran, 0, "the scalar set ran a SIMD kernel");
             }
         }
     }

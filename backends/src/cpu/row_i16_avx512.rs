@@ -6,7 +6,8 @@ use std::arch::x86_64::*;
 use super::row_i16::RowI16;
 use crate::quant::QK;
 
-/// [`RowI16::quantize`] with AVX-512 onto `-qmax..=qmax` ([`activation_max`]): the same
+/// [`RowI16::quantize`] with AVX-512 onto `-qmax..=qmax`
+/// ([`activation_max`](super::gemm_i16::activation_max)): the same
 /// rounding (to nearest, ties to even), each block's sum added in another order. Sixteen blocks
 /// at a time share one division for their scales and fold their maxima and sums together
 /// ([`reduce16`]): a block alone took two dependent scalar divisions and two horizontal
@@ -16,6 +17,12 @@ use crate::quant::QK;
 /// AVX-512F and BW; `x` is whole blocks of 32.
 #[target_feature(enable = "avx512f,avx512bw")]
 pub(super) unsafe fn quantize_row(r: &mut RowI16, x: &[f32], qmax: f32) {
+    // Whole blocks only: the values are written block by block into uninitialised capacity.
+    assert!(
+        x.len().is_multiple_of(QK),
+        "quantize_row: {} values",
+        x.len()
+    );
     let nb = x.len() / QK;
     // Every value is written below, into the kept capacity: resizing zero-filled the values a
     // wider matrix's input added each time the widths alternated (a Gemma 3 block's inputs are
