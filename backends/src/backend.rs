@@ -268,13 +268,7 @@ pub trait Backend: Clone + Send + Sync + Sized + 'static {
         ws: &[&Self::Matrix],
         outs: &mut [&mut Self::Tensor],
     ) -> Result<(), OpError> {
-        if ws.len() != outs.len() {
-            return Err(OpError::Shape(format!(
-                "linear_seqs_each: {} matrices, {} outputs",
-                ws.len(),
-                outs.len()
-            )));
-        }
+        OpError::check("linear_seqs_each outputs", outs.len(), ws.len())?;
         for (w, out) in ws.iter().zip(outs.iter_mut()) {
             self.linear_seqs(x, seqs, w, out)?;
         }

@@ -48,24 +48,15 @@ multiversion! {
     }
 }
 
-/// Where [`rope`] finds its rows and their positions.
+/// Where [`rope_with`] finds its rows and their rotations.
 #[derive(Clone, Copy)]
 pub(super) struct RopeRows {
     /// Values from one row to the next; the first `heads * head_dim` of each are rotated.
     pub stride: usize,
     pub heads: usize,
     pub head_dim: usize,
-    /// Row `i` sits at position `pos0 + i % period`.
-    pub pos0: usize,
+    /// Row `i` takes the table's position `i % period`.
     pub period: usize,
-}
-
-/// Rotates the first `2 * inv_freq.len()` values of each `head_dim` head of each row of `x`
-/// by `pos * inv_freq[pair]`.
-pub(super) fn rope(x: &mut [f32], r: RopeRows, inv_freq: &[f32], style: RopeStyle) {
-    let rows = x.len() / r.stride.max(1);
-    let table = rope_table(r.pos0, r.period.min(rows), inv_freq);
-    rope_with(x, r, &table, inv_freq.len(), style);
 }
 
 /// A rotation table and what it was made for: `(pos0, n, inv_freq)`.
@@ -111,8 +102,8 @@ pub(super) fn rope_table(pos0: usize, n: usize, inv_freq: &[f32]) -> Arc<[(f32, 
     })
 }
 
-/// [`rope`] with the rotations of positions `pos0..pos0 + period` computed (`table`, `half`
-/// pairs per position).
+/// Rotates the first `2 * half` values of each head of each row of `x` by the rotations of
+/// [`rope_table`] (`table`, `half` pairs per position; row `i` takes position `i % period`).
 pub(super) fn rope_with(
     x: &mut [f32],
     r: RopeRows,
@@ -208,12 +199,12 @@ impl CpuBackend {
         }
         // Rows split across the threads where a prompt's make it worth it (row by row, so
         // the split changes no bit).
+        // (One task runs inline on the calling thread.)
         let rows = x.len() / dim;
-        let tasks = self.tasks_for(x.len() * super::ELEMENTWISE_MACS).min(rows);
-        if tasks <= 1 {
-            rms_norm_rows(&self.kernels, x, out, gamma, eps);
-            return Ok(());
-        }
+        let tasks = self
+            .tasks_for(x.len() * super::ELEMENTWISE_MACS)
+            .min(rows)
+            .max(1);
         let per = rows.div_ceil(tasks) * dim;
         self.for_chunks(out, per, &|t, o| {
             rms_norm_rows(&self.kernels, &x[t * per..t * per + o.len()], o, gamma, eps)
@@ -277,16 +268,14 @@ impl CpuBackend {
             stride: width,
             heads,
             head_dim,
-            pos0,
             period: rows.max(1),
         };
         // A prompt's rows split across the threads (its rope ran on one while the other
-        // waited), each task reading its rows' part of one table.
-        let tasks = self.tasks_for(x.len() * super::ELEMENTWISE_MACS).min(rows);
-        if tasks <= 1 {
-            rope(x, r, inv_freq, style);
-            return Ok(());
-        }
+        // waited), each task reading its rows' part of one table (one task runs inline).
+        let tasks = self
+            .tasks_for(x.len() * super::ELEMENTWISE_MACS)
+            .min(rows)
+            .max(1);
         let table = rope_table(pos0, rows, inv_freq);
         let (per, half) = (rows.div_ceil(tasks), inv_freq.len());
         self.for_chunks(x, per * width, &|t, xs| {
@@ -326,7 +315,6 @@ impl CpuBackend {
             stride,
             heads,
             head_dim,
-            pos0: 0,
             period: seq,
         };
         // Every text has the same positions: their rotations are computed once.

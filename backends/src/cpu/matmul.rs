@@ -2,7 +2,8 @@
 //!
 //! For Q8_0 weights the activations are quantized to int8 per 32 values on the fly and each
 //! block's i32 dot product is scaled in f32, as llama.cpp does. With
-//! [`ActQuant::Int8Outliers`], the few outlier columns are first taken out and multiplied in f32.
+//! [`ActQuant::Int8Outliers`](crate::ops::ActQuant::Int8Outliers), the few outlier columns
+//! are first taken out and multiplied in f32.
 
 use super::act_quant::{quantize, Outlier};
 use super::multiversion::multiversion;
@@ -10,7 +11,7 @@ use super::multiversion::multiversion;
 use super::packed::{PackedQ8_0, PANEL};
 use super::{CpuBackend, SharedMut};
 use super::{Linear, WeightData};
-use crate::ops::{ActQuant, OpError};
+use crate::ops::OpError;
 use crate::quant::{Q8_0_BYTES, QK};
 
 /// Multiply-adds a task must have before a matmul is split across threads. 1 M since the pool's
@@ -119,14 +120,8 @@ impl CpuBackend {
             WeightData::Packed(_, q8) if !self.kernels.gemm_vnni => WeightData::Q8_0(q8),
             w => w,
         };
-        match weights {
-            WeightData::Blocks(dtype, w) => {
-                return self.linear_dequant(x, m, (dtype, w), lin, out, None)
-            }
-            WeightData::Q8_0(w) | WeightData::Packed(_, w) if lin.act == ActQuant::F32 => {
-                return self.linear_dequant(x, m, (crate::DType::Q8_0, w), lin, out, None);
-            }
-            _ => {}
+        if let Some(blocks) = super::matmul_f32::stored_blocks(lin) {
+            return self.linear_dequant(x, m, blocks, lin, out, None);
         }
         let outp = SharedMut::new(out);
         match weights {

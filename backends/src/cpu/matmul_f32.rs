@@ -224,6 +224,43 @@ pub(super) enum RowsClass {
     Prompt,
 }
 
+/// `lin`'s weights as stored blocks with f32 activations (`WeightData::Blocks`, or Q8_0 bytes
+/// with [`ActQuant::F32`](crate::ops::ActQuant::F32)); `None` for the int8 and f32 products.
+pub(super) fn stored_blocks<'a>(lin: &Linear<'a>) -> Option<(DType, &'a [u8])> {
+    match lin.w {
+        super::WeightData::Blocks(dtype, w) => Some((dtype, w)),
+        super::WeightData::Q8_0(w) | super::WeightData::Packed(_, w)
+            if lin.act == crate::ops::ActQuant::F32 =>
+        {
+            Some((DType::Q8_0, w))
+        }
+        _ => None,
+    }
+}
+
+/// The bytes of one weight row, after checking that `w` is `lin.n` rows of `lin.k` values of
+/// `dtype` in whole blocks and that the bias (if any) has `lin.n` values.
+pub(super) fn check_blocks(dtype: DType, w: &[u8], lin: &Linear<'_>) -> Result<usize, OpError> {
+    let (n, k) = (lin.n, lin.k);
+    if !dtype.is_quantized() {
+        return Err(OpError::Shape(format!(
+            "{dtype} weights cannot be decoded by blocks"
+        )));
+    }
+    let (bl, bb) = (dtype.block_len(), dtype.block_bytes());
+    if !k.is_multiple_of(bl) {
+        return Err(OpError::Shape(format!(
+            "{dtype} rows of {k} are not whole blocks of {bl}"
+        )));
+    }
+    let row_bytes = k / bl * bb;
+    OpError::check(&format!("{dtype} weight bytes"), w.len(), n * row_bytes)?;
+    if let Some(b) = lin.bias {
+        OpError::check("linear bias", b.len(), n)?;
+    }
+    Ok(row_bytes)
+}
+
 impl CpuBackend {
     /// The x86 kernels that can multiply rows of `k` values with `dtype` weights (the kernel
     /// table's slots and the CPU's features), for [`CpuBackend::rows_class`] and
@@ -305,22 +342,7 @@ impl CpuBackend {
         // Only the x86 kernels differ by class.
         #[cfg(not(target_arch = "x86_64"))]
         let _ = class;
-        if !dtype.is_quantized() {
-            return Err(OpError::Shape(format!(
-                "{dtype} weights cannot be decoded by blocks"
-            )));
-        }
-        let (bl, bb) = (dtype.block_len(), dtype.block_bytes());
-        if !k.is_multiple_of(bl) {
-            return Err(OpError::Shape(format!(
-                "{dtype} rows of {k} are not whole blocks of {bl}"
-            )));
-        }
-        let row_bytes = k / bl * bb;
-        OpError::check(&format!("{dtype} weight bytes"), w.len(), n * row_bytes)?;
-        if let Some(b) = lin.bias {
-            OpError::check("linear bias", b.len(), n)?;
-        }
+        let row_bytes = check_blocks(dtype, w, lin)?;
         let macs = m * n * k;
         let tasks = if macs < MIN_SPLIT_MACS.min(self.min_task_macs) {
             1

@@ -5,10 +5,11 @@
 //! conversation stepped with others gets the bits it gets alone. Rows of one kind share one pass
 //! over the weights.
 
-use super::matmul_f32::RowsClass;
-use super::{CpuBackend, Linear, WeightData};
-use crate::ops::{ActQuant, OpError};
-use crate::DType;
+#[cfg(target_arch = "x86_64")]
+use super::matmul_f32::check_blocks;
+use super::matmul_f32::{stored_blocks, RowsClass};
+use super::{CpuBackend, Linear};
+use crate::ops::OpError;
 
 impl CpuBackend {
     /// `out = x W^T + bias` for `seqs[i]` rows of each sequence in turn, each row as a call
@@ -23,14 +24,7 @@ impl CpuBackend {
         let m: usize = seqs.iter().sum();
         let (n, k) = (lin.n, lin.k);
         // Only the f32-activation matmul over stored blocks picks kernels by row count.
-        let blocks = match lin.w {
-            WeightData::Blocks(dtype, w) => Some((dtype, w)),
-            WeightData::Q8_0(w) | WeightData::Packed(_, w) if lin.act == ActQuant::F32 => {
-                Some((DType::Q8_0, w))
-            }
-            _ => None,
-        };
-        let Some((dtype, w)) = blocks else {
+        let Some((dtype, w)) = stored_blocks(lin) else {
             return self.linear(x, m, lin, out);
         };
         OpError::check("linear input", x.len(), m * k)?;
@@ -78,13 +72,7 @@ impl CpuBackend {
         lins: &[Linear<'_>],
         outs: &mut [&mut [f32]],
     ) -> Result<(), OpError> {
-        if lins.len() != outs.len() {
-            return Err(OpError::Shape(format!(
-                "linear_seqs_each: {} matrices, {} outputs",
-                lins.len(),
-                outs.len()
-            )));
-        }
+        OpError::check("linear_seqs_each outputs", outs.len(), lins.len())?;
         #[cfg(target_arch = "x86_64")]
         if let Some(mut jobs) = self.gemm_jobs(x, seqs, lins, outs) {
             super::kernels::note_simd();
@@ -115,20 +103,8 @@ impl CpuBackend {
         }
         let mut jobs = Vec::with_capacity(lins.len());
         for (lin, out) in lins.iter().zip(outs.iter_mut()) {
-            let (dtype, w) = match lin.w {
-                WeightData::Blocks(dtype, w) => (dtype, w),
-                WeightData::Q8_0(w) | WeightData::Packed(_, w) if lin.act == ActQuant::F32 => {
-                    (DType::Q8_0, w)
-                }
-                _ => return None,
-            };
-            let (bl, bb) = (dtype.block_len(), dtype.block_bytes());
-            let fits = lin.k == k
-                && dtype.is_quantized()
-                && k.is_multiple_of(bl)
-                && w.len() == lin.n * (k / bl * bb)
-                && out.len() == m * lin.n
-                && lin.bias.is_none_or(|b| b.len() == lin.n);
+            let (dtype, w) = stored_blocks(lin)?;
+            let fits = lin.k == k && check_blocks(dtype, w, lin).is_ok() && out.len() == m * lin.n;
             if !fits || !self.takes_gemm_i16(dtype, seqs, k) {
                 return None;
             }

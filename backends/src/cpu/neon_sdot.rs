@@ -12,7 +12,7 @@ use std::arch::aarch64::*;
 use std::cell::RefCell;
 
 use super::neon::sdot;
-use super::neon_units::{check_rows, unit_bytes, ActRow, Rows, ROWS};
+use super::neon_units::{each_unit_of_rows, ActRow, Rows, ROWS};
 use super::row_i16::RowI16;
 use crate::quant::QK;
 use crate::DType;
@@ -61,7 +61,6 @@ impl Rows for Decoded8 {
     /// Decodes the `rows` rows of `w` (`row_bytes` each, `k` values of `dtype`).
     #[target_feature(enable = "neon")]
     unsafe fn fill(&mut self, dtype: DType, w: &[u8], rows: usize, row_bytes: usize, k: usize) {
-        check_rows(dtype, w, rows, row_bytes, k);
         let units = k / QK;
         self.units = units;
         // Grown, never shrunk, as the int16 form's.
@@ -72,32 +71,26 @@ impl Rows for Decoded8 {
             self.d.resize(ROWS * units, 0.0);
             self.m.resize(ROWS * units, 0.0);
         }
-        for r in 0..ROWS {
-            let at = r * units;
-            if r >= rows {
-                self.q[r * k..(r + 1) * k].fill(0);
-                self.sums[at..at + units].fill([0; 2]);
-                self.sc[at..at + units].fill([0; 2]);
-                self.d[at..at + units].fill(0.0);
-                self.m[at..at + units].fill(0.0);
-                continue;
-            }
-            let row = &w[r * row_bytes..(r + 1) * row_bytes];
-            for u in 0..units {
-                // SAFETY: `row` is whole blocks of dtype covering every unit (asserted above);
-                // the two stores write q[r k + 32 u..][..32], inside row r's k values.
-                let ub = unsafe {
-                    let ub = unit_bytes(dtype, row, u);
-                    let p = self.q.as_mut_ptr().add(r * k + u * QK);
-                    vst1q_s8(p, ub.v[0]);
-                    vst1q_s8(p.add(16), ub.v[1]);
-                    ub
+        let Decoded8 {
+            q, sums, sc, d, m, ..
+        } = self;
+        // SAFETY: NEON is part of the aarch64 baseline; the two stores below write the 32
+        // values of the slice `q` of one unit.
+        unsafe {
+            each_unit_of_rows(dtype, w, rows, row_bytes, k, |r, u, ub| {
+                let (at, i) = (r * k + u * QK, r * units + u);
+                let Some(ub) = ub else {
+                    q[at..at + QK].fill(0);
+                    (sums[i], sc[i], d[i], m[i]) = ([0; 2], [0; 2], 0.0, 0.0);
+                    return;
                 };
-                self.sums[at + u] = [vaddlvq_s8(ub.v[0]) as i32, vaddlvq_s8(ub.v[1]) as i32];
-                self.sc[at + u] = [ub.sc[0] as i32, ub.sc[1] as i32];
-                self.d[at + u] = ub.d;
-                self.m[at + u] = ub.m;
-            }
+                let q = &mut q[at..at + QK];
+                vst1q_s8(q.as_mut_ptr(), ub.v[0]);
+                vst1q_s8(q.as_mut_ptr().add(16), ub.v[1]);
+                sums[i] = [vaddlvq_s8(ub.v[0]) as i32, vaddlvq_s8(ub.v[1]) as i32];
+                sc[i] = [ub.sc[0] as i32, ub.sc[1] as i32];
+                (d[i], m[i]) = (ub.d, ub.m);
+            })
         }
     }
 
@@ -248,7 +241,7 @@ mod tests {
                 let (a, b) = unsafe {
                     d16.fill(dtype, &w, 4, rb, k);
                     d8.fill(dtype, &w, 4, rb, k);
-                    let off = !matches!(dtype, DType::Q5_0 | DType::Q6_K);
+                    let off = crate::quant::units::has_offsets(dtype);
                     (d8.dot::<1>([&act], off)[0], d16.dot::<1>([&act], off)[0])
                 };
                 assert!(

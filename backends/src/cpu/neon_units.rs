@@ -30,11 +30,6 @@ pub(super) fn decodes(dtype: DType) -> bool {
     crate::quant::units::UNIT_TYPES.contains(&dtype)
 }
 
-/// Whether `dtype`'s units carry an offset `m` (the others' is 0).
-fn offsets(dtype: DType) -> bool {
-    matches!(dtype, DType::Q5_1 | DType::Q4_K | DType::Q5_K)
-}
-
 #[inline(always)]
 fn f16(b: &[u8], at: usize) -> f32 {
     crate::quant::f16_bits_to_f32(u16::from_le_bytes([b[at], b[at + 1]]))
@@ -207,9 +202,22 @@ pub(super) struct Decoded {
     units: usize,
 }
 
-/// Panics unless `w` holds `rows` (at most [`ROWS`]) rows of `k` values of `dtype`, a type
-/// these kernels read, `row_bytes` each.
-pub(super) fn check_rows(dtype: DType, w: &[u8], rows: usize, row_bytes: usize, k: usize) {
+/// Each unit of the first [`ROWS`] rows of `w` (`row_bytes` each, `k` values of `dtype`) to
+/// `f(row, unit, Some(unit))`, and `f(row, unit, None)` for the units of rows past `rows`
+/// (the decoded forms zero them), after checking the shapes.
+///
+/// # Safety
+/// NEON (the aarch64 baseline).
+#[inline]
+#[target_feature(enable = "neon")]
+pub(super) unsafe fn each_unit_of_rows(
+    dtype: DType,
+    w: &[u8],
+    rows: usize,
+    row_bytes: usize,
+    k: usize,
+    mut f: impl FnMut(usize, usize, Option<&UnitBytes>),
+) {
     assert!(
         rows <= ROWS
             && decodes(dtype)
@@ -219,6 +227,16 @@ pub(super) fn check_rows(dtype: DType, w: &[u8], rows: usize, row_bytes: usize, 
         "neon_units: {} bytes of {dtype} for {rows} rows of {k}",
         w.len()
     );
+    for r in 0..ROWS {
+        let row = (r < rows).then(|| &w[r * row_bytes..(r + 1) * row_bytes]);
+        for u in 0..k / QK {
+            match row {
+                // SAFETY: `row` is whole blocks of dtype covering every unit (asserted above).
+                Some(row) => f(r, u, Some(&unsafe { unit_bytes(dtype, row, u) })),
+                None => f(r, u, None),
+            }
+        }
+    }
 }
 
 /// Weight rows decoded for one of the two kernels, and their products.
@@ -247,7 +265,6 @@ impl Rows for Decoded {
     /// Decodes the `rows` rows of `w` (`row_bytes` each, `k` values of `dtype`).
     #[target_feature(enable = "neon")]
     unsafe fn fill(&mut self, dtype: DType, w: &[u8], rows: usize, row_bytes: usize, k: usize) {
-        check_rows(dtype, w, rows, row_bytes, k);
         let units = k / QK;
         self.units = units;
         // Grown, never shrunk (every value of the `ROWS * k` used is written below): a
@@ -257,32 +274,23 @@ impl Rows for Decoded {
             self.d.resize(ROWS * units, 0.0);
             self.m.resize(ROWS * units, 0.0);
         }
-        for r in 0..ROWS {
-            let (q, d, m) = (
-                &mut self.q[r * k..(r + 1) * k],
-                &mut self.d[r * units..(r + 1) * units],
-                &mut self.m[r * units..(r + 1) * units],
-            );
-            if r >= rows {
-                q.fill(0);
-                d.fill(0.0);
-                m.fill(0.0);
-                continue;
-            }
-            let row = &w[r * row_bytes..(r + 1) * row_bytes];
-            for u in 0..units {
-                // SAFETY: `row` is whole blocks of dtype covering every unit (asserted above);
-                // the four stores write q[32 u..32 u + 32], inside q's k values.
-                unsafe {
-                    let ub = unit_bytes(dtype, row, u);
-                    let at = q.as_mut_ptr().add(u * QK);
-                    for (c, v) in widen(&ub).into_iter().enumerate() {
-                        vst1q_s16(at.add(8 * c), v);
-                    }
-                    d[u] = ub.d;
-                    m[u] = ub.m;
+        let (q, d, m) = (&mut self.q, &mut self.d, &mut self.m);
+        // SAFETY: NEON is part of the aarch64 baseline; the four stores below write the 32
+        // values of the slice `q` of one unit.
+        unsafe {
+            each_unit_of_rows(dtype, w, rows, row_bytes, k, |r, u, ub| {
+                let (at, i) = (r * k + u * QK, r * units + u);
+                let Some(ub) = ub else {
+                    q[at..at + QK].fill(0);
+                    (d[i], m[i]) = (0.0, 0.0);
+                    return;
+                };
+                let q = &mut q[at..at + QK];
+                for (c, v) in widen(ub).into_iter().enumerate() {
+                    vst1q_s16(q.as_mut_ptr().add(8 * c), v);
                 }
-            }
+                (d[i], m[i]) = (ub.d, ub.m);
+            })
         }
     }
 
@@ -403,7 +411,7 @@ impl CpuBackend {
                 r.hilo.split(&r.q);
             }
         }
-        let off = offsets(dtype);
+        let off = crate::quant::units::has_offsets(dtype);
         let chunk = n.div_ceil(tasks).next_multiple_of(ROWS);
         let outp = SharedMut::new(out);
         let xs = &acts[..];
@@ -514,7 +522,7 @@ mod tests {
             // SAFETY: NEON is part of the aarch64 baseline.
             let got = unsafe {
                 dec.fill(dtype, &data, 3, row_bytes, k);
-                dec.dot::<1>([&act], offsets(dtype))[0]
+                dec.dot::<1>([&act], crate::quant::units::has_offsets(dtype))[0]
             };
             assert_eq!(got[3], 0.0);
             for (r, &got) in got[..3].iter().enumerate() {

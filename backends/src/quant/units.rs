@@ -18,6 +18,12 @@ pub(crate) const UNIT_TYPES: [DType; 5] = [
     DType::Q6_K,
 ];
 
+/// Whether `dtype`'s units carry an offset `m` (Q5_0's and Q6_K's is 0: their stored offset
+/// is part of the signed value).
+pub(crate) fn has_offsets(dtype: DType) -> bool {
+    matches!(dtype, DType::Q5_1 | DType::Q4_K | DType::Q5_K)
+}
+
 /// One unit of 32 values.
 pub(crate) struct Unit {
     /// The values, as stored bytes: unsigned where `signed` is false.
