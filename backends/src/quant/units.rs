@@ -10,6 +10,8 @@ use super::QK;
 use crate::DType;
 
 /// The types [`each_unit`] reads.
+// Read by the aarch64 kernels (and tests); the GPU's repack matches on the types itself.
+#[cfg_attr(not(target_arch = "aarch64"), allow(dead_code))]
 pub(crate) const UNIT_TYPES: [DType; 5] = [
     DType::Q5_0,
     DType::Q5_1,
@@ -20,6 +22,8 @@ pub(crate) const UNIT_TYPES: [DType; 5] = [
 
 /// Whether `dtype`'s units carry an offset `m` (Q5_0's and Q6_K's is 0: their stored offset
 /// is part of the signed value).
+// Read by the aarch64 kernels; x86's units carry it as `Layout::OFFSETS`.
+#[cfg_attr(not(target_arch = "aarch64"), allow(dead_code))]
 pub(crate) fn has_offsets(dtype: DType) -> bool {
     matches!(dtype, DType::Q5_1 | DType::Q4_K | DType::Q5_K)
 }
