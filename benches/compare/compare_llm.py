@@ -4,7 +4,10 @@ SmolLM2-135M-Instruct.Q4_1.gguf, in one run, each system in its own process.
 
 Each system runs the same prompt (" the quick brown fox" repeated, cut to --prompt tokens) on the
 same number of threads, then generates --gen tokens greedily without stopping at EOS; the script
-prints the median prefill and decode tokens/s over --runs runs and the ratios to edgecut.
+prints the median prefill and decode tokens/s over --runs runs and the ratios to edgecut. With
+--rounds N the systems run N times in alternating order (A B, B A, ...); the ratios printed are
+the medians of each round's own ratios, so that a slow spell of a shared machine that lands on
+one system of a round does not decide the comparison.
 With --busy, a `yes > /dev/null` pinned to the last CPU runs beside every measurement (an edge
 device whose other core is taken).
 
@@ -125,6 +128,8 @@ def main():
     ap.add_argument("--prompt", type=int, default=128)
     ap.add_argument("--gen", type=int, default=64)
     ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--rounds", type=int, default=1,
+                    help="rounds of every system, in alternating order; ratios per round")
     ap.add_argument("--busy", action="store_true")
     ap.add_argument("--systems", default="edgecut,llama.cpp,pytorch-fp32")
     ap.add_argument("--edgecut", default=os.path.join(ROOT, "target", "release", "edgecut"))
@@ -143,31 +148,50 @@ def main():
     if args.busy:
         cpu = str(os.cpu_count() - 1)
         busy = subprocess.Popen(["taskset", "-c", cpu, "yes"], stdout=subprocess.DEVNULL)
-    results = {}
+    names = args.systems.split(",")
+    rounds = []  # per round: {system: (prefill tok/s, decode tok/s)}
     try:
-        for name in args.systems.split(","):
-            cmd = [sys.executable, __file__, "--child", name] + [
-                f"--{k}={v}" for k, v in
-                [("threads", args.threads), ("prompt", args.prompt), ("gen", args.gen),
-                 ("runs", args.runs), ("edgecut", args.edgecut)]]
-            if args.edgecut_before:
-                cmd.append(f"--edgecut-before={args.edgecut_before}")
-            out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
-            runs = json.loads(out.strip().splitlines()[-1])
-            prefill = statistics.median(r[0] for r in runs)
-            decode = statistics.median(r[1] for r in runs) / (args.gen - 1)
-            results[name] = (args.prompt / prefill, 1.0 / decode)
+        for rnd in range(args.rounds):
+            # Rounds alternate the systems' order, and each ratio is taken within a round:
+            # another guest's load that lands on one system of a round moves that round only.
+            order = names if rnd % 2 == 0 else names[::-1]
+            results = {}
+            for name in order:
+                cmd = [sys.executable, __file__, "--child", name] + [
+                    f"--{k}={v}" for k, v in
+                    [("threads", args.threads), ("prompt", args.prompt), ("gen", args.gen),
+                     ("runs", args.runs), ("edgecut", args.edgecut)]]
+                if args.edgecut_before:
+                    cmd.append(f"--edgecut-before={args.edgecut_before}")
+                out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+                runs = json.loads(out.strip().splitlines()[-1])
+                prefill = statistics.median(r[0] for r in runs)
+                decode = statistics.median(r[1] for r in runs) / (args.gen - 1)
+                results[name] = (args.prompt / prefill, 1.0 / decode)
+            rounds.append(results)
     finally:
         if busy:
             busy.kill()
     print(f"{GGUF}, {args.threads} threads, prompt {args.prompt} tokens, "
-          f"{args.gen} generated{', other core busy' if args.busy else ''}")
-    print(f"{'system':<14} {'prefill tok/s':>14} {'decode tok/s':>13} {'edgecut / it (decode)':>22}")
-    base = results.get("edgecut", (None, None))[1]
-    for name, (p, d) in results.items():
-        ratio = f"{base / d:.2f}x" if base else "-"
-        print(f"{name:<14} {p:>14.1f} {d:>13.1f} {ratio:>22}")
-
+          f"{args.gen} generated{', other core busy' if args.busy else ''}, "
+          f"{args.rounds} round(s) of {args.runs} run(s)")
+    if len(rounds) > 1:
+        for i, results in enumerate(rounds):
+            print(f"round {i + 1}: " + "; ".join(
+                f"{n} {p:.1f} / {d:.1f}" for n, (p, d) in results.items()))
+    print(f"{'system':<14} {'prefill tok/s':>14} {'decode tok/s':>13} "
+          f"{'edgecut / it (prefill)':>23} {'edgecut / it (decode)':>22}")
+    for name in names:
+        p = statistics.median(r[name][0] for r in rounds)
+        d = statistics.median(r[name][1] for r in rounds)
+        if "edgecut" in names:
+            # The median of the rounds' own ratios (each round's systems ran back to back).
+            rp = statistics.median(r["edgecut"][0] / r[name][0] for r in rounds)
+            rd = statistics.median(r["edgecut"][1] / r[name][1] for r in rounds)
+            ratios = f"{rp:>22.2f}x {rd:>21.2f}x"
+        else:
+            ratios = f"{'-':>23} {'-':>22}"
+        print(f"{name:<14} {p:>14.1f} {d:>13.1f} {ratios}")
 
 if __name__ == "__main__":
     main()
