@@ -138,6 +138,8 @@ def main():
     ap.add_argument("--model", help="another GGUF file (a path; default: SmolLM2 Q4_1 from the "
                     "model cache); PyTorch runs its weights dequantized to f32")
     args = ap.parse_args()
+    if args.rounds < 1 or args.runs < 1:
+        ap.error("--rounds and --runs take at least 1")
     if args.model:
         global MODELS, GGUF
         MODELS, GGUF = os.path.split(os.path.abspath(args.model))

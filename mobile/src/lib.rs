@@ -96,8 +96,8 @@ pub struct EdgecutOptions {
 pub type EdgecutModel = u64;
 
 pub(crate) enum Loaded {
-    // An `Arc` of its own: a split handle keeps the encoder it runs alive.
-    Encoder(Arc<Session>),
+    // A cheap handle: a split handle holds a clone, which keeps the encoder it runs alive.
+    Encoder(Session),
     // Boxed: a decoder is large, and handles move the enum into an `Arc`.
     Decoder(Box<Llm>),
 }
@@ -292,7 +292,7 @@ pub unsafe extern "C" fn edgecut_model_open(
         let loaded = match Model::open(path, &enc, &dec)
             .map_err(|e| Failure(EDGECUT_STATUS_MODEL_ERROR, format!("{path}: {e}")))?
         {
-            Model::Encoder(s) => Loaded::Encoder(Arc::new(s)),
+            Model::Encoder(s) => Loaded::Encoder(s),
             Model::Decoder(l) => Loaded::Decoder(Box::new(l)),
             _ => {
                 return fail(

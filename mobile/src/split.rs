@@ -45,7 +45,7 @@ pub type EdgecutSplit = u64;
 
 /// What a split handle holds: an encoder's client, or a decoder's conversation and link.
 enum Client {
-    Encoder(SplitClient<Arc<Session>>),
+    Encoder(SplitClient<Session>),
     Decoder {
         llm: Llm,
         conversation: SplitDecoder,

@@ -2,7 +2,7 @@
 //! (cross-encoder scores), each optionally split with `edgecut serve`.
 
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::Duration;
 
 use edgecut::{Session, SessionOptions};
@@ -23,7 +23,7 @@ pub(crate) enum Texts {
 /// How an encoder handle splits with a server (`server=`): the client, and the reason the last
 /// call ran on the device alone.
 struct Split {
-    client: Mutex<SplitClient<Arc<Session>>>,
+    client: Mutex<SplitClient<Session>>,
     fallback: Mutex<Option<String>>,
 }
 
@@ -33,7 +33,7 @@ impl Split {
     fn run(
         &self,
         py: Python<'_>,
-        f: impl FnOnce(&mut SplitClient<Arc<Session>>) -> edgecut::Result<SplitOutcome> + Send,
+        f: impl FnOnce(&mut SplitClient<Session>) -> edgecut::Result<SplitOutcome> + Send,
     ) -> PyResult<(Vec<Vec<f32>>, Option<String>)> {
         let out = detached(py, || {
             f(&mut self.client.lock().unwrap_or_else(|e| e.into_inner()))
@@ -113,7 +113,7 @@ fn open_session(
 #[allow(clippy::too_many_arguments)]
 fn open_split(
     py: Python<'_>,
-    session: &Arc<Session>,
+    session: &Session,
     server: Option<String>,
     cut: Option<usize>,
     token: Option<String>,
@@ -154,7 +154,7 @@ pub(crate) fn warn_fallback(py: Python<'_>, reason: &str) -> PyResult<()> {
 /// the last token; CLIP, which embeds pictures too).
 #[pyclass(frozen, module = "edgecut", name = "Embedder")]
 pub struct Embedder {
-    session: Arc<Session>,
+    session: Session,
     batch_size: usize,
     split: Option<Split>,
 }
@@ -179,14 +179,7 @@ impl Embedder {
         timeout: f64,
         tls_ca: Option<PathBuf>,
     ) -> PyResult<Embedder> {
-        let session = Arc::new(open_session(
-            py,
-            path,
-            device,
-            threads,
-            max_seq_len,
-            batch_size,
-        )?);
+        let session = open_session(py, path, device, threads, max_seq_len, batch_size)?;
         let split = open_split(py, &session, server, cut, token, encoding, timeout, tls_ca)?;
         Ok(Embedder {
             session,
@@ -415,7 +408,7 @@ fn to_numpy<'py>(py: Python<'py>, rows: &[Vec<f32>], dim: usize) -> PyResult<Bou
 /// A cross-encoder reranker (ms-marco-MiniLM, bge-reranker, jina-reranker).
 #[pyclass(frozen, module = "edgecut", name = "Reranker")]
 pub struct Reranker {
-    session: Arc<Session>,
+    session: Session,
 }
 
 #[pymethods]
@@ -433,7 +426,7 @@ impl Reranker {
         let session = open_session(py, path, device, threads, max_seq_len, batch_size)?;
         match session.n_classes() {
             Some(1) => Ok(Reranker {
-                session: Arc::new(session),
+                session,
             }),
             Some(n) => Err(invalid(
                 py,

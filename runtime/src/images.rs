@@ -23,12 +23,12 @@ pub struct LabelScore {
 impl Session {
     /// Whether the model embeds pictures (CLIP).
     pub fn embeds_images(&self) -> bool {
-        matches!(self.model, Net::Clip(_))
+        matches!(self.inner.model, Net::Clip(_))
     }
 
     /// The CLIP model, for what only it runs.
     pub(crate) fn clip_model(&self) -> Result<&Clip> {
-        match &self.model {
+        match &self.inner.model {
             Net::Clip(c) => Ok(c),
             _ => Err(Error::Input(
                 "this model embeds texts only; pictures need a CLIP model".into(),
@@ -43,8 +43,12 @@ impl Session {
     pub fn image_tensor(&self, image: &[u8]) -> Result<Vec<f32>> {
         let c = self.clip_model()?;
         let p = processing(c);
-        let _one = self.decoding.lock().unwrap_or_else(|e| e.into_inner());
-        let img = decode(image, &self.opts.image_limits)?;
+        let _one = self
+            .inner
+            .decoding
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let img = decode(image, &self.inner.opts.image_limits)?;
         Ok(pixel_tensor(&resize_and_crop(&img, &p)?, &p))
     }
 
@@ -52,7 +56,7 @@ impl Session {
     /// space [`Session::embed`] puts texts in. A picture that cannot be read is
     /// [`Error::Image`], naming which.
     pub fn embed_images(&self, images: &[&[u8]]) -> Result<Vec<Vec<f32>>> {
-        self.embed_images_in_batches(images, self.opts.batch_size)
+        self.embed_images_in_batches(images, self.inner.opts.batch_size)
     }
 
     /// [`Session::embed_images`] with `batch_size` pictures run together.
@@ -101,7 +105,7 @@ impl Session {
             )));
         }
         let mut out = Vec::with_capacity(n);
-        for chunk in pixels.chunks(per * self.opts.batch_size.max(1)) {
+        for chunk in pixels.chunks(per * self.inner.opts.batch_size.max(1)) {
             let v = c.embed_images(chunk, chunk.len() / per)?;
             out.extend(v.chunks_exact(dim).map(<[f32]>::to_vec));
         }
@@ -154,7 +158,10 @@ impl Session {
         let mut encoded = Vec::with_capacity(texts.len());
         let mut truncated = Vec::new();
         for (index, t) in texts.iter().enumerate() {
-            let e = self.tokenizer.encode(t, true, Some(self.max_seq_len()))?;
+            let e = self
+                .inner
+                .tokenizer
+                .encode(t, true, Some(self.max_seq_len()))?;
             if e.ids.is_empty() {
                 return Err(Error::Input(format!("text {index} has no tokens")));
             }

@@ -13,11 +13,10 @@ use edgecut_models::Kind;
 use crate::Error;
 use crate::{Llm, LlmOptions, Result, Session, SessionOptions};
 
-/// A model of either kind, opened from a file whose architecture says which.
-#[derive(Debug)]
+/// A model of either kind, opened from a file whose architecture says which. Both kinds are
+/// cheap handles: a clone shares the loaded model.
+#[derive(Clone, Debug)]
 #[non_exhaustive]
-// A model is opened once and held where it is used; moving a few hundred bytes is no concern.
-#[allow(clippy::large_enum_variant)]
 pub enum Model {
     /// An encoder: embeddings and classification.
     Encoder(Session),

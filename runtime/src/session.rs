@@ -167,11 +167,17 @@ pub struct Classification {
 /// can be far longer, and a text's KV cache grows with it (`--max-seq-len` raises it).
 const LAST_TOKEN_DEFAULT_LEN: usize = 2048;
 
-/// An open model. `Send + Sync`: share it (in an `Arc`) between threads.
+/// An open model: a cheap handle (`Clone` shares the one loaded model, as [`crate::Llm`]
+/// does), `Send + Sync`, for any number of threads.
+#[derive(Clone)]
 pub struct Session {
+    pub(crate) inner: Arc<Loaded>,
+}
+
+/// What a [`Session`] shares among its clones.
+pub(crate) struct Loaded {
     pub(crate) model: Net,
-    // Boxed: the tokenizer is large, and sessions move into enums and handles.
-    pub(crate) tokenizer: Box<Tokenizer>,
+    pub(crate) tokenizer: Tokenizer,
     pub(crate) device: Device,
     pub(crate) opts: SessionOptions,
     max_len: usize,
@@ -184,7 +190,11 @@ pub struct Session {
 
 impl std::fmt::Debug for Session {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Session({:?} on {})", self.model, self.device)
+        write!(
+            f,
+            "Session({:?} on {})",
+            self.inner.model, self.inner.device
+        )
     }
 }
 
@@ -238,7 +248,7 @@ impl Session {
             let (default_len, context) = (e.cfg.max_seq_len, e.cfg.context);
             (Net::Bert(Box::new(e)), default_len, context)
         };
-        let tokenizer = Box::new(Tokenizer::from_gguf(&file)?);
+        let tokenizer = Tokenizer::from_gguf(&file)?;
         let max_len = match opts.max_seq_len {
             None => default_len,
             Some(n) if (2..=context).contains(&n) => n,
@@ -252,40 +262,45 @@ impl Session {
             return Err(Error::Input("batch size must be at least 1".into()));
         }
         Ok(Session {
-            model,
-            tokenizer,
-            device,
-            opts: opts.clone(),
-            max_len,
-            id: std::sync::OnceLock::new(),
-            decoding: std::sync::Mutex::new(()),
+            inner: Arc::new(Loaded {
+                model,
+                tokenizer,
+                device,
+                opts: opts.clone(),
+                max_len,
+                id: std::sync::OnceLock::new(),
+                decoding: std::sync::Mutex::new(()),
+            }),
         })
     }
 
     /// The device in use, in words.
     pub fn device(&self) -> String {
-        self.device.to_string()
+        self.inner.device.to_string()
     }
 
     /// The model file.
     pub fn file(&self) -> &GgufFile {
-        self.model.file()
+        self.inner.model.file()
     }
 
     /// The model file's identity (a hash of its metadata and tensors, computed once per
     /// session): what split clients and servers compare.
     pub fn model_id(&self) -> edgecut_format::ModelId {
-        *self.id.get_or_init(|| self.model.file().identity())
+        *self
+            .inner
+            .id
+            .get_or_init(|| self.inner.model.file().identity())
     }
 
     /// Tokens per text before truncation.
     pub fn max_seq_len(&self) -> usize {
-        self.max_len
+        self.inner.max_len
     }
 
     /// Length of the sentence vectors [`Session::embed`] returns.
     pub fn embedding_dim(&self) -> usize {
-        self.model.hidden()
+        self.inner.model.hidden()
     }
 
     /// Cuts sentence vectors to their first `dims` values (Matryoshka embeddings, the API's
@@ -299,7 +314,7 @@ impl Session {
         }
         for v in vectors.iter_mut() {
             v.truncate(dims);
-            if self.model.normalize() {
+            if self.inner.model.normalize() {
                 edgecut_backends::ops::l2_normalize(v, dims);
             }
         }
@@ -308,12 +323,12 @@ impl Session {
 
     /// Classes of the classification head (`None` for a model without one).
     pub fn n_classes(&self) -> Option<usize> {
-        self.model.n_classes()
+        self.inner.model.n_classes()
     }
 
     /// The BERT-family encoder, for what only it runs (split, stage timing, heads).
     pub(crate) fn bert(&self) -> Result<&Encoder> {
-        match &self.model {
+        match &self.inner.model {
             Net::Bert(e) => Ok(e),
             Net::Clip(_) => Err(Error::Input(
                 "this is CLIP: its texts embed on the device (pictures split, through \
@@ -330,13 +345,17 @@ impl Session {
 
     /// Tokenizes `text` as the model sees it (special tokens included, truncated).
     pub fn tokenize(&self, text: &str) -> Result<Vec<u32>> {
-        Ok(self.tokenizer.encode(text, true, Some(self.max_len))?.ids)
+        Ok(self
+            .inner
+            .tokenizer
+            .encode(text, true, Some(self.inner.max_len))?
+            .ids)
     }
 
     /// Tokens of `text` as the model sees it, special tokens included, before any truncation
     /// (more than [`Session::max_seq_len`] means [`Session::embed`] would truncate it).
     pub fn count_tokens(&self, text: &str) -> Result<usize> {
-        Ok(self.tokenizer.encode(text, true, None)?.full_len)
+        Ok(self.inner.tokenizer.encode(text, true, None)?.full_len)
     }
 
     /// Runs the encoder over `texts` in batches of similar length and hands each batch's
@@ -350,7 +369,10 @@ impl Session {
         let mut encoded = Vec::with_capacity(texts.len());
         let mut truncated = Vec::new();
         for (index, t) in texts.iter().enumerate() {
-            let e = self.tokenizer.encode(t, true, Some(self.max_len))?;
+            let e = self
+                .inner
+                .tokenizer
+                .encode(t, true, Some(self.inner.max_len))?;
             truncated.extend(Truncated::of(index, e.full_len, e.ids.len()));
             encoded.push((e.ids, None));
         }
@@ -417,7 +439,7 @@ impl Session {
     /// longer than [`Session::max_seq_len`] tokens are truncated and listed in
     /// [`Embeddings::truncated`].
     pub fn embed(&self, texts: &[&str]) -> Result<Embeddings> {
-        self.embed_in_batches(texts, self.opts.batch_size)
+        self.embed_in_batches(texts, self.inner.opts.batch_size)
     }
 
     /// [`Session::embed`] with `batch_size` texts in each padded batch instead of the
@@ -429,8 +451,8 @@ impl Session {
                 "batch size 0: at least one text per batch".into(),
             ));
         }
-        let dim = self.model.hidden();
-        let (vectors, truncated) = match &self.model {
+        let dim = self.inner.model.hidden();
+        let (vectors, truncated) = match &self.inner.model {
             Net::Bert(e) => self.run(texts, batch_size, |a| {
                 let pooled = e.pool(a)?;
                 Ok(pooled.chunks_exact(dim).map(<[f32]>::to_vec).collect())
@@ -459,7 +481,7 @@ impl Session {
     /// [`Session::rerank`] over pairs that need not share a query (batches of several
     /// requests).
     pub fn score_pairs(&self, pairs: &[(&str, &str)]) -> Result<Reranked> {
-        match self.model.n_classes() {
+        match self.inner.model.n_classes() {
             Some(1) => {}
             Some(n) => {
                 return Err(Error::Input(format!(
@@ -472,18 +494,27 @@ impl Session {
         let mut encoded = Vec::with_capacity(pairs.len());
         let mut truncated = Vec::new();
         for (index, (q, d)) in pairs.iter().enumerate() {
-            let e = self.tokenizer.encode_pair(q, d, Some(self.max_len))?;
+            let e = self
+                .inner
+                .tokenizer
+                .encode_pair(q, d, Some(self.inner.max_len))?;
             truncated.extend(Truncated::of(index, e.full_len, e.ids.len()));
             encoded.push((e.ids, Some(e.type_ids)));
         }
         let bert = self.bert()?;
-        let scores = self.run_encoded(encoded, self.opts.batch_size, |a| Ok(bert.classify(a)?))?;
+        let scores = self.run_encoded(encoded, self.inner.opts.batch_size, |a| {
+            Ok(bert.classify(a)?)
+        })?;
         Ok(Reranked { scores, truncated })
     }
 
     /// Tokens of a query/document pair as [`Session::rerank`] joins them, before any cut.
     pub fn count_pair_tokens(&self, query: &str, document: &str) -> Result<usize> {
-        Ok(self.tokenizer.encode_pair(query, document, None)?.full_len)
+        Ok(self
+            .inner
+            .tokenizer
+            .encode_pair(query, document, None)?
+            .full_len)
     }
 
     /// Last-token pooling of a decoder: each text's final hidden state at its last token (a
@@ -498,7 +529,10 @@ impl Session {
         let mut encoded = Vec::with_capacity(texts.len());
         let mut truncated = Vec::new();
         for (index, t) in texts.iter().enumerate() {
-            let e = self.tokenizer.encode(t, true, Some(self.max_len))?;
+            let e = self
+                .inner
+                .tokenizer
+                .encode(t, true, Some(self.inner.max_len))?;
             if e.ids.is_empty() {
                 return Err(Error::Input(format!(
                     "text {index} has no tokens, so no last token to pool"
@@ -522,10 +556,10 @@ impl Session {
 
     /// Classifies `texts` with the model's sequence-classification head.
     pub fn classify(&self, texts: &[&str]) -> Result<Vec<Classification>> {
-        let n = self.model.n_classes().ok_or(Error::NoClassifier)?;
+        let n = self.inner.model.n_classes().ok_or(Error::NoClassifier)?;
         let bert = self.bert()?;
         let labels = &bert.cfg.labels;
-        let (mut out, truncated) = self.run(texts, self.opts.batch_size, |a| {
+        let (mut out, truncated) = self.run(texts, self.inner.opts.batch_size, |a| {
             let logits = bert.classify(a)?;
             let probs = probabilities(&logits, n);
             Ok(logits

@@ -222,7 +222,7 @@ impl Session {
         let data = if cut == 0 && !image {
             let flat = decode_ids(&a.data, n_values)
                 .ok_or_else(|| bad("activation bytes do not match its shape"))?;
-            let vocab = self.tokenizer.vocab_size();
+            let vocab = self.inner.tokenizer.vocab_size();
             let mut ids = Vec::with_capacity(batch);
             for (row, &len) in flat.chunks_exact(seq).zip(&a.lengths) {
                 let t = &row[..len as usize];

@@ -18,7 +18,7 @@ fn long_text(seq: usize) -> String {
 impl Session {
     /// The model's stages.
     pub fn stages(&self) -> StageGraph {
-        self.model.stages()
+        self.inner.model.stages()
     }
 
     /// Stages of the model: embeddings, each block, head.
@@ -42,7 +42,11 @@ impl Session {
                 self.max_seq_len()
             )));
         }
-        let ids = self.tokenizer.encode(&long_text(seq), true, Some(seq))?.ids;
+        let ids = self
+            .inner
+            .tokenizer
+            .encode(&long_text(seq), true, Some(seq))?
+            .ids;
         let mut times = Vec::with_capacity(self.stage_count());
         let mut t = Instant::now();
         let mut lap = |t: &mut Instant| {

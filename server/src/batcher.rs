@@ -59,7 +59,7 @@ pub(crate) struct Ticket {
 /// Takes jobs and runs them, one group at a time, until the channel closes or the phase
 /// reaches [`Phase::Stopping`].
 pub(crate) async fn batcher(
-    session: Arc<Session>,
+    session: Session,
     mut rx: mpsc::Receiver<Job>,
     cfg: ServeConfig,
     metrics: Arc<Metrics>,

@@ -30,7 +30,7 @@ use crate::serve::Phase;
 pub(crate) struct Ctx {
     pub(crate) cfg: ServeConfig,
     /// The encoder served (None: a decoder).
-    pub(crate) session: Option<Arc<Session>>,
+    pub(crate) session: Option<Session>,
     /// The decoder served and its sessions' limits (None: an encoder).
     pub(crate) decoding: Option<crate::sessions::Decoding>,
     pub(crate) model_id: [u8; 32],

@@ -22,7 +22,7 @@ use crate::sessions::Decoding;
 #[non_exhaustive]
 pub enum ServedModel {
     /// An encoder: devices send INFER requests (split at any stage).
-    Encoder(Arc<Session>),
+    Encoder(Session),
     /// A decoder: devices open sessions and send the hidden states at their cut, token by
     /// token.
     Decoder(edgecut::Llm),

@@ -2,9 +2,9 @@
 //! the cut, sends the activation to `edgecut serve`, and falls back to running everything on
 //! the device when the server is unreachable, refuses, or fails.
 
+use std::borrow::Borrow;
 use std::io::{Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
-use std::ops::Deref;
 use std::time::{Duration, Instant};
 
 use edgecut::Session;
@@ -130,9 +130,9 @@ pub struct SplitOutcome {
     pub predicted_ms: Option<f64>,
 }
 
-/// A device connected (or not) to a server, running `S` (a `&Session`, an `Arc<Session>`:
-/// anything that derefs to one).
-pub struct SplitClient<S: Deref<Target = Session>> {
+/// A device connected (or not) to a server, running `S` (a [`Session`], a cheap handle, or a
+/// `&Session`: anything that borrows as one).
+pub struct SplitClient<S: Borrow<Session>> {
     session: S,
     cfg: ClientConfig,
     model_id: [u8; 32],
@@ -141,11 +141,11 @@ pub struct SplitClient<S: Deref<Target = Session>> {
     auto: Option<crate::auto::AutoState>,
 }
 
-impl<S: Deref<Target = Session>> SplitClient<S> {
+impl<S: Borrow<Session>> SplitClient<S> {
     /// A client for `session`; connects lazily. The HELLO carries the identity of the
     /// session's model file.
     pub fn new(session: S, cfg: ClientConfig) -> SplitClient<S> {
-        let model_id = session.model_id().0;
+        let model_id = session.borrow().model_id().0;
         let auto = cfg
             .auto
             .clone()
@@ -199,7 +199,7 @@ impl<S: Deref<Target = Session>> SplitClient<S> {
         let id = self.next_id;
         self.next_id += 1;
         let dev_start = Instant::now();
-        let (enc, s) = (self.cfg.encoding, &self.session);
+        let (enc, s) = (self.cfg.encoding, self.session.borrow());
         let req = match inputs {
             Inputs::Texts(t) => s.run_device_part(t, cut, enc, id)?,
             Inputs::Images(i) => s.run_device_part_images(i, cut, enc, id)?,
@@ -266,7 +266,7 @@ impl<S: Deref<Target = Session>> SplitClient<S> {
         }
         let mut seq = 1;
         for t in texts {
-            seq = seq.max(self.session.tokenize(t)?.len());
+            seq = seq.max(self.session.borrow().tokenize(t)?.len());
         }
         Ok(Some((seq, texts.len().max(1))))
     }
@@ -292,8 +292,8 @@ impl<S: Deref<Target = Session>> SplitClient<S> {
     /// Everything on the device.
     fn local(&self, inputs: Inputs<'_>) -> edgecut::Result<Vec<Vec<f32>>> {
         match inputs {
-            Inputs::Texts(t) => Ok(self.session.embed(t)?.vectors),
-            Inputs::Images(i) => self.session.embed_images(i),
+            Inputs::Texts(t) => Ok(self.session.borrow().embed(t)?.vectors),
+            Inputs::Images(i) => self.session.borrow().embed_images(i),
         }
     }
 
@@ -304,7 +304,7 @@ impl<S: Deref<Target = Session>> SplitClient<S> {
         predicted_ms: Option<f64>,
         shape: Option<(usize, usize)>,
     ) -> edgecut::Result<SplitOutcome> {
-        let n = self.session.stage_count();
+        let n = self.session.borrow().stage_count();
         if cut >= n {
             // The plan (or the configured cut) runs everything here.
             let t = Instant::now();

@@ -2,7 +2,6 @@
 //! models it serves.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -137,7 +136,7 @@ pub struct Loaded {
 }
 
 enum Model {
-    Encoder(Arc<edgecut::Session>),
+    Encoder(edgecut::Session),
     Decoder(edgecut::Llm),
 }
 
@@ -182,7 +181,7 @@ fn load_one(path: &Path, enc: &EncoderArgs) -> anyhow::Result<Loaded> {
             if enc.run.device != edgecut::DeviceKind::Cpu {
                 eprintln!("device: {}", s.device());
             }
-            Model::Encoder(Arc::new(s))
+            Model::Encoder(s)
         }
         edgecut::Model::Decoder(l) => Model::Decoder(l),
         other => anyhow::bail!(

@@ -19,8 +19,6 @@ use super::DecoderConfig;
 use crate::error::{ModelError, Result};
 use crate::weights::{vector, Bias, Weights};
 
-mod last_block;
-
 /// One conversation's rows within a batch: `rows` rows from row `row`, at positions `pos0..`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) struct Part {
@@ -254,8 +252,12 @@ impl<B: Backend> On<B> {
         let (qw, kvw) = (c.heads * hd, c.kv_heads * hd);
         // Each conversation's rows get the products they get alone (`Backend::linear_seqs`).
         let seqs: Vec<usize> = parts.iter().map(|p| p.rows).collect();
-        let freqs = self.freqs(blk);
-        let [xn, q, k, v, att, kn, ..] = &mut s.rows;
+        let freqs = if blk.sliding {
+            &self.inv_freq_local
+        } else {
+            &self.inv_freq
+        };
+        let [xn, q, k, v, att, kn, gate, up, post] = &mut s.rows;
         b.rms_norm(x, xn, h, &blk.attn_norm, c.eps)?;
         b.linear_seqs_each(xn, &seqs, &[&blk.q, &blk.k, &blk.v], &mut [q, k, v])?;
         if let Some((qn, kn_w)) = &blk.qk_norm {
@@ -295,39 +297,15 @@ impl<B: Backend> On<B> {
                 b.copy(o, 0, att, p.row * qw, p.rows * qw)?;
             }
         }
-        self.feed_forward(blk, x, &seqs, s)
-    }
-
-    /// The rotary frequencies of `blk`'s layer.
-    fn freqs(&self, blk: &Block<B>) -> &B::Vector {
-        if blk.sliding {
-            &self.inv_freq_local
-        } else {
-            &self.inv_freq
-        }
-    }
-
-    /// A block's second half on rows `x` whose attention output is in `s`'s `att`: the output
-    /// projection and its residual, then the gated feed-forward and its residual.
-    fn feed_forward(
-        &self,
-        blk: &Block<B>,
-        x: &mut B::Tensor,
-        seqs: &[usize],
-        s: &mut Scratch<B>,
-    ) -> Result<()> {
-        let (b, c) = (&self.b, &self.c);
-        let h = c.hidden;
-        let [xn, _, _, _, att, _, gate, up, post] = &mut s.rows;
-        b.linear_seqs(att, seqs, &blk.wo, xn)?;
+        b.linear_seqs(att, &seqs, &blk.wo, xn)?;
         self.residual(x, xn, post, blk.post_attn_norm.as_ref())?;
         b.rms_norm(x, xn, h, &blk.ffn_norm, c.eps)?;
-        b.linear_seqs_each(xn, seqs, &[&blk.gate, &blk.up], &mut [gate, up])?;
+        b.linear_seqs_each(xn, &seqs, &[&blk.gate, &blk.up], &mut [gate, up])?;
         match c.spec.gate {
             Gate::Silu => b.silu_mul(gate, up)?,
             Gate::GeluTanh => b.gelu_tanh_mul(gate, up)?,
         }
-        b.linear_seqs(gate, seqs, &blk.down, xn)?;
+        b.linear_seqs(gate, &seqs, &blk.down, xn)?;
         self.residual(x, xn, post, blk.post_ffn_norm.as_ref())?;
         Ok(())
     }
@@ -379,16 +357,13 @@ impl<B: Backend> On<B> {
         }
     }
 
-    /// [`Run::run`], the output left on the backend. With `keep` and one conversation, the
-    /// range's last block carries only the last `keep` rows on ([`On::last_block`]), and only
-    /// they come back.
+    /// [`Run::run`], the output left on the backend.
     fn run_on(
         &self,
         states: &mut [&mut AnyState],
         layers: Range<usize>,
         x: Vec<f32>,
         parts: &[Part],
-        keep: Option<usize>,
     ) -> Result<B::Buffer> {
         let mut kvs = Vec::with_capacity(states.len());
         let mut scratch = None;
@@ -416,15 +391,9 @@ impl<B: Backend> On<B> {
         let at = at.unwrap_or_default();
         self.fit(s, parts);
         let mut x = self.b.upload(x);
-        let end = layers.end;
         for (l, &(group, index)) in layers.zip(at) {
             let mut kv: Vec<&mut B::KvCache> = kvs.iter_mut().map(|k| &mut k[group]).collect();
-            match (keep, parts, &mut kv[..]) {
-                (Some(keep), &[p], [kv]) if l + 1 == end && keep < p.rows => {
-                    x = self.last_block(&self.blocks[l], index, &x, kv, p, keep, s)?;
-                }
-                _ => self.block(&self.blocks[l], index, &mut x, &mut kv, parts, s)?,
-            }
+            self.block(&self.blocks[l], index, &mut x, &mut kv, parts, s)?;
         }
         Ok(x)
     }
@@ -501,7 +470,7 @@ impl<B: Backend> Run for On<B> {
         x: Vec<f32>,
         parts: &[Part],
     ) -> Result<Vec<f32>> {
-        let x = self.run_on(states, layers, x, parts, None)?;
+        let x = self.run_on(states, layers, x, parts)?;
         Ok(self.b.download(x)?)
     }
 
@@ -527,7 +496,7 @@ impl<B: Backend> Run for On<B> {
     ) -> Result<Vec<f32>> {
         let rows = x.len() / self.c.hidden;
         let part = [Part { row: 0, rows, pos0 }];
-        let x = self.run_on(&mut [state], 0..self.c.layers, x, &part, Some(rows_out))?;
+        let x = self.run_on(&mut [state], 0..self.c.layers, x, &part)?;
         if rows_out == 0 {
             return Ok(Vec::new());
         }
@@ -540,7 +509,7 @@ impl<B: Backend> Run for On<B> {
             rows: 1,
             pos0,
         }];
-        let x = self.run_on(&mut [state], 0..self.c.layers, x, &part, None)?;
+        let x = self.run_on(&mut [state], 0..self.c.layers, x, &part)?;
         let logits = self.head_on(&x, 1)?;
         let ids = self.b.argmax(&logits, self.c.vocab)?;
         ids.first()

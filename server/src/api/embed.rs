@@ -56,7 +56,7 @@ fn check_count(st: &ApiState, n: usize) -> Result<(), ApiError> {
 /// The tokens of each text, on the blocking pool (work that grows with the request stays off
 /// the async threads); a text longer than the model takes is refused.
 async fn count_tokens(
-    session: &Arc<edgecut::Session>,
+    session: &edgecut::Session,
     texts: Vec<String>,
 ) -> Result<(Vec<String>, Vec<usize>), ApiError> {
     let session = session.clone();

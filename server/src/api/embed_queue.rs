@@ -59,7 +59,7 @@ impl EmbedQueue {
     /// Starts the batching thread: a batch closes at `budget` tokens or `max_wait` after it
     /// could first run.
     pub fn start(
-        session: Arc<edgecut::Session>,
+        session: edgecut::Session,
         metrics: Arc<ModelMetrics>,
         budget: usize,
         max_wait: Duration,

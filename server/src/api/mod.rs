@@ -97,7 +97,7 @@ pub enum ApiModel {
         /// The name in requests (`model`).
         name: String,
         /// The model.
-        session: Arc<edgecut::Session>,
+        session: edgecut::Session,
     },
     /// A decoder: chat and text completions.
     Generator {
@@ -152,7 +152,7 @@ pub(crate) struct Served {
 #[derive(Debug)]
 pub(crate) enum Kind {
     Embedder {
-        session: Arc<edgecut::Session>,
+        session: edgecut::Session,
         queue: embed_queue::EmbedQueue,
     },
     Generator {
