@@ -4,10 +4,15 @@
 //! Design choices, briefly:
 //! 1. Element types follow ggml's numbering ([`DType`]) so a GGUF tensor's type maps straight onto
 //!    a kernel without translation tables.
-//! 2. Q8_0 (32 int8 values + one f16 scale) is the working weight format; other quantized types
-//!    are decoded or re-quantized on load ([`quant`]).
-//! 3. The op contract ([`ops`]) is a dozen ops described by plain data; the [`Device`] enum picks
-//!    the backend at run time, so no backend generic leaks out of this crate.
+//! 2. A weight format is one row of a table ([`dtype`]'s `BlockFormat`: block length and
+//!    bytes, the scalar `decode_row` reference in [`quant`], which backends multiply it); the
+//!    files' types (Q8_0, Q4_0/1, Q5_0/1, the K-quants, IQ4, F16/BF16/F32) run from their
+//!    stored blocks, and a backend's `supports` refuses what it cannot run before a model
+//!    loads.
+//! 3. The op contract is the [`Backend`] trait (tensors, prepared matrices, norms, rotary
+//!    embedding, KV caches and attention; [`ops`] holds its plain-data descriptions); models
+//!    are written once over it, and the [`Device`] enum picks the backend at run time, so no
+//!    backend generic leaks out of this crate.
 //! 4. Every SIMD kernel has a scalar reference beside it ([`cpu::scalar`]) and is tested against
 //!    it; the set is picked at run time ([`cpu::kernels`]).
 

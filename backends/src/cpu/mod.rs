@@ -70,7 +70,7 @@ pub use weights::CpuMatrix;
 use crate::ops::OpError;
 
 /// A task of [`CpuBackend::for_chunk_pairs`]: `(index, chunk of a, chunk of b)`.
-pub type ChunkPairTask<'a> = dyn Fn(usize, &mut [f32], &mut [f32]) + Sync + 'a;
+pub(crate) type ChunkPairTask<'a> = dyn Fn(usize, &mut [f32], &mut [f32]) + Sync + 'a;
 
 /// The CPU backend: a kernel set and a thread pool. Cheap to clone (the pool is shared).
 #[derive(Clone, Debug)]
@@ -121,7 +121,7 @@ impl<T> SharedMut<T> {
 
 /// Runs `f` with this thread's buffers in `key`, reused from call to call so a steady-state
 /// forward pass does not allocate. A re-entrant call gets fresh buffers rather than a panic.
-pub fn with_scratch<T: Default + 'static, R>(
+pub(crate) fn with_scratch<T: Default + 'static, R>(
     key: &'static std::thread::LocalKey<std::cell::RefCell<T>>,
     f: impl FnOnce(&mut T) -> R,
 ) -> R {
@@ -207,13 +207,13 @@ impl CpuBackend {
     /// Runs `f(task)` for `n` tasks on the pool. Ops called from inside a task run on that
     /// task's thread alone (the pool is busy), so a caller can make one parallel region of a
     /// chain of ops over disjoint rows.
-    pub fn parallel(&self, n: usize, f: &(dyn Fn(usize) + Sync)) {
+    pub(crate) fn parallel(&self, n: usize, f: &(dyn Fn(usize) + Sync)) {
         self.pool.run(n, f)
     }
 
     /// Splits `data` into chunks of `chunk` values (the last may be shorter) and runs
     /// `f(index, chunk)` for each on the pool, every chunk borrowed mutably by one task.
-    pub fn for_chunks(
+    pub(crate) fn for_chunks(
         &self,
         data: &mut [f32],
         chunk: usize,
@@ -234,7 +234,7 @@ impl CpuBackend {
     /// [`Self::for_chunks`] over two buffers at once: task `t` gets chunk `t` of `a` (chunks of
     /// `chunk_a`) and chunk `t` of `b` (chunks of `chunk_b`). The two must split into as many
     /// chunks.
-    pub fn for_chunk_pairs(
+    pub(crate) fn for_chunk_pairs(
         &self,
         a: &mut [f32],
         chunk_a: usize,
