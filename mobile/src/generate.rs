@@ -99,7 +99,7 @@ fn model_error(e: edgecut::Error) -> Failure {
 fn decoder(l: &Loaded) -> Res<&Llm> {
     match l {
         Loaded::Decoder(llm) => Ok(llm),
-        Loaded::Encoder(_) => fail(
+        _ => fail(
             EDGECUT_STATUS_INVALID_ARGUMENT,
             "this model is an encoder; use edgecut_embed",
         ),

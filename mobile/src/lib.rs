@@ -22,7 +22,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
-use edgecut::{DeviceKind, Llm, LlmOptions, Model, Session, SessionOptions};
+use edgecut::{DeviceKind, LlmOptions, Model, Session, SessionOptions};
 
 mod generate;
 mod images;
@@ -95,12 +95,9 @@ pub struct EdgecutOptions {
 /// A model handle (0 is never a valid handle).
 pub type EdgecutModel = u64;
 
-pub(crate) enum Loaded {
-    // A cheap handle: a split handle holds a clone, which keeps the encoder it runs alive.
-    Encoder(Session),
-    // Boxed: a decoder is large, and handles move the enum into an `Arc`.
-    Decoder(Box<Llm>),
-}
+/// A loaded model: the facade's handle (either kind; a split handle holds a clone, which keeps
+/// the model it runs alive).
+pub(crate) type Loaded = Model;
 
 pub(crate) fn registry() -> &'static Mutex<HashMap<u64, Arc<Loaded>>> {
     static R: OnceLock<Mutex<HashMap<u64, Arc<Loaded>>>> = OnceLock::new();
@@ -221,7 +218,7 @@ pub(crate) fn lookup(h: EdgecutModel) -> Res<Arc<Loaded>> {
 pub(crate) fn encoder(l: &Loaded) -> Res<&Session> {
     match l {
         Loaded::Encoder(s) => Ok(s),
-        Loaded::Decoder(_) => fail(
+        _ => fail(
             EDGECUT_STATUS_INVALID_ARGUMENT,
             "this model is a decoder; use edgecut_generate",
         ),
@@ -289,18 +286,14 @@ pub unsafe extern "C" fn edgecut_model_open(
             .with_device(device)
             .with_threads(o.threads as usize)
             .with_context((o.context > 0).then_some(o.context as usize));
-        let loaded = match Model::open(path, &enc, &dec)
-            .map_err(|e| Failure(EDGECUT_STATUS_MODEL_ERROR, format!("{path}: {e}")))?
-        {
-            Model::Encoder(s) => Loaded::Encoder(s),
-            Model::Decoder(l) => Loaded::Decoder(Box::new(l)),
-            _ => {
-                return fail(
-                    EDGECUT_STATUS_MODEL_ERROR,
-                    "a kind of model the C ABI lacks",
-                )
-            }
-        };
+        let loaded = Model::open(path, &enc, &dec)
+            .map_err(|e| Failure(EDGECUT_STATUS_MODEL_ERROR, format!("{path}: {e}")))?;
+        if !matches!(loaded, Model::Encoder(_) | Model::Decoder(_)) {
+            return fail(
+                EDGECUT_STATUS_MODEL_ERROR,
+                "a kind of model the C ABI lacks",
+            );
+        }
         let h = NEXT_HANDLE.fetch_add(1, Ordering::Relaxed);
         registry()
             .lock()

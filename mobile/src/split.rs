@@ -140,10 +140,16 @@ pub unsafe extern "C" fn edgecut_split_open(
                 let conversation = SplitDecoder::new(llm, o.cut as usize)
                     .map_err(|e| Failure(EDGECUT_STATUS_INVALID_ARGUMENT, e.to_string()))?;
                 Client::Decoder {
-                    llm: (**llm).clone(),
+                    llm: llm.clone(),
                     conversation,
                     link: DecoderLink::new(llm, cfg, SamplingParams::default()),
                 }
+            }
+            _ => {
+                return fail(
+                    EDGECUT_STATUS_MODEL_ERROR,
+                    "a kind of model the C ABI lacks",
+                )
             }
         };
         let h = NEXT_HANDLE.fetch_add(1, Ordering::Relaxed);

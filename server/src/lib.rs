@@ -27,6 +27,6 @@ pub use edgecut_split::{
 pub use guard::{read_token_file, TokenFileError};
 pub use http::{serve_http, serve_http_until};
 pub use metrics::{serve_metrics, Metrics};
-pub use serve::{serve, ServedModel};
+pub use serve::serve;
 pub use shaper::{shape, shape_controlled, Shape, ShapeControl};
 pub use tls::server_config as tls_server_config;

@@ -5,7 +5,6 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use edgecut::Session;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch, Semaphore};
 
@@ -16,17 +15,6 @@ use crate::decode_batcher::decode_batcher;
 use crate::guard::FailedHellos;
 use crate::metrics::Metrics;
 use crate::sessions::Decoding;
-
-/// The model a server runs.
-#[derive(Clone, Debug)]
-#[non_exhaustive]
-pub enum ServedModel {
-    /// An encoder: devices send INFER requests (split at any stage).
-    Encoder(Session),
-    /// A decoder: devices open sessions and send the hidden states at their cut, token by
-    /// token.
-    Decoder(edgecut::Llm),
-}
 
 /// Where the server is in its life; connections and the queue watch it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -40,12 +28,14 @@ pub(crate) enum Phase {
     Stopping,
 }
 
-/// Serves `model` on `listener` until `shutdown` completes; then stops accepting, answers
+/// Serves `model` on `listener` until `shutdown` completes (an encoder: devices send INFER
+/// requests split at any stage; a decoder: devices open sessions and send the hidden states at
+/// their cut, token by token); then stops accepting, answers
 /// the requests in flight for up to `cfg.drain_timeout`, tells every other client that the
 /// server is shutting down (an UNAVAILABLE error) and returns once the model run in progress,
 /// if any, ends.
 pub async fn serve(
-    model: ServedModel,
+    model: edgecut::Model,
     listener: TcpListener,
     cfg: ServeConfig,
     metrics: Arc<Metrics>,
@@ -56,11 +46,11 @@ pub async fn serve(
     let (phase_tx, phase) = watch::channel(Phase::Running);
     let mut decode_task = None;
     let (session, decoding, model_id) = match model {
-        ServedModel::Encoder(s) => {
+        edgecut::Model::Encoder(s) => {
             let id = s.model_id().0;
             (Some(s), None, id)
         }
-        ServedModel::Decoder(llm) => {
+        edgecut::Model::Decoder(llm) => {
             let (jobs, queue) = mpsc::channel(cfg.max_sessions.max(1));
             decode_task = Some(tokio::spawn(decode_batcher(
                 queue,
@@ -80,6 +70,12 @@ pub async fn serve(
             };
             let id = d.llm.model_id().0;
             (None, Some(d), id)
+        }
+        other => {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!("{other:?}: a kind of model the split server does not serve"),
+            ))
         }
     };
     let batch_task = match &session {

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use edgecut_server::api::{model_name, ApiConfig, ApiModel};
-use edgecut_server::{HttpLimits, ServedModel};
+use edgecut_server::HttpLimits;
 
 use super::session::EncoderArgs;
 
@@ -128,40 +128,25 @@ fn secs(v: f64, flag: &str) -> anyhow::Result<Duration> {
     Ok(Duration::from_secs_f64(v))
 }
 
-/// A model loaded for serving.
+/// A model loaded for serving: one `edgecut::Model` (a cheap handle), the API's view of it
+/// and its stage count, both made once at load.
 pub struct Loaded {
     /// The name clients use.
     pub name: String,
-    model: Model,
-}
-
-enum Model {
-    Encoder(edgecut::Session),
-    Decoder(edgecut::Llm),
+    model: edgecut::Model,
+    api: ApiModel,
+    stages: usize,
 }
 
 impl Loaded {
     /// The model for the split listener, with its stage count and device.
-    pub fn split_model(&self) -> (ServedModel, usize, String) {
-        match &self.model {
-            Model::Encoder(s) => (ServedModel::Encoder(s.clone()), s.stage_count(), s.device()),
-            Model::Decoder(l) => (ServedModel::Decoder(l.clone()), l.blocks(), l.device()),
-        }
+    pub fn split_model(&self) -> (edgecut::Model, usize, String) {
+        (self.model.clone(), self.stages, self.model.device())
     }
 
     /// The model for the API.
     pub fn api_model(&self) -> ApiModel {
-        let name = self.name.clone();
-        match &self.model {
-            Model::Encoder(session) => ApiModel::Embedder {
-                name,
-                session: session.clone(),
-            },
-            Model::Decoder(llm) => ApiModel::Generator {
-                name,
-                llm: llm.clone(),
-            },
-        }
+        self.api.clone()
     }
 }
 
@@ -176,21 +161,34 @@ fn load_one(path: &Path, enc: &EncoderArgs) -> anyhow::Result<Loaded> {
         .with_threads(enc.run.threads);
     let opened = edgecut::Model::open(path, &enc.options(), &dec)
         .with_context(|| format!("opening {}", path.display()))?;
-    let model = match opened {
+    let name = model_name(path);
+    let (api, stages) = match &opened {
         edgecut::Model::Encoder(s) => {
             if enc.run.device != edgecut::DeviceKind::Cpu {
                 eprintln!("device: {}", s.device());
             }
-            Model::Encoder(s)
+            let api = ApiModel::Embedder {
+                name: name.clone(),
+                session: s.clone(),
+            };
+            (api, s.stage_count())
         }
-        edgecut::Model::Decoder(l) => Model::Decoder(l),
+        edgecut::Model::Decoder(l) => {
+            let api = ApiModel::Generator {
+                name: name.clone(),
+                llm: l.clone(),
+            };
+            (api, l.blocks())
+        }
         other => anyhow::bail!(
             "{}: a model kind this server does not serve",
             other.device()
         ),
     };
     Ok(Loaded {
-        name: model_name(path),
-        model,
+        name,
+        model: opened,
+        api,
+        stages,
     })
 }
