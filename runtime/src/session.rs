@@ -358,13 +358,13 @@ impl Session {
         Ok(self.inner.tokenizer.encode(text, true, None)?.full_len)
     }
 
-    /// Runs the encoder over `texts` in batches of similar length and hands each batch's
-    /// activation to `head`, which returns one row per text; rows come back in input order.
+    /// Runs `texts` in batches of similar length through `run` (a batch's token ids and
+    /// types to one row per text: the encoder and a head); rows come back in input order.
     fn run<T>(
         &self,
         texts: &[&str],
         batch: usize,
-        head: impl Fn(&edgecut_models::Activation) -> Result<Vec<T>>,
+        run: impl Fn(&[Vec<u32>], Option<&[Vec<u32>]>) -> Result<Vec<T>>,
     ) -> Result<(Vec<T>, Vec<Truncated>)> {
         let mut encoded = Vec::with_capacity(texts.len());
         let mut truncated = Vec::new();
@@ -376,7 +376,7 @@ impl Session {
             truncated.extend(Truncated::of(index, e.full_len, e.ids.len()));
             encoded.push((e.ids, None));
         }
-        Ok((self.run_encoded(encoded, batch, head)?, truncated))
+        Ok((self.run_encoded(encoded, batch, run)?, truncated))
     }
 
     /// [`Session::run`] on texts already tokenized, each with its token types or none.
@@ -384,9 +384,8 @@ impl Session {
         &self,
         encoded: Vec<(Vec<u32>, Option<Vec<u32>>)>,
         batch: usize,
-        head: impl Fn(&edgecut_models::Activation) -> Result<Vec<T>>,
+        run: impl Fn(&[Vec<u32>], Option<&[Vec<u32>]>) -> Result<Vec<T>>,
     ) -> Result<Vec<T>> {
-        let bert = self.bert()?;
         self.batched(
             encoded,
             batch,
@@ -401,7 +400,7 @@ impl Session {
                         .map(|(t, i)| t.unwrap_or_else(|| vec![0; i.len()]))
                         .collect::<Vec<_>>()
                 });
-                head(&bert.encode_typed(&ids, typed.as_deref())?)
+                run(&ids, typed.as_deref())
             },
         )
     }
@@ -453,8 +452,8 @@ impl Session {
         }
         let dim = self.inner.model.hidden();
         let (vectors, truncated) = match &self.inner.model {
-            Net::Bert(e) => self.run(texts, batch_size, |a| {
-                let pooled = e.pool(a)?;
+            Net::Bert(e) => self.run(texts, batch_size, |ids, types| {
+                let pooled = e.pool(&e.encode_typed(ids, types)?)?;
                 Ok(pooled.chunks_exact(dim).map(<[f32]>::to_vec).collect())
             })?,
             Net::Last { decoder, normalize } => {
@@ -502,8 +501,8 @@ impl Session {
             encoded.push((e.ids, Some(e.type_ids)));
         }
         let bert = self.bert()?;
-        let scores = self.run_encoded(encoded, self.inner.opts.batch_size, |a| {
-            Ok(bert.classify(a)?)
+        let scores = self.run_encoded(encoded, self.inner.opts.batch_size, |ids, types| {
+            Ok(bert.classify_ids(ids, types)?)
         })?;
         Ok(Reranked { scores, truncated })
     }
@@ -559,8 +558,8 @@ impl Session {
         let n = self.inner.model.n_classes().ok_or(Error::NoClassifier)?;
         let bert = self.bert()?;
         let labels = &bert.cfg.labels;
-        let (mut out, truncated) = self.run(texts, self.inner.opts.batch_size, |a| {
-            let logits = bert.classify(a)?;
+        let (mut out, truncated) = self.run(texts, self.inner.opts.batch_size, |ids, types| {
+            let logits = bert.classify_ids(ids, types)?;
             let probs = probabilities(&logits, n);
             Ok(logits
                 .chunks_exact(n)

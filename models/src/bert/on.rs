@@ -5,7 +5,7 @@
 use std::ops::Range;
 use std::sync::Arc;
 
-use edgecut_backends::encoder::{EncoderBlock, EncoderDims, LayerNorm};
+use edgecut_backends::encoder::{self, EncoderBlock, EncoderDims, LayerNorm};
 use edgecut_backends::ops::ActQuant;
 use edgecut_backends::{Backend, Instantiate, Op, PreparedMatrix};
 use edgecut_format::gguf::GgufFile;
@@ -24,6 +24,13 @@ pub(super) trait Run: Send + Sync {
     fn blocks(&self, range: Range<usize>, a: &mut Activation) -> Result<()>;
     /// The classification head on first-token vectors `[batch, hidden]`.
     fn classify(&self, first: Vec<f32>, batch: usize) -> Result<Vec<f32>>;
+    /// Block `layer` on `a` where only each text's first row goes on (a head that reads the
+    /// first token): every row's attention, then the output projection and feed-forward of the
+    /// first rows alone, which come back as `[batch, hidden]`. `None`: these blocks run whole.
+    fn block_first_rows(&self, layer: usize, a: &Activation) -> Result<Option<Vec<f32>>> {
+        let _ = (layer, a);
+        Ok(None)
+    }
     /// The norm after the last block (ModernBERT's) of token vectors `[rows, hidden]`, before
     /// pooling; `None` where the blocks end normed (BERT's post-norm).
     fn final_norm(&self, hidden: &[f32]) -> Result<Option<Vec<f32>>> {
@@ -117,6 +124,34 @@ impl<B: Backend> Run for On<B> {
             .encoder_blocks(&self.blocks[range], &self.dims, &mut x, mask, batch, seq)?;
         a.hidden = self.b.download(x)?;
         Ok(())
+    }
+
+    fn block_first_rows(&self, layer: usize, a: &Activation) -> Result<Option<Vec<f32>>> {
+        let (b, dims) = (&self.b, &self.dims);
+        let (h, batch, seq) = (dims.hidden, a.batch, a.seq);
+        let blk = &self.blocks[layer];
+        // The contract's own two halves of a block (`encoder_blocks` runs the same ops): the
+        // attention over every row, a few texts at a time (about 256 rows, as the CPU groups
+        // them, so that their q/k/v stay in cache: the whole batch at once made attention the
+        // slower by half), then the row-local rest on the first rows.
+        let group = (256 / seq.max(1)).max(1);
+        let mut s = encoder::Scratch::new(b);
+        let (mut ctx, mut first) = (b.buffer(batch * h), b.buffer(batch * h));
+        let mut t0 = 0;
+        while t0 < batch {
+            let n = group.min(batch - t0);
+            let x = b.upload(a.hidden[t0 * seq * h..(t0 + n) * seq * h].to_vec());
+            let mask = &a.mask[t0 * seq..(t0 + n) * seq];
+            encoder::attention_part(b, blk, dims, &x, mask, n, seq, &mut s)?;
+            for t in 0..n {
+                b.copy(&s.ctx, t * seq * h, &mut ctx, (t0 + t) * h, h)?;
+                b.copy(&x, t * seq * h, &mut first, (t0 + t) * h, h)?;
+            }
+            t0 += n;
+        }
+        let (mut o, mut up) = (b.buffer(batch * h), b.buffer(batch * dims.ffn));
+        encoder::rows_part(b, blk, dims, &ctx, &mut first, batch, &mut o, &mut up)?;
+        Ok(Some(b.download(first)?))
     }
 
     fn classify(&self, first: Vec<f32>, batch: usize) -> Result<Vec<f32>> {
