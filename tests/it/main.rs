@@ -12,6 +12,7 @@ mod gguf_compat;
 mod gpu_clip;
 mod gpu_llama;
 mod gpu_minilm;
+mod gpu_rerank;
 mod guided;
 mod llama_convert;
 mod llama_fidelity;

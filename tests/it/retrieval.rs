@@ -11,11 +11,11 @@ use edgecut_format::Tokenizer;
 use edgecut_tests::{converted, f32s, fixture, ids, qwen3_embedder_dir, repo_root, scratch};
 use serde_json::Value;
 
-fn model(name: &str) -> Value {
+pub(crate) fn model(name: &str) -> Value {
     fixture("retrieval-tiny.json")["models"][name].clone()
 }
 
-fn tiny(name: &str, wt: WeightType) -> PathBuf {
+pub(crate) fn tiny(name: &str, wt: WeightType) -> PathBuf {
     converted(&repo_root().join("tests/fixtures").join(name), name, wt)
 }
 
