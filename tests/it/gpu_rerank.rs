@@ -38,7 +38,11 @@ fn gpu_reranks_like_the_cpu_backend_and_in_pytorchs_order() {
         .collect();
     let (gpu, cpu) = (session(DeviceKind::Wgpu), session(DeviceKind::Cpu));
     println!("wgpu device: {}", gpu.device());
-    assert_ne!(gpu.device(), cpu.device(), "the GPU session runs on the GPU");
+    assert_ne!(
+        gpu.device(),
+        cpu.device(),
+        "the GPU session runs on the GPU"
+    );
     let g = gpu.score_pairs(&refs).unwrap().scores;
     let c = cpu.score_pairs(&refs).unwrap().scores;
     let worst = g
