@@ -56,6 +56,16 @@ impl<B: Backend> EncoderBlock<B> {
     }
 }
 
+/// Token rows an encoder block runs at once when a batch has more (whole texts; a text longer
+/// than this runs alone): 256 rows keep MiniLM's ffn_up output (1.5 MiB) within L2/L3 reach,
+/// and a group's q/k/v in cache for its attention.
+pub const GROUP_ROWS: usize = 256;
+
+/// Whole texts of `seq` rows per group of [`GROUP_ROWS`] (at least one).
+pub fn texts_per_group(seq: usize) -> usize {
+    (GROUP_ROWS / seq.max(1)).max(1)
+}
+
 /// Sizes shared by every block.
 #[derive(Clone, Copy, Debug)]
 pub struct EncoderDims {

@@ -6,7 +6,7 @@
 
 use edgecut::{AttentionPrecision, DeviceKind, Session, SessionOptions, WeightType};
 
-use crate::retrieval::{model, order, tiny};
+use crate::retrieval::{logits, model, order, query_documents, tiny};
 
 fn session(device: DeviceKind) -> Session {
     // The GPU computes attention in f32; the CPU runs f32 too, so the two differ only by
@@ -23,19 +23,7 @@ fn session(device: DeviceKind) -> Session {
 fn gpu_reranks_like_the_cpu_backend_and_in_pytorchs_order() {
     let fx = model("bert-rerank-tiny");
     let pairs = fx["pairs"].as_array().unwrap();
-    let refs: Vec<(&str, &str)> = pairs
-        .iter()
-        .map(|p| {
-            (
-                p["query"].as_str().unwrap(),
-                p["document"].as_str().unwrap(),
-            )
-        })
-        .collect();
-    let want: Vec<f32> = pairs
-        .iter()
-        .map(|p| p["logit"].as_f64().unwrap() as f32)
-        .collect();
+    let (refs, want) = (query_documents(pairs), logits(pairs));
     let (gpu, cpu) = (session(DeviceKind::Wgpu), session(DeviceKind::Cpu));
     println!("wgpu device: {}", gpu.device());
     assert_ne!(

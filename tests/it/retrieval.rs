@@ -170,7 +170,16 @@ pub(crate) fn scores_of(name: &str, pairs: &[Value], path: &Path) -> (Vec<f32>, 
         got.push(s.rerank(q, &[d]).unwrap().scores[0]);
     }
     // All at once (batched, padded, several queries) gives the same scores.
-    let refs: Vec<(&str, &str)> = pairs
+    let batched = s.score_pairs(&query_documents(pairs)).unwrap().scores;
+    for (a, b) in got.iter().zip(&batched) {
+        assert!((a - b).abs() <= 1e-5, "{name}: alone {a}, batched {b}");
+    }
+    (got, logits(pairs))
+}
+
+/// The fixture's pairs as (query, document).
+pub(crate) fn query_documents(pairs: &[Value]) -> Vec<(&str, &str)> {
+    pairs
         .iter()
         .map(|p| {
             (
@@ -178,16 +187,15 @@ pub(crate) fn scores_of(name: &str, pairs: &[Value], path: &Path) -> (Vec<f32>, 
                 p["document"].as_str().unwrap(),
             )
         })
-        .collect();
-    let batched = s.score_pairs(&refs).unwrap().scores;
-    for (a, b) in got.iter().zip(&batched) {
-        assert!((a - b).abs() <= 1e-5, "{name}: alone {a}, batched {b}");
-    }
-    let want = pairs
+        .collect()
+}
+
+/// PyTorch's logit of each of the fixture's pairs.
+pub(crate) fn logits(pairs: &[Value]) -> Vec<f32> {
+    pairs
         .iter()
         .map(|p| p["logit"].as_f64().unwrap() as f32)
-        .collect();
-    (got, want)
+        .collect()
 }
 
 pub(crate) fn order(v: &[f32]) -> Vec<usize> {

@@ -12,9 +12,6 @@ use crate::ops::{OpError, RopeStyle};
 
 use super::{with_scratch, CpuBackend, CpuMatrix, Linear};
 
-/// Token rows an encoder block runs at once when a batch has more (whole texts; a text longer
-/// than this runs alone): 256 rows keep MiniLM's ffn_up output (1.5 MiB) within L2/L3 reach.
-const GROUP_ROWS: usize = 256;
 /// Token rows from which blocks on several threads run as row tasks. Below this, ops split
 /// their columns instead (each task then reads only its share of the weights, which matters
 /// more for few rows).
@@ -399,7 +396,7 @@ impl Backend for CpuBackend {
         }
     }
 
-    /// Long batches run a few texts at a time (`GROUP_ROWS` token rows) through every block, as
+    /// Long batches run a few texts at a time (`encoder::GROUP_ROWS` token rows) through every block, as
     /// BERT's below; each op of a group splits across the pool.
     fn rotary_encoder_blocks(
         &self,
@@ -415,7 +412,7 @@ impl Backend for CpuBackend {
         })
     }
 
-    /// Long batches run a few texts at a time (`GROUP_ROWS` token rows) through every block,
+    /// Long batches run a few texts at a time (`encoder::GROUP_ROWS` token rows) through every block,
     /// so the intermediates stay in cache. Within a group, on one thread or for few rows, the
     /// contract's op-by-op default runs (each op split across the pool by output columns); from
     /// `ROW_TASKS_FROM` rows on several threads, row tasks (`row_task_blocks`). Both
@@ -442,7 +439,7 @@ impl Backend for CpuBackend {
     }
 }
 
-/// Runs `f(rows, mask, texts)` on groups of whole texts of at most `GROUP_ROWS` token rows (a
+/// Runs `f(rows, mask, texts)` on groups of whole texts of at most [`encoder::GROUP_ROWS`] token rows (a
 /// text longer than that alone) of a padded batch (`x`: rows of `hidden`), so the blocks'
 /// intermediates stay in cache.
 fn text_groups(
@@ -455,7 +452,7 @@ fn text_groups(
 ) -> Result<(), OpError> {
     OpError::check("encoder input", x.len(), batch * seq * hidden)?;
     OpError::check("encoder mask", mask.len(), batch * seq)?;
-    let group = (GROUP_ROWS / seq.max(1)).max(1);
+    let group = encoder::texts_per_group(seq);
     let mut b0 = 0;
     while b0 < batch {
         let nb = group.min(batch - b0);

@@ -131,10 +131,10 @@ impl<B: Backend> Run for On<B> {
         let (h, batch, seq) = (dims.hidden, a.batch, a.seq);
         let blk = &self.blocks[layer];
         // The contract's own two halves of a block (`encoder_blocks` runs the same ops): the
-        // attention over every row, a few texts at a time (about 256 rows, as the CPU groups
-        // them, so that their q/k/v stay in cache: the whole batch at once made attention the
-        // slower by half), then the row-local rest on the first rows.
-        let group = (256 / seq.max(1)).max(1);
+        // attention over every row, a group of texts at a time as the CPU groups them (so that
+        // their q/k/v stay in cache: the whole batch at once made attention the slower by
+        // half), then the row-local rest on the first rows.
+        let group = encoder::texts_per_group(seq);
         let mut s = encoder::Scratch::new(b);
         let (mut ctx, mut first) = (b.buffer(batch * h), b.buffer(batch * h));
         let mut t0 = 0;
